@@ -1,0 +1,112 @@
+//! Every error the API can answer, turned into a response in one place.
+
+use axum::Json;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+use crate::segment::FieldIssue;
+
+/// An API failure. `Display` is the client-facing message; internals are logged, not leaked.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// The request body exceeds the request limit.
+    #[error("request body exceeds {limit} bytes")]
+    RequestTooLarge {
+        /// The limit in bytes.
+        limit: usize,
+    },
+    /// One event exceeds the event limit (single-event calls).
+    #[error("event exceeds {limit} bytes")]
+    EventTooLarge {
+        /// The limit in bytes.
+        limit: usize,
+    },
+    /// A batch holds more events than allowed.
+    #[error("batch holds {count} events; at most {limit} are accepted per request")]
+    BatchTooLarge {
+        /// Events in the batch.
+        count: usize,
+        /// The limit.
+        limit: usize,
+    },
+    /// The body is not the JSON shape the route expects.
+    #[error("body is not valid JSON for this route: {0}")]
+    InvalidJson(String),
+    /// A single event failed validation.
+    #[error("event is invalid")]
+    InvalidEvent(Vec<FieldIssue>),
+    /// Some events of a batch failed validation; none of the batch was accepted.
+    #[error("{} of the batch's events are invalid; nothing was accepted", count_indexes(.0))]
+    InvalidBatch(Vec<FieldIssue>),
+    /// No write key, or one that belongs to no tenant.
+    #[error("missing or unknown write key (send it as the Basic auth user or as writeKey)")]
+    Unauthorized,
+    /// No such route.
+    #[error("no such endpoint")]
+    NotFound,
+    /// Kafka did not acknowledge the events; the client must retry.
+    #[error("events could not be stored durably right now; retry later")]
+    Unavailable {
+        /// Seconds the client should wait.
+        retry_after_secs: u64,
+    },
+}
+
+fn count_indexes(issues: &[FieldIssue]) -> usize {
+    let mut indexes: Vec<_> = issues.iter().filter_map(|issue| issue.index).collect();
+    indexes.dedup();
+    indexes.len()
+}
+
+impl ApiError {
+    fn status(&self) -> StatusCode {
+        match self {
+            ApiError::RequestTooLarge { .. }
+            | ApiError::EventTooLarge { .. }
+            | ApiError::BatchTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::InvalidJson(_) | ApiError::InvalidEvent(_) | ApiError::InvalidBatch(_) => {
+                StatusCode::BAD_REQUEST
+            }
+            ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
+            ApiError::NotFound => StatusCode::NOT_FOUND,
+            ApiError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    /// The stable, machine-readable code clients switch on.
+    pub fn code(&self) -> &'static str {
+        match self {
+            ApiError::RequestTooLarge { .. } => "request_too_large",
+            ApiError::EventTooLarge { .. } => "event_too_large",
+            ApiError::BatchTooLarge { .. } => "batch_too_large",
+            ApiError::InvalidJson(_) => "invalid_json",
+            ApiError::InvalidEvent(_) => "invalid_event",
+            ApiError::InvalidBatch(_) => "invalid_batch",
+            ApiError::Unauthorized => "unauthorized",
+            ApiError::NotFound => "not_found",
+            ApiError::Unavailable { .. } => "unavailable",
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut error = json!({"code": self.code(), "message": self.to_string()});
+        if let ApiError::InvalidEvent(issues) | ApiError::InvalidBatch(issues) = &self {
+            error["details"] = json!(issues);
+        }
+        let mut response = (self.status(), Json(json!({ "error": error }))).into_response();
+        let headers = response.headers_mut();
+        match self {
+            ApiError::Unavailable { retry_after_secs } => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs));
+            }
+            ApiError::Unauthorized => {
+                headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Basic"));
+            }
+            _ => {}
+        }
+        response
+    }
+}

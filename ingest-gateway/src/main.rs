@@ -1,0 +1,130 @@
+//! `ingest-gateway`: parses configuration, builds the state, serves until SIGTERM/ctrl-c, then
+//! drains in-flight requests and flushes the Kafka producer.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::Parser;
+use clickstream_ingest_gateway::kafka::{EventProducer, KafkaConfig};
+use clickstream_ingest_gateway::segment::Limits;
+use clickstream_ingest_gateway::tenants::Tenants;
+use clickstream_ingest_gateway::{AppState, router};
+
+/// Segment-compatible event ingestion into Kafka.
+#[derive(Debug, Parser)]
+#[command(version)]
+struct Args {
+    /// Address to listen on.
+    #[arg(
+        long,
+        env = "CLICKSTREAM_INGEST_LISTEN",
+        default_value = "127.0.0.1:18080"
+    )]
+    listen: SocketAddr,
+    /// Kafka bootstrap servers.
+    #[arg(
+        long,
+        env = "CLICKSTREAM_KAFKA_BROKERS",
+        default_value = "127.0.0.1:19092"
+    )]
+    kafka_brokers: String,
+    /// Topic that receives events.
+    #[arg(long, env = "CLICKSTREAM_KAFKA_TOPIC", default_value = "events")]
+    topic: String,
+    /// Tenants and write keys (TOML).
+    #[arg(
+        long,
+        env = "CLICKSTREAM_TENANTS_FILE",
+        default_value = "deploy/tenants.toml"
+    )]
+    tenants: PathBuf,
+    /// How long a request waits for Kafka's acknowledgement before answering 503.
+    #[arg(
+        long,
+        env = "CLICKSTREAM_INGEST_MESSAGE_TIMEOUT_MS",
+        default_value_t = 10_000
+    )]
+    message_timeout_ms: u64,
+    /// Events buffered locally before requests are refused with 503.
+    #[arg(
+        long,
+        env = "CLICKSTREAM_INGEST_QUEUE_MAX_MESSAGES",
+        default_value_t = 100_000
+    )]
+    queue_max_messages: u32,
+    /// Take client IPs from X-Forwarded-For (only behind a proxy you trust).
+    #[arg(long, env = "CLICKSTREAM_INGEST_TRUST_FORWARDED_FOR")]
+    trust_forwarded_for: bool,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .init();
+    let Args {
+        listen,
+        kafka_brokers,
+        topic,
+        tenants,
+        message_timeout_ms,
+        queue_max_messages,
+        trust_forwarded_for,
+    } = Args::parse();
+
+    let tenants = Tenants::load(&tenants).context("loading tenants")?;
+    let producer = EventProducer::new(&KafkaConfig {
+        brokers: kafka_brokers.clone(),
+        topic: topic.clone(),
+        message_timeout_ms,
+        queue_max_messages,
+    })
+    .context("creating the Kafka producer")?;
+    let state = Arc::new(AppState {
+        tenants,
+        producer,
+        limits: Limits::default(),
+        trust_forwarded_for,
+        retry_after_secs: 5,
+        metrics: Default::default(),
+    });
+
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("binding {listen}"))?;
+    tracing::info!(%listen, brokers = %kafka_brokers, %topic, "ingest gateway listening");
+    axum::serve(
+        listener,
+        router(state.clone()).into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown_signal())
+    .await
+    .context("serving")?;
+    tracing::info!("draining the Kafka producer");
+    state
+        .producer
+        .flush(Duration::from_secs(15))
+        .context("flushing the Kafka producer")?;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(term) => term,
+        Err(error) => {
+            tracing::warn!(%error, "cannot listen for SIGTERM; ctrl-c only");
+            let _ = ctrl_c.await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term.recv() => {},
+    }
+}

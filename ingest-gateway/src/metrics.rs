@@ -1,0 +1,88 @@
+//! Every metric of the ingest gateway.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::{Registry, Unit};
+
+/// Labels of the request counter: bounded (routes and status codes are finite sets).
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    /// `track`, `batch`, ...
+    pub route: &'static str,
+    /// HTTP status code.
+    pub status: u16,
+}
+
+/// The gateway's metrics and the registry that exposes them.
+#[derive(Debug)]
+pub struct Metrics {
+    /// The registry rendered at `/metrics`.
+    pub registry: Registry,
+    /// Requests by route and status.
+    pub requests: Family<RequestLabels, Counter>,
+    /// Events acknowledged by Kafka.
+    pub events_accepted: Counter,
+    /// Events refused (invalid, too large, or part of a refused batch).
+    pub events_rejected: Counter,
+    /// Requests answered 503 because Kafka did not acknowledge.
+    pub produce_failures: Counter,
+    /// Time from enqueue to Kafka acknowledgement of a request's events.
+    pub produce_duration: Histogram,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::default();
+        let requests = Family::<RequestLabels, Counter>::default();
+        let events_accepted = Counter::default();
+        let events_rejected = Counter::default();
+        let produce_failures = Counter::default();
+        let produce_duration = Histogram::new(exponential_buckets(0.0005, 2.0, 16));
+        registry.register(
+            "clickstream_ingest_requests",
+            "HTTP requests by route and status",
+            requests.clone(),
+        );
+        registry.register(
+            "clickstream_ingest_events_accepted",
+            "Events acknowledged by Kafka",
+            events_accepted.clone(),
+        );
+        registry.register(
+            "clickstream_ingest_events_rejected",
+            "Events refused with a 4xx",
+            events_rejected.clone(),
+        );
+        registry.register(
+            "clickstream_ingest_produce_failures",
+            "Requests answered 503 because Kafka did not acknowledge",
+            produce_failures.clone(),
+        );
+        registry.register_with_unit(
+            "clickstream_ingest_produce_duration",
+            "Time until Kafka acknowledged all events of a request",
+            Unit::Seconds,
+            produce_duration.clone(),
+        );
+        Metrics {
+            registry,
+            requests,
+            events_accepted,
+            events_rejected,
+            produce_failures,
+            produce_duration,
+        }
+    }
+}
+
+impl Metrics {
+    /// The text exposition format.
+    pub fn render(&self) -> String {
+        let mut text = String::new();
+        // Writing to a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut text, &self.registry);
+        text
+    }
+}

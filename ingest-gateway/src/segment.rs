@@ -1,0 +1,657 @@
+//! Turns Segment-shaped JSON into validated [`Event`]s.
+//!
+//! This is the only place that interprets client JSON. It is strict about what it cannot
+//! safely guess (missing ids, malformed times, wrong types) and reports every problem of a
+//! request at once, each named by field (and index in a batch), so a client can fix and resend
+//! without a round trip per mistake.
+
+use std::net::IpAddr;
+use std::sync::LazyLock;
+
+use schemas::{Campaign, Event, EventKind, Page};
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+use crate::tenants::Tenant;
+
+/// Segment's documented limits.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Largest accepted JSON encoding of one event.
+    pub max_event_bytes: usize,
+    /// Largest accepted request body.
+    pub max_request_bytes: usize,
+    /// Most events accepted in one batch.
+    pub max_batch_events: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_event_bytes: 32 * 1024,
+            max_request_bytes: 500 * 1024,
+            max_batch_events: 2_500,
+        }
+    }
+}
+
+/// One problem with one field of one event.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FieldIssue {
+    /// Position in the batch; absent for single-event calls.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub index: Option<usize>,
+    /// The JSON field, in Segment's spelling (`event`, `context.ip`, ...).
+    pub field: String,
+    /// What is wrong with it.
+    pub message: String,
+}
+
+impl FieldIssue {
+    fn new(field: &str, message: impl Into<String>) -> Self {
+        FieldIssue {
+            index: None,
+            field: field.to_owned(),
+            message: message.into(),
+        }
+    }
+}
+
+/// What the gateway knows about a request beyond its body.
+#[derive(Debug, Clone)]
+pub struct RequestMeta<'a> {
+    /// The tenant the write key belongs to.
+    pub tenant: &'a Tenant,
+    /// When the request arrived, Unix milliseconds.
+    pub received_at_ms: i64,
+    /// The client's address (socket peer, or `X-Forwarded-For` when trusted).
+    pub client_ip: Option<IpAddr>,
+    /// The `User-Agent` header, used when the event has no `context.userAgent`.
+    pub user_agent: Option<&'a str>,
+}
+
+/// Fields a batch envelope applies to each of its events unless the event sets its own.
+#[derive(Debug, Clone, Default)]
+pub struct BatchDefaults<'a> {
+    /// Envelope-level `sentAt`.
+    pub sent_at: Option<&'a Value>,
+    /// Envelope-level `context`, merged under each event's own.
+    pub context: Option<&'a Map<String, Value>>,
+}
+
+/// Validates one event object and normalises it.
+///
+/// `kind` is the type implied by the URL (`/v1/track`); batch events carry `type` instead.
+pub fn normalize(
+    kind: Option<EventKind>,
+    object: &Map<String, Value>,
+    defaults: &BatchDefaults<'_>,
+    meta: &RequestMeta<'_>,
+) -> Result<Event, Vec<FieldIssue>> {
+    let mut issues = Vec::new();
+    let mut fields = Fields {
+        object,
+        issues: &mut issues,
+    };
+
+    let kind = match kind {
+        Some(kind) => Some(kind),
+        None => match object.get("type") {
+            Some(Value::String(name)) => EventKind::parse(name).or_else(|| {
+                fields.issue(
+                    "type",
+                    format!("unknown type {name:?}; expected one of track, page, screen, identify, alias, group"),
+                );
+                None
+            }),
+            _ => {
+                fields.issue("type", "is required in a batch (track, page, screen, identify, alias, group)");
+                None
+            }
+        },
+    };
+
+    let message_id = fields.id("messageId");
+    let anonymous_id = fields.id("anonymousId");
+    let user_id = fields.id("userId");
+    let previous_id = fields.id("previousId");
+    let group_id = fields.id("groupId");
+    let timestamp = fields.time("timestamp");
+    let original_timestamp = fields.time("originalTimestamp");
+    let sent_at = match object.get("sentAt") {
+        Some(_) => fields.time("sentAt"),
+        None => defaults.sent_at.and_then(|value| {
+            parse_time(value).unwrap_or_else(|message| {
+                fields.issue("sentAt", message);
+                None
+            })
+        }),
+    };
+    let properties = fields.object("properties");
+    let traits = fields.object("traits");
+    let own_context = fields.object("context");
+
+    if anonymous_id.is_empty() && user_id.is_empty() {
+        fields.issue("anonymousId", "either userId or anonymousId is required");
+    }
+
+    let name = match kind {
+        Some(EventKind::Track) => {
+            let name = fields.string("event");
+            if name.is_empty() {
+                fields.issue(
+                    "event",
+                    "is required for track calls and must be a non-empty string",
+                );
+            }
+            name
+        }
+        Some(EventKind::Page | EventKind::Screen) => fields.string("name"),
+        _ => String::new(),
+    };
+    if kind == Some(EventKind::Alias) {
+        if previous_id.is_empty() {
+            fields.issue("previousId", "is required for alias calls");
+        }
+        if user_id.is_empty() {
+            fields.issue("userId", "is required for alias calls");
+        }
+    }
+    if kind == Some(EventKind::Group) && group_id.is_empty() {
+        fields.issue("groupId", "is required for group calls");
+    }
+
+    let context = merge_context(defaults.context, own_context);
+    let lifted = lift_context(&context, properties, kind, &mut issues);
+
+    let ip = match lifted.ip.or(meta.client_ip) {
+        Some(ip) if meta.tenant.anonymize_ip => anonymize_ip(ip).to_string(),
+        Some(ip) => ip.to_string(),
+        None => String::new(),
+    };
+    let user_agent = lifted
+        .user_agent
+        .or_else(|| meta.user_agent.map(str::to_owned))
+        .unwrap_or_default();
+
+    let (Some(kind), true) = (kind, issues.is_empty()) else {
+        return Err(issues);
+    };
+
+    let client_time = timestamp.or(original_timestamp);
+    let timestamp_ms = event_time(client_time, sent_at, meta.received_at_ms);
+
+    Ok(Event {
+        tenant: meta.tenant.id.clone(),
+        message_id: if message_id.is_empty() {
+            uuid::Uuid::now_v7().to_string()
+        } else {
+            message_id
+        },
+        kind,
+        name,
+        anonymous_id,
+        user_id,
+        previous_id,
+        group_id,
+        timestamp_ms,
+        original_timestamp_ms: client_time,
+        sent_at_ms: sent_at,
+        received_at_ms: meta.received_at_ms,
+        page: lifted.page,
+        campaign: lifted.campaign,
+        ip,
+        is_bot: is_bot(&user_agent),
+        user_agent,
+        locale: lifted.locale,
+        library: lifted.library,
+        properties: properties.map(flatten).unwrap_or_default(),
+        traits: traits.map(flatten).unwrap_or_default(),
+        context: lifted.rest,
+    })
+}
+
+/// Event time corrected for the client's clock skew, as Segment defines it:
+/// `timestamp + (receivedAt - sentAt)`. A client whose clock is an hour fast sends both
+/// `timestamp` and `sentAt` an hour ahead; the difference cancels the error. Without a client
+/// timestamp the event happened when it arrived.
+pub fn event_time(timestamp_ms: Option<i64>, sent_at_ms: Option<i64>, received_at_ms: i64) -> i64 {
+    match (timestamp_ms, sent_at_ms) {
+        (Some(timestamp), Some(sent_at)) => {
+            timestamp.saturating_add(received_at_ms.saturating_sub(sent_at))
+        }
+        (Some(timestamp), None) => timestamp,
+        (None, _) => received_at_ms,
+    }
+}
+
+/// Zeroes the host part that identifies a person: the last octet of IPv4, the last 80 bits of
+/// IPv6 (what Google Analytics and Matomo do), leaving enough for country-level geo lookups.
+pub fn anonymize_ip(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(v4) => {
+            let [a, b, c, _] = v4.octets();
+            IpAddr::from([a, b, c, 0])
+        }
+        IpAddr::V6(v6) => {
+            if let Some(v4) = v6.to_ipv4_mapped() {
+                return anonymize_ip(IpAddr::V4(v4));
+            }
+            let mut octets = v6.octets();
+            octets[6..].fill(0);
+            IpAddr::from(octets)
+        }
+    }
+}
+
+/// True for user agents on the well-known crawler list.
+pub fn is_bot(user_agent: &str) -> bool {
+    static BOTS: LazyLock<isbot::Bots> = LazyLock::new(isbot::Bots::default);
+    !user_agent.is_empty() && BOTS.is_bot(user_agent)
+}
+
+/// Reads typed fields off one event object, recording an issue per malformed field.
+struct Fields<'a, 'b> {
+    object: &'a Map<String, Value>,
+    issues: &'b mut Vec<FieldIssue>,
+}
+
+impl<'a> Fields<'a, '_> {
+    fn issue(&mut self, field: &str, message: impl Into<String>) {
+        self.issues.push(FieldIssue::new(field, message));
+    }
+
+    /// Ids may be strings or numbers (many server SDKs send numeric user ids); absent or null
+    /// is empty.
+    fn id(&mut self, field: &str) -> String {
+        match self.object.get(field) {
+            None | Some(Value::Null) => String::new(),
+            Some(Value::String(id)) if id.len() <= 256 => id.clone(),
+            Some(Value::String(_)) => {
+                self.issue(field, "must be at most 256 bytes");
+                String::new()
+            }
+            Some(Value::Number(number)) => number.to_string(),
+            Some(_) => {
+                self.issue(field, "must be a string");
+                String::new()
+            }
+        }
+    }
+
+    fn string(&mut self, field: &str) -> String {
+        match self.object.get(field) {
+            None | Some(Value::Null) => String::new(),
+            Some(Value::String(text)) => text.clone(),
+            Some(_) => {
+                self.issue(field, "must be a string");
+                String::new()
+            }
+        }
+    }
+
+    fn time(&mut self, field: &str) -> Option<i64> {
+        let value = self.object.get(field)?;
+        parse_time(value).unwrap_or_else(|message| {
+            self.issue(field, message);
+            None
+        })
+    }
+
+    fn object(&mut self, field: &str) -> Option<&'a Map<String, Value>> {
+        match self.object.get(field) {
+            None | Some(Value::Null) => None,
+            Some(Value::Object(object)) => Some(object),
+            Some(_) => {
+                self.issue(field, "must be an object");
+                None
+            }
+        }
+    }
+}
+
+/// Parses an ISO-8601 / RFC 3339 time with offset to Unix milliseconds.
+fn parse_time(value: &Value) -> Result<Option<i64>, String> {
+    match value {
+        Value::Null => Ok(None),
+        Value::String(text) => chrono::DateTime::parse_from_rfc3339(text)
+            .map(|time| Some(time.timestamp_millis()))
+            .map_err(|error| {
+                format!(
+                    "must be an ISO-8601 time with offset, like 2024-05-01T12:00:00.000Z ({error})"
+                )
+            }),
+        _ => Err("must be an ISO-8601 time string".to_owned()),
+    }
+}
+
+/// The envelope's context first, then the event's own keys over it.
+fn merge_context(
+    envelope: Option<&Map<String, Value>>,
+    own: Option<&Map<String, Value>>,
+) -> Map<String, Value> {
+    let mut merged = envelope.cloned().unwrap_or_default();
+    if let Some(own) = own {
+        merged.extend(own.iter().map(|(key, value)| (key.clone(), value.clone())));
+    }
+    merged
+}
+
+/// Context fields with typed columns downstream; everything else stays in `rest`.
+#[derive(Default)]
+struct LiftedContext {
+    ip: Option<IpAddr>,
+    user_agent: Option<String>,
+    page: Page,
+    campaign: Campaign,
+    locale: String,
+    library: String,
+    rest: Vec<(String, String)>,
+}
+
+const LIFTED_KEYS: [&str; 6] = ["ip", "userAgent", "page", "campaign", "locale", "library"];
+
+fn lift_context(
+    context: &Map<String, Value>,
+    properties: Option<&Map<String, Value>>,
+    kind: Option<EventKind>,
+    issues: &mut Vec<FieldIssue>,
+) -> LiftedContext {
+    let text = |object: Option<&Map<String, Value>>, key: &str| -> String {
+        match object.and_then(|object| object.get(key)) {
+            Some(Value::String(text)) => text.clone(),
+            _ => String::new(),
+        }
+    };
+    let mut lifted = LiftedContext::default();
+
+    match context.get("ip") {
+        None | Some(Value::Null) => {}
+        Some(Value::String(ip)) => match ip.parse() {
+            Ok(ip) => lifted.ip = Some(ip),
+            Err(_) => issues.push(FieldIssue::new(
+                "context.ip",
+                format!("{ip:?} is not an IP address"),
+            )),
+        },
+        Some(_) => issues.push(FieldIssue::new("context.ip", "must be a string")),
+    }
+    if let Some(Value::String(agent)) = context.get("userAgent") {
+        lifted.user_agent = Some(agent.clone());
+    }
+
+    // A page call describes its page in `properties`; other calls inherit `context.page`.
+    let context_page = context.get("page").and_then(Value::as_object);
+    let page_properties = if kind == Some(EventKind::Page) {
+        properties
+    } else {
+        None
+    };
+    let pick = |key: &str| {
+        let own = text(page_properties, key);
+        if own.is_empty() {
+            text(context_page, key)
+        } else {
+            own
+        }
+    };
+    lifted.page = Page {
+        path: pick("path"),
+        url: pick("url"),
+        referrer: pick("referrer"),
+        title: pick("title"),
+    };
+    let parsed_url = url::Url::parse(&lifted.page.url).ok();
+    if lifted.page.path.is_empty()
+        && let Some(url) = &parsed_url
+    {
+        lifted.page.path = url.path().to_owned();
+    }
+
+    let campaign = context.get("campaign").and_then(Value::as_object);
+    lifted.campaign = Campaign {
+        source: text(campaign, "source"),
+        medium: text(campaign, "medium"),
+        name: text(campaign, "name"),
+    };
+    if lifted.campaign == Campaign::default()
+        && let Some(url) = &parsed_url
+    {
+        for (key, value) in url.query_pairs() {
+            match key.as_ref() {
+                "utm_source" => lifted.campaign.source = value.into_owned(),
+                "utm_medium" => lifted.campaign.medium = value.into_owned(),
+                "utm_campaign" => lifted.campaign.name = value.into_owned(),
+                _ => {}
+            }
+        }
+    }
+
+    lifted.locale = text(Some(context), "locale");
+    let library = context.get("library").and_then(Value::as_object);
+    lifted.library = match (text(library, "name"), text(library, "version")) {
+        (name, version) if version.is_empty() => name,
+        (name, version) => format!("{name}/{version}"),
+    };
+    lifted.rest = context
+        .iter()
+        .filter(|(key, _)| !LIFTED_KEYS.contains(&key.as_str()))
+        .map(|(key, value)| (key.clone(), value_text(value)))
+        .collect();
+    lifted
+}
+
+/// Free-form maps become `key -> text`: strings verbatim, anything else as compact JSON, so
+/// ClickHouse can store them in a `Nested(key String, value String)` column on any version.
+fn flatten(object: &Map<String, Value>) -> Vec<(String, String)> {
+    object
+        .iter()
+        .map(|(key, value)| (key.clone(), value_text(value)))
+        .collect()
+}
+
+fn value_text(value: &Value) -> String {
+    match value {
+        Value::String(text) => text.clone(),
+        other => other.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn tenant() -> Tenant {
+        Tenant {
+            id: "acme".into(),
+            write_keys: vec!["wk".into()],
+            read_keys: vec![],
+            anonymize_ip: true,
+        }
+    }
+
+    fn meta(tenant: &Tenant) -> RequestMeta<'_> {
+        RequestMeta {
+            tenant,
+            received_at_ms: 1_700_000_000_000,
+            client_ip: Some("203.0.113.77".parse().unwrap()),
+            user_agent: Some("Mozilla/5.0 (X11; Linux x86_64) Firefox/120.0"),
+        }
+    }
+
+    fn run(kind: Option<EventKind>, body: Value) -> Result<Event, Vec<FieldIssue>> {
+        let tenant = tenant();
+        normalize(
+            kind,
+            body.as_object().unwrap(),
+            &BatchDefaults::default(),
+            &meta(&tenant),
+        )
+    }
+
+    fn fields(issues: &[FieldIssue]) -> Vec<&str> {
+        issues.iter().map(|issue| issue.field.as_str()).collect()
+    }
+
+    #[test]
+    fn track_with_segment_fields() {
+        let event = run(
+            Some(EventKind::Track),
+            json!({
+                "messageId": "m-1", "anonymousId": "a-1", "userId": 42, "event": "Signed Up",
+                "properties": {"plan": "pro", "seats": 3},
+                "context": {"ip": "198.51.100.23", "locale": "en-GB",
+                            "library": {"name": "analytics.js", "version": "4.1.0"},
+                            "page": {"url": "https://x.io/pricing?utm_source=news&utm_medium=mail"},
+                            "timezone": "Europe/London"},
+                "integrations": {"All": false}
+            }),
+        )
+        .unwrap();
+        assert_eq!(event.tenant, "acme");
+        assert_eq!(event.message_id, "m-1");
+        assert_eq!(event.kind, EventKind::Track);
+        assert_eq!(event.name, "Signed Up");
+        assert_eq!(event.user_id, "42");
+        assert_eq!(event.ip, "198.51.100.0");
+        assert_eq!(event.locale, "en-GB");
+        assert_eq!(event.library, "analytics.js/4.1.0");
+        assert_eq!(event.page.path, "/pricing");
+        assert_eq!(event.campaign.source, "news");
+        assert_eq!(event.campaign.medium, "mail");
+        assert_eq!(
+            event.properties,
+            vec![("plan".into(), "pro".into()), ("seats".into(), "3".into())]
+        );
+        assert_eq!(
+            event.context,
+            vec![("timezone".into(), "Europe/London".into())]
+        );
+        assert_eq!(
+            event.timestamp_ms, 1_700_000_000_000,
+            "no client time: received time"
+        );
+        assert!(!event.is_bot);
+    }
+
+    #[test]
+    fn missing_message_id_gets_a_uuid_v7() {
+        let event = run(Some(EventKind::Page), json!({"anonymousId": "a"})).unwrap();
+        let id = uuid::Uuid::parse_str(&event.message_id).unwrap();
+        assert_eq!(id.get_version_num(), 7);
+    }
+
+    #[test]
+    fn clock_skew_is_corrected() {
+        // The client's clock runs 1 h fast: timestamp and sentAt are both an hour ahead.
+        let event = run(
+            Some(EventKind::Page),
+            json!({"anonymousId": "a", "timestamp": "2023-11-14T23:13:10Z",
+                   "sentAt": "2023-11-14T23:13:20Z"}),
+        )
+        .unwrap();
+        // received 2023-11-14T22:13:20Z: the event happened 10 s before that.
+        assert_eq!(event.timestamp_ms, 1_700_000_000_000 - 10_000);
+        assert_eq!(event.original_timestamp_ms, Some(1_700_003_590_000));
+        assert_eq!(event_time(Some(5), None, 100), 5);
+        assert_eq!(event_time(None, Some(5), 100), 100);
+        assert_eq!(
+            event_time(Some(i64::MAX), Some(i64::MIN), 0),
+            i64::MAX,
+            "saturates"
+        );
+    }
+
+    #[test]
+    fn every_problem_is_named() {
+        let issues = run(
+            Some(EventKind::Track),
+            json!({"userId": ["x"], "timestamp": "yesterday", "properties": 3,
+                   "context": {"ip": "not-an-ip"}}),
+        )
+        .unwrap_err();
+        assert_eq!(
+            fields(&issues),
+            [
+                "userId",
+                "timestamp",
+                "properties",
+                "anonymousId",
+                "event",
+                "context.ip"
+            ]
+        );
+    }
+
+    #[test]
+    fn per_type_requirements() {
+        let alias = run(Some(EventKind::Alias), json!({"anonymousId": "a"})).unwrap_err();
+        assert_eq!(fields(&alias), ["previousId", "userId"]);
+        let group = run(Some(EventKind::Group), json!({"userId": "u"})).unwrap_err();
+        assert_eq!(fields(&group), ["groupId"]);
+        let batch_item = run(None, json!({"type": "pageview", "anonymousId": "a"})).unwrap_err();
+        assert_eq!(fields(&batch_item), ["type"]);
+        assert!(run(None, json!({"type": "identify", "userId": "u"})).is_ok());
+    }
+
+    #[test]
+    fn page_properties_win_over_context_page() {
+        let event = run(
+            Some(EventKind::Page),
+            json!({"anonymousId": "a", "name": "Home",
+                   "properties": {"path": "/home", "referrer": "https://google.com/"},
+                   "context": {"page": {"path": "/ignored", "title": "Welcome"}}}),
+        )
+        .unwrap();
+        assert_eq!(event.name, "Home");
+        assert_eq!(event.page.path, "/home");
+        assert_eq!(event.page.referrer, "https://google.com/");
+        assert_eq!(event.page.title, "Welcome");
+    }
+
+    #[test]
+    fn envelope_defaults_apply_unless_overridden() {
+        let tenant = tenant();
+        let envelope = json!({"sentAt": "2023-11-14T22:13:21Z", "context": {"locale": "fr", "ip": "192.0.2.9"}});
+        let defaults = BatchDefaults {
+            sent_at: envelope.get("sentAt"),
+            context: envelope.get("context").and_then(Value::as_object),
+        };
+        let body = json!({"type": "track", "event": "x", "anonymousId": "a",
+                          "timestamp": "2023-11-14T22:13:20Z", "context": {"locale": "de"}});
+        let event = normalize(None, body.as_object().unwrap(), &defaults, &meta(&tenant)).unwrap();
+        assert_eq!(event.locale, "de");
+        assert_eq!(event.ip, "192.0.2.0");
+        assert_eq!(event.timestamp_ms, 1_700_000_000_000 - 1_000);
+    }
+
+    #[test]
+    fn ip_anonymization() {
+        let v6: IpAddr = "2001:db8:85a3:8d3:1319:8a2e:370:7348".parse().unwrap();
+        assert_eq!(anonymize_ip(v6).to_string(), "2001:db8:85a3::");
+        let mapped: IpAddr = "::ffff:198.51.100.7".parse().unwrap();
+        assert_eq!(anonymize_ip(mapped).to_string(), "198.51.100.0");
+        let mut opted_out = tenant();
+        opted_out.anonymize_ip = false;
+        let body = json!({"anonymousId": "a"});
+        let event = normalize(
+            None.or(Some(EventKind::Page)),
+            body.as_object().unwrap(),
+            &BatchDefaults::default(),
+            &meta(&opted_out),
+        )
+        .unwrap();
+        assert_eq!(event.ip, "203.0.113.77");
+    }
+
+    #[test]
+    fn bots_are_flagged_not_dropped() {
+        let event = run(
+            Some(EventKind::Page),
+            json!({"anonymousId": "a", "context": {"userAgent": "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)"}}),
+        )
+        .unwrap();
+        assert!(event.is_bot);
+    }
+}

@@ -1,0 +1,173 @@
+//! Tenants and their keys, loaded from a TOML file:
+//!
+//! ```toml
+//! [[tenants]]
+//! id = "acme"
+//! write_keys = ["wk_acme_1"]
+//! read_keys = ["rk_acme_1"]
+//! anonymize_ip = true   # default
+//! ```
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use serde::Deserialize;
+
+/// One tenant's configuration.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Tenant {
+    /// Stable tenant id: the first column of every ClickHouse table.
+    pub id: String,
+    /// Keys that may send events (public: they ship in browser code).
+    pub write_keys: Vec<String>,
+    /// Keys that may query (secret; used by the query gateway).
+    #[serde(default)]
+    pub read_keys: Vec<String>,
+    /// Zero the host part of client IPs before they are stored (GDPR default). A tenant with
+    /// its own legal basis may opt out.
+    #[serde(default = "default_true")]
+    pub anonymize_ip: bool,
+}
+
+fn default_true() -> bool {
+    true
+}
+
+/// Why a tenants file was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum TenantsError {
+    /// The file could not be read.
+    #[error("cannot read tenants file {path}")]
+    Read {
+        /// The file.
+        path: String,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML of the expected shape.
+    #[error("invalid tenants file")]
+    Parse(#[from] toml::de::Error),
+    /// A semantic problem, e.g. a key shared by two tenants.
+    #[error("invalid tenants file: {0}")]
+    Invalid(String),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TenantsFile {
+    tenants: Vec<Tenant>,
+}
+
+/// Write-key lookup.
+#[derive(Debug, Clone, Default)]
+pub struct Tenants {
+    by_write_key: HashMap<String, Arc<Tenant>>,
+}
+
+impl Tenants {
+    /// Loads and checks a tenants file.
+    pub fn load(path: &Path) -> Result<Tenants, TenantsError> {
+        let text = std::fs::read_to_string(path).map_err(|source| TenantsError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Tenants::parse(&text)
+    }
+
+    /// Parses and checks tenants from TOML text.
+    pub fn parse(text: &str) -> Result<Tenants, TenantsError> {
+        let file: TenantsFile = toml::from_str(text)?;
+        Tenants::new(file.tenants)
+    }
+
+    /// Builds the lookup, refusing ambiguous configurations.
+    pub fn new(tenants: Vec<Tenant>) -> Result<Tenants, TenantsError> {
+        let mut ids = std::collections::HashSet::new();
+        let mut by_write_key = HashMap::new();
+        for tenant in tenants {
+            if !schemas::ddl::is_valid_identifier(&tenant.id) {
+                return Err(TenantsError::Invalid(format!(
+                    "tenant id {:?} must be letters, digits and underscores",
+                    tenant.id
+                )));
+            }
+            if !ids.insert(tenant.id.clone()) {
+                return Err(TenantsError::Invalid(format!(
+                    "tenant {:?} is defined twice",
+                    tenant.id
+                )));
+            }
+            let tenant = Arc::new(tenant);
+            for key in &tenant.write_keys {
+                if key.is_empty() {
+                    return Err(TenantsError::Invalid(format!(
+                        "tenant {:?} has an empty write key",
+                        tenant.id
+                    )));
+                }
+                if by_write_key.insert(key.clone(), tenant.clone()).is_some() {
+                    return Err(TenantsError::Invalid(format!(
+                        "write key of tenant {:?} is used twice",
+                        tenant.id
+                    )));
+                }
+            }
+        }
+        Ok(Tenants { by_write_key })
+    }
+
+    /// The tenant a write key belongs to.
+    pub fn by_write_key(&self, key: &str) -> Option<&Arc<Tenant>> {
+        self.by_write_key.get(key)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_and_looks_up() {
+        let tenants = Tenants::parse(
+            r#"
+            [[tenants]]
+            id = "acme"
+            write_keys = ["k1", "k2"]
+            [[tenants]]
+            id = "globex"
+            write_keys = ["k3"]
+            anonymize_ip = false
+            "#,
+        )
+        .unwrap();
+        assert_eq!(tenants.by_write_key("k2").unwrap().id, "acme");
+        assert!(tenants.by_write_key("k2").unwrap().anonymize_ip);
+        assert!(!tenants.by_write_key("k3").unwrap().anonymize_ip);
+        assert!(tenants.by_write_key("nope").is_none());
+    }
+
+    #[test]
+    fn refuses_ambiguity_and_typos() {
+        let shared =
+            "[[tenants]]\nid='a'\nwrite_keys=['k']\n[[tenants]]\nid='b'\nwrite_keys=['k']\n";
+        assert!(matches!(
+            Tenants::parse(shared),
+            Err(TenantsError::Invalid(_))
+        ));
+        let twice =
+            "[[tenants]]\nid='a'\nwrite_keys=['k']\n[[tenants]]\nid='a'\nwrite_keys=['j']\n";
+        assert!(matches!(
+            Tenants::parse(twice),
+            Err(TenantsError::Invalid(_))
+        ));
+        let typo = "[[tenants]]\nid='a'\nwrite_key=['k']\n";
+        assert!(matches!(Tenants::parse(typo), Err(TenantsError::Parse(_))));
+        let bad_id = "[[tenants]]\nid='a b'\nwrite_keys=['k']\n";
+        assert!(matches!(
+            Tenants::parse(bad_id),
+            Err(TenantsError::Invalid(_))
+        ));
+    }
+}

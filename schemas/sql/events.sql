@@ -1,0 +1,41 @@
+-- Raw events, one row per message_id. Replays after a crash rewrite identical rows, which
+-- ReplacingMergeTree collapses; readers use FINAL (or argMax by version) for exact counts.
+-- Partitioned by month, never by tenant: thousands of tenants would explode the part count.
+CREATE TABLE IF NOT EXISTS {database}.events
+(
+    tenant {lc_string},
+    message_id String,
+    type {lc_string},
+    name String,
+    anonymous_id String,
+    user_id String,
+    previous_id String,
+    group_id String,
+    event_time DateTime,
+    event_time_ms Int64,
+    original_timestamp_ms Nullable(Int64),
+    sent_at_ms Nullable(Int64),
+    received_at DateTime,
+    received_at_ms Int64,
+    path String,
+    url String,
+    referrer String,
+    title String,
+    utm_source String,
+    utm_medium String,
+    utm_campaign String,
+    ip String,
+    user_agent String,
+    is_bot UInt8,
+    locale {lc_string},
+    library {lc_string},
+    properties Nested(key String, value String),
+    traits Nested(key String, value String),
+    context Nested(key String, value String),
+    kafka_partition Int32,
+    kafka_offset Int64,
+    version UInt64
+)
+ENGINE = ReplacingMergeTree(version)
+PARTITION BY toYYYYMM(event_time)
+ORDER BY (tenant, toDate(event_time), message_id)

@@ -1,0 +1,113 @@
+//! ClickHouse DDL, kept as `.sql` files so they read (and diff) as SQL.
+//!
+//! The statements must run on Debian's ClickHouse 18.16 and on current servers. Features that
+//! only newer servers have are placeholders filled in by [`render`] according to the
+//! [`ServerVersion`] the component detected at start.
+
+/// The version reported by `SELECT version()`, e.g. `18.16.1` or `24.8.4.13`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct ServerVersion {
+    /// Major version (the year for 20.x and later).
+    pub major: u32,
+    /// Minor version.
+    pub minor: u32,
+}
+
+impl ServerVersion {
+    /// Parses `major.minor[.anything]`; `None` when the text is not a version.
+    pub fn parse(text: &str) -> Option<ServerVersion> {
+        let mut parts = text.trim().split('.');
+        let major = parts.next()?.parse().ok()?;
+        let minor = parts.next()?.parse().ok()?;
+        Some(ServerVersion { major, minor })
+    }
+
+    /// `LowCardinality` left experimental status in 19.x; older servers get plain `String`.
+    pub fn has_low_cardinality(self) -> bool {
+        self.major >= 20
+    }
+}
+
+/// Every table, in creation order, as `(name, template)`.
+pub const TABLES: &[(&str, &str)] = &[
+    ("events", include_str!("../sql/events.sql")),
+    ("_checkpoints", include_str!("../sql/checkpoints.sql")),
+    ("_dead_letters", include_str!("../sql/dead_letters.sql")),
+];
+
+/// The statements that create `database` and every table in it, for a server of `version`.
+/// All are idempotent (`IF NOT EXISTS`), so every component may run them at start.
+pub fn statements(database: &str, version: ServerVersion) -> Vec<String> {
+    let mut statements = vec![format!("CREATE DATABASE IF NOT EXISTS {database}")];
+    statements.extend(
+        TABLES
+            .iter()
+            .map(|(_, template)| render(template, database, version)),
+    );
+    statements
+}
+
+/// Fills the placeholders of one template.
+pub fn render(template: &str, database: &str, version: ServerVersion) -> String {
+    let lc_string = if version.has_low_cardinality() {
+        "LowCardinality(String)"
+    } else {
+        "String"
+    };
+    template
+        .replace("{database}", database)
+        .replace("{lc_string}", lc_string)
+}
+
+/// True when `name` is safe to splice into DDL as a database name. Database names come from
+/// configuration, not from users, but a typo should fail loudly rather than produce odd SQL.
+pub fn is_valid_identifier(name: &str) -> bool {
+    let mut chars = name.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const OLD: ServerVersion = ServerVersion {
+        major: 18,
+        minor: 16,
+    };
+    const NEW: ServerVersion = ServerVersion {
+        major: 24,
+        minor: 8,
+    };
+
+    #[test]
+    fn parses_versions() {
+        assert_eq!(ServerVersion::parse("18.16.1"), Some(OLD));
+        assert_eq!(ServerVersion::parse("24.8.4.13\n"), Some(NEW));
+        assert_eq!(ServerVersion::parse("nonsense"), None);
+    }
+
+    #[test]
+    fn old_servers_get_no_modern_types() {
+        for statement in statements("db", OLD) {
+            assert!(!statement.contains("LowCardinality"), "{statement}");
+            assert!(
+                !statement.contains('{'),
+                "unfilled placeholder in {statement}"
+            );
+        }
+        assert!(
+            statements("db", NEW)
+                .iter()
+                .any(|s| s.contains("LowCardinality"))
+        );
+    }
+
+    #[test]
+    fn identifiers() {
+        assert!(is_valid_identifier("clickstream_test_1"));
+        assert!(!is_valid_identifier("a;DROP"));
+        assert!(!is_valid_identifier("1abc"));
+        assert!(!is_valid_identifier(""));
+    }
+}

@@ -1,0 +1,161 @@
+//! The event model. Field names follow Segment's HTTP Tracking API so that Segment and
+//! RudderStack clients work unchanged; the gateway normalises their free-form JSON into this
+//! fixed shape once, so nothing downstream has to parse JSON again.
+
+use bincode::{Decode, Encode};
+use serde::{Deserialize, Serialize};
+
+/// Segment's message types. The discriminants are part of the wire format: append only.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Encode, Decode, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EventKind {
+    /// A named user action (`event` is set).
+    Track,
+    /// A web page view.
+    Page,
+    /// A mobile screen view.
+    Screen,
+    /// Ties an anonymous id to a known user id and records traits.
+    Identify,
+    /// Links `previous_id` to `user_id` (e.g. two devices of one user).
+    Alias,
+    /// Associates the user with a group (account, company).
+    Group,
+}
+
+impl EventKind {
+    /// Every kind, in wire order.
+    pub const ALL: [EventKind; 6] = [
+        EventKind::Track,
+        EventKind::Page,
+        EventKind::Screen,
+        EventKind::Identify,
+        EventKind::Alias,
+        EventKind::Group,
+    ];
+
+    /// The Segment name of the kind, as used in URLs (`/v1/track`) and in `type` fields.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventKind::Track => "track",
+            EventKind::Page => "page",
+            EventKind::Screen => "screen",
+            EventKind::Identify => "identify",
+            EventKind::Alias => "alias",
+            EventKind::Group => "group",
+        }
+    }
+
+    /// Parses a Segment type name; `None` for anything else.
+    pub fn parse(name: &str) -> Option<EventKind> {
+        EventKind::ALL
+            .into_iter()
+            .find(|kind| kind.as_str() == name)
+    }
+}
+
+/// Where a page view happened; taken from `properties` (page calls) or `context.page`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Encode, Decode, Serialize, Deserialize)]
+pub struct Page {
+    /// URL path, e.g. `/pricing`.
+    pub path: String,
+    /// Full URL.
+    pub url: String,
+    /// Referring URL.
+    pub referrer: String,
+    /// Document title.
+    pub title: String,
+}
+
+/// Marketing attribution (`context.campaign`, or `utm_*` parameters of the page URL).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Encode, Decode, Serialize, Deserialize)]
+pub struct Campaign {
+    /// `utm_source`.
+    pub source: String,
+    /// `utm_medium`.
+    pub medium: String,
+    /// `utm_campaign` (Segment calls it `name`).
+    pub name: String,
+}
+
+/// One validated, normalised event as it travels through Kafka and the engine.
+///
+/// Optional Segment ids are empty strings when absent: ClickHouse columns are non-nullable
+/// strings (cheaper, and what every query wants), and the distinction carries no meaning.
+#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode, Serialize, Deserialize)]
+pub struct Event {
+    /// Tenant that owns the event, resolved from the write key by the gateway.
+    pub tenant: String,
+    /// Segment `messageId` (or a gateway-assigned UUIDv7): the dedup key end to end.
+    pub message_id: String,
+    /// Segment `type`.
+    pub kind: EventKind,
+    /// Segment `event` (track) or `name` (page, screen).
+    pub name: String,
+    /// Segment `anonymousId`.
+    pub anonymous_id: String,
+    /// Segment `userId`.
+    pub user_id: String,
+    /// Segment `previousId` (alias only).
+    pub previous_id: String,
+    /// Segment `groupId` (group only).
+    pub group_id: String,
+    /// Event time in Unix milliseconds, corrected for client clock skew:
+    /// `timestamp + (received_at - sent_at)`.
+    pub timestamp_ms: i64,
+    /// The client's own `timestamp`, uncorrected, when it sent one.
+    pub original_timestamp_ms: Option<i64>,
+    /// The client's `sentAt`, when it sent one.
+    pub sent_at_ms: Option<i64>,
+    /// When the gateway received the request (Unix milliseconds).
+    pub received_at_ms: i64,
+    /// Page context.
+    pub page: Page,
+    /// Campaign attribution.
+    pub campaign: Campaign,
+    /// Client IP, already anonymised unless the tenant opted out.
+    pub ip: String,
+    /// Client user agent.
+    pub user_agent: String,
+    /// True when the user agent matches a known bot; bots are flagged, never dropped.
+    pub is_bot: bool,
+    /// `context.locale`.
+    pub locale: String,
+    /// `context.library.name`/`version`, e.g. `analytics.js/4.1.0`.
+    pub library: String,
+    /// Top-level `properties`: string values verbatim, anything else as JSON text.
+    pub properties: Vec<(String, String)>,
+    /// Top-level `traits` (identify, group), encoded like `properties`.
+    pub traits: Vec<(String, String)>,
+    /// Remaining `context` fields not lifted into typed fields above, encoded like `properties`.
+    pub context: Vec<(String, String)>,
+}
+
+impl Event {
+    /// The id that keys the visitor: `anonymous_id`, or `user_id` for server-side events that
+    /// carry no anonymous id. Kafka partitions by it so one visitor's events stay in order.
+    pub fn visitor_id(&self) -> &str {
+        if self.anonymous_id.is_empty() {
+            &self.user_id
+        } else {
+            &self.anonymous_id
+        }
+    }
+
+    /// The Kafka record key, `tenant:visitor_id`.
+    pub fn partition_key(&self) -> String {
+        format!("{}:{}", self.tenant, self.visitor_id())
+    }
+}
+
+/// A record as read from a Kafka partition, before decoding. It carries its position so that
+/// every downstream stage (including the dead-letter path) can account for offsets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SourceRecord {
+    /// Kafka partition.
+    pub partition: i32,
+    /// Offset within the partition.
+    pub offset: i64,
+    /// The wire-encoded event (see [`crate::wire`]).
+    pub payload: Vec<u8>,
+}

@@ -1,0 +1,12 @@
+//! Types shared by every clickstream component: the [`Event`] model (Segment's vocabulary),
+//! its versioned binary wire format, and the ClickHouse DDL.
+//!
+//! This crate deliberately has no runtime dependencies (no tokio, no timely, no Kafka): every
+//! other crate depends on it, so it must stay cheap to build and impossible to misuse.
+#![warn(missing_docs)]
+
+pub mod ddl;
+pub mod event;
+pub mod wire;
+
+pub use event::{Campaign, Event, EventKind, Page, SourceRecord};
