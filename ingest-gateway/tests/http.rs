@@ -1,0 +1,450 @@
+//! The gateway's HTTP contract, driven through `router` in-process and over a real socket,
+//! against librdkafka's mock cluster (a real Kafka-protocol broker running inside librdkafka).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode, header};
+use clickstream_ingest_gateway::kafka::{EventProducer, KafkaConfig};
+use clickstream_ingest_gateway::segment::Limits;
+use clickstream_ingest_gateway::tenants::Tenants;
+use clickstream_ingest_gateway::{AppState, router};
+use rdkafka::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::mocking::MockCluster;
+use rdkafka::producer::DefaultProducerContext;
+use rdkafka::{Message, Offset, TopicPartitionList};
+use schemas::{Event, EventKind};
+use serde_json::{Value, json};
+use tower::ServiceExt;
+
+const TOPIC: &str = "events";
+const PARTITIONS: i32 = 3;
+
+struct Harness {
+    cluster: MockCluster<'static, DefaultProducerContext>,
+    state: Arc<AppState>,
+}
+
+fn harness(message_timeout_ms: u64) -> Harness {
+    let cluster = MockCluster::new(1).expect("mock cluster");
+    cluster
+        .create_topic(TOPIC, PARTITIONS, 1)
+        .expect("create topic");
+    let tenants = Tenants::parse(
+        "[[tenants]]\nid='acme'\nwrite_keys=['wk_acme']\n[[tenants]]\nid='globex'\nwrite_keys=['wk_globex']\nanonymize_ip=false\n",
+    )
+    .expect("tenants");
+    let producer = EventProducer::new(&KafkaConfig {
+        brokers: cluster.bootstrap_servers(),
+        topic: TOPIC.into(),
+        message_timeout_ms,
+        queue_max_messages: 10_000,
+    })
+    .expect("producer");
+    let state = Arc::new(AppState {
+        tenants,
+        producer,
+        limits: Limits::default(),
+        trust_forwarded_for: false,
+        retry_after_secs: 7,
+        metrics: Default::default(),
+    });
+    Harness { cluster, state }
+}
+
+impl Harness {
+    async fn post(
+        &self,
+        path: &str,
+        auth: Option<&str>,
+        body: impl Into<Body>,
+    ) -> (StatusCode, axum::http::HeaderMap, Value) {
+        let mut request = Request::post(path).header(header::CONTENT_TYPE, "application/json");
+        if let Some(key) = auth {
+            use base64::Engine as _;
+            let encoded = base64::engine::general_purpose::STANDARD.encode(format!("{key}:"));
+            request = request.header(header::AUTHORIZATION, format!("Basic {encoded}"));
+        }
+        let response = router(self.state.clone())
+            .oneshot(request.body(body.into()).expect("request"))
+            .await
+            .expect("infallible");
+        let status = response.status();
+        let headers = response.headers().clone();
+        let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+            .await
+            .expect("body");
+        let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        (status, headers, body)
+    }
+
+    /// Every event in the topic, read from the beginning of each partition.
+    fn consume_all(&self) -> Vec<(String, Event)> {
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", self.cluster.bootstrap_servers())
+            .set("group.id", "verifier")
+            .set("enable.auto.commit", "false")
+            .create()
+            .expect("consumer");
+        let mut total = 0;
+        let mut assignment = TopicPartitionList::new();
+        for partition in 0..PARTITIONS {
+            let (_, high) = consumer
+                .fetch_watermarks(TOPIC, partition, Duration::from_secs(5))
+                .expect("watermarks");
+            total += high;
+            assignment
+                .add_partition_offset(TOPIC, partition, Offset::Beginning)
+                .expect("offset");
+        }
+        consumer.assign(&assignment).expect("assign");
+        let mut events = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while (events.len() as i64) < total {
+            assert!(
+                Instant::now() < deadline,
+                "read {} of {total} records",
+                events.len()
+            );
+            if let Some(message) = consumer.poll(Duration::from_millis(100)) {
+                let message = message.expect("record");
+                let key =
+                    String::from_utf8(message.key().expect("key").to_vec()).expect("utf8 key");
+                let event =
+                    schemas::wire::decode(message.payload().expect("payload")).expect("decodes");
+                events.push((key, event));
+            }
+        }
+        events
+    }
+}
+
+fn error_code(body: &Value) -> &str {
+    body["error"]["code"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no error code in {body}"))
+}
+
+#[tokio::test]
+async fn single_event_is_acknowledged_and_lands_in_kafka() {
+    let h = harness(5_000);
+    let (status, _, body) = h
+        .post(
+            "/v1/track",
+            Some("wk_acme"),
+            json!({"messageId": "m-1", "anonymousId": "anon-1", "event": "Signed Up",
+                   "properties": {"plan": "pro"}, "timestamp": "2024-05-01T12:00:00Z"})
+            .to_string(),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body, json!({"success": true}));
+
+    let events = h.consume_all();
+    assert_eq!(events.len(), 1);
+    let (key, event) = &events[0];
+    assert_eq!(key, "acme:anon-1");
+    assert_eq!(event.tenant, "acme");
+    assert_eq!(event.message_id, "m-1");
+    assert_eq!(event.kind, EventKind::Track);
+    assert_eq!(event.name, "Signed Up");
+    assert_eq!(event.timestamp_ms, 1_714_564_800_000);
+    assert_eq!(
+        event.properties,
+        vec![("plan".to_owned(), "pro".to_owned())]
+    );
+}
+
+#[tokio::test]
+async fn write_key_in_body_and_every_route() {
+    let h = harness(5_000);
+    let bodies = [
+        (
+            "/v1/track",
+            json!({"writeKey": "wk_globex", "userId": "u", "event": "e"}),
+        ),
+        (
+            "/v1/page",
+            json!({"writeKey": "wk_globex", "anonymousId": "a", "name": "Home"}),
+        ),
+        (
+            "/v1/screen",
+            json!({"writeKey": "wk_globex", "anonymousId": "a", "name": "Main"}),
+        ),
+        (
+            "/v1/identify",
+            json!({"writeKey": "wk_globex", "anonymousId": "a", "userId": "u", "traits": {"email": "x@y.z"}}),
+        ),
+        (
+            "/v1/alias",
+            json!({"writeKey": "wk_globex", "previousId": "a", "userId": "u"}),
+        ),
+        (
+            "/v1/group",
+            json!({"writeKey": "wk_globex", "userId": "u", "groupId": "g"}),
+        ),
+        (
+            "/v1/import",
+            json!({"writeKey": "wk_globex", "batch": [{"type": "page", "anonymousId": "b"}]}),
+        ),
+    ];
+    for (path, body) in bodies {
+        let (status, _, response) = h.post(path, None, body.to_string()).await;
+        assert_eq!(status, StatusCode::OK, "{path}: {response}");
+    }
+    let events = h.consume_all();
+    assert_eq!(events.len(), 7);
+    assert!(events.iter().all(|(_, event)| event.tenant == "globex"));
+    let mut kinds: Vec<_> = events
+        .iter()
+        .map(|(_, event)| event.kind.as_str())
+        .collect();
+    kinds.sort();
+    assert_eq!(
+        kinds,
+        [
+            "alias", "group", "identify", "page", "page", "screen", "track"
+        ]
+    );
+}
+
+#[tokio::test]
+async fn a_bad_event_rejects_the_whole_batch_and_names_every_index() {
+    let h = harness(5_000);
+    let batch = json!({"batch": [
+        {"type": "track", "anonymousId": "a", "event": "ok", "messageId": "good-0"},
+        {"type": "track", "anonymousId": "a"},
+        {"type": "page", "anonymousId": "a", "messageId": "good-2"},
+        {"type": "teleport", "anonymousId": "a"},
+        "not an object",
+        {"type": "page", "userId": "u", "timestamp": "last tuesday"}
+    ]});
+    let (status, _, body) = h
+        .post("/v1/batch", Some("wk_acme"), batch.to_string())
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(error_code(&body), "invalid_batch");
+    let located: Vec<(u64, String)> = body["error"]["details"]
+        .as_array()
+        .expect("details")
+        .iter()
+        .map(|d| {
+            (
+                d["index"].as_u64().expect("index"),
+                d["field"].as_str().expect("field").to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        located,
+        [
+            (1, "event".into()),
+            (3, "type".into()),
+            (4, "".into()),
+            (5, "timestamp".into())
+        ]
+    );
+    assert!(
+        h.consume_all().is_empty(),
+        "nothing of a rejected batch may reach Kafka"
+    );
+}
+
+#[tokio::test]
+async fn limits_are_enforced_with_json_errors() {
+    let h = harness(5_000);
+    let limits = Limits::default();
+
+    let big_property = "x".repeat(limits.max_event_bytes);
+    let (status, _, body) = h
+        .post(
+            "/v1/track",
+            Some("wk_acme"),
+            json!({"anonymousId": "a", "event": "e", "properties": {"p": big_property}})
+                .to_string(),
+        )
+        .await;
+    assert_eq!(
+        (status, error_code(&body)),
+        (StatusCode::PAYLOAD_TOO_LARGE, "event_too_large")
+    );
+
+    let huge = json!({"batch": [{"type": "page", "anonymousId": "a", "properties": {"p": "y".repeat(limits.max_request_bytes)}}]});
+    let (status, _, body) = h.post("/v1/batch", Some("wk_acme"), huge.to_string()).await;
+    assert_eq!(
+        (status, error_code(&body)),
+        (StatusCode::PAYLOAD_TOO_LARGE, "request_too_large")
+    );
+
+    let many: Vec<Value> = (0..=limits.max_batch_events)
+        .map(|_| json!({"type": "page", "anonymousId": "a"}))
+        .collect();
+    let (status, _, body) = h
+        .post(
+            "/v1/batch",
+            Some("wk_acme"),
+            json!({"batch": many}).to_string(),
+        )
+        .await;
+    assert_eq!(
+        (status, error_code(&body)),
+        (StatusCode::PAYLOAD_TOO_LARGE, "batch_too_large")
+    );
+
+    let oversized_member = json!({"batch": [
+        {"type": "page", "anonymousId": "a"},
+        {"type": "page", "anonymousId": "a", "properties": {"p": "z".repeat(limits.max_event_bytes)}}
+    ]});
+    let (status, _, body) = h
+        .post("/v1/batch", Some("wk_acme"), oversized_member.to_string())
+        .await;
+    assert_eq!(
+        (status, error_code(&body)),
+        (StatusCode::BAD_REQUEST, "invalid_batch")
+    );
+    assert_eq!(body["error"]["details"][0]["index"], 1);
+
+    let (status, _, body) = h.post("/v1/track", Some("wk_acme"), "{not json").await;
+    assert_eq!(
+        (status, error_code(&body)),
+        (StatusCode::BAD_REQUEST, "invalid_json")
+    );
+    let (status, _, body) = h
+        .post(
+            "/v1/batch",
+            Some("wk_acme"),
+            json!({"events": []}).to_string(),
+        )
+        .await;
+    assert_eq!(
+        (status, error_code(&body)),
+        (StatusCode::BAD_REQUEST, "invalid_json")
+    );
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .expect("message")
+            .contains("batch"),
+        "{body}"
+    );
+
+    assert!(h.consume_all().is_empty());
+}
+
+#[tokio::test]
+async fn unknown_or_missing_write_key_is_401() {
+    let h = harness(5_000);
+    let event = json!({"anonymousId": "a", "event": "e"}).to_string();
+    let (status, headers, body) = h.post("/v1/track", Some("wk_nobody"), event.clone()).await;
+    assert_eq!(
+        (status, error_code(&body)),
+        (StatusCode::UNAUTHORIZED, "unauthorized")
+    );
+    assert_eq!(headers[header::WWW_AUTHENTICATE], "Basic");
+    let (status, _, _) = h.post("/v1/track", None, event).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let (status, _, body) = h.post("/v1/teleport", Some("wk_acme"), "{}").await;
+    assert_eq!(
+        (status, error_code(&body)),
+        (StatusCode::NOT_FOUND, "not_found")
+    );
+    assert!(h.consume_all().is_empty());
+}
+
+#[tokio::test]
+async fn kafka_down_is_503_with_retry_after_never_200() {
+    let h = harness(1_500);
+    h.cluster.broker_down(1).expect("broker down");
+    let (status, headers, body) = h
+        .post(
+            "/v1/batch",
+            Some("wk_acme"),
+            json!({"batch": [{"type": "page", "anonymousId": "a"}]}).to_string(),
+        )
+        .await;
+    assert_eq!(
+        (status, error_code(&body)),
+        (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+        "{body}"
+    );
+    assert_eq!(headers[header::RETRY_AFTER], "7");
+    assert!(
+        h.state
+            .metrics
+            .render()
+            .contains("clickstream_ingest_produce_failures_total 1")
+    );
+}
+
+#[tokio::test]
+async fn over_a_real_socket_with_cors_metrics_and_probes() {
+    let h = harness(5_000);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let address = listener.local_addr().expect("address");
+    let app = router(h.state.clone()).into_make_service_with_connect_info::<std::net::SocketAddr>();
+    let server = tokio::spawn(async move { axum::serve(listener, app).await });
+    let client = reqwest::Client::new();
+    let base = format!("http://{address}");
+
+    let preflight = client
+        .request(reqwest::Method::OPTIONS, format!("{base}/v1/batch"))
+        .header("Origin", "https://shop.example")
+        .header("Access-Control-Request-Method", "POST")
+        .header("Access-Control-Request-Headers", "content-type")
+        .send()
+        .await
+        .expect("preflight");
+    assert!(preflight.status().is_success());
+    assert_eq!(preflight.headers()["access-control-allow-origin"], "*");
+
+    let response = client
+        .post(format!("{base}/v1/page"))
+        .basic_auth("wk_acme", Some(""))
+        .header("User-Agent", "Mozilla/5.0 (compatible; bingbot/2.0)")
+        .json(&json!({"anonymousId": "sock", "name": "Home"}))
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(response.status(), 200);
+
+    for (path, expected) in [("/healthz", 200), ("/readyz", 200)] {
+        let status = client
+            .get(format!("{base}{path}"))
+            .send()
+            .await
+            .expect("probe")
+            .status();
+        assert_eq!(status, expected, "{path}");
+    }
+    let metrics = client
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    assert!(
+        metrics.contains(r#"clickstream_ingest_requests_total{route="page",status="200"} 1"#),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("clickstream_ingest_events_accepted_total 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("clickstream_ingest_produce_duration_seconds_bucket"),
+        "{metrics}"
+    );
+
+    let events = h.consume_all();
+    assert_eq!(events.len(), 1);
+    let event = &events[0].1;
+    assert_eq!(event.ip, "127.0.0.0", "peer address, anonymised");
+    assert!(event.is_bot, "bot user agents are flagged, not dropped");
+    server.abort();
+}
