@@ -1,1 +1,147 @@
-fn main() {}
+//! `engine`: parses arguments, prepares Kafka and ClickHouse, starts the metrics endpoint and
+//! the timely workers, and stops them on SIGTERM/ctrl-c after the last epochs are written.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use anyhow::{Context as _, anyhow};
+use clickstream_engine::cli::{self, Command};
+use clickstream_engine::config::EngineConfig;
+use clickstream_engine::dataflow::{EngineContext, run_worker};
+use clickstream_engine::metrics::Metrics;
+use clickstream_engine::sink::clickhouse::ensure_schema;
+use clickstream_engine::source::kafka::ensure_topic;
+
+fn main() -> anyhow::Result<()> {
+    let run = match cli::parse(std::env::args().skip(1))? {
+        Command::Help(text) => {
+            println!("{text}");
+            return Ok(());
+        }
+        Command::Version => {
+            println!("engine {}", env!("CARGO_PKG_VERSION"));
+            return Ok(());
+        }
+        Command::Run(run) => *run,
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .init();
+    let config = EngineConfig::load(run.config.as_deref()).context("loading configuration")?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .thread_name("engine-io")
+        .build()
+        .context("starting the I/O runtime")?;
+
+    let shutdown = Arc::new(AtomicBool::new(false));
+    let metrics = Arc::new(Metrics::default());
+    let metrics_listen = run.metrics_listen.unwrap_or_else(|| {
+        let base = config.metrics.listen;
+        SocketAddr::new(
+            base.ip(),
+            base.port().saturating_add(run.process_index as u16),
+        )
+    });
+    runtime.block_on(async {
+        prepare_with_retry(&config, &shutdown).await?;
+        let listener = tokio::net::TcpListener::bind(metrics_listen)
+            .await
+            .with_context(|| format!("binding the metrics endpoint {metrics_listen}"))?;
+        let router = metrics.clone().router();
+        tokio::spawn(async move {
+            if let Err(error) = axum::serve(listener, router).await {
+                tracing::error!(%error, "metrics endpoint stopped");
+            }
+        });
+        let flag = shutdown.clone();
+        tokio::spawn(async move {
+            wait_for_signal().await;
+            tracing::info!("shutdown requested: finishing the open epochs");
+            flag.store(true, Ordering::Relaxed);
+        });
+        anyhow::Ok(())
+    })?;
+    tracing::info!(
+        process = run.process_index,
+        processes = run.processes,
+        workers_per_process = run.workers_per_process,
+        %metrics_listen,
+        topic = %config.kafka.topic,
+        database = %config.clickhouse.database,
+        "engine starting"
+    );
+
+    let context = EngineContext {
+        config,
+        runtime: runtime.handle().clone(),
+        shutdown,
+        metrics,
+    };
+    let guards = timely::execute(run.timely, move |worker| {
+        run_worker(worker, &context).map_err(|error| format!("{error:#}"))
+    })
+    .map_err(|error| anyhow!("starting timely: {error}"))?;
+    let mut failures = Vec::new();
+    for result in guards.join() {
+        match result {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) | Err(error) => failures.push(error),
+        }
+    }
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    if failures.is_empty() {
+        Ok(())
+    } else {
+        Err(anyhow!("workers failed: {}", failures.join("; ")))
+    }
+}
+
+/// Topic and tables must exist before workers start; both servers may still be starting, so
+/// wait for them rather than crash-looping.
+async fn prepare_with_retry(config: &EngineConfig, shutdown: &AtomicBool) -> anyhow::Result<()> {
+    let mut backoff = Duration::from_millis(200);
+    loop {
+        let attempt = async {
+            ensure_schema(&config.clickhouse)
+                .await
+                .context("preparing ClickHouse")?;
+            ensure_topic(&config.kafka)
+                .await
+                .context("preparing the Kafka topic")?;
+            anyhow::Ok(())
+        };
+        match attempt.await {
+            Ok(()) => return Ok(()),
+            Err(error)
+                if !shutdown.load(Ordering::Relaxed) && backoff < Duration::from_secs(60) =>
+            {
+                tracing::warn!(error = format!("{error:#}"), "servers not ready; retrying");
+                tokio::time::sleep(backoff).await;
+                backoff *= 2;
+            }
+            Err(error) => return Err(error),
+        }
+    }
+}
+
+async fn wait_for_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = ctrl_c => {},
+                _ = term.recv() => {},
+            }
+        }
+        Err(error) => {
+            tracing::warn!(%error, "cannot listen for SIGTERM; ctrl-c only");
+            let _ = ctrl_c.await;
+        }
+    }
+}

@@ -1,0 +1,168 @@
+# Shared by up.sh, down.sh, servers.sh, cluster.sh and test.sh: where things live, how each
+# server is installed and started. Everything runs on loopback with its data under $STATE_DIR,
+# and every process started here leaves a pid file there, so down.sh stops exactly that.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+STATE_DIR="${CLICKSTREAM_STATE_DIR:-$ROOT/.state}"
+CACHE_DIR="${CLICKSTREAM_CACHE_DIR:-$HOME/.cache/clickstream}"
+PID_DIR="$STATE_DIR/pids"
+LOG_DIR="$STATE_DIR/logs"
+
+CLICKHOUSE_HTTP_PORT="${CLICKSTREAM_CLICKHOUSE_HTTP_PORT:-18123}"
+CLICKHOUSE_TCP_PORT="${CLICKSTREAM_CLICKHOUSE_TCP_PORT:-19000}"
+REDIS_PORT="${CLICKSTREAM_REDIS_PORT:-16379}"
+KAFKA_PORT="${CLICKSTREAM_KAFKA_PORT:-19092}"
+TANSU_VERSION="0.6.0"
+TANSU_BIN="$CACHE_DIR/tansu-$TANSU_VERSION/bin/tansu"
+
+export CLICKSTREAM_CLICKHOUSE_URL="http://127.0.0.1:$CLICKHOUSE_HTTP_PORT"
+export CLICKSTREAM_KAFKA_BROKERS="127.0.0.1:$KAFKA_PORT"
+export CLICKSTREAM_REDIS_URL="redis://127.0.0.1:$REDIS_PORT"
+
+mkdir -p "$PID_DIR" "$LOG_DIR"
+
+log() { printf '\033[1m[clickstream]\033[0m %s\n' "$*" >&2; }
+die() { log "ERROR: $*"; exit 1; }
+
+# True when the pid file names a live process.
+running() {
+    local pidfile="$PID_DIR/$1.pid"
+    [[ -f "$pidfile" ]] && kill -0 "$(cat "$pidfile")" 2>/dev/null
+}
+
+# Waits until `probe` succeeds, or fails loudly with the server's log tail.
+wait_for() {
+    local name="$1" timeout="$2" logfile="$3"; shift 3
+    local deadline=$((SECONDS + timeout))
+    until "$@" >/dev/null 2>&1; do
+        if ((SECONDS >= deadline)); then
+            log "$name did not become ready within ${timeout}s; last log lines:"
+            tail -n 30 "$logfile" >&2 || true
+            die "$name is not ready"
+        fi
+        sleep 0.2
+    done
+}
+
+port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+ensure_packages() {
+    local missing=()
+    command -v clickhouse-server >/dev/null || [[ -x /usr/sbin/clickhouse-server ]] || missing+=(clickhouse-server clickhouse-client)
+    command -v redis-server >/dev/null || missing+=(redis-server)
+    command -v cmake >/dev/null || missing+=(cmake)
+    command -v curl >/dev/null || missing+=(curl)
+    if ((${#missing[@]})); then
+        log "installing ${missing[*]} from Debian"
+        export DEBIAN_FRONTEND=noninteractive
+        apt-get update -qq
+        apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    fi
+}
+
+# tansu (a Kafka-protocol broker) from crates.io, built once and cached: the build takes
+# minutes, so it lives outside the work tree and survives `git clean` and fresh clones.
+ensure_tansu() {
+    if [[ ! -x "$TANSU_BIN" ]]; then
+        log "building tansu $TANSU_VERSION (one time, cached in $CACHE_DIR)"
+        cargo install tansu --locked --version "$TANSU_VERSION" --features dynostore \
+            --root "$CACHE_DIR/tansu-$TANSU_VERSION" >"$LOG_DIR/tansu-build.log" 2>&1 \
+            || { tail -n 30 "$LOG_DIR/tansu-build.log" >&2; die "building tansu failed"; }
+    fi
+}
+
+start_clickhouse() {
+    if running clickhouse && curl -fsS "$CLICKSTREAM_CLICKHOUSE_URL/ping" >/dev/null 2>&1; then
+        return
+    fi
+    local dir="$STATE_DIR/clickhouse"
+    mkdir -p "$dir/data" "$dir/tmp" "$dir/user_files" "$dir/format_schemas"
+    cp /etc/clickhouse-server/users.xml "$dir/users.xml"
+    # <yandex> is the root element 18.16 knows; newer servers accept it too.
+    cat >"$dir/config.xml" <<XML
+<?xml version="1.0"?>
+<yandex>
+    <logger>
+        <level>warning</level>
+        <log>$LOG_DIR/clickhouse.log</log>
+        <errorlog>$LOG_DIR/clickhouse.err.log</errorlog>
+        <size>100M</size>
+        <count>2</count>
+    </logger>
+    <http_port>$CLICKHOUSE_HTTP_PORT</http_port>
+    <tcp_port>$CLICKHOUSE_TCP_PORT</tcp_port>
+    <listen_host>127.0.0.1</listen_host>
+    <max_connections>1024</max_connections>
+    <keep_alive_timeout>10</keep_alive_timeout>
+    <max_concurrent_queries>200</max_concurrent_queries>
+    <uncompressed_cache_size>268435456</uncompressed_cache_size>
+    <mark_cache_size>268435456</mark_cache_size>
+    <path>$dir/data/</path>
+    <tmp_path>$dir/tmp/</tmp_path>
+    <user_files_path>$dir/user_files/</user_files_path>
+    <format_schema_path>$dir/format_schemas/</format_schema_path>
+    <users_config>$dir/users.xml</users_config>
+    <default_profile>default</default_profile>
+    <default_database>default</default_database>
+    <timezone>UTC</timezone>
+    <mlock_executable>false</mlock_executable>
+</yandex>
+XML
+    log "starting ClickHouse on 127.0.0.1:$CLICKHOUSE_HTTP_PORT"
+    local server=clickhouse-server
+    command -v clickhouse-server >/dev/null || server=/usr/sbin/clickhouse-server
+    nohup "$server" --config-file="$dir/config.xml" >"$LOG_DIR/clickhouse.out" 2>&1 &
+    echo $! >"$PID_DIR/clickhouse.pid"
+    wait_for ClickHouse 60 "$LOG_DIR/clickhouse.err.log" curl -fsS "$CLICKSTREAM_CLICKHOUSE_URL/ping"
+}
+
+start_redis() {
+    if running redis && port_open "$REDIS_PORT"; then
+        return
+    fi
+    mkdir -p "$STATE_DIR/redis"
+    log "starting Redis on 127.0.0.1:$REDIS_PORT"
+    redis-server --bind 127.0.0.1 --port "$REDIS_PORT" --dir "$STATE_DIR/redis" \
+        --daemonize yes --pidfile "$PID_DIR/redis.pid" --logfile "$LOG_DIR/redis.log" \
+        --save "" --appendonly no
+    wait_for Redis 20 "$LOG_DIR/redis.log" port_open "$REDIS_PORT"
+}
+
+start_kafka() {
+    if running tansu && port_open "$KAFKA_PORT"; then
+        return
+    fi
+    ensure_tansu
+    log "starting tansu (Kafka protocol) on 127.0.0.1:$KAFKA_PORT"
+    nohup "$TANSU_BIN" broker \
+        --storage-engine "memory://tansu/" \
+        --listener-url "tcp://127.0.0.1:$KAFKA_PORT" \
+        --advertised-listener-url "tcp://127.0.0.1:$KAFKA_PORT" \
+        >"$LOG_DIR/tansu.log" 2>&1 &
+    echo $! >"$PID_DIR/tansu.pid"
+    wait_for tansu 30 "$LOG_DIR/tansu.log" port_open "$KAFKA_PORT"
+}
+
+# Installs what is missing and starts ClickHouse, Redis and the broker (idempotent).
+servers_up() {
+    ensure_packages
+    start_clickhouse
+    start_redis
+    start_kafka
+}
+
+# Stops the process named by a pid file (SIGTERM, then SIGKILL after a grace period).
+stop_pidfile() {
+    local name="$1" pidfile="$PID_DIR/$1.pid"
+    [[ -f "$pidfile" ]] || return 0
+    local pid
+    pid="$(cat "$pidfile")"
+    if kill -0 "$pid" 2>/dev/null; then
+        log "stopping $name (pid $pid)"
+        kill "$pid" 2>/dev/null || true
+        for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
+        kill -9 "$pid" 2>/dev/null || true
+    fi
+    rm -f "$pidfile"
+}

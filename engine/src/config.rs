@@ -1,0 +1,219 @@
+//! The pipeline configuration: a TOML file, overridden by `CLICKSTREAM_ENGINE_*` variables.
+//!
+//! ```toml
+//! epoch_ms = 500
+//! [kafka]
+//! brokers = "127.0.0.1:19092"
+//! topic = "events"
+//! [clickhouse]
+//! url = "http://127.0.0.1:18123"
+//! database = "clickstream"
+//! ```
+
+use std::net::SocketAddr;
+use std::path::Path;
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use serde::{Deserialize, Serialize};
+
+/// Everything the engine can be configured with.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EngineConfig {
+    /// Length of one timely epoch. Outputs are written and checkpointed once per epoch, so
+    /// this is the floor of end-to-end latency and the unit of ClickHouse insert batching.
+    pub epoch_ms: u64,
+    /// Kafka source.
+    pub kafka: KafkaConfig,
+    /// ClickHouse sink.
+    pub clickhouse: ClickHouseConfig,
+    /// Metrics endpoint.
+    pub metrics: MetricsConfig,
+}
+
+/// Kafka source settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KafkaConfig {
+    /// `bootstrap.servers`.
+    pub brokers: String,
+    /// The events topic.
+    pub topic: String,
+    /// Partitions to create the topic with when it does not exist.
+    pub partitions: i32,
+    /// Replication factor used when creating the topic.
+    pub replication_factor: i32,
+    /// Most records one worker reads per activation; bounds how long it stays away from
+    /// other operators.
+    pub max_poll_records: usize,
+    /// Most decoded records a worker holds for epochs not yet written. Beyond it the worker
+    /// stops reading until the sink catches up, so a slow ClickHouse cannot exhaust memory.
+    pub max_pending_records: usize,
+    /// How often to look for partitions added to the topic.
+    pub partition_refresh_secs: u64,
+}
+
+/// ClickHouse sink settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClickHouseConfig {
+    /// HTTP interface URL.
+    pub url: String,
+    /// Database holding every table (created if missing).
+    pub database: String,
+    /// User.
+    pub user: String,
+    /// Password.
+    pub password: String,
+    /// Longest wait between retries of a failed insert.
+    pub max_retry_backoff_ms: u64,
+}
+
+/// Metrics endpoint settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// Address of process 0's `/metrics`; process `p` listens on port + `p`.
+    pub listen: SocketAddr,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            epoch_ms: 500,
+            kafka: KafkaConfig::default(),
+            clickhouse: ClickHouseConfig::default(),
+            metrics: MetricsConfig::default(),
+        }
+    }
+}
+
+impl Default for KafkaConfig {
+    fn default() -> Self {
+        KafkaConfig {
+            brokers: "127.0.0.1:19092".into(),
+            topic: "events".into(),
+            partitions: 12,
+            replication_factor: 1,
+            max_poll_records: 10_000,
+            max_pending_records: 500_000,
+            partition_refresh_secs: 10,
+        }
+    }
+}
+
+impl Default for ClickHouseConfig {
+    fn default() -> Self {
+        ClickHouseConfig {
+            url: "http://127.0.0.1:18123".into(),
+            database: "clickstream".into(),
+            user: "default".into(),
+            password: String::new(),
+            max_retry_backoff_ms: 10_000,
+        }
+    }
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        MetricsConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 19464)),
+        }
+    }
+}
+
+/// Why the configuration was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// Unreadable file, unknown key, wrong type.
+    #[error("invalid configuration")]
+    Load(#[from] Box<figment::Error>),
+    /// A value out of range.
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+impl EngineConfig {
+    /// Defaults, then the file (if any), then `CLICKSTREAM_ENGINE_*` variables
+    /// (`__` separates sections: `CLICKSTREAM_ENGINE_CLICKHOUSE__URL`).
+    pub fn load(file: Option<&Path>) -> Result<EngineConfig, ConfigError> {
+        let mut figment = Figment::from(Serialized::defaults(EngineConfig::default()));
+        if let Some(file) = file {
+            if !file.exists() {
+                return Err(ConfigError::Invalid(format!(
+                    "config file {} does not exist",
+                    file.display()
+                )));
+            }
+            figment = figment.merge(Toml::file(file));
+        }
+        let config: EngineConfig = figment
+            .merge(Env::prefixed("CLICKSTREAM_ENGINE_").split("__"))
+            .extract()
+            .map_err(Box::new)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let EngineConfig {
+            epoch_ms,
+            kafka,
+            clickhouse,
+            metrics: _,
+        } = self;
+        if *epoch_ms == 0 {
+            return Err(ConfigError::Invalid("epoch_ms must be positive".into()));
+        }
+        if kafka.partitions <= 0 || kafka.max_poll_records == 0 || kafka.max_pending_records == 0 {
+            return Err(ConfigError::Invalid(
+                "kafka.partitions, max_poll_records and max_pending_records must be positive"
+                    .into(),
+            ));
+        }
+        if !schemas::ddl::is_valid_identifier(&clickhouse.database) {
+            return Err(ConfigError::Invalid(format!(
+                "clickhouse.database {:?} must be letters, digits and underscores",
+                clickhouse.database
+            )));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_then_environment() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file(
+                "engine.toml",
+                "epoch_ms = 250\n[kafka]\ntopic = \"clicks\"\n",
+            )?;
+            jail.set_env("CLICKSTREAM_ENGINE_CLICKHOUSE__DATABASE", "analytics");
+            let config = EngineConfig::load(Some(Path::new("engine.toml"))).expect("loads");
+            assert_eq!(config.epoch_ms, 250);
+            assert_eq!(config.kafka.topic, "clicks");
+            assert_eq!(config.kafka.partitions, 12, "defaults fill the rest");
+            assert_eq!(config.clickhouse.database, "analytics");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn typos_and_bad_values_are_refused() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("typo.toml", "[kafka]\nbroker = \"x\"\n")?;
+            assert!(EngineConfig::load(Some(Path::new("typo.toml"))).is_err());
+            jail.create_file("zero.toml", "epoch_ms = 0\n")?;
+            assert!(EngineConfig::load(Some(Path::new("zero.toml"))).is_err());
+            jail.create_file("db.toml", "[clickhouse]\ndatabase = \"x;y\"\n")?;
+            assert!(EngineConfig::load(Some(Path::new("db.toml"))).is_err());
+            assert!(EngineConfig::load(Some(Path::new("missing.toml"))).is_err());
+            Ok(())
+        });
+    }
+}

@@ -1,0 +1,129 @@
+//! Every metric of the engine. One instance per process, shared by its worker threads
+//! (prometheus-client metrics are atomics); updated per batch, never per event.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::http::header;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::{Registry, Unit};
+
+/// The engine's metrics.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    /// Kafka records read.
+    pub records_consumed: Counter,
+    /// Records that could not be decoded (stored in `_dead_letters`).
+    pub dead_letters: Counter,
+    /// Rows inserted into `events`.
+    pub events_written: Counter,
+    /// Failed ClickHouse write attempts (each retried).
+    pub sink_failures: Counter,
+    /// Duration of one epoch batch write, checkpoint included.
+    pub sink_write_duration: Histogram,
+    /// Checkpoints committed (one per written batch).
+    pub checkpoints: Counter,
+    /// Errors reported while polling Kafka.
+    pub source_errors: Counter,
+    /// Records held for epochs not yet written.
+    pub pending_records: Gauge,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::default();
+        let metrics = Metrics {
+            records_consumed: Counter::default(),
+            dead_letters: Counter::default(),
+            events_written: Counter::default(),
+            sink_failures: Counter::default(),
+            sink_write_duration: Histogram::new(exponential_buckets(0.001, 2.0, 16)),
+            checkpoints: Counter::default(),
+            source_errors: Counter::default(),
+            pending_records: Gauge::default(),
+            registry: Registry::default(),
+        };
+        registry.register(
+            "clickstream_engine_records_consumed",
+            "Kafka records read",
+            metrics.records_consumed.clone(),
+        );
+        registry.register(
+            "clickstream_engine_dead_letters",
+            "Records that could not be decoded",
+            metrics.dead_letters.clone(),
+        );
+        registry.register(
+            "clickstream_engine_events_written",
+            "Rows inserted into the events table",
+            metrics.events_written.clone(),
+        );
+        registry.register(
+            "clickstream_engine_sink_failures",
+            "Failed ClickHouse batch writes (retried)",
+            metrics.sink_failures.clone(),
+        );
+        registry.register_with_unit(
+            "clickstream_engine_sink_write_duration",
+            "Time to write one batch of epochs and its checkpoint",
+            Unit::Seconds,
+            metrics.sink_write_duration.clone(),
+        );
+        registry.register(
+            "clickstream_engine_checkpoints",
+            "Checkpoints committed",
+            metrics.checkpoints.clone(),
+        );
+        registry.register(
+            "clickstream_engine_source_errors",
+            "Errors while polling Kafka",
+            metrics.source_errors.clone(),
+        );
+        registry.register(
+            "clickstream_engine_pending_records",
+            "Records held for epochs not yet written",
+            metrics.pending_records.clone(),
+        );
+        Metrics {
+            registry,
+            ..metrics
+        }
+    }
+}
+
+impl Metrics {
+    /// The text exposition format.
+    pub fn render(&self) -> String {
+        let mut text = String::new();
+        // Writing to a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut text, &self.registry);
+        text
+    }
+
+    /// `/metrics` and `/healthz`.
+    pub fn router(self: Arc<Self>) -> Router {
+        Router::new()
+            .route(
+                "/metrics",
+                get(move || {
+                    let metrics = self.clone();
+                    async move {
+                        (
+                            [(
+                                header::CONTENT_TYPE,
+                                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                            )],
+                            metrics.render(),
+                        )
+                            .into_response()
+                    }
+                }),
+            )
+            .route("/healthz", get(|| async { "ok" }))
+    }
+}

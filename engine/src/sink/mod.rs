@@ -1,0 +1,3 @@
+//! Sinks of the dataflow.
+
+pub mod clickhouse;

@@ -1,0 +1,3 @@
+//! Sources of the dataflow.
+
+pub mod kafka;

@@ -1,0 +1,227 @@
+//! `decode`: wire bytes to events, with undecodable records kept as data.
+//!
+//! A corrupt or future-version record must neither stop the dataflow nor vanish: it travels on
+//! as a [`DeadLetter`] with its position, so the sink can store it and still account for its
+//! offset when it checkpoints.
+
+use schemas::{Event, SourceRecord};
+use timely::dataflow::StreamVec;
+use timely::dataflow::operators::vec::Map;
+use timely::progress::Timestamp;
+
+/// A decoded event and where it was read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decoded {
+    /// Source partition.
+    pub partition: i32,
+    /// Offset within the partition.
+    pub offset: i64,
+    /// The event.
+    pub event: Event,
+}
+
+/// A record that could not be decoded, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeadLetter {
+    /// Source partition.
+    pub partition: i32,
+    /// Offset within the partition.
+    pub offset: i64,
+    /// The decoding error, for humans.
+    pub error: String,
+    /// The raw bytes, so the record can be replayed once the cause is fixed.
+    pub payload: Vec<u8>,
+}
+
+impl DeadLetter {
+    /// Source position of either outcome.
+    pub fn position(outcome: &Result<Decoded, DeadLetter>) -> (i32, i64) {
+        match outcome {
+            Ok(decoded) => (decoded.partition, decoded.offset),
+            Err(dead) => (dead.partition, dead.offset),
+        }
+    }
+}
+
+/// Decodes a stream of source records.
+pub trait Decode<'s, T: Timestamp> {
+    /// Decodes each record; failures become [`DeadLetter`]s in the same stream, in order.
+    fn decode(self) -> StreamVec<'s, T, Result<Decoded, DeadLetter>>;
+}
+
+impl<'s, T: Timestamp> Decode<'s, T> for StreamVec<'s, T, SourceRecord> {
+    fn decode(self) -> StreamVec<'s, T, Result<Decoded, DeadLetter>> {
+        self.map(decode_record)
+    }
+}
+
+/// The per-record logic, also usable outside a dataflow.
+pub fn decode_record(record: SourceRecord) -> Result<Decoded, DeadLetter> {
+    let SourceRecord {
+        partition,
+        offset,
+        payload,
+    } = record;
+    match schemas::wire::decode(&payload) {
+        Ok(event) => Ok(Decoded {
+            partition,
+            offset,
+            event,
+        }),
+        Err(error) => Err(DeadLetter {
+            partition,
+            offset,
+            error: error.to_string(),
+            payload,
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use schemas::{Campaign, EventKind, Page};
+    use std::sync::{Arc, Mutex};
+    use timely::dataflow::operators::vec::Input;
+    use timely::dataflow::operators::{Inspect, Probe};
+
+    fn event(id: u32) -> Event {
+        Event {
+            tenant: "t".into(),
+            message_id: format!("m{id}"),
+            kind: EventKind::Track,
+            name: "e".into(),
+            anonymous_id: format!("a{}", id % 7),
+            user_id: String::new(),
+            previous_id: String::new(),
+            group_id: String::new(),
+            timestamp_ms: i64::from(id) * 1000,
+            original_timestamp_ms: None,
+            sent_at_ms: None,
+            received_at_ms: 0,
+            page: Page::default(),
+            campaign: Campaign::default(),
+            ip: String::new(),
+            user_agent: String::new(),
+            is_bot: false,
+            locale: String::new(),
+            library: String::new(),
+            properties: vec![],
+            traits: vec![],
+            context: vec![],
+        }
+    }
+
+    /// The oracle: what each record must become, computed without a dataflow.
+    fn expected(records: &[(SourceRecord, Option<Event>)]) -> Vec<(i32, i64, Option<Event>)> {
+        let mut out: Vec<_> = records
+            .iter()
+            .map(|(record, event)| (record.partition, record.offset, event.clone()))
+            .collect();
+        out.sort_by_key(|(partition, offset, _)| (*partition, *offset));
+        out
+    }
+
+    fn arb_records() -> impl Strategy<Value = Vec<(SourceRecord, Option<Event>)>> {
+        proptest::collection::vec(
+            (
+                0u32..1000,
+                any::<bool>(),
+                proptest::collection::vec(any::<u8>(), 0..40),
+            ),
+            0..200,
+        )
+        .prop_map(|items| {
+            items
+                .into_iter()
+                .enumerate()
+                .map(|(position, (id, valid, garbage))| {
+                    let partition = (position % 3) as i32;
+                    let offset = position as i64;
+                    if valid {
+                        let event = event(id);
+                        let payload = schemas::wire::encode(&event);
+                        (
+                            SourceRecord {
+                                partition,
+                                offset,
+                                payload,
+                            },
+                            Some(event),
+                        )
+                    } else {
+                        // Garbage, sometimes with a valid version byte in front.
+                        let mut payload = garbage;
+                        if id % 2 == 0 {
+                            payload.insert(0, schemas::wire::CURRENT_VERSION);
+                        }
+                        let decodes = schemas::wire::decode(&payload).ok();
+                        (
+                            SourceRecord {
+                                partition,
+                                offset,
+                                payload,
+                            },
+                            decodes,
+                        )
+                    }
+                })
+                .collect()
+        })
+    }
+
+    fn run(
+        workers: usize,
+        records: Vec<(SourceRecord, Option<Event>)>,
+    ) -> Vec<(i32, i64, Option<Event>)> {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let records = Arc::new(records);
+        let seen_by_workers = seen.clone();
+        timely::execute(timely::Config::process(workers), move |worker| {
+            let seen = seen_by_workers.clone();
+            let (mut input, probe) = worker.dataflow::<u64, _, _>(|scope| {
+                let (input, stream) = scope.new_input::<SourceRecord>();
+                let probe = stream
+                    .decode()
+                    .inspect(move |outcome| {
+                        let (partition, offset) = DeadLetter::position(outcome);
+                        let event = outcome.as_ref().ok().map(|decoded| decoded.event.clone());
+                        if let Err(dead) = outcome {
+                            assert!(!dead.error.is_empty());
+                        }
+                        seen.lock().unwrap().push((partition, offset, event));
+                    })
+                    .probe()
+                    .0;
+                (input, probe)
+            });
+            // Records are spread over workers and epochs, reversed within each epoch.
+            for (epoch, chunk) in records.chunks(10).enumerate() {
+                input.advance_to(epoch as u64);
+                for (position, (record, _)) in chunk.iter().enumerate().rev() {
+                    if (epoch * 10 + position) % worker.peers() == worker.index() {
+                        input.send(record.clone());
+                    }
+                }
+            }
+            input.close();
+            while !probe.done() {
+                worker.step();
+            }
+        })
+        .unwrap();
+        let mut seen = seen.lock().unwrap().clone();
+        seen.sort_by_key(|(partition, offset, _)| (*partition, *offset));
+        seen
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(24))]
+        #[test]
+        fn matches_the_oracle_at_any_worker_count(records in arb_records(), workers in 1usize..=4) {
+            let oracle = expected(&records);
+            prop_assert_eq!(run(workers, records), oracle);
+        }
+    }
+}
