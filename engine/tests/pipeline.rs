@@ -1,0 +1,467 @@
+//! End to end on real servers: HTTP into the ingest gateway, the real broker (tansu, started by
+//! `deploy/test.sh`), a two-process engine cluster of the built binary, ClickHouse.
+//!
+//! Needs `CLICKSTREAM_KAFKA_BROKERS` and `CLICKSTREAM_CLICKHOUSE_URL`; it fails, never skips,
+//! when they are missing or unreachable.
+
+use std::collections::BTreeMap;
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ingest_gateway::kafka::{EventProducer, KafkaConfig};
+use ingest_gateway::segment::Limits;
+use ingest_gateway::tenants::Tenants;
+use ingest_gateway::{AppState, router};
+use rdkafka::ClientConfig;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::{Message, Offset, TopicPartitionList};
+use serde_json::{Value, json};
+
+const PARTITIONS: i32 = 4;
+
+fn required_env(name: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| {
+        panic!("{name} is not set: run the tests with deploy/test.sh, which installs and starts the servers")
+    })
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
+}
+
+/// Engine processes, killed on drop so a failing test leaves nothing running.
+struct Cluster {
+    children: Vec<Child>,
+    logs: Vec<PathBuf>,
+}
+
+impl Cluster {
+    fn start(dir: &Path, config: &Path, processes: usize) -> Cluster {
+        let hostfile = dir.join("hosts");
+        let hosts: Vec<String> = (0..processes)
+            .map(|_| format!("127.0.0.1:{}", free_port()))
+            .collect();
+        std::fs::write(&hostfile, hosts.join("\n")).expect("hostfile");
+        let mut cluster = Cluster {
+            children: Vec::new(),
+            logs: Vec::new(),
+        };
+        for process in 0..processes {
+            let log = dir.join(format!("engine-{process}.log"));
+            let output = std::fs::File::create(&log).expect("log file");
+            let child = Command::new(env!("CARGO_BIN_EXE_engine"))
+                .args([
+                    "-w",
+                    "1",
+                    "-n",
+                    &processes.to_string(),
+                    "-p",
+                    &process.to_string(),
+                ])
+                .arg("-h")
+                .arg(&hostfile)
+                .arg("--config")
+                .arg(config)
+                .arg("--metrics-listen")
+                .arg(format!("127.0.0.1:{}", free_port()))
+                .env("RUST_LOG", "info")
+                .stdout(Stdio::from(output.try_clone().expect("clone")))
+                .stderr(Stdio::from(output))
+                .spawn()
+                .expect("spawn engine");
+            cluster.children.push(child);
+            cluster.logs.push(log);
+        }
+        cluster
+    }
+
+    fn assert_running(&mut self) {
+        for (child, log) in self.children.iter_mut().zip(&self.logs) {
+            if let Some(status) = child.try_wait().expect("wait") {
+                panic!(
+                    "engine exited with {status}:\n{}",
+                    std::fs::read_to_string(log).unwrap_or_default()
+                );
+            }
+        }
+    }
+
+    fn logs(&self) -> String {
+        self.logs
+            .iter()
+            .map(|log| std::fs::read_to_string(log).unwrap_or_default())
+            .collect::<Vec<_>>()
+            .join("\n----\n")
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for child in &mut self.children {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+struct ClickHouse {
+    url: String,
+    http: reqwest::Client,
+}
+
+impl ClickHouse {
+    async fn query(&self, sql: &str) -> String {
+        let response = self
+            .http
+            .post(&self.url)
+            .body(sql.to_owned())
+            .send()
+            .await
+            .unwrap_or_else(|error| panic!("ClickHouse at {} is unreachable: {error}", self.url));
+        let status = response.status();
+        let text = response.text().await.expect("body");
+        assert!(status.is_success(), "ClickHouse refused {sql}: {text}");
+        text
+    }
+
+    async fn rows(&self, sql: &str) -> Vec<Value> {
+        self.query(&format!("{sql} FORMAT JSONEachRow"))
+            .await
+            .lines()
+            .map(|line| serde_json::from_str(line).expect("JSON row"))
+            .collect()
+    }
+}
+
+async fn create_topic(brokers: &str, topic: &str) {
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create()
+        .expect("admin client");
+    let results = admin
+        .create_topics(
+            [&NewTopic::new(
+                topic,
+                PARTITIONS,
+                TopicReplication::Fixed(1),
+            )],
+            &AdminOptions::new(),
+        )
+        .await
+        .unwrap_or_else(|error| panic!("broker at {brokers} is unreachable: {error}"));
+    for result in results {
+        result.unwrap_or_else(|(name, code)| panic!("cannot create topic {name}: {code:?}"));
+    }
+}
+
+/// Every message id in the topic, read back from the start of each partition. (High watermarks
+/// would be cheaper, but tansu 0.6 reports them behind the log end.)
+fn topic_message_ids(brokers: &str, topic: &str, expected: usize) -> Vec<String> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", "e2e-verifier")
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("consumer");
+    let mut assignment = TopicPartitionList::new();
+    for partition in 0..PARTITIONS {
+        assignment
+            .add_partition_offset(topic, partition, Offset::Beginning)
+            .expect("offset");
+    }
+    consumer.assign(&assignment).expect("assign");
+    let mut ids = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut quiet_since = Instant::now();
+    // Read until everything expected arrived and nothing more shows up for a while.
+    while Instant::now() < deadline
+        && (ids.len() < expected || quiet_since.elapsed() < Duration::from_secs(2))
+    {
+        match consumer.poll(Duration::from_millis(100)) {
+            Some(message) => {
+                let message = message.expect("record");
+                let event =
+                    schemas::wire::decode(message.payload().expect("payload")).expect("decodes");
+                ids.push(event.message_id);
+                quiet_since = Instant::now();
+            }
+            None => {}
+        }
+    }
+    ids
+}
+
+/// A page/track/identify/alias/screen/group mix, every event with a known messageId.
+fn generated_batch(request: usize, size: usize) -> Vec<Value> {
+    (0..size)
+        .map(|position| {
+            let n = request * size + position;
+            let visitor = format!("visitor-{}", n % 37);
+            let id = format!("e2e-{n}");
+            match n % 6 {
+                0 | 1 => json!({"type": "page", "messageId": id, "anonymousId": visitor, "name": "Docs",
+                                "properties": {"path": format!("/docs/{}", n % 5), "referrer": "https://search.example/"}}),
+                2 => json!({"type": "track", "messageId": id, "anonymousId": visitor, "event": "Clicked",
+                            "properties": {"button": "buy", "n": n}}),
+                3 => json!({"type": "identify", "messageId": id, "anonymousId": visitor, "userId": format!("user-{}", n % 11),
+                            "traits": {"plan": "pro"}}),
+                4 => json!({"type": "screen", "messageId": id, "userId": format!("user-{}", n % 11), "name": "Home"}),
+                _ => json!({"type": "alias", "messageId": id, "previousId": visitor, "userId": format!("user-{}", n % 11)}),
+            }
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_flow_from_http_to_clickhouse_exactly_once() {
+    let brokers = required_env("CLICKSTREAM_KAFKA_BROKERS");
+    let clickhouse = ClickHouse {
+        url: required_env("CLICKSTREAM_CLICKHOUSE_URL"),
+        http: reqwest::Client::new(),
+    };
+    let suffix = format!(
+        "{}_{}",
+        std::process::id(),
+        chrono::Utc::now().timestamp_millis()
+    );
+    let topic = format!("e2e_{suffix}");
+    let database = format!("e2e_{suffix}");
+    let dir = std::env::temp_dir().join(format!("clickstream-e2e-{suffix}"));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+
+    create_topic(&brokers, &topic).await;
+    let config = dir.join("engine.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "epoch_ms = 200\n[kafka]\nbrokers = \"{brokers}\"\ntopic = \"{topic}\"\npartition_refresh_secs = 1\n\
+             [clickhouse]\nurl = \"{}\"\ndatabase = \"{database}\"\n",
+            clickhouse.url
+        ),
+    )
+    .expect("config");
+    let mut cluster = Cluster::start(&dir, &config, 2);
+
+    // The gateway, in-process, served over a real socket.
+    let state = Arc::new(AppState {
+        tenants: Tenants::parse("[[tenants]]\nid='e2e'\nwrite_keys=['wk_e2e']\n").expect("tenants"),
+        producer: EventProducer::new(&KafkaConfig {
+            brokers: brokers.clone(),
+            topic: topic.clone(),
+            message_timeout_ms: 15_000,
+            queue_max_messages: 100_000,
+        })
+        .expect("producer"),
+        limits: Limits::default(),
+        trust_forwarded_for: false,
+        retry_after_secs: 1,
+        metrics: Default::default(),
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let gateway: SocketAddr = listener.local_addr().expect("addr");
+    let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
+    let server = tokio::spawn(async move { axum::serve(listener, app).await });
+    let http = reqwest::Client::new();
+    let post = |path: &str, body: Value| {
+        http.post(format!("http://{gateway}{path}"))
+            .basic_auth("wk_e2e", Some(""))
+            .json(&body)
+            .send()
+    };
+
+    // Good traffic: 40 batches of 50 and a few single calls.
+    let mut expected = 0;
+    let mut expected_by_type: BTreeMap<String, usize> = BTreeMap::new();
+    for request in 0..40 {
+        let batch = generated_batch(request, 50);
+        for event in &batch {
+            *expected_by_type
+                .entry(event["type"].as_str().expect("type").to_owned())
+                .or_default() += 1;
+        }
+        let response = post("/v1/batch", json!({"batch": batch}))
+            .await
+            .expect("post");
+        assert_eq!(
+            response.status(),
+            200,
+            "{}",
+            response.text().await.unwrap_or_default()
+        );
+        expected += 50;
+    }
+    let before = chrono::Utc::now().timestamp_millis();
+    let skewed = json!({"messageId": "skewed", "anonymousId": "clock-fast", "event": "Skewed",
+                        "timestamp": "2099-01-01T00:00:00Z", "sentAt": "2099-01-01T00:00:10Z",
+                        "context": {"ip": "203.0.113.99", "campaign": {"source": "newsletter"}},
+                        "properties": {"answer": 42, "nested": {"a": [1, 2]}}});
+    assert_eq!(post("/v1/track", skewed).await.expect("post").status(), 200);
+    let after = chrono::Utc::now().timestamp_millis();
+    expected += 1;
+    *expected_by_type.entry("track".to_owned()).or_default() += 1;
+
+    // Bad traffic: none of it may reach Kafka or ClickHouse.
+    let bad_batch = json!({"batch": [
+        {"type": "page", "messageId": "rejected-0", "anonymousId": "a"},
+        {"type": "track", "messageId": "rejected-1", "anonymousId": "a"}
+    ]});
+    let response = post("/v1/batch", bad_batch).await.expect("post");
+    assert_eq!(response.status(), 400);
+    let body: Value = response.json().await.expect("json");
+    assert_eq!(body["error"]["details"][0]["index"], 1, "{body}");
+    let unauthorized = http
+        .post(format!("http://{gateway}/v1/page"))
+        .basic_auth("wk_wrong", Some(""))
+        .json(&json!({"messageId": "rejected-2", "anonymousId": "a"}))
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(unauthorized.status(), 401);
+    let malformed = http
+        .post(format!("http://{gateway}/v1/track"))
+        .basic_auth("wk_e2e", Some(""))
+        .body("{\"messageId\": \"rejected-3\", ")
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(malformed.status(), 400);
+
+    // Wait until the cluster has written everything.
+    let count_sql = format!("SELECT count() FROM {database}.events FINAL");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        cluster.assert_running();
+        let count: i64 = clickhouse
+            .query(&format!("SELECT count() FROM system.tables WHERE database = '{database}' AND name = 'events'"))
+            .await
+            .trim()
+            .parse()
+            .expect("count");
+        if count == 1 {
+            let rows: i64 = clickhouse
+                .query(&count_sql)
+                .await
+                .trim()
+                .parse()
+                .expect("count");
+            if rows >= expected as i64 {
+                break;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {expected} rows; engine logs:\n{}",
+            cluster.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    // Let one more epoch pass: a duplicate would show up now.
+    tokio::time::sleep(Duration::from_millis(1_000)).await;
+
+    let totals = &clickhouse
+        .rows(&format!(
+            "SELECT count() AS rows, uniqExact(message_id) AS ids, countIf(message_id LIKE 'rejected-%') AS rejected, \
+             uniqExact(kafka_partition) AS partitions FROM {database}.events FINAL"
+        ))
+        .await[0];
+    assert_eq!(totals["rows"], json!(expected.to_string()), "{totals}");
+    assert_eq!(
+        totals["ids"],
+        json!(expected.to_string()),
+        "every event exactly once: {totals}"
+    );
+    assert_eq!(totals["rejected"], json!("0"), "{totals}");
+    assert_eq!(
+        totals["partitions"],
+        json!(PARTITIONS.to_string()),
+        "both processes wrote their partitions: {totals}"
+    );
+
+    let by_type: BTreeMap<String, usize> = clickhouse
+        .rows(&format!(
+            "SELECT type, count() AS n FROM {database}.events FINAL GROUP BY type"
+        ))
+        .await
+        .into_iter()
+        .map(|row| {
+            let n = row["n"].as_str().expect("n").parse().expect("number");
+            (row["type"].as_str().expect("type").to_owned(), n)
+        })
+        .collect();
+    assert_eq!(by_type.len(), 5, "all kinds present: {by_type:?}");
+    assert_eq!(by_type, expected_by_type);
+
+    let skewed = &clickhouse
+        .rows(&format!(
+            "SELECT tenant, name, anonymous_id, event_time_ms, ip, utm_source, properties.key AS keys, \
+             properties.value AS values FROM {database}.events FINAL WHERE message_id = 'skewed'"
+        ))
+        .await[0];
+    assert_eq!(skewed["tenant"], "e2e");
+    assert_eq!(skewed["name"], "Skewed");
+    assert_eq!(skewed["ip"], "203.0.113.0");
+    assert_eq!(skewed["utm_source"], "newsletter");
+    assert_eq!(skewed["keys"], json!(["answer", "nested"]));
+    assert_eq!(skewed["values"], json!(["42", "{\"a\":[1,2]}"]));
+    let event_time: i64 = skewed["event_time_ms"]
+        .as_str()
+        .expect("ms")
+        .parse()
+        .expect("number");
+    assert!(
+        (before - 10_000..=after - 10_000).contains(&event_time),
+        "a client clock far in the future is corrected to 10 s before receipt: {event_time} not in [{}, {}]",
+        before - 10_000,
+        after - 10_000
+    );
+
+    let page = &clickhouse
+        .rows(&format!("SELECT type, name, path, referrer, anonymous_id FROM {database}.events FINAL WHERE message_id = 'e2e-7'"))
+        .await[0];
+    assert_eq!(
+        page,
+        &json!({"type": "page", "name": "Docs", "path": "/docs/2", "referrer": "https://search.example/", "anonymous_id": "visitor-7"})
+    );
+
+    // Exactly the accepted events are in Kafka, each once.
+    let mut in_topic = topic_message_ids(&brokers, &topic, expected);
+    in_topic.sort();
+    let total = in_topic.len();
+    in_topic.dedup();
+    assert_eq!(
+        (total, in_topic.len()),
+        (expected, expected),
+        "records in the topic (all, distinct)"
+    );
+    assert!(
+        !in_topic.iter().any(|id| id.starts_with("rejected-")),
+        "a rejected event reached Kafka"
+    );
+
+    // Checkpoints cover every record: a restart would read nothing twice that counts.
+    let checkpointed: usize = clickhouse
+        .query(&format!(
+            "SELECT sum(next) FROM (SELECT partition, max(next_offset) AS next FROM {database}._checkpoints GROUP BY partition)"
+        ))
+        .await
+        .trim()
+        .parse()
+        .expect("sum");
+    assert_eq!(checkpointed, expected);
+
+    server.abort();
+    drop(cluster);
+    clickhouse.query(&format!("DROP DATABASE {database}")).await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
