@@ -1,1 +1,4 @@
+//! Benchmark harness and load generation for clickstream.
+#![warn(missing_docs)]
 
+pub mod generator;

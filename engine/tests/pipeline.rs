@@ -4,6 +4,8 @@
 //! Needs `CLICKSTREAM_KAFKA_BROKERS` and `CLICKSTREAM_CLICKHOUSE_URL`; it fails, never skips,
 //! when they are missing or unreachable.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests panic with a message by design
+
 use std::collections::BTreeMap;
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
@@ -186,15 +188,12 @@ fn topic_message_ids(brokers: &str, topic: &str, expected: usize) -> Vec<String>
     while Instant::now() < deadline
         && (ids.len() < expected || quiet_since.elapsed() < Duration::from_secs(2))
     {
-        match consumer.poll(Duration::from_millis(100)) {
-            Some(message) => {
-                let message = message.expect("record");
-                let event =
-                    schemas::wire::decode(message.payload().expect("payload")).expect("decodes");
-                ids.push(event.message_id);
-                quiet_since = Instant::now();
-            }
-            None => {}
+        if let Some(message) = consumer.poll(Duration::from_millis(100)) {
+            let message = message.expect("record");
+            let event =
+                schemas::wire::decode(message.payload().expect("payload")).expect("decodes");
+            ids.push(event.message_id);
+            quiet_since = Instant::now();
         }
     }
     ids

@@ -1,6 +1,8 @@
 //! The gateway's HTTP contract, driven through `router` in-process and over a real socket,
 //! against librdkafka's mock cluster (a real Kafka-protocol broker running inside librdkafka).
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests panic with a message by design
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 

@@ -1,1 +1,126 @@
-fn main() {}
+//! `loadgen`: sends generated clickstream to an ingest gateway at a steady rate, with event
+//! times close to now, the way a fleet of browsers would. Used by the demo stack and the
+//! gateway benchmarks.
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use clap::Parser;
+use clickstream_benches::generator::{Generator, GeneratorConfig, segment_json};
+use serde_json::json;
+
+/// Sends realistic traffic to an ingest gateway.
+#[derive(Debug, Parser)]
+struct Args {
+    /// Gateway base URL.
+    #[arg(long, default_value = "http://127.0.0.1:18080")]
+    gateway: String,
+    /// Write key (its tenant receives the traffic).
+    #[arg(long, default_value = "demo_write_key")]
+    write_key: String,
+    /// Events per second.
+    #[arg(long, default_value_t = 50.0)]
+    rate: f64,
+    /// Most events per request (the gateway sends what has arrived every 100 ms).
+    #[arg(long, default_value_t = 100)]
+    batch: usize,
+    /// Stop after this many seconds (0 = run until killed).
+    #[arg(long, default_value_t = 0)]
+    duration_secs: u64,
+    /// Generator seed.
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .init();
+    let Args {
+        gateway,
+        write_key,
+        rate,
+        batch,
+        duration_secs,
+        seed,
+    } = Args::parse();
+    anyhow::ensure!(
+        rate > 0.0 && batch > 0,
+        "--rate and --batch must be positive"
+    );
+    let http = reqwest::Client::new();
+    let started = Instant::now();
+    let now_ms = || chrono::Utc::now().timestamp_millis();
+    // Simulate traffic that is just happening: sessions start now and arrive in real time.
+    let config = GeneratorConfig {
+        seed,
+        sessions_per_sec: rate / 6.0,
+        ..GeneratorConfig::default()
+    };
+    let mut generator = Generator::new(config, now_ms()).context("generator")?;
+    // Events whose arrival time has not come yet, earliest first.
+    let mut upcoming: BinaryHeap<Reverse<(i64, u64)>> = BinaryHeap::new();
+    let mut parked = std::collections::HashMap::new();
+    let mut sequence = 0u64;
+    let (mut sent, mut failed) = (0u64, 0u64);
+    let mut ticker = tokio::time::interval(Duration::from_millis(100));
+    loop {
+        ticker.tick().await;
+        if duration_secs > 0 && started.elapsed() >= Duration::from_secs(duration_secs) {
+            break;
+        }
+        let now = now_ms();
+        // Keep a minute of simulated future generated, so sessions interleave as in reality.
+        while upcoming
+            .peek()
+            .is_none_or(|Reverse((_, _))| parked.len() < (rate * 60.0) as usize)
+        {
+            for arrival in generator.generate(1_000) {
+                sequence += 1;
+                upcoming.push(Reverse((arrival.arrival_ms, sequence)));
+                parked.insert(sequence, arrival.event);
+            }
+        }
+        let mut events = Vec::new();
+        while let Some(Reverse((arrival_ms, id))) = upcoming.peek().copied() {
+            if arrival_ms > now || events.len() >= batch {
+                break;
+            }
+            upcoming.pop();
+            if let Some(event) = parked.remove(&id) {
+                events.push(segment_json(&event, now));
+            }
+        }
+        if events.is_empty() {
+            continue;
+        }
+        let count = events.len() as u64;
+        let response = http
+            .post(format!("{gateway}/v1/batch"))
+            .basic_auth(&write_key, Some(""))
+            .json(&json!({"batch": events}))
+            .send()
+            .await;
+        match response {
+            Ok(response) if response.status().is_success() => sent += count,
+            Ok(response) => {
+                failed += count;
+                tracing::warn!(status = %response.status(), body = %response.text().await.unwrap_or_default(), "batch refused");
+            }
+            Err(error) => {
+                failed += count;
+                tracing::warn!(%error, "gateway unreachable");
+            }
+        }
+        if (sent + failed) % 1_000 < count {
+            tracing::info!(sent, failed, "progress");
+        }
+    }
+    tracing::info!(sent, failed, "done");
+    Ok(())
+}

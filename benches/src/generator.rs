@@ -1,0 +1,435 @@
+//! A seeded, reproducible generator of realistic clickstream.
+//!
+//! Sessions arrive as a Poisson process; a session belongs to a new visitor or a returning one
+//! (returning visitors are Zipf-popular), browses Zipf-popular pages with exponential think
+//! times, sometimes clicks or signs up, and some visitors identify after a session or alias a
+//! second device. Arrival order is perturbed the way real networks and mobile clients do it: a
+//! few percent of events arrive out of order, some hours late, some twice.
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use rand_distr::{Distribution, Exp, Geometric, Zipf};
+use schemas::{Campaign, Event, EventKind, Page};
+use serde_json::{Value, json};
+
+/// Shape of the generated traffic.
+#[derive(Debug, Clone)]
+pub struct GeneratorConfig {
+    /// Seed: the same seed gives the same events.
+    pub seed: u64,
+    /// Tenants to spread sessions over.
+    pub tenants: Vec<String>,
+    /// Distinct pages (Zipf-popular).
+    pub pages: usize,
+    /// Sessions started per simulated second.
+    pub sessions_per_sec: f64,
+    /// Mean pause between two events of a session.
+    pub mean_think_secs: f64,
+    /// Mean page views per session.
+    pub mean_pages_per_session: f64,
+    /// Share of sessions by a visitor never seen before.
+    pub new_visitor_share: f64,
+    /// Chance that an anonymous visitor identifies at the end of a session.
+    pub identify_share: f64,
+    /// Chance that an identified user's session comes from a new device (an alias follows).
+    pub new_device_share: f64,
+    /// Share of events delivered seconds to minutes late (out of order).
+    pub out_of_order_share: f64,
+    /// Share of events delivered hours late (past the lateness horizon).
+    pub late_share: f64,
+    /// Share of events delivered twice (client retries).
+    pub duplicate_share: f64,
+}
+
+impl Default for GeneratorConfig {
+    fn default() -> Self {
+        GeneratorConfig {
+            seed: 42,
+            tenants: vec!["demo".into()],
+            pages: 200,
+            sessions_per_sec: 5.0,
+            mean_think_secs: 40.0,
+            mean_pages_per_session: 4.0,
+            new_visitor_share: 0.35,
+            identify_share: 0.15,
+            new_device_share: 0.1,
+            out_of_order_share: 0.03,
+            late_share: 0.002,
+            duplicate_share: 0.005,
+        }
+    }
+}
+
+/// A generated event and when it reaches the gateway.
+#[derive(Debug, Clone)]
+pub struct Arrival {
+    /// When the event is delivered, Unix ms (>= its event time).
+    pub arrival_ms: i64,
+    /// The event, with `timestamp_ms` its true event time.
+    pub event: Event,
+}
+
+struct Visitor {
+    tenant: usize,
+    anonymous_id: String,
+    user_id: Option<String>,
+}
+
+/// Generates events session by session.
+pub struct Generator {
+    config: GeneratorConfig,
+    rng: StdRng,
+    visitors: Vec<Visitor>,
+    clock_ms: f64,
+    next_message: u64,
+    page_zipf: Zipf<f64>,
+    think: Exp<f64>,
+    arrivals: Exp<f64>,
+    pages_per_session: Geometric,
+}
+
+impl std::fmt::Debug for Generator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Generator")
+            .field("config", &self.config)
+            .field("visitors", &self.visitors.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why a configuration cannot generate.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid generator configuration: {0}")]
+pub struct GeneratorError(String);
+
+impl Generator {
+    /// A generator whose simulated clock starts at `start_ms`.
+    pub fn new(config: GeneratorConfig, start_ms: i64) -> Result<Generator, GeneratorError> {
+        let invalid = |what: &str| GeneratorError(what.to_owned());
+        if config.tenants.is_empty() {
+            return Err(invalid("at least one tenant"));
+        }
+        let page_zipf =
+            Zipf::new(config.pages.max(1) as f64, 1.1).map_err(|e| invalid(&e.to_string()))?;
+        let think = Exp::new(1.0 / config.mean_think_secs.max(0.001))
+            .map_err(|e| invalid(&e.to_string()))?;
+        let arrivals =
+            Exp::new(config.sessions_per_sec.max(0.001)).map_err(|e| invalid(&e.to_string()))?;
+        let pages_per_session = Geometric::new(1.0 / config.mean_pages_per_session.max(1.0))
+            .map_err(|e| invalid(&e.to_string()))?;
+        Ok(Generator {
+            rng: StdRng::seed_from_u64(config.seed),
+            config,
+            visitors: Vec::new(),
+            clock_ms: start_ms as f64,
+            next_message: 0,
+            page_zipf,
+            think,
+            arrivals,
+            pages_per_session,
+        })
+    }
+
+    /// Generates at least `count` events (whole sessions), sorted by arrival time.
+    pub fn generate(&mut self, count: usize) -> Vec<Arrival> {
+        let mut out = Vec::with_capacity(count + 64);
+        while out.len() < count {
+            self.session(&mut out);
+        }
+        out.sort_by_key(|arrival| arrival.arrival_ms);
+        out
+    }
+
+    fn message_id(&mut self) -> String {
+        self.next_message += 1;
+        format!("g{}-{}", self.config.seed, self.next_message)
+    }
+
+    fn pick_visitor(&mut self) -> usize {
+        let returning =
+            !self.visitors.is_empty() && !self.rng.random_bool(self.config.new_visitor_share);
+        if returning {
+            // Recent visitors are the likeliest to return.
+            let popularity = Zipf::new(self.visitors.len() as f64, 1.2)
+                .map(|zipf| zipf.sample(&mut self.rng) as usize);
+            let rank = popularity.unwrap_or(1).clamp(1, self.visitors.len());
+            return self.visitors.len() - rank;
+        }
+        let tenant = self.rng.random_range(0..self.config.tenants.len());
+        let anonymous_id = format!("anon-{}-{}", self.config.seed, self.visitors.len());
+        self.visitors.push(Visitor {
+            tenant,
+            anonymous_id,
+            user_id: None,
+        });
+        self.visitors.len() - 1
+    }
+
+    fn session(&mut self, out: &mut Vec<Arrival>) {
+        self.clock_ms += self.arrivals.sample(&mut self.rng) * 1000.0;
+        let mut visitor = self.pick_visitor();
+        let mut time = self.clock_ms;
+
+        // A known user on a new device: a fresh anonymous id, aliased to the user.
+        if self.visitors[visitor].user_id.is_some()
+            && self.rng.random_bool(self.config.new_device_share)
+        {
+            let Visitor {
+                tenant, user_id, ..
+            } = &self.visitors[visitor];
+            let (tenant, user_id) = (*tenant, user_id.clone());
+            let anonymous_id = format!("anon-{}-{}", self.config.seed, self.visitors.len());
+            self.visitors.push(Visitor {
+                tenant,
+                anonymous_id: anonymous_id.clone(),
+                user_id: user_id.clone(),
+            });
+            visitor = self.visitors.len() - 1;
+            let mut alias = self.event(visitor, EventKind::Alias, time);
+            alias.previous_id = anonymous_id;
+            alias.anonymous_id = String::new();
+            self.deliver(alias, out);
+        }
+
+        let views = 1 + self.pages_per_session.sample(&mut self.rng) as usize;
+        let referrer = [
+            "",
+            "https://www.google.com/",
+            "https://news.ycombinator.com/",
+            "https://twitter.com/",
+        ][self.rng.random_range(0..4)];
+        let utm = self
+            .rng
+            .random_bool(0.2)
+            .then(|| ["newsletter", "adwords", "partner"][self.rng.random_range(0..3)]);
+        for view in 0..views {
+            if view > 0 {
+                time += self.think.sample(&mut self.rng) * 1000.0;
+            }
+            let page = self.page_zipf.sample(&mut self.rng) as usize;
+            let mut event = self.event(visitor, EventKind::Page, time);
+            event.page.path = if page == 1 {
+                "/".into()
+            } else {
+                format!("/p/{page}")
+            };
+            event.page.url = format!("https://shop.example{}", event.page.path);
+            event.name = event.page.path.clone();
+            if view == 0 {
+                event.page.referrer = referrer.to_owned();
+                if let Some(source) = utm {
+                    event.campaign = Campaign {
+                        source: source.into(),
+                        medium: "cpc".into(),
+                        name: "spring".into(),
+                    };
+                }
+            }
+            self.deliver(event, out);
+            if self.rng.random_bool(0.25) {
+                time += self.think.sample(&mut self.rng) * 250.0;
+                let mut click = self.event(visitor, EventKind::Track, time);
+                click.name = ["Clicked Buy", "Added to Cart", "Played Video"]
+                    [self.rng.random_range(0..3)]
+                .into();
+                self.deliver(click, out);
+            }
+        }
+        if self.visitors[visitor].user_id.is_none()
+            && self.rng.random_bool(self.config.identify_share)
+        {
+            time += self.think.sample(&mut self.rng) * 500.0;
+            let user_id = format!("user-{}-{visitor}", self.config.seed);
+            self.visitors[visitor].user_id = Some(user_id);
+            let mut signup = self.event(visitor, EventKind::Track, time);
+            signup.name = "Signed Up".into();
+            self.deliver(signup, out);
+            let identify = self.event(visitor, EventKind::Identify, time + 1.0);
+            self.deliver(identify, out);
+        }
+    }
+
+    fn event(&mut self, visitor: usize, kind: EventKind, time_ms: f64) -> Event {
+        let Visitor {
+            tenant,
+            anonymous_id,
+            user_id,
+        } = &self.visitors[visitor];
+        let (tenant, anonymous_id, user_id) = (
+            self.config.tenants[*tenant].clone(),
+            anonymous_id.clone(),
+            user_id.clone(),
+        );
+        Event {
+            tenant,
+            message_id: self.message_id(),
+            kind,
+            name: String::new(),
+            anonymous_id,
+            user_id: user_id.unwrap_or_default(),
+            previous_id: String::new(),
+            group_id: String::new(),
+            timestamp_ms: time_ms as i64,
+            original_timestamp_ms: Some(time_ms as i64),
+            sent_at_ms: None,
+            received_at_ms: time_ms as i64,
+            page: Page::default(),
+            campaign: Campaign::default(),
+            ip: String::new(),
+            user_agent: "Mozilla/5.0 (X11; Linux x86_64) Firefox/120.0".into(),
+            is_bot: false,
+            locale: "en-US".into(),
+            library: "loadgen/0.1".into(),
+            properties: vec![],
+            traits: vec![],
+            context: vec![],
+        }
+    }
+
+    fn deliver(&mut self, mut event: Event, out: &mut Vec<Arrival>) {
+        let roll: f64 = self.rng.random();
+        let delay_ms = if roll < self.config.late_share {
+            self.rng.random_range(2 * 3_600_000..4 * 3_600_000)
+        } else if roll < self.config.late_share + self.config.out_of_order_share {
+            self.rng.random_range(5_000..600_000)
+        } else {
+            self.rng.random_range(0..500)
+        };
+        let arrival_ms = event.timestamp_ms + delay_ms;
+        event.received_at_ms = arrival_ms;
+        if self.rng.random_bool(self.config.duplicate_share) {
+            let retry_ms = arrival_ms + self.rng.random_range(1_000..30_000);
+            let mut again = event.clone();
+            again.received_at_ms = retry_ms;
+            out.push(Arrival {
+                arrival_ms: retry_ms,
+                event: again,
+            });
+        }
+        out.push(Arrival { arrival_ms, event });
+    }
+}
+
+/// The Segment JSON a client library would send for `event` at `sent_at_ms`.
+pub fn segment_json(event: &Event, sent_at_ms: i64) -> Value {
+    let time = |ms: i64| {
+        chrono::DateTime::from_timestamp_millis(ms)
+            .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+    };
+    let mut body = json!({
+        "type": event.kind.as_str(),
+        "messageId": event.message_id,
+        "timestamp": time(event.timestamp_ms),
+        "sentAt": time(sent_at_ms),
+        "context": {
+            "userAgent": event.user_agent,
+            "locale": event.locale,
+            "library": {"name": "loadgen", "version": "0.1"},
+            "page": {"path": event.page.path, "url": event.page.url, "referrer": event.page.referrer},
+        },
+    });
+    let fields = [
+        ("anonymousId", &event.anonymous_id),
+        ("userId", &event.user_id),
+        ("previousId", &event.previous_id),
+    ];
+    for (field, value) in fields {
+        if !value.is_empty() {
+            body[field] = json!(value);
+        }
+    }
+    match event.kind {
+        EventKind::Track => body["event"] = json!(event.name),
+        EventKind::Page | EventKind::Screen => {
+            body["name"] = json!(event.name);
+            body["properties"] = json!({"path": event.page.path, "url": event.page.url, "referrer": event.page.referrer});
+        }
+        _ => {}
+    }
+    if !event.campaign.source.is_empty() {
+        body["context"]["campaign"] = json!({"source": event.campaign.source, "medium": event.campaign.medium, "name": event.campaign.name});
+    }
+    body
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashSet;
+
+    fn generate(seed: u64, count: usize) -> Vec<Arrival> {
+        let config = GeneratorConfig {
+            seed,
+            ..GeneratorConfig::default()
+        };
+        Generator::new(config, 1_700_000_000_000)
+            .unwrap()
+            .generate(count)
+    }
+
+    #[test]
+    fn same_seed_same_events() {
+        let ids = |arrivals: &[Arrival]| {
+            arrivals
+                .iter()
+                .map(|a| (a.event.message_id.clone(), a.arrival_ms))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(ids(&generate(7, 2_000)), ids(&generate(7, 2_000)));
+        assert_ne!(ids(&generate(7, 2_000)), ids(&generate(8, 2_000)));
+    }
+
+    #[test]
+    fn realistic_mix_with_disorder_lateness_and_duplicates() {
+        let arrivals = generate(1, 50_000);
+        assert!(
+            arrivals
+                .windows(2)
+                .all(|w| w[0].arrival_ms <= w[1].arrival_ms),
+            "sorted by arrival"
+        );
+        let count = |kind| arrivals.iter().filter(|a| a.event.kind == kind).count();
+        assert!(count(EventKind::Page) > arrivals.len() / 2);
+        assert!(count(EventKind::Identify) > 100 && count(EventKind::Alias) > 10);
+        let late = arrivals
+            .iter()
+            .filter(|a| a.arrival_ms - a.event.timestamp_ms > 3_600_000)
+            .count();
+        assert!(late > 10 && late < arrivals.len() / 100, "late: {late}");
+        let out_of_order = arrivals
+            .windows(2)
+            .filter(|w| w[0].event.timestamp_ms > w[1].event.timestamp_ms)
+            .count();
+        assert!(
+            out_of_order > arrivals.len() / 100,
+            "out of order: {out_of_order}"
+        );
+        let distinct: HashSet<_> = arrivals.iter().map(|a| &a.event.message_id).collect();
+        let duplicates = arrivals.len() - distinct.len();
+        assert!(
+            duplicates > 50 && duplicates < arrivals.len() / 50,
+            "duplicates: {duplicates}"
+        );
+        let root = arrivals.iter().filter(|a| a.event.page.path == "/").count();
+        let rare = arrivals
+            .iter()
+            .filter(|a| a.event.page.path == "/p/150")
+            .count();
+        assert!(
+            root > 20 * rare.max(1),
+            "Zipf pages: / {root} vs /p/150 {rare}"
+        );
+    }
+
+    #[test]
+    fn segment_json_passes_the_gateway_shape() {
+        for arrival in generate(3, 500) {
+            let body = segment_json(&arrival.event, arrival.arrival_ms);
+            assert!(body["type"].is_string() && body["messageId"].is_string());
+            assert!(body["anonymousId"].is_string() || body["userId"].is_string());
+            if arrival.event.kind == EventKind::Alias {
+                assert!(body["previousId"].is_string() && body["userId"].is_string());
+            }
+        }
+    }
+}
