@@ -29,9 +29,10 @@ struct Args {
     /// Stop after this many seconds (0 = run until killed).
     #[arg(long, default_value_t = 0)]
     duration_secs: u64,
-    /// Generator seed.
-    #[arg(long, default_value_t = 42)]
-    seed: u64,
+    /// Generator seed; defaults to the clock, so a restarted generator never reuses the
+    /// messageIds (the dedup key) of an earlier run.
+    #[arg(long)]
+    seed: Option<u64>,
 }
 
 #[tokio::main]
