@@ -58,6 +58,8 @@ async fn main() -> anyhow::Result<()> {
     let started = Instant::now();
     let now_ms = || chrono::Utc::now().timestamp_millis();
     // Simulate traffic that is just happening: sessions start now and arrive in real time.
+    let seed = seed.unwrap_or_else(|| now_ms() as u64);
+    tracing::info!(seed, rate, "generating");
     let config = GeneratorConfig {
         seed,
         sessions_per_sec: rate / 6.0,
