@@ -10,7 +10,9 @@ use timely::dataflow::operators::vec::Map;
 use timely::progress::Timestamp;
 
 /// A decoded event and where it was read.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
 pub struct Decoded {
     /// Source partition.
     pub partition: i32,

@@ -1,9 +1,21 @@
 //! The clickstream engine's dataflow operators: pure timely/differential, no Kafka, no
 //! ClickHouse, so each can be tested on generated input against a naive reference.
 //!
-//! One operator per module, each an extension trait on streams or collections.
+//! One operator per module, each an extension trait on streams or collections. The keyed
+//! operators (`dedup`, `assign_persons`, `sessionize`, `window_aggregate`) keep explicit
+//! per-key state so that they can release it once it can no longer change (bounded memory);
+//! their outputs are differential collections whose retractions are real corrections.
 #![warn(missing_docs)]
 
 pub mod decode;
+pub mod dedup;
+pub mod identity;
+pub mod model;
+mod stash;
+#[cfg(test)]
+mod testing;
 
 pub use decode::{DeadLetter, Decode, Decoded};
+pub use dedup::{Dedup, DedupSettings};
+pub use identity::{IdentityPolicy, StitchIdentities};
+pub use model::*;

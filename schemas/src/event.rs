@@ -6,7 +6,9 @@ use bincode::{Decode, Encode};
 use serde::{Deserialize, Serialize};
 
 /// Segment's message types. The discriminants are part of the wire format: append only.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Encode, Decode, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Encode, Decode, Serialize, Deserialize,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum EventKind {
     /// A named user action (`event` is set).
@@ -55,7 +57,20 @@ impl EventKind {
 }
 
 /// Where a page view happened; taken from `properties` (page calls) or `context.page`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Encode, Decode, Serialize, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Default,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Encode,
+    Decode,
+    Serialize,
+    Deserialize,
+)]
 pub struct Page {
     /// URL path, e.g. `/pricing`.
     pub path: String,
@@ -68,7 +83,20 @@ pub struct Page {
 }
 
 /// Marketing attribution (`context.campaign`, or `utm_*` parameters of the page URL).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Encode, Decode, Serialize, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Default,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Encode,
+    Decode,
+    Serialize,
+    Deserialize,
+)]
 pub struct Campaign {
     /// `utm_source`.
     pub source: String,
@@ -82,7 +110,9 @@ pub struct Campaign {
 ///
 /// Optional Segment ids are empty strings when absent: ClickHouse columns are non-nullable
 /// strings (cheaper, and what every query wants), and the distinction carries no meaning.
-#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Encode, Decode, Serialize, Deserialize,
+)]
 pub struct Event {
     /// Tenant that owns the event, resolved from the write key by the gateway.
     pub tenant: String,

@@ -1,0 +1,200 @@
+//! `dedup`: one event per `(tenant, messageId)` within a horizon.
+//!
+//! Clients retry, and a retry resends the same `messageId`. A retry has the same Kafka key as
+//! the original (`tenant:anonymousId`), so both sit in one partition and the original has the
+//! lower offset. The operator keeps the occurrence with the lowest `(partition, offset)`, which
+//! makes its output a function of the log, not of how records were split into epochs: a replay
+//! after a crash keeps exactly the same events.
+
+use std::collections::HashMap;
+
+use timely::dataflow::StreamVec;
+use timely::dataflow::channels::pact::Exchange;
+use timely::dataflow::operators::generic::operator::Operator;
+use timely::order::TotalOrder;
+use timely::progress::Timestamp;
+
+use crate::Decoded;
+use crate::stash::{Stash, route};
+
+/// Settings of [`Dedup`].
+#[derive(Debug, Clone, Copy)]
+pub struct DedupSettings {
+    /// How long a message id is remembered, measured on the operator's clock (the newest
+    /// `received_at` it has seen). Default 24 h.
+    pub horizon_ms: i64,
+}
+
+impl Default for DedupSettings {
+    fn default() -> Self {
+        DedupSettings {
+            horizon_ms: 24 * 3_600_000,
+        }
+    }
+}
+
+/// Removes repeated `(tenant, messageId)`s.
+pub trait Dedup<'s, T: Timestamp> {
+    /// Keeps the first occurrence (lowest partition and offset) of each message id.
+    fn dedup(self, settings: DedupSettings) -> StreamVec<'s, T, Decoded>;
+    /// As [`Dedup::dedup`], and reports every worker's live entry count after each batch
+    /// (for metrics and memory tests).
+    fn dedup_observed(
+        self,
+        settings: DedupSettings,
+        observe: impl FnMut(usize) + 'static,
+    ) -> StreamVec<'s, T, Decoded>;
+}
+
+impl<'s, T: Timestamp + TotalOrder> Dedup<'s, T> for StreamVec<'s, T, Decoded> {
+    fn dedup(self, settings: DedupSettings) -> StreamVec<'s, T, Decoded> {
+        self.dedup_observed(settings, |_| {})
+    }
+
+    fn dedup_observed(
+        self,
+        settings: DedupSettings,
+        mut observe: impl FnMut(usize) + 'static,
+    ) -> StreamVec<'s, T, Decoded> {
+        let exchange = Exchange::new(|decoded: &Decoded| {
+            route(&(&decoded.event.tenant, &decoded.event.message_id))
+        });
+        self.unary_frontier(exchange, "Dedup", move |_capability, _info| {
+            let mut stash = Stash::default();
+            // (tenant, message id) -> received_at of the kept occurrence.
+            let mut seen: HashMap<(String, String), i64> = HashMap::new();
+            let mut clock = i64::MIN;
+            let mut since_expiry = 0usize;
+            move |(input, frontier), output| {
+                input.for_each(|capability, data| stash.push_all(&capability, data.drain(..)));
+                for (capability, mut batch) in stash.complete(&[frontier]) {
+                    batch.sort_by_key(|decoded| (decoded.partition, decoded.offset));
+                    let mut session = output.session(&capability);
+                    for decoded in batch {
+                        clock = clock.max(decoded.event.received_at_ms);
+                        let key = (
+                            decoded.event.tenant.clone(),
+                            decoded.event.message_id.clone(),
+                        );
+                        if let std::collections::hash_map::Entry::Vacant(entry) = seen.entry(key) {
+                            entry.insert(decoded.event.received_at_ms);
+                            session.give(decoded);
+                        }
+                        since_expiry += 1;
+                    }
+                    // Expire in sweeps, amortised over the records processed since the last.
+                    if since_expiry >= seen.len() / 4 + 1024 {
+                        since_expiry = 0;
+                        let cutoff = clock.saturating_sub(settings.horizon_ms);
+                        seen.retain(|_, received| *received >= cutoff);
+                    }
+                    observe(seen.len());
+                }
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::{event, run_stream};
+    use proptest::prelude::*;
+    use std::collections::BTreeMap;
+
+    /// The oracle: per (tenant, message id), the record with the lowest (partition, offset).
+    fn oracle(records: &[Decoded]) -> Vec<(i32, i64)> {
+        let mut first: BTreeMap<(String, String), (i32, i64)> = BTreeMap::new();
+        for record in records {
+            let key = (record.event.tenant.clone(), record.event.message_id.clone());
+            let position = (record.partition, record.offset);
+            first
+                .entry(key)
+                .and_modify(|p| *p = (*p).min(position))
+                .or_insert(position);
+        }
+        let mut kept: Vec<_> = first.into_values().collect();
+        kept.sort();
+        kept
+    }
+
+    fn arb_log() -> impl Strategy<Value = Vec<Decoded>> {
+        // Message ids from a small space so that duplicates are common; a retry lands in the
+        // same partition as its original, later.
+        proptest::collection::vec((0u32..40, 0u8..2, 0i64..10_000), 0..150).prop_map(|items| {
+            let mut offsets = [0i64; 3];
+            items
+                .into_iter()
+                .map(|(id, tenant, time)| {
+                    let partition = (id % 3) as i32;
+                    let offset = offsets[partition as usize];
+                    offsets[partition as usize] += 1;
+                    let mut e = event(&format!("t{tenant}"), &format!("m{id}"), "a", time);
+                    e.received_at_ms = time;
+                    Decoded {
+                        partition,
+                        offset,
+                        event: e,
+                    }
+                })
+                .collect()
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(32))]
+        #[test]
+        fn keeps_the_first_occurrence_at_any_worker_count_and_batching(
+            log in arb_log(),
+            workers in prop_oneof![Just(1usize), Just(2), Just(4)],
+            epoch_len in 1usize..20,
+        ) {
+            let expected = oracle(&log);
+            let output = run_stream(workers, epoch_len, log, |stream| stream.dedup(DedupSettings::default()));
+            let mut kept: Vec<_> = output.iter().map(|d| (d.partition, d.offset)).collect();
+            kept.sort();
+            prop_assert_eq!(kept, expected);
+        }
+    }
+
+    #[test]
+    fn forgets_ids_past_the_horizon_and_stays_bounded() {
+        // A steady stream of new ids for 48 simulated hours; each id repeated once 10 s later.
+        let log: Vec<Decoded> = (0..20_000i64)
+            .flat_map(|i| {
+                let time = i * 8_640; // 48 h over 20,000 ids
+                let original = event("t", &format!("m{i}"), "a", time);
+                let mut retry = original.clone();
+                retry.received_at_ms = time + 10_000;
+                [(0, 2 * i, original), (0, 2 * i + 1, retry)]
+            })
+            .map(|(partition, offset, event)| Decoded {
+                partition,
+                offset,
+                event,
+            })
+            .collect();
+        let peak = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let peak_seen = peak.clone();
+        let settings = DedupSettings {
+            horizon_ms: 3_600_000,
+        };
+        let output = run_stream(1, 100, log, move |stream| {
+            let peak = peak_seen.clone();
+            stream.dedup_observed(settings, move |live| {
+                peak.fetch_max(live, std::sync::atomic::Ordering::Relaxed);
+            })
+        });
+        assert_eq!(
+            output.len(),
+            20_000,
+            "every retry within the horizon is dropped"
+        );
+        let peak = peak.load(std::sync::atomic::Ordering::Relaxed);
+        // One hour of ids is ~417; sweeps are amortised, so allow the sweep slack on top.
+        assert!(
+            peak < 2_500,
+            "live dedup entries must stay bounded, peaked at {peak}"
+        );
+    }
+}

@@ -1,0 +1,241 @@
+//! Records that flow between the operators.
+
+use std::sync::Arc;
+
+use schemas::Event;
+use serde::{Deserialize, Serialize};
+
+/// Events are shared, not copied, between the operators that hold them.
+pub type SharedEvent = Arc<Event>;
+
+/// What kind of id a node of the identity graph is. `User` sorts first, so the minimum label
+/// of a component, the canonical person, is a known user id whenever the person has one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum IdKind {
+    /// A `userId` from the customer's own system.
+    User,
+    /// An `anonymousId` (or an alias's `previousId`).
+    Anonymous,
+}
+
+/// One id of one tenant: a node of the identity graph.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Node {
+    /// Tenant.
+    pub tenant: String,
+    /// Kind of id.
+    pub kind: IdKind,
+    /// The id.
+    pub id: String,
+}
+
+impl Node {
+    /// The node that keys an event's visitor: its anonymous id, or its user id without one.
+    pub fn of_event(event: &Event) -> Node {
+        if event.anonymous_id.is_empty() {
+            Node {
+                tenant: event.tenant.clone(),
+                kind: IdKind::User,
+                id: event.user_id.clone(),
+            }
+        } else {
+            Node {
+                tenant: event.tenant.clone(),
+                kind: IdKind::Anonymous,
+                id: event.anonymous_id.clone(),
+            }
+        }
+    }
+}
+
+/// A person: the canonical node of a connected component of linked ids.
+pub type Person = Node;
+
+/// A statement about identity, taken from events or control messages.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum IdentityClaim {
+    /// `identify`: this anonymous id is this user. Ordered by (`time_ms`, `message_id`), the
+    /// first identify of an anonymous id decides which user it belongs to.
+    Identify {
+        /// Tenant.
+        tenant: String,
+        /// Event time of the identify call.
+        time_ms: i64,
+        /// Tie breaker for identifies at the same millisecond.
+        message_id: String,
+        /// The anonymous id.
+        anonymous_id: String,
+        /// The user id.
+        user_id: String,
+    },
+    /// `alias`: `previous_id` and `user_id` are the same person, always accepted.
+    Alias {
+        /// Tenant.
+        tenant: String,
+        /// The earlier id (treated as anonymous).
+        previous_id: String,
+        /// The user id.
+        user_id: String,
+    },
+}
+
+impl IdentityClaim {
+    /// The claim an event makes, if any.
+    pub fn of_event(event: &Event) -> Option<IdentityClaim> {
+        use schemas::EventKind;
+        match event.kind {
+            EventKind::Identify if !event.anonymous_id.is_empty() && !event.user_id.is_empty() => {
+                Some(IdentityClaim::Identify {
+                    tenant: event.tenant.clone(),
+                    time_ms: event.timestamp_ms,
+                    message_id: event.message_id.clone(),
+                    anonymous_id: event.anonymous_id.clone(),
+                    user_id: event.user_id.clone(),
+                })
+            }
+            EventKind::Alias if !event.previous_id.is_empty() && !event.user_id.is_empty() => {
+                Some(IdentityClaim::Alias {
+                    tenant: event.tenant.clone(),
+                    previous_id: event.previous_id.clone(),
+                    user_id: event.user_id.clone(),
+                })
+            }
+            _ => None,
+        }
+    }
+}
+
+/// An undirected link between two ids; a retraction of one unmerges.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Link {
+    /// One end.
+    pub a: Node,
+    /// The other end.
+    pub b: Node,
+}
+
+/// A session: a person's events separated from the next by less than the inactivity gap.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Session {
+    /// Tenant.
+    pub tenant: String,
+    /// The message id of the session's first event: stable while that event stays first.
+    pub session_id: String,
+    /// The person's canonical id.
+    pub person_id: String,
+    /// The anonymous (or user) id of the first event.
+    pub visitor_id: String,
+    /// Event time of the first event.
+    pub start_ms: i64,
+    /// Event time of the last event.
+    pub end_ms: i64,
+    /// Events in the session.
+    pub events: u32,
+    /// Page and screen views in the session.
+    pub page_views: u32,
+    /// Path of the first page view.
+    pub entry_path: String,
+    /// Path of the last page view.
+    pub exit_path: String,
+    /// Referrer of the first event.
+    pub entry_referrer: String,
+    /// Campaign of the first event.
+    pub utm_source: String,
+    /// Campaign medium of the first event.
+    pub utm_medium: String,
+    /// Campaign name of the first event.
+    pub utm_campaign: String,
+}
+
+impl Session {
+    /// `end - start`.
+    pub fn duration_ms(&self) -> i64 {
+        self.end_ms - self.start_ms
+    }
+
+    /// A bounce is a session with exactly one page view.
+    pub fn is_bounce(&self) -> bool {
+        self.page_views == 1
+    }
+}
+
+/// An event with what the engine derived for it.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Enriched {
+    /// The event.
+    pub event: SharedEvent,
+    /// Its session, empty for events that do not make sessions (alias, group).
+    pub session_id: String,
+    /// Its person's canonical id.
+    pub person_id: String,
+}
+
+/// Which aggregate a row holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum Metric {
+    /// Events by name (`dimension`: track name, `$pageview`, `$screen`, `$identify`, ...).
+    Events,
+    /// Page views by path (`dimension`: path).
+    PageViews,
+    /// Distinct visitors (anonymous ids) with an event in the minute.
+    UniqueVisitors,
+    /// Distinct persons with an event in the minute.
+    UniquePersons,
+    /// Sessions that started in the minute.
+    SessionsStarted,
+    /// Of those, bounces.
+    Bounces,
+    /// Of those, total duration in milliseconds.
+    SessionDurationMs,
+}
+
+impl Metric {
+    /// Stable name, as stored.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Metric::Events => "events",
+            Metric::PageViews => "page_views",
+            Metric::UniqueVisitors => "unique_visitors",
+            Metric::UniquePersons => "unique_persons",
+            Metric::SessionsStarted => "sessions_started",
+            Metric::Bounces => "bounces",
+            Metric::SessionDurationMs => "session_duration_ms",
+        }
+    }
+}
+
+/// One aggregate value of one tenant and minute.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct AggRow {
+    /// Tenant.
+    pub tenant: String,
+    /// Start of the minute, Unix ms.
+    pub minute_ms: i64,
+    /// Which aggregate.
+    pub metric: Metric,
+    /// Its dimension (empty for dimensionless metrics).
+    pub dimension: String,
+    /// Its value.
+    pub value: i64,
+}
+
+/// The `Events` dimension of an event.
+pub fn event_label(event: &Event) -> String {
+    use schemas::EventKind;
+    match event.kind {
+        EventKind::Track => event.name.clone(),
+        other => format!(
+            "${}",
+            if other == EventKind::Page {
+                "pageview"
+            } else {
+                other.as_str()
+            }
+        ),
+    }
+}
+
+/// Start of the minute containing `time_ms`.
+pub fn minute_of(time_ms: i64) -> i64 {
+    time_ms.div_euclid(60_000) * 60_000
+}

@@ -1,0 +1,98 @@
+//! The common skeleton of the keyed operators: buffer updates by time, and hand each time to the
+//! operator's logic, in time order, once no input can still produce updates at it. Processing
+//! in time order is what lets an operator diff its new state against what it emitted before.
+
+use std::collections::BTreeMap;
+
+use timely::dataflow::operators::{Capability, InputCapability};
+use timely::order::TotalOrder;
+use timely::progress::Timestamp;
+use timely::progress::frontier::MutableAntichain;
+
+/// Updates waiting for their time to complete, each time with the capability to emit at it.
+#[derive(Debug)]
+pub(crate) struct Stash<T: Timestamp, D> {
+    times: BTreeMap<T, (Capability<T>, Vec<D>)>,
+}
+
+impl<T: Timestamp + TotalOrder, D> Default for Stash<T, D> {
+    fn default() -> Self {
+        Stash {
+            times: BTreeMap::new(),
+        }
+    }
+}
+
+impl<T: Timestamp + TotalOrder, D> Stash<T, D> {
+    /// Buffers `datum` at `time`, which must not precede the message's capability.
+    pub(crate) fn push(&mut self, capability: &InputCapability<T>, time: T, datum: D) {
+        self.times
+            .entry(time)
+            .or_insert_with_key(|time| (capability.delayed(time, 0), Vec::new()))
+            .1
+            .push(datum);
+    }
+
+    /// Buffers a whole message at its capability's time.
+    pub(crate) fn push_all(
+        &mut self,
+        capability: &InputCapability<T>,
+        data: impl IntoIterator<Item = D>,
+    ) {
+        let Some(time) = capability.least().cloned() else {
+            return;
+        };
+        for datum in data {
+            self.push(capability, time.clone(), datum);
+        }
+    }
+
+    /// Removes and returns, in time order, every time that no input frontier can still reach.
+    pub(crate) fn complete(
+        &mut self,
+        frontiers: &[&MutableAntichain<T>],
+    ) -> Vec<(Capability<T>, Vec<D>)> {
+        let mut done = Vec::new();
+        while let Some(entry) = self.times.first_entry() {
+            if frontiers
+                .iter()
+                .any(|frontier| frontier.less_equal(entry.key()))
+            {
+                break;
+            }
+            done.push(entry.remove());
+        }
+        done
+    }
+}
+
+/// A stable hash for routing keys to workers. It must be the same on every process of a
+/// cluster (it decides which worker owns a key), so it is not the randomly seeded std hasher.
+pub(crate) fn route<K: std::hash::Hash + ?Sized>(key: &K) -> u64 {
+    use std::hash::Hasher;
+    let mut hasher = FnvHasher::default();
+    key.hash(&mut hasher);
+    hasher.finish()
+}
+
+/// FNV-1a: tiny, fast on short keys, deterministic everywhere.
+struct FnvHasher(u64);
+
+impl Default for FnvHasher {
+    fn default() -> Self {
+        FnvHasher(0xcbf2_9ce4_8422_2325)
+    }
+}
+
+impl std::hash::Hasher for FnvHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for byte in bytes {
+            self.0 ^= u64::from(*byte);
+            self.0 = self.0.wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+}

@@ -1,0 +1,124 @@
+//! Test harness shared by the operators' oracle tests: runs a dataflow on a log at a given
+//! worker count and epoch batching, spreading records over workers round-robin.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use differential_dataflow::{AsCollection, VecCollection};
+use schemas::{Campaign, Event, EventKind, Page};
+use timely::dataflow::StreamVec;
+use timely::dataflow::operators::vec::Input;
+use timely::dataflow::operators::{Inspect, Probe};
+
+/// A page view of `anonymous_id` at `time_ms`, received when it happened.
+pub fn event(tenant: &str, message_id: &str, anonymous_id: &str, time_ms: i64) -> Event {
+    Event {
+        tenant: tenant.into(),
+        message_id: message_id.into(),
+        kind: EventKind::Page,
+        name: String::new(),
+        anonymous_id: anonymous_id.into(),
+        user_id: String::new(),
+        previous_id: String::new(),
+        group_id: String::new(),
+        timestamp_ms: time_ms,
+        original_timestamp_ms: Some(time_ms),
+        sent_at_ms: None,
+        received_at_ms: time_ms,
+        page: Page {
+            path: "/".into(),
+            ..Page::default()
+        },
+        campaign: Campaign::default(),
+        ip: String::new(),
+        user_agent: String::new(),
+        is_bot: false,
+        locale: String::new(),
+        library: String::new(),
+        properties: vec![],
+        traits: vec![],
+        context: vec![],
+    }
+}
+
+/// Runs `build` on a stream of `input` and returns everything it emits.
+pub fn run_stream<D, O, F>(workers: usize, epoch_len: usize, input: Vec<D>, build: F) -> Vec<O>
+where
+    D: timely::ExchangeData + Clone + Sync,
+    O: timely::ExchangeData + Clone,
+    F: for<'s> Fn(StreamVec<'s, u64, D>) -> StreamVec<'s, u64, O> + Send + Sync + 'static,
+{
+    let output = Arc::new(Mutex::new(Vec::new()));
+    let input = Arc::new(input);
+    let sink = output.clone();
+    timely::execute(timely::Config::process(workers), move |worker| {
+        let sink = sink.clone();
+        let (mut handle, probe) = worker.dataflow::<u64, _, _>(|scope| {
+            let (handle, stream) = scope.new_input::<D>();
+            let probe = build(stream)
+                .inspect(move |datum| sink.lock().expect("lock").push(datum.clone()))
+                .probe()
+                .0;
+            (handle, probe)
+        });
+        let (index, peers) = (worker.index(), worker.peers());
+        for (position, datum) in input.iter().enumerate() {
+            handle.advance_to((position / epoch_len.max(1)) as u64);
+            if position % peers == index {
+                handle.send(datum.clone());
+            }
+        }
+        handle.close();
+        while !probe.done() {
+            worker.step();
+        }
+    })
+    .expect("dataflow");
+    let output = output.lock().expect("lock").clone();
+    output
+}
+
+/// Runs `build` on a collection of `input` updates and returns the final collection
+/// (consolidated; zero-count records removed). Also checks that no record ever has a negative
+/// count at any time: a correction must retract what was emitted, nothing else.
+pub fn run_collection<D, O, F>(
+    workers: usize,
+    epoch_len: usize,
+    input: Vec<(D, isize)>,
+    build: F,
+) -> BTreeMap<O, isize>
+where
+    D: timely::ExchangeData + Clone + Ord + Sync,
+    O: timely::ExchangeData + Clone + Ord + std::fmt::Debug,
+    F: for<'s> Fn(VecCollection<'s, u64, D, isize>) -> VecCollection<'s, u64, O, isize>
+        + Send
+        + Sync
+        + 'static,
+{
+    let timed: Vec<(D, u64, isize)> = input
+        .into_iter()
+        .enumerate()
+        .map(|(position, (datum, diff))| (datum, (position / epoch_len.max(1)) as u64, diff))
+        .collect();
+    let updates = run_stream(
+        workers,
+        epoch_len,
+        timed,
+        move |stream: StreamVec<'_, u64, (D, u64, isize)>| build(stream.as_collection()).inner,
+    );
+    let mut by_time: BTreeMap<u64, Vec<(O, isize)>> = BTreeMap::new();
+    for (datum, time, diff) in updates {
+        by_time.entry(time).or_default().push((datum, diff));
+    }
+    let mut state: BTreeMap<O, isize> = BTreeMap::new();
+    for (time, changes) in by_time {
+        for (datum, diff) in changes {
+            *state.entry(datum).or_default() += diff;
+        }
+        state.retain(|_, count| *count != 0);
+        if let Some((datum, count)) = state.iter().find(|(_, count)| **count < 0) {
+            panic!("negative count {count} for {datum:?} at time {time}");
+        }
+    }
+    state
+}
