@@ -11,6 +11,7 @@ pub mod decode;
 pub mod dedup;
 pub mod identity;
 pub mod model;
+pub mod persons;
 mod stash;
 #[cfg(test)]
 mod testing;
@@ -19,3 +20,4 @@ pub use decode::{DeadLetter, Decode, Decoded};
 pub use dedup::{Dedup, DedupSettings};
 pub use identity::{IdentityPolicy, StitchIdentities};
 pub use model::*;
+pub use persons::{AssignPersons, Retention};

@@ -1,0 +1,301 @@
+//! `assign_persons`: attributes each event to its person, and re-attributes retained events
+//! when the person of their id changes.
+//!
+//! Differential's `join` would do the same, but would keep every event forever. This operator
+//! keeps a visitor's events only while a change could still matter to what they derive
+//! (sessions, per-minute uniques): once a visitor has been quiet for longer than the session
+//! gap plus the lateness horizon, its events are released silently. A later identity change
+//! then re-attributes only what is still retained; closed history is not rewritten.
+//!
+//! The id → person map itself is kept (it is small), so new events of an old visitor are
+//! attributed correctly.
+
+use std::collections::HashMap;
+
+use differential_dataflow::{AsCollection, VecCollection};
+use timely::dataflow::StreamVec;
+use timely::dataflow::channels::pact::Exchange;
+use timely::dataflow::operators::generic::operator::Operator;
+use timely::order::TotalOrder;
+use timely::progress::Timestamp;
+
+use crate::model::{Node, Person, SharedEvent};
+use crate::stash::{Stash, route};
+
+/// When state may be released.
+#[derive(Debug, Clone, Copy)]
+pub struct Retention {
+    /// Inactivity that ends a session (the largest of any tenant's).
+    pub session_gap_ms: i64,
+    /// Events arriving later than this after they happened are not applied to state.
+    pub lateness_ms: i64,
+    /// Extra time for workers whose clocks (newest `received_at` seen) lag others'.
+    pub margin_ms: i64,
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        Retention {
+            session_gap_ms: 30 * 60_000,
+            lateness_ms: 3_600_000,
+            margin_ms: 10 * 60_000,
+        }
+    }
+}
+
+impl Retention {
+    /// How long after its last event a key's state is kept.
+    pub fn keep_ms(&self) -> i64 {
+        self.session_gap_ms + self.lateness_ms + self.margin_ms
+    }
+}
+
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+enum Update {
+    Event(SharedEvent),
+    Person(Node, Person, isize),
+}
+
+#[derive(Debug, Default)]
+struct Visitor {
+    events: Vec<SharedEvent>,
+    last_time_ms: i64,
+}
+
+/// Attributes events to persons.
+pub trait AssignPersons<'s, T: Timestamp> {
+    /// Pairs each event with its person (the person of its visitor id, or the id itself).
+    fn assign_persons(
+        self,
+        persons: VecCollection<'s, T, (Node, Person), isize>,
+        retention: Retention,
+    ) -> VecCollection<'s, T, (Person, SharedEvent), isize>;
+
+    /// As [`AssignPersons::assign_persons`], reporting the number of retained events after
+    /// each batch.
+    fn assign_persons_observed(
+        self,
+        persons: VecCollection<'s, T, (Node, Person), isize>,
+        retention: Retention,
+        observe: impl FnMut(usize) + 'static,
+    ) -> VecCollection<'s, T, (Person, SharedEvent), isize>;
+}
+
+impl<'s, T: Timestamp + TotalOrder> AssignPersons<'s, T> for StreamVec<'s, T, SharedEvent> {
+    fn assign_persons(
+        self,
+        persons: VecCollection<'s, T, (Node, Person), isize>,
+        retention: Retention,
+    ) -> VecCollection<'s, T, (Person, SharedEvent), isize> {
+        self.assign_persons_observed(persons, retention, |_| {})
+    }
+
+    fn assign_persons_observed(
+        self,
+        persons: VecCollection<'s, T, (Node, Person), isize>,
+        retention: Retention,
+        mut observe: impl FnMut(usize) + 'static,
+    ) -> VecCollection<'s, T, (Person, SharedEvent), isize> {
+        let by_event = Exchange::new(|event: &SharedEvent| route(&Node::of_event(event)));
+        let by_node = Exchange::new(|((node, _), _, _): &((Node, Person), T, isize)| route(node));
+        self.binary_frontier(
+            persons.inner,
+            by_event,
+            by_node,
+            "AssignPersons",
+            move |_capability, _info| {
+                let mut stash: Stash<T, Update> = Stash::default();
+                let mut person_of: HashMap<Node, Person> = HashMap::new();
+                let mut visitors: HashMap<Node, Visitor> = HashMap::new();
+                let mut retained = 0usize;
+                let mut clock = i64::MIN;
+                let mut since_expiry = 0usize;
+                move |(events, events_frontier), (mapping, mapping_frontier), output| {
+                    events.for_each(|capability, data| {
+                        stash.push_all(&capability, data.drain(..).map(Update::Event))
+                    });
+                    mapping.for_each(|capability, data| {
+                        for ((node, person), time, diff) in data.drain(..) {
+                            stash.push(&capability, time, Update::Person(node, person, diff));
+                        }
+                    });
+                    for (capability, updates) in
+                        stash.complete(&[events_frontier, mapping_frontier])
+                    {
+                        let time = capability.time().clone();
+                        let mut session = output.session(&capability);
+                        let (mut changes, mut new_events) = (Vec::new(), Vec::new());
+                        for update in updates {
+                            match update {
+                                Update::Person(node, person, diff) => {
+                                    changes.push((node, person, diff))
+                                }
+                                Update::Event(event) => new_events.push(event),
+                            }
+                        }
+                        // 1. The map at this time: retractions of old persons before insertions.
+                        changes.sort_by_key(|(_, _, diff)| *diff > 0);
+                        let mut before: HashMap<Node, Person> = HashMap::new();
+                        for (node, person, diff) in changes {
+                            let current = person_of
+                                .get(&node)
+                                .cloned()
+                                .unwrap_or_else(|| node.clone());
+                            before.entry(node.clone()).or_insert(current);
+                            if diff > 0 {
+                                person_of.insert(node, person);
+                            } else if person_of.get(&node) == Some(&person) {
+                                person_of.remove(&node);
+                            }
+                        }
+                        // 2. Re-attribute what was emitted before under a changed person.
+                        for (node, old) in before {
+                            let new = person_of
+                                .get(&node)
+                                .cloned()
+                                .unwrap_or_else(|| node.clone());
+                            if old == new {
+                                continue;
+                            }
+                            for event in visitors
+                                .get(&node)
+                                .map(|v| v.events.as_slice())
+                                .unwrap_or_default()
+                            {
+                                session.give(((old.clone(), event.clone()), time.clone(), -1));
+                                session.give(((new.clone(), event.clone()), time.clone(), 1));
+                            }
+                        }
+                        // 3. New events, under the current map.
+                        for event in new_events {
+                            clock = clock.max(event.received_at_ms);
+                            let node = Node::of_event(&event);
+                            let person = person_of
+                                .get(&node)
+                                .cloned()
+                                .unwrap_or_else(|| node.clone());
+                            session.give(((person, event.clone()), time.clone(), 1));
+                            let visitor = visitors.entry(node).or_default();
+                            visitor.last_time_ms = visitor.last_time_ms.max(event.timestamp_ms);
+                            visitor.events.push(event);
+                            retained += 1;
+                            since_expiry += 1;
+                        }
+                        if since_expiry >= visitors.len() / 4 + 1024 {
+                            since_expiry = 0;
+                            let cutoff = clock.saturating_sub(retention.keep_ms());
+                            visitors.retain(|_, visitor| {
+                                let keep = visitor.last_time_ms >= cutoff;
+                                if !keep {
+                                    retained -= visitor.events.len();
+                                }
+                                keep
+                            });
+                        }
+                        observe(retained);
+                    }
+                }
+            },
+        )
+        .as_collection()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::IdKind;
+    use crate::testing::{event, run_collection};
+    use proptest::prelude::*;
+    use std::collections::BTreeMap;
+    use std::sync::Arc;
+    use timely::dataflow::operators::vec::Map;
+
+    #[derive(
+        Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+    )]
+    enum Input {
+        Event(SharedEvent),
+        Map(Node, Person),
+    }
+
+    fn node(id: u8) -> Node {
+        Node {
+            tenant: "t".into(),
+            kind: IdKind::Anonymous,
+            id: format!("a{id}"),
+        }
+    }
+
+    fn person(id: u8) -> Person {
+        Node {
+            tenant: "t".into(),
+            kind: IdKind::User,
+            id: format!("u{id}"),
+        }
+    }
+
+    /// Turns "node n now belongs to person p" steps into consistent map updates, and returns
+    /// the expected final attribution of every event.
+    fn scenario(
+        steps: Vec<(bool, u8, u8)>,
+    ) -> (Vec<(Input, isize)>, BTreeMap<(Person, SharedEvent), isize>) {
+        let mut current: BTreeMap<Node, Person> = BTreeMap::new();
+        let mut updates = Vec::new();
+        let mut events = Vec::new();
+        for (index, (is_event, n, p)) in steps.into_iter().enumerate() {
+            let node = node(n % 6);
+            if is_event {
+                let event = Arc::new(event(
+                    "t",
+                    &format!("m{index}"),
+                    &node.id,
+                    index as i64 * 1000,
+                ));
+                updates.push((Input::Event(event.clone()), 1));
+                events.push(event);
+            } else if let Some(old) = current.insert(node.clone(), person(p % 3)) {
+                updates.push((Input::Map(node.clone(), old), -1));
+                updates.push((Input::Map(node, person(p % 3)), 1));
+            } else {
+                updates.push((Input::Map(node, person(p % 3)), 1));
+            }
+        }
+        let expected = events
+            .into_iter()
+            .map(|event| {
+                let node = Node::of_event(&event);
+                let person = current.get(&node).cloned().unwrap_or(node);
+                ((person, event), 1)
+            })
+            .collect();
+        (updates, expected)
+    }
+
+    fn assign(
+        input: VecCollection<'_, u64, Input, isize>,
+    ) -> VecCollection<'_, u64, (Person, SharedEvent), isize> {
+        let events = input.clone().inner.flat_map(|(input, _, _)| match input {
+            Input::Event(event) => Some(event),
+            Input::Map(..) => None,
+        });
+        let map = input.flat_map(|input| match input {
+            Input::Map(node, person) => Some((node, person)),
+            Input::Event(_) => None,
+        });
+        events.assign_persons(map, Retention::default())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(32))]
+        #[test]
+        fn attribution_follows_the_map_retroactively(
+            steps in proptest::collection::vec((any::<bool>(), any::<u8>(), any::<u8>()), 0..60),
+            workers in prop_oneof![Just(1usize), Just(2), Just(4)],
+            epoch_len in 1usize..8,
+        ) {
+            let (input, expected) = scenario(steps);
+            prop_assert_eq!(run_collection(workers, epoch_len, input, assign), expected);
+        }
+    }
+}
