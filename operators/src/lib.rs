@@ -12,6 +12,7 @@ pub mod dedup;
 pub mod identity;
 pub mod model;
 pub mod persons;
+pub mod sessionize;
 mod stash;
 #[cfg(test)]
 mod testing;
@@ -21,3 +22,4 @@ pub use dedup::{Dedup, DedupSettings};
 pub use identity::{IdentityPolicy, StitchIdentities};
 pub use model::*;
 pub use persons::{AssignPersons, Retention};
+pub use sessionize::{SessionSettings, Sessionize, is_activity};

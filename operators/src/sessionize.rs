@@ -1,0 +1,591 @@
+//! `sessionize`: groups each person's events into sessions.
+//!
+//! A session ends after `gap` without events (per tenant, default 30 minutes) or once it has
+//! lasted `max_session` (24 hours). The operator recomputes a person's sessions whenever the
+//! person's events change and emits the difference, so a late event inside a session updates
+//! it, a late event bridging two sessions merges them (both retracted, one emitted), and an
+//! identity merge (events moving between persons) re-sessionizes both persons.
+//!
+//! A session is named by its first event's message id, so it keeps its id while that event
+//! stays first, and the same input gives the same ids on any worker count.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+
+use differential_dataflow::{AsCollection, VecCollection};
+use schemas::EventKind;
+use timely::dataflow::channels::pact::Exchange;
+use timely::dataflow::operators::generic::operator::Operator;
+use timely::order::TotalOrder;
+use timely::progress::Timestamp;
+
+use crate::model::{Enriched, Person, Session, SharedEvent};
+use crate::persons::Retention;
+use crate::stash::{Stash, route};
+
+/// Session rules.
+#[derive(Debug, Clone)]
+pub struct SessionSettings {
+    /// Inactivity that ends a session, unless the tenant has its own.
+    pub gap_ms: i64,
+    /// Per-tenant inactivity gaps.
+    pub tenant_gap_ms: Arc<HashMap<String, i64>>,
+    /// Longest session; the next event starts a new one.
+    pub max_session_ms: i64,
+    /// When a person's state is released. Must cover the largest gap.
+    pub retention: Retention,
+}
+
+impl Default for SessionSettings {
+    fn default() -> Self {
+        SessionSettings {
+            gap_ms: 30 * 60_000,
+            tenant_gap_ms: Arc::default(),
+            max_session_ms: 24 * 3_600_000,
+            retention: Retention::default(),
+        }
+    }
+}
+
+impl SessionSettings {
+    /// The gap of `tenant`.
+    pub fn gap_for(&self, tenant: &str) -> i64 {
+        self.tenant_gap_ms
+            .get(tenant)
+            .copied()
+            .unwrap_or(self.gap_ms)
+    }
+}
+
+/// Whether an event is visitor activity (and so part of sessions and visitor counts). `alias`
+/// and `group` are usually server-side bookkeeping, not something the visitor did.
+pub fn is_activity(kind: EventKind) -> bool {
+    !matches!(kind, EventKind::Alias | EventKind::Group)
+}
+
+/// What `sessionize` emits: both outputs travel in one collection and are split afterwards.
+#[derive(
+    Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
+enum Output {
+    Session(Session),
+    Event(Enriched),
+}
+
+/// The sessions of one person, computed from scratch: the reference semantics, also used by
+/// the operator itself on each changed person.
+pub fn sessions_of<'a>(
+    person: &Person,
+    events: impl IntoIterator<Item = &'a SharedEvent>,
+    settings: &SessionSettings,
+) -> (Vec<Session>, Vec<(&'a SharedEvent, String)>) {
+    let mut ordered: Vec<&SharedEvent> = events.into_iter().collect();
+    ordered.sort_by(|a, b| (a.timestamp_ms, &a.message_id).cmp(&(b.timestamp_ms, &b.message_id)));
+    let gap = settings.gap_for(&person.tenant);
+    let mut sessions: Vec<Session> = Vec::new();
+    let mut membership = Vec::with_capacity(ordered.len());
+    for event in ordered {
+        if !is_activity(event.kind) {
+            membership.push((event, String::new()));
+            continue;
+        }
+        let time = event.timestamp_ms;
+        let starts_new = match sessions.last() {
+            None => true,
+            Some(open) => {
+                time - open.end_ms >= gap || time - open.start_ms >= settings.max_session_ms
+            }
+        };
+        let is_view = matches!(event.kind, EventKind::Page | EventKind::Screen);
+        if starts_new {
+            sessions.push(Session {
+                tenant: person.tenant.clone(),
+                session_id: event.message_id.clone(),
+                person_id: person.id.clone(),
+                visitor_id: event.visitor_id().to_owned(),
+                start_ms: time,
+                end_ms: time,
+                events: 0,
+                page_views: 0,
+                entry_path: String::new(),
+                exit_path: String::new(),
+                entry_referrer: event.page.referrer.clone(),
+                utm_source: event.campaign.source.clone(),
+                utm_medium: event.campaign.medium.clone(),
+                utm_campaign: event.campaign.name.clone(),
+            });
+        }
+        let Some(open) = sessions.last_mut() else {
+            continue;
+        };
+        open.end_ms = time;
+        open.events += 1;
+        if is_view {
+            if open.page_views == 0 {
+                open.entry_path = event.page.path.clone();
+            }
+            open.exit_path = event.page.path.clone();
+            open.page_views += 1;
+        }
+        membership.push((event, open.session_id.clone()));
+    }
+    (sessions, membership)
+}
+
+#[derive(Debug)]
+struct Entry {
+    event: SharedEvent,
+    count: isize,
+    /// The session id this event was last emitted with, if it was emitted.
+    emitted: Option<String>,
+}
+
+#[derive(Debug, Default)]
+struct PersonState {
+    events: BTreeMap<(i64, String), Entry>,
+    sessions: Vec<Session>,
+    last_time_ms: i64,
+}
+
+/// Sessionizes a collection of events attributed to persons.
+pub trait Sessionize<'s, T: Timestamp> {
+    /// The sessions, and every event with its session and person.
+    fn sessionize(
+        self,
+        settings: SessionSettings,
+    ) -> (
+        VecCollection<'s, T, Session, isize>,
+        VecCollection<'s, T, Enriched, isize>,
+    );
+
+    /// As [`Sessionize::sessionize`], reporting the number of retained events after each
+    /// batch.
+    fn sessionize_observed(
+        self,
+        settings: SessionSettings,
+        observe: impl FnMut(usize) + 'static,
+    ) -> (
+        VecCollection<'s, T, Session, isize>,
+        VecCollection<'s, T, Enriched, isize>,
+    );
+}
+
+impl<'s, T: Timestamp + TotalOrder> Sessionize<'s, T>
+    for VecCollection<'s, T, (Person, SharedEvent), isize>
+{
+    fn sessionize(
+        self,
+        settings: SessionSettings,
+    ) -> (
+        VecCollection<'s, T, Session, isize>,
+        VecCollection<'s, T, Enriched, isize>,
+    ) {
+        self.sessionize_observed(settings, |_| {})
+    }
+
+    fn sessionize_observed(
+        self,
+        settings: SessionSettings,
+        mut observe: impl FnMut(usize) + 'static,
+    ) -> (
+        VecCollection<'s, T, Session, isize>,
+        VecCollection<'s, T, Enriched, isize>,
+    ) {
+        let by_person =
+            Exchange::new(|((person, _), _, _): &((Person, SharedEvent), T, isize)| route(person));
+        let output = self
+            .inner
+            .unary_frontier(by_person, "Sessionize", move |_capability, _info| {
+                let mut stash: Stash<T, (Person, SharedEvent, isize)> = Stash::default();
+                let mut persons: HashMap<Person, PersonState> = HashMap::new();
+                let mut retained = 0usize;
+                let mut clock = i64::MIN;
+                let mut since_expiry = 0usize;
+                let keep_ms = settings.retention.keep_ms() + settings.retention.margin_ms;
+                move |(input, frontier), output| {
+                    input.for_each(|capability, data| {
+                        for ((person, event), time, diff) in data.drain(..) {
+                            stash.push(&capability, time, (person, event, diff));
+                        }
+                    });
+                    for (capability, updates) in stash.complete(&[frontier]) {
+                        let time = capability.time().clone();
+                        let mut session = output.session(&capability);
+                        let mut touched: HashSet<Person> = HashSet::new();
+                        for (person, event, diff) in updates {
+                            clock = clock.max(event.received_at_ms);
+                            let state = persons.entry(person.clone()).or_default();
+                            state.last_time_ms = state.last_time_ms.max(event.timestamp_ms);
+                            let key = (event.timestamp_ms, event.message_id.clone());
+                            let entry = state.events.entry(key).or_insert_with(|| {
+                                retained += 1;
+                                Entry {
+                                    event,
+                                    count: 0,
+                                    emitted: None,
+                                }
+                            });
+                            entry.count += diff;
+                            since_expiry += 1;
+                            touched.insert(person);
+                        }
+                        for person in touched {
+                            let Some(state) = persons.get_mut(&person) else {
+                                continue;
+                            };
+                            let (sessions, membership) = {
+                                let present = state
+                                    .events
+                                    .values()
+                                    .filter(|e| e.count > 0)
+                                    .map(|e| &e.event);
+                                let (sessions, membership) =
+                                    sessions_of(&person, present, &settings);
+                                let membership: HashMap<(i64, String), String> = membership
+                                    .into_iter()
+                                    .map(|(event, id)| {
+                                        ((event.timestamp_ms, event.message_id.clone()), id)
+                                    })
+                                    .collect();
+                                (sessions, membership)
+                            };
+                            for old in state.sessions.iter().filter(|old| !sessions.contains(old)) {
+                                session.give((Output::Session(old.clone()), time.clone(), -1));
+                            }
+                            for new in sessions.iter().filter(|new| !state.sessions.contains(new)) {
+                                session.give((Output::Session(new.clone()), time.clone(), 1));
+                            }
+                            state.sessions = sessions;
+                            state.events.retain(|key, entry| {
+                                let now = membership.get(key).cloned();
+                                if entry.emitted != now {
+                                    let enriched = |session_id: String| Enriched {
+                                        event: entry.event.clone(),
+                                        session_id,
+                                        person_id: person.id.clone(),
+                                    };
+                                    if let Some(before) = entry.emitted.take() {
+                                        session.give((
+                                            Output::Event(enriched(before)),
+                                            time.clone(),
+                                            -1,
+                                        ));
+                                    }
+                                    if let Some(after) = now.clone() {
+                                        session.give((
+                                            Output::Event(enriched(after)),
+                                            time.clone(),
+                                            1,
+                                        ));
+                                    }
+                                    entry.emitted = now;
+                                }
+                                let keep = entry.count > 0;
+                                if !keep {
+                                    retained -= 1;
+                                }
+                                keep
+                            });
+                        }
+                        if since_expiry >= persons.len() / 4 + 1024 {
+                            since_expiry = 0;
+                            let cutoff = clock.saturating_sub(keep_ms);
+                            persons.retain(|_, state| {
+                                let keep = state.last_time_ms >= cutoff && !state.events.is_empty();
+                                if !keep {
+                                    retained -= state.events.len();
+                                }
+                                keep
+                            });
+                        }
+                        observe(retained);
+                    }
+                }
+            })
+            .as_collection();
+        let sessions = output.clone().flat_map(|output| match output {
+            Output::Session(session) => Some(session),
+            Output::Event(_) => None,
+        });
+        let events = output.flat_map(|output| match output {
+            Output::Event(enriched) => Some(enriched),
+            Output::Session(_) => None,
+        });
+        (sessions, events)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{IdKind, Node};
+    use crate::testing::{event, run_collection};
+    use proptest::prelude::*;
+    use std::collections::BTreeSet;
+
+    const MINUTE: i64 = 60_000;
+
+    fn person(id: u8) -> Person {
+        Node {
+            tenant: "t".into(),
+            kind: IdKind::User,
+            id: format!("u{id}"),
+        }
+    }
+
+    fn page(message_id: &str, visitor: &str, time_ms: i64, path: &str) -> SharedEvent {
+        let mut e = event("t", message_id, visitor, time_ms);
+        e.page.path = path.into();
+        Arc::new(e)
+    }
+
+    fn both(
+        settings: SessionSettings,
+    ) -> impl for<'s> Fn(
+        VecCollection<'s, u64, (Person, SharedEvent), isize>,
+    ) -> VecCollection<'s, u64, Result<Session, Enriched>, isize>
+    + Send
+    + Sync
+    + 'static {
+        move |input| {
+            let (sessions, events) = input.sessionize(settings.clone());
+            sessions.map(Ok).concat(events.map(Err))
+        }
+    }
+
+    /// The oracle: the final attribution, grouped by person, sessionized from scratch.
+    fn oracle(
+        input: &[((Person, SharedEvent), isize)],
+        settings: &SessionSettings,
+    ) -> BTreeMap<Result<Session, Enriched>, isize> {
+        let mut counts: BTreeMap<(Person, SharedEvent), isize> = BTreeMap::new();
+        for (update, diff) in input {
+            *counts.entry(update.clone()).or_default() += diff;
+        }
+        let mut by_person: BTreeMap<Person, Vec<SharedEvent>> = BTreeMap::new();
+        for ((person, event), count) in counts {
+            if count > 0 {
+                by_person.entry(person).or_default().push(event);
+            }
+        }
+        let mut expected = BTreeMap::new();
+        for (person, events) in &by_person {
+            let mut sorted = events.clone();
+            sorted.sort_by_key(|e| (e.timestamp_ms, e.message_id.clone()));
+            // Split by hand, independently of `sessions_of`.
+            let mut groups: Vec<Vec<SharedEvent>> = Vec::new();
+            for event in sorted.iter().filter(|e| is_activity(e.kind)) {
+                let new = match groups.last() {
+                    None => true,
+                    Some(group) => {
+                        event.timestamp_ms - group[group.len() - 1].timestamp_ms
+                            >= settings.gap_for(&person.tenant)
+                            || event.timestamp_ms - group[0].timestamp_ms >= settings.max_session_ms
+                    }
+                };
+                if new {
+                    groups.push(vec![event.clone()]);
+                } else if let Some(group) = groups.last_mut() {
+                    group.push(event.clone());
+                }
+            }
+            for group in &groups {
+                let views: Vec<&SharedEvent> = group
+                    .iter()
+                    .filter(|e| matches!(e.kind, EventKind::Page | EventKind::Screen))
+                    .collect();
+                let session = Session {
+                    tenant: person.tenant.clone(),
+                    session_id: group[0].message_id.clone(),
+                    person_id: person.id.clone(),
+                    visitor_id: group[0].visitor_id().to_owned(),
+                    start_ms: group[0].timestamp_ms,
+                    end_ms: group[group.len() - 1].timestamp_ms,
+                    events: group.len() as u32,
+                    page_views: views.len() as u32,
+                    entry_path: views
+                        .first()
+                        .map(|e| e.page.path.clone())
+                        .unwrap_or_default(),
+                    exit_path: views
+                        .last()
+                        .map(|e| e.page.path.clone())
+                        .unwrap_or_default(),
+                    entry_referrer: group[0].page.referrer.clone(),
+                    utm_source: group[0].campaign.source.clone(),
+                    utm_medium: group[0].campaign.medium.clone(),
+                    utm_campaign: group[0].campaign.name.clone(),
+                };
+                for event in group {
+                    let enriched = Enriched {
+                        event: event.clone(),
+                        session_id: session.session_id.clone(),
+                        person_id: person.id.clone(),
+                    };
+                    expected.insert(Err(enriched), 1);
+                }
+                expected.insert(Ok(session), 1);
+            }
+            for event in sorted.iter().filter(|e| !is_activity(e.kind)) {
+                expected.insert(
+                    Err(Enriched {
+                        event: event.clone(),
+                        session_id: String::new(),
+                        person_id: person.id.clone(),
+                    }),
+                    1,
+                );
+            }
+        }
+        expected
+    }
+
+    /// Events of a few visitors over ~3 hours in random order, attributed to persons, with
+    /// some moved to another person later (what an identity merge does).
+    fn arb_input() -> impl Strategy<Value = Vec<((Person, SharedEvent), isize)>> {
+        let kinds = prop_oneof![
+            6 => Just(EventKind::Page),
+            2 => Just(EventKind::Track),
+            1 => Just(EventKind::Identify),
+            1 => Just(EventKind::Alias),
+        ];
+        proptest::collection::vec(
+            (
+                0u8..4,
+                0i64..180,
+                kinds,
+                0u8..3,
+                proptest::option::of(0u8..4),
+            ),
+            0..60,
+        )
+        .prop_map(|items| {
+            let mut updates = Vec::new();
+            let mut moves = Vec::new();
+            for (index, (visitor, minute, kind, path, moved_to)) in items.into_iter().enumerate() {
+                let mut e = event(
+                    "t",
+                    &format!("m{index:03}"),
+                    &format!("a{visitor}"),
+                    minute * MINUTE + index as i64,
+                );
+                e.kind = kind;
+                e.page.path = format!("/p{path}");
+                if index % 5 == 0 {
+                    e.page.referrer = "https://ref.example/".into();
+                    e.campaign.source = "news".into();
+                }
+                let event = Arc::new(e);
+                let owner = person(visitor);
+                updates.push(((owner.clone(), event.clone()), 1));
+                if let Some(target) = moved_to {
+                    moves.push(((owner, event.clone()), -1));
+                    moves.push(((person(target), event), 1));
+                }
+            }
+            updates.extend(moves);
+            updates
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(48))]
+        #[test]
+        fn matches_sessionizing_from_scratch(
+            mut input in arb_input(),
+            workers in prop_oneof![Just(1usize), Just(2), Just(4)],
+            epoch_len in 1usize..12,
+            seed in any::<u64>(),
+        ) {
+            // Shuffle the arrival order of the insertions (moves stay after what they move).
+            let split = input.iter().position(|(_, diff)| *diff < 0).unwrap_or(input.len());
+            let mut rng = seed;
+            for i in (1..split).rev() {
+                rng = rng.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                input.swap(i, (rng >> 33) as usize % (i + 1));
+            }
+            let settings = SessionSettings::default();
+            let expected = oracle(&input, &settings);
+            prop_assert_eq!(run_collection(workers, epoch_len, input, both(settings)), expected);
+        }
+    }
+
+    #[test]
+    fn a_late_event_bridging_two_sessions_merges_them() {
+        let p = person(1);
+        let early = page("m1", "a", 0, "/a");
+        let later = page("m2", "a", 45 * MINUTE, "/b");
+        let bridge = page("m3", "a", 25 * MINUTE, "/c");
+        // Before the bridge: two sessions.
+        let before = run_collection(
+            1,
+            1,
+            vec![
+                ((p.clone(), early.clone()), 1),
+                ((p.clone(), later.clone()), 1),
+            ],
+            both(SessionSettings::default()),
+        );
+        let ids = |state: &BTreeMap<Result<Session, Enriched>, isize>| {
+            state
+                .keys()
+                .filter_map(|k| k.as_ref().ok().map(|s| s.session_id.clone()))
+                .collect::<BTreeSet<_>>()
+        };
+        assert_eq!(
+            ids(&before),
+            BTreeSet::from(["m1".to_owned(), "m2".to_owned()])
+        );
+        // The late bridge arrives last: one session remains, named by its first event.
+        let after = run_collection(
+            1,
+            1,
+            vec![
+                ((p.clone(), early), 1),
+                ((p.clone(), later), 1),
+                ((p, bridge), 1),
+            ],
+            both(SessionSettings::default()),
+        );
+        assert_eq!(ids(&after), BTreeSet::from(["m1".to_owned()]));
+        let session = after.keys().find_map(|k| k.as_ref().ok()).unwrap();
+        assert_eq!(
+            (
+                session.events,
+                session.page_views,
+                session.entry_path.as_str(),
+                session.exit_path.as_str()
+            ),
+            (3, 3, "/a", "/b")
+        );
+        assert_eq!(session.duration_ms(), 45 * MINUTE);
+        assert!(
+            after
+                .keys()
+                .filter_map(|k| k.as_ref().err())
+                .all(|e| e.session_id == "m1")
+        );
+    }
+
+    #[test]
+    fn per_tenant_gap_and_the_24_hour_cap() {
+        let mut settings = SessionSettings::default();
+        settings.tenant_gap_ms = Arc::new(HashMap::from([("t".to_owned(), 5 * MINUTE)]));
+        let p = person(1);
+        let events: Vec<_> = [0, 4, 10]
+            .iter()
+            .enumerate()
+            .map(|(i, m)| page(&format!("m{i}"), "a", m * MINUTE, "/"))
+            .collect();
+        let (sessions, _) = sessions_of(&p, events.iter(), &settings);
+        assert_eq!(sessions.len(), 2, "10 - 4 >= 5 minute gap: {sessions:?}");
+        // One event every 20 minutes for 30 hours: split at 24 h.
+        let steady: Vec<_> = (0..90)
+            .map(|i| page(&format!("s{i:03}"), "a", i * 20 * MINUTE, "/"))
+            .collect();
+        let (sessions, _) = sessions_of(&p, steady.iter(), &SessionSettings::default());
+        assert_eq!(sessions.len(), 2);
+        assert!(sessions[0].duration_ms() < 24 * 60 * MINUTE);
+        assert!(sessions[0].is_bounce() == false && sessions[0].page_views == 72);
+    }
+}
