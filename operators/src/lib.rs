@@ -16,6 +16,7 @@ pub mod sessionize;
 mod stash;
 #[cfg(test)]
 mod testing;
+pub mod window_aggregate;
 
 pub use decode::{DeadLetter, Decode, Decoded};
 pub use dedup::{Dedup, DedupSettings};
@@ -23,3 +24,4 @@ pub use identity::{IdentityPolicy, StitchIdentities};
 pub use model::*;
 pub use persons::{AssignPersons, Retention};
 pub use sessionize::{SessionSettings, Sessionize, is_activity};
+pub use window_aggregate::WindowAggregate;

@@ -1,0 +1,431 @@
+//! `window_aggregate`: per tenant and minute, the dashboard's numbers.
+//!
+//! Event metrics (events by name, page views by path, unique visitors, unique persons) are
+//! keyed by the minute of the event; session metrics (sessions started, bounces, total
+//! duration) by the minute the session started. Inputs are collections, so corrections flow
+//! through: an identity merge moves an event from one person to another and the minute's
+//! unique persons drop; a session merge retracts a start and the minute's sessions drop.
+//!
+//! Each window counts with plain hash maps and emits only the values that changed, as a
+//! retraction of the old row and an insertion of the new. A window is released once nothing
+//! can change it any more: a session starting in it may grow for `max_session`, and changes
+//! arrive at most `gap + lateness` after that.
+
+use std::collections::{HashMap, HashSet};
+
+use differential_dataflow::{AsCollection, VecCollection};
+use schemas::EventKind;
+use timely::dataflow::channels::pact::Exchange;
+use timely::dataflow::operators::generic::operator::Operator;
+use timely::order::TotalOrder;
+use timely::progress::Timestamp;
+
+use crate::model::{AggRow, Enriched, Metric, Session, event_label, minute_of};
+use crate::sessionize::{SessionSettings, is_activity};
+use crate::stash::{Stash, route};
+
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+enum Update {
+    Event(Enriched, isize),
+    Session(Session, isize),
+}
+
+impl Update {
+    fn window(&self) -> (String, i64) {
+        match self {
+            Update::Event(enriched, _) => (
+                enriched.event.tenant.clone(),
+                minute_of(enriched.event.timestamp_ms),
+            ),
+            Update::Session(session, _) => (session.tenant.clone(), minute_of(session.start_ms)),
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct Window {
+    /// Additive metrics by (metric, dimension).
+    sums: HashMap<(Metric, String), i64>,
+    /// Multiplicity of each visitor and person with an event in the minute.
+    visitors: HashMap<String, isize>,
+    persons: HashMap<String, isize>,
+    /// What was last emitted, by (metric, dimension).
+    emitted: HashMap<(Metric, String), i64>,
+}
+
+impl Window {
+    fn add(&mut self, metric: Metric, dimension: &str, delta: i64) {
+        let value = self.sums.entry((metric, dimension.to_owned())).or_default();
+        *value += delta;
+        if *value == 0 {
+            self.sums.remove(&(metric, dimension.to_owned()));
+        }
+    }
+
+    fn apply(&mut self, update: Update) {
+        match update {
+            Update::Event(
+                Enriched {
+                    event, person_id, ..
+                },
+                diff,
+            ) => {
+                let delta = diff as i64;
+                self.add(Metric::Events, &event_label(&event), delta);
+                if event.kind == EventKind::Page {
+                    self.add(Metric::PageViews, &event.page.path, delta);
+                }
+                if is_activity(event.kind) {
+                    count(&mut self.visitors, event.visitor_id(), diff);
+                    count(&mut self.persons, &person_id, diff);
+                }
+            }
+            Update::Session(session, diff) => {
+                let delta = diff as i64;
+                self.add(Metric::SessionsStarted, "", delta);
+                if session.is_bounce() {
+                    self.add(Metric::Bounces, "", delta);
+                }
+                self.add(Metric::SessionDurationMs, "", delta * session.duration_ms());
+            }
+        }
+    }
+
+    /// The window's rows as they should be now.
+    fn current(&self) -> HashMap<(Metric, String), i64> {
+        let mut rows = self.sums.clone();
+        for (metric, distinct) in [
+            (Metric::UniqueVisitors, &self.visitors),
+            (Metric::UniquePersons, &self.persons),
+        ] {
+            if !distinct.is_empty() {
+                rows.insert((metric, String::new()), distinct.len() as i64);
+            }
+        }
+        rows
+    }
+}
+
+fn count(counts: &mut HashMap<String, isize>, key: &str, diff: isize) {
+    let value = counts.entry(key.to_owned()).or_default();
+    *value += diff;
+    if *value == 0 {
+        counts.remove(key);
+    }
+}
+
+/// Aggregates enriched events and sessions per tenant and minute.
+pub trait WindowAggregate<'s, T: Timestamp> {
+    /// The aggregate rows; a changed value is a retraction of the old row and an insertion.
+    fn window_aggregate(
+        self,
+        sessions: VecCollection<'s, T, Session, isize>,
+        settings: SessionSettings,
+    ) -> VecCollection<'s, T, AggRow, isize>;
+
+    /// As [`WindowAggregate::window_aggregate`], reporting the number of open windows after
+    /// each batch.
+    fn window_aggregate_observed(
+        self,
+        sessions: VecCollection<'s, T, Session, isize>,
+        settings: SessionSettings,
+        observe: impl FnMut(usize) + 'static,
+    ) -> VecCollection<'s, T, AggRow, isize>;
+}
+
+impl<'s, T: Timestamp + TotalOrder> WindowAggregate<'s, T>
+    for VecCollection<'s, T, Enriched, isize>
+{
+    fn window_aggregate(
+        self,
+        sessions: VecCollection<'s, T, Session, isize>,
+        settings: SessionSettings,
+    ) -> VecCollection<'s, T, AggRow, isize> {
+        self.window_aggregate_observed(sessions, settings, |_| {})
+    }
+
+    fn window_aggregate_observed(
+        self,
+        sessions: VecCollection<'s, T, Session, isize>,
+        settings: SessionSettings,
+        mut observe: impl FnMut(usize) + 'static,
+    ) -> VecCollection<'s, T, AggRow, isize> {
+        let events = Exchange::new(|(e, _, _): &(Enriched, T, isize)| {
+            route(&(&e.event.tenant, minute_of(e.event.timestamp_ms)))
+        });
+        let starts = Exchange::new(|(s, _, _): &(Session, T, isize)| {
+            route(&(&s.tenant, minute_of(s.start_ms)))
+        });
+        let keep_ms = 60_000
+            + settings.max_session_ms
+            + settings.retention.keep_ms()
+            + settings.retention.margin_ms;
+        self.inner
+            .binary_frontier(
+                sessions.inner,
+                events,
+                starts,
+                "WindowAggregate",
+                move |_capability, _info| {
+                    let mut stash: Stash<T, Update> = Stash::default();
+                    let mut windows: HashMap<(String, i64), Window> = HashMap::new();
+                    let mut clock = i64::MIN;
+                    move |(events, events_frontier), (sessions, sessions_frontier), output| {
+                        events.for_each(|capability, data| {
+                            for (enriched, time, diff) in data.drain(..) {
+                                stash.push(&capability, time, Update::Event(enriched, diff));
+                            }
+                        });
+                        sessions.for_each(|capability, data| {
+                            for (session, time, diff) in data.drain(..) {
+                                stash.push(&capability, time, Update::Session(session, diff));
+                            }
+                        });
+                        for (capability, updates) in
+                            stash.complete(&[events_frontier, sessions_frontier])
+                        {
+                            let time = capability.time().clone();
+                            let mut session = output.session(&capability);
+                            let mut dirty: HashSet<(String, i64)> = HashSet::new();
+                            for update in updates {
+                                if let Update::Event(enriched, _) = &update {
+                                    clock = clock.max(enriched.event.received_at_ms);
+                                }
+                                let key = update.window();
+                                windows.entry(key.clone()).or_default().apply(update);
+                                dirty.insert(key);
+                            }
+                            for key in dirty {
+                                let Some(window) = windows.get_mut(&key) else {
+                                    continue;
+                                };
+                                let current = window.current();
+                                let row =
+                                    |(metric, dimension): &(Metric, String), value: i64| AggRow {
+                                        tenant: key.0.clone(),
+                                        minute_ms: key.1,
+                                        metric: *metric,
+                                        dimension: dimension.clone(),
+                                        value,
+                                    };
+                                for (dims, old) in &window.emitted {
+                                    if current.get(dims) != Some(old) {
+                                        session.give((row(dims, *old), time.clone(), -1));
+                                    }
+                                }
+                                for (dims, new) in &current {
+                                    if window.emitted.get(dims) != Some(new) {
+                                        session.give((row(dims, *new), time.clone(), 1));
+                                    }
+                                }
+                                window.emitted = current;
+                            }
+                            let cutoff = clock.saturating_sub(keep_ms);
+                            windows.retain(|(_, minute), _| *minute >= cutoff);
+                            observe(windows.len());
+                        }
+                    }
+                },
+            )
+            .as_collection()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::SharedEvent;
+    use crate::testing::{event, run_collection};
+    use proptest::prelude::*;
+    use std::collections::{BTreeMap, BTreeSet};
+    use std::sync::Arc;
+
+    #[derive(
+        Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+    )]
+    enum Input {
+        Event(Enriched),
+        Session(Session),
+    }
+
+    fn aggregate(
+        input: VecCollection<'_, u64, Input, isize>,
+    ) -> VecCollection<'_, u64, AggRow, isize> {
+        let events = input.clone().flat_map(|i| match i {
+            Input::Event(e) => Some(e),
+            Input::Session(_) => None,
+        });
+        let sessions = input.flat_map(|i| match i {
+            Input::Session(s) => Some(s),
+            Input::Event(_) => None,
+        });
+        events.window_aggregate(sessions, SessionSettings::default())
+    }
+
+    /// The oracle: group the final inputs by window and count, the obvious way.
+    fn oracle(input: &[(Input, isize)]) -> BTreeMap<AggRow, isize> {
+        let mut counts: BTreeMap<Input, isize> = BTreeMap::new();
+        for (datum, diff) in input {
+            *counts.entry(datum.clone()).or_default() += diff;
+        }
+        let mut sums: BTreeMap<(String, i64, Metric, String), i64> = BTreeMap::new();
+        let mut distinct: BTreeMap<(String, i64, Metric), BTreeSet<String>> = BTreeMap::new();
+        for (datum, count) in counts {
+            for _ in 0..count.max(0) {
+                match &datum {
+                    Input::Event(Enriched {
+                        event, person_id, ..
+                    }) => {
+                        let minute = minute_of(event.timestamp_ms);
+                        let tenant = event.tenant.clone();
+                        *sums
+                            .entry((tenant.clone(), minute, Metric::Events, event_label(event)))
+                            .or_default() += 1;
+                        if event.kind == EventKind::Page {
+                            *sums
+                                .entry((
+                                    tenant.clone(),
+                                    minute,
+                                    Metric::PageViews,
+                                    event.page.path.clone(),
+                                ))
+                                .or_default() += 1;
+                        }
+                        if is_activity(event.kind) {
+                            distinct
+                                .entry((tenant.clone(), minute, Metric::UniqueVisitors))
+                                .or_default()
+                                .insert(event.visitor_id().to_owned());
+                            distinct
+                                .entry((tenant, minute, Metric::UniquePersons))
+                                .or_default()
+                                .insert(person_id.clone());
+                        }
+                    }
+                    Input::Session(session) => {
+                        let key = |metric| {
+                            (
+                                session.tenant.clone(),
+                                minute_of(session.start_ms),
+                                metric,
+                                String::new(),
+                            )
+                        };
+                        *sums.entry(key(Metric::SessionsStarted)).or_default() += 1;
+                        if session.page_views == 1 {
+                            *sums.entry(key(Metric::Bounces)).or_default() += 1;
+                        }
+                        *sums.entry(key(Metric::SessionDurationMs)).or_default() +=
+                            session.end_ms - session.start_ms;
+                    }
+                }
+            }
+        }
+        let mut rows: BTreeMap<AggRow, isize> = sums
+            .into_iter()
+            .filter(|(_, value)| *value != 0)
+            .map(|((tenant, minute_ms, metric, dimension), value)| {
+                (
+                    AggRow {
+                        tenant,
+                        minute_ms,
+                        metric,
+                        dimension,
+                        value,
+                    },
+                    1,
+                )
+            })
+            .collect();
+        for ((tenant, minute_ms, metric), members) in distinct {
+            rows.insert(
+                AggRow {
+                    tenant,
+                    minute_ms,
+                    metric,
+                    dimension: String::new(),
+                    value: members.len() as i64,
+                },
+                1,
+            );
+        }
+        rows
+    }
+
+    fn arb_input() -> impl Strategy<Value = Vec<(Input, isize)>> {
+        let kinds = prop_oneof![
+            Just(EventKind::Page),
+            Just(EventKind::Track),
+            Just(EventKind::Alias),
+            Just(EventKind::Identify)
+        ];
+        let item = prop_oneof![
+            (0u8..2, 0i64..5, 0u8..4, 0u8..3, kinds, 0u8..3).prop_map(
+                |(t, minute, visitor, person, kind, path)| {
+                    let mut e = event(
+                        &format!("t{t}"),
+                        "m",
+                        &format!("a{visitor}"),
+                        minute * 60_000 + 7,
+                    );
+                    e.kind = kind;
+                    e.name = "Clicked".into();
+                    e.page.path = format!("/p{path}");
+                    e.message_id = format!("m{t}{minute}{visitor}{person}{path}");
+                    let event: SharedEvent = Arc::new(e);
+                    Input::Event(Enriched {
+                        event,
+                        session_id: "s".into(),
+                        person_id: format!("u{person}"),
+                    })
+                }
+            ),
+            (0u8..2, 0i64..5, 0i64..600_000, 1u32..4).prop_map(
+                |(t, minute, duration, page_views)| {
+                    let start = minute * 60_000 + 11;
+                    Input::Session(Session {
+                        tenant: format!("t{t}"),
+                        session_id: format!("s{t}{minute}{duration}{page_views}"),
+                        person_id: "u".into(),
+                        visitor_id: "a".into(),
+                        start_ms: start,
+                        end_ms: start + duration,
+                        events: page_views,
+                        page_views,
+                        entry_path: String::new(),
+                        exit_path: String::new(),
+                        entry_referrer: String::new(),
+                        utm_source: String::new(),
+                        utm_medium: String::new(),
+                        utm_campaign: String::new(),
+                    })
+                }
+            ),
+        ];
+        proptest::collection::vec((item, any::<bool>()), 0..80).prop_map(|items| {
+            // Insert everything, then retract some (as merges and re-attributions do).
+            let mut updates: Vec<(Input, isize)> =
+                items.iter().map(|(input, _)| (input.clone(), 1)).collect();
+            updates.extend(
+                items
+                    .into_iter()
+                    .filter(|(_, retract)| *retract)
+                    .map(|(input, _)| (input, -1)),
+            );
+            updates
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(48))]
+        #[test]
+        fn matches_counting_from_scratch(
+            input in arb_input(),
+            workers in prop_oneof![Just(1usize), Just(2), Just(4)],
+            epoch_len in 1usize..12,
+        ) {
+            let expected = oracle(&input);
+            prop_assert_eq!(run_collection(workers, epoch_len, input, aggregate), expected);
+        }
+    }
+}
