@@ -12,6 +12,8 @@ pub mod dedup;
 pub mod identity;
 pub mod model;
 pub mod persons;
+pub mod pipeline;
+pub mod reference;
 pub mod sessionize;
 mod stash;
 #[cfg(test)]
@@ -23,5 +25,6 @@ pub use dedup::{Dedup, DedupSettings};
 pub use identity::{IdentityPolicy, StitchIdentities};
 pub use model::*;
 pub use persons::{AssignPersons, Retention};
+pub use pipeline::{Analytics, AnalyticsSettings, StateGauges, analytics, insertions, is_late};
 pub use sessionize::{SessionSettings, Sessionize, is_activity};
 pub use window_aggregate::WindowAggregate;

@@ -133,7 +133,18 @@ impl<'s, T: Timestamp + TotalOrder> AssignPersons<'s, T> for StreamVec<'s, T, Sh
                                 Update::Event(event) => new_events.push(event),
                             }
                         }
-                        // 1. The map at this time: retractions of old persons before insertions.
+                        // 1. The map at this time. Differential does not promise consolidated
+                        // updates (a time may carry +x and -x), so net them first; then apply
+                        // retractions of old persons before insertions of new ones.
+                        let mut net: HashMap<(Node, Person), isize> = HashMap::new();
+                        for (node, person, diff) in changes.drain(..) {
+                            *net.entry((node, person)).or_default() += diff;
+                        }
+                        changes.extend(
+                            net.into_iter()
+                                .filter(|(_, diff)| *diff != 0)
+                                .map(|((n, p), d)| (n, p, d)),
+                        );
                         changes.sort_by_key(|(_, _, diff)| *diff > 0);
                         let mut before: HashMap<Node, Person> = HashMap::new();
                         for (node, person, diff) in changes {
@@ -256,6 +267,11 @@ mod tests {
                 events.push(event);
             } else if let Some(old) = current.insert(node.clone(), person(p % 3)) {
                 updates.push((Input::Map(node.clone(), old), -1));
+                if p % 2 == 0 {
+                    // A transient person, as differential may emit within one time.
+                    updates.push((Input::Map(node.clone(), person(9)), 1));
+                    updates.push((Input::Map(node.clone(), person(9)), -1));
+                }
                 updates.push((Input::Map(node, person(p % 3)), 1));
             } else {
                 updates.push((Input::Map(node, person(p % 3)), 1));
