@@ -28,8 +28,91 @@ pub struct EngineConfig {
     pub kafka: KafkaConfig,
     /// ClickHouse sink.
     pub clickhouse: ClickHouseConfig,
+    /// Sessions, identity and state retention.
+    pub analytics: AnalyticsConfig,
     /// Metrics endpoint.
     pub metrics: MetricsConfig,
+}
+
+/// Sessions, identity and state retention.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AnalyticsConfig {
+    /// Inactivity that ends a session.
+    pub session_gap_secs: u64,
+    /// Per-tenant session gaps, e.g. `{ acme = 900 }`.
+    pub tenant_session_gap_secs: std::collections::HashMap<String, u64>,
+    /// Longest session; the next event starts a new one.
+    pub max_session_secs: u64,
+    /// Events arriving later than this after they happened are stored (flagged late) but not
+    /// applied to sessions, persons or aggregates; state is released this long after it closed.
+    pub lateness_secs: u64,
+    /// Extra retention for workers whose clocks lag others'.
+    pub retention_margin_secs: u64,
+    /// How long a message id is remembered for deduplication.
+    pub dedup_horizon_secs: u64,
+    /// Tenants for which `identify` may merge two known users.
+    pub allow_identify_merge: Vec<String>,
+}
+
+impl Default for AnalyticsConfig {
+    fn default() -> Self {
+        AnalyticsConfig {
+            session_gap_secs: 30 * 60,
+            tenant_session_gap_secs: Default::default(),
+            max_session_secs: 24 * 3600,
+            lateness_secs: 3600,
+            retention_margin_secs: 600,
+            dedup_horizon_secs: 24 * 3600,
+            allow_identify_merge: Vec::new(),
+        }
+    }
+}
+
+impl AnalyticsConfig {
+    /// The operators' settings.
+    pub fn to_settings(&self) -> operators::AnalyticsSettings {
+        let AnalyticsConfig {
+            session_gap_secs,
+            tenant_session_gap_secs,
+            max_session_secs,
+            lateness_secs,
+            retention_margin_secs,
+            dedup_horizon_secs,
+            allow_identify_merge,
+        } = self;
+        let ms = |secs: u64| secs.saturating_mul(1000) as i64;
+        let tenant_gap_ms: std::collections::HashMap<String, i64> = tenant_session_gap_secs
+            .iter()
+            .map(|(tenant, secs)| (tenant.clone(), ms(*secs)))
+            .collect();
+        let largest_gap = tenant_gap_ms
+            .values()
+            .copied()
+            .chain([ms(*session_gap_secs)])
+            .max()
+            .unwrap_or_default();
+        operators::AnalyticsSettings {
+            dedup: operators::DedupSettings {
+                horizon_ms: ms(*dedup_horizon_secs),
+            },
+            sessions: operators::SessionSettings {
+                gap_ms: ms(*session_gap_secs),
+                tenant_gap_ms: std::sync::Arc::new(tenant_gap_ms),
+                max_session_ms: ms(*max_session_secs),
+                retention: operators::Retention {
+                    session_gap_ms: largest_gap,
+                    lateness_ms: ms(*lateness_secs),
+                    margin_ms: ms(*retention_margin_secs),
+                },
+            },
+            identity: operators::IdentityPolicy {
+                allow_identify_merge: std::sync::Arc::new(
+                    allow_identify_merge.iter().cloned().collect(),
+                ),
+            },
+        }
+    }
 }
 
 /// Kafka source settings.
@@ -84,6 +167,7 @@ impl Default for EngineConfig {
             epoch_ms: 500,
             kafka: KafkaConfig::default(),
             clickhouse: ClickHouseConfig::default(),
+            analytics: AnalyticsConfig::default(),
             metrics: MetricsConfig::default(),
         }
     }
@@ -161,8 +245,14 @@ impl EngineConfig {
             epoch_ms,
             kafka,
             clickhouse,
+            analytics,
             metrics: _,
         } = self;
+        if analytics.session_gap_secs == 0 || analytics.max_session_secs == 0 {
+            return Err(ConfigError::Invalid(
+                "analytics.session_gap_secs and max_session_secs must be positive".into(),
+            ));
+        }
         if *epoch_ms == 0 {
             return Err(ConfigError::Invalid("epoch_ms must be positive".into()));
         }

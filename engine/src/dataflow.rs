@@ -1,18 +1,27 @@
-//! What each timely worker runs.
+//! What each timely worker runs: the Kafka source, the operators, one sink per output table,
+//! and the checkpoint that follows them all.
 
-use std::cell::Cell;
-use std::collections::HashMap;
-use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use operators::Decode;
+use operators::{
+    AggRow, Decode, Enriched, IdentityClaim, Link, Node, Person, Session, SharedEvent, StateGauges,
+    analytics, insertions, route,
+};
+use timely::dataflow::channels::pact::{Exchange, Pipeline};
+use timely::dataflow::operators::vec::ToStream;
+use timely::dataflow::operators::{Concatenate, OkErr};
 use timely::worker::Worker;
 
 use crate::config::EngineConfig;
 use crate::metrics::Metrics;
-use crate::sink::clickhouse::{ClickHouseWriter, SinkContext, SinkError, clickhouse_sink};
+use crate::sink::checkpoint::{PositionsByEpoch, checkpoint};
+use crate::sink::clickhouse::rows::{
+    AggMinuteRow, ClaimRow, DeadLetterRow, EventRow, IdentityRow, SessionRow,
+};
+use crate::sink::clickhouse::{ClickHouseWriter, SinkError};
+use crate::sink::epoch::{SinkRuntime, epoch_sink, upserts};
 use crate::source::kafka::{PartitionReader, SourceSettings, kafka_source};
 
 /// Shared by every worker of a process.
@@ -34,9 +43,17 @@ pub enum WorkerError {
     /// The Kafka consumer could not be created.
     #[error("kafka")]
     Kafka(#[from] rdkafka::error::KafkaError),
-    /// Shut down before the checkpoint could be read.
-    #[error("shut down while loading the checkpoint")]
+    /// Shut down before start-up reads finished.
+    #[error("shut down while starting")]
     Interrupted,
+}
+
+fn time_of_update<D>(update: &(D, u64, isize)) -> Option<u64> {
+    Some(update.1)
+}
+
+fn no_time<D>(_: &D) -> Option<u64> {
+    None
 }
 
 /// Builds this worker's part of the dataflow and runs it until shutdown.
@@ -45,65 +62,220 @@ pub fn run_worker(worker: &mut Worker, context: &EngineContext) -> Result<(), Wo
         epoch_ms,
         kafka,
         clickhouse,
+        analytics: analytics_config,
         metrics: _,
     } = &context.config;
     let (index, peers) = (worker.index(), worker.peers());
     let writer = ClickHouseWriter::new(clickhouse, &kafka.topic);
-    let checkpointed = load_checkpoints_with_retry(&writer, context)?;
+    let checkpointed = read_with_retry(context, "checkpoints", || writer.load_checkpoints())?;
+    // The identity map is rebuilt from every stored claim; one worker feeds them in.
+    let stored_claims = if index == 0 {
+        read_with_retry(context, "identity claims", || writer.load_claims())?
+    } else {
+        Vec::new()
+    };
     tracing::info!(
         worker = index,
         peers,
         checkpointed = checkpointed.len(),
+        claims = stored_claims.len(),
         "worker starting"
     );
 
     let reader = PartitionReader::new(kafka, index, peers, checkpointed)?;
-    let settings = SourceSettings {
+    let source_settings = SourceSettings {
         epoch_ms: *epoch_ms,
         max_poll_records: kafka.max_poll_records,
         max_pending_records: kafka.max_pending_records,
     };
-    let sink_context = SinkContext {
-        writer,
+    let sink = SinkRuntime {
         runtime: context.runtime.clone(),
         shutdown: context.shutdown.clone(),
         metrics: context.metrics.clone(),
         max_backoff: Duration::from_millis(clickhouse.max_retry_backoff_ms),
-        topic: kafka.topic.clone(),
     };
-    let pending = Rc::new(Cell::new(0));
+    let settings = analytics_config.to_settings();
+    let positions = PositionsByEpoch::default();
+    let gauges = Arc::new(StateGauges::default());
+
     worker.dataflow::<u64, _, _>(|scope| {
         let records = kafka_source(
             scope,
             reader,
-            settings,
-            pending.clone(),
+            source_settings,
+            positions.clone(),
             context.shutdown.clone(),
             context.metrics.clone(),
         );
-        clickhouse_sink(records.decode(), sink_context, pending);
+        let (decoded, dead_letters) = records.decode().ok_err(|outcome| outcome);
+        let stored = insertions(stored_claims.to_stream(scope));
+        let no_unlinks = insertions(Vec::<Link>::new().to_stream(scope));
+        let out = analytics(decoded, stored, no_unlinks, settings, gauges.clone());
+
+        let mut done = Vec::new();
+
+        let (w, s) = (writer.clone(), sink.clone());
+        done.push(epoch_sink(
+            out.events.inner,
+            Exchange::new(|(e, _, _): &(Enriched, u64, isize)| route(&e.event.message_id)),
+            "EventsSink",
+            time_of_update,
+            move |epoch, updates| {
+                let rows: Vec<EventRow> = upserts(
+                    updates.into_iter().map(|(e, _, r)| (e, r)),
+                    |e: &Enriched| (e.event.tenant.clone(), e.event.message_id.clone()),
+                )
+                .into_iter()
+                // An event never disappears: a lone retraction only means it moved, and the
+                // move's insertion carries its new row.
+                .filter(|(_, removed)| !removed)
+                .map(|(e, _)| EventRow::new(&e.event, &e.session_id, &e.person_id, false, epoch))
+                .collect();
+                s.write_with_retry("events", || w.insert("events", &rows));
+                s.metrics.events_written.inc_by(rows.len() as u64);
+            },
+        ));
+
+        let (w, s) = (writer.clone(), sink.clone());
+        done.push(epoch_sink(
+            out.late,
+            Exchange::new(|e: &SharedEvent| route(&e.message_id)),
+            "LateEventsSink",
+            no_time,
+            move |epoch, events| {
+                let rows: Vec<EventRow> = events
+                    .iter()
+                    .map(|e| EventRow::new(e, "", "", true, epoch))
+                    .collect();
+                s.write_with_retry("late events", || w.insert("events", &rows));
+                s.metrics.late_events.inc_by(rows.len() as u64);
+            },
+        ));
+
+        let (w, s) = (writer.clone(), sink.clone());
+        done.push(epoch_sink(
+            out.sessions.inner,
+            Exchange::new(|(session, _, _): &(Session, u64, isize)| route(&session.session_id)),
+            "SessionsSink",
+            time_of_update,
+            move |epoch, updates| {
+                let rows: Vec<SessionRow> = upserts(
+                    updates.into_iter().map(|(s, _, r)| (s, r)),
+                    |s: &Session| (s.tenant.clone(), s.session_id.clone()),
+                )
+                .into_iter()
+                .map(|(session, removed)| SessionRow::new(&session, removed, epoch))
+                .collect();
+                s.write_with_retry("sessions", || w.insert("sessions", &rows));
+            },
+        ));
+
+        let (w, s) = (writer.clone(), sink.clone());
+        done.push(epoch_sink(
+            out.identities.inner,
+            Exchange::new(|((node, _), _, _): &((Node, Person), u64, isize)| route(node)),
+            "IdentitiesSink",
+            time_of_update,
+            move |epoch, updates| {
+                let rows: Vec<IdentityRow> = upserts(
+                    updates.into_iter().map(|(m, _, r)| (m, r)),
+                    |(node, _): &(Node, Person)| node.clone(),
+                )
+                .into_iter()
+                .map(|((node, person), removed)| IdentityRow::new(&node, &person, removed, epoch))
+                .collect();
+                s.write_with_retry("identities", || w.insert("identities", &rows));
+            },
+        ));
+
+        let (w, s) = (writer.clone(), sink.clone());
+        done.push(epoch_sink(
+            out.claims.inner,
+            Exchange::new(|(claim, _, _): &(IdentityClaim, u64, isize)| route(claim)),
+            "ClaimsSink",
+            time_of_update,
+            move |_epoch, updates| {
+                let rows: Vec<ClaimRow> = updates
+                    .iter()
+                    .filter(|(_, _, r)| *r > 0)
+                    .map(|(claim, _, _)| ClaimRow::from(claim))
+                    .collect();
+                s.write_with_retry("identity claims", || w.insert("identity_claims", &rows));
+            },
+        ));
+
+        let (w, s) = (writer.clone(), sink.clone());
+        done.push(epoch_sink(
+            out.aggregates.inner,
+            Exchange::new(|(row, _, _): &(AggRow, u64, isize)| {
+                route(&(&row.tenant, row.minute_ms, row.metric, &row.dimension))
+            }),
+            "AggregatesSink",
+            time_of_update,
+            move |epoch, updates| {
+                let rows: Vec<AggMinuteRow> =
+                    upserts(updates.into_iter().map(|(a, _, r)| (a, r)), |a: &AggRow| {
+                        (a.tenant.clone(), a.minute_ms, a.metric, a.dimension.clone())
+                    })
+                    .into_iter()
+                    .map(|(row, removed)| AggMinuteRow::new(&row, removed, epoch))
+                    .collect();
+                s.write_with_retry("aggregates", || w.insert("agg_minute_metrics", &rows));
+            },
+        ));
+
+        let (w, s) = (writer.clone(), sink.clone());
+        let topic = kafka.topic.clone();
+        done.push(epoch_sink(
+            dead_letters,
+            Pipeline,
+            "DeadLettersSink",
+            no_time,
+            move |_epoch, dead| {
+                let now_ms = crate::now_ms() as i64;
+                let rows: Vec<DeadLetterRow> = dead
+                    .into_iter()
+                    .map(|d| DeadLetterRow::new(&topic, d, now_ms))
+                    .collect();
+                s.write_with_retry("dead letters", || w.insert("_dead_letters", &rows));
+                s.metrics.dead_letters.inc_by(rows.len() as u64);
+            },
+        ));
+
+        checkpoint(
+            scope.concatenate(done),
+            positions.clone(),
+            writer.clone(),
+            sink.clone(),
+        );
     });
 
     let park = Duration::from_millis((*epoch_ms / 4).clamp(1, 50));
-    while worker.step_or_park(Some(park)) {}
+    while worker.step_or_park(Some(park)) {
+        context.metrics.record_state(index, &gauges);
+    }
     tracing::info!(worker = index, "worker finished");
     Ok(())
 }
 
-fn load_checkpoints_with_retry(
-    writer: &ClickHouseWriter,
+fn read_with_retry<T, F, Fut>(
     context: &EngineContext,
-) -> Result<HashMap<i32, i64>, WorkerError> {
+    what: &str,
+    mut read: F,
+) -> Result<T, WorkerError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, SinkError>>,
+{
     let mut backoff = Duration::from_millis(200);
     loop {
-        match context.runtime.block_on(writer.load_checkpoints()) {
-            Ok(positions) => return Ok(positions),
+        match context.runtime.block_on(read()) {
+            Ok(value) => return Ok(value),
             Err(error) => {
-                let error: SinkError = error;
                 if context.shutdown.load(Ordering::Relaxed) {
                     return Err(WorkerError::Interrupted);
                 }
-                tracing::warn!(%error, "cannot read checkpoints; retrying");
+                tracing::warn!(%error, what, "cannot read from ClickHouse; retrying");
                 std::thread::sleep(backoff);
                 backoff = (backoff * 2).min(Duration::from_secs(5));
             }

@@ -7,7 +7,9 @@ use axum::Router;
 use axum::http::header;
 use axum::response::IntoResponse;
 use axum::routing::get;
+use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::{Registry, Unit};
@@ -30,8 +32,42 @@ pub struct Metrics {
     pub checkpoints: Counter,
     /// Errors reported while polling Kafka.
     pub source_errors: Counter,
-    /// Records held for epochs not yet written.
+    /// Records held for epochs not yet checkpointed.
     pub pending_records: Gauge,
+    /// Events later than the lateness horizon (stored, not applied to state).
+    pub late_events: Counter,
+    /// Live state entries by kind and worker: must stay bounded under a steady stream.
+    pub state_entries: Family<StateLabels, Gauge>,
+}
+
+/// Labels of the state gauges: both sets are small and fixed.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StateLabels {
+    /// `dedup_ids`, `attributed_events`, `sessionized_events`, `windows`.
+    pub kind: &'static str,
+    /// Worker index.
+    pub worker: u32,
+}
+
+impl Metrics {
+    /// Publishes one worker's state gauges.
+    pub fn record_state(&self, worker: usize, gauges: &operators::StateGauges) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let worker = worker as u32;
+        for (kind, value) in [
+            ("dedup_ids", gauges.dedup_ids.load(Relaxed)),
+            ("attributed_events", gauges.attributed_events.load(Relaxed)),
+            (
+                "sessionized_events",
+                gauges.sessionized_events.load(Relaxed),
+            ),
+            ("windows", gauges.windows.load(Relaxed)),
+        ] {
+            self.state_entries
+                .get_or_create(&StateLabels { kind, worker })
+                .set(value as i64);
+        }
+    }
 }
 
 impl Default for Metrics {
@@ -46,6 +82,8 @@ impl Default for Metrics {
             checkpoints: Counter::default(),
             source_errors: Counter::default(),
             pending_records: Gauge::default(),
+            late_events: Counter::default(),
+            state_entries: Family::default(),
             registry: Registry::default(),
         };
         registry.register(

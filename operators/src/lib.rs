@@ -6,6 +6,9 @@
 //! per-key state so that they can release it once it can no longer change (bounded memory);
 //! their outputs are differential collections whose retractions are real corrections.
 #![warn(missing_docs)]
+// Dataflow records are moved through vectors by value; boxing the larger variant of an enum
+// would cost an allocation per record to save bytes in a buffer that is reused anyway.
+#![allow(clippy::large_enum_variant)]
 
 pub mod decode;
 pub mod dedup;
@@ -27,4 +30,5 @@ pub use model::*;
 pub use persons::{AssignPersons, Retention};
 pub use pipeline::{Analytics, AnalyticsSettings, StateGauges, analytics, insertions, is_late};
 pub use sessionize::{SessionSettings, Sessionize, is_activity};
+pub use stash::route;
 pub use window_aggregate::WindowAggregate;

@@ -64,6 +64,8 @@ pub struct Analytics<'s, T: Timestamp> {
     pub sessions: VecCollection<'s, T, Session, isize>,
     /// The person of every linked id.
     pub identities: VecCollection<'s, T, (Node, Person), isize>,
+    /// Identity claims made by the events (to be stored, and replayed at the next start).
+    pub claims: VecCollection<'s, T, IdentityClaim, isize>,
     /// Per-minute aggregates.
     pub aggregates: VecCollection<'s, T, AggRow, isize>,
 }
@@ -93,10 +95,12 @@ pub fn insertions<'s, T: Timestamp + TotalOrder, D: Clone + 'static>(
         .as_collection()
 }
 
-/// Builds the pipeline on decoded records. `unlinks` are identity links removed by an
+/// Builds the pipeline on decoded records. `stored_claims` are the claims of earlier runs
+/// (the identity map is rebuilt from them); `unlinks` are identity links removed by an
 /// operator (unmerge control messages).
 pub fn analytics<'s, T>(
     decoded: StreamVec<'s, T, Decoded>,
+    stored_claims: VecCollection<'s, T, IdentityClaim, isize>,
     unlinks: VecCollection<'s, T, Link, isize>,
     settings: AnalyticsSettings,
     gauges: Arc<StateGauges>,
@@ -123,7 +127,10 @@ where
             .clone()
             .flat_map(|event: SharedEvent| IdentityClaim::of_event(&event)),
     );
-    let identities = claims.stitch_identities(unlinks, settings.identity.clone());
+    let identities = claims
+        .clone()
+        .concat(stored_claims)
+        .stitch_identities(unlinks, settings.identity.clone());
     let retention = settings.sessions.retention;
     let gauge = gauges.clone();
     let attributed = events.assign_persons_observed(identities.clone(), retention, move |n| {
@@ -145,6 +152,7 @@ where
         late,
         sessions,
         identities,
+        claims,
         aggregates,
     }
 }
@@ -199,11 +207,18 @@ mod tests {
                         Input::Record(record) if diff > 0 => Some(record),
                         _ => None,
                     });
-                let unlinks = input.flat_map(|input| match input {
+                let unlinks = input.clone().flat_map(|input| match input {
                     Input::Unlink(link) => Some(link),
                     Input::Record(_) => None,
                 });
-                let out = analytics(decoded, unlinks, settings.clone(), Arc::default());
+                let no_stored_claims = input.flat_map(|_| None);
+                let out = analytics(
+                    decoded,
+                    no_stored_claims,
+                    unlinks,
+                    settings.clone(),
+                    Arc::default(),
+                );
                 out.events
                     .map(Out::Event)
                     .concat(insertions(out.late).map(|event| Out::Late(event.message_id.clone())))

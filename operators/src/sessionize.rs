@@ -316,6 +316,7 @@ impl<'s, T: Timestamp + TotalOrder> Sessionize<'s, T>
 }
 
 #[cfg(test)]
+#[allow(clippy::type_complexity)]
 mod tests {
     use super::*;
     use crate::model::{IdKind, Node};
@@ -569,8 +570,10 @@ mod tests {
 
     #[test]
     fn per_tenant_gap_and_the_24_hour_cap() {
-        let mut settings = SessionSettings::default();
-        settings.tenant_gap_ms = Arc::new(HashMap::from([("t".to_owned(), 5 * MINUTE)]));
+        let settings = SessionSettings {
+            tenant_gap_ms: Arc::new(HashMap::from([("t".to_owned(), 5 * MINUTE)])),
+            ..SessionSettings::default()
+        };
         let p = person(1);
         let events: Vec<_> = [0, 4, 10]
             .iter()
@@ -586,6 +589,6 @@ mod tests {
         let (sessions, _) = sessions_of(&p, steady.iter(), &SessionSettings::default());
         assert_eq!(sessions.len(), 2);
         assert!(sessions[0].duration_ms() < 24 * 60 * MINUTE);
-        assert!(sessions[0].is_bounce() == false && sessions[0].page_views == 72);
+        assert!(!sessions[0].is_bounce() && sessions[0].page_views == 72);
     }
 }

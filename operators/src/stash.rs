@@ -68,7 +68,7 @@ impl<T: Timestamp + TotalOrder, D> Stash<T, D> {
 
 /// A stable hash for routing keys to workers. It must be the same on every process of a
 /// cluster (it decides which worker owns a key), so it is not the randomly seeded std hasher.
-pub(crate) fn route<K: std::hash::Hash + ?Sized>(key: &K) -> u64 {
+pub fn route<K: std::hash::Hash + ?Sized>(key: &K) -> u64 {
     use std::hash::Hasher;
     let mut hasher = FnvHasher::default();
     key.hash(&mut hasher);

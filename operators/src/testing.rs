@@ -74,8 +74,7 @@ where
         }
     })
     .expect("dataflow");
-    let output = output.lock().expect("lock").clone();
-    output
+    std::mem::take(&mut *output.lock().expect("lock"))
 }
 
 /// Runs `build` on a collection of `input` updates and returns the final collection

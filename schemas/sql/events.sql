@@ -1,5 +1,7 @@
--- Raw events, one row per message_id. Replays after a crash rewrite identical rows, which
--- ReplacingMergeTree collapses; readers use FINAL (or argMax by version) for exact counts.
+-- Events, one row per message_id, enriched with the session and person the engine derived.
+-- When a correction changes them (a session merge, an identity merge) the row is rewritten
+-- with a higher version; replays after a crash rewrite identical rows. ReplacingMergeTree
+-- keeps the highest version; readers use FINAL (or argMax by version).
 -- Partitioned by month, never by tenant: thousands of tenants would explode the part count.
 CREATE TABLE IF NOT EXISTS {database}.events
 (
@@ -32,8 +34,9 @@ CREATE TABLE IF NOT EXISTS {database}.events
     properties Nested(key String, value String),
     traits Nested(key String, value String),
     context Nested(key String, value String),
-    kafka_partition Int32,
-    kafka_offset Int64,
+    session_id String,
+    person_id String,
+    late UInt8,
     version UInt64
 )
 ENGINE = ReplacingMergeTree(version)

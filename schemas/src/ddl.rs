@@ -33,6 +33,16 @@ pub const TABLES: &[(&str, &str)] = &[
     ("events", include_str!("../sql/events.sql")),
     ("_checkpoints", include_str!("../sql/checkpoints.sql")),
     ("_dead_letters", include_str!("../sql/dead_letters.sql")),
+    ("sessions", include_str!("../sql/sessions.sql")),
+    ("identities", include_str!("../sql/identities.sql")),
+    (
+        "identity_claims",
+        include_str!("../sql/identity_claims.sql"),
+    ),
+    (
+        "agg_minute_metrics",
+        include_str!("../sql/agg_minute_metrics.sql"),
+    ),
 ];
 
 /// The statements that create `database` and every table in it, for a server of `version`.

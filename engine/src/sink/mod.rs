@@ -1,3 +1,5 @@
-//! Sinks of the dataflow.
+//! Sinks of the dataflow: per-epoch writes to ClickHouse, then the checkpoint.
 
+pub mod checkpoint;
 pub mod clickhouse;
+pub mod epoch;

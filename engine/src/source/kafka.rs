@@ -5,9 +5,7 @@
 //! different `-w`/`-n` simply recomputes it, and every worker starts each of its partitions at
 //! the offset recorded in the last checkpoint.
 
-use std::cell::Cell;
 use std::collections::{BTreeMap, HashMap};
-use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -24,6 +22,7 @@ use timely::dataflow::{Scope, StreamVec};
 
 use crate::config::KafkaConfig;
 use crate::metrics::Metrics;
+use crate::sink::checkpoint::PositionsByEpoch;
 
 /// Creates the topic unless it exists. Idempotent, so every process may call it at start.
 pub async fn ensure_topic(config: &KafkaConfig) -> Result<(), KafkaError> {
@@ -196,10 +195,6 @@ impl PartitionReader {
     }
 }
 
-/// Shared between the source and the sink of one worker (same thread): records read but not
-/// yet written. The source stops reading while it exceeds the configured bound.
-pub type PendingRecords = Rc<Cell<usize>>;
-
 /// The epoch (timely timestamp) of a wall-clock instant.
 pub fn epoch_of(unix_ms: u64, epoch_ms: u64) -> u64 {
     unix_ms / epoch_ms
@@ -212,7 +207,7 @@ pub struct SourceSettings {
     pub epoch_ms: u64,
     /// Records per activation.
     pub max_poll_records: usize,
-    /// Backpressure bound, see [`PendingRecords`].
+    /// Most records read but not yet checkpointed; beyond it the worker stops reading.
     pub max_pending_records: usize,
 }
 
@@ -222,7 +217,7 @@ pub fn kafka_source<'s>(
     scope: Scope<'s, u64>,
     reader: PartitionReader,
     settings: SourceSettings,
-    pending: PendingRecords,
+    positions: PositionsByEpoch,
     shutdown: Arc<AtomicBool>,
     metrics: Arc<Metrics>,
 ) -> StreamVec<'s, u64, SourceRecord> {
@@ -245,10 +240,22 @@ pub fn kafka_source<'s>(
                 cap.downgrade(&epoch);
             }
             let mut read = 0;
-            if pending.get() < settings.max_pending_records {
+            let pending: usize = positions.borrow().values().map(|epoch| epoch.records).sum();
+            metrics.pending_records.set(pending as i64);
+            if pending < settings.max_pending_records {
                 read = reader.poll(settings.max_poll_records, &mut buffer, &metrics);
                 if read > 0 {
-                    pending.set(pending.get() + read);
+                    let time = *cap.time();
+                    let mut positions = positions.borrow_mut();
+                    let epoch = positions.entry(time).or_default();
+                    epoch.records += read;
+                    for record in &buffer {
+                        let next = epoch
+                            .next_offsets
+                            .entry(record.partition)
+                            .or_insert(record.offset + 1);
+                        *next = (*next).max(record.offset + 1);
+                    }
                     output.session(&cap).give_iterator(buffer.drain(..));
                 }
             }

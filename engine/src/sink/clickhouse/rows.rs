@@ -3,13 +3,11 @@
 //! which the end-to-end tests catch.
 
 use clickhouse::Row;
-use operators::{DeadLetter, Decoded};
+use operators::{AggRow, DeadLetter, IdKind, IdentityClaim, Node, Session};
 use serde::{Deserialize, Serialize};
 
-/// Rows are rewritten (never updated in place); a higher version wins in ReplacingMergeTree.
-/// Raw events never change once written, so every write carries the same version and a replay
-/// after a crash produces byte-identical rows.
-pub const EVENT_ROW_VERSION: u64 = 1;
+// Rows are rewritten, never updated in place: ReplacingMergeTree keeps the highest `version`,
+// and the engine writes the epoch as the version, so a later correction always wins.
 
 /// One row of `events`.
 #[derive(Debug, Clone, PartialEq, Row, Serialize, Deserialize)]
@@ -55,8 +53,9 @@ pub struct EventRow {
     pub context_key: Vec<String>,
     #[serde(rename = "context.value")]
     pub context_value: Vec<String>,
-    pub kafka_partition: i32,
-    pub kafka_offset: i64,
+    pub session_id: String,
+    pub person_id: String,
+    pub late: u8,
     pub version: u64,
 }
 
@@ -65,17 +64,19 @@ pub fn datetime(unix_ms: i64) -> u32 {
     unix_ms.div_euclid(1000).clamp(0, i64::from(u32::MAX)) as u32
 }
 
-fn unzip(pairs: Vec<(String, String)>) -> (Vec<String>, Vec<String>) {
-    pairs.into_iter().unzip()
+fn unzip(pairs: &[(String, String)]) -> (Vec<String>, Vec<String>) {
+    pairs.iter().cloned().unzip()
 }
 
-impl From<Decoded> for EventRow {
-    fn from(decoded: Decoded) -> Self {
-        let Decoded {
-            partition,
-            offset,
-            event,
-        } = decoded;
+impl EventRow {
+    /// The row of `event` as enriched at `version`.
+    pub fn new(
+        event: &schemas::Event,
+        session_id: &str,
+        person_id: &str,
+        late: bool,
+        version: u64,
+    ) -> Self {
         let schemas::Event {
             tenant,
             message_id,
@@ -104,41 +105,227 @@ impl From<Decoded> for EventRow {
         let (traits_key, traits_value) = unzip(traits);
         let (context_key, context_value) = unzip(context);
         EventRow {
-            tenant,
-            message_id,
+            tenant: tenant.clone(),
+            message_id: message_id.clone(),
             kind: kind.as_str().to_owned(),
-            name,
-            anonymous_id,
-            user_id,
-            previous_id,
-            group_id,
-            event_time: datetime(timestamp_ms),
-            event_time_ms: timestamp_ms,
-            original_timestamp_ms,
-            sent_at_ms,
-            received_at: datetime(received_at_ms),
-            received_at_ms,
-            path: page.path,
-            url: page.url,
-            referrer: page.referrer,
-            title: page.title,
-            utm_source: campaign.source,
-            utm_medium: campaign.medium,
-            utm_campaign: campaign.name,
-            ip,
-            user_agent,
-            is_bot: u8::from(is_bot),
-            locale,
-            library,
+            name: name.clone(),
+            anonymous_id: anonymous_id.clone(),
+            user_id: user_id.clone(),
+            previous_id: previous_id.clone(),
+            group_id: group_id.clone(),
+            event_time: datetime(*timestamp_ms),
+            event_time_ms: *timestamp_ms,
+            original_timestamp_ms: *original_timestamp_ms,
+            sent_at_ms: *sent_at_ms,
+            received_at: datetime(*received_at_ms),
+            received_at_ms: *received_at_ms,
+            path: page.path.clone(),
+            url: page.url.clone(),
+            referrer: page.referrer.clone(),
+            title: page.title.clone(),
+            utm_source: campaign.source.clone(),
+            utm_medium: campaign.medium.clone(),
+            utm_campaign: campaign.name.clone(),
+            ip: ip.clone(),
+            user_agent: user_agent.clone(),
+            is_bot: u8::from(*is_bot),
+            locale: locale.clone(),
+            library: library.clone(),
             properties_key,
             properties_value,
             traits_key,
             traits_value,
             context_key,
             context_value,
-            kafka_partition: partition,
-            kafka_offset: offset,
-            version: EVENT_ROW_VERSION,
+            session_id: session_id.to_owned(),
+            person_id: person_id.to_owned(),
+            late: u8::from(late),
+            version,
+        }
+    }
+}
+
+/// One row of `sessions`.
+#[derive(Debug, Clone, PartialEq, Row, Serialize, Deserialize)]
+#[allow(missing_docs)]
+pub struct SessionRow {
+    pub tenant: String,
+    pub session_id: String,
+    pub person_id: String,
+    pub visitor_id: String,
+    pub start_time: u32,
+    pub start_ms: i64,
+    pub end_ms: i64,
+    pub duration_ms: i64,
+    pub events: u32,
+    pub page_views: u32,
+    pub is_bounce: u8,
+    pub entry_path: String,
+    pub exit_path: String,
+    pub entry_referrer: String,
+    pub utm_source: String,
+    pub utm_medium: String,
+    pub utm_campaign: String,
+    pub deleted: u8,
+    pub version: u64,
+}
+
+impl SessionRow {
+    /// The row of `session` (a tombstone when `deleted`) at `version`.
+    pub fn new(session: &Session, deleted: bool, version: u64) -> Self {
+        SessionRow {
+            tenant: session.tenant.clone(),
+            session_id: session.session_id.clone(),
+            person_id: session.person_id.clone(),
+            visitor_id: session.visitor_id.clone(),
+            start_time: datetime(session.start_ms),
+            start_ms: session.start_ms,
+            end_ms: session.end_ms,
+            duration_ms: session.duration_ms(),
+            events: session.events,
+            page_views: session.page_views,
+            is_bounce: u8::from(session.is_bounce()),
+            entry_path: session.entry_path.clone(),
+            exit_path: session.exit_path.clone(),
+            entry_referrer: session.entry_referrer.clone(),
+            utm_source: session.utm_source.clone(),
+            utm_medium: session.utm_medium.clone(),
+            utm_campaign: session.utm_campaign.clone(),
+            deleted: u8::from(deleted),
+            version,
+        }
+    }
+}
+
+/// One row of `identities`.
+#[derive(Debug, Clone, PartialEq, Row, Serialize, Deserialize)]
+#[allow(missing_docs)]
+pub struct IdentityRow {
+    pub tenant: String,
+    pub id_kind: String,
+    pub id: String,
+    pub person_id: String,
+    pub deleted: u8,
+    pub version: u64,
+}
+
+impl IdentityRow {
+    /// The row mapping `node` to `person` (a tombstone when `deleted`) at `version`.
+    pub fn new(node: &Node, person: &Node, deleted: bool, version: u64) -> Self {
+        IdentityRow {
+            tenant: node.tenant.clone(),
+            id_kind: id_kind(node.kind).to_owned(),
+            id: node.id.clone(),
+            person_id: person.id.clone(),
+            deleted: u8::from(deleted),
+            version,
+        }
+    }
+}
+
+fn id_kind(kind: IdKind) -> &'static str {
+    match kind {
+        IdKind::User => "user",
+        IdKind::Anonymous => "anonymous",
+    }
+}
+
+/// One row of `identity_claims`.
+#[derive(Debug, Clone, PartialEq, Row, Serialize, Deserialize)]
+#[allow(missing_docs)]
+pub struct ClaimRow {
+    pub tenant: String,
+    pub kind: String,
+    pub time_ms: i64,
+    pub message_id: String,
+    pub from_id: String,
+    pub user_id: String,
+}
+
+impl From<&IdentityClaim> for ClaimRow {
+    fn from(claim: &IdentityClaim) -> Self {
+        match claim.clone() {
+            IdentityClaim::Identify {
+                tenant,
+                time_ms,
+                message_id,
+                anonymous_id,
+                user_id,
+            } => ClaimRow {
+                tenant,
+                kind: "identify".into(),
+                time_ms,
+                message_id,
+                from_id: anonymous_id,
+                user_id,
+            },
+            IdentityClaim::Alias {
+                tenant,
+                previous_id,
+                user_id,
+            } => ClaimRow {
+                tenant,
+                kind: "alias".into(),
+                time_ms: 0,
+                message_id: String::new(),
+                from_id: previous_id,
+                user_id,
+            },
+        }
+    }
+}
+
+impl ClaimRow {
+    /// The claim this row stores; `None` for an unknown kind (written by a newer engine).
+    pub fn to_claim(&self) -> Option<IdentityClaim> {
+        let ClaimRow {
+            tenant,
+            kind,
+            time_ms,
+            message_id,
+            from_id,
+            user_id,
+        } = self.clone();
+        match kind.as_str() {
+            "identify" => Some(IdentityClaim::Identify {
+                tenant,
+                time_ms,
+                message_id,
+                anonymous_id: from_id,
+                user_id,
+            }),
+            "alias" => Some(IdentityClaim::Alias {
+                tenant,
+                previous_id: from_id,
+                user_id,
+            }),
+            _ => None,
+        }
+    }
+}
+
+/// One row of `agg_minute_metrics`.
+#[derive(Debug, Clone, PartialEq, Row, Serialize, Deserialize)]
+#[allow(missing_docs)]
+pub struct AggMinuteRow {
+    pub tenant: String,
+    pub minute: u32,
+    pub metric: String,
+    pub dimension: String,
+    pub value: i64,
+    pub version: u64,
+}
+
+impl AggMinuteRow {
+    /// The row of `aggregate` at `version`; a retracted value is written as 0.
+    pub fn new(aggregate: &AggRow, deleted: bool, version: u64) -> Self {
+        AggMinuteRow {
+            tenant: aggregate.tenant.clone(),
+            minute: datetime(aggregate.minute_ms),
+            metric: aggregate.metric.as_str().to_owned(),
+            dimension: aggregate.dimension.clone(),
+            value: if deleted { 0 } else { aggregate.value },
+            version,
         }
     }
 }

@@ -1,0 +1,182 @@
+//! The epoch sink: the one way the dataflow writes to ClickHouse.
+//!
+//! Each sink buffers its input by epoch, holding a capability per buffered epoch, and writes
+//! an epoch once its input frontier has passed it (no worker can still send data for it).
+//! Only after ClickHouse acknowledged the write does it drop the capability, so a downstream
+//! frontier that has passed epoch `e` proves that every sink on every worker has written `e`:
+//! that is what the checkpoint operator waits for.
+
+use std::collections::BTreeMap;
+use std::hash::Hash;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use timely::container::CapacityContainerBuilder;
+use timely::dataflow::channels::pact::ParallelizationContract;
+use timely::dataflow::operators::generic::operator::Operator;
+use timely::dataflow::{Stream, StreamVec};
+
+use crate::metrics::Metrics;
+
+/// What a sink needs to retry writes.
+#[derive(Debug, Clone)]
+pub struct SinkRuntime {
+    /// Runs the async client from the (synchronous) worker thread.
+    pub runtime: tokio::runtime::Handle,
+    /// Set on SIGTERM: stop retrying (the batch is replayed from the checkpoint after restart).
+    pub shutdown: Arc<AtomicBool>,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+    /// Longest wait between retries.
+    pub max_backoff: Duration,
+}
+
+impl SinkRuntime {
+    /// Runs `write` until it succeeds, with exponential backoff. Holding the worker here is
+    /// deliberate: nothing at or after an unwritten epoch may be checkpointed, and the source's
+    /// backpressure bound keeps the other workers from buffering without limit meanwhile.
+    pub fn write_with_retry<F, Fut, E>(&self, what: &str, mut write: F)
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<(), E>>,
+        E: std::error::Error,
+    {
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            let started = Instant::now();
+            match self.runtime.block_on(write()) {
+                Ok(()) => {
+                    self.metrics
+                        .sink_write_duration
+                        .observe(started.elapsed().as_secs_f64());
+                    return;
+                }
+                Err(error) => {
+                    self.metrics.sink_failures.inc();
+                    if self.shutdown.load(Ordering::Relaxed) {
+                        tracing::warn!(%error, what, "shutting down with an unwritten batch; it will be replayed from the last checkpoint");
+                        return;
+                    }
+                    tracing::warn!(%error, cause = ?error.source(), what, retry_in_ms = backoff.as_millis() as u64, "ClickHouse write failed; retrying");
+                    std::thread::sleep(backoff);
+                    backoff = (backoff * 2).min(self.max_backoff);
+                }
+            }
+        }
+    }
+}
+
+/// Attaches a sink to `stream`. `time_of` gives a record's own time when it has one (the
+/// updates of a collection), else the message's time is used. `write` receives every record
+/// of the completed epochs, oldest epoch last, and must block until they are durable.
+pub fn epoch_sink<'s, D, P, W>(
+    stream: StreamVec<'s, u64, D>,
+    pact: P,
+    name: &str,
+    time_of: fn(&D) -> Option<u64>,
+    mut write: W,
+) -> Stream<'s, u64, Vec<()>>
+where
+    D: Clone + 'static,
+    P: ParallelizationContract<u64, Vec<D>>,
+    W: FnMut(u64, Vec<D>) + 'static,
+{
+    stream.unary_frontier::<CapacityContainerBuilder<Vec<()>>, _, _, _>(
+        pact,
+        name,
+        move |_capability, _info| {
+            let mut stash: BTreeMap<u64, (timely::dataflow::operators::Capability<u64>, Vec<D>)> =
+                BTreeMap::new();
+            move |(input, frontier), _output| {
+                input.for_each(|capability, data| {
+                    let Some(&least) = capability.least() else {
+                        return;
+                    };
+                    for datum in data.drain(..) {
+                        let time = time_of(&datum).unwrap_or(least);
+                        stash
+                            .entry(time)
+                            .or_insert_with(|| (capability.delayed(&time, 0), Vec::new()))
+                            .1
+                            .push(datum);
+                    }
+                });
+                let mut batch = Vec::new();
+                let mut held = Vec::new();
+                let mut newest = None;
+                while let Some(entry) = stash.first_entry() {
+                    if frontier.less_equal(entry.key()) {
+                        break;
+                    }
+                    newest = Some(*entry.key());
+                    let (capability, data) = entry.remove();
+                    batch.extend(data);
+                    held.push(capability);
+                }
+                if let Some(epoch) = newest {
+                    write(epoch, batch);
+                }
+                // Capabilities drop here, after the write: the epochs are durable.
+                drop(held);
+            }
+        },
+    )
+}
+
+/// Consolidates collection updates into one upsert per key: the record with a positive net
+/// count (the latest state), or, when a key only lost records, the lost one as a tombstone
+/// (`true`). Multiple positives for a key cannot happen for well-keyed outputs; the greatest
+/// is taken so that the choice is at least deterministic.
+pub fn upserts<D, K>(
+    updates: impl IntoIterator<Item = (D, isize)>,
+    key: impl Fn(&D) -> K,
+) -> Vec<(D, bool)>
+where
+    D: Ord,
+    K: Ord + Hash,
+{
+    let mut net: BTreeMap<D, isize> = BTreeMap::new();
+    for (datum, diff) in updates {
+        *net.entry(datum).or_default() += diff;
+    }
+    let mut by_key: BTreeMap<K, (Option<D>, Option<D>)> = BTreeMap::new();
+    for (datum, count) in net {
+        let entry = by_key.entry(key(&datum)).or_default();
+        if count > 0 {
+            entry.0 = Some(datum);
+        } else if count < 0 && entry.1.is_none() {
+            entry.1 = Some(datum);
+        }
+    }
+    by_key
+        .into_values()
+        .filter_map(|(present, removed)| match (present, removed) {
+            (Some(present), _) => Some((present, false)),
+            (None, Some(removed)) => Some((removed, true)),
+            (None, None) => None,
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn upserts_keep_the_latest_and_tombstone_the_lost() {
+        let updates = vec![
+            (("s1", 1), -1),
+            (("s1", 2), 1),
+            (("s2", 5), -1),
+            (("s3", 7), 1),
+            (("s3", 7), -1),
+            (("s4", 1), 1),
+        ];
+        let result = upserts(updates, |(key, _)| *key);
+        assert_eq!(
+            result,
+            vec![(("s1", 2), false), (("s2", 5), true), (("s4", 1), false)]
+        );
+    }
+}
