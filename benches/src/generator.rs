@@ -149,11 +149,9 @@ impl Generator {
         let returning =
             !self.visitors.is_empty() && !self.rng.random_bool(self.config.new_visitor_share);
         if returning {
-            // Recent visitors are the likeliest to return.
-            let popularity = Zipf::new(self.visitors.len() as f64, 1.2)
-                .map(|zipf| zipf.sample(&mut self.rng) as usize);
-            let rank = popularity.unwrap_or(1).clamp(1, self.visitors.len());
-            return self.visitors.len() - rank;
+            // Any earlier visitor may come back. (Skewing returns towards a few regulars
+            // makes them return every few seconds, merging all their visits into one session.)
+            return self.rng.random_range(0..self.visitors.len());
         }
         let tenant = self.rng.random_range(0..self.config.tenants.len());
         let anonymous_id = format!("anon-{}-{}", self.config.seed, self.visitors.len());

@@ -7,9 +7,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests panic with a message by design
 
 use std::collections::BTreeMap;
-use std::net::{SocketAddr, TcpListener};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -18,152 +16,13 @@ use ingest_gateway::segment::Limits;
 use ingest_gateway::tenants::Tenants;
 use ingest_gateway::{AppState, router};
 use rdkafka::ClientConfig;
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{Message, Offset, TopicPartitionList};
 use serde_json::{Value, json};
 
-const PARTITIONS: i32 = 4;
+mod common;
 
-fn required_env(name: &str) -> String {
-    std::env::var(name).unwrap_or_else(|_| {
-        panic!("{name} is not set: run the tests with deploy/test.sh, which installs and starts the servers")
-    })
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
-}
-
-/// Engine processes, killed on drop so a failing test leaves nothing running.
-struct Cluster {
-    children: Vec<Child>,
-    logs: Vec<PathBuf>,
-}
-
-impl Cluster {
-    fn start(dir: &Path, config: &Path, processes: usize) -> Cluster {
-        let hostfile = dir.join("hosts");
-        let hosts: Vec<String> = (0..processes)
-            .map(|_| format!("127.0.0.1:{}", free_port()))
-            .collect();
-        std::fs::write(&hostfile, hosts.join("\n")).expect("hostfile");
-        let mut cluster = Cluster {
-            children: Vec::new(),
-            logs: Vec::new(),
-        };
-        for process in 0..processes {
-            let log = dir.join(format!("engine-{process}.log"));
-            let output = std::fs::File::create(&log).expect("log file");
-            let child = Command::new(env!("CARGO_BIN_EXE_engine"))
-                .args([
-                    "-w",
-                    "1",
-                    "-n",
-                    &processes.to_string(),
-                    "-p",
-                    &process.to_string(),
-                ])
-                .arg("-h")
-                .arg(&hostfile)
-                .arg("--config")
-                .arg(config)
-                .arg("--metrics-listen")
-                .arg(format!("127.0.0.1:{}", free_port()))
-                .env("RUST_LOG", "info")
-                .stdout(Stdio::from(output.try_clone().expect("clone")))
-                .stderr(Stdio::from(output))
-                .spawn()
-                .expect("spawn engine");
-            cluster.children.push(child);
-            cluster.logs.push(log);
-        }
-        cluster
-    }
-
-    fn assert_running(&mut self) {
-        for (child, log) in self.children.iter_mut().zip(&self.logs) {
-            if let Some(status) = child.try_wait().expect("wait") {
-                panic!(
-                    "engine exited with {status}:\n{}",
-                    std::fs::read_to_string(log).unwrap_or_default()
-                );
-            }
-        }
-    }
-
-    fn logs(&self) -> String {
-        self.logs
-            .iter()
-            .map(|log| std::fs::read_to_string(log).unwrap_or_default())
-            .collect::<Vec<_>>()
-            .join("\n----\n")
-    }
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        for child in &mut self.children {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-struct ClickHouse {
-    url: String,
-    http: reqwest::Client,
-}
-
-impl ClickHouse {
-    async fn query(&self, sql: &str) -> String {
-        let response = self
-            .http
-            .post(&self.url)
-            .body(sql.to_owned())
-            .send()
-            .await
-            .unwrap_or_else(|error| panic!("ClickHouse at {} is unreachable: {error}", self.url));
-        let status = response.status();
-        let text = response.text().await.expect("body");
-        assert!(status.is_success(), "ClickHouse refused {sql}: {text}");
-        text
-    }
-
-    async fn rows(&self, sql: &str) -> Vec<Value> {
-        self.query(&format!("{sql} FORMAT JSONEachRow"))
-            .await
-            .lines()
-            .map(|line| serde_json::from_str(line).expect("JSON row"))
-            .collect()
-    }
-}
-
-async fn create_topic(brokers: &str, topic: &str) {
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .create()
-        .expect("admin client");
-    let results = admin
-        .create_topics(
-            [&NewTopic::new(
-                topic,
-                PARTITIONS,
-                TopicReplication::Fixed(1),
-            )],
-            &AdminOptions::new(),
-        )
-        .await
-        .unwrap_or_else(|error| panic!("broker at {brokers} is unreachable: {error}"));
-    for result in results {
-        result.unwrap_or_else(|(name, code)| panic!("cannot create topic {name}: {code:?}"));
-    }
-}
+use common::{ClickHouse, Cluster, PARTITIONS, create_topic, required_env};
 
 /// Every message id in the topic, read back from the start of each partition. (High watermarks
 /// would be cheaper, but tansu 0.6 reports them behind the log end.)
