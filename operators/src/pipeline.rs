@@ -555,3 +555,96 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+mod memory {
+    use super::*;
+    use crate::testing::event;
+    use std::sync::atomic::Ordering::Relaxed;
+    use timely::dataflow::operators::Probe;
+    use timely::dataflow::operators::vec::{Input, ToStream};
+
+    /// A new visitor every 5 simulated seconds for 12 hours, each with 3 page views over two
+    /// minutes. State must follow the retention rules, not the total: released visitors,
+    /// sessions, windows and message ids leave the live counts.
+    #[test]
+    fn state_stays_bounded_under_a_steady_stream_of_new_visitors() {
+        const HOURS: i64 = 12;
+        let visitors = HOURS * 3600 / 5;
+        let mut settings = AnalyticsSettings::default();
+        settings.dedup.horizon_ms = 3_600_000;
+        settings.sessions.max_session_ms = 3_600_000;
+        let peaks = timely::execute_directly(move |worker| {
+            let gauges = Arc::new(StateGauges::default());
+            let (mut input, probe) = worker.dataflow::<u64, _, _>(|scope| {
+                let (input, decoded) = scope.new_input::<Decoded>();
+                let none = insertions(Vec::<IdentityClaim>::new().to_stream(scope));
+                let no_unlinks = insertions(Vec::<Link>::new().to_stream(scope));
+                let out = analytics(decoded, none, no_unlinks, settings.clone(), gauges.clone());
+                let probe = out.aggregates.inner.probe().0;
+                (input, probe)
+            });
+            let mut peaks = [0usize; 4];
+            let mut offset = 0;
+            for visitor in 0..visitors {
+                let start = visitor * 5_000;
+                for view in 0..3 {
+                    let time = start + view * 60_000;
+                    let mut e = event(
+                        "t",
+                        &format!("m{visitor}-{view}"),
+                        &format!("a{visitor}"),
+                        time,
+                    );
+                    e.received_at_ms = time + 1_000;
+                    input.send(Decoded {
+                        partition: 0,
+                        offset,
+                        event: e,
+                    });
+                    offset += 1;
+                }
+                if visitor % 100 == 99 {
+                    let epoch = (visitor / 100 + 1) as u64;
+                    input.advance_to(epoch);
+                    while probe.less_than(&epoch) {
+                        worker.step();
+                    }
+                    for (peak, gauge) in peaks.iter_mut().zip([
+                        &gauges.dedup_ids,
+                        &gauges.attributed_events,
+                        &gauges.sessionized_events,
+                        &gauges.windows,
+                    ]) {
+                        *peak = (*peak).max(gauge.load(Relaxed));
+                    }
+                }
+            }
+            peaks
+        });
+        let total_events = (visitors * 3) as usize;
+        let [dedup_ids, attributed, sessionized, windows] = peaks;
+        println!(
+            "events {total_events}: peak dedup ids {dedup_ids}, attributed {attributed}, sessionized {sessionized}, windows {windows}"
+        );
+        // One hour of ids is 2,160; retention of visitors is 100-110 minutes (~4,000 events);
+        // windows live 1 minute + max session + 110 minutes (~171). Sweeps add slack.
+        assert!(
+            dedup_ids < 5_000,
+            "dedup ids peaked at {dedup_ids} of {total_events}"
+        );
+        assert!(
+            attributed < 8_000,
+            "retained attributed events peaked at {attributed} of {total_events}"
+        );
+        assert!(
+            sessionized < 8_000,
+            "retained sessionized events peaked at {sessionized} of {total_events}"
+        );
+        assert!(
+            windows < 250,
+            "open windows peaked at {windows} of {}",
+            HOURS * 60
+        );
+    }
+}
