@@ -233,6 +233,8 @@ impl<'s, T: Timestamp + TotalOrder> Sessionize<'s, T>
                             let Some(state) = persons.get_mut(&person) else {
                                 continue;
                             };
+                            // Events come out of the map in (time, message id) order, the
+                            // order `sessions_of` uses, so membership lines up with them.
                             let (sessions, membership) = {
                                 let present = state
                                     .events
@@ -241,12 +243,8 @@ impl<'s, T: Timestamp + TotalOrder> Sessionize<'s, T>
                                     .map(|e| &e.event);
                                 let (sessions, membership) =
                                     sessions_of(&person, present, &settings);
-                                let membership: HashMap<(i64, String), String> = membership
-                                    .into_iter()
-                                    .map(|(event, id)| {
-                                        ((event.timestamp_ms, event.message_id.clone()), id)
-                                    })
-                                    .collect();
+                                let membership: Vec<String> =
+                                    membership.into_iter().map(|(_, id)| id).collect();
                                 (sessions, membership)
                             };
                             for old in state.sessions.iter().filter(|old| !sessions.contains(old)) {
@@ -256,8 +254,13 @@ impl<'s, T: Timestamp + TotalOrder> Sessionize<'s, T>
                                 session.give((Output::Session(new.clone()), time.clone(), 1));
                             }
                             state.sessions = sessions;
-                            state.events.retain(|key, entry| {
-                                let now = membership.get(key).cloned();
+                            let mut membership = membership.into_iter();
+                            state.events.retain(|_, entry| {
+                                let now = if entry.count > 0 {
+                                    membership.next()
+                                } else {
+                                    None
+                                };
                                 if entry.emitted != now {
                                     let enriched = |session_id: String| Enriched {
                                         event: entry.event.clone(),

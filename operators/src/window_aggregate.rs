@@ -44,8 +44,9 @@ impl Update {
 
 #[derive(Debug, Default)]
 struct Window {
-    /// Additive metrics by (metric, dimension).
-    sums: HashMap<(Metric, String), i64>,
+    /// Additive metrics by metric, then dimension. Nested so that the hot path looks up a
+    /// borrowed `&str` instead of allocating a key per event.
+    sums: HashMap<Metric, HashMap<String, i64>>,
     /// Multiplicity of each visitor and person with an event in the minute.
     visitors: HashMap<String, isize>,
     persons: HashMap<String, isize>,
@@ -55,10 +56,18 @@ struct Window {
 
 impl Window {
     fn add(&mut self, metric: Metric, dimension: &str, delta: i64) {
-        let value = self.sums.entry((metric, dimension.to_owned())).or_default();
-        *value += delta;
-        if *value == 0 {
-            self.sums.remove(&(metric, dimension.to_owned()));
+        let by_dimension = self.sums.entry(metric).or_default();
+        match by_dimension.get_mut(dimension) {
+            Some(value) => {
+                *value += delta;
+                if *value == 0 {
+                    by_dimension.remove(dimension);
+                }
+            }
+            None if delta != 0 => {
+                by_dimension.insert(dimension.to_owned(), delta);
+            }
+            None => {}
         }
     }
 
@@ -71,7 +80,10 @@ impl Window {
                 diff,
             ) => {
                 let delta = diff as i64;
-                self.add(Metric::Events, &event_label(&event), delta);
+                match event.kind {
+                    EventKind::Track => self.add(Metric::Events, &event.name, delta),
+                    _ => self.add(Metric::Events, &event_label(&event), delta),
+                }
                 if event.kind == EventKind::Page {
                     self.add(Metric::PageViews, &event.page.path, delta);
                 }
@@ -93,7 +105,15 @@ impl Window {
 
     /// The window's rows as they should be now.
     fn current(&self) -> HashMap<(Metric, String), i64> {
-        let mut rows = self.sums.clone();
+        let mut rows: HashMap<(Metric, String), i64> = self
+            .sums
+            .iter()
+            .flat_map(|(metric, by_dimension)| {
+                by_dimension
+                    .iter()
+                    .map(|(dimension, value)| ((*metric, dimension.clone()), *value))
+            })
+            .collect();
         for (metric, distinct) in [
             (Metric::UniqueVisitors, &self.visitors),
             (Metric::UniquePersons, &self.persons),
@@ -107,10 +127,17 @@ impl Window {
 }
 
 fn count(counts: &mut HashMap<String, isize>, key: &str, diff: isize) {
-    let value = counts.entry(key.to_owned()).or_default();
-    *value += diff;
-    if *value == 0 {
-        counts.remove(key);
+    match counts.get_mut(key) {
+        Some(value) => {
+            *value += diff;
+            if *value == 0 {
+                counts.remove(key);
+            }
+        }
+        None if diff != 0 => {
+            counts.insert(key.to_owned(), diff);
+        }
+        None => {}
     }
 }
 
