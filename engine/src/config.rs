@@ -53,6 +53,8 @@ pub struct AnalyticsConfig {
     pub dedup_horizon_secs: u64,
     /// Tenants for which `identify` may merge two known users.
     pub allow_identify_merge: Vec<String>,
+    /// Window of the live "active visitors" counter.
+    pub active_window_secs: u64,
 }
 
 impl Default for AnalyticsConfig {
@@ -65,13 +67,14 @@ impl Default for AnalyticsConfig {
             retention_margin_secs: 600,
             dedup_horizon_secs: 24 * 3600,
             allow_identify_merge: Vec::new(),
+            active_window_secs: 300,
         }
     }
 }
 
 impl AnalyticsConfig {
-    /// The operators' settings.
-    pub fn to_settings(&self) -> operators::AnalyticsSettings {
+    /// The operators' settings, for epochs of `epoch_ms`.
+    pub fn to_settings(&self, epoch_ms: u64) -> operators::AnalyticsSettings {
         let AnalyticsConfig {
             session_gap_secs,
             tenant_session_gap_secs,
@@ -80,6 +83,7 @@ impl AnalyticsConfig {
             retention_margin_secs,
             dedup_horizon_secs,
             allow_identify_merge,
+            active_window_secs,
         } = self;
         let ms = |secs: u64| secs.saturating_mul(1000) as i64;
         let tenant_gap_ms: std::collections::HashMap<String, i64> = tenant_session_gap_secs
@@ -106,6 +110,8 @@ impl AnalyticsConfig {
                     margin_ms: ms(*retention_margin_secs),
                 },
             },
+            epoch_ms,
+            active_window_ms: ms(*active_window_secs),
             identity: operators::IdentityPolicy {
                 allow_identify_merge: std::sync::Arc::new(
                     allow_identify_merge.iter().cloned().collect(),

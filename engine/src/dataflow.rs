@@ -18,7 +18,8 @@ use crate::config::EngineConfig;
 use crate::metrics::Metrics;
 use crate::sink::checkpoint::{PositionsByEpoch, checkpoint};
 use crate::sink::clickhouse::rows::{
-    AggMinuteRow, ClaimRow, DeadLetterRow, EventRow, IdentityRow, SessionRow,
+    AggMinuteRow, ClaimRow, DeadLetterRow, EventRow, IdentityRow, LiveCounterRow, SessionRow,
+    datetime,
 };
 use crate::sink::clickhouse::{ClickHouseWriter, SinkError};
 use crate::sink::epoch::{SinkRuntime, epoch_sink, upserts};
@@ -94,7 +95,7 @@ pub fn run_worker(worker: &mut Worker, context: &EngineContext) -> Result<(), Wo
         metrics: context.metrics.clone(),
         max_backoff: Duration::from_millis(clickhouse.max_retry_backoff_ms),
     };
-    let settings = analytics_config.to_settings();
+    let settings = analytics_config.to_settings(*epoch_ms);
     let positions = PositionsByEpoch::default();
     let gauges = Arc::new(StateGauges::default());
 
@@ -221,6 +222,32 @@ pub fn run_worker(worker: &mut Worker, context: &EngineContext) -> Result<(), Wo
                     .map(|(row, removed)| AggMinuteRow::new(&row, removed, epoch))
                     .collect();
                 s.write_with_retry("aggregates", || w.insert("agg_minute_metrics", &rows));
+            },
+        ));
+
+        let (w, s) = (writer.clone(), sink.clone());
+        let epoch_length = *epoch_ms;
+        done.push(epoch_sink(
+            out.active_visitors.inner,
+            Exchange::new(|((tenant, _), _, _): &((String, i64), u64, isize)| route(tenant)),
+            "LiveCountersSink",
+            time_of_update,
+            move |epoch, updates| {
+                let updated_at = datetime(epoch.saturating_mul(epoch_length) as i64);
+                let rows: Vec<LiveCounterRow> = upserts(
+                    updates.into_iter().map(|(c, _, r)| (c, r)),
+                    |(tenant, _): &(String, i64)| tenant.clone(),
+                )
+                .into_iter()
+                .map(|((tenant, count), removed)| LiveCounterRow {
+                    tenant,
+                    counter: "active_visitors_5m".into(),
+                    value: if removed { 0 } else { count },
+                    updated_at,
+                    version: epoch,
+                })
+                .collect();
+                s.write_with_retry("live counters", || w.insert("live_counters", &rows));
             },
         ));
 

@@ -141,9 +141,19 @@ async fn events_flow_from_http_to_clickhouse_exactly_once() {
     // Good traffic: 40 batches of 50 and a few single calls.
     let mut expected = 0;
     let mut expected_by_type: BTreeMap<String, usize> = BTreeMap::new();
+    // Visitors of activity events (everything but alias), for the live counter.
+    let mut active_visitors: std::collections::BTreeSet<String> = ["clock-fast".to_owned()].into();
     for request in 0..40 {
         let batch = generated_batch(request, 50);
         for event in &batch {
+            if event["type"] != "alias" {
+                let visitor = event
+                    .get("anonymousId")
+                    .or(event.get("userId"))
+                    .and_then(Value::as_str)
+                    .expect("id");
+                active_visitors.insert(visitor.to_owned());
+            }
             *expected_by_type
                 .entry(event["type"].as_str().expect("type").to_owned())
                 .or_default() += 1;
@@ -285,6 +295,21 @@ async fn events_flow_from_http_to_clickhouse_exactly_once() {
     assert_eq!(
         page,
         &json!({"type": "page", "name": "Docs", "path": "/docs/2", "referrer": "https://search.example/", "anonymous_id": "visitor-7"})
+    );
+
+    // Every event happened within the last five minutes: all its visitors are active.
+    let active: usize = clickhouse
+        .query(&format!(
+            "SELECT value FROM {database}.live_counters FINAL WHERE tenant = 'e2e' AND counter = 'active_visitors_5m'"
+        ))
+        .await
+        .trim()
+        .parse()
+        .expect("live counter");
+    assert_eq!(
+        active,
+        active_visitors.len(),
+        "active visitors in the last five minutes"
     );
 
     // Exactly the accepted events are in Kafka, each once.

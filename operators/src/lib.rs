@@ -10,6 +10,7 @@
 // would cost an allocation per record to save bytes in a buffer that is reused anyway.
 #![allow(clippy::large_enum_variant)]
 
+pub mod active_visitors;
 pub mod decode;
 pub mod dedup;
 pub mod identity;
@@ -23,6 +24,7 @@ mod stash;
 mod testing;
 pub mod window_aggregate;
 
+pub use active_visitors::ActiveVisitors;
 pub use decode::{DeadLetter, Decode, Decoded};
 pub use dedup::{Dedup, DedupSettings};
 pub use identity::{IdentityPolicy, StitchIdentities};

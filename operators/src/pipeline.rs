@@ -25,12 +25,12 @@ use timely::progress::Timestamp;
 
 use crate::model::{AggRow, Enriched, IdentityClaim, Link, Node, Person, Session, SharedEvent};
 use crate::{
-    AssignPersons, Decoded, Dedup, DedupSettings, IdentityPolicy, SessionSettings, Sessionize,
-    StitchIdentities, WindowAggregate,
+    ActiveVisitors, AssignPersons, Decoded, Dedup, DedupSettings, IdentityPolicy, SessionSettings,
+    Sessionize, StitchIdentities, WindowAggregate,
 };
 
 /// Everything the pipeline is configured with.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct AnalyticsSettings {
     /// Dedup horizon.
     pub dedup: DedupSettings,
@@ -38,6 +38,23 @@ pub struct AnalyticsSettings {
     pub sessions: SessionSettings,
     /// Identity policy.
     pub identity: IdentityPolicy,
+    /// Length of an epoch: epoch `e` is the wall-clock instant `e * epoch_ms`, the "now" of
+    /// the live counters.
+    pub epoch_ms: u64,
+    /// Window of the active-visitors counter.
+    pub active_window_ms: i64,
+}
+
+impl Default for AnalyticsSettings {
+    fn default() -> Self {
+        AnalyticsSettings {
+            dedup: DedupSettings::default(),
+            sessions: SessionSettings::default(),
+            identity: IdentityPolicy::default(),
+            epoch_ms: 1_000,
+            active_window_ms: 5 * 60_000,
+        }
+    }
 }
 
 /// Counts of live state entries, reported after each batch (for metrics and memory tests).
@@ -68,6 +85,8 @@ pub struct Analytics<'s, T: Timestamp> {
     pub claims: VecCollection<'s, T, IdentityClaim, isize>,
     /// Per-minute aggregates.
     pub aggregates: VecCollection<'s, T, AggRow, isize>,
+    /// Per tenant, visitors active in the last `active_window_ms`, refreshed every epoch.
+    pub active_visitors: VecCollection<'s, T, (String, i64), isize>,
 }
 
 /// Whether an event arrived later after it happened than state may be changed for.
@@ -106,7 +125,7 @@ pub fn analytics<'s, T>(
     gauges: Arc<StateGauges>,
 ) -> Analytics<'s, T>
 where
-    T: Timestamp + Lattice + TotalOrder + Hash,
+    T: Timestamp + Lattice + TotalOrder + Hash + Copy + Into<u64>,
 {
     use std::sync::atomic::Ordering::Relaxed;
     let lateness_ms = settings.sessions.retention.lateness_ms;
@@ -122,6 +141,14 @@ where
                 Ok(event)
             }
         });
+    let epoch_ms = settings.epoch_ms;
+    let active_visitors =
+        events
+            .clone()
+            .active_visitors(settings.active_window_ms, move |epoch: &T| {
+                let epoch: u64 = (*epoch).into();
+                epoch.saturating_mul(epoch_ms) as i64
+            });
     let claims = insertions(
         events
             .clone()
@@ -154,6 +181,7 @@ where
         identities,
         claims,
         aggregates,
+        active_visitors,
     }
 }
 

@@ -78,8 +78,7 @@ where
 }
 
 /// Runs `build` on a collection of `input` updates and returns the final collection
-/// (consolidated; zero-count records removed). Also checks that no record ever has a negative
-/// count at any time: a correction must retract what was emitted, nothing else.
+/// (consolidated; zero-count records removed). Record `i` is at epoch `i / epoch_len`.
 pub fn run_collection<D, O, F>(
     workers: usize,
     epoch_len: usize,
@@ -94,14 +93,32 @@ where
         + Sync
         + 'static,
 {
-    let timed: Vec<(D, u64, isize)> = input
+    let timed = input
         .into_iter()
         .enumerate()
         .map(|(position, (datum, diff))| (datum, (position / epoch_len.max(1)) as u64, diff))
         .collect();
-    let updates = run_stream(
+    run_collection_timed(workers, timed, build)
+}
+
+/// As [`run_collection`], with each update's epoch given (non-decreasing). Also checks that
+/// no record ever has a negative count at any time: a correction must retract what was
+/// emitted, nothing else.
+pub fn run_collection_timed<D, O, F>(
+    workers: usize,
+    timed: Vec<(D, u64, isize)>,
+    build: F,
+) -> BTreeMap<O, isize>
+where
+    D: timely::ExchangeData + Clone + Ord + Sync,
+    O: timely::ExchangeData + Clone + Ord + std::fmt::Debug,
+    F: for<'s> Fn(VecCollection<'s, u64, D, isize>) -> VecCollection<'s, u64, O, isize>
+        + Send
+        + Sync
+        + 'static,
+{
+    let updates = run_stream_timed(
         workers,
-        epoch_len,
         timed,
         move |stream: StreamVec<'_, u64, (D, u64, isize)>| build(stream.as_collection()).inner,
     );
@@ -120,4 +137,43 @@ where
         }
     }
     state
+}
+
+/// Feeds `(datum, epoch, diff)` updates at their epochs; returns everything `build` emits.
+fn run_stream_timed<D, O, F>(workers: usize, timed: Vec<(D, u64, isize)>, build: F) -> Vec<O>
+where
+    D: timely::ExchangeData + Clone + Sync,
+    O: timely::ExchangeData + Clone,
+    F: for<'s> Fn(StreamVec<'s, u64, (D, u64, isize)>) -> StreamVec<'s, u64, O>
+        + Send
+        + Sync
+        + 'static,
+{
+    let output = Arc::new(Mutex::new(Vec::new()));
+    let input = Arc::new(timed);
+    let sink = output.clone();
+    timely::execute(timely::Config::process(workers), move |worker| {
+        let sink = sink.clone();
+        let (mut handle, probe) = worker.dataflow::<u64, _, _>(|scope| {
+            let (handle, stream) = scope.new_input::<(D, u64, isize)>();
+            let probe = build(stream)
+                .inspect(move |datum| sink.lock().expect("lock").push(datum.clone()))
+                .probe()
+                .0;
+            (handle, probe)
+        });
+        let (index, peers) = (worker.index(), worker.peers());
+        for (position, update) in input.iter().enumerate() {
+            handle.advance_to(update.1);
+            if position % peers == index {
+                handle.send(update.clone());
+            }
+        }
+        handle.close();
+        while !probe.done() {
+            worker.step();
+        }
+    })
+    .expect("dataflow");
+    std::mem::take(&mut *output.lock().expect("lock"))
 }

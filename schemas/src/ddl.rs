@@ -43,6 +43,7 @@ pub const TABLES: &[(&str, &str)] = &[
         "agg_minute_metrics",
         include_str!("../sql/agg_minute_metrics.sql"),
     ),
+    ("live_counters", include_str!("../sql/live_counters.sql")),
 ];
 
 /// The statements that create `database` and every table in it, for a server of `version`.
@@ -111,6 +112,25 @@ mod tests {
                 .iter()
                 .any(|s| s.contains("LowCardinality"))
         );
+    }
+
+    /// A DDL file that is not registered is never created, and its sink fails forever.
+    #[test]
+    fn every_sql_file_is_registered() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("sql");
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let text = std::fs::read_to_string(entry.unwrap().path()).unwrap();
+            assert!(
+                TABLES.iter().any(|(_, template)| *template == text),
+                "{text} is not in TABLES"
+            );
+        }
+        for (name, template) in TABLES {
+            assert!(
+                template.contains(&format!("{{database}}.{name}\n")),
+                "{name} creates another table"
+            );
+        }
     }
 
     #[test]

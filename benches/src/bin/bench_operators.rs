@@ -167,10 +167,10 @@ fn run_dataflow(
         while ready_in.load(Ordering::SeqCst) < worker.peers() {
             std::hint::spin_loop();
         }
-        if worker.index() == 0 {
-            if let Ok(mut started) = started_in.lock() {
-                *started = Some(Instant::now());
-            }
+        if worker.index() == 0
+            && let Ok(mut started) = started_in.lock()
+        {
+            *started = Some(Instant::now());
         }
         let per_worker_epoch = (epoch_records / worker.peers()).max(1);
         for (index, chunk) in share.chunks(per_worker_epoch).enumerate() {

@@ -330,6 +330,17 @@ impl AggMinuteRow {
     }
 }
 
+/// One row of `live_counters`.
+#[derive(Debug, Clone, PartialEq, Row, Serialize, Deserialize)]
+#[allow(missing_docs)]
+pub struct LiveCounterRow {
+    pub tenant: String,
+    pub counter: String,
+    pub value: i64,
+    pub updated_at: u32,
+    pub version: u64,
+}
+
 /// One row of `_dead_letters`.
 #[derive(Debug, Clone, PartialEq, Row, Serialize, Deserialize)]
 #[allow(missing_docs)]

@@ -1,0 +1,171 @@
+//! `active_visitors`: per tenant, the visitors with an event in the last few minutes, refreshed
+//! every epoch.
+//!
+//! "Now" is processing time, so the count decays while a site is idle: the operator maps each
+//! epoch to a wall-clock instant with the function it is given (the engine's epochs are
+//! wall-clock based) and recomputes whenever its input frontier advances, with or without new
+//! events. State is one timestamp per visitor seen within the window.
+
+use std::collections::{BTreeMap, HashMap};
+
+use differential_dataflow::{AsCollection, VecCollection};
+use timely::dataflow::StreamVec;
+use timely::dataflow::channels::pact::Exchange;
+use timely::dataflow::operators::generic::operator::Operator;
+use timely::order::TotalOrder;
+use timely::progress::Timestamp;
+
+use crate::model::SharedEvent;
+use crate::sessionize::is_activity;
+use crate::stash::route;
+
+/// Counts active visitors.
+pub trait ActiveVisitors<'s, T: Timestamp> {
+    /// `(tenant, visitors with an activity event in (now - window, now])`, where now is
+    /// `now_of(epoch)`; a changed count is a retraction and an insertion.
+    fn active_visitors(
+        self,
+        window_ms: i64,
+        now_of: impl Fn(&T) -> i64 + 'static,
+    ) -> VecCollection<'s, T, (String, i64), isize>;
+}
+
+impl<'s, T: Timestamp + TotalOrder> ActiveVisitors<'s, T> for StreamVec<'s, T, SharedEvent> {
+    fn active_visitors(
+        self,
+        window_ms: i64,
+        now_of: impl Fn(&T) -> i64 + 'static,
+    ) -> VecCollection<'s, T, (String, i64), isize> {
+        let by_tenant = Exchange::new(|event: &SharedEvent| route(&event.tenant));
+        self.unary_frontier(by_tenant, "ActiveVisitors", move |capability, _info| {
+            let mut held = Some(capability);
+            let mut pending: BTreeMap<T, Vec<SharedEvent>> = BTreeMap::new();
+            // tenant -> visitor -> newest event time
+            let mut last_seen: HashMap<String, HashMap<String, i64>> = HashMap::new();
+            let mut emitted: HashMap<String, i64> = HashMap::new();
+            move |(input, frontier), output| {
+                input.for_each(|capability, data| {
+                    if let Some(time) = capability.least() {
+                        pending.entry(time.clone()).or_default().append(data);
+                    }
+                });
+                let Some(cap) = held.as_mut() else { return };
+                // The refresh time: the frontier, or, once the input is exhausted, the last
+                // time with data.
+                let refresh = match frontier.frontier().first() {
+                    Some(time) => time.clone(),
+                    None => match pending.keys().next_back() {
+                        Some(last) => last.clone(),
+                        None => {
+                            held = None;
+                            return;
+                        }
+                    },
+                };
+                if refresh == *cap.time() && !frontier.is_empty() {
+                    return;
+                }
+                while let Some(entry) = pending.first_entry() {
+                    if frontier.less_equal(entry.key()) {
+                        break;
+                    }
+                    for event in entry.remove() {
+                        if is_activity(event.kind) {
+                            let seen = last_seen.entry(event.tenant.clone()).or_default();
+                            let newest = seen
+                                .entry(event.visitor_id().to_owned())
+                                .or_insert(event.timestamp_ms);
+                            *newest = (*newest).max(event.timestamp_ms);
+                        }
+                    }
+                }
+                let now = now_of(&refresh);
+                let at = cap.delayed(&refresh);
+                let mut session = output.session(&at);
+                for (tenant, seen) in &mut last_seen {
+                    seen.retain(|_, time| *time > now - window_ms);
+                    let count = seen.values().filter(|time| **time <= now).count() as i64;
+                    let before = emitted.get(tenant).copied().unwrap_or(0);
+                    if count != before {
+                        if before != 0 {
+                            session.give(((tenant.clone(), before), refresh.clone(), -1));
+                        }
+                        if count != 0 {
+                            session.give(((tenant.clone(), count), refresh.clone(), 1));
+                        }
+                        emitted.insert(tenant.clone(), count);
+                    }
+                }
+                last_seen.retain(|_, seen| !seen.is_empty());
+                drop(session);
+                if frontier.is_empty() {
+                    held = None;
+                } else {
+                    cap.downgrade(&refresh);
+                }
+            }
+        })
+        .as_collection()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::{event, run_collection_timed};
+    use proptest::prelude::*;
+    use std::collections::{BTreeMap, BTreeSet};
+    use std::sync::Arc;
+    use timely::dataflow::operators::vec::Map;
+
+    const WINDOW: i64 = 5 * 60_000;
+
+    /// The epoch's "now": epochs of one minute.
+    fn now_of(epoch: &u64) -> i64 {
+        *epoch as i64 * 60_000
+    }
+
+    fn count(
+        input: VecCollection<'_, u64, SharedEvent, isize>,
+    ) -> VecCollection<'_, u64, (String, i64), isize> {
+        input
+            .inner
+            .flat_map(|(event, _, _)| Some(event))
+            .active_visitors(WINDOW, now_of)
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(32))]
+        #[test]
+        fn matches_counting_at_the_last_epoch(
+            items in proptest::collection::vec((0u8..2, 0u8..8, 0i64..20), 1..60),
+            workers in prop_oneof![Just(1usize), Just(2), Just(4)],
+        ) {
+            // Event times near their epoch (epoch_len 1: one record per epoch, one minute each).
+            let mut input: Vec<(SharedEvent, u64, isize)> = items
+                .iter()
+                .enumerate()
+                .map(|(i, (tenant, visitor, back))| {
+                    let time = i as i64 * 60_000 - back * 30_000;
+                    (Arc::new(event(&format!("t{tenant}"), &format!("m{i}"), &format!("a{visitor}"), time)), i as u64, 1)
+                })
+                .collect();
+            // The input of a test ends, the engine's never does: make the last epoch reach
+            // every tenant's worker, so each takes its final refresh at that epoch.
+            let last_epoch = input.len() as u64;
+            let last_now = now_of(&last_epoch);
+            for tenant in ["t0", "t1"] {
+                input.push((Arc::new(event(tenant, &format!("tick-{tenant}"), "ticker", last_now)), last_epoch, 1));
+            }
+            let mut expected: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+            for (event, _, _) in &input {
+                if event.timestamp_ms > last_now - WINDOW && event.timestamp_ms <= last_now {
+                    expected.entry(event.tenant.clone()).or_default().insert(event.anonymous_id.clone());
+                }
+            }
+            let expected: BTreeMap<(String, i64), isize> =
+                expected.into_iter().map(|(tenant, visitors)| ((tenant, visitors.len() as i64), 1)).collect();
+            prop_assert_eq!(run_collection_timed(workers, input, count), expected);
+        }
+    }
+}
