@@ -14,6 +14,12 @@ use clickstream_engine::metrics::Metrics;
 use clickstream_engine::sink::clickhouse::ensure_schema;
 use clickstream_engine::source::kafka::ensure_topic;
 
+/// Records allocated on one worker thread are freed on another; glibc malloc serialises that,
+/// mimalloc does not (measured with `bench-operators`: 2 workers went from slower than 1 to
+/// 2.15x faster).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> anyhow::Result<()> {
     let run = match cli::parse(std::env::args().skip(1))? {
         Command::Help(text) => {

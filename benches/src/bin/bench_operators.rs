@@ -19,6 +19,11 @@ use operators::{
 use timely::dataflow::operators::Probe;
 use timely::dataflow::operators::vec::{Input, ToStream};
 
+/// The engine's allocator (records allocated on one worker are freed on another, which glibc
+/// malloc handles poorly).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Operator throughput benchmark.
 #[derive(Debug, Parser)]
 struct Args {
