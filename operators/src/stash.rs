@@ -26,6 +26,13 @@ impl<T: Timestamp + TotalOrder, D> Default for Stash<T, D> {
 impl<T: Timestamp + TotalOrder, D> Stash<T, D> {
     /// Buffers `datum` at `time`, which must not precede the message's capability.
     pub(crate) fn push(&mut self, capability: &InputCapability<T>, time: T, datum: D) {
+        // Fast path: updates of a message nearly always share the newest time.
+        if let Some(mut newest) = self.times.last_entry()
+            && *newest.key() == time
+        {
+            newest.get_mut().1.push(datum);
+            return;
+        }
         self.times
             .entry(time)
             .or_insert_with_key(|time| (capability.delayed(time, 0), Vec::new()))
