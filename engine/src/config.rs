@@ -129,6 +129,8 @@ pub struct KafkaConfig {
     pub brokers: String,
     /// The events topic.
     pub topic: String,
+    /// The control topic (JSON control messages, e.g. unmerge); read whole at every start.
+    pub control_topic: String,
     /// Partitions to create the topic with when it does not exist.
     pub partitions: i32,
     /// Replication factor used when creating the topic.
@@ -184,6 +186,7 @@ impl Default for KafkaConfig {
         KafkaConfig {
             brokers: "127.0.0.1:19092".into(),
             topic: "events".into(),
+            control_topic: "control".into(),
             partitions: 12,
             replication_factor: 1,
             max_poll_records: 10_000,

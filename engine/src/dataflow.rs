@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use operators::{
-    AggRow, Decode, Enriched, IdentityClaim, Link, Node, Person, Session, SharedEvent, StateGauges,
+    AggRow, Decode, Enriched, IdentityClaim, Node, Person, Session, SharedEvent, StateGauges,
     analytics, insertions, route,
 };
 use timely::dataflow::channels::pact::{Exchange, Pipeline};
@@ -23,6 +23,7 @@ use crate::sink::clickhouse::rows::{
 };
 use crate::sink::clickhouse::{ClickHouseWriter, SinkError};
 use crate::sink::epoch::{SinkRuntime, epoch_sink, upserts};
+use crate::source::control::{control_consumer, control_source};
 use crate::source::kafka::{PartitionReader, SourceSettings, kafka_source};
 
 /// Shared by every worker of a process.
@@ -84,6 +85,11 @@ pub fn run_worker(worker: &mut Worker, context: &EngineContext) -> Result<(), Wo
     );
 
     let reader = PartitionReader::new(kafka, index, peers, checkpointed)?;
+    let control = if index == 0 {
+        Some(control_consumer(kafka)?)
+    } else {
+        None
+    };
     let source_settings = SourceSettings {
         epoch_ms: *epoch_ms,
         max_poll_records: kafka.max_poll_records,
@@ -110,8 +116,14 @@ pub fn run_worker(worker: &mut Worker, context: &EngineContext) -> Result<(), Wo
         );
         let (decoded, dead_letters) = records.decode().ok_err(|outcome| outcome);
         let stored = insertions(stored_claims.to_stream(scope));
-        let no_unlinks = insertions(Vec::<Link>::new().to_stream(scope));
-        let out = analytics(decoded, stored, no_unlinks, settings, gauges.clone());
+        let unlinks = control_source(
+            scope,
+            control,
+            *epoch_ms,
+            context.shutdown.clone(),
+            context.metrics.clone(),
+        );
+        let out = analytics(decoded, stored, unlinks, settings, gauges.clone());
 
         let mut done = Vec::new();
 

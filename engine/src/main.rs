@@ -12,7 +12,7 @@ use clickstream_engine::config::EngineConfig;
 use clickstream_engine::dataflow::{EngineContext, run_worker};
 use clickstream_engine::metrics::Metrics;
 use clickstream_engine::sink::clickhouse::ensure_schema;
-use clickstream_engine::source::kafka::ensure_topic;
+use clickstream_engine::source::kafka::ensure_topics;
 
 /// Records allocated on one worker thread are freed on another; glibc malloc serialises that,
 /// mimalloc does not (measured with `bench-operators`: 2 workers went from slower than 1 to
@@ -117,9 +117,9 @@ async fn prepare_with_retry(config: &EngineConfig, shutdown: &AtomicBool) -> any
             ensure_schema(&config.clickhouse)
                 .await
                 .context("preparing ClickHouse")?;
-            ensure_topic(&config.kafka)
+            ensure_topics(&config.kafka)
                 .await
-                .context("preparing the Kafka topic")?;
+                .context("preparing the Kafka topics")?;
             anyhow::Ok(())
         };
         match attempt.await {

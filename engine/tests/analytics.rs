@@ -118,7 +118,7 @@ async fn sessions_identities_and_aggregates_match_the_reference() {
     std::fs::write(
         &config_file,
         format!(
-            "epoch_ms = 200\n[kafka]\nbrokers = \"{brokers}\"\ntopic = \"{topic}\"\npartition_refresh_secs = 1\n\
+            "epoch_ms = 200\n[kafka]\nbrokers = \"{brokers}\"\ntopic = \"{topic}\"\ncontrol_topic = \"{topic}_control\"\npartition_refresh_secs = 1\n\
              [clickhouse]\nurl = \"{}\"\ndatabase = \"{database}\"\n",
             clickhouse.url
         ),

@@ -101,7 +101,7 @@ async fn events_flow_from_http_to_clickhouse_exactly_once() {
     std::fs::write(
         &config,
         format!(
-            "epoch_ms = 200\n[kafka]\nbrokers = \"{brokers}\"\ntopic = \"{topic}\"\npartition_refresh_secs = 1\n\
+            "epoch_ms = 200\n[kafka]\nbrokers = \"{brokers}\"\ntopic = \"{topic}\"\ncontrol_topic = \"{topic}_control\"\npartition_refresh_secs = 1\n\
              [clickhouse]\nurl = \"{}\"\ndatabase = \"{database}\"\n",
             clickhouse.url
         ),

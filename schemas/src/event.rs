@@ -189,3 +189,29 @@ pub struct SourceRecord {
     /// The wire-encoded event (see [`crate::wire`]).
     pub payload: Vec<u8>,
 }
+
+/// An operator's instruction to the engine, sent as JSON on the control topic, e.g.
+/// `{"type":"unmerge","tenant":"acme","anonymous_id":"a-1","user_id":"u-1"}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum ControlMessage {
+    /// Removes the identity link between an anonymous (or `previousId`) id and a user id:
+    /// the person splits again and everything derived is corrected.
+    Unmerge {
+        /// Tenant.
+        tenant: String,
+        /// The anonymous id (or an alias's `previousId`).
+        anonymous_id: String,
+        /// The user id.
+        user_id: String,
+    },
+    /// Undoes an earlier `unmerge` of the same link.
+    Remerge {
+        /// Tenant.
+        tenant: String,
+        /// The anonymous id (or an alias's `previousId`).
+        anonymous_id: String,
+        /// The user id.
+        user_id: String,
+    },
+}

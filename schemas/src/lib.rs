@@ -9,4 +9,4 @@ pub mod ddl;
 pub mod event;
 pub mod wire;
 
-pub use event::{Campaign, Event, EventKind, Page, SourceRecord};
+pub use event::{Campaign, ControlMessage, Event, EventKind, Page, SourceRecord};

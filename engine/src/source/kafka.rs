@@ -24,26 +24,25 @@ use crate::config::KafkaConfig;
 use crate::metrics::Metrics;
 use crate::sink::checkpoint::PositionsByEpoch;
 
-/// Creates the topic unless it exists. Idempotent, so every process may call it at start.
-pub async fn ensure_topic(config: &KafkaConfig) -> Result<(), KafkaError> {
+/// Creates the events topic (with the configured partitions) and the single-partition control
+/// topic unless they exist. Idempotent, so every process may call it at start.
+pub async fn ensure_topics(config: &KafkaConfig) -> Result<(), KafkaError> {
     let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
         .set("bootstrap.servers", &config.brokers)
         .create()?;
-    let topic = NewTopic::new(
-        &config.topic,
-        config.partitions,
-        TopicReplication::Fixed(config.replication_factor),
-    );
+    let replication = || TopicReplication::Fixed(config.replication_factor);
+    let topics = [
+        NewTopic::new(&config.topic, config.partitions, replication()),
+        NewTopic::new(&config.control_topic, 1, replication()),
+    ];
     let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
-    for result in admin.create_topics([&topic], &options).await? {
+    for result in admin.create_topics(&topics, &options).await? {
         match result {
-            Ok(_) => {
-                tracing::info!(topic = %config.topic, partitions = config.partitions, "created topic")
-            }
+            Ok(name) => tracing::info!(topic = %name, "created topic"),
             Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
             Err((name, code)) => {
-                return Err(KafkaError::AdminOp(code))
-                    .inspect_err(|_| tracing::error!(topic = %name, ?code, "cannot create topic"));
+                tracing::error!(topic = %name, ?code, "cannot create topic");
+                return Err(KafkaError::AdminOp(code));
             }
         }
     }

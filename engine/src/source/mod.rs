@@ -1,3 +1,4 @@
 //! Sources of the dataflow.
 
+pub mod control;
 pub mod kafka;

@@ -1,0 +1,350 @@
+//! The named identity and session scenarios, end to end through the real broker, a
+//! two-process engine cluster and ClickHouse: anonymous browsing then login, two devices merged
+//! by alias and then unmerged by a control message, identify between two known users refused
+//! (also after a restart, from the stored claims), a late event bridging two sessions, and an
+//! event past the lateness horizon.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests panic with a message by design
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use common::{ClickHouse, Cluster, create_topic, required_env};
+use rdkafka::ClientConfig;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use schemas::{Campaign, Event, EventKind, Page};
+
+const T0: i64 = 1_700_000_000_000;
+const MINUTE: i64 = 60_000;
+
+fn event(tenant: &str, id: &str, kind: EventKind, anonymous: &str, user: &str, time: i64) -> Event {
+    Event {
+        tenant: tenant.into(),
+        message_id: id.into(),
+        kind,
+        name: String::new(),
+        anonymous_id: anonymous.into(),
+        user_id: user.into(),
+        previous_id: String::new(),
+        group_id: String::new(),
+        timestamp_ms: time,
+        original_timestamp_ms: Some(time),
+        sent_at_ms: None,
+        received_at_ms: time + 1_000,
+        page: Page {
+            path: format!("/{id}"),
+            ..Page::default()
+        },
+        campaign: Campaign::default(),
+        ip: String::new(),
+        user_agent: String::new(),
+        is_bot: false,
+        locale: String::new(),
+        library: String::new(),
+        properties: vec![],
+        traits: vec![],
+        context: vec![],
+    }
+}
+
+fn page(tenant: &str, id: &str, anonymous: &str, time: i64) -> Event {
+    event(tenant, id, EventKind::Page, anonymous, "", time)
+}
+
+fn identify(tenant: &str, id: &str, anonymous: &str, user: &str, time: i64) -> Event {
+    event(tenant, id, EventKind::Identify, anonymous, user, time)
+}
+
+fn alias(tenant: &str, id: &str, previous: &str, user: &str, time: i64) -> Event {
+    let mut e = event(tenant, id, EventKind::Alias, "", user, time);
+    e.previous_id = previous.into();
+    e
+}
+
+struct Harness {
+    topic: String,
+    producer: FutureProducer,
+    clickhouse: ClickHouse,
+    database: String,
+    produced: usize,
+}
+
+impl Harness {
+    async fn send(&mut self, events: Vec<Event>) {
+        for event in events {
+            let (key, payload) = (event.partition_key(), schemas::wire::encode(&event));
+            let delivery = self
+                .producer
+                .send_result(FutureRecord::to(&self.topic).key(&key).payload(&payload))
+                .expect("enqueue");
+            delivery.await.expect("report").expect("acknowledged");
+            self.produced += 1;
+        }
+    }
+
+    async fn control(&self, json: &str) {
+        let topic = format!("{}_control", self.topic);
+        let delivery = self
+            .producer
+            .send_result(FutureRecord::<(), _>::to(&topic).payload(json))
+            .expect("enqueue");
+        delivery.await.expect("report").expect("acknowledged");
+    }
+
+    async fn scalar(&self, sql: &str) -> String {
+        self.clickhouse
+            .query(&sql.replace("{db}", &self.database))
+            .await
+            .trim()
+            .to_owned()
+    }
+
+    async fn set(&self, sql: &str) -> BTreeSet<String> {
+        self.clickhouse
+            .query(&sql.replace("{db}", &self.database))
+            .await
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    }
+
+    /// Waits until the checkpoints cover everything produced.
+    async fn caught_up(&self, cluster: &mut Cluster) {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            cluster.assert_running();
+            let ready = self.scalar("SELECT count() FROM system.tables WHERE database = '{db}' AND name = '_checkpoints'").await;
+            if ready == "1" {
+                let covered = self
+                    .scalar("SELECT sum(next) FROM (SELECT partition, max(next_offset) AS next FROM {db}._checkpoints GROUP BY partition)")
+                    .await;
+                if covered.parse::<usize>().unwrap_or(0) >= self.produced {
+                    return;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "engine did not catch up; logs:\n{}",
+                cluster.logs()
+            );
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+    }
+
+    /// Waits until `sql` returns `expected` (corrections arrive within an epoch or two).
+    async fn eventually(&self, cluster: &mut Cluster, sql: &str, expected: &str) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            cluster.assert_running();
+            let actual = self.scalar(sql).await;
+            if actual == expected {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{sql} returned {actual:?}, expected {expected:?}; logs:\n{}",
+                cluster.logs()
+            );
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+    }
+}
+
+fn write_config(
+    dir: &Path,
+    brokers: &str,
+    topic: &str,
+    clickhouse: &str,
+    database: &str,
+) -> std::path::PathBuf {
+    let file = dir.join("engine.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "epoch_ms = 200\n[kafka]\nbrokers = \"{brokers}\"\ntopic = \"{topic}\"\ncontrol_topic = \"{topic}_control\"\n\
+             partition_refresh_secs = 1\n[clickhouse]\nurl = \"{clickhouse}\"\ndatabase = \"{database}\"\n"
+        ),
+    )
+    .expect("config");
+    file
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn identity_and_session_scenarios_through_clickhouse() {
+    let brokers = required_env("CLICKSTREAM_KAFKA_BROKERS");
+    let clickhouse = ClickHouse {
+        url: required_env("CLICKSTREAM_CLICKHOUSE_URL"),
+        http: reqwest::Client::new(),
+    };
+    let suffix = format!(
+        "{}_{}",
+        std::process::id(),
+        chrono::Utc::now().timestamp_millis()
+    );
+    let (topic, database) = (format!("scenarios_{suffix}"), format!("scenarios_{suffix}"));
+    let dir = std::env::temp_dir().join(format!("clickstream-scenarios-{suffix}"));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    create_topic(&brokers, &topic).await;
+    let config = write_config(&dir, &brokers, &topic, &clickhouse.url, &database);
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", &brokers)
+        .set("enable.idempotence", "true")
+        .create()
+        .expect("producer");
+    let mut h = Harness {
+        topic,
+        producer,
+        clickhouse,
+        database,
+        produced: 0,
+    };
+
+    // Anonymous browsing on two days, then a login: both sessions become alice's.
+    h.send(vec![
+        page("login", "l1", "a1", T0),
+        page("login", "l2", "a1", T0 + 5 * MINUTE),
+        page("login", "l3", "a1", T0 + 24 * 60 * MINUTE),
+        identify(
+            "login",
+            "l4",
+            "a1",
+            "alice",
+            T0 + 24 * 60 * MINUTE + 10 * MINUTE,
+        ),
+    ])
+    .await;
+    // Two devices of carol, merged by alias.
+    h.send(vec![
+        page("devices", "d1", "phone", T0),
+        identify("devices", "d2", "phone", "carol", T0 + MINUTE),
+        page("devices", "d3", "laptop", T0 + 2 * MINUTE),
+        page("devices", "d4", "laptop", T0 + 3 * MINUTE),
+        alias("devices", "d5", "laptop", "carol", T0 + 4 * MINUTE),
+    ])
+    .await;
+    // A shared computer: the second identify, to another known user, is refused.
+    let mut bob = page("refused", "r4", "", T0);
+    bob.user_id = "bob".into();
+    h.send(vec![
+        page("refused", "r1", "shared", T0),
+        identify("refused", "r2", "shared", "dave", T0 + MINUTE),
+        identify("refused", "r3", "shared", "bob", T0 + 2 * MINUTE),
+        bob,
+    ])
+    .await;
+    // Two sessions 45 minutes apart, and an event past the lateness horizon.
+    let mut too_late = page("late", "t4", "v", T0 + 30 * MINUTE);
+    too_late.received_at_ms = T0 + 91 * MINUTE;
+    h.send(vec![
+        page("late", "t1", "v", T0),
+        page("late", "t2", "v", T0 + 45 * MINUTE),
+        too_late,
+    ])
+    .await;
+
+    let mut cluster = Cluster::start(&dir, &config, 2);
+    h.caught_up(&mut cluster).await;
+
+    let sessions = |tenant: &str| {
+        format!(
+            "SELECT session_id, person_id FROM {{db}}.sessions FINAL WHERE deleted = 0 AND tenant = '{tenant}' ORDER BY session_id FORMAT TSV"
+        )
+    };
+    assert_eq!(
+        h.set(&sessions("login")).await,
+        BTreeSet::from(["l1\talice".into(), "l3\talice".into()]),
+        "login re-attributes both sessions"
+    );
+    assert_eq!(
+        h.scalar("SELECT groupUniqArray(person_id) FROM {db}.events FINAL WHERE tenant = 'login'")
+            .await,
+        "['alice']"
+    );
+    assert_eq!(
+        h.scalar("SELECT value FROM {db}.agg_minute_metrics FINAL WHERE tenant = 'login' AND metric = 'unique_persons' AND minute = toDateTime(1699999980)").await,
+        "1"
+    );
+    assert_eq!(
+        h.set(&sessions("devices")).await,
+        BTreeSet::from(["d1\tcarol".into()]),
+        "the laptop joined carol's session"
+    );
+    assert_eq!(
+        h.set(&sessions("refused")).await,
+        BTreeSet::from(["r1\tdave".into(), "r4\tbob".into()]),
+        "bob stays bob"
+    );
+    assert_eq!(h.scalar("SELECT person_id FROM {db}.identities FINAL WHERE tenant = 'refused' AND id = 'bob' AND deleted = 0").await, "");
+    assert_eq!(
+        h.set(&sessions("late")).await,
+        BTreeSet::from(["t1\tv".into(), "t2\tv".into()])
+    );
+    assert_eq!(h.scalar("SELECT concat(toString(late), session_id) FROM {db}.events FINAL WHERE message_id = 't4'").await, "1");
+
+    // The late bridge arrives: t1 and t2 merge into t1, and t2 becomes a tombstone.
+    let mut bridge = page("late", "t3", "v", T0 + 25 * MINUTE);
+    bridge.received_at_ms = T0 + 46 * MINUTE;
+    h.send(vec![bridge]).await;
+    h.caught_up(&mut cluster).await;
+    assert_eq!(
+        h.scalar("SELECT concat(session_id, ' ', toString(events)) FROM {db}.sessions FINAL WHERE deleted = 0 AND tenant = 'late'").await,
+        "t1 3",
+        "the bridge merged t1 and t2"
+    );
+    assert_eq!(
+        h.scalar("SELECT deleted FROM {db}.sessions FINAL WHERE session_id = 't2'")
+            .await,
+        "1",
+        "the merged-away session is a tombstone"
+    );
+    assert_eq!(
+        h.scalar("SELECT session_id FROM {db}.events FINAL WHERE message_id = 't2'")
+            .await,
+        "t1"
+    );
+
+    // Unmerge the laptop by control message: it is its own person again, with its own session.
+    h.control(r#"{"type":"unmerge","tenant":"devices","anonymous_id":"laptop","user_id":"carol"}"#)
+        .await;
+    h.eventually(
+        &mut cluster,
+        "SELECT arrayStringConcat(arraySort(groupArray(concat(session_id, ':', person_id))), ',') \
+         FROM {db}.sessions FINAL WHERE deleted = 0 AND tenant = 'devices'",
+        "d1:carol,d3:laptop",
+    )
+    .await;
+    assert_eq!(
+        h.scalar(
+            "SELECT groupArray(person_id) FROM {db}.events FINAL WHERE message_id IN ('d3', 'd4')"
+        )
+        .await,
+        "['laptop','laptop']"
+    );
+
+    // Restart: the identity map comes back from the stored claims, so a new identify of the
+    // shared computer to erin is still refused, and its new events are still dave's.
+    drop(cluster);
+    let mut cluster = Cluster::start(&dir, &config, 2);
+    h.send(vec![
+        identify("refused", "r5", "shared", "erin", T0 + 3 * MINUTE),
+        page("refused", "r6", "shared", T0 + 4 * MINUTE),
+    ])
+    .await;
+    h.caught_up(&mut cluster).await;
+    h.eventually(
+        &mut cluster,
+        "SELECT person_id FROM {db}.events FINAL WHERE message_id = 'r6'",
+        "dave",
+    )
+    .await;
+    assert_eq!(h.scalar("SELECT count() FROM {db}.identities FINAL WHERE tenant = 'refused' AND id = 'erin' AND deleted = 0").await, "0");
+
+    drop(cluster);
+    h.clickhouse
+        .query(&format!("DROP DATABASE {}", h.database))
+        .await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
