@@ -9,7 +9,7 @@
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use rand_distr::{Distribution, Exp, Geometric, Zipf};
-use schemas::{Campaign, Event, EventKind, Page};
+use schemas::{Campaign, Event, EventKind};
 use serde_json::{Value, json};
 
 /// Shape of the generated traffic.
@@ -258,30 +258,13 @@ impl Generator {
             anonymous_id.clone(),
             user_id.clone(),
         );
-        Event {
-            tenant,
-            message_id: self.message_id(),
-            kind,
-            name: String::new(),
-            anonymous_id,
-            user_id: user_id.unwrap_or_default(),
-            previous_id: String::new(),
-            group_id: String::new(),
-            timestamp_ms: time_ms as i64,
-            original_timestamp_ms: Some(time_ms as i64),
-            sent_at_ms: None,
-            received_at_ms: time_ms as i64,
-            page: Page::default(),
-            campaign: Campaign::default(),
-            ip: String::new(),
-            user_agent: "Mozilla/5.0 (X11; Linux x86_64) Firefox/120.0".into(),
-            is_bot: false,
-            locale: "en-US".into(),
-            library: "loadgen/0.1".into(),
-            properties: vec![],
-            traits: vec![],
-            context: vec![],
-        }
+        let mut event = Event::new(&tenant, &self.message_id(), kind, time_ms as i64);
+        event.anonymous_id = anonymous_id;
+        event.user_id = user_id.unwrap_or_default();
+        event.user_agent = "Mozilla/5.0 (X11; Linux x86_64) Firefox/120.0".into();
+        event.locale = "en-US".into();
+        event.library = "loadgen/0.1".into();
+        event
     }
 
     fn deliver(&mut self, mut event: Event, out: &mut Vec<Arrival>) {

@@ -8,10 +8,9 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::time::{Duration, Instant};
 
 use benches::generator::{Generator, GeneratorConfig};
-use common::{ClickHouse, Cluster, create_topic, required_env};
+use common::{ClickHouse, Cluster, TestEnv, engine_config, wait_until_checkpointed};
 use operators::reference::analyze;
 use operators::{AnalyticsSettings, Decoded, IdKind};
 use rdkafka::ClientConfig;
@@ -45,20 +44,13 @@ fn compare(table: &str, actual: &BTreeSet<String>, expected: &BTreeSet<String>) 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sessions_identities_and_aggregates_match_the_reference() {
-    let brokers = required_env("CLICKSTREAM_KAFKA_BROKERS");
-    let clickhouse = ClickHouse {
-        url: required_env("CLICKSTREAM_CLICKHOUSE_URL"),
-        http: reqwest::Client::new(),
-    };
-    let suffix = format!(
-        "{}_{}",
-        std::process::id(),
-        chrono::Utc::now().timestamp_millis()
-    );
-    let (topic, database) = (format!("analytics_{suffix}"), format!("analytics_{suffix}"));
-    let dir = std::env::temp_dir().join(format!("clickstream-analytics-{suffix}"));
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    create_topic(&brokers, &topic).await;
+    let TestEnv {
+        brokers,
+        clickhouse,
+        topic,
+        database,
+        dir,
+    } = TestEnv::new("analytics").await;
 
     // A reproducible log, produced in arrival order; the broker's positions are kept because
     // deduplication keeps the first position of a message id.
@@ -114,44 +106,9 @@ async fn sessions_identities_and_aggregates_match_the_reference() {
         log.len() - distinct.len()
     );
 
-    let config_file = dir.join("engine.toml");
-    std::fs::write(
-        &config_file,
-        format!(
-            "epoch_ms = 200\n[kafka]\nbrokers = \"{brokers}\"\ntopic = \"{topic}\"\ncontrol_topic = \"{topic}_control\"\npartition_refresh_secs = 1\n\
-             [clickhouse]\nurl = \"{}\"\ndatabase = \"{database}\"\n",
-            clickhouse.url
-        ),
-    )
-    .expect("config");
+    let config_file = engine_config(&dir, &brokers, &topic, &clickhouse.url, &database);
     let mut cluster = Cluster::start(&dir, &config_file, 2);
-
-    // Done when the checkpoints cover the whole log: every sink has written everything.
-    let deadline = Instant::now() + Duration::from_secs(180);
-    loop {
-        cluster.assert_running();
-        let ready = clickhouse
-            .query(&format!("SELECT count() FROM system.tables WHERE database = '{database}' AND name = '_checkpoints'"))
-            .await;
-        if ready.trim() != "1" {
-            tokio::time::sleep(Duration::from_millis(200)).await;
-            continue;
-        }
-        let covered = clickhouse
-            .query(&format!(
-                "SELECT sum(next) FROM (SELECT partition, max(next_offset) AS next FROM {database}._checkpoints GROUP BY partition)"
-            ))
-            .await;
-        if covered.trim().parse::<usize>().unwrap_or(0) >= log.len() {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out; covered {covered}; logs:\n{}",
-            cluster.logs()
-        );
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+    wait_until_checkpointed(&clickhouse, &database, log.len(), &mut cluster).await;
 
     let expected = analyze(&log, &[], &AnalyticsSettings::default());
     let mut differences = 0;

@@ -22,7 +22,7 @@ use serde_json::{Value, json};
 
 mod common;
 
-use common::{ClickHouse, Cluster, PARTITIONS, create_topic, required_env};
+use common::{Cluster, PARTITIONS, TestEnv, engine_config};
 
 /// Every message id in the topic, read back from the start of each partition. (High watermarks
 /// would be cheaper, but tansu 0.6 reports them behind the log end.)
@@ -81,32 +81,14 @@ fn generated_batch(request: usize, size: usize) -> Vec<Value> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn events_flow_from_http_to_clickhouse_exactly_once() {
-    let brokers = required_env("CLICKSTREAM_KAFKA_BROKERS");
-    let clickhouse = ClickHouse {
-        url: required_env("CLICKSTREAM_CLICKHOUSE_URL"),
-        http: reqwest::Client::new(),
-    };
-    let suffix = format!(
-        "{}_{}",
-        std::process::id(),
-        chrono::Utc::now().timestamp_millis()
-    );
-    let topic = format!("e2e_{suffix}");
-    let database = format!("e2e_{suffix}");
-    let dir = std::env::temp_dir().join(format!("clickstream-e2e-{suffix}"));
-    std::fs::create_dir_all(&dir).expect("temp dir");
-
-    create_topic(&brokers, &topic).await;
-    let config = dir.join("engine.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "epoch_ms = 200\n[kafka]\nbrokers = \"{brokers}\"\ntopic = \"{topic}\"\ncontrol_topic = \"{topic}_control\"\npartition_refresh_secs = 1\n\
-             [clickhouse]\nurl = \"{}\"\ndatabase = \"{database}\"\n",
-            clickhouse.url
-        ),
-    )
-    .expect("config");
+    let TestEnv {
+        brokers,
+        clickhouse,
+        topic,
+        database,
+        dir,
+    } = TestEnv::new("e2e").await;
+    let config = engine_config(&dir, &brokers, &topic, &clickhouse.url, &database);
     let mut cluster = Cluster::start(&dir, &config, 2);
 
     // The gateway, in-process, served over a real socket.

@@ -9,45 +9,23 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::{ClickHouse, Cluster, create_topic, required_env};
+use common::{ClickHouse, Cluster, TestEnv, engine_config, wait_until_checkpointed};
 use rdkafka::ClientConfig;
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use schemas::{Campaign, Event, EventKind, Page};
+use schemas::{Event, EventKind};
 
 const T0: i64 = 1_700_000_000_000;
 const MINUTE: i64 = 60_000;
 
 fn event(tenant: &str, id: &str, kind: EventKind, anonymous: &str, user: &str, time: i64) -> Event {
-    Event {
-        tenant: tenant.into(),
-        message_id: id.into(),
-        kind,
-        name: String::new(),
-        anonymous_id: anonymous.into(),
-        user_id: user.into(),
-        previous_id: String::new(),
-        group_id: String::new(),
-        timestamp_ms: time,
-        original_timestamp_ms: Some(time),
-        sent_at_ms: None,
-        received_at_ms: time + 1_000,
-        page: Page {
-            path: format!("/{id}"),
-            ..Page::default()
-        },
-        campaign: Campaign::default(),
-        ip: String::new(),
-        user_agent: String::new(),
-        is_bot: false,
-        locale: String::new(),
-        library: String::new(),
-        properties: vec![],
-        traits: vec![],
-        context: vec![],
-    }
+    let mut event = Event::new(tenant, id, kind, time);
+    event.anonymous_id = anonymous.into();
+    event.user_id = user.into();
+    event.received_at_ms = time + 1_000;
+    event.page.path = format!("/{id}");
+    event
 }
 
 fn page(tenant: &str, id: &str, anonymous: &str, time: i64) -> Event {
@@ -113,25 +91,7 @@ impl Harness {
 
     /// Waits until the checkpoints cover everything produced.
     async fn caught_up(&self, cluster: &mut Cluster) {
-        let deadline = Instant::now() + Duration::from_secs(120);
-        loop {
-            cluster.assert_running();
-            let ready = self.scalar("SELECT count() FROM system.tables WHERE database = '{db}' AND name = '_checkpoints'").await;
-            if ready == "1" {
-                let covered = self
-                    .scalar("SELECT sum(next) FROM (SELECT partition, max(next_offset) AS next FROM {db}._checkpoints GROUP BY partition)")
-                    .await;
-                if covered.parse::<usize>().unwrap_or(0) >= self.produced {
-                    return;
-                }
-            }
-            assert!(
-                Instant::now() < deadline,
-                "engine did not catch up; logs:\n{}",
-                cluster.logs()
-            );
-            tokio::time::sleep(Duration::from_millis(300)).await;
-        }
+        wait_until_checkpointed(&self.clickhouse, &self.database, self.produced, cluster).await;
     }
 
     /// Waits until `sql` returns `expected` (corrections arrive within an epoch or two).
@@ -153,42 +113,16 @@ impl Harness {
     }
 }
 
-fn write_config(
-    dir: &Path,
-    brokers: &str,
-    topic: &str,
-    clickhouse: &str,
-    database: &str,
-) -> std::path::PathBuf {
-    let file = dir.join("engine.toml");
-    std::fs::write(
-        &file,
-        format!(
-            "epoch_ms = 200\n[kafka]\nbrokers = \"{brokers}\"\ntopic = \"{topic}\"\ncontrol_topic = \"{topic}_control\"\n\
-             partition_refresh_secs = 1\n[clickhouse]\nurl = \"{clickhouse}\"\ndatabase = \"{database}\"\n"
-        ),
-    )
-    .expect("config");
-    file
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn identity_and_session_scenarios_through_clickhouse() {
-    let brokers = required_env("CLICKSTREAM_KAFKA_BROKERS");
-    let clickhouse = ClickHouse {
-        url: required_env("CLICKSTREAM_CLICKHOUSE_URL"),
-        http: reqwest::Client::new(),
-    };
-    let suffix = format!(
-        "{}_{}",
-        std::process::id(),
-        chrono::Utc::now().timestamp_millis()
-    );
-    let (topic, database) = (format!("scenarios_{suffix}"), format!("scenarios_{suffix}"));
-    let dir = std::env::temp_dir().join(format!("clickstream-scenarios-{suffix}"));
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    create_topic(&brokers, &topic).await;
-    let config = write_config(&dir, &brokers, &topic, &clickhouse.url, &database);
+    let TestEnv {
+        brokers,
+        clickhouse,
+        topic,
+        database,
+        dir,
+    } = TestEnv::new("scenarios").await;
+    let config = engine_config(&dir, &brokers, &topic, &clickhouse.url, &database);
     let producer: FutureProducer = ClientConfig::new()
         .set("bootstrap.servers", &brokers)
         .set("enable.idempotence", "true")

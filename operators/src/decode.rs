@@ -83,36 +83,22 @@ pub fn decode_record(record: SourceRecord) -> Result<Decoded, DeadLetter> {
 mod tests {
     use super::*;
     use proptest::prelude::*;
-    use schemas::{Campaign, EventKind, Page};
+    use schemas::EventKind;
     use std::sync::{Arc, Mutex};
     use timely::dataflow::operators::vec::Input;
     use timely::dataflow::operators::{Inspect, Probe};
 
     fn event(id: u32) -> Event {
-        Event {
-            tenant: "t".into(),
-            message_id: format!("m{id}"),
-            kind: EventKind::Track,
-            name: "e".into(),
-            anonymous_id: format!("a{}", id % 7),
-            user_id: String::new(),
-            previous_id: String::new(),
-            group_id: String::new(),
-            timestamp_ms: i64::from(id) * 1000,
-            original_timestamp_ms: None,
-            sent_at_ms: None,
-            received_at_ms: 0,
-            page: Page::default(),
-            campaign: Campaign::default(),
-            ip: String::new(),
-            user_agent: String::new(),
-            is_bot: false,
-            locale: String::new(),
-            library: String::new(),
-            properties: vec![],
-            traits: vec![],
-            context: vec![],
-        }
+        let mut event = Event::new(
+            "t",
+            &format!("m{id}"),
+            EventKind::Track,
+            i64::from(id) * 1000,
+        );
+        event.name = "e".into();
+        event.anonymous_id = format!("a{}", id % 7);
+        event.received_at_ms = 0;
+        event
     }
 
     /// The oracle: what each record must become, computed without a dataflow.

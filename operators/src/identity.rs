@@ -24,7 +24,7 @@ use differential_dataflow::lattice::Lattice;
 use timely::order::TotalOrder;
 use timely::progress::Timestamp;
 
-use crate::model::{IdKind, IdentityClaim, Link, Node, Person};
+use crate::model::{IdentityClaim, Link, Node, Person};
 
 /// Which tenants allow `identify` to merge two known users.
 #[derive(Debug, Clone, Default)]
@@ -78,35 +78,15 @@ where
                     accepted.extend(users.into_iter().map(|user| (user.clone(), 1)));
                 },
             )
-            .map(|((tenant, anonymous_id), user_id)| Link {
-                a: Node {
-                    tenant: tenant.clone(),
-                    kind: IdKind::Anonymous,
-                    id: anonymous_id,
-                },
-                b: Node {
-                    tenant,
-                    kind: IdKind::User,
-                    id: user_id,
-                },
+            .map(|((tenant, anonymous_id), user_id)| {
+                Link::between(&tenant, &anonymous_id, &user_id)
             });
         let aliases = self.flat_map(|claim| match claim {
             IdentityClaim::Alias {
                 tenant,
                 previous_id,
                 user_id,
-            } => Some(Link {
-                a: Node {
-                    tenant: tenant.clone(),
-                    kind: IdKind::Anonymous,
-                    id: previous_id,
-                },
-                b: Node {
-                    tenant,
-                    kind: IdKind::User,
-                    id: user_id,
-                },
-            }),
+            } => Some(Link::between(&tenant, &previous_id, &user_id)),
             IdentityClaim::Identify { .. } => None,
         });
         let links = identifies
@@ -128,7 +108,8 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testing::run_collection;
+    use crate::model::IdKind;
+    use crate::testing::{insert_then_retract, run_collection};
     use proptest::prelude::*;
     use std::collections::{BTreeMap, HashMap};
 
@@ -189,7 +170,7 @@ mod tests {
                 }) => {
                     let claim = (*time_ms, message_id.clone(), user_id.clone());
                     if policy.allow_identify_merge.contains(tenant) {
-                        links.insert(link(tenant, anonymous_id, user_id));
+                        links.insert(Link::between(tenant, anonymous_id, user_id));
                     } else {
                         let entry = first_identify
                             .entry((tenant.clone(), anonymous_id.clone()))
@@ -204,13 +185,13 @@ mod tests {
                     previous_id,
                     user_id,
                 }) => {
-                    links.insert(link(tenant, previous_id, user_id));
+                    links.insert(Link::between(tenant, previous_id, user_id));
                 }
                 Input::Unlink(_) => {}
             }
         }
         for ((tenant, anonymous_id), (_, _, user_id)) in first_identify {
-            links.insert(link(&tenant, &anonymous_id, &user_id));
+            links.insert(Link::between(&tenant, &anonymous_id, &user_id));
         }
         for input in &present {
             if let Input::Unlink(unlinked) = input {
@@ -248,21 +229,6 @@ mod tests {
             .collect()
     }
 
-    fn link(tenant: &str, anonymous: &str, user: &str) -> Link {
-        Link {
-            a: Node {
-                tenant: tenant.into(),
-                kind: IdKind::Anonymous,
-                id: anonymous.into(),
-            },
-            b: Node {
-                tenant: tenant.into(),
-                kind: IdKind::User,
-                id: user.into(),
-            },
-        }
-    }
-
     fn identify(tenant: &str, time_ms: i64, anonymous: &str, user: &str) -> Input {
         Input::Claim(IdentityClaim::Identify {
             tenant: tenant.into(),
@@ -294,24 +260,13 @@ mod tests {
                 &format!("a{a}"),
                 &format!("u{u}")
             )),
-            (0u8..2, 0u8..8, 0u8..5).prop_map(|(t, a, u)| Input::Unlink(link(
+            (0u8..2, 0u8..8, 0u8..5).prop_map(|(t, a, u)| Input::Unlink(Link::between(
                 &format!("t{t}"),
                 &format!("a{a}"),
                 &format!("u{u}")
             ))),
         ];
-        proptest::collection::vec((claim, any::<bool>()), 0..40).prop_map(|items| {
-            // Some inputs are later retracted: insertions first, retractions after.
-            let mut updates: Vec<(Input, isize)> =
-                items.iter().map(|(input, _)| (input.clone(), 1)).collect();
-            updates.extend(
-                items
-                    .into_iter()
-                    .filter(|(_, retract)| *retract)
-                    .map(|(input, _)| (input, -1)),
-            );
-            updates
-        })
+        proptest::collection::vec((claim, any::<bool>()), 0..40).prop_map(insert_then_retract)
     }
 
     proptest! {
@@ -392,7 +347,7 @@ mod tests {
             vec![
                 (phone, 1),
                 (laptop, 1),
-                (Input::Unlink(link("t", "laptop", "carol")), 1),
+                (Input::Unlink(Link::between("t", "laptop", "carol")), 1),
             ],
             stitch(IdentityPolicy::default()),
         );

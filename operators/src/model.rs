@@ -114,6 +114,25 @@ pub struct Link {
     pub b: Node,
 }
 
+impl Link {
+    /// The link an identify or alias makes: an anonymous id (or `previousId`) to a user id.
+    /// Every producer of links builds them here, so an unmerge matches what identify made.
+    pub fn between(tenant: &str, anonymous_id: &str, user_id: &str) -> Link {
+        Link {
+            a: Node {
+                tenant: tenant.to_owned(),
+                kind: IdKind::Anonymous,
+                id: anonymous_id.to_owned(),
+            },
+            b: Node {
+                tenant: tenant.to_owned(),
+                kind: IdKind::User,
+                id: user_id.to_owned(),
+            },
+        }
+    }
+}
+
 /// A session: a person's events separated from the next by less than the inactivity gap.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct Session {

@@ -188,7 +188,6 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::IdKind;
     use crate::reference::{Results, analyze};
     use crate::testing::{event, run_collection};
     use proptest::prelude::*;
@@ -307,23 +306,8 @@ mod tests {
 
         fn unlink(&mut self, anonymous: &str, user: &str, diff: isize) -> &mut Self {
             self.records
-                .push((Input::Unlink(link("t", anonymous, user)), diff));
+                .push((Input::Unlink(Link::between("t", anonymous, user)), diff));
             self
-        }
-    }
-
-    fn link(tenant: &str, anonymous: &str, user: &str) -> Link {
-        Link {
-            a: Node {
-                tenant: tenant.into(),
-                kind: IdKind::Anonymous,
-                id: anonymous.into(),
-            },
-            b: Node {
-                tenant: tenant.into(),
-                kind: IdKind::User,
-                id: user.into(),
-            },
         }
     }
 
@@ -555,7 +539,11 @@ mod tests {
                 }
                 for (visitor, user) in unlinks {
                     log.records.push((
-                        Input::Unlink(link("t0", &format!("a{visitor}"), &format!("u{user}"))),
+                        Input::Unlink(Link::between(
+                            "t0",
+                            &format!("a{visitor}"),
+                            &format!("u{user}"),
+                        )),
                         1,
                     ));
                 }

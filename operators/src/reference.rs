@@ -9,8 +9,8 @@ use schemas::EventKind;
 
 use crate::Decoded;
 use crate::model::{
-    AggRow, Enriched, IdKind, IdentityClaim, Link, Metric, Node, Person, Session, SharedEvent,
-    event_label, minute_of,
+    AggRow, Enriched, IdentityClaim, Link, Metric, Node, Person, Session, SharedEvent, event_label,
+    minute_of,
 };
 use crate::pipeline::{AnalyticsSettings, is_late};
 use crate::sessionize::{is_activity, sessions_of};
@@ -59,18 +59,6 @@ pub fn analyze(log: &[Decoded], unlinks: &[Link], settings: &AnalyticsSettings) 
     // Identity: links, then components by union-find.
     let mut first_identify: HashMap<(String, String), (i64, String, String)> = HashMap::new();
     let mut links: HashSet<Link> = HashSet::new();
-    let link = |tenant: &str, anonymous: &str, user: &str| Link {
-        a: Node {
-            tenant: tenant.to_owned(),
-            kind: IdKind::Anonymous,
-            id: anonymous.to_owned(),
-        },
-        b: Node {
-            tenant: tenant.to_owned(),
-            kind: IdKind::User,
-            id: user.to_owned(),
-        },
-    };
     for event in &events {
         match IdentityClaim::of_event(event) {
             Some(IdentityClaim::Identify {
@@ -81,7 +69,7 @@ pub fn analyze(log: &[Decoded], unlinks: &[Link], settings: &AnalyticsSettings) 
                 user_id,
             }) => {
                 if settings.identity.allow_identify_merge.contains(&tenant) {
-                    links.insert(link(&tenant, &anonymous_id, &user_id));
+                    links.insert(Link::between(&tenant, &anonymous_id, &user_id));
                 } else {
                     let claim = (time_ms, message_id, user_id);
                     let entry = first_identify
@@ -97,13 +85,13 @@ pub fn analyze(log: &[Decoded], unlinks: &[Link], settings: &AnalyticsSettings) 
                 previous_id,
                 user_id,
             }) => {
-                links.insert(link(&tenant, &previous_id, &user_id));
+                links.insert(Link::between(&tenant, &previous_id, &user_id));
             }
             None => {}
         }
     }
     for ((tenant, anonymous_id), (_, _, user_id)) in first_identify {
-        links.insert(link(&tenant, &anonymous_id, &user_id));
+        links.insert(Link::between(&tenant, &anonymous_id, &user_id));
     }
     for unlinked in unlinks {
         links.remove(unlinked);
@@ -152,12 +140,21 @@ pub fn analyze(log: &[Decoded], unlinks: &[Link], settings: &AnalyticsSettings) 
         results.sessions.extend(sessions);
     }
 
-    // Aggregates.
+    results.aggregates = aggregates(&results.events, &results.sessions);
+    results
+}
+
+/// Per-minute aggregates of enriched events and sessions, counted the obvious way. Repeated
+/// items count repeatedly.
+pub fn aggregates<'a>(
+    events: impl IntoIterator<Item = &'a Enriched>,
+    sessions: impl IntoIterator<Item = &'a Session>,
+) -> BTreeSet<AggRow> {
     let mut sums: BTreeMap<(String, i64, Metric, String), i64> = BTreeMap::new();
     let mut distinct: BTreeMap<(String, i64, Metric), HashSet<String>> = BTreeMap::new();
     for Enriched {
         event, person_id, ..
-    } in &results.events
+    } in events
     {
         let (tenant, minute) = (event.tenant.clone(), minute_of(event.timestamp_ms));
         *sums
@@ -184,7 +181,7 @@ pub fn analyze(log: &[Decoded], unlinks: &[Link], settings: &AnalyticsSettings) 
                 .insert(person_id.clone());
         }
     }
-    for session in &results.sessions {
+    for session in sessions {
         let key = |metric| {
             (
                 session.tenant.clone(),
@@ -199,19 +196,19 @@ pub fn analyze(log: &[Decoded], unlinks: &[Link], settings: &AnalyticsSettings) 
         }
         *sums.entry(key(Metric::SessionDurationMs)).or_default() += session.duration_ms();
     }
-    for ((tenant, minute_ms, metric, dimension), value) in sums {
-        if value != 0 {
-            results.aggregates.insert(AggRow {
-                tenant,
-                minute_ms,
-                metric,
-                dimension,
-                value,
-            });
-        }
-    }
+    let mut rows: BTreeSet<AggRow> = sums
+        .into_iter()
+        .filter(|(_, value)| *value != 0)
+        .map(|((tenant, minute_ms, metric, dimension), value)| AggRow {
+            tenant,
+            minute_ms,
+            metric,
+            dimension,
+            value,
+        })
+        .collect();
     for ((tenant, minute_ms, metric), members) in distinct {
-        results.aggregates.insert(AggRow {
+        rows.insert(AggRow {
             tenant,
             minute_ms,
             metric,
@@ -219,5 +216,5 @@ pub fn analyze(log: &[Decoded], unlinks: &[Link], settings: &AnalyticsSettings) 
             value: members.len() as i64,
         });
     }
-    results
+    rows
 }

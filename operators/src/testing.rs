@@ -5,76 +5,45 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
 use differential_dataflow::{AsCollection, VecCollection};
-use schemas::{Campaign, Event, EventKind, Page};
+use schemas::{Event, EventKind};
 use timely::dataflow::StreamVec;
 use timely::dataflow::operators::vec::Input;
 use timely::dataflow::operators::{Inspect, Probe};
 
 /// A page view of `anonymous_id` at `time_ms`, received when it happened.
 pub fn event(tenant: &str, message_id: &str, anonymous_id: &str, time_ms: i64) -> Event {
-    Event {
-        tenant: tenant.into(),
-        message_id: message_id.into(),
-        kind: EventKind::Page,
-        name: String::new(),
-        anonymous_id: anonymous_id.into(),
-        user_id: String::new(),
-        previous_id: String::new(),
-        group_id: String::new(),
-        timestamp_ms: time_ms,
-        original_timestamp_ms: Some(time_ms),
-        sent_at_ms: None,
-        received_at_ms: time_ms,
-        page: Page {
-            path: "/".into(),
-            ..Page::default()
-        },
-        campaign: Campaign::default(),
-        ip: String::new(),
-        user_agent: String::new(),
-        is_bot: false,
-        locale: String::new(),
-        library: String::new(),
-        properties: vec![],
-        traits: vec![],
-        context: vec![],
-    }
+    let mut event = Event::new(tenant, message_id, EventKind::Page, time_ms);
+    event.anonymous_id = anonymous_id.into();
+    event.page.path = "/".into();
+    event
 }
 
-/// Runs `build` on a stream of `input` and returns everything it emits.
+/// Test inputs that insert every item and then retract the marked ones, as corrections do.
+pub fn insert_then_retract<D: Clone>(items: Vec<(D, bool)>) -> Vec<(D, isize)> {
+    let mut updates: Vec<(D, isize)> = items.iter().map(|(item, _)| (item.clone(), 1)).collect();
+    updates.extend(
+        items
+            .into_iter()
+            .filter(|(_, retract)| *retract)
+            .map(|(item, _)| (item, -1)),
+    );
+    updates
+}
+
+/// Runs `build` on a stream of `input`, record `i` at epoch `i / epoch_len`, and returns
+/// everything it emits.
 pub fn run_stream<D, O, F>(workers: usize, epoch_len: usize, input: Vec<D>, build: F) -> Vec<O>
 where
     D: timely::ExchangeData + Clone + Sync,
     O: timely::ExchangeData + Clone,
     F: for<'s> Fn(StreamVec<'s, u64, D>) -> StreamVec<'s, u64, O> + Send + Sync + 'static,
 {
-    let output = Arc::new(Mutex::new(Vec::new()));
-    let input = Arc::new(input);
-    let sink = output.clone();
-    timely::execute(timely::Config::process(workers), move |worker| {
-        let sink = sink.clone();
-        let (mut handle, probe) = worker.dataflow::<u64, _, _>(|scope| {
-            let (handle, stream) = scope.new_input::<D>();
-            let probe = build(stream)
-                .inspect(move |datum| sink.lock().expect("lock").push(datum.clone()))
-                .probe()
-                .0;
-            (handle, probe)
-        });
-        let (index, peers) = (worker.index(), worker.peers());
-        for (position, datum) in input.iter().enumerate() {
-            handle.advance_to((position / epoch_len.max(1)) as u64);
-            if position % peers == index {
-                handle.send(datum.clone());
-            }
-        }
-        handle.close();
-        while !probe.done() {
-            worker.step();
-        }
-    })
-    .expect("dataflow");
-    std::mem::take(&mut *output.lock().expect("lock"))
+    let timed = input
+        .into_iter()
+        .enumerate()
+        .map(|(position, datum)| (datum, (position / epoch_len.max(1)) as u64))
+        .collect();
+    run_at(workers, timed, build)
 }
 
 /// Runs `build` on a collection of `input` updates and returns the final collection
@@ -117,7 +86,11 @@ where
         + Sync
         + 'static,
 {
-    let updates = run_stream_timed(
+    let timed = timed
+        .into_iter()
+        .map(|update| (update.clone(), update.1))
+        .collect();
+    let updates = run_at(
         workers,
         timed,
         move |stream: StreamVec<'_, u64, (D, u64, isize)>| build(stream.as_collection()).inner,
@@ -139,15 +112,13 @@ where
     state
 }
 
-/// Feeds `(datum, epoch, diff)` updates at their epochs; returns everything `build` emits.
-fn run_stream_timed<D, O, F>(workers: usize, timed: Vec<(D, u64, isize)>, build: F) -> Vec<O>
+/// Feeds each record at its (non-decreasing) epoch, spread over workers round-robin, and
+/// returns everything `build` emits.
+fn run_at<D, O, F>(workers: usize, timed: Vec<(D, u64)>, build: F) -> Vec<O>
 where
     D: timely::ExchangeData + Clone + Sync,
     O: timely::ExchangeData + Clone,
-    F: for<'s> Fn(StreamVec<'s, u64, (D, u64, isize)>) -> StreamVec<'s, u64, O>
-        + Send
-        + Sync
-        + 'static,
+    F: for<'s> Fn(StreamVec<'s, u64, D>) -> StreamVec<'s, u64, O> + Send + Sync + 'static,
 {
     let output = Arc::new(Mutex::new(Vec::new()));
     let input = Arc::new(timed);
@@ -155,7 +126,7 @@ where
     timely::execute(timely::Config::process(workers), move |worker| {
         let sink = sink.clone();
         let (mut handle, probe) = worker.dataflow::<u64, _, _>(|scope| {
-            let (handle, stream) = scope.new_input::<(D, u64, isize)>();
+            let (handle, stream) = scope.new_input::<D>();
             let probe = build(stream)
                 .inspect(move |datum| sink.lock().expect("lock").push(datum.clone()))
                 .probe()
@@ -163,10 +134,10 @@ where
             (handle, probe)
         });
         let (index, peers) = (worker.index(), worker.peers());
-        for (position, update) in input.iter().enumerate() {
-            handle.advance_to(update.1);
+        for (position, (datum, epoch)) in input.iter().enumerate() {
+            handle.advance_to(*epoch);
             if position % peers == index {
-                handle.send(update.clone());
+                handle.send(datum.clone());
             }
         }
         handle.close();

@@ -262,9 +262,9 @@ impl<'s, T: Timestamp + TotalOrder> WindowAggregate<'s, T>
 mod tests {
     use super::*;
     use crate::model::SharedEvent;
-    use crate::testing::{event, run_collection};
+    use crate::testing::{event, insert_then_retract, run_collection};
     use proptest::prelude::*;
-    use std::collections::{BTreeMap, BTreeSet};
+    use std::collections::BTreeMap;
     use std::sync::Arc;
 
     #[derive(
@@ -289,94 +289,28 @@ mod tests {
         events.window_aggregate(sessions, SessionSettings::default())
     }
 
-    /// The oracle: group the final inputs by window and count, the obvious way.
+    /// The oracle: the final inputs, counted by the reference.
     fn oracle(input: &[(Input, isize)]) -> BTreeMap<AggRow, isize> {
         let mut counts: BTreeMap<Input, isize> = BTreeMap::new();
         for (datum, diff) in input {
             *counts.entry(datum.clone()).or_default() += diff;
         }
-        let mut sums: BTreeMap<(String, i64, Metric, String), i64> = BTreeMap::new();
-        let mut distinct: BTreeMap<(String, i64, Metric), BTreeSet<String>> = BTreeMap::new();
-        for (datum, count) in counts {
-            for _ in 0..count.max(0) {
-                match &datum {
-                    Input::Event(Enriched {
-                        event, person_id, ..
-                    }) => {
-                        let minute = minute_of(event.timestamp_ms);
-                        let tenant = event.tenant.clone();
-                        *sums
-                            .entry((tenant.clone(), minute, Metric::Events, event_label(event)))
-                            .or_default() += 1;
-                        if event.kind == EventKind::Page {
-                            *sums
-                                .entry((
-                                    tenant.clone(),
-                                    minute,
-                                    Metric::PageViews,
-                                    event.page.path.clone(),
-                                ))
-                                .or_default() += 1;
-                        }
-                        if is_activity(event.kind) {
-                            distinct
-                                .entry((tenant.clone(), minute, Metric::UniqueVisitors))
-                                .or_default()
-                                .insert(event.visitor_id().to_owned());
-                            distinct
-                                .entry((tenant, minute, Metric::UniquePersons))
-                                .or_default()
-                                .insert(person_id.clone());
-                        }
-                    }
-                    Input::Session(session) => {
-                        let key = |metric| {
-                            (
-                                session.tenant.clone(),
-                                minute_of(session.start_ms),
-                                metric,
-                                String::new(),
-                            )
-                        };
-                        *sums.entry(key(Metric::SessionsStarted)).or_default() += 1;
-                        if session.page_views == 1 {
-                            *sums.entry(key(Metric::Bounces)).or_default() += 1;
-                        }
-                        *sums.entry(key(Metric::SessionDurationMs)).or_default() +=
-                            session.end_ms - session.start_ms;
-                    }
-                }
-            }
-        }
-        let mut rows: BTreeMap<AggRow, isize> = sums
-            .into_iter()
-            .filter(|(_, value)| *value != 0)
-            .map(|((tenant, minute_ms, metric, dimension), value)| {
-                (
-                    AggRow {
-                        tenant,
-                        minute_ms,
-                        metric,
-                        dimension,
-                        value,
-                    },
-                    1,
-                )
-            })
+        let present: Vec<&Input> = counts
+            .iter()
+            .flat_map(|(datum, count)| std::iter::repeat_n(datum, (*count).max(0) as usize))
             .collect();
-        for ((tenant, minute_ms, metric), members) in distinct {
-            rows.insert(
-                AggRow {
-                    tenant,
-                    minute_ms,
-                    metric,
-                    dimension: String::new(),
-                    value: members.len() as i64,
-                },
-                1,
-            );
-        }
-        rows
+        let events = present.iter().filter_map(|i| match i {
+            Input::Event(e) => Some(e),
+            Input::Session(_) => None,
+        });
+        let sessions = present.iter().filter_map(|i| match i {
+            Input::Session(s) => Some(s),
+            Input::Event(_) => None,
+        });
+        crate::reference::aggregates(events, sessions)
+            .into_iter()
+            .map(|row| (row, 1))
+            .collect()
     }
 
     fn arb_input() -> impl Strategy<Value = Vec<(Input, isize)>> {
@@ -429,18 +363,7 @@ mod tests {
                 }
             ),
         ];
-        proptest::collection::vec((item, any::<bool>()), 0..80).prop_map(|items| {
-            // Insert everything, then retract some (as merges and re-attributions do).
-            let mut updates: Vec<(Input, isize)> =
-                items.iter().map(|(input, _)| (input.clone(), 1)).collect();
-            updates.extend(
-                items
-                    .into_iter()
-                    .filter(|(_, retract)| *retract)
-                    .map(|(input, _)| (input, -1)),
-            );
-            updates
-        })
+        proptest::collection::vec((item, any::<bool>()), 0..80).prop_map(insert_then_retract)
     }
 
     proptest! {

@@ -162,6 +162,35 @@ pub struct Event {
 }
 
 impl Event {
+    /// An event with the given identity and time and every other field empty (received when
+    /// it happened): the starting point for generators and tests.
+    pub fn new(tenant: &str, message_id: &str, kind: EventKind, timestamp_ms: i64) -> Event {
+        Event {
+            tenant: tenant.to_owned(),
+            message_id: message_id.to_owned(),
+            kind,
+            name: String::new(),
+            anonymous_id: String::new(),
+            user_id: String::new(),
+            previous_id: String::new(),
+            group_id: String::new(),
+            timestamp_ms,
+            original_timestamp_ms: Some(timestamp_ms),
+            sent_at_ms: None,
+            received_at_ms: timestamp_ms,
+            page: Page::default(),
+            campaign: Campaign::default(),
+            ip: String::new(),
+            user_agent: String::new(),
+            is_bot: false,
+            locale: String::new(),
+            library: String::new(),
+            properties: vec![],
+            traits: vec![],
+            context: vec![],
+        }
+    }
+
     /// The id that keys the visitor: `anonymous_id`, or `user_id` for server-side events that
     /// carry no anonymous id. Kafka partitions by it so one visitor's events stay in order.
     pub fn visitor_id(&self) -> &str {

@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use differential_dataflow::{AsCollection, VecCollection};
-use operators::{IdKind, Link, Node};
+use operators::Link;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
@@ -37,21 +37,6 @@ pub fn control_consumer(config: &KafkaConfig) -> Result<BaseConsumer, KafkaError
     assignment.add_partition_offset(&config.control_topic, 0, Offset::Beginning)?;
     consumer.assign(&assignment)?;
     Ok(consumer)
-}
-
-fn link(tenant: String, anonymous_id: String, user_id: String) -> Link {
-    Link {
-        a: Node {
-            tenant: tenant.clone(),
-            kind: IdKind::Anonymous,
-            id: anonymous_id,
-        },
-        b: Node {
-            tenant,
-            kind: IdKind::User,
-            id: user_id,
-        },
-    }
 }
 
 /// The unlinks collection. `consumer` is `None` on every worker but the one that reads.
@@ -90,14 +75,14 @@ pub fn control_source<'s>(
                 let parsed = message.payload().map(serde_json::from_slice::<ControlMessage>);
                 match parsed {
                     Some(Ok(ControlMessage::Unmerge { tenant, anonymous_id, user_id })) => {
-                        let link = link(tenant, anonymous_id, user_id);
+                        let link = Link::between(&tenant, &anonymous_id, &user_id);
                         tracing::info!(?link, offset = message.offset(), "unmerge");
                         if unlinked.insert(link.clone()) {
                             session.give((link, time, 1isize));
                         }
                     }
                     Some(Ok(ControlMessage::Remerge { tenant, anonymous_id, user_id })) => {
-                        let link = link(tenant, anonymous_id, user_id);
+                        let link = Link::between(&tenant, &anonymous_id, &user_id);
                         tracing::info!(?link, offset = message.offset(), "remerge");
                         if unlinked.remove(&link) {
                             session.give((link, time, -1isize));

@@ -151,3 +151,102 @@ pub async fn create_topic(brokers: &str, topic: &str) {
         result.unwrap_or_else(|(name, code)| panic!("cannot create topic {name}: {code:?}"));
     }
 }
+
+/// Writes an engine configuration for a test's own topic (and control topic) and database.
+pub fn engine_config(
+    dir: &Path,
+    brokers: &str,
+    topic: &str,
+    clickhouse_url: &str,
+    database: &str,
+) -> PathBuf {
+    let file = dir.join("engine.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "epoch_ms = 200\n[kafka]\nbrokers = \"{brokers}\"\ntopic = \"{topic}\"\ncontrol_topic = \"{topic}_control\"\n\
+             partition_refresh_secs = 1\n[clickhouse]\nurl = \"{clickhouse_url}\"\ndatabase = \"{database}\"\n"
+        ),
+    )
+    .expect("engine config");
+    file
+}
+
+/// Records covered by the newest checkpoint of each partition; `None` before the engine has
+/// created its tables.
+pub async fn checkpointed_records(clickhouse: &ClickHouse, database: &str) -> Option<usize> {
+    let ready = clickhouse
+        .query(&format!("SELECT count() FROM system.tables WHERE database = '{database}' AND name = '_checkpoints'"))
+        .await;
+    if ready.trim() != "1" {
+        return None;
+    }
+    let covered = clickhouse
+        .query(&format!(
+            "SELECT sum(next) FROM (SELECT partition, max(next_offset) AS next FROM {database}._checkpoints GROUP BY partition)"
+        ))
+        .await;
+    Some(covered.trim().parse().unwrap_or(0))
+}
+
+/// Waits until checkpoints cover `records` records: every sink has written everything.
+pub async fn wait_until_checkpointed(
+    clickhouse: &ClickHouse,
+    database: &str,
+    records: usize,
+    cluster: &mut Cluster,
+) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(180);
+    loop {
+        cluster.assert_running();
+        if checkpointed_records(clickhouse, database)
+            .await
+            .is_some_and(|covered| covered >= records)
+        {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "engine did not catch up with {records} records; logs:\n{}",
+            cluster.logs()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
+}
+
+/// What every end-to-end test starts from: the servers, and a topic, a database and a
+/// temporary directory of its own (so tests can run in parallel).
+pub struct TestEnv {
+    pub brokers: String,
+    pub clickhouse: ClickHouse,
+    pub topic: String,
+    pub database: String,
+    pub dir: PathBuf,
+}
+
+impl TestEnv {
+    /// Fails (never skips) when the servers are not configured.
+    pub async fn new(name: &str) -> TestEnv {
+        let brokers = required_env("CLICKSTREAM_KAFKA_BROKERS");
+        let clickhouse = ClickHouse {
+            url: required_env("CLICKSTREAM_CLICKHOUSE_URL"),
+            http: reqwest::Client::new(),
+        };
+        let suffix = format!(
+            "{}_{}",
+            std::process::id(),
+            chrono::Utc::now().timestamp_millis()
+        );
+        let (topic, database) = (format!("{name}_{suffix}"), format!("{name}_{suffix}"));
+        let dir = std::env::temp_dir().join(format!("clickstream-{name}-{suffix}"));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        create_topic(&brokers, &topic).await;
+        TestEnv {
+            brokers,
+            clickhouse,
+            topic,
+            database,
+            dir,
+        }
+    }
+}
