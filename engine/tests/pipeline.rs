@@ -13,11 +13,11 @@ use std::time::{Duration, Instant};
 
 use ingest_gateway::kafka::{EventProducer, KafkaConfig};
 use ingest_gateway::segment::Limits;
-use ingest_gateway::tenants::Tenants;
 use ingest_gateway::{AppState, router};
 use rdkafka::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{Message, Offset, TopicPartitionList};
+use schemas::tenants::Tenants;
 use serde_json::{Value, json};
 
 mod common;

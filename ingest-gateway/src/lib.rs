@@ -9,7 +9,6 @@ pub mod error;
 pub mod kafka;
 pub mod metrics;
 pub mod segment;
-pub mod tenants;
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -31,8 +30,8 @@ use tower_http::cors::{Any, CorsLayer};
 pub use error::ApiError;
 use kafka::{EventProducer, ProduceError};
 use metrics::{Metrics, RequestLabels};
+use schemas::tenants::{Tenant, Tenants};
 use segment::{BatchDefaults, FieldIssue, Limits, RequestMeta};
-use tenants::{Tenant, Tenants};
 
 /// Everything a request handler needs.
 #[derive(Debug)]

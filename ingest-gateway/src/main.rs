@@ -10,8 +10,8 @@ use anyhow::Context as _;
 use clap::Parser;
 use clickstream_ingest_gateway::kafka::{EventProducer, KafkaConfig};
 use clickstream_ingest_gateway::segment::Limits;
-use clickstream_ingest_gateway::tenants::Tenants;
 use clickstream_ingest_gateway::{AppState, router};
+use schemas::tenants::Tenants;
 
 /// Segment-compatible event ingestion into Kafka.
 #[derive(Debug, Parser)]

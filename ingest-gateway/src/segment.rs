@@ -12,7 +12,7 @@ use schemas::{Campaign, Event, EventKind, Page};
 use serde::Serialize;
 use serde_json::{Map, Value};
 
-use crate::tenants::Tenant;
+use schemas::tenants::Tenant;
 
 /// Segment's documented limits.
 #[derive(Debug, Clone, Copy)]

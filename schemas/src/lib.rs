@@ -7,6 +7,7 @@
 
 pub mod ddl;
 pub mod event;
+pub mod tenants;
 pub mod wire;
 
 pub use event::{Campaign, ControlMessage, Event, EventKind, Page, SourceRecord};

@@ -60,10 +60,11 @@ struct TenantsFile {
     tenants: Vec<Tenant>,
 }
 
-/// Write-key lookup.
+/// Key lookup: write keys (ingestion) and read keys (queries) to their tenant.
 #[derive(Debug, Clone, Default)]
 pub struct Tenants {
     by_write_key: HashMap<String, Arc<Tenant>>,
+    by_read_key: HashMap<String, Arc<Tenant>>,
 }
 
 impl Tenants {
@@ -86,8 +87,10 @@ impl Tenants {
     pub fn new(tenants: Vec<Tenant>) -> Result<Tenants, TenantsError> {
         let mut ids = std::collections::HashSet::new();
         let mut by_write_key = HashMap::new();
+        let mut by_read_key = HashMap::new();
+        let mut all = Vec::new();
         for tenant in tenants {
-            if !schemas::ddl::is_valid_identifier(&tenant.id) {
+            if !crate::ddl::is_valid_identifier(&tenant.id) {
                 return Err(TenantsError::Invalid(format!(
                     "tenant id {:?} must be letters, digits and underscores",
                     tenant.id
@@ -100,6 +103,7 @@ impl Tenants {
                 )));
             }
             let tenant = Arc::new(tenant);
+            all.push(tenant.clone());
             for key in &tenant.write_keys {
                 if key.is_empty() {
                     return Err(TenantsError::Invalid(format!(
@@ -115,12 +119,35 @@ impl Tenants {
                 }
             }
         }
-        Ok(Tenants { by_write_key })
+        // Read keys after all write keys, so that a read key equal to any tenant's write key
+        // is caught: write keys ship in browser code, a read key must never be one.
+        for tenant in all {
+            for key in &tenant.read_keys {
+                if key.is_empty()
+                    || by_write_key.contains_key(key)
+                    || by_read_key.insert(key.clone(), tenant.clone()).is_some()
+                {
+                    return Err(TenantsError::Invalid(format!(
+                        "read key of tenant {:?} is empty, reused, or also a write key",
+                        tenant.id
+                    )));
+                }
+            }
+        }
+        Ok(Tenants {
+            by_write_key,
+            by_read_key,
+        })
     }
 
     /// The tenant a write key belongs to.
     pub fn by_write_key(&self, key: &str) -> Option<&Arc<Tenant>> {
         self.by_write_key.get(key)
+    }
+
+    /// The tenant a read key belongs to.
+    pub fn by_read_key(&self, key: &str) -> Option<&Arc<Tenant>> {
+        self.by_read_key.get(key)
     }
 }
 
@@ -146,6 +173,22 @@ mod tests {
         assert!(tenants.by_write_key("k2").unwrap().anonymize_ip);
         assert!(!tenants.by_write_key("k3").unwrap().anonymize_ip);
         assert!(tenants.by_write_key("nope").is_none());
+        assert!(
+            tenants.by_read_key("k1").is_none(),
+            "write keys do not read"
+        );
+    }
+
+    #[test]
+    fn read_keys_are_separate_from_write_keys() {
+        let tenants =
+            Tenants::parse("[[tenants]]\nid='a'\nwrite_keys=['w']\nread_keys=['r']\n").unwrap();
+        assert_eq!(tenants.by_read_key("r").unwrap().id, "a");
+        let reused = "[[tenants]]\nid='a'\nwrite_keys=['k']\nread_keys=['k']\n";
+        assert!(matches!(
+            Tenants::parse(reused),
+            Err(TenantsError::Invalid(_))
+        ));
     }
 
     #[test]
