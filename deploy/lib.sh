@@ -72,8 +72,10 @@ ensure_tansu() {
     fi
 }
 
+# A server already answering on a port is reused, whoever started it (another checkout, an
+# earlier run whose pid file is gone): starting a second one would only fail on the port.
 start_clickhouse() {
-    if running clickhouse && curl -fsS "$CLICKSTREAM_CLICKHOUSE_URL/ping" >/dev/null 2>&1; then
+    if curl -fsS "$CLICKSTREAM_CLICKHOUSE_URL/ping" >/dev/null 2>&1; then
         return
     fi
     local dir="$STATE_DIR/clickhouse"
@@ -118,7 +120,7 @@ XML
 }
 
 start_redis() {
-    if running redis && port_open "$REDIS_PORT"; then
+    if port_open "$REDIS_PORT"; then
         return
     fi
     mkdir -p "$STATE_DIR/redis"
@@ -129,8 +131,9 @@ start_redis() {
     wait_for Redis 20 "$LOG_DIR/redis.log" port_open "$REDIS_PORT"
 }
 
+FRESH_BROKER=0
 start_kafka() {
-    if running tansu && port_open "$KAFKA_PORT"; then
+    if port_open "$KAFKA_PORT"; then
         return
     fi
     ensure_tansu
@@ -142,6 +145,8 @@ start_kafka() {
         >"$LOG_DIR/tansu.log" 2>&1 &
     echo $! >"$PID_DIR/tansu.pid"
     wait_for tansu 30 "$LOG_DIR/tansu.log" port_open "$KAFKA_PORT"
+    # tansu keeps topics in memory: this broker starts empty.
+    FRESH_BROKER=1
 }
 
 # Installs what is missing and starts ClickHouse, Redis and the broker (idempotent).

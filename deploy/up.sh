@@ -9,6 +9,12 @@ INGEST_PORT="${CLICKSTREAM_INGEST_PORT:-18080}"
 DEMO_RATE="${CLICKSTREAM_DEMO_RATE:-30}"
 
 servers_up
+if [[ "$FRESH_BROKER" == 1 ]]; then
+    # The new broker's topics are empty, so offsets checkpointed against the old ones mean
+    # nothing: forget them (the engine recreates the table), keep every table of results.
+    curl -fsS "$CLICKSTREAM_CLICKHOUSE_URL" --data-binary "DROP TABLE IF EXISTS clickstream._checkpoints" >/dev/null
+    log "fresh broker: cleared the engine's checkpoints"
+fi
 
 log "building release binaries (first build takes a few minutes)"
 (cd "$ROOT" && cargo build --release --quiet -p clickstream-engine -p clickstream-ingest-gateway -p clickstream-benches)

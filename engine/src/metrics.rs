@@ -127,6 +127,16 @@ impl Default for Metrics {
             "Records held for epochs not yet written",
             metrics.pending_records.clone(),
         );
+        registry.register(
+            "clickstream_engine_late_events",
+            "Events later than the lateness horizon (stored, not applied to state)",
+            metrics.late_events.clone(),
+        );
+        registry.register(
+            "clickstream_engine_state_entries",
+            "Live state entries by kind and worker",
+            metrics.state_entries.clone(),
+        );
         Metrics {
             registry,
             ..metrics
@@ -142,6 +152,20 @@ impl Metrics {
         let _ = prometheus_client::encoding::text::encode(&mut text, &self.registry);
         text
     }
+
+    /// Every metric this process exports, by name (for tests and dashboards).
+    pub const NAMES: [&'static str; 10] = [
+        "clickstream_engine_records_consumed_total",
+        "clickstream_engine_dead_letters_total",
+        "clickstream_engine_events_written_total",
+        "clickstream_engine_sink_failures_total",
+        "clickstream_engine_sink_write_duration_seconds",
+        "clickstream_engine_checkpoints_total",
+        "clickstream_engine_source_errors_total",
+        "clickstream_engine_pending_records",
+        "clickstream_engine_late_events_total",
+        "clickstream_engine_state_entries",
+    ];
 
     /// `/metrics` and `/healthz`.
     pub fn router(self: Arc<Self>) -> Router {
@@ -163,5 +187,23 @@ impl Metrics {
                 }),
             )
             .route("/healthz", get(|| async { "ok" }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_metric_is_exported() {
+        let metrics = Metrics::default();
+        metrics.record_state(0, &operators::StateGauges::default());
+        let text = metrics.render();
+        for name in Metrics::NAMES {
+            assert!(
+                text.contains(&format!("\n{name}")),
+                "{name} is not exported:\n{text}"
+            );
+        }
     }
 }

@@ -1,1 +1,166 @@
+//! The query gateway: the dashboard's REST API over ClickHouse, scoped by read key.
+//!
+//! [`router`] builds the whole HTTP surface from an [`AppState`], so tests drive it in-process
+//! exactly as `main` serves it.
+#![warn(missing_docs)]
 
+pub mod error;
+pub mod params;
+pub mod queries;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use schemas::tenants::{Tenant, Tenants};
+use serde_json::{Value, json};
+
+pub use error::ApiError;
+use params::Params;
+
+/// Everything a handler needs.
+#[derive(Debug)]
+pub struct AppState {
+    /// Read-key lookup.
+    pub tenants: Tenants,
+    /// ClickHouse, with the pipeline's database selected.
+    pub clickhouse: clickhouse::Client,
+}
+
+/// The API's paths, as in the OpenAPI document (a test keeps the two equal).
+pub const API_PATHS: [&str; 3] = ["/api/overview", "/api/timeseries", "/api/top/{kind}"];
+
+/// The OpenAPI document served at `/openapi.json`.
+pub const OPENAPI: &str = include_str!("openapi.json");
+
+/// The complete HTTP surface.
+pub fn router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route(API_PATHS[0], get(overview))
+        .route(API_PATHS[1], get(timeseries))
+        .route(API_PATHS[2], get(top))
+        .route(
+            "/openapi.json",
+            get(|| async { ([(header::CONTENT_TYPE, "application/json")], OPENAPI) }),
+        )
+        .route("/healthz", get(|| async { "ok" }))
+        .fallback(|| async { ApiError::NotFound })
+        .with_state(state)
+}
+
+/// The tenant of the request's `Authorization: Bearer <read key>`.
+fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<Arc<Tenant>, ApiError> {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.strip_prefix("Bearer "))
+        .and_then(|key| state.tenants.by_read_key(key.trim()))
+        .cloned()
+        .ok_or(ApiError::Unauthorized)
+}
+
+fn now() -> i64 {
+    chrono::Utc::now().timestamp()
+}
+
+fn respond(result: Result<Value, ApiError>) -> Response {
+    match result {
+        Ok(body) => Json(body).into_response(),
+        Err(error) => error.into_response(),
+    }
+}
+
+fn ratio(part: f64, whole: f64) -> Option<f64> {
+    (whole > 0.0).then(|| part / whole)
+}
+
+async fn overview(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Query(raw): Query<HashMap<String, String>>,
+) -> Response {
+    respond(
+        async {
+            let tenant = authenticate(&state, &headers)?;
+            let params = Params::new(raw, now())?;
+            let (range, filters) = (params.range()?, params.filters());
+            let mut periods = Vec::new();
+            for period in [range, range.previous()] {
+                let events = queries::event_totals(&state.clickhouse, &tenant.id, period, &filters).await?;
+                let sessions = queries::session_totals(&state.clickhouse, &tenant.id, period, &filters).await?;
+                periods.push(json!({
+                    "from": period.from,
+                    "to": period.to,
+                    "visitors": events.visitors,
+                    "persons": events.persons,
+                    "page_views": events.page_views,
+                    "events": events.events,
+                    "sessions": sessions.sessions,
+                    "bounce_rate": ratio(sessions.bounces as f64, sessions.sessions as f64),
+                    "avg_session_duration_secs": ratio(sessions.duration_ms as f64 / 1000.0, sessions.sessions as f64),
+                }));
+            }
+            let previous = periods.pop();
+            Ok(json!({"current": periods.pop(), "previous": previous}))
+        }
+        .await,
+    )
+}
+
+async fn timeseries(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Query(raw): Query<HashMap<String, String>>,
+) -> Response {
+    respond(
+        async {
+            let tenant = authenticate(&state, &headers)?;
+            let params = Params::new(raw, now())?;
+            let (range, interval) = (params.range()?, params.interval()?);
+            let metric = params.metric(&["page_views", "events", "visitors", "sessions"])?;
+            let points = queries::time_series(
+                &state.clickhouse,
+                &tenant.id,
+                range,
+                interval,
+                metric,
+                &params.filters(),
+            )
+            .await?;
+            Ok(json!({"metric": metric, "points": points}))
+        }
+        .await,
+    )
+}
+
+async fn top(
+    State(state): State<Arc<AppState>>,
+    Path(kind): Path<String>,
+    headers: HeaderMap,
+    Query(raw): Query<HashMap<String, String>>,
+) -> Response {
+    respond(
+        async {
+            let tenant = authenticate(&state, &headers)?;
+            if !["pages", "referrers", "utm_sources", "events"].contains(&kind.as_str()) {
+                return Err(ApiError::NotFound);
+            }
+            let params = Params::new(raw, now())?;
+            let entries = queries::top(
+                &state.clickhouse,
+                &tenant.id,
+                params.range()?,
+                &kind,
+                params.limit()?,
+                &params.filters(),
+            )
+            .await?;
+            Ok(json!({"kind": kind, "entries": entries}))
+        }
+        .await,
+    )
+}

@@ -1,0 +1,65 @@
+//! Every error the API can answer, turned into a response in one place.
+
+use axum::Json;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+/// An API failure. `Display` is the client-facing message; internals are logged, not leaked.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// A query parameter is invalid.
+    #[error("{parameter}: {message}")]
+    BadParameter {
+        /// The parameter.
+        parameter: String,
+        /// What is wrong with it.
+        message: String,
+    },
+    /// No read key, or one that belongs to no tenant.
+    #[error("missing or unknown read key (send `Authorization: Bearer <read key>`)")]
+    Unauthorized,
+    /// No such route.
+    #[error("no such endpoint")]
+    NotFound,
+    /// ClickHouse failed; details are logged.
+    #[error("the analytics store is unavailable; retry later")]
+    Unavailable,
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, code) = match &self {
+            ApiError::BadParameter { .. } => (StatusCode::BAD_REQUEST, "bad_parameter"),
+            ApiError::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            ApiError::NotFound => (StatusCode::NOT_FOUND, "not_found"),
+            ApiError::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+        };
+        let mut error = json!({"code": code, "message": self.to_string()});
+        if let ApiError::BadParameter { parameter, .. } = &self {
+            error["parameter"] = json!(parameter);
+        }
+        let mut response = (status, Json(json!({ "error": error }))).into_response();
+        match self {
+            ApiError::Unauthorized => {
+                response
+                    .headers_mut()
+                    .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            }
+            ApiError::Unavailable => {
+                response
+                    .headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+            }
+            _ => {}
+        }
+        response
+    }
+}
+
+impl From<clickhouse::error::Error> for ApiError {
+    fn from(error: clickhouse::error::Error) -> Self {
+        tracing::error!(%error, "ClickHouse query failed");
+        ApiError::Unavailable
+    }
+}

@@ -1,0 +1,265 @@
+//! Query parameters, validated into a typed request; every mistake names its parameter.
+
+use std::collections::HashMap;
+
+use crate::error::ApiError;
+
+/// A half-open time range `[from, to)` in Unix seconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Range {
+    /// Start, inclusive.
+    pub from: i64,
+    /// End, exclusive.
+    pub to: i64,
+}
+
+impl Range {
+    /// The range of the same length just before this one, for comparisons.
+    pub fn previous(self) -> Range {
+        Range {
+            from: self.from - (self.to - self.from),
+            to: self.from,
+        }
+    }
+}
+
+/// Bucket size of a time series.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Interval {
+    /// One minute.
+    Minute,
+    /// One hour.
+    Hour,
+    /// One day.
+    Day,
+}
+
+impl Interval {
+    /// The ClickHouse function that truncates a `DateTime` to the bucket (all exist in 18.16).
+    pub fn function(self) -> &'static str {
+        match self {
+            Interval::Minute => "toStartOfMinute",
+            Interval::Hour => "toStartOfHour",
+            Interval::Day => "toStartOfDay",
+        }
+    }
+}
+
+/// Optional filters on events.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Filters {
+    /// Page path.
+    pub path: Option<String>,
+    /// Track event name.
+    pub event: Option<String>,
+    /// Campaign source.
+    pub utm_source: Option<String>,
+}
+
+const MAX_RANGE_SECS: i64 = 366 * 24 * 3600;
+const KNOWN: [&str; 8] = [
+    "from",
+    "to",
+    "interval",
+    "metric",
+    "limit",
+    "path",
+    "event",
+    "utm_source",
+];
+
+/// Parsed parameters of any endpoint.
+#[derive(Debug, Clone)]
+pub struct Params {
+    raw: HashMap<String, String>,
+    now: i64,
+}
+
+impl Params {
+    /// Refuses parameters no endpoint knows (a typo must not silently widen a query).
+    pub fn new(raw: HashMap<String, String>, now: i64) -> Result<Params, ApiError> {
+        if let Some(unknown) = raw.keys().find(|key| !KNOWN.contains(&key.as_str())) {
+            return Err(ApiError::BadParameter {
+                parameter: unknown.clone(),
+                message: "unknown parameter".into(),
+            });
+        }
+        Ok(Params { raw, now })
+    }
+
+    fn time(&self, name: &str) -> Result<Option<i64>, ApiError> {
+        let Some(text) = self.raw.get(name) else {
+            return Ok(None);
+        };
+        if let Ok(seconds) = text.parse::<i64>() {
+            return Ok(Some(seconds));
+        }
+        chrono::DateTime::parse_from_rfc3339(text)
+            .map(|time| Some(time.timestamp()))
+            .map_err(|_| ApiError::BadParameter {
+                parameter: name.into(),
+                message: "must be Unix seconds or an RFC 3339 time like 2024-05-01T00:00:00Z"
+                    .into(),
+            })
+    }
+
+    /// `from`/`to`, defaulting to the last 24 hours.
+    pub fn range(&self) -> Result<Range, ApiError> {
+        let to = self.time("to")?.unwrap_or(self.now);
+        let from = self.time("from")?.unwrap_or(to - 24 * 3600);
+        if from >= to {
+            return Err(ApiError::BadParameter {
+                parameter: "from".into(),
+                message: "must be before `to`".into(),
+            });
+        }
+        if to - from > MAX_RANGE_SECS {
+            return Err(ApiError::BadParameter {
+                parameter: "from".into(),
+                message: "the range may span at most 366 days".into(),
+            });
+        }
+        if from < 0 || to > i64::from(u32::MAX) {
+            return Err(ApiError::BadParameter {
+                parameter: "from".into(),
+                message: "outside the supported time range".into(),
+            });
+        }
+        Ok(Range { from, to })
+    }
+
+    /// `interval`: `minute`, `hour` (default) or `day`.
+    pub fn interval(&self) -> Result<Interval, ApiError> {
+        match self.raw.get("interval").map(String::as_str) {
+            None | Some("hour") => Ok(Interval::Hour),
+            Some("minute") => Ok(Interval::Minute),
+            Some("day") => Ok(Interval::Day),
+            Some(_) => Err(ApiError::BadParameter {
+                parameter: "interval".into(),
+                message: "must be minute, hour or day".into(),
+            }),
+        }
+    }
+
+    /// `limit`: 1 to 1000, default 10.
+    pub fn limit(&self) -> Result<u32, ApiError> {
+        match self.raw.get("limit") {
+            None => Ok(10),
+            Some(text) => text
+                .parse::<u32>()
+                .ok()
+                .filter(|n| (1..=1000).contains(n))
+                .ok_or_else(|| ApiError::BadParameter {
+                    parameter: "limit".into(),
+                    message: "must be an integer from 1 to 1000".into(),
+                }),
+        }
+    }
+
+    /// `metric` among `allowed` (the first is the default).
+    pub fn metric(&self, allowed: &[&'static str]) -> Result<&'static str, ApiError> {
+        match self.raw.get("metric") {
+            None => Ok(allowed[0]),
+            Some(text) => allowed
+                .iter()
+                .find(|m| **m == text.as_str())
+                .copied()
+                .ok_or_else(|| ApiError::BadParameter {
+                    parameter: "metric".into(),
+                    message: format!("must be one of {}", allowed.join(", ")),
+                }),
+        }
+    }
+
+    /// The event filters.
+    pub fn filters(&self) -> Filters {
+        let get = |name: &str| {
+            self.raw
+                .get(name)
+                .filter(|value| !value.is_empty())
+                .cloned()
+        };
+        Filters {
+            path: get("path"),
+            event: get("event"),
+            utm_source: get("utm_source"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn params(pairs: &[(&str, &str)]) -> Result<Params, ApiError> {
+        Params::new(
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            1_700_000_000,
+        )
+    }
+
+    fn bad(result: Result<impl std::fmt::Debug, ApiError>) -> String {
+        match result {
+            Err(ApiError::BadParameter { parameter, .. }) => parameter,
+            other => panic!("expected a bad parameter, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn defaults_and_formats() {
+        let p = params(&[]).unwrap();
+        assert_eq!(
+            p.range().unwrap(),
+            Range {
+                from: 1_700_000_000 - 86_400,
+                to: 1_700_000_000
+            }
+        );
+        assert_eq!(p.interval().unwrap(), Interval::Hour);
+        assert_eq!(p.limit().unwrap(), 10);
+        let p = params(&[("from", "2023-11-14T00:00:00Z"), ("to", "1699999999")]).unwrap();
+        assert_eq!(
+            p.range().unwrap(),
+            Range {
+                from: 1_699_920_000,
+                to: 1_699_999_999
+            }
+        );
+        assert_eq!(
+            p.range().unwrap().previous(),
+            Range {
+                from: 1_699_840_001,
+                to: 1_699_920_000
+            }
+        );
+    }
+
+    #[test]
+    fn every_mistake_names_its_parameter() {
+        assert_eq!(
+            bad(params(&[("tenant", "other")])),
+            "tenant",
+            "a tenant can never come from the query"
+        );
+        assert_eq!(
+            bad(params(&[("from", "yesterday")]).unwrap().range()),
+            "from"
+        );
+        assert_eq!(
+            bad(params(&[("from", "10"), ("to", "5")]).unwrap().range()),
+            "from"
+        );
+        assert_eq!(
+            bad(params(&[("interval", "week")]).unwrap().interval()),
+            "interval"
+        );
+        assert_eq!(bad(params(&[("limit", "0")]).unwrap().limit()), "limit");
+        assert_eq!(
+            bad(params(&[("metric", "x")]).unwrap().metric(&["a"])),
+            "metric"
+        );
+    }
+}
