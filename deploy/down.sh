@@ -4,6 +4,7 @@
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 stop_pidfile loadgen
 stop_pidfile ingest-gateway
+stop_pidfile query-gateway
 "$ROOT/deploy/cluster.sh" stop
 for name in tansu redis clickhouse; do stop_pidfile "$name"; done
 if [[ "${1:-}" == "--purge" ]]; then

@@ -53,6 +53,7 @@ ensure_packages() {
     command -v redis-server >/dev/null || missing+=(redis-server)
     command -v cmake >/dev/null || missing+=(cmake)
     command -v curl >/dev/null || missing+=(curl)
+    [[ -x /usr/bin/chromium ]] || missing+=(chromium)  # the dashboard's browser test
     if ((${#missing[@]})); then
         log "installing ${missing[*]} from Debian"
         export DEBIAN_FRONTEND=noninteractive

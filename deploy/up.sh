@@ -6,6 +6,7 @@
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 INGEST_PORT="${CLICKSTREAM_INGEST_PORT:-18080}"
+QUERY_PORT="${CLICKSTREAM_QUERY_PORT:-18081}"
 DEMO_RATE="${CLICKSTREAM_DEMO_RATE:-30}"
 
 servers_up
@@ -17,7 +18,7 @@ if [[ "$FRESH_BROKER" == 1 ]]; then
 fi
 
 log "building release binaries (first build takes a few minutes)"
-(cd "$ROOT" && cargo build --release --quiet -p clickstream-engine -p clickstream-ingest-gateway -p clickstream-benches)
+(cd "$ROOT" && cargo build --release --quiet -p clickstream-engine -p clickstream-ingest-gateway -p clickstream-query-gateway -p clickstream-benches)
 
 cat >"$STATE_DIR/engine.toml" <<TOML
 epoch_ms = 500
@@ -32,7 +33,7 @@ database = "clickstream"
 listen = "127.0.0.1:19464"
 TOML
 
-for name in loadgen ingest-gateway; do stop_pidfile "$name"; done
+for name in loadgen ingest-gateway query-gateway; do stop_pidfile "$name"; done
 "$ROOT/deploy/cluster.sh" start 2 1 "$STATE_DIR/engine.toml"
 
 nohup "$ROOT/target/release/ingest-gateway" --listen "127.0.0.1:$INGEST_PORT" \
@@ -40,6 +41,12 @@ nohup "$ROOT/target/release/ingest-gateway" --listen "127.0.0.1:$INGEST_PORT" \
     >"$LOG_DIR/ingest-gateway.log" 2>&1 &
 echo $! >"$PID_DIR/ingest-gateway.pid"
 wait_for "ingest gateway" 30 "$LOG_DIR/ingest-gateway.log" curl -fsS "http://127.0.0.1:$INGEST_PORT/readyz"
+
+nohup "$ROOT/target/release/query-gateway" --listen "127.0.0.1:$QUERY_PORT" \
+    --clickhouse-url "$CLICKSTREAM_CLICKHOUSE_URL" --database clickstream --tenants "$ROOT/deploy/tenants.toml" \
+    >"$LOG_DIR/query-gateway.log" 2>&1 &
+echo $! >"$PID_DIR/query-gateway.pid"
+wait_for "query gateway" 30 "$LOG_DIR/query-gateway.log" curl -fsS "http://127.0.0.1:$QUERY_PORT/healthz"
 
 nohup "$ROOT/target/release/loadgen" --gateway "http://127.0.0.1:$INGEST_PORT" --rate "$DEMO_RATE" \
     >"$LOG_DIR/loadgen.log" 2>&1 &
@@ -61,7 +68,7 @@ clickstream is running (state and logs in $STATE_DIR):
   ClickHouse       $CLICKSTREAM_CLICKHOUSE_URL   database "clickstream"  ($(count_events) events so far)
   Kafka (tansu)    $CLICKSTREAM_KAFKA_BROKERS   topic "events"
   Redis            $CLICKSTREAM_REDIS_URL
-  dashboard        not built yet (query gateway: see the README's status section)
+  dashboard        http://127.0.0.1:$QUERY_PORT/#key=demo_read_key   (REST API: /openapi.json)
 
 Try:
   curl -s $CLICKSTREAM_CLICKHOUSE_URL --data-binary "SELECT type, count() FROM clickstream.events FINAL GROUP BY type"

@@ -34,12 +34,16 @@ pub struct AppState {
 /// The API's paths, as in the OpenAPI document (a test keeps the two equal).
 pub const API_PATHS: [&str; 3] = ["/api/overview", "/api/timeseries", "/api/top/{kind}"];
 
+/// The dashboard page served at `/`: one self-contained file, no build step.
+pub const DASHBOARD: &str = include_str!("dashboard.html");
+
 /// The OpenAPI document served at `/openapi.json`.
 pub const OPENAPI: &str = include_str!("openapi.json");
 
 /// The complete HTTP surface.
 pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
+        .route("/", get(|| async { axum::response::Html(DASHBOARD) }))
         .route(API_PATHS[0], get(overview))
         .route(API_PATHS[1], get(timeseries))
         .route(API_PATHS[2], get(top))

@@ -1,0 +1,257 @@
+//! The query gateway's test fixture: real ClickHouse, hand-made rows for two tenants.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode, header};
+use clickstream_query_gateway::{AppState, router};
+use schemas::tenants::Tenants;
+use serde_json::Value;
+use tower::ServiceExt;
+
+/// 2024-05-01T00:00:00Z.
+pub const T: i64 = 1_714_521_600;
+pub const DAY: i64 = 86_400;
+
+fn required_env(name: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| {
+        panic!("{name} is not set: run the tests with deploy/test.sh, which starts the servers")
+    })
+}
+
+async fn sql(http: &reqwest::Client, url: &str, statement: &str) -> String {
+    let response = http
+        .post(url)
+        .body(statement.to_owned())
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("ClickHouse at {url}: {e}"));
+    let status = response.status();
+    let text = response.text().await.expect("body");
+    assert!(status.is_success(), "{statement}: {text}");
+    text
+}
+
+pub struct Fixture {
+    pub state: Arc<AppState>,
+    pub http: reqwest::Client,
+    pub url: String,
+    pub database: String,
+}
+
+/// A database with rows for tenants `acme` (read key `rk_acme`) and `globex`, around `T`.
+pub async fn fixture(base: i64) -> Fixture {
+    let url = required_env("CLICKSTREAM_CLICKHOUSE_URL");
+    let http = reqwest::Client::new();
+    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let unique = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let database = format!(
+        "query_{}_{}_{unique}",
+        std::process::id(),
+        chrono::Utc::now().timestamp_millis()
+    );
+    let version = schemas::ddl::ServerVersion::parse(&sql(&http, &url, "SELECT version()").await)
+        .expect("version");
+    for statement in schemas::ddl::statements(&database, version) {
+        sql(&http, &url, &statement).await;
+    }
+    let event = |tenant: &str,
+                 id: &str,
+                 kind: &str,
+                 name: &str,
+                 visitor: &str,
+                 person: &str,
+                 time: i64,
+                 path: &str,
+                 late: u8,
+                 version: u64| {
+        format!(
+            "('{tenant}', '{id}', '{kind}', '{name}', '{visitor}', '', toDateTime({time}), {time}000, '{path}', '{person}', {late}, {version})"
+        )
+    };
+    let rows = [
+        event("acme", "e1", "page", "", "v1", "p1", base + 10, "/a", 0, 1),
+        event(
+            "acme",
+            "e2",
+            "page",
+            "",
+            "v2",
+            "p-old",
+            base + 70,
+            "/a",
+            0,
+            1,
+        ),
+        // A later version of e2 re-attributes it: only this one counts.
+        event("acme", "e2", "page", "", "v2", "p1", base + 70, "/a", 0, 2),
+        event(
+            "acme",
+            "e3",
+            "page",
+            "",
+            "v3",
+            "p3",
+            base + 3_700,
+            "/b",
+            0,
+            1,
+        ),
+        event(
+            "acme",
+            "e4",
+            "track",
+            "Signup",
+            "v1",
+            "p1",
+            base + 20,
+            "/a",
+            0,
+            1,
+        ),
+        event("acme", "e5", "alias", "", "v4", "p4", base + 30, "", 0, 1),
+        event(
+            "acme",
+            "e6",
+            "page",
+            "",
+            "v5",
+            "p5",
+            base + 40,
+            "/late",
+            1,
+            1,
+        ),
+        event("acme", "e7", "page", "", "v9", "p9", base - 100, "/a", 0, 1),
+        event(
+            "globex",
+            "g1",
+            "page",
+            "",
+            "w1",
+            "q1",
+            base + 10,
+            "/secret",
+            0,
+            1,
+        ),
+        event(
+            "globex",
+            "g2",
+            "track",
+            "Exported",
+            "w1",
+            "q1",
+            base + 15,
+            "/secret",
+            0,
+            1,
+        ),
+    ];
+    sql(&http, &url, &format!(
+        "INSERT INTO {database}.events (tenant, message_id, type, name, anonymous_id, user_id, event_time, event_time_ms, path, person_id, late, version) VALUES {}",
+        rows.join(", ")
+    ))
+    .await;
+    let session = |tenant: &str,
+                   id: &str,
+                   start: i64,
+                   duration_ms: i64,
+                   bounce: u8,
+                   referrer: &str,
+                   source: &str,
+                   deleted: u8| {
+        format!(
+            "('{tenant}', '{id}', toDateTime({start}), {start}000, {duration_ms}, {bounce}, '{referrer}', '{source}', {deleted}, 1)"
+        )
+    };
+    let sessions = [
+        session(
+            "acme",
+            "s1",
+            base + 10,
+            10_000,
+            0,
+            "https://g.com",
+            "news",
+            0,
+        ),
+        session("acme", "s2", base + 70, 0, 1, "", "", 0),
+        session(
+            "acme",
+            "s3",
+            base + 80,
+            5_000,
+            0,
+            "https://merged.example",
+            "",
+            1,
+        ),
+        session("acme", "s4", base + 3_700, 0, 1, "https://g.com", "", 0),
+        session("acme", "s9", base - 100, 0, 1, "", "", 0),
+        session(
+            "globex",
+            "t1",
+            base + 10,
+            5_000,
+            0,
+            "https://globex-ref.example",
+            "globex-news",
+            0,
+        ),
+    ];
+    sql(&http, &url, &format!(
+        "INSERT INTO {database}.sessions (tenant, session_id, start_time, start_ms, duration_ms, is_bounce, entry_referrer, utm_source, deleted, version) VALUES {}",
+        sessions.join(", ")
+    ))
+    .await;
+    let tenants = Tenants::parse(
+        "[[tenants]]\nid='acme'\nwrite_keys=['wk_acme']\nread_keys=['rk_acme']\n[[tenants]]\nid='globex'\nwrite_keys=['wk_globex']\nread_keys=['rk_globex']\n",
+    )
+    .expect("tenants");
+    let clickhouse = clickhouse::Client::default()
+        .with_url(&url)
+        .with_database(&database)
+        .with_validation(false)
+        .with_setting("readonly", "2");
+    Fixture {
+        state: Arc::new(AppState {
+            tenants,
+            clickhouse,
+        }),
+        http,
+        url,
+        database,
+    }
+}
+
+impl Fixture {
+    pub async fn get(&self, key: Option<&str>, path: &str) -> (StatusCode, Value) {
+        let mut request = Request::get(path);
+        if let Some(key) = key {
+            request = request.header(header::AUTHORIZATION, format!("Bearer {key}"));
+        }
+        let response = router(self.state.clone())
+            .oneshot(request.body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        let status = response.status();
+        let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+            .await
+            .unwrap();
+        (
+            status,
+            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        )
+    }
+
+    pub async fn drop_database(&self) {
+        sql(
+            &self.http,
+            &self.url,
+            &format!("DROP DATABASE {}", self.database),
+        )
+        .await;
+    }
+}
