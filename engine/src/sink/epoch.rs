@@ -24,7 +24,7 @@ use crate::metrics::Metrics;
 pub struct SinkRuntime {
     /// Runs the async client from the (synchronous) worker thread.
     pub runtime: tokio::runtime::Handle,
-    /// Set on SIGTERM: stop retrying (the batch is replayed from the checkpoint after restart).
+    /// Set on SIGTERM, to say why a retry loop is holding up the exit.
     pub shutdown: Arc<AtomicBool>,
     /// Metrics.
     pub metrics: Arc<Metrics>,
@@ -36,6 +36,11 @@ impl SinkRuntime {
     /// Runs `write` until it succeeds, with exponential backoff. Holding the worker here is
     /// deliberate: nothing at or after an unwritten epoch may be checkpointed, and the source's
     /// backpressure bound keeps the other workers from buffering without limit meanwhile.
+    ///
+    /// It never gives up, not even on shutdown: returning would release the epoch's
+    /// capability, and the checkpoint could then commit offsets of rows that were never
+    /// written. A shutdown waits for ClickHouse; SIGKILL is always safe (nothing uncommitted
+    /// is lost, it is replayed).
     pub fn write_with_retry<F, Fut, E>(&self, what: &str, mut write: F)
     where
         F: FnMut() -> Fut,
@@ -54,11 +59,12 @@ impl SinkRuntime {
                 }
                 Err(error) => {
                     self.metrics.sink_failures.inc();
+                    let retry_in_ms = backoff.as_millis() as u64;
                     if self.shutdown.load(Ordering::Relaxed) {
-                        tracing::warn!(%error, what, "shutting down with an unwritten batch; it will be replayed from the last checkpoint");
-                        return;
+                        tracing::error!(%error, cause = ?error.source(), what, retry_in_ms, "shutdown is waiting for ClickHouse to accept an epoch (SIGKILL is safe: it will be replayed)");
+                    } else {
+                        tracing::warn!(%error, cause = ?error.source(), what, retry_in_ms, "ClickHouse write failed; retrying");
                     }
-                    tracing::warn!(%error, cause = ?error.source(), what, retry_in_ms = backoff.as_millis() as u64, "ClickHouse write failed; retrying");
                     std::thread::sleep(backoff);
                     backoff = (backoff * 2).min(self.max_backoff);
                 }
