@@ -73,12 +73,23 @@ ensure_tansu() {
     fi
 }
 
-# A server already answering on a port is reused, whoever started it (another checkout, an
-# earlier run whose pid file is gone): starting a second one would only fail on the port.
+# A port held by a process this state directory did not start is a conflict, not a server to
+# reuse: it may be another checkout's server (whose data may be gone). Say so and stop.
+claim_port() {
+    local name="$1" port="$2"
+    if port_open "$port" && ! running "$name"; then
+        local owner
+        owner="$(ss -ltnpH "sport = :$port" 2>/dev/null | grep -o 'users:.*' || true)"
+        die "port $port is held by a process this checkout did not start (${owner:-unknown}); stop it, or move this stack's ports (CLICKSTREAM_*_PORT)"
+    fi
+}
+
 start_clickhouse() {
-    if curl -fsS "$CLICKSTREAM_CLICKHOUSE_URL/ping" >/dev/null 2>&1; then
+    if running clickhouse && curl -fsS "$CLICKSTREAM_CLICKHOUSE_URL/ping" >/dev/null 2>&1; then
         return
     fi
+    claim_port clickhouse "$CLICKHOUSE_HTTP_PORT"
+    claim_port clickhouse "$CLICKHOUSE_TCP_PORT"
     local dir="$STATE_DIR/clickhouse"
     mkdir -p "$dir/data" "$dir/tmp" "$dir/user_files" "$dir/format_schemas"
     cp /etc/clickhouse-server/users.xml "$dir/users.xml"
@@ -121,9 +132,10 @@ XML
 }
 
 start_redis() {
-    if port_open "$REDIS_PORT"; then
+    if running redis && port_open "$REDIS_PORT"; then
         return
     fi
+    claim_port redis "$REDIS_PORT"
     mkdir -p "$STATE_DIR/redis"
     log "starting Redis on 127.0.0.1:$REDIS_PORT"
     redis-server --bind 127.0.0.1 --port "$REDIS_PORT" --dir "$STATE_DIR/redis" \
@@ -134,9 +146,10 @@ start_redis() {
 
 FRESH_BROKER=0
 start_kafka() {
-    if port_open "$KAFKA_PORT"; then
+    if running tansu && port_open "$KAFKA_PORT"; then
         return
     fi
+    claim_port tansu "$KAFKA_PORT"
     ensure_tansu
     log "starting tansu (Kafka protocol) on 127.0.0.1:$KAFKA_PORT"
     nohup "$TANSU_BIN" broker \

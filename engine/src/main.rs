@@ -11,7 +11,7 @@ use clickstream_engine::cli::{self, Command};
 use clickstream_engine::config::EngineConfig;
 use clickstream_engine::dataflow::{EngineContext, run_worker};
 use clickstream_engine::metrics::Metrics;
-use clickstream_engine::sink::clickhouse::ensure_schema;
+use clickstream_engine::sink::clickhouse::{ensure_schema, schema_ready};
 use clickstream_engine::source::kafka::ensure_topics;
 
 /// Records allocated on one worker thread are freed on another; glibc malloc serialises that,
@@ -55,7 +55,7 @@ fn main() -> anyhow::Result<()> {
         )
     });
     runtime.block_on(async {
-        prepare_with_retry(&config, &shutdown).await?;
+        prepare_with_retry(&config, run.process_index, &shutdown).await?;
         let listener = tokio::net::TcpListener::bind(metrics_listen)
             .await
             .with_context(|| format!("binding the metrics endpoint {metrics_listen}"))?;
@@ -109,14 +109,27 @@ fn main() -> anyhow::Result<()> {
 }
 
 /// Topic and tables must exist before workers start; both servers may still be starting, so
-/// wait for them rather than crash-looping.
-async fn prepare_with_retry(config: &EngineConfig, shutdown: &AtomicBool) -> anyhow::Result<()> {
+/// wait for them rather than crash-looping. Only process 0 runs the DDL (see
+/// [`schema_ready`]); the others wait for its tables.
+async fn prepare_with_retry(
+    config: &EngineConfig,
+    process: usize,
+    shutdown: &AtomicBool,
+) -> anyhow::Result<()> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(300);
     let mut backoff = Duration::from_millis(200);
     loop {
         let attempt = async {
-            ensure_schema(&config.clickhouse)
+            if process == 0 {
+                ensure_schema(&config.clickhouse)
+                    .await
+                    .context("preparing ClickHouse")?;
+            } else if !schema_ready(&config.clickhouse)
                 .await
-                .context("preparing ClickHouse")?;
+                .context("checking the ClickHouse schema")?
+            {
+                anyhow::bail!("waiting for process 0 to create the ClickHouse schema");
+            }
             ensure_topics(&config.kafka)
                 .await
                 .context("preparing the Kafka topics")?;
@@ -125,11 +138,11 @@ async fn prepare_with_retry(config: &EngineConfig, shutdown: &AtomicBool) -> any
         match attempt.await {
             Ok(()) => return Ok(()),
             Err(error)
-                if !shutdown.load(Ordering::Relaxed) && backoff < Duration::from_secs(60) =>
+                if !shutdown.load(Ordering::Relaxed) && std::time::Instant::now() < deadline =>
             {
                 tracing::warn!(error = format!("{error:#}"), "servers not ready; retrying");
                 tokio::time::sleep(backoff).await;
-                backoff *= 2;
+                backoff = (backoff * 2).min(Duration::from_secs(5));
             }
             Err(error) => return Err(error),
         }

@@ -55,6 +55,25 @@ pub async fn ensure_schema(config: &ClickHouseConfig) -> Result<ServerVersion, S
     Ok(parsed)
 }
 
+#[derive(Debug, Row, Deserialize)]
+struct CountRow {
+    count: u64,
+}
+
+/// Whether every table of the schema exists. Processes other than the first wait for this
+/// instead of running DDL themselves: ClickHouse 18.16 can corrupt a database (registered,
+/// but without its metadata directory) when two connections create it at the same time.
+pub async fn schema_ready(config: &ClickHouseConfig) -> Result<bool, SinkError> {
+    let names: Vec<&str> = schemas::ddl::TABLES.iter().map(|(name, _)| *name).collect();
+    let CountRow { count } = client(config)
+        .query("SELECT count() AS count FROM system.tables WHERE database = ? AND has(?, name)")
+        .bind(&config.database)
+        .bind(names.as_slice())
+        .fetch_one()
+        .await?;
+    Ok(count as usize == names.len())
+}
+
 /// Reads and writes the engine's tables.
 #[derive(Debug, Clone)]
 pub struct ClickHouseWriter {
