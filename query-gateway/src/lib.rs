@@ -11,7 +11,9 @@ pub mod queries;
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use axum::extract::FromRequestParts;
 use axum::extract::{Path, Query, State};
+use axum::http::request::Parts;
 use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -78,19 +80,46 @@ fn respond(result: Result<Value, ApiError>) -> Response {
     }
 }
 
+/// What every API handler starts from: the read key's tenant, then the validated-later
+/// parameters. Authentication comes first, so an anonymous caller learns nothing about which
+/// parameters are valid.
+struct Scoped {
+    tenant: Arc<Tenant>,
+    params: Params,
+}
+
+impl FromRequestParts<Arc<AppState>> for Scoped {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Arc<AppState>,
+    ) -> Result<Self, Self::Rejection> {
+        let tenant = authenticate(state, &parts.headers)?;
+        let Query(raw) =
+            Query::<HashMap<String, String>>::try_from_uri(&parts.uri).map_err(|_| {
+                ApiError::BadParameter {
+                    parameter: "query".into(),
+                    message: "malformed query string".into(),
+                }
+            })?;
+        Ok(Scoped {
+            tenant,
+            params: Params::new(raw, now())?,
+        })
+    }
+}
+
 fn ratio(part: f64, whole: f64) -> Option<f64> {
     (whole > 0.0).then(|| part / whole)
 }
 
 async fn overview(
     State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
-    Query(raw): Query<HashMap<String, String>>,
+    Scoped { tenant, params }: Scoped,
 ) -> Response {
     respond(
         async {
-            let tenant = authenticate(&state, &headers)?;
-            let params = Params::new(raw, now())?;
             let (range, filters) = (params.range()?, params.filters());
             let mut periods = Vec::new();
             for period in [range, range.previous()] {
@@ -117,13 +146,10 @@ async fn overview(
 
 async fn timeseries(
     State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
-    Query(raw): Query<HashMap<String, String>>,
+    Scoped { tenant, params }: Scoped,
 ) -> Response {
     respond(
         async {
-            let tenant = authenticate(&state, &headers)?;
-            let params = Params::new(raw, now())?;
             let (range, interval) = (params.range()?, params.interval()?);
             let metric = params.metric(&["page_views", "events", "visitors", "sessions"])?;
             let points = queries::time_series(
@@ -144,16 +170,13 @@ async fn timeseries(
 async fn top(
     State(state): State<Arc<AppState>>,
     Path(kind): Path<String>,
-    headers: HeaderMap,
-    Query(raw): Query<HashMap<String, String>>,
+    Scoped { tenant, params }: Scoped,
 ) -> Response {
     respond(
         async {
-            let tenant = authenticate(&state, &headers)?;
             if !["pages", "referrers", "utm_sources", "events"].contains(&kind.as_str()) {
                 return Err(ApiError::NotFound);
             }
-            let params = Params::new(raw, now())?;
             let entries = queries::top(
                 &state.clickhouse,
                 &tenant.id,
