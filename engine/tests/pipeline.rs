@@ -22,7 +22,7 @@ use serde_json::{Value, json};
 
 mod common;
 
-use common::{Cluster, PARTITIONS, TestEnv, engine_config};
+use common::{Cluster, PARTITIONS, TestEnv, engine_config, wait_until_checkpointed};
 
 /// Every message id in the topic, read back from the start of each partition. (High watermarks
 /// would be cheaper, but tansu 0.6 reports them behind the log end.)
@@ -187,35 +187,8 @@ async fn events_flow_from_http_to_clickhouse_exactly_once() {
         .expect("post");
     assert_eq!(malformed.status(), 400);
 
-    // Wait until the cluster has written everything.
-    let count_sql = format!("SELECT count() FROM {database}.events FINAL");
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        cluster.assert_running();
-        let count: i64 = clickhouse
-            .query(&format!("SELECT count() FROM system.tables WHERE database = '{database}' AND name = 'events'"))
-            .await
-            .trim()
-            .parse()
-            .expect("count");
-        if count == 1 {
-            let rows: i64 = clickhouse
-                .query(&count_sql)
-                .await
-                .trim()
-                .parse()
-                .expect("count");
-            if rows >= expected as i64 {
-                break;
-            }
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out waiting for {expected} rows; engine logs:\n{}",
-            cluster.logs()
-        );
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+    // Wait until the checkpoints cover every accepted event: every sink has written them.
+    wait_until_checkpointed(&clickhouse, &database, expected, &mut cluster).await;
     // Let one more epoch pass: a duplicate would show up now.
     tokio::time::sleep(Duration::from_millis(1_000)).await;
 

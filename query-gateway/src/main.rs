@@ -72,7 +72,18 @@ async fn main() -> anyhow::Result<()> {
     tracing::info!(%listen, %database, "query gateway listening");
     axum::serve(listener, router(state))
         .with_graceful_shutdown(async {
-            let _ = tokio::signal::ctrl_c().await;
+            // SIGTERM (what deploy/down.sh and process managers send) or ctrl-c.
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(mut term) => {
+                    tokio::select! {
+                        _ = term.recv() => {}
+                        _ = tokio::signal::ctrl_c() => {}
+                    }
+                }
+                Err(_) => {
+                    let _ = tokio::signal::ctrl_c().await;
+                }
+            }
         })
         .await
         .context("serving")
