@@ -1,22 +1,26 @@
 //! What each timely worker runs: the Kafka source, the operators, one sink per output table,
 //! and the checkpoint that follows them all.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use operators::{
-    AggRow, Decode, Enriched, IdentityClaim, Node, Person, Session, SharedEvent, StateGauges,
-    analytics, insertions, route,
+    AggRow, Decode, Decoded, Enriched, IdentityClaim, Node, Person, Position, Session, SharedEvent,
+    StateGauges, analytics, insertions, route,
 };
 use timely::dataflow::channels::pact::{Exchange, Pipeline};
 use timely::dataflow::operators::vec::ToStream;
-use timely::dataflow::operators::{Concatenate, OkErr};
+use timely::dataflow::operators::{Concatenate, Inspect, OkErr};
 use timely::worker::Worker;
 
 use crate::config::EngineConfig;
 use crate::metrics::Metrics;
-use crate::sink::checkpoint::{PositionsByEpoch, checkpoint};
+use crate::recovery::LowWater;
+use crate::sink::checkpoint::{
+    CheckpointSettings, NewTenants, PositionsByEpoch, checkpoint, progress,
+};
 use crate::sink::clickhouse::rows::{
     AggMinuteRow, ClaimRow, DeadLetterRow, EventRow, IdentityRow, LiveCounterRow, SessionRow,
     datetime,
@@ -24,7 +28,7 @@ use crate::sink::clickhouse::rows::{
 use crate::sink::clickhouse::{ClickHouseWriter, SinkError};
 use crate::sink::epoch::{SinkRuntime, epoch_sink, upserts};
 use crate::source::control::{control_consumer, control_source};
-use crate::source::kafka::{PartitionReader, SourceSettings, kafka_source};
+use crate::source::kafka::{PartitionReader, Planner, SourceSettings, kafka_source};
 
 /// Shared by every worker of a process.
 #[derive(Debug, Clone)]
@@ -69,22 +73,25 @@ pub fn run_worker(worker: &mut Worker, context: &EngineContext) -> Result<(), Wo
     } = &context.config;
     let (index, peers) = (worker.index(), worker.peers());
     let writer = ClickHouseWriter::new(clickhouse, &kafka.topic);
-    let checkpointed = read_with_retry(context, "checkpoints", || writer.load_checkpoints())?;
-    // The identity map is rebuilt from every stored claim; one worker feeds them in.
+    let recovery = read_with_retry(context, "checkpoints", || writer.load_recovery())?;
+    // The identity map is rebuilt from the stored claims that will not be replayed; one worker
+    // feeds them in.
     let stored_claims = if index == 0 {
-        read_with_retry(context, "identity claims", || writer.load_claims())?
+        read_with_retry(context, "identity claims", || writer.load_claims(&recovery))?
     } else {
         Vec::new()
     };
+    let replayed_through = recovery.checkpointed_epoch;
     tracing::info!(
         worker = index,
         peers,
-        checkpointed = checkpointed.len(),
+        checkpointed_epoch = replayed_through,
+        last_planned_epoch = recovery.last_planned_epoch,
         claims = stored_claims.len(),
         "worker starting"
     );
 
-    let reader = PartitionReader::new(kafka, index, peers, checkpointed)?;
+    let reader = PartitionReader::new(kafka, index, peers, &recovery)?;
     let control = if index == 0 {
         Some(control_consumer(kafka)?)
     } else {
@@ -94,6 +101,7 @@ pub fn run_worker(worker: &mut Worker, context: &EngineContext) -> Result<(), Wo
         epoch_ms: *epoch_ms,
         max_poll_records: kafka.max_poll_records,
         max_pending_records: kafka.max_pending_records,
+        first_live_epoch: recovery.last_planned_epoch + 1,
     };
     let sink = SinkRuntime {
         runtime: context.runtime.clone(),
@@ -102,7 +110,12 @@ pub fn run_worker(worker: &mut Worker, context: &EngineContext) -> Result<(), Wo
         max_backoff: Duration::from_millis(clickhouse.max_retry_backoff_ms),
     };
     let settings = analytics_config.to_settings(*epoch_ms);
+    let checkpoint_settings = CheckpointSettings {
+        replayed_through,
+        low_water: LowWater::new(&recovery, settings.replay_horizon_ms().div_ceil(*epoch_ms)),
+    };
     let positions = PositionsByEpoch::default();
+    let new_tenants = NewTenants::default();
     let gauges = Arc::new(StateGauges::default());
 
     worker.dataflow::<u64, _, _>(|scope| {
@@ -110,11 +123,27 @@ pub fn run_worker(worker: &mut Worker, context: &EngineContext) -> Result<(), Wo
             scope,
             reader,
             source_settings,
+            Planner {
+                writer: writer.clone(),
+                sink: sink.clone(),
+            },
             positions.clone(),
             context.shutdown.clone(),
             context.metrics.clone(),
         );
         let (decoded, dead_letters) = records.decode().ok_err(|outcome| outcome);
+        let decoded = decoded.inspect({
+            let new_tenants = new_tenants.clone();
+            let mut seen: HashSet<String> = HashSet::new();
+            move |decoded: &Decoded| {
+                if !seen.contains(&decoded.event.tenant) {
+                    seen.insert(decoded.event.tenant.clone());
+                    new_tenants
+                        .borrow_mut()
+                        .insert(decoded.event.tenant.clone());
+                }
+            }
+        });
         let stored = insertions(stored_claims.to_stream(scope));
         let unlinks = control_source(
             scope,
@@ -133,6 +162,7 @@ pub fn run_worker(worker: &mut Worker, context: &EngineContext) -> Result<(), Wo
             Exchange::new(|(e, _, _): &(Enriched, u64, isize)| route(&e.event.message_id)),
             "EventsSink",
             time_of_update,
+            replayed_through,
             move |epoch, updates| {
                 let rows: Vec<EventRow> = upserts(
                     updates.into_iter().map(|(e, _, r)| (e, r)),
@@ -155,6 +185,7 @@ pub fn run_worker(worker: &mut Worker, context: &EngineContext) -> Result<(), Wo
             Exchange::new(|e: &SharedEvent| route(&e.message_id)),
             "LateEventsSink",
             no_time,
+            replayed_through,
             move |epoch, events| {
                 let rows: Vec<EventRow> = events
                     .iter()
@@ -171,6 +202,7 @@ pub fn run_worker(worker: &mut Worker, context: &EngineContext) -> Result<(), Wo
             Exchange::new(|(session, _, _): &(Session, u64, isize)| route(&session.session_id)),
             "SessionsSink",
             time_of_update,
+            replayed_through,
             move |epoch, updates| {
                 let rows: Vec<SessionRow> = upserts(
                     updates.into_iter().map(|(s, _, r)| (s, r)),
@@ -189,6 +221,7 @@ pub fn run_worker(worker: &mut Worker, context: &EngineContext) -> Result<(), Wo
             Exchange::new(|((node, _), _, _): &((Node, Person), u64, isize)| route(node)),
             "IdentitiesSink",
             time_of_update,
+            replayed_through,
             move |epoch, updates| {
                 let rows: Vec<IdentityRow> = upserts(
                     updates.into_iter().map(|(m, _, r)| (m, r)),
@@ -204,14 +237,17 @@ pub fn run_worker(worker: &mut Worker, context: &EngineContext) -> Result<(), Wo
         let (w, s) = (writer.clone(), sink.clone());
         done.push(epoch_sink(
             out.claims.inner,
-            Exchange::new(|(claim, _, _): &(IdentityClaim, u64, isize)| route(claim)),
+            Exchange::new(
+                |((claim, _), _, _): &((IdentityClaim, Position), u64, isize)| route(claim),
+            ),
             "ClaimsSink",
             time_of_update,
+            replayed_through,
             move |_epoch, updates| {
                 let rows: Vec<ClaimRow> = updates
                     .iter()
                     .filter(|(_, _, r)| *r > 0)
-                    .map(|(claim, _, _)| ClaimRow::from(claim))
+                    .map(|((claim, position), _, _)| ClaimRow::new(claim, *position))
                     .collect();
                 s.write_with_retry("identity claims", || w.insert("identity_claims", &rows));
             },
@@ -225,6 +261,7 @@ pub fn run_worker(worker: &mut Worker, context: &EngineContext) -> Result<(), Wo
             }),
             "AggregatesSink",
             time_of_update,
+            replayed_through,
             move |epoch, updates| {
                 let rows: Vec<AggMinuteRow> =
                     upserts(updates.into_iter().map(|(a, _, r)| (a, r)), |a: &AggRow| {
@@ -244,6 +281,7 @@ pub fn run_worker(worker: &mut Worker, context: &EngineContext) -> Result<(), Wo
             Exchange::new(|((tenant, _), _, _): &((String, i64), u64, isize)| route(tenant)),
             "LiveCountersSink",
             time_of_update,
+            replayed_through,
             move |epoch, updates| {
                 let updated_at = datetime(epoch.saturating_mul(epoch_length) as i64);
                 let rows: Vec<LiveCounterRow> = upserts(
@@ -270,6 +308,7 @@ pub fn run_worker(worker: &mut Worker, context: &EngineContext) -> Result<(), Wo
             Pipeline,
             "DeadLettersSink",
             no_time,
+            replayed_through,
             move |_epoch, dead| {
                 let now_ms = crate::now_ms() as i64;
                 let rows: Vec<DeadLetterRow> = dead
@@ -281,12 +320,15 @@ pub fn run_worker(worker: &mut Worker, context: &EngineContext) -> Result<(), Wo
             },
         ));
 
-        checkpoint(
+        let reports = checkpoint(
             scope.concatenate(done),
             positions.clone(),
+            new_tenants.clone(),
+            checkpoint_settings,
             writer.clone(),
             sink.clone(),
         );
+        progress(reports, replayed_through, writer.clone(), sink.clone());
     });
 
     let park = Duration::from_millis((*epoch_ms / 4).clamp(1, 50));

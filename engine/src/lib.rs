@@ -9,6 +9,7 @@ pub mod cli;
 pub mod config;
 pub mod dataflow;
 pub mod metrics;
+pub mod recovery;
 pub mod sink;
 pub mod source;
 

@@ -51,6 +51,9 @@ impl Node {
 /// A person: the canonical node of a connected component of linked ids.
 pub type Person = Node;
 
+/// Where a record sits in the log: `(partition, offset)`.
+pub type Position = (i32, i64);
+
 /// A statement about identity, taken from events or control messages.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub enum IdentityClaim {

@@ -23,7 +23,9 @@ use timely::dataflow::operators::vec::Map;
 use timely::order::TotalOrder;
 use timely::progress::Timestamp;
 
-use crate::model::{AggRow, Enriched, IdentityClaim, Link, Node, Person, Session, SharedEvent};
+use crate::model::{
+    AggRow, Enriched, IdentityClaim, Link, Node, Person, Position, Session, SharedEvent,
+};
 use crate::{
     ActiveVisitors, AssignPersons, Decoded, Dedup, DedupSettings, IdentityPolicy, SessionSettings,
     Sessionize, StitchIdentities, WindowAggregate,
@@ -57,6 +59,16 @@ impl Default for AnalyticsSettings {
     }
 }
 
+impl AnalyticsSettings {
+    /// How far back (in read time) the records that open state may still depend on can lie:
+    /// the dedup horizon, or the longest session plus the time its state is retained after
+    /// its last event. A restart replays this much of the log to rebuild the state.
+    pub fn replay_horizon_ms(&self) -> u64 {
+        let sessions = self.sessions.max_session_ms + self.sessions.retention.keep_ms();
+        self.dedup.horizon_ms.max(sessions).max(0) as u64
+    }
+}
+
 /// Counts of live state entries, reported after each batch (for metrics and memory tests).
 #[derive(Debug, Default)]
 pub struct StateGauges {
@@ -81,8 +93,9 @@ pub struct Analytics<'s, T: Timestamp> {
     pub sessions: VecCollection<'s, T, Session, isize>,
     /// The person of every linked id.
     pub identities: VecCollection<'s, T, (Node, Person), isize>,
-    /// Identity claims made by the events (to be stored, and replayed at the next start).
-    pub claims: VecCollection<'s, T, IdentityClaim, isize>,
+    /// Identity claims made by the events, with the Kafka position of the event that made
+    /// each (to be stored, and reloaded at the next start unless it will be replayed).
+    pub claims: VecCollection<'s, T, (IdentityClaim, Position), isize>,
     /// Per-minute aggregates.
     pub aggregates: VecCollection<'s, T, AggRow, isize>,
     /// Per tenant, visitors active in the last `active_window_ms`, refreshed every epoch.
@@ -131,16 +144,20 @@ where
     let lateness_ms = settings.sessions.retention.lateness_ms;
     let gauge = gauges.clone();
     // Dedup first: a late retry of an on-time event must not be stored a second time.
-    let (events, late) = decoded
+    let (positioned, late) = decoded
         .dedup_observed(settings.dedup, move |n| gauge.dedup_ids.store(n, Relaxed))
         .ok_err(move |decoded: Decoded| {
             let event = Arc::new(decoded.event);
             if is_late(&event, lateness_ms) {
                 Err(event)
             } else {
-                Ok(event)
+                Ok((event, (decoded.partition, decoded.offset)))
             }
         });
+    let claims = insertions(positioned.clone().flat_map(|(event, position)| {
+        IdentityClaim::of_event(&event).map(|claim| (claim, position))
+    }));
+    let events = positioned.map(|(event, _)| event);
     let epoch_ms = settings.epoch_ms;
     let active_visitors =
         events
@@ -149,13 +166,9 @@ where
                 let epoch: u64 = (*epoch).into();
                 epoch.saturating_mul(epoch_ms) as i64
             });
-    let claims = insertions(
-        events
-            .clone()
-            .flat_map(|event: SharedEvent| IdentityClaim::of_event(&event)),
-    );
     let identities = claims
         .clone()
+        .map(|(claim, _)| claim)
         .concat(stored_claims)
         .stitch_identities(unlinks, settings.identity.clone());
     let retention = settings.sessions.retention;

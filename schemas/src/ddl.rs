@@ -44,6 +44,8 @@ pub const TABLES: &[(&str, &str)] = &[
         include_str!("../sql/agg_minute_metrics.sql"),
     ),
     ("live_counters", include_str!("../sql/live_counters.sql")),
+    ("_epochs", include_str!("../sql/epochs.sql")),
+    ("_progress", include_str!("../sql/progress.sql")),
 ];
 
 /// The statements that create `database` and every table in it, for a server of `version`.

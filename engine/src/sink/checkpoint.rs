@@ -1,61 +1,198 @@
 //! The checkpoint operator: commits a worker's source positions once every sink on every
-//! worker has written the epochs that read them.
+//! worker has written the epochs that read them, and reports what it committed to the
+//! progress operator.
 
 use std::cell::RefCell;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::rc::Rc;
 
-use timely::dataflow::Stream;
-use timely::dataflow::channels::pact::Pipeline;
+use timely::dataflow::channels::pact::{Exchange, Pipeline};
 use timely::dataflow::operators::generic::operator::Operator;
+use timely::dataflow::{Stream, StreamVec};
 
+use crate::recovery::LowWater;
 use crate::sink::clickhouse::ClickHouseWriter;
+use crate::sink::clickhouse::rows::{CheckpointRow, ProgressRow, datetime};
 use crate::sink::epoch::SinkRuntime;
 
-/// What the source emitted at one epoch.
+/// What the source read at one epoch.
 #[derive(Debug, Default)]
 pub struct EpochPositions {
     /// Per partition, the offset after the last record emitted at the epoch.
     pub next_offsets: BTreeMap<i32, i64>,
     /// Records emitted at the epoch (for backpressure).
     pub records: usize,
+    /// Per owned partition, the receive time everything before which had been read when the
+    /// epoch closed (set on the last live epoch of each close).
+    pub received_until: BTreeMap<i32, i64>,
 }
 
 /// Source positions by epoch, shared by the source and the checkpoint operator of one worker
 /// (same thread). An epoch leaves the map when it is checkpointed.
 pub type PositionsByEpoch = Rc<RefCell<BTreeMap<u64, EpochPositions>>>;
 
-/// Attaches the checkpoint operator to the union of every sink's completion stream.
-pub fn checkpoint(
-    done: Stream<'_, u64, Vec<()>>,
+/// Tenants whose events a worker has read and not yet reported (filled by the dataflow, drained
+/// by the checkpoint operator of the same worker).
+pub type NewTenants = Rc<RefCell<BTreeSet<String>>>;
+
+/// What one worker's checkpoint tells the progress operator.
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+pub struct ProgressReport {
+    /// Per partition the worker owns, the receive time read through, as of the commit.
+    pub received_until: BTreeMap<i32, i64>,
+    /// Tenants first seen since the last report.
+    pub tenants: Vec<String>,
+}
+
+/// How checkpoints are taken.
+#[derive(Debug)]
+pub struct CheckpointSettings {
+    /// Epochs up to here were checkpointed by an earlier run and are only being replayed.
+    pub replayed_through: u64,
+    /// Tracks each partition's low water.
+    pub low_water: LowWater,
+}
+
+/// Attaches the checkpoint operator to the union of every sink's completion stream. Its output
+/// carries one report per committed batch of epochs, at the oldest epoch not yet committed.
+pub fn checkpoint<'s>(
+    done: Stream<'s, u64, Vec<()>>,
     positions: PositionsByEpoch,
+    new_tenants: NewTenants,
+    settings: CheckpointSettings,
+    writer: ClickHouseWriter,
+    sink: SinkRuntime,
+) -> StreamVec<'s, u64, ProgressReport> {
+    let CheckpointSettings {
+        replayed_through,
+        mut low_water,
+    } = settings;
+    let mut committed: BTreeMap<i32, i64> = BTreeMap::new();
+    let mut received_until: BTreeMap<i32, i64> = BTreeMap::new();
+    done.unary_frontier(Pipeline, "Checkpoint", move |capability, _info| {
+        let mut capability = Some(capability);
+        move |(input, frontier), output| {
+            input.for_each(|_, _| {});
+            let mut rows = Vec::new();
+            let mut newest = None;
+            {
+                let mut positions = positions.borrow_mut();
+                while let Some(entry) = positions.first_entry() {
+                    if frontier.less_equal(entry.key()) {
+                        break;
+                    }
+                    let epoch = *entry.key();
+                    let read = entry.remove();
+                    if epoch <= replayed_through {
+                        continue;
+                    }
+                    newest = Some(epoch);
+                    received_until.extend(read.received_until);
+                    for (partition, next) in read.next_offsets {
+                        if committed.get(&partition).is_none_or(|done| *done < next) {
+                            committed.insert(partition, next);
+                            let (low, low_epoch) = low_water.advance(partition, epoch, next);
+                            rows.push(CheckpointRow {
+                                topic: writer.topic().to_owned(),
+                                partition,
+                                next_offset: next,
+                                epoch,
+                                low_water: low,
+                                low_water_epoch: low_epoch,
+                                received_until: received_until
+                                    .get(&partition)
+                                    .copied()
+                                    .unwrap_or(0),
+                                written_at: datetime(crate::now_ms() as i64),
+                            });
+                        }
+                    }
+                }
+            }
+            // Several epochs may commit at once; a partition's newest row is the one kept.
+            rows.reverse();
+            let mut seen = BTreeSet::new();
+            rows.retain(|row| seen.insert(row.partition));
+            if !rows.is_empty() {
+                sink.write_with_retry("checkpoint", || writer.checkpoint(&rows));
+                sink.metrics.checkpoints.inc();
+                tracing::debug!(epoch = ?newest, partitions = rows.len(), "checkpoint committed");
+            }
+            let Some(cap) = capability.as_mut() else {
+                return;
+            };
+            if newest.is_some() {
+                let tenants: Vec<String> = std::mem::take(&mut *new_tenants.borrow_mut())
+                    .into_iter()
+                    .collect();
+                output.session(&cap).give(ProgressReport {
+                    received_until: received_until.clone(),
+                    tenants,
+                });
+            }
+            match frontier.frontier().first() {
+                Some(&time) if time > *cap.time() => cap.downgrade(&time),
+                Some(_) => {}
+                None => capability = None,
+            }
+        }
+    })
+}
+
+/// Writes `_progress` on worker 0 from every worker's reports: per tenant, complete up to the
+/// least receive time read through over all partitions, once every checkpoint of the epoch is
+/// committed.
+pub fn progress(
+    reports: StreamVec<'_, u64, ProgressReport>,
+    replayed_through: u64,
     writer: ClickHouseWriter,
     sink: SinkRuntime,
 ) {
-    let mut committed: BTreeMap<i32, i64> = BTreeMap::new();
-    done.sink(Pipeline, "Checkpoint", move |(input, frontier)| {
-        input.for_each(|_, _| {});
-        let mut advanced: BTreeMap<i32, i64> = BTreeMap::new();
-        let mut newest = None;
-        {
-            let mut positions = positions.borrow_mut();
-            while let Some(entry) = positions.first_entry() {
+    let mut pending: BTreeMap<u64, Vec<ProgressReport>> = BTreeMap::new();
+    let mut received_until: BTreeMap<i32, i64> = BTreeMap::new();
+    let mut tenants: BTreeSet<String> = BTreeSet::new();
+    let mut written: Option<i64> = None;
+    reports.sink(
+        Exchange::new(|_: &ProgressReport| 0),
+        "Progress",
+        move |(input, frontier)| {
+            input.for_each(|capability, data| {
+                if let Some(&time) = capability.least() {
+                    pending.entry(time).or_default().extend(data.drain(..));
+                }
+            });
+            let mut newest = None;
+            let mut new_tenant = false;
+            while let Some(entry) = pending.first_entry() {
                 if frontier.less_equal(entry.key()) {
                     break;
                 }
                 newest = Some(*entry.key());
-                for (partition, next) in entry.remove().next_offsets {
-                    if committed.get(&partition).is_none_or(|done| *done < next) {
-                        committed.insert(partition, next);
-                        advanced.insert(partition, next);
+                for report in entry.remove() {
+                    received_until.extend(report.received_until);
+                    for tenant in report.tenants {
+                        new_tenant |= tenants.insert(tenant);
                     }
                 }
             }
-        }
-        if let (Some(epoch), false) = (newest, advanced.is_empty()) {
-            sink.write_with_retry("checkpoint", || writer.checkpoint(&advanced, epoch));
-            sink.metrics.checkpoints.inc();
-            tracing::debug!(epoch, partitions = advanced.len(), "checkpoint committed");
-        }
-    });
+            let (Some(epoch), Some(&until)) = (newest, received_until.values().min()) else {
+                return;
+            };
+            if epoch <= replayed_through || (written >= Some(until) && !new_tenant) {
+                return;
+            }
+            let updated_at = datetime(crate::now_ms() as i64);
+            let rows: Vec<ProgressRow> = tenants
+                .iter()
+                .map(|tenant| ProgressRow {
+                    tenant: tenant.clone(),
+                    complete_until_ms: until,
+                    epoch,
+                    updated_at,
+                })
+                .collect();
+            sink.write_with_retry("progress", || writer.progress(&rows));
+            written = Some(until);
+        },
+    );
 }

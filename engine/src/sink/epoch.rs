@@ -76,11 +76,14 @@ impl SinkRuntime {
 /// Attaches a sink to `stream`. `time_of` gives a record's own time when it has one (the
 /// updates of a collection), else the message's time is used. `write` receives every record
 /// of the completed epochs, oldest epoch last, and must block until they are durable.
+/// Records of epochs up to `replayed_through` are dropped: an earlier run wrote them, and a
+/// restart replays those epochs only to rebuild state.
 pub fn epoch_sink<'s, D, P, W>(
     stream: StreamVec<'s, u64, D>,
     pact: P,
     name: &str,
     time_of: fn(&D) -> Option<u64>,
+    replayed_through: u64,
     mut write: W,
 ) -> Stream<'s, u64, Vec<()>>
 where
@@ -101,6 +104,9 @@ where
                     };
                     for datum in data.drain(..) {
                         let time = time_of(&datum).unwrap_or(least);
+                        if time <= replayed_through {
+                            continue;
+                        }
                         stash
                             .entry(time)
                             .or_insert_with(|| (capability.delayed(&time, 0), Vec::new()))

@@ -3,9 +3,10 @@
 //! Worker `index` of `peers` owns partition `p` iff `p % peers == index`. Ownership is
 //! computed, not negotiated: there is no consumer group and no rebalancing, so a restart with a
 //! different `-w`/`-n` simply recomputes it, and every worker starts each of its partitions at
-//! the offset recorded in the last checkpoint.
+//! the low water of the last checkpoint, replaying the epochs the last run planned (see
+//! [`crate::recovery`]).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -22,7 +23,10 @@ use timely::dataflow::{Scope, StreamVec};
 
 use crate::config::KafkaConfig;
 use crate::metrics::Metrics;
+use crate::recovery::{PartitionRecovery, Recovery};
 use crate::sink::checkpoint::PositionsByEpoch;
+use crate::sink::clickhouse::ClickHouseWriter;
+use crate::sink::epoch::SinkRuntime;
 
 /// Creates the events topic (with the configured partitions) and the single-partition control
 /// topic unless they exist. Idempotent, so every process may call it at start.
@@ -49,7 +53,8 @@ pub async fn ensure_topics(config: &KafkaConfig) -> Result<(), KafkaError> {
     Ok(())
 }
 
-/// The partitions of one worker and where it reads next in each.
+/// The partitions of one worker, where it reads next in each, and, while it replays, which
+/// epoch each record belongs to.
 pub struct PartitionReader {
     consumer: BaseConsumer,
     topic: String,
@@ -57,8 +62,16 @@ pub struct PartitionReader {
     peers: usize,
     /// Next offset to read in each owned partition; `None` until known (start of log).
     positions: BTreeMap<i32, Option<i64>>,
-    /// Offsets recorded in the last checkpoint, for partitions this worker may come to own.
-    checkpointed: HashMap<i32, i64>,
+    /// What the last run left, for partitions this worker may come to own.
+    recovery: HashMap<i32, PartitionRecovery>,
+    /// Per owned partition, the planned epochs still to replay, oldest first.
+    plans: HashMap<i32, VecDeque<(u64, i64)>>,
+    /// Per partition, when it was last found fully read (end of partition), until a record
+    /// arrives after that.
+    caught_up_at: HashMap<i32, i64>,
+    /// Per partition, the broker timestamp of the last record read.
+    last_timestamp: HashMap<i32, i64>,
+    stalled_reported: BTreeSet<i32>,
     refresh_every: Duration,
     last_refresh: Option<Instant>,
 }
@@ -75,12 +88,12 @@ impl std::fmt::Debug for PartitionReader {
 }
 
 impl PartitionReader {
-    /// A reader for worker `worker` of `peers`, resuming from `checkpointed` offsets.
+    /// A reader for worker `worker` of `peers`, replaying what `recovery` says.
     pub fn new(
         config: &KafkaConfig,
         worker: usize,
         peers: usize,
-        checkpointed: HashMap<i32, i64>,
+        recovery: &Recovery,
     ) -> Result<PartitionReader, KafkaError> {
         let consumer: BaseConsumer = ClientConfig::new()
             .set("bootstrap.servers", &config.brokers)
@@ -90,6 +103,7 @@ impl PartitionReader {
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
             .set("auto.offset.reset", "earliest")
+            .set("enable.partition.eof", "true")
             .set("fetch.wait.max.ms", "50")
             .create()?;
         Ok(PartitionReader {
@@ -98,7 +112,11 @@ impl PartitionReader {
             worker,
             peers,
             positions: BTreeMap::new(),
-            checkpointed,
+            recovery: recovery.partitions.clone(),
+            plans: HashMap::new(),
+            caught_up_at: HashMap::new(),
+            last_timestamp: HashMap::new(),
+            stalled_reported: BTreeSet::new(),
             refresh_every: Duration::from_secs(config.partition_refresh_secs.max(1)),
             last_refresh: None,
         })
@@ -139,8 +157,12 @@ impl PartitionReader {
             return Ok(());
         }
         for partition in &added {
-            self.positions
-                .insert(*partition, self.checkpointed.get(partition).copied());
+            let recovery = self.recovery.remove(partition).unwrap_or_default();
+            let start = (recovery.replay_from > 0).then_some(recovery.replay_from);
+            self.positions.insert(*partition, start);
+            if !recovery.plan.is_empty() {
+                self.plans.insert(*partition, recovery.plan);
+            }
         }
         let mut assignment = TopicPartitionList::new();
         for (&partition, &position) in &self.positions {
@@ -148,8 +170,18 @@ impl PartitionReader {
             assignment.add_partition_offset(&self.topic, partition, offset)?;
         }
         self.consumer.assign(&assignment)?;
-        tracing::info!(worker = self.worker, partitions = ?self.positions, "assigned partitions");
+        tracing::info!(worker = self.worker, partitions = ?self.positions, replaying = self.plans.len(), "assigned partitions");
         Ok(())
+    }
+
+    /// Makes sure the owned partitions are known (and their plans loaded) before the first
+    /// epoch is chosen.
+    pub fn assign_now(&mut self, metrics: &Metrics) {
+        self.last_refresh = Some(Instant::now());
+        if let Err(error) = self.refresh_assignment() {
+            metrics.source_errors.inc();
+            tracing::warn!(worker = self.worker, %error, "cannot list partitions; will retry");
+        }
     }
 
     /// Reads up to `max` records into `out` without blocking.
@@ -158,11 +190,7 @@ impl PartitionReader {
             .last_refresh
             .is_none_or(|last| last.elapsed() >= self.refresh_every);
         if due {
-            self.last_refresh = Some(Instant::now());
-            if let Err(error) = self.refresh_assignment() {
-                metrics.source_errors.inc();
-                tracing::warn!(worker = self.worker, %error, "cannot refresh partitions; will retry");
-            }
+            self.assign_now(metrics);
         }
         if self.positions.is_empty() {
             return 0;
@@ -175,12 +203,20 @@ impl PartitionReader {
                     let partition = message.partition();
                     let offset = message.offset();
                     self.positions.insert(partition, Some(offset + 1));
+                    self.caught_up_at.remove(&partition);
+                    if let Some(timestamp) = message.timestamp().to_millis() {
+                        self.last_timestamp.insert(partition, timestamp);
+                    }
                     out.push(SourceRecord {
                         partition,
                         offset,
                         payload: message.payload().map(<[u8]>::to_vec).unwrap_or_default(),
                     });
                     read += 1;
+                }
+                Some(Err(KafkaError::PartitionEOF(partition))) => {
+                    self.caught_up_at.insert(partition, crate::now_ms() as i64);
+                    self.report_stalled_plan(partition);
                 }
                 Some(Err(error)) => {
                     metrics.source_errors.inc();
@@ -191,6 +227,69 @@ impl PartitionReader {
         }
         metrics.records_consumed.inc_by(read as u64);
         read
+    }
+
+    /// A plan that expects records past the end of the log cannot be replayed faithfully;
+    /// the reader keeps waiting for them (a lagging replica may still deliver them), and says so.
+    fn report_stalled_plan(&mut self, partition: i32) {
+        let Some(&(epoch, next_offset)) = self.plans.get(&partition).and_then(|p| p.front()) else {
+            return;
+        };
+        if self.stalled_reported.insert(partition) {
+            let position = self.positions.get(&partition).copied().flatten();
+            tracing::error!(
+                worker = self.worker,
+                partition,
+                epoch,
+                next_offset,
+                ?position,
+                "the log ends before records an earlier run read; waiting for them"
+            );
+        }
+    }
+
+    /// The epoch an earlier run gave the record at `offset`, while replaying; `None` for a
+    /// record read for the first time.
+    pub fn planned_epoch(&mut self, partition: i32, offset: i64) -> Option<u64> {
+        let plan = self.plans.get_mut(&partition)?;
+        while plan.front().is_some_and(|&(_, next)| next <= offset) {
+            plan.pop_front();
+        }
+        let epoch = plan.front().map(|&(epoch, _)| epoch);
+        if plan.front().is_some_and(|&(_, next)| next <= offset + 1) {
+            plan.pop_front();
+        }
+        if plan.is_empty() {
+            self.plans.remove(&partition);
+            tracing::info!(worker = self.worker, partition, "replay finished");
+        }
+        epoch
+    }
+
+    /// The oldest epoch still to be replayed on any owned partition.
+    pub fn earliest_planned_epoch(&self) -> Option<u64> {
+        self.plans
+            .values()
+            .filter_map(|plan| plan.front().map(|&(epoch, _)| epoch))
+            .min()
+    }
+
+    /// Per owned partition, the receive time up to which everything has been read: the moment
+    /// it was last found fully read, else the broker timestamp of its last record (0 before
+    /// either is known).
+    pub fn received_until(&self) -> BTreeMap<i32, i64> {
+        self.positions
+            .keys()
+            .map(|p| {
+                let until = self
+                    .caught_up_at
+                    .get(p)
+                    .or_else(|| self.last_timestamp.get(p))
+                    .copied()
+                    .unwrap_or(0);
+                (*p, until)
+            })
+            .collect()
     }
 }
 
@@ -208,14 +307,29 @@ pub struct SourceSettings {
     pub max_poll_records: usize,
     /// Most records read but not yet checkpointed; beyond it the worker stops reading.
     pub max_pending_records: usize,
+    /// The first epoch that may receive records read for the first time (after every planned
+    /// epoch of the last run).
+    pub first_live_epoch: u64,
 }
 
-/// The source operator: emits records at the current wall-clock epoch, and advances its
-/// capability with the clock so that every epoch closes even when no data arrives.
+/// Where the source records its epoch plans.
+#[derive(Debug, Clone)]
+pub struct Planner {
+    /// The plans' table.
+    pub writer: ClickHouseWriter,
+    /// Retries.
+    pub sink: SinkRuntime,
+}
+
+/// The source operator. Replayed records go to the epochs an earlier run gave them; new ones
+/// to the current wall-clock epoch (never earlier than `first_live_epoch`). The capability
+/// follows the oldest epoch still to be replayed, then the clock, so every epoch closes even
+/// when no data arrives; before it passes a live epoch, the epoch's plan is made durable.
 pub fn kafka_source<'s>(
     scope: Scope<'s, u64>,
     reader: PartitionReader,
     settings: SourceSettings,
+    planner: Planner,
     positions: PositionsByEpoch,
     shutdown: Arc<AtomicBool>,
     metrics: Arc<Metrics>,
@@ -224,6 +338,7 @@ pub fn kafka_source<'s>(
         let activator = scope.activator_for(info.address);
         let mut capability = Some(capability);
         let mut reader = reader;
+        reader.assign_now(&metrics);
         let mut buffer = Vec::with_capacity(settings.max_poll_records);
         move |output| {
             let Some(cap) = capability.as_mut() else {
@@ -234,29 +349,50 @@ pub fn kafka_source<'s>(
                 capability = None;
                 return;
             }
-            let epoch = epoch_of(crate::now_ms(), settings.epoch_ms);
-            if epoch > *cap.time() {
-                cap.downgrade(&epoch);
-            }
+            let live_epoch =
+                epoch_of(crate::now_ms(), settings.epoch_ms).max(settings.first_live_epoch);
             let mut read = 0;
             let pending: usize = positions.borrow().values().map(|epoch| epoch.records).sum();
             metrics.pending_records.set(pending as i64);
             if pending < settings.max_pending_records {
                 read = reader.poll(settings.max_poll_records, &mut buffer, &metrics);
-                if read > 0 {
-                    let time = *cap.time();
-                    let mut positions = positions.borrow_mut();
-                    let epoch = positions.entry(time).or_default();
-                    epoch.records += read;
-                    for record in &buffer {
-                        let next = epoch
-                            .next_offsets
-                            .entry(record.partition)
-                            .or_insert(record.offset + 1);
-                        *next = (*next).max(record.offset + 1);
-                    }
-                    output.session(&cap).give_iterator(buffer.drain(..));
+            }
+            if !buffer.is_empty() {
+                let mut by_epoch: BTreeMap<u64, Vec<SourceRecord>> = BTreeMap::new();
+                let mut positions = positions.borrow_mut();
+                for record in buffer.drain(..) {
+                    let planned = reader.planned_epoch(record.partition, record.offset);
+                    let epoch = planned.unwrap_or(live_epoch).max(*cap.time());
+                    let entry = positions.entry(epoch).or_default();
+                    entry.records += 1;
+                    let next = entry.next_offsets.entry(record.partition).or_default();
+                    *next = (*next).max(record.offset + 1);
+                    by_epoch.entry(epoch).or_default().push(record);
                 }
+                for (epoch, records) in by_epoch {
+                    output
+                        .session(&cap.delayed(&epoch))
+                        .give_iterator(records.into_iter());
+                }
+            }
+            let target = reader
+                .earliest_planned_epoch()
+                .map_or(live_epoch, |planned| planned.min(live_epoch));
+            if target > *cap.time() {
+                let closing = *cap.time()..target;
+                let mut positions = positions.borrow_mut();
+                for (&epoch, read) in positions.range(closing.clone()) {
+                    if epoch >= settings.first_live_epoch && !read.next_offsets.is_empty() {
+                        planner.sink.write_with_retry("epoch plan", || {
+                            planner.writer.plan_epoch(epoch, &read.next_offsets)
+                        });
+                    }
+                }
+                if closing.end - 1 >= settings.first_live_epoch {
+                    positions.entry(closing.end - 1).or_default().received_until =
+                        reader.received_until();
+                }
+                cap.downgrade(&target);
             }
             if read == settings.max_poll_records {
                 activator.activate();

@@ -2,7 +2,7 @@
 
 pub mod rows;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 use clickhouse::{Client, Row};
 use operators::IdentityClaim;
@@ -10,7 +10,8 @@ use schemas::ddl::ServerVersion;
 use serde::Deserialize;
 
 use crate::config::ClickHouseConfig;
-use rows::{CheckpointRow, ClaimRow};
+use crate::recovery::{CheckpointState, Recovery};
+use rows::{CheckpointRow, ClaimRow, EpochPlanRow, ProgressRow};
 
 /// Why ClickHouse could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -82,9 +83,23 @@ pub struct ClickHouseWriter {
 }
 
 #[derive(Debug, Row, Deserialize)]
-struct CheckpointPosition {
+struct CheckpointStateRow {
     partition: i32,
+    epoch: u64,
+    low_water: i64,
+    low_water_epoch: u64,
+}
+
+#[derive(Debug, Row, Deserialize)]
+struct PlanRow {
+    partition: i32,
+    epoch: u64,
     next_offset: i64,
+}
+
+#[derive(Debug, Row, Deserialize)]
+struct LastEpochRow {
+    last: u64,
 }
 
 impl ClickHouseWriter {
@@ -119,47 +134,94 @@ impl ClickHouseWriter {
         Ok(())
     }
 
-    /// Records that every record below `next_offsets` is reflected in every table.
-    pub async fn checkpoint(
+    /// Records checkpoint `epoch`: every record below each partition's next offset is
+    /// reflected in every table.
+    pub async fn checkpoint(&self, rows: &[CheckpointRow]) -> Result<(), SinkError> {
+        self.insert("_checkpoints", rows).await
+    }
+
+    /// Records where epoch `epoch` ends in each partition it read.
+    pub async fn plan_epoch(
         &self,
-        next_offsets: &BTreeMap<i32, i64>,
         epoch: u64,
+        next_offsets: &BTreeMap<i32, i64>,
     ) -> Result<(), SinkError> {
         let written_at = rows::datetime(crate::now_ms() as i64);
-        let rows: Vec<CheckpointRow> = next_offsets
+        let rows: Vec<EpochPlanRow> = next_offsets
             .iter()
-            .map(|(&partition, &next_offset)| CheckpointRow {
+            .map(|(&partition, &next_offset)| EpochPlanRow {
                 topic: self.topic.clone(),
                 partition,
-                next_offset,
                 epoch,
+                next_offset,
                 written_at,
             })
             .collect();
-        self.insert("_checkpoints", &rows).await
+        self.insert("_epochs", &rows).await
     }
 
-    /// The next offset to read per partition, from the newest checkpoint of each.
-    pub async fn load_checkpoints(&self) -> Result<HashMap<i32, i64>, SinkError> {
-        let positions: Vec<CheckpointPosition> = self
+    /// The newest checkpoint of every partition and the epoch plans a restart replays.
+    pub async fn load_recovery(&self) -> Result<Recovery, SinkError> {
+        let checkpoints: Vec<CheckpointState> = self
             .client
-            .query("SELECT partition, max(next_offset) AS next_offset FROM _checkpoints WHERE topic = ? GROUP BY partition")
+            .query(
+                "SELECT partition, epoch, low_water, low_water_epoch FROM _checkpoints FINAL \
+                 WHERE topic = ?",
+            )
             .bind(&self.topic)
-            .fetch_all()
-            .await?;
-        Ok(positions
+            .fetch_all::<CheckpointStateRow>()
+            .await?
             .into_iter()
-            .map(|p| (p.partition, p.next_offset))
-            .collect())
+            .map(|row| CheckpointState {
+                partition: row.partition,
+                epoch: row.epoch,
+                low_water: row.low_water,
+                low_water_epoch: row.low_water_epoch,
+            })
+            .collect();
+        let plans: Vec<(i32, u64, i64)> = self
+            .client
+            .query(
+                "SELECT partition, epoch, next_offset FROM _epochs WHERE topic = ? AND epoch >= ?",
+            )
+            .bind(&self.topic)
+            .bind(Recovery::oldest_needed_epoch(&checkpoints))
+            .fetch_all::<PlanRow>()
+            .await?
+            .into_iter()
+            .map(|row| (row.partition, row.epoch, row.next_offset))
+            .collect();
+        let mut recovery = Recovery::assemble(&checkpoints, &plans);
+        // Plans older than every low water were not loaded; the newest epoch still counts.
+        let LastEpochRow { last } = self
+            .client
+            .query("SELECT max(epoch) AS last FROM _epochs WHERE topic = ?")
+            .bind(&self.topic)
+            .fetch_one()
+            .await?;
+        recovery.last_planned_epoch = recovery.last_planned_epoch.max(last);
+        Ok(recovery)
     }
 
-    /// Every identity claim stored so far.
-    pub async fn load_claims(&self) -> Result<Vec<IdentityClaim>, SinkError> {
+    /// Writes the progress of every tenant.
+    pub async fn progress(&self, rows: &[ProgressRow]) -> Result<(), SinkError> {
+        self.insert("_progress", rows).await
+    }
+
+    /// The stored identity claims a restart will not replay (made below the low water).
+    pub async fn load_claims(&self, recovery: &Recovery) -> Result<Vec<IdentityClaim>, SinkError> {
         let rows: Vec<ClaimRow> = self
             .client
-            .query("SELECT DISTINCT tenant, kind, time_ms, message_id, from_id, user_id FROM identity_claims")
+            .query(
+                "SELECT DISTINCT tenant, kind, time_ms, message_id, from_id, user_id, partition, \
+                 offset FROM identity_claims",
+            )
             .fetch_all()
             .await?;
-        Ok(rows.iter().filter_map(ClaimRow::to_claim).collect())
+        Ok(rows
+            .iter()
+            .filter(|row| recovery.claim_precedes_replay(row.partition, row.offset))
+            .filter_map(ClaimRow::to_claim)
+            .collect())
     }
 }

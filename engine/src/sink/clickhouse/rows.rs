@@ -3,7 +3,7 @@
 //! which the end-to-end tests catch.
 
 use clickhouse::Row;
-use operators::{AggRow, DeadLetter, IdKind, IdentityClaim, Node, Session};
+use operators::{AggRow, DeadLetter, IdKind, IdentityClaim, Node, Position, Session};
 use serde::{Deserialize, Serialize};
 
 // Rows are rewritten, never updated in place: ReplacingMergeTree keeps the highest `version`,
@@ -240,42 +240,46 @@ pub struct ClaimRow {
     pub message_id: String,
     pub from_id: String,
     pub user_id: String,
+    pub partition: i32,
+    pub offset: i64,
 }
 
-impl From<&IdentityClaim> for ClaimRow {
-    fn from(claim: &IdentityClaim) -> Self {
-        match claim.clone() {
+impl ClaimRow {
+    /// The row of a claim made by the event at `position`.
+    pub fn new(claim: &IdentityClaim, (partition, offset): Position) -> Self {
+        let (tenant, kind, time_ms, message_id, from_id, user_id) = match claim.clone() {
             IdentityClaim::Identify {
                 tenant,
                 time_ms,
                 message_id,
                 anonymous_id,
                 user_id,
-            } => ClaimRow {
+            } => (
                 tenant,
-                kind: "identify".into(),
+                "identify",
                 time_ms,
                 message_id,
-                from_id: anonymous_id,
+                anonymous_id,
                 user_id,
-            },
+            ),
             IdentityClaim::Alias {
                 tenant,
                 previous_id,
                 user_id,
-            } => ClaimRow {
-                tenant,
-                kind: "alias".into(),
-                time_ms: 0,
-                message_id: String::new(),
-                from_id: previous_id,
-                user_id,
-            },
+            } => (tenant, "alias", 0, String::new(), previous_id, user_id),
+        };
+        ClaimRow {
+            tenant,
+            kind: kind.into(),
+            time_ms,
+            message_id,
+            from_id,
+            user_id,
+            partition,
+            offset,
         }
     }
-}
 
-impl ClaimRow {
     /// The claim this row stores; `None` for an unknown kind (written by a newer engine).
     pub fn to_claim(&self) -> Option<IdentityClaim> {
         let ClaimRow {
@@ -285,6 +289,7 @@ impl ClaimRow {
             message_id,
             from_id,
             user_id,
+            ..
         } = self.clone();
         match kind.as_str() {
             "identify" => Some(IdentityClaim::Identify {
@@ -375,7 +380,31 @@ pub struct CheckpointRow {
     pub partition: i32,
     pub next_offset: i64,
     pub epoch: u64,
+    pub low_water: i64,
+    pub low_water_epoch: u64,
+    pub received_until: i64,
     pub written_at: u32,
+}
+
+/// One row of `_epochs`.
+#[derive(Debug, Clone, PartialEq, Row, Serialize, Deserialize)]
+#[allow(missing_docs)]
+pub struct EpochPlanRow {
+    pub topic: String,
+    pub partition: i32,
+    pub epoch: u64,
+    pub next_offset: i64,
+    pub written_at: u32,
+}
+
+/// One row of `_progress`.
+#[derive(Debug, Clone, PartialEq, Row, Serialize, Deserialize)]
+#[allow(missing_docs)]
+pub struct ProgressRow {
+    pub tenant: String,
+    pub complete_until_ms: i64,
+    pub epoch: u64,
+    pub updated_at: u32,
 }
 
 #[cfg(test)]
