@@ -158,7 +158,7 @@ pub fn progress(
         move |(input, frontier)| {
             input.for_each(|capability, data| {
                 if let Some(&time) = capability.least() {
-                    pending.entry(time).or_default().extend(data.drain(..));
+                    pending.entry(time).or_default().append(data);
                 }
             });
             let mut newest = None;

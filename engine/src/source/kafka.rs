@@ -388,7 +388,7 @@ pub fn kafka_source<'s>(
                         });
                     }
                 }
-                if closing.end - 1 >= settings.first_live_epoch {
+                if closing.end > settings.first_live_epoch {
                     positions.entry(closing.end - 1).or_default().received_until =
                         reader.received_until();
                 }
