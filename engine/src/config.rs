@@ -24,6 +24,10 @@ pub struct EngineConfig {
     /// Length of one timely epoch. Outputs are written and checkpointed once per epoch, so
     /// this is the floor of end-to-end latency and the unit of ClickHouse insert batching.
     pub epoch_ms: u64,
+    /// How long a process waits for every peer of its cluster to connect. A peer that died
+    /// while the cluster formed would otherwise leave the others waiting forever; after this
+    /// the process exits, so whatever supervises it can restart the whole cluster.
+    pub connect_timeout_secs: u64,
     /// Kafka source.
     pub kafka: KafkaConfig,
     /// ClickHouse sink.
@@ -173,6 +177,7 @@ impl Default for EngineConfig {
     fn default() -> Self {
         EngineConfig {
             epoch_ms: 500,
+            connect_timeout_secs: 60,
             kafka: KafkaConfig::default(),
             clickhouse: ClickHouseConfig::default(),
             analytics: AnalyticsConfig::default(),
@@ -252,6 +257,7 @@ impl EngineConfig {
     fn validate(&self) -> Result<(), ConfigError> {
         let EngineConfig {
             epoch_ms,
+            connect_timeout_secs: _,
             kafka,
             clickhouse,
             analytics,

@@ -66,6 +66,7 @@ fn no_time<D>(_: &D) -> Option<u64> {
 pub fn run_worker(worker: &mut Worker, context: &EngineContext) -> Result<(), WorkerError> {
     let EngineConfig {
         epoch_ms,
+        connect_timeout_secs: _,
         kafka,
         clickhouse,
         analytics: analytics_config,
@@ -164,10 +165,9 @@ pub fn run_worker(worker: &mut Worker, context: &EngineContext) -> Result<(), Wo
             time_of_update,
             replayed_through,
             move |epoch, updates| {
-                let rows: Vec<EventRow> = upserts(
-                    updates.into_iter().map(|(e, _, r)| (e, r)),
-                    |e: &Enriched| (e.event.tenant.clone(), e.event.message_id.clone()),
-                )
+                let rows: Vec<EventRow> = upserts(updates, |e: &Enriched| {
+                    (e.event.tenant.clone(), e.event.message_id.clone())
+                })
                 .into_iter()
                 // An event never disappears: a lone retraction only means it moved, and the
                 // move's insertion carries its new row.
@@ -204,10 +204,9 @@ pub fn run_worker(worker: &mut Worker, context: &EngineContext) -> Result<(), Wo
             time_of_update,
             replayed_through,
             move |epoch, updates| {
-                let rows: Vec<SessionRow> = upserts(
-                    updates.into_iter().map(|(s, _, r)| (s, r)),
-                    |s: &Session| (s.tenant.clone(), s.session_id.clone()),
-                )
+                let rows: Vec<SessionRow> = upserts(updates, |s: &Session| {
+                    (s.tenant.clone(), s.session_id.clone())
+                })
                 .into_iter()
                 .map(|(session, removed)| SessionRow::new(&session, removed, epoch))
                 .collect();
@@ -223,13 +222,13 @@ pub fn run_worker(worker: &mut Worker, context: &EngineContext) -> Result<(), Wo
             time_of_update,
             replayed_through,
             move |epoch, updates| {
-                let rows: Vec<IdentityRow> = upserts(
-                    updates.into_iter().map(|(m, _, r)| (m, r)),
-                    |(node, _): &(Node, Person)| node.clone(),
-                )
-                .into_iter()
-                .map(|((node, person), removed)| IdentityRow::new(&node, &person, removed, epoch))
-                .collect();
+                let rows: Vec<IdentityRow> =
+                    upserts(updates, |(node, _): &(Node, Person)| node.clone())
+                        .into_iter()
+                        .map(|((node, person), removed)| {
+                            IdentityRow::new(&node, &person, removed, epoch)
+                        })
+                        .collect();
                 s.write_with_retry("identities", || w.insert("identities", &rows));
             },
         ));
@@ -263,13 +262,12 @@ pub fn run_worker(worker: &mut Worker, context: &EngineContext) -> Result<(), Wo
             time_of_update,
             replayed_through,
             move |epoch, updates| {
-                let rows: Vec<AggMinuteRow> =
-                    upserts(updates.into_iter().map(|(a, _, r)| (a, r)), |a: &AggRow| {
-                        (a.tenant.clone(), a.minute_ms, a.metric, a.dimension.clone())
-                    })
-                    .into_iter()
-                    .map(|(row, removed)| AggMinuteRow::new(&row, removed, epoch))
-                    .collect();
+                let rows: Vec<AggMinuteRow> = upserts(updates, |a: &AggRow| {
+                    (a.tenant.clone(), a.minute_ms, a.metric, a.dimension.clone())
+                })
+                .into_iter()
+                .map(|(row, removed)| AggMinuteRow::new(&row, removed, epoch))
+                .collect();
                 s.write_with_retry("aggregates", || w.insert("agg_minute_metrics", &rows));
             },
         ));
@@ -284,19 +282,17 @@ pub fn run_worker(worker: &mut Worker, context: &EngineContext) -> Result<(), Wo
             replayed_through,
             move |epoch, updates| {
                 let updated_at = datetime(epoch.saturating_mul(epoch_length) as i64);
-                let rows: Vec<LiveCounterRow> = upserts(
-                    updates.into_iter().map(|(c, _, r)| (c, r)),
-                    |(tenant, _): &(String, i64)| tenant.clone(),
-                )
-                .into_iter()
-                .map(|((tenant, count), removed)| LiveCounterRow {
-                    tenant,
-                    counter: "active_visitors_5m".into(),
-                    value: if removed { 0 } else { count },
-                    updated_at,
-                    version: epoch,
-                })
-                .collect();
+                let rows: Vec<LiveCounterRow> =
+                    upserts(updates, |(tenant, _): &(String, i64)| tenant.clone())
+                        .into_iter()
+                        .map(|((tenant, count), removed)| LiveCounterRow {
+                            tenant,
+                            counter: "active_visitors_5m".into(),
+                            value: if removed { 0 } else { count },
+                            updated_at,
+                            version: epoch,
+                        })
+                        .collect();
                 s.write_with_retry("live counters", || w.insert("live_counters", &rows));
             },
         ));

@@ -83,6 +83,21 @@ fn main() -> anyhow::Result<()> {
         "engine starting"
     );
 
+    // timely connects the processes inside `execute`, before any worker runs, and waits for
+    // every peer without a deadline.
+    let connected = Arc::new(AtomicBool::new(false));
+    let connect_timeout = Duration::from_secs(config.connect_timeout_secs);
+    let watched = connected.clone();
+    std::thread::spawn(move || {
+        std::thread::sleep(connect_timeout);
+        if !watched.load(Ordering::Relaxed) {
+            tracing::error!(
+                ?connect_timeout,
+                "the cluster did not form (a peer is missing); exiting"
+            );
+            std::process::exit(2);
+        }
+    });
     let context = EngineContext {
         config,
         runtime: runtime.handle().clone(),
@@ -90,6 +105,7 @@ fn main() -> anyhow::Result<()> {
         metrics,
     };
     let guards = timely::execute(run.timely, move |worker| {
+        connected.store(true, Ordering::Relaxed);
         run_worker(worker, &context).map_err(|error| format!("{error:#}"))
     })
     .map_err(|error| anyhow!("starting timely: {error}"))?;

@@ -7,56 +7,15 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests panic with a message by design
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use ingest_gateway::kafka::{EventProducer, KafkaConfig};
-use ingest_gateway::segment::Limits;
-use ingest_gateway::{AppState, router};
-use rdkafka::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::{Message, Offset, TopicPartitionList};
-use schemas::tenants::Tenants;
 use serde_json::{Value, json};
 
 mod common;
 
-use common::{Cluster, PARTITIONS, TestEnv, engine_config, wait_until_checkpointed};
-
-/// Every message id in the topic, read back from the start of each partition. (High watermarks
-/// would be cheaper, but tansu 0.6 reports them behind the log end.)
-fn topic_message_ids(brokers: &str, topic: &str, expected: usize) -> Vec<String> {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("group.id", "e2e-verifier")
-        .set("enable.auto.commit", "false")
-        .create()
-        .expect("consumer");
-    let mut assignment = TopicPartitionList::new();
-    for partition in 0..PARTITIONS {
-        assignment
-            .add_partition_offset(topic, partition, Offset::Beginning)
-            .expect("offset");
-    }
-    consumer.assign(&assignment).expect("assign");
-    let mut ids = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let mut quiet_since = Instant::now();
-    // Read until everything expected arrived and nothing more shows up for a while.
-    while Instant::now() < deadline
-        && (ids.len() < expected || quiet_since.elapsed() < Duration::from_secs(2))
-    {
-        if let Some(message) = consumer.poll(Duration::from_millis(100)) {
-            let message = message.expect("record");
-            let event =
-                schemas::wire::decode(message.payload().expect("payload")).expect("decodes");
-            ids.push(event.message_id);
-            quiet_since = Instant::now();
-        }
-    }
-    ids
-}
+use common::{
+    Cluster, PARTITIONS, TestEnv, engine_config, read_log, start_gateway, wait_until_checkpointed,
+};
 
 /// A page/track/identify/alias/screen/group mix, every event with a known messageId.
 fn generated_batch(request: usize, size: usize) -> Vec<Value> {
@@ -92,26 +51,12 @@ async fn events_flow_from_http_to_clickhouse_exactly_once() {
     let mut cluster = Cluster::start(&dir, &config, 2);
 
     // The gateway, in-process, served over a real socket.
-    let state = Arc::new(AppState {
-        tenants: Tenants::parse("[[tenants]]\nid='e2e'\nwrite_keys=['wk_e2e']\n").expect("tenants"),
-        producer: EventProducer::new(&KafkaConfig {
-            brokers: brokers.clone(),
-            topic: topic.clone(),
-            message_timeout_ms: 15_000,
-            queue_max_messages: 100_000,
-        })
-        .expect("producer"),
-        limits: Limits::default(),
-        trust_forwarded_for: false,
-        retry_after_secs: 1,
-        metrics: Default::default(),
-    });
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let gateway: SocketAddr = listener.local_addr().expect("addr");
-    let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
-    let server = tokio::spawn(async move { axum::serve(listener, app).await });
+    let (gateway, server) = start_gateway(
+        &brokers,
+        &topic,
+        "[[tenants]]\nid='e2e'\nwrite_keys=['wk_e2e']\n",
+    )
+    .await;
     let http = reqwest::Client::new();
     let post = |path: &str, body: Value| {
         http.post(format!("http://{gateway}{path}"))
@@ -268,7 +213,10 @@ async fn events_flow_from_http_to_clickhouse_exactly_once() {
     );
 
     // Exactly the accepted events are in Kafka, each once.
-    let mut in_topic = topic_message_ids(&brokers, &topic, expected);
+    let mut in_topic: Vec<String> = read_log(&brokers, &topic, expected)
+        .into_iter()
+        .map(|record| record.event.message_id)
+        .collect();
     in_topic.sort();
     let total = in_topic.len();
     in_topic.dedup();

@@ -136,28 +136,44 @@ where
     )
 }
 
-/// Consolidates collection updates into one upsert per key: the record with a positive net
-/// count (the latest state), or, when a key only lost records, the lost one as a tombstone
-/// (`true`). Multiple positives for a key cannot happen for well-keyed outputs; the greatest
-/// is taken so that the choice is at least deterministic.
+/// Turns a batch of collection updates `(record, epoch, diff)` into one upsert per key: the
+/// key's record after the batch, or, when it has none, a tombstone (`true`) carrying the last
+/// record it had. A key whose records came and went within the batch also gets a tombstone:
+/// the batch may span several epochs, and after a restart the earlier of them may be epochs
+/// the crashed run already wrote.
+///
+/// Only the batch is known, not what was written before it, so a record's presence before the
+/// batch is read off its first update: a record whose first change is a retraction was there.
+/// (Keyed outputs hold at most one record per key, so counts are 0 or 1.) Multiple records
+/// present for a key cannot happen for well-keyed outputs; the greatest is taken so that the
+/// choice is at least deterministic.
 pub fn upserts<D, K>(
-    updates: impl IntoIterator<Item = (D, isize)>,
+    updates: impl IntoIterator<Item = (D, u64, isize)>,
     key: impl Fn(&D) -> K,
 ) -> Vec<(D, bool)>
 where
     D: Ord,
     K: Ord + Hash,
 {
-    let mut net: BTreeMap<D, isize> = BTreeMap::new();
-    for (datum, diff) in updates {
-        *net.entry(datum).or_default() += diff;
+    // Differential may deliver a time's updates unconsolidated: net them per (record, time).
+    let mut by_time: BTreeMap<(D, u64), isize> = BTreeMap::new();
+    for (datum, time, diff) in updates {
+        *by_time.entry((datum, time)).or_default() += diff;
+    }
+    // Per record, in time order: its first change and its net change.
+    let mut changes: BTreeMap<D, (isize, isize)> = BTreeMap::new();
+    for ((datum, _), diff) in by_time {
+        if diff != 0 {
+            changes.entry(datum).or_insert((diff, 0)).1 += diff;
+        }
     }
     let mut by_key: BTreeMap<K, (Option<D>, Option<D>)> = BTreeMap::new();
-    for (datum, count) in net {
+    for (datum, (first, net)) in changes {
+        let before = isize::from(first < 0);
         let entry = by_key.entry(key(&datum)).or_default();
-        if count > 0 {
+        if before + net > 0 {
             entry.0 = Some(datum);
-        } else if count < 0 && entry.1.is_none() {
+        } else if entry.1.is_none() {
             entry.1 = Some(datum);
         }
     }
@@ -176,19 +192,37 @@ mod tests {
     use super::*;
 
     #[test]
-    fn upserts_keep_the_latest_and_tombstone_the_lost() {
+    fn upserts_keep_the_latest_and_tombstone_the_lost_and_the_transient() {
         let updates = vec![
-            (("s1", 1), -1),
-            (("s1", 2), 1),
-            (("s2", 5), -1),
-            (("s3", 7), 1),
-            (("s3", 7), -1),
-            (("s4", 1), 1),
+            (("s1", 1), 3, -1),
+            (("s1", 2), 3, 1),
+            (("s2", 5), 4, -1),
+            (("s3", 7), 3, 1),
+            (("s3", 7), 5, -1),
+            (("s4", 1), 3, 1),
+            (("s4", 9), 3, 1),
+            (("s4", 9), 3, -1),
         ];
         let result = upserts(updates, |(key, _)| *key);
         assert_eq!(
             result,
-            vec![(("s1", 2), false), (("s2", 5), true), (("s4", 1), false)]
+            vec![
+                (("s1", 2), false),
+                (("s2", 5), true),
+                (("s3", 7), true),
+                (("s4", 1), false)
+            ]
         );
+    }
+
+    #[test]
+    fn a_value_that_changes_and_changes_back_is_rewritten_not_tombstoned() {
+        let updates = vec![
+            (("k", 247), 1, -1),
+            (("k", 248), 1, 1),
+            (("k", 248), 2, -1),
+            (("k", 247), 2, 1),
+        ];
+        assert_eq!(upserts(updates, |(key, _)| *key), vec![(("k", 247), false)]);
     }
 }

@@ -72,6 +72,9 @@ pub struct PartitionReader {
     /// Per partition, the broker timestamp of the last record read.
     last_timestamp: HashMap<i32, i64>,
     stalled_reported: BTreeSet<i32>,
+    /// Whether the partitions have been listed at least once: until then no epoch may close,
+    /// since a partition's replay plan could still start at it.
+    assignment_known: bool,
     refresh_every: Duration,
     last_refresh: Option<Instant>,
 }
@@ -117,6 +120,7 @@ impl PartitionReader {
             caught_up_at: HashMap::new(),
             last_timestamp: HashMap::new(),
             stalled_reported: BTreeSet::new(),
+            assignment_known: false,
             refresh_every: Duration::from_secs(config.partition_refresh_secs.max(1)),
             last_refresh: None,
         })
@@ -148,6 +152,7 @@ impl PartitionReader {
             .map(|p| p.id())
             .filter(|&p| self.owns(p))
             .collect();
+        self.assignment_known = true;
         let added: Vec<i32> = owned
             .iter()
             .copied()
@@ -378,7 +383,7 @@ pub fn kafka_source<'s>(
             let target = reader
                 .earliest_planned_epoch()
                 .map_or(live_epoch, |planned| planned.min(live_epoch));
-            if target > *cap.time() {
+            if target > *cap.time() && reader.assignment_known {
                 let closing = *cap.time()..target;
                 let mut positions = positions.borrow_mut();
                 for (&epoch, read) in positions.range(closing.clone()) {

@@ -1,6 +1,8 @@
 //! Helpers shared by the engine's integration tests: real servers, real processes.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
+pub mod reference;
+
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -33,9 +35,19 @@ pub struct Cluster {
     logs: Vec<PathBuf>,
 }
 
+/// Distinguishes the logs of successive clusters of one test.
+static GENERATION: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
 impl Cluster {
+    /// `processes` processes of one worker each.
     pub fn start(dir: &Path, config: &Path, processes: usize) -> Cluster {
-        let hostfile = dir.join("hosts");
+        Cluster::start_shape(dir, config, processes, 1)
+    }
+
+    /// `engine -w workers -n processes -p i -h hostfile` for every i.
+    pub fn start_shape(dir: &Path, config: &Path, processes: usize, workers: usize) -> Cluster {
+        let generation = GENERATION.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let hostfile = dir.join(format!("hosts-{generation}"));
         let hosts: Vec<String> = (0..processes)
             .map(|_| format!("127.0.0.1:{}", free_port()))
             .collect();
@@ -45,12 +57,12 @@ impl Cluster {
             logs: Vec::new(),
         };
         for process in 0..processes {
-            let log = dir.join(format!("engine-{process}.log"));
+            let log = dir.join(format!("engine-{generation}-{process}.log"));
             let output = std::fs::File::create(&log).expect("log file");
             let child = Command::new(env!("CARGO_BIN_EXE_engine"))
                 .args([
                     "-w",
-                    "1",
+                    &workers.to_string(),
                     "-n",
                     &processes.to_string(),
                     "-p",
@@ -63,6 +75,7 @@ impl Cluster {
                 .arg("--metrics-listen")
                 .arg(format!("127.0.0.1:{}", free_port()))
                 .env("RUST_LOG", "info")
+                .env("RUST_BACKTRACE", "0")
                 .stdout(Stdio::from(output.try_clone().expect("clone")))
                 .stderr(Stdio::from(output))
                 .spawn()
@@ -71,6 +84,39 @@ impl Cluster {
             cluster.logs.push(log);
         }
         cluster
+    }
+
+    /// Processes in the cluster.
+    pub fn processes(&self) -> usize {
+        self.children.len()
+    }
+
+    /// SIGKILL to one process.
+    pub fn kill(&mut self, process: usize) {
+        self.children[process].kill().expect("SIGKILL");
+    }
+
+    /// Waits until every process has exited; panics (with the logs) when one is still running
+    /// after `timeout`: the death of one process must take the cluster down, not hang it.
+    pub fn wait_down(&mut self, timeout: std::time::Duration) -> std::time::Duration {
+        let started = std::time::Instant::now();
+        loop {
+            let mut running = 0;
+            for child in &mut self.children {
+                if child.try_wait().expect("wait").is_none() {
+                    running += 1;
+                }
+            }
+            if running == 0 {
+                return started.elapsed();
+            }
+            assert!(
+                started.elapsed() < timeout,
+                "{running} engine processes still running {timeout:?} after a peer died; logs:\n{}",
+                self.logs()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
     }
 
     pub fn assert_running(&mut self) {
@@ -164,7 +210,7 @@ pub fn engine_config(
     std::fs::write(
         &file,
         format!(
-            "epoch_ms = 200\n[kafka]\nbrokers = \"{brokers}\"\ntopic = \"{topic}\"\ncontrol_topic = \"{topic}_control\"\n\
+            "epoch_ms = 200\nconnect_timeout_secs = 20\n[kafka]\nbrokers = \"{brokers}\"\ntopic = \"{topic}\"\ncontrol_topic = \"{topic}_control\"\n\
              partition_refresh_secs = 1\n[clickhouse]\nurl = \"{clickhouse_url}\"\ndatabase = \"{database}\"\n"
         ),
     )
@@ -249,4 +295,79 @@ impl TestEnv {
             dir,
         }
     }
+}
+
+/// The ingest gateway, in-process, serving `tenants` over a real socket and producing to
+/// `topic`.
+pub async fn start_gateway(
+    brokers: &str,
+    topic: &str,
+    tenants: &str,
+) -> (
+    std::net::SocketAddr,
+    tokio::task::JoinHandle<std::io::Result<()>>,
+) {
+    use ingest_gateway::kafka::{EventProducer, KafkaConfig};
+    let state = std::sync::Arc::new(ingest_gateway::AppState {
+        tenants: schemas::tenants::Tenants::parse(tenants).expect("tenants"),
+        producer: EventProducer::new(&KafkaConfig {
+            brokers: brokers.to_owned(),
+            topic: topic.to_owned(),
+            message_timeout_ms: 15_000,
+            queue_max_messages: 100_000,
+        })
+        .expect("producer"),
+        limits: ingest_gateway::segment::Limits::default(),
+        trust_forwarded_for: false,
+        retry_after_secs: 1,
+        metrics: Default::default(),
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let address = listener.local_addr().expect("addr");
+    let app =
+        ingest_gateway::router(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
+    let server = tokio::spawn(async move { axum::serve(listener, app).await });
+    (address, server)
+}
+
+/// Every record of the topic with its position, read from the start of each partition until
+/// at least `expected` arrived and nothing more shows up for two seconds. (High watermarks
+/// would be cheaper, but tansu 0.6 reports them behind the log end.)
+pub fn read_log(brokers: &str, topic: &str, expected: usize) -> Vec<operators::Decoded> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::{Message, Offset, TopicPartitionList};
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", "test-verifier")
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("consumer");
+    let mut assignment = TopicPartitionList::new();
+    for partition in 0..PARTITIONS {
+        assignment
+            .add_partition_offset(topic, partition, Offset::Beginning)
+            .expect("offset");
+    }
+    consumer.assign(&assignment).expect("assign");
+    let mut log = Vec::new();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let mut quiet_since = std::time::Instant::now();
+    while std::time::Instant::now() < deadline
+        && (log.len() < expected || quiet_since.elapsed() < std::time::Duration::from_secs(2))
+    {
+        if let Some(message) = consumer.poll(std::time::Duration::from_millis(100)) {
+            let message = message.expect("record");
+            let event =
+                schemas::wire::decode(message.payload().expect("payload")).expect("decodes");
+            log.push(operators::Decoded {
+                partition: message.partition(),
+                offset: message.offset(),
+                event,
+            });
+            quiet_since = std::time::Instant::now();
+        }
+    }
+    log
 }
