@@ -39,11 +39,11 @@ pub async fn compare_with_reference(
     database: &str,
     log: &[Decoded],
 ) -> (usize, Results) {
-    let expected = analyze(&log, &[], &AnalyticsSettings::default());
+    let expected = analyze(log, &[], &AnalyticsSettings::default());
     let mut differences = 0;
 
     let sessions = tsv(
-        &clickhouse,
+        clickhouse,
         &format!(
             "SELECT tenant, session_id, person_id, visitor_id, start_ms, end_ms, events, page_views, entry_path, exit_path, \
              entry_referrer, utm_source, utm_medium, utm_campaign FROM {database}.sessions FINAL WHERE deleted = 0"
@@ -76,7 +76,7 @@ pub async fn compare_with_reference(
     differences += compare("sessions", &sessions, &expected_sessions);
 
     let aggregates = tsv(
-        &clickhouse,
+        clickhouse,
         &format!(
             "SELECT tenant, toUInt64(toUnixTimestamp(minute)) * 1000, metric, dimension, value \
              FROM {database}.agg_minute_metrics FINAL WHERE value != 0"
@@ -100,7 +100,7 @@ pub async fn compare_with_reference(
     differences += compare("agg_minute_metrics", &aggregates, &expected_aggregates);
 
     let events = tsv(
-        &clickhouse,
+        clickhouse,
         &format!("SELECT message_id, session_id, person_id, late FROM {database}.events FINAL"),
     )
     .await;
@@ -117,7 +117,7 @@ pub async fn compare_with_reference(
         .collect();
     differences += compare("events", &events, &expected_events);
 
-    let identities = tsv(&clickhouse, &format!("SELECT tenant, id_kind, id, person_id FROM {database}.identities FINAL WHERE deleted = 0")).await;
+    let identities = tsv(clickhouse, &format!("SELECT tenant, id_kind, id, person_id FROM {database}.identities FINAL WHERE deleted = 0")).await;
     let expected_identities: BTreeSet<String> = expected
         .identities
         .iter()
