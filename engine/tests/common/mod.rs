@@ -1,6 +1,7 @@
 //! Helpers shared by the engine's integration tests: real servers, real processes.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
+pub mod crash;
 pub mod reference;
 
 use std::net::TcpListener;
