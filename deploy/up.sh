@@ -11,10 +11,11 @@ DEMO_RATE="${CLICKSTREAM_DEMO_RATE:-30}"
 
 servers_up
 if [[ "$FRESH_BROKER" == 1 ]]; then
-    # The new broker's topics are empty, so offsets checkpointed against the old ones mean
-    # nothing: forget them (the engine recreates the table), keep every table of results.
-    curl -fsS "$CLICKSTREAM_CLICKHOUSE_URL" --data-binary "DROP TABLE IF EXISTS clickstream._checkpoints" >/dev/null
-    log "fresh broker: cleared the engine's checkpoints"
+    # tansu keeps its log in memory: the new broker's topics are empty, and the results,
+    # checkpoints, epoch plans and claim positions in ClickHouse describe a log that is gone.
+    # Start the demo database afresh (the engine recreates it).
+    curl -fsS "$CLICKSTREAM_CLICKHOUSE_URL" --data-binary "DROP DATABASE IF EXISTS clickstream" >/dev/null
+    log "fresh broker: dropped the demo database of the previous log"
 fi
 
 log "building release binaries (first build takes a few minutes)"
