@@ -34,7 +34,15 @@ pub struct AppState {
 }
 
 /// The API's paths, as in the OpenAPI document (a test keeps the two equal).
-pub const API_PATHS: [&str; 3] = ["/api/overview", "/api/timeseries", "/api/top/{kind}"];
+pub const API_PATHS: [&str; 7] = [
+    "/api/overview",
+    "/api/timeseries",
+    "/api/top/{kind}",
+    "/api/funnel",
+    "/api/retention",
+    "/api/persons/{person_id}/sessions",
+    "/api/progress",
+];
 
 /// The dashboard page served at `/`: one self-contained file, no build step.
 pub const DASHBOARD: &str = include_str!("dashboard.html");
@@ -49,6 +57,10 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route(API_PATHS[0], get(overview))
         .route(API_PATHS[1], get(timeseries))
         .route(API_PATHS[2], get(top))
+        .route(API_PATHS[3], get(funnel))
+        .route(API_PATHS[4], get(retention))
+        .route(API_PATHS[5], get(person_sessions))
+        .route(API_PATHS[6], get(progress))
         .route(
             "/openapi.json",
             get(|| async { ([(header::CONTENT_TYPE, "application/json")], OPENAPI) }),
@@ -187,6 +199,150 @@ async fn top(
             )
             .await?;
             Ok(json!({"kind": kind, "entries": entries}))
+        }
+        .await,
+    )
+}
+
+async fn funnel(State(state): State<Arc<AppState>>, Scoped { tenant, params }: Scoped) -> Response {
+    respond(
+        async {
+            let steps = params.steps()?;
+            let levels = queries::funnel(
+                &state.clickhouse,
+                &tenant.id,
+                params.range()?,
+                &steps,
+                params.window_secs()?,
+                &params.filters(),
+            )
+            .await?;
+            // Persons who reached step k = those whose furthest level is k or more.
+            let reached: Vec<u64> = (1..=steps.len())
+                .map(|k| {
+                    levels
+                        .iter()
+                        .filter(|level| usize::from(level.level) >= k)
+                        .map(|level| level.persons)
+                        .sum()
+                })
+                .collect();
+            let entered = reached.first().copied().unwrap_or(0) as f64;
+            let body: Vec<Value> = steps
+                .iter()
+                .zip(&reached)
+                .enumerate()
+                .map(|(index, (step, persons))| {
+                    let (kind, value) = match step {
+                        queries::Step::Page(path) => ("page", path),
+                        queries::Step::Event(name) => ("event", name),
+                    };
+                    let before = if index == 0 {
+                        entered
+                    } else {
+                        reached[index - 1] as f64
+                    };
+                    json!({
+                        "step": index + 1,
+                        "kind": kind,
+                        "value": value,
+                        "persons": persons,
+                        "conversion_from_previous": ratio(*persons as f64, before),
+                        "conversion_from_first": ratio(*persons as f64, entered),
+                    })
+                })
+                .collect();
+            Ok(json!({"window_secs": params.window_secs()?, "steps": body}))
+        }
+        .await,
+    )
+}
+
+async fn retention(
+    State(state): State<Arc<AppState>>,
+    Scoped { tenant, params }: Scoped,
+) -> Response {
+    respond(
+        async {
+            let weeks = queries::retention(
+                &state.clickhouse,
+                &tenant.id,
+                params.range()?,
+                &params.filters(),
+            )
+            .await?;
+            let mut cohorts: Vec<Value> = Vec::new();
+            let mut current: Option<(String, Vec<u64>)> = None;
+            for week in weeks {
+                if current
+                    .as_ref()
+                    .is_none_or(|(cohort, _)| *cohort != week.cohort)
+                {
+                    if let Some((cohort, active)) = current.take() {
+                        cohorts.push(cohort_json(cohort, active));
+                    }
+                    current = Some((week.cohort.clone(), Vec::new()));
+                }
+                if let Some((_, active)) = current.as_mut() {
+                    let offset = week.offset as usize;
+                    if active.len() <= offset {
+                        active.resize(offset + 1, 0);
+                    }
+                    active[offset] = week.persons;
+                }
+            }
+            if let Some((cohort, active)) = current {
+                cohorts.push(cohort_json(cohort, active));
+            }
+            Ok(json!({"cohorts": cohorts}))
+        }
+        .await,
+    )
+}
+
+/// A cohort: its size (persons active in week 0) and, per week since, persons active and the
+/// share of the cohort they are.
+fn cohort_json(week: String, active: Vec<u64>) -> Value {
+    let size = active.first().copied().unwrap_or(0);
+    let retained: Vec<Value> = active
+        .iter()
+        .map(|persons| json!({"persons": persons, "share": ratio(*persons as f64, size as f64)}))
+        .collect();
+    json!({"week": week, "persons": size, "retained": retained})
+}
+
+async fn person_sessions(
+    State(state): State<Arc<AppState>>,
+    Path(person_id): Path<String>,
+    Scoped { tenant, params }: Scoped,
+) -> Response {
+    respond(
+        async {
+            let sessions = queries::person_sessions(
+                &state.clickhouse,
+                &tenant.id,
+                &person_id,
+                params.range()?,
+                params.limit()?,
+            )
+            .await?;
+            Ok(json!({"person_id": person_id, "sessions": sessions}))
+        }
+        .await,
+    )
+}
+
+async fn progress(
+    State(state): State<Arc<AppState>>,
+    Scoped { tenant, params: _ }: Scoped,
+) -> Response {
+    respond(
+        async {
+            let until = queries::progress(&state.clickhouse, &tenant.id).await?;
+            let time = until
+                .and_then(chrono::DateTime::from_timestamp_millis)
+                .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true));
+            Ok(json!({"complete_until_ms": until, "complete_until": time}))
         }
         .await,
     )

@@ -3,6 +3,7 @@
 use std::collections::HashMap;
 
 use crate::error::ApiError;
+use crate::queries::Step;
 
 /// A half-open time range `[from, to)` in Unix seconds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -57,7 +58,7 @@ pub struct Filters {
 }
 
 const MAX_RANGE_SECS: i64 = 366 * 24 * 3600;
-const KNOWN: [&str; 8] = [
+const KNOWN: [&str; 10] = [
     "from",
     "to",
     "interval",
@@ -66,7 +67,11 @@ const KNOWN: [&str; 8] = [
     "path",
     "event",
     "utm_source",
+    "steps",
+    "window",
 ];
+const MAX_STEPS: usize = 8;
+const MAX_WINDOW_SECS: u32 = 30 * 24 * 3600;
 
 /// Parsed parameters of any endpoint.
 #[derive(Debug, Clone)]
@@ -167,6 +172,45 @@ impl Params {
                 .ok_or_else(|| ApiError::BadParameter {
                     parameter: "metric".into(),
                     message: format!("must be one of {}", allowed.join(", ")),
+                }),
+        }
+    }
+
+    /// `steps`: 2 to 8 funnel steps, comma-separated, each `page:<path>` or `event:<name>`.
+    pub fn steps(&self) -> Result<Vec<Step>, ApiError> {
+        let bad = |message: &str| ApiError::BadParameter {
+            parameter: "steps".into(),
+            message: message.into(),
+        };
+        let text = self
+            .raw
+            .get("steps")
+            .ok_or_else(|| bad("required: e.g. steps=page:/pricing,event:Signed Up"))?;
+        let steps = text
+            .split(',')
+            .map(|step| match step.trim().split_once(':') {
+                Some(("page", path)) if !path.is_empty() => Ok(Step::Page(path.to_owned())),
+                Some(("event", name)) if !name.is_empty() => Ok(Step::Event(name.to_owned())),
+                _ => Err(bad(&format!("{step:?} is not page:<path> or event:<name>"))),
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        if !(2..=MAX_STEPS).contains(&steps.len()) {
+            return Err(bad(&format!("a funnel has 2 to {MAX_STEPS} steps")));
+        }
+        Ok(steps)
+    }
+
+    /// `window`: seconds from a funnel's first step to its last, 1 to 30 days; default 1 day.
+    pub fn window_secs(&self) -> Result<u32, ApiError> {
+        match self.raw.get("window") {
+            None => Ok(24 * 3600),
+            Some(text) => text
+                .parse::<u32>()
+                .ok()
+                .filter(|n| (1..=MAX_WINDOW_SECS).contains(n))
+                .ok_or_else(|| ApiError::BadParameter {
+                    parameter: "window".into(),
+                    message: format!("must be seconds from 1 to {MAX_WINDOW_SECS}"),
                 }),
         }
     }

@@ -204,3 +204,153 @@ pub async fn top(
     };
     Ok(bound(client, &sql, binds).fetch_all().await?)
 }
+
+/// One step of a funnel: a page view of a path, or a track event of a name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Step {
+    /// `page:<path>`.
+    Page(String),
+    /// `event:<name>`.
+    Event(String),
+}
+
+impl Step {
+    /// The step's condition on an `events` row, with its bind.
+    fn condition(&self) -> (&'static str, &str) {
+        match self {
+            Step::Page(path) => ("(type = 'page' AND path = ?)", path),
+            Step::Event(name) => ("(type = 'track' AND name = ?)", name),
+        }
+    }
+}
+
+/// How many persons reached each level of a funnel.
+#[derive(Debug, Clone, Copy, PartialEq, Row, Serialize, Deserialize)]
+pub struct Level {
+    /// Steps completed in order within the window (0 to the number of steps).
+    pub level: u8,
+    /// Persons whose furthest progress is this level.
+    pub persons: u64,
+}
+
+/// Per person, the furthest step reached in order within `window_secs` of the first
+/// (ClickHouse's `windowFunnel`, which 18.16 has), counted by level.
+pub async fn funnel(
+    client: &Client,
+    tenant: &str,
+    range: Range,
+    steps: &[Step],
+    window_secs: u32,
+    filters: &Filters,
+) -> Result<Vec<Level>, ApiError> {
+    let (conditions, range_binds) = event_conditions(tenant, range, filters);
+    let mut binds: Vec<String> = Vec::new();
+    let step_conditions: Vec<&str> = steps
+        .iter()
+        .map(|step| {
+            let (condition, value) = step.condition();
+            binds.push(value.to_owned());
+            condition
+        })
+        .collect();
+    binds.extend(range_binds);
+    // `window_secs` is a validated integer: a parametric function's argument must be a literal.
+    let sql = format!(
+        "SELECT level, count() AS persons FROM (SELECT person_id, toUInt8(windowFunnel({window_secs})(event_time, {})) AS level \
+         FROM events FINAL WHERE {conditions} GROUP BY person_id) GROUP BY level ORDER BY level",
+        step_conditions.join(", ")
+    );
+    Ok(bound(client, &sql, binds).fetch_all().await?)
+}
+
+/// Persons of one cohort active some weeks after their first week.
+#[derive(Debug, Clone, PartialEq, Row, Serialize, Deserialize)]
+pub struct CohortWeek {
+    /// Monday of the cohort's first week, `YYYY-MM-DD`.
+    pub cohort: String,
+    /// Weeks after the first (0 is the first week itself).
+    pub offset: u32,
+    /// Persons of the cohort with activity in that week.
+    pub persons: u64,
+}
+
+/// Weekly retention: persons grouped by the week (starting Monday) of their first activity in
+/// the range, and for each later week how many of them were active again.
+pub async fn retention(
+    client: &Client,
+    tenant: &str,
+    range: Range,
+    filters: &Filters,
+) -> Result<Vec<CohortWeek>, ApiError> {
+    let (conditions, binds) = event_conditions(tenant, range, filters);
+    let sql = format!(
+        "SELECT toString(first_week) AS cohort, toUInt32(intDiv(toRelativeDayNum(week) - toRelativeDayNum(first_week), 7)) AS offset, \
+         count() AS persons \
+         FROM (SELECT person_id, toMonday(min(event_time)) AS first_week FROM events FINAL WHERE {conditions} GROUP BY person_id) \
+         ALL INNER JOIN (SELECT DISTINCT person_id, toMonday(event_time) AS week FROM events FINAL WHERE {conditions}) \
+         USING person_id GROUP BY first_week, offset ORDER BY first_week, offset"
+    );
+    let binds = binds.iter().chain(&binds).cloned().collect();
+    Ok(bound(client, &sql, binds).fetch_all().await?)
+}
+
+/// A session as the person view lists it.
+#[derive(Debug, Clone, PartialEq, Row, Serialize, Deserialize)]
+pub struct SessionSummary {
+    /// Session id (its first event's message id).
+    pub session_id: String,
+    /// Visitor id of the first event.
+    pub visitor_id: String,
+    /// First event, Unix ms.
+    pub start_ms: i64,
+    /// Last event, Unix ms.
+    pub end_ms: i64,
+    /// Events.
+    pub events: u32,
+    /// Page views.
+    pub page_views: u32,
+    /// Whether it had a single page view.
+    pub is_bounce: u8,
+    /// First page.
+    pub entry_path: String,
+    /// Last page.
+    pub exit_path: String,
+    /// Referrer of the first page.
+    pub entry_referrer: String,
+    /// Campaign source.
+    pub utm_source: String,
+}
+
+/// The most recent sessions of a person in the range, newest first.
+pub async fn person_sessions(
+    client: &Client,
+    tenant: &str,
+    person_id: &str,
+    range: Range,
+    limit: u32,
+) -> Result<Vec<SessionSummary>, ApiError> {
+    let (conditions, mut binds) = session_conditions(tenant, range, &Filters::default());
+    binds.push(person_id.to_owned());
+    let sql = format!(
+        "SELECT session_id, visitor_id, start_ms, end_ms, events, page_views, is_bounce, entry_path, exit_path, \
+         entry_referrer, utm_source FROM sessions FINAL WHERE {conditions} AND person_id = ? \
+         ORDER BY start_ms DESC, session_id LIMIT {limit}"
+    );
+    Ok(bound(client, &sql, binds).fetch_all().await?)
+}
+
+#[derive(Debug, Row, Deserialize)]
+struct ProgressRow {
+    complete_until_ms: i64,
+}
+
+/// "Complete up to": every event received before this instant (Unix ms) is in the tables;
+/// `None` before the engine has recorded any progress for the tenant.
+pub async fn progress(client: &Client, tenant: &str) -> Result<Option<i64>, ApiError> {
+    let row: Option<ProgressRow> = client
+        .query("SELECT complete_until_ms FROM _progress FINAL WHERE tenant = ?")
+        .bind(tenant)
+        .fetch_optional()
+        .await?;
+    Ok(row.map(|row| row.complete_until_ms))
+}

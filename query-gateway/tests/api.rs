@@ -115,6 +115,118 @@ async fn values_match_hand_computed_expectations() {
 }
 
 #[tokio::test]
+async fn funnels_retention_person_sessions_and_progress() {
+    let f = fixture(T).await;
+    let persons = |body: &Value| -> Vec<Value> {
+        body["steps"]
+            .as_array()
+            .unwrap_or_else(|| panic!("steps in {body}"))
+            .iter()
+            .map(|step| step["persons"].clone())
+            .collect()
+    };
+    // p1 viewed /a, then signed up 10 s later; p3 only viewed /b.
+    let (status, body) = f
+        .get(
+            Some("rk_acme"),
+            &format!("/api/funnel?{}&steps=page:/a,event:Signup", range()),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(persons(&body), [json!(1), json!(1)], "{body}");
+    assert_eq!(body["steps"][1]["conversion_from_previous"], 1.0);
+    assert_eq!(body["steps"][1]["kind"], "event");
+    assert_eq!(body["steps"][1]["value"], "Signup");
+    // Order matters, and so does the window.
+    let (_, body) = f
+        .get(
+            Some("rk_acme"),
+            &format!("/api/funnel?{}&steps=event:Signup,page:/b", range()),
+        )
+        .await;
+    assert_eq!(persons(&body), [json!(1), json!(0)], "{body}");
+    assert_eq!(body["steps"][1]["conversion_from_first"], 0.0);
+    let (_, body) = f
+        .get(
+            Some("rk_acme"),
+            &format!(
+                "/api/funnel?{}&steps=page:/a,event:Signup&window=5",
+                range()
+            ),
+        )
+        .await;
+    assert_eq!(persons(&body), [json!(1), json!(0)], "{body}");
+    let (_, body) = f
+        .get(
+            Some("rk_globex"),
+            &format!("/api/funnel?{}&steps=page:/a,event:Signup", range()),
+        )
+        .await;
+    assert_eq!(
+        persons(&body),
+        [json!(0), json!(0)],
+        "globex has no /a: {body}"
+    );
+
+    // Week of 2024-04-29: p9, p1 and p3; p1 again the week after.
+    let (status, body) = f
+        .get(
+            Some("rk_acme"),
+            &format!("/api/retention?from={}&to={}", T - DAY, T + 10 * DAY),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(
+        body["cohorts"],
+        json!([{"week": "2024-04-29", "persons": 3, "retained": [
+            {"persons": 3, "share": 1.0}, {"persons": 1, "share": 1.0 / 3.0}]}]),
+        "{body}"
+    );
+    let (_, body) = f
+        .get(
+            Some("rk_globex"),
+            &format!("/api/retention?from={}&to={}", T - DAY, T + 10 * DAY),
+        )
+        .await;
+    assert_eq!(body["cohorts"][0]["persons"], 1, "{body}");
+
+    // p1's sessions, newest first; s3 was merged away.
+    let (status, body) = f
+        .get(
+            Some("rk_acme"),
+            &format!("/api/persons/p1/sessions?{}", range()),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let ids: Vec<&Value> = body["sessions"]
+        .as_array()
+        .expect("sessions")
+        .iter()
+        .map(|s| &s["session_id"])
+        .collect();
+    assert_eq!(ids, [&json!("s2"), &json!("s1")], "{body}");
+    let (_, body) = f
+        .get(
+            Some("rk_globex"),
+            &format!("/api/persons/p1/sessions?{}", range()),
+        )
+        .await;
+    assert_eq!(
+        body["sessions"],
+        json!([]),
+        "another tenant's person: {body}"
+    );
+
+    let (status, body) = f.get(Some("rk_acme"), "/api/progress").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["complete_until_ms"], T * 1000 + 9_000, "{body}");
+    assert_eq!(body["complete_until"], "2024-05-01T00:00:09.000Z");
+    let (_, body) = f.get(Some("rk_globex"), "/api/progress").await;
+    assert_eq!(body["complete_until_ms"], Value::Null, "{body}");
+    f.drop_database().await;
+}
+
+#[tokio::test]
 async fn a_key_never_sees_another_tenants_rows() {
     let f = fixture(T).await;
     let acme_only = ["/a", "/b", "Signup", "news", "g.com"];
@@ -130,6 +242,10 @@ async fn a_key_never_sees_another_tenants_rows() {
         "/api/top/referrers?{range}".to_owned(),
         "/api/top/utm_sources?{range}&utm_source=news".to_owned(),
         "/api/top/pages?from=0&to=2000000000&limit=1000".to_owned(),
+        "/api/retention?from=0&to=2000000000".to_owned(),
+        "/api/persons/p1/sessions?from=0&to=2000000000".to_owned(),
+        "/api/persons/q1/sessions?from=0&to=2000000000".to_owned(),
+        "/api/progress".to_owned(),
     ];
     for query in &queries {
         let query = query.replace("{range}", &range());
@@ -183,6 +299,12 @@ async fn bad_requests_get_json_errors_naming_the_problem() {
         ("/api/top/pages?limit=0", "limit"),
         ("/api/top/pages?limit=many", "limit"),
         ("/api/overview?colour=blue", "colour"),
+        ("/api/funnel", "steps"),
+        ("/api/funnel?steps=page:/a", "steps"),
+        ("/api/funnel?steps=page:/a,click:buy", "steps"),
+        ("/api/funnel?steps=page:/a,page:", "steps"),
+        ("/api/funnel?steps=page:/a,page:/b&window=0", "window"),
+        ("/api/persons/p1/sessions?limit=5000", "limit"),
     ] {
         let (status, body) = f.get(Some("rk_acme"), query).await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{query}: {body}");
@@ -226,10 +348,17 @@ async fn the_openapi_document_matches_the_routes_and_serves_over_a_socket() {
     let address = listener.local_addr().expect("address");
     let server = tokio::spawn(axum::serve(listener, router(f.state.clone())).into_future());
     for path in API_PATHS {
-        let path = path.replace("{kind}", "pages");
+        let path = path
+            .replace("{kind}", "pages")
+            .replace("{person_id}", "p1")
+            .replace("/api/funnel", "/api/funnel?steps=page:/a,event:Signup&");
         let response = f
             .http
-            .get(format!("http://{address}{path}?{}", range()))
+            .get(format!(
+                "http://{address}{path}{}{}",
+                if path.contains('?') { "" } else { "?" },
+                range()
+            ))
             .bearer_auth("rk_acme")
             .send()
             .await

@@ -124,6 +124,19 @@ pub async fn fixture(base: i64) -> Fixture {
             1,
         ),
         event("acme", "e7", "page", "", "v9", "p9", base - 100, "/a", 0, 1),
+        // p1 comes back a week later (retention), outside every one-day range.
+        event(
+            "acme",
+            "e8",
+            "page",
+            "",
+            "v1",
+            "p1",
+            base + 8 * DAY,
+            "/a",
+            0,
+            1,
+        ),
         event(
             "globex",
             "g1",
@@ -156,6 +169,7 @@ pub async fn fixture(base: i64) -> Fixture {
     .await;
     let session = |tenant: &str,
                    id: &str,
+                   person: &str,
                    start: i64,
                    duration_ms: i64,
                    bounce: u8,
@@ -163,13 +177,14 @@ pub async fn fixture(base: i64) -> Fixture {
                    source: &str,
                    deleted: u8| {
         format!(
-            "('{tenant}', '{id}', toDateTime({start}), {start}000, {duration_ms}, {bounce}, '{referrer}', '{source}', {deleted}, 1)"
+            "('{tenant}', '{id}', '{person}', toDateTime({start}), {start}000, {duration_ms}, {bounce}, '{referrer}', '{source}', {deleted}, 1)"
         )
     };
     let sessions = [
         session(
             "acme",
             "s1",
+            "p1",
             base + 10,
             10_000,
             0,
@@ -177,10 +192,11 @@ pub async fn fixture(base: i64) -> Fixture {
             "news",
             0,
         ),
-        session("acme", "s2", base + 70, 0, 1, "", "", 0),
+        session("acme", "s2", "p1", base + 70, 0, 1, "", "", 0),
         session(
             "acme",
             "s3",
+            "p1",
             base + 80,
             5_000,
             0,
@@ -188,11 +204,22 @@ pub async fn fixture(base: i64) -> Fixture {
             "",
             1,
         ),
-        session("acme", "s4", base + 3_700, 0, 1, "https://g.com", "", 0),
-        session("acme", "s9", base - 100, 0, 1, "", "", 0),
+        session(
+            "acme",
+            "s4",
+            "p3",
+            base + 3_700,
+            0,
+            1,
+            "https://g.com",
+            "",
+            0,
+        ),
+        session("acme", "s9", "p9", base - 100, 0, 1, "", "", 0),
         session(
             "globex",
             "t1",
+            "q1",
             base + 10,
             5_000,
             0,
@@ -202,8 +229,16 @@ pub async fn fixture(base: i64) -> Fixture {
         ),
     ];
     sql(&http, &url, &format!(
-        "INSERT INTO {database}.sessions (tenant, session_id, start_time, start_ms, duration_ms, is_bounce, entry_referrer, utm_source, deleted, version) VALUES {}",
+        "INSERT INTO {database}.sessions (tenant, session_id, person_id, start_time, start_ms, duration_ms, is_bounce, entry_referrer, utm_source, deleted, version) VALUES {}",
         sessions.join(", ")
+    ))
+    .await;
+    // Two progress records of acme; the later epoch's is current. globex has none.
+    sql(&http, &url, &format!(
+        "INSERT INTO {database}._progress (tenant, complete_until_ms, epoch, updated_at) VALUES \
+         ('acme', {}, 1, now()), ('acme', {}, 2, now())",
+        base * 1000 + 5_000,
+        base * 1000 + 9_000
     ))
     .await;
     let tenants = Tenants::parse(
