@@ -36,6 +36,16 @@ pub struct EngineConfig {
     pub analytics: AnalyticsConfig,
     /// Metrics endpoint.
     pub metrics: MetricsConfig,
+    /// Live counters.
+    pub live: LiveConfig,
+}
+
+/// Where live counters are published.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LiveConfig {
+    /// Redis to publish per-epoch counters to, e.g. `redis://127.0.0.1:6379`; empty: none.
+    pub redis_url: String,
 }
 
 /// Sessions, identity and state retention.
@@ -182,6 +192,7 @@ impl Default for EngineConfig {
             clickhouse: ClickHouseConfig::default(),
             analytics: AnalyticsConfig::default(),
             metrics: MetricsConfig::default(),
+            live: LiveConfig::default(),
         }
     }
 }
@@ -262,6 +273,7 @@ impl EngineConfig {
             clickhouse,
             analytics,
             metrics: _,
+            live: _,
         } = self;
         if analytics.session_gap_secs == 0 || analytics.max_session_secs == 0 {
             return Err(ConfigError::Invalid(

@@ -1,7 +1,7 @@
 //! What each timely worker runs: the Kafka source, the operators, one sink per output table,
 //! and the checkpoint that follows them all.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -10,6 +10,7 @@ use operators::{
     AggRow, Decode, Decoded, Enriched, IdentityClaim, Node, Person, Position, Session, SharedEvent,
     StateGauges, analytics, insertions, route,
 };
+use schemas::live::LiveUpdate;
 use timely::dataflow::channels::pact::{Exchange, Pipeline};
 use timely::dataflow::operators::vec::ToStream;
 use timely::dataflow::operators::{Concatenate, Inspect, OkErr};
@@ -17,7 +18,7 @@ use timely::worker::Worker;
 
 use crate::config::EngineConfig;
 use crate::metrics::Metrics;
-use crate::recovery::LowWater;
+use crate::recovery::{LowWater, Recovery};
 use crate::sink::checkpoint::{
     CheckpointSettings, NewTenants, PositionsByEpoch, checkpoint, progress,
 };
@@ -27,6 +28,7 @@ use crate::sink::clickhouse::rows::{
 };
 use crate::sink::clickhouse::{ClickHouseWriter, SinkError};
 use crate::sink::epoch::{SinkRuntime, epoch_sink, upserts};
+use crate::sink::live::LivePublisher;
 use crate::source::control::{control_consumer, control_source};
 use crate::source::kafka::{PartitionReader, Planner, SourceSettings, kafka_source};
 
@@ -62,8 +64,41 @@ fn no_time<D>(_: &D) -> Option<u64> {
     None
 }
 
+/// What the last run left, read once per process before the cluster connects: no worker of
+/// this run can have written anything yet, so every process sees the same previous run.
+#[derive(Debug, Default)]
+pub struct StartState {
+    /// Checkpoint, low waters and epoch plans.
+    pub recovery: Recovery,
+    /// Identity claims below the low water (loaded by process 0 only, whose worker 0 feeds
+    /// them in).
+    pub claims: Vec<IdentityClaim>,
+}
+
+/// Reads the [`StartState`], waiting for ClickHouse if it is down.
+pub fn load_start_state(
+    context: &EngineContext,
+    process: usize,
+) -> Result<StartState, WorkerError> {
+    let EngineConfig {
+        kafka, clickhouse, ..
+    } = &context.config;
+    let writer = ClickHouseWriter::new(clickhouse, &kafka.topic);
+    let recovery = read_with_retry(context, "checkpoints", || writer.load_recovery())?;
+    let claims = if process == 0 {
+        read_with_retry(context, "identity claims", || writer.load_claims(&recovery))?
+    } else {
+        Vec::new()
+    };
+    Ok(StartState { recovery, claims })
+}
+
 /// Builds this worker's part of the dataflow and runs it until shutdown.
-pub fn run_worker(worker: &mut Worker, context: &EngineContext) -> Result<(), WorkerError> {
+pub fn run_worker(
+    worker: &mut Worker,
+    context: &EngineContext,
+    start: &StartState,
+) -> Result<(), WorkerError> {
     let EngineConfig {
         epoch_ms,
         connect_timeout_secs: _,
@@ -71,18 +106,21 @@ pub fn run_worker(worker: &mut Worker, context: &EngineContext) -> Result<(), Wo
         clickhouse,
         analytics: analytics_config,
         metrics: _,
+        live,
     } = &context.config;
     let (index, peers) = (worker.index(), worker.peers());
     let writer = ClickHouseWriter::new(clickhouse, &kafka.topic);
-    let recovery = read_with_retry(context, "checkpoints", || writer.load_recovery())?;
+    let recovery = &start.recovery;
     // The identity map is rebuilt from the stored claims that will not be replayed; one worker
     // feeds them in.
     let stored_claims = if index == 0 {
-        read_with_retry(context, "identity claims", || writer.load_claims(&recovery))?
+        start.claims.clone()
     } else {
         Vec::new()
     };
     let replayed_through = recovery.checkpointed_epoch;
+    // Replayed and redone epochs are history: live counters are published for new ones only.
+    let first_live_epoch = recovery.last_planned_epoch + 1;
     tracing::info!(
         worker = index,
         peers,
@@ -92,7 +130,7 @@ pub fn run_worker(worker: &mut Worker, context: &EngineContext) -> Result<(), Wo
         "worker starting"
     );
 
-    let reader = PartitionReader::new(kafka, index, peers, &recovery)?;
+    let reader = PartitionReader::new(kafka, index, peers, recovery)?;
     let control = if index == 0 {
         Some(control_consumer(kafka)?)
     } else {
@@ -102,7 +140,7 @@ pub fn run_worker(worker: &mut Worker, context: &EngineContext) -> Result<(), Wo
         epoch_ms: *epoch_ms,
         max_poll_records: kafka.max_poll_records,
         max_pending_records: kafka.max_pending_records,
-        first_live_epoch: recovery.last_planned_epoch + 1,
+        first_live_epoch,
     };
     let sink = SinkRuntime {
         runtime: context.runtime.clone(),
@@ -113,7 +151,7 @@ pub fn run_worker(worker: &mut Worker, context: &EngineContext) -> Result<(), Wo
     let settings = analytics_config.to_settings(*epoch_ms);
     let checkpoint_settings = CheckpointSettings {
         replayed_through,
-        low_water: LowWater::new(&recovery, settings.replay_horizon_ms().div_ceil(*epoch_ms)),
+        low_water: LowWater::new(recovery, settings.replay_horizon_ms().div_ceil(*epoch_ms)),
     };
     let positions = PositionsByEpoch::default();
     let new_tenants = NewTenants::default();
@@ -158,6 +196,8 @@ pub fn run_worker(worker: &mut Worker, context: &EngineContext) -> Result<(), Wo
         let mut done = Vec::new();
 
         let (w, s) = (writer.clone(), sink.clone());
+        let mut events_publisher = LivePublisher::new(&live.redis_url);
+        let epoch_length = *epoch_ms;
         done.push(epoch_sink(
             out.events.inner,
             Exchange::new(|(e, _, _): &(Enriched, u64, isize)| route(&e.event.message_id)),
@@ -176,6 +216,26 @@ pub fn run_worker(worker: &mut Worker, context: &EngineContext) -> Result<(), Wo
                 .collect();
                 s.write_with_retry("events", || w.insert("events", &rows));
                 s.metrics.events_written.inc_by(rows.len() as u64);
+                if epoch >= first_live_epoch {
+                    let mut per_tenant: BTreeMap<&str, u64> = BTreeMap::new();
+                    for row in &rows {
+                        *per_tenant.entry(row.tenant.as_str()).or_default() += 1;
+                    }
+                    let at_ms = epoch.saturating_mul(epoch_length) as i64;
+                    let updates: Vec<(String, LiveUpdate)> = per_tenant
+                        .into_iter()
+                        .map(|(tenant, events)| {
+                            let update = LiveUpdate {
+                                epoch,
+                                at_ms,
+                                active_visitors: None,
+                                events: Some(events),
+                            };
+                            (tenant.to_owned(), update)
+                        })
+                        .collect();
+                    events_publisher.publish(&updates);
+                }
             },
         ));
 
@@ -273,7 +333,7 @@ pub fn run_worker(worker: &mut Worker, context: &EngineContext) -> Result<(), Wo
         ));
 
         let (w, s) = (writer.clone(), sink.clone());
-        let epoch_length = *epoch_ms;
+        let mut counters_publisher = LivePublisher::new(&live.redis_url);
         done.push(epoch_sink(
             out.active_visitors.inner,
             Exchange::new(|((tenant, _), _, _): &((String, i64), u64, isize)| route(tenant)),
@@ -294,6 +354,22 @@ pub fn run_worker(worker: &mut Worker, context: &EngineContext) -> Result<(), Wo
                         })
                         .collect();
                 s.write_with_retry("live counters", || w.insert("live_counters", &rows));
+                if epoch >= first_live_epoch {
+                    let at_ms = epoch.saturating_mul(epoch_length) as i64;
+                    let updates: Vec<(String, LiveUpdate)> = rows
+                        .iter()
+                        .map(|row| {
+                            let update = LiveUpdate {
+                                epoch,
+                                at_ms,
+                                active_visitors: Some(row.value),
+                                events: None,
+                            };
+                            (row.tenant.clone(), update)
+                        })
+                        .collect();
+                    counters_publisher.publish(&updates);
+                }
             },
         ));
 

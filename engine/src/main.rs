@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::{Context as _, anyhow};
 use clickstream_engine::cli::{self, Command};
 use clickstream_engine::config::EngineConfig;
-use clickstream_engine::dataflow::{EngineContext, run_worker};
+use clickstream_engine::dataflow::{EngineContext, load_start_state, run_worker};
 use clickstream_engine::metrics::Metrics;
 use clickstream_engine::sink::clickhouse::{ensure_schema, schema_ready};
 use clickstream_engine::source::kafka::ensure_topics;
@@ -83,10 +83,19 @@ fn main() -> anyhow::Result<()> {
         "engine starting"
     );
 
+    let context = EngineContext {
+        config,
+        runtime: runtime.handle().clone(),
+        shutdown,
+        metrics,
+    };
+    let start = Arc::new(
+        load_start_state(&context, run.process_index).context("reading the last checkpoint")?,
+    );
     // timely connects the processes inside `execute`, before any worker runs, and waits for
     // every peer without a deadline.
     let connected = Arc::new(AtomicBool::new(false));
-    let connect_timeout = Duration::from_secs(config.connect_timeout_secs);
+    let connect_timeout = Duration::from_secs(context.config.connect_timeout_secs);
     let watched = connected.clone();
     std::thread::spawn(move || {
         std::thread::sleep(connect_timeout);
@@ -98,15 +107,9 @@ fn main() -> anyhow::Result<()> {
             std::process::exit(2);
         }
     });
-    let context = EngineContext {
-        config,
-        runtime: runtime.handle().clone(),
-        shutdown,
-        metrics,
-    };
     let guards = timely::execute(run.timely, move |worker| {
         connected.store(true, Ordering::Relaxed);
-        run_worker(worker, &context).map_err(|error| format!("{error:#}"))
+        run_worker(worker, &context, &start).map_err(|error| format!("{error:#}"))
     })
     .map_err(|error| anyhow!("starting timely: {error}"))?;
     let mut failures = Vec::new();

@@ -17,6 +17,34 @@ use common::{
     Cluster, PARTITIONS, TestEnv, engine_config, read_log, start_gateway, wait_until_checkpointed,
 };
 
+/// Collects every live update the engine publishes for `tenant`.
+async fn subscribe_live(
+    tenant: &str,
+) -> std::sync::Arc<std::sync::Mutex<Vec<schemas::live::LiveUpdate>>> {
+    use futures_util::StreamExt as _;
+    let url =
+        std::env::var("CLICKSTREAM_REDIS_URL").expect("CLICKSTREAM_REDIS_URL (deploy/test.sh)");
+    let mut pubsub = redis::Client::open(url.as_str())
+        .expect("redis url")
+        .get_async_pubsub()
+        .await
+        .unwrap_or_else(|e| panic!("Redis at {url}: {e}"));
+    pubsub
+        .subscribe(schemas::live::channel(tenant))
+        .await
+        .expect("subscribe");
+    let updates = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let sink = updates.clone();
+    tokio::spawn(async move {
+        let mut messages = pubsub.into_on_message();
+        while let Some(message) = messages.next().await {
+            let update = serde_json::from_slice(message.get_payload_bytes()).expect("LiveUpdate");
+            sink.lock().expect("live updates").push(update);
+        }
+    });
+    updates
+}
+
 /// A page/track/identify/alias/screen/group mix, every event with a known messageId.
 fn generated_batch(request: usize, size: usize) -> Vec<Value> {
     (0..size)
@@ -48,6 +76,8 @@ async fn events_flow_from_http_to_clickhouse_exactly_once() {
         dir,
     } = TestEnv::new("e2e").await;
     let config = engine_config(&dir, &brokers, &topic, &clickhouse.url, &database);
+    // The engine's live counters, as the query gateway would receive them.
+    let live = subscribe_live("e2e").await;
     let mut cluster = Cluster::start(&dir, &config, 2);
 
     // The gateway, in-process, served over a real socket.
@@ -211,6 +241,19 @@ async fn events_flow_from_http_to_clickhouse_exactly_once() {
         active_visitors.len(),
         "active visitors in the last five minutes"
     );
+    // ...and the same went out over Redis, with the events written per epoch.
+    let updates = live.lock().expect("live updates").clone();
+    let published_events: u64 = updates.iter().filter_map(|u| u.events).sum();
+    assert!(
+        published_events >= expected as u64,
+        "{published_events} events published live, {expected} written: {updates:?}"
+    );
+    let newest_active = updates
+        .iter()
+        .filter(|u| u.active_visitors.is_some())
+        .max_by_key(|u| u.epoch)
+        .and_then(|u| u.active_visitors);
+    assert_eq!(newest_active, Some(active as i64), "live active visitors");
 
     // Exactly the accepted events are in Kafka, each once.
     let mut in_topic: Vec<String> = read_log(&brokers, &topic, expected)

@@ -5,6 +5,7 @@
 #![warn(missing_docs)]
 
 pub mod error;
+pub mod live;
 pub mod params;
 pub mod queries;
 
@@ -31,6 +32,8 @@ pub struct AppState {
     pub tenants: Tenants,
     /// ClickHouse, with the pipeline's database selected.
     pub clickhouse: clickhouse::Client,
+    /// Live counters, relayed from the engine through Redis.
+    pub live: Arc<live::LiveHub>,
 }
 
 /// The API's paths, as in the OpenAPI document (a test keeps the two equal).
@@ -43,6 +46,10 @@ pub const API_PATHS: [&str; 7] = [
     "/api/persons/{person_id}/sessions",
     "/api/progress",
 ];
+
+/// The Server-Sent Events stream of live counters. Browsers' `EventSource` cannot send
+/// headers, so besides `Authorization: Bearer` it takes the read key as `?key=`.
+pub const LIVE_PATH: &str = "/live";
 
 /// The dashboard page served at `/`: one self-contained file, no build step.
 pub const DASHBOARD: &str = include_str!("dashboard.html");
@@ -61,6 +68,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route(API_PATHS[4], get(retention))
         .route(API_PATHS[5], get(person_sessions))
         .route(API_PATHS[6], get(progress))
+        .route(LIVE_PATH, get(live_stream))
         .route(
             "/openapi.json",
             get(|| async { ([(header::CONTENT_TYPE, "application/json")], OPENAPI) }),
@@ -346,4 +354,36 @@ async fn progress(
         }
         .await,
     )
+}
+
+async fn live_stream(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Query(query): Query<HashMap<String, String>>,
+) -> Response {
+    let tenant = match authenticate(&state, &headers).or_else(|error| {
+        query
+            .get("key")
+            .and_then(|key| state.tenants.by_read_key(key))
+            .cloned()
+            .ok_or(error)
+    }) {
+        Ok(tenant) => tenant,
+        Err(error) => return error.into_response(),
+    };
+    if let Some(unknown) = query.keys().find(|name| name.as_str() != "key") {
+        return ApiError::BadParameter {
+            parameter: unknown.clone(),
+            message: "unknown parameter".into(),
+        }
+        .into_response();
+    }
+    let last_event_id = headers
+        .get("last-event-id")
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.trim().parse::<u64>().ok());
+    state
+        .live
+        .stream(tenant.id.clone(), last_event_id)
+        .into_response()
 }

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use clap::Parser;
+use clickstream_query_gateway::live::LiveHub;
 use clickstream_query_gateway::{AppState, router};
 use schemas::tenants::Tenants;
 
@@ -41,6 +42,9 @@ struct Args {
         default_value = "deploy/tenants.toml"
     )]
     tenants: PathBuf,
+    /// Redis carrying the engine's live counters; empty: `/live` streams nothing.
+    #[arg(long, env = "CLICKSTREAM_REDIS_URL", default_value = "")]
+    redis_url: String,
 }
 
 #[tokio::main]
@@ -55,7 +59,12 @@ async fn main() -> anyhow::Result<()> {
         clickhouse_url,
         database,
         tenants,
+        redis_url,
     } = Args::parse();
+    let live = Arc::new(LiveHub::default());
+    if !redis_url.is_empty() {
+        live.follow_redis(redis_url);
+    }
     let state = Arc::new(AppState {
         tenants: Tenants::load(&tenants).context("loading tenants")?,
         clickhouse: clickhouse::Client::default()
@@ -65,6 +74,7 @@ async fn main() -> anyhow::Result<()> {
             // Every query is read-only, whatever a bug might build (2: read-only, but the
             // client may still set per-query settings).
             .with_setting("readonly", "2"),
+        live,
     });
     let listener = tokio::net::TcpListener::bind(listen)
         .await

@@ -6,7 +6,7 @@
 mod common;
 
 use axum::http::StatusCode;
-use clickstream_query_gateway::{API_PATHS, OPENAPI, router};
+use clickstream_query_gateway::{API_PATHS, LIVE_PATH, OPENAPI, router};
 use common::{DAY, T, fixture};
 use serde_json::{Value, json};
 
@@ -336,6 +336,7 @@ async fn the_openapi_document_matches_the_routes_and_serves_over_a_socket() {
         .collect();
     documented.sort();
     let mut routed = API_PATHS.to_vec();
+    routed.push(LIVE_PATH);
     routed.sort();
     assert_eq!(
         documented, routed,

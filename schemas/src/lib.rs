@@ -7,6 +7,7 @@
 
 pub mod ddl;
 pub mod event;
+pub mod live;
 pub mod tenants;
 pub mod wire;
 

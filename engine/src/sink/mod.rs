@@ -3,3 +3,4 @@
 pub mod checkpoint;
 pub mod clickhouse;
 pub mod epoch;
+pub mod live;

@@ -12,8 +12,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::client::{ClientContext, DefaultClientContext};
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::error::KafkaError;
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
@@ -53,10 +53,28 @@ pub async fn ensure_topics(config: &KafkaConfig) -> Result<(), KafkaError> {
     Ok(())
 }
 
+/// The consumer's context: end-of-partition is how the reader learns that it has caught up
+/// (it asks for `enable.partition.eof`), not an error, so librdkafka's report of it is kept
+/// out of the error log; everything else is logged as before.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SourceContext;
+
+impl ClientContext for SourceContext {
+    fn error(&self, error: KafkaError, reason: &str) {
+        if matches!(error, KafkaError::PartitionEOF(_)) {
+            tracing::trace!(%error, reason, "end of partition");
+        } else {
+            tracing::error!(%error, reason, "librdkafka");
+        }
+    }
+}
+
+impl ConsumerContext for SourceContext {}
+
 /// The partitions of one worker, where it reads next in each, and, while it replays, which
 /// epoch each record belongs to.
 pub struct PartitionReader {
-    consumer: BaseConsumer,
+    consumer: BaseConsumer<SourceContext>,
     topic: String,
     worker: usize,
     peers: usize,
@@ -98,7 +116,7 @@ impl PartitionReader {
         peers: usize,
         recovery: &Recovery,
     ) -> Result<PartitionReader, KafkaError> {
-        let consumer: BaseConsumer = ClientConfig::new()
+        let consumer: BaseConsumer<SourceContext> = ClientConfig::new()
             .set("bootstrap.servers", &config.brokers)
             // Required by librdkafka's consumer even though no group coordination is used:
             // offsets are never committed to Kafka, ClickHouse checkpoints are the truth.
@@ -108,7 +126,7 @@ impl PartitionReader {
             .set("auto.offset.reset", "earliest")
             .set("enable.partition.eof", "true")
             .set("fetch.wait.max.ms", "50")
-            .create()?;
+            .create_with_context(SourceContext)?;
         Ok(PartitionReader {
             consumer,
             topic: config.topic.clone(),

@@ -253,8 +253,31 @@ pub async fn crash_run(options: CrashOptions) {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let (mut kills, mut outages) = (0, 0);
+    let mut covered_at_start = checkpointed_records(&clickhouse, &database)
+        .await
+        .unwrap_or(0);
     while kills < min_kills || outages < min_outages || !feeder.is_finished() {
-        tokio::time::sleep(Duration::from_millis(rng.random_range(500..3_500))).await;
+        // Most faults wait until the restarted cluster has replayed and committed something
+        // new (a restart replays the whole state horizon, which grows with the log); the
+        // others strike during start-up and replay.
+        if rng.random_bool(0.7) {
+            let deadline = Instant::now() + Duration::from_secs(180);
+            while checkpointed_records(&clickhouse, &database)
+                .await
+                .unwrap_or(0)
+                <= covered_at_start
+                && !(feeder.is_finished() && kills >= min_kills && outages >= min_outages)
+            {
+                cluster.assert_running();
+                assert!(
+                    Instant::now() < deadline,
+                    "no progress after a restart:\n{}",
+                    cluster.logs()
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(rng.random_range(200..2_500))).await;
         if let Some(server) = private.as_ref().filter(|_| rng.random_bool(0.4)) {
             let covered = checkpointed_records(&clickhouse, &database)
                 .await
@@ -287,6 +310,7 @@ pub async fn crash_run(options: CrashOptions) {
             down.as_millis()
         );
         cluster = Cluster::start_shape(&dir, &config, processes, workers);
+        covered_at_start = covered;
     }
     feeder.await.expect("every batch accepted");
 

@@ -212,7 +212,9 @@ pub fn engine_config(
         &file,
         format!(
             "epoch_ms = 200\nconnect_timeout_secs = 20\n[kafka]\nbrokers = \"{brokers}\"\ntopic = \"{topic}\"\ncontrol_topic = \"{topic}_control\"\n\
-             partition_refresh_secs = 1\n[clickhouse]\nurl = \"{clickhouse_url}\"\ndatabase = \"{database}\"\n"
+             partition_refresh_secs = 1\n[clickhouse]\nurl = \"{clickhouse_url}\"\ndatabase = \"{database}\"\n\
+             [live]\nredis_url = \"{}\"\n",
+            required_env("CLICKSTREAM_REDIS_URL")
         ),
     )
     .expect("engine config");

@@ -254,6 +254,7 @@ pub async fn fixture(base: i64) -> Fixture {
         state: Arc::new(AppState {
             tenants,
             clickhouse,
+            live: Default::default(),
         }),
         http,
         url,
