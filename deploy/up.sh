@@ -32,6 +32,8 @@ url = "$CLICKSTREAM_CLICKHOUSE_URL"
 database = "clickstream"
 [metrics]
 listen = "127.0.0.1:19464"
+[live]
+redis_url = "$CLICKSTREAM_REDIS_URL"
 TOML
 
 for name in loadgen ingest-gateway query-gateway; do stop_pidfile "$name"; done
@@ -45,6 +47,7 @@ wait_for "ingest gateway" 30 "$LOG_DIR/ingest-gateway.log" curl -fsS "http://127
 
 nohup "$ROOT/target/release/query-gateway" --listen "127.0.0.1:$QUERY_PORT" \
     --clickhouse-url "$CLICKSTREAM_CLICKHOUSE_URL" --database clickstream --tenants "$ROOT/deploy/tenants.toml" \
+    --redis-url "$CLICKSTREAM_REDIS_URL" \
     >"$LOG_DIR/query-gateway.log" 2>&1 &
 echo $! >"$PID_DIR/query-gateway.pid"
 wait_for "query gateway" 30 "$LOG_DIR/query-gateway.log" curl -fsS "http://127.0.0.1:$QUERY_PORT/healthz"
@@ -68,7 +71,7 @@ clickstream is running (state and logs in $STATE_DIR):
   demo traffic     loadgen at $DEMO_RATE events/s
   ClickHouse       $CLICKSTREAM_CLICKHOUSE_URL   database "clickstream"  ($(count_events) events so far)
   Kafka (tansu)    $CLICKSTREAM_KAFKA_BROKERS   topic "events"
-  Redis            $CLICKSTREAM_REDIS_URL
+  Redis            $CLICKSTREAM_REDIS_URL   (live counters: engine -> query gateway /live)
   dashboard        http://127.0.0.1:$QUERY_PORT/#key=demo_read_key   (REST API: /openapi.json)
 
 Try:

@@ -34,6 +34,8 @@ pub struct AppState {
     pub clickhouse: clickhouse::Client,
     /// Live counters, relayed from the engine through Redis.
     pub live: Arc<live::LiveHub>,
+    /// How long one `/live` stream lasts before the browser is made to reconnect.
+    pub live_stream_lifetime: std::time::Duration,
 }
 
 /// The API's paths, as in the OpenAPI document (a test keeps the two equal).
@@ -384,6 +386,6 @@ async fn live_stream(
         .and_then(|value| value.trim().parse::<u64>().ok());
     state
         .live
-        .stream(tenant.id.clone(), last_event_id)
+        .stream(tenant.id.clone(), last_event_id, state.live_stream_lifetime)
         .into_response()
 }

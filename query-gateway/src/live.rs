@@ -175,11 +175,14 @@ impl LiveHub {
     }
 
     /// The SSE stream of `tenant`: its current state first (unless the client already has it,
-    /// per `last_event_id`), then every change.
+    /// per `last_event_id`), then every change, for at most `lifetime`. Browsers reconnect on
+    /// their own (with `Last-Event-ID`); ending streams now and then spreads long-lived
+    /// connections over restarted or added gateways and outlives proxies' idle limits.
     pub fn stream(
         &self,
         tenant: String,
         last_event_id: Option<u64>,
+        lifetime: Duration,
     ) -> Sse<impl Stream<Item = Result<Event, Infallible>> + use<>> {
         let receiver = self.changes.subscribe();
         let first = self
@@ -200,7 +203,10 @@ impl LiveHub {
                 }
             }
         });
-        Sse::new(initial.chain(changes)).keep_alive(KeepAlive::default())
+        let stream = initial
+            .chain(changes)
+            .take_until(tokio::time::sleep(lifetime));
+        Sse::new(stream).keep_alive(KeepAlive::default())
     }
 }
 

@@ -45,6 +45,10 @@ struct Args {
     /// Redis carrying the engine's live counters; empty: `/live` streams nothing.
     #[arg(long, env = "CLICKSTREAM_REDIS_URL", default_value = "")]
     redis_url: String,
+    /// Seconds one `/live` stream lasts before the browser reconnects (resuming by
+    /// Last-Event-ID).
+    #[arg(long, env = "CLICKSTREAM_LIVE_STREAM_SECS", default_value_t = 300)]
+    live_stream_secs: u64,
 }
 
 #[tokio::main]
@@ -60,6 +64,7 @@ async fn main() -> anyhow::Result<()> {
         database,
         tenants,
         redis_url,
+        live_stream_secs,
     } = Args::parse();
     let live = Arc::new(LiveHub::default());
     if !redis_url.is_empty() {
@@ -75,6 +80,7 @@ async fn main() -> anyhow::Result<()> {
             // client may still set per-query settings).
             .with_setting("readonly", "2"),
         live,
+        live_stream_lifetime: std::time::Duration::from_secs(live_stream_secs),
     });
     let listener = tokio::net::TcpListener::bind(listen)
         .await

@@ -11,6 +11,7 @@ use std::process::Command;
 
 use clickstream_query_gateway::router;
 use common::fixture;
+use schemas::live::{LiveUpdate, channel};
 
 fn chromium() -> PathBuf {
     let path = PathBuf::from(
@@ -37,7 +38,10 @@ fn run_chromium(profile: &Path, extra: &[String]) -> String {
             "--disable-background-networking",
             "--disable-component-update",
             "--disable-sync",
-            "--virtual-time-budget=15000",
+            // Virtual time stands still while a request is open; the fixture's live streams end
+            // after 2 s and the page reconnects (2 s retry), so the budget passes in about as
+            // much real time, with live counters flowing meanwhile.
+            "--virtual-time-budget=12000",
         ])
         .arg(format!("--user-data-dir={}", profile.display()))
         .args(extra)
@@ -62,7 +66,37 @@ async fn the_dashboard_renders_the_tenants_numbers_in_chromium() {
         .expect("bind");
     let address = listener.local_addr().expect("address");
     let server = tokio::spawn(axum::serve(listener, router(f.state.clone())).into_future());
-
+    // Live counters arrive as the engine sends them: through Redis. Publish a moving count for
+    // acme (and a number for globex that must never show) while the browser is open.
+    let redis_url = std::env::var("CLICKSTREAM_REDIS_URL").unwrap_or_else(|_| {
+        panic!("CLICKSTREAM_REDIS_URL is not set: run the tests with deploy/test.sh, which starts Redis")
+    });
+    f.state.live.follow_redis(redis_url.clone());
+    let mut redis = redis::Client::open(redis_url.as_str())
+        .expect("redis url")
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap_or_else(|e| panic!("Redis at {redis_url}: {e}"));
+    // A task, not a thread: it must die with the test if an assertion fails.
+    let publisher = tokio::spawn(async move {
+        for i in 0.. {
+            for (tenant, active) in [("acme", 10 + i), ("globex", 999)] {
+                let update = LiveUpdate {
+                    epoch: 1_000 + i as u64,
+                    at_ms: chrono::Utc::now().timestamp_millis(),
+                    active_visitors: Some(active),
+                    events: Some(5),
+                };
+                let _: i64 = redis::cmd("PUBLISH")
+                    .arg(channel(tenant))
+                    .arg(serde_json::to_string(&update).expect("json"))
+                    .query_async(&mut redis)
+                    .await
+                    .expect("publish");
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(150)).await;
+        }
+    });
     let output_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/test-output");
     std::fs::create_dir_all(&output_dir).expect("output dir");
     let profile = std::env::temp_dir().join(format!("clickstream-chromium-{}", std::process::id()));
@@ -118,6 +152,31 @@ async fn the_dashboard_renders_the_tenants_numbers_in_chromium() {
         "top events:\n{dom}"
     );
     assert!(dom.contains("<rect"), "the chart has bars");
+    // The live counter moved while the page was open, and only with acme's numbers.
+    let live = dom
+        .find(r#"id="live""#)
+        .map(|at| &dom[at..(at + 400).min(dom.len())])
+        .unwrap_or_else(|| panic!("no live counter:\n{dom}"));
+    let history = live
+        .split(r#"data-history=""#)
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .unwrap_or_else(|| panic!("no live history: {live}"));
+    let shown: std::collections::BTreeSet<&str> =
+        history.split(',').filter(|v| !v.is_empty()).collect();
+    assert!(shown.len() >= 2, "the live counter did not change: {live}");
+    assert!(
+        !shown.contains("999"),
+        "globex's live counter reached acme: {live}"
+    );
+    println!("live counter showed {history}");
+    // The funnel over the top two pages (/a, then /b): p1 and p9 viewed /a, nobody /a then /b.
+    assert!(
+        dom.contains(r#"data-step="1""#) && dom.contains("2 persons"),
+        "funnel:\n{dom}"
+    );
+    assert!(dom.contains("complete up to"), "progress mark:\n{dom}");
+    assert!(dom.contains("week of"), "retention table:\n{dom}");
     assert!(
         !dom.contains("/secret"),
         "another tenant's page leaked into the dashboard"
@@ -131,6 +190,7 @@ async fn the_dashboard_renders_the_tenants_numbers_in_chromium() {
     println!("screenshot: {}", screenshot.display());
 
     server.abort();
+    publisher.abort();
     let _ = std::fs::remove_dir_all(&profile);
     f.drop_database().await;
 }

@@ -66,6 +66,7 @@ async fn live_counters_stream_per_tenant_and_resume_by_last_event_id() {
         // /live never touches ClickHouse.
         clickhouse: clickhouse::Client::default().with_url("http://127.0.0.1:9"),
         live: live.clone(),
+        live_stream_lifetime: Duration::from_secs(60),
     });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap();

@@ -255,6 +255,8 @@ pub async fn fixture(base: i64) -> Fixture {
             tenants,
             clickhouse,
             live: Default::default(),
+            // Short, so the browser test sees the dashboard reconnect.
+            live_stream_lifetime: std::time::Duration::from_secs(2),
         }),
         http,
         url,
