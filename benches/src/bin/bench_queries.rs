@@ -1,0 +1,225 @@
+//! Query latency: p50/p95 of every dashboard endpoint over HTTP, on ClickHouse tables holding
+//! millions of generated events.
+//!
+//! The rows are generated inside ClickHouse (`INSERT ... SELECT FROM numbers(n)`), shaped like
+//! a site's traffic: 30 days, a few tenants (one large), Zipf-like pages, visitors and persons,
+//! sessions of several events. The query gateway is served in-process over a real socket and
+//! every endpoint is called with the dashboard's own parameters.
+//!
+//! `cargo run --release -p clickstream-benches --bin bench-queries -- --events 10000000`
+//! (needs `CLICKSTREAM_CLICKHOUSE_URL`, e.g. after `deploy/up.sh` or `deploy/servers.sh`).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+use clap::Parser;
+use query_gateway::live::LiveHub;
+use query_gateway::{AppState, router};
+use schemas::tenants::Tenants;
+
+#[derive(Debug, Parser)]
+struct Args {
+    /// Events to generate.
+    #[arg(long, default_value_t = 10_000_000)]
+    events: u64,
+    /// Calls per endpoint.
+    #[arg(long, default_value_t = 50)]
+    calls: usize,
+    /// ClickHouse HTTP URL.
+    #[arg(
+        long,
+        env = "CLICKSTREAM_CLICKHOUSE_URL",
+        default_value = "http://127.0.0.1:18123"
+    )]
+    clickhouse_url: String,
+    /// Database to (re)create.
+    #[arg(long, default_value = "bench_queries")]
+    database: String,
+    /// Keep the database if it already has the events (skips generation).
+    #[arg(long)]
+    reuse: bool,
+}
+
+const DAYS: u64 = 30;
+/// The end of the generated month (Unix seconds).
+fn end_of_data() -> i64 {
+    let now = chrono::Utc::now().timestamp();
+    now - now % 3600
+}
+
+async fn sql(http: &reqwest::Client, url: &str, statement: &str) -> anyhow::Result<String> {
+    let response = http
+        .post(url)
+        .body(statement.to_owned())
+        .send()
+        .await
+        .with_context(|| format!("ClickHouse at {url}"))?;
+    let status = response.status();
+    let text = response.text().await?;
+    if !status.is_success() {
+        bail!("{statement}: {text}");
+    }
+    Ok(text)
+}
+
+async fn generate(http: &reqwest::Client, args: &Args) -> anyhow::Result<()> {
+    let (url, db, n) = (&args.clickhouse_url, &args.database, args.events);
+    if args.reuse {
+        let count = sql(http, url, &format!("SELECT count() FROM {db}.events"))
+            .await
+            .unwrap_or_default();
+        if count.trim().parse::<u64>().unwrap_or(0) >= n {
+            println!("reusing {db}: {} events", count.trim());
+            return Ok(());
+        }
+    }
+    sql(http, url, &format!("DROP DATABASE IF EXISTS {db}")).await?;
+    let version = sql(http, url, "SELECT version()").await?;
+    let version = schemas::ddl::ServerVersion::parse(&version).context("server version")?;
+    for statement in schemas::ddl::statements(db, version) {
+        sql(http, url, &statement).await?;
+    }
+    let end = end_of_data();
+    let span = DAYS * 86_400;
+    let started = Instant::now();
+    // 80% of the traffic is tenant "demo"; a visitor (of 2% of n) keeps its pages together in
+    // sessions of about 5 events; every tenth visitor is a known user.
+    let chunk = 2_000_000u64;
+    let mut offset = 0;
+    while offset < n {
+        let rows = chunk.min(n - offset);
+        sql(http, url, &format!(
+            "INSERT INTO {db}.events (tenant, message_id, type, name, anonymous_id, user_id, event_time, event_time_ms, \
+             received_at, received_at_ms, path, referrer, utm_source, session_id, person_id, late, version) \
+             SELECT tenant, message_id, type, name, anonymous_id, user_id, toDateTime(t), t * 1000, toDateTime(t), t * 1000, \
+                    path, referrer, utm_source, session_id, person_id, 0, 1 FROM ( \
+               SELECT number + {offset} AS i, \
+                      if(i % 10 < 8, 'demo', concat('tenant-', toString(i % 7))) AS tenant, \
+                      concat('m-', toString(i)) AS message_id, \
+                      intDiv(i, 5) AS session, \
+                      intHash64(session) % {visitors} AS visitor, \
+                      if(i % 5 = 4, 'track', 'page') AS type, \
+                      if(type = 'track', arrayElement(['Signed Up', 'Clicked', 'Purchased'], i % 3 + 1), '') AS name, \
+                      concat('anon-', toString(visitor)) AS anonymous_id, \
+                      if(visitor % 10 = 0, concat('user-', toString(visitor)), '') AS user_id, \
+                      {end} - {span} + intHash32(session) % {span} + (i % 5) * 40 AS t, \
+                      concat('/page/', toString(toUInt32(sqrt(intHash32(i) % 40000)))) AS path, \
+                      if(i % 5 = 0, arrayElement(['https://google.com/', 'https://news.ycombinator.com/', ''], session % 3 + 1), '') AS referrer, \
+                      if(session % 4 = 0, arrayElement(['newsletter', 'ads', 'twitter'], session % 3 + 1), '') AS utm_source, \
+                      concat('s-', toString(session)) AS session_id, \
+                      if(user_id != '', user_id, anonymous_id) AS person_id \
+               FROM numbers({rows}))",
+            visitors = (n / 50).max(1)
+        )).await?;
+        offset += rows;
+        println!(
+            "  {offset} events inserted ({:.0} s)",
+            started.elapsed().as_secs_f64()
+        );
+    }
+    sql(http, url, &format!(
+        "INSERT INTO {db}.sessions (tenant, session_id, person_id, visitor_id, start_time, start_ms, end_ms, duration_ms, \
+         events, page_views, is_bounce, entry_path, exit_path, entry_referrer, utm_source, deleted, version) \
+         SELECT tenant, session_id, any(person_id), any(anonymous_id), min(event_time), min(event_time_ms), max(event_time_ms), \
+                max(event_time_ms) - min(event_time_ms), toUInt32(count()), toUInt32(countIf(type = 'page')), \
+                toUInt8(countIf(type = 'page') = 1), argMin(path, event_time_ms), argMax(path, event_time_ms), \
+                argMin(referrer, event_time_ms), any(utm_source), 0, 1 \
+         FROM {db}.events GROUP BY tenant, session_id"
+    )).await?;
+    sql(http, url, &format!("OPTIMIZE TABLE {db}.events FINAL")).await?;
+    sql(http, url, &format!("OPTIMIZE TABLE {db}.sessions FINAL")).await?;
+    sql(http, url, &format!(
+        "INSERT INTO {db}._progress (tenant, complete_until_ms, epoch, updated_at) VALUES ('demo', {}, 1, now())",
+        end * 1000
+    )).await?;
+    println!(
+        "generated {n} events in {:.0} s",
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[index.min(sorted.len() - 1)]
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let http = reqwest::Client::new();
+    generate(&http, &args).await?;
+    let state = Arc::new(AppState {
+        tenants: Tenants::parse("[[tenants]]\nid='demo'\nwrite_keys=['wk']\nread_keys=['rk']\n")?,
+        clickhouse: clickhouse::Client::default()
+            .with_url(&args.clickhouse_url)
+            .with_database(&args.database)
+            .with_validation(false),
+        live: Arc::new(LiveHub::default()),
+        live_stream_lifetime: Duration::from_secs(60),
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let address = listener.local_addr()?;
+    tokio::spawn(axum::serve(listener, router(state)).into_future());
+
+    let to = end_of_data();
+    let day = format!("from={}&to={to}", to - 86_400);
+    let month = format!("from={}&to={to}", to - DAYS as i64 * 86_400);
+    let endpoints = [
+        ("overview (24 h)", format!("/api/overview?{day}")),
+        ("overview (30 days)", format!("/api/overview?{month}")),
+        (
+            "timeseries hourly (24 h)",
+            format!("/api/timeseries?{day}&interval=hour&metric=page_views"),
+        ),
+        (
+            "timeseries visitors daily (30 days)",
+            format!("/api/timeseries?{month}&interval=day&metric=visitors"),
+        ),
+        ("top pages (24 h)", format!("/api/top/pages?{day}&limit=8")),
+        (
+            "top referrers (24 h)",
+            format!("/api/top/referrers?{day}&limit=8"),
+        ),
+        (
+            "funnel 2 steps (24 h)",
+            format!("/api/funnel?{day}&steps=page:/page/1,event:Signed%20Up"),
+        ),
+        (
+            "retention (8 weeks)",
+            format!("/api/retention?from={}&to={to}", to - 56 * 86_400),
+        ),
+        (
+            "person sessions",
+            format!("/api/persons/anon-7/sessions?{month}"),
+        ),
+        ("progress", "/api/progress".to_owned()),
+    ];
+    println!("\n| endpoint | p50 | p95 | calls |\n|---|---:|---:|---:|");
+    for (name, path) in endpoints {
+        let url = format!("http://{address}{path}");
+        let mut times = Vec::with_capacity(args.calls);
+        for call in 0..=args.calls {
+            let started = Instant::now();
+            let response = http.get(&url).bearer_auth("rk").send().await?;
+            let status = response.status();
+            let body = response.text().await?;
+            if !status.is_success() {
+                bail!("{path}: {status} {body}");
+            }
+            // The first call warms caches and is not counted.
+            if call > 0 {
+                times.push(started.elapsed());
+            }
+        }
+        times.sort();
+        println!(
+            "| {name} | {:.1} ms | {:.1} ms | {} |",
+            percentile(&times, 0.5).as_secs_f64() * 1000.0,
+            percentile(&times, 0.95).as_secs_f64() * 1000.0,
+            times.len()
+        );
+    }
+    Ok(())
+}
