@@ -385,6 +385,17 @@ pub fn kafka_source<'s>(
                 let mut positions = positions.borrow_mut();
                 for record in buffer.drain(..) {
                     let planned = reader.planned_epoch(record.partition, record.offset);
+                    if planned.is_some_and(|planned| planned < *cap.time()) {
+                        // Cannot happen while the capability follows the oldest planned epoch;
+                        // if it did, the replay would no longer be faithful: say so loudly.
+                        tracing::error!(
+                            ?planned,
+                            current = *cap.time(),
+                            partition = record.partition,
+                            offset = record.offset,
+                            "replayed record past its planned epoch"
+                        );
+                    }
                     let epoch = planned.unwrap_or(live_epoch).max(*cap.time());
                     let entry = positions.entry(epoch).or_default();
                     entry.records += 1;
