@@ -34,11 +34,27 @@ pub async fn ensure_topics(config: &KafkaConfig) -> Result<(), KafkaError> {
     let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
         .set("bootstrap.servers", &config.brokers)
         .create()?;
+    // Only what is missing is created: a deployment whose topics exist needs no admin rights.
+    let metadata = admin
+        .inner()
+        .fetch_metadata(None, Duration::from_secs(10))?;
+    let exists = |name: &str| {
+        metadata
+            .topics()
+            .iter()
+            .any(|topic| topic.name() == name && topic.error().is_none())
+    };
     let replication = || TopicReplication::Fixed(config.replication_factor);
-    let topics = [
+    let topics: Vec<NewTopic<'_>> = [
         NewTopic::new(&config.topic, config.partitions, replication()),
         NewTopic::new(&config.control_topic, 1, replication()),
-    ];
+    ]
+    .into_iter()
+    .filter(|topic| !exists(topic.name))
+    .collect();
+    if topics.is_empty() {
+        return Ok(());
+    }
     let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
     for result in admin.create_topics(&topics, &options).await? {
         match result {
