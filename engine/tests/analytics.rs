@@ -11,10 +11,9 @@ use std::collections::BTreeSet;
 
 use benches::generator::{Generator, GeneratorConfig};
 use common::reference::compare_with_reference;
-use common::{Cluster, TestEnv, engine_config, wait_until_checkpointed};
-use operators::Decoded;
+use common::{Cluster, TestEnv, engine_config, produce, wait_until_checkpointed};
 use rdkafka::ClientConfig;
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::FutureProducer;
 
 const EVENTS: usize = 12_000;
 
@@ -47,30 +46,8 @@ async fn sessions_identities_and_aggregates_match_the_reference() {
         .set("acks", "all")
         .create()
         .expect("producer");
-    let mut deliveries = Vec::with_capacity(arrivals.len());
-    for arrival in &arrivals {
-        let (key, payload) = (
-            arrival.event.partition_key(),
-            schemas::wire::encode(&arrival.event),
-        );
-        deliveries.push(
-            producer
-                .send_result(FutureRecord::to(&topic).key(&key).payload(&payload))
-                .expect("enqueue"),
-        );
-    }
-    let mut log = Vec::with_capacity(arrivals.len());
-    for (delivery, arrival) in deliveries.into_iter().zip(&arrivals) {
-        let delivered = delivery
-            .await
-            .expect("delivery report")
-            .expect("acknowledged");
-        log.push(Decoded {
-            partition: delivered.partition,
-            offset: delivered.offset,
-            event: arrival.event.clone(),
-        });
-    }
+    let events: Vec<schemas::Event> = arrivals.into_iter().map(|a| a.event).collect();
+    let log = produce(&producer, &topic, &events).await;
     let late = log
         .iter()
         .filter(|d| d.event.received_at_ms - d.event.timestamp_ms > 3_600_000)

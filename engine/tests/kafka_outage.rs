@@ -12,43 +12,13 @@ use std::time::Duration;
 use benches::generator::{Generator, GeneratorConfig};
 use common::reference::compare_with_reference;
 use common::{
-    ClickHouse, Cluster, PARTITIONS, engine_config, required_env, wait_until_checkpointed,
+    ClickHouse, Cluster, PARTITIONS, engine_config, produce, required_env, wait_until_checkpointed,
 };
-use operators::Decoded;
 use rdkafka::ClientConfig;
 use rdkafka::mocking::MockCluster;
-use rdkafka::producer::{DefaultProducerContext, FutureProducer, FutureRecord};
+use rdkafka::producer::{DefaultProducerContext, FutureProducer};
 
 const EVENTS: usize = 6_000;
-
-async fn produce(
-    producer: &FutureProducer,
-    topic: &str,
-    events: &[schemas::Event],
-) -> Vec<Decoded> {
-    let mut deliveries = Vec::with_capacity(events.len());
-    for event in events {
-        let (key, payload) = (event.partition_key(), schemas::wire::encode(event));
-        deliveries.push(
-            producer
-                .send_result(FutureRecord::to(topic).key(&key).payload(&payload))
-                .expect("enqueue"),
-        );
-    }
-    let mut log = Vec::with_capacity(events.len());
-    for (delivery, event) in deliveries.into_iter().zip(events) {
-        let delivered = delivery
-            .await
-            .expect("delivery report")
-            .expect("acknowledged");
-        log.push(Decoded {
-            partition: delivered.partition,
-            offset: delivered.offset,
-            event: event.clone(),
-        });
-    }
-    log
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_engine_rides_out_a_broker_outage() {

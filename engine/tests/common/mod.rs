@@ -374,3 +374,38 @@ pub fn read_log(brokers: &str, topic: &str, expected: usize) -> Vec<operators::D
     }
     log
 }
+
+/// Produces `events` (keyed like the gateway does) and returns them with the positions the
+/// broker acknowledged, in order: the log the reference is computed from.
+pub async fn produce(
+    producer: &rdkafka::producer::FutureProducer,
+    topic: &str,
+    events: &[schemas::Event],
+) -> Vec<operators::Decoded> {
+    let mut deliveries = Vec::with_capacity(events.len());
+    for event in events {
+        let (key, payload) = (event.partition_key(), schemas::wire::encode(event));
+        deliveries.push(
+            producer
+                .send_result(
+                    rdkafka::producer::FutureRecord::to(topic)
+                        .key(&key)
+                        .payload(&payload),
+                )
+                .expect("enqueue"),
+        );
+    }
+    let mut log = Vec::with_capacity(events.len());
+    for (delivery, event) in deliveries.into_iter().zip(events) {
+        let delivered = delivery
+            .await
+            .expect("delivery report")
+            .expect("acknowledged");
+        log.push(operators::Decoded {
+            partition: delivered.partition,
+            offset: delivered.offset,
+            event: event.clone(),
+        });
+    }
+    log
+}
