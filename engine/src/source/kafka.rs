@@ -77,7 +77,12 @@ pub struct SourceContext;
 
 impl ClientContext for SourceContext {
     fn error(&self, error: KafkaError, reason: &str) {
-        if matches!(error, KafkaError::PartitionEOF(_)) {
+        // End of partition is how the reader learns it caught up, not a fault; librdkafka
+        // reports it both per partition and as a global code.
+        if matches!(
+            error,
+            KafkaError::PartitionEOF(_) | KafkaError::Global(RDKafkaErrorCode::PartitionEOF)
+        ) {
             tracing::trace!(%error, reason, "end of partition");
         } else {
             tracing::error!(%error, reason, "librdkafka");
@@ -271,11 +276,19 @@ impl PartitionReader {
     /// A plan that expects records past the end of the log cannot be replayed faithfully;
     /// the reader keeps waiting for them (a lagging replica may still deliver them), and says so.
     fn report_stalled_plan(&mut self, partition: i32) {
-        let Some(&(epoch, next_offset)) = self.plans.get(&partition).and_then(|p| p.front()) else {
+        let Some(plan) = self.plans.get(&partition) else {
             return;
         };
+        let (Some(&(epoch, next_offset)), Some(&(_, plan_end))) = (plan.front(), plan.back())
+        else {
+            return;
+        };
+        let position = self.positions.get(&partition).copied().flatten();
+        // Records already read but not yet given their epochs are not missing.
+        if position.is_some_and(|position| position >= plan_end) {
+            return;
+        }
         if self.stalled_reported.insert(partition) {
-            let position = self.positions.get(&partition).copied().flatten();
             tracing::error!(
                 worker = self.worker,
                 partition,
