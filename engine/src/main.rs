@@ -11,7 +11,7 @@ use clickstream_engine::cli::{self, Command};
 use clickstream_engine::config::EngineConfig;
 use clickstream_engine::dataflow::{EngineContext, load_start_state, run_worker};
 use clickstream_engine::metrics::Metrics;
-use clickstream_engine::sink::clickhouse::{ensure_schema, schema_ready};
+use clickstream_engine::sink::clickhouse::{SinkError, ensure_schema, schema_ready};
 use clickstream_engine::source::kafka::ensure_topics;
 
 /// Records allocated on one worker thread are freed on another; glibc malloc serialises that,
@@ -156,6 +156,13 @@ async fn prepare_with_retry(
         };
         match attempt.await {
             Ok(()) => return Ok(()),
+            Err(error)
+                if error
+                    .downcast_ref::<SinkError>()
+                    .is_some_and(SinkError::is_permanent) =>
+            {
+                return Err(error);
+            }
             Err(error)
                 if !shutdown.load(Ordering::Relaxed) && std::time::Instant::now() < deadline =>
             {

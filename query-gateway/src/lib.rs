@@ -143,10 +143,20 @@ async fn overview(
     respond(
         async {
             let (range, filters) = (params.range()?, params.filters());
+            let client = &state.clickhouse;
+            let previous = range.previous();
+            // Four independent queries: ClickHouse runs them side by side.
+            let (current_events, current_sessions, previous_events, previous_sessions) = tokio::try_join!(
+                queries::event_totals(client, &tenant.id, range, &filters),
+                queries::session_totals(client, &tenant.id, range, &filters),
+                queries::event_totals(client, &tenant.id, previous, &filters),
+                queries::session_totals(client, &tenant.id, previous, &filters),
+            )?;
             let mut periods = Vec::new();
-            for period in [range, range.previous()] {
-                let events = queries::event_totals(&state.clickhouse, &tenant.id, period, &filters).await?;
-                let sessions = queries::session_totals(&state.clickhouse, &tenant.id, period, &filters).await?;
+            for (period, events, sessions) in [
+                (range, current_events, current_sessions),
+                (previous, previous_events, previous_sessions),
+            ] {
                 periods.push(json!({
                     "from": period.from,
                     "to": period.to,

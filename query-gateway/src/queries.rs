@@ -1,7 +1,7 @@
 //! The SQL behind each endpoint. The tenant is always the first bound parameter and comes
 //! from the read key, never from the request; values are bound, never spliced. Every query
-//! reads final rows (`FINAL`, tombstones excluded) and filters on the tables' leading sort key
-//! columns `(tenant, date)`.
+//! reads final rows (`FINAL` or `argMax(.., version)`, tombstones excluded) and filters on the
+//! tables' leading sort key columns `(tenant, time)`, so that it reads only the range's rows.
 
 use clickhouse::{Client, Row};
 use serde::{Deserialize, Serialize};
@@ -50,6 +50,11 @@ pub struct Entry {
     /// Count.
     pub value: u64,
 }
+
+/// A visitor (anonymous id, or user id without one) as a 64-bit hash: exact distinct counts
+/// over hashes need a third of the time of those over strings, and a collision among even a
+/// billion visitors has a probability below 3 %.
+const VISITOR_HASH: &str = "cityHash64(if(anonymous_id != '', anonymous_id, user_id))";
 
 /// `WHERE` of event queries: tenant, range, on-time activity, filters; with its binds in order.
 fn event_conditions(tenant: &str, range: Range, filters: &Filters) -> (String, Vec<String>) {
@@ -106,7 +111,7 @@ pub async fn event_totals(
 ) -> Result<EventTotals, ApiError> {
     let (conditions, binds) = event_conditions(tenant, range, filters);
     let sql = format!(
-        "SELECT uniqExact(if(anonymous_id != '', anonymous_id, user_id)) AS visitors, uniqExact(person_id) AS persons, \
+        "SELECT uniqExact({VISITOR_HASH}) AS visitors, uniqExact(cityHash64(person_id)) AS persons, \
          countIf(type = 'page') AS page_views, count() AS events FROM events FINAL WHERE {conditions}"
     );
     Ok(bound(client, &sql, binds).fetch_one().await?)
@@ -147,9 +152,9 @@ pub async fn time_series(
         )
     } else {
         let value = match metric {
-            "page_views" => "countIf(type = 'page')",
-            "visitors" => "uniqExact(if(anonymous_id != '', anonymous_id, user_id))",
-            _ => "count()",
+            "page_views" => "countIf(type = 'page')".to_owned(),
+            "visitors" => format!("uniqExact({VISITOR_HASH})"),
+            _ => "count()".to_owned(),
         };
         let (conditions, binds) = event_conditions(tenant, range, filters);
         (
@@ -322,6 +327,12 @@ pub struct SessionSummary {
 }
 
 /// The most recent sessions of a person in the range, newest first.
+///
+/// `FINAL` would merge every session of the tenant in the range to find a handful; instead
+/// the sessions that ever belonged to the person are found first (any version), and only
+/// their rows are reduced to the newest version, which must still belong to the person and
+/// not be merged away. (Aliases differ from column names: 18.16 would resolve `start_ms`
+/// inside `argMax(start_ms, ..)` to the alias.)
 pub async fn person_sessions(
     client: &Client,
     tenant: &str,
@@ -329,12 +340,27 @@ pub async fn person_sessions(
     range: Range,
     limit: u32,
 ) -> Result<Vec<SessionSummary>, ApiError> {
-    let (conditions, mut binds) = session_conditions(tenant, range, &Filters::default());
-    binds.push(person_id.to_owned());
+    let range_sql = "tenant = ? AND start_time >= toDateTime(?) AND start_time < toDateTime(?)";
+    let range_binds = [
+        tenant.to_owned(),
+        range.from.to_string(),
+        range.to.to_string(),
+    ];
+    let binds = range_binds
+        .iter()
+        .chain(&range_binds)
+        .cloned()
+        .chain([person_id.to_owned(), person_id.to_owned()])
+        .collect();
     let sql = format!(
-        "SELECT session_id, visitor_id, start_ms, end_ms, events, page_views, is_bounce, entry_path, exit_path, \
-         entry_referrer, utm_source FROM sessions FINAL WHERE {conditions} AND person_id = ? \
-         ORDER BY start_ms DESC, session_id LIMIT {limit}"
+        "SELECT session_id, argMax(visitor_id, version) AS latest_visitor_id, argMax(start_ms, version) AS latest_start_ms, \
+         argMax(end_ms, version) AS latest_end_ms, argMax(events, version) AS latest_events, \
+         argMax(page_views, version) AS latest_page_views, argMax(is_bounce, version) AS latest_is_bounce, \
+         argMax(entry_path, version) AS latest_entry_path, argMax(exit_path, version) AS latest_exit_path, \
+         argMax(entry_referrer, version) AS latest_entry_referrer, argMax(utm_source, version) AS latest_utm_source \
+         FROM sessions WHERE {range_sql} AND session_id IN (SELECT session_id FROM sessions WHERE {range_sql} AND person_id = ?) \
+         GROUP BY session_id HAVING argMax(person_id, version) = ? AND argMax(deleted, version) = 0 \
+         ORDER BY latest_start_ms DESC, session_id LIMIT {limit}"
     );
     Ok(bound(client, &sql, binds).fetch_all().await?)
 }

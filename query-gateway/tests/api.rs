@@ -190,7 +190,8 @@ async fn funnels_retention_person_sessions_and_progress() {
         .await;
     assert_eq!(body["cohorts"][0]["persons"], 1, "{body}");
 
-    // p1's sessions, newest first; s3 was merged away.
+    // p1's sessions, newest first, as their newest versions say; s3 was merged away, s4
+    // moved to another person.
     let (status, body) = f
         .get(
             Some("rk_acme"),
@@ -205,6 +206,8 @@ async fn funnels_retention_person_sessions_and_progress() {
         .map(|s| &s["session_id"])
         .collect();
     assert_eq!(ids, [&json!("s2"), &json!("s1")], "{body}");
+    assert_eq!(body["sessions"][0]["is_bounce"], 1, "{body}");
+    assert_eq!(body["sessions"][0]["entry_referrer"], "", "{body}");
     let (_, body) = f
         .get(
             Some("rk_globex"),

@@ -41,4 +41,4 @@ CREATE TABLE IF NOT EXISTS {database}.events
 )
 ENGINE = ReplacingMergeTree(version)
 PARTITION BY toYYYYMM(event_time)
-ORDER BY (tenant, toDate(event_time), message_id)
+ORDER BY (tenant, event_time, message_id)

@@ -24,4 +24,4 @@ CREATE TABLE IF NOT EXISTS {database}.sessions
 )
 ENGINE = ReplacingMergeTree(version)
 PARTITION BY toYYYYMM(start_time)
-ORDER BY (tenant, toDate(start_time), session_id)
+ORDER BY (tenant, start_time, session_id)

@@ -72,6 +72,14 @@ pub fn render(template: &str, database: &str, version: ServerVersion) -> String 
         .replace("{lc_string}", lc_string)
 }
 
+/// The `ORDER BY` key of a table template, e.g. `(tenant, event_time, message_id)`.
+pub fn sort_key(template: &str) -> Option<&str> {
+    template
+        .lines()
+        .find_map(|line| line.trim().strip_prefix("ORDER BY "))
+        .map(str::trim)
+}
+
 /// True when `name` is safe to splice into DDL as a database name. Database names come from
 /// configuration, not from users, but a typo should fail loudly rather than produce odd SQL.
 pub fn is_valid_identifier(name: &str) -> bool {
@@ -133,6 +141,17 @@ mod tests {
                 "{name} creates another table"
             );
         }
+    }
+
+    #[test]
+    fn every_table_has_a_sort_key() {
+        for (name, template) in TABLES {
+            assert!(sort_key(template).is_some(), "{name}");
+        }
+        assert_eq!(
+            sort_key(include_str!("../sql/events.sql")),
+            Some("(tenant, event_time, message_id)")
+        );
     }
 
     #[test]

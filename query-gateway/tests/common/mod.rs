@@ -233,6 +233,19 @@ pub async fn fixture(base: i64) -> Fixture {
         sessions.join(", ")
     ))
     .await;
+    // Superseded versions, which only `FINAL` or `argMax(.., version)` readers skip: s2 once
+    // belonged to another person and was not a bounce, s3 was alive before its merge, s4
+    // belonged to p1 before an identity change moved it to p3.
+    sql(&http, &url, &format!(
+        "INSERT INTO {database}.sessions (tenant, session_id, person_id, start_time, start_ms, duration_ms, is_bounce, entry_referrer, utm_source, deleted, version) VALUES \
+         ('acme', 's2', 'p-old', toDateTime({s2}), {s2}000, 9000, 0, 'https://stale.example', '', 0, 0), \
+         ('acme', 's3', 'p1', toDateTime({s3}), {s3}000, 5000, 0, 'https://merged.example', '', 0, 0), \
+         ('acme', 's4', 'p1', toDateTime({s4}), {s4}000, 0, 1, 'https://g.com', '', 0, 0)",
+        s2 = base + 70,
+        s3 = base + 80,
+        s4 = base + 3_700,
+    ))
+    .await;
     // Two progress records of acme; the later epoch's is current. globex has none.
     sql(&http, &url, &format!(
         "INSERT INTO {database}._progress (tenant, complete_until_ms, epoch, updated_at) VALUES \

@@ -22,6 +22,30 @@ pub enum SinkError {
     /// `SELECT version()` returned something unexpected.
     #[error("unrecognised ClickHouse version {0:?}")]
     Version(String),
+    /// A table exists with another sort key than this version creates: it was made by an
+    /// older clickstream. Writing into it would work but every reader would be slow or wrong,
+    /// so the engine refuses to start.
+    #[error(
+        "table {database}.{table} has `{found}`, this version needs `ORDER BY {expected}`; \
+         migrate it (INSERT INTO a new table, then RENAME) or drop the database (deploy/down.sh --purge)"
+    )]
+    OutdatedTable {
+        /// Configured database.
+        database: String,
+        /// The outdated table.
+        table: String,
+        /// The sort key this version creates.
+        expected: String,
+        /// The table's engine clause as the server reports it.
+        found: String,
+    },
+}
+
+impl SinkError {
+    /// Whether waiting cannot help.
+    pub fn is_permanent(&self) -> bool {
+        matches!(self, SinkError::OutdatedTable { .. })
+    }
 }
 
 /// A client for the configured server, without a default database (DDL names it explicitly).
@@ -52,8 +76,42 @@ pub async fn ensure_schema(config: &ClickHouseConfig) -> Result<ServerVersion, S
     for statement in schemas::ddl::statements(&config.database, parsed) {
         client.query(&statement).execute().await?;
     }
+    check_sort_keys(&client, &config.database).await?;
     tracing::info!(%version, database = %config.database, "ClickHouse schema ready");
     Ok(parsed)
+}
+
+#[derive(Debug, Row, Deserialize)]
+struct EngineRow {
+    name: String,
+    engine_full: String,
+}
+
+/// `CREATE TABLE IF NOT EXISTS` leaves an existing table as it is, so a table created by an
+/// older version keeps its old sort key; this finds such tables.
+async fn check_sort_keys(client: &Client, database: &str) -> Result<(), SinkError> {
+    let tables = client
+        .query("SELECT name, engine_full FROM system.tables WHERE database = ?")
+        .bind(database)
+        .fetch_all::<EngineRow>()
+        .await?;
+    for (name, template) in schemas::ddl::TABLES {
+        let Some(expected) = schemas::ddl::sort_key(template) else {
+            continue;
+        };
+        let Some(table) = tables.iter().find(|table| table.name == *name) else {
+            continue;
+        };
+        if !table.engine_full.contains(&format!("ORDER BY {expected}")) {
+            return Err(SinkError::OutdatedTable {
+                database: database.to_owned(),
+                table: table.name.clone(),
+                expected: expected.to_owned(),
+                found: table.engine_full.clone(),
+            });
+        }
+    }
+    Ok(())
 }
 
 #[derive(Debug, Row, Deserialize)]
