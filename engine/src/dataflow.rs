@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use operators::{
     AggRow, Decode, Decoded, Enriched, IdentityClaim, Node, Person, Position, Session, SharedEvent,
-    StateGauges, analytics, insertions, route,
+    StateGauges, VisitorHour, analytics, insertions, route,
 };
 use schemas::live::LiveUpdate;
 use timely::dataflow::channels::pact::{Exchange, Pipeline};
@@ -24,7 +24,7 @@ use crate::sink::checkpoint::{
 };
 use crate::sink::clickhouse::rows::{
     AggMinuteRow, ClaimRow, DeadLetterRow, EventRow, IdentityRow, LiveCounterRow, SessionRow,
-    datetime,
+    VisitorHourRow, datetime,
 };
 use crate::sink::clickhouse::{ClickHouseWriter, SinkError};
 use crate::sink::epoch::{SinkRuntime, epoch_sink, upserts};
@@ -329,6 +329,31 @@ pub fn run_worker(
                 .map(|(row, removed)| AggMinuteRow::new(&row, removed, epoch))
                 .collect();
                 s.write_with_retry("aggregates", || w.insert("agg_minute_metrics", &rows));
+            },
+        ));
+
+        let (w, s) = (writer.clone(), sink.clone());
+        done.push(epoch_sink(
+            out.visitor_hours.inner,
+            Exchange::new(|(row, _, _): &(VisitorHour, u64, isize)| {
+                route(&(&row.tenant, row.hour_ms, &row.visitor_id, &row.person_id))
+            }),
+            "VisitorHoursSink",
+            time_of_update,
+            replayed_through,
+            move |epoch, updates| {
+                let rows: Vec<VisitorHourRow> = upserts(updates, |v: &VisitorHour| {
+                    (
+                        v.tenant.clone(),
+                        v.hour_ms,
+                        v.visitor_id.clone(),
+                        v.person_id.clone(),
+                    )
+                })
+                .into_iter()
+                .map(|(row, removed)| VisitorHourRow::new(&row, removed, epoch))
+                .collect();
+                s.write_with_retry("visitor hours", || w.insert("agg_hour_visitors", &rows));
             },
         ));
 

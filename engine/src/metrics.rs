@@ -43,7 +43,7 @@ pub struct Metrics {
 /// Labels of the state gauges: both sets are small and fixed.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct StateLabels {
-    /// `dedup_ids`, `attributed_events`, `sessionized_events`, `windows`.
+    /// `dedup_ids`, `attributed_events`, `sessionized_events`, `windows`, `visitor_hours`.
     pub kind: &'static str,
     /// Worker index.
     pub worker: u32,
@@ -62,6 +62,7 @@ impl Metrics {
                 gauges.sessionized_events.load(Relaxed),
             ),
             ("windows", gauges.windows.load(Relaxed)),
+            ("visitor_hours", gauges.visitor_hours.load(Relaxed)),
         ] {
             self.state_entries
                 .get_or_create(&StateLabels { kind, worker })

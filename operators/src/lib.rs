@@ -2,7 +2,7 @@
 //! ClickHouse, so each can be tested on generated input against a naive reference.
 //!
 //! One operator per module, each an extension trait on streams or collections. The keyed
-//! operators (`dedup`, `assign_persons`, `sessionize`, `window_aggregate`) keep explicit
+//! operators (`dedup`, `assign_persons`, `sessionize`, `window_aggregate`, `visitor_hours`) keep explicit
 //! per-key state so that they can release it once it can no longer change (bounded memory);
 //! their outputs are differential collections whose retractions are real corrections.
 #![warn(missing_docs)]
@@ -22,6 +22,7 @@ pub mod sessionize;
 mod stash;
 #[cfg(test)]
 mod testing;
+pub mod visitor_hours;
 pub mod window_aggregate;
 
 pub use active_visitors::ActiveVisitors;
@@ -33,4 +34,5 @@ pub use persons::{AssignPersons, Retention};
 pub use pipeline::{Analytics, AnalyticsSettings, StateGauges, analytics, insertions, is_late};
 pub use sessionize::{SessionSettings, Sessionize, is_activity};
 pub use stash::route;
+pub use visitor_hours::{VisitorHours, hour_of};
 pub use window_aggregate::WindowAggregate;

@@ -241,6 +241,23 @@ pub struct AggRow {
     pub value: i64,
 }
 
+/// Activity of one visitor, as one person, in one hour of one tenant.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct VisitorHour {
+    /// Tenant.
+    pub tenant: String,
+    /// Start of the hour, Unix ms.
+    pub hour_ms: i64,
+    /// Anonymous id, or user id without one.
+    pub visitor_id: String,
+    /// The person the events belong to.
+    pub person_id: String,
+    /// Activity events.
+    pub events: i64,
+    /// Page views among them.
+    pub page_views: i64,
+}
+
 /// The `Events` dimension of an event.
 pub fn event_label(event: &Event) -> String {
     use schemas::EventKind;

@@ -8,6 +8,7 @@
 //!                                               sessionize ─► sessions, enriched events
 //!                                                    │
 //!                                            window_aggregate ─► per-minute aggregates
+//!                                            visitor_hours ─► activity per visitor and hour
 //! ```
 
 use std::hash::Hash;
@@ -25,10 +26,11 @@ use timely::progress::Timestamp;
 
 use crate::model::{
     AggRow, Enriched, IdentityClaim, Link, Node, Person, Position, Session, SharedEvent,
+    VisitorHour,
 };
 use crate::{
     ActiveVisitors, AssignPersons, Decoded, Dedup, DedupSettings, IdentityPolicy, SessionSettings,
-    Sessionize, StitchIdentities, WindowAggregate,
+    Sessionize, StitchIdentities, VisitorHours, WindowAggregate,
 };
 
 /// Everything the pipeline is configured with.
@@ -80,6 +82,8 @@ pub struct StateGauges {
     pub sessionized_events: std::sync::atomic::AtomicUsize,
     /// Open aggregate windows.
     pub windows: std::sync::atomic::AtomicUsize,
+    /// Rows of open visitor-hour windows.
+    pub visitor_hours: std::sync::atomic::AtomicUsize,
 }
 
 /// The pipeline's outputs.
@@ -98,6 +102,8 @@ pub struct Analytics<'s, T: Timestamp> {
     pub claims: VecCollection<'s, T, (IdentityClaim, Position), isize>,
     /// Per-minute aggregates.
     pub aggregates: VecCollection<'s, T, AggRow, isize>,
+    /// Activity per visitor and hour (exact unique visitors and persons over long ranges).
+    pub visitor_hours: VecCollection<'s, T, VisitorHour, isize>,
     /// Per tenant, visitors active in the last `active_window_ms`, refreshed every epoch.
     pub active_visitors: VecCollection<'s, T, (String, i64), isize>,
 }
@@ -181,6 +187,12 @@ where
         .sessionize_observed(settings.sessions.clone(), move |n| {
             gauge.sessionized_events.store(n, Relaxed)
         });
+    let gauge = gauges.clone();
+    let visitor_hours = enriched
+        .clone()
+        .visitor_hours_observed(&settings.sessions, move |n| {
+            gauge.visitor_hours.store(n, Relaxed)
+        });
     let aggregates =
         enriched
             .clone()
@@ -194,6 +206,7 @@ where
         identities,
         claims,
         aggregates,
+        visitor_hours,
         active_visitors,
     }
 }
@@ -227,6 +240,7 @@ mod tests {
         Session(Session),
         Identity(Node, Person),
         Aggregate(AggRow),
+        VisitorHour(VisitorHour),
     }
 
     fn run(
@@ -268,6 +282,7 @@ mod tests {
                             .map(|(node, person)| Out::Identity(node, person)),
                     )
                     .concat(out.aggregates.map(Out::Aggregate))
+                    .concat(out.visitor_hours.map(Out::VisitorHour))
             },
         );
         let mut results = Results::default();
@@ -288,6 +303,9 @@ mod tests {
                 }
                 Out::Aggregate(a) => {
                     results.aggregates.insert(a);
+                }
+                Out::VisitorHour(v) => {
+                    results.visitor_hours.insert(v);
                 }
             }
         }
@@ -613,7 +631,7 @@ mod memory {
                 let probe = out.aggregates.inner.probe().0;
                 (input, probe)
             });
-            let mut peaks = [0usize; 4];
+            let mut peaks = [0usize; 5];
             let mut offset = 0;
             for visitor in 0..visitors {
                 let start = visitor * 5_000;
@@ -644,6 +662,7 @@ mod memory {
                         &gauges.attributed_events,
                         &gauges.sessionized_events,
                         &gauges.windows,
+                        &gauges.visitor_hours,
                     ]) {
                         *peak = (*peak).max(gauge.load(Relaxed));
                     }
@@ -652,9 +671,9 @@ mod memory {
             peaks
         });
         let total_events = (visitors * 3) as usize;
-        let [dedup_ids, attributed, sessionized, windows] = peaks;
+        let [dedup_ids, attributed, sessionized, windows, visitor_hours] = peaks;
         println!(
-            "events {total_events}: peak dedup ids {dedup_ids}, attributed {attributed}, sessionized {sessionized}, windows {windows}"
+            "events {total_events}: peak dedup ids {dedup_ids}, attributed {attributed}, sessionized {sessionized}, windows {windows}, visitor hours {visitor_hours}"
         );
         // One hour of ids is 2,160; retention of visitors is 100-110 minutes (~4,000 events);
         // windows live 1 minute + max session + 110 minutes (~171). Sweeps add slack.
@@ -669,6 +688,12 @@ mod memory {
         assert!(
             sessionized < 8_000,
             "retained sessionized events peaked at {sessionized} of {total_events}"
+        );
+        // Visitor-hour rows live 1 hour + max session + 110 minutes (~4.8 h of 720 visitors).
+        assert!(
+            visitor_hours < 4_500,
+            "visitor-hour rows peaked at {visitor_hours} of {}",
+            visitors
         );
         assert!(
             windows < 250,

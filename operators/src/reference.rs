@@ -9,11 +9,12 @@ use schemas::EventKind;
 
 use crate::Decoded;
 use crate::model::{
-    AggRow, Enriched, IdentityClaim, Link, Metric, Node, Person, Session, SharedEvent, event_label,
-    minute_of,
+    AggRow, Enriched, IdentityClaim, Link, Metric, Node, Person, Session, SharedEvent, VisitorHour,
+    event_label, minute_of,
 };
 use crate::pipeline::{AnalyticsSettings, is_late};
 use crate::sessionize::{is_activity, sessions_of};
+use crate::visitor_hours::hour_of;
 
 /// Final results of the pipeline for a log.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -28,6 +29,8 @@ pub struct Results {
     pub identities: BTreeSet<(Node, Person)>,
     /// Aggregate rows.
     pub aggregates: BTreeSet<AggRow>,
+    /// Activity per visitor and hour.
+    pub visitor_hours: BTreeSet<VisitorHour>,
 }
 
 /// Computes the final results for `log` (in any order) and operator `unlinks`.
@@ -141,7 +144,44 @@ pub fn analyze(log: &[Decoded], unlinks: &[Link], settings: &AnalyticsSettings) 
     }
 
     results.aggregates = aggregates(&results.events, &results.sessions);
+    results.visitor_hours = visitor_hours(&results.events);
     results
+}
+
+/// Activity events and page views per tenant, hour, visitor and person. Repeated items count
+/// repeatedly.
+pub fn visitor_hours<'a>(events: impl IntoIterator<Item = &'a Enriched>) -> BTreeSet<VisitorHour> {
+    let mut counts: BTreeMap<(String, i64, String, String), (i64, i64)> = BTreeMap::new();
+    for Enriched {
+        event, person_id, ..
+    } in events
+    {
+        if !is_activity(event.kind) {
+            continue;
+        }
+        let key = (
+            event.tenant.clone(),
+            hour_of(event.timestamp_ms),
+            event.visitor_id().to_owned(),
+            person_id.clone(),
+        );
+        let entry = counts.entry(key).or_default();
+        entry.0 += 1;
+        entry.1 += i64::from(event.kind == EventKind::Page);
+    }
+    counts
+        .into_iter()
+        .map(
+            |((tenant, hour_ms, visitor_id, person_id), (events, page_views))| VisitorHour {
+                tenant,
+                hour_ms,
+                visitor_id,
+                person_id,
+                events,
+                page_views,
+            },
+        )
+        .collect()
 }
 
 /// Per-minute aggregates of enriched events and sessions, counted the obvious way. Repeated

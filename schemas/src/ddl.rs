@@ -43,6 +43,10 @@ pub const TABLES: &[(&str, &str)] = &[
         "agg_minute_metrics",
         include_str!("../sql/agg_minute_metrics.sql"),
     ),
+    (
+        "agg_hour_visitors",
+        include_str!("../sql/agg_hour_visitors.sql"),
+    ),
     ("live_counters", include_str!("../sql/live_counters.sql")),
     ("_epochs", include_str!("../sql/epochs.sql")),
     ("_progress", include_str!("../sql/progress.sql")),

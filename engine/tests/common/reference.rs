@@ -31,7 +31,7 @@ pub fn compare(table: &str, actual: &BTreeSet<String>, expected: &BTreeSet<Strin
     differences
 }
 
-/// Compares `events`, `sessions`, `identities` and `agg_minute_metrics` with the reference's
+/// Compares `events`, `sessions`, `identities`, `agg_minute_metrics` and `agg_hour_visitors` with the reference's
 /// results for `log` (default settings); prints a line per table and returns the number of
 /// differing rows, with the reference's results.
 pub async fn compare_with_reference(
@@ -98,6 +98,26 @@ pub async fn compare_with_reference(
         })
         .collect();
     differences += compare("agg_minute_metrics", &aggregates, &expected_aggregates);
+
+    let visitor_hours = tsv(
+        clickhouse,
+        &format!(
+            "SELECT tenant, toUInt64(toUnixTimestamp(hour)) * 1000, visitor_id, person_id, events, page_views \
+             FROM {database}.agg_hour_visitors FINAL WHERE events != 0"
+        ),
+    )
+    .await;
+    let expected_visitor_hours: BTreeSet<String> = expected
+        .visitor_hours
+        .iter()
+        .map(|v| {
+            format!(
+                "{}\t{}\t{}\t{}\t{}\t{}",
+                v.tenant, v.hour_ms, v.visitor_id, v.person_id, v.events, v.page_views
+            )
+        })
+        .collect();
+    differences += compare("agg_hour_visitors", &visitor_hours, &expected_visitor_hours);
 
     let events = tsv(
         clickhouse,

@@ -3,7 +3,7 @@
 //! which the end-to-end tests catch.
 
 use clickhouse::Row;
-use operators::{AggRow, DeadLetter, IdKind, IdentityClaim, Node, Position, Session};
+use operators::{AggRow, DeadLetter, IdKind, IdentityClaim, Node, Position, Session, VisitorHour};
 use serde::{Deserialize, Serialize};
 
 // Rows are rewritten, never updated in place: ReplacingMergeTree keeps the highest `version`,
@@ -330,6 +330,41 @@ impl AggMinuteRow {
             metric: aggregate.metric.as_str().to_owned(),
             dimension: aggregate.dimension.clone(),
             value: if deleted { 0 } else { aggregate.value },
+            version,
+        }
+    }
+}
+
+/// One row of `agg_hour_visitors`.
+#[derive(Debug, Clone, PartialEq, Row, Serialize, Deserialize)]
+#[allow(missing_docs)]
+pub struct VisitorHourRow {
+    pub tenant: String,
+    pub hour: u32,
+    pub visitor_id: String,
+    pub person_id: String,
+    pub events: u32,
+    pub page_views: u32,
+    pub version: u64,
+}
+
+impl VisitorHourRow {
+    /// The row of `activity` at `version`; a retracted row is written with no events.
+    pub fn new(activity: &VisitorHour, deleted: bool, version: u64) -> Self {
+        let count = |value: i64| {
+            if deleted {
+                0
+            } else {
+                u32::try_from(value).unwrap_or(u32::MAX)
+            }
+        };
+        VisitorHourRow {
+            tenant: activity.tenant.clone(),
+            hour: datetime(activity.hour_ms),
+            visitor_id: activity.visitor_id.clone(),
+            person_id: activity.person_id.clone(),
+            events: count(activity.events),
+            page_views: count(activity.page_views),
             version,
         }
     }

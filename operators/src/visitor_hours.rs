@@ -1,0 +1,232 @@
+//! `visitor_hours`: per tenant, hour, visitor and person, the activity events and page views.
+//!
+//! The dashboard's overview needs exact unique visitors and persons over any range. Distinct
+//! counts do not add up across minutes, so the per-minute aggregates cannot answer them, and
+//! counting them from `events` reads every event of the range. One row per visitor and hour
+//! keeps the sets at a fraction of the events (a visitor's events within an hour collapse
+//! into one row), so the query reads whole hours from here and only the partial hours at the
+//! range's edges from `events`.
+//!
+//! The person is part of the key: an identity merge moves a visitor's events to another
+//! person, which retracts the old row and inserts the new one. A window (tenant and hour) is
+//! released once nothing can change it any more, by the same rule as the minute windows.
+
+use std::collections::HashMap;
+
+use differential_dataflow::{AsCollection, VecCollection};
+use timely::dataflow::channels::pact::Exchange;
+use timely::dataflow::operators::generic::operator::Operator;
+use timely::order::TotalOrder;
+use timely::progress::Timestamp;
+
+use crate::model::{Enriched, VisitorHour};
+use crate::sessionize::{SessionSettings, is_activity};
+use crate::stash::{Stash, route};
+
+const HOUR_MS: i64 = 3_600_000;
+
+/// The start of the hour of `time_ms`.
+pub fn hour_of(time_ms: i64) -> i64 {
+    time_ms.div_euclid(HOUR_MS) * HOUR_MS
+}
+
+/// (visitor, person) -> (activity events, page views).
+type Counts = HashMap<(String, String), (i64, i64)>;
+
+/// Counts activity per visitor and hour.
+pub trait VisitorHours<'s, T: Timestamp> {
+    /// The rows; a changed row is a retraction of the old one and an insertion.
+    fn visitor_hours(self, settings: &SessionSettings) -> VecCollection<'s, T, VisitorHour, isize>;
+
+    /// As [`VisitorHours::visitor_hours`], reporting the number of rows held after each
+    /// batch.
+    fn visitor_hours_observed(
+        self,
+        settings: &SessionSettings,
+        observe: impl FnMut(usize) + 'static,
+    ) -> VecCollection<'s, T, VisitorHour, isize>;
+}
+
+impl<'s, T: Timestamp + TotalOrder> VisitorHours<'s, T> for VecCollection<'s, T, Enriched, isize> {
+    fn visitor_hours(self, settings: &SessionSettings) -> VecCollection<'s, T, VisitorHour, isize> {
+        self.visitor_hours_observed(settings, |_| {})
+    }
+
+    fn visitor_hours_observed(
+        self,
+        settings: &SessionSettings,
+        mut observe: impl FnMut(usize) + 'static,
+    ) -> VecCollection<'s, T, VisitorHour, isize> {
+        let by_window = Exchange::new(|(e, _, _): &(Enriched, T, isize)| {
+            route(&(&e.event.tenant, hour_of(e.event.timestamp_ms)))
+        });
+        let keep_ms = HOUR_MS
+            + settings.max_session_ms
+            + settings.retention.keep_ms()
+            + settings.retention.margin_ms;
+        self.filter(|enriched| is_activity(enriched.event.kind))
+            .inner
+            .unary_frontier(by_window, "VisitorHours", move |_capability, _info| {
+                let mut stash: Stash<T, (Enriched, isize)> = Stash::default();
+                let mut windows: HashMap<(String, i64), Counts> = HashMap::new();
+                let mut clock = i64::MIN;
+                move |(input, frontier), output| {
+                    input.for_each(|capability, data| {
+                        for (enriched, time, diff) in data.drain(..) {
+                            stash.push(&capability, time, (enriched, diff));
+                        }
+                    });
+                    for (capability, updates) in stash.complete(&[frontier]) {
+                        let time = capability.time().clone();
+                        // Each touched row's value before this batch, so that a row that
+                        // changes several times within a batch is emitted once.
+                        let mut before: HashMap<(String, i64, String, String), Option<(i64, i64)>> =
+                            HashMap::new();
+                        for (enriched, diff) in updates {
+                            let event = &enriched.event;
+                            clock = clock.max(event.received_at_ms);
+                            let window = (event.tenant.clone(), hour_of(event.timestamp_ms));
+                            let pair = (event.visitor_id().to_owned(), enriched.person_id.clone());
+                            let counts = windows.entry(window.clone()).or_default();
+                            before
+                                .entry((window.0, window.1, pair.0.clone(), pair.1.clone()))
+                                .or_insert_with(|| counts.get(&pair).copied());
+                            let page = i64::from(event.kind == schemas::EventKind::Page);
+                            let entry = counts.entry(pair.clone()).or_default();
+                            entry.0 += diff as i64;
+                            entry.1 += page * diff as i64;
+                            if *entry == (0, 0) {
+                                counts.remove(&pair);
+                            }
+                        }
+                        let mut session = output.session(&capability);
+                        for ((tenant, hour_ms, visitor_id, person_id), old) in before {
+                            let new = windows
+                                .get(&(tenant.clone(), hour_ms))
+                                .and_then(|counts| {
+                                    counts.get(&(visitor_id.clone(), person_id.clone()))
+                                })
+                                .copied();
+                            if old == new {
+                                continue;
+                            }
+                            let row = |(events, page_views): (i64, i64)| VisitorHour {
+                                tenant: tenant.clone(),
+                                hour_ms,
+                                visitor_id: visitor_id.clone(),
+                                person_id: person_id.clone(),
+                                events,
+                                page_views,
+                            };
+                            if let Some(old) = old {
+                                session.give((row(old), time.clone(), -1));
+                            }
+                            if let Some(new) = new {
+                                session.give((row(new), time.clone(), 1));
+                            }
+                        }
+                        let cutoff = clock.saturating_sub(keep_ms);
+                        windows.retain(|(_, hour), counts| *hour >= cutoff && !counts.is_empty());
+                        observe(windows.values().map(HashMap::len).sum());
+                    }
+                }
+            })
+            .as_collection()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::SharedEvent;
+    use crate::testing::{event, insert_then_retract, run_collection};
+    use proptest::prelude::*;
+    use schemas::EventKind;
+    use std::collections::BTreeMap;
+    use std::sync::Arc;
+
+    /// The oracle: the final events, counted by the reference.
+    fn oracle(input: &[(Enriched, isize)]) -> BTreeMap<VisitorHour, isize> {
+        let mut counts: BTreeMap<Enriched, isize> = BTreeMap::new();
+        for (datum, diff) in input {
+            *counts.entry(datum.clone()).or_default() += diff;
+        }
+        let present = counts
+            .iter()
+            .flat_map(|(datum, count)| std::iter::repeat_n(datum, (*count).max(0) as usize));
+        crate::reference::visitor_hours(present)
+            .into_iter()
+            .map(|row| (row, 1))
+            .collect()
+    }
+
+    fn arb_input() -> impl Strategy<Value = Vec<(Enriched, isize)>> {
+        let kinds = prop_oneof![
+            Just(EventKind::Page),
+            Just(EventKind::Track),
+            Just(EventKind::Alias),
+            Just(EventKind::Identify)
+        ];
+        // Times spread over three hours, received up to an hour late and out of order.
+        let item = (
+            0u8..2,
+            0i64..3 * HOUR_MS,
+            0i64..HOUR_MS,
+            0u8..4,
+            0u8..3,
+            kinds,
+        )
+            .prop_map(|(t, at, delay, visitor, person, kind)| {
+                let mut e = event(&format!("t{t}"), "m", &format!("a{visitor}"), at);
+                e.received_at_ms = at + delay;
+                e.kind = kind;
+                e.message_id = format!("m{t}{at}{visitor}{person}");
+                let event: SharedEvent = Arc::new(e);
+                Enriched {
+                    event,
+                    session_id: "s".into(),
+                    person_id: format!("u{person}"),
+                }
+            });
+        proptest::collection::vec((item, any::<bool>()), 0..80).prop_map(insert_then_retract)
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(48))]
+        #[test]
+        fn matches_counting_from_scratch(
+            input in arb_input(),
+            workers in prop_oneof![Just(1usize), Just(2), Just(4)],
+            epoch_len in 1usize..12,
+        ) {
+            let expected = oracle(&input);
+            let settings = SessionSettings::default();
+            prop_assert_eq!(
+                run_collection(workers, epoch_len, input, move |c| c.visitor_hours(&settings)),
+                expected
+            );
+        }
+    }
+
+    /// A person change within the hour moves the row; nothing is left under the old person.
+    #[test]
+    fn a_merge_moves_the_row() {
+        let page = |person: &str| {
+            let mut e = event("t", "m1", "a1", 10);
+            e.kind = EventKind::Page;
+            Enriched {
+                event: Arc::new(e),
+                session_id: "s".into(),
+                person_id: person.into(),
+            }
+        };
+        let input = vec![(page("a1"), 1), (page("a1"), -1), (page("u1"), 1)];
+        let settings = SessionSettings::default();
+        let output = run_collection(1, 1, input, move |c| c.visitor_hours(&settings));
+        let rows: Vec<_> = output
+            .keys()
+            .map(|r| (r.person_id.as_str(), r.events, r.page_views))
+            .collect();
+        assert_eq!(rows, [("u1", 1, 1)]);
+    }
+}
