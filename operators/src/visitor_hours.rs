@@ -33,6 +33,9 @@ pub fn hour_of(time_ms: i64) -> i64 {
 /// (visitor, person) -> (activity events, page views).
 type Counts = HashMap<(String, String), (i64, i64)>;
 
+/// (tenant, hour, visitor, person): one output row.
+type RowKey = (String, i64, String, String);
+
 /// Counts activity per visitor and hour.
 pub trait VisitorHours<'s, T: Timestamp> {
     /// The rows; a changed row is a retraction of the old one and an insertion.
@@ -80,8 +83,7 @@ impl<'s, T: Timestamp + TotalOrder> VisitorHours<'s, T> for VecCollection<'s, T,
                         let time = capability.time().clone();
                         // Each touched row's value before this batch, so that a row that
                         // changes several times within a batch is emitted once.
-                        let mut before: HashMap<(String, i64, String, String), Option<(i64, i64)>> =
-                            HashMap::new();
+                        let mut before: HashMap<RowKey, Option<(i64, i64)>> = HashMap::new();
                         for (enriched, diff) in updates {
                             let event = &enriched.event;
                             clock = clock.max(event.received_at_ms);
