@@ -57,6 +57,13 @@ pub struct Filters {
     pub utm_source: Option<String>,
 }
 
+impl Filters {
+    /// Whether no filter is set (pre-aggregated tables answer only unfiltered questions).
+    pub fn is_empty(&self) -> bool {
+        self.path.is_none() && self.event.is_none() && self.utm_source.is_none()
+    }
+}
+
 const MAX_RANGE_SECS: i64 = 366 * 24 * 3600;
 const KNOWN: [&str; 10] = [
     "from",

@@ -36,6 +36,40 @@ async fn values_match_hand_computed_expectations() {
     assert_eq!(current["sessions"], 3);
     assert!((current["bounce_rate"].as_f64().unwrap() - 2.0 / 3.0).abs() < 1e-9);
     assert!((current["avg_session_duration_secs"].as_f64().unwrap() - 10.0 / 3.0).abs() < 1e-9);
+    // Ranges that start inside an hour: the partial hour comes from the events, the whole
+    // hours from the rollup. From T+15 s, e1 (T+10 s) drops out.
+    for (to, expected) in [
+        (T + DAY, json!([3, 2, 2, 3])),
+        // Within the first hour only: e4 and e2.
+        (T + 100, json!([2, 1, 1, 2])),
+    ] {
+        let (status, body) = f
+            .get(
+                Some("rk_acme"),
+                &format!("/api/overview?from={}&to={to}", T + 15),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        let c = &body["current"];
+        assert_eq!(
+            json!([c["visitors"], c["persons"], c["page_views"], c["events"]]),
+            expected,
+            "to={to}: {body}"
+        );
+    }
+    // A filter bypasses the rollup.
+    let (_, filtered) = f
+        .get(
+            Some("rk_acme"),
+            &format!("/api/overview?{}&path=/b", range()),
+        )
+        .await;
+    let c = &filtered["current"];
+    assert_eq!(
+        json!([c["visitors"], c["persons"], c["page_views"], c["events"]]),
+        json!([1, 1, 1, 1]),
+        "{filtered}"
+    );
     let previous = &body["previous"];
     assert_eq!(
         (previous["from"].clone(), previous["to"].clone()),

@@ -167,6 +167,23 @@ pub async fn fixture(base: i64) -> Fixture {
         rows.join(", ")
     ))
     .await;
+    // The engine's visitor-hour rollup of these events, derived the obvious way, plus a row
+    // that an identity merge retracted (v2 was p-old's until e2 was re-attributed).
+    sql(&http, &url, &format!(
+        "INSERT INTO {database}.agg_hour_visitors (tenant, hour, visitor_id, person_id, events, page_views, version) \
+         SELECT tenant, toDateTime(intDiv(toUInt32(event_time), 3600) * 3600) AS hour_start, \
+                if(anonymous_id != '', anonymous_id, user_id) AS visitor, person_id, \
+                toUInt32(count()), toUInt32(countIf(type = 'page')), 2 \
+         FROM {database}.events FINAL WHERE late = 0 AND type NOT IN ('alias', 'group') \
+         GROUP BY tenant, hour_start, visitor, person_id"
+    ))
+    .await;
+    sql(&http, &url, &format!(
+        "INSERT INTO {database}.agg_hour_visitors (tenant, hour, visitor_id, person_id, events, page_views, version) VALUES \
+         ('acme', toDateTime({hour}), 'v2', 'p-old', 1, 1, 1), ('acme', toDateTime({hour}), 'v2', 'p-old', 0, 0, 2)",
+        hour = base - base.rem_euclid(3600),
+    ))
+    .await;
     let session = |tenant: &str,
                    id: &str,
                    person: &str,
