@@ -127,8 +127,18 @@ async fn generate(http: &reqwest::Client, args: &Args) -> anyhow::Result<()> {
                 argMin(referrer, event_time_ms), any(utm_source), 0, 1 \
          FROM {db}.events GROUP BY tenant, session_id"
     )).await?;
-    sql(http, url, &format!("OPTIMIZE TABLE {db}.events FINAL")).await?;
-    sql(http, url, &format!("OPTIMIZE TABLE {db}.sessions FINAL")).await?;
+    // The engine's visitor-hour rollup of the same events (what `visitor_hours` writes).
+    sql(http, url, &format!(
+        "INSERT INTO {db}.agg_hour_visitors (tenant, hour, visitor_id, person_id, events, page_views, version) \
+         SELECT tenant, toDateTime(intDiv(toUInt32(event_time), 3600) * 3600) AS hour_start, \
+                if(anonymous_id != '', anonymous_id, user_id) AS visitor, person_id, \
+                toUInt32(count()), toUInt32(countIf(type = 'page')), 1 \
+         FROM {db}.events WHERE late = 0 AND type NOT IN ('alias', 'group') \
+         GROUP BY tenant, hour_start, visitor, person_id"
+    )).await?;
+    for table in ["events", "sessions", "agg_hour_visitors"] {
+        sql(http, url, &format!("OPTIMIZE TABLE {db}.{table} FINAL")).await?;
+    }
     sql(http, url, &format!(
         "INSERT INTO {db}._progress (tenant, complete_until_ms, epoch, updated_at) VALUES ('demo', {}, 1, now())",
         end * 1000
