@@ -284,13 +284,12 @@ async fn retention(
 ) -> Response {
     respond(
         async {
-            let weeks = queries::retention(
-                &state.clickhouse,
-                &tenant.id,
-                params.range()?,
-                &params.filters(),
-            )
-            .await?;
+            let range = params.range()?;
+            let weeks =
+                queries::retention(&state.clickhouse, &tenant.id, range, &params.filters()).await?;
+            // Offsets size a vector: one the range cannot contain (a query bug) must not
+            // become an allocation of gigabytes.
+            let max_offset = ((range.to - range.from) / (7 * 86_400) + 1).max(0) as usize;
             let mut cohorts: Vec<Value> = Vec::new();
             let mut current: Option<(String, Vec<u64>)> = None;
             for week in weeks {
@@ -305,6 +304,10 @@ async fn retention(
                 }
                 if let Some((_, active)) = current.as_mut() {
                     let offset = week.offset as usize;
+                    if offset > max_offset {
+                        tracing::error!(cohort = %week.cohort, offset, max_offset, "retention week outside the range; ignored");
+                        continue;
+                    }
                     if active.len() <= offset {
                         active.resize(offset + 1, 0);
                     }

@@ -324,7 +324,8 @@ pub struct CohortWeek {
 }
 
 /// Weekly retention: persons grouped by the week (starting Monday) of their first activity in
-/// the range, and for each later week how many of them were active again.
+/// the range, and for each later week how many of them were active again. One pass over the
+/// events: each person's set of active weeks, whose least is the cohort.
 pub async fn retention(
     client: &Client,
     tenant: &str,
@@ -335,11 +336,10 @@ pub async fn retention(
     let sql = format!(
         "SELECT toString(first_week) AS cohort, toUInt32(intDiv(toRelativeDayNum(week) - toRelativeDayNum(first_week), 7)) AS offset, \
          count() AS persons \
-         FROM (SELECT person_id, toMonday(min(event_time)) AS first_week FROM events FINAL WHERE {conditions} GROUP BY person_id) \
-         ALL INNER JOIN (SELECT DISTINCT person_id, toMonday(event_time) AS week FROM events FINAL WHERE {conditions}) \
-         USING person_id GROUP BY first_week, offset ORDER BY first_week, offset"
+         FROM (SELECT active_weeks, arrayReduce('min', active_weeks) AS first_week \
+               FROM (SELECT person_id, groupUniqArray(toMonday(event_time)) AS active_weeks FROM events FINAL WHERE {conditions} GROUP BY person_id)) \
+         ARRAY JOIN active_weeks AS week GROUP BY first_week, offset ORDER BY first_week, offset"
     );
-    let binds = binds.iter().chain(&binds).cloned().collect();
     Ok(bound(client, &sql, binds).fetch_all().await?)
 }
 
