@@ -18,6 +18,19 @@ pub fn event(tenant: &str, message_id: &str, anonymous_id: &str, time_ms: i64) -
     event
 }
 
+/// What a list of updates leaves: each item as many times as its net count (never below zero),
+/// in order. Oracles count these from scratch.
+pub fn final_items<D: Ord + Clone>(updates: &[(D, isize)]) -> Vec<D> {
+    let mut counts: BTreeMap<D, isize> = BTreeMap::new();
+    for (datum, diff) in updates {
+        *counts.entry(datum.clone()).or_default() += diff;
+    }
+    counts
+        .into_iter()
+        .flat_map(|(datum, count)| std::iter::repeat_n(datum, count.max(0) as usize))
+        .collect()
+}
+
 /// Test inputs that insert every item and then retract the marked ones, as corrections do.
 pub fn insert_then_retract<D: Clone>(items: Vec<(D, bool)>) -> Vec<(D, isize)> {
     let mut updates: Vec<(D, isize)> = items.iter().map(|(item, _)| (item.clone(), 1)).collect();

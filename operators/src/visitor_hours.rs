@@ -141,7 +141,7 @@ impl<'s, T: Timestamp + TotalOrder> VisitorHours<'s, T> for VecCollection<'s, T,
 mod tests {
     use super::*;
     use crate::model::SharedEvent;
-    use crate::testing::{event, insert_then_retract, run_collection};
+    use crate::testing::{event, final_items, insert_then_retract, run_collection};
     use proptest::prelude::*;
     use schemas::EventKind;
     use std::collections::BTreeMap;
@@ -149,14 +149,7 @@ mod tests {
 
     /// The oracle: the final events, counted by the reference.
     fn oracle(input: &[(Enriched, isize)]) -> BTreeMap<VisitorHour, isize> {
-        let mut counts: BTreeMap<Enriched, isize> = BTreeMap::new();
-        for (datum, diff) in input {
-            *counts.entry(datum.clone()).or_default() += diff;
-        }
-        let present = counts
-            .iter()
-            .flat_map(|(datum, count)| std::iter::repeat_n(datum, (*count).max(0) as usize));
-        crate::reference::visitor_hours(present)
+        crate::reference::visitor_hours(&final_items(input))
             .into_iter()
             .map(|row| (row, 1))
             .collect()

@@ -262,7 +262,7 @@ impl<'s, T: Timestamp + TotalOrder> WindowAggregate<'s, T>
 mod tests {
     use super::*;
     use crate::model::SharedEvent;
-    use crate::testing::{event, insert_then_retract, run_collection};
+    use crate::testing::{event, final_items, insert_then_retract, run_collection};
     use proptest::prelude::*;
     use std::collections::BTreeMap;
     use std::sync::Arc;
@@ -291,14 +291,7 @@ mod tests {
 
     /// The oracle: the final inputs, counted by the reference.
     fn oracle(input: &[(Input, isize)]) -> BTreeMap<AggRow, isize> {
-        let mut counts: BTreeMap<Input, isize> = BTreeMap::new();
-        for (datum, diff) in input {
-            *counts.entry(datum.clone()).or_default() += diff;
-        }
-        let present: Vec<&Input> = counts
-            .iter()
-            .flat_map(|(datum, count)| std::iter::repeat_n(datum, (*count).max(0) as usize))
-            .collect();
+        let present = final_items(input);
         let events = present.iter().filter_map(|i| match i {
             Input::Event(e) => Some(e),
             Input::Session(_) => None,
