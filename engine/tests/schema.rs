@@ -13,13 +13,8 @@ use common::{TestEnv, engine_config};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_table_with_an_outdated_sort_key_stops_the_engine() {
-    let TestEnv {
-        brokers,
-        clickhouse,
-        topic,
-        database,
-        dir,
-    } = TestEnv::new("schema").await;
+    let env = TestEnv::new("schema").await;
+    let (clickhouse, database) = (&env.clickhouse, &env.database);
     clickhouse
         .query(&format!("CREATE DATABASE {database}"))
         .await;
@@ -31,7 +26,13 @@ async fn a_table_with_an_outdated_sort_key_stops_the_engine() {
              ORDER BY (tenant, toDate(event_time), message_id)"
         ))
         .await;
-    let config = engine_config(&dir, &brokers, &topic, &clickhouse.url, &database);
+    let config = engine_config(
+        &env.dir,
+        &env.brokers,
+        &env.topic,
+        &clickhouse.url,
+        database,
+    );
 
     let started = Instant::now();
     let output = tokio::task::spawn_blocking(move || {
@@ -61,5 +62,5 @@ async fn a_table_with_an_outdated_sort_key_stops_the_engine() {
     assert!(started.elapsed() < Duration::from_secs(30));
 
     clickhouse.query(&format!("DROP DATABASE {database}")).await;
-    let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_dir_all(&env.dir);
 }

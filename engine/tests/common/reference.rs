@@ -1,13 +1,14 @@
 //! The whole comparison of ClickHouse with the single-threaded reference, table by table.
 
 use std::collections::BTreeSet;
+use std::fmt::Display;
 
 use operators::reference::{Results, analyze};
 use operators::{AnalyticsSettings, Decoded, IdKind};
 
 use super::ClickHouse;
 
-pub async fn tsv(clickhouse: &ClickHouse, sql: &str) -> BTreeSet<String> {
+async fn tsv(clickhouse: &ClickHouse, sql: &str) -> BTreeSet<String> {
     clickhouse
         .query(&format!("{sql} FORMAT TabSeparated"))
         .await
@@ -16,10 +17,27 @@ pub async fn tsv(clickhouse: &ClickHouse, sql: &str) -> BTreeSet<String> {
         .collect()
 }
 
-pub fn compare(table: &str, actual: &BTreeSet<String>, expected: &BTreeSet<String>) -> usize {
-    let missing: Vec<_> = expected.difference(actual).take(5).collect();
-    let unexpected: Vec<_> = actual.difference(expected).take(5).collect();
-    let differences = expected.symmetric_difference(actual).count();
+/// One row as ClickHouse's `TabSeparated` prints it.
+fn row(fields: &[&dyn Display]) -> String {
+    fields
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("\t")
+}
+
+/// Reads `sql` and compares its rows with `expected`; prints a line for `table` and returns
+/// the number of differing rows.
+async fn compare(
+    clickhouse: &ClickHouse,
+    table: &str,
+    sql: &str,
+    expected: BTreeSet<String>,
+) -> usize {
+    let actual = tsv(clickhouse, sql).await;
+    let missing: Vec<_> = expected.difference(&actual).take(5).collect();
+    let unexpected: Vec<_> = actual.difference(&expected).take(5).collect();
+    let differences = expected.symmetric_difference(&actual).count();
     println!(
         "{table:<20} {:>7} rows in ClickHouse, {:>7} expected, {differences} differences",
         actual.len(),
@@ -42,115 +60,118 @@ pub async fn compare_with_reference(
     let expected = analyze(log, &[], &AnalyticsSettings::default());
     let mut differences = 0;
 
-    let sessions = tsv(
+    differences += compare(
         clickhouse,
+        "sessions",
         &format!(
             "SELECT tenant, session_id, person_id, visitor_id, start_ms, end_ms, events, page_views, entry_path, exit_path, \
              entry_referrer, utm_source, utm_medium, utm_campaign FROM {database}.sessions FINAL WHERE deleted = 0"
         ),
+        expected
+            .sessions
+            .iter()
+            .map(|s| {
+                row(&[
+                    &s.tenant,
+                    &s.session_id,
+                    &s.person_id,
+                    &s.visitor_id,
+                    &s.start_ms,
+                    &s.end_ms,
+                    &s.events,
+                    &s.page_views,
+                    &s.entry_path,
+                    &s.exit_path,
+                    &s.entry_referrer,
+                    &s.utm_source,
+                    &s.utm_medium,
+                    &s.utm_campaign,
+                ])
+            })
+            .collect(),
     )
     .await;
-    let expected_sessions: BTreeSet<String> = expected
-        .sessions
-        .iter()
-        .map(|s| {
-            format!(
-                "{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}",
-                s.tenant,
-                s.session_id,
-                s.person_id,
-                s.visitor_id,
-                s.start_ms,
-                s.end_ms,
-                s.events,
-                s.page_views,
-                s.entry_path,
-                s.exit_path,
-                s.entry_referrer,
-                s.utm_source,
-                s.utm_medium,
-                s.utm_campaign
-            )
-        })
-        .collect();
-    differences += compare("sessions", &sessions, &expected_sessions);
 
-    let aggregates = tsv(
+    differences += compare(
         clickhouse,
+        "agg_minute_metrics",
         &format!(
             "SELECT tenant, toUInt64(toUnixTimestamp(minute)) * 1000, metric, dimension, value \
              FROM {database}.agg_minute_metrics FINAL WHERE value != 0"
         ),
+        expected
+            .aggregates
+            .iter()
+            .map(|a| {
+                row(&[
+                    &a.tenant,
+                    &a.minute_ms,
+                    &a.metric.as_str(),
+                    &a.dimension,
+                    &a.value,
+                ])
+            })
+            .collect(),
     )
     .await;
-    let expected_aggregates: BTreeSet<String> = expected
-        .aggregates
-        .iter()
-        .map(|a| {
-            format!(
-                "{}\t{}\t{}\t{}\t{}",
-                a.tenant,
-                a.minute_ms,
-                a.metric.as_str(),
-                a.dimension,
-                a.value
-            )
-        })
-        .collect();
-    differences += compare("agg_minute_metrics", &aggregates, &expected_aggregates);
 
-    let visitor_hours = tsv(
+    differences += compare(
         clickhouse,
+        "agg_hour_visitors",
         &format!(
             "SELECT tenant, toUInt64(toUnixTimestamp(hour)) * 1000, visitor_id, person_id, events, page_views \
              FROM {database}.agg_hour_visitors FINAL WHERE events != 0"
         ),
+        expected
+            .visitor_hours
+            .iter()
+            .map(|v| {
+                row(&[
+                    &v.tenant,
+                    &v.hour_ms,
+                    &v.visitor_id,
+                    &v.person_id,
+                    &v.events,
+                    &v.page_views,
+                ])
+            })
+            .collect(),
     )
     .await;
-    let expected_visitor_hours: BTreeSet<String> = expected
-        .visitor_hours
-        .iter()
-        .map(|v| {
-            format!(
-                "{}\t{}\t{}\t{}\t{}\t{}",
-                v.tenant, v.hour_ms, v.visitor_id, v.person_id, v.events, v.page_views
-            )
-        })
-        .collect();
-    differences += compare("agg_hour_visitors", &visitor_hours, &expected_visitor_hours);
 
-    let events = tsv(
+    differences += compare(
         clickhouse,
+        "events",
         &format!("SELECT message_id, session_id, person_id, late FROM {database}.events FINAL"),
+        expected
+            .events
+            .iter()
+            .map(|e| row(&[&e.event.message_id, &e.session_id, &e.person_id, &0]))
+            .chain(expected.late.iter().map(|id| row(&[id, &"", &"", &1])))
+            .collect(),
     )
     .await;
-    let expected_events: BTreeSet<String> = expected
-        .events
-        .iter()
-        .map(|e| {
-            format!(
-                "{}\t{}\t{}\t0",
-                e.event.message_id, e.session_id, e.person_id
-            )
-        })
-        .chain(expected.late.iter().map(|id| format!("{id}\t\t\t1")))
-        .collect();
-    differences += compare("events", &events, &expected_events);
 
-    let identities = tsv(clickhouse, &format!("SELECT tenant, id_kind, id, person_id FROM {database}.identities FINAL WHERE deleted = 0")).await;
-    let expected_identities: BTreeSet<String> = expected
-        .identities
-        .iter()
-        .map(|(node, person)| {
-            let kind = if node.kind == IdKind::User {
-                "user"
-            } else {
-                "anonymous"
-            };
-            format!("{}\t{kind}\t{}\t{}", node.tenant, node.id, person.id)
-        })
-        .collect();
-    differences += compare("identities", &identities, &expected_identities);
+    differences += compare(
+        clickhouse,
+        "identities",
+        &format!(
+            "SELECT tenant, id_kind, id, person_id FROM {database}.identities FINAL WHERE deleted = 0"
+        ),
+        expected
+            .identities
+            .iter()
+            .map(|(node, person)| {
+                let kind = if node.kind == IdKind::User {
+                    "user"
+                } else {
+                    "anonymous"
+                };
+                row(&[&node.tenant, &kind, &node.id, &person.id])
+            })
+            .collect(),
+    )
+    .await;
 
     (differences, expected)
 }
