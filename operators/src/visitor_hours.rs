@@ -12,6 +12,7 @@
 //! released once nothing can change it any more, by the same rule as the minute windows.
 
 use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 
 use differential_dataflow::{AsCollection, VecCollection};
 use timely::dataflow::channels::pact::Exchange;
@@ -29,9 +30,6 @@ const HOUR_MS: i64 = 3_600_000;
 pub fn hour_of(time_ms: i64) -> i64 {
     time_ms.div_euclid(HOUR_MS) * HOUR_MS
 }
-
-/// (visitor, person) -> (activity events, page views).
-type Counts = HashMap<(String, String), (i64, i64)>;
 
 /// (tenant, hour, visitor, person): one output row.
 type RowKey = (String, i64, String, String);
@@ -71,7 +69,8 @@ impl<'s, T: Timestamp + TotalOrder> VisitorHours<'s, T> for VecCollection<'s, T,
             .inner
             .unary_frontier(by_window, "VisitorHours", move |_capability, _info| {
                 let mut stash: Stash<T, (Enriched, isize)> = Stash::default();
-                let mut windows: HashMap<(String, i64), Counts> = HashMap::new();
+                // Activity events and page views of each row with any.
+                let mut rows: HashMap<RowKey, (i64, i64)> = HashMap::new();
                 let mut clock = i64::MIN;
                 move |(input, frontier), output| {
                     input.for_each(|capability, data| {
@@ -87,31 +86,37 @@ impl<'s, T: Timestamp + TotalOrder> VisitorHours<'s, T> for VecCollection<'s, T,
                         for (enriched, diff) in updates {
                             let event = &enriched.event;
                             clock = clock.max(event.received_at_ms);
-                            let window = (event.tenant.clone(), hour_of(event.timestamp_ms));
-                            let pair = (event.visitor_id().to_owned(), enriched.person_id.clone());
-                            let counts = windows.entry(window.clone()).or_default();
-                            before
-                                .entry((window.0, window.1, pair.0.clone(), pair.1.clone()))
-                                .or_insert_with(|| counts.get(&pair).copied());
+                            let key = (
+                                event.tenant.clone(),
+                                hour_of(event.timestamp_ms),
+                                event.visitor_id().to_owned(),
+                                enriched.person_id.clone(),
+                            );
+                            if !before.contains_key(&key) {
+                                before.insert(key.clone(), rows.get(&key).copied());
+                            }
                             let page = i64::from(event.kind == schemas::EventKind::Page);
-                            let entry = counts.entry(pair.clone()).or_default();
-                            entry.0 += diff as i64;
-                            entry.1 += page * diff as i64;
-                            if *entry == (0, 0) {
-                                counts.remove(&pair);
+                            let diff = diff as i64;
+                            match rows.entry(key) {
+                                Entry::Occupied(mut row) => {
+                                    let counts = row.get_mut();
+                                    *counts = (counts.0 + diff, counts.1 + page * diff);
+                                    if *counts == (0, 0) {
+                                        row.remove();
+                                    }
+                                }
+                                Entry::Vacant(row) => {
+                                    row.insert((diff, page * diff));
+                                }
                             }
                         }
                         let mut session = output.session(&capability);
-                        for ((tenant, hour_ms, visitor_id, person_id), old) in before {
-                            let new = windows
-                                .get(&(tenant.clone(), hour_ms))
-                                .and_then(|counts| {
-                                    counts.get(&(visitor_id.clone(), person_id.clone()))
-                                })
-                                .copied();
+                        for (key, old) in before {
+                            let new = rows.get(&key).copied();
                             if old == new {
                                 continue;
                             }
+                            let (tenant, hour_ms, visitor_id, person_id) = key;
                             let row = |(events, page_views): (i64, i64)| VisitorHour {
                                 tenant: tenant.clone(),
                                 hour_ms,
@@ -128,8 +133,8 @@ impl<'s, T: Timestamp + TotalOrder> VisitorHours<'s, T> for VecCollection<'s, T,
                             }
                         }
                         let cutoff = clock.saturating_sub(keep_ms);
-                        windows.retain(|(_, hour), counts| *hour >= cutoff && !counts.is_empty());
-                        observe(windows.values().map(HashMap::len).sum());
+                        rows.retain(|(_, hour, _, _), _| *hour >= cutoff);
+                        observe(rows.len());
                     }
                 }
             })
