@@ -39,6 +39,17 @@ pub struct GeneratorConfig {
     pub late_share: f64,
     /// Share of events delivered twice (client retries).
     pub duplicate_share: f64,
+    /// Share of new visitors on a mobile app: they send `screen` calls instead of `page`.
+    pub mobile_share: f64,
+    /// Share of identifies sent by a broken integration with a placeholder user id
+    /// ("undefined", "null", ...), which must link nothing.
+    pub placeholder_share: f64,
+    /// Chance that a known user's session starts with a change of user id: `alias` from the
+    /// old user id to a new one (Segment's `previousId` is then a user id).
+    pub rename_share: f64,
+    /// Chance per session of a server-side trait refresh (a CRM sync): an `identify` with
+    /// only the user id of a known user, which is not a visit.
+    pub crm_sync_share: f64,
 }
 
 impl Default for GeneratorConfig {
@@ -56,6 +67,10 @@ impl Default for GeneratorConfig {
             out_of_order_share: 0.03,
             late_share: 0.002,
             duplicate_share: 0.005,
+            mobile_share: 0.15,
+            placeholder_share: 0.05,
+            rename_share: 0.03,
+            crm_sync_share: 0.05,
         }
     }
 }
@@ -73,6 +88,7 @@ struct Visitor {
     tenant: usize,
     anonymous_id: String,
     user_id: Option<String>,
+    mobile: bool,
 }
 
 /// Generates events session by session.
@@ -155,10 +171,12 @@ impl Generator {
         }
         let tenant = self.rng.random_range(0..self.config.tenants.len());
         let anonymous_id = format!("anon-{}-{}", self.config.seed, self.visitors.len());
+        let mobile = self.rng.random_bool(self.config.mobile_share);
         self.visitors.push(Visitor {
             tenant,
             anonymous_id,
             user_id: None,
+            mobile,
         });
         self.visitors.len() - 1
     }
@@ -173,14 +191,18 @@ impl Generator {
             && self.rng.random_bool(self.config.new_device_share)
         {
             let Visitor {
-                tenant, user_id, ..
+                tenant,
+                user_id,
+                mobile,
+                ..
             } = &self.visitors[visitor];
-            let (tenant, user_id) = (*tenant, user_id.clone());
+            let (tenant, user_id, mobile) = (*tenant, user_id.clone(), *mobile);
             let anonymous_id = format!("anon-{}-{}", self.config.seed, self.visitors.len());
             self.visitors.push(Visitor {
                 tenant,
                 anonymous_id: anonymous_id.clone(),
                 user_id: user_id.clone(),
+                mobile,
             });
             visitor = self.visitors.len() - 1;
             let mut alias = self.event(visitor, EventKind::Alias, time);
@@ -188,6 +210,8 @@ impl Generator {
             alias.anonymous_id = String::new();
             self.deliver(alias, out);
         }
+
+        self.rename_or_sync(visitor, time, out);
 
         let views = 1 + self.pages_per_session.sample(&mut self.rng) as usize;
         let referrer = [
@@ -205,7 +229,12 @@ impl Generator {
                 time += self.think.sample(&mut self.rng) * 1000.0;
             }
             let page = self.page_zipf.sample(&mut self.rng) as usize;
-            let mut event = self.event(visitor, EventKind::Page, time);
+            let kind = if self.visitors[visitor].mobile {
+                EventKind::Screen
+            } else {
+                EventKind::Page
+            };
+            let mut event = self.event(visitor, kind, time);
             event.page.path = if page == 1 {
                 "/".into()
             } else {
@@ -242,8 +271,41 @@ impl Generator {
             let mut signup = self.event(visitor, EventKind::Track, time);
             signup.name = "Signed Up".into();
             self.deliver(signup, out);
-            let identify = self.event(visitor, EventKind::Identify, time + 1.0);
+            let mut identify = self.event(visitor, EventKind::Identify, time + 1.0);
+            if self.rng.random_bool(self.config.placeholder_share) {
+                // A broken integration: this visitor stays anonymous.
+                identify.user_id = ["undefined", "null", "[object Object]", "0"]
+                    [self.rng.random_range(0..4)]
+                .into();
+                self.visitors[visitor].user_id = None;
+            }
             self.deliver(identify, out);
+        }
+    }
+
+    /// Before a known user's session: sometimes the user id changes (an alias from the old
+    /// user id), sometimes a server refreshes the user's traits (an identify with only the
+    /// user id).
+    fn rename_or_sync(&mut self, visitor: usize, time: f64, out: &mut Vec<Arrival>) {
+        let Some(user_id) = self.visitors[visitor].user_id.clone() else {
+            return;
+        };
+        if self.rng.random_bool(self.config.rename_share) {
+            let renamed = format!("{user_id}-renamed");
+            let mut alias = self.event(visitor, EventKind::Alias, time - 1.0);
+            alias.previous_id = user_id.clone();
+            alias.anonymous_id = String::new();
+            alias.user_id = renamed.clone();
+            self.deliver(alias, out);
+            for other in &mut self.visitors {
+                if other.user_id.as_deref() == Some(user_id.as_str()) {
+                    other.user_id = Some(renamed.clone());
+                }
+            }
+        } else if self.rng.random_bool(self.config.crm_sync_share) {
+            let mut sync = self.event(visitor, EventKind::Identify, time - 2.0);
+            sync.anonymous_id = String::new();
+            self.deliver(sync, out);
         }
     }
 
@@ -252,6 +314,7 @@ impl Generator {
             tenant,
             anonymous_id,
             user_id,
+            ..
         } = &self.visitors[visitor];
         let (tenant, anonymous_id, user_id) = (
             self.config.tenants[*tenant].clone(),
@@ -371,7 +434,27 @@ mod tests {
         );
         let count = |kind| arrivals.iter().filter(|a| a.event.kind == kind).count();
         assert!(count(EventKind::Page) > arrivals.len() / 2);
+        assert!(count(EventKind::Screen) > arrivals.len() / 20);
         assert!(count(EventKind::Identify) > 100 && count(EventKind::Alias) > 10);
+        let placeholders = arrivals
+            .iter()
+            .filter(|a| {
+                ["undefined", "null", "[object Object]", "0"].contains(&a.event.user_id.as_str())
+            })
+            .count();
+        assert!(placeholders > 5, "placeholder identifies: {placeholders}");
+        let renames = arrivals
+            .iter()
+            .filter(|a| {
+                a.event.kind == EventKind::Alias && a.event.previous_id.starts_with("user-")
+            })
+            .count();
+        assert!(renames > 5, "aliases between user ids: {renames}");
+        let syncs = arrivals
+            .iter()
+            .filter(|a| a.event.kind == EventKind::Identify && a.event.anonymous_id.is_empty())
+            .count();
+        assert!(syncs > 5, "server-side identifies: {syncs}");
         let late = arrivals
             .iter()
             .filter(|a| a.arrival_ms - a.event.timestamp_ms > 3_600_000)

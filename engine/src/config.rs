@@ -67,6 +67,15 @@ pub struct AnalyticsConfig {
     pub dedup_horizon_secs: u64,
     /// Tenants for which `identify` may merge two known users.
     pub allow_identify_merge: Vec<String>,
+    /// Ids that never link anything ("undefined", "null", "0", ...), matched after trimming,
+    /// ignoring case; empty and all-whitespace ids always are. The default is
+    /// `operators::DEFAULT_PLACEHOLDER_IDS`; setting it replaces that list.
+    pub placeholder_ids: Vec<String>,
+    /// Which sessions are bounces: `one_page_view_only` (one page view and no other activity
+    /// event, Plausible's and GA4's rule) or `one_page_view` (one page view, whatever else).
+    pub bounce_rule: schemas::BounceRule,
+    /// Per-tenant bounce rules, e.g. `{ acme = "one_page_view" }`.
+    pub tenant_bounce_rule: std::collections::HashMap<String, schemas::BounceRule>,
     /// Window of the live "active visitors" counter.
     pub active_window_secs: u64,
 }
@@ -81,6 +90,12 @@ impl Default for AnalyticsConfig {
             retention_margin_secs: 600,
             dedup_horizon_secs: 24 * 3600,
             allow_identify_merge: Vec::new(),
+            placeholder_ids: operators::DEFAULT_PLACEHOLDER_IDS
+                .iter()
+                .map(|id| (*id).to_owned())
+                .collect(),
+            bounce_rule: schemas::BounceRule::default(),
+            tenant_bounce_rule: Default::default(),
             active_window_secs: 300,
         }
     }
@@ -97,6 +112,9 @@ impl AnalyticsConfig {
             retention_margin_secs,
             dedup_horizon_secs,
             allow_identify_merge,
+            placeholder_ids,
+            bounce_rule,
+            tenant_bounce_rule,
             active_window_secs,
         } = self;
         let ms = |secs: u64| secs.saturating_mul(1000) as i64;
@@ -123,12 +141,17 @@ impl AnalyticsConfig {
                     lateness_ms: ms(*lateness_secs),
                     margin_ms: ms(*retention_margin_secs),
                 },
+                bounce: *bounce_rule,
+                tenant_bounce: std::sync::Arc::new(tenant_bounce_rule.clone()),
             },
             epoch_ms,
             active_window_ms: ms(*active_window_secs),
             identity: operators::IdentityPolicy {
                 allow_identify_merge: std::sync::Arc::new(
                     allow_identify_merge.iter().cloned().collect(),
+                ),
+                placeholders: operators::PlaceholderIds::new(
+                    placeholder_ids.iter().map(String::as_str),
                 ),
             },
         }
@@ -331,6 +354,37 @@ mod tests {
             jail.create_file("db.toml", "[clickhouse]\ndatabase = \"x;y\"\n")?;
             assert!(EngineConfig::load(Some(Path::new("db.toml"))).is_err());
             assert!(EngineConfig::load(Some(Path::new("missing.toml"))).is_err());
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn identity_and_bounce_rules_reach_the_operators() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file(
+                "rules.toml",
+                "[analytics]\nplaceholder_ids = [\"unknown\"]\nbounce_rule = \"one_page_view\"\n\
+                 tenant_bounce_rule = { acme = \"one_page_view_only\" }\n",
+            )?;
+            let config = EngineConfig::load(Some(Path::new("rules.toml"))).expect("loads");
+            let settings = config.analytics.to_settings(500);
+            assert!(settings.identity.placeholders.contains("Unknown"));
+            assert!(
+                !settings.identity.placeholders.contains("undefined"),
+                "replaced"
+            );
+            assert_eq!(
+                settings.sessions.bounce_for("other"),
+                schemas::BounceRule::OnePageView
+            );
+            assert_eq!(
+                settings.sessions.bounce_for("acme"),
+                schemas::BounceRule::OnePageViewOnly
+            );
+            let defaults = EngineConfig::default().analytics.to_settings(500);
+            assert!(defaults.identity.placeholders.contains("undefined"));
+            jail.create_file("bad.toml", "[analytics]\nbounce_rule = \"sometimes\"\n")?;
+            assert!(EngineConfig::load(Some(Path::new("bad.toml"))).is_err());
             Ok(())
         });
     }

@@ -7,8 +7,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use operators::{
-    AggRow, Decode, Decoded, Enriched, IdentityClaim, Node, Person, Position, Session, SharedEvent,
-    StateGauges, VisitorHour, analytics, insertions, route,
+    AggRow, Decode, Decoded, Enriched, IdWarning, IdentityClaim, Node, Person, Position, Session,
+    SharedEvent, StateGauges, VisitorHour, analytics, insertions, route,
 };
 use schemas::live::LiveUpdate;
 use timely::dataflow::channels::pact::{Exchange, Pipeline};
@@ -17,14 +17,14 @@ use timely::dataflow::operators::{Concatenate, Inspect, OkErr};
 use timely::worker::Worker;
 
 use crate::config::EngineConfig;
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, RefusalLabels};
 use crate::recovery::{LowWater, Recovery};
 use crate::sink::checkpoint::{
     CheckpointSettings, NewTenants, PositionsByEpoch, checkpoint, progress,
 };
 use crate::sink::clickhouse::rows::{
     AggMinuteRow, ClaimRow, DeadLetterRow, EventRow, IdentityRow, LiveCounterRow, SessionRow,
-    VisitorHourRow, datetime,
+    VisitorHourRow, WarningRow, datetime,
 };
 use crate::sink::clickhouse::{ClickHouseWriter, SinkError};
 use crate::sink::epoch::{SinkRuntime, epoch_sink, upserts};
@@ -253,6 +253,29 @@ pub fn run_worker(
                     .collect();
                 s.write_with_retry("late events", || w.insert("events", &rows));
                 s.metrics.late_events.inc_by(rows.len() as u64);
+            },
+        ));
+
+        let (w, s) = (writer.clone(), sink.clone());
+        done.push(epoch_sink(
+            out.warnings,
+            Exchange::new(|w: &IdWarning| route(&w.message_id)),
+            "WarningsSink",
+            no_time,
+            replayed_through,
+            move |_epoch, warnings| {
+                let rows: Vec<WarningRow> =
+                    warnings.iter().map(WarningRow::placeholder_id).collect();
+                s.write_with_retry("ingestion warnings", || {
+                    w.insert("ingestion_warnings", &rows)
+                });
+                for warning in &warnings {
+                    let labels = RefusalLabels {
+                        reason: "placeholder_id",
+                        field: warning.field.as_str(),
+                    };
+                    s.metrics.claims_refused.get_or_create(&labels).inc();
+                }
             },
         ));
 

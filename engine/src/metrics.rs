@@ -38,6 +38,17 @@ pub struct Metrics {
     pub late_events: Counter,
     /// Live state entries by kind and worker: must stay bounded under a steady stream.
     pub state_entries: Family<StateLabels, Gauge>,
+    /// Identity claims refused, by reason and by the Segment field that held the id.
+    pub claims_refused: Family<RefusalLabels, Counter>,
+}
+
+/// Labels of refused identity claims: both sets are small and fixed.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RefusalLabels {
+    /// Why: `placeholder_id`.
+    pub reason: &'static str,
+    /// `userId`, `anonymousId` or `previousId`.
+    pub field: &'static str,
 }
 
 /// Labels of the state gauges: both sets are small and fixed.
@@ -85,8 +96,20 @@ impl Default for Metrics {
             pending_records: Gauge::default(),
             late_events: Counter::default(),
             state_entries: Family::default(),
+            claims_refused: Family::default(),
             registry: Registry::default(),
         };
+        // Present from the start at zero, so that a rate over them is defined.
+        for field in [
+            operators::IdField::UserId,
+            operators::IdField::AnonymousId,
+            operators::IdField::PreviousId,
+        ] {
+            let _zero = metrics.claims_refused.get_or_create(&RefusalLabels {
+                reason: "placeholder_id",
+                field: field.as_str(),
+            });
+        }
         registry.register(
             "clickstream_engine_records_consumed",
             "Kafka records read",
@@ -134,6 +157,11 @@ impl Default for Metrics {
             metrics.late_events.clone(),
         );
         registry.register(
+            "clickstream_engine_identity_claims_refused",
+            "Identity claims refused (a placeholder id such as \"undefined\" links nothing)",
+            metrics.claims_refused.clone(),
+        );
+        registry.register(
             "clickstream_engine_state_entries",
             "Live state entries by kind and worker",
             metrics.state_entries.clone(),
@@ -155,7 +183,7 @@ impl Metrics {
     }
 
     /// Every metric this process exports, by name (for tests and dashboards).
-    pub const NAMES: [&'static str; 10] = [
+    pub const NAMES: [&'static str; 11] = [
         "clickstream_engine_records_consumed_total",
         "clickstream_engine_dead_letters_total",
         "clickstream_engine_events_written_total",
@@ -165,6 +193,7 @@ impl Metrics {
         "clickstream_engine_source_errors_total",
         "clickstream_engine_pending_records",
         "clickstream_engine_late_events_total",
+        "clickstream_engine_identity_claims_refused_total",
         "clickstream_engine_state_entries",
     ];
 

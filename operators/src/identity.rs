@@ -5,10 +5,17 @@
 //! components and a retracted link (an unmerge) splits them again, and downstream operators
 //! receive exactly the corrections: retractions of the old person, insertions of the new.
 //!
-//! Policy: `alias` always links. `identify` links an anonymous id to a user id, but an anonymous
-//! id belongs to the user of its *first* identify (by event time, then message id): a later
-//! identify to a different user would merge two known users through a shared browser, which is
-//! almost always a shared computer, not one person. Tenants may opt out of that refusal.
+//! Rules (Segment's identity model; the README has them as a table):
+//! - An identify claim (an `identify`, or any event carrying both ids) links an anonymous id
+//!   to a user id, but an anonymous id belongs to the user of its *first* claim (by event
+//!   time, then message id): a later claim to a different user would merge two known users
+//!   through a shared browser, which is almost always a shared computer, not one person.
+//!   Tenants may opt out of that refusal.
+//! - `alias` always links. Its `previousId` is whatever id the user had before: when the
+//!   tenant knows it as a user id (any claim names it as one), the alias merges the two users;
+//!   otherwise it is an anonymous id. This is re-decided as claims arrive, so a user id first
+//!   seen after the alias still gets the merge.
+//! - An unmerge removes the link between two ids, whichever kind the first resolved to.
 //!
 //! The canonical person is the least node of the component, and user ids sort before
 //! anonymous ids, so it is the smallest user id when the person has one: the same input gives
@@ -24,14 +31,20 @@ use differential_dataflow::lattice::Lattice;
 use timely::order::TotalOrder;
 use timely::progress::Timestamp;
 
-use crate::model::{IdentityClaim, Link, Node, Person};
+use crate::model::{IdKind, IdentityClaim, Link, Node, Person, Unlink};
+use crate::placeholders::PlaceholderIds;
 
-/// Which tenants allow `identify` to merge two known users.
+/// Who may be linked to whom.
 #[derive(Debug, Clone, Default)]
 pub struct IdentityPolicy {
     /// Tenants for which every identify links, not only the first of each anonymous id.
     pub allow_identify_merge: Arc<BTreeSet<String>>,
+    /// Ids that never link anything (removed from events before identity sees them).
+    pub placeholders: PlaceholderIds,
 }
+
+/// `(tenant, from id, user id)`: a link before the kind of its first id is known.
+type Pair = (String, String, String);
 
 /// Computes persons from identity claims.
 pub trait StitchIdentities<'s, T: Timestamp> {
@@ -39,7 +52,7 @@ pub trait StitchIdentities<'s, T: Timestamp> {
     /// person and do not appear. `unlinks` are links removed by an operator (unmerge).
     fn stitch_identities(
         self,
-        unlinks: VecCollection<'s, T, Link, isize>,
+        unlinks: VecCollection<'s, T, Unlink, isize>,
         policy: IdentityPolicy,
     ) -> VecCollection<'s, T, (Node, Person), isize>;
 }
@@ -50,9 +63,21 @@ where
 {
     fn stitch_identities(
         self,
-        unlinks: VecCollection<'s, T, Link, isize>,
+        unlinks: VecCollection<'s, T, Unlink, isize>,
         policy: IdentityPolicy,
     ) -> VecCollection<'s, T, (Node, Person), isize> {
+        let known_users = self
+            .clone()
+            .map(|claim| match claim {
+                IdentityClaim::Identify {
+                    tenant, user_id, ..
+                }
+                | IdentityClaim::Alias {
+                    tenant, user_id, ..
+                }
+                | IdentityClaim::KnownUser { tenant, user_id } => (tenant, user_id),
+            })
+            .distinct();
         let identifies = self
             .clone()
             .flat_map(|claim| match claim {
@@ -63,7 +88,7 @@ where
                     anonymous_id,
                     user_id,
                 } => Some(((tenant, anonymous_id), (time_ms, message_id, user_id))),
-                IdentityClaim::Alias { .. } => None,
+                _ => None,
             })
             .reduce_named(
                 "FirstIdentify",
@@ -79,22 +104,42 @@ where
                 },
             )
             .map(|((tenant, anonymous_id), user_id)| {
-                Link::between(&tenant, &anonymous_id, &user_id)
+                ((tenant, anonymous_id, user_id), IdKind::Anonymous)
             });
         let aliases = self.flat_map(|claim| match claim {
             IdentityClaim::Alias {
                 tenant,
                 previous_id,
                 user_id,
-            } => Some(Link::between(&tenant, &previous_id, &user_id)),
-            IdentityClaim::Identify { .. } => None,
+            } => Some(((tenant, previous_id), user_id)),
+            _ => None,
         });
+        let to_users = aliases
+            .clone()
+            .semijoin(known_users.clone())
+            .map(|((tenant, previous_id), user_id)| ((tenant, previous_id, user_id), IdKind::User));
+        let to_anonymous = aliases
+            .antijoin(known_users)
+            .map(|((tenant, previous_id), user_id)| {
+                ((tenant, previous_id, user_id), IdKind::Anonymous)
+            });
+        let unlinked = unlinks
+            .map(
+                |Unlink {
+                     tenant,
+                     from_id,
+                     user_id,
+                 }| (tenant, from_id, user_id),
+            )
+            .distinct();
         let links = identifies
-            .concat(aliases)
-            .distinct()
-            .map(|link| (link, ()))
-            .antijoin(unlinks.distinct())
-            .map(|(link, ())| link);
+            .concat(to_users)
+            .concat(to_anonymous)
+            .antijoin(unlinked)
+            .map(|((tenant, from_id, user_id), kind): (Pair, IdKind)| {
+                Link::to_user(&tenant, kind, &from_id, &user_id)
+            })
+            .distinct();
         let edges = links.flat_map(|Link { a, b }| [(a.clone(), b.clone()), (b, a)]);
         let nodes = edges
             .clone()
@@ -108,7 +153,6 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::IdKind;
     use crate::testing::{insert_then_retract, run_collection};
     use proptest::prelude::*;
     use std::collections::{BTreeMap, HashMap};
@@ -119,7 +163,7 @@ mod tests {
     )]
     enum Input {
         Claim(IdentityClaim),
-        Unlink(Link),
+        Unlink(Unlink),
     }
 
     fn stitch(
@@ -136,14 +180,22 @@ mod tests {
                 Input::Unlink(_) => None,
             });
             let unlinks = input.flat_map(|i| match i {
-                Input::Unlink(link) => Some(link),
+                Input::Unlink(unlink) => Some(unlink),
                 Input::Claim(_) => None,
             });
             claims.stitch_identities(unlinks, policy.clone())
         }
     }
 
-    /// The oracle: union-find over the final links, written for clarity.
+    fn node(tenant: &str, kind: IdKind, id: &str) -> Node {
+        Node {
+            tenant: tenant.into(),
+            kind,
+            id: id.into(),
+        }
+    }
+
+    /// The oracle: the rules applied to the final claims one by one, then union-find.
     fn oracle(
         input: &[(Input, isize)],
         policy: &IdentityPolicy,
@@ -157,8 +209,25 @@ mod tests {
             .filter(|(_, c)| **c > 0)
             .map(|(i, _)| i)
             .collect();
+        // Every user id any claim names, per tenant.
+        let mut users: BTreeSet<(String, String)> = BTreeSet::new();
+        for input in &present {
+            if let Input::Claim(
+                IdentityClaim::Identify {
+                    tenant, user_id, ..
+                }
+                | IdentityClaim::Alias {
+                    tenant, user_id, ..
+                }
+                | IdentityClaim::KnownUser { tenant, user_id },
+            ) = input
+            {
+                users.insert((tenant.clone(), user_id.clone()));
+            }
+        }
         let mut first_identify: HashMap<(String, String), (i64, String, String)> = HashMap::new();
-        let mut links: BTreeSet<Link> = BTreeSet::new();
+        // (tenant, first id, its kind, user id)
+        let mut links: BTreeSet<(String, String, IdKind, String)> = BTreeSet::new();
         for input in &present {
             match input {
                 Input::Claim(IdentityClaim::Identify {
@@ -170,7 +239,12 @@ mod tests {
                 }) => {
                     let claim = (*time_ms, message_id.clone(), user_id.clone());
                     if policy.allow_identify_merge.contains(tenant) {
-                        links.insert(Link::between(tenant, anonymous_id, user_id));
+                        links.insert((
+                            tenant.clone(),
+                            anonymous_id.clone(),
+                            IdKind::Anonymous,
+                            user_id.clone(),
+                        ));
                     } else {
                         let entry = first_identify
                             .entry((tenant.clone(), anonymous_id.clone()))
@@ -185,17 +259,24 @@ mod tests {
                     previous_id,
                     user_id,
                 }) => {
-                    links.insert(Link::between(tenant, previous_id, user_id));
+                    let kind = if users.contains(&(tenant.clone(), previous_id.clone())) {
+                        IdKind::User
+                    } else {
+                        IdKind::Anonymous
+                    };
+                    links.insert((tenant.clone(), previous_id.clone(), kind, user_id.clone()));
                 }
-                Input::Unlink(_) => {}
+                _ => {}
             }
         }
         for ((tenant, anonymous_id), (_, _, user_id)) in first_identify {
-            links.insert(Link::between(&tenant, &anonymous_id, &user_id));
+            links.insert((tenant, anonymous_id, IdKind::Anonymous, user_id));
         }
         for input in &present {
-            if let Input::Unlink(unlinked) = input {
-                links.remove(unlinked);
+            if let Input::Unlink(unlink) = input {
+                links.retain(|(tenant, from, _, user)| {
+                    (tenant, from, user) != (&unlink.tenant, &unlink.from_id, &unlink.user_id)
+                });
             }
         }
         // Union-find.
@@ -210,16 +291,19 @@ mod tests {
                 root
             }
         }
-        for Link { a, b } in &links {
+        let edges: Vec<(Node, Node)> = links
+            .iter()
+            .map(|(tenant, from, kind, user)| {
+                (node(tenant, *kind, from), node(tenant, IdKind::User, user))
+            })
+            .collect();
+        for (a, b) in &edges {
             let (ra, rb) = (find(&mut parent, a), find(&mut parent, b));
             // Keep the least node as root, so the root is the canonical person.
             let (low, high) = if ra < rb { (ra, rb) } else { (rb, ra) };
             parent.insert(high, low);
         }
-        let nodes: BTreeSet<Node> = links
-            .iter()
-            .flat_map(|l| [l.a.clone(), l.b.clone()])
-            .collect();
+        let nodes: BTreeSet<Node> = edges.into_iter().flat_map(|(a, b)| [a, b]).collect();
         nodes
             .into_iter()
             .map(|node| {
@@ -247,22 +331,39 @@ mod tests {
         })
     }
 
+    fn known(tenant: &str, user: &str) -> Input {
+        Input::Claim(IdentityClaim::KnownUser {
+            tenant: tenant.into(),
+            user_id: user.into(),
+        })
+    }
+
+    /// An anonymous id `a0`..`a7`, or (for an alias's previous id and unlinks) sometimes a
+    /// user id.
+    fn any_id() -> impl Strategy<Value = String> {
+        prop_oneof![
+            3 => (0u8..8).prop_map(|a| format!("a{a}")),
+            1 => (0u8..5).prop_map(|u| format!("u{u}")),
+        ]
+    }
+
     fn arb_input() -> impl Strategy<Value = Vec<(Input, isize)>> {
         let claim = prop_oneof![
-            (0u8..2, 0i64..100, 0u8..8, 0u8..5).prop_map(|(t, time, a, u)| identify(
+            4 => (0u8..2, 0i64..100, 0u8..8, 0u8..5).prop_map(|(t, time, a, u)| identify(
                 &format!("t{t}"),
                 time,
                 &format!("a{a}"),
                 &format!("u{u}")
             )),
-            (0u8..2, 0u8..8, 0u8..5).prop_map(|(t, a, u)| alias(
+            2 => (0u8..2, any_id(), 0u8..5).prop_map(|(t, previous, u)| alias(
                 &format!("t{t}"),
-                &format!("a{a}"),
+                &previous,
                 &format!("u{u}")
             )),
-            (0u8..2, 0u8..8, 0u8..5).prop_map(|(t, a, u)| Input::Unlink(Link::between(
+            1 => (0u8..2, 0u8..5).prop_map(|(t, u)| known(&format!("t{t}"), &format!("u{u}"))),
+            1 => (0u8..2, any_id(), 0u8..5).prop_map(|(t, from, u)| Input::Unlink(Unlink::new(
                 &format!("t{t}"),
-                &format!("a{a}"),
+                &from,
                 &format!("u{u}")
             ))),
         ];
@@ -270,7 +371,7 @@ mod tests {
     }
 
     proptest! {
-        #![proptest_config(ProptestConfig::with_cases(24))]
+        #![proptest_config(ProptestConfig::with_cases(32))]
         #[test]
         fn matches_union_find(
             input in arb_input(),
@@ -280,6 +381,7 @@ mod tests {
         ) {
             let policy = IdentityPolicy {
                 allow_identify_merge: Arc::new(if allow_t1 { BTreeSet::from(["t1".to_owned()]) } else { BTreeSet::new() }),
+                ..IdentityPolicy::default()
             };
             let expected = oracle(&input, &policy);
             prop_assert_eq!(run_collection(workers, epoch_len, input, stitch(policy)), expected);
@@ -315,6 +417,7 @@ mod tests {
         );
         let policy = IdentityPolicy {
             allow_identify_merge: Arc::new(BTreeSet::from(["t".to_owned()])),
+            ..IdentityPolicy::default()
         };
         let merged = run_collection(2, 1, input, stitch(policy));
         assert_eq!(
@@ -347,7 +450,7 @@ mod tests {
             vec![
                 (phone, 1),
                 (laptop, 1),
-                (Input::Unlink(Link::between("t", "laptop", "carol")), 1),
+                (Input::Unlink(Unlink::new("t", "laptop", "carol")), 1),
             ],
             stitch(IdentityPolicy::default()),
         );
@@ -359,6 +462,49 @@ mod tests {
         assert_eq!(
             person_of(&split, IdKind::Anonymous, "phone").as_deref(),
             Some("carol")
+        );
+    }
+
+    /// Issue 13, item 2: `previousId` is whatever id the user had before, a user id too.
+    #[test]
+    fn alias_from_a_known_user_id_merges_the_two_users() {
+        let claims = vec![
+            (identify("t", 1, "browser", "old-user"), 1),
+            (known("t", "new-user"), 1),
+            (alias("t", "old-user", "new-user"), 1),
+        ];
+        let merged = run_collection(2, 1, claims.clone(), stitch(IdentityPolicy::default()));
+        assert_eq!(
+            person_of(&merged, IdKind::User, "old-user").as_deref(),
+            Some("new-user")
+        );
+        assert_eq!(
+            person_of(&merged, IdKind::Anonymous, "browser").as_deref(),
+            Some("new-user")
+        );
+        assert_eq!(
+            person_of(&merged, IdKind::Anonymous, "old-user"),
+            None,
+            "no anonymous phantom of the old user id"
+        );
+        // The old user id known only after the alias (a late event): the link is corrected.
+        let late_known = vec![
+            (alias("t", "server-user", "new-user"), 1),
+            (known("t", "server-user"), 1),
+        ];
+        let merged = run_collection(1, 1, late_known, stitch(IdentityPolicy::default()));
+        assert_eq!(
+            person_of(&merged, IdKind::User, "server-user").as_deref(),
+            Some("new-user")
+        );
+        assert_eq!(person_of(&merged, IdKind::Anonymous, "server-user"), None);
+        // And an unmerge by the two ids splits them again.
+        let mut split = claims;
+        split.push((Input::Unlink(Unlink::new("t", "old-user", "new-user")), 1));
+        let split = run_collection(1, 1, split, stitch(IdentityPolicy::default()));
+        assert_eq!(
+            person_of(&split, IdKind::User, "old-user").as_deref(),
+            Some("old-user")
         );
     }
 }

@@ -2,21 +2,24 @@
 //! ClickHouse, so each can be tested on generated input against a naive reference.
 //!
 //! One operator per module, each an extension trait on streams or collections. The keyed
-//! operators (`dedup`, `assign_persons`, `sessionize`, `window_aggregate`, `visitor_hours`) keep explicit
-//! per-key state so that they can release it once it can no longer change (bounded memory);
-//! their outputs are differential collections whose retractions are real corrections.
+//! operators (`dedup`, `earliest_claims`, `assign_persons`, `sessionize`, `window_aggregate`,
+//! `visitor_hours`) keep explicit per-key state so that they can release it once it can no
+//! longer change (bounded memory); their outputs are differential collections whose
+//! retractions are real corrections.
 #![warn(missing_docs)]
 // Dataflow records are moved through vectors by value; boxing the larger variant of an enum
 // would cost an allocation per record to save bytes in a buffer that is reused anyway.
 #![allow(clippy::large_enum_variant)]
 
 pub mod active_visitors;
+pub mod claims;
 pub mod decode;
 pub mod dedup;
 pub mod identity;
 pub mod model;
 pub mod persons;
 pub mod pipeline;
+pub mod placeholders;
 pub mod reference;
 pub mod sessionize;
 mod stash;
@@ -26,13 +29,15 @@ pub mod visitor_hours;
 pub mod window_aggregate;
 
 pub use active_visitors::ActiveVisitors;
+pub use claims::EarliestClaims;
 pub use decode::{DeadLetter, Decode, Decoded};
 pub use dedup::{Dedup, DedupSettings};
 pub use identity::{IdentityPolicy, StitchIdentities};
 pub use model::*;
 pub use persons::{AssignPersons, Retention};
 pub use pipeline::{Analytics, AnalyticsSettings, StateGauges, analytics, insertions, is_late};
-pub use sessionize::{SessionSettings, Sessionize, is_activity};
+pub use placeholders::{DEFAULT_PLACEHOLDER_IDS, IdField, IdWarning, PlaceholderIds};
+pub use sessionize::{SessionSettings, Sessionize};
 pub use stash::route;
 pub use visitor_hours::{VisitorHours, hour_of};
 pub use window_aggregate::WindowAggregate;

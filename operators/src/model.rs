@@ -30,19 +30,21 @@ pub struct Node {
 }
 
 impl Node {
-    /// The node that keys an event's visitor: its anonymous id, or its user id without one.
-    pub fn of_event(event: &Event) -> Node {
-        if event.anonymous_id.is_empty() {
-            Node {
-                tenant: event.tenant.clone(),
-                kind: IdKind::User,
-                id: event.user_id.clone(),
-            }
-        } else {
+    /// The node whose person an event belongs to: its `userId` when it has one, else its
+    /// `anonymousId` (Segment's model: an event with a `userId` belongs to that user, even on
+    /// a browser another user logged in on first).
+    pub fn attribution_of(event: &Event) -> Node {
+        if event.user_id.is_empty() {
             Node {
                 tenant: event.tenant.clone(),
                 kind: IdKind::Anonymous,
                 id: event.anonymous_id.clone(),
+            }
+        } else {
+            Node {
+                tenant: event.tenant.clone(),
+                kind: IdKind::User,
+                id: event.user_id.clone(),
             }
         }
     }
@@ -57,53 +59,103 @@ pub type Position = (i32, i64);
 /// A statement about identity, taken from events or control messages.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub enum IdentityClaim {
-    /// `identify`: this anonymous id is this user. Ordered by (`time_ms`, `message_id`), the
-    /// first identify of an anonymous id decides which user it belongs to.
+    /// This anonymous id is this user: made by `identify` and by any other event that carries
+    /// both ids. Ordered by (`time_ms`, `message_id`), the first claim on an anonymous id
+    /// decides which user it belongs to.
     Identify {
         /// Tenant.
         tenant: String,
-        /// Event time of the identify call.
+        /// Event time of the claiming event.
         time_ms: i64,
-        /// Tie breaker for identifies at the same millisecond.
+        /// Tie breaker for claims at the same millisecond.
         message_id: String,
         /// The anonymous id.
         anonymous_id: String,
         /// The user id.
         user_id: String,
     },
-    /// `alias`: `previous_id` and `user_id` are the same person, always accepted.
+    /// `alias`: `previous_id` and `user_id` are the same person, always accepted. Segment's
+    /// `previousId` is whatever id the user had before: an anonymous id, or an earlier user
+    /// id; it is resolved against the tenant's known user ids.
     Alias {
         /// Tenant.
         tenant: String,
-        /// The earlier id (treated as anonymous).
+        /// The earlier id, of either kind.
         previous_id: String,
+        /// The user id.
+        user_id: String,
+    },
+    /// This user id exists (an event carried it without an anonymous id). An alias's
+    /// `previousId` that names a known user id merges with that user, not with an anonymous
+    /// visitor of the same text.
+    KnownUser {
+        /// Tenant.
+        tenant: String,
         /// The user id.
         user_id: String,
     },
 }
 
 impl IdentityClaim {
-    /// The claim an event makes, if any.
-    pub fn of_event(event: &Event) -> Option<IdentityClaim> {
+    /// The claims an event makes (after placeholder ids were removed): an identify claim when
+    /// it carries both ids, an alias claim for `alias`, and otherwise a known-user claim
+    /// when it carries a user id.
+    pub fn of_event(event: &Event) -> impl Iterator<Item = IdentityClaim> + use<> {
         use schemas::EventKind;
-        match event.kind {
-            EventKind::Identify if !event.anonymous_id.is_empty() && !event.user_id.is_empty() => {
-                Some(IdentityClaim::Identify {
-                    tenant: event.tenant.clone(),
-                    time_ms: event.timestamp_ms,
-                    message_id: event.message_id.clone(),
-                    anonymous_id: event.anonymous_id.clone(),
-                    user_id: event.user_id.clone(),
-                })
-            }
-            EventKind::Alias if !event.previous_id.is_empty() && !event.user_id.is_empty() => {
-                Some(IdentityClaim::Alias {
-                    tenant: event.tenant.clone(),
-                    previous_id: event.previous_id.clone(),
-                    user_id: event.user_id.clone(),
-                })
-            }
-            _ => None,
+        let tenant = || event.tenant.clone();
+        let has_user = !event.user_id.is_empty();
+        let identify =
+            (has_user && !event.anonymous_id.is_empty()).then(|| IdentityClaim::Identify {
+                tenant: tenant(),
+                time_ms: event.timestamp_ms,
+                message_id: event.message_id.clone(),
+                anonymous_id: event.anonymous_id.clone(),
+                user_id: event.user_id.clone(),
+            });
+        let alias = (event.kind == EventKind::Alias && has_user && !event.previous_id.is_empty())
+            .then(|| IdentityClaim::Alias {
+                tenant: tenant(),
+                previous_id: event.previous_id.clone(),
+                user_id: event.user_id.clone(),
+            });
+        // Both other claims already name the user id as a user.
+        let known =
+            (has_user && identify.is_none() && alias.is_none()).then(|| IdentityClaim::KnownUser {
+                tenant: tenant(),
+                user_id: event.user_id.clone(),
+            });
+        identify.into_iter().chain(alias).chain(known)
+    }
+
+    /// The tenant of the claim.
+    pub fn tenant(&self) -> &str {
+        match self {
+            IdentityClaim::Identify { tenant, .. }
+            | IdentityClaim::Alias { tenant, .. }
+            | IdentityClaim::KnownUser { tenant, .. } => tenant,
+        }
+    }
+}
+
+/// A link an operator removed (unmerge control message): between the id `from_id`, of
+/// whichever kind the link resolved it to, and the user id `user_id`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Unlink {
+    /// Tenant.
+    pub tenant: String,
+    /// The anonymous id, or an alias's `previousId`.
+    pub from_id: String,
+    /// The user id.
+    pub user_id: String,
+}
+
+impl Unlink {
+    /// The unlink of `from_id` and `user_id`.
+    pub fn new(tenant: &str, from_id: &str, user_id: &str) -> Unlink {
+        Unlink {
+            tenant: tenant.to_owned(),
+            from_id: from_id.to_owned(),
+            user_id: user_id.to_owned(),
         }
     }
 }
@@ -118,14 +170,13 @@ pub struct Link {
 }
 
 impl Link {
-    /// The link an identify or alias makes: an anonymous id (or `previousId`) to a user id.
-    /// Every producer of links builds them here, so an unmerge matches what identify made.
-    pub fn between(tenant: &str, anonymous_id: &str, user_id: &str) -> Link {
+    /// The link between the id `from_id` of kind `from_kind` and the user id `user_id`.
+    pub fn to_user(tenant: &str, from_kind: IdKind, from_id: &str, user_id: &str) -> Link {
         Link {
             a: Node {
                 tenant: tenant.to_owned(),
-                kind: IdKind::Anonymous,
-                id: anonymous_id.to_owned(),
+                kind: from_kind,
+                id: from_id.to_owned(),
             },
             b: Node {
                 tenant: tenant.to_owned(),
@@ -151,10 +202,12 @@ pub struct Session {
     pub start_ms: i64,
     /// Event time of the last event.
     pub end_ms: i64,
-    /// Events in the session.
+    /// Activity events (page views and track calls) in the session.
     pub events: u32,
-    /// Page and screen views in the session.
+    /// Page views (`page` and `screen`) in the session.
     pub page_views: u32,
+    /// Whether the session is a bounce, by its tenant's [`schemas::BounceRule`].
+    pub bounce: bool,
     /// Path of the first page view.
     pub entry_path: String,
     /// Path of the last page view.
@@ -174,11 +227,6 @@ impl Session {
     pub fn duration_ms(&self) -> i64 {
         self.end_ms - self.start_ms
     }
-
-    /// A bounce is a session with exactly one page view.
-    pub fn is_bounce(&self) -> bool {
-        self.page_views == 1
-    }
 }
 
 /// An event with what the engine derived for it.
@@ -186,7 +234,7 @@ impl Session {
 pub struct Enriched {
     /// The event.
     pub event: SharedEvent,
-    /// Its session, empty for events that do not make sessions (alias, group).
+    /// Its session, empty for events that are not activity (identify, alias, group).
     pub session_id: String,
     /// Its person's canonical id.
     pub person_id: String,
@@ -197,11 +245,11 @@ pub struct Enriched {
 pub enum Metric {
     /// Events by name (`dimension`: track name, `$pageview`, `$screen`, `$identify`, ...).
     Events,
-    /// Page views by path (`dimension`: path).
+    /// Page views (`page` and `screen`) by location (`dimension`: path, or screen name).
     PageViews,
-    /// Distinct visitors (anonymous ids) with an event in the minute.
+    /// Distinct visitors (anonymous ids) with activity in the minute.
     UniqueVisitors,
-    /// Distinct persons with an event in the minute.
+    /// Distinct persons with activity in the minute.
     UniquePersons,
     /// Sessions that started in the minute.
     SessionsStarted,

@@ -96,7 +96,7 @@ impl<'s, T: Timestamp + TotalOrder> AssignPersons<'s, T> for StreamVec<'s, T, Sh
         retention: Retention,
         mut observe: impl FnMut(usize) + 'static,
     ) -> VecCollection<'s, T, (Person, SharedEvent), isize> {
-        let by_event = Exchange::new(|event: &SharedEvent| route(&Node::of_event(event)));
+        let by_event = Exchange::new(|event: &SharedEvent| route(&Node::attribution_of(event)));
         let by_node = Exchange::new(|((node, _), _, _): &((Node, Person), T, isize)| route(node));
         self.binary_frontier(
             persons.inner,
@@ -180,7 +180,7 @@ impl<'s, T: Timestamp + TotalOrder> AssignPersons<'s, T> for StreamVec<'s, T, Sh
                         // 3. New events, under the current map.
                         for event in new_events {
                             clock = clock.max(event.received_at_ms);
-                            let node = Node::of_event(&event);
+                            let node = Node::attribution_of(&event);
                             let person = person_of
                                 .get(&node)
                                 .cloned()
@@ -258,14 +258,17 @@ mod tests {
         for (index, (is_event, n, p)) in steps.into_iter().enumerate() {
             let node = node(n % 6);
             if is_event {
-                let event = Arc::new(event(
-                    "t",
-                    &format!("m{index}"),
-                    &node.id,
-                    index as i64 * 1000,
-                ));
+                let mut event = event("t", &format!("m{index}"), &node.id, index as i64 * 1000);
+                // Some events carry a user id too: they belong to that user's person.
+                let owner = if p % 4 == 0 {
+                    event.user_id = format!("u{}", p % 3);
+                    person(p % 3)
+                } else {
+                    node.clone()
+                };
+                let event = Arc::new(event);
                 updates.push((Input::Event(event.clone()), 1));
-                events.push(event);
+                events.push((owner, event));
             } else if let Some(old) = current.insert(node.clone(), person(p % 3)) {
                 updates.push((Input::Map(node.clone(), old), -1));
                 if p % 2 == 0 {
@@ -280,9 +283,8 @@ mod tests {
         }
         let expected = events
             .into_iter()
-            .map(|event| {
-                let node = Node::of_event(&event);
-                let person = current.get(&node).cloned().unwrap_or(node);
+            .map(|(owner, event)| {
+                let person = current.get(&owner).cloned().unwrap_or(owner);
                 ((person, event), 1)
             })
             .collect();

@@ -1,20 +1,25 @@
 //! The whole pipeline, single-threaded, over a complete log, with plain hash maps: the
 //! semantics the dataflow must reproduce, and the COST baseline the benchmarks compare the
 //! dataflow against.
+//!
+//! It is written from the rules (the README's identity table, `schemas::definitions`), not
+//! from the operators: it calls none of their helpers (no session splitting, activity test,
+//! minute or hour rounding, claim extraction or placeholder matching of theirs), so an oracle
+//! test that compares the two checks the rules twice, not one implementation against itself.
+//! It models no state release: with a complete log it is what the pipeline computes while
+//! every state it needs is still held.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
-use schemas::EventKind;
+use schemas::{BounceRule, Event, EventKind};
 
 use crate::Decoded;
 use crate::model::{
-    AggRow, Enriched, IdentityClaim, Link, Metric, Node, Person, Session, SharedEvent, VisitorHour,
-    event_label, minute_of,
+    AggRow, Enriched, IdKind, Metric, Node, Person, Session, SharedEvent, Unlink, VisitorHour,
 };
-use crate::pipeline::{AnalyticsSettings, is_late};
-use crate::sessionize::{is_activity, sessions_of};
-use crate::visitor_hours::hour_of;
+use crate::pipeline::AnalyticsSettings;
+use crate::placeholders::{IdField, IdWarning};
 
 /// Final results of the pipeline for a log.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -31,14 +36,43 @@ pub struct Results {
     pub aggregates: BTreeSet<AggRow>,
     /// Activity per visitor and hour.
     pub visitor_hours: BTreeSet<VisitorHour>,
+    /// Placeholder ids removed from events.
+    pub warnings: BTreeSet<IdWarning>,
+}
+
+const MINUTE_MS: i64 = 60_000;
+const HOUR_MS: i64 = 3_600_000;
+
+fn is_page_view(kind: EventKind) -> bool {
+    kind == EventKind::Page || kind == EventKind::Screen
+}
+
+fn is_activity(kind: EventKind) -> bool {
+    is_page_view(kind) || kind == EventKind::Track
+}
+
+/// Where a page view happened: the path of a page, the name of a screen.
+fn location(event: &Event) -> &str {
+    if event.kind == EventKind::Screen {
+        &event.name
+    } else {
+        &event.page.path
+    }
+}
+
+fn visitor(event: &Event) -> &str {
+    if event.anonymous_id.is_empty() {
+        &event.user_id
+    } else {
+        &event.anonymous_id
+    }
 }
 
 /// Computes the final results for `log` (in any order) and operator `unlinks`.
-pub fn analyze(log: &[Decoded], unlinks: &[Link], settings: &AnalyticsSettings) -> Results {
-    let lateness_ms = settings.sessions.retention.lateness_ms;
+pub fn analyze(log: &[Decoded], unlinks: &[Unlink], settings: &AnalyticsSettings) -> Results {
     let mut results = Results::default();
 
-    // Deduplicate by first position; late events are then only stored.
+    // 1. One event per message id: the one first in its partition's log.
     let mut first: HashMap<(&str, &str), &Decoded> = HashMap::new();
     for decoded in log {
         let key = (
@@ -50,102 +84,283 @@ pub fn analyze(log: &[Decoded], unlinks: &[Link], settings: &AnalyticsSettings) 
             *kept = decoded;
         }
     }
-    let mut events: Vec<SharedEvent> = Vec::with_capacity(first.len());
+
+    // 2. Placeholder ids removed (an id that is an event's only id stays).
+    let placeholders: HashSet<&str> = settings.identity.placeholders.listed().collect();
+    let is_placeholder = |id: &str| {
+        let id = id.trim();
+        id.is_empty() || placeholders.contains(id.to_lowercase().as_str())
+    };
+    let mut all: Vec<SharedEvent> = Vec::with_capacity(first.len());
     for decoded in first.into_values() {
-        if is_late(&decoded.event, lateness_ms) {
-            results.late.insert(decoded.event.message_id.clone());
-        } else {
-            events.push(Arc::new(decoded.event.clone()));
+        let mut event = decoded.event.clone();
+        let mut removed = Vec::new();
+        if !event.previous_id.is_empty() && is_placeholder(&event.previous_id) {
+            removed.push((IdField::PreviousId, std::mem::take(&mut event.previous_id)));
         }
-    }
-
-    // Identity: links, then components by union-find.
-    let mut first_identify: HashMap<(String, String), (i64, String, String)> = HashMap::new();
-    let mut links: HashSet<Link> = HashSet::new();
-    for event in &events {
-        match IdentityClaim::of_event(event) {
-            Some(IdentityClaim::Identify {
-                tenant,
-                time_ms,
-                message_id,
-                anonymous_id,
-                user_id,
-            }) => {
-                if settings.identity.allow_identify_merge.contains(&tenant) {
-                    links.insert(Link::between(&tenant, &anonymous_id, &user_id));
-                } else {
-                    let claim = (time_ms, message_id, user_id);
-                    let entry = first_identify
-                        .entry((tenant, anonymous_id))
-                        .or_insert_with(|| claim.clone());
-                    if claim < *entry {
-                        *entry = claim;
-                    }
-                }
-            }
-            Some(IdentityClaim::Alias {
-                tenant,
-                previous_id,
-                user_id,
-            }) => {
-                links.insert(Link::between(&tenant, &previous_id, &user_id));
-            }
-            None => {}
+        let other_than_user = !event.anonymous_id.is_empty() || !event.previous_id.is_empty();
+        if !event.user_id.is_empty() && is_placeholder(&event.user_id) && other_than_user {
+            removed.push((IdField::UserId, std::mem::take(&mut event.user_id)));
         }
-    }
-    for ((tenant, anonymous_id), (_, _, user_id)) in first_identify {
-        links.insert(Link::between(&tenant, &anonymous_id, &user_id));
-    }
-    for unlinked in unlinks {
-        links.remove(unlinked);
-    }
-    let mut parent: HashMap<Node, Node> = HashMap::new();
-    fn find(parent: &mut HashMap<Node, Node>, node: &Node) -> Node {
-        match parent.get(node).cloned() {
-            Some(next) if &next != node => {
-                let root = find(parent, &next);
-                parent.insert(node.clone(), root.clone());
-                root
-            }
-            _ => node.clone(),
+        if !event.anonymous_id.is_empty()
+            && is_placeholder(&event.anonymous_id)
+            && !event.user_id.is_empty()
+        {
+            removed.push((
+                IdField::AnonymousId,
+                std::mem::take(&mut event.anonymous_id),
+            ));
         }
-    }
-    for Link { a, b } in &links {
-        let (ra, rb) = (find(&mut parent, a), find(&mut parent, b));
-        let (low, high) = if ra < rb { (ra, rb) } else { (rb, ra) };
-        if low != high {
-            parent.insert(high, low);
-        }
-    }
-    for Link { a, b } in &links {
-        for node in [a, b] {
-            let person = find(&mut parent, node);
-            results.identities.insert((node.clone(), person));
-        }
-    }
-
-    // Attribution and sessions.
-    let mut by_person: HashMap<Person, Vec<SharedEvent>> = HashMap::new();
-    for event in events {
-        let node = Node::of_event(&event);
-        let person = find(&mut parent, &node);
-        by_person.entry(person).or_default().push(event);
-    }
-    for (person, events) in &by_person {
-        let (sessions, membership) = sessions_of(person, events.iter(), &settings.sessions);
-        for (event, session_id) in membership {
-            results.events.insert(Enriched {
-                event: event.clone(),
-                session_id,
-                person_id: person.id.clone(),
+        for (field, id) in removed {
+            results.warnings.insert(IdWarning {
+                tenant: event.tenant.clone(),
+                message_id: event.message_id.clone(),
+                time_ms: event.timestamp_ms,
+                received_at_ms: event.received_at_ms,
+                field,
+                id,
             });
         }
+        all.push(Arc::new(event));
+    }
+
+    // 3. Persons, from every event (late ones too: identity claims always apply).
+    let mut graph = IdentityGraph::build(&all, unlinks, settings);
+    results.identities = graph.identities();
+
+    // 4. Late events are stored and nothing else; the others go to their person's sessions.
+    let lateness_ms = settings.sessions.retention.lateness_ms;
+    let mut by_person: HashMap<Person, Vec<SharedEvent>> = HashMap::new();
+    for event in all {
+        if event.received_at_ms - event.timestamp_ms > lateness_ms {
+            results.late.insert(event.message_id.clone());
+            continue;
+        }
+        let node = if event.user_id.is_empty() {
+            Node {
+                tenant: event.tenant.clone(),
+                kind: IdKind::Anonymous,
+                id: event.anonymous_id.clone(),
+            }
+        } else {
+            Node {
+                tenant: event.tenant.clone(),
+                kind: IdKind::User,
+                id: event.user_id.clone(),
+            }
+        };
+        by_person
+            .entry(graph.person(&node))
+            .or_default()
+            .push(event);
+    }
+    for (person, events) in &mut by_person {
+        let sessions = sessionize(person, events, settings, &mut results.events);
         results.sessions.extend(sessions);
     }
 
     results.aggregates = aggregates(&results.events, &results.sessions);
     results.visitor_hours = visitor_hours(&results.events);
     results
+}
+
+/// The identity rules over a whole log: links, then components by union-find.
+struct IdentityGraph {
+    links: BTreeSet<(Node, Node)>,
+    parent: HashMap<Node, Node>,
+}
+
+impl IdentityGraph {
+    fn build(events: &[SharedEvent], unlinks: &[Unlink], settings: &AnalyticsSettings) -> Self {
+        // Every user id any event carries is a known user id of its tenant.
+        let known: HashSet<(&str, &str)> = events
+            .iter()
+            .filter(|e| !e.user_id.is_empty())
+            .map(|e| (e.tenant.as_str(), e.user_id.as_str()))
+            .collect();
+        // (tenant, anonymous id) -> the earliest claim (time, message id, user id) on it.
+        let mut first_claim: HashMap<(&str, &str), (i64, &str, &str)> = HashMap::new();
+        // (tenant, from id, kind of from id, user id)
+        let mut links: BTreeSet<(String, String, IdKind, String)> = BTreeSet::new();
+        for e in events {
+            if !e.anonymous_id.is_empty() && !e.user_id.is_empty() {
+                if settings.identity.allow_identify_merge.contains(&e.tenant) {
+                    links.insert((
+                        e.tenant.clone(),
+                        e.anonymous_id.clone(),
+                        IdKind::Anonymous,
+                        e.user_id.clone(),
+                    ));
+                } else {
+                    let claim = (e.timestamp_ms, e.message_id.as_str(), e.user_id.as_str());
+                    let slot = first_claim
+                        .entry((&e.tenant, &e.anonymous_id))
+                        .or_insert(claim);
+                    if claim < *slot {
+                        *slot = claim;
+                    }
+                }
+            }
+            if e.kind == EventKind::Alias && !e.previous_id.is_empty() && !e.user_id.is_empty() {
+                let kind = if known.contains(&(e.tenant.as_str(), e.previous_id.as_str())) {
+                    IdKind::User
+                } else {
+                    IdKind::Anonymous
+                };
+                links.insert((
+                    e.tenant.clone(),
+                    e.previous_id.clone(),
+                    kind,
+                    e.user_id.clone(),
+                ));
+            }
+        }
+        for ((tenant, anonymous_id), (_, _, user_id)) in first_claim {
+            links.insert((
+                tenant.to_owned(),
+                anonymous_id.to_owned(),
+                IdKind::Anonymous,
+                user_id.to_owned(),
+            ));
+        }
+        links.retain(|(tenant, from, _, user)| {
+            !unlinks
+                .iter()
+                .any(|u| (&u.tenant, &u.from_id, &u.user_id) == (tenant, from, user))
+        });
+        let links: BTreeSet<(Node, Node)> = links
+            .into_iter()
+            .map(|(tenant, from, kind, user)| {
+                let a = Node {
+                    tenant: tenant.clone(),
+                    kind,
+                    id: from,
+                };
+                let b = Node {
+                    tenant,
+                    kind: IdKind::User,
+                    id: user,
+                };
+                (a, b)
+            })
+            .collect();
+        let mut graph = IdentityGraph {
+            links: BTreeSet::new(),
+            parent: HashMap::new(),
+        };
+        for (a, b) in &links {
+            let (ra, rb) = (graph.person(a), graph.person(b));
+            // The least node is the root: the canonical person (user ids sort first).
+            let (low, high) = if ra < rb { (ra, rb) } else { (rb, ra) };
+            if low != high {
+                graph.parent.insert(high, low);
+            }
+        }
+        graph.links = links;
+        graph
+    }
+
+    /// The person of `node`: the root of its component (itself when it is in no link).
+    fn person(&mut self, node: &Node) -> Person {
+        match self.parent.get(node).cloned() {
+            Some(next) if &next != node => {
+                let root = self.person(&next);
+                self.parent.insert(node.clone(), root.clone());
+                root
+            }
+            _ => node.clone(),
+        }
+    }
+
+    fn identities(&mut self) -> BTreeSet<(Node, Person)> {
+        let nodes: Vec<Node> = self
+            .links
+            .iter()
+            .flat_map(|(a, b)| [a.clone(), b.clone()])
+            .collect();
+        nodes
+            .into_iter()
+            .map(|node| {
+                let person = self.person(&node);
+                (node, person)
+            })
+            .collect()
+    }
+}
+
+/// A person's sessions, adding every event with its session to `enriched`.
+fn sessionize(
+    person: &Person,
+    events: &mut [SharedEvent],
+    settings: &AnalyticsSettings,
+    enriched: &mut BTreeSet<Enriched>,
+) -> Vec<Session> {
+    let sessions_settings = &settings.sessions;
+    let gap = *sessions_settings
+        .tenant_gap_ms
+        .get(&person.tenant)
+        .unwrap_or(&sessions_settings.gap_ms);
+    let rule = *sessions_settings
+        .tenant_bounce
+        .get(&person.tenant)
+        .unwrap_or(&sessions_settings.bounce);
+    events.sort_by(|a, b| (a.timestamp_ms, &a.message_id).cmp(&(b.timestamp_ms, &b.message_id)));
+    let mut sessions: Vec<Session> = Vec::new();
+    for event in events.iter() {
+        if !is_activity(event.kind) {
+            enriched.insert(Enriched {
+                event: event.clone(),
+                session_id: String::new(),
+                person_id: person.id.clone(),
+            });
+            continue;
+        }
+        let continues = sessions.last().is_some_and(|s| {
+            event.timestamp_ms - s.end_ms < gap
+                && event.timestamp_ms - s.start_ms < sessions_settings.max_session_ms
+        });
+        if !continues {
+            sessions.push(Session {
+                tenant: person.tenant.clone(),
+                session_id: event.message_id.clone(),
+                person_id: person.id.clone(),
+                visitor_id: visitor(event).to_owned(),
+                start_ms: event.timestamp_ms,
+                end_ms: event.timestamp_ms,
+                events: 0,
+                page_views: 0,
+                bounce: false,
+                entry_path: String::new(),
+                exit_path: String::new(),
+                entry_referrer: event.page.referrer.clone(),
+                utm_source: event.campaign.source.clone(),
+                utm_medium: event.campaign.medium.clone(),
+                utm_campaign: event.campaign.name.clone(),
+            });
+        }
+        let Some(session) = sessions.last_mut() else {
+            continue; // unreachable: a session was just opened
+        };
+        session.end_ms = event.timestamp_ms;
+        session.events += 1;
+        if is_page_view(event.kind) {
+            if session.page_views == 0 {
+                session.entry_path = location(event).to_owned();
+            }
+            session.exit_path = location(event).to_owned();
+            session.page_views += 1;
+        }
+        enriched.insert(Enriched {
+            event: event.clone(),
+            session_id: session.session_id.clone(),
+            person_id: person.id.clone(),
+        });
+    }
+    for session in &mut sessions {
+        session.bounce =
+            session.page_views == 1 && (session.events == 1 || rule == BounceRule::OnePageView);
+    }
+    sessions
 }
 
 /// Activity events and page views per tenant, hour, visitor and person. Repeated items count
@@ -161,13 +376,13 @@ pub fn visitor_hours<'a>(events: impl IntoIterator<Item = &'a Enriched>) -> BTre
         }
         let key = (
             event.tenant.clone(),
-            hour_of(event.timestamp_ms),
-            event.visitor_id().to_owned(),
+            event.timestamp_ms.div_euclid(HOUR_MS) * HOUR_MS,
+            visitor(event).to_owned(),
             person_id.clone(),
         );
         let entry = counts.entry(key).or_default();
         entry.0 += 1;
-        entry.1 += i64::from(event.kind == EventKind::Page);
+        entry.1 += i64::from(is_page_view(event.kind));
     }
     counts
         .into_iter()
@@ -196,25 +411,30 @@ pub fn aggregates<'a>(
         event, person_id, ..
     } in events
     {
-        let (tenant, minute) = (event.tenant.clone(), minute_of(event.timestamp_ms));
+        let tenant = event.tenant.clone();
+        let minute = event.timestamp_ms.div_euclid(MINUTE_MS) * MINUTE_MS;
+        let label = match event.kind {
+            EventKind::Track => event.name.clone(),
+            EventKind::Page => "$pageview".to_owned(),
+            other => format!("${}", other.as_str()),
+        };
         *sums
-            .entry((tenant.clone(), minute, Metric::Events, event_label(event)))
+            .entry((tenant.clone(), minute, Metric::Events, label))
             .or_default() += 1;
-        if event.kind == EventKind::Page {
-            *sums
-                .entry((
-                    tenant.clone(),
-                    minute,
-                    Metric::PageViews,
-                    event.page.path.clone(),
-                ))
-                .or_default() += 1;
+        if is_page_view(event.kind) {
+            let key = (
+                tenant.clone(),
+                minute,
+                Metric::PageViews,
+                location(event).to_owned(),
+            );
+            *sums.entry(key).or_default() += 1;
         }
         if is_activity(event.kind) {
             distinct
                 .entry((tenant.clone(), minute, Metric::UniqueVisitors))
                 .or_default()
-                .insert(event.visitor_id().to_owned());
+                .insert(visitor(event).to_owned());
             distinct
                 .entry((tenant, minute, Metric::UniquePersons))
                 .or_default()
@@ -222,19 +442,14 @@ pub fn aggregates<'a>(
         }
     }
     for session in sessions {
-        let key = |metric| {
-            (
-                session.tenant.clone(),
-                minute_of(session.start_ms),
-                metric,
-                String::new(),
-            )
-        };
+        let minute = session.start_ms.div_euclid(MINUTE_MS) * MINUTE_MS;
+        let key = |metric| (session.tenant.clone(), minute, metric, String::new());
         *sums.entry(key(Metric::SessionsStarted)).or_default() += 1;
-        if session.is_bounce() {
+        if session.bounce {
             *sums.entry(key(Metric::Bounces)).or_default() += 1;
         }
-        *sums.entry(key(Metric::SessionDurationMs)).or_default() += session.duration_ms();
+        *sums.entry(key(Metric::SessionDurationMs)).or_default() +=
+            session.end_ms - session.start_ms;
     }
     let mut rows: BTreeSet<AggRow> = sums
         .into_iter()

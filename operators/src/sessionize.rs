@@ -13,7 +13,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
 use differential_dataflow::{AsCollection, VecCollection};
-use schemas::EventKind;
+use schemas::BounceRule;
 use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::generic::operator::Operator;
 use timely::order::TotalOrder;
@@ -34,6 +34,10 @@ pub struct SessionSettings {
     pub max_session_ms: i64,
     /// When a person's state is released. Must cover the largest gap.
     pub retention: Retention,
+    /// Which sessions are bounces, unless the tenant has its own rule.
+    pub bounce: BounceRule,
+    /// Per-tenant bounce rules.
+    pub tenant_bounce: Arc<HashMap<String, BounceRule>>,
 }
 
 impl Default for SessionSettings {
@@ -43,6 +47,8 @@ impl Default for SessionSettings {
             tenant_gap_ms: Arc::default(),
             max_session_ms: 24 * 3_600_000,
             retention: Retention::default(),
+            bounce: BounceRule::default(),
+            tenant_bounce: Arc::default(),
         }
     }
 }
@@ -55,12 +61,14 @@ impl SessionSettings {
             .copied()
             .unwrap_or(self.gap_ms)
     }
-}
 
-/// Whether an event is visitor activity (and so part of sessions and visitor counts). `alias`
-/// and `group` are usually server-side bookkeeping, not something the visitor did.
-pub fn is_activity(kind: EventKind) -> bool {
-    !matches!(kind, EventKind::Alias | EventKind::Group)
+    /// The bounce rule of `tenant`.
+    pub fn bounce_for(&self, tenant: &str) -> BounceRule {
+        self.tenant_bounce
+            .get(tenant)
+            .copied()
+            .unwrap_or(self.bounce)
+    }
 }
 
 /// What `sessionize` emits: both outputs travel in one collection and are split afterwards.
@@ -85,7 +93,7 @@ pub fn sessions_of<'a>(
     let mut sessions: Vec<Session> = Vec::new();
     let mut membership = Vec::with_capacity(ordered.len());
     for event in ordered {
-        if !is_activity(event.kind) {
+        if !event.kind.is_activity() {
             membership.push((event, String::new()));
             continue;
         }
@@ -96,7 +104,6 @@ pub fn sessions_of<'a>(
                 time - open.end_ms >= gap || time - open.start_ms >= settings.max_session_ms
             }
         };
-        let is_view = matches!(event.kind, EventKind::Page | EventKind::Screen);
         if starts_new {
             sessions.push(Session {
                 tenant: person.tenant.clone(),
@@ -107,6 +114,7 @@ pub fn sessions_of<'a>(
                 end_ms: time,
                 events: 0,
                 page_views: 0,
+                bounce: false,
                 entry_path: String::new(),
                 exit_path: String::new(),
                 entry_referrer: event.page.referrer.clone(),
@@ -120,14 +128,18 @@ pub fn sessions_of<'a>(
         };
         open.end_ms = time;
         open.events += 1;
-        if is_view {
+        if event.kind.is_page_view() {
             if open.page_views == 0 {
-                open.entry_path = event.page.path.clone();
+                open.entry_path = event.page_view_location().to_owned();
             }
-            open.exit_path = event.page.path.clone();
+            open.exit_path = event.page_view_location().to_owned();
             open.page_views += 1;
         }
         membership.push((event, open.session_id.clone()));
+    }
+    let rule = settings.bounce_for(&person.tenant);
+    for session in &mut sessions {
+        session.bounce = rule.is_bounce(session.page_views, session.events);
     }
     (sessions, membership)
 }
@@ -325,7 +337,20 @@ mod tests {
     use crate::model::{IdKind, Node};
     use crate::testing::{event, run_collection};
     use proptest::prelude::*;
+    use schemas::EventKind;
     use std::collections::BTreeSet;
+
+    /// The oracle's own reading of the definitions (not the shared module's helpers).
+    fn oracle_is_activity(kind: EventKind) -> bool {
+        matches!(kind, EventKind::Page | EventKind::Screen | EventKind::Track)
+    }
+
+    fn oracle_location(event: &SharedEvent) -> String {
+        match event.kind {
+            EventKind::Screen => event.name.clone(),
+            _ => event.page.path.clone(),
+        }
+    }
 
     const MINUTE: i64 = 60_000;
 
@@ -378,7 +403,7 @@ mod tests {
             sorted.sort_by_key(|e| (e.timestamp_ms, e.message_id.clone()));
             // Split by hand, independently of `sessions_of`.
             let mut groups: Vec<Vec<SharedEvent>> = Vec::new();
-            for event in sorted.iter().filter(|e| is_activity(e.kind)) {
+            for event in sorted.iter().filter(|e| oracle_is_activity(e.kind)) {
                 let new = match groups.last() {
                     None => true,
                     Some(group) => {
@@ -407,14 +432,14 @@ mod tests {
                     end_ms: group[group.len() - 1].timestamp_ms,
                     events: group.len() as u32,
                     page_views: views.len() as u32,
+                    bounce: views.len() == 1
+                        && (group.len() == 1
+                            || settings.bounce_for(&person.tenant) == BounceRule::OnePageView),
                     entry_path: views
                         .first()
-                        .map(|e| e.page.path.clone())
+                        .map(|e| oracle_location(e))
                         .unwrap_or_default(),
-                    exit_path: views
-                        .last()
-                        .map(|e| e.page.path.clone())
-                        .unwrap_or_default(),
+                    exit_path: views.last().map(|e| oracle_location(e)).unwrap_or_default(),
                     entry_referrer: group[0].page.referrer.clone(),
                     utm_source: group[0].campaign.source.clone(),
                     utm_medium: group[0].campaign.medium.clone(),
@@ -430,7 +455,7 @@ mod tests {
                 }
                 expected.insert(Ok(session), 1);
             }
-            for event in sorted.iter().filter(|e| !is_activity(e.kind)) {
+            for event in sorted.iter().filter(|e| !oracle_is_activity(e.kind)) {
                 expected.insert(
                     Err(Enriched {
                         event: event.clone(),
@@ -448,10 +473,12 @@ mod tests {
     /// some moved to another person later (what an identity merge does).
     fn arb_input() -> impl Strategy<Value = Vec<((Person, SharedEvent), isize)>> {
         let kinds = prop_oneof![
-            6 => Just(EventKind::Page),
+            5 => Just(EventKind::Page),
+            2 => Just(EventKind::Screen),
             2 => Just(EventKind::Track),
             1 => Just(EventKind::Identify),
             1 => Just(EventKind::Alias),
+            1 => Just(EventKind::Group),
         ];
         proptest::collection::vec(
             (
@@ -475,6 +502,7 @@ mod tests {
                 );
                 e.kind = kind;
                 e.page.path = format!("/p{path}");
+                e.name = format!("Screen {path}");
                 if index % 5 == 0 {
                     e.page.referrer = "https://ref.example/".into();
                     e.campaign.source = "news".into();
@@ -500,6 +528,7 @@ mod tests {
             workers in prop_oneof![Just(1usize), Just(2), Just(4)],
             epoch_len in 1usize..12,
             seed in any::<u64>(),
+            one_page_view_rule in any::<bool>(),
         ) {
             // Shuffle the arrival order of the insertions (moves stay after what they move).
             let split = input.iter().position(|(_, diff)| *diff < 0).unwrap_or(input.len());
@@ -508,7 +537,10 @@ mod tests {
                 rng = rng.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
                 input.swap(i, (rng >> 33) as usize % (i + 1));
             }
-            let settings = SessionSettings::default();
+            let mut settings = SessionSettings::default();
+            if one_page_view_rule {
+                settings.bounce = BounceRule::OnePageView;
+            }
             let expected = oracle(&input, &settings);
             prop_assert_eq!(run_collection(workers, epoch_len, input, both(settings)), expected);
         }
@@ -592,6 +624,75 @@ mod tests {
         let (sessions, _) = sessions_of(&p, steady.iter(), &SessionSettings::default());
         assert_eq!(sessions.len(), 2);
         assert!(sessions[0].duration_ms() < 24 * 60 * MINUTE);
-        assert!(!sessions[0].is_bounce() && sessions[0].page_views == 72);
+        assert!(!sessions[0].bounce && sessions[0].page_views == 72);
+    }
+
+    fn of_kind(message_id: &str, kind: EventKind, time_ms: i64) -> SharedEvent {
+        let mut e = event("t", message_id, "a", time_ms);
+        e.kind = kind;
+        e.page.path = format!("/{message_id}");
+        e.name = format!("{message_id} name");
+        Arc::new(e)
+    }
+
+    /// Issue 13, item 5: a screen is a page view; identify, alias and group are not visits.
+    #[test]
+    fn screens_are_page_views_and_identify_neither_extends_nor_bridges_a_session() {
+        let p = person(1);
+        let events = [
+            of_kind("s1", EventKind::Screen, 0),
+            // 25 and 50 minutes: an identify would bridge two visits an hour apart.
+            of_kind("i1", EventKind::Identify, 25 * MINUTE),
+            of_kind("g1", EventKind::Group, 50 * MINUTE),
+            of_kind("p2", EventKind::Page, 60 * MINUTE),
+        ];
+        let (sessions, membership) = sessions_of(&p, events.iter(), &SessionSettings::default());
+        assert_eq!(sessions.len(), 2, "{sessions:?}");
+        assert_eq!(
+            (
+                sessions[0].page_views,
+                sessions[0].events,
+                sessions[0].end_ms
+            ),
+            (1, 1, 0),
+            "the identify did not extend the first session"
+        );
+        assert_eq!(
+            sessions[0].entry_path, "s1 name",
+            "a screen is located by its name"
+        );
+        let unsessioned: Vec<&str> = membership
+            .iter()
+            .filter(|(_, id)| id.is_empty())
+            .map(|(e, _)| e.message_id.as_str())
+            .collect();
+        assert_eq!(unsessioned, ["i1", "g1"]);
+        // A nightly CRM sync (identify only) makes no session at all.
+        let sync = [of_kind("i2", EventKind::Identify, 0)];
+        assert!(
+            sessions_of(&p, sync.iter(), &SessionSettings::default())
+                .0
+                .is_empty()
+        );
+    }
+
+    /// Issue 13, item 6: one page view then a track is an engaged visit, not a bounce, unless
+    /// the tenant asks for the one-page-view rule.
+    #[test]
+    fn a_page_view_followed_by_a_track_is_not_a_bounce() {
+        let p = person(1);
+        let engaged = [
+            of_kind("p1", EventKind::Page, 0),
+            of_kind("t1", EventKind::Track, MINUTE),
+        ];
+        let lone = [of_kind("p2", EventKind::Page, 0)];
+        let default = SessionSettings::default();
+        assert!(!sessions_of(&p, engaged.iter(), &default).0[0].bounce);
+        assert!(sessions_of(&p, lone.iter(), &default).0[0].bounce);
+        let per_tenant = SessionSettings {
+            tenant_bounce: Arc::new(HashMap::from([("t".to_owned(), BounceRule::OnePageView)])),
+            ..SessionSettings::default()
+        };
+        assert!(sessions_of(&p, engaged.iter(), &per_tenant).0[0].bounce);
     }
 }

@@ -21,7 +21,7 @@ use timely::order::TotalOrder;
 use timely::progress::Timestamp;
 
 use crate::model::{Enriched, VisitorHour};
-use crate::sessionize::{SessionSettings, is_activity};
+use crate::sessionize::SessionSettings;
 use crate::stash::{Stash, route};
 
 const HOUR_MS: i64 = 3_600_000;
@@ -65,7 +65,7 @@ impl<'s, T: Timestamp + TotalOrder> VisitorHours<'s, T> for VecCollection<'s, T,
             + settings.max_session_ms
             + settings.retention.keep_ms()
             + settings.retention.margin_ms;
-        self.filter(|enriched| is_activity(enriched.event.kind))
+        self.filter(|enriched| enriched.event.kind.is_activity())
             .inner
             .unary_frontier(by_window, "VisitorHours", move |_capability, _info| {
                 let mut stash: Stash<T, (Enriched, isize)> = Stash::default();
@@ -95,7 +95,7 @@ impl<'s, T: Timestamp + TotalOrder> VisitorHours<'s, T> for VecCollection<'s, T,
                             if !before.contains_key(&key) {
                                 before.insert(key.clone(), rows.get(&key).copied());
                             }
-                            let page = i64::from(event.kind == schemas::EventKind::Page);
+                            let page = i64::from(event.kind.is_page_view());
                             let diff = diff as i64;
                             match rows.entry(key) {
                                 Entry::Occupied(mut row) => {
@@ -163,9 +163,11 @@ mod tests {
     fn arb_input() -> impl Strategy<Value = Vec<(Enriched, isize)>> {
         let kinds = prop_oneof![
             Just(EventKind::Page),
+            Just(EventKind::Screen),
             Just(EventKind::Track),
             Just(EventKind::Alias),
-            Just(EventKind::Identify)
+            Just(EventKind::Identify),
+            Just(EventKind::Group)
         ];
         // Times spread over three hours, received up to an hour late and out of order.
         let item = (

@@ -21,7 +21,7 @@ use timely::order::TotalOrder;
 use timely::progress::Timestamp;
 
 use crate::model::{AggRow, Enriched, Metric, Session, event_label, minute_of};
-use crate::sessionize::{SessionSettings, is_activity};
+use crate::sessionize::SessionSettings;
 use crate::stash::{Stash, route};
 
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
@@ -84,10 +84,10 @@ impl Window {
                     EventKind::Track => self.add(Metric::Events, &event.name, delta),
                     _ => self.add(Metric::Events, &event_label(&event), delta),
                 }
-                if event.kind == EventKind::Page {
-                    self.add(Metric::PageViews, &event.page.path, delta);
+                if event.kind.is_page_view() {
+                    self.add(Metric::PageViews, event.page_view_location(), delta);
                 }
-                if is_activity(event.kind) {
+                if event.kind.is_activity() {
                     count(&mut self.visitors, event.visitor_id(), diff);
                     count(&mut self.persons, &person_id, diff);
                 }
@@ -95,7 +95,7 @@ impl Window {
             Update::Session(session, diff) => {
                 let delta = diff as i64;
                 self.add(Metric::SessionsStarted, "", delta);
-                if session.is_bounce() {
+                if session.bounce {
                     self.add(Metric::Bounces, "", delta);
                 }
                 self.add(Metric::SessionDurationMs, "", delta * session.duration_ms());
@@ -309,9 +309,11 @@ mod tests {
     fn arb_input() -> impl Strategy<Value = Vec<(Input, isize)>> {
         let kinds = prop_oneof![
             Just(EventKind::Page),
+            Just(EventKind::Screen),
             Just(EventKind::Track),
             Just(EventKind::Alias),
-            Just(EventKind::Identify)
+            Just(EventKind::Identify),
+            Just(EventKind::Group)
         ];
         let item = prop_oneof![
             (0u8..2, 0i64..5, 0u8..4, 0u8..3, kinds, 0u8..3).prop_map(
@@ -346,6 +348,7 @@ mod tests {
                         end_ms: start + duration,
                         events: page_views,
                         page_views,
+                        bounce: page_views == 1 && duration % 2 == 0,
                         entry_path: String::new(),
                         exit_path: String::new(),
                         entry_referrer: String::new(),

@@ -6,6 +6,8 @@
 use clickhouse::{Client, Row};
 use serde::{Deserialize, Serialize};
 
+use schemas::definitions::{activity_sql, page_view_location_sql, page_view_sql};
+
 use crate::error::ApiError;
 use crate::params::{Filters, Interval, Range};
 
@@ -16,9 +18,9 @@ pub struct EventTotals {
     pub visitors: u64,
     /// Distinct persons with activity.
     pub persons: u64,
-    /// Page views.
+    /// Page views (`page` and `screen`).
     pub page_views: u64,
-    /// Activity events.
+    /// Activity events (page views and track calls).
     pub events: u64,
 }
 
@@ -27,7 +29,7 @@ pub struct EventTotals {
 pub struct SessionTotals {
     /// Sessions.
     pub sessions: u64,
-    /// Sessions with one page view.
+    /// Bounces (as the engine decided them by the tenant's bounce rule).
     pub bounces: u64,
     /// Total duration.
     pub duration_ms: i64,
@@ -56,10 +58,12 @@ pub struct Entry {
 /// billion visitors has a probability below 3 %.
 const VISITOR_HASH: &str = "cityHash64(if(anonymous_id != '', anonymous_id, user_id))";
 
-/// `WHERE` of event queries: tenant, range, on-time activity, filters; with its binds in order.
+/// `WHERE` of event queries: tenant, range, on-time activity (`schemas::definitions`), filters;
+/// with its binds in order.
 fn event_conditions(tenant: &str, range: Range, filters: &Filters) -> (String, Vec<String>) {
-    let mut sql = String::from(
-        "tenant = ? AND event_time >= toDateTime(?) AND event_time < toDateTime(?) AND late = 0 AND type NOT IN ('alias', 'group')",
+    let mut sql = format!(
+        "tenant = ? AND event_time >= toDateTime(?) AND event_time < toDateTime(?) AND late = 0 AND {}",
+        activity_sql()
     );
     let mut binds = vec![
         tenant.to_owned(),
@@ -119,7 +123,8 @@ pub async fn event_totals(
         let (conditions, binds) = event_conditions(tenant, range, filters);
         let sql = format!(
             "SELECT uniqExact({VISITOR_HASH}) AS visitors, uniqExact(cityHash64(person_id)) AS persons, \
-             countIf(type = 'page') AS page_views, count() AS events FROM events FINAL WHERE {conditions}"
+             countIf({}) AS page_views, count() AS events FROM events FINAL WHERE {conditions}",
+            page_view_sql()
         );
         return Ok(bound(client, &sql, binds).fetch_one().await?);
     }
@@ -132,11 +137,13 @@ pub async fn event_totals(
            WHERE tenant = ? AND hour >= toDateTime(?) AND hour < toDateTime(?) AND events > 0 \
            UNION ALL \
            SELECT {VISITOR_HASH} AS visitor_hash, cityHash64(person_id) AS person_hash, \
-                  toUInt64(type = 'page') AS page_view_count, toUInt64(1) AS event_count \
+                  toUInt64({page_view}) AS page_view_count, toUInt64(1) AS event_count \
            FROM events FINAL \
            WHERE tenant = ? AND ((event_time >= toDateTime(?) AND event_time < toDateTime(?)) \
                  OR (event_time >= toDateTime(?) AND event_time < toDateTime(?))) \
-             AND late = 0 AND type NOT IN ('alias', 'group'))"
+             AND late = 0 AND {activity})",
+        page_view = page_view_sql(),
+        activity = activity_sql(),
     );
     let binds = [
         tenant.to_owned(),
@@ -196,7 +203,7 @@ pub async fn time_series(
         )
     } else {
         let value = match metric {
-            "page_views" => "countIf(type = 'page')".to_owned(),
+            "page_views" => format!("countIf({})", page_view_sql()),
             "visitors" => format!("uniqExact({VISITOR_HASH})"),
             _ => "count()".to_owned(),
         };
@@ -225,13 +232,13 @@ pub async fn top(
         "pages" | "events" => {
             let (conditions, binds) = event_conditions(tenant, range, filters);
             let (key, only) = if kind == "pages" {
-                ("path", "page")
+                (page_view_location_sql(), page_view_sql())
             } else {
-                ("name", "track")
+                ("name", "type = 'track'".to_owned())
             };
             (
                 format!(
-                    "SELECT {key} AS key, count() AS value FROM events FINAL WHERE {conditions} AND type = '{only}' GROUP BY key ORDER BY value DESC, key LIMIT {limit}"
+                    "SELECT {key} AS key, count() AS value FROM events FINAL WHERE {conditions} AND {only} GROUP BY key ORDER BY value DESC, key LIMIT {limit}"
                 ),
                 binds,
             )
@@ -254,10 +261,10 @@ pub async fn top(
     Ok(bound(client, &sql, binds).fetch_all().await?)
 }
 
-/// One step of a funnel: a page view of a path, or a track event of a name.
+/// One step of a funnel: a page view of a location, or a track event of a name.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Step {
-    /// `page:<path>`.
+    /// `page:<path or screen name>`.
     Page(String),
     /// `event:<name>`.
     Event(String),
@@ -265,10 +272,13 @@ pub enum Step {
 
 impl Step {
     /// The step's condition on an `events` row, with its bind.
-    fn condition(&self) -> (&'static str, &str) {
+    fn condition(&self) -> (String, &str) {
         match self {
-            Step::Page(path) => ("(type = 'page' AND path = ?)", path),
-            Step::Event(name) => ("(type = 'track' AND name = ?)", name),
+            Step::Page(location) => (
+                format!("({} AND {} = ?)", page_view_sql(), page_view_location_sql()),
+                location,
+            ),
+            Step::Event(name) => ("(type = 'track' AND name = ?)".to_owned(), name),
         }
     }
 }
@@ -294,7 +304,7 @@ pub async fn funnel(
 ) -> Result<Vec<Level>, ApiError> {
     let (conditions, range_binds) = event_conditions(tenant, range, filters);
     let mut binds: Vec<String> = Vec::new();
-    let step_conditions: Vec<&str> = steps
+    let step_conditions: Vec<String> = steps
         .iter()
         .map(|step| {
             let (condition, value) = step.condition();
@@ -358,7 +368,7 @@ pub struct SessionSummary {
     pub events: u32,
     /// Page views.
     pub page_views: u32,
-    /// Whether it had a single page view.
+    /// Whether it is a bounce (by default: one page view and no other activity).
     pub is_bounce: u8,
     /// First page.
     pub entry_path: String,

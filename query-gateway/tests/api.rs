@@ -148,6 +148,78 @@ async fn values_match_hand_computed_expectations() {
     f.drop_database().await;
 }
 
+/// Issue 13, item 5, as the dashboard sees it: screens count as page views everywhere (totals,
+/// series, top pages, funnel steps), an identify is not activity, and the bounce rate reads
+/// the engine's verdict (a page view followed by a track is engaged).
+#[tokio::test]
+async fn screens_are_page_views_and_identifies_are_not_activity() {
+    let f = fixture(T).await;
+    let day = T + 20 * DAY;
+    let (status, body) = f
+        .get(
+            Some("rk_acme"),
+            &format!("/api/overview?from={day}&to={}", day + DAY),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let c = &body["current"];
+    // m1, m2 (screens), m4 (page), m5 (track); not m3 (identify).
+    assert_eq!(
+        json!([
+            c["visitors"],
+            c["persons"],
+            c["page_views"],
+            c["events"],
+            c["sessions"],
+            c["bounce_rate"]
+        ]),
+        json!([2, 2, 3, 4, 2, 0.0]),
+        "{body}"
+    );
+    // From inside the first hour: the partial hour comes from the events table.
+    let (_, body) = f
+        .get(
+            Some("rk_acme"),
+            &format!("/api/overview?from={}&to={}", day + 15, day + DAY),
+        )
+        .await;
+    let c = &body["current"];
+    assert_eq!(
+        json!([c["visitors"], c["persons"], c["page_views"], c["events"]]),
+        json!([2, 2, 2, 3]),
+        "{body}"
+    );
+    let range = format!("from={day}&to={}", day + DAY);
+    let (_, body) = f
+        .get(Some("rk_acme"), &format!("/api/top/pages?{range}"))
+        .await;
+    assert_eq!(
+        body["entries"],
+        json!([{"key": "/a", "value": 1}, {"key": "Home", "value": 1}, {"key": "Settings", "value": 1}])
+    );
+    let (_, body) = f
+        .get(
+            Some("rk_acme"),
+            &format!("/api/timeseries?{range}&interval=hour&metric=page_views"),
+        )
+        .await;
+    assert_eq!(body["points"], json!([{"time": day, "value": 3}]));
+    let (_, body) = f
+        .get(
+            Some("rk_acme"),
+            &format!("/api/funnel?{range}&steps=page:Home,page:Settings"),
+        )
+        .await;
+    let reached: Vec<Value> = body["steps"]
+        .as_array()
+        .unwrap_or_else(|| panic!("steps in {body}"))
+        .iter()
+        .map(|step| step["persons"].clone())
+        .collect();
+    assert_eq!(reached, [json!(1), json!(1)], "{body}");
+    f.drop_database().await;
+}
+
 #[tokio::test]
 async fn funnels_retention_person_sessions_and_progress() {
     let f = fixture(T).await;

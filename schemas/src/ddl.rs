@@ -50,6 +50,10 @@ pub const TABLES: &[(&str, &str)] = &[
     ("live_counters", include_str!("../sql/live_counters.sql")),
     ("_epochs", include_str!("../sql/epochs.sql")),
     ("_progress", include_str!("../sql/progress.sql")),
+    (
+        "ingestion_warnings",
+        include_str!("../sql/ingestion_warnings.sql"),
+    ),
 ];
 
 /// The statements that create `database` and every table in it, for a server of `version`.

@@ -6,9 +6,11 @@
 #![warn(missing_docs)]
 
 pub mod ddl;
+pub mod definitions;
 pub mod event;
 pub mod live;
 pub mod tenants;
 pub mod wire;
 
+pub use definitions::BounceRule;
 pub use event::{Campaign, ControlMessage, Event, EventKind, Page, SourceRecord};

@@ -14,7 +14,7 @@ use clap::Parser;
 use clickstream_benches::generator::{Generator, GeneratorConfig};
 use operators::reference::analyze;
 use operators::{
-    AnalyticsSettings, Decoded, IdentityClaim, Link, StateGauges, analytics, insertions, route,
+    AnalyticsSettings, Decoded, IdentityClaim, StateGauges, Unlink, analytics, insertions, route,
 };
 use timely::dataflow::operators::Probe;
 use timely::dataflow::operators::vec::{Input, ToStream};
@@ -153,7 +153,7 @@ fn run_dataflow(
         let (mut input, probe) = worker.dataflow::<u64, _, _>(|scope| {
             let (input, decoded) = scope.new_input::<Decoded>();
             let no_claims = insertions(Vec::<IdentityClaim>::new().to_stream(scope));
-            let no_unlinks = insertions(Vec::<Link>::new().to_stream(scope));
+            let no_unlinks = insertions(Vec::<Unlink>::new().to_stream(scope));
             let out = analytics(
                 decoded,
                 no_claims,

@@ -123,7 +123,7 @@ async fn generate(http: &reqwest::Client, args: &Args) -> anyhow::Result<()> {
          events, page_views, is_bounce, entry_path, exit_path, entry_referrer, utm_source, deleted, version) \
          SELECT tenant, session_id, any(person_id), any(anonymous_id), min(event_time), min(event_time_ms), max(event_time_ms), \
                 max(event_time_ms) - min(event_time_ms), toUInt32(count()), toUInt32(countIf(type = 'page')), \
-                toUInt8(countIf(type = 'page') = 1), argMin(path, event_time_ms), argMax(path, event_time_ms), \
+                toUInt8(countIf(type = 'page') = 1 AND count() = 1), argMin(path, event_time_ms), argMax(path, event_time_ms), \
                 argMin(referrer, event_time_ms), any(utm_source), 0, 1 \
          FROM {db}.events GROUP BY tenant, session_id"
     )).await?;
@@ -133,7 +133,7 @@ async fn generate(http: &reqwest::Client, args: &Args) -> anyhow::Result<()> {
          SELECT tenant, toDateTime(intDiv(toUInt32(event_time), 3600) * 3600) AS hour_start, \
                 if(anonymous_id != '', anonymous_id, user_id) AS visitor, person_id, \
                 toUInt32(count()), toUInt32(countIf(type = 'page')), 1 \
-         FROM {db}.events WHERE late = 0 AND type NOT IN ('alias', 'group') \
+         FROM {db}.events WHERE late = 0 AND type IN ('page', 'screen', 'track') \
          GROUP BY tenant, hour_start, visitor, person_id"
     )).await?;
     for table in ["events", "sessions", "agg_hour_visitors"] {

@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use differential_dataflow::{AsCollection, VecCollection};
-use operators::Link;
+use operators::Unlink;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
@@ -46,11 +46,11 @@ pub fn control_source<'s>(
     epoch_ms: u64,
     shutdown: Arc<AtomicBool>,
     metrics: Arc<Metrics>,
-) -> VecCollection<'s, u64, Link, isize> {
+) -> VecCollection<'s, u64, Unlink, isize> {
     source(scope, "ControlSource", move |capability, info| {
         let activator = scope.activator_for(info.address);
         let mut capability = consumer.is_some().then_some(capability);
-        let mut unlinked: BTreeSet<Link> = BTreeSet::new();
+        let mut unlinked: BTreeSet<Unlink> = BTreeSet::new();
         move |output| {
             let (Some(cap), Some(consumer)) = (capability.as_mut(), consumer.as_ref()) else { return };
             if shutdown.load(Ordering::Relaxed) {
@@ -75,14 +75,14 @@ pub fn control_source<'s>(
                 let parsed = message.payload().map(serde_json::from_slice::<ControlMessage>);
                 match parsed {
                     Some(Ok(ControlMessage::Unmerge { tenant, anonymous_id, user_id })) => {
-                        let link = Link::between(&tenant, &anonymous_id, &user_id);
+                        let link = Unlink::new(&tenant, &anonymous_id, &user_id);
                         tracing::info!(?link, offset = message.offset(), "unmerge");
                         if unlinked.insert(link.clone()) {
                             session.give((link, time, 1isize));
                         }
                     }
                     Some(Ok(ControlMessage::Remerge { tenant, anonymous_id, user_id })) => {
-                        let link = Link::between(&tenant, &anonymous_id, &user_id);
+                        let link = Unlink::new(&tenant, &anonymous_id, &user_id);
                         tracing::info!(?link, offset = message.offset(), "remerge");
                         if unlinked.remove(&link) {
                             session.give((link, time, -1isize));

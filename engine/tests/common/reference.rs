@@ -49,7 +49,8 @@ async fn compare(
     differences
 }
 
-/// Compares `events`, `sessions`, `identities`, `agg_minute_metrics` and `agg_hour_visitors` with the reference's
+/// Compares `events`, `sessions`, `identities`, `agg_minute_metrics`, `agg_hour_visitors` and
+/// `ingestion_warnings` with the reference's
 /// results for `log` (default settings); prints a line per table and returns the number of
 /// differing rows, with the reference's results.
 pub async fn compare_with_reference(
@@ -64,7 +65,7 @@ pub async fn compare_with_reference(
         clickhouse,
         "sessions",
         &format!(
-            "SELECT tenant, session_id, person_id, visitor_id, start_ms, end_ms, events, page_views, entry_path, exit_path, \
+            "SELECT tenant, session_id, person_id, visitor_id, start_ms, end_ms, events, page_views, is_bounce, entry_path, exit_path, \
              entry_referrer, utm_source, utm_medium, utm_campaign FROM {database}.sessions FINAL WHERE deleted = 0"
         ),
         expected
@@ -80,6 +81,7 @@ pub async fn compare_with_reference(
                     &s.end_ms,
                     &s.events,
                     &s.page_views,
+                    &u8::from(s.bounce),
                     &s.entry_path,
                     &s.exit_path,
                     &s.entry_referrer,
@@ -168,6 +170,29 @@ pub async fn compare_with_reference(
                     "anonymous"
                 };
                 row(&[&node.tenant, &kind, &node.id, &person.id])
+            })
+            .collect(),
+    )
+    .await;
+
+    differences += compare(
+        clickhouse,
+        "ingestion_warnings",
+        &format!(
+            "SELECT tenant, type, message_id, field, value, event_time_ms FROM {database}.ingestion_warnings FINAL"
+        ),
+        expected
+            .warnings
+            .iter()
+            .map(|w| {
+                row(&[
+                    &w.tenant,
+                    &"placeholder_id",
+                    &w.message_id,
+                    &w.field.as_str(),
+                    &w.id,
+                    &w.time_ms,
+                ])
             })
             .collect(),
     )

@@ -137,6 +137,68 @@ pub async fn fixture(base: i64) -> Fixture {
             0,
             1,
         ),
+        // A mobile day, far from the other rows: screens are page views, a CRM sync's
+        // identify is not activity, a page view followed by a track is an engaged session.
+        event(
+            "acme",
+            "m1",
+            "screen",
+            "Home",
+            "mv1",
+            "mp1",
+            base + 20 * DAY + 10,
+            "",
+            0,
+            1,
+        ),
+        event(
+            "acme",
+            "m2",
+            "screen",
+            "Settings",
+            "mv1",
+            "mp1",
+            base + 20 * DAY + 20,
+            "",
+            0,
+            1,
+        ),
+        event(
+            "acme",
+            "m3",
+            "identify",
+            "",
+            "mv2",
+            "mp2",
+            base + 20 * DAY + 30,
+            "",
+            0,
+            1,
+        ),
+        event(
+            "acme",
+            "m4",
+            "page",
+            "",
+            "mv3",
+            "mp3",
+            base + 20 * DAY + 40,
+            "/a",
+            0,
+            1,
+        ),
+        event(
+            "acme",
+            "m5",
+            "track",
+            "Signup",
+            "mv3",
+            "mp3",
+            base + 20 * DAY + 50,
+            "/a",
+            0,
+            1,
+        ),
         event(
             "globex",
             "g1",
@@ -173,8 +235,8 @@ pub async fn fixture(base: i64) -> Fixture {
         "INSERT INTO {database}.agg_hour_visitors (tenant, hour, visitor_id, person_id, events, page_views, version) \
          SELECT tenant, toDateTime(intDiv(toUInt32(event_time), 3600) * 3600) AS hour_start, \
                 if(anonymous_id != '', anonymous_id, user_id) AS visitor, person_id, \
-                toUInt32(count()), toUInt32(countIf(type = 'page')), 2 \
-         FROM {database}.events FINAL WHERE late = 0 AND type NOT IN ('alias', 'group') \
+                toUInt32(count()), toUInt32(countIf(type IN ('page', 'screen'))), 2 \
+         FROM {database}.events FINAL WHERE late = 0 AND type IN ('page', 'screen', 'track') \
          GROUP BY tenant, hour_start, visitor, person_id"
     ))
     .await;
@@ -233,6 +295,28 @@ pub async fn fixture(base: i64) -> Fixture {
             0,
         ),
         session("acme", "s9", "p9", base - 100, 0, 1, "", "", 0),
+        session(
+            "acme",
+            "ms1",
+            "mp1",
+            base + 20 * DAY + 10,
+            10_000,
+            0,
+            "",
+            "",
+            0,
+        ),
+        session(
+            "acme",
+            "ms3",
+            "mp3",
+            base + 20 * DAY + 40,
+            10_000,
+            0,
+            "",
+            "",
+            0,
+        ),
         session(
             "globex",
             "t1",

@@ -3,7 +3,9 @@
 //! which the end-to-end tests catch.
 
 use clickhouse::Row;
-use operators::{AggRow, DeadLetter, IdKind, IdentityClaim, Node, Position, Session, VisitorHour};
+use operators::{
+    AggRow, DeadLetter, IdKind, IdWarning, IdentityClaim, Node, Position, Session, VisitorHour,
+};
 use serde::{Deserialize, Serialize};
 
 // Rows are rewritten, never updated in place: ReplacingMergeTree keeps the highest `version`,
@@ -184,7 +186,7 @@ impl SessionRow {
             duration_ms: session.duration_ms(),
             events: session.events,
             page_views: session.page_views,
-            is_bounce: u8::from(session.is_bounce()),
+            is_bounce: u8::from(session.bounce),
             entry_path: session.entry_path.clone(),
             exit_path: session.exit_path.clone(),
             entry_referrer: session.entry_referrer.clone(),
@@ -267,6 +269,9 @@ impl ClaimRow {
                 previous_id,
                 user_id,
             } => (tenant, "alias", 0, String::new(), previous_id, user_id),
+            IdentityClaim::KnownUser { tenant, user_id } => {
+                (tenant, "user", 0, String::new(), String::new(), user_id)
+            }
         };
         ClaimRow {
             tenant,
@@ -304,6 +309,7 @@ impl ClaimRow {
                 previous_id: from_id,
                 user_id,
             }),
+            "user" => Some(IdentityClaim::KnownUser { tenant, user_id }),
             _ => None,
         }
     }
@@ -442,6 +448,37 @@ pub struct ProgressRow {
     pub updated_at: u32,
 }
 
+/// One row of `ingestion_warnings`.
+#[derive(Debug, Clone, PartialEq, Row, Serialize, Deserialize)]
+#[allow(missing_docs)]
+pub struct WarningRow {
+    pub tenant: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub message_id: String,
+    pub field: String,
+    pub value: String,
+    pub event_time: u32,
+    pub event_time_ms: i64,
+    pub received_at: u32,
+}
+
+impl WarningRow {
+    /// The row of a placeholder id removed from an event (its claim refused).
+    pub fn placeholder_id(warning: &IdWarning) -> Self {
+        WarningRow {
+            tenant: warning.tenant.clone(),
+            kind: "placeholder_id".into(),
+            message_id: warning.message_id.clone(),
+            field: warning.field.as_str().into(),
+            value: warning.id.clone(),
+            event_time: datetime(warning.time_ms),
+            event_time_ms: warning.time_ms,
+            received_at: datetime(warning.received_at_ms),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -451,5 +488,30 @@ mod tests {
         assert_eq!(datetime(1_700_000_000_999), 1_700_000_000);
         assert_eq!(datetime(-5), 0);
         assert_eq!(datetime(i64::MAX), u32::MAX);
+    }
+
+    #[test]
+    fn every_kind_of_claim_comes_back_from_its_row() {
+        let claims = [
+            IdentityClaim::Identify {
+                tenant: "t".into(),
+                time_ms: 5,
+                message_id: "m".into(),
+                anonymous_id: "a".into(),
+                user_id: "u".into(),
+            },
+            IdentityClaim::Alias {
+                tenant: "t".into(),
+                previous_id: "old".into(),
+                user_id: "new".into(),
+            },
+            IdentityClaim::KnownUser {
+                tenant: "t".into(),
+                user_id: "u".into(),
+            },
+        ];
+        for claim in claims {
+            assert_eq!(ClaimRow::new(&claim, (1, 2)).to_claim(), Some(claim));
+        }
     }
 }

@@ -1,0 +1,245 @@
+//! Placeholder ids: the values broken integrations send where an id should be ("undefined",
+//! "null", "0", "[object Object]", an example email, ...). Taken at face value they would
+//! make every visitor that sent `identify(userId: "undefined")` one person. They link
+//! nothing: the id is removed from the event before identity and attribution see it (the
+//! event is kept and attributed to its other id), and each removal is reported as an
+//! [`IdWarning`], which the engine stores in `ingestion_warnings` and counts.
+//!
+//! An id that is the event's only id is kept (there is nothing else to attribute the event
+//! to), but it cannot link anything either: a claim needs two ids.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use schemas::Event;
+use serde::{Deserialize, Serialize};
+
+/// The default list: what JavaScript, Python, Ruby and PHP integrations print for a missing
+/// value, common sentinels, and placeholder emails (PostHog refuses to merge on a similar
+/// list for the same reason). Compared after trimming, ignoring case.
+pub const DEFAULT_PLACEHOLDER_IDS: &[&str] = &[
+    "undefined",
+    "null",
+    "none",
+    "nil",
+    "nan",
+    "0",
+    "-1",
+    "[object object]",
+    "anonymous",
+    "guest",
+    "true",
+    "false",
+    "id",
+    "distinct_id",
+    "distinctid",
+    "not_authenticated",
+    "email",
+    "email@example.com",
+    "user@example.com",
+    "test@example.com",
+    "example@example.com",
+    "noreply@example.com",
+];
+
+/// The placeholder ids of a deployment. Empty and all-whitespace ids are always placeholders.
+#[derive(Debug, Clone)]
+pub struct PlaceholderIds {
+    lowercase: Arc<HashSet<String>>,
+    longest: usize,
+}
+
+impl Default for PlaceholderIds {
+    fn default() -> Self {
+        PlaceholderIds::new(DEFAULT_PLACEHOLDER_IDS.iter().copied())
+    }
+}
+
+impl PlaceholderIds {
+    /// The set of `ids` (matched after trimming, ignoring case).
+    pub fn new<'a>(ids: impl IntoIterator<Item = &'a str>) -> PlaceholderIds {
+        let lowercase: HashSet<String> =
+            ids.into_iter().map(|id| id.trim().to_lowercase()).collect();
+        let longest = lowercase.iter().map(String::len).max().unwrap_or(0);
+        PlaceholderIds {
+            lowercase: Arc::new(lowercase),
+            longest,
+        }
+    }
+
+    /// The listed ids, lowercased (without the always-placeholder empty id).
+    pub fn listed(&self) -> impl Iterator<Item = &str> {
+        self.lowercase.iter().map(String::as_str)
+    }
+
+    /// Whether a non-empty `id` is a placeholder.
+    pub fn contains(&self, id: &str) -> bool {
+        let trimmed = id.trim();
+        // Real ids are mostly longer than any placeholder: no lowercasing for them.
+        trimmed.is_empty()
+            || (trimmed.len() <= self.longest && self.lowercase.contains(&trimmed.to_lowercase()))
+    }
+}
+
+/// Which Segment field held a placeholder id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum IdField {
+    /// `userId`.
+    UserId,
+    /// `anonymousId`.
+    AnonymousId,
+    /// `previousId` (alias).
+    PreviousId,
+}
+
+impl IdField {
+    /// The Segment field name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            IdField::UserId => "userId",
+            IdField::AnonymousId => "anonymousId",
+            IdField::PreviousId => "previousId",
+        }
+    }
+}
+
+/// A placeholder id removed from an event: the identity claim it would have made was refused.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct IdWarning {
+    /// Tenant.
+    pub tenant: String,
+    /// The event's message id.
+    pub message_id: String,
+    /// The event's time, Unix ms.
+    pub time_ms: i64,
+    /// When the gateway received it, Unix ms.
+    pub received_at_ms: i64,
+    /// Where the id was.
+    pub field: IdField,
+    /// The id as sent.
+    pub id: String,
+}
+
+/// Removes the placeholder ids of `event` (an id that is its only id stays) and returns one
+/// warning for each. Cheap for the common case: real ids are not lowercased.
+pub fn remove_placeholder_ids(event: &mut Event, placeholders: &PlaceholderIds) -> Vec<IdWarning> {
+    let mut removed = Vec::new();
+    let mut remove = |field: IdField, id: &mut String| {
+        removed.push((field, std::mem::take(id)));
+    };
+    if !event.previous_id.is_empty() && placeholders.contains(&event.previous_id) {
+        remove(IdField::PreviousId, &mut event.previous_id);
+    }
+    let user_is_placeholder = !event.user_id.is_empty() && placeholders.contains(&event.user_id);
+    let anonymous_is_placeholder =
+        !event.anonymous_id.is_empty() && placeholders.contains(&event.anonymous_id);
+    if user_is_placeholder && (!event.anonymous_id.is_empty() || !event.previous_id.is_empty()) {
+        // An alias to a placeholder links nothing; the alias event itself is not activity,
+        // so it does not matter that it may be left with no id to be attributed by.
+        remove(IdField::UserId, &mut event.user_id);
+    }
+    if anonymous_is_placeholder && !event.user_id.is_empty() {
+        remove(IdField::AnonymousId, &mut event.anonymous_id);
+    }
+    removed
+        .into_iter()
+        .map(|(field, id)| IdWarning {
+            tenant: event.tenant.clone(),
+            message_id: event.message_id.clone(),
+            time_ms: event.timestamp_ms,
+            received_at_ms: event.received_at_ms,
+            field,
+            id,
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use schemas::EventKind;
+
+    fn event(kind: EventKind, anonymous: &str, user: &str, previous: &str) -> Event {
+        let mut e = Event::new("t", "m", kind, 0);
+        e.anonymous_id = anonymous.into();
+        e.user_id = user.into();
+        e.previous_id = previous.into();
+        e
+    }
+
+    fn ids(e: &Event) -> (&str, &str, &str) {
+        (&e.anonymous_id, &e.user_id, &e.previous_id)
+    }
+
+    #[test]
+    fn placeholders_match_trimmed_and_ignoring_case() {
+        let p = PlaceholderIds::default();
+        for id in [
+            "undefined",
+            "NULL",
+            " None ",
+            "[object Object]",
+            "0",
+            "-1",
+            "NaN",
+            "   ",
+            "\t",
+            "Email@Example.com",
+            "guest",
+        ] {
+            assert!(p.contains(id), "{id:?}");
+        }
+        for id in ["alice", "00", "user-0", "1", "undefined-1", "a@example.com"] {
+            assert!(!p.contains(id), "{id:?}");
+        }
+        let custom = PlaceholderIds::new(["unknown"]);
+        assert!(custom.contains("Unknown") && !custom.contains("undefined"));
+    }
+
+    #[test]
+    fn a_placeholder_user_id_is_removed_and_the_event_keeps_its_anonymous_id() {
+        let mut e = event(EventKind::Identify, "a1", "undefined", "");
+        let warnings = remove_placeholder_ids(&mut e, &PlaceholderIds::default());
+        assert_eq!(ids(&e), ("a1", "", ""));
+        assert_eq!(warnings.len(), 1);
+        assert_eq!(
+            (warnings[0].field, warnings[0].id.as_str()),
+            (IdField::UserId, "undefined")
+        );
+    }
+
+    #[test]
+    fn an_only_id_stays_even_when_it_is_a_placeholder() {
+        let mut server_side = event(EventKind::Track, "", "0", "");
+        assert!(remove_placeholder_ids(&mut server_side, &PlaceholderIds::default()).is_empty());
+        assert_eq!(ids(&server_side), ("", "0", ""));
+        let mut both = event(EventKind::Track, "null", "undefined", "");
+        let warnings = remove_placeholder_ids(&mut both, &PlaceholderIds::default());
+        assert_eq!(
+            ids(&both),
+            ("null", "", ""),
+            "the anonymous id is now the only id"
+        );
+        assert_eq!(warnings.len(), 1);
+    }
+
+    #[test]
+    fn a_placeholder_anonymous_id_beside_a_real_user_id_is_removed() {
+        let mut e = event(EventKind::Page, "[object Object]", "bob", "");
+        let warnings = remove_placeholder_ids(&mut e, &PlaceholderIds::default());
+        assert_eq!(ids(&e), ("", "bob", ""));
+        assert_eq!(warnings[0].field, IdField::AnonymousId);
+    }
+
+    #[test]
+    fn an_alias_from_or_to_a_placeholder_links_nothing() {
+        let mut from = event(EventKind::Alias, "", "carol", "null");
+        let warnings = remove_placeholder_ids(&mut from, &PlaceholderIds::default());
+        assert_eq!(ids(&from), ("", "carol", ""));
+        assert_eq!(warnings[0].field, IdField::PreviousId);
+        let mut to = event(EventKind::Alias, "", "guest", "old-user");
+        let warnings = remove_placeholder_ids(&mut to, &PlaceholderIds::default());
+        assert_eq!(ids(&to), ("", "", "old-user"));
+        assert_eq!(warnings[0].field, IdField::UserId);
+    }
+}

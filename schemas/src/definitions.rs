@@ -1,0 +1,136 @@
+//! What "page view", "activity" and "bounce" mean: one definition, used by every operator of
+//! the engine and by every query of the query gateway (through the SQL fragments below), so
+//! that a dashboard number and the engine's aggregates can never disagree about them.
+//!
+//! - A **page view** is a Segment `page` (web) or `screen` (mobile: Segment's screen call is
+//!   the app's page view, and mobile traffic would otherwise have no page views at all).
+//! - **Activity** is what a person does: `page`, `screen` and `track`. `identify`, `alias` and
+//!   `group` are statements *about* a person (a login, a CRM sync refreshing traits every
+//!   night): they start no visit, extend no session and make nobody an active visitor.
+//! - A page view's **location** is the page's path, or the screen's name.
+//! - A **bounce** is, by default, a session with exactly one page view and no other activity
+//!   (Plausible's and GA4's rule: a visitor who viewed one page and then signed up was
+//!   engaged). [`BounceRule::OnePageView`] is the older rule some tenants want: one page view,
+//!   whatever else happened.
+
+use serde::{Deserialize, Serialize};
+
+use crate::event::{Event, EventKind};
+
+/// The kinds that are page views.
+pub const PAGE_VIEW_KINDS: [EventKind; 2] = [EventKind::Page, EventKind::Screen];
+
+/// The kinds that are activity (page views and track calls).
+pub const ACTIVITY_KINDS: [EventKind; 3] = [EventKind::Page, EventKind::Screen, EventKind::Track];
+
+impl EventKind {
+    /// Whether an event of this kind is a page view (`page` or `screen`).
+    pub fn is_page_view(self) -> bool {
+        PAGE_VIEW_KINDS.contains(&self)
+    }
+
+    /// Whether an event of this kind is activity (`page`, `screen` or `track`).
+    pub fn is_activity(self) -> bool {
+        ACTIVITY_KINDS.contains(&self)
+    }
+}
+
+impl Event {
+    /// Where a page view happened: the page's path, or the screen's name; empty for events
+    /// that are not page views.
+    pub fn page_view_location(&self) -> &str {
+        match self.kind {
+            EventKind::Page => &self.page.path,
+            EventKind::Screen => &self.name,
+            _ => "",
+        }
+    }
+}
+
+/// Which sessions count as bounces.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BounceRule {
+    /// Exactly one page view and no other activity event (Plausible, GA4). The default.
+    #[default]
+    OnePageViewOnly,
+    /// Exactly one page view, whatever track events followed it.
+    OnePageView,
+}
+
+impl BounceRule {
+    /// Whether a session with `page_views` page views among `activity_events` activity events
+    /// is a bounce.
+    pub fn is_bounce(self, page_views: u32, activity_events: u32) -> bool {
+        match self {
+            BounceRule::OnePageViewOnly => page_views == 1 && activity_events == 1,
+            BounceRule::OnePageView => page_views == 1,
+        }
+    }
+}
+
+fn kinds_sql(kinds: &[EventKind]) -> String {
+    let names: Vec<String> = kinds
+        .iter()
+        .map(|kind| format!("'{}'", kind.as_str()))
+        .collect();
+    format!("type IN ({})", names.join(", "))
+}
+
+/// SQL condition on an `events` row: it is a page view.
+pub fn page_view_sql() -> String {
+    kinds_sql(&PAGE_VIEW_KINDS)
+}
+
+/// SQL condition on an `events` row: it is activity.
+pub fn activity_sql() -> String {
+    kinds_sql(&ACTIVITY_KINDS)
+}
+
+/// SQL expression of an `events` row's page-view location (see [`Event::page_view_location`]).
+pub fn page_view_location_sql() -> &'static str {
+    "if(type = 'screen', name, path)"
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn screen_is_a_page_view_and_identify_is_not_activity() {
+        let views: Vec<&str> = EventKind::ALL
+            .into_iter()
+            .filter(|k| k.is_page_view())
+            .map(EventKind::as_str)
+            .collect();
+        assert_eq!(views, ["page", "screen"]);
+        let active: Vec<&str> = EventKind::ALL
+            .into_iter()
+            .filter(|k| k.is_activity())
+            .map(EventKind::as_str)
+            .collect();
+        assert_eq!(active, ["track", "page", "screen"]);
+        assert_eq!(page_view_sql(), "type IN ('page', 'screen')");
+        assert_eq!(activity_sql(), "type IN ('page', 'screen', 'track')");
+    }
+
+    #[test]
+    fn a_page_view_followed_by_a_track_is_engaged_unless_the_tenant_says_otherwise() {
+        assert!(BounceRule::OnePageViewOnly.is_bounce(1, 1));
+        assert!(!BounceRule::OnePageViewOnly.is_bounce(1, 2));
+        assert!(BounceRule::OnePageView.is_bounce(1, 2));
+        assert!(!BounceRule::OnePageView.is_bounce(2, 2));
+        assert!(!BounceRule::OnePageViewOnly.is_bounce(0, 1));
+    }
+
+    #[test]
+    fn a_screen_is_located_by_its_name() {
+        let mut screen = Event::new("t", "m", EventKind::Screen, 0);
+        screen.name = "Home".into();
+        assert_eq!(screen.page_view_location(), "Home");
+        let mut page = Event::new("t", "m", EventKind::Page, 0);
+        page.page.path = "/pricing".into();
+        page.name = "Pricing".into();
+        assert_eq!(page.page_view_location(), "/pricing");
+    }
+}
