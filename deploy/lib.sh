@@ -54,6 +54,8 @@ ensure_packages() {
     command -v cmake >/dev/null || missing+=(cmake)
     command -v curl >/dev/null || missing+=(curl)
     [[ -x /usr/bin/chromium ]] || missing+=(chromium)  # the dashboard's browser test
+    command -v node >/dev/null || missing+=(nodejs npm)  # the real SDKs' tests
+    command -v python3 >/dev/null || missing+=(python3 python3-pip)
     if ((${#missing[@]})); then
         log "installing ${missing[*]} from Debian"
         export DEBIAN_FRONTEND=noninteractive
@@ -71,6 +73,30 @@ ensure_tansu() {
             --root "$CACHE_DIR/tansu-$TANSU_VERSION" >"$LOG_DIR/tansu-build.log" 2>&1 \
             || { tail -n 30 "$LOG_DIR/tansu-build.log" >&2; die "building tansu failed"; }
     fi
+}
+
+# The real client libraries the SDK tests drive (engine/tests/sdks.rs), at pinned versions,
+# from npm and PyPI, installed once into the cache (no lockfile: registries are named by the
+# ordinary clients, never in the repository).
+SDK_VERSIONS="@segment/analytics-node@3.1.0 @rudderstack/rudder-sdk-node@3.0.13 segment-analytics-python==2.4.0 rudder-sdk-python==2.1.9"
+SDK_DIR="$CACHE_DIR/sdks-$(printf '%s' "$SDK_VERSIONS" | cksum | cut -d' ' -f1)"
+ensure_sdks() {
+    if [[ ! -f "$SDK_DIR/installed" ]]; then
+        log "installing the Segment and RudderStack SDKs into $SDK_DIR (one time)"
+        rm -rf "$SDK_DIR" && mkdir -p "$SDK_DIR/node" "$SDK_DIR/python"
+        local node_packages=() python_packages=() package
+        for package in $SDK_VERSIONS; do
+            if [[ $package == *==* ]]; then python_packages+=("$package"); else node_packages+=("$package"); fi
+        done
+        (cd "$SDK_DIR/node" && npm install --no-audit --no-fund --loglevel=error "${node_packages[@]}") \
+            >"$LOG_DIR/sdk-install.log" 2>&1 \
+            || { tail -n 30 "$LOG_DIR/sdk-install.log" >&2; die "installing the Node SDKs failed"; }
+        python3 -m pip install --quiet --disable-pip-version-check --target "$SDK_DIR/python" \
+            "${python_packages[@]}" >>"$LOG_DIR/sdk-install.log" 2>&1 \
+            || { tail -n 30 "$LOG_DIR/sdk-install.log" >&2; die "installing the Python SDKs failed"; }
+        touch "$SDK_DIR/installed"
+    fi
+    export CLICKSTREAM_SDK_DIR="$SDK_DIR"
 }
 
 # A port held by a process this state directory did not start is a conflict, not a server to

@@ -6,6 +6,7 @@ cd "$ROOT"
 started=$SECONDS
 
 servers_up
+ensure_sdks
 log "formatting"
 cargo fmt --all --check
 log "lints"

@@ -269,12 +269,18 @@ pub fn run_worker(
                 s.write_with_retry("ingestion warnings", || {
                     w.insert("ingestion_warnings", &rows)
                 });
-                for warning in &warnings {
-                    let labels = RefusalLabels {
-                        reason: "placeholder_id",
-                        field: warning.field.as_str(),
-                    };
-                    s.metrics.claims_refused.get_or_create(&labels).inc();
+                for field in operators::IdField::ALL {
+                    let count = warnings.iter().filter(|w| w.field == field).count();
+                    if count > 0 {
+                        let labels = RefusalLabels {
+                            reason: "placeholder_id",
+                            field: field.as_str(),
+                        };
+                        s.metrics
+                            .claims_refused
+                            .get_or_create(&labels)
+                            .inc_by(count as u64);
+                    }
                 }
             },
         ));

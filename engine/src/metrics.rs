@@ -100,11 +100,7 @@ impl Default for Metrics {
             registry: Registry::default(),
         };
         // Present from the start at zero, so that a rate over them is defined.
-        for field in [
-            operators::IdField::UserId,
-            operators::IdField::AnonymousId,
-            operators::IdField::PreviousId,
-        ] {
+        for field in operators::IdField::ALL {
             let _zero = metrics.claims_refused.get_or_create(&RefusalLabels {
                 reason: "placeholder_id",
                 field: field.as_str(),

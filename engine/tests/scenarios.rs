@@ -150,13 +150,15 @@ async fn identity_and_session_scenarios_through_clickhouse() {
         ),
     ])
     .await;
-    // Two devices of carol, merged by alias.
+    // Two devices of carol, merged by alias, on the newest day of the log: the later unmerge
+    // corrects what state still holds, and every worker's clock is at most a day past T0.
+    let day2 = T0 + 24 * 60 * MINUTE;
     h.send(vec![
-        page("devices", "d1", "phone", T0),
-        identify("devices", "d2", "phone", "carol", T0 + MINUTE),
-        page("devices", "d3", "laptop", T0 + 2 * MINUTE),
-        page("devices", "d4", "laptop", T0 + 3 * MINUTE),
-        alias("devices", "d5", "laptop", "carol", T0 + 4 * MINUTE),
+        page("devices", "d1", "phone", day2),
+        identify("devices", "d2", "phone", "carol", day2 + MINUTE),
+        page("devices", "d3", "laptop", day2 + 2 * MINUTE),
+        page("devices", "d4", "laptop", day2 + 3 * MINUTE),
+        alias("devices", "d5", "laptop", "carol", day2 + 4 * MINUTE),
     ])
     .await;
     // A shared computer: the second identify, to another known user, is refused.

@@ -30,6 +30,17 @@ pub enum ApiError {
         /// The limit.
         limit: usize,
     },
+    /// The body's `Content-Encoding` is not one the gateway reads.
+    #[error("Content-Encoding {0:?} is not supported; send gzip, deflate or identity")]
+    UnsupportedEncoding(String),
+    /// The body does not decompress as its `Content-Encoding` says.
+    #[error("body is not valid {encoding} data: {reason}")]
+    InvalidEncoding {
+        /// The declared encoding.
+        encoding: &'static str,
+        /// What the decoder reported.
+        reason: String,
+    },
     /// The body is not the JSON shape the route expects.
     #[error("body is not valid JSON for this route: {0}")]
     InvalidJson(String),
@@ -65,9 +76,11 @@ impl ApiError {
             ApiError::RequestTooLarge { .. }
             | ApiError::EventTooLarge { .. }
             | ApiError::BatchTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            ApiError::InvalidJson(_) | ApiError::InvalidEvent(_) | ApiError::InvalidBatch(_) => {
-                StatusCode::BAD_REQUEST
-            }
+            ApiError::InvalidJson(_)
+            | ApiError::InvalidEvent(_)
+            | ApiError::InvalidBatch(_)
+            | ApiError::InvalidEncoding { .. } => StatusCode::BAD_REQUEST,
+            ApiError::UnsupportedEncoding(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
             ApiError::NotFound => StatusCode::NOT_FOUND,
             ApiError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
@@ -81,6 +94,8 @@ impl ApiError {
             ApiError::EventTooLarge { .. } => "event_too_large",
             ApiError::BatchTooLarge { .. } => "batch_too_large",
             ApiError::InvalidJson(_) => "invalid_json",
+            ApiError::UnsupportedEncoding(_) => "unsupported_encoding",
+            ApiError::InvalidEncoding { .. } => "invalid_encoding",
             ApiError::InvalidEvent(_) => "invalid_event",
             ApiError::InvalidBatch(_) => "invalid_batch",
             ApiError::Unauthorized => "unauthorized",

@@ -5,6 +5,7 @@
 //! exactly as `main` serves it.
 #![warn(missing_docs)]
 
+pub mod body;
 pub mod error;
 pub mod kafka;
 pub mod metrics;
@@ -15,7 +16,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::Router;
-use axum::body::{Body, Bytes};
+use axum::body::Body;
 use axum::extract::{ConnectInfo, Path, State};
 use axum::http::{Extensions, HeaderMap, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -25,7 +26,7 @@ use schemas::{Event, EventKind};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::{Map, Value, json};
-use tower_http::cors::{Any, CorsLayer};
+use tower_http::cors::{AllowHeaders, AllowOrigin, CorsLayer};
 
 pub use error::ApiError;
 use kafka::{EventProducer, ProduceError};
@@ -54,14 +55,20 @@ pub struct AppState {
 pub fn router(state: Arc<AppState>) -> Router {
     // Browsers post from any site that embeds the tracker; write keys are public by design, so
     // CORS protects nothing here and must not get in the way.
+    // Browser SDKs send headers of their own (RudderStack's JS SDK sends `AnonymousId`) and
+    // may send credentials, which a wildcard origin would make the browser refuse: answer
+    // with the requesting origin and the requested headers, and let browsers cache that.
     let cors = CorsLayer::new()
-        .allow_origin(Any)
+        .allow_origin(AllowOrigin::mirror_request())
         .allow_methods([Method::POST, Method::GET, Method::OPTIONS])
-        .allow_headers([header::CONTENT_TYPE, header::AUTHORIZATION])
+        .allow_headers(AllowHeaders::mirror_request())
+        .allow_credentials(true)
         .max_age(Duration::from_secs(86_400));
     Router::new()
         .route("/v1/batch", post(batch))
         .route("/v1/import", post(batch))
+        // analytics.js (analytics-next) posts to the type's initial, batches to `/b`.
+        .route("/v1/b", post(batch))
         .route("/v1/{kind}", post(single))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
@@ -78,11 +85,12 @@ async fn single(
     extensions: Extensions,
     body: Body,
 ) -> Response {
-    let Some(kind) = EventKind::parse(&kind) else {
+    let Some(kind) = route_kind(&kind) else {
         return ApiError::NotFound.into_response();
     };
     let result = async {
-        let body = read_body(body, state.limits.max_request_bytes).await?;
+        let body = body::read(body, &headers, state.limits.max_request_bytes).await?;
+        let body = body::repair_lone_surrogates(&body);
         if body.len() > state.limits.max_event_bytes {
             return Err(ApiError::EventTooLarge {
                 limit: state.limits.max_event_bytes,
@@ -120,7 +128,8 @@ async fn batch(
 ) -> Response {
     let mut events_in_request = 0;
     let result = async {
-        let body = read_body(body, state.limits.max_request_bytes).await?;
+        let body = body::read(body, &headers, state.limits.max_request_bytes).await?;
+        let body = body::repair_lone_surrogates(&body);
         let envelope: BatchEnvelope<'_> = serde_json::from_slice(&body)
             .map_err(|error| ApiError::InvalidJson(error.to_string()))?;
         events_in_request = envelope.batch.len();
@@ -248,10 +257,18 @@ fn respond(
     response
 }
 
-async fn read_body(body: Body, limit: usize) -> Result<Bytes, ApiError> {
-    axum::body::to_bytes(body, limit)
-        .await
-        .map_err(|_| ApiError::RequestTooLarge { limit })
+/// The event type of a single-event route: Segment's `/v1/track` or analytics.js's `/v1/t`.
+fn route_kind(segment: &str) -> Option<EventKind> {
+    let short = match segment {
+        "t" => Some(EventKind::Track),
+        "p" => Some(EventKind::Page),
+        "s" => Some(EventKind::Screen),
+        "i" => Some(EventKind::Identify),
+        "a" => Some(EventKind::Alias),
+        "g" => Some(EventKind::Group),
+        _ => None,
+    };
+    short.or_else(|| EventKind::parse(segment))
 }
 
 /// The write key is the Basic-auth user (Segment's convention) or `writeKey` in the body.

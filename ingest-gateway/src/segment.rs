@@ -179,7 +179,14 @@ pub fn normalize(
     };
 
     let client_time = timestamp.or(original_timestamp);
-    let timestamp_ms = event_time(client_time, sent_at, meta.received_at_ms);
+    let mut timestamp_ms = event_time(client_time, sent_at, meta.received_at_ms);
+    let mut context = lifted.rest;
+    if timestamp_ms > meta.received_at_ms.saturating_add(MAX_FUTURE_MS) {
+        // A client clock far ahead that sentAt could not correct (PostHog clamps the same
+        // way): the event happened when it arrived, and the original time is kept as a flag.
+        context.push((CLAMPED_FLAG.to_owned(), timestamp_ms.to_string()));
+        timestamp_ms = meta.received_at_ms;
+    }
 
     Ok(Event {
         tenant: meta.tenant.id.clone(),
@@ -207,9 +214,16 @@ pub fn normalize(
         library: lifted.library,
         properties: properties.map(flatten).unwrap_or_default(),
         traits: traits.map(flatten).unwrap_or_default(),
-        context: lifted.rest,
+        context,
     })
 }
+
+/// How far after its receipt an event may claim to have happened: a day.
+pub const MAX_FUTURE_MS: i64 = 24 * 3_600_000;
+
+/// The `context` key that flags an event whose time was clamped to its receipt; its value is
+/// the time it claimed (Unix ms).
+pub const CLAMPED_FLAG: &str = "clickstream_clamped_from_ms";
 
 /// Event time corrected for the client's clock skew, as Segment defines it:
 /// `timestamp + (receivedAt - sentAt)`. A client whose clock is an hour fast sends both
@@ -298,9 +312,12 @@ impl<'a> Fields<'a, '_> {
         })
     }
 
+    /// An object field. An empty array reads as an empty object: PHP encodes an empty
+    /// associative array as `[]`, so PHP integrations send `"properties": []`.
     fn object(&mut self, field: &str) -> Option<&'a Map<String, Value>> {
         match self.object.get(field) {
             None | Some(Value::Null) => None,
+            Some(Value::Array(items)) if items.is_empty() => None,
             Some(Value::Object(object)) => Some(object),
             Some(_) => {
                 self.issue(field, "must be an object");
@@ -310,19 +327,25 @@ impl<'a> Fields<'a, '_> {
     }
 }
 
-/// Parses an ISO-8601 / RFC 3339 time with offset to Unix milliseconds.
+/// Parses an ISO-8601 / RFC 3339 time to Unix milliseconds. A time without an offset (what
+/// Python's `datetime.isoformat()` prints for a naive datetime) is UTC, as Segment reads it.
 fn parse_time(value: &Value) -> Result<Option<i64>, String> {
-    match value {
-        Value::Null => Ok(None),
-        Value::String(text) => chrono::DateTime::parse_from_rfc3339(text)
-            .map(|time| Some(time.timestamp_millis()))
-            .map_err(|error| {
-                format!(
-                    "must be an ISO-8601 time with offset, like 2024-05-01T12:00:00.000Z ({error})"
-                )
-            }),
-        _ => Err("must be an ISO-8601 time string".to_owned()),
+    let Value::String(text) = value else {
+        return match value {
+            Value::Null => Ok(None),
+            _ => Err("must be an ISO-8601 time string".to_owned()),
+        };
+    };
+    if let Ok(time) = chrono::DateTime::parse_from_rfc3339(text) {
+        return Ok(Some(time.timestamp_millis()));
     }
+    ["%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d %H:%M:%S%.f"]
+        .iter()
+        .find_map(|format| chrono::NaiveDateTime::parse_from_str(text, format).ok())
+        .map(|time| Some(time.and_utc().timestamp_millis()))
+        .ok_or_else(|| {
+            format!("must be an ISO-8601 time like 2024-05-01T12:00:00.000Z, got {text:?}")
+        })
 }
 
 /// The envelope's context first, then the event's own keys over it.
@@ -653,5 +676,110 @@ mod tests {
         )
         .unwrap();
         assert!(event.is_bot);
+    }
+
+    /// Issue 9: lenient where clients are sloppy.
+    #[test]
+    fn php_empty_arrays_read_as_empty_objects() {
+        let event = run(
+            Some(EventKind::Identify),
+            json!({"userId": "u", "properties": [], "traits": [], "context": []}),
+        )
+        .unwrap();
+        assert!(event.properties.is_empty() && event.traits.is_empty());
+        let issues = run(
+            Some(EventKind::Track),
+            json!({"userId": "u", "event": "e", "properties": ["a"]}),
+        )
+        .unwrap_err();
+        assert_eq!(
+            fields(&issues),
+            ["properties"],
+            "a non-empty array is still wrong"
+        );
+    }
+
+    #[test]
+    fn a_time_without_offset_is_utc() {
+        for text in [
+            "2023-11-14T22:13:20",
+            "2023-11-14T22:13:20.000",
+            "2023-11-14 22:13:20",
+        ] {
+            let event = run(
+                Some(EventKind::Track),
+                json!({"userId": "u", "event": "e", "timestamp": text}),
+            )
+            .unwrap();
+            assert_eq!(event.timestamp_ms, 1_700_000_000_000, "{text}");
+        }
+        let issues = run(
+            Some(EventKind::Track),
+            json!({"userId": "u", "event": "e", "timestamp": "yesterday"}),
+        )
+        .unwrap_err();
+        assert_eq!(fields(&issues), ["timestamp"]);
+    }
+
+    #[test]
+    fn a_time_more_than_a_day_ahead_is_clamped_and_flagged() {
+        let received = 1_700_000_000_000i64;
+        let ahead = |ms: i64| {
+            chrono::DateTime::from_timestamp_millis(received + ms)
+                .unwrap()
+                .to_rfc3339()
+        };
+        let clamped = run(
+            Some(EventKind::Track),
+            json!({"userId": "u", "event": "e", "timestamp": ahead(25 * 3_600_000)}),
+        )
+        .unwrap();
+        assert_eq!(clamped.timestamp_ms, received);
+        assert_eq!(
+            clamped.context,
+            vec![(
+                CLAMPED_FLAG.to_owned(),
+                (received + 25 * 3_600_000).to_string()
+            )]
+        );
+        assert_eq!(
+            clamped.original_timestamp_ms,
+            Some(received + 25 * 3_600_000)
+        );
+        let kept = run(
+            Some(EventKind::Track),
+            json!({"userId": "u", "event": "e", "timestamp": ahead(23 * 3_600_000)}),
+        )
+        .unwrap();
+        assert_eq!(kept.timestamp_ms, received + 23 * 3_600_000);
+        assert!(kept.context.is_empty());
+    }
+
+    #[test]
+    fn numeric_ids_keep_their_exact_decimal_text() {
+        let body = r#"{"userId": 12345678901234567890123456, "anonymousId": 42, "event": "e"}"#;
+        let object: Map<String, Value> = serde_json::from_str(body).unwrap();
+        let tenant = tenant();
+        let event = normalize(
+            Some(EventKind::Track),
+            &object,
+            &BatchDefaults::default(),
+            &meta(&tenant),
+        )
+        .unwrap();
+        assert_eq!(
+            event.user_id, "12345678901234567890123456",
+            "not rounded through a float"
+        );
+        let as_string = run(
+            Some(EventKind::Track),
+            json!({"userId": "12345678901234567890123456", "anonymousId": "42", "event": "e"}),
+        )
+        .unwrap();
+        assert_eq!(
+            (event.user_id, event.anonymous_id),
+            (as_string.user_id, as_string.anonymous_id),
+            "the number and the string are the same id"
+        );
     }
 }

@@ -396,12 +396,22 @@ async fn over_a_real_socket_with_cors_metrics_and_probes() {
         .request(reqwest::Method::OPTIONS, format!("{base}/v1/batch"))
         .header("Origin", "https://shop.example")
         .header("Access-Control-Request-Method", "POST")
-        .header("Access-Control-Request-Headers", "content-type")
+        .header("Access-Control-Request-Headers", "content-type,anonymousid")
         .send()
         .await
         .expect("preflight");
     assert!(preflight.status().is_success());
-    assert_eq!(preflight.headers()["access-control-allow-origin"], "*");
+    let allowed = preflight.headers();
+    assert_eq!(
+        allowed["access-control-allow-origin"],
+        "https://shop.example"
+    );
+    assert_eq!(allowed["access-control-allow-credentials"], "true");
+    assert_eq!(
+        allowed["access-control-allow-headers"], "content-type,anonymousid",
+        "RudderStack's JS SDK sends an AnonymousId header"
+    );
+    assert_eq!(allowed["access-control-max-age"], "86400");
 
     let response = client
         .post(format!("{base}/v1/page"))
@@ -449,4 +459,140 @@ async fn over_a_real_socket_with_cors_metrics_and_probes() {
     assert_eq!(event.ip, "127.0.0.0", "peer address, anonymised");
     assert!(event.is_bot, "bot user agents are flagged, not dropped");
     server.abort();
+}
+
+fn gzip(data: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    encoder.write_all(data).unwrap();
+    encoder.finish().unwrap()
+}
+
+/// Issue 9: RudderStack's SDKs gzip every batch; the limits apply to what it inflates to.
+#[tokio::test]
+async fn compressed_bodies_are_read_and_bombs_refused() {
+    let h = harness(5_000);
+    let batch = json!({"batch": [
+        {"type": "track", "messageId": "gz-1", "anonymousId": "a", "event": "Zipped"},
+        {"type": "page", "messageId": "gz-2", "anonymousId": "a", "name": "Home"},
+    ]});
+    let request = Request::post("/v1/batch")
+        .header(header::CONTENT_TYPE, "application/json")
+        .header(header::CONTENT_ENCODING, "gzip")
+        .header(header::AUTHORIZATION, "Basic d2tfYWNtZTo=")
+        .body(Body::from(gzip(batch.to_string().as_bytes())))
+        .unwrap();
+    let response = router(h.state.clone()).oneshot(request).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let ids: Vec<String> = h
+        .consume_all()
+        .into_iter()
+        .map(|(_, e)| e.message_id)
+        .collect();
+    assert_eq!(ids.len(), 2);
+    assert!(ids.contains(&"gz-1".to_owned()) && ids.contains(&"gz-2".to_owned()));
+
+    // 20 MB of spaces around a valid batch, compressed to a few KB.
+    let mut bomb = b"{\"batch\": [".to_vec();
+    bomb.extend(std::iter::repeat_n(b' ', 20 * 1024 * 1024));
+    bomb.extend(b"], \"writeKey\": \"wk_acme\"}");
+    let request = Request::post("/v1/batch")
+        .header(header::CONTENT_ENCODING, "gzip")
+        .body(Body::from(gzip(&bomb)))
+        .unwrap();
+    let response = router(h.state.clone()).oneshot(request).await.unwrap();
+    assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    let request = Request::post("/v1/batch")
+        .header(header::CONTENT_ENCODING, "br")
+        .body(Body::from("{}"))
+        .unwrap();
+    let response = router(h.state.clone()).oneshot(request).await.unwrap();
+    assert_eq!(response.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+        .await
+        .unwrap();
+    let body: Value = serde_json::from_slice(&bytes).unwrap();
+    assert_eq!(error_code(&body), "unsupported_encoding");
+    assert_eq!(
+        h.consume_all().len(),
+        2,
+        "nothing of a refused request reached Kafka"
+    );
+}
+
+/// Issue 9: analytics.js posts each call to the type's initial (`/v1/t`, `/v1/p`, ...) and
+/// batches to `/v1/b`, as `text/plain` (a beacon needs no preflight) with the write key in
+/// the body.
+#[tokio::test]
+async fn analytics_js_short_routes_and_text_plain_beacons() {
+    let h = harness(5_000);
+    let routes = [
+        ("/v1/t", json!({"event": "Clicked"}), EventKind::Track),
+        ("/v1/p", json!({"name": "Home"}), EventKind::Page),
+        ("/v1/s", json!({"name": "Feed"}), EventKind::Screen),
+        ("/v1/i", json!({"userId": "u1"}), EventKind::Identify),
+        (
+            "/v1/a",
+            json!({"userId": "u1", "previousId": "p"}),
+            EventKind::Alias,
+        ),
+        ("/v1/g", json!({"groupId": "g1"}), EventKind::Group),
+    ];
+    for (path, mut body, _) in routes.clone() {
+        body["anonymousId"] = json!("browser");
+        body["writeKey"] = json!("wk_acme");
+        body["messageId"] = json!(path);
+        let request = Request::post(path)
+            .header(header::CONTENT_TYPE, "text/plain;charset=UTF-8")
+            .body(Body::from(body.to_string()))
+            .unwrap();
+        let response = router(h.state.clone()).oneshot(request).await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK, "{path}");
+    }
+    let batch = json!({"writeKey": "wk_acme", "batch": [
+        {"type": "track", "messageId": "/v1/b", "anonymousId": "browser", "event": "Batched"}
+    ]});
+    let request = Request::post("/v1/b")
+        .header(header::CONTENT_TYPE, "text/plain")
+        .body(Body::from(batch.to_string()))
+        .unwrap();
+    assert_eq!(
+        router(h.state.clone())
+            .oneshot(request)
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::OK
+    );
+    let kinds: std::collections::BTreeMap<String, EventKind> = h
+        .consume_all()
+        .into_iter()
+        .map(|(_, e)| (e.message_id, e.kind))
+        .collect();
+    for (path, _, kind) in routes {
+        assert_eq!(kinds.get(path), Some(&kind), "{path}");
+    }
+    assert_eq!(kinds.get("/v1/b"), Some(&EventKind::Track));
+    let (status, _, _) = h.post("/v1/x", Some("wk_acme"), "{}").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+}
+
+/// Issue 9: a string cut inside an emoji (a lone UTF-16 surrogate) costs one character, not
+/// the whole batch.
+#[tokio::test]
+async fn a_lone_surrogate_becomes_a_replacement_character() {
+    let h = harness(5_000);
+    let body = r#"{"batch": [
+        {"type": "track", "messageId": "cut", "anonymousId": "a", "event": "Read", "properties": {"title": "Great news \ud83d"}},
+        {"type": "track", "messageId": "whole", "anonymousId": "a", "event": "Read", "properties": {"title": "Great news \ud83d\ude00"}}
+    ]}"#;
+    let (status, _, response) = h.post("/v1/batch", Some("wk_acme"), body).await;
+    assert_eq!(status, StatusCode::OK, "{response}");
+    let titles: std::collections::BTreeMap<String, String> = h
+        .consume_all()
+        .into_iter()
+        .map(|(_, e)| (e.message_id, e.properties[0].1.clone()))
+        .collect();
+    assert_eq!(titles["cut"], "Great news \u{fffd}");
+    assert_eq!(titles["whole"], "Great news \u{1f600}");
 }

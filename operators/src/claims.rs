@@ -10,8 +10,11 @@
 //! pairs (the size of the identity map), not with the number of events.
 //!
 //! "Earliest" is by (event time, message id, log position) for identify claims and by log
-//! position for the others, so the surviving claim is the same on any worker count and any
-//! arrival order.
+//! position for the others, so within a run the surviving claim is the same on any worker
+//! count and any arrival order. State starts empty at every start (the stored claims go to
+//! `stitch_identities` directly), so a restart may store a later claim of a subject again;
+//! that changes no person, because the earliest one is stored too. The state is kept for good,
+//! like the identity map it is part of: one entry per linked pair and per known user id.
 
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;

@@ -68,15 +68,7 @@ where
     ) -> VecCollection<'s, T, (Node, Person), isize> {
         let known_users = self
             .clone()
-            .map(|claim| match claim {
-                IdentityClaim::Identify {
-                    tenant, user_id, ..
-                }
-                | IdentityClaim::Alias {
-                    tenant, user_id, ..
-                }
-                | IdentityClaim::KnownUser { tenant, user_id } => (tenant, user_id),
-            })
+            .map(|claim| (claim.tenant().to_owned(), claim.user_id().to_owned()))
             .distinct();
         let identifies = self
             .clone()

@@ -2,10 +2,11 @@
 //! ClickHouse, so each can be tested on generated input against a naive reference.
 //!
 //! One operator per module, each an extension trait on streams or collections. The keyed
-//! operators (`dedup`, `earliest_claims`, `assign_persons`, `sessionize`, `window_aggregate`,
-//! `visitor_hours`) keep explicit per-key state so that they can release it once it can no
-//! longer change (bounded memory); their outputs are differential collections whose
-//! retractions are real corrections.
+//! operators (`dedup`, `assign_persons`, `sessionize`, `window_aggregate`, `visitor_hours`)
+//! keep explicit per-key state so that they can release it once it can no longer change
+//! (bounded memory); their outputs are differential collections whose retractions are real
+//! corrections. Identity state (`earliest_claims`, `stitch_identities`) is kept for good: one
+//! entry per linked id pair and per known user id, the size of the identity map.
 #![warn(missing_docs)]
 // Dataflow records are moved through vectors by value; boxing the larger variant of an enum
 // would cost an allocation per record to save bytes in a buffer that is reused anyway.

@@ -14,7 +14,7 @@ pub type SharedEvent = Arc<Event>;
 pub enum IdKind {
     /// A `userId` from the customer's own system.
     User,
-    /// An `anonymousId` (or an alias's `previousId`).
+    /// An `anonymousId` (or an alias's `previousId` that is no known user id).
     Anonymous,
 }
 
@@ -127,6 +127,15 @@ impl IdentityClaim {
         identify.into_iter().chain(alias).chain(known)
     }
 
+    /// The user id the claim names (every claim names one).
+    pub fn user_id(&self) -> &str {
+        match self {
+            IdentityClaim::Identify { user_id, .. }
+            | IdentityClaim::Alias { user_id, .. }
+            | IdentityClaim::KnownUser { user_id, .. } => user_id,
+        }
+    }
+
     /// The tenant of the claim.
     pub fn tenant(&self) -> &str {
         match self {
@@ -208,9 +217,9 @@ pub struct Session {
     pub page_views: u32,
     /// Whether the session is a bounce, by its tenant's [`schemas::BounceRule`].
     pub bounce: bool,
-    /// Path of the first page view.
+    /// Location of the first page view (path, or screen name).
     pub entry_path: String,
-    /// Path of the last page view.
+    /// Location of the last page view (path, or screen name).
     pub exit_path: String,
     /// Referrer of the first event.
     pub entry_referrer: String,

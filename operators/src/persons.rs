@@ -8,7 +8,8 @@
 //! then re-attributes only what is still retained; closed history is not rewritten.
 //!
 //! The id → person map itself is kept (it is small), so new events of an old visitor are
-//! attributed correctly.
+//! attributed correctly. An event belongs to the person of its `userId` when it has one, else
+//! to that of its `anonymousId` (Segment's model).
 
 use std::collections::HashMap;
 
@@ -64,7 +65,8 @@ struct Visitor {
 
 /// Attributes events to persons.
 pub trait AssignPersons<'s, T: Timestamp> {
-    /// Pairs each event with its person (the person of its visitor id, or the id itself).
+    /// Pairs each event with its person: the person of its `userId` when it has one, else of
+    /// its `anonymousId` (an id in no link is its own person).
     fn assign_persons(
         self,
         persons: VecCollection<'s, T, (Node, Person), isize>,
@@ -159,7 +161,11 @@ impl<'s, T: Timestamp + TotalOrder> AssignPersons<'s, T> for StreamVec<'s, T, Sh
                                 person_of.remove(&node);
                             }
                         }
-                        // 2. Re-attribute what was emitted before under a changed person.
+                        // 2. Re-attribute what was emitted before under a changed person:
+                        // what is retained by the retention rule, decided here rather than by
+                        // when a sweep last ran, so that a late identity claim corrects the
+                        // same events whenever the sweeps happen (a replay sweeps elsewhere).
+                        let cutoff = clock.saturating_sub(retention.keep_ms());
                         for (node, old) in before {
                             let new = person_of
                                 .get(&node)
@@ -170,6 +176,7 @@ impl<'s, T: Timestamp + TotalOrder> AssignPersons<'s, T> for StreamVec<'s, T, Sh
                             }
                             for event in visitors
                                 .get(&node)
+                                .filter(|v| v.last_time_ms >= cutoff)
                                 .map(|v| v.events.as_slice())
                                 .unwrap_or_default()
                             {
@@ -187,6 +194,11 @@ impl<'s, T: Timestamp + TotalOrder> AssignPersons<'s, T> for StreamVec<'s, T, Sh
                                 .unwrap_or_else(|| node.clone());
                             session.give(((person, event.clone()), time.clone(), 1));
                             let visitor = visitors.entry(node).or_default();
+                            if visitor.last_time_ms < cutoff {
+                                // Released by the rule, whether or not a sweep has run yet.
+                                retained -= visitor.events.len();
+                                visitor.events.clear();
+                            }
                             visitor.last_time_ms = visitor.last_time_ms.max(event.timestamp_ms);
                             visitor.events.push(event);
                             retained += 1;

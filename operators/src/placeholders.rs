@@ -5,8 +5,10 @@
 //! event is kept and attributed to its other id), and each removal is reported as an
 //! [`IdWarning`], which the engine stores in `ingestion_warnings` and counts.
 //!
-//! An id that is the event's only id is kept (there is nothing else to attribute the event
-//! to), but it cannot link anything either: a claim needs two ids.
+//! An event whose only ids are placeholders cannot be attributed to anyone known, and must not
+//! be attributed to everyone who sent the same placeholder: it gets an anonymous id of its own,
+//! `unidentified:<messageId>`, so it counts as one visitor and one person and merges with no
+//! one.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -93,6 +95,9 @@ pub enum IdField {
 }
 
 impl IdField {
+    /// Every field that holds an id.
+    pub const ALL: [IdField; 3] = [IdField::UserId, IdField::AnonymousId, IdField::PreviousId];
+
     /// The Segment field name.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -120,26 +125,28 @@ pub struct IdWarning {
     pub id: String,
 }
 
-/// Removes the placeholder ids of `event` (an id that is its only id stays) and returns one
-/// warning for each. Cheap for the common case: real ids are not lowercased.
+/// The anonymous id given to an event whose only ids were placeholders.
+pub const UNIDENTIFIED_PREFIX: &str = "unidentified:";
+
+/// Removes the placeholder ids of `event` and returns one warning for each; an event left with
+/// no id gets `unidentified:<messageId>` as its anonymous id. Cheap for the common case: real
+/// ids are not lowercased.
 pub fn remove_placeholder_ids(event: &mut Event, placeholders: &PlaceholderIds) -> Vec<IdWarning> {
     let mut removed = Vec::new();
-    let mut remove = |field: IdField, id: &mut String| {
-        removed.push((field, std::mem::take(id)));
-    };
-    if !event.previous_id.is_empty() && placeholders.contains(&event.previous_id) {
-        remove(IdField::PreviousId, &mut event.previous_id);
+    for (field, id) in [
+        (IdField::UserId, &mut event.user_id),
+        (IdField::AnonymousId, &mut event.anonymous_id),
+        (IdField::PreviousId, &mut event.previous_id),
+    ] {
+        if !id.is_empty() && placeholders.contains(id) {
+            removed.push((field, std::mem::take(id)));
+        }
     }
-    let user_is_placeholder = !event.user_id.is_empty() && placeholders.contains(&event.user_id);
-    let anonymous_is_placeholder =
-        !event.anonymous_id.is_empty() && placeholders.contains(&event.anonymous_id);
-    if user_is_placeholder && (!event.anonymous_id.is_empty() || !event.previous_id.is_empty()) {
-        // An alias to a placeholder links nothing; the alias event itself is not activity,
-        // so it does not matter that it may be left with no id to be attributed by.
-        remove(IdField::UserId, &mut event.user_id);
+    if removed.is_empty() {
+        return Vec::new();
     }
-    if anonymous_is_placeholder && !event.user_id.is_empty() {
-        remove(IdField::AnonymousId, &mut event.anonymous_id);
+    if event.user_id.is_empty() && event.anonymous_id.is_empty() {
+        event.anonymous_id = format!("{UNIDENTIFIED_PREFIX}{}", event.message_id);
     }
     removed
         .into_iter()
@@ -209,18 +216,18 @@ mod tests {
     }
 
     #[test]
-    fn an_only_id_stays_even_when_it_is_a_placeholder() {
+    fn an_event_with_only_placeholder_ids_gets_an_id_of_its_own() {
         let mut server_side = event(EventKind::Track, "", "0", "");
-        assert!(remove_placeholder_ids(&mut server_side, &PlaceholderIds::default()).is_empty());
-        assert_eq!(ids(&server_side), ("", "0", ""));
+        let warnings = remove_placeholder_ids(&mut server_side, &PlaceholderIds::default());
+        assert_eq!(ids(&server_side), ("unidentified:m", "", ""));
+        assert_eq!(warnings.len(), 1);
         let mut both = event(EventKind::Track, "null", "undefined", "");
         let warnings = remove_placeholder_ids(&mut both, &PlaceholderIds::default());
-        assert_eq!(
-            ids(&both),
-            ("null", "", ""),
-            "the anonymous id is now the only id"
-        );
-        assert_eq!(warnings.len(), 1);
+        assert_eq!(ids(&both), ("unidentified:m", "", ""));
+        assert_eq!(warnings.len(), 2);
+        let mut real = event(EventKind::Track, "a1", "u1", "");
+        assert!(remove_placeholder_ids(&mut real, &PlaceholderIds::default()).is_empty());
+        assert_eq!(ids(&real), ("a1", "u1", ""));
     }
 
     #[test]
@@ -239,7 +246,7 @@ mod tests {
         assert_eq!(warnings[0].field, IdField::PreviousId);
         let mut to = event(EventKind::Alias, "", "guest", "old-user");
         let warnings = remove_placeholder_ids(&mut to, &PlaceholderIds::default());
-        assert_eq!(ids(&to), ("", "", "old-user"));
+        assert_eq!(ids(&to), ("unidentified:m", "", "old-user"));
         assert_eq!(warnings[0].field, IdField::UserId);
     }
 }

@@ -85,7 +85,7 @@ pub fn analyze(log: &[Decoded], unlinks: &[Unlink], settings: &AnalyticsSettings
         }
     }
 
-    // 2. Placeholder ids removed (an id that is an event's only id stays).
+    // 2. Placeholder ids removed; an event left without an id gets one of its own.
     let placeholders: HashSet<&str> = settings.identity.placeholders.listed().collect();
     let is_placeholder = |id: &str| {
         let id = id.trim();
@@ -95,21 +95,20 @@ pub fn analyze(log: &[Decoded], unlinks: &[Unlink], settings: &AnalyticsSettings
     for decoded in first.into_values() {
         let mut event = decoded.event.clone();
         let mut removed = Vec::new();
-        if !event.previous_id.is_empty() && is_placeholder(&event.previous_id) {
-            removed.push((IdField::PreviousId, std::mem::take(&mut event.previous_id)));
-        }
-        let other_than_user = !event.anonymous_id.is_empty() || !event.previous_id.is_empty();
-        if !event.user_id.is_empty() && is_placeholder(&event.user_id) && other_than_user {
+        if !event.user_id.is_empty() && is_placeholder(&event.user_id) {
             removed.push((IdField::UserId, std::mem::take(&mut event.user_id)));
         }
-        if !event.anonymous_id.is_empty()
-            && is_placeholder(&event.anonymous_id)
-            && !event.user_id.is_empty()
-        {
+        if !event.anonymous_id.is_empty() && is_placeholder(&event.anonymous_id) {
             removed.push((
                 IdField::AnonymousId,
                 std::mem::take(&mut event.anonymous_id),
             ));
+        }
+        if !event.previous_id.is_empty() && is_placeholder(&event.previous_id) {
+            removed.push((IdField::PreviousId, std::mem::take(&mut event.previous_id)));
+        }
+        if !removed.is_empty() && event.user_id.is_empty() && event.anonymous_id.is_empty() {
+            event.anonymous_id = format!("unidentified:{}", event.message_id);
         }
         for (field, id) in removed {
             results.warnings.insert(IdWarning {
@@ -248,10 +247,15 @@ impl IdentityGraph {
             links: BTreeSet::new(),
             parent: HashMap::new(),
         };
+        // The canonical person of a component: its least user id, else its least anonymous id.
+        let rank = |node: &Node| (node.kind != IdKind::User, node.id.clone());
         for (a, b) in &links {
             let (ra, rb) = (graph.person(a), graph.person(b));
-            // The least node is the root: the canonical person (user ids sort first).
-            let (low, high) = if ra < rb { (ra, rb) } else { (rb, ra) };
+            let (low, high) = if rank(&ra) <= rank(&rb) {
+                (ra, rb)
+            } else {
+                (rb, ra)
+            };
             if low != high {
                 graph.parent.insert(high, low);
             }

@@ -434,7 +434,11 @@ mod tests {
                     page_views: views.len() as u32,
                     bounce: views.len() == 1
                         && (group.len() == 1
-                            || settings.bounce_for(&person.tenant) == BounceRule::OnePageView),
+                            || settings
+                                .tenant_bounce
+                                .get(&person.tenant)
+                                .unwrap_or(&settings.bounce)
+                                == &BounceRule::OnePageView),
                     entry_path: views
                         .first()
                         .map(|e| oracle_location(e))
@@ -540,6 +544,8 @@ mod tests {
             let mut settings = SessionSettings::default();
             if one_page_view_rule {
                 settings.bounce = BounceRule::OnePageView;
+            } else if seed % 2 == 0 {
+                settings.tenant_bounce = Arc::new(HashMap::from([("t".to_owned(), BounceRule::OnePageView)]));
             }
             let expected = oracle(&input, &settings);
             prop_assert_eq!(run_collection(workers, epoch_len, input, both(settings)), expected);

@@ -49,7 +49,7 @@ impl Interval {
 /// Optional filters on events.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Filters {
-    /// Page path.
+    /// A page view's location: a page's path, or a screen's name.
     pub path: Option<String>,
     /// Track event name.
     pub event: Option<String>,

@@ -70,8 +70,9 @@ fn event_conditions(tenant: &str, range: Range, filters: &Filters) -> (String, V
         range.from.to_string(),
         range.to.to_string(),
     ];
+    // A page filter names a location as the top pages list it: a path, or a screen's name.
     for (column, value) in [
-        ("path", &filters.path),
+        (page_view_location_sql(), &filters.path),
         ("name", &filters.event),
         ("utm_source", &filters.utm_source),
     ] {

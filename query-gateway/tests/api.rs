@@ -149,8 +149,9 @@ async fn values_match_hand_computed_expectations() {
 }
 
 /// Issue 13, item 5, as the dashboard sees it: screens count as page views everywhere (totals,
-/// series, top pages, funnel steps), an identify is not activity, and the bounce rate reads
-/// the engine's verdict (a page view followed by a track is engaged).
+/// series, top pages, the page filter, funnel steps) and an identify is not activity. (The
+/// bounce rate sums the sessions' `is_bounce`, which the engine decides: its own tests check
+/// that verdict.)
 #[tokio::test]
 async fn screens_are_page_views_and_identifies_are_not_activity() {
     let f = fixture(T).await;
@@ -204,6 +205,15 @@ async fn screens_are_page_views_and_identifies_are_not_activity() {
         )
         .await;
     assert_eq!(body["points"], json!([{"time": day, "value": 3}]));
+    let (_, body) = f
+        .get(Some("rk_acme"), &format!("/api/overview?{range}&path=Home"))
+        .await;
+    let c = &body["current"];
+    assert_eq!(
+        json!([c["visitors"], c["page_views"], c["events"]]),
+        json!([1, 1, 1]),
+        "the page filter finds a screen by its name: {body}"
+    );
     let (_, body) = f
         .get(
             Some("rk_acme"),

@@ -122,19 +122,22 @@ async fn generate(http: &reqwest::Client, args: &Args) -> anyhow::Result<()> {
         "INSERT INTO {db}.sessions (tenant, session_id, person_id, visitor_id, start_time, start_ms, end_ms, duration_ms, \
          events, page_views, is_bounce, entry_path, exit_path, entry_referrer, utm_source, deleted, version) \
          SELECT tenant, session_id, any(person_id), any(anonymous_id), min(event_time), min(event_time_ms), max(event_time_ms), \
-                max(event_time_ms) - min(event_time_ms), toUInt32(count()), toUInt32(countIf(type = 'page')), \
-                toUInt8(countIf(type = 'page') = 1 AND count() = 1), argMin(path, event_time_ms), argMax(path, event_time_ms), \
+                max(event_time_ms) - min(event_time_ms), toUInt32(count()), toUInt32(countIf({page_view})), \
+                toUInt8(countIf({page_view}) = 1 AND count() = 1), argMin(path, event_time_ms), argMax(path, event_time_ms), \
                 argMin(referrer, event_time_ms), any(utm_source), 0, 1 \
-         FROM {db}.events GROUP BY tenant, session_id"
+         FROM {db}.events GROUP BY tenant, session_id",
+        page_view = schemas::definitions::page_view_sql(),
     )).await?;
     // The engine's visitor-hour rollup of the same events (what `visitor_hours` writes).
     sql(http, url, &format!(
         "INSERT INTO {db}.agg_hour_visitors (tenant, hour, visitor_id, person_id, events, page_views, version) \
          SELECT tenant, toDateTime(intDiv(toUInt32(event_time), 3600) * 3600) AS hour_start, \
                 if(anonymous_id != '', anonymous_id, user_id) AS visitor, person_id, \
-                toUInt32(count()), toUInt32(countIf(type = 'page')), 1 \
-         FROM {db}.events WHERE late = 0 AND type IN ('page', 'screen', 'track') \
-         GROUP BY tenant, hour_start, visitor, person_id"
+                toUInt32(count()), toUInt32(countIf({page_view})), 1 \
+         FROM {db}.events WHERE late = 0 AND {activity} \
+         GROUP BY tenant, hour_start, visitor, person_id",
+        page_view = schemas::definitions::page_view_sql(),
+        activity = schemas::definitions::activity_sql(),
     )).await?;
     for table in ["events", "sessions", "agg_hour_visitors"] {
         sql(http, url, &format!("OPTIMIZE TABLE {db}.{table} FINAL")).await?;
