@@ -41,6 +41,7 @@ for name in loadgen ingest-gateway query-gateway; do stop_pidfile "$name"; done
 
 nohup "$ROOT/target/release/ingest-gateway" --listen "127.0.0.1:$INGEST_PORT" \
     --kafka-brokers "$CLICKSTREAM_KAFKA_BROKERS" --topic events --tenants "$ROOT/deploy/tenants.toml" \
+    --redis-url "$CLICKSTREAM_REDIS_URL" \
     >"$LOG_DIR/ingest-gateway.log" 2>&1 &
 echo $! >"$PID_DIR/ingest-gateway.pid"
 wait_for "ingest gateway" 30 "$LOG_DIR/ingest-gateway.log" curl -fsS "http://127.0.0.1:$INGEST_PORT/readyz"
@@ -71,7 +72,7 @@ clickstream is running (state and logs in $STATE_DIR):
   demo traffic     loadgen at $DEMO_RATE events/s
   ClickHouse       $CLICKSTREAM_CLICKHOUSE_URL   database "clickstream"  ($(count_events) events so far)
   Kafka (tansu)    $CLICKSTREAM_KAFKA_BROKERS   topic "events"
-  Redis            $CLICKSTREAM_REDIS_URL   (live counters: engine -> query gateway /live)
+  Redis            $CLICKSTREAM_REDIS_URL   (live counters: engine -> query gateway /live; rate limits)
   dashboard        http://127.0.0.1:$QUERY_PORT/#key=demo_read_key   (REST API: /openapi.json)
 
 Try:

@@ -56,6 +56,18 @@ pub enum ApiError {
     /// No such route.
     #[error("no such endpoint")]
     NotFound,
+    /// The tenant is over its quota; nothing of the request was accepted.
+    #[error(
+        "over the quota of {events_per_sec} events/s (burst {burst}); retry after {retry_after_secs} s"
+    )]
+    RateLimited {
+        /// Sustained events per second allowed.
+        events_per_sec: f64,
+        /// Events allowed at once.
+        burst: u32,
+        /// Seconds until the request would pass.
+        retry_after_secs: u64,
+    },
     /// Kafka did not acknowledge the events; the client must retry.
     #[error("events could not be stored durably right now; retry later")]
     Unavailable {
@@ -82,6 +94,7 @@ impl ApiError {
             | ApiError::InvalidEncoding { .. } => StatusCode::BAD_REQUEST,
             ApiError::UnsupportedEncoding(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
+            ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::NotFound => StatusCode::NOT_FOUND,
             ApiError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
         }
@@ -99,6 +112,7 @@ impl ApiError {
             ApiError::InvalidEvent(_) => "invalid_event",
             ApiError::InvalidBatch(_) => "invalid_batch",
             ApiError::Unauthorized => "unauthorized",
+            ApiError::RateLimited { .. } => "rate_limited",
             ApiError::NotFound => "not_found",
             ApiError::Unavailable { .. } => "unavailable",
         }
@@ -114,7 +128,10 @@ impl IntoResponse for ApiError {
         let mut response = (self.status(), Json(json!({ "error": error }))).into_response();
         let headers = response.headers_mut();
         match self {
-            ApiError::Unavailable { retry_after_secs } => {
+            ApiError::Unavailable { retry_after_secs }
+            | ApiError::RateLimited {
+                retry_after_secs, ..
+            } => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs));
             }
             ApiError::Unauthorized => {

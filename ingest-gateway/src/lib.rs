@@ -9,6 +9,7 @@ pub mod body;
 pub mod error;
 pub mod kafka;
 pub mod metrics;
+pub mod ratelimit;
 pub mod segment;
 
 use std::net::{IpAddr, SocketAddr};
@@ -49,6 +50,8 @@ pub struct AppState {
     pub retry_after_secs: u64,
     /// Metrics.
     pub metrics: Metrics,
+    /// Per-tenant quotas (Redis, with local buckets when it does not answer in time).
+    pub rate_limiter: ratelimit::RateLimiter,
 }
 
 /// The complete HTTP surface.
@@ -102,6 +105,7 @@ async fn single(
         let meta = request_meta(&state, &tenant, &headers, &extensions);
         let event = segment::normalize(Some(kind), &object, &BatchDefaults::default(), &meta)
             .map_err(ApiError::InvalidEvent)?;
+        enforce_quota(&state, &tenant, 1).await?;
         produce(&state, &[event]).await
     }
     .await;
@@ -146,6 +150,7 @@ async fn batch(
             context: envelope.context.as_ref(),
         };
         let events = normalize_batch(&envelope.batch, &defaults, &meta, state.limits)?;
+        enforce_quota(&state, &tenant, events.len()).await?;
         produce(&state, &events).await
     }
     .await;
@@ -195,6 +200,29 @@ fn normalize_batch(
         Ok(events)
     } else {
         Err(ApiError::InvalidBatch(issues))
+    }
+}
+
+/// Takes the request's events from its tenant's quota; over quota, nothing of the request is
+/// accepted (`429` with `Retry-After`).
+async fn enforce_quota(state: &AppState, tenant: &Tenant, events: usize) -> Result<(), ApiError> {
+    let Some(limit) = tenant.rate_limit else {
+        return Ok(());
+    };
+    match state
+        .rate_limiter
+        .check(&tenant.id, limit, events, &state.metrics)
+        .await
+    {
+        ratelimit::Decision::Allowed => Ok(()),
+        ratelimit::Decision::Limited { retry_after_ms } => {
+            state.metrics.rate_limited_events.inc_by(events as u64);
+            Err(ApiError::RateLimited {
+                events_per_sec: limit.events_per_sec,
+                burst: limit.burst,
+                retry_after_secs: retry_after_ms.div_ceil(1000).max(1),
+            })
+        }
     }
 }
 
@@ -334,13 +362,24 @@ async fn readyz(State(state): State<Arc<AppState>>) -> Response {
             .check_reachable(Duration::from_secs(2))
     })
     .await;
+    // Redis only decides quotas, which fall back to local buckets: it is reported, and never
+    // makes the gateway unready.
+    let redis = match state.rate_limiter.redis_connected().await {
+        Some(true) => "connected",
+        Some(false) => "unreachable: quotas are enforced per process",
+        None => "not configured",
+    };
     match check {
-        Ok(Ok(())) => (StatusCode::OK, axum::Json(json!({"ready": true}))).into_response(),
+        Ok(Ok(())) => (
+            StatusCode::OK,
+            axum::Json(json!({"ready": true, "kafka": "ok", "redis": redis})),
+        )
+            .into_response(),
         Ok(Err(error)) => {
             tracing::warn!(%error, "not ready: kafka unreachable");
             (
                 StatusCode::SERVICE_UNAVAILABLE,
-                axum::Json(json!({"ready": false, "kafka": error.to_string()})),
+                axum::Json(json!({"ready": false, "kafka": error.to_string(), "redis": redis})),
             )
                 .into_response()
         }

@@ -9,6 +9,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::Parser;
 use clickstream_ingest_gateway::kafka::{EventProducer, KafkaConfig};
+use clickstream_ingest_gateway::ratelimit::{RateLimiter, RateLimiterConfig};
 use clickstream_ingest_gateway::segment::Limits;
 use clickstream_ingest_gateway::{AppState, router};
 use schemas::tenants::Tenants;
@@ -58,6 +59,20 @@ struct Args {
     /// Take client IPs from X-Forwarded-For (only behind a proxy you trust).
     #[arg(long, env = "CLICKSTREAM_INGEST_TRUST_FORWARDED_FOR")]
     trust_forwarded_for: bool,
+    /// Redis holding the tenants' rate-limit buckets, shared by every gateway; empty: each
+    /// process enforces quotas on its own.
+    #[arg(long, env = "CLICKSTREAM_REDIS_URL", default_value = "")]
+    redis_url: String,
+    /// How long a rate-limit decision waits for Redis before a local bucket decides.
+    #[arg(long, env = "CLICKSTREAM_INGEST_REDIS_TIMEOUT_MS", default_value_t = 5)]
+    redis_timeout_ms: u64,
+    /// Prefix of the rate-limit keys in Redis.
+    #[arg(
+        long,
+        env = "CLICKSTREAM_INGEST_RATELIMIT_PREFIX",
+        default_value = "clickstream:ratelimit:"
+    )]
+    ratelimit_prefix: String,
 }
 
 #[tokio::main]
@@ -75,6 +90,9 @@ async fn main() -> anyhow::Result<()> {
         message_timeout_ms,
         queue_max_messages,
         trust_forwarded_for,
+        redis_url,
+        redis_timeout_ms,
+        ratelimit_prefix,
     } = Args::parse();
 
     let tenants = Tenants::load(&tenants).context("loading tenants")?;
@@ -92,6 +110,12 @@ async fn main() -> anyhow::Result<()> {
         trust_forwarded_for,
         retry_after_secs: 5,
         metrics: Default::default(),
+        rate_limiter: RateLimiter::new(RateLimiterConfig {
+            redis_url,
+            redis_timeout: Duration::from_millis(redis_timeout_ms),
+            key_prefix: ratelimit_prefix,
+        })
+        .context("configuring rate limits")?,
     });
 
     let listener = tokio::net::TcpListener::bind(listen)

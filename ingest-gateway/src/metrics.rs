@@ -30,6 +30,10 @@ pub struct Metrics {
     pub produce_failures: Counter,
     /// Time from enqueue to Kafka acknowledgement of a request's events.
     pub produce_duration: Histogram,
+    /// Events refused because their tenant was over its quota (429).
+    pub rate_limited_events: Counter,
+    /// Rate-limit decisions taken by a local bucket because Redis did not answer in time.
+    pub ratelimit_fallbacks: Counter,
 }
 
 impl Default for Metrics {
@@ -40,6 +44,18 @@ impl Default for Metrics {
         let events_rejected = Counter::default();
         let produce_failures = Counter::default();
         let produce_duration = Histogram::new(exponential_buckets(0.0005, 2.0, 16));
+        let rate_limited_events = Counter::default();
+        let ratelimit_fallbacks = Counter::default();
+        registry.register(
+            "clickstream_ingest_rate_limited_events",
+            "Events refused with 429 because their tenant was over its quota",
+            rate_limited_events.clone(),
+        );
+        registry.register(
+            "clickstream_ingest_ratelimit_fallbacks",
+            "Rate-limit decisions taken locally because Redis did not answer in time",
+            ratelimit_fallbacks.clone(),
+        );
         registry.register(
             "clickstream_ingest_requests",
             "HTTP requests by route and status",
@@ -73,6 +89,8 @@ impl Default for Metrics {
             events_rejected,
             produce_failures,
             produce_duration,
+            rate_limited_events,
+            ratelimit_fallbacks,
         }
     }
 }

@@ -491,6 +491,7 @@ mod tests {
             write_keys: vec!["wk".into()],
             read_keys: vec![],
             anonymize_ip: true,
+            rate_limit: None,
         }
     }
 

@@ -52,6 +52,7 @@ fn harness(message_timeout_ms: u64) -> Harness {
         trust_forwarded_for: false,
         retry_after_secs: 7,
         metrics: Default::default(),
+        rate_limiter: clickstream_ingest_gateway::ratelimit::RateLimiter::local(),
     });
     Harness { cluster, state }
 }

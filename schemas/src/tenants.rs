@@ -6,6 +6,7 @@
 //! write_keys = ["wk_acme_1"]
 //! read_keys = ["rk_acme_1"]
 //! anonymize_ip = true   # default
+//! rate_limit = { events_per_sec = 500, burst = 5000 }   # optional; none: unlimited
 //! ```
 
 use std::collections::HashMap;
@@ -15,7 +16,7 @@ use std::sync::Arc;
 use serde::Deserialize;
 
 /// One tenant's configuration.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Tenant {
     /// Stable tenant id: the first column of every ClickHouse table.
@@ -29,6 +30,21 @@ pub struct Tenant {
     /// its own legal basis may opt out.
     #[serde(default = "default_true")]
     pub anonymize_ip: bool,
+    /// Events the gateway accepts from the tenant, as a token bucket; `None`: unlimited.
+    #[serde(default)]
+    pub rate_limit: Option<RateLimit>,
+}
+
+/// A token bucket, counted in events (not requests): `burst` events may arrive at once, and
+/// the bucket refills at `events_per_sec`.
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimit {
+    /// Sustained events per second (> 0).
+    pub events_per_sec: f64,
+    /// Largest number of events accepted at once (>= 1). A request larger than the burst is
+    /// accepted when the bucket is full, and empties it.
+    pub burst: u32,
 }
 
 fn default_true() -> bool {
@@ -99,6 +115,16 @@ impl Tenants {
             if !ids.insert(tenant.id.clone()) {
                 return Err(TenantsError::Invalid(format!(
                     "tenant {:?} is defined twice",
+                    tenant.id
+                )));
+            }
+            if let Some(limit) = tenant.rate_limit
+                && !(limit.events_per_sec.is_finite()
+                    && limit.events_per_sec > 0.0
+                    && limit.burst >= 1)
+            {
+                return Err(TenantsError::Invalid(format!(
+                    "rate_limit of tenant {:?} needs events_per_sec > 0 and burst >= 1",
                     tenant.id
                 )));
             }
@@ -212,5 +238,30 @@ mod tests {
             Tenants::parse(bad_id),
             Err(TenantsError::Invalid(_))
         ));
+    }
+
+    #[test]
+    fn rate_limits_are_optional_and_checked() {
+        let tenants = Tenants::parse(
+            "[[tenants]]\nid='a'\nwrite_keys=['k']\nrate_limit={events_per_sec=2.5, burst=10}\n\
+             [[tenants]]\nid='b'\nwrite_keys=['j']\n",
+        )
+        .unwrap();
+        assert_eq!(
+            tenants.by_write_key("k").unwrap().rate_limit,
+            Some(RateLimit {
+                events_per_sec: 2.5,
+                burst: 10
+            })
+        );
+        assert_eq!(tenants.by_write_key("j").unwrap().rate_limit, None);
+        for bad in [
+            "events_per_sec=0, burst=10",
+            "events_per_sec=1, burst=0",
+            "events_per_sec=1",
+        ] {
+            let text = format!("[[tenants]]\nid='a'\nwrite_keys=['k']\nrate_limit={{{bad}}}\n");
+            assert!(Tenants::parse(&text).is_err(), "{bad}");
+        }
     }
 }

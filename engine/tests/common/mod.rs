@@ -324,6 +324,7 @@ pub async fn start_gateway(
         trust_forwarded_for: false,
         retry_after_secs: 1,
         metrics: Default::default(),
+        rate_limiter: ingest_gateway::ratelimit::RateLimiter::local(),
     });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
