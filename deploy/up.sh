@@ -67,7 +67,7 @@ cat <<TEXT
 
 clickstream is running (state and logs in $STATE_DIR):
   ingest gateway   http://127.0.0.1:$INGEST_PORT   POST /v1/{track,page,screen,identify,alias,group,batch}
-                   write key: demo_write_key (tenant "demo"); /metrics /healthz /readyz
+                   write key: demo_write_key (tenant "demo"); /healthz /readyz; metrics on http://127.0.0.1:19480/metrics
   engine           2 processes (deploy/cluster.sh), metrics on http://127.0.0.1:19464/metrics and :19465
   demo traffic     loadgen at $DEMO_RATE events/s
   ClickHouse       $CLICKSTREAM_CLICKHOUSE_URL   database "clickstream"  ($(count_events) events so far)

@@ -75,9 +75,16 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/{kind}", post(single))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics_text))
         .fallback(|| async { ApiError::NotFound })
         .layer(cors)
+        .with_state(state)
+}
+
+/// `/metrics`, served on an address of its own: the public port is open to every browser
+/// (CORS), the metrics are for the operator's Prometheus only.
+pub fn metrics_router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics_text))
         .with_state(state)
 }
 

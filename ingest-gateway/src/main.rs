@@ -11,7 +11,7 @@ use clap::Parser;
 use clickstream_ingest_gateway::kafka::{EventProducer, KafkaConfig};
 use clickstream_ingest_gateway::ratelimit::{RateLimiter, RateLimiterConfig};
 use clickstream_ingest_gateway::segment::Limits;
-use clickstream_ingest_gateway::{AppState, router};
+use clickstream_ingest_gateway::{AppState, metrics_router, router};
 use schemas::tenants::Tenants;
 
 /// Segment-compatible event ingestion into Kafka.
@@ -59,6 +59,13 @@ struct Args {
     /// Take client IPs from X-Forwarded-For (only behind a proxy you trust).
     #[arg(long, env = "CLICKSTREAM_INGEST_TRUST_FORWARDED_FOR")]
     trust_forwarded_for: bool,
+    /// Address of `/metrics` (kept off the public, CORS-open port).
+    #[arg(
+        long,
+        env = "CLICKSTREAM_INGEST_METRICS_LISTEN",
+        default_value = "127.0.0.1:19480"
+    )]
+    metrics_listen: SocketAddr,
     /// Redis holding the tenants' rate-limit buckets, shared by every gateway; empty: each
     /// process enforces quotas on its own.
     #[arg(long, env = "CLICKSTREAM_REDIS_URL", default_value = "")]
@@ -90,6 +97,7 @@ async fn main() -> anyhow::Result<()> {
         message_timeout_ms,
         queue_max_messages,
         trust_forwarded_for,
+        metrics_listen,
         redis_url,
         redis_timeout_ms,
         ratelimit_prefix,
@@ -118,10 +126,19 @@ async fn main() -> anyhow::Result<()> {
         .context("configuring rate limits")?,
     });
 
+    let metrics_listener = tokio::net::TcpListener::bind(metrics_listen)
+        .await
+        .with_context(|| format!("binding {metrics_listen}"))?;
+    let metrics_app = metrics_router(state.clone());
+    tokio::spawn(async move {
+        if let Err(error) = axum::serve(metrics_listener, metrics_app).await {
+            tracing::error!(%error, "the metrics endpoint stopped");
+        }
+    });
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("binding {listen}"))?;
-    tracing::info!(%listen, brokers = %kafka_brokers, %topic, "ingest gateway listening");
+    tracing::info!(%listen, %metrics_listen, brokers = %kafka_brokers, %topic, "ingest gateway listening");
     axum::serve(
         listener,
         router(state.clone()).into_make_service_with_connect_info::<SocketAddr>(),

@@ -10,7 +10,7 @@ use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
 use clickstream_ingest_gateway::kafka::{EventProducer, KafkaConfig};
 use clickstream_ingest_gateway::segment::Limits;
-use clickstream_ingest_gateway::{AppState, router};
+use clickstream_ingest_gateway::{AppState, metrics_router, router};
 use rdkafka::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::mocking::MockCluster;
@@ -433,8 +433,25 @@ async fn over_a_real_socket_with_cors_metrics_and_probes() {
             .status();
         assert_eq!(status, expected, "{path}");
     }
+    assert_eq!(
+        client
+            .get(format!("{base}/metrics"))
+            .send()
+            .await
+            .expect("metrics on the public port")
+            .status(),
+        404,
+        "metrics are not served on the public, CORS-open port"
+    );
+    let metrics_listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let metrics_address = metrics_listener.local_addr().expect("address");
+    let metrics_app = metrics_router(h.state.clone());
+    let metrics_server =
+        tokio::spawn(async move { axum::serve(metrics_listener, metrics_app).await });
     let metrics = client
-        .get(format!("{base}/metrics"))
+        .get(format!("http://{metrics_address}/metrics"))
         .send()
         .await
         .expect("metrics")
@@ -454,6 +471,7 @@ async fn over_a_real_socket_with_cors_metrics_and_probes() {
         "{metrics}"
     );
 
+    metrics_server.abort();
     let events = h.consume_all();
     assert_eq!(events.len(), 1);
     let event = &events[0].1;
