@@ -73,11 +73,29 @@ pub fn router(state: Arc<AppState>) -> Router {
         // analytics.js (analytics-next) posts to the type's initial, batches to `/b`.
         .route("/v1/b", post(batch))
         .route("/v1/{kind}", post(single))
+        .route("/tracker.js", get(tracker))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .fallback(|| async { ApiError::NotFound })
         .layer(cors)
         .with_state(state)
+}
+
+/// The browser tracker, embedded: no build step, nothing to host besides the gateway.
+pub const TRACKER_JS: &str = include_str!("tracker.js");
+
+async fn tracker() -> Response {
+    (
+        [
+            (
+                header::CONTENT_TYPE,
+                "application/javascript; charset=utf-8",
+            ),
+            (header::CACHE_CONTROL, "public, max-age=3600"),
+        ],
+        TRACKER_JS,
+    )
+        .into_response()
 }
 
 /// `/metrics`, served on an address of its own: the public port is open to every browser

@@ -1,0 +1,207 @@
+//! The browser tracker in headless Chromium (Debian's package): pages served by the test from
+//! another origin load `/tracker.js` from the gateway with the README's two-line snippet,
+//! navigate inside a single-page app, click, identify, leave the page (the queue goes out by
+//! `sendBeacon` when the page is hidden or left: without it these events are lost), and come
+//! back in a new browser session (sent by `fetch` after the flush interval); the events go through the broker and
+//! a two-process engine cluster into ClickHouse, where they must all be, once, under one
+//! anonymous id. A page that asks not to be tracked (Do-Not-Track, `data-respect-dnt`) sends
+//! nothing.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests panic with a message by design
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::response::Html;
+use axum::routing::get;
+use common::{Cluster, TestEnv, engine_config, start_gateway, wait_until_checkpointed};
+
+/// The README's snippet, for a gateway at `gateway` (plus attributes).
+fn snippet(gateway: &str, attributes: &str) -> String {
+    format!(
+        r#"<script>window.clickstream=window.clickstream||[];["page","track","identify","reset","flush"].forEach(function(m){{clickstream[m]=clickstream[m]||function(){{clickstream.push([m].concat([].slice.call(arguments)))}}}})</script>
+<script async src="http://{gateway}/tracker.js" data-write-key="wk_web" {attributes}></script>"#
+    )
+}
+
+/// The shop: a single-page navigation, a click, a login, then the page is left. Nothing is
+/// sent before (a long flush interval), so everything must go out on `pagehide`. (Headless
+/// Chromium's `--dump-dom` never finishes after a real navigation, so leaving is the event a
+/// navigation fires.)
+fn shop(gateway: &str) -> String {
+    format!(
+        r#"<!doctype html><html><head><title>Shop</title>{}</head><body>
+<button id="buy" onclick="clickstream.track('Added to Cart', {{sku: 'sku-1'}})">Buy</button>
+<script>
+setTimeout(function () {{ history.pushState({{}}, '', '/shop/cart'); }}, 300);
+setTimeout(function () {{ document.getElementById('buy').click(); }}, 600);
+setTimeout(function () {{ clickstream.identify('user-1', {{plan: 'pro'}}); }}, 900);
+setTimeout(function () {{ window.dispatchEvent(new PageTransitionEvent('pagehide')); }}, 1200);
+</script></body></html>"#,
+        snippet(gateway, r#"data-flush-ms="60000""#)
+    )
+}
+
+fn thanks(gateway: &str) -> String {
+    format!(
+        "<!doctype html><html><head><title>Thanks</title>{}</head><body>Thank you</body></html>",
+        snippet(gateway, "")
+    )
+}
+
+/// A visitor whose browser says Do-Not-Track, on a site that honours it.
+fn private(gateway: &str) -> String {
+    format!(
+        r#"<!doctype html><html><head><title>Private</title>
+<script>Object.defineProperty(navigator, 'doNotTrack', {{value: '1'}});</script>{}</head>
+<body><script>setTimeout(function () {{ clickstream.track('Secret'); }}, 300);</script></body></html>"#,
+        snippet(gateway, r#"data-respect-dnt="true""#)
+    )
+}
+
+fn chromium() -> PathBuf {
+    let path = PathBuf::from(
+        std::env::var("CLICKSTREAM_CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into()),
+    );
+    assert!(
+        path.exists(),
+        "{} is missing: run the tests with deploy/test.sh, which installs Chromium",
+        path.display()
+    );
+    path
+}
+
+/// Opens `url` in headless Chromium with the profile `profile` (cookies and localStorage
+/// persist between runs, as between visits) and lets it run 5 s of page time.
+fn visit(profile: &Path, url: &str) {
+    let log = profile.with_extension("log");
+    let mut browser = Command::new(chromium())
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--virtual-time-budget=5000",
+            "--dump-dom",
+        ])
+        .arg(format!("--user-data-dir={}", profile.display()))
+        .arg(url)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).expect("log file"))
+        .spawn()
+        .expect("chromium runs");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while browser.try_wait().expect("wait for chromium").is_none() {
+        if Instant::now() > deadline {
+            let _ = browser.kill();
+            panic!("chromium did not finish within 120 s on {url}");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let status = browser.wait().expect("chromium status");
+    let stderr = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(status.success(), "chromium failed on {url}: {stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_tracker_records_a_visit_in_chromium() {
+    let TestEnv {
+        brokers,
+        clickhouse,
+        topic,
+        database,
+        dir,
+    } = TestEnv::new("tracker").await;
+    let (gateway, server) = start_gateway(
+        &brokers,
+        &topic,
+        "[[tenants]]\nid='web'\nwrite_keys=['wk_web']\nread_keys=['rk_web']\n",
+    )
+    .await;
+    let config = engine_config(&dir, &brokers, &topic, &clickhouse.url, &database);
+    let mut cluster = Cluster::start(&dir, &config, 2);
+
+    let gateway = gateway.to_string();
+    let pages = Router::new()
+        .route("/shop", get(Html(shop(&gateway))))
+        .route("/thanks", get(Html(thanks(&gateway))))
+        .route("/private", get(Html(private(&gateway))));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let site = format!("http://{}", listener.local_addr().unwrap());
+    let pages_server = tokio::spawn(async move { axum::serve(listener, pages).await });
+
+    let profile = dir.join("browser-profile");
+    let runs = [
+        format!("{site}/shop?utm_source=mail"),
+        // A new browser session with the same profile: the visitor comes back.
+        format!("{site}/thanks?utm_source=news"),
+    ];
+    for url in runs {
+        let profile = profile.clone();
+        tokio::task::spawn_blocking(move || visit(&profile, &url))
+            .await
+            .unwrap();
+    }
+    let private_profile = dir.join("private-profile");
+    let url = format!("{site}/private");
+    tokio::task::spawn_blocking(move || visit(&private_profile, &url))
+        .await
+        .unwrap();
+
+    wait_until_checkpointed(&clickhouse, &database, 5, &mut cluster).await;
+    let rows: Vec<String> = clickhouse
+        .query(&format!(
+            "SELECT type, if(type = 'track', name, path), user_id, utm_source, person_id \
+             FROM {database}.events FINAL WHERE tenant = 'web' ORDER BY event_time_ms, type \
+             FORMAT TabSeparated"
+        ))
+        .await
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    let sorted = {
+        let mut rows = rows.clone();
+        rows.sort();
+        rows
+    };
+    let mut expected = vec![
+        "page\t/shop\t\tmail\tuser-1",
+        "page\t/shop/cart\t\t\tuser-1",
+        "track\tAdded to Cart\t\t\tuser-1",
+        "identify\t/shop/cart\tuser-1\t\tuser-1",
+        "page\t/thanks\tuser-1\tnews\tuser-1",
+    ];
+    expected.sort();
+    assert_eq!(sorted, expected, "in time order: {rows:#?}");
+    let anonymous_ids = clickhouse
+        .query(&format!(
+            "SELECT uniqExact(anonymous_id), min(length(anonymous_id)), uniqExact(message_id), count() \
+             FROM {database}.events FINAL WHERE tenant = 'web' FORMAT TabSeparated"
+        ))
+        .await;
+    assert_eq!(
+        anonymous_ids.trim(),
+        "1\t36\t5\t5",
+        "one anonymous id (a UUID) across pages and sessions; each event once"
+    );
+    let secret = clickhouse
+        .query(&format!(
+            "SELECT count() FROM {database}.events FINAL WHERE tenant = 'web' AND (name = 'Secret' OR path = '/private')"
+        ))
+        .await;
+    assert_eq!(secret.trim(), "0", "Do-Not-Track was honoured");
+
+    drop(cluster);
+    server.abort();
+    pages_server.abort();
+    clickhouse.query(&format!("DROP DATABASE {database}")).await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
