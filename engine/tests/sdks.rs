@@ -12,9 +12,7 @@ mod common;
 
 use std::path::PathBuf;
 
-use common::{
-    Cluster, TestEnv, engine_config, required_env, start_gateway, wait_until_checkpointed,
-};
+use common::{GatewayPipeline, required_env, wait_until_checkpointed};
 
 /// Events each SDK sends.
 const COUNT: usize = 40;
@@ -33,21 +31,8 @@ const SDKS: [(&str, &str, &str); 4] = [
 async fn segment_and_rudderstack_sdks_deliver_every_event_exactly_once() {
     let sdk_dir = PathBuf::from(required_env("CLICKSTREAM_SDK_DIR"));
     let scripts = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../deploy/sdks");
-    let TestEnv {
-        brokers,
-        clickhouse,
-        topic,
-        database,
-        dir,
-    } = TestEnv::new("sdks").await;
-    let (address, server) = start_gateway(
-        &brokers,
-        &topic,
-        "[[tenants]]\nid='sdk'\nwrite_keys=['wk_sdk']\nread_keys=['rk_sdk']\n",
-    )
-    .await;
-    let config = engine_config(&dir, &brokers, &topic, &clickhouse.url, &database);
-    let mut cluster = Cluster::start(&dir, &config, 2);
+    let mut pipeline = GatewayPipeline::start("sdks", "sdk").await;
+    let address = pipeline.gateway;
 
     for (runtime, sdk, script) in SDKS {
         let prefix = format!("{runtime}-{sdk}");
@@ -69,7 +54,14 @@ async fn segment_and_rudderstack_sdks_deliver_every_event_exactly_once() {
         assert!(output.status.success(), "{prefix} failed: {said}");
         println!("{}", said.trim());
     }
-    wait_until_checkpointed(&clickhouse, &database, SDKS.len() * COUNT, &mut cluster).await;
+    let (clickhouse, database) = (&pipeline.clickhouse, &pipeline.database);
+    wait_until_checkpointed(
+        clickhouse,
+        database,
+        SDKS.len() * COUNT,
+        &mut pipeline.cluster,
+    )
+    .await;
 
     for (runtime, sdk, _) in SDKS {
         let prefix = format!("{runtime}-{sdk}");
@@ -97,8 +89,5 @@ async fn segment_and_rudderstack_sdks_deliver_every_event_exactly_once() {
         );
     }
 
-    drop(cluster);
-    server.abort();
-    clickhouse.query(&format!("DROP DATABASE {database}")).await;
-    let _ = std::fs::remove_dir_all(&dir);
+    pipeline.finish().await;
 }

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use axum::Router;
 use axum::response::Html;
 use axum::routing::get;
-use common::{Cluster, TestEnv, engine_config, start_gateway, wait_until_checkpointed};
+use common::{GatewayPipeline, wait_until_checkpointed};
 
 /// The README's snippet, for a gateway at `gateway` (plus attributes).
 fn snippet(gateway: &str, attributes: &str) -> String {
@@ -113,23 +113,9 @@ fn visit(profile: &Path, url: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_tracker_records_a_visit_in_chromium() {
-    let TestEnv {
-        brokers,
-        clickhouse,
-        topic,
-        database,
-        dir,
-    } = TestEnv::new("tracker").await;
-    let (gateway, server) = start_gateway(
-        &brokers,
-        &topic,
-        "[[tenants]]\nid='web'\nwrite_keys=['wk_web']\nread_keys=['rk_web']\n",
-    )
-    .await;
-    let config = engine_config(&dir, &brokers, &topic, &clickhouse.url, &database);
-    let mut cluster = Cluster::start(&dir, &config, 2);
+    let mut pipeline = GatewayPipeline::start("tracker", "web").await;
 
-    let gateway = gateway.to_string();
+    let gateway = pipeline.gateway.to_string();
     let pages = Router::new()
         .route("/shop", get(Html(shop(&gateway))))
         .route("/thanks", get(Html(thanks(&gateway))))
@@ -138,7 +124,7 @@ async fn the_tracker_records_a_visit_in_chromium() {
     let site = format!("http://{}", listener.local_addr().unwrap());
     let pages_server = tokio::spawn(async move { axum::serve(listener, pages).await });
 
-    let profile = dir.join("browser-profile");
+    let profile = pipeline.dir.join("browser-profile");
     let runs = [
         format!("{site}/shop?utm_source=mail"),
         // A new browser session with the same profile: the visitor comes back.
@@ -150,13 +136,14 @@ async fn the_tracker_records_a_visit_in_chromium() {
             .await
             .unwrap();
     }
-    let private_profile = dir.join("private-profile");
+    let private_profile = pipeline.dir.join("private-profile");
     let url = format!("{site}/private");
     tokio::task::spawn_blocking(move || visit(&private_profile, &url))
         .await
         .unwrap();
 
-    wait_until_checkpointed(&clickhouse, &database, 5, &mut cluster).await;
+    let (clickhouse, database) = (&pipeline.clickhouse, &pipeline.database);
+    wait_until_checkpointed(clickhouse, database, 5, &mut pipeline.cluster).await;
     let rows: Vec<String> = clickhouse
         .query(&format!(
             "SELECT type, if(type = 'track', name, path), user_id, utm_source, person_id \
@@ -199,9 +186,6 @@ async fn the_tracker_records_a_visit_in_chromium() {
         .await;
     assert_eq!(secret.trim(), "0", "Do-Not-Track was honoured");
 
-    drop(cluster);
-    server.abort();
     pages_server.abort();
-    clickhouse.query(&format!("DROP DATABASE {database}")).await;
-    let _ = std::fs::remove_dir_all(&dir);
+    pipeline.finish().await;
 }

@@ -410,3 +410,51 @@ pub async fn produce(
     }
     log
 }
+
+/// What a test that sends over HTTP needs: its own topic, database and directory, the gateway
+/// in-process on a socket for one tenant `tenant` (write key `wk_<tenant>`), and a
+/// two-process engine cluster.
+pub struct GatewayPipeline {
+    pub clickhouse: ClickHouse,
+    pub database: String,
+    pub dir: PathBuf,
+    pub gateway: std::net::SocketAddr,
+    pub server: tokio::task::JoinHandle<std::io::Result<()>>,
+    pub cluster: Cluster,
+}
+
+impl GatewayPipeline {
+    pub async fn start(name: &str, tenant: &str) -> GatewayPipeline {
+        let TestEnv {
+            brokers,
+            clickhouse,
+            topic,
+            database,
+            dir,
+        } = TestEnv::new(name).await;
+        let tenants = format!(
+            "[[tenants]]\nid='{tenant}'\nwrite_keys=['wk_{tenant}']\nread_keys=['rk_{tenant}']\n"
+        );
+        let (gateway, server) = start_gateway(&brokers, &topic, &tenants).await;
+        let config = engine_config(&dir, &brokers, &topic, &clickhouse.url, &database);
+        let cluster = Cluster::start(&dir, &config, 2);
+        GatewayPipeline {
+            clickhouse,
+            database,
+            dir,
+            gateway,
+            server,
+            cluster,
+        }
+    }
+
+    /// Stops everything and drops the test's database and directory.
+    pub async fn finish(self) {
+        drop(self.cluster);
+        self.server.abort();
+        self.clickhouse
+            .query(&format!("DROP DATABASE {}", self.database))
+            .await;
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
