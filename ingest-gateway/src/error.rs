@@ -56,6 +56,9 @@ pub enum ApiError {
     /// No such route.
     #[error("no such endpoint")]
     NotFound,
+    /// The route exists, not with this method.
+    #[error("method not allowed on this endpoint")]
+    MethodNotAllowed,
     /// The tenant is over its quota; nothing of the request was accepted.
     #[error(
         "over the quota of {events_per_sec} events/s (burst {burst}); retry after {retry_after_secs} s"
@@ -96,6 +99,7 @@ impl ApiError {
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
             ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::NotFound => StatusCode::NOT_FOUND,
+            ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
@@ -114,6 +118,7 @@ impl ApiError {
             ApiError::Unauthorized => "unauthorized",
             ApiError::RateLimited { .. } => "rate_limited",
             ApiError::NotFound => "not_found",
+            ApiError::MethodNotAllowed => "method_not_allowed",
             ApiError::Unavailable { .. } => "unavailable",
         }
     }

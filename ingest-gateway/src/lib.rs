@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::body::Body;
+use axum::extract::rejection::PathRejection;
 use axum::extract::{ConnectInfo, Path, State};
 use axum::http::{Extensions, HeaderMap, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -77,6 +78,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .fallback(|| async { ApiError::NotFound })
+        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(cors)
         .with_state(state)
 }
@@ -108,12 +110,13 @@ pub fn metrics_router(state: Arc<AppState>) -> Router {
 
 async fn single(
     State(state): State<Arc<AppState>>,
-    Path(kind): Path<String>,
+    kind: Result<Path<String>, PathRejection>,
     headers: HeaderMap,
     extensions: Extensions,
     body: Body,
 ) -> Response {
-    let Some(kind) = route_kind(&kind) else {
+    // A segment that is not even UTF-8 names no route either (and gets our JSON error).
+    let Some(kind) = kind.ok().and_then(|Path(kind)| route_kind(&kind)) else {
         return ApiError::NotFound.into_response();
     };
     let result = async {
@@ -146,7 +149,8 @@ struct BatchEnvelope<'a> {
     write_key: Option<Value>,
     #[serde(rename = "sentAt")]
     sent_at: Option<Value>,
-    context: Option<Map<String, Value>>,
+    /// An object; PHP's empty array `[]` and `null` read as none.
+    context: Option<Value>,
 }
 
 async fn batch(
@@ -170,9 +174,19 @@ async fn batch(
             });
         }
         let meta = request_meta(&state, &tenant, &headers, &extensions);
+        let context = match &envelope.context {
+            None | Some(Value::Null) => None,
+            Some(Value::Array(items)) if items.is_empty() => None,
+            Some(Value::Object(context)) => Some(context),
+            Some(_) => {
+                return Err(ApiError::InvalidJson(
+                    "the batch's context must be an object".to_owned(),
+                ));
+            }
+        };
         let defaults = BatchDefaults {
             sent_at: envelope.sent_at.as_ref(),
-            context: envelope.context.as_ref(),
+            context,
         };
         let events = normalize_batch(&envelope.batch, &defaults, &meta, state.limits)?;
         enforce_quota(&state, &tenant, events.len()).await?;

@@ -20,12 +20,15 @@ use tokio::sync::RwLock;
 use crate::metrics::Metrics;
 
 /// Refills a bucket by Redis's own clock (`TIME`), so gateways with skewed clocks agree, and
-/// returns 0 when the request may pass, else the milliseconds until it could.
+/// returns 0 when the request may pass, else the milliseconds until it could. A request larger
+/// than the burst passes on a full bucket and is charged in full: the balance goes negative
+/// and the next requests wait until it is paid back, so large batches cannot exceed the rate.
 /// KEYS[1]: the bucket; ARGV: events per second, burst, cost.
 const TOKEN_BUCKET: &str = r"
 local rate = tonumber(ARGV[1])
 local burst = tonumber(ARGV[2])
-local cost = math.min(tonumber(ARGV[3]), burst)
+local cost = tonumber(ARGV[3])
+local needed = math.min(cost, burst)
 local clock = redis.call('TIME')
 local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
 local state = redis.call('HMGET', KEYS[1], 'tokens', 'at')
@@ -36,10 +39,10 @@ if now > at then
   at = now
 end
 local wait = 0
-if tokens >= cost then
+if tokens >= needed then
   tokens = tokens - cost
 else
-  wait = math.ceil((cost - tokens) * 1000 / rate)
+  wait = math.ceil((needed - tokens) * 1000 / rate)
 end
 redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'at', tostring(at))
 redis.call('PEXPIRE', KEYS[1], math.ceil(burst * 1000 / rate) + 1000)
@@ -168,7 +171,8 @@ impl RateLimiter {
     fn take_locally(&self, tenant: &str, limit: RateLimit, events: usize) -> Decision {
         let now = Instant::now();
         let burst = f64::from(limit.burst);
-        let cost = (events as f64).min(burst);
+        let cost = events as f64;
+        let needed = cost.min(burst);
         let mut buckets = self
             .local
             .lock()
@@ -180,11 +184,11 @@ impl RateLimiter {
         let elapsed = now.duration_since(bucket.at).as_secs_f64();
         bucket.tokens = (bucket.tokens + elapsed * limit.events_per_sec).min(burst);
         bucket.at = now;
-        if bucket.tokens >= cost {
+        if bucket.tokens >= needed {
             bucket.tokens -= cost;
             Decision::Allowed
         } else {
-            let wait_secs = (cost - bucket.tokens) / limit.events_per_sec;
+            let wait_secs = (needed - bucket.tokens) / limit.events_per_sec;
             Decision::Limited {
                 retry_after_ms: (wait_secs * 1000.0).ceil() as u64,
             }
@@ -212,8 +216,14 @@ impl RedisBuckets {
             invocation.invoke_async::<u64>(&mut connection),
         )
         .await;
-        self.healthy
-            .store(matches!(outcome, Ok(Ok(_))), Ordering::Relaxed);
+        let answered = matches!(outcome, Ok(Ok(_)));
+        match (self.healthy.swap(answered, Ordering::Relaxed), answered) {
+            (true, false) => {
+                tracing::warn!("Redis did not answer in time; rate limits are per process")
+            }
+            (false, true) => tracing::info!("Redis answers again; rate limits are shared"),
+            _ => {}
+        }
         match outcome {
             Ok(Ok(0)) => Ok(Decision::Allowed),
             Ok(Ok(wait_ms)) => Ok(Decision::Limited {
@@ -225,8 +235,10 @@ impl RedisBuckets {
     }
 }
 
-/// Connects, and connects again whenever there is no connection; the connection manager
-/// itself reconnects after errors once it exists.
+/// Connects, checks the connection every second with a `PING` of its own deadline, and
+/// replaces it when that fails: the 5 ms deadline of a rate-limit call cancels the call, and
+/// with it the connection manager's own error handling, so a silently dead (blackholed)
+/// connection would otherwise never be replaced.
 async fn keep_connected(
     client: redis::Client,
     slot: Arc<RwLock<Option<ConnectionManager>>>,
@@ -237,6 +249,19 @@ async fn keep_connected(
         .set_response_timeout(Some(Duration::from_secs(1)))
         .set_number_of_retries(1);
     loop {
+        let current = slot.read().await.clone();
+        if let Some(mut connection) = current {
+            let ping = redis::cmd("PING");
+            let answer = ping.query_async::<String>(&mut connection);
+            if !matches!(
+                tokio::time::timeout(Duration::from_secs(1), answer).await,
+                Ok(Ok(_))
+            ) {
+                tracing::warn!("Redis does not answer PING; reconnecting");
+                healthy.store(false, Ordering::Relaxed);
+                *slot.write().await = None;
+            }
+        }
         if slot.read().await.is_none() {
             match ConnectionManager::new_with_config(client.clone(), config.clone()).await {
                 Ok(connection) => {
@@ -287,15 +312,17 @@ mod tests {
             limiter.check("t", limit, 6, &metrics).await,
             Decision::Allowed
         );
-        // A request larger than the burst passes on a full bucket and empties it.
+        // A request larger than the burst passes on a full bucket and is charged in full:
+        // 50 events at 1000/s keep the bucket in debt for 40 ms.
         tokio::time::sleep(Duration::from_millis(20)).await;
         assert_eq!(
             limiter.check("t", limit, 50, &metrics).await,
             Decision::Allowed
         );
-        assert!(matches!(
-            limiter.check("t", limit, 1, &metrics).await,
-            Decision::Limited { .. }
-        ));
+        let Decision::Limited { retry_after_ms } = limiter.check("t", limit, 1, &metrics).await
+        else {
+            panic!("the bucket is in debt");
+        };
+        assert!((35..=41).contains(&retry_after_ms), "{retry_after_ms} ms");
     }
 }

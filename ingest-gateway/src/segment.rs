@@ -180,7 +180,12 @@ pub fn normalize(
 
     let client_time = timestamp.or(original_timestamp);
     let mut timestamp_ms = event_time(client_time, sent_at, meta.received_at_ms);
-    let mut context = lifted.rest;
+    // The flag is the gateway's to set: a client's own is dropped.
+    let mut context: Vec<(String, String)> = lifted
+        .rest
+        .into_iter()
+        .filter(|(key, _)| key != CLAMPED_FLAG)
+        .collect();
     if timestamp_ms > meta.received_at_ms.saturating_add(MAX_FUTURE_MS) {
         // A client clock far ahead that sentAt could not correct (PostHog clamps the same
         // way): the event happened when it arrived, and the original time is kept as a flag.
@@ -285,7 +290,11 @@ impl<'a> Fields<'a, '_> {
                 self.issue(field, "must be at most 256 bytes");
                 String::new()
             }
-            Some(Value::Number(number)) => number.to_string(),
+            Some(Value::Number(number)) if number.to_string().len() <= 256 => number.to_string(),
+            Some(Value::Number(_)) => {
+                self.issue(field, "must be at most 256 bytes");
+                String::new()
+            }
             Some(_) => {
                 self.issue(field, "must be a string");
                 String::new()

@@ -12,6 +12,8 @@
   var VERSION = '0.1.0';
   var MAX_QUEUE = 1000;
   var MAX_BATCH = 100;
+  // Browsers refuse keepalive requests and beacons over 64 KiB: stay well under.
+  var MAX_BATCH_BYTES = 60000;
   var MAX_ATTEMPTS = 6;
   var script = document.currentScript || document.querySelector('script[data-write-key]');
   if (!script) return;
@@ -55,6 +57,7 @@
     } catch (e) { /* storage may be disabled */ }
   }
   function anonymousId() {
+    if (optedOut) return null; // no identifier for a browser that asked not to be tracked
     var id = readCookie('cs_aid') || stored('cs_aid');
     if (!id) id = uuid();
     writeCookie('cs_aid', id, 365);
@@ -103,6 +106,27 @@
     return JSON.stringify({ batch: batch, writeKey: writeKey, sentAt: new Date().toISOString() });
   }
 
+  // The next batch off the queue: at most MAX_BATCH events and MAX_BATCH_BYTES of JSON (an
+  // event larger than that alone goes alone; the gateway will say what is wrong with it).
+  function takeBatch() {
+    var batch = [];
+    var bytes = 100;
+    while (queue.length && batch.length < MAX_BATCH) {
+      var size = JSON.stringify(queue[0]).length + 1;
+      if (batch.length && bytes + size > MAX_BATCH_BYTES) break;
+      batch.push(queue.shift());
+      bytes += size;
+    }
+    return batch;
+  }
+
+  function post(text, keepalive) {
+    return fetch(host + '/v1/batch', {
+      method: 'POST', body: text, keepalive: keepalive,
+      headers: { 'Content-Type': 'text/plain' }
+    });
+  }
+
   function schedule(delay) {
     if (timer !== null) {
       if (delay > 0) return;
@@ -115,11 +139,8 @@
   // with exponential backoff; another 4xx is the batch's own fault and drops it.
   function flush() {
     if (!queue.length) return;
-    var batch = queue.splice(0, MAX_BATCH);
-    fetch(host + '/v1/batch', {
-      method: 'POST', body: body(batch), keepalive: true,
-      headers: { 'Content-Type': 'text/plain' }
-    }).then(function (response) {
+    var batch = takeBatch();
+    post(body(batch), false).then(function (response) {
       if (response.ok || (response.status >= 400 && response.status < 500 && response.status !== 429)) {
         attempts = 0;
         if (queue.length) schedule(0);
@@ -131,7 +152,12 @@
 
   function retry(batch) {
     attempts += 1;
-    if (attempts > MAX_ATTEMPTS) { attempts = 0; return; }
+    if (attempts > MAX_ATTEMPTS) {
+      // Give this batch up; the rest of the queue gets its own chances.
+      attempts = 0;
+      if (queue.length) schedule(flushMs);
+      return;
+    }
     queue = batch.concat(queue).slice(0, MAX_QUEUE);
     schedule(Math.min(30000, 1000 * Math.pow(2, attempts)));
   }
@@ -139,11 +165,9 @@
   // Leaving the page: hand what is queued to the browser, which sends it after unload.
   function flushOnExit() {
     while (queue.length) {
-      var text = body(queue.splice(0, MAX_BATCH));
+      var text = body(takeBatch());
       var sent = nav.sendBeacon && nav.sendBeacon(host + '/v1/batch', new Blob([text], { type: 'text/plain' }));
-      if (!sent) {
-        fetch(host + '/v1/batch', { method: 'POST', body: text, keepalive: true, headers: { 'Content-Type': 'text/plain' } });
-      }
+      if (!sent) post(text, true).catch(function () { /* the page is gone */ });
     }
   }
   window.addEventListener('pagehide', flushOnExit);

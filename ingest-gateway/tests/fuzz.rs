@@ -29,16 +29,26 @@ use rdkafka::mocking::MockCluster;
 use serde_json::{Value, json};
 use tower::ServiceExt;
 
-const ROUTES: [&str; 9] = [
+const ROUTES: [&str; 19] = [
     "/v1/batch",
     "/v1/import",
     "/v1/b",
     "/v1/track",
-    "/v1/t",
     "/v1/page",
+    "/v1/screen",
     "/v1/identify",
     "/v1/alias",
+    "/v1/group",
+    "/v1/t",
+    "/v1/p",
+    "/v1/s",
+    "/v1/i",
+    "/v1/a",
+    "/v1/g",
     "/v1/nope",
+    "/v1/",
+    "/v1/batch/extra",
+    "/tracker.js",
 ];
 
 /// A batch as analytics-node sends it: the seed the mutations start from.
@@ -126,8 +136,20 @@ fn body() -> impl Strategy<Value = Vec<u8>> {
         bytes.insert(i, byte);
         bytes
     });
+    let escapes = proptest::collection::vec(
+        prop::sample::select(vec!["\\ud83d", "\\ude00", "\\ud83d\\ude00", "\\\\ud83d", "\\u00e9", "x"]),
+        1..6,
+    )
+    .prop_map(|parts| {
+        format!(
+            r#"{{"batch": [{{"type": "track", "anonymousId": "a", "event": "e", "properties": {{"t": "{}"}}}}]}}"#,
+            parts.concat()
+        )
+        .into_bytes()
+    });
     prop_oneof![
         4 => mutated,
+        1 => escapes,
         3 => wrong_type,
         1 => proptest::collection::vec(any::<u8>(), 0..2_000),
         1 => deep,
@@ -176,9 +198,26 @@ fn accepted_events(case: &Case) -> usize {
     if !batch_route {
         return 1;
     }
-    let value: Value = serde_json::from_slice(&case.body)
+    let value: Value = serde_json::from_slice(&without_surrogate_escapes(&case.body))
         .unwrap_or_else(|error| panic!("an accepted body is JSON: {error}"));
     value["batch"].as_array().map_or(0, Vec::len)
+}
+
+/// The body with every `\uD800`-`\uDFFF` escape, paired or not, made a space: strict
+/// parsers refuse lone ones, which the gateway accepts, and counting events does not depend
+/// on what a string holds.
+fn without_surrogate_escapes(body: &[u8]) -> Vec<u8> {
+    let mut out = body.to_vec();
+    for i in 0..out.len().saturating_sub(5) {
+        let surrogate = out[i] == b'\\'
+            && out[i + 1] == b'u'
+            && out[i + 2].eq_ignore_ascii_case(&b'd')
+            && matches!(out[i + 3].to_ascii_lowercase(), b'8'..=b'9' | b'a'..=b'f');
+        if surrogate {
+            out[i + 2..i + 6].copy_from_slice(b"0020");
+        }
+    }
+    out
 }
 
 fn request(case: &Case) -> Request<Body> {
@@ -189,6 +228,11 @@ fn request(case: &Case) -> Request<Body> {
         if case.compress && encoding == "gzip" {
             let mut encoder =
                 flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+            encoder.write_all(&body).unwrap();
+            body = encoder.finish().unwrap();
+        } else if case.compress && encoding == "deflate" {
+            let mut encoder =
+                flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::fast());
             encoder.write_all(&body).unwrap();
             body = encoder.finish().unwrap();
         }

@@ -43,7 +43,7 @@ pub struct RateLimit {
     /// Sustained events per second (> 0).
     pub events_per_sec: f64,
     /// Largest number of events accepted at once (>= 1). A request larger than the burst is
-    /// accepted when the bucket is full, and empties it.
+    /// accepted when the bucket is full and charged in full (the bucket goes into debt).
     pub burst: u32,
 }
 
