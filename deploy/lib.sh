@@ -75,10 +75,11 @@ ensure_tansu() {
     fi
 }
 
-# The real client libraries the SDK tests drive (engine/tests/sdks.rs), at pinned versions,
+# The real client libraries the SDK tests drive (engine/tests/sdks.rs, and analytics-next in
+# Chromium in engine/tests/tracker.rs), at pinned versions,
 # from npm and PyPI, installed once into the cache (no lockfile: registries are named by the
 # ordinary clients, never in the repository).
-SDK_VERSIONS="@segment/analytics-node@3.1.0 @rudderstack/rudder-sdk-node@3.0.13 segment-analytics-python==2.4.0 rudder-sdk-python==2.1.9"
+SDK_VERSIONS="@segment/analytics-node@3.1.0 @rudderstack/rudder-sdk-node@3.0.13 @segment/analytics-next@1.84.3 segment-analytics-python==2.4.0 rudder-sdk-python==2.1.9"
 SDK_DIR="$CACHE_DIR/sdks-$(printf '%s' "$SDK_VERSIONS" | cksum | cut -d' ' -f1)"
 ensure_sdks() {
     if [[ ! -f "$SDK_DIR/installed" ]]; then

@@ -5,7 +5,7 @@
 //! back in a new browser session (sent by `fetch` after the flush interval); the events go through the broker and
 //! a two-process engine cluster into ClickHouse, where they must all be, once, under one
 //! anonymous id. A page that asks not to be tracked (Do-Not-Track, `data-respect-dnt`) sends
-//! nothing.
+//! nothing. And Segment's own browser SDK, analytics-next, delivers through the same gateway.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests panic with a message by design
 
@@ -188,6 +188,103 @@ async fn the_tracker_records_a_visit_in_chromium() {
         "the Do-Not-Track page sent nothing"
     );
 
+    pages_server.abort();
+    pipeline.finish().await;
+}
+
+/// A page that loads Segment's own browser SDK, analytics-next (the npm package's UMD build,
+/// served by the test, since the SDK would otherwise fetch itself and its settings from
+/// Segment's CDN), pointed at the gateway, and makes a page, a track and an identify call.
+fn analytics_next_page(gateway: &str) -> String {
+    format!(
+        r#"<!doctype html><html><head><title>AJS</title>
+<script src="/analytics-next/bundles/index.js"></script>
+<script>
+AnalyticsNext.AnalyticsBrowser.load(
+  {{ writeKey: 'wk_ajs', cdnURL: location.origin,
+    cdnSettings: {{ integrations: {{ 'Segment.io': {{ apiKey: 'wk_ajs', apiHost: '{gateway}/v1', protocol: 'http' }} }} }} }},
+  {{}}
+).then(function (loaded) {{
+  var analytics = loaded[0];
+  analytics.page();
+  analytics.track('Clicked', {{ n: 1 }});
+  analytics.identify('user-9', {{ plan: 'pro' }});
+}});
+</script></head><body>analytics-next</body></html>"#
+    )
+}
+
+/// One file of analytics-next's UMD build (its lazily loaded chunks too).
+async fn analytics_next_file(
+    axum::extract::Path(file): axum::extract::Path<String>,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let dir = PathBuf::from(common::required_env("CLICKSTREAM_SDK_DIR"))
+        .join("node/node_modules/@segment/analytics-next/dist/umd");
+    if file.contains('/') || file.contains("..") {
+        return axum::http::StatusCode::NOT_FOUND.into_response();
+    }
+    match std::fs::read(dir.join(&file)) {
+        Ok(bytes) => (
+            [(axum::http::header::CONTENT_TYPE, "application/javascript")],
+            bytes,
+        )
+            .into_response(),
+        Err(_) => axum::http::StatusCode::NOT_FOUND.into_response(),
+    }
+}
+
+/// Segment's browser SDK as a website runs it: every call reaches ClickHouse once, through
+/// analytics.js's short routes (`/v1/p`, `/v1/t`, `/v1/i`) as `text/plain` with the write key
+/// in the body, under one anonymous id, and the identify's user owns them all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn segment_analytics_next_delivers_in_chromium() {
+    let mut pipeline = GatewayPipeline::start("ajs", "ajs").await;
+    let gateway = pipeline.gateway.to_string();
+    let pages = Router::new()
+        .route("/page", get(Html(analytics_next_page(&gateway))))
+        .route("/analytics-next/bundles/{file}", get(analytics_next_file));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/page", listener.local_addr().unwrap());
+    let pages_server = tokio::spawn(async move { axum::serve(listener, pages).await });
+    let profile = pipeline.dir.join("ajs-profile");
+    tokio::task::spawn_blocking(move || visit(&profile, &url))
+        .await
+        .unwrap();
+
+    let (clickhouse, database) = (&pipeline.clickhouse, &pipeline.database);
+    wait_until_checkpointed(clickhouse, database, 3, &mut pipeline.cluster).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        checkpointed_records(clickhouse, database).await,
+        Some(3),
+        "each call sent once"
+    );
+    let rows: Vec<String> = clickhouse
+        .query(&format!(
+            "SELECT type, name, user_id, person_id, properties.value[indexOf(properties.key, 'n')] \
+             FROM {database}.events FINAL WHERE tenant = 'ajs' ORDER BY type FORMAT TabSeparated"
+        ))
+        .await
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(
+        rows,
+        // analytics-next reads the user id when it sends, after the identify: all carry it.
+        [
+            "identify\t\tuser-9\tuser-9\t",
+            "page\t\tuser-9\tuser-9\t",
+            "track\tClicked\tuser-9\tuser-9\t1"
+        ]
+    );
+    let ids = clickhouse
+        .query(&format!(
+            "SELECT uniqExact(anonymous_id), min(length(anonymous_id)) FROM {database}.events FINAL \
+             WHERE tenant = 'ajs' FORMAT TabSeparated"
+        ))
+        .await;
+    assert_eq!(ids.trim(), "1\t36", "one anonymous id, a UUID");
     pages_server.abort();
     pipeline.finish().await;
 }
