@@ -18,10 +18,10 @@ use std::sync::Arc;
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
-use common::{ClickHouse, Cluster, TestEnv, engine_config, wait_until_checkpointed};
+use common::{ClickHouse, Cluster, TestEnv, engine_config, produce, wait_until_checkpointed};
 use query_gateway::{AppState, router};
 use rdkafka::ClientConfig;
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::FutureProducer;
 use schemas::{Event, EventKind};
 use serde_json::{Value, json};
 use tower::ServiceExt;
@@ -203,15 +203,7 @@ async fn segment_identity_rules_and_definitions_through_clickhouse_and_the_api()
         .create()
         .expect("producer");
     let events = events();
-    for event in &events {
-        let (key, payload) = (event.partition_key(), schemas::wire::encode(event));
-        producer
-            .send_result(FutureRecord::to(&topic).key(&key).payload(&payload))
-            .expect("enqueue")
-            .await
-            .expect("report")
-            .expect("acknowledged");
-    }
+    produce(&producer, &topic, &events).await;
     let mut cluster = Cluster::start(&dir, &config, 2);
     wait_until_checkpointed(&clickhouse, &database, events.len(), &mut cluster).await;
     drop(cluster);
