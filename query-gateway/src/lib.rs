@@ -4,8 +4,10 @@
 //! exactly as `main` serves it.
 #![warn(missing_docs)]
 
+pub mod ask;
 pub mod error;
 pub mod live;
+pub mod metrics;
 pub mod params;
 pub mod queries;
 
@@ -17,7 +19,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use schemas::tenants::{Tenant, Tenants};
 use serde_json::{Value, json};
@@ -36,6 +38,10 @@ pub struct AppState {
     pub live: Arc<live::LiveHub>,
     /// How long one `/live` stream lasts before the browser is made to reconnect.
     pub live_stream_lifetime: std::time::Duration,
+    /// Questions in plain English.
+    pub ask: Arc<ask::AskService>,
+    /// Served at `/metrics` by [`metrics_router`].
+    pub metrics: Arc<metrics::Metrics>,
 }
 
 /// The API's paths, as in the OpenAPI document (a test keeps the two equal).
@@ -48,6 +54,10 @@ pub const API_PATHS: [&str; 7] = [
     "/api/persons/{person_id}/sessions",
     "/api/progress",
 ];
+
+/// `POST {"question": "..."}`: a question in plain English, answered over the caller's
+/// tenant only (see [`ask`]).
+pub const ASK_PATH: &str = "/api/ask";
 
 /// The Server-Sent Events stream of live counters. Browsers' `EventSource` cannot send
 /// headers, so besides `Authorization: Bearer` it takes the read key as `?key=`.
@@ -71,12 +81,31 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route(API_PATHS[5], get(person_sessions))
         .route(API_PATHS[6], get(progress))
         .route(LIVE_PATH, get(live_stream))
+        .route(ASK_PATH, post(ask_question))
         .route(
             "/openapi.json",
             get(|| async { ([(header::CONTENT_TYPE, "application/json")], OPENAPI) }),
         )
         .route("/healthz", get(|| async { "ok" }))
         .fallback(|| async { ApiError::NotFound })
+        .with_state(state)
+}
+
+/// `/metrics` (Prometheus text), served on an address of its own.
+pub fn metrics_router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route(
+            "/metrics",
+            get(|State(state): State<Arc<AppState>>| async move {
+                (
+                    [(
+                        header::CONTENT_TYPE,
+                        "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                    )],
+                    state.metrics.render(),
+                )
+            }),
+        )
         .with_state(state)
 }
 
@@ -401,4 +430,55 @@ async fn live_stream(
         .live
         .stream(tenant.id.clone(), last_event_id, state.live_stream_lifetime)
         .into_response()
+}
+
+/// The body of `POST /api/ask`.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AskRequest {
+    question: String,
+}
+
+async fn ask_question(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    let tenant = match authenticate(&state, &headers) {
+        Ok(tenant) => tenant,
+        Err(error) => return error.into_response(),
+    };
+    let request: AskRequest = match serde_json::from_slice(&body) {
+        Ok(request) => request,
+        Err(error) => {
+            return ApiError::BadParameter {
+                parameter: "body".into(),
+                message: format!("expected {{\"question\": \"...\"}}: {error}"),
+            }
+            .into_response();
+        }
+    };
+    let complete_until = match queries::progress(&state.clickhouse, &tenant.id).await {
+        Ok(until) => until,
+        Err(error) => return error.into_response(),
+    };
+    match state
+        .ask
+        .ask(&tenant, &request.question, complete_until)
+        .await
+    {
+        Ok(answer) => Json(answer).into_response(),
+        Err(ask::AskError::BadQuestion(message)) => ApiError::BadParameter {
+            parameter: "question".into(),
+            message,
+        }
+        .into_response(),
+        Err(ask::AskError::RateLimited { retry_after_secs }) => {
+            ApiError::RateLimited { retry_after_secs }.into_response()
+        }
+        Err(ask::AskError::Unavailable(error)) => {
+            tracing::error!(error = %ask::error_chain(&error), "Ask: ClickHouse unavailable");
+            ApiError::Unavailable.into_response()
+        }
+    }
 }

@@ -6,8 +6,12 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use clap::Parser;
+use clickstream_query_gateway::ask::provider::{Provider, ProviderConfig, ProviderKind};
+use clickstream_query_gateway::ask::run::{RunLimits, Runner};
+use clickstream_query_gateway::ask::{AskLimits, AskService};
 use clickstream_query_gateway::live::LiveHub;
-use clickstream_query_gateway::{AppState, router};
+use clickstream_query_gateway::metrics::Metrics;
+use clickstream_query_gateway::{AppState, metrics_router, router};
 use schemas::tenants::Tenants;
 
 /// The dashboard's REST API over ClickHouse.
@@ -49,6 +53,89 @@ struct Args {
     /// Last-Event-ID).
     #[arg(long, env = "CLICKSTREAM_LIVE_STREAM_SECS", default_value_t = 300)]
     live_stream_secs: u64,
+    /// Address of `/metrics` (kept off the public port).
+    #[arg(
+        long,
+        env = "CLICKSTREAM_QUERY_METRICS_LISTEN",
+        default_value = "127.0.0.1:19481"
+    )]
+    metrics_listen: SocketAddr,
+    #[command(flatten)]
+    ask: AskArgs,
+}
+
+/// Ask: which model answers questions; none configured: the offline translator.
+#[derive(Debug, clap::Args)]
+struct AskArgs {
+    /// Wire format of the model server; unset: the offline translator answers.
+    #[arg(long = "ask-provider", env = "CLICKSTREAM_ASK_PROVIDER")]
+    provider: Option<ProviderKind>,
+    /// Base URL: `https://api.anthropic.com` (Anthropic) or an OpenAI-compatible server's
+    /// URL up to `/chat/completions`, e.g. `http://127.0.0.1:8080/v1`.
+    #[arg(long = "ask-base-url", env = "CLICKSTREAM_ASK_BASE_URL")]
+    base_url: Option<String>,
+    /// Model name.
+    #[arg(long = "ask-model", env = "CLICKSTREAM_ASK_MODEL", default_value = "")]
+    model: String,
+    /// API key (Anthropic's `x-api-key`, or the Bearer token); local servers may need none.
+    #[arg(
+        long = "ask-api-key",
+        env = "CLICKSTREAM_ASK_API_KEY",
+        hide_env_values = true
+    )]
+    api_key: Option<String>,
+    /// Seconds to wait for the model.
+    #[arg(
+        long = "ask-timeout-secs",
+        env = "CLICKSTREAM_ASK_TIMEOUT_SECS",
+        default_value_t = 30
+    )]
+    timeout_secs: u64,
+    /// Questions per minute per tenant.
+    #[arg(
+        long = "ask-questions-per-minute",
+        env = "CLICKSTREAM_ASK_QUESTIONS_PER_MINUTE",
+        default_value_t = 20
+    )]
+    questions_per_minute: u32,
+    /// Model calls per tenant per UTC day; beyond, the offline translator answers.
+    #[arg(
+        long = "ask-model-calls-per-day",
+        env = "CLICKSTREAM_ASK_MODEL_CALLS_PER_DAY",
+        default_value_t = 500
+    )]
+    model_calls_per_day: u32,
+    /// `max_execution_time` of an Ask statement, seconds.
+    #[arg(
+        long = "ask-max-execution-secs",
+        env = "CLICKSTREAM_ASK_MAX_EXECUTION_SECS",
+        default_value_t = 10
+    )]
+    max_execution_secs: u32,
+}
+
+impl AskArgs {
+    fn provider(&self) -> anyhow::Result<Option<Provider>> {
+        let Some(kind) = self.provider else {
+            return Ok(None);
+        };
+        if self.model.is_empty() {
+            anyhow::bail!("--ask-model (CLICKSTREAM_ASK_MODEL) is required with --ask-provider");
+        }
+        let base_url = match (&self.base_url, kind) {
+            (Some(url), _) => url.clone(),
+            (None, ProviderKind::Anthropic) => "https://api.anthropic.com".to_owned(),
+            (None, ProviderKind::Openai) => "https://api.openai.com/v1".to_owned(),
+        };
+        Ok(Some(Provider::new(ProviderConfig {
+            kind,
+            base_url,
+            model: self.model.clone(),
+            api_key: self.api_key.clone().filter(|key| !key.is_empty()),
+            timeout: std::time::Duration::from_secs(self.timeout_secs),
+            max_tokens: 1024,
+        })))
+    }
 }
 
 #[tokio::main]
@@ -65,13 +152,49 @@ async fn main() -> anyhow::Result<()> {
         tenants,
         redis_url,
         live_stream_secs,
+        metrics_listen,
+        ask,
     } = Args::parse();
+    let tenants = Tenants::load(&tenants).context("loading tenants")?;
+    for tenant in tenants.all() {
+        tenant
+            .time_zone
+            .parse::<chrono_tz::Tz>()
+            .map_err(|error| anyhow::anyhow!("tenant {}: time_zone: {error}", tenant.id))?;
+    }
+    let runner = Runner::new(
+        &clickhouse_url,
+        &database,
+        RunLimits {
+            max_execution_secs: ask.max_execution_secs,
+            ..RunLimits::default()
+        },
+    );
+    // The dialect notes depend on the server; an unreachable server at start is not fatal
+    // (the dashboard reports it per request), the notes then assume the oldest dialect.
+    let server_version = runner.server_version().await.unwrap_or_else(|error| {
+        tracing::warn!(error = %clickstream_query_gateway::ask::error_chain(&error), "ClickHouse version unknown");
+        "18.16".to_owned()
+    });
+    let metrics = Arc::new(Metrics::default());
+    let provider = ask.provider()?;
+    let ask_service = AskService::new(
+        runner,
+        provider,
+        server_version,
+        AskLimits {
+            questions_per_minute: std::num::NonZeroU32::new(ask.questions_per_minute)
+                .context("--ask-questions-per-minute must be at least 1")?,
+            model_calls_per_day: ask.model_calls_per_day,
+        },
+        metrics.clone(),
+    );
     let live = Arc::new(LiveHub::default());
     if !redis_url.is_empty() {
         live.follow_redis(redis_url);
     }
     let state = Arc::new(AppState {
-        tenants: Tenants::load(&tenants).context("loading tenants")?,
+        tenants,
         clickhouse: clickhouse::Client::default()
             .with_url(&clickhouse_url)
             .with_database(&database)
@@ -81,11 +204,22 @@ async fn main() -> anyhow::Result<()> {
             .with_setting("readonly", "2"),
         live,
         live_stream_lifetime: std::time::Duration::from_secs(live_stream_secs),
+        ask: Arc::new(ask_service),
+        metrics,
+    });
+    let metrics_listener = tokio::net::TcpListener::bind(metrics_listen)
+        .await
+        .with_context(|| format!("binding {metrics_listen}"))?;
+    let metrics_app = metrics_router(state.clone());
+    tokio::spawn(async move {
+        if let Err(error) = axum::serve(metrics_listener, metrics_app).await {
+            tracing::error!(%error, "the metrics endpoint stopped");
+        }
     });
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("binding {listen}"))?;
-    tracing::info!(%listen, %database, "query gateway listening");
+    tracing::info!(%listen, %metrics_listen, %database, "query gateway listening");
     axum::serve(listener, router(state))
         .with_graceful_shutdown(async {
             // SIGTERM (what deploy/down.sh and process managers send) or ctrl-c.

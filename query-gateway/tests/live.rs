@@ -4,6 +4,9 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests panic with a message by design
 
+use clickstream_query_gateway::ask::run::{RunLimits, Runner};
+use clickstream_query_gateway::ask::{AskLimits, AskService};
+use clickstream_query_gateway::metrics::Metrics;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -57,6 +60,7 @@ async fn live_counters_stream_per_tenant_and_resume_by_last_event_id() {
     let redis_url = redis_url();
     let live = Arc::new(LiveHub::default());
     live.follow_redis(redis_url.clone());
+    let metrics = Arc::new(Metrics::default());
     let state = Arc::new(AppState {
         tenants: Tenants::parse(
             "[[tenants]]\nid='acme'\nwrite_keys=['wk_acme']\nread_keys=['rk_acme']\n\
@@ -67,6 +71,14 @@ async fn live_counters_stream_per_tenant_and_resume_by_last_event_id() {
         clickhouse: clickhouse::Client::default().with_url("http://127.0.0.1:9"),
         live: live.clone(),
         live_stream_lifetime: Duration::from_secs(60),
+        ask: Arc::new(AskService::new(
+            Runner::new("http://127.0.0.1:9", "none", RunLimits::default()),
+            None,
+            "18.16.1".into(),
+            AskLimits::default(),
+            metrics.clone(),
+        )),
+        metrics,
     });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap();

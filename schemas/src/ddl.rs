@@ -54,6 +54,7 @@ pub const TABLES: &[(&str, &str)] = &[
         "ingestion_warnings",
         include_str!("../sql/ingestion_warnings.sql"),
     ),
+    ("ask_log", include_str!("../sql/ask_log.sql")),
 ];
 
 /// The statements that create `database` and every table in it, for a server of `version`.

@@ -7,6 +7,7 @@
 //! read_keys = ["rk_acme_1"]
 //! anonymize_ip = true   # default
 //! rate_limit = { events_per_sec = 500, burst = 5000 }   # optional; none: unlimited
+//! time_zone = "Europe/Berlin"   # optional; default UTC
 //! ```
 
 use std::collections::HashMap;
@@ -33,6 +34,14 @@ pub struct Tenant {
     /// Events the gateway accepts from the tenant, as a token bucket; `None`: unlimited.
     #[serde(default)]
     pub rate_limit: Option<RateLimit>,
+    /// IANA time zone of the tenant's reports, e.g. `Europe/Berlin` (default `UTC`): Ask's
+    /// "today" and "per day" are local days of this zone. Validated by the query gateway.
+    #[serde(default = "default_time_zone")]
+    pub time_zone: String,
+}
+
+fn default_time_zone() -> String {
+    "UTC".to_owned()
 }
 
 /// A token bucket, counted in events (not requests): `burst` events may arrive at once, and
@@ -79,6 +88,7 @@ struct TenantsFile {
 /// Key lookup: write keys (ingestion) and read keys (queries) to their tenant.
 #[derive(Debug, Clone, Default)]
 pub struct Tenants {
+    all: Vec<Arc<Tenant>>,
     by_write_key: HashMap<String, Arc<Tenant>>,
     by_read_key: HashMap<String, Arc<Tenant>>,
 }
@@ -147,7 +157,7 @@ impl Tenants {
         }
         // Read keys after all write keys, so that a read key equal to any tenant's write key
         // is caught: write keys ship in browser code, a read key must never be one.
-        for tenant in all {
+        for tenant in &all {
             for key in &tenant.read_keys {
                 if key.is_empty()
                     || by_write_key.contains_key(key)
@@ -161,9 +171,15 @@ impl Tenants {
             }
         }
         Ok(Tenants {
+            all,
             by_write_key,
             by_read_key,
         })
+    }
+
+    /// Every tenant, in file order.
+    pub fn all(&self) -> impl Iterator<Item = &Arc<Tenant>> {
+        self.all.iter()
     }
 
     /// The tenant a write key belongs to.

@@ -5,6 +5,10 @@ use std::sync::Arc;
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
+use clickstream_query_gateway::ask::provider::Provider;
+use clickstream_query_gateway::ask::run::{RunLimits, Runner};
+use clickstream_query_gateway::ask::{AskLimits, AskService};
+use clickstream_query_gateway::metrics::Metrics;
 use clickstream_query_gateway::{AppState, router};
 use schemas::tenants::Tenants;
 use serde_json::Value;
@@ -31,6 +35,19 @@ async fn sql(http: &reqwest::Client, url: &str, statement: &str) -> String {
     let text = response.text().await.expect("body");
     assert!(status.is_success(), "{statement}: {text}");
     text
+}
+
+/// Ask over `database`, answered by `provider` or, without one, the offline translator.
+pub fn ask_service(
+    url: &str,
+    database: &str,
+    provider: Option<Provider>,
+    limits: AskLimits,
+) -> (Arc<AskService>, Arc<Metrics>) {
+    let metrics = Arc::new(Metrics::default());
+    let runner = Runner::new(url, database, RunLimits::default());
+    let ask = AskService::new(runner, provider, "18.16.1".into(), limits, metrics.clone());
+    (Arc::new(ask), metrics)
 }
 
 pub struct Fixture {
@@ -364,6 +381,7 @@ pub async fn fixture(base: i64) -> Fixture {
         .with_database(&database)
         .with_validation(false)
         .with_setting("readonly", "2");
+    let (ask, metrics) = ask_service(&url, &database, None, AskLimits::default());
     Fixture {
         state: Arc::new(AppState {
             tenants,
@@ -371,6 +389,8 @@ pub async fn fixture(base: i64) -> Fixture {
             live: Default::default(),
             // Short, so the browser test sees the dashboard reconnect.
             live_stream_lifetime: std::time::Duration::from_secs(2),
+            ask,
+            metrics,
         }),
         http,
         url,

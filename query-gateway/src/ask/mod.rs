@@ -1,0 +1,449 @@
+//! Ask: a question in plain English becomes SQL over the tenant's views, runs under the
+//! guard's limits, and comes back as an answer a marketer can read.
+//!
+//! Who writes the SQL: the configured model ([`provider`]), retried once with the error when
+//! its SQL fails to parse, is refused, or fails in ClickHouse; or, with no model configured
+//! (or its daily budget spent, or the model unreachable), the offline [`translator`]. Either
+//! way the SQL passes [`guard::check`], which alone decides what may run.
+
+pub mod answer;
+pub mod guard;
+pub mod period;
+pub mod prompt;
+pub mod provider;
+pub mod run;
+pub mod translator;
+pub mod views;
+
+use std::collections::HashMap;
+use std::num::NonZeroU32;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use chrono::NaiveDate;
+use chrono_tz::Tz;
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use schemas::tenants::Tenant;
+use serde_json::{Value, json};
+
+use crate::metrics::Metrics;
+use answer::Answer;
+use provider::{Message, Provider, ProviderError};
+use run::{RunError, Runner, Table};
+use translator::{Translation, Vocabulary};
+
+/// Longest question accepted, characters.
+pub const MAX_QUESTION_CHARS: usize = 500;
+
+/// How often a tenant may ask, and how many model calls a day it may spend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AskLimits {
+    /// Questions per minute per tenant (a token bucket of this size).
+    pub questions_per_minute: NonZeroU32,
+    /// Model calls per tenant per UTC day; past it, the offline translator answers.
+    pub model_calls_per_day: u32,
+}
+
+impl Default for AskLimits {
+    fn default() -> Self {
+        AskLimits {
+            questions_per_minute: NonZeroU32::new(20).unwrap_or(NonZeroU32::MIN),
+            model_calls_per_day: 500,
+        }
+    }
+}
+
+/// Why a question got no answer at all (as opposed to an answer saying it cannot answer).
+#[derive(Debug, thiserror::Error)]
+pub enum AskError {
+    /// Empty or too long.
+    #[error("{0}")]
+    BadQuestion(String),
+    /// The tenant asked too often.
+    #[error("too many questions; retry in {retry_after_secs} s")]
+    RateLimited {
+        /// Seconds until the next question is accepted.
+        retry_after_secs: u64,
+    },
+    /// ClickHouse is unreachable.
+    #[error("the analytics store is unavailable")]
+    Unavailable(#[source] RunError),
+}
+
+/// Everything Ask needs, shared by all requests.
+#[derive(Debug)]
+pub struct AskService {
+    runner: Runner,
+    provider: Option<Provider>,
+    server_version: String,
+    limits: AskLimits,
+    per_minute: DefaultKeyedRateLimiter<String>,
+    model_calls: Mutex<HashMap<String, (NaiveDate, u32)>>,
+    vocabularies: Mutex<HashMap<String, (Instant, Arc<Vocabulary>)>>,
+    metrics: Arc<Metrics>,
+}
+
+/// How long a tenant's names are reused before they are read again.
+const VOCABULARY_TTL: Duration = Duration::from_secs(60);
+
+/// Who wrote a statement, for the answer and `ask_log`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Author {
+    provider: &'static str,
+    model: String,
+}
+
+/// One attempt's record: what was tried and what it cost.
+#[derive(Debug, Default)]
+struct Attempts {
+    count: u8,
+    input_tokens: u32,
+    output_tokens: u32,
+}
+
+impl AskService {
+    /// A service running statements through `runner`, asking `provider` when there is one.
+    pub fn new(
+        runner: Runner,
+        provider: Option<Provider>,
+        server_version: String,
+        limits: AskLimits,
+        metrics: Arc<Metrics>,
+    ) -> AskService {
+        AskService {
+            runner,
+            provider,
+            server_version,
+            per_minute: RateLimiter::keyed(Quota::per_minute(limits.questions_per_minute)),
+            limits,
+            model_calls: Mutex::new(HashMap::new()),
+            vocabularies: Mutex::new(HashMap::new()),
+            metrics,
+        }
+    }
+
+    /// Answers `question` for `tenant`, whose data is complete up to `complete_until_ms`.
+    ///
+    /// # Errors
+    /// [`AskError`] when the question is refused before any work (bad, rate-limited) or
+    /// ClickHouse is unreachable. Everything else is an [`Answer`] with its [`Outcome`].
+    pub async fn ask(
+        &self,
+        tenant: &Tenant,
+        question: &str,
+        complete_until_ms: Option<i64>,
+    ) -> Result<Answer, AskError> {
+        let question = question.trim();
+        if question.is_empty() {
+            return Err(AskError::BadQuestion("question: must not be empty".into()));
+        }
+        if question.chars().count() > MAX_QUESTION_CHARS {
+            return Err(AskError::BadQuestion(format!(
+                "question: at most {MAX_QUESTION_CHARS} characters"
+            )));
+        }
+        if let Err(not_until) = self.per_minute.check_key(&tenant.id) {
+            let wait = not_until.wait_time_from(governor::clock::Clock::now(
+                &governor::clock::DefaultClock::default(),
+            ));
+            return Err(AskError::RateLimited {
+                retry_after_secs: wait.as_secs().max(1),
+            });
+        }
+        let started = Instant::now();
+        let tz: Tz = tenant.time_zone.parse().unwrap_or(Tz::UTC);
+        let today = chrono::Utc::now().with_timezone(&tz).date_naive();
+        let mut attempts = Attempts::default();
+        let mut answer = match &self.provider {
+            Some(provider) if self.spend_model_call(&tenant.id, false) => {
+                match self
+                    .ask_model(
+                        provider,
+                        tenant,
+                        question,
+                        today,
+                        tz,
+                        complete_until_ms,
+                        &mut attempts,
+                    )
+                    .await
+                {
+                    Ok(answer) => answer,
+                    Err(error) => {
+                        tracing::warn!(error = %error_chain(&error), "model unavailable; the offline translator answers");
+                        let mut answer = self.ask_offline(tenant, question, today, tz).await?;
+                        answer.note = Some(format!(
+                            "{error}; answered by the offline translator instead."
+                        ));
+                        answer
+                    }
+                }
+            }
+            Some(_) => {
+                let mut answer = self.ask_offline(tenant, question, today, tz).await?;
+                answer.note = Some(format!(
+                    "Today's budget of {} model calls is spent; answered by the offline translator.",
+                    self.limits.model_calls_per_day
+                ));
+                answer
+            }
+            None => self.ask_offline(tenant, question, today, tz).await?,
+        };
+        answer.set_complete_until(complete_until_ms);
+        let latency = started.elapsed();
+        self.metrics.observe_ask(
+            &answer,
+            latency,
+            attempts.input_tokens,
+            attempts.output_tokens,
+        );
+        self.log(tenant, &answer, latency, &attempts);
+        Ok(answer)
+    }
+
+    /// Takes one model call from the tenant's daily budget; `false` when it is spent.
+    fn spend_model_call(&self, tenant: &str, retry: bool) -> bool {
+        let today = chrono::Utc::now().date_naive();
+        let Ok(mut calls) = self.model_calls.lock() else {
+            return false;
+        };
+        let (day, used) = calls.entry(tenant.to_owned()).or_insert((today, 0));
+        if *day != today {
+            (*day, *used) = (today, 0);
+        }
+        // A retry may go one past the budget: the question was accepted under it.
+        if *used >= self.limits.model_calls_per_day && !retry {
+            return false;
+        }
+        *used += 1;
+        true
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn ask_model(
+        &self,
+        provider: &Provider,
+        tenant: &Tenant,
+        question: &str,
+        today: NaiveDate,
+        tz: Tz,
+        complete_until_ms: Option<i64>,
+        attempts: &mut Attempts,
+    ) -> Result<Answer, ProviderError> {
+        let author = Author {
+            provider: provider.config().kind.name(),
+            model: provider.config().model.clone(),
+        };
+        let system = prompt::system_prompt(&prompt::PromptFacts {
+            server_version: &self.server_version,
+            today: today.to_string(),
+            time_zone: tz.name(),
+            complete_until: complete_until_ms
+                .and_then(chrono::DateTime::from_timestamp_millis)
+                .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)),
+        });
+        let mut messages = vec![Message {
+            role: "user",
+            content: question.to_owned(),
+        }];
+        loop {
+            attempts.count += 1;
+            let completion = provider.complete(&system, &messages).await?;
+            attempts.input_tokens += completion.input_tokens;
+            attempts.output_tokens += completion.output_tokens;
+            let sql = provider::extract_sql(&completion.text);
+            if sql.contains("CANNOT_ANSWER") {
+                return Ok(Answer::cannot_answer(
+                    question,
+                    "The model says the question cannot be answered from your analytics data.",
+                    &author,
+                ));
+            }
+            let outcome = self.run_checked(tenant, &sql).await;
+            let retry_with = match &outcome {
+                Ok(_) => None,
+                Err(Failure::Refused(reason)) => {
+                    Some(format!("The SQL guard refused it: {reason}"))
+                }
+                Err(Failure::Query { class, detail }) => {
+                    // The model is the tenant's own, and the statement read only the tenant's
+                    // rows, so the server's message may go back to it (never to the answer).
+                    Some(format!("ClickHouse failed: {}: {detail}", class.describe()))
+                }
+                Err(Failure::Unavailable(_)) => None,
+            };
+            match retry_with {
+                Some(error) if attempts.count < 2 && self.spend_model_call(&tenant.id, true) => {
+                    messages.push(Message {
+                        role: "assistant",
+                        content: completion.text,
+                    });
+                    messages.push(Message {
+                        role: "user",
+                        content: format!("{error}\nAnswer with one corrected SELECT statement."),
+                    });
+                }
+                _ => return Ok(Answer::from_model(question, &sql, outcome, &author)),
+            }
+        }
+    }
+
+    async fn ask_offline(
+        &self,
+        tenant: &Tenant,
+        question: &str,
+        today: NaiveDate,
+        tz: Tz,
+    ) -> Result<Answer, AskError> {
+        let vocabulary = self.vocabulary(tenant).await?;
+        let context = translator::Context {
+            today,
+            tz,
+            vocabulary: &vocabulary,
+        };
+        let translation: Translation = match translator::translate(question, context) {
+            Ok(translation) => translation,
+            Err(unanswerable) => {
+                return Ok(Answer::cannot_answer(
+                    question,
+                    &unanswerable.reason,
+                    &OFFLINE,
+                ));
+            }
+        };
+        let outcome = self.run_checked(tenant, &translation.sql).await;
+        if let Err(Failure::Unavailable(error)) = outcome {
+            return Err(AskError::Unavailable(error));
+        }
+        Ok(Answer::from_translation(question, translation, outcome))
+    }
+
+    /// The tenant's event names and page locations of the last 90 days, most frequent first,
+    /// read through the guard like any other statement.
+    async fn vocabulary(&self, tenant: &Tenant) -> Result<Arc<Vocabulary>, AskError> {
+        if let Ok(cache) = self.vocabularies.lock()
+            && let Some((read, vocabulary)) = cache.get(&tenant.id)
+            && read.elapsed() < VOCABULARY_TTL
+        {
+            return Ok(vocabulary.clone());
+        }
+        let names = |sql: String| async move {
+            match self.run_checked(tenant, &sql).await {
+                Ok(checked) => Ok(checked
+                    .table
+                    .rows
+                    .iter()
+                    .filter_map(|row| row.first().and_then(Value::as_str).map(str::to_owned))
+                    .filter(|name| !name.is_empty())
+                    .collect::<Vec<String>>()),
+                Err(Failure::Unavailable(error)) => Err(AskError::Unavailable(error)),
+                Err(other) => {
+                    tracing::error!(failure = ?other, "reading the tenant's names failed");
+                    Ok(Vec::new())
+                }
+            }
+        };
+        let recent = "event_time >= now() - INTERVAL 90 DAY";
+        let events = names(format!(
+            "SELECT name AS label, count() AS occurrences FROM events WHERE type = 'track' AND {recent} GROUP BY label ORDER BY occurrences DESC LIMIT 500"
+        ))
+        .await?;
+        let pages = names(format!(
+            "SELECT {} AS label, count() AS occurrences FROM events WHERE {} AND {recent} GROUP BY label ORDER BY occurrences DESC LIMIT 1000",
+            schemas::definitions::page_view_location_sql(),
+            schemas::definitions::page_view_sql()
+        ))
+        .await?;
+        let vocabulary = Arc::new(Vocabulary { events, pages });
+        if let Ok(mut cache) = self.vocabularies.lock() {
+            cache.insert(tenant.id.clone(), (Instant::now(), vocabulary.clone()));
+        }
+        Ok(vocabulary)
+    }
+
+    /// Guards `sql` for the tenant and runs what the guard rendered.
+    async fn run_checked(&self, tenant: &Tenant, sql: &str) -> Result<Checked, Failure> {
+        let checked = guard::check(sql, self.runner.database(), &tenant.id)
+            .map_err(|refusal| Failure::Refused(refusal.0))?;
+        match self.runner.run(&checked.executable).await {
+            Ok(table) => Ok(Checked {
+                sql: checked.shown,
+                table,
+            }),
+            Err(RunError::Query { class, detail }) => {
+                tracing::warn!(tenant = %tenant.id, ?class, %detail, sql = %checked.executable, "Ask statement failed in ClickHouse");
+                Err(Failure::Query { class, detail })
+            }
+            Err(error) => Err(Failure::Unavailable(error)),
+        }
+    }
+
+    fn log(&self, tenant: &Tenant, answer: &Answer, latency: Duration, attempts: &Attempts) {
+        let now = chrono::Utc::now();
+        let row = json!({
+            "tenant": tenant.id,
+            "asked_at": now.timestamp(),
+            "asked_at_ms": now.timestamp_millis(),
+            "question": answer.question,
+            "sql": answer.sql.clone().unwrap_or_default(),
+            "provider": answer.provider,
+            "model": answer.model,
+            "attempts": attempts.count,
+            "latency_ms": u32::try_from(latency.as_millis()).unwrap_or(u32::MAX),
+            "input_tokens": attempts.input_tokens,
+            "output_tokens": attempts.output_tokens,
+            "outcome": answer.outcome.as_str(),
+            "detail": answer.detail_for_log(),
+        });
+        let runner = self.runner.clone();
+        tokio::spawn(async move {
+            if let Err(error) = runner.insert("ask_log", &row).await {
+                tracing::error!(error = %error_chain(&error), "writing ask_log failed");
+            }
+        });
+    }
+}
+
+const OFFLINE: Author = Author {
+    provider: "offline",
+    model: String::new(),
+};
+
+/// A statement that ran: the SQL as shown, and its rows.
+#[derive(Debug, Clone)]
+pub struct Checked {
+    /// The guard's rendering over the views.
+    pub sql: String,
+    /// What it returned.
+    pub table: Table,
+}
+
+/// Why a statement produced no rows.
+#[derive(Debug)]
+pub enum Failure {
+    /// The guard refused it.
+    Refused(String),
+    /// ClickHouse refused it.
+    Query {
+        /// Class, for the answer.
+        class: run::ErrorClass,
+        /// Server text, for the log.
+        detail: String,
+    },
+    /// ClickHouse is unreachable.
+    Unavailable(RunError),
+}
+
+/// An error and its sources, `a: b: c`.
+pub fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+pub use answer::Outcome as AskOutcome;

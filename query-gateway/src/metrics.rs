@@ -1,0 +1,99 @@
+//! Every metric of the query gateway, served on its own `/metrics` address.
+
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::{Registry, Unit};
+
+use crate::ask::answer::Answer;
+
+/// Labels of Ask's question counter: bounded (three providers, four outcomes).
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AskLabels {
+    /// `offline`, `anthropic` or `openai`.
+    pub provider: &'static str,
+    /// `answered`, `cannot_answer`, `refused` or `failed`.
+    pub outcome: &'static str,
+}
+
+/// Labels of the token counter.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TokenLabels {
+    /// `input` or `output`.
+    pub direction: &'static str,
+}
+
+/// The gateway's metrics and the registry that exposes them.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    ask_questions: Family<AskLabels, Counter>,
+    ask_tokens: Family<TokenLabels, Counter>,
+    ask_duration: Histogram,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::default();
+        let ask_questions = Family::<AskLabels, Counter>::default();
+        let ask_tokens = Family::<TokenLabels, Counter>::default();
+        let ask_duration = Histogram::new(exponential_buckets(0.005, 2.0, 14));
+        registry.register(
+            "clickstream_query_ask_questions",
+            "Questions answered by Ask, by provider and outcome",
+            ask_questions.clone(),
+        );
+        registry.register(
+            "clickstream_query_ask_model_tokens",
+            "Model tokens spent by Ask, by direction",
+            ask_tokens.clone(),
+        );
+        registry.register_with_unit(
+            "clickstream_query_ask_duration",
+            "Time to answer a question, model calls and ClickHouse included",
+            Unit::Seconds,
+            ask_duration.clone(),
+        );
+        Metrics {
+            registry,
+            ask_questions,
+            ask_tokens,
+            ask_duration,
+        }
+    }
+}
+
+impl Metrics {
+    /// Counts one answered question.
+    pub fn observe_ask(
+        &self,
+        answer: &Answer,
+        took: Duration,
+        input_tokens: u32,
+        output_tokens: u32,
+    ) {
+        self.ask_questions
+            .get_or_create(&AskLabels {
+                provider: answer.provider,
+                outcome: answer.outcome.as_str(),
+            })
+            .inc();
+        for (direction, tokens) in [("input", input_tokens), ("output", output_tokens)] {
+            self.ask_tokens
+                .get_or_create(&TokenLabels { direction })
+                .inc_by(u64::from(tokens));
+        }
+        self.ask_duration.observe(took.as_secs_f64());
+    }
+
+    /// The text exposition format.
+    pub fn render(&self) -> String {
+        let mut text = String::new();
+        // Writing to a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut text, &self.registry);
+        text
+    }
+}
