@@ -826,7 +826,7 @@ fn retention(period: Period, tz: Tz) -> Translation {
     let sql = format!(
         "SELECT cohort_week, intDiv(toRelativeDayNum(active_week) - toRelativeDayNum(cohort_week), 7) AS weeks_later, count() AS persons \
          FROM (SELECT person_id, {week} AS active_week FROM events WHERE {range} AND {activity} GROUP BY person_id, active_week) AS active \
-         JOIN (SELECT person_id, min({week}) AS cohort_week FROM events WHERE {range} AND {activity} GROUP BY person_id) AS cohorts USING person_id \
+         JOIN (SELECT person_id, min({week}) AS cohort_week FROM events WHERE {range} AND {activity} GROUP BY person_id) AS cohorts USING (person_id) \
          GROUP BY cohort_week, weeks_later ORDER BY cohort_week, weeks_later",
         range = period.condition("event_time"),
         activity = activity_sql(),

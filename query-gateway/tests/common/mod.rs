@@ -24,7 +24,30 @@ fn required_env(name: &str) -> String {
     })
 }
 
-async fn sql(http: &reqwest::Client, url: &str, statement: &str) -> String {
+/// The test server's URL; the tests fail loudly without one.
+pub fn clickhouse_url() -> String {
+    required_env("CLICKSTREAM_CLICKHOUSE_URL")
+}
+
+/// A new database named `<prefix>_<pid>_<ms>_<n>` with every table of the schema.
+pub async fn create_database(http: &reqwest::Client, url: &str, prefix: &str) -> String {
+    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let unique = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let database = format!(
+        "{prefix}_{}_{}_{unique}",
+        std::process::id(),
+        chrono::Utc::now().timestamp_millis()
+    );
+    let version = schemas::ddl::ServerVersion::parse(&sql(http, url, "SELECT version()").await)
+        .expect("version");
+    for statement in schemas::ddl::statements(&database, version) {
+        sql(http, url, &statement).await;
+    }
+    database
+}
+
+/// Runs `statement`, panicking with ClickHouse's message when it fails.
+pub async fn sql(http: &reqwest::Client, url: &str, statement: &str) -> String {
     let response = http
         .post(url)
         .body(statement.to_owned())
@@ -59,20 +82,9 @@ pub struct Fixture {
 
 /// A database with rows for tenants `acme` (read key `rk_acme`) and `globex`, around `T`.
 pub async fn fixture(base: i64) -> Fixture {
-    let url = required_env("CLICKSTREAM_CLICKHOUSE_URL");
+    let url = clickhouse_url();
     let http = reqwest::Client::new();
-    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-    let unique = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let database = format!(
-        "query_{}_{}_{unique}",
-        std::process::id(),
-        chrono::Utc::now().timestamp_millis()
-    );
-    let version = schemas::ddl::ServerVersion::parse(&sql(&http, &url, "SELECT version()").await)
-        .expect("version");
-    for statement in schemas::ddl::statements(&database, version) {
-        sql(&http, &url, &statement).await;
-    }
+    let database = create_database(&http, &url, "query").await;
     let event = |tenant: &str,
                  id: &str,
                  kind: &str,
