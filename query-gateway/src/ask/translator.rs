@@ -210,6 +210,18 @@ pub fn translate(question: &str, context: Context<'_>) -> Result<Translation, Un
     let found = period::find(&text, context.today, context.tz);
     let named_period = found.as_ref().map(|(period, _)| period.clone());
     let rest = found.map_or(text.clone(), |(_, rest)| rest);
+    let (translation, names) = shape_of(question, &rest, named_period, context)?;
+    check_understood(&rest, &names)?;
+    Ok(translation)
+}
+
+/// The question's shape, and the names (as typed) it consumed.
+fn shape_of(
+    question: &str,
+    rest: &str,
+    named_period: Option<Period>,
+    context: Context<'_>,
+) -> Result<(Translation, Vec<String>), Unanswerable> {
     let default = |days: u64, name: &str| {
         named_period.clone().unwrap_or_else(|| {
             Period::days(
@@ -220,7 +232,7 @@ pub fn translate(question: &str, context: Context<'_>) -> Result<Translation, Un
             )
         })
     };
-    let has = |words: &[&str]| words.iter().any(|word| contains_words(&rest, word));
+    let has = |words: &[&str]| words.iter().any(|word| contains_words(rest, word));
     if has(&[
         "retention",
         "retained",
@@ -229,30 +241,41 @@ pub fn translate(question: &str, context: Context<'_>) -> Result<Translation, Un
         "return",
         "returned",
     ]) {
-        return Ok(retention(default(56, "the last 8 weeks"), context.tz));
+        let period = default(56, "the last 8 weeks");
+        return Ok((retention(period, context.tz), Vec::new()));
     }
-    if let Some(steps) = funnel_steps(&rest) {
+    if let Some(fragments) = funnel_steps(rest) {
+        let steps = join_steps(&fragments, context.vocabulary);
+        if !(2..=5).contains(&steps.len()) {
+            return Err(Unanswerable {
+                reason: "A funnel has 2 to 5 steps, e.g. \"funnel from /pricing to Signed Up\"."
+                    .into(),
+            });
+        }
         let targets = resolve_all(&steps, context.vocabulary)?;
-        return Ok(funnel(targets, default(7, "the last 7 days")));
+        return Ok((funnel(targets, default(7, "the last 7 days")), steps));
     }
-    if let Some((did, not)) = but_not(&rest) {
-        let targets = resolve_all(&[did, not], context.vocabulary)?;
-        return Ok(did_but_not(
-            &targets[0],
-            &targets[1],
-            default(7, "the last 7 days"),
+    if let Some((did, not)) = but_not(rest) {
+        let targets = resolve_all(&[did.clone(), not.clone()], context.vocabulary)?;
+        let period = default(7, "the last 7 days");
+        return Ok((
+            did_but_not(&targets[0], &targets[1], period),
+            vec![did, not],
         ));
     }
-    if let Some(id) = person_mentioned(&text) {
-        return Ok(activity(&id, named_period));
+    if let Some(id) = person_mentioned(rest) {
+        return Ok((activity(&id, named_period), vec![id]));
     }
-    let target = quoted(&rest)
-        .and_then(|name| context.vocabulary.resolve(&name, true))
-        .or_else(|| path_token(&rest).and_then(|path| context.vocabulary.resolve(&path, false)))
-        .or_else(|| context.vocabulary.mentioned(&rest));
-    let metric = Metric::find(&rest, target.clone());
+    let typed = quoted(rest).or_else(|| path_token(rest));
+    let target = typed
+        .as_ref()
+        .and_then(|name| context.vocabulary.resolve(name, true))
+        .or_else(|| context.vocabulary.mentioned(rest));
+    let mut names: Vec<String> = typed.into_iter().collect();
+    names.extend(target.as_ref().map(|target| target.name().to_owned()));
+    let metric = Metric::find(rest, target);
     let period = default(7, "the last 7 days");
-    if has(&[
+    let translation = if has(&[
         "compare",
         "compared",
         "vs",
@@ -262,24 +285,232 @@ pub fn translate(question: &str, context: Context<'_>) -> Result<Translation, Un
         "growth",
     ]) {
         let metric = metric.ok_or_else(|| unknown_metric(question))?;
-        return Ok(comparison(metric, period, context.tz));
-    }
-    if let Some(bucket) = Bucket::find(&rest) {
+        comparison(metric, period, context.tz)
+    } else if let Some(bucket) = Bucket::find(rest) {
         let metric = metric.ok_or_else(|| unknown_metric(question))?;
-        return Ok(series(metric, bucket, period, context.tz));
+        series(metric, bucket, period, context.tz)
+    } else if let Some(dimension) = Dimension::find(rest).filter(|_| {
+        has(&["top", "most", "popular", "which", "list", "best", "biggest"]) || metric.is_none()
+    }) {
+        top(dimension, top_count(rest), period)
+    } else if let Some(metric) = metric {
+        total(metric, period)
+    } else {
+        return Err(unknown_metric(question));
+    };
+    Ok((translation, names))
+}
+
+/// Words the shapes above account for. A question with any other word is refused: a
+/// qualifier the translator does not understand ("from Germany", "on mobile") would
+/// otherwise be silently dropped, and the answer would be wrong.
+const UNDERSTOOD: &[&str] = &[
+    "a",
+    "active",
+    "activity",
+    "actions",
+    "added",
+    "all",
+    "an",
+    "and",
+    "are",
+    "average",
+    "avg",
+    "back",
+    "be",
+    "been",
+    "before",
+    "best",
+    "biggest",
+    "bounce",
+    "bounced",
+    "breakdown",
+    "brought",
+    "but",
+    "by",
+    "came",
+    "campaign",
+    "campaigns",
+    "change",
+    "changed",
+    "come",
+    "compare",
+    "compared",
+    "completed",
+    "conversion",
+    "convert",
+    "converted",
+    "count",
+    "customer",
+    "customers",
+    "daily",
+    "day",
+    "days",
+    "did",
+    "didn't",
+    "do",
+    "does",
+    "duration",
+    "each",
+    "entry",
+    "event",
+    "events",
+    "every",
+    "exit",
+    "for",
+    "from",
+    "funnel",
+    "get",
+    "give",
+    "go",
+    "got",
+    "growth",
+    "had",
+    "happen",
+    "happened",
+    "has",
+    "have",
+    "history",
+    "hits",
+    "hour",
+    "hourly",
+    "how",
+    "in",
+    "is",
+    "it",
+    "journey",
+    "landing",
+    "last",
+    "length",
+    "list",
+    "long",
+    "many",
+    "me",
+    "month",
+    "monthly",
+    "most",
+    "much",
+    "never",
+    "not",
+    "number",
+    "of",
+    "on",
+    "our",
+    "over",
+    "page",
+    "pages",
+    "pageview",
+    "pageviews",
+    "past",
+    "people",
+    "per",
+    "period",
+    "person",
+    "persons",
+    "popular",
+    "previous",
+    "rate",
+    "referrer",
+    "referrers",
+    "referring",
+    "referer",
+    "retained",
+    "retention",
+    "return",
+    "returned",
+    "returning",
+    "screen",
+    "screens",
+    "session",
+    "sessions",
+    "show",
+    "site",
+    "source",
+    "sources",
+    "spent",
+    "that",
+    "the",
+    "them",
+    "then",
+    "there",
+    "this",
+    "time",
+    "timeline",
+    "times",
+    "to",
+    "top",
+    "total",
+    "traffic",
+    "trend",
+    "triggered",
+    "unique",
+    "url",
+    "urls",
+    "path",
+    "paths",
+    "user",
+    "users",
+    "utm",
+    "versus",
+    "via",
+    "view",
+    "viewed",
+    "views",
+    "visit",
+    "visited",
+    "visitor",
+    "visitors",
+    "visits",
+    "vs",
+    "was",
+    "we",
+    "website",
+    "week",
+    "weekly",
+    "were",
+    "what",
+    "which",
+    "who",
+    "with",
+    "without",
+    "app",
+    "->",
+    ">",
+    "→",
+    "so",
+    "far",
+    "did",
+    "do",
+    "new",
+];
+
+fn check_understood(rest: &str, names: &[String]) -> Result<(), Unanswerable> {
+    let words: Vec<&str> = rest
+        .split(' ')
+        .map(|word| word.trim_matches(['"', '\'']))
+        .collect();
+    let mut text = format!(" {} ", normalize_name(&words.join(" ")));
+    for name in names {
+        let name = normalize_name(name);
+        if !name.is_empty() {
+            text = text.replace(&format!(" {name} "), " ");
+        }
     }
-    if has(&["top", "most", "popular", "which", "list", "best", "biggest"])
-        && let Some(dimension) = Dimension::find(&rest)
-    {
-        return Ok(top(dimension, top_count(&rest), period));
+    let unknown: Vec<&str> = text
+        .split_whitespace()
+        .map(|word| word.trim_matches(['"', '\'', '?', '!', ',']))
+        .filter(|word| !word.is_empty())
+        .filter(|word| word.parse::<u32>().is_err() && !UNDERSTOOD.contains(word))
+        .collect();
+    if unknown.is_empty() {
+        return Ok(());
     }
-    if let Some(metric) = metric {
-        return Ok(total(metric, period));
-    }
-    if let Some(dimension) = Dimension::find(&rest) {
-        return Ok(top(dimension, top_count(&rest), period));
-    }
-    Err(unknown_metric(question))
+    Err(Unanswerable {
+        reason: format!(
+            "I can't answer that without a language model: I don't know what \"{}\" means here. I answer questions about page views, events, visitors, persons, sessions, bounce rate, session duration, top lists, funnels, retention and one person's activity, over a period, for events and pages by their names in your data.",
+            unknown.join(" ")
+        ),
+    })
 }
 
 fn unknown_metric(question: &str) -> Unanswerable {
@@ -351,8 +582,10 @@ fn resolve_all(texts: &[String], vocabulary: &Vocabulary) -> Result<Vec<Target>,
         .collect()
 }
 
-/// "funnel from A to B to C", "conversion from A to B", "funnel: A > B > C".
-fn funnel_steps(text: &str) -> Option<Vec<String>> {
+/// The fragments of "funnel from A to B to C", "conversion from A to B", "funnel: A > B > C"
+/// between separators, with the separator before each (`to` may also be part of a name,
+/// as in "Added To Cart"; [`join_steps`] decides).
+fn funnel_steps(text: &str) -> Option<Vec<(String, String)>> {
     let start = ["funnel", "conversion", "convert", "converted"]
         .iter()
         .filter_map(|word| text.find(word).map(|at| at + word.len()))
@@ -364,18 +597,42 @@ fn funnel_steps(text: &str) -> Option<Vec<String>> {
     for prefix in ["from", "between", "of"] {
         steps_text = steps_text.strip_prefix(prefix).unwrap_or(steps_text).trim();
     }
-    let normalized = steps_text
-        .replace(" then ", " -> ")
-        .replace(" to ", " -> ")
-        .replace(" and ", " -> ")
-        .replace(" > ", " -> ")
-        .replace('→', " -> ");
-    let steps: Vec<String> = normalized
-        .split("->")
-        .map(|step| step.trim().trim_matches(['"', '\'']).trim().to_owned())
-        .filter(|step| !step.is_empty())
-        .collect();
-    (2..=5).contains(&steps.len()).then_some(steps)
+    let mut fragments: Vec<(String, String)> = vec![(String::new(), String::new())];
+    for word in steps_text.split(' ') {
+        if ["to", "then", "and", ">", "->", "→"].contains(&word) {
+            fragments.push((word.to_owned(), String::new()));
+        } else if let Some((_, fragment)) = fragments.last_mut() {
+            if !fragment.is_empty() {
+                fragment.push(' ');
+            }
+            fragment.push_str(word.trim_matches(['"', '\'']));
+        }
+    }
+    fragments.retain(|(_, fragment)| !fragment.is_empty());
+    (fragments.len() >= 2).then_some(fragments)
+}
+
+/// Steps from fragments: from each position, the longest run of fragments that is exactly a
+/// known name, else the fragment alone (matched fuzzily).
+fn join_steps(fragments: &[(String, String)], vocabulary: &Vocabulary) -> Vec<String> {
+    let mut steps = Vec::new();
+    let mut i = 0;
+    while i < fragments.len() {
+        let joined = |j: usize| {
+            let mut text = fragments[i].1.clone();
+            for (separator, fragment) in &fragments[i + 1..=j] {
+                text.push_str(&format!(" {separator} {fragment}"));
+            }
+            text
+        };
+        let end = (i + 1..fragments.len())
+            .rev()
+            .find(|&j| vocabulary.resolve(&joined(j), false).is_some())
+            .unwrap_or(i);
+        steps.push(joined(end));
+        i = end + 1;
+    }
+    steps
 }
 
 /// "who did A but not B", "A but never B", "A without B".
@@ -751,7 +1008,7 @@ fn top(dimension: Dimension, count: u32, period: Period) -> Translation {
         "event_time"
     };
     let unit = if view == "sessions" {
-        "sessions"
+        "session_count"
     } else {
         "count"
     };
