@@ -213,15 +213,11 @@ async fn segment_identity_rules_and_definitions_through_clickhouse_and_the_api()
         .map(|t| format!("[[tenants]]\nid='{t}'\nwrite_keys=['wk_{t}']\nread_keys=['rk_{t}']\n"))
         .collect();
     let check = Check {
-        api: Arc::new(AppState {
-            tenants: schemas::tenants::Tenants::parse(&tenants).expect("tenants"),
-            clickhouse: clickhouse::Client::default()
-                .with_url(&clickhouse.url)
-                .with_database(&database)
-                .with_validation(false),
-            live: Default::default(),
-            live_stream_lifetime: std::time::Duration::from_secs(1),
-        }),
+        api: Arc::new(AppState::offline(
+            schemas::tenants::Tenants::parse(&tenants).expect("tenants"),
+            &clickhouse.url,
+            &database,
+        )),
         clickhouse,
         database,
     };

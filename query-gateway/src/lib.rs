@@ -44,6 +44,33 @@ pub struct AppState {
     pub metrics: Arc<metrics::Metrics>,
 }
 
+impl AppState {
+    /// The state of a gateway over `database` at `clickhouse_url` with Ask's offline
+    /// translator and default limits, and no live feed: what tests and benchmarks serve.
+    pub fn offline(tenants: Tenants, clickhouse_url: &str, database: &str) -> AppState {
+        let metrics = Arc::new(metrics::Metrics::default());
+        let runner = ask::run::Runner::new(clickhouse_url, database, Default::default());
+        AppState {
+            tenants,
+            clickhouse: clickhouse::Client::default()
+                .with_url(clickhouse_url)
+                .with_database(database)
+                .with_validation(false)
+                .with_setting("readonly", "2"),
+            live: Default::default(),
+            live_stream_lifetime: std::time::Duration::from_secs(60),
+            ask: Arc::new(ask::AskService::new(
+                runner,
+                None,
+                "18.16".into(),
+                Default::default(),
+                metrics.clone(),
+            )),
+            metrics,
+        }
+    }
+}
+
 /// The API's paths, as in the OpenAPI document (a test keeps the two equal).
 pub const API_PATHS: [&str; 7] = [
     "/api/overview",

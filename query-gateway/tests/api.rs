@@ -6,7 +6,7 @@
 mod common;
 
 use axum::http::StatusCode;
-use clickstream_query_gateway::{API_PATHS, LIVE_PATH, OPENAPI, router};
+use clickstream_query_gateway::{API_PATHS, ASK_PATH, LIVE_PATH, OPENAPI, router};
 use common::{DAY, T, fixture};
 use serde_json::{Value, json};
 
@@ -460,6 +460,7 @@ async fn the_openapi_document_matches_the_routes_and_serves_over_a_socket() {
     documented.sort();
     let mut routed = API_PATHS.to_vec();
     routed.push(LIVE_PATH);
+    routed.push(ASK_PATH);
     routed.sort();
     assert_eq!(
         documented, routed,

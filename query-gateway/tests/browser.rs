@@ -206,3 +206,160 @@ async fn the_dashboard_renders_the_tenants_numbers_in_chromium() {
     let _ = std::fs::remove_dir_all(&profile);
     f.drop_database().await;
 }
+
+/// Drives the dashboard's Ask box from a page of the same origin (the dashboard in an
+/// iframe): asks a question, waits for the answer, clicks a follow-up, waits again, and writes
+/// what the dashboard showed into its own DOM for `--dump-dom`.
+const ASK_HARNESS: &str = r##"<!doctype html><html><body style="margin:0">
+<iframe id="f" src="/#key=rk_acme&live=0" style="width:1280px;height:1000px;border:0"></iframe>
+<pre id="result">pending</pre>
+<script>
+"use strict";
+const frame = document.getElementById("f");
+const doc = () => frame.contentDocument;
+function done(text) { document.getElementById("result").textContent = text; }
+function waitFor(check, then, tries = 0) {
+  const value = check();
+  if (value) { then(value); } else if (tries > 600) { done("timeout"); } else { setTimeout(() => waitFor(check, then, tries + 1), 50); }
+}
+function shown() {
+  const a = doc().getElementById("answer");
+  const chart = a.querySelector("#answer-chart");
+  return {
+    state: a.dataset.state,
+    question: a.querySelector(".question")?.textContent,
+    summary: a.querySelector(".summary")?.textContent,
+    chart: chart ? chart.dataset.chart : null,
+    lines: a.querySelectorAll("#answer-chart polyline").length,
+    bars: a.querySelectorAll("#answer-chart rect").length,
+    rows: [...a.querySelectorAll("table tr")].slice(1).map((tr) => [...tr.children].map((td) => td.textContent)),
+    sql: a.querySelector("pre")?.textContent,
+    followUps: [...a.querySelectorAll(".follow-ups button")].map((b) => b.textContent),
+  };
+}
+const settled = () => { const s = doc().getElementById("answer").dataset.state; return !["empty", "asking", "clicked"].includes(s) && s; };
+frame.addEventListener("load", () => {
+  waitFor(() => doc().body.dataset.loaded === "true", () => {
+    doc().getElementById("ask").value = "Page views per day in the last 7 days";
+    doc().getElementById("ask-form").requestSubmit();
+    waitFor(settled, () => {
+      const first = shown();
+      const next = [...doc().querySelectorAll("#answer .follow-ups button")].find((b) => b.textContent.startsWith("Top pages"));
+      doc().getElementById("answer").dataset.state = "clicked";
+      if (next) { next.click(); }
+      waitFor(settled, () => {
+        const second = shown();
+        frame.contentWindow.scrollTo(0, doc().getElementById("answer").getBoundingClientRect().top - 120);
+        done(JSON.stringify({ first, second }));
+      });
+    });
+  });
+});
+</script></body></html>"##;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_ask_box_answers_charts_and_follows_up_in_chromium() {
+    let now = chrono::Utc::now().timestamp();
+    let base = now - now % 3600 - 3 * 3600;
+    let f = fixture(base).await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let address = listener.local_addr().expect("address");
+    let app = router(f.state.clone()).route(
+        "/ask-harness",
+        axum::routing::get(|| async { axum::response::Html(ASK_HARNESS) }),
+    );
+    let server = tokio::spawn(axum::serve(listener, app).into_future());
+    let output_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/test-output");
+    std::fs::create_dir_all(&output_dir).expect("output dir");
+    let profile =
+        std::env::temp_dir().join(format!("clickstream-chromium-ask-{}", std::process::id()));
+    let url = format!("http://{address}/ask-harness");
+    let screenshot = output_dir.join("ask.png");
+    let dom = {
+        let (profile, url, screenshot) = (profile.clone(), url.clone(), screenshot.clone());
+        tokio::task::spawn_blocking(move || {
+            let dom = run_chromium(&profile, &["--dump-dom".into(), url.clone()]);
+            run_chromium(
+                &profile,
+                &[
+                    "--window-size=1280,1000".into(),
+                    format!("--screenshot={}", screenshot.display()),
+                    url,
+                ],
+            );
+            dom
+        })
+        .await
+        .expect("chromium task")
+    };
+    let result = dom
+        .split(r#"<pre id="result">"#)
+        .nth(1)
+        .and_then(|rest| rest.split("</pre>").next())
+        .unwrap_or_else(|| panic!("no result:\n{dom}"))
+        .replace("&quot;", "\"")
+        .replace("&amp;", "&")
+        .replace("&lt;", "<")
+        .replace("&gt;", ">");
+    let shown: serde_json::Value = serde_json::from_str(&result)
+        .unwrap_or_else(|_| panic!("the harness did not finish: {result}"));
+    println!("the Ask box showed: {shown:#}");
+    let (first, second) = (&shown["first"], &shown["second"]);
+    // acme's page views today: e1, e2 (its newest version) and e7 on /a, e3 on /b; all in the
+    // last hours, so one day holds all four.
+    assert_eq!(first["state"], "answered", "{first}");
+    assert_eq!(first["chart"], "line");
+    assert_eq!(first["lines"], 1);
+    assert_eq!(first["rows"].as_array().map(Vec::len), Some(1), "{first}");
+    assert_eq!(first["rows"][0][1], "4", "{first}");
+    assert!(
+        first["summary"]
+            .as_str()
+            .unwrap()
+            .contains("complete up to"),
+        "{first}"
+    );
+    assert!(
+        first["sql"]
+            .as_str()
+            .unwrap()
+            .starts_with("SELECT toDate(event_time, 'UTC') AS day"),
+        "{first}"
+    );
+    assert_eq!(
+        first["followUps"].as_array().map(Vec::len),
+        Some(3),
+        "{first}"
+    );
+    // The clicked follow-up: top pages, a bar per page, /a first with 3 views.
+    assert_eq!(second["state"], "answered", "{second}");
+    assert!(
+        second["question"]
+            .as_str()
+            .unwrap()
+            .starts_with("Top pages"),
+        "{second}"
+    );
+    assert_eq!(second["chart"], "bar");
+    assert_eq!(second["bars"], 2, "{second}");
+    assert_eq!(
+        second["rows"],
+        serde_json::json!([["/a", "3"], ["/b", "1"]])
+    );
+    assert!(
+        !result.contains("/secret"),
+        "another tenant's page leaked into the answer"
+    );
+    let size = std::fs::metadata(&screenshot).map(|m| m.len()).unwrap_or(0);
+    assert!(
+        size > 10_000,
+        "screenshot {} has {size} bytes",
+        screenshot.display()
+    );
+    println!("screenshot: {}", screenshot.display());
+    server.abort();
+    let _ = std::fs::remove_dir_all(&profile);
+    f.drop_database().await;
+}

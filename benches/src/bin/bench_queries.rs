@@ -14,7 +14,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 use clap::Parser;
-use query_gateway::live::LiveHub;
 use query_gateway::{AppState, router};
 use schemas::tenants::Tenants;
 
@@ -163,15 +162,11 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let http = reqwest::Client::new();
     generate(&http, &args).await?;
-    let state = Arc::new(AppState {
-        tenants: Tenants::parse("[[tenants]]\nid='demo'\nwrite_keys=['wk']\nread_keys=['rk']\n")?,
-        clickhouse: clickhouse::Client::default()
-            .with_url(&args.clickhouse_url)
-            .with_database(&args.database)
-            .with_validation(false),
-        live: Arc::new(LiveHub::default()),
-        live_stream_lifetime: Duration::from_secs(60),
-    });
+    let state = Arc::new(AppState::offline(
+        Tenants::parse("[[tenants]]\nid='demo'\nwrite_keys=['wk']\nread_keys=['rk']\n")?,
+        &args.clickhouse_url,
+        &args.database,
+    ));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let address = listener.local_addr()?;
     tokio::spawn(axum::serve(listener, router(state)).into_future());

@@ -324,23 +324,21 @@ fn shaped_summary(translation: &Translation, period: &str, rows: &[Vec<Value>]) 
         }
         Shape::Series if rows.is_empty() => format!("No {title} in {period}."),
         Shape::Series => {
-            let total: f64 = rows
-                .iter()
-                .map(|row| row.get(1).and_then(Value::as_f64).unwrap_or(0.0))
-                .sum();
+            let value = |i: usize| rows[i].get(1).and_then(Value::as_f64).unwrap_or(0.0);
             let peak = (0..rows.len())
-                .max_by(|a, b| {
-                    let value = |i: &usize| rows[*i].get(1).and_then(Value::as_f64).unwrap_or(0.0);
-                    value(a).total_cmp(&value(b))
-                })
+                .max_by(|a, b| value(*a).total_cmp(&value(*b)))
+                .unwrap_or(0);
+            let low = (0..rows.len())
+                .min_by(|a, b| value(*a).total_cmp(&value(*b)))
                 .unwrap_or(0);
             format!(
-                "{} in {period}: {} buckets with data, summing to {}; the highest is {} on {}.",
+                "{} in {period}: {} with data; the highest is {} ({}), the lowest {} ({}).",
                 capitalize(title),
-                rows.len(),
-                format_value(&serde_json::json!(total)),
+                plural(rows.len(), title.rsplit(' ').next().unwrap_or("bucket")),
                 cell(rows, peak, 1),
-                cell(rows, peak, 0)
+                cell(rows, peak, 0),
+                cell(rows, low, 1),
+                cell(rows, low, 0)
             )
         }
         Shape::Funnel(steps) => {
@@ -384,6 +382,14 @@ fn shaped_summary(translation: &Translation, period: &str, rows: &[Vec<Value>]) 
     }
 }
 
+fn plural(count: usize, unit: &str) -> String {
+    if count == 1 {
+        format!("1 {unit}")
+    } else {
+        format!("{count} {unit}s")
+    }
+}
+
 fn number_at(rows: &[Vec<Value>], column: usize) -> f64 {
     rows.first()
         .and_then(|row| row.get(column))
@@ -401,6 +407,12 @@ fn capitalize(text: &str) -> String {
 
 fn follow_ups(translation: &Translation, period: &str) -> Vec<String> {
     let named = period.split(" (").next().unwrap_or(period);
+    let in_named = if named.starts_with("the ") {
+        format!("in {named}")
+    } else {
+        named.to_owned()
+    };
+    let named = in_named.as_str();
     let metric = translation
         .title
         .split(':')

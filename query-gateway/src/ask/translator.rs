@@ -795,46 +795,59 @@ impl Metric {
         )
     }
 
-    /// The aggregate of the metric over the rows where `condition` holds ("1" for all).
-    fn aggregate(&self, condition: &str) -> String {
+    /// The aggregate of the metric over the rows where `condition` holds (all rows: `None`).
+    fn aggregate(&self, condition: Option<&str>) -> String {
+        let counted = |plain: &str, conditional: &str, argument: &str| match condition {
+            None => format!("{plain}({argument})"),
+            Some(condition) if argument.is_empty() => format!("{conditional}({condition})"),
+            Some(condition) => format!("{conditional}({argument}, {condition})"),
+        };
         match self {
-            Metric::PageViews => format!("countIf({} AND {condition})", page_view_sql()),
-            Metric::Events => format!("countIf({condition})"),
-            Metric::Visitors => format!("uniqExactIf({VISITOR}, {condition})"),
-            Metric::Persons => format!("uniqExactIf(person_id, {condition})"),
-            Metric::Sessions => format!("countIf({condition})"),
+            Metric::PageViews => format!("countIf({})", both(&page_view_sql(), condition)),
+            Metric::Events | Metric::Sessions => counted("count", "countIf", ""),
+            Metric::Visitors => counted("uniqExact", "uniqExactIf", VISITOR),
+            Metric::Persons => counted("uniqExact", "uniqExactIf", "person_id"),
             Metric::BounceRate => format!(
-                "round(100 * sumIf(is_bounce, {condition}) / greatest(countIf({condition}), 1), 1)"
+                "round(100 * {} / greatest({}, 1), 1)",
+                counted("sum", "sumIf", "is_bounce"),
+                counted("count", "countIf", "")
             ),
             Metric::Duration => format!(
-                "round(sumIf(duration_ms, {condition}) / greatest(countIf({condition}), 1) / 1000, 1)"
+                "round({} / greatest({}, 1) / 1000, 1)",
+                counted("sum", "sumIf", "duration_ms"),
+                counted("count", "countIf", "")
             ),
             Metric::Named(target, None) => {
-                format!("countIf({} AND {condition})", target.condition())
+                format!("countIf({})", both(&target.condition(), condition))
             }
             Metric::Named(target, Some(base)) => {
-                base.aggregate(&format!("{} AND {condition}", target.condition()))
+                base.aggregate(Some(&both(&target.condition(), condition)))
             }
         }
     }
 
     /// `(view, time column, the rows every value of it counts)`.
-    fn source(&self) -> (&'static str, &'static str, String) {
+    fn source(&self) -> (&'static str, &'static str, Option<String>) {
         if self.uses_sessions() {
-            ("sessions", "start_time", "1 = 1".to_owned())
+            ("sessions", "start_time", None)
         } else {
-            ("events", "event_time", activity_sql())
+            ("events", "event_time", Some(activity_sql()))
         }
     }
+}
+
+/// `a AND b`, or `a` alone.
+fn both(a: &str, b: Option<&str>) -> String {
+    b.map_or_else(|| a.to_owned(), |b| format!("{a} AND {b}"))
 }
 
 fn total(metric: Metric, period: Period) -> Translation {
     let (view, time, rows) = metric.source();
     let alias = "value";
     let sql = format!(
-        "SELECT {} AS {alias} FROM {view} WHERE {} AND {rows}",
-        metric.aggregate("1 = 1"),
-        period.condition(time)
+        "SELECT {} AS {alias} FROM {view} WHERE {}",
+        metric.aggregate(None),
+        both(&period.condition(time), rows.as_deref())
     );
     Translation {
         sql,
@@ -848,11 +861,16 @@ fn comparison(metric: Metric, period: Period, tz: Tz) -> Translation {
     let previous = period.previous(tz);
     let (view, time, rows) = metric.source();
     let sql = format!(
-        "SELECT {} AS this_period, {} AS previous_period FROM {view} WHERE {time} >= toDateTime({}) AND {time} < toDateTime({}) AND {rows}",
-        metric.aggregate(&period.condition(time)),
-        metric.aggregate(&previous.condition(time)),
-        previous.from,
-        period.to,
+        "SELECT {} AS this_period, {} AS previous_period FROM {view} WHERE {}",
+        metric.aggregate(Some(&period.condition(time))),
+        metric.aggregate(Some(&previous.condition(time))),
+        both(
+            &format!(
+                "{time} >= toDateTime({}) AND {time} < toDateTime({})",
+                previous.from, period.to
+            ),
+            rows.as_deref()
+        ),
     );
     Translation {
         sql,
@@ -924,10 +942,10 @@ fn series(metric: Metric, bucket: Bucket, period: Period, tz: Tz) -> Translation
     let (view, time, rows) = metric.source();
     let name = bucket.name();
     let sql = format!(
-        "SELECT {} AS {name}, {} AS value FROM {view} WHERE {} AND {rows} GROUP BY {name} ORDER BY {name}",
+        "SELECT {} AS {name}, {} AS value FROM {view} WHERE {} GROUP BY {name} ORDER BY {name}",
         bucket.expression(time, tz),
-        metric.aggregate("1 = 1"),
-        period.condition(time)
+        metric.aggregate(None),
+        both(&period.condition(time), rows.as_deref())
     );
     Translation {
         sql,
