@@ -74,9 +74,11 @@ clickstream is running (state and logs in $STATE_DIR):
   Kafka (tansu)    $CLICKSTREAM_KAFKA_BROKERS   topic "events"
   Redis            $CLICKSTREAM_REDIS_URL   (live counters: engine -> query gateway /live; rate limits)
   dashboard        http://127.0.0.1:$QUERY_PORT/#key=demo_read_key   (REST API: /openapi.json)
+                   Ask: POST /api/ask (offline translator unless CLICKSTREAM_ASK_PROVIDER is set); metrics on http://127.0.0.1:19481/metrics
 
 Try:
   curl -s $CLICKSTREAM_CLICKHOUSE_URL --data-binary "SELECT type, count() FROM clickstream.events FINAL GROUP BY type"
   curl -s -u demo_write_key: http://127.0.0.1:$INGEST_PORT/v1/track -d '{"anonymousId":"me","event":"Hello"}'
+  curl -s -H 'Authorization: Bearer demo_read_key' http://127.0.0.1:$QUERY_PORT/api/ask -d '{"question":"top pages in the last 7 days"}'
 Stop everything with deploy/down.sh
 TEXT
