@@ -115,6 +115,41 @@ struct AskArgs {
 }
 
 impl AskArgs {
+    /// Ask as configured, its dialect notes for the server's version.
+    async fn service(
+        &self,
+        clickhouse_url: &str,
+        database: &str,
+        metrics: Arc<Metrics>,
+    ) -> anyhow::Result<AskService> {
+        let runner = Runner::new(
+            clickhouse_url,
+            database,
+            RunLimits {
+                max_execution_secs: self.max_execution_secs,
+                ..RunLimits::default()
+            },
+        );
+        // An unreachable server at start is not fatal (each request reports it); the notes
+        // then assume the oldest dialect.
+        let server_version = runner.server_version().await.unwrap_or_else(|error| {
+            tracing::warn!(error = %clickstream_query_gateway::ask::error_chain(&error), "ClickHouse version unknown");
+            "18.16".to_owned()
+        });
+        let limits = AskLimits {
+            questions_per_minute: std::num::NonZeroU32::new(self.questions_per_minute)
+                .context("--ask-questions-per-minute must be at least 1")?,
+            model_calls_per_day: self.model_calls_per_day,
+        };
+        Ok(AskService::new(
+            runner,
+            self.provider()?,
+            server_version,
+            limits,
+            metrics,
+        ))
+    }
+
     fn provider(&self) -> anyhow::Result<Option<Provider>> {
         let Some(kind) = self.provider else {
             return Ok(None);
@@ -162,33 +197,10 @@ async fn main() -> anyhow::Result<()> {
             .parse::<chrono_tz::Tz>()
             .map_err(|error| anyhow::anyhow!("tenant {}: time_zone: {error}", tenant.id))?;
     }
-    let runner = Runner::new(
-        &clickhouse_url,
-        &database,
-        RunLimits {
-            max_execution_secs: ask.max_execution_secs,
-            ..RunLimits::default()
-        },
-    );
-    // The dialect notes depend on the server; an unreachable server at start is not fatal
-    // (the dashboard reports it per request), the notes then assume the oldest dialect.
-    let server_version = runner.server_version().await.unwrap_or_else(|error| {
-        tracing::warn!(error = %clickstream_query_gateway::ask::error_chain(&error), "ClickHouse version unknown");
-        "18.16".to_owned()
-    });
     let metrics = Arc::new(Metrics::default());
-    let provider = ask.provider()?;
-    let ask_service = AskService::new(
-        runner,
-        provider,
-        server_version,
-        AskLimits {
-            questions_per_minute: std::num::NonZeroU32::new(ask.questions_per_minute)
-                .context("--ask-questions-per-minute must be at least 1")?,
-            model_calls_per_day: ask.model_calls_per_day,
-        },
-        metrics.clone(),
-    );
+    let ask_service = ask
+        .service(&clickhouse_url, &database, metrics.clone())
+        .await?;
     let live = Arc::new(LiveHub::default());
     if !redis_url.is_empty() {
         live.follow_redis(redis_url);

@@ -219,7 +219,14 @@ impl Runner {
             .send()
             .await
             .map_err(RunError::Unavailable)?;
+        let status = response.status();
         let text = response.text().await.map_err(RunError::Unavailable)?;
+        if !status.is_success() {
+            return Err(RunError::Query {
+                class: ErrorClass::Other,
+                detail: text,
+            });
+        }
         Ok(text.trim().to_owned())
     }
 }
