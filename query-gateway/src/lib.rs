@@ -485,6 +485,9 @@ async fn ask_question(
             .into_response();
         }
     };
+    if let Err(error) = state.ask.admit(&tenant, &request.question) {
+        return ask_error(error);
+    }
     let complete_until = match queries::progress(&state.clickhouse, &tenant.id).await {
         Ok(until) => until,
         Err(error) => return error.into_response(),
@@ -495,15 +498,21 @@ async fn ask_question(
         .await
     {
         Ok(answer) => Json(answer).into_response(),
-        Err(ask::AskError::BadQuestion(message)) => ApiError::BadParameter {
+        Err(error) => ask_error(error),
+    }
+}
+
+fn ask_error(error: ask::AskError) -> Response {
+    match error {
+        ask::AskError::BadQuestion(message) => ApiError::BadParameter {
             parameter: "question".into(),
             message,
         }
         .into_response(),
-        Err(ask::AskError::RateLimited { retry_after_secs }) => {
+        ask::AskError::RateLimited { retry_after_secs } => {
             ApiError::RateLimited { retry_after_secs }.into_response()
         }
-        Err(ask::AskError::Unavailable(error)) => {
+        ask::AskError::Unavailable(error) => {
             tracing::error!(error = %ask::error_chain(&error), "Ask: ClickHouse unavailable");
             ApiError::Unavailable.into_response()
         }

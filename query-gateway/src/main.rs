@@ -105,6 +105,13 @@ struct AskArgs {
         default_value_t = 500
     )]
     model_calls_per_day: u32,
+    /// Ask statements running at once in ClickHouse, over all tenants (each may use 1 GiB).
+    #[arg(
+        long = "ask-max-concurrent",
+        env = "CLICKSTREAM_ASK_MAX_CONCURRENT",
+        default_value_t = 4
+    )]
+    max_concurrent: usize,
     /// `max_execution_time` of an Ask statement, seconds.
     #[arg(
         long = "ask-max-execution-secs",
@@ -127,6 +134,7 @@ impl AskArgs {
             database,
             RunLimits {
                 max_execution_secs: self.max_execution_secs,
+                max_concurrent: self.max_concurrent,
                 ..RunLimits::default()
             },
         );

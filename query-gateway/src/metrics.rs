@@ -33,6 +33,14 @@ pub struct Metrics {
     ask_questions: Family<AskLabels, Counter>,
     ask_tokens: Family<TokenLabels, Counter>,
     ask_duration: Histogram,
+    ask_rejected: Family<RejectLabels, Counter>,
+}
+
+/// Labels of the counter of questions refused before any work.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RejectLabels {
+    /// `rate_limited` or `bad_question`.
+    pub reason: &'static str,
 }
 
 impl Default for Metrics {
@@ -41,6 +49,12 @@ impl Default for Metrics {
         let ask_questions = Family::<AskLabels, Counter>::default();
         let ask_tokens = Family::<TokenLabels, Counter>::default();
         let ask_duration = Histogram::new(exponential_buckets(0.005, 2.0, 14));
+        let ask_rejected = Family::<RejectLabels, Counter>::default();
+        registry.register(
+            "clickstream_query_ask_rejected",
+            "Questions refused before any work, by reason",
+            ask_rejected.clone(),
+        );
         registry.register(
             "clickstream_query_ask_questions",
             "Questions answered by Ask, by provider and outcome",
@@ -62,6 +76,7 @@ impl Default for Metrics {
             ask_questions,
             ask_tokens,
             ask_duration,
+            ask_rejected,
         }
     }
 }
@@ -87,6 +102,13 @@ impl Metrics {
                 .inc_by(u64::from(tokens));
         }
         self.ask_duration.observe(took.as_secs_f64());
+    }
+
+    /// Counts a question refused before any work.
+    pub fn observe_ask_rejected(&self, reason: &'static str) {
+        self.ask_rejected
+            .get_or_create(&RejectLabels { reason })
+            .inc();
     }
 
     /// The text exposition format.

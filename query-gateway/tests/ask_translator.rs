@@ -50,10 +50,11 @@ fn tenant_rows(tenant: &str, seed: u64, now: i64) -> (Vec<String>, Vec<String>) 
     let (mut events, mut sessions) = (Vec::new(), Vec::new());
     for person in 0..40u64 {
         let anonymous = format!("a{person}");
-        let user = if person % 3 == 0 {
-            format!("u{person}")
-        } else {
-            String::new()
+        // One user id with capitals: ids are matched exactly.
+        let user = match person {
+            39 => "User-39".to_owned(),
+            n if n % 3 == 0 => format!("u{n}"),
+            _ => String::new(),
         };
         let person_id = format!("p{person}");
         for day in 0..70i64 {
@@ -673,6 +674,10 @@ fn questions(db: &str, utc: &Days2, berlin: &Days2) -> Vec<Question> {
         "Activity of u12 in the last 14 days".into(),
         activity("u12", Some(utc.last(14))),
     );
+    ask(
+        "Show the activity of user User-39 in the last 30 days".into(),
+        activity("User-39", Some(utc.last(30))),
+    );
     // A tenant in Berlin: local days.
     let berlin_events =
         format!("{db}.events FINAL WHERE tenant = 'initech' AND late = 0 AND {act}");
@@ -705,6 +710,17 @@ fn questions(db: &str, utc: &Days2, berlin: &Days2) -> Vec<Question> {
         "How many people bought something but not Signed Up?",
         "Average order value this month",
         "Top pages on mobile last week",
+        // Traps where a dropped word would give a wrong number.
+        "What is the bounce rate of /pricing?",
+        "Sessions per day for /pricing",
+        "Top pages of people who signed up",
+        "Page views not on /pricing last week",
+        "How many new visitors last week?",
+        "How many returning visitors yesterday?",
+        "Page views in 2025",
+        "Sessions by referrer last month",
+        "Page views per page this week",
+        "Visitors who did not bounce",
     ] {
         q.push(Question {
             tenant_key: "rk_acme",

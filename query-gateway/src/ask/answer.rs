@@ -185,6 +185,9 @@ impl Answer {
             Shape::Totals | Shape::Retention | Shape::Activity => Chart::Table,
         };
         answer.follow_ups = follow_ups(&translation, &period);
+        if !translation.notes.is_empty() {
+            answer.note = Some(translation.notes.join(" "));
+        }
         answer.title = Some(translation.title);
         answer.period = Some(period);
         answer.sql = Some(checked.sql);
@@ -206,6 +209,14 @@ impl Answer {
             );
             self.summary.push_str(&mark);
         }
+    }
+
+    /// Adds a remark in front of any the answer has.
+    pub(super) fn add_note(&mut self, note: String) {
+        self.note = Some(match self.note.take() {
+            Some(existing) => format!("{note} {existing}"),
+            None => note,
+        });
     }
 
     /// What `ask_log.detail` records: the error or the note.

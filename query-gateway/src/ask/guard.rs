@@ -48,49 +48,48 @@ pub const MAX_ROWS: u64 = 1000;
 /// identifier or string the guard accepts may contain it.
 const PLACEHOLDER: &str = "__clickstream_view_";
 
-/// Functions a question may need. ClickHouse resolves most names case-sensitively and some
-/// (`count`, `sum`, ...) case-insensitively; comparing in lowercase accepts both spellings
-/// of an allowed function and can only refuse, never admit, another.
-const FUNCTIONS: &[&str] = &[
+/// Functions a question may need, as ClickHouse spells them (the prompt lists them). ClickHouse
+/// resolves most names case-sensitively and some (`count`, `sum`, ...) case-insensitively;
+/// comparing in lowercase accepts both spellings of an allowed function and can only refuse,
+/// never admit, another.
+pub const FUNCTIONS: &[&str] = &[
     // aggregates
     "count",
-    "countif",
+    "countIf",
     "sum",
-    "sumif",
+    "sumIf",
     "avg",
-    "avgif",
+    "avgIf",
     "min",
-    "minif",
+    "minIf",
     "max",
-    "maxif",
+    "maxIf",
     "uniq",
-    "uniqif",
-    "uniqexact",
-    "uniqexactif",
+    "uniqIf",
+    "uniqExact",
+    "uniqExactIf",
     "any",
-    "anylast",
-    "argmin",
-    "argmax",
-    "groupuniqarray",
+    "anyLast",
+    "argMin",
+    "argMax",
+    "groupUniqArray",
     "quantile",
-    "quantileexact",
+    "quantileExact",
     "median",
-    "windowfunnel",
+    "windowFunnel",
     "retention",
     // conditionals and nulls
     "if",
-    "multiif",
+    "multiIf",
     "coalesce",
-    "ifnull",
-    "nullif",
-    "isnull",
-    "isnotnull",
+    "ifNull",
+    "nullIf",
+    "isNull",
+    "isNotNull",
     // arithmetic
     "round",
-    "floor",
-    "ceil",
     "abs",
-    "intdiv",
+    "intDiv",
     "modulo",
     "least",
     "greatest",
@@ -102,69 +101,66 @@ const FUNCTIONS: &[&str] = &[
     "now",
     "today",
     "yesterday",
-    "todate",
-    "todatetime",
-    "tostartofminute",
-    "tostartoffiveminute",
-    "tostartoffifteenminutes",
-    "tostartofhour",
-    "tostartofday",
-    "tomonday",
-    "tostartofmonth",
-    "tostartofquarter",
-    "tostartofyear",
-    "toyear",
-    "tomonth",
-    "todayofmonth",
-    "todayofweek",
-    "tohour",
-    "tominute",
-    "toyyyymm",
-    "toyyyymmdd",
-    "torelativedaynum",
-    "torelativeweeknum",
-    "tounixtimestamp",
-    "totimezone",
-    "formatdatetime",
-    "datediff",
-    "adddays",
-    "subtractdays",
-    "addhours",
-    "subtracthours",
-    "addweeks",
-    "subtractweeks",
-    "addmonths",
-    "subtractmonths",
+    "toDate",
+    "toDateTime",
+    "toStartOfMinute",
+    "toStartOfFiveMinute",
+    "toStartOfFifteenMinutes",
+    "toStartOfHour",
+    "toStartOfDay",
+    "toMonday",
+    "toStartOfMonth",
+    "toStartOfQuarter",
+    "toStartOfYear",
+    "toYear",
+    "toMonth",
+    "toDayOfMonth",
+    "toDayOfWeek",
+    "toHour",
+    "toMinute",
+    "toYYYYMM",
+    "toYYYYMMDD",
+    "toRelativeDayNum",
+    "toRelativeWeekNum",
+    "toUnixTimestamp",
+    "toTimeZone",
+    "formatDateTime",
+    "addDays",
+    "subtractDays",
+    "addHours",
+    "subtractHours",
+    "addWeeks",
+    "subtractWeeks",
+    "addMonths",
+    "subtractMonths",
     // conversions
-    "tostring",
-    "touint8",
-    "touint32",
-    "touint64",
-    "toint64",
-    "tofloat64",
+    "toString",
+    "toUInt8",
+    "toUInt32",
+    "toUInt64",
+    "toInt64",
+    "toFloat64",
     // strings and URLs
     "lower",
     "upper",
     "length",
-    "lengthutf8",
+    "lengthUTF8",
     "empty",
-    "notempty",
+    "notEmpty",
     "concat",
-    "substring",
     "position",
-    "positioncaseinsensitive",
-    "startswith",
-    "endswith",
+    "positionCaseInsensitive",
+    "startsWith",
+    "endsWith",
     "like",
-    "notlike",
+    "notLike",
     "domain",
-    "domainwithoutwww",
+    "domainWithoutWWW",
     "protocol",
-    "cutquerystring",
-    "extracturlparameter",
+    "cutQueryString",
+    "extractURLParameter",
     // arrays of a row's own values
     "has",
-    "length",
 ];
 
 /// Why the guard refused a statement; `Display` names the reason.
@@ -212,6 +208,15 @@ pub fn check(text: &str, database: &str, tenant: &str) -> Result<Checked, Refusa
     }
     cap_limit(&mut query)?;
     let shown = query.to_string();
+    // Backstops, whatever part of the AST a rule above may have missed: ClickHouse and
+    // sqlparser read the same tokens as long as there is no backslash (ClickHouse's escape
+    // character in strings and quoted names), and only the gateway writes placeholders.
+    if shown.contains('\\') {
+        return refuse("a backslash is not allowed anywhere in the statement");
+    }
+    if shown.to_ascii_lowercase().contains(PLACEHOLDER) {
+        return refuse("the statement uses a reserved name");
+    }
     let _ = VisitMut::visit(query.as_mut(), &mut Placeholders);
     let mut executable = query.to_string();
     for view in views::VIEWS.iter() {
@@ -221,8 +226,10 @@ pub fn check(text: &str, database: &str, tenant: &str) -> Result<Checked, Refusa
     Ok(Checked { shown, executable })
 }
 
+/// `__clickstream_view_events__`: the closing underscores keep one view's placeholder from
+/// being a prefix of another's.
 fn placeholder(view: &View) -> String {
-    format!("{PLACEHOLDER}{}", view.name)
+    format!("{PLACEHOLDER}{}__", view.name)
 }
 
 fn bound_text(text: &str) -> Result<(), Refusal> {
@@ -410,6 +417,11 @@ fn check_query(query: &Query) -> Result<(), Refusal> {
     {
         return refuse("WITH FILL is not allowed");
     }
+    if let Some(LimitClause::LimitOffset { limit_by, .. }) = limit_clause
+        && !limit_by.is_empty()
+    {
+        return refuse("LIMIT BY is not allowed");
+    }
     if let Some(LimitClause::LimitOffset { limit, offset, .. }) = limit_clause {
         let literal = |e: &Expr| number(e).is_some();
         if !limit.as_ref().is_none_or(literal) || !offset.as_ref().is_none_or(|o| literal(&o.value))
@@ -497,8 +509,12 @@ fn check_select(select: &Select) -> Result<(), Refusal> {
             SelectItem::Wildcard(options) => check_wildcard(options)?,
             SelectItem::QualifiedWildcard(kind, options) => {
                 match kind {
-                    sqlparser::ast::SelectItemQualifiedWildcardKind::ObjectName(name)
-                        if single_ident(name).is_some() => {}
+                    sqlparser::ast::SelectItemQualifiedWildcardKind::ObjectName(name) => {
+                        let Some(qualifier) = single_ident(name) else {
+                            return refuse("only `*` or `alias.*` may select every column");
+                        };
+                        check_ident_text(qualifier)?;
+                    }
                     _ => return refuse("only `*` or `alias.*` may select every column"),
                 }
                 check_wildcard(options)?;
@@ -549,9 +565,11 @@ fn check_join(join: &sqlparser::ast::Join) -> Result<(), Refusal> {
     };
     match constraint {
         JoinConstraint::On(_) => Ok(()),
-        JoinConstraint::Using(columns) if columns.iter().all(|c| single_ident(c).is_some()) => {
-            Ok(())
-        }
+        JoinConstraint::Using(columns) => columns.iter().try_for_each(|column| {
+            single_ident(column)
+                .ok_or_else(|| Refusal("USING takes column names".into()))
+                .and_then(check_ident)
+        }),
         _ => refuse("a JOIN needs ON or USING"),
     }
 }
@@ -641,6 +659,9 @@ fn check_alias(alias: &Ident) -> Result<(), Refusal> {
 /// Identifiers are ASCII words (spaces allowed inside quotes): no look-alike letters, no
 /// quote characters to escape, nothing that could spell the placeholder.
 fn check_ident_text(ident: &Ident) -> Result<(), Refusal> {
+    if !matches!(ident.quote_style, None | Some('"') | Some('`')) {
+        return refuse("identifiers are bare, \"double-quoted\" or `backquoted`");
+    }
     let valid = !ident.value.is_empty()
         && ident.value.chars().all(|c| {
             c.is_ascii_alphanumeric() || c == '_' || (c == ' ' && ident.quote_style.is_some())
@@ -721,12 +742,19 @@ fn check_expr(expr: &Expr) -> Result<(), Refusal> {
             }
             Ok(())
         }
+        // ClickHouse reads a lone name in `IN (name)` as a table to read.
+        Expr::InList { list, .. } => {
+            if list.iter().all(is_literal) {
+                Ok(())
+            } else {
+                refuse("IN takes a list of literal values or a subquery")
+            }
+        }
         Expr::InSubquery { .. }
         | Expr::Subquery(_)
         | Expr::Nested(_)
         | Expr::Value(_)
         | Expr::Between { .. }
-        | Expr::InList { .. }
         | Expr::IsNull(_)
         | Expr::IsNotNull(_)
         | Expr::Case { .. }
@@ -745,6 +773,20 @@ fn check_expr(expr: &Expr) -> Result<(), Refusal> {
         ),
         Expr::Lambda(_) => refuse("lambda functions are not allowed"),
         other => refuse(format!("this kind of expression is not allowed: {other}")),
+    }
+}
+
+/// A number, string, boolean or NULL, possibly negated, parenthesized or in a tuple.
+fn is_literal(expr: &Expr) -> bool {
+    match expr {
+        Expr::Value(_) => true,
+        Expr::UnaryOp {
+            op: UnaryOperator::Minus,
+            expr,
+        }
+        | Expr::Nested(expr) => is_literal(expr),
+        Expr::Tuple(items) => items.iter().all(is_literal),
+        _ => false,
     }
 }
 
@@ -772,7 +814,10 @@ fn check_function(function: &Function) -> Result<(), Refusal> {
     let Some(name) = single_ident(&function.name) else {
         return refuse(format!("function {} is not allowed", function.name));
     };
-    if !FUNCTIONS.contains(&name.value.to_ascii_lowercase().as_str()) {
+    if !FUNCTIONS
+        .iter()
+        .any(|allowed| allowed.eq_ignore_ascii_case(&name.value))
+    {
         return refuse(format!("function {} is not allowed", name.value));
     }
     if function.over.is_some() {
@@ -900,6 +945,22 @@ mod tests {
             ("SELECT count() FROM еvents", "not valid SQL"),
             ("SELECT count() FROM events WHERE `pаth` = 1", "identifier"),
             ("SELECT 1", "must read from"),
+            ("SELECT path FROM events WHERE path IN (events)", "IN takes"),
+            (
+                "SELECT path FROM events WHERE (path, 1) IN (system.one)",
+                "IN takes",
+            ),
+            ("SELECT path FROM events LIMIT 1 BY path", "LIMIT BY"),
+            (
+                r"SELECT 'a\\'.*, `' AS s, path FROM events WHERE 1 --`.* FROM events",
+                "",
+            ),
+            (r"SELECT `x\\`.* FROM events", ""),
+            (
+                "SELECT s.path FROM events AS s JOIN events AS t USING (`p\\`)",
+                "",
+            ),
+            ("SELECT `__clickstream_view_events__`.* FROM events", ""),
         ] {
             let refusal = refused(sql);
             assert!(refusal.contains(reason), "{sql}: {refusal}");

@@ -122,18 +122,23 @@ impl AskService {
         }
     }
 
-    /// Answers `question` for `tenant`, whose data is complete up to `complete_until_ms`.
+    /// Admits a question of `tenant` before any work is done for it: not empty, not too
+    /// long, within the tenant's questions per minute.
     ///
     /// # Errors
-    /// [`AskError`] when the question is refused before any work (bad, rate-limited) or
-    /// ClickHouse is unreachable. Everything else is an [`Answer`] with its [`Outcome`].
-    pub async fn ask(
-        &self,
-        tenant: &Tenant,
-        question: &str,
-        complete_until_ms: Option<i64>,
-    ) -> Result<Answer, AskError> {
-        let question = question.trim();
+    /// [`AskError::BadQuestion`] or [`AskError::RateLimited`].
+    pub fn admit(&self, tenant: &Tenant, question: &str) -> Result<(), AskError> {
+        let verdict = self.verdict(tenant, question.trim());
+        if let Err(error) = &verdict {
+            self.metrics.observe_ask_rejected(match error {
+                AskError::RateLimited { .. } => "rate_limited",
+                _ => "bad_question",
+            });
+        }
+        verdict
+    }
+
+    fn verdict(&self, tenant: &Tenant, question: &str) -> Result<(), AskError> {
         if question.is_empty() {
             return Err(AskError::BadQuestion("question: must not be empty".into()));
         }
@@ -150,6 +155,22 @@ impl AskService {
                 retry_after_secs: wait.as_secs().max(1),
             });
         }
+        Ok(())
+    }
+
+    /// Answers an admitted `question` ([`AskService::admit`]) for `tenant`, whose data is
+    /// complete up to `complete_until_ms`.
+    ///
+    /// # Errors
+    /// [`AskError::Unavailable`] when ClickHouse is unreachable. Everything else is an
+    /// [`Answer`] with its [`answer::Outcome`].
+    pub async fn ask(
+        &self,
+        tenant: &Tenant,
+        question: &str,
+        complete_until_ms: Option<i64>,
+    ) -> Result<Answer, AskError> {
+        let question = question.trim();
         let started = Instant::now();
         let tz: Tz = tenant.time_zone.parse().unwrap_or(Tz::UTC);
         let today = chrono::Utc::now().with_timezone(&tz).date_naive();
@@ -172,8 +193,8 @@ impl AskService {
                     Err(error) => {
                         tracing::warn!(error = %error_chain(&error), "model unavailable; the offline translator answers");
                         let mut answer = self.ask_offline(tenant, question, today, tz).await?;
-                        answer.note = Some(format!(
-                            "{error}; answered by the offline translator instead."
+                        answer.add_note(format!(
+                            "The model failed ({error}); answered by the offline translator instead."
                         ));
                         answer
                     }
@@ -181,7 +202,7 @@ impl AskService {
             }
             Some(_) => {
                 let mut answer = self.ask_offline(tenant, question, today, tz).await?;
-                answer.note = Some(format!(
+                answer.add_note(format!(
                     "Today's budget of {} model calls is spent; answered by the offline translator.",
                     self.limits.model_calls_per_day
                 ));
@@ -266,9 +287,12 @@ impl AskService {
                     Some(format!("The SQL guard refused it: {reason}"))
                 }
                 Err(Failure::Query { class, detail }) => {
-                    // The model is the tenant's own, and the statement read only the tenant's
-                    // rows, so the server's message may go back to it (never to the answer).
-                    Some(format!("ClickHouse failed: {}: {detail}", class.describe()))
+                    // The server's text can quote row values: the model gets the class and,
+                    // for an unknown name, the name (its own text), nothing else.
+                    let name = run::unknown_name(detail)
+                        .map(|name| format!(" ({name})"))
+                        .unwrap_or_default();
+                    Some(format!("ClickHouse failed: {}{name}", class.describe()))
                 }
                 Err(Failure::Unavailable(_)) => None,
             };

@@ -28,7 +28,7 @@ fn dialect_notes(server_version: &str) -> String {
         .unwrap_or(0);
     let mut notes = vec![
         "Write ClickHouse SQL: count(), uniqExact(x), countIf(cond), sumIf(x, cond), toDate(t, 'Zone'), toStartOfHour(t), toMonday(d), today(), INTERVAL 7 DAY.",
-        "Use only the functions listed here and common ClickHouse aggregates; no table functions, no system tables, no SETTINGS, no FORMAT.",
+        "No table functions, no system tables, no SETTINGS, no FORMAT, no LIMIT BY; IN takes literal values or a subquery.",
         "String literals use single quotes; never use backslashes.",
         "Never name an alias like a column of a view (e.g. not `AS path`, `AS events`); use names such as `views`, `visitors_count`.",
     ];
@@ -37,7 +37,12 @@ fn dialect_notes(server_version: &str) -> String {
             "This server is ClickHouse 18.16: no `WITH name AS (SELECT ...)` subquery CTEs (use subqueries in FROM), at most one JOIN per SELECT, no window functions (no OVER), no CAST(x AS T) (use toString, toUInt64, toFloat64).",
         ]);
     }
-    notes.join("\n- ")
+    let mut text = notes.join("\n- ");
+    text.push_str(&format!(
+        "\n- Use only these functions: {}.",
+        super::guard::FUNCTIONS.join(", ")
+    ));
+    text
 }
 
 /// The system prompt.

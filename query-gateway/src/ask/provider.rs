@@ -34,8 +34,8 @@ impl ProviderKind {
     }
 }
 
-/// How to reach a model.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// How to reach a model. `Debug` leaves the key out.
+#[derive(Clone, PartialEq, Eq)]
 pub struct ProviderConfig {
     /// Wire format.
     pub kind: ProviderKind,
@@ -49,6 +49,19 @@ pub struct ProviderConfig {
     pub timeout: Duration,
     /// Largest answer the model may write, tokens.
     pub max_tokens: u32,
+}
+
+impl std::fmt::Debug for ProviderConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProviderConfig")
+            .field("kind", &self.kind)
+            .field("base_url", &self.base_url)
+            .field("model", &self.model)
+            .field("api_key", &self.api_key.as_ref().map(|_| "<redacted>"))
+            .field("timeout", &self.timeout)
+            .field("max_tokens", &self.max_tokens)
+            .finish()
+    }
 }
 
 /// One turn of the conversation.
@@ -109,10 +122,13 @@ pub struct Provider {
 impl Provider {
     /// A client for `config`.
     pub fn new(config: ProviderConfig) -> Provider {
-        Provider {
-            config,
-            http: reqwest::Client::new(),
-        }
+        // No redirects: reqwest would carry the key's header to whatever host a redirect
+        // names.
+        let http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap_or_default();
+        Provider { config, http }
     }
 
     /// The configuration.

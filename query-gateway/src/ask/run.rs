@@ -21,15 +21,21 @@ pub struct RunLimits {
     pub max_result_rows: u64,
     /// `max_rows_to_read`: a cross join or a runaway scan ends here.
     pub max_rows_to_read: u64,
+    /// `max_result_bytes`.
+    pub max_result_bytes: u64,
+    /// Statements running at once, over all tenants: each may use `max_memory_bytes`.
+    pub max_concurrent: usize,
 }
 
 impl Default for RunLimits {
     fn default() -> Self {
         RunLimits {
             max_execution_secs: 10,
-            max_memory_bytes: 2 << 30,
-            max_result_rows: 10_000,
+            max_memory_bytes: 1 << 30,
+            max_result_rows: super::guard::MAX_ROWS,
             max_rows_to_read: 500_000_000,
+            max_result_bytes: 16 << 20,
+            max_concurrent: 4,
         }
     }
 }
@@ -118,6 +124,9 @@ pub enum RunError {
     /// ClickHouse could not be reached or answered nonsense.
     #[error("the analytics store is unavailable")]
     Unavailable(#[source] reqwest::Error),
+    /// The gateway is shutting down.
+    #[error("the gateway is shutting down")]
+    Closed,
     /// The answer was not the JSON asked for.
     #[error("the analytics store answered in an unexpected format")]
     Malformed(#[source] serde_json::Error),
@@ -130,6 +139,9 @@ pub struct Runner {
     url: String,
     database: String,
     limits: RunLimits,
+    /// Bounds the statements in flight: ClickHouse 18.16 has no per-user concurrency limit
+    /// without a users.xml profile, and each statement may use `max_memory_bytes`.
+    slots: std::sync::Arc<tokio::sync::Semaphore>,
 }
 
 impl Runner {
@@ -140,6 +152,7 @@ impl Runner {
             url: url.trim_end_matches('/').to_owned(),
             database: database.to_owned(),
             limits,
+            slots: std::sync::Arc::new(tokio::sync::Semaphore::new(limits.max_concurrent.max(1))),
         }
     }
 
@@ -153,8 +166,11 @@ impl Runner {
     /// # Errors
     /// [`RunError`]: ClickHouse's refusal by class, or the server being unreachable.
     pub async fn run(&self, sql: &str) -> Result<Table, RunError> {
+        let _slot = self.slots.acquire().await.map_err(|_| RunError::Closed)?;
         let limits = self.limits;
+        let query_id = uuid::Uuid::now_v7().to_string();
         let params = [
+            ("query_id", query_id.clone()),
             ("database", self.database.clone()),
             ("readonly", "1".to_owned()),
             ("max_execution_time", limits.max_execution_secs.to_string()),
@@ -162,6 +178,7 @@ impl Runner {
             ("max_result_rows", limits.max_result_rows.to_string()),
             ("result_overflow_mode", "throw".to_owned()),
             ("max_rows_to_read", limits.max_rows_to_read.to_string()),
+            ("max_result_bytes", limits.max_result_bytes.to_string()),
             ("max_query_size", "65536".to_owned()),
             ("max_ast_depth", "200".to_owned()),
             ("max_ast_elements", "20000".to_owned()),
@@ -177,7 +194,12 @@ impl Runner {
             .body(format!("{sql}\nFORMAT JSONCompact"))
             .send()
             .await
-            .map_err(RunError::Unavailable)?;
+            .map_err(|error| {
+                if error.is_timeout() {
+                    self.kill(query_id);
+                }
+                RunError::Unavailable(error)
+            })?;
         let status = response.status();
         let body = response.bytes().await.map_err(RunError::Unavailable)?;
         if !status.is_success() {
@@ -210,6 +232,18 @@ impl Runner {
         Err(RunError::Query { class, detail })
     }
 
+    /// Stops a statement the gateway gave up on: ClickHouse 18.16 goes on running a query
+    /// whose HTTP client left.
+    fn kill(&self, query_id: String) {
+        let (http, url) = (self.http.clone(), self.url.clone());
+        tokio::spawn(async move {
+            let statement = format!("KILL QUERY WHERE query_id = '{query_id}' ASYNC");
+            if let Err(error) = http.post(&url).body(statement).send().await {
+                tracing::warn!(%error, %query_id, "could not kill an Ask statement");
+            }
+        });
+    }
+
     /// `SELECT version()`: the prompt's dialect notes depend on it.
     pub async fn server_version(&self) -> Result<String, RunError> {
         let response = self
@@ -231,6 +265,28 @@ impl Runner {
     }
 }
 
+/// The name in ClickHouse's "Unknown identifier: x" / "Unknown function x" / "Missing
+/// columns: 'x'" messages: a name from the statement itself, never a row value.
+pub fn unknown_name(detail: &str) -> Option<String> {
+    let code = exception_code(detail)?;
+    if ErrorClass::of_code(code) != ErrorClass::UnknownName {
+        return None;
+    }
+    [
+        "Unknown identifier: ",
+        "Unknown function ",
+        "Missing columns: '",
+    ]
+    .iter()
+    .find_map(|marker| detail.split_once(marker).map(|(_, rest)| rest))
+    .map(|rest| {
+        rest.chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_' || *c == '.')
+            .collect::<String>()
+    })
+    .filter(|name| !name.is_empty())
+}
+
 /// `Code: 47, e.displayText() = ...` -> 47.
 fn exception_code(text: &str) -> Option<u32> {
     let rest = text.trim_start().strip_prefix("Code: ")?;
@@ -249,5 +305,10 @@ mod tests {
         assert_eq!(ErrorClass::of_code(159), ErrorClass::Timeout);
         assert_eq!(exception_code("garbage"), None);
         assert_eq!(ErrorClass::of_code(47), ErrorClass::UnknownName);
+        let unknown =
+            "Code: 47, e.displayText() = DB::Exception: Unknown identifier: no_such, e.what()";
+        assert_eq!(unknown_name(unknown).as_deref(), Some("no_such"));
+        let mismatch = "Code: 6, e.displayText() = DB::Exception: Cannot parse string 'secret'";
+        assert_eq!(unknown_name(mismatch), None);
     }
 }

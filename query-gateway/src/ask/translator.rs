@@ -5,7 +5,7 @@
 //! 1. retention ("retention", "come back"): weekly cohorts of persons;
 //! 2. a funnel ("funnel from A to B to C", "conversion from A to B"): persons reaching each
 //!    step in order within a day (`windowFunnel`, as the dashboard's funnel);
-//! 3. "who did A but not B" (also "without", "but never"): persons counted;
+//! 3. "who did A but not B" (also "but never"): persons counted;
 //! 4. one person's activity ("activity of user X", "what did X do");
 //! 5. a comparison with the previous period ("compare", "vs", "change");
 //! 6. a metric over time ("per day", "daily", "by hour", "weekly", "trend", "over time");
@@ -167,6 +167,8 @@ pub struct Translation {
     pub title: String,
     /// The period the SQL covers; `None` for all time.
     pub period: Option<Period>,
+    /// What the translator assumed, e.g. that a misspelt name meant a known one.
+    pub notes: Vec<String>,
 }
 
 /// Why the translator cannot answer, and what it can.
@@ -210,8 +212,30 @@ pub fn translate(question: &str, context: Context<'_>) -> Result<Translation, Un
     let found = period::find(&text, context.today, context.tz);
     let named_period = found.as_ref().map(|(period, _)| period.clone());
     let rest = found.map_or(text.clone(), |(_, rest)| rest);
-    let (translation, names) = shape_of(question, &rest, named_period, context)?;
-    check_understood(&rest, &names)?;
+    let (mut translation, names) = shape_of(question, &rest, named_period, context)?;
+    let extra: &[&str] = if matches!(translation.shape, Shape::Totals) && but_not(&rest).is_some() {
+        &["but", "not", "never", "without", "didn't", "did"]
+    } else {
+        &[]
+    };
+    check_understood(&rest, &names, extra)?;
+    for name in &names {
+        if let Some(target) = context.vocabulary.resolve(name, true)
+            && normalize_name(target.name()) != normalize_name(name)
+        {
+            translation
+                .notes
+                .push(format!("I took \"{name}\" to mean \"{}\".", target.name()));
+        }
+    }
+    if let Some(id) = names
+        .first()
+        .filter(|_| translation.shape == Shape::Activity)
+    {
+        translation
+            .notes
+            .push(format!("Ids are matched exactly: \"{id}\"."));
+    }
     Ok(translation)
 }
 
@@ -264,6 +288,7 @@ fn shape_of(
         ));
     }
     if let Some(id) = person_mentioned(rest) {
+        let id = original_case(question, &id);
         return Ok((activity(&id, named_period), vec![id]));
     }
     let typed = quoted(rest).or_else(|| path_token(rest));
@@ -273,7 +298,24 @@ fn shape_of(
         .or_else(|| context.vocabulary.mentioned(rest));
     let mut names: Vec<String> = typed.into_iter().collect();
     names.extend(target.as_ref().map(|target| target.name().to_owned()));
-    let metric = Metric::find(rest, target);
+    if let Some(target) = &target
+        && Metric::find(rest, None).is_some_and(|metric| metric.uses_sessions())
+    {
+        return Err(Unanswerable {
+            reason: format!(
+                "Without a language model I can't narrow sessions, bounce rate or session duration to {}; ask about page views, events, visitors or persons with it instead.",
+                target.describe()
+            ),
+        });
+    }
+    if let Some(dimension) = breakdown(rest) {
+        return Err(Unanswerable {
+            reason: format!(
+                "Without a language model I break numbers down only as top lists: ask e.g. \"top {dimension} in the last 7 days\"."
+            ),
+        });
+    }
+    let metric = Metric::find(rest, target.clone());
     let period = default(7, "the last 7 days");
     let translation = if has(&[
         "compare",
@@ -292,6 +334,14 @@ fn shape_of(
     } else if let Some(dimension) = Dimension::find(rest).filter(|_| {
         has(&["top", "most", "popular", "which", "list", "best", "biggest"]) || metric.is_none()
     }) {
+        if let Some(target) = &target {
+            return Err(Unanswerable {
+                reason: format!(
+                    "Without a language model I can't narrow a top list to {}.",
+                    target.describe()
+                ),
+            });
+        }
         top(dimension, top_count(rest), period)
     } else if let Some(metric) = metric {
         total(metric, period)
@@ -326,7 +376,6 @@ const UNDERSTOOD: &[&str] = &[
     "bounced",
     "breakdown",
     "brought",
-    "but",
     "by",
     "came",
     "campaign",
@@ -347,7 +396,6 @@ const UNDERSTOOD: &[&str] = &[
     "day",
     "days",
     "did",
-    "didn't",
     "do",
     "does",
     "duration",
@@ -390,8 +438,6 @@ const UNDERSTOOD: &[&str] = &[
     "monthly",
     "most",
     "much",
-    "never",
-    "not",
     "number",
     "of",
     "on",
@@ -418,7 +464,6 @@ const UNDERSTOOD: &[&str] = &[
     "retention",
     "return",
     "returned",
-    "returning",
     "screen",
     "screens",
     "session",
@@ -472,7 +517,6 @@ const UNDERSTOOD: &[&str] = &[
     "which",
     "who",
     "with",
-    "without",
     "app",
     "->",
     ">",
@@ -481,10 +525,9 @@ const UNDERSTOOD: &[&str] = &[
     "far",
     "did",
     "do",
-    "new",
 ];
 
-fn check_understood(rest: &str, names: &[String]) -> Result<(), Unanswerable> {
+fn check_understood(rest: &str, names: &[String], extra: &[&str]) -> Result<(), Unanswerable> {
     let words: Vec<&str> = rest
         .split(' ')
         .map(|word| word.trim_matches(['"', '\'']))
@@ -496,11 +539,20 @@ fn check_understood(rest: &str, names: &[String]) -> Result<(), Unanswerable> {
             text = text.replace(&format!(" {name} "), " ");
         }
     }
-    let unknown: Vec<&str> = text
+    let words: Vec<&str> = text
         .split_whitespace()
         .map(|word| word.trim_matches(['"', '\'', '?', '!', ',']))
         .filter(|word| !word.is_empty())
-        .filter(|word| word.parse::<u32>().is_err() && !UNDERSTOOD.contains(word))
+        .collect();
+    // A number is understood only as the N of "top N"; periods took theirs already.
+    let unknown: Vec<&str> = words
+        .iter()
+        .enumerate()
+        .filter(|(i, word)| {
+            let top_n = *i > 0 && words[i - 1] == "top" && word.parse::<u32>().is_ok();
+            !top_n && !UNDERSTOOD.contains(word) && !extra.contains(word)
+        })
+        .map(|(_, word)| *word)
         .collect();
     if unknown.is_empty() {
         return Ok(());
@@ -527,7 +579,7 @@ fn clean(question: &str) -> String {
     let mapped: String = question
         .chars()
         .map(|c| {
-            if c.is_alphanumeric() || "/-_.'\"@:".contains(c) {
+            if c.is_alphanumeric() || "/-_.'\"@:+|".contains(c) {
                 c.to_ascii_lowercase()
             } else {
                 ' '
@@ -714,6 +766,40 @@ fn person_mentioned(text: &str) -> Option<String> {
     None
 }
 
+/// A breakdown the translator would otherwise drop: "sessions by referrer", "views per page".
+fn breakdown(text: &str) -> Option<&'static str> {
+    [
+        ("page", "pages"),
+        ("pages", "pages"),
+        ("url", "pages"),
+        ("path", "pages"),
+        ("referrer", "referrers"),
+        ("referrers", "referrers"),
+        ("source", "UTM sources"),
+        ("sources", "UTM sources"),
+        ("campaign", "UTM campaigns"),
+        ("campaigns", "UTM campaigns"),
+        ("event", "events"),
+        ("events", "events"),
+    ]
+    .iter()
+    .find(|(word, _)| {
+        ["by", "per", "for each", "broken down by"]
+            .iter()
+            .any(|lead| contains_words(text, &format!("{lead} {word}")))
+    })
+    .map(|(_, top)| *top)
+}
+
+/// `id` (found in the lowercased question) as the question spelt it: ids are case-sensitive.
+fn original_case(question: &str, id: &str) -> String {
+    question
+        .split(|c: char| c.is_whitespace() || c == '?' || c == ',')
+        .map(|word| word.trim_matches(['"', '\'', '.', '!']))
+        .find(|word| word.to_lowercase() == id)
+        .map_or_else(|| id.to_owned(), str::to_owned)
+}
+
 fn top_count(text: &str) -> u32 {
     text.split(' ')
         .collect::<Vec<_>>()
@@ -854,6 +940,7 @@ fn total(metric: Metric, period: Period) -> Translation {
         shape: Shape::Totals,
         title: metric.label(),
         period: Some(period),
+        notes: Vec::new(),
     }
 }
 
@@ -882,6 +969,7 @@ fn comparison(metric: Metric, period: Period, tz: Tz) -> Translation {
             previous.describe()
         ),
         period: Some(period),
+        notes: Vec::new(),
     }
 }
 
@@ -952,6 +1040,7 @@ fn series(metric: Metric, bucket: Bucket, period: Period, tz: Tz) -> Translation
         shape: Shape::Series,
         title: format!("{} per {name}", metric.label()),
         period: Some(period),
+        notes: Vec::new(),
     }
 }
 
@@ -1039,6 +1128,7 @@ fn top(dimension: Dimension, count: u32, period: Period) -> Translation {
         shape: Shape::Top,
         title: format!("top {count} {name}"),
         period: Some(period),
+        notes: Vec::new(),
     }
 }
 
@@ -1060,6 +1150,7 @@ fn funnel(steps: Vec<Target>, period: Period) -> Translation {
         title: format!("funnel {}", names.join(" → ")),
         shape: Shape::Funnel(steps),
         period: Some(period),
+        notes: Vec::new(),
     }
 }
 
@@ -1075,6 +1166,7 @@ fn did_but_not(did: &Target, not: &Target, period: Period) -> Translation {
         shape: Shape::Totals,
         title: format!("persons with {} but no {}", did.describe(), not.describe()),
         period: Some(period),
+        notes: Vec::new(),
     }
 }
 
@@ -1093,6 +1185,7 @@ fn activity(id: &str, period: Option<Period>) -> Translation {
         shape: Shape::Activity,
         title: format!("activity of {}", id.trim_matches('\'')),
         period,
+        notes: Vec::new(),
     }
 }
 
@@ -1111,6 +1204,7 @@ fn retention(period: Period, tz: Tz) -> Translation {
         shape: Shape::Retention,
         title: "weekly retention: persons by first active week".into(),
         period: Some(period),
+        notes: Vec::new(),
     }
 }
 
