@@ -249,6 +249,8 @@ async fn a_hostile_model_is_refused_after_one_retry_and_leaks_nothing() {
         "SELECT 'globex' AS tenant, count() FROM events",
         "SELECT * FROM events; DROP TABLE events",
         "SELECT * FROM url('http://127.0.0.1:1/', CSV, 'a String')",
+        r"SELECT 'a\\'.*, `' AS s, path FROM events WHERE tenant = 'globex' --`.* FROM events",
+        "SELECT path FROM events WHERE path IN (ask_log)",
     ] {
         let replies = vec![Reply::Text(hostile.into()), Reply::Text(hostile.into())];
         let s = setup(ProviderKind::Anthropic, replies, AskLimits::default()).await;
