@@ -271,10 +271,9 @@ fn shape_of(
     if let Some(fragments) = funnel_steps(rest) {
         let steps = join_steps(&fragments, context.vocabulary);
         if !(2..=5).contains(&steps.len()) {
-            return Err(Unanswerable {
-                reason: "A funnel has 2 to 5 steps, e.g. \"funnel from /pricing to Signed Up\"."
-                    .into(),
-            });
+            return Err(unanswerable(
+                "A funnel has 2 to 5 steps, e.g. \"funnel from /pricing to Signed Up\".",
+            ));
         }
         let targets = resolve_all(&steps, context.vocabulary)?;
         return Ok((funnel(targets, default(7, "the last 7 days")), steps));
@@ -282,15 +281,25 @@ fn shape_of(
     if let Some((did, not)) = but_not(rest) {
         let targets = resolve_all(&[did.clone(), not.clone()], context.vocabulary)?;
         let period = default(7, "the last 7 days");
-        return Ok((
-            did_but_not(&targets[0], &targets[1], period),
-            vec![did, not],
-        ));
+        let translation = did_but_not(&targets[0], &targets[1], period);
+        return Ok((translation, vec![did, not]));
     }
     if let Some(id) = person_mentioned(rest) {
         let id = original_case(question, &id);
         return Ok((activity(&id, named_period), vec![id]));
     }
+    metric_shape(question, rest, default(7, "the last 7 days"), context)
+}
+
+/// Totals, comparisons, series and top lists: a metric, maybe narrowed to a named event or
+/// page, or a dimension.
+fn metric_shape(
+    question: &str,
+    rest: &str,
+    period: Period,
+    context: Context<'_>,
+) -> Result<(Translation, Vec<String>), Unanswerable> {
+    let has = |words: &[&str]| words.iter().any(|word| contains_words(rest, word));
     let typed = quoted(rest).or_else(|| path_token(rest));
     let target = typed
         .as_ref()
@@ -301,23 +310,18 @@ fn shape_of(
     if let Some(target) = &target
         && Metric::find(rest, None).is_some_and(|metric| metric.uses_sessions())
     {
-        return Err(Unanswerable {
-            reason: format!(
-                "Without a language model I can't narrow sessions, bounce rate or session duration to {}; ask about page views, events, visitors or persons with it instead.",
-                target.describe()
-            ),
-        });
+        return Err(unanswerable(&format!(
+            "Without a language model I can't narrow sessions, bounce rate or session duration to {}; ask about page views, events, visitors or persons with it instead.",
+            target.describe()
+        )));
     }
     if let Some(dimension) = breakdown(rest) {
-        return Err(Unanswerable {
-            reason: format!(
-                "Without a language model I break numbers down only as top lists: ask e.g. \"top {dimension} in the last 7 days\"."
-            ),
-        });
+        return Err(unanswerable(&format!(
+            "Without a language model I break numbers down only as top lists: ask e.g. \"top {dimension} in the last 7 days\"."
+        )));
     }
     let metric = Metric::find(rest, target.clone());
-    let period = default(7, "the last 7 days");
-    let translation = if has(&[
+    let comparing = has(&[
         "compare",
         "compared",
         "vs",
@@ -325,22 +329,20 @@ fn shape_of(
         "previous period",
         "change",
         "growth",
-    ]) {
+    ]);
+    let listing = has(&["top", "most", "popular", "which", "list", "best", "biggest"]);
+    let translation = if comparing {
         let metric = metric.ok_or_else(|| unknown_metric(question))?;
         comparison(metric, period, context.tz)
     } else if let Some(bucket) = Bucket::find(rest) {
         let metric = metric.ok_or_else(|| unknown_metric(question))?;
         series(metric, bucket, period, context.tz)
-    } else if let Some(dimension) = Dimension::find(rest).filter(|_| {
-        has(&["top", "most", "popular", "which", "list", "best", "biggest"]) || metric.is_none()
-    }) {
+    } else if let Some(dimension) = Dimension::find(rest).filter(|_| listing || metric.is_none()) {
         if let Some(target) = &target {
-            return Err(Unanswerable {
-                reason: format!(
-                    "Without a language model I can't narrow a top list to {}.",
-                    target.describe()
-                ),
-            });
+            return Err(unanswerable(&format!(
+                "Without a language model I can't narrow a top list to {}.",
+                target.describe()
+            )));
         }
         top(dimension, top_count(rest), period)
     } else if let Some(metric) = metric {
@@ -349,6 +351,12 @@ fn shape_of(
         return Err(unknown_metric(question));
     };
     Ok((translation, names))
+}
+
+fn unanswerable(reason: &str) -> Unanswerable {
+    Unanswerable {
+        reason: reason.to_owned(),
+    }
 }
 
 /// Words the shapes above account for. A question with any other word is refused: a
