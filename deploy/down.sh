@@ -3,6 +3,7 @@
 # `down.sh --purge` deletes it too.
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 stop_pidfile loadgen
+stop_pidfile prometheus
 stop_pidfile ingest-gateway
 stop_pidfile query-gateway
 "$ROOT/deploy/cluster.sh" stop

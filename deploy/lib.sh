@@ -56,6 +56,7 @@ ensure_packages() {
     [[ -x /usr/bin/chromium ]] || missing+=(chromium)  # the dashboard's browser test
     command -v node >/dev/null || missing+=(nodejs npm)  # the real SDKs' tests
     command -v python3 >/dev/null || missing+=(python3 python3-pip)
+    command -v promtool >/dev/null || missing+=(prometheus)  # checks deploy/prometheus
     if ((${#missing[@]})); then
         log "installing ${missing[*]} from Debian"
         export DEBIAN_FRONTEND=noninteractive
@@ -98,6 +99,21 @@ ensure_sdks() {
         touch "$SDK_DIR/installed"
     fi
     export CLICKSTREAM_SDK_DIR="$SDK_DIR"
+}
+
+# kubernetes-validate (PyPI; it carries the Kubernetes JSON schemas) checks deploy/k8s offline.
+KUBE_VALIDATE_VERSION="1.37.0"
+KUBE_VALIDATE_DIR="$CACHE_DIR/kubernetes-validate-$KUBE_VALIDATE_VERSION"
+ensure_kube_validate() {
+    if [[ ! -f "$KUBE_VALIDATE_DIR/installed" ]]; then
+        log "installing kubernetes-validate $KUBE_VALIDATE_VERSION into $KUBE_VALIDATE_DIR (one time)"
+        rm -rf "$KUBE_VALIDATE_DIR"
+        python3 -m pip install --quiet --disable-pip-version-check --target "$KUBE_VALIDATE_DIR" \
+            "kubernetes-validate==$KUBE_VALIDATE_VERSION" >"$LOG_DIR/kube-validate-install.log" 2>&1 \
+            || { tail -n 30 "$LOG_DIR/kube-validate-install.log" >&2; die "installing kubernetes-validate failed"; }
+        touch "$KUBE_VALIDATE_DIR/installed"
+    fi
+    export CLICKSTREAM_KUBE_VALIDATE_DIR="$KUBE_VALIDATE_DIR"
 }
 
 # A port held by a process this state directory did not start is a conflict, not a server to

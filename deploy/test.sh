@@ -7,6 +7,7 @@ started=$SECONDS
 
 servers_up
 ensure_sdks
+ensure_kube_validate
 log "formatting"
 cargo fmt --all --check
 log "lints"

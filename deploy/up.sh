@@ -3,7 +3,17 @@
 # protocol broker, builds the release binaries, starts a 2-process engine cluster, the ingest
 # gateway and a demo traffic generator, then prints what runs where. Safe to run again: servers
 # that are up stay up, the project's own processes are restarted on the fresh build.
+# `up.sh --prometheus` also starts Prometheus (Debian's package) with deploy/prometheus.
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+WITH_PROMETHEUS=0
+for argument in "$@"; do
+    case "$argument" in
+        --prometheus) WITH_PROMETHEUS=1 ;;
+        *) die "unknown option $argument (the only one is --prometheus)" ;;
+    esac
+done
+PROMETHEUS_PORT="${CLICKSTREAM_PROMETHEUS_PORT:-19090}"
 
 INGEST_PORT="${CLICKSTREAM_INGEST_PORT:-18080}"
 QUERY_PORT="${CLICKSTREAM_QUERY_PORT:-18081}"
@@ -53,6 +63,16 @@ nohup "$ROOT/target/release/query-gateway" --listen "127.0.0.1:$QUERY_PORT" \
 echo $! >"$PID_DIR/query-gateway.pid"
 wait_for "query gateway" 30 "$LOG_DIR/query-gateway.log" curl -fsS "http://127.0.0.1:$QUERY_PORT/healthz"
 
+if [[ "$WITH_PROMETHEUS" == 1 ]]; then
+    stop_pidfile prometheus
+    claim_port prometheus "$PROMETHEUS_PORT"
+    nohup prometheus --config.file="$ROOT/deploy/prometheus/prometheus.yml" \
+        --storage.tsdb.path="$STATE_DIR/prometheus" --web.listen-address="127.0.0.1:$PROMETHEUS_PORT" \
+        >"$LOG_DIR/prometheus.log" 2>&1 &
+    echo $! >"$PID_DIR/prometheus.pid"
+    wait_for "prometheus" 30 "$LOG_DIR/prometheus.log" curl -fsS "http://127.0.0.1:$PROMETHEUS_PORT/-/ready"
+fi
+
 nohup "$ROOT/target/release/loadgen" --gateway "http://127.0.0.1:$INGEST_PORT" --rate "$DEMO_RATE" \
     >"$LOG_DIR/loadgen.log" 2>&1 &
 echo $! >"$PID_DIR/loadgen.pid"
@@ -75,6 +95,8 @@ clickstream is running (state and logs in $STATE_DIR):
   Redis            $CLICKSTREAM_REDIS_URL   (live counters: engine -> query gateway /live; rate limits)
   dashboard        http://127.0.0.1:$QUERY_PORT/#key=demo_read_key   (REST API: /openapi.json)
                    Ask: POST /api/ask (offline translator unless CLICKSTREAM_ASK_PROVIDER is set); metrics on http://127.0.0.1:19481/metrics
+
+$(if [[ "$WITH_PROMETHEUS" == 1 ]]; then echo "  Prometheus       http://127.0.0.1:$PROMETHEUS_PORT   (alerts: /alerts; Grafana dashboard: deploy/grafana/clickstream.json)"; fi)
 
 Try:
   curl -s $CLICKSTREAM_CLICKHOUSE_URL --data-binary "SELECT type, count() FROM clickstream.events FINAL GROUP BY type"

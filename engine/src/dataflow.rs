@@ -130,7 +130,7 @@ pub fn run_worker(
         "worker starting"
     );
 
-    let reader = PartitionReader::new(kafka, index, peers, recovery)?;
+    let reader = PartitionReader::new(kafka, index, peers, recovery, context.metrics.clone())?;
     let control = if index == 0 {
         Some(control_consumer(kafka)?)
     } else {

@@ -2,6 +2,7 @@
 //! (prometheus-client metrics are atomics); updated per batch, never per event.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
 use axum::Router;
 use axum::http::header;
@@ -40,6 +41,22 @@ pub struct Metrics {
     pub state_entries: Family<StateLabels, Gauge>,
     /// Identity claims refused, by reason and by the Segment field that held the id.
     pub claims_refused: Family<RefusalLabels, Counter>,
+    /// Per partition this process reads: the log end (high watermark) minus the position,
+    /// from librdkafka's statistics.
+    pub consumer_lag: Family<PartitionLabels, Gauge>,
+    /// Seconds since this process last committed a checkpoint (since start, before the first).
+    checkpoint_age: Gauge<f64, AtomicU64>,
+    /// Seconds between now and "complete up to", on the process that writes `_progress`.
+    complete_until_lag: Gauge<f64, AtomicU64>,
+    last_checkpoint_ms: AtomicI64,
+    complete_until_ms: AtomicI64,
+}
+
+/// Labels of the consumer lag: a topic has a bounded number of partitions.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PartitionLabels {
+    /// Kafka partition.
+    pub partition: i32,
 }
 
 /// Labels of refused identity claims: both sets are small and fixed.
@@ -97,6 +114,11 @@ impl Default for Metrics {
             late_events: Counter::default(),
             state_entries: Family::default(),
             claims_refused: Family::default(),
+            consumer_lag: Family::default(),
+            checkpoint_age: Gauge::default(),
+            complete_until_lag: Gauge::default(),
+            last_checkpoint_ms: AtomicI64::new(crate::now_ms() as i64),
+            complete_until_ms: AtomicI64::new(0),
             registry: Registry::default(),
         };
         // Present from the start at zero, so that a rate over them is defined.
@@ -162,6 +184,23 @@ impl Default for Metrics {
             "Live state entries by kind and worker",
             metrics.state_entries.clone(),
         );
+        registry.register(
+            "clickstream_engine_consumer_lag",
+            "Records between the log end and this process's position, per partition",
+            metrics.consumer_lag.clone(),
+        );
+        registry.register_with_unit(
+            "clickstream_engine_checkpoint_age",
+            "Time since this process last committed a checkpoint",
+            Unit::Seconds,
+            metrics.checkpoint_age.clone(),
+        );
+        registry.register_with_unit(
+            "clickstream_engine_complete_until_lag",
+            "Time between now and \"complete up to\" (every tenant's: it is one mark, the least over partitions)",
+            Unit::Seconds,
+            metrics.complete_until_lag.clone(),
+        );
         Metrics {
             registry,
             ..metrics
@@ -170,8 +209,27 @@ impl Default for Metrics {
 }
 
 impl Metrics {
-    /// The text exposition format.
+    /// Records a committed checkpoint.
+    pub fn checkpoint_committed(&self) {
+        self.checkpoints.inc();
+        self.last_checkpoint_ms
+            .store(crate::now_ms() as i64, Ordering::Relaxed);
+    }
+
+    /// Records the "complete up to" mark just written to `_progress` (Unix ms).
+    pub fn progress_written(&self, complete_until_ms: i64) {
+        self.complete_until_ms
+            .store(complete_until_ms, Ordering::Relaxed);
+    }
+
+    /// The text exposition format; ages are computed at the moment of the scrape.
     pub fn render(&self) -> String {
+        let now = crate::now_ms() as i64;
+        let since = |ms: &AtomicI64| (now - ms.load(Ordering::Relaxed)).max(0) as f64 / 1000.0;
+        self.checkpoint_age.set(since(&self.last_checkpoint_ms));
+        if self.complete_until_ms.load(Ordering::Relaxed) > 0 {
+            self.complete_until_lag.set(since(&self.complete_until_ms));
+        }
         let mut text = String::new();
         // Writing to a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut text, &self.registry);
@@ -179,7 +237,7 @@ impl Metrics {
     }
 
     /// Every metric this process exports, by name (for tests and dashboards).
-    pub const NAMES: [&'static str; 11] = [
+    pub const NAMES: [&'static str; 14] = [
         "clickstream_engine_records_consumed_total",
         "clickstream_engine_dead_letters_total",
         "clickstream_engine_events_written_total",
@@ -191,6 +249,9 @@ impl Metrics {
         "clickstream_engine_late_events_total",
         "clickstream_engine_identity_claims_refused_total",
         "clickstream_engine_state_entries",
+        "clickstream_engine_consumer_lag",
+        "clickstream_engine_checkpoint_age_seconds",
+        "clickstream_engine_complete_until_lag_seconds",
     ];
 
     /// `/metrics` and `/healthz`.
@@ -224,6 +285,10 @@ mod tests {
     fn every_metric_is_exported() {
         let metrics = Metrics::default();
         metrics.record_state(0, &operators::StateGauges::default());
+        metrics
+            .consumer_lag
+            .get_or_create(&PartitionLabels { partition: 0 })
+            .set(7);
         let text = metrics.render();
         for name in Metrics::NAMES {
             assert!(

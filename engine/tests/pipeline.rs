@@ -166,6 +166,7 @@ async fn events_flow_from_http_to_clickhouse_exactly_once() {
     wait_until_checkpointed(&clickhouse, &database, expected, &mut cluster).await;
     // Let one more epoch pass: a duplicate would show up now.
     tokio::time::sleep(Duration::from_millis(1_000)).await;
+    operator_metrics_are_current(&cluster).await;
 
     let totals = &clickhouse
         .rows(&format!(
@@ -300,4 +301,52 @@ async fn events_flow_from_http_to_clickhouse_exactly_once() {
     drop(cluster);
     clickhouse.query(&format!("DROP DATABASE {database}")).await;
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// What the operator watches, once everything is checkpointed: each partition has a consumer
+/// lag (librdkafka's statistics arrive every 5 s) and it is zero, every process reports its
+/// checkpoint age, and the process that writes `_progress` reports how far "complete up to"
+/// trails now.
+async fn operator_metrics_are_current(cluster: &Cluster) {
+    let http = reqwest::Client::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let mut all = String::new();
+        for address in &cluster.metrics {
+            let text = http
+                .get(format!("http://{address}/metrics"))
+                .send()
+                .await
+                .expect("scrape")
+                .text()
+                .await
+                .expect("text");
+            all.push_str(&text);
+        }
+        let samples = |prefix: &str| -> Vec<f64> {
+            all.lines()
+                .filter(|line| line.starts_with(prefix))
+                .filter_map(|line| line.rsplit(' ').next()?.parse().ok())
+                .collect()
+        };
+        let lags = samples("clickstream_engine_consumer_lag{");
+        let ages = samples("clickstream_engine_checkpoint_age_seconds ");
+        let completeness = samples("clickstream_engine_complete_until_lag_seconds ");
+        let ready = !lags.is_empty()
+            && lags.iter().all(|lag| *lag == 0.0)
+            && ages.len() == cluster.processes()
+            && ages.iter().all(|age| (0.0..600.0).contains(age))
+            && completeness.iter().any(|lag| *lag > 0.0 && *lag < 600.0);
+        if ready {
+            println!(
+                "consumer lag {lags:?}; checkpoint ages {ages:?} s; complete-until lag {completeness:?} s"
+            );
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "operator metrics not current after 30 s: consumer lag {lags:?}, checkpoint ages {ages:?}, complete-until lag {completeness:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
 }

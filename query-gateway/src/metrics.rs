@@ -71,6 +71,18 @@ impl Default for Metrics {
             Unit::Seconds,
             ask_duration.clone(),
         );
+        // Present from the start at zero, so that a rate over them is defined.
+        for provider in ["offline", "anthropic", "openai"] {
+            for outcome in ["answered", "cannot_answer", "refused", "failed"] {
+                let _zero = ask_questions.get_or_create(&AskLabels { provider, outcome });
+            }
+        }
+        for direction in ["input", "output"] {
+            let _zero = ask_tokens.get_or_create(&TokenLabels { direction });
+        }
+        for reason in ["rate_limited", "bad_question"] {
+            let _zero = ask_rejected.get_or_create(&RejectLabels { reason });
+        }
         Metrics {
             registry,
             ask_questions,

@@ -115,7 +115,7 @@ pub fn checkpoint<'s>(
             rows.retain(|row| seen.insert(row.partition));
             if !rows.is_empty() {
                 sink.write_with_retry("checkpoint", || writer.checkpoint(&rows));
-                sink.metrics.checkpoints.inc();
+                sink.metrics.checkpoint_committed();
                 tracing::debug!(epoch = ?newest, partitions = rows.len(), "checkpoint committed");
             }
             let Some(cap) = capability.as_mut() else {
@@ -192,6 +192,7 @@ pub fn progress(
                 })
                 .collect();
             sink.write_with_retry("progress", || writer.progress(&rows));
+            sink.metrics.progress_written(until);
             written = Some(until);
         },
     );

@@ -22,7 +22,7 @@ use timely::dataflow::operators::generic::operator::source;
 use timely::dataflow::{Scope, StreamVec};
 
 use crate::config::KafkaConfig;
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, PartitionLabels};
 use crate::recovery::{PartitionRecovery, Recovery};
 use crate::sink::checkpoint::PositionsByEpoch;
 use crate::sink::clickhouse::ClickHouseWriter;
@@ -71,11 +71,52 @@ pub async fn ensure_topics(config: &KafkaConfig) -> Result<(), KafkaError> {
 
 /// The consumer's context: end-of-partition is how the reader learns that it has caught up
 /// (it asks for `enable.partition.eof`), not an error, so librdkafka's report of it is kept
-/// out of the error log; everything else is logged as before.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct SourceContext;
+/// out of the error log; everything else is logged as before. librdkafka's periodic
+/// statistics give the consumer lag per partition.
+#[derive(Debug, Clone, Default)]
+pub struct SourceContext {
+    metrics: Option<Arc<Metrics>>,
+}
+
+impl SourceContext {
+    /// A context that publishes the consumer lag to `metrics`.
+    pub fn new(metrics: Arc<Metrics>) -> SourceContext {
+        SourceContext {
+            metrics: Some(metrics),
+        }
+    }
+}
 
 impl ClientContext for SourceContext {
+    fn stats(&self, statistics: rdkafka::Statistics) {
+        let Some(metrics) = &self.metrics else {
+            return;
+        };
+        for partition in statistics
+            .topics
+            .values()
+            .flat_map(|topic| topic.partitions.values())
+        {
+            // librdkafka's own `consumer_lag` counts from the committed offset, and this
+            // consumer commits nothing (ClickHouse checkpoints are the truth): the lag is the
+            // high watermark minus the next offset the application reads.
+            let position = if partition.app_offset >= 0 {
+                partition.app_offset
+            } else {
+                partition.lo_offset
+            };
+            if partition.partition < 0 || partition.hi_offset < 0 || position < 0 {
+                continue;
+            }
+            metrics
+                .consumer_lag
+                .get_or_create(&PartitionLabels {
+                    partition: partition.partition,
+                })
+                .set((partition.hi_offset - position).max(0));
+        }
+    }
+
     fn error(&self, error: KafkaError, reason: &str) {
         // End of partition is how the reader learns it caught up, not a fault; librdkafka
         // reports it both per partition and as a global code.
@@ -130,12 +171,14 @@ impl std::fmt::Debug for PartitionReader {
 }
 
 impl PartitionReader {
-    /// A reader for worker `worker` of `peers`, replaying what `recovery` says.
+    /// A reader for worker `worker` of `peers`, replaying what `recovery` says, publishing its
+    /// consumer lag to `metrics`.
     pub fn new(
         config: &KafkaConfig,
         worker: usize,
         peers: usize,
         recovery: &Recovery,
+        metrics: Arc<Metrics>,
     ) -> Result<PartitionReader, KafkaError> {
         let consumer: BaseConsumer<SourceContext> = ClientConfig::new()
             .set("bootstrap.servers", &config.brokers)
@@ -147,7 +190,8 @@ impl PartitionReader {
             .set("auto.offset.reset", "earliest")
             .set("enable.partition.eof", "true")
             .set("fetch.wait.max.ms", "50")
-            .create_with_context(SourceContext)?;
+            .set("statistics.interval.ms", "5000")
+            .create_with_context(SourceContext::new(metrics))?;
         Ok(PartitionReader {
             consumer,
             topic: config.topic.clone(),

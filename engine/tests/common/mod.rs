@@ -34,6 +34,8 @@ pub fn free_port() -> u16 {
 pub struct Cluster {
     children: Vec<Child>,
     logs: Vec<PathBuf>,
+    /// Each process's `/metrics` address.
+    pub metrics: Vec<std::net::SocketAddr>,
 }
 
 /// Distinguishes the logs of successive clusters of one test.
@@ -56,10 +58,14 @@ impl Cluster {
         let mut cluster = Cluster {
             children: Vec::new(),
             logs: Vec::new(),
+            metrics: Vec::new(),
         };
         for process in 0..processes {
             let log = dir.join(format!("engine-{generation}-{process}.log"));
             let output = std::fs::File::create(&log).expect("log file");
+            let metrics: std::net::SocketAddr = format!("127.0.0.1:{}", free_port())
+                .parse()
+                .expect("address");
             let child = Command::new(env!("CARGO_BIN_EXE_engine"))
                 .args([
                     "-w",
@@ -74,7 +80,7 @@ impl Cluster {
                 .arg("--config")
                 .arg(config)
                 .arg("--metrics-listen")
-                .arg(format!("127.0.0.1:{}", free_port()))
+                .arg(metrics.to_string())
                 .env("RUST_LOG", "info")
                 .env("RUST_BACKTRACE", "0")
                 .stdout(Stdio::from(output.try_clone().expect("clone")))
@@ -83,6 +89,7 @@ impl Cluster {
                 .expect("spawn engine");
             cluster.children.push(child);
             cluster.logs.push(log);
+            cluster.metrics.push(metrics);
         }
         cluster
     }
