@@ -1,0 +1,178 @@
+//! `bench`: the benchmark harness. Starts what it needs (the servers through `deploy/lib.sh`,
+//! the release binaries), measures, and ends with a Markdown table, a JSON file and an SVG
+//! chart of latency against offered load in `target/bench/`.
+//!
+//! `bench all` runs every part; `bench ingest|pipeline|latency|memory|fuzz` one of them.
+
+mod ingest;
+mod latency;
+mod memory;
+mod pipeline;
+mod report;
+mod stack;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
+use rdkafka::ClientConfig;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+
+use report::Report;
+use stack::Stack;
+
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// The benchmark harness.
+#[derive(Debug, Parser)]
+#[command(version)]
+struct Args {
+    #[command(subcommand)]
+    part: Part,
+    #[command(flatten)]
+    options: Options,
+}
+
+/// What to measure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Subcommand)]
+enum Part {
+    /// Every part below, in order.
+    All,
+    /// The ingest gateway at fixed offered loads, single events and batches, and a quiet
+    /// tenant beside a noisy one.
+    Ingest,
+    /// Kafka -> engine -> ClickHouse on a preloaded log, against a plain consumer.
+    Pipeline,
+    /// Gateway receipt -> queryable in ClickHouse and in the query API, at 1,000 and 10,000
+    /// events/s.
+    Latency,
+    /// The engine's resident memory over a steady stream.
+    Memory,
+    /// The ingest gateway's fuzz test with a million cases (release mode).
+    Fuzz,
+}
+
+/// Sizes of the runs.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Options {
+    /// Seconds per offered load (ingest, latency).
+    #[arg(long, default_value_t = 10, global = true)]
+    pub secs: u64,
+    /// Events preloaded for the pipeline part.
+    #[arg(long, default_value_t = 500_000, global = true)]
+    pub events: usize,
+    /// Engine workers (`engine -w`).
+    #[arg(long, default_value_t = 2, global = true)]
+    pub workers: usize,
+    /// Cores of this machine, for the per-core figures.
+    #[arg(long, default_value_t = default_cores(), global = true)]
+    pub cores: usize,
+    /// Minutes of the steady memory run.
+    #[arg(long, default_value_t = 30, global = true)]
+    pub memory_minutes: u64,
+    /// Events per second of the steady memory run.
+    #[arg(long, default_value_t = 2_000.0, global = true)]
+    pub memory_rate: f64,
+    /// Seconds between RSS samples.
+    #[arg(long, default_value_t = 60, global = true)]
+    pub memory_sample_secs: u64,
+    /// Fuzz cases.
+    #[arg(long, default_value_t = 1_000_000, global = true)]
+    pub fuzz_cases: u64,
+    /// Where the results go.
+    #[arg(long, default_value = "target/bench", global = true)]
+    pub out: PathBuf,
+}
+
+fn default_cores() -> usize {
+    std::thread::available_parallelism().map_or(1, usize::from)
+}
+
+/// A progress bar for `total` steps.
+pub fn progress(total: u64, label: &str) -> ProgressBar {
+    let bar = ProgressBar::new(total);
+    if let Ok(style) = ProgressStyle::with_template("{msg:48} [{bar:30}] {pos}/{len} {elapsed}") {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    bar.set_message(label.to_owned());
+    bar
+}
+
+/// Creates `topic` with `partitions` (a fresh topic per run: the broker keeps older ones).
+pub async fn create_topic(brokers: &str, topic: &str, partitions: i32) -> anyhow::Result<()> {
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create()?;
+    let results = admin
+        .create_topics(
+            &[NewTopic::new(topic, partitions, TopicReplication::Fixed(1))],
+            &AdminOptions::new().operation_timeout(Some(Duration::from_secs(30))),
+        )
+        .await?;
+    for result in results {
+        result.map_err(|(topic, code)| anyhow::anyhow!("creating {topic}: {code}"))?;
+    }
+    Ok(())
+}
+
+fn repository_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let Args { part, options } = Args::parse();
+    let root = repository_root();
+    let out = if options.out.is_absolute() {
+        options.out.clone()
+    } else {
+        root.join(&options.out)
+    };
+    let mut report = Report::default();
+    if part == Part::Fuzz {
+        return fuzz(&root, &options);
+    }
+    let mut stack = Stack::up(&root, &out.join("run")).context("starting the stack")?;
+    let parts: &[Part] = match part {
+        Part::All => &[Part::Ingest, Part::Pipeline, Part::Latency, Part::Memory],
+        _ => std::slice::from_ref(&part),
+    };
+    for part in parts {
+        let result = match part {
+            Part::Ingest => ingest::run(&mut stack, &options, &mut report).await,
+            Part::Pipeline => pipeline::run(&mut stack, &options, &mut report).await,
+            Part::Latency => latency::run(&mut stack, &options, &mut report).await,
+            Part::Memory => memory::run(&mut stack, &options, &mut report).await,
+            Part::All | Part::Fuzz => Ok(()),
+        };
+        if let Err(error) = result {
+            eprintln!("{part:?} failed: {error:#}");
+            report.add(
+                &format!("{part:?}").to_lowercase(),
+                &format!("FAILED: {error:#}"),
+                0.0,
+                "",
+            );
+        }
+        report.write(&out)?;
+    }
+    println!("{}", report.markdown());
+    println!("results: {}", out.join("results.md").display());
+    Ok(())
+}
+
+/// The million-case fuzz run: the test of `ingest-gateway/tests/fuzz.rs` with its case count.
+fn fuzz(root: &std::path::Path, options: &Options) -> anyhow::Result<()> {
+    let status = std::process::Command::new("bash")
+        .arg("-c")
+        .arg("source deploy/lib.sh && servers_up >&2 && cargo test --release -p clickstream-ingest-gateway --test fuzz -- --nocapture")
+        .env("CLICKSTREAM_FUZZ_CASES", options.fuzz_cases.to_string())
+        .current_dir(root)
+        .status()?;
+    anyhow::ensure!(status.success(), "the fuzz run failed");
+    Ok(())
+}

@@ -1,0 +1,140 @@
+//! The engine's memory under a steady stream: resident memory sampled at a fixed interval
+//! while the gateway receives generated traffic at a fixed rate. It must stay flat: state is
+//! bounded by the horizons (dedup 24 h, sessions, lateness), not by the stream's length.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use clickstream_benches::generator::{Generator, GeneratorConfig, segment_json};
+use clickstream_benches::load::{LoadPlan, run_open_loop};
+use serde_json::json;
+
+use crate::report::Report;
+use crate::stack::{Stack, rss_bytes};
+use crate::{Options, progress};
+
+const TENANTS: &str = "[[tenants]]\nid = 'bench'\nwrite_keys = ['wk_bench']\n";
+const EVENTS_PER_REQUEST: usize = 10;
+
+/// Runs the memory part into `report`.
+pub async fn run(stack: &mut Stack, options: &Options, report: &mut Report) -> anyhow::Result<()> {
+    let stamp = chrono::Utc::now().timestamp();
+    let (topic, database) = (
+        format!("bench_memory_{stamp}"),
+        format!("bench_memory_{stamp}"),
+    );
+    crate::create_topic(&stack.brokers, &topic, 12).await?;
+    let tenants = stack.dir.join("tenants-memory.toml");
+    std::fs::write(&tenants, TENANTS)?;
+    let engine = stack.engine(&topic, &database, options.workers)?;
+    let ingest = stack.ingest_gateway(18480, &topic, &tenants).await?;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let idle_rss = rss_bytes(engine)?;
+
+    // Simulated time keeps pace with the clock: sessions start at the rate that, with about
+    // six events each, makes the offered events per second.
+    let now = chrono::Utc::now().timestamp_millis();
+    let config = GeneratorConfig {
+        seed: stamp as u64,
+        tenants: vec!["bench".into()],
+        sessions_per_sec: options.memory_rate / 6.0,
+        ..GeneratorConfig::default()
+    };
+    let generator = Arc::new(Mutex::new(
+        Generator::new(config, now).map_err(|error| anyhow::anyhow!("generator: {error:?}"))?,
+    ));
+    let http = reqwest::Client::new();
+    let url = format!("{ingest}/v1/batch");
+    let duration = Duration::from_secs(options.memory_minutes * 60);
+    let plan = LoadPlan {
+        requests_per_sec: options.memory_rate / EVENTS_PER_REQUEST as f64,
+        duration,
+        connections: 32,
+    };
+    let bar = progress(
+        options.memory_minutes * 60,
+        "memory: steady stream (seconds)",
+    );
+    let sending = run_open_loop(
+        plan,
+        move |_| {
+            let (http, url, generator) = (http.clone(), url.clone(), generator.clone());
+            async move {
+                let sent_at = chrono::Utc::now().timestamp_millis();
+                let batch: Vec<_> = generator
+                    .lock()
+                    .ok()?
+                    .generate(EVENTS_PER_REQUEST)
+                    .iter()
+                    .map(|arrival| segment_json(&arrival.event, sent_at))
+                    .collect();
+                let response = http
+                    .post(&url)
+                    .basic_auth("wk_bench", Some(""))
+                    .json(&json!({"batch": batch}))
+                    .send()
+                    .await
+                    .ok()?;
+                Some(response.status().as_u16())
+            }
+        },
+        None,
+    );
+    let sample_every = Duration::from_secs(options.memory_sample_secs);
+    let sampling = async {
+        let started = Instant::now();
+        let mut samples = Vec::new();
+        while started.elapsed() < duration {
+            tokio::time::sleep(sample_every.min(duration.saturating_sub(started.elapsed()))).await;
+            bar.set_position(started.elapsed().as_secs());
+            samples.push((started.elapsed().as_secs(), rss_bytes(engine).unwrap_or(0)));
+        }
+        samples
+    };
+    let (load, samples) = tokio::join!(sending, sampling);
+    bar.finish_and_clear();
+    let mib = |bytes: u64| bytes as f64 / (1 << 20) as f64;
+    report.add(
+        "memory",
+        "engine RSS idle, before the stream",
+        mib(idle_rss),
+        "MiB",
+    );
+    for (secs, rss) in &samples {
+        report.add(
+            "memory",
+            &format!(
+                "engine RSS after {secs} s at {} events/s",
+                options.memory_rate
+            ),
+            mib(*rss),
+            "MiB",
+        );
+    }
+    // Flat: the last sample against the one at a third of the run (after the warm-up, when
+    // sessions and the active window have filled).
+    if let (Some(warm), Some(last)) = (samples.get(samples.len() / 3), samples.last()) {
+        let figure = report.add(
+            "memory",
+            "engine RSS growth from a third of the run to its end",
+            mib(last.1) - mib(warm.1),
+            "MiB",
+        );
+        figure.anchor = Some((
+            "RSS at a third of the run".into(),
+            last.1 as f64 / warm.1.max(1) as f64,
+        ));
+        figure.target = Some("flat (within 10 %)".into());
+        figure.met = Some(last.1 as f64 <= warm.1 as f64 * 1.1);
+    }
+    let events = load.ok * EVENTS_PER_REQUEST as u64;
+    report.add(
+        "memory",
+        "events accepted during the run",
+        events as f64,
+        "events",
+    );
+    stack.stop("ingest-gateway");
+    stack.stop("engine");
+    Ok(())
+}

@@ -1,0 +1,219 @@
+//! What a benchmark needs running: the servers (started by the project's own `deploy/lib.sh`,
+//! as the tests start them) and the project's processes, built in release mode and killed
+//! when the stack is dropped.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+
+/// The servers' addresses and the processes started for one benchmark.
+#[derive(Debug)]
+pub struct Stack {
+    /// The repository.
+    pub root: PathBuf,
+    /// Logs and configuration of this run.
+    pub dir: PathBuf,
+    /// ClickHouse HTTP URL.
+    pub clickhouse_url: String,
+    /// Kafka bootstrap servers.
+    pub brokers: String,
+    /// Redis URL.
+    pub redis_url: String,
+    children: Vec<(String, Child)>,
+}
+
+impl Stack {
+    /// Starts (or finds running) ClickHouse, Redis and the broker, and builds the release
+    /// binaries of the engine and the gateways.
+    pub fn up(root: &Path, dir: &Path) -> anyhow::Result<Stack> {
+        std::fs::create_dir_all(dir)?;
+        let output = Command::new("bash")
+            .arg("-c")
+            .arg("source deploy/lib.sh && servers_up >&2 && echo \"$CLICKSTREAM_CLICKHOUSE_URL $CLICKSTREAM_KAFKA_BROKERS $CLICKSTREAM_REDIS_URL\"")
+            .current_dir(root)
+            .stderr(Stdio::inherit())
+            .output()
+            .context("running deploy/lib.sh servers_up")?;
+        if !output.status.success() {
+            bail!("deploy/lib.sh could not start the servers");
+        }
+        let text = String::from_utf8_lossy(&output.stdout);
+        let mut urls = text.split_whitespace().map(str::to_owned);
+        let (Some(clickhouse_url), Some(brokers), Some(redis_url)) =
+            (urls.next(), urls.next(), urls.next())
+        else {
+            bail!("deploy/lib.sh printed no server addresses: {text}");
+        };
+        let status = Command::new("cargo")
+            .args(["build", "--release", "--quiet"])
+            .args([
+                "-p",
+                "clickstream-engine",
+                "-p",
+                "clickstream-ingest-gateway",
+            ])
+            .args(["-p", "clickstream-query-gateway"])
+            .current_dir(root)
+            .status()
+            .context("cargo build")?;
+        if !status.success() {
+            bail!("building the release binaries failed");
+        }
+        Ok(Stack {
+            root: root.to_owned(),
+            dir: dir.to_owned(),
+            clickhouse_url,
+            brokers,
+            redis_url,
+            children: Vec::new(),
+        })
+    }
+
+    fn binary(&self, name: &str) -> PathBuf {
+        self.root.join("target/release").join(name)
+    }
+
+    /// Starts `binary` with `args`, its output in `<dir>/<name>.log`; returns its pid.
+    pub fn spawn(&mut self, name: &str, binary: &str, args: &[String]) -> anyhow::Result<u32> {
+        let log = std::fs::File::create(self.dir.join(format!("{name}.log")))?;
+        let child = Command::new(self.binary(binary))
+            .args(args)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::from(log.try_clone()?))
+            .stderr(Stdio::from(log))
+            .spawn()
+            .with_context(|| format!("starting {binary}"))?;
+        let pid = child.id();
+        self.children.push((name.to_owned(), child));
+        Ok(pid)
+    }
+
+    /// Stops the process started as `name`.
+    pub fn stop(&mut self, name: &str) {
+        self.children.retain_mut(|(child_name, child)| {
+            if child_name == name {
+                let _ = child.kill();
+                let _ = child.wait();
+                false
+            } else {
+                true
+            }
+        });
+    }
+
+    /// An ingest gateway on `port` writing to `topic`, ready when `/readyz` answers 200.
+    pub async fn ingest_gateway(
+        &mut self,
+        port: u16,
+        topic: &str,
+        tenants: &Path,
+    ) -> anyhow::Result<String> {
+        let args: Vec<String> = [
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--metrics-listen",
+            &format!("127.0.0.1:{}", port + 1),
+            "--kafka-brokers",
+            &self.brokers,
+            "--topic",
+            topic,
+            "--redis-url",
+            &self.redis_url,
+            "--tenants",
+            &tenants.display().to_string(),
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        self.spawn("ingest-gateway", "ingest-gateway", &args)?;
+        let url = format!("http://127.0.0.1:{port}");
+        wait_ready(&format!("{url}/readyz")).await?;
+        Ok(url)
+    }
+
+    /// A query gateway on `port` over `database`.
+    pub async fn query_gateway(
+        &mut self,
+        port: u16,
+        database: &str,
+        tenants: &Path,
+    ) -> anyhow::Result<String> {
+        let args: Vec<String> = [
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--metrics-listen",
+            &format!("127.0.0.1:{}", port + 1),
+            "--clickhouse-url",
+            &self.clickhouse_url,
+            "--database",
+            database,
+            "--tenants",
+            &tenants.display().to_string(),
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        self.spawn("query-gateway", "query-gateway", &args)?;
+        let url = format!("http://127.0.0.1:{port}");
+        wait_ready(&format!("{url}/healthz")).await?;
+        Ok(url)
+    }
+
+    /// A one-process engine of `workers` workers reading `topic` into `database`; its pid.
+    pub fn engine(&mut self, topic: &str, database: &str, workers: usize) -> anyhow::Result<u32> {
+        let config = self.dir.join(format!("engine-{database}.toml"));
+        std::fs::write(
+            &config,
+            format!(
+                "epoch_ms = 500\n[kafka]\nbrokers = \"{}\"\ntopic = \"{topic}\"\ncontrol_topic = \"{topic}_control\"\npartitions = 12\n\
+                 [clickhouse]\nurl = \"{}\"\ndatabase = \"{database}\"\n[metrics]\nlisten = \"127.0.0.1:0\"\n",
+                self.brokers, self.clickhouse_url
+            ),
+        )?;
+        let args = vec![
+            "-w".to_owned(),
+            workers.to_string(),
+            "--config".to_owned(),
+            config.display().to_string(),
+        ];
+        self.spawn("engine", "engine", &args)
+    }
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        for (_, child) in &mut self.children {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+async fn wait_ready(url: &str) -> anyhow::Result<()> {
+    let http = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Ok(response) = http.get(url).send().await
+            && response.status().is_success()
+        {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("{url} not ready within 60 s");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Resident memory of a process, bytes (`/proc/<pid>/statm`, in pages of 4 KiB).
+pub fn rss_bytes(pid: u32) -> anyhow::Result<u64> {
+    let statm = std::fs::read_to_string(format!("/proc/{pid}/statm"))?;
+    let pages: u64 = statm
+        .split_whitespace()
+        .nth(1)
+        .context("statm has no resident field")?
+        .parse()?;
+    Ok(pages * 4096)
+}
