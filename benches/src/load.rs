@@ -75,6 +75,10 @@ where
         let (slots, request) = (slots.clone(), request.clone());
         tokio::spawn(async move {
             for k in 0..total {
+                // Whoever waited for the answers has gone (a run stopped early): stop.
+                if results.is_closed() {
+                    return;
+                }
                 let due = start + interval.mul_f64(k as f64);
                 tokio::time::sleep_until(due.into()).await;
                 let Ok(slot) = slots.clone().acquire_owned().await else {

@@ -108,16 +108,18 @@ impl Report {
     }
 
     fn chart(&self, path: &Path) -> anyhow::Result<()> {
-        let max_x = self
-            .curves
-            .iter()
-            .flat_map(|c| c.points.iter().map(|p| p.0))
-            .fold(1.0_f64, f64::max);
-        let max_y = self
-            .curves
-            .iter()
-            .flat_map(|c| c.points.iter().map(|p| p.2))
-            .fold(1.0_f64, f64::max);
+        let xs = || {
+            self.curves
+                .iter()
+                .flat_map(|c| c.points.iter().map(|p| p.0))
+        };
+        let ys = || {
+            self.curves
+                .iter()
+                .flat_map(|c| c.points.iter().flat_map(|p| [p.1, p.2]))
+        };
+        let (min_x, max_x) = (xs().fold(f64::MAX, f64::min), xs().fold(1.0_f64, f64::max));
+        let (min_y, max_y) = (ys().fold(f64::MAX, f64::min), ys().fold(1.0_f64, f64::max));
         let root = SVGBackend::new(path, (900, 540)).into_drawing_area();
         root.fill(&WHITE).map_err(chart_error)?;
         let mut chart = ChartBuilder::on(&root)
@@ -129,8 +131,8 @@ impl Report {
             .x_label_area_size(40)
             .y_label_area_size(56)
             .build_cartesian_2d(
-                (1.0..max_x * 1.1).log_scale(),
-                (0.01..max_y * 1.5).log_scale(),
+                (min_x * 0.7..max_x * 1.4).log_scale(),
+                ((min_y * 0.5).max(0.01)..max_y * 2.0).log_scale(),
             )
             .map_err(chart_error)?;
         chart
@@ -163,6 +165,7 @@ impl Report {
         }
         chart
             .configure_series_labels()
+            .position(SeriesLabelPosition::UpperLeft)
             .border_style(BLACK)
             .background_style(WHITE.mix(0.8))
             .draw()
