@@ -54,15 +54,15 @@ impl LoadReport {
     }
 }
 
-/// Offers `plan`: request `k` is due at `start + k / rate` and made by `request(k)`, which
-/// answers the HTTP status (`None`: no answer).
+/// Offers `plan`: request `k` is due at `start + k / rate` and made by `request(k, due)`,
+/// which answers the HTTP status (`None`: no answer); `due` is where latencies start.
 pub async fn run_open_loop<F, Fut>(
     plan: LoadPlan,
     request: F,
     progress: Option<&ProgressBar>,
 ) -> LoadReport
 where
-    F: Fn(u64) -> Fut + Send + Sync + 'static,
+    F: Fn(u64, Instant) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Option<u16>> + Send + 'static,
 {
     let request = Arc::new(request);
@@ -86,7 +86,7 @@ where
                 };
                 let (request, results) = (request.clone(), results.clone());
                 tokio::spawn(async move {
-                    let status = request(k).await;
+                    let status = request(k, due).await;
                     let latency = due.elapsed().as_micros() as u64;
                     drop(slot);
                     let _ = results.send((status, latency));
@@ -149,7 +149,7 @@ mod tests {
         };
         let report = run_open_loop(
             plan,
-            |_| async {
+            |_, _| async {
                 tokio::time::sleep(Duration::from_millis(20)).await;
                 Some(200)
             },

@@ -100,10 +100,12 @@ impl ClientContext for SourceContext {
             // librdkafka's own `consumer_lag` counts from the committed offset, and this
             // consumer commits nothing (ClickHouse checkpoints are the truth): the lag is the
             // high watermark minus the next offset the application reads.
+            // Before anything is delivered, the next offset to fetch is the position (the start
+            // of the log would count the whole retained log as lag).
             let position = if partition.app_offset >= 0 {
                 partition.app_offset
             } else {
-                partition.lo_offset
+                partition.next_offset
             };
             if partition.partition < 0 || partition.hi_offset < 0 || position < 0 {
                 continue;

@@ -46,6 +46,7 @@ impl Requests {
         Arc::new(Requests {
             http: reqwest::Client::builder()
                 .pool_max_idle_per_host(256)
+                .timeout(crate::REQUEST_TIMEOUT)
                 .build()
                 .unwrap_or_default(),
             base: base.to_owned(),
@@ -92,7 +93,7 @@ async fn offer(requests: &Arc<Requests>, plan: LoadPlan, label: &str) -> LoadRep
     let requests = requests.clone();
     let report = run_open_loop(
         plan,
-        move |k| {
+        move |k, _| {
             let requests = requests.clone();
             async move { requests.send(k).await }
         },

@@ -136,9 +136,14 @@ impl Watcher {
                 .iter()
                 .map(|(p, s)| (p.clone(), *s))
                 .collect();
-            for (path, sent) in candidates {
-                if self.seen_in_api(&path).await {
-                    let _ = self.api.record(sent.elapsed().as_micros().max(1) as u64);
+            // All probes waiting for the API are asked at once, so that asking does not delay
+            // the next look at ClickHouse.
+            let checks = candidates.iter().map(|(path, _)| self.seen_in_api(path));
+            let answers = futures_util::future::join_all(checks).await;
+            let now = Instant::now();
+            for ((path, sent), seen) in candidates.into_iter().zip(answers) {
+                if seen {
+                    let _ = self.api.record((now - sent).as_micros().max(1) as u64);
                     self.in_clickhouse.remove(&path);
                 }
             }
@@ -198,7 +203,10 @@ async fn measure(
     let bodies = Arc::new(batches(total * EVENTS_PER_REQUEST));
     let pending: Pending = Arc::default();
     let done = Arc::new(AtomicBool::new(false));
-    let http = reqwest::Client::new();
+    let http = reqwest::Client::builder()
+        .timeout(crate::REQUEST_TIMEOUT)
+        .build()
+        .unwrap_or_default();
     let plan = LoadPlan {
         requests_per_sec,
         duration: Duration::from_secs(options.secs),
@@ -210,7 +218,7 @@ async fn measure(
     let probe_base = events_per_sec as u64 * 1_000_000;
     let sending = run_open_loop(
         plan,
-        move |k| {
+        move |k, due| {
             let ((http, pending), url, bodies) = (probes.clone(), url.clone(), bodies.clone());
             async move {
                 let (path, body) = if k % PROBE_EVERY == 0 {
@@ -219,7 +227,8 @@ async fn measure(
                 } else {
                     (None, bodies.get(k as usize).cloned().unwrap_or_default())
                 };
-                let sent = Instant::now();
+                // From when the probe was due: time queued for a connection counts.
+                let sent = due;
                 let response = http
                     .post(&url)
                     .basic_auth("wk_bench", Some(""))

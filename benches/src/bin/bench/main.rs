@@ -92,6 +92,10 @@ fn default_cores() -> usize {
     std::thread::available_parallelism().map_or(1, usize::from)
 }
 
+/// How long a benchmark request may take before it counts as failed: a hung request must
+/// not hang the run.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// A progress bar for `total` steps.
 pub fn progress(total: u64, label: &str) -> ProgressBar {
     let bar = ProgressBar::new(total);
@@ -142,23 +146,31 @@ async fn main() -> anyhow::Result<()> {
         _ => std::slice::from_ref(&part),
     };
     for part in parts {
-        let result = match part {
-            Part::Ingest => ingest::run(&mut stack, &options, &mut report).await,
-            Part::Pipeline => pipeline::run(&mut stack, &options, &mut report).await,
-            Part::Latency => latency::run(&mut stack, &options, &mut report).await,
-            Part::Memory => memory::run(&mut stack, &options, &mut report).await,
-            Part::All | Part::Fuzz => Ok(()),
+        let run = async {
+            match part {
+                Part::Ingest => ingest::run(&mut stack, &options, &mut report).await,
+                Part::Pipeline => pipeline::run(&mut stack, &options, &mut report).await,
+                Part::Latency => latency::run(&mut stack, &options, &mut report).await,
+                Part::Memory => memory::run(&mut stack, &options, &mut report).await,
+                Part::All | Part::Fuzz => Ok(()),
+            }
         };
+        // Ctrl-C ends the run with the stack's processes (dropping the stack kills them).
+        let (result, interrupted) = tokio::select! {
+            result = run => (result, false),
+            _ = tokio::signal::ctrl_c() => (Err(anyhow::anyhow!("interrupted")), true),
+        };
+        // A part that failed half-way leaves nothing running into the next.
+        stack.stop_all();
         if let Err(error) = result {
             eprintln!("{part:?} failed: {error:#}");
-            report.add(
-                &format!("{part:?}").to_lowercase(),
-                &format!("FAILED: {error:#}"),
-                0.0,
-                "",
-            );
+            let name = format!("{part:?}").to_lowercase();
+            report.add(&name, &format!("FAILED: {error:#}"), 0.0, "");
         }
         report.write(&out)?;
+        if interrupted {
+            anyhow::bail!("interrupted");
+        }
     }
     println!("{}", report.markdown());
     println!("results: {}", out.join("results.md").display());

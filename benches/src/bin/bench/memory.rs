@@ -57,7 +57,7 @@ pub async fn run(stack: &mut Stack, options: &Options, report: &mut Report) -> a
     ));
     // A request the gateway cannot answer within 10 s counts as failed: the run ends on time.
     let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(10))
+        .timeout(crate::REQUEST_TIMEOUT)
         .build()
         .unwrap_or_default();
     let url = format!("{ingest}/v1/batch");
@@ -73,7 +73,7 @@ pub async fn run(stack: &mut Stack, options: &Options, report: &mut Report) -> a
     );
     let sending = run_open_loop(
         plan,
-        move |_| {
+        move |_, _| {
             let (http, url, generator) = (http.clone(), url.clone(), generator.clone());
             async move {
                 let sent_at = chrono::Utc::now().timestamp_millis();
@@ -106,7 +106,12 @@ pub async fn run(stack: &mut Stack, options: &Options, report: &mut Report) -> a
         while started.elapsed() < duration {
             tokio::time::sleep(sample_every.min(duration.saturating_sub(started.elapsed()))).await;
             bar.set_position(started.elapsed().as_secs());
-            let rss = rss_bytes(engine).unwrap_or(0);
+            // A dead engine has no RSS: the run fails rather than look flat.
+            let Ok(rss) = rss_bytes(engine) else {
+                return Err(anyhow::anyhow!(
+                    "the engine exited during the memory run (see its log)"
+                ));
+            };
             println!(
                 "memory: engine RSS {} MiB after {} s",
                 rss >> 20,
@@ -114,15 +119,16 @@ pub async fn run(stack: &mut Stack, options: &Options, report: &mut Report) -> a
             );
             samples.push((started.elapsed().as_secs(), rss));
             if rss > limit {
-                return (samples, true);
+                return Ok((samples, true));
             }
         }
-        (samples, false)
+        Ok((samples, false))
     };
     let sender = tokio::spawn(sending);
-    let (samples, stopped_early) = sampling.await;
+    let sampled = sampling.await;
     // Dropping the load stops its dispatcher (it sends nothing once no one listens).
     sender.abort();
+    let (samples, stopped_early) = sampled?;
     if stopped_early {
         report.add(
             "memory",

@@ -153,7 +153,10 @@ pub async fn run(stack: &mut Stack, options: &Options, report: &mut Report) -> a
             bar.finish_and_clear();
             let whole = total as f64 / started.elapsed().as_secs_f64();
             let sustained = (total - done_1) as f64 / t1.elapsed().as_secs_f64().max(0.001);
-            report.add(
+            // The target is judged on the whole run: the engine may read (and buffer up to
+            // `max_pending_records`) before its first checkpoint shows, so the rate after
+            // that checkpoint is an upper bound.
+            let figure = report.add(
                 "pipeline",
                 &format!(
                     "engine -w {}: Kafka -> ClickHouse, start-up included",
@@ -162,18 +165,18 @@ pub async fn run(stack: &mut Stack, options: &Options, report: &mut Report) -> a
                 whole,
                 "events/s",
             );
-            let figure = report.add(
+            figure.anchor = Some(("broker's plain consumer".into(), whole / broker_rate));
+            figure.target = Some(">= 0.8x the broker".into());
+            figure.met = Some(whole >= 0.8 * broker_rate);
+            report.add(
                 "pipeline",
                 &format!(
-                    "engine -w {}: sustained (first checkpoint to last)",
+                    "engine -w {}: after its first checkpoint (upper bound)",
                     options.workers
                 ),
                 sustained,
                 "events/s",
             );
-            figure.anchor = Some(("broker's plain consumer".into(), sustained / broker_rate));
-            figure.target = Some(">= 0.8x the broker".into());
-            figure.met = Some(sustained >= 0.8 * broker_rate);
             break;
         }
         anyhow::ensure!(

@@ -90,6 +90,15 @@ impl Stack {
         Ok(pid)
     }
 
+    /// Stops every process this stack started.
+    pub fn stop_all(&mut self) {
+        for (_, child) in &mut self.children {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        self.children.clear();
+    }
+
     /// Stops the process started as `name`.
     pub fn stop(&mut self, name: &str) {
         self.children.retain_mut(|(child_name, child)| {
@@ -184,10 +193,7 @@ impl Stack {
 
 impl Drop for Stack {
     fn drop(&mut self) {
-        for (_, child) in &mut self.children {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        self.stop_all();
     }
 }
 
