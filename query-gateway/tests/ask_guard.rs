@@ -227,8 +227,9 @@ async fn run_both(
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn no_hostile_statement_leaks_writes_or_takes_the_server_down() {
+/// `(url, client, two, one)`: database `two` holds acme's and globex's rows, `one` the same
+/// rows of acme alone.
+async fn two_databases() -> (String, reqwest::Client, String, String) {
     let url = common::clickhouse_url();
     let http = reqwest::Client::new();
     let two = common::create_database(&http, &url, "ask_two").await;
@@ -236,6 +237,12 @@ async fn no_hostile_statement_leaks_writes_or_takes_the_server_down() {
     let now = chrono::Utc::now().timestamp();
     load(&http, &url, &two, &["acme", "globex"], now).await;
     load(&http, &url, &one, &["acme"], now).await;
+    (url, http, two, one)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_hostile_statement_leaks_writes_or_takes_the_server_down() {
+    let (url, http, two, one) = two_databases().await;
     let before = (
         fingerprint(&http, &url, &two).await,
         fingerprint(&http, &url, &one).await,
@@ -323,13 +330,7 @@ async fn no_hostile_statement_leaks_writes_or_takes_the_server_down() {
 /// exactly the caller's rows.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ordinary_statements_run_over_the_callers_rows_only() {
-    let url = common::clickhouse_url();
-    let http = reqwest::Client::new();
-    let two = common::create_database(&http, &url, "ask_two").await;
-    let one = common::create_database(&http, &url, "ask_one").await;
-    let now = chrono::Utc::now().timestamp();
-    load(&http, &url, &two, &["acme", "globex"], now).await;
-    load(&http, &url, &one, &["acme"], now).await;
+    let (url, http, two, one) = two_databases().await;
     let limits = RunLimits::default();
     let (runner_two, runner_one) = (
         Runner::new(&url, &two, limits),

@@ -66,6 +66,17 @@ fn run_chromium(profile: &Path, extra: &[String]) -> String {
     std::fs::read_to_string(&stdout_file).expect("utf-8 DOM")
 }
 
+/// A screenshot was written and is a picture, not an empty page.
+fn check_screenshot(screenshot: &Path) {
+    let size = std::fs::metadata(screenshot).map(|m| m.len()).unwrap_or(0);
+    assert!(
+        size > 10_000,
+        "screenshot {} has {size} bytes",
+        screenshot.display()
+    );
+    println!("screenshot: {}", screenshot.display());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_dashboard_renders_the_tenants_numbers_in_chromium() {
     // Data a few hours old, so that the dashboard's "last 24 hours" holds all of it.
@@ -193,13 +204,7 @@ async fn the_dashboard_renders_the_tenants_numbers_in_chromium() {
         !dom.contains("/secret"),
         "another tenant's page leaked into the dashboard"
     );
-    let size = std::fs::metadata(&screenshot).map(|m| m.len()).unwrap_or(0);
-    assert!(
-        size > 10_000,
-        "screenshot {} has {size} bytes",
-        screenshot.display()
-    );
-    println!("screenshot: {}", screenshot.display());
+    check_screenshot(&screenshot);
 
     server.abort();
     publisher.abort();
@@ -364,13 +369,7 @@ async fn the_ask_box_answers_charts_and_follows_up_in_chromium() {
         !result.contains("/secret"),
         "another tenant's page leaked into the answer"
     );
-    let size = std::fs::metadata(&screenshot).map(|m| m.len()).unwrap_or(0);
-    assert!(
-        size > 10_000,
-        "screenshot {} has {size} bytes",
-        screenshot.display()
-    );
-    println!("screenshot: {}", screenshot.display());
+    check_screenshot(&screenshot);
     server.abort();
     let _ = std::fs::remove_dir_all(&profile);
     f.drop_database().await;

@@ -161,15 +161,10 @@ impl Watcher {
 /// Runs the latency part at each offered load into `report`.
 pub async fn run(stack: &mut Stack, options: &Options, report: &mut Report) -> anyhow::Result<()> {
     let stamp = chrono::Utc::now().timestamp();
-    let (topic, database) = (
-        format!("bench_latency_{stamp}"),
-        format!("bench_latency_{stamp}"),
-    );
-    crate::create_topic(&stack.brokers, &topic, 12).await?;
+    let (database, _, ingest) = stack
+        .pipeline("latency", TENANTS, 18280, options.workers)
+        .await?;
     let tenants = stack.dir.join("tenants-latency.toml");
-    std::fs::write(&tenants, TENANTS)?;
-    stack.engine(&topic, &database, options.workers)?;
-    let ingest = stack.ingest_gateway(18280, &topic, &tenants).await?;
     // The engine creates the database; the query gateway needs it to answer.
     tokio::time::sleep(Duration::from_secs(5)).await;
     let query = stack.query_gateway(18380, &database, &tenants).await?;

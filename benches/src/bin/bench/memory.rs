@@ -31,15 +31,9 @@ fn total_memory_bytes() -> Option<u64> {
 /// Runs the memory part into `report`.
 pub async fn run(stack: &mut Stack, options: &Options, report: &mut Report) -> anyhow::Result<()> {
     let stamp = chrono::Utc::now().timestamp();
-    let (topic, database) = (
-        format!("bench_memory_{stamp}"),
-        format!("bench_memory_{stamp}"),
-    );
-    crate::create_topic(&stack.brokers, &topic, 12).await?;
-    let tenants = stack.dir.join("tenants-memory.toml");
-    std::fs::write(&tenants, TENANTS)?;
-    let engine = stack.engine(&topic, &database, options.workers)?;
-    let ingest = stack.ingest_gateway(18480, &topic, &tenants).await?;
+    let (_, engine, ingest) = stack
+        .pipeline("memory", TENANTS, 18480, options.workers)
+        .await?;
     tokio::time::sleep(Duration::from_secs(5)).await;
     let idle_rss = rss_bytes(engine)?;
 

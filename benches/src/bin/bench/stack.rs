@@ -112,6 +112,31 @@ impl Stack {
         });
     }
 
+    /// A gateway `binary` listening on `port` (metrics on the next port) with the tenants
+    /// file and `args`, once `ready` (a path) answers 200; its base URL.
+    async fn gateway(
+        &mut self,
+        binary: &str,
+        port: u16,
+        tenants: &Path,
+        args: &[&str],
+        ready: &str,
+    ) -> anyhow::Result<String> {
+        let mut all = vec![
+            "--listen".to_owned(),
+            format!("127.0.0.1:{port}"),
+            "--metrics-listen".to_owned(),
+            format!("127.0.0.1:{}", port + 1),
+            "--tenants".to_owned(),
+            tenants.display().to_string(),
+        ];
+        all.extend(args.iter().map(|arg| (*arg).to_owned()));
+        self.spawn(binary, binary, &all)?;
+        let url = format!("http://127.0.0.1:{port}");
+        wait_ready(&format!("{url}{ready}")).await?;
+        Ok(url)
+    }
+
     /// An ingest gateway on `port` writing to `topic`, ready when `/readyz` answers 200.
     pub async fn ingest_gateway(
         &mut self,
@@ -119,27 +144,17 @@ impl Stack {
         topic: &str,
         tenants: &Path,
     ) -> anyhow::Result<String> {
-        let args: Vec<String> = [
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--metrics-listen",
-            &format!("127.0.0.1:{}", port + 1),
+        let (brokers, redis) = (self.brokers.clone(), self.redis_url.clone());
+        let args = [
             "--kafka-brokers",
-            &self.brokers,
+            &brokers,
             "--topic",
             topic,
             "--redis-url",
-            &self.redis_url,
-            "--tenants",
-            &tenants.display().to_string(),
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-        self.spawn("ingest-gateway", "ingest-gateway", &args)?;
-        let url = format!("http://127.0.0.1:{port}");
-        wait_ready(&format!("{url}/readyz")).await?;
-        Ok(url)
+            &redis,
+        ];
+        self.gateway("ingest-gateway", port, tenants, &args, "/readyz")
+            .await
     }
 
     /// A query gateway on `port` over `database`.
@@ -149,25 +164,29 @@ impl Stack {
         database: &str,
         tenants: &Path,
     ) -> anyhow::Result<String> {
-        let args: Vec<String> = [
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--metrics-listen",
-            &format!("127.0.0.1:{}", port + 1),
-            "--clickhouse-url",
-            &self.clickhouse_url,
-            "--database",
-            database,
-            "--tenants",
-            &tenants.display().to_string(),
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-        self.spawn("query-gateway", "query-gateway", &args)?;
-        let url = format!("http://127.0.0.1:{port}");
-        wait_ready(&format!("{url}/healthz")).await?;
-        Ok(url)
+        let clickhouse = self.clickhouse_url.clone();
+        let args = ["--clickhouse-url", &clickhouse, "--database", database];
+        self.gateway("query-gateway", port, tenants, &args, "/healthz")
+            .await
+    }
+
+    /// A fresh topic and database named `bench_<part>_<time>`, the tenants file written, an
+    /// engine reading the one into the other and an ingest gateway on `port` writing to it:
+    /// `(topic = database name, engine pid, gateway URL)`.
+    pub async fn pipeline(
+        &mut self,
+        part: &str,
+        tenants: &str,
+        port: u16,
+        workers: usize,
+    ) -> anyhow::Result<(String, u32, String)> {
+        let name = format!("bench_{part}_{}", chrono::Utc::now().timestamp());
+        crate::create_topic(&self.brokers, &name, 12).await?;
+        let tenants_file = self.dir.join(format!("tenants-{part}.toml"));
+        std::fs::write(&tenants_file, tenants)?;
+        let engine = self.engine(&name, &name, workers)?;
+        let ingest = self.ingest_gateway(port, &name, &tenants_file).await?;
+        Ok((name, engine, ingest))
     }
 
     /// A one-process engine of `workers` workers reading `topic` into `database`; its pid.
