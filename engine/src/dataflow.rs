@@ -1,34 +1,35 @@
 //! What each timely worker runs: the Kafka source, the operators, one sink per output table,
 //! and the checkpoint that follows them all.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use operators::{
-    AggRow, Decode, Decoded, Enriched, IdWarning, IdentityClaim, Node, Person, Position, Session,
-    SharedEvent, StateGauges, VisitorHour, analytics, insertions, route,
-};
-use schemas::live::LiveUpdate;
-use timely::dataflow::channels::pact::{Exchange, Pipeline};
+use operators::{Decode, Decoded, IdentityClaim, StateGauges, analytics, insertions};
 use timely::dataflow::operators::vec::ToStream;
 use timely::dataflow::operators::{Concatenate, Inspect, OkErr};
 use timely::worker::Worker;
 
 use crate::config::EngineConfig;
-use crate::metrics::{Metrics, RefusalLabels};
+use crate::metrics::Metrics;
 use crate::recovery::{LowWater, Recovery};
+use crate::retry::{Backoff, Chain, stop};
 use crate::sink::checkpoint::{
     CheckpointSettings, NewTenants, PositionsByEpoch, checkpoint, progress,
 };
-use crate::sink::clickhouse::rows::{
-    AggMinuteRow, ClaimRow, DeadLetterRow, EventRow, IdentityRow, LiveCounterRow, SessionRow,
-    VisitorHourRow, WarningRow, datetime,
-};
 use crate::sink::clickhouse::{ClickHouseWriter, SinkError};
-use crate::sink::epoch::{SinkRuntime, epoch_sink, upserts};
-use crate::sink::live::LivePublisher;
+use crate::sink::epoch::SinkRuntime;
+use crate::sink::live::LiveFeed;
+use crate::sink::tables::aggregates::AggregatesSink;
+use crate::sink::tables::dead_letters::DeadLettersSink;
+use crate::sink::tables::events::{EventsSink, LateEventsSink};
+use crate::sink::tables::identities::{ClaimsSink, IdentitiesSink};
+use crate::sink::tables::live_counters::LiveCountersSink;
+use crate::sink::tables::sessions::SessionsSink;
+use crate::sink::tables::visitor_hours::VisitorHoursSink;
+use crate::sink::tables::warnings::WarningsSink;
+use crate::sink::tables::{Live, Table, attach};
 use crate::source::control::{control_consumer, control_source};
 use crate::source::kafka::{PartitionReader, Planner, SourceSettings, kafka_source};
 
@@ -43,25 +44,19 @@ pub struct EngineContext {
     pub shutdown: Arc<AtomicBool>,
     /// Metrics.
     pub metrics: Arc<Metrics>,
+    /// The process's live-counter publisher.
+    pub live: LiveFeed,
 }
 
 /// Why a worker stopped with an error.
 #[derive(Debug, thiserror::Error)]
 pub enum WorkerError {
     /// The Kafka consumer could not be created.
-    #[error("kafka")]
+    #[error("cannot create the Kafka consumer")]
     Kafka(#[from] rdkafka::error::KafkaError),
     /// Shut down before start-up reads finished.
     #[error("shut down while starting")]
     Interrupted,
-}
-
-fn time_of_update<D>(update: &(D, u64, isize)) -> Option<u64> {
-    Some(update.1)
-}
-
-fn no_time<D>(_: &D) -> Option<u64> {
-    None
 }
 
 /// What the last run left, read once per process before the cluster connects: no worker of
@@ -106,7 +101,7 @@ pub fn run_worker(
         clickhouse,
         analytics: analytics_config,
         metrics: _,
-        live,
+        live: _,
     } = &context.config;
     let (index, peers) = (worker.index(), worker.peers());
     let writer = ClickHouseWriter::new(clickhouse, &kafka.topic);
@@ -146,7 +141,7 @@ pub fn run_worker(
         runtime: context.runtime.clone(),
         shutdown: context.shutdown.clone(),
         metrics: context.metrics.clone(),
-        max_backoff: Duration::from_millis(clickhouse.max_retry_backoff_ms),
+        backoff: Backoff::up_to(Duration::from_millis(clickhouse.max_retry_backoff_ms)),
     };
     let settings = analytics_config.to_settings(*epoch_ms);
     let checkpoint_settings = CheckpointSettings {
@@ -156,6 +151,16 @@ pub fn run_worker(
     let positions = PositionsByEpoch::default();
     let new_tenants = NewTenants::default();
     let gauges = Arc::new(StateGauges::default());
+
+    let table = Table {
+        writer: writer.clone(),
+        runtime: sink.clone(),
+    };
+    let live = Live {
+        feed: context.live.clone(),
+        first_epoch: first_live_epoch,
+        epoch_ms: *epoch_ms,
+    };
 
     worker.dataflow::<u64, _, _>(|scope| {
         let records = kafka_source(
@@ -171,18 +176,8 @@ pub fn run_worker(
             context.metrics.clone(),
         );
         let (decoded, dead_letters) = records.decode().ok_err(|outcome| outcome);
-        let decoded = decoded.inspect({
-            let new_tenants = new_tenants.clone();
-            let mut seen: HashSet<String> = HashSet::new();
-            move |decoded: &Decoded| {
-                if !seen.contains(&decoded.event.tenant) {
-                    seen.insert(decoded.event.tenant.clone());
-                    new_tenants
-                        .borrow_mut()
-                        .insert(decoded.event.tenant.clone());
-                }
-            }
-        });
+        let mut note_tenant = record_new_tenants(new_tenants.clone());
+        let decoded = decoded.inspect(move |decoded: &Decoded| note_tenant(decoded));
         let stored = insertions(stored_claims.to_stream(scope));
         let unlinks = control_source(
             scope,
@@ -193,259 +188,57 @@ pub fn run_worker(
         );
         let out = analytics(decoded, stored, unlinks, settings, gauges.clone());
 
-        let mut done = Vec::new();
-
-        let (w, s) = (writer.clone(), sink.clone());
-        let mut events_publisher = LivePublisher::new(&live.redis_url);
-        let epoch_length = *epoch_ms;
-        done.push(epoch_sink(
-            out.events.inner,
-            Exchange::new(|(e, _, _): &(Enriched, u64, isize)| route(&e.event.message_id)),
-            "EventsSink",
-            time_of_update,
-            replayed_through,
-            move |epoch, updates| {
-                let rows: Vec<EventRow> = upserts(updates, |e: &Enriched| {
-                    (e.event.tenant.clone(), e.event.message_id.clone())
-                })
-                .into_iter()
-                // An event never disappears: a lone retraction only means it moved, and the
-                // move's insertion carries its new row.
-                .filter(|(_, removed)| !removed)
-                .map(|(e, _)| EventRow::new(&e.event, &e.session_id, &e.person_id, false, epoch))
-                .collect();
-                s.write_with_retry("events", || w.insert("events", &rows));
-                s.metrics.events_written.inc_by(rows.len() as u64);
-                if epoch >= first_live_epoch {
-                    let mut per_tenant: BTreeMap<&str, u64> = BTreeMap::new();
-                    for row in &rows {
-                        *per_tenant.entry(row.tenant.as_str()).or_default() += 1;
-                    }
-                    let at_ms = epoch.saturating_mul(epoch_length) as i64;
-                    let updates: Vec<(String, LiveUpdate)> = per_tenant
-                        .into_iter()
-                        .map(|(tenant, events)| {
-                            let update = LiveUpdate {
-                                epoch,
-                                at_ms,
-                                active_visitors: None,
-                                events: Some(events),
-                            };
-                            (tenant.to_owned(), update)
-                        })
-                        .collect();
-                    events_publisher.publish(&updates);
-                }
-            },
-        ));
-
-        let (w, s) = (writer.clone(), sink.clone());
-        done.push(epoch_sink(
-            out.late,
-            Exchange::new(|e: &SharedEvent| route(&e.message_id)),
-            "LateEventsSink",
-            no_time,
-            replayed_through,
-            move |epoch, events| {
-                let rows: Vec<EventRow> = events
-                    .iter()
-                    .map(|e| EventRow::new(e, "", "", true, epoch))
-                    .collect();
-                s.write_with_retry("late events", || w.insert("events", &rows));
-                s.metrics.late_events.inc_by(rows.len() as u64);
-            },
-        ));
-
-        let (w, s) = (writer.clone(), sink.clone());
-        done.push(epoch_sink(
-            out.warnings,
-            Exchange::new(|w: &IdWarning| route(&w.message_id)),
-            "WarningsSink",
-            no_time,
-            replayed_through,
-            move |_epoch, warnings| {
-                let rows: Vec<WarningRow> =
-                    warnings.iter().map(WarningRow::placeholder_id).collect();
-                s.write_with_retry("ingestion warnings", || {
-                    w.insert("ingestion_warnings", &rows)
-                });
-                for field in operators::IdField::ALL {
-                    let count = warnings.iter().filter(|w| w.field == field).count();
-                    if count > 0 {
-                        let labels = RefusalLabels {
-                            reason: "placeholder_id",
-                            field: field.as_str(),
-                        };
-                        s.metrics
-                            .claims_refused
-                            .get_or_create(&labels)
-                            .inc_by(count as u64);
-                    }
-                }
-            },
-        ));
-
-        let (w, s) = (writer.clone(), sink.clone());
-        done.push(epoch_sink(
-            out.sessions.inner,
-            Exchange::new(|(session, _, _): &(Session, u64, isize)| route(&session.session_id)),
-            "SessionsSink",
-            time_of_update,
-            replayed_through,
-            move |epoch, updates| {
-                let rows: Vec<SessionRow> = upserts(updates, |s: &Session| {
-                    (s.tenant.clone(), s.session_id.clone())
-                })
-                .into_iter()
-                .map(|(session, removed)| SessionRow::new(&session, removed, epoch))
-                .collect();
-                s.write_with_retry("sessions", || w.insert("sessions", &rows));
-            },
-        ));
-
-        let (w, s) = (writer.clone(), sink.clone());
-        done.push(epoch_sink(
-            out.identities.inner,
-            Exchange::new(|((node, _), _, _): &((Node, Person), u64, isize)| route(node)),
-            "IdentitiesSink",
-            time_of_update,
-            replayed_through,
-            move |epoch, updates| {
-                let rows: Vec<IdentityRow> =
-                    upserts(updates, |(node, _): &(Node, Person)| node.clone())
-                        .into_iter()
-                        .map(|((node, person), removed)| {
-                            IdentityRow::new(&node, &person, removed, epoch)
-                        })
-                        .collect();
-                s.write_with_retry("identities", || w.insert("identities", &rows));
-            },
-        ));
-
-        let (w, s) = (writer.clone(), sink.clone());
-        done.push(epoch_sink(
-            out.claims.inner,
-            Exchange::new(
-                |((claim, _), _, _): &((IdentityClaim, Position), u64, isize)| route(claim),
+        let t = || table.clone();
+        let done = vec![
+            attach(
+                out.events.inner,
+                EventsSink {
+                    table: t(),
+                    live: live.clone(),
+                },
+                replayed_through,
             ),
-            "ClaimsSink",
-            time_of_update,
-            replayed_through,
-            move |_epoch, updates| {
-                let rows: Vec<ClaimRow> = updates
-                    .iter()
-                    .filter(|(_, _, r)| *r > 0)
-                    .map(|((claim, position), _, _)| ClaimRow::new(claim, *position))
-                    .collect();
-                s.write_with_retry("identity claims", || w.insert("identity_claims", &rows));
-            },
-        ));
-
-        let (w, s) = (writer.clone(), sink.clone());
-        done.push(epoch_sink(
-            out.aggregates.inner,
-            Exchange::new(|(row, _, _): &(AggRow, u64, isize)| {
-                route(&(&row.tenant, row.minute_ms, row.metric, &row.dimension))
-            }),
-            "AggregatesSink",
-            time_of_update,
-            replayed_through,
-            move |epoch, updates| {
-                let rows: Vec<AggMinuteRow> = upserts(updates, |a: &AggRow| {
-                    (a.tenant.clone(), a.minute_ms, a.metric, a.dimension.clone())
-                })
-                .into_iter()
-                .map(|(row, removed)| AggMinuteRow::new(&row, removed, epoch))
-                .collect();
-                s.write_with_retry("aggregates", || w.insert("agg_minute_metrics", &rows));
-            },
-        ));
-
-        let (w, s) = (writer.clone(), sink.clone());
-        done.push(epoch_sink(
-            out.visitor_hours.inner,
-            Exchange::new(|(row, _, _): &(VisitorHour, u64, isize)| {
-                route(&(&row.tenant, row.hour_ms, &row.visitor_id, &row.person_id))
-            }),
-            "VisitorHoursSink",
-            time_of_update,
-            replayed_through,
-            move |epoch, updates| {
-                let rows: Vec<VisitorHourRow> = upserts(updates, |v: &VisitorHour| {
-                    (
-                        v.tenant.clone(),
-                        v.hour_ms,
-                        v.visitor_id.clone(),
-                        v.person_id.clone(),
-                    )
-                })
-                .into_iter()
-                .map(|(row, removed)| VisitorHourRow::new(&row, removed, epoch))
-                .collect();
-                s.write_with_retry("visitor hours", || w.insert("agg_hour_visitors", &rows));
-            },
-        ));
-
-        let (w, s) = (writer.clone(), sink.clone());
-        let mut counters_publisher = LivePublisher::new(&live.redis_url);
-        done.push(epoch_sink(
-            out.active_visitors.inner,
-            Exchange::new(|((tenant, _), _, _): &((String, i64), u64, isize)| route(tenant)),
-            "LiveCountersSink",
-            time_of_update,
-            replayed_through,
-            move |epoch, updates| {
-                let updated_at = datetime(epoch.saturating_mul(epoch_length) as i64);
-                let rows: Vec<LiveCounterRow> =
-                    upserts(updates, |(tenant, _): &(String, i64)| tenant.clone())
-                        .into_iter()
-                        .map(|((tenant, count), removed)| LiveCounterRow {
-                            tenant,
-                            counter: "active_visitors_5m".into(),
-                            value: if removed { 0 } else { count },
-                            updated_at,
-                            version: epoch,
-                        })
-                        .collect();
-                s.write_with_retry("live counters", || w.insert("live_counters", &rows));
-                if epoch >= first_live_epoch {
-                    let at_ms = epoch.saturating_mul(epoch_length) as i64;
-                    let updates: Vec<(String, LiveUpdate)> = rows
-                        .iter()
-                        .map(|row| {
-                            let update = LiveUpdate {
-                                epoch,
-                                at_ms,
-                                active_visitors: Some(row.value),
-                                events: None,
-                            };
-                            (row.tenant.clone(), update)
-                        })
-                        .collect();
-                    counters_publisher.publish(&updates);
-                }
-            },
-        ));
-
-        let (w, s) = (writer.clone(), sink.clone());
-        let topic = kafka.topic.clone();
-        done.push(epoch_sink(
-            dead_letters,
-            Pipeline,
-            "DeadLettersSink",
-            no_time,
-            replayed_through,
-            move |_epoch, dead| {
-                let now_ms = crate::now_ms() as i64;
-                let rows: Vec<DeadLetterRow> = dead
-                    .into_iter()
-                    .map(|d| DeadLetterRow::new(&topic, d, now_ms))
-                    .collect();
-                s.write_with_retry("dead letters", || w.insert("_dead_letters", &rows));
-                s.metrics.dead_letters.inc_by(rows.len() as u64);
-            },
-        ));
-
+            attach(out.late, LateEventsSink { table: t() }, replayed_through),
+            attach(out.warnings, WarningsSink { table: t() }, replayed_through),
+            attach(
+                out.sessions.inner,
+                SessionsSink { table: t() },
+                replayed_through,
+            ),
+            attach(
+                out.identities.inner,
+                IdentitiesSink { table: t() },
+                replayed_through,
+            ),
+            attach(
+                out.claims.inner,
+                ClaimsSink { table: t() },
+                replayed_through,
+            ),
+            attach(
+                out.aggregates.inner,
+                AggregatesSink { table: t() },
+                replayed_through,
+            ),
+            attach(
+                out.visitor_hours.inner,
+                VisitorHoursSink { table: t() },
+                replayed_through,
+            ),
+            attach(
+                out.active_visitors.inner,
+                LiveCountersSink {
+                    table: t(),
+                    live: live.clone(),
+                },
+                replayed_through,
+            ),
+            attach(
+                dead_letters,
+                DeadLettersSink { table: t() },
+                replayed_through,
+            ),
+        ];
         let reports = checkpoint(
             scope.concatenate(done),
             positions.clone(),
@@ -465,6 +258,21 @@ pub fn run_worker(
     Ok(())
 }
 
+/// Notes each tenant the first time this worker sees it, for the checkpoint's progress rows.
+fn record_new_tenants(new_tenants: NewTenants) -> impl FnMut(&Decoded) + 'static {
+    let mut seen: HashSet<String> = HashSet::new();
+    move |decoded: &Decoded| {
+        if !seen.contains(&decoded.event.tenant) {
+            seen.insert(decoded.event.tenant.clone());
+            new_tenants
+                .borrow_mut()
+                .insert(decoded.event.tenant.clone());
+        }
+    }
+}
+
+/// Reads what the last run left, waiting for ClickHouse while it is unreachable; gives up on
+/// shutdown and stops the process on a permanent error.
 fn read_with_retry<T, F, Fut>(
     context: &EngineContext,
     what: &str,
@@ -474,18 +282,17 @@ where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, SinkError>>,
 {
-    let mut backoff = Duration::from_millis(200);
-    loop {
-        match context.runtime.block_on(read()) {
-            Ok(value) => return Ok(value),
-            Err(error) => {
-                if context.shutdown.load(Ordering::Relaxed) {
-                    return Err(WorkerError::Interrupted);
-                }
-                tracing::warn!(%error, what, "cannot read from ClickHouse; retrying");
-                std::thread::sleep(backoff);
-                backoff = (backoff * 2).min(Duration::from_secs(5));
-            }
-        }
+    let backoff = Backoff::up_to(Duration::from_secs(5));
+    let result = backoff.blocking(
+        || context.runtime.block_on(read()),
+        |error: &SinkError| !error.is_permanent() && !context.shutdown.load(Ordering::Relaxed),
+        |error, wait| {
+            tracing::warn!(error = %Chain(error), what, retry_in_ms = wait.as_millis() as u64, "cannot read from ClickHouse; retrying")
+        },
+    );
+    match result {
+        Ok(value) => Ok(value),
+        Err(error) if error.is_permanent() => stop(what, &error),
+        Err(_) => Err(WorkerError::Interrupted),
     }
 }

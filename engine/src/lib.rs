@@ -10,6 +10,7 @@ pub mod config;
 pub mod dataflow;
 pub mod metrics;
 pub mod recovery;
+pub mod retry;
 pub mod sink;
 pub mod source;
 

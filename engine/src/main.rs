@@ -11,7 +11,9 @@ use clickstream_engine::cli::{self, Command};
 use clickstream_engine::config::EngineConfig;
 use clickstream_engine::dataflow::{EngineContext, load_start_state, run_worker};
 use clickstream_engine::metrics::Metrics;
+use clickstream_engine::retry::{Backoff, Chain};
 use clickstream_engine::sink::clickhouse::{SinkError, ensure_schema, schema_ready};
+use clickstream_engine::sink::live::LiveFeed;
 use clickstream_engine::source::kafka::ensure_topics;
 
 /// Records allocated on one worker thread are freed on another; glibc malloc serialises that,
@@ -83,11 +85,17 @@ fn main() -> anyhow::Result<()> {
         "engine starting"
     );
 
+    let live = LiveFeed::start(
+        &config.live.redis_url,
+        runtime.handle(),
+        metrics.live_updates_dropped.clone(),
+    );
     let context = EngineContext {
         config,
         runtime: runtime.handle().clone(),
         shutdown,
         metrics,
+        live,
     };
     let start = Arc::new(
         load_start_state(&context, run.process_index).context("reading the last checkpoint")?,
@@ -109,7 +117,7 @@ fn main() -> anyhow::Result<()> {
     });
     let guards = timely::execute(run.timely, move |worker| {
         connected.store(true, Ordering::Relaxed);
-        run_worker(worker, &context, &start).map_err(|error| format!("{error:#}"))
+        run_worker(worker, &context, &start).map_err(|error| Chain(&error).to_string())
     })
     .map_err(|error| anyhow!("starting timely: {error}"))?;
     let mut failures = Vec::new();
@@ -136,43 +144,42 @@ async fn prepare_with_retry(
     shutdown: &AtomicBool,
 ) -> anyhow::Result<()> {
     let deadline = std::time::Instant::now() + Duration::from_secs(300);
-    let mut backoff = Duration::from_millis(200);
-    loop {
-        let attempt = async {
-            if process == 0 {
-                ensure_schema(&config.clickhouse)
-                    .await
-                    .context("preparing ClickHouse")?;
-            } else if !schema_ready(&config.clickhouse)
+    let attempt = || async {
+        if process == 0 {
+            ensure_schema(&config.clickhouse)
                 .await
-                .context("checking the ClickHouse schema")?
-            {
-                anyhow::bail!("waiting for process 0 to create the ClickHouse schema");
-            }
-            ensure_topics(&config.kafka)
-                .await
-                .context("preparing the Kafka topics")?;
-            anyhow::Ok(())
-        };
-        match attempt.await {
-            Ok(()) => return Ok(()),
-            Err(error)
-                if error
-                    .downcast_ref::<SinkError>()
-                    .is_some_and(SinkError::is_permanent) =>
-            {
-                return Err(error);
-            }
-            Err(error)
-                if !shutdown.load(Ordering::Relaxed) && std::time::Instant::now() < deadline =>
-            {
-                tracing::warn!(error = format!("{error:#}"), "servers not ready; retrying");
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(5));
-            }
-            Err(error) => return Err(error),
+                .context("preparing ClickHouse")?;
+        } else if !schema_ready(&config.clickhouse)
+            .await
+            .context("checking the ClickHouse schema")?
+        {
+            anyhow::bail!("waiting for process 0 to create the ClickHouse schema");
         }
-    }
+        ensure_topics(&config.kafka)
+            .await
+            .context("preparing the Kafka topics")?;
+        anyhow::Ok(())
+    };
+    Backoff::up_to(Duration::from_secs(5))
+        .run(
+            attempt,
+            |error: &anyhow::Error| {
+                let permanent = error
+                    .downcast_ref::<SinkError>()
+                    .is_some_and(SinkError::is_permanent);
+                !permanent
+                    && !shutdown.load(Ordering::Relaxed)
+                    && std::time::Instant::now() < deadline
+            },
+            |error, wait| {
+                tracing::warn!(
+                    error = format!("{error:#}"),
+                    retry_in_ms = wait.as_millis() as u64,
+                    "servers not ready; retrying"
+                )
+            },
+        )
+        .await
 }
 
 async fn wait_for_signal() {

@@ -37,6 +37,8 @@ pub struct Metrics {
     pub pending_records: Gauge,
     /// Events later than the lateness horizon (stored, not applied to state).
     pub late_events: Counter,
+    /// Live-counter updates dropped because Redis could not keep up (the queue was full).
+    pub live_updates_dropped: Counter,
     /// Live state entries by kind and worker: must stay bounded under a steady stream.
     pub state_entries: Family<StateLabels, Gauge>,
     /// Identity claims refused, by reason and by the Segment field that held the id.
@@ -112,6 +114,7 @@ impl Default for Metrics {
             source_errors: Counter::default(),
             pending_records: Gauge::default(),
             late_events: Counter::default(),
+            live_updates_dropped: Counter::default(),
             state_entries: Family::default(),
             claims_refused: Family::default(),
             consumer_lag: Family::default(),
@@ -173,6 +176,11 @@ impl Default for Metrics {
             "clickstream_engine_late_events",
             "Events later than the lateness horizon (stored, not applied to state)",
             metrics.late_events.clone(),
+        );
+        registry.register(
+            "clickstream_engine_live_updates_dropped",
+            "Live-counter updates dropped because Redis could not keep up",
+            metrics.live_updates_dropped.clone(),
         );
         registry.register(
             "clickstream_engine_identity_claims_refused",
@@ -237,7 +245,7 @@ impl Metrics {
     }
 
     /// Every metric this process exports, by name (for tests and dashboards).
-    pub const NAMES: [&'static str; 14] = [
+    pub const NAMES: [&'static str; 15] = [
         "clickstream_engine_records_consumed_total",
         "clickstream_engine_dead_letters_total",
         "clickstream_engine_events_written_total",
@@ -247,6 +255,7 @@ impl Metrics {
         "clickstream_engine_source_errors_total",
         "clickstream_engine_pending_records",
         "clickstream_engine_late_events_total",
+        "clickstream_engine_live_updates_dropped_total",
         "clickstream_engine_identity_claims_refused_total",
         "clickstream_engine_state_entries",
         "clickstream_engine_consumer_lag",

@@ -64,3 +64,62 @@ async fn a_table_with_an_outdated_sort_key_stops_the_engine() {
     clickhouse.query(&format!("DROP DATABASE {database}")).await;
     let _ = std::fs::remove_dir_all(&env.dir);
 }
+
+/// Issue 11: a write that waiting cannot fix (here a column the sessions sink writes was
+/// dropped under the running engine, ClickHouse code 16) stops the engine with exit status 3
+/// and the whole error chain, instead of retrying forever behind a warning. A write that can
+/// pass (the server unreachable) is retried: that is the outage test.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_permanent_write_error_stops_the_engine_with_its_cause() {
+    use common::{Cluster, produce, wait_until_checkpointed};
+    use rdkafka::ClientConfig;
+    use rdkafka::producer::FutureProducer;
+
+    let env = TestEnv::new("permanent").await;
+    let (clickhouse, database) = (&env.clickhouse, &env.database);
+    let config = engine_config(
+        &env.dir,
+        &env.brokers,
+        &env.topic,
+        &clickhouse.url,
+        database,
+    );
+    let mut cluster = Cluster::start(&env.dir, &config, 1);
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", &env.brokers)
+        .create()
+        .expect("producer");
+    let page = |id: &str| {
+        let mut event =
+            schemas::Event::new("acme", id, schemas::EventKind::Page, 1_700_000_000_000);
+        event.anonymous_id = "a1".into();
+        event.received_at_ms = event.timestamp_ms;
+        event
+    };
+    let first = produce(&producer, &env.topic, &[page("m1")]).await;
+    wait_until_checkpointed(clickhouse, database, first.len(), &mut cluster).await;
+
+    clickhouse
+        .query(&format!(
+            "ALTER TABLE {database}.sessions DROP COLUMN utm_campaign"
+        ))
+        .await;
+    produce(&producer, &env.topic, &[page("m2")]).await;
+    let waited = tokio::task::block_in_place(|| cluster.wait_down(Duration::from_secs(60)));
+    let logs = cluster.logs();
+    println!(
+        "engine stopped {} ms after the second event:\n{logs}",
+        waited.as_millis()
+    );
+    let status = cluster.statuses()[0].expect("exited");
+    assert_eq!(status.code(), Some(3), "{logs}");
+    assert!(
+        logs.contains("permanent error") && logs.contains("sessions") && logs.contains("Code: 16"),
+        "{logs}"
+    );
+    let retries = logs.matches("ClickHouse write failed; retrying").count();
+    assert_eq!(retries, 0, "a permanent error is not retried:\n{logs}");
+
+    clickhouse.query(&format!("DROP DATABASE {database}")).await;
+    let _ = std::fs::remove_dir_all(&env.dir);
+}

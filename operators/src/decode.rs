@@ -23,7 +23,7 @@ pub struct Decoded {
 }
 
 /// A record that could not be decoded, and why.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct DeadLetter {
     /// Source partition.
     pub partition: i32,

@@ -5,6 +5,7 @@
 //! other crate depends on it, so it must stay cheap to build and impossible to misuse.
 #![warn(missing_docs)]
 
+pub mod clickhouse_error;
 pub mod ddl;
 pub mod definitions;
 pub mod event;

@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use std::hash::Hash;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use timely::container::CapacityContainerBuilder;
 use timely::dataflow::channels::pact::ParallelizationContract;
@@ -18,8 +18,10 @@ use timely::dataflow::operators::generic::operator::Operator;
 use timely::dataflow::{Stream, StreamVec};
 
 use crate::metrics::Metrics;
+use crate::retry::{Backoff, Chain, stop};
+use crate::sink::clickhouse::SinkError;
 
-/// What a sink needs to retry writes.
+/// What a sink needs to write with retries.
 #[derive(Debug, Clone)]
 pub struct SinkRuntime {
     /// Runs the async client from the (synchronous) worker thread.
@@ -28,46 +30,49 @@ pub struct SinkRuntime {
     pub shutdown: Arc<AtomicBool>,
     /// Metrics.
     pub metrics: Arc<Metrics>,
-    /// Longest wait between retries.
-    pub max_backoff: Duration,
+    /// Waits between attempts.
+    pub backoff: Backoff,
 }
 
 impl SinkRuntime {
-    /// Runs `write` until it succeeds, with exponential backoff. Holding the worker here is
-    /// deliberate: nothing at or after an unwritten epoch may be checkpointed, and the source's
-    /// backpressure bound keeps the other workers from buffering without limit meanwhile.
+    /// Runs `write` until it succeeds, retrying transient errors with [`Backoff`]. Holding
+    /// the worker here is deliberate: nothing at or after an unwritten epoch may be
+    /// checkpointed, and the source's backpressure bound keeps the other workers from
+    /// buffering without limit meanwhile.
     ///
-    /// It never gives up, not even on shutdown: returning would release the epoch's
-    /// capability, and the checkpoint could then commit offsets of rows that were never
-    /// written. A shutdown waits for ClickHouse; SIGKILL is always safe (nothing uncommitted
-    /// is lost, it is replayed).
-    pub fn write_with_retry<F, Fut, E>(&self, what: &str, mut write: F)
+    /// It never gives up on a transient error, not even on shutdown: returning would release
+    /// the epoch's capability, and the checkpoint could then commit offsets of rows that were
+    /// never written. A shutdown waits for ClickHouse; SIGKILL is always safe (nothing
+    /// uncommitted is lost, it is replayed). A permanent error ([`SinkError::is_permanent`])
+    /// stops the process with [`stop`] instead of retrying forever behind a warning.
+    pub fn write_with_retry<F, Fut>(&self, what: &str, write: F)
     where
         F: FnMut() -> Fut,
-        Fut: Future<Output = Result<(), E>>,
-        E: std::error::Error,
+        Fut: Future<Output = Result<(), SinkError>>,
     {
-        let mut backoff = Duration::from_millis(100);
-        loop {
-            let started = Instant::now();
-            match self.runtime.block_on(write()) {
-                Ok(()) => {
-                    self.metrics
-                        .sink_write_duration
-                        .observe(started.elapsed().as_secs_f64());
-                    return;
+        let started = Instant::now();
+        let mut write = write;
+        let result = self.backoff.blocking(
+            || self.runtime.block_on(write()),
+            |error: &SinkError| !error.is_permanent(),
+            |error, wait| {
+                self.metrics.sink_failures.inc();
+                let (error, retry_in_ms) = (Chain(error), wait.as_millis() as u64);
+                if self.shutdown.load(Ordering::Relaxed) {
+                    tracing::error!(%error, what, retry_in_ms, "shutdown is waiting for ClickHouse to accept an epoch (SIGKILL is safe: it will be replayed)");
+                } else {
+                    tracing::warn!(%error, what, retry_in_ms, "ClickHouse write failed; retrying");
                 }
-                Err(error) => {
-                    self.metrics.sink_failures.inc();
-                    let retry_in_ms = backoff.as_millis() as u64;
-                    if self.shutdown.load(Ordering::Relaxed) {
-                        tracing::error!(%error, cause = ?error.source(), what, retry_in_ms, "shutdown is waiting for ClickHouse to accept an epoch (SIGKILL is safe: it will be replayed)");
-                    } else {
-                        tracing::warn!(%error, cause = ?error.source(), what, retry_in_ms, "ClickHouse write failed; retrying");
-                    }
-                    std::thread::sleep(backoff);
-                    backoff = (backoff * 2).min(self.max_backoff);
-                }
+            },
+        );
+        match result {
+            Ok(()) => self
+                .metrics
+                .sink_write_duration
+                .observe(started.elapsed().as_secs_f64()),
+            Err(error) => {
+                self.metrics.sink_failures.inc();
+                stop(what, &error)
             }
         }
     }

@@ -4,3 +4,4 @@ pub mod checkpoint;
 pub mod clickhouse;
 pub mod epoch;
 pub mod live;
+pub mod tables;

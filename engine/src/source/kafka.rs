@@ -24,6 +24,7 @@ use timely::dataflow::{Scope, StreamVec};
 use crate::config::KafkaConfig;
 use crate::metrics::{Metrics, PartitionLabels};
 use crate::recovery::{PartitionRecovery, Recovery};
+use crate::retry::stop;
 use crate::sink::checkpoint::PositionsByEpoch;
 use crate::sink::clickhouse::ClickHouseWriter;
 use crate::sink::epoch::SinkRuntime;
@@ -391,6 +392,25 @@ impl PartitionReader {
     }
 }
 
+/// A replay that cannot be faithful.
+#[derive(Debug, thiserror::Error)]
+pub enum ReplayError {
+    /// A replayed record arrived after its planned epoch had closed.
+    #[error(
+        "record {partition}/{offset} was planned for epoch {planned}, but the source is already at epoch {current}"
+    )]
+    PastPlannedEpoch {
+        /// Partition.
+        partition: i32,
+        /// Offset.
+        offset: i64,
+        /// The epoch the crashed run gave it.
+        planned: u64,
+        /// The source's current epoch.
+        current: u64,
+    },
+}
+
 /// The epoch (timely timestamp) of a wall-clock instant.
 pub fn epoch_of(unix_ms: u64, epoch_ms: u64) -> u64 {
     unix_ms / epoch_ms
@@ -460,15 +480,19 @@ pub fn kafka_source<'s>(
                 let mut positions = positions.borrow_mut();
                 for record in buffer.drain(..) {
                     let planned = reader.planned_epoch(record.partition, record.offset);
-                    if planned.is_some_and(|planned| planned < *cap.time()) {
+                    if let Some(planned) = planned.filter(|planned| planned < cap.time()) {
                         // Cannot happen while the capability follows the oldest planned epoch;
-                        // if it did, the replay would no longer be faithful: say so loudly.
-                        tracing::error!(
-                            ?planned,
-                            current = *cap.time(),
-                            partition = record.partition,
-                            offset = record.offset,
-                            "replayed record past its planned epoch"
+                        // if it did, the replay would put the record in another epoch than the
+                        // crashed run did, and its rows could be counted twice: stop rather
+                        // than break exactly-once.
+                        stop(
+                            "replaying the log",
+                            &ReplayError::PastPlannedEpoch {
+                                partition: record.partition,
+                                offset: record.offset,
+                                planned,
+                                current: *cap.time(),
+                            },
                         );
                     }
                     let epoch = planned.unwrap_or(live_epoch).max(*cap.time());

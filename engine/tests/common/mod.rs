@@ -127,6 +127,14 @@ impl Cluster {
         }
     }
 
+    /// Each process's exit status, `None` while it runs.
+    pub fn statuses(&mut self) -> Vec<Option<std::process::ExitStatus>> {
+        self.children
+            .iter_mut()
+            .map(|child| child.try_wait().expect("wait"))
+            .collect()
+    }
+
     pub fn assert_running(&mut self) {
         for (child, log) in self.children.iter_mut().zip(&self.logs) {
             if let Some(status) = child.try_wait().expect("wait") {

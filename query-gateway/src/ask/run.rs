@@ -7,6 +7,7 @@
 
 use std::time::Duration;
 
+use schemas::clickhouse_error::exception_code;
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -285,13 +286,6 @@ pub fn unknown_name(detail: &str) -> Option<String> {
             .collect::<String>()
     })
     .filter(|name| !name.is_empty())
-}
-
-/// `Code: 47, e.displayText() = ...` -> 47.
-fn exception_code(text: &str) -> Option<u32> {
-    let rest = text.trim_start().strip_prefix("Code: ")?;
-    let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
-    digits.parse().ok()
 }
 
 #[cfg(test)]

@@ -6,12 +6,14 @@ use std::collections::BTreeMap;
 
 use clickhouse::{Client, Row};
 use operators::IdentityClaim;
+use schemas::clickhouse_error::{exception_code, is_permanent_code};
 use schemas::ddl::ServerVersion;
 use serde::Deserialize;
 
 use crate::config::ClickHouseConfig;
 use crate::recovery::{CheckpointState, Recovery};
-use rows::{CheckpointRow, ClaimRow, EpochPlanRow, ProgressRow};
+use crate::sink::tables::identities::ClaimRow;
+use rows::{CheckpointRow, EpochPlanRow, ProgressRow};
 
 /// Why ClickHouse could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -42,9 +44,26 @@ pub enum SinkError {
 }
 
 impl SinkError {
-    /// Whether waiting cannot help.
+    /// Whether waiting cannot help: the same request would fail again (see
+    /// [`schemas::clickhouse_error::is_permanent_code`]), or the row types do not fit the
+    /// client's protocol (a bug or a schema drift). Network errors, timeouts and server
+    /// exceptions that may pass (too many parts, memory, a restarting replica) are transient.
     pub fn is_permanent(&self) -> bool {
-        matches!(self, SinkError::OutdatedTable { .. })
+        use clickhouse::error::Error;
+        match self {
+            SinkError::OutdatedTable { .. } | SinkError::Version(_) => true,
+            SinkError::ClickHouse(Error::BadResponse(text)) => {
+                exception_code(text).is_some_and(is_permanent_code)
+            }
+            SinkError::ClickHouse(
+                Error::Network(_)
+                | Error::TimedOut
+                | Error::Compression(_)
+                | Error::Decompression(_)
+                | Error::Other(_),
+            ) => false,
+            SinkError::ClickHouse(_) => true,
+        }
     }
 }
 

@@ -1,0 +1,73 @@
+//! `live_counters`: each tenant's visitors active in the last five minutes, refreshed every
+//! epoch, also published to the live feed.
+
+use clickhouse::Row;
+use operators::route;
+use schemas::live::LiveUpdate;
+use serde::{Deserialize, Serialize};
+
+use super::{Live, Table, TableSink, update_epoch};
+use crate::sink::clickhouse::rows::datetime;
+use crate::sink::epoch::upserts;
+
+/// One row of `live_counters`.
+#[derive(Debug, Clone, PartialEq, Row, Serialize, Deserialize)]
+#[allow(missing_docs)]
+pub struct LiveCounterRow {
+    pub tenant: String,
+    pub counter: String,
+    pub value: i64,
+    pub updated_at: u32,
+    pub version: u64,
+}
+
+/// Writes and publishes the active-visitors counter.
+#[derive(Debug)]
+pub struct LiveCountersSink {
+    /// Where rows go.
+    pub table: Table,
+    /// Live counters.
+    pub live: Live,
+}
+
+impl TableSink for LiveCountersSink {
+    type Record = ((String, i64), u64, isize);
+    const NAME: &'static str = "LiveCountersSink";
+
+    fn route(((tenant, _), _, _): &Self::Record) -> u64 {
+        route(tenant)
+    }
+
+    fn epoch_of(update: &Self::Record) -> Option<u64> {
+        update_epoch(update)
+    }
+
+    fn write(&mut self, epoch: u64, updates: Vec<Self::Record>) {
+        let updated_at = datetime(epoch.saturating_mul(self.live.epoch_ms) as i64);
+        let rows: Vec<LiveCounterRow> =
+            upserts(updates, |(tenant, _): &(String, i64)| tenant.clone())
+                .into_iter()
+                .map(|((tenant, count), removed)| LiveCounterRow {
+                    tenant,
+                    counter: "active_visitors_5m".into(),
+                    value: if removed { 0 } else { count },
+                    updated_at,
+                    version: epoch,
+                })
+                .collect();
+        self.table.insert("live counters", "live_counters", &rows);
+        self.live.publish(epoch, |at_ms| {
+            rows.iter()
+                .map(|row| {
+                    let update = LiveUpdate {
+                        epoch,
+                        at_ms,
+                        active_visitors: Some(row.value),
+                        events: None,
+                    };
+                    (row.tenant.clone(), update)
+                })
+                .collect()
+        });
+    }
+}

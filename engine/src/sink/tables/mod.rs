@@ -1,0 +1,114 @@
+//! One type per output table of the dataflow, each in its own file next to its row mapping:
+//! which worker writes a record, which epoch it belongs to, and how an epoch's records become
+//! rows. [`attach`] connects a sink to its stream through the one epoch-sink operator, so the
+//! dataflow function only wires.
+//!
+//! Rows are rewritten, never updated in place: every table is a ReplacingMergeTree that keeps
+//! the highest `version`, and the engine writes the epoch as the version, so a later
+//! correction always wins and a replayed epoch writes identical rows.
+
+pub mod aggregates;
+pub mod dead_letters;
+pub mod events;
+pub mod identities;
+pub mod live_counters;
+pub mod sessions;
+pub mod visitor_hours;
+pub mod warnings;
+
+use clickhouse::{RowOwned, RowWrite};
+use timely::ExchangeData;
+use timely::dataflow::channels::pact::Exchange;
+use timely::dataflow::{Stream, StreamVec};
+
+use crate::metrics::Metrics;
+use crate::sink::clickhouse::ClickHouseWriter;
+use crate::sink::epoch::{SinkRuntime, epoch_sink};
+use crate::sink::live::{LiveFeed, Updates};
+
+/// A sink of one output table.
+pub trait TableSink: 'static {
+    /// What the dataflow delivers: a record, or a collection's `(record, epoch, diff)`.
+    type Record: ExchangeData + Clone;
+    /// The operator's name in timely's logs.
+    const NAME: &'static str;
+    /// Which worker writes a record (hashed with [`operators::route`]): by the table's key,
+    /// so the writes of every table are spread over all workers.
+    fn route(record: &Self::Record) -> u64;
+    /// A collection update's own epoch; `None` for plain records, which take their message's.
+    fn epoch_of(_record: &Self::Record) -> Option<u64> {
+        None
+    }
+    /// Writes the records of the completed epochs up to `epoch`, returning once they are
+    /// durable (see [`SinkRuntime::write_with_retry`]).
+    fn write(&mut self, epoch: u64, records: Vec<Self::Record>);
+}
+
+/// The epoch of a collection update.
+pub fn update_epoch<D>(update: &(D, u64, isize)) -> Option<u64> {
+    Some(update.1)
+}
+
+/// Connects `sink` to `stream`. Records of epochs up to `replayed_through` are dropped: an
+/// earlier run wrote them. The returned stream's frontier passes an epoch once the sink has
+/// written it on every worker.
+pub fn attach<'s, S: TableSink>(
+    stream: StreamVec<'s, u64, S::Record>,
+    mut sink: S,
+    replayed_through: u64,
+) -> Stream<'s, u64, Vec<()>> {
+    epoch_sink(
+        stream,
+        Exchange::new(S::route),
+        S::NAME,
+        S::epoch_of,
+        replayed_through,
+        move |epoch, records| sink.write(epoch, records),
+    )
+}
+
+/// Where every sink writes: ClickHouse, through the engine's retry policy.
+#[derive(Debug, Clone)]
+pub struct Table {
+    /// The client.
+    pub writer: ClickHouseWriter,
+    /// Retries, shutdown and metrics.
+    pub runtime: SinkRuntime,
+}
+
+impl Table {
+    /// Inserts `rows` into `table`, retrying until ClickHouse acknowledges them; `what`
+    /// names the write in logs.
+    pub fn insert<R: RowOwned + RowWrite>(&self, what: &str, table: &str, rows: &[R]) {
+        self.runtime
+            .write_with_retry(what, || self.writer.insert(table, rows));
+    }
+
+    /// The process's metrics.
+    pub fn metrics(&self) -> &Metrics {
+        &self.runtime.metrics
+    }
+}
+
+/// The live feed of the epochs this run reads for the first time: replayed and redone epochs
+/// are history, so nothing is published for them.
+#[derive(Debug, Clone)]
+pub struct Live {
+    /// The process's publisher.
+    pub feed: LiveFeed,
+    /// The first epoch that is not a replay.
+    pub first_epoch: u64,
+    /// Length of an epoch, ms: epoch `e` is the wall-clock instant `e * epoch_ms`.
+    pub epoch_ms: u64,
+}
+
+impl Live {
+    /// Publishes the updates `make` builds for `epoch` (given its instant, Unix ms), unless
+    /// the epoch is a replay.
+    pub fn publish(&self, epoch: u64, make: impl FnOnce(i64) -> Updates) {
+        if epoch >= self.first_epoch {
+            self.feed
+                .publish(make(epoch.saturating_mul(self.epoch_ms) as i64));
+        }
+    }
+}

@@ -1,0 +1,91 @@
+//! `sessions`: one upsert per session id; a merged-away session becomes a tombstone.
+
+use clickhouse::Row;
+use operators::{Session, route};
+use serde::{Deserialize, Serialize};
+
+use super::{Table, TableSink, update_epoch};
+use crate::sink::clickhouse::rows::datetime;
+use crate::sink::epoch::upserts;
+
+/// One row of `sessions`.
+#[derive(Debug, Clone, PartialEq, Row, Serialize, Deserialize)]
+#[allow(missing_docs)]
+pub struct SessionRow {
+    pub tenant: String,
+    pub session_id: String,
+    pub person_id: String,
+    pub visitor_id: String,
+    pub start_time: u32,
+    pub start_ms: i64,
+    pub end_ms: i64,
+    pub duration_ms: i64,
+    pub events: u32,
+    pub page_views: u32,
+    pub is_bounce: u8,
+    pub entry_path: String,
+    pub exit_path: String,
+    pub entry_referrer: String,
+    pub utm_source: String,
+    pub utm_medium: String,
+    pub utm_campaign: String,
+    pub deleted: u8,
+    pub version: u64,
+}
+
+impl SessionRow {
+    /// The row of `session` (a tombstone when `deleted`) at `version`.
+    pub fn new(session: &Session, deleted: bool, version: u64) -> Self {
+        SessionRow {
+            tenant: session.tenant.clone(),
+            session_id: session.session_id.clone(),
+            person_id: session.person_id.clone(),
+            visitor_id: session.visitor_id.clone(),
+            start_time: datetime(session.start_ms),
+            start_ms: session.start_ms,
+            end_ms: session.end_ms,
+            duration_ms: session.duration_ms(),
+            events: session.events,
+            page_views: session.page_views,
+            is_bounce: u8::from(session.bounce),
+            entry_path: session.entry_path.clone(),
+            exit_path: session.exit_path.clone(),
+            entry_referrer: session.entry_referrer.clone(),
+            utm_source: session.utm_source.clone(),
+            utm_medium: session.utm_medium.clone(),
+            utm_campaign: session.utm_campaign.clone(),
+            deleted: u8::from(deleted),
+            version,
+        }
+    }
+}
+
+/// Writes sessions.
+#[derive(Debug)]
+pub struct SessionsSink {
+    /// Where rows go.
+    pub table: Table,
+}
+
+impl TableSink for SessionsSink {
+    type Record = (Session, u64, isize);
+    const NAME: &'static str = "SessionsSink";
+
+    fn route((session, _, _): &Self::Record) -> u64 {
+        route(&session.session_id)
+    }
+
+    fn epoch_of(update: &Self::Record) -> Option<u64> {
+        update_epoch(update)
+    }
+
+    fn write(&mut self, epoch: u64, updates: Vec<Self::Record>) {
+        let rows: Vec<SessionRow> = upserts(updates, |s: &Session| {
+            (s.tenant.clone(), s.session_id.clone())
+        })
+        .into_iter()
+        .map(|(session, removed)| SessionRow::new(&session, removed, epoch))
+        .collect();
+        self.table.insert("sessions", "sessions", &rows);
+    }
+}

@@ -1,0 +1,76 @@
+//! `ingestion_warnings`: placeholder ids removed from events (each a refused identity claim).
+
+use clickhouse::Row;
+use operators::{IdField, IdWarning, route};
+use serde::{Deserialize, Serialize};
+
+use super::{Table, TableSink};
+use crate::metrics::RefusalLabels;
+use crate::sink::clickhouse::rows::datetime;
+
+/// One row of `ingestion_warnings`.
+#[derive(Debug, Clone, PartialEq, Row, Serialize, Deserialize)]
+#[allow(missing_docs)]
+pub struct WarningRow {
+    pub tenant: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub message_id: String,
+    pub field: String,
+    pub value: String,
+    pub event_time: u32,
+    pub event_time_ms: i64,
+    pub received_at: u32,
+}
+
+impl WarningRow {
+    /// The row of a placeholder id removed from an event (its claim refused).
+    pub fn placeholder_id(warning: &IdWarning) -> Self {
+        WarningRow {
+            tenant: warning.tenant.clone(),
+            kind: "placeholder_id".into(),
+            message_id: warning.message_id.clone(),
+            field: warning.field.as_str().into(),
+            value: warning.id.clone(),
+            event_time: datetime(warning.time_ms),
+            event_time_ms: warning.time_ms,
+            received_at: datetime(warning.received_at_ms),
+        }
+    }
+}
+
+/// Writes the warnings and counts the refused claims by field.
+#[derive(Debug)]
+pub struct WarningsSink {
+    /// Where rows go.
+    pub table: Table,
+}
+
+impl TableSink for WarningsSink {
+    type Record = IdWarning;
+    const NAME: &'static str = "WarningsSink";
+
+    fn route(warning: &Self::Record) -> u64 {
+        route(&warning.message_id)
+    }
+
+    fn write(&mut self, _epoch: u64, warnings: Vec<Self::Record>) {
+        let rows: Vec<WarningRow> = warnings.iter().map(WarningRow::placeholder_id).collect();
+        self.table
+            .insert("ingestion warnings", "ingestion_warnings", &rows);
+        for field in IdField::ALL {
+            let count = warnings.iter().filter(|w| w.field == field).count();
+            if count > 0 {
+                let labels = RefusalLabels {
+                    reason: "placeholder_id",
+                    field: field.as_str(),
+                };
+                self.table
+                    .metrics()
+                    .claims_refused
+                    .get_or_create(&labels)
+                    .inc_by(count as u64);
+            }
+        }
+    }
+}
