@@ -87,11 +87,11 @@ impl<'s, T: Timestamp + TotalOrder> EarliestClaims<'s, T>
             let mut stash: Stash<T, (IdentityClaim, Position)> = Stash::default();
             let mut earliest: HashMap<Subject, (IdentityClaim, Position)> = HashMap::new();
             move |(input, frontier), output| {
-                input.for_each(|capability, data| stash.push_all(&capability, data.drain(..)));
+                input.for_each(|capability, data| stash.push_all(&capability, data));
                 for (capability, claims) in stash.complete(&[frontier]) {
                     let time = capability.time().clone();
                     let mut session = output.session(&capability);
-                    for (claim, position) in claims {
+                    for (claim, position) in claims.into_iter().flatten() {
                         match earliest.entry(subject(&claim)) {
                             Entry::Vacant(entry) => {
                                 session.give(((claim.clone(), position), time.clone(), 1));

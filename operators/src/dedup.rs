@@ -6,7 +6,7 @@
 //! makes its output a function of the log, not of how records were split into epochs: a replay
 //! after a crash keeps exactly the same events.
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap;
 
 use timely::dataflow::StreamVec;
 use timely::dataflow::channels::pact::Exchange;
@@ -15,6 +15,7 @@ use timely::order::TotalOrder;
 use timely::progress::Timestamp;
 
 use crate::Decoded;
+use crate::model::Position;
 use crate::stash::{Stash, route};
 
 /// Settings of [`Dedup`].
@@ -76,22 +77,54 @@ impl<'s, T: Timestamp + TotalOrder> Dedup<'s, T> for StreamVec<'s, T, Decoded> {
                 let two = hashers.1.hash_one((tenant, message_id));
                 (u128::from(one) << 64) | u128::from(two)
             };
-            let mut seen: HashMap<u128, i64> = HashMap::new();
+            let mut seen: FxHashMap<u128, i64> = FxHashMap::default();
             let mut clock = i64::MIN;
             let mut since_expiry = 0usize;
             move |(input, frontier), output| {
-                input.for_each(|capability, data| stash.push_all(&capability, data.drain(..)));
-                for (capability, mut batch) in stash.complete(&[frontier]) {
-                    batch.sort_by_key(|decoded| (decoded.partition, decoded.offset));
-                    let mut session = output.session(&capability);
-                    for decoded in batch {
-                        clock = clock.max(decoded.event.received_at_ms);
-                        let key = fingerprint(&decoded.event.tenant, &decoded.event.message_id);
-                        if let std::collections::hash_map::Entry::Vacant(entry) = seen.entry(key) {
-                            entry.insert(decoded.event.received_at_ms);
-                            session.give(decoded);
+                input.for_each(|capability, data| stash.push_all(&capability, data));
+                for (capability, chunks) in stash.complete(&[frontier]) {
+                    // The occurrence kept of each new id in this batch: the lowest position.
+                    // Choosing by position (not by arrival) makes the choice independent of how
+                    // records were split into messages, without sorting whole events.
+                    let mut kept: FxHashMap<u128, (Position, i64, (usize, usize))> =
+                        FxHashMap::default();
+                    for (c, chunk) in chunks.iter().enumerate() {
+                        for (i, decoded) in chunk.iter().enumerate() {
+                            let event = &decoded.event;
+                            clock = clock.max(event.received_at_ms);
+                            since_expiry += 1;
+                            let key = fingerprint(&event.tenant, &event.message_id);
+                            if seen.contains_key(&key) {
+                                continue;
+                            }
+                            let candidate = (
+                                (decoded.partition, decoded.offset),
+                                event.received_at_ms,
+                                (c, i),
+                            );
+                            kept.entry(key)
+                                .and_modify(|best| {
+                                    if candidate.0 < best.0 {
+                                        *best = candidate;
+                                    }
+                                })
+                                .or_insert(candidate);
                         }
-                        since_expiry += 1;
+                    }
+                    let mut winners: Vec<(usize, usize)> = Vec::with_capacity(kept.len());
+                    for (key, (_, received_at_ms, index)) in kept {
+                        seen.insert(key, received_at_ms);
+                        winners.push(index);
+                    }
+                    winners.sort_unstable();
+                    let mut winners = winners.into_iter().peekable();
+                    let mut session = output.session(&capability);
+                    for (c, chunk) in chunks.into_iter().enumerate() {
+                        for (i, decoded) in chunk.into_iter().enumerate() {
+                            if winners.next_if_eq(&(c, i)).is_some() {
+                                session.give(decoded);
+                            }
+                        }
                     }
                     // Expire in sweeps, amortised over the records processed since the last.
                     if since_expiry >= seen.len() / 4 + 1024 {

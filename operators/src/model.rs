@@ -315,19 +315,17 @@ pub struct VisitorHour {
     pub page_views: i64,
 }
 
-/// The `Events` dimension of an event.
-pub fn event_label(event: &Event) -> String {
+/// The `Events` dimension of an event: a track's name, else `$pageview`, `$screen`,
+/// `$identify`, ... (PostHog's names for the built-in kinds).
+pub fn event_label(event: &Event) -> &str {
     use schemas::EventKind;
     match event.kind {
-        EventKind::Track => event.name.clone(),
-        other => format!(
-            "${}",
-            if other == EventKind::Page {
-                "pageview"
-            } else {
-                other.as_str()
-            }
-        ),
+        EventKind::Track => &event.name,
+        EventKind::Page => "$pageview",
+        EventKind::Screen => "$screen",
+        EventKind::Identify => "$identify",
+        EventKind::Alias => "$alias",
+        EventKind::Group => "$group",
     }
 }
 

@@ -114,7 +114,12 @@ impl<'s, T: Timestamp + TotalOrder> AssignPersons<'s, T> for StreamVec<'s, T, Sh
                 let mut since_expiry = 0usize;
                 move |(events, events_frontier), (mapping, mapping_frontier), output| {
                     events.for_each(|capability, data| {
-                        stash.push_all(&capability, data.drain(..).map(Update::Event))
+                        let Some(time) = capability.least().cloned() else {
+                            return;
+                        };
+                        for event in data.drain(..) {
+                            stash.push(&capability, time.clone(), Update::Event(event));
+                        }
                     });
                     mapping.for_each(|capability, data| {
                         for ((node, person), time, diff) in data.drain(..) {
@@ -127,7 +132,7 @@ impl<'s, T: Timestamp + TotalOrder> AssignPersons<'s, T> for StreamVec<'s, T, Sh
                         let time = capability.time().clone();
                         let mut session = output.session(&capability);
                         let (mut changes, mut new_events) = (Vec::new(), Vec::new());
-                        for update in updates {
+                        for update in updates.into_iter().flatten() {
                             match update {
                                 Update::Person(node, person, diff) => {
                                     changes.push((node, person, diff))

@@ -224,7 +224,7 @@ impl<'s, T: Timestamp + TotalOrder> Sessionize<'s, T>
                         let time = capability.time().clone();
                         let mut session = output.session(&capability);
                         let mut touched: HashSet<Person> = HashSet::new();
-                        for (person, event, diff) in updates {
+                        for (person, event, diff) in updates.into_iter().flatten() {
                             clock = clock.max(event.received_at_ms);
                             let state = persons.entry(person.clone()).or_default();
                             state.last_time_ms = state.last_time_ms.max(event.timestamp_ms);

@@ -83,7 +83,7 @@ impl<'s, T: Timestamp + TotalOrder> VisitorHours<'s, T> for VecCollection<'s, T,
                         // Each touched row's value before this batch, so that a row that
                         // changes several times within a batch is emitted once.
                         let mut before: HashMap<RowKey, Option<(i64, i64)>> = HashMap::new();
-                        for (enriched, diff) in updates {
+                        for (enriched, diff) in updates.into_iter().flatten() {
                             let event = &enriched.event;
                             clock = clock.max(event.received_at_ms);
                             let key = (

@@ -11,10 +11,10 @@
 //! can change it any more: a session starting in it may grow for `max_session`, and changes
 //! arrive at most `gap + lateness` after that.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::BTreeMap;
 
 use differential_dataflow::{AsCollection, VecCollection};
-use schemas::EventKind;
+use rustc_hash::FxHashMap;
 use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::generic::operator::Operator;
 use timely::order::TotalOrder;
@@ -31,31 +31,56 @@ enum Update {
 }
 
 impl Update {
-    fn window(&self) -> (String, i64) {
+    fn window(&self) -> (&str, i64) {
         match self {
             Update::Event(enriched, _) => (
-                enriched.event.tenant.clone(),
+                &enriched.event.tenant,
                 minute_of(enriched.event.timestamp_ms),
             ),
-            Update::Session(session, _) => (session.tenant.clone(), minute_of(session.start_ms)),
+            Update::Session(session, _) => (&session.tenant, minute_of(session.start_ms)),
         }
     }
 }
 
+/// One tenant's minute. Maps are nested by metric, then dimension, so that the hot path looks
+/// a borrowed `&str` up instead of allocating a key per event.
 #[derive(Debug, Default)]
 struct Window {
-    /// Additive metrics by metric, then dimension. Nested so that the hot path looks up a
-    /// borrowed `&str` instead of allocating a key per event.
-    sums: HashMap<Metric, HashMap<String, i64>>,
+    /// Additive metrics; a value that reaches 0 is removed (its row is retracted).
+    sums: FxHashMap<Metric, FxHashMap<String, i64>>,
     /// Multiplicity of each visitor and person with an event in the minute.
-    visitors: HashMap<String, isize>,
-    persons: HashMap<String, isize>,
-    /// What was last emitted, by (metric, dimension).
-    emitted: HashMap<(Metric, String), i64>,
+    visitors: FxHashMap<String, isize>,
+    persons: FxHashMap<String, isize>,
+    /// The values, before the batch being applied, of the rows it touched: what was last
+    /// emitted for them, since every batch emits every change it makes.
+    before: FxHashMap<Metric, FxHashMap<String, Option<i64>>>,
 }
 
 impl Window {
+    /// A row's current value, `None` when it has no row.
+    fn value(&self, metric: Metric, dimension: &str) -> Option<i64> {
+        let distinct = |set: &FxHashMap<String, isize>| (!set.is_empty()).then(|| set.len() as i64);
+        match metric {
+            Metric::UniqueVisitors => distinct(&self.visitors),
+            Metric::UniquePersons => distinct(&self.persons),
+            _ => self.sums.get(&metric)?.get(dimension).copied(),
+        }
+    }
+
+    /// Notes a row's value before its first change in this batch.
+    fn touch(&mut self, metric: Metric, dimension: &str) {
+        let value = self.value(metric, dimension);
+        let by_dimension = self.before.entry(metric).or_default();
+        if !by_dimension.contains_key(dimension) {
+            by_dimension.insert(dimension.to_owned(), value);
+        }
+    }
+
     fn add(&mut self, metric: Metric, dimension: &str, delta: i64) {
+        if delta == 0 {
+            return;
+        }
+        self.touch(metric, dimension);
         let by_dimension = self.sums.entry(metric).or_default();
         match by_dimension.get_mut(dimension) {
             Some(value) => {
@@ -64,11 +89,19 @@ impl Window {
                     by_dimension.remove(dimension);
                 }
             }
-            None if delta != 0 => {
+            None => {
                 by_dimension.insert(dimension.to_owned(), delta);
             }
-            None => {}
         }
+    }
+
+    fn count(&mut self, metric: Metric, key: &str, diff: isize) {
+        self.touch(metric, "");
+        let counts = match metric {
+            Metric::UniqueVisitors => &mut self.visitors,
+            _ => &mut self.persons,
+        };
+        count(counts, key, diff);
     }
 
     fn apply(&mut self, update: Update) {
@@ -80,16 +113,13 @@ impl Window {
                 diff,
             ) => {
                 let delta = diff as i64;
-                match event.kind {
-                    EventKind::Track => self.add(Metric::Events, &event.name, delta),
-                    _ => self.add(Metric::Events, &event_label(&event), delta),
-                }
+                self.add(Metric::Events, event_label(&event), delta);
                 if event.kind.is_page_view() {
                     self.add(Metric::PageViews, event.page_view_location(), delta);
                 }
                 if event.kind.is_activity() {
-                    count(&mut self.visitors, event.visitor_id(), diff);
-                    count(&mut self.persons, &person_id, diff);
+                    self.count(Metric::UniqueVisitors, event.visitor_id(), diff);
+                    self.count(Metric::UniquePersons, &person_id, diff);
                 }
             }
             Update::Session(session, diff) => {
@@ -103,30 +133,37 @@ impl Window {
         }
     }
 
-    /// The window's rows as they should be now.
-    fn current(&self) -> HashMap<(Metric, String), i64> {
-        let mut rows: HashMap<(Metric, String), i64> = self
-            .sums
-            .iter()
-            .flat_map(|(metric, by_dimension)| {
-                by_dimension
-                    .iter()
-                    .map(|(dimension, value)| ((*metric, dimension.clone()), *value))
-            })
-            .collect();
-        for (metric, distinct) in [
-            (Metric::UniqueVisitors, &self.visitors),
-            (Metric::UniquePersons, &self.persons),
-        ] {
-            if !distinct.is_empty() {
-                rows.insert((metric, String::new()), distinct.len() as i64);
+    /// The batch's changes as collection updates: the old row out, the new row in.
+    fn changes(&mut self, tenant: &str, minute_ms: i64, mut emit: impl FnMut(AggRow, isize)) {
+        let before = std::mem::take(&mut self.before);
+        for (metric, by_dimension) in before {
+            for (dimension, old) in by_dimension {
+                let new = self.value(metric, &dimension);
+                if old == new {
+                    continue;
+                }
+                let row = |dimension: String, value: i64| AggRow {
+                    tenant: tenant.to_owned(),
+                    minute_ms,
+                    metric,
+                    dimension,
+                    value,
+                };
+                match (old, new) {
+                    (Some(old), Some(new)) => {
+                        emit(row(dimension.clone(), old), -1);
+                        emit(row(dimension, new), 1);
+                    }
+                    (Some(old), None) => emit(row(dimension, old), -1),
+                    (None, Some(new)) => emit(row(dimension, new), 1),
+                    (None, None) => {}
+                }
             }
         }
-        rows
     }
 }
 
-fn count(counts: &mut HashMap<String, isize>, key: &str, diff: isize) {
+fn count(counts: &mut FxHashMap<String, isize>, key: &str, diff: isize) {
     match counts.get_mut(key) {
         Some(value) => {
             *value += diff;
@@ -195,7 +232,11 @@ impl<'s, T: Timestamp + TotalOrder> WindowAggregate<'s, T>
                 "WindowAggregate",
                 move |_capability, _info| {
                     let mut stash: Stash<T, Update> = Stash::default();
-                    let mut windows: HashMap<(String, i64), Window> = HashMap::new();
+                    // Tenant, then minute: expiry splits off whole minutes instead of
+                    // visiting every window on every batch.
+                    let mut windows: FxHashMap<String, BTreeMap<i64, Window>> =
+                        FxHashMap::default();
+                    let mut open = 0usize;
                     let mut clock = i64::MIN;
                     move |(events, events_frontier), (sessions, sessions_frontier), output| {
                         events.for_each(|capability, data| {
@@ -213,43 +254,43 @@ impl<'s, T: Timestamp + TotalOrder> WindowAggregate<'s, T>
                         {
                             let time = capability.time().clone();
                             let mut session = output.session(&capability);
-                            let mut dirty: HashSet<(String, i64)> = HashSet::new();
-                            for update in updates {
+                            let mut dirty: Vec<(String, i64)> = Vec::new();
+                            for update in updates.into_iter().flatten() {
                                 if let Update::Event(enriched, _) = &update {
                                     clock = clock.max(enriched.event.received_at_ms);
                                 }
-                                let key = update.window();
-                                windows.entry(key.clone()).or_default().apply(update);
-                                dirty.insert(key);
-                            }
-                            for key in dirty {
-                                let Some(window) = windows.get_mut(&key) else {
+                                let (tenant, minute) = update.window();
+                                if !windows.contains_key(tenant) {
+                                    windows.insert(tenant.to_owned(), BTreeMap::new());
+                                }
+                                let Some(minutes) = windows.get_mut(tenant) else {
                                     continue;
                                 };
-                                let current = window.current();
-                                let row =
-                                    |(metric, dimension): &(Metric, String), value: i64| AggRow {
-                                        tenant: key.0.clone(),
-                                        minute_ms: key.1,
-                                        metric: *metric,
-                                        dimension: dimension.clone(),
-                                        value,
-                                    };
-                                for (dims, old) in &window.emitted {
-                                    if current.get(dims) != Some(old) {
-                                        session.give((row(dims, *old), time.clone(), -1));
-                                    }
+                                let window = minutes.entry(minute).or_insert_with(|| {
+                                    open += 1;
+                                    Window::default()
+                                });
+                                if window.before.is_empty() {
+                                    dirty.push((tenant.to_owned(), minute));
                                 }
-                                for (dims, new) in &current {
-                                    if window.emitted.get(dims) != Some(new) {
-                                        session.give((row(dims, *new), time.clone(), 1));
-                                    }
+                                window.apply(update);
+                            }
+                            for (tenant, minute) in dirty {
+                                if let Some(window) =
+                                    windows.get_mut(&tenant).and_then(|m| m.get_mut(&minute))
+                                {
+                                    window.changes(&tenant, minute, |row, diff| {
+                                        session.give((row, time.clone(), diff))
+                                    });
                                 }
-                                window.emitted = current;
                             }
                             let cutoff = clock.saturating_sub(keep_ms);
-                            windows.retain(|(_, minute), _| *minute >= cutoff);
-                            observe(windows.len());
+                            for minutes in windows.values_mut() {
+                                let kept = minutes.split_off(&cutoff);
+                                open -= minutes.len();
+                                *minutes = kept;
+                            }
+                            observe(open);
                         }
                     }
                 },
@@ -262,6 +303,7 @@ impl<'s, T: Timestamp + TotalOrder> WindowAggregate<'s, T>
 mod tests {
     use super::*;
     use crate::model::SharedEvent;
+    use schemas::EventKind;
     use crate::testing::{event, final_items, insert_then_retract, run_collection};
     use proptest::prelude::*;
     use std::collections::BTreeMap;

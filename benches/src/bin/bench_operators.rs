@@ -1,5 +1,8 @@
 //! `bench-operators`: the engine's operators from memory, at 1 and 2 workers, against the
-//! single-threaded reference of the same logic (the COST baseline).
+//! single-threaded reference of the same logic (the COST baseline). Both start from wire
+//! bytes, as the engine does: decoding is part of the cost. At 1 worker it also reports the
+//! heap bytes the operators' state holds at the end of the run, per active visitor and per
+//! retained event (a counting allocator around mimalloc).
 //!
 //! ```sh
 //! cargo run --release -p clickstream-benches --bin bench-operators -- --events 1000000
@@ -12,17 +15,20 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use clap::Parser;
 use clickstream_benches::generator::{Generator, GeneratorConfig};
+use operators::decode::decode_record;
 use operators::reference::analyze;
 use operators::{
-    AnalyticsSettings, Decoded, IdentityClaim, StateGauges, Unlink, analytics, insertions, route,
+    AnalyticsSettings, Decode, Decoded, IdentityClaim, StateGauges, Unlink, analytics, insertions,
+    route,
 };
-use timely::dataflow::operators::Probe;
+use schemas::SourceRecord;
 use timely::dataflow::operators::vec::{Input, ToStream};
+use timely::dataflow::operators::{OkErr, Probe};
 
 /// The engine's allocator (records allocated on one worker are freed on another, which glibc
-/// malloc handles poorly).
+/// malloc handles poorly), counting live bytes.
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: cap::Cap<mimalloc::MiMalloc> = cap::Cap::new(mimalloc::MiMalloc, usize::MAX);
 
 /// Operator throughput benchmark.
 #[derive(Debug, Parser)]
@@ -73,63 +79,145 @@ fn main() -> anyhow::Result<()> {
             }
         })
         .collect();
+    let wire: Vec<SourceRecord> = log
+        .iter()
+        .map(|decoded| SourceRecord {
+            partition: decoded.partition,
+            offset: decoded.offset,
+            payload: schemas::wire::encode(&decoded.event),
+        })
+        .collect();
+    let wire_bytes: usize = wire.iter().map(|record| record.payload.len()).sum();
     eprintln!(
-        "generated {} events in {:.1?}",
+        "generated {} events ({} bytes each on the wire on average) in {:.1?}",
         log.len(),
+        wire_bytes / log.len().max(1),
         started.elapsed()
     );
     let settings = AnalyticsSettings::default();
+    let active = active_visitors(&log, &settings);
+    drop(log);
 
     let reference_started = Instant::now();
-    let expected = analyze(&log, &[], &settings);
+    let decoded: Vec<Decoded> = wire
+        .iter()
+        .cloned()
+        .filter_map(|record| decode_record(record).ok())
+        .collect();
+    let expected = analyze(&decoded, &[], &settings);
     let reference = reference_started.elapsed();
     let sessions = expected.sessions.len();
-    drop(expected);
+    drop((expected, decoded));
 
     let mut rows = vec![(
         "reference (1 thread, hash maps)".to_owned(),
         1usize,
         reference,
     )];
+    let mut memory = None;
     for &count in &workers {
-        let elapsed = run_dataflow(&log, count, epoch_records, settings.clone())?;
+        let run = run_dataflow(&wire, count, epoch_records, settings.clone())?;
+        if count == 1 {
+            memory = run.state;
+        }
         rows.push((
             format!(
                 "dataflow, {count} worker{}",
                 if count == 1 { "" } else { "s" }
             ),
             count,
-            elapsed,
+            run.elapsed,
         ));
     }
 
     println!(
-        "\n{} events ({sessions} sessions), epochs of {epoch_records} records\n",
-        log.len()
+        "\n{} events ({sessions} sessions) from wire bytes, epochs of {epoch_records} records\n",
+        wire.len()
     );
     println!("| run | time | events/s | events/s per worker | time vs reference |");
     println!("|---|---:|---:|---:|---:|");
-    for (name, count, elapsed) in rows {
-        let rate = log.len() as f64 / elapsed.as_secs_f64();
+    for (name, count, elapsed) in &rows {
+        let rate = wire.len() as f64 / elapsed.as_secs_f64();
         println!(
             "| {name} | {:.2} s | {:.0} | {:.0} | {:.2}x |",
             elapsed.as_secs_f64(),
             rate,
-            rate / count as f64,
+            rate / *count as f64,
             elapsed.as_secs_f64() / reference.as_secs_f64()
+        );
+    }
+    let time_at = |workers: usize| {
+        rows.iter()
+            .find(|(name, count, _)| *count == workers && name.starts_with("dataflow"))
+            .map(|(_, _, elapsed)| elapsed.as_secs_f64())
+    };
+    if let (Some(one), Some(two)) = (time_at(1), time_at(2)) {
+        println!("\n2 workers vs 1: {:.2}x the throughput", one / two);
+    }
+    if let Some(state) = memory {
+        let budget = 300 * active + 64 * state.retained_events;
+        println!(
+            "\nstate at the end (1 worker): {} bytes for {active} active visitors (an event received in the last {} min) and {} retained events",
+            state.bytes,
+            settings.sessions.retention.keep_ms() / 60_000,
+            state.retained_events
+        );
+        println!(
+            "| bytes per active visitor | bytes per retained event | budget 300 B/visitor + 64 B/event | state vs budget |"
+        );
+        println!("|---:|---:|---:|---:|");
+        println!(
+            "| {:.0} | {:.0} | {budget} | {:.2}x |",
+            state.bytes as f64 / active.max(1) as f64,
+            state.bytes as f64 / state.retained_events.max(1) as f64,
+            state.bytes as f64 / budget.max(1) as f64
         );
     }
     Ok(())
 }
 
+/// Visitors with an on-time event received within the retention period before the newest
+/// on-time receipt: those whose state the operators must still hold (events later than the
+/// lateness horizon never reach the state, nor move its clock).
+fn active_visitors(log: &[Decoded], settings: &AnalyticsSettings) -> usize {
+    let lateness_ms = settings.sessions.retention.lateness_ms;
+    let on_time = || {
+        log.iter()
+            .filter(move |d| d.event.received_at_ms - d.event.timestamp_ms <= lateness_ms)
+    };
+    let newest = on_time().map(|d| d.event.received_at_ms).max().unwrap_or(0);
+    let since = newest - settings.sessions.retention.keep_ms();
+    on_time()
+        .filter(|d| d.event.received_at_ms >= since)
+        .map(|d| (&d.event.tenant, d.event.visitor_id()))
+        .collect::<std::collections::HashSet<_>>()
+        .len()
+}
+
+/// Heap held by the operators at the end of a 1-worker run.
+#[derive(Debug, Clone, Copy)]
+struct State {
+    bytes: usize,
+    retained_events: usize,
+}
+
+#[derive(Debug)]
+struct Run {
+    elapsed: Duration,
+    state: Option<State>,
+}
+
 /// Runs the operators on `log` spread over `workers` by partition, as the engine does.
 fn run_dataflow(
-    log: &[Decoded],
+    log: &[SourceRecord],
     workers: usize,
     epoch_records: usize,
     settings: AnalyticsSettings,
-) -> anyhow::Result<Duration> {
-    let shares: Vec<Mutex<Option<Vec<Decoded>>>> = (0..workers)
+) -> anyhow::Result<Run> {
+    // Everything allocated from here on and still live at the end is the operators' state:
+    // the input shares are consumed as they are sent.
+    let baseline = ALLOCATOR.allocated();
+    let shares: Vec<Mutex<Option<Vec<SourceRecord>>>> = (0..workers)
         .map(|worker| {
             Mutex::new(Some(
                 log.iter()
@@ -142,16 +230,24 @@ fn run_dataflow(
     let shares = Arc::new(shares);
     let ready = Arc::new(AtomicUsize::new(0));
     let started = Arc::new(Mutex::new(None::<Instant>));
-    let (shares_in, ready_in, started_in) = (shares.clone(), ready.clone(), started.clone());
+    let state = Arc::new(Mutex::new(None::<State>));
+    let (shares_in, ready_in, started_in, state_in) = (
+        shares.clone(),
+        ready.clone(),
+        started.clone(),
+        state.clone(),
+    );
     let guards = timely::execute(timely::Config::process(workers), move |worker| {
-        let share = shares_in[worker.index()]
+        let mut share = shares_in[worker.index()]
             .lock()
             .ok()
             .and_then(|mut share| share.take())
             .unwrap_or_default();
         let gauges = Arc::new(StateGauges::default());
         let (mut input, probe) = worker.dataflow::<u64, _, _>(|scope| {
-            let (input, decoded) = scope.new_input::<Decoded>();
+            let (input, records) = scope.new_input::<SourceRecord>();
+            let (decoded, _dead): (_, timely::dataflow::StreamVec<'_, u64, operators::DeadLetter>) =
+                records.decode().ok_err(|outcome| outcome);
             let no_claims = insertions(Vec::<IdentityClaim>::new().to_stream(scope));
             let no_unlinks = insertions(Vec::<Unlink>::new().to_stream(scope));
             let out = analytics(
@@ -178,15 +274,34 @@ fn run_dataflow(
             *started = Some(Instant::now());
         }
         let per_worker_epoch = (epoch_records / worker.peers()).max(1);
-        for (index, chunk) in share.chunks(per_worker_epoch).enumerate() {
-            input.advance_to(index as u64);
-            for record in chunk {
-                input.send(record.clone());
+        let mut epoch = 0u64;
+        while !share.is_empty() {
+            let rest = share.split_off(per_worker_epoch.min(share.len()));
+            input.advance_to(epoch);
+            for record in std::mem::replace(&mut share, rest) {
+                input.send(record);
             }
             // Keep at most a couple of epochs in flight, as the engine's backpressure does.
-            while probe.less_than(&(index as u64).saturating_sub(1)) {
+            while probe.less_than(&epoch.saturating_sub(1)) {
                 worker.step();
             }
+            epoch += 1;
+        }
+        // Every epoch processed, the input still open: the state is all there (closing the
+        // input would let timely drop the finished operators, and their state with them).
+        input.advance_to(epoch);
+        while probe.less_than(&epoch) {
+            worker.step();
+        }
+        if worker.peers() == 1
+            && let Ok(mut state) = state_in.lock()
+        {
+            *state = Some(State {
+                bytes: ALLOCATOR.allocated().saturating_sub(baseline),
+                retained_events: gauges
+                    .sessionized_events
+                    .load(std::sync::atomic::Ordering::Relaxed),
+            });
         }
         input.close();
         while !probe.done() {
@@ -200,5 +315,7 @@ fn run_dataflow(
         .ok()
         .and_then(|started| *started)
         .context("no start time")?;
-    Ok(started.elapsed())
+    let elapsed = started.elapsed();
+    let state = state.lock().ok().and_then(|state| *state);
+    Ok(Run { elapsed, state })
 }

@@ -22,12 +22,22 @@ pub fn required_env(name: &str) -> String {
     })
 }
 
+/// A port nothing listens on, for an engine process to bind later. It is drawn below the
+/// kernel's ephemeral range (32768 and up): a port from `bind(0)` can be taken, before the
+/// engine binds it, by any outgoing connection (the engine's own Kafka and ClickHouse
+/// clients), which made timely fail with "Address already in use". Ports handed out are not
+/// handed out again by this process.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
+    use std::sync::Mutex;
+    static GIVEN: Mutex<Vec<u16>> = Mutex::new(Vec::new());
+    let mut given = GIVEN.lock().expect("ports");
+    loop {
+        let port = rand::random_range(21_000..32_000);
+        if !given.contains(&port) && TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            given.push(port);
+            return port;
+        }
+    }
 }
 
 /// Engine processes, killed on drop so a failing test leaves nothing running.
