@@ -9,7 +9,9 @@
 //! A session is named by its first event's message id, so it keeps its id while that event
 //! stays first, and the same input gives the same ids on any worker count.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
+
+use rustc_hash::FxHashMap;
 use std::sync::Arc;
 
 use differential_dataflow::{AsCollection, VecCollection};
@@ -22,6 +24,7 @@ use timely::progress::Timestamp;
 use crate::model::{Enriched, Person, Session, SharedEvent};
 use crate::persons::Retention;
 use crate::stash::{Stash, route};
+use schemas::Event;
 
 /// Session rules.
 #[derive(Debug, Clone)]
@@ -80,53 +83,65 @@ enum Output {
     Event(Enriched),
 }
 
-/// The sessions of one person, computed from scratch: the reference semantics, also used by
-/// the operator itself on each changed person.
-pub fn sessions_of<'a>(
-    person: &Person,
-    events: impl IntoIterator<Item = &'a SharedEvent>,
-    settings: &SessionSettings,
-) -> (Vec<Session>, Vec<(&'a SharedEvent, String)>) {
-    let mut ordered: Vec<&SharedEvent> = events.into_iter().collect();
-    ordered.sort_by(|a, b| (a.timestamp_ms, &a.message_id).cmp(&(b.timestamp_ms, &b.message_id)));
-    let gap = settings.gap_for(&person.tenant);
-    let mut sessions: Vec<Session> = Vec::new();
-    let mut membership = Vec::with_capacity(ordered.len());
-    for event in ordered {
-        if !event.kind.is_activity() {
-            membership.push((event, String::new()));
-            continue;
+/// Grows sessions from a person's events taken in (time, message id) order: the one
+/// definition of a session, used from scratch by [`sessions_of`] and from a session boundary
+/// by the operator.
+struct Builder<'a> {
+    person: &'a Person,
+    gap_ms: i64,
+    max_session_ms: i64,
+    sessions: Vec<Session>,
+}
+
+impl<'a> Builder<'a> {
+    fn new(person: &'a Person, settings: &SessionSettings) -> Self {
+        Builder {
+            person,
+            gap_ms: settings.gap_for(&person.tenant),
+            max_session_ms: settings.max_session_ms,
+            sessions: Vec::new(),
         }
+    }
+
+    /// Whether the activity event `event` opens a new session.
+    fn starts_new(&self, event: &Event) -> bool {
         let time = event.timestamp_ms;
-        let starts_new = match sessions.last() {
-            None => true,
-            Some(open) => {
-                time - open.end_ms >= gap || time - open.start_ms >= settings.max_session_ms
-            }
-        };
-        if starts_new {
-            sessions.push(Session {
-                tenant: person.tenant.clone(),
-                session_id: event.message_id.clone(),
-                person_id: person.id.clone(),
-                visitor_id: event.visitor_id().to_owned(),
-                start_ms: time,
-                end_ms: time,
-                events: 0,
-                page_views: 0,
-                bounce: false,
-                entry_path: String::new(),
-                exit_path: String::new(),
-                entry_referrer: event.page.referrer.clone(),
-                utm_source: event.campaign.source.clone(),
-                utm_medium: event.campaign.medium.clone(),
-                utm_campaign: event.campaign.name.clone(),
-            });
+        self.sessions.last().is_none_or(|open| {
+            time - open.end_ms >= self.gap_ms || time - open.start_ms >= self.max_session_ms
+        })
+    }
+
+    fn open(&mut self, event: &Event) {
+        let time = event.timestamp_ms;
+        self.sessions.push(Session {
+            tenant: self.person.tenant.clone(),
+            session_id: event.message_id.clone(),
+            person_id: self.person.id.clone(),
+            visitor_id: event.visitor_id().to_owned(),
+            start_ms: time,
+            end_ms: time,
+            events: 0,
+            page_views: 0,
+            bounce: false,
+            entry_path: String::new(),
+            exit_path: String::new(),
+            entry_referrer: event.page.referrer.clone(),
+            utm_source: event.campaign.source.clone(),
+            utm_medium: event.campaign.medium.clone(),
+            utm_campaign: event.campaign.name.clone(),
+        });
+    }
+
+    /// Adds an activity event to the open session (opening one when [`Builder::starts_new`]
+    /// says so); returns the session's id.
+    fn add(&mut self, event: &Event) -> &str {
+        if self.starts_new(event) {
+            self.open(event);
         }
-        let Some(open) = sessions.last_mut() else {
-            continue;
+        let Some(open) = self.sessions.last_mut() else {
+            return "";
         };
-        open.end_ms = time;
+        open.end_ms = event.timestamp_ms;
         open.events += 1;
         if event.kind.is_page_view() {
             if open.page_views == 0 {
@@ -135,14 +150,42 @@ pub fn sessions_of<'a>(
             open.exit_path = event.page_view_location().to_owned();
             open.page_views += 1;
         }
-        membership.push((event, open.session_id.clone()));
+        &open.session_id
     }
-    let rule = settings.bounce_for(&person.tenant);
-    for session in &mut sessions {
-        session.bounce = rule.is_bounce(session.page_views, session.events);
+
+    /// The sessions, with the tenant's bounce rule applied.
+    fn finish(mut self, settings: &SessionSettings) -> Vec<Session> {
+        let rule = settings.bounce_for(&self.person.tenant);
+        for session in &mut self.sessions {
+            session.bounce = rule.is_bounce(session.page_views, session.events);
+        }
+        self.sessions
     }
-    (sessions, membership)
 }
+
+/// The sessions of one person, computed from scratch: the reference semantics.
+pub fn sessions_of<'a>(
+    person: &Person,
+    events: impl IntoIterator<Item = &'a SharedEvent>,
+    settings: &SessionSettings,
+) -> (Vec<Session>, Vec<(&'a SharedEvent, String)>) {
+    let mut ordered: Vec<&SharedEvent> = events.into_iter().collect();
+    ordered.sort_by(|a, b| (a.timestamp_ms, &a.message_id).cmp(&(b.timestamp_ms, &b.message_id)));
+    let mut builder = Builder::new(person, settings);
+    let mut membership = Vec::with_capacity(ordered.len());
+    for event in ordered {
+        let session_id = if event.kind.is_activity() {
+            builder.add(event).to_owned()
+        } else {
+            String::new()
+        };
+        membership.push((event, session_id));
+    }
+    (builder.finish(settings), membership)
+}
+
+/// Where a person's events are kept: by (event time, message id), the order sessions grow in.
+type Key = (i64, String);
 
 #[derive(Debug)]
 struct Entry {
@@ -154,9 +197,94 @@ struct Entry {
 
 #[derive(Debug, Default)]
 struct PersonState {
-    events: BTreeMap<(i64, String), Entry>,
+    events: BTreeMap<Key, Entry>,
     sessions: Vec<Session>,
     last_time_ms: i64,
+}
+
+impl PersonState {
+    /// Recomputes the sessions that changes to the entries between the keys `changed.0` and
+    /// `changed.1` (inclusive) can affect, emits the sessions and event memberships that
+    /// differ from what was emitted, and drops the entries whose count fell to zero (returning
+    /// how many).
+    ///
+    /// Sessions grow left to right, so the recomputation starts at the first session that
+    /// ends less than a gap before the first change (the ones before it keep their events,
+    /// and the next starts afresh), and stops at the first event after the last change where
+    /// both the old and the new sessions open a session: from there on the two computations
+    /// see the same events from the same fresh start. A change costs the sessions around it,
+    /// not the person's whole retained timeline.
+    fn resessionize(
+        &mut self,
+        person: &Person,
+        (lo, hi): (&Key, &Key),
+        settings: &SessionSettings,
+        mut emit: impl FnMut(Output, isize),
+    ) -> usize {
+        let gap = settings.gap_for(&person.tenant);
+        let first = self.sessions.partition_point(|s| s.end_ms + gap <= lo.0);
+        let start: Key = match self.sessions.get(first) {
+            Some(s) if (s.start_ms, s.session_id.as_str()) < (lo.0, lo.1.as_str()) => {
+                (s.start_ms, s.session_id.clone())
+            }
+            _ => lo.clone(),
+        };
+        let old_sessions = &self.sessions;
+        let mut builder = Builder::new(person, settings);
+        let mut stop = None;
+        let mut dropped = Vec::new();
+        for (key, entry) in self.events.range_mut(start..) {
+            let now = if entry.count <= 0 {
+                None
+            } else if !entry.event.kind.is_activity() {
+                Some(String::new())
+            } else {
+                if key > hi && builder.starts_new(&entry.event) {
+                    let opened_before = old_sessions[first..].binary_search_by(|s| {
+                        (s.start_ms, s.session_id.as_str()).cmp(&(key.0, key.1.as_str()))
+                    });
+                    if let Ok(index) = opened_before {
+                        stop = Some(first + index);
+                        break;
+                    }
+                }
+                Some(builder.add(&entry.event).to_owned())
+            };
+            if entry.emitted != now {
+                let enriched = |session_id: String| {
+                    Output::Event(Enriched {
+                        event: entry.event.clone(),
+                        session_id,
+                        person_id: person.id.clone(),
+                    })
+                };
+                if let Some(before) = entry.emitted.take() {
+                    emit(enriched(before), -1);
+                }
+                if let Some(after) = now.clone() {
+                    emit(enriched(after), 1);
+                }
+                entry.emitted = now;
+            }
+            if entry.count <= 0 {
+                dropped.push(key.clone());
+            }
+        }
+        let end = stop.unwrap_or(self.sessions.len());
+        let sessions = builder.finish(settings);
+        let old = &self.sessions[first..end];
+        for gone in old.iter().filter(|old| !sessions.contains(old)) {
+            emit(Output::Session(gone.clone()), -1);
+        }
+        for new in sessions.iter().filter(|new| !old.contains(new)) {
+            emit(Output::Session(new.clone()), 1);
+        }
+        self.sessions.splice(first..end, sessions);
+        for key in &dropped {
+            self.events.remove(key);
+        }
+        dropped.len()
+    }
 }
 
 /// Sessionizes a collection of events attributed to persons.
@@ -223,12 +351,25 @@ impl<'s, T: Timestamp + TotalOrder> Sessionize<'s, T>
                     for (capability, updates) in stash.complete(&[frontier]) {
                         let time = capability.time().clone();
                         let mut session = output.session(&capability);
-                        let mut touched: HashSet<Person> = HashSet::new();
+                        // Per touched person, the first and last key that changed.
+                        let mut touched: FxHashMap<Person, (Key, Key)> = FxHashMap::default();
                         for (person, event, diff) in updates.into_iter().flatten() {
                             clock = clock.max(event.received_at_ms);
                             let state = persons.entry(person.clone()).or_default();
                             state.last_time_ms = state.last_time_ms.max(event.timestamp_ms);
-                            let key = (event.timestamp_ms, event.message_id.clone());
+                            let key: Key = (event.timestamp_ms, event.message_id.clone());
+                            match touched.get_mut(&person) {
+                                Some((lo, hi)) => {
+                                    if key < *lo {
+                                        *lo = key.clone();
+                                    } else if key > *hi {
+                                        *hi = key.clone();
+                                    }
+                                }
+                                None => {
+                                    touched.insert(person, (key.clone(), key.clone()));
+                                }
+                            }
                             let entry = state.events.entry(key).or_insert_with(|| {
                                 retained += 1;
                                 Entry {
@@ -239,68 +380,17 @@ impl<'s, T: Timestamp + TotalOrder> Sessionize<'s, T>
                             });
                             entry.count += diff;
                             since_expiry += 1;
-                            touched.insert(person);
                         }
-                        for person in touched {
+                        for (person, (lo, hi)) in touched {
                             let Some(state) = persons.get_mut(&person) else {
                                 continue;
                             };
-                            // Events come out of the map in (time, message id) order, the
-                            // order `sessions_of` uses, so membership lines up with them.
-                            let (sessions, membership) = {
-                                let present = state
-                                    .events
-                                    .values()
-                                    .filter(|e| e.count > 0)
-                                    .map(|e| &e.event);
-                                let (sessions, membership) =
-                                    sessions_of(&person, present, &settings);
-                                let membership: Vec<String> =
-                                    membership.into_iter().map(|(_, id)| id).collect();
-                                (sessions, membership)
-                            };
-                            for old in state.sessions.iter().filter(|old| !sessions.contains(old)) {
-                                session.give((Output::Session(old.clone()), time.clone(), -1));
-                            }
-                            for new in sessions.iter().filter(|new| !state.sessions.contains(new)) {
-                                session.give((Output::Session(new.clone()), time.clone(), 1));
-                            }
-                            state.sessions = sessions;
-                            let mut membership = membership.into_iter();
-                            state.events.retain(|_, entry| {
-                                let now = if entry.count > 0 {
-                                    membership.next()
-                                } else {
-                                    None
-                                };
-                                if entry.emitted != now {
-                                    let enriched = |session_id: String| Enriched {
-                                        event: entry.event.clone(),
-                                        session_id,
-                                        person_id: person.id.clone(),
-                                    };
-                                    if let Some(before) = entry.emitted.take() {
-                                        session.give((
-                                            Output::Event(enriched(before)),
-                                            time.clone(),
-                                            -1,
-                                        ));
-                                    }
-                                    if let Some(after) = now.clone() {
-                                        session.give((
-                                            Output::Event(enriched(after)),
-                                            time.clone(),
-                                            1,
-                                        ));
-                                    }
-                                    entry.emitted = now;
-                                }
-                                let keep = entry.count > 0;
-                                if !keep {
-                                    retained -= 1;
-                                }
-                                keep
-                            });
+                            retained -= state.resessionize(
+                                &person,
+                                (&lo, &hi),
+                                &settings,
+                                |output, diff| session.give((output, time.clone(), diff)),
+                            );
                         }
                         if since_expiry >= persons.len() / 4 + 1024 {
                             since_expiry = 0;
@@ -533,6 +623,7 @@ mod tests {
             epoch_len in 1usize..12,
             seed in any::<u64>(),
             one_page_view_rule in any::<bool>(),
+            short_sessions in any::<bool>(),
         ) {
             // Shuffle the arrival order of the insertions (moves stay after what they move).
             let split = input.iter().position(|(_, diff)| *diff < 0).unwrap_or(input.len());
@@ -542,6 +633,11 @@ mod tests {
                 input.swap(i, (rng >> 33) as usize % (i + 1));
             }
             let mut settings = SessionSettings::default();
+            if short_sessions {
+                // Sessions cut by length as well as by inactivity: a change early in a long
+                // visit moves every later boundary.
+                settings.max_session_ms = 40 * MINUTE;
+            }
             if one_page_view_rule {
                 settings.bounce = BounceRule::OnePageView;
             } else if seed % 2 == 0 {

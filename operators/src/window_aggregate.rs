@@ -303,9 +303,9 @@ impl<'s, T: Timestamp + TotalOrder> WindowAggregate<'s, T>
 mod tests {
     use super::*;
     use crate::model::SharedEvent;
-    use schemas::EventKind;
     use crate::testing::{event, final_items, insert_then_retract, run_collection};
     use proptest::prelude::*;
+    use schemas::EventKind;
     use std::collections::BTreeMap;
     use std::sync::Arc;
 

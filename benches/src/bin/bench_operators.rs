@@ -246,8 +246,10 @@ fn run_dataflow(
         let gauges = Arc::new(StateGauges::default());
         let (mut input, probe) = worker.dataflow::<u64, _, _>(|scope| {
             let (input, records) = scope.new_input::<SourceRecord>();
-            let (decoded, _dead): (_, timely::dataflow::StreamVec<'_, u64, operators::DeadLetter>) =
-                records.decode().ok_err(|outcome| outcome);
+            let (decoded, _dead): (
+                _,
+                timely::dataflow::StreamVec<'_, u64, operators::DeadLetter>,
+            ) = records.decode().ok_err(|outcome| outcome);
             let no_claims = insertions(Vec::<IdentityClaim>::new().to_stream(scope));
             let no_unlinks = insertions(Vec::<Unlink>::new().to_stream(scope));
             let out = analytics(
