@@ -2,6 +2,7 @@
 //! while the gateway receives generated traffic at a fixed rate. It must stay flat: state is
 //! bounded by the horizons (dedup 24 h, sessions, lateness), not by the stream's length.
 
+use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -55,6 +56,10 @@ pub async fn run(stack: &mut Stack, options: &Options, report: &mut Report) -> a
         .build()
         .unwrap_or_default();
     let url = format!("{ingest}/v1/batch");
+    // Every visitor and event offered: within the run (shorter than the 100 minutes of session
+    // retention), all of them are active state.
+    let offered = Arc::new(Mutex::new((HashSet::<String>::new(), 0u64)));
+    let offered_in = offered.clone();
     let duration = Duration::from_secs(options.memory_minutes * 60);
     let plan = LoadPlan {
         requests_per_sec: options.memory_rate / EVENTS_PER_REQUEST as f64,
@@ -69,12 +74,17 @@ pub async fn run(stack: &mut Stack, options: &Options, report: &mut Report) -> a
         plan,
         move |_, _| {
             let (http, url, generator) = (http.clone(), url.clone(), generator.clone());
+            let offered = offered_in.clone();
             async move {
                 let sent_at = chrono::Utc::now().timestamp_millis();
-                let batch: Vec<_> = generator
-                    .lock()
-                    .ok()?
-                    .generate(EVENTS_PER_REQUEST)
+                let arrivals = generator.lock().ok()?.generate(EVENTS_PER_REQUEST);
+                if let Ok(mut offered) = offered.lock() {
+                    for arrival in &arrivals {
+                        offered.0.insert(arrival.event.visitor_id().to_owned());
+                    }
+                    offered.1 += arrivals.len() as u64;
+                }
+                let batch: Vec<_> = arrivals
                     .iter()
                     .map(|arrival| segment_json(&arrival.event, sent_at))
                     .collect();
@@ -164,6 +174,26 @@ pub async fn run(stack: &mut Stack, options: &Options, report: &mut Report) -> a
         ));
         figure.target = Some("flat (within 10 %)".into());
         figure.met = Some(last.1 as f64 <= warm.1 as f64 * 1.1);
+    }
+    let (visitors, events) = offered
+        .lock()
+        .map(|offered| (offered.0.len() as u64, offered.1))
+        .unwrap_or_default();
+    if let Some(last) = samples.last() {
+        let growth = last.1.saturating_sub(idle_rss) as f64;
+        let budget = (300 * visitors + 64 * events) as f64;
+        let figure = report.add(
+            "memory",
+            &format!("engine RSS growth per active visitor ({visitors} visitors, {events} events, all within the retention)"),
+            growth / visitors.max(1) as f64,
+            "bytes",
+        );
+        figure.anchor = Some((
+            "budget 300 B per visitor + 64 B per retained event".into(),
+            growth / budget.max(1.0),
+        ));
+        figure.target = Some("within the budget".into());
+        figure.met = Some(growth <= budget);
     }
     stack.stop("ingest-gateway");
     stack.stop("engine");
