@@ -59,7 +59,8 @@ struct Window {
 impl Window {
     /// A row's current value, `None` when it has no row.
     fn value(&self, metric: Metric, dimension: &str) -> Option<i64> {
-        let distinct = |set: &FxHashMap<String, isize>| (!set.is_empty()).then(|| set.len() as i64);
+        let distinct =
+            |set: &FxHashMap<String, isize>| (!set.is_empty()).then_some(set.len() as i64);
         match metric {
             Metric::UniqueVisitors => distinct(&self.visitors),
             Metric::UniquePersons => distinct(&self.persons),
