@@ -52,14 +52,6 @@ impl LiveFeed {
         LiveFeed { queue, dropped }
     }
 
-    /// A feed that publishes nothing.
-    pub fn disabled() -> LiveFeed {
-        LiveFeed {
-            queue: None,
-            dropped: Counter::default(),
-        }
-    }
-
     /// Queues `updates` without waiting; drops them when the queue is full.
     pub fn publish(&self, updates: Updates) {
         let Some(queue) = &self.queue else {
