@@ -23,7 +23,7 @@ use crate::sink::epoch::SinkRuntime;
 use crate::sink::live::LiveFeed;
 use crate::sink::tables::aggregates::AggregatesSink;
 use crate::sink::tables::dead_letters::DeadLettersSink;
-use crate::sink::tables::events::{EventsSink, LateEventsSink};
+use crate::sink::tables::events::{EventUpdate, EventsSink, LateEventsSink};
 use crate::sink::tables::identities::{ClaimsSink, IdentitiesSink};
 use crate::sink::tables::live_counters::LiveCountersSink;
 use crate::sink::tables::sessions::SessionsSink;
@@ -191,7 +191,10 @@ pub fn run_worker(
         let t = || table.clone();
         let done = vec![
             attach(
-                out.events.inner,
+                insertions(out.arrived)
+                    .map(EventUpdate::Arrived)
+                    .concat(out.events.map(EventUpdate::Attributed))
+                    .inner,
                 EventsSink {
                     table: t(),
                     live: live.clone(),

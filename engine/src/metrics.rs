@@ -37,6 +37,8 @@ pub struct Metrics {
     pub pending_records: Gauge,
     /// Events later than the lateness horizon (stored, not applied to state).
     pub late_events: Counter,
+    /// Stored events whose session or person a later epoch changed.
+    pub event_corrections: Counter,
     /// Live-counter updates dropped because Redis could not keep up (the queue was full).
     pub live_updates_dropped: Counter,
     /// Live state entries by kind and worker: must stay bounded under a steady stream.
@@ -114,6 +116,7 @@ impl Default for Metrics {
             source_errors: Counter::default(),
             pending_records: Gauge::default(),
             late_events: Counter::default(),
+            event_corrections: Counter::default(),
             live_updates_dropped: Counter::default(),
             state_entries: Family::default(),
             claims_refused: Family::default(),
@@ -176,6 +179,11 @@ impl Default for Metrics {
             "clickstream_engine_late_events",
             "Events later than the lateness horizon (stored, not applied to state)",
             metrics.late_events.clone(),
+        );
+        registry.register(
+            "clickstream_engine_event_corrections",
+            "Stored events rewritten with a new session or person (late events, identity merges)",
+            metrics.event_corrections.clone(),
         );
         registry.register(
             "clickstream_engine_live_updates_dropped",
@@ -245,7 +253,7 @@ impl Metrics {
     }
 
     /// Every metric this process exports, by name (for tests and dashboards).
-    pub const NAMES: [&'static str; 15] = [
+    pub const NAMES: [&'static str; 16] = [
         "clickstream_engine_records_consumed_total",
         "clickstream_engine_dead_letters_total",
         "clickstream_engine_events_written_total",
@@ -255,6 +263,7 @@ impl Metrics {
         "clickstream_engine_source_errors_total",
         "clickstream_engine_pending_records",
         "clickstream_engine_late_events_total",
+        "clickstream_engine_event_corrections_total",
         "clickstream_engine_live_updates_dropped_total",
         "clickstream_engine_identity_claims_refused_total",
         "clickstream_engine_state_entries",

@@ -20,7 +20,7 @@ use timely::dataflow::operators::generic::operator::Operator;
 use timely::order::TotalOrder;
 use timely::progress::Timestamp;
 
-use crate::model::{Node, Person, SharedEvent};
+use crate::model::{Node, Person, SharedActivity};
 use crate::stash::{Stash, route};
 
 /// When state may be released.
@@ -53,13 +53,13 @@ impl Retention {
 
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 enum Update {
-    Event(SharedEvent),
+    Event(SharedActivity),
     Person(Node, Person, isize),
 }
 
 #[derive(Debug, Default)]
 struct Visitor {
-    events: Vec<SharedEvent>,
+    events: Vec<SharedActivity>,
     last_time_ms: i64,
 }
 
@@ -71,7 +71,7 @@ pub trait AssignPersons<'s, T: Timestamp> {
         self,
         persons: VecCollection<'s, T, (Node, Person), isize>,
         retention: Retention,
-    ) -> VecCollection<'s, T, (Person, SharedEvent), isize>;
+    ) -> VecCollection<'s, T, (Person, SharedActivity), isize>;
 
     /// As [`AssignPersons::assign_persons`], reporting the number of retained events after
     /// each batch.
@@ -80,15 +80,15 @@ pub trait AssignPersons<'s, T: Timestamp> {
         persons: VecCollection<'s, T, (Node, Person), isize>,
         retention: Retention,
         observe: impl FnMut(usize) + 'static,
-    ) -> VecCollection<'s, T, (Person, SharedEvent), isize>;
+    ) -> VecCollection<'s, T, (Person, SharedActivity), isize>;
 }
 
-impl<'s, T: Timestamp + TotalOrder> AssignPersons<'s, T> for StreamVec<'s, T, SharedEvent> {
+impl<'s, T: Timestamp + TotalOrder> AssignPersons<'s, T> for StreamVec<'s, T, SharedActivity> {
     fn assign_persons(
         self,
         persons: VecCollection<'s, T, (Node, Person), isize>,
         retention: Retention,
-    ) -> VecCollection<'s, T, (Person, SharedEvent), isize> {
+    ) -> VecCollection<'s, T, (Person, SharedActivity), isize> {
         self.assign_persons_observed(persons, retention, |_| {})
     }
 
@@ -97,8 +97,8 @@ impl<'s, T: Timestamp + TotalOrder> AssignPersons<'s, T> for StreamVec<'s, T, Sh
         persons: VecCollection<'s, T, (Node, Person), isize>,
         retention: Retention,
         mut observe: impl FnMut(usize) + 'static,
-    ) -> VecCollection<'s, T, (Person, SharedEvent), isize> {
-        let by_event = Exchange::new(|event: &SharedEvent| route(&Node::attribution_of(event)));
+    ) -> VecCollection<'s, T, (Person, SharedActivity), isize> {
+        let by_event = Exchange::new(|event: &SharedActivity| route(&Node::attribution_of(event)));
         let by_node = Exchange::new(|((node, _), _, _): &((Node, Person), T, isize)| route(node));
         self.binary_frontier(
             persons.inner,
@@ -234,17 +234,16 @@ impl<'s, T: Timestamp + TotalOrder> AssignPersons<'s, T> for StreamVec<'s, T, Sh
 mod tests {
     use super::*;
     use crate::model::IdKind;
-    use crate::testing::{event, run_collection};
+    use crate::testing::{activity, event, run_collection};
     use proptest::prelude::*;
     use std::collections::BTreeMap;
-    use std::sync::Arc;
     use timely::dataflow::operators::vec::Map;
 
     #[derive(
         Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
     )]
     enum Input {
-        Event(SharedEvent),
+        Event(SharedActivity),
         Map(Node, Person),
     }
 
@@ -268,7 +267,10 @@ mod tests {
     /// the expected final attribution of every event.
     fn scenario(
         steps: Vec<(bool, u8, u8)>,
-    ) -> (Vec<(Input, isize)>, BTreeMap<(Person, SharedEvent), isize>) {
+    ) -> (
+        Vec<(Input, isize)>,
+        BTreeMap<(Person, SharedActivity), isize>,
+    ) {
         let mut current: BTreeMap<Node, Person> = BTreeMap::new();
         let mut updates = Vec::new();
         let mut events = Vec::new();
@@ -283,7 +285,7 @@ mod tests {
                 } else {
                     node.clone()
                 };
-                let event = Arc::new(event);
+                let event = activity(&event);
                 updates.push((Input::Event(event.clone()), 1));
                 events.push((owner, event));
             } else if let Some(old) = current.insert(node.clone(), person(p % 3)) {
@@ -310,7 +312,7 @@ mod tests {
 
     fn assign(
         input: VecCollection<'_, u64, Input, isize>,
-    ) -> VecCollection<'_, u64, (Person, SharedEvent), isize> {
+    ) -> VecCollection<'_, u64, (Person, SharedActivity), isize> {
         let events = input.clone().inner.flat_map(|(input, _, _)| match input {
             Input::Event(event) => Some(event),
             Input::Map(..) => None,

@@ -30,8 +30,8 @@ use timely::order::TotalOrder;
 use timely::progress::Timestamp;
 
 use crate::model::{
-    AggRow, Enriched, IdentityClaim, Node, Person, Position, Session, SharedEvent, Unlink,
-    VisitorHour,
+    Activity, AggRow, Enriched, IdentityClaim, Interner, Node, Person, Position, Session,
+    SharedEvent, Unlink, VisitorHour,
 };
 use crate::placeholders::{IdWarning, remove_placeholder_ids};
 use crate::{
@@ -95,7 +95,12 @@ pub struct StateGauges {
 /// The pipeline's outputs.
 #[allow(missing_debug_implementations)] // collections are not Debug
 pub struct Analytics<'s, T: Timestamp> {
-    /// On-time events with their session and person.
+    /// On-time events, whole, at the time they arrived: each once, to be stored with the
+    /// session and person `events` gives it at the same time.
+    pub arrived: StreamVec<'s, T, SharedEvent>,
+    /// The session and person of every on-time event, as compact records: an insertion at
+    /// the time the event arrived, then a retraction and an insertion whenever either
+    /// changes.
     pub events: VecCollection<'s, T, Enriched, isize>,
     /// Events later than the lateness horizon: stored, counted, never applied to state.
     pub late: StreamVec<'s, T, SharedEvent>,
@@ -199,9 +204,13 @@ where
         .stitch_identities(unlinks, settings.identity.clone());
     let retention = settings.sessions.retention;
     let gauge = gauges.clone();
-    let attributed = events.assign_persons_observed(identities.clone(), retention, move |n| {
-        gauge.attributed_events.store(n, Relaxed)
-    });
+    let mut interner = Interner::default();
+    let attributed = events
+        .clone()
+        .map(move |event| Arc::new(Activity::of(&event, &mut interner)))
+        .assign_persons_observed(identities.clone(), retention, move |n| {
+            gauge.attributed_events.store(n, Relaxed)
+        });
     let gauge = gauges.clone();
     let (sessions, enriched) = attributed
         .sessionize_observed(settings.sessions.clone(), move |n| {
@@ -220,6 +229,7 @@ where
                 gauges.windows.store(n, Relaxed)
             });
     Analytics {
+        arrived: events,
         events: enriched,
         late,
         sessions,
@@ -237,7 +247,7 @@ mod tests {
     use super::*;
     use crate::model::{IdKind, Metric};
     use crate::placeholders::IdField;
-    use crate::reference::{Results, analyze};
+    use crate::reference::{Outcome, Results, analyze};
     use crate::testing::{event, run_collection};
     use proptest::prelude::*;
     use schemas::{BounceRule, Event, EventKind};
@@ -259,7 +269,8 @@ mod tests {
         Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
     )]
     enum Out {
-        Event(Enriched),
+        Arrived(String),
+        Event(Outcome),
         Late(String),
         Session(Session),
         Identity(Node, Person),
@@ -299,7 +310,17 @@ mod tests {
                     Arc::default(),
                 );
                 out.events
-                    .map(Out::Event)
+                    .map(|e: Enriched| {
+                        Out::Event(Outcome {
+                            tenant: e.event.tenant.to_string(),
+                            message_id: e.event.message_id.to_string(),
+                            session_id: e.session_id.to_string(),
+                            person_id: e.person_id,
+                        })
+                    })
+                    .concat(
+                        insertions(out.arrived).map(|event| Out::Arrived(event.message_id.clone())),
+                    )
                     .concat(insertions(out.late).map(|event| Out::Late(event.message_id.clone())))
                     .concat(out.sessions.map(Out::Session))
                     .concat(
@@ -312,9 +333,13 @@ mod tests {
             },
         );
         let mut results = Results::default();
+        let mut arrived = BTreeSet::new();
         for (out, count) in state {
             assert_eq!(count, 1, "{out:?} has multiplicity {count}");
             match out {
+                Out::Arrived(id) => {
+                    arrived.insert(id);
+                }
                 Out::Event(e) => {
                     results.events.insert(e);
                 }
@@ -338,6 +363,13 @@ mod tests {
                 }
             }
         }
+        // Every on-time event reaches the events sink whole, once.
+        let attributed: BTreeSet<String> = results
+            .events
+            .iter()
+            .map(|e| e.message_id.clone())
+            .collect();
+        assert_eq!(arrived, attributed, "arrived events vs attributed events");
         results
     }
 
@@ -430,7 +462,7 @@ mod tests {
         results
             .events
             .iter()
-            .find(|e| e.event.message_id == message_id)
+            .find(|e| e.message_id == message_id)
             .map(|e| e.person_id.clone())
             .unwrap_or_else(|| panic!("no event {message_id}"))
     }
@@ -821,7 +853,7 @@ mod tests {
         assert_eq!(results.sessions.len(), 1);
         assert_eq!(results.sessions.iter().next().map(|s| s.events), Some(3));
         assert_eq!(results.late, BTreeSet::from(["p4".to_owned()]));
-        assert!(results.events.iter().all(|e| e.event.message_id != "p4"));
+        assert!(results.events.iter().all(|e| e.message_id != "p4"));
     }
 
     /// An id of a random log: anonymous ids `a0`..`a5`, user ids `u0`..`u2`, and placeholders.

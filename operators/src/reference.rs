@@ -16,16 +16,34 @@ use schemas::{BounceRule, Event, EventKind};
 
 use crate::Decoded;
 use crate::model::{
-    AggRow, Enriched, IdKind, Metric, Node, Person, Session, SharedEvent, Unlink, VisitorHour,
+    AggRow, IdKind, Metric, Node, Person, Session, SharedEvent, Unlink, VisitorHour,
 };
 use crate::pipeline::AnalyticsSettings;
 use crate::placeholders::{IdField, IdWarning};
 
+/// What the pipeline derives for one on-time event.
+#[derive(
+    Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
+pub struct Outcome {
+    /// Tenant.
+    pub tenant: String,
+    /// The event's message id.
+    pub message_id: String,
+    /// Its session, empty for events that are not activity.
+    pub session_id: String,
+    /// Its person's canonical id.
+    pub person_id: String,
+}
+
+/// An on-time event with its session and person.
+type Derived = (SharedEvent, String, String);
+
 /// Final results of the pipeline for a log.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Results {
-    /// Enriched on-time events.
-    pub events: BTreeSet<Enriched>,
+    /// On-time events' sessions and persons.
+    pub events: BTreeSet<Outcome>,
     /// Message ids of late events.
     pub late: BTreeSet<String>,
     /// Sessions.
@@ -153,13 +171,23 @@ pub fn analyze(log: &[Decoded], unlinks: &[Unlink], settings: &AnalyticsSettings
             .or_default()
             .push(event);
     }
+    let mut derived: Vec<Derived> = Vec::new();
     for (person, events) in &mut by_person {
-        let sessions = sessionize(person, events, settings, &mut results.events);
+        let sessions = sessionize(person, events, settings, &mut derived);
         results.sessions.extend(sessions);
     }
-
-    results.aggregates = aggregates(&results.events, &results.sessions);
-    results.visitor_hours = visitor_hours(&results.events);
+    let with_person = || derived.iter().map(|(e, _, person)| (&**e, person.as_str()));
+    results.aggregates = aggregates(with_person(), &results.sessions);
+    results.visitor_hours = visitor_hours(with_person());
+    results.events = derived
+        .iter()
+        .map(|(event, session_id, person_id)| Outcome {
+            tenant: event.tenant.clone(),
+            message_id: event.message_id.clone(),
+            session_id: session_id.clone(),
+            person_id: person_id.clone(),
+        })
+        .collect();
     results
 }
 
@@ -297,7 +325,7 @@ fn sessionize(
     person: &Person,
     events: &mut [SharedEvent],
     settings: &AnalyticsSettings,
-    enriched: &mut BTreeSet<Enriched>,
+    enriched: &mut Vec<Derived>,
 ) -> Vec<Session> {
     let sessions_settings = &settings.sessions;
     let gap = *sessions_settings
@@ -312,11 +340,7 @@ fn sessionize(
     let mut sessions: Vec<Session> = Vec::new();
     for event in events.iter() {
         if !is_activity(event.kind) {
-            enriched.insert(Enriched {
-                event: event.clone(),
-                session_id: String::new(),
-                person_id: person.id.clone(),
-            });
+            enriched.push((event.clone(), String::new(), person.id.clone()));
             continue;
         }
         let continues = sessions.last().is_some_and(|s| {
@@ -354,11 +378,7 @@ fn sessionize(
             session.exit_path = location(event).to_owned();
             session.page_views += 1;
         }
-        enriched.insert(Enriched {
-            event: event.clone(),
-            session_id: session.session_id.clone(),
-            person_id: person.id.clone(),
-        });
+        enriched.push((event.clone(), session.session_id.clone(), person.id.clone()));
     }
     for session in &mut sessions {
         session.bounce =
@@ -367,14 +387,13 @@ fn sessionize(
     sessions
 }
 
-/// Activity events and page views per tenant, hour, visitor and person. Repeated items count
-/// repeatedly.
-pub fn visitor_hours<'a>(events: impl IntoIterator<Item = &'a Enriched>) -> BTreeSet<VisitorHour> {
+/// Activity events and page views per tenant, hour, visitor and person, from (event, person)
+/// pairs. Repeated items count repeatedly.
+pub fn visitor_hours<'a>(
+    events: impl IntoIterator<Item = (&'a Event, &'a str)>,
+) -> BTreeSet<VisitorHour> {
     let mut counts: BTreeMap<(String, i64, String, String), (i64, i64)> = BTreeMap::new();
-    for Enriched {
-        event, person_id, ..
-    } in events
-    {
+    for (event, person_id) in events {
         if !is_activity(event.kind) {
             continue;
         }
@@ -382,7 +401,7 @@ pub fn visitor_hours<'a>(events: impl IntoIterator<Item = &'a Enriched>) -> BTre
             event.tenant.clone(),
             event.timestamp_ms.div_euclid(HOUR_MS) * HOUR_MS,
             visitor(event).to_owned(),
-            person_id.clone(),
+            person_id.to_owned(),
         );
         let entry = counts.entry(key).or_default();
         entry.0 += 1;
@@ -403,18 +422,15 @@ pub fn visitor_hours<'a>(events: impl IntoIterator<Item = &'a Enriched>) -> BTre
         .collect()
 }
 
-/// Per-minute aggregates of enriched events and sessions, counted the obvious way. Repeated
-/// items count repeatedly.
+/// Per-minute aggregates of (event, person) pairs and sessions, counted the obvious way.
+/// Repeated items count repeatedly.
 pub fn aggregates<'a>(
-    events: impl IntoIterator<Item = &'a Enriched>,
+    events: impl IntoIterator<Item = (&'a Event, &'a str)>,
     sessions: impl IntoIterator<Item = &'a Session>,
 ) -> BTreeSet<AggRow> {
     let mut sums: BTreeMap<(String, i64, Metric, String), i64> = BTreeMap::new();
     let mut distinct: BTreeMap<(String, i64, Metric), HashSet<String>> = BTreeMap::new();
-    for Enriched {
-        event, person_id, ..
-    } in events
-    {
+    for (event, person_id) in events {
         let tenant = event.tenant.clone();
         let minute = event.timestamp_ms.div_euclid(MINUTE_MS) * MINUTE_MS;
         let label = match event.kind {
@@ -442,7 +458,7 @@ pub fn aggregates<'a>(
             distinct
                 .entry((tenant, minute, Metric::UniquePersons))
                 .or_default()
-                .insert(person_id.clone());
+                .insert(person_id.to_owned());
         }
     }
     for session in sessions {

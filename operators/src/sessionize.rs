@@ -21,10 +21,9 @@ use timely::dataflow::operators::generic::operator::Operator;
 use timely::order::TotalOrder;
 use timely::progress::Timestamp;
 
-use crate::model::{Enriched, Person, Session, SharedEvent};
+use crate::model::{Activity, Enriched, Person, Session, SharedActivity};
 use crate::persons::Retention;
 use crate::stash::{Stash, route};
-use schemas::Event;
 
 /// Session rules.
 #[derive(Debug, Clone)]
@@ -91,6 +90,8 @@ struct Builder<'a> {
     gap_ms: i64,
     max_session_ms: i64,
     sessions: Vec<Session>,
+    /// The sessions' ids, shared with the events' message ids.
+    ids: Vec<Arc<str>>,
 }
 
 impl<'a> Builder<'a> {
@@ -100,22 +101,24 @@ impl<'a> Builder<'a> {
             gap_ms: settings.gap_for(&person.tenant),
             max_session_ms: settings.max_session_ms,
             sessions: Vec::new(),
+            ids: Vec::new(),
         }
     }
 
     /// Whether the activity event `event` opens a new session.
-    fn starts_new(&self, event: &Event) -> bool {
+    fn starts_new(&self, event: &Activity) -> bool {
         let time = event.timestamp_ms;
         self.sessions.last().is_none_or(|open| {
             time - open.end_ms >= self.gap_ms || time - open.start_ms >= self.max_session_ms
         })
     }
 
-    fn open(&mut self, event: &Event) {
+    fn open(&mut self, event: &Activity) {
         let time = event.timestamp_ms;
+        self.ids.push(event.message_id.clone());
         self.sessions.push(Session {
             tenant: self.person.tenant.clone(),
-            session_id: event.message_id.clone(),
+            session_id: event.message_id.to_string(),
             person_id: self.person.id.clone(),
             visitor_id: event.visitor_id().to_owned(),
             start_ms: time,
@@ -125,32 +128,32 @@ impl<'a> Builder<'a> {
             bounce: false,
             entry_path: String::new(),
             exit_path: String::new(),
-            entry_referrer: event.page.referrer.clone(),
-            utm_source: event.campaign.source.clone(),
-            utm_medium: event.campaign.medium.clone(),
-            utm_campaign: event.campaign.name.clone(),
+            entry_referrer: event.referrer.to_string(),
+            utm_source: event.utm_source.to_string(),
+            utm_medium: event.utm_medium.to_string(),
+            utm_campaign: event.utm_campaign.to_string(),
         });
     }
 
     /// Adds an activity event to the open session (opening one when [`Builder::starts_new`]
     /// says so); returns the session's id.
-    fn add(&mut self, event: &Event) -> &str {
+    fn add(&mut self, event: &Activity) -> Arc<str> {
         if self.starts_new(event) {
             self.open(event);
         }
-        let Some(open) = self.sessions.last_mut() else {
-            return "";
+        let (Some(open), Some(id)) = (self.sessions.last_mut(), self.ids.last()) else {
+            return Arc::from("");
         };
         open.end_ms = event.timestamp_ms;
         open.events += 1;
         if event.kind.is_page_view() {
             if open.page_views == 0 {
-                open.entry_path = event.page_view_location().to_owned();
+                open.entry_path = event.location.to_string();
             }
-            open.exit_path = event.page_view_location().to_owned();
+            open.exit_path = event.location.to_string();
             open.page_views += 1;
         }
-        &open.session_id
+        id.clone()
     }
 
     /// The sessions, with the tenant's bounce rule applied.
@@ -166,18 +169,18 @@ impl<'a> Builder<'a> {
 /// The sessions of one person, computed from scratch: the reference semantics.
 pub fn sessions_of<'a>(
     person: &Person,
-    events: impl IntoIterator<Item = &'a SharedEvent>,
+    events: impl IntoIterator<Item = &'a SharedActivity>,
     settings: &SessionSettings,
-) -> (Vec<Session>, Vec<(&'a SharedEvent, String)>) {
-    let mut ordered: Vec<&SharedEvent> = events.into_iter().collect();
+) -> (Vec<Session>, Vec<(&'a SharedActivity, Arc<str>)>) {
+    let mut ordered: Vec<&SharedActivity> = events.into_iter().collect();
     ordered.sort_by(|a, b| (a.timestamp_ms, &a.message_id).cmp(&(b.timestamp_ms, &b.message_id)));
     let mut builder = Builder::new(person, settings);
     let mut membership = Vec::with_capacity(ordered.len());
     for event in ordered {
         let session_id = if event.kind.is_activity() {
-            builder.add(event).to_owned()
+            builder.add(event)
         } else {
-            String::new()
+            Arc::from("")
         };
         membership.push((event, session_id));
     }
@@ -185,14 +188,14 @@ pub fn sessions_of<'a>(
 }
 
 /// Where a person's events are kept: by (event time, message id), the order sessions grow in.
-type Key = (i64, String);
+type Key = (i64, Arc<str>);
 
 #[derive(Debug)]
 struct Entry {
-    event: SharedEvent,
+    event: SharedActivity,
     count: isize,
     /// The session id this event was last emitted with, if it was emitted.
-    emitted: Option<String>,
+    emitted: Option<Arc<str>>,
 }
 
 #[derive(Debug, Default)]
@@ -224,34 +227,35 @@ impl PersonState {
         let gap = settings.gap_for(&person.tenant);
         let first = self.sessions.partition_point(|s| s.end_ms + gap <= lo.0);
         let start: Key = match self.sessions.get(first) {
-            Some(s) if (s.start_ms, s.session_id.as_str()) < (lo.0, lo.1.as_str()) => {
-                (s.start_ms, s.session_id.clone())
+            Some(s) if (s.start_ms, s.session_id.as_str()) < (lo.0, &*lo.1) => {
+                (s.start_ms, Arc::from(s.session_id.as_str()))
             }
             _ => lo.clone(),
         };
         let old_sessions = &self.sessions;
         let mut builder = Builder::new(person, settings);
+        let empty: Arc<str> = Arc::from("");
         let mut stop = None;
         let mut dropped = Vec::new();
         for (key, entry) in self.events.range_mut(start..) {
             let now = if entry.count <= 0 {
                 None
             } else if !entry.event.kind.is_activity() {
-                Some(String::new())
+                Some(empty.clone())
             } else {
                 if key > hi && builder.starts_new(&entry.event) {
                     let opened_before = old_sessions[first..].binary_search_by(|s| {
-                        (s.start_ms, s.session_id.as_str()).cmp(&(key.0, key.1.as_str()))
+                        (s.start_ms, s.session_id.as_str()).cmp(&(key.0, &*key.1))
                     });
                     if let Ok(index) = opened_before {
                         stop = Some(first + index);
                         break;
                     }
                 }
-                Some(builder.add(&entry.event).to_owned())
+                Some(builder.add(&entry.event))
             };
             if entry.emitted != now {
-                let enriched = |session_id: String| {
+                let enriched = |session_id: Arc<str>| {
                     Output::Event(Enriched {
                         event: entry.event.clone(),
                         session_id,
@@ -311,7 +315,7 @@ pub trait Sessionize<'s, T: Timestamp> {
 }
 
 impl<'s, T: Timestamp + TotalOrder> Sessionize<'s, T>
-    for VecCollection<'s, T, (Person, SharedEvent), isize>
+    for VecCollection<'s, T, (Person, SharedActivity), isize>
 {
     fn sessionize(
         self,
@@ -331,12 +335,13 @@ impl<'s, T: Timestamp + TotalOrder> Sessionize<'s, T>
         VecCollection<'s, T, Session, isize>,
         VecCollection<'s, T, Enriched, isize>,
     ) {
-        let by_person =
-            Exchange::new(|((person, _), _, _): &((Person, SharedEvent), T, isize)| route(person));
+        let by_person = Exchange::new(
+            |((person, _), _, _): &((Person, SharedActivity), T, isize)| route(person),
+        );
         let output = self
             .inner
             .unary_frontier(by_person, "Sessionize", move |_capability, _info| {
-                let mut stash: Stash<T, (Person, SharedEvent, isize)> = Stash::default();
+                let mut stash: Stash<T, (Person, SharedActivity, isize)> = Stash::default();
                 let mut persons: HashMap<Person, PersonState> = HashMap::new();
                 let mut retained = 0usize;
                 let mut clock = i64::MIN;
@@ -424,8 +429,9 @@ impl<'s, T: Timestamp + TotalOrder> Sessionize<'s, T>
 #[allow(clippy::type_complexity)]
 mod tests {
     use super::*;
+    use crate::model::SharedEvent;
     use crate::model::{IdKind, Node};
-    use crate::testing::{event, run_collection};
+    use crate::testing::{activity, event, run_collection};
     use proptest::prelude::*;
     use schemas::EventKind;
     use std::collections::BTreeSet;
@@ -458,17 +464,32 @@ mod tests {
         Arc::new(e)
     }
 
+    /// An event's outcome: (message id, session id, person id).
+    type Membership = (String, String, String);
+
+    fn acts(events: &[SharedEvent]) -> Vec<SharedActivity> {
+        events.iter().map(|e| activity(e)).collect()
+    }
+
     fn both(
         settings: SessionSettings,
     ) -> impl for<'s> Fn(
         VecCollection<'s, u64, (Person, SharedEvent), isize>,
-    ) -> VecCollection<'s, u64, Result<Session, Enriched>, isize>
+    ) -> VecCollection<'s, u64, Result<Session, Membership>, isize>
     + Send
     + Sync
     + 'static {
         move |input| {
-            let (sessions, events) = input.sessionize(settings.clone());
-            sessions.map(Ok).concat(events.map(Err))
+            let (sessions, events) = input
+                .map(|(person, event)| (person, activity(&event)))
+                .sessionize(settings.clone());
+            sessions.map(Ok).concat(events.map(|e: Enriched| {
+                Err((
+                    e.event.message_id.to_string(),
+                    e.session_id.to_string(),
+                    e.person_id,
+                ))
+            }))
         }
     }
 
@@ -476,7 +497,7 @@ mod tests {
     fn oracle(
         input: &[((Person, SharedEvent), isize)],
         settings: &SessionSettings,
-    ) -> BTreeMap<Result<Session, Enriched>, isize> {
+    ) -> BTreeMap<Result<Session, Membership>, isize> {
         let mut counts: BTreeMap<(Person, SharedEvent), isize> = BTreeMap::new();
         for (update, diff) in input {
             *counts.entry(update.clone()).or_default() += diff;
@@ -540,22 +561,18 @@ mod tests {
                     utm_campaign: group[0].campaign.name.clone(),
                 };
                 for event in group {
-                    let enriched = Enriched {
-                        event: event.clone(),
-                        session_id: session.session_id.clone(),
-                        person_id: person.id.clone(),
-                    };
-                    expected.insert(Err(enriched), 1);
+                    let membership = (
+                        event.message_id.clone(),
+                        session.session_id.clone(),
+                        person.id.clone(),
+                    );
+                    expected.insert(Err(membership), 1);
                 }
                 expected.insert(Ok(session), 1);
             }
             for event in sorted.iter().filter(|e| !oracle_is_activity(e.kind)) {
                 expected.insert(
-                    Err(Enriched {
-                        event: event.clone(),
-                        session_id: String::new(),
-                        person_id: person.id.clone(),
-                    }),
+                    Err((event.message_id.clone(), String::new(), person.id.clone())),
                     1,
                 );
             }
@@ -664,7 +681,7 @@ mod tests {
             ],
             both(SessionSettings::default()),
         );
-        let ids = |state: &BTreeMap<Result<Session, Enriched>, isize>| {
+        let ids = |state: &BTreeMap<Result<Session, Membership>, isize>| {
             state
                 .keys()
                 .filter_map(|k| k.as_ref().ok().map(|s| s.session_id.clone()))
@@ -701,7 +718,7 @@ mod tests {
             after
                 .keys()
                 .filter_map(|k| k.as_ref().err())
-                .all(|e| e.session_id == "m1")
+                .all(|(_, session_id, _)| session_id == "m1")
         );
     }
 
@@ -717,13 +734,13 @@ mod tests {
             .enumerate()
             .map(|(i, m)| page(&format!("m{i}"), "a", m * MINUTE, "/"))
             .collect();
-        let (sessions, _) = sessions_of(&p, events.iter(), &settings);
+        let (sessions, _) = sessions_of(&p, acts(&events).iter(), &settings);
         assert_eq!(sessions.len(), 2, "10 - 4 >= 5 minute gap: {sessions:?}");
         // One event every 20 minutes for 30 hours: split at 24 h.
         let steady: Vec<_> = (0..90)
             .map(|i| page(&format!("s{i:03}"), "a", i * 20 * MINUTE, "/"))
             .collect();
-        let (sessions, _) = sessions_of(&p, steady.iter(), &SessionSettings::default());
+        let (sessions, _) = sessions_of(&p, acts(&steady).iter(), &SessionSettings::default());
         assert_eq!(sessions.len(), 2);
         assert!(sessions[0].duration_ms() < 24 * 60 * MINUTE);
         assert!(!sessions[0].bounce && sessions[0].page_views == 72);
@@ -748,6 +765,7 @@ mod tests {
             of_kind("g1", EventKind::Group, 50 * MINUTE),
             of_kind("p2", EventKind::Page, 60 * MINUTE),
         ];
+        let events = acts(&events);
         let (sessions, membership) = sessions_of(&p, events.iter(), &SessionSettings::default());
         assert_eq!(sessions.len(), 2, "{sessions:?}");
         assert_eq!(
@@ -766,13 +784,13 @@ mod tests {
         let unsessioned: Vec<&str> = membership
             .iter()
             .filter(|(_, id)| id.is_empty())
-            .map(|(e, _)| e.message_id.as_str())
+            .map(|(e, _)| &*e.message_id)
             .collect();
         assert_eq!(unsessioned, ["i1", "g1"]);
         // A nightly CRM sync (identify only) makes no session at all.
         let sync = [of_kind("i2", EventKind::Identify, 0)];
         assert!(
-            sessions_of(&p, sync.iter(), &SessionSettings::default())
+            sessions_of(&p, acts(&sync).iter(), &SessionSettings::default())
                 .0
                 .is_empty()
         );
@@ -789,12 +807,12 @@ mod tests {
         ];
         let lone = [of_kind("p2", EventKind::Page, 0)];
         let default = SessionSettings::default();
-        assert!(!sessions_of(&p, engaged.iter(), &default).0[0].bounce);
-        assert!(sessions_of(&p, lone.iter(), &default).0[0].bounce);
+        assert!(!sessions_of(&p, acts(&engaged).iter(), &default).0[0].bounce);
+        assert!(sessions_of(&p, acts(&lone).iter(), &default).0[0].bounce);
         let per_tenant = SessionSettings {
             tenant_bounce: Arc::new(HashMap::from([("t".to_owned(), BounceRule::OnePageView)])),
             ..SessionSettings::default()
         };
-        assert!(sessions_of(&p, engaged.iter(), &per_tenant).0[0].bounce);
+        assert!(sessions_of(&p, acts(&engaged).iter(), &per_tenant).0[0].bounce);
     }
 }

@@ -87,7 +87,7 @@ impl<'s, T: Timestamp + TotalOrder> VisitorHours<'s, T> for VecCollection<'s, T,
                             let event = &enriched.event;
                             clock = clock.max(event.received_at_ms);
                             let key = (
-                                event.tenant.clone(),
+                                event.tenant.to_string(),
                                 hour_of(event.timestamp_ms),
                                 event.visitor_id().to_owned(),
                                 enriched.person_id.clone(),
@@ -146,21 +146,25 @@ impl<'s, T: Timestamp + TotalOrder> VisitorHours<'s, T> for VecCollection<'s, T,
 mod tests {
     use super::*;
     use crate::model::SharedEvent;
-    use crate::testing::{event, final_items, insert_then_retract, run_collection};
+    use crate::testing::{activity, event, final_items, insert_then_retract, run_collection};
     use proptest::prelude::*;
     use schemas::EventKind;
     use std::collections::BTreeMap;
     use std::sync::Arc;
 
+    /// An event and its person.
+    type Input = (SharedEvent, String);
+
     /// The oracle: the final events, counted by the reference.
-    fn oracle(input: &[(Enriched, isize)]) -> BTreeMap<VisitorHour, isize> {
-        crate::reference::visitor_hours(&final_items(input))
+    fn oracle(input: &[(Input, isize)]) -> BTreeMap<VisitorHour, isize> {
+        let present = final_items(input);
+        crate::reference::visitor_hours(present.iter().map(|(e, p)| (&**e, p.as_str())))
             .into_iter()
             .map(|row| (row, 1))
             .collect()
     }
 
-    fn arb_input() -> impl Strategy<Value = Vec<(Enriched, isize)>> {
+    fn arb_input() -> impl Strategy<Value = Vec<(Input, isize)>> {
         let kinds = prop_oneof![
             Just(EventKind::Page),
             Just(EventKind::Screen),
@@ -184,11 +188,7 @@ mod tests {
                 e.kind = kind;
                 e.message_id = format!("m{t}{at}{visitor}{person}");
                 let event: SharedEvent = Arc::new(e);
-                Enriched {
-                    event,
-                    session_id: "s".into(),
-                    person_id: format!("u{person}"),
-                }
+                (event, format!("u{person}"))
             });
         proptest::collection::vec((item, any::<bool>()), 0..80).prop_map(insert_then_retract)
     }
@@ -204,10 +204,20 @@ mod tests {
             let expected = oracle(&input);
             let settings = SessionSettings::default();
             prop_assert_eq!(
-                run_collection(workers, epoch_len, input, move |c| c.visitor_hours(&settings)),
+                run_collection(workers, epoch_len, input, move |c| enriched(c).visitor_hours(&settings)),
                 expected
             );
         }
+    }
+
+    fn enriched(
+        input: VecCollection<'_, u64, Input, isize>,
+    ) -> VecCollection<'_, u64, Enriched, isize> {
+        input.map(|(event, person_id)| Enriched {
+            event: activity(&event),
+            session_id: Arc::from("s"),
+            person_id,
+        })
     }
 
     /// A person change within the hour moves the row; nothing is left under the old person.
@@ -217,8 +227,8 @@ mod tests {
             let mut e = event("t", "m1", "a1", 10);
             e.kind = EventKind::Page;
             Enriched {
-                event: Arc::new(e),
-                session_id: "s".into(),
+                event: activity(&e),
+                session_id: Arc::from("s"),
                 person_id: person.into(),
             }
         };

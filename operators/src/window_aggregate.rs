@@ -20,7 +20,7 @@ use timely::dataflow::operators::generic::operator::Operator;
 use timely::order::TotalOrder;
 use timely::progress::Timestamp;
 
-use crate::model::{AggRow, Enriched, Metric, Session, event_label, minute_of};
+use crate::model::{AggRow, Enriched, Metric, Session, minute_of};
 use crate::sessionize::SessionSettings;
 use crate::stash::{Stash, route};
 
@@ -114,9 +114,9 @@ impl Window {
                 diff,
             ) => {
                 let delta = diff as i64;
-                self.add(Metric::Events, event_label(&event), delta);
+                self.add(Metric::Events, &event.label, delta);
                 if event.kind.is_page_view() {
-                    self.add(Metric::PageViews, event.page_view_location(), delta);
+                    self.add(Metric::PageViews, &event.location, delta);
                 }
                 if event.kind.is_activity() {
                     self.count(Metric::UniqueVisitors, event.visitor_id(), diff);
@@ -304,7 +304,7 @@ impl<'s, T: Timestamp + TotalOrder> WindowAggregate<'s, T>
 mod tests {
     use super::*;
     use crate::model::SharedEvent;
-    use crate::testing::{event, final_items, insert_then_retract, run_collection};
+    use crate::testing::{activity, event, final_items, insert_then_retract, run_collection};
     use proptest::prelude::*;
     use schemas::EventKind;
     use std::collections::BTreeMap;
@@ -314,7 +314,8 @@ mod tests {
         Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
     )]
     enum Input {
-        Event(Enriched),
+        /// An event and its person.
+        Event(SharedEvent, String),
         Session(Session),
     }
 
@@ -322,12 +323,16 @@ mod tests {
         input: VecCollection<'_, u64, Input, isize>,
     ) -> VecCollection<'_, u64, AggRow, isize> {
         let events = input.clone().flat_map(|i| match i {
-            Input::Event(e) => Some(e),
+            Input::Event(event, person_id) => Some(Enriched {
+                event: activity(&event),
+                session_id: Arc::from("s"),
+                person_id,
+            }),
             Input::Session(_) => None,
         });
         let sessions = input.flat_map(|i| match i {
             Input::Session(s) => Some(s),
-            Input::Event(_) => None,
+            Input::Event(..) => None,
         });
         events.window_aggregate(sessions, SessionSettings::default())
     }
@@ -336,12 +341,12 @@ mod tests {
     fn oracle(input: &[(Input, isize)]) -> BTreeMap<AggRow, isize> {
         let present = final_items(input);
         let events = present.iter().filter_map(|i| match i {
-            Input::Event(e) => Some(e),
+            Input::Event(event, person_id) => Some((&**event, person_id.as_str())),
             Input::Session(_) => None,
         });
         let sessions = present.iter().filter_map(|i| match i {
             Input::Session(s) => Some(s),
-            Input::Event(_) => None,
+            Input::Event(..) => None,
         });
         crate::reference::aggregates(events, sessions)
             .into_iter()
@@ -372,11 +377,7 @@ mod tests {
                     e.page.path = format!("/p{path}");
                     e.message_id = format!("m{t}{minute}{visitor}{person}{path}");
                     let event: SharedEvent = Arc::new(e);
-                    Input::Event(Enriched {
-                        event,
-                        session_id: "s".into(),
-                        person_id: format!("u{person}"),
-                    })
+                    Input::Event(event, format!("u{person}"))
                 }
             ),
             (0u8..2, 0i64..5, 0i64..600_000, 1u32..4).prop_map(

@@ -148,7 +148,7 @@ pub async fn compare_with_reference(
         expected
             .events
             .iter()
-            .map(|e| row(&[&e.event.message_id, &e.session_id, &e.person_id, &0]))
+            .map(|e| row(&[&e.message_id, &e.session_id, &e.person_id, &0]))
             .chain(expected.late.iter().map(|id| row(&[id, &"", &"", &1])))
             .collect(),
     )

@@ -179,6 +179,31 @@ struct LastEpochRow {
     last: u64,
 }
 
+/// The statement of [`ClickHouseWriter::correct_events`]: every column of `events` copied,
+/// but `session_id`, `person_id` and `version`. Its parameters: message ids and their new
+/// sessions, message ids and their new persons, the version, the tenant, the keys.
+fn correct_events_sql() -> String {
+    use crate::sink::tables::events::EventRow;
+    let columns = <EventRow as Row>::COLUMN_NAMES;
+    let select: Vec<String> = columns
+        .iter()
+        .map(|&column| match column {
+            "session_id" => "transform(message_id, ?, ?, session_id)".to_owned(),
+            "person_id" => "transform(message_id, ?, ?, person_id)".to_owned(),
+            "version" => "toUInt64(?)".to_owned(),
+            other => format!("`{other}`"),
+        })
+        .collect();
+    let insert: Vec<String> = columns.iter().map(|c| format!("`{c}`")).collect();
+    format!(
+        "INSERT INTO events ({}) SELECT {} FROM events FINAL \
+         WHERE tenant = ? AND (event_time, message_id) IN \
+         (SELECT toDateTime(tupleElement(key, 1)), tupleElement(key, 2) FROM (SELECT arrayJoin(?) AS key))",
+        insert.join(", "),
+        select.join(", ")
+    )
+}
+
 impl ClickHouseWriter {
     /// A writer for the configured database, recording checkpoints of `topic`.
     pub fn new(config: &ClickHouseConfig, topic: &str) -> Self {
@@ -208,6 +233,42 @@ impl ClickHouseWriter {
             insert.write(row).await?;
         }
         insert.end().await?;
+        Ok(())
+    }
+
+    /// Rewrites the session and person of stored `events` rows of `tenant`, each row's other
+    /// columns unchanged, at version `epoch`. `corrections` are `(event_time, message_id,
+    /// session_id, person_id)`, `event_time` in seconds as stored (the sort key's prefix, so
+    /// the lookup reads only the rows' granules).
+    ///
+    /// The new row is built by ClickHouse from the newest stored one (`FINAL`), so the engine
+    /// need not keep whole events in memory to correct them. Replaying it is harmless: the
+    /// columns it copies never change, and the two it replaces get the same values again.
+    /// (Written for ClickHouse 18.16, Debian's: no `SELECT * REPLACE`, no arrays in `IN`.)
+    pub async fn correct_events(
+        &self,
+        epoch: u64,
+        tenant: &str,
+        corrections: &[(u32, &str, &str, &str)],
+    ) -> Result<(), SinkError> {
+        if corrections.is_empty() {
+            return Ok(());
+        }
+        let keys: Vec<(u32, &str)> = corrections.iter().map(|c| (c.0, c.1)).collect();
+        let ids: Vec<&str> = corrections.iter().map(|c| c.1).collect();
+        let sessions: Vec<&str> = corrections.iter().map(|c| c.2).collect();
+        let persons: Vec<&str> = corrections.iter().map(|c| c.3).collect();
+        self.client
+            .query(&correct_events_sql())
+            .bind(&ids)
+            .bind(&sessions)
+            .bind(&ids)
+            .bind(&persons)
+            .bind(epoch)
+            .bind(tenant)
+            .bind(&keys)
+            .execute()
+            .await?;
         Ok(())
     }
 

@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 
 use clickhouse::Row;
 use operators::{Enriched, SharedEvent, route};
+use rustc_hash::FxHashMap;
 use schemas::live::LiveUpdate;
 use serde::{Deserialize, Serialize};
 
@@ -142,7 +143,32 @@ impl EventRow {
     }
 }
 
-/// Writes on-time events (one upsert per message id) and publishes each tenant's count.
+/// What the events sink receives, routed by message id so that an event and its attribution
+/// meet on one worker.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+pub enum EventUpdate {
+    /// The whole event, once, in the epoch it arrived in.
+    Arrived(SharedEvent),
+    /// A change of its session or person (a collection update).
+    Attributed(Enriched),
+}
+
+impl EventUpdate {
+    fn message_id(&self) -> &str {
+        match self {
+            EventUpdate::Arrived(event) => &event.message_id,
+            EventUpdate::Attributed(enriched) => &enriched.event.message_id,
+        }
+    }
+}
+
+/// Writes on-time events and publishes each tenant's count. An event that arrived in the
+/// batch is inserted whole with its attribution; an event stored earlier whose session or
+/// person changed (a late event merged sessions, an identity merge re-attributed it) is
+/// rewritten by [`ClickHouseWriter::correct_events`], so the dataflow keeps only compact
+/// [`operators::Activity`] records, not whole events.
+///
+/// [`ClickHouseWriter::correct_events`]: crate::sink::clickhouse::ClickHouseWriter::correct_events
 #[derive(Debug)]
 pub struct EventsSink {
     /// Where rows go.
@@ -151,12 +177,19 @@ pub struct EventsSink {
     pub live: Live,
 }
 
+/// A stored event's new `(event_time, message_id, session_id, person_id)`, by tenant.
+type Corrections<'a> = BTreeMap<&'a str, Vec<(u32, &'a str, &'a str, &'a str)>>;
+
+/// Rows are sent in statements of at most this many corrections, to stay well inside
+/// ClickHouse's `max_query_size` (256 KiB): a correction is about 200 bytes of SQL.
+const CORRECTIONS_PER_STATEMENT: usize = 500;
+
 impl TableSink for EventsSink {
-    type Record = (Enriched, u64, isize);
+    type Record = (EventUpdate, u64, isize);
     const NAME: &'static str = "EventsSink";
 
-    fn route((enriched, _, _): &Self::Record) -> u64 {
-        route(&enriched.event.message_id)
+    fn route((update, _, _): &Self::Record) -> u64 {
+        route(update.message_id())
     }
 
     fn epoch_of(update: &Self::Record) -> Option<u64> {
@@ -164,23 +197,81 @@ impl TableSink for EventsSink {
     }
 
     fn write(&mut self, epoch: u64, updates: Vec<Self::Record>) {
-        let rows: Vec<EventRow> = upserts(updates, |e: &Enriched| {
+        let mut arrived: FxHashMap<(String, String), SharedEvent> = FxHashMap::default();
+        let mut attributions = Vec::with_capacity(updates.len());
+        for (update, time, diff) in updates {
+            match update {
+                EventUpdate::Arrived(event) => {
+                    let key = (event.tenant.clone(), event.message_id.clone());
+                    arrived.insert(key, event);
+                }
+                EventUpdate::Attributed(enriched) => attributions.push((enriched, time, diff)),
+            }
+        }
+        let current = upserts(attributions, |e: &Enriched| {
             (e.event.tenant.clone(), e.event.message_id.clone())
-        })
-        .into_iter()
+        });
+        let mut rows = Vec::with_capacity(arrived.len());
+        let mut corrections: Corrections = BTreeMap::new();
         // An event never disappears: a lone retraction only means it moved, and the move's
-        // insertion carries its new row.
-        .filter(|(_, removed)| !removed)
-        .map(|(e, _)| EventRow::new(&e.event, &e.session_id, &e.person_id, false, epoch))
-        .collect();
+        // insertion carries its new attribution.
+        for (enriched, _) in current.iter().filter(|(_, removed)| !removed) {
+            let (tenant, message_id) = (&*enriched.event.tenant, &*enriched.event.message_id);
+            match arrived.remove(&(tenant.to_owned(), message_id.to_owned())) {
+                Some(event) => rows.push(EventRow::new(
+                    &event,
+                    &enriched.session_id,
+                    &enriched.person_id,
+                    false,
+                    epoch,
+                )),
+                None => corrections.entry(tenant).or_default().push((
+                    datetime(enriched.event.timestamp_ms),
+                    message_id,
+                    &enriched.session_id,
+                    &enriched.person_id,
+                )),
+            }
+        }
+        // Every on-time event is attributed in the epoch it arrives in; one that was not is
+        // still stored, without session or person, rather than lost.
+        for event in arrived.into_values() {
+            tracing::error!(message_id = %event.message_id, "event arrived without attribution");
+            rows.push(EventRow::new(&event, "", "", false, epoch));
+        }
         self.table.insert("events", "events", &rows);
+        self.correct(epoch, &corrections);
         self.table
             .metrics()
             .events_written
             .inc_by(rows.len() as u64);
+        self.publish(epoch, &rows);
+    }
+}
+
+impl EventsSink {
+    /// Applies an epoch's corrections, after its new rows (a correction may name an event
+    /// inserted earlier in the same batch).
+    fn correct(&self, epoch: u64, corrections: &Corrections) {
+        for (tenant, corrections) in corrections {
+            for chunk in corrections.chunks(CORRECTIONS_PER_STATEMENT) {
+                self.table
+                    .runtime
+                    .write_with_retry("event corrections", || {
+                        self.table.writer.correct_events(epoch, tenant, chunk)
+                    });
+                self.table
+                    .metrics()
+                    .event_corrections
+                    .inc_by(chunk.len() as u64);
+            }
+        }
+    }
+
+    fn publish(&self, epoch: u64, rows: &[EventRow]) {
         self.live.publish(epoch, |at_ms| {
             let mut per_tenant: BTreeMap<&str, u64> = BTreeMap::new();
-            for row in &rows {
+            for row in rows {
                 *per_tenant.entry(row.tenant.as_str()).or_default() += 1;
             }
             per_tenant
