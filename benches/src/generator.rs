@@ -4,7 +4,7 @@
 //! (returning visitors are Zipf-popular), browses Zipf-popular pages with exponential think
 //! times, sometimes clicks or signs up, and some visitors identify after a session or alias a
 //! second device. Arrival order is perturbed the way real networks and mobile clients do it: a
-//! few percent of events arrive out of order, some hours late, some twice.
+//! few percent of events arrive out of order, some days late, some twice.
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -35,7 +35,8 @@ pub struct GeneratorConfig {
     pub new_device_share: f64,
     /// Share of events delivered seconds to minutes late (out of order).
     pub out_of_order_share: f64,
-    /// Share of events delivered hours late (past the lateness horizon).
+    /// Share of events delivered days late (past the 72-hour lateness horizon: an app that
+    /// was offline).
     pub late_share: f64,
     /// Share of events delivered twice (client retries).
     pub duplicate_share: f64,
@@ -333,7 +334,7 @@ impl Generator {
     fn deliver(&mut self, mut event: Event, out: &mut Vec<Arrival>) {
         let roll: f64 = self.rng.random();
         let delay_ms = if roll < self.config.late_share {
-            self.rng.random_range(2 * 3_600_000..4 * 3_600_000)
+            self.rng.random_range(73 * 3_600_000..96 * 3_600_000)
         } else if roll < self.config.late_share + self.config.out_of_order_share {
             self.rng.random_range(5_000..600_000)
         } else {
@@ -457,7 +458,7 @@ mod tests {
         assert!(syncs > 5, "server-side identifies: {syncs}");
         let late = arrivals
             .iter()
-            .filter(|a| a.arrival_ms - a.event.timestamp_ms > 3_600_000)
+            .filter(|a| a.arrival_ms - a.event.timestamp_ms > 72 * 3_600_000)
             .count();
         assert!(late > 10 && late < arrivals.len() / 100, "late: {late}");
         let out_of_order = arrivals

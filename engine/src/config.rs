@@ -60,6 +60,7 @@ pub struct AnalyticsConfig {
     pub max_session_secs: u64,
     /// Events arriving later than this after they happened are stored (flagged late) but not
     /// applied to sessions, persons or aggregates; state is released this long after it closed.
+    /// Default 72 hours (PostHog's lookback).
     pub lateness_secs: u64,
     /// Extra retention for workers whose clocks lag others'.
     pub retention_margin_secs: u64,
@@ -86,7 +87,7 @@ impl Default for AnalyticsConfig {
             session_gap_secs: 30 * 60,
             tenant_session_gap_secs: Default::default(),
             max_session_secs: 24 * 3600,
-            lateness_secs: 3600,
+            lateness_secs: 72 * 3600,
             retention_margin_secs: 600,
             dedup_horizon_secs: 24 * 3600,
             allow_identify_merge: Vec::new(),
@@ -154,6 +155,7 @@ impl AnalyticsConfig {
                     placeholder_ids.iter().map(String::as_str),
                 ),
             },
+            ..operators::AnalyticsSettings::default()
         }
     }
 }

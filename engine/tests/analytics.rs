@@ -30,7 +30,7 @@ async fn sessions_identities_and_aggregates_match_the_reference() {
     // A reproducible log, produced in arrival order; the broker's positions are kept because
     // deduplication keeps the first position of a message id.
     // ~70 simulated minutes: long enough for 30-minute gaps to split sessions, short enough
-    // that no state is released (retention is gap + lateness + margin = 100 minutes).
+    // that no state is released (retention is gap + lateness + margin = 72 h 40 min).
     let config = GeneratorConfig {
         seed: 7,
         tenants: vec!["acme".into(), "globex".into()],
@@ -50,7 +50,7 @@ async fn sessions_identities_and_aggregates_match_the_reference() {
     let log = produce(&producer, &topic, &events).await;
     let late = log
         .iter()
-        .filter(|d| d.event.received_at_ms - d.event.timestamp_ms > 3_600_000)
+        .filter(|d| d.event.received_at_ms - d.event.timestamp_ms > 72 * 3_600_000)
         .count();
     let distinct: BTreeSet<_> = log.iter().map(|d| &d.event.message_id).collect();
     println!(

@@ -18,6 +18,8 @@ use schemas::{Event, EventKind};
 
 const T0: i64 = 1_700_000_000_000;
 const MINUTE: i64 = 60_000;
+/// The engine's default lateness horizon.
+const LATENESS: i64 = 72 * 60 * MINUTE;
 
 fn event(tenant: &str, id: &str, kind: EventKind, anonymous: &str, user: &str, time: i64) -> Event {
     let mut event = Event::new(tenant, id, kind, time);
@@ -173,7 +175,7 @@ async fn identity_and_session_scenarios_through_clickhouse() {
     .await;
     // Two sessions 45 minutes apart, and an event past the lateness horizon.
     let mut too_late = page("late", "t4", "v", T0 + 30 * MINUTE);
-    too_late.received_at_ms = T0 + 91 * MINUTE;
+    too_late.received_at_ms = T0 + 31 * MINUTE + LATENESS;
     h.send(vec![
         page("late", "t1", "v", T0),
         page("late", "t2", "v", T0 + 45 * MINUTE),

@@ -28,6 +28,8 @@ use tower::ServiceExt;
 
 const T0: i64 = 1_700_000_000_000;
 const MINUTE: i64 = 60_000;
+/// The engine's default lateness horizon.
+const LATENESS: i64 = 72 * 60 * MINUTE;
 const TENANTS: [&str; 6] = [
     "shared",
     "rename",
@@ -51,7 +53,7 @@ fn event(tenant: &str, id: &str, kind: EventKind, anonymous: &str, user: &str, t
 fn events() -> Vec<Event> {
     use EventKind::{Alias, Identify, Page, Screen, Track};
     let mut offline_login = event("offline", "o3", Identify, "a1", "alice", T0 + 6 * MINUTE);
-    offline_login.received_at_ms = T0 + 86 * MINUTE;
+    offline_login.received_at_ms = T0 + 26 * MINUTE + LATENESS;
     let mut alias = event("rename", "r5", Alias, "", "new-user", T0 + 4 * MINUTE);
     alias.previous_id = "old-user".into();
     vec![
@@ -89,7 +91,7 @@ fn events() -> Vec<Event> {
             "undefined",
             T0 + MINUTE,
         ),
-        // 4. A login queued offline, delivered 80 minutes after it happened.
+        // 4. A login queued offline, delivered 20 minutes past the lateness horizon.
         event("offline", "o1", Page, "a1", "", T0),
         event("offline", "o2", Page, "a1", "", T0 + 5 * MINUTE),
         offline_login,

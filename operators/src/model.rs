@@ -11,10 +11,9 @@ use serde::{Deserialize, Serialize};
 pub type SharedEvent = Arc<Event>;
 
 /// What the stateful operators keep of an event: the fields sessions, identity and the
-/// aggregates read, about 200 bytes with its message id, against about 1.3 KB for a whole
-/// [`Event`] with its properties and context. Strings are `Arc<str>`; the low-cardinality ones
-/// (tenant, ids of a visitor, names, paths, referrers, campaigns) come from an [`Interner`],
-/// so a visitor's retained events share one copy of each.
+/// aggregates read, 120 bytes plus its message id, against about 1.3 KB for a whole [`Event`]
+/// with its properties and context. Strings are `Arc<str>`; all but the message id come from
+/// an [`Interner`], so a visitor's retained events share one copy of each.
 ///
 /// The whole event goes to the events sink once, when it arrives; a later change of its
 /// session or person reaches the sink as a correction of those two columns (see
@@ -35,10 +34,16 @@ pub struct Activity {
     pub anonymous_id: Arc<str>,
     /// Segment's `userId` (empty when absent or a placeholder).
     pub user_id: Arc<str>,
-    /// The `Events` dimension: see [`event_label`].
-    pub label: Arc<str>,
-    /// Where a page view happened (see [`Event::page_view_location`]); empty otherwise.
-    pub location: Arc<str>,
+    /// A track's or screen's name, a page's path: what [`Activity::label`] and
+    /// [`Activity::location`] read, by kind.
+    detail: Arc<str>,
+    /// Where the visit came from, shared by every event of the same origin.
+    pub landing: Arc<Landing>,
+}
+
+/// Where a visit came from: what a session takes from its first event.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Landing {
     /// The page's referrer.
     pub referrer: Arc<str>,
     /// `utm_source`.
@@ -56,21 +61,41 @@ impl Activity {
     /// The activity of `event`, its strings taken from `interner`. The message id is not
     /// interned: it is unique.
     pub fn of(event: &Event, interner: &mut Interner) -> Activity {
-        let mut intern = |s: &str| interner.intern(s);
+        let detail = match event.kind {
+            EventKind::Page => &event.page.path,
+            EventKind::Track | EventKind::Screen => &event.name,
+            EventKind::Identify | EventKind::Alias | EventKind::Group => "",
+        };
         Activity {
-            tenant: intern(&event.tenant),
+            tenant: interner.intern(&event.tenant),
             message_id: Arc::from(event.message_id.as_str()),
             timestamp_ms: event.timestamp_ms,
             received_at_ms: event.received_at_ms,
             kind: event.kind,
-            anonymous_id: intern(&event.anonymous_id),
-            user_id: intern(&event.user_id),
-            label: intern(event_label(event)),
-            location: intern(event.page_view_location()),
-            referrer: intern(&event.page.referrer),
-            utm_source: intern(&event.campaign.source),
-            utm_medium: intern(&event.campaign.medium),
-            utm_campaign: intern(&event.campaign.name),
+            anonymous_id: interner.intern(&event.anonymous_id),
+            user_id: interner.intern(&event.user_id),
+            detail: interner.intern(detail),
+            landing: interner.landing(&event.page.referrer, &event.campaign),
+        }
+    }
+
+    /// The `Events` dimension, as [`event_label`].
+    pub fn label(&self) -> &str {
+        match self.kind {
+            EventKind::Track => &self.detail,
+            EventKind::Page => "$pageview",
+            EventKind::Screen => "$screen",
+            EventKind::Identify => "$identify",
+            EventKind::Alias => "$alias",
+            EventKind::Group => "$group",
+        }
+    }
+
+    /// Where a page view happened, as [`Event::page_view_location`]; empty otherwise.
+    pub fn location(&self) -> &str {
+        match self.kind {
+            EventKind::Page | EventKind::Screen => &self.detail,
+            _ => "",
         }
     }
 
@@ -90,6 +115,7 @@ impl Activity {
 #[derive(Debug)]
 pub struct Interner {
     strings: FxHashSet<Arc<str>>,
+    landings: FxHashSet<Arc<Landing>>,
     capacity: usize,
 }
 
@@ -104,6 +130,7 @@ impl Interner {
     pub fn with_capacity(capacity: usize) -> Self {
         Interner {
             strings: FxHashSet::default(),
+            landings: FxHashSet::default(),
             capacity: capacity.max(1),
         }
     }
@@ -118,6 +145,26 @@ impl Interner {
         }
         let shared: Arc<str> = Arc::from(s);
         self.strings.insert(shared.clone());
+        shared
+    }
+
+    /// The shared landing of a page's referrer and campaign.
+    pub fn landing(&mut self, referrer: &str, campaign: &schemas::Campaign) -> Arc<Landing> {
+        // Interned parts make the lookup key without allocating.
+        let landing = Landing {
+            referrer: self.intern(referrer),
+            utm_source: self.intern(&campaign.source),
+            utm_medium: self.intern(&campaign.medium),
+            utm_campaign: self.intern(&campaign.name),
+        };
+        if let Some(shared) = self.landings.get(&landing) {
+            return shared.clone();
+        }
+        if self.landings.len() >= self.capacity {
+            self.landings.clear();
+        }
+        let shared = Arc::new(landing);
+        self.landings.insert(shared.clone());
         shared
     }
 }

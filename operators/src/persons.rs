@@ -28,7 +28,8 @@ use crate::stash::{Stash, route};
 pub struct Retention {
     /// Inactivity that ends a session (the largest of any tenant's).
     pub session_gap_ms: i64,
-    /// Events arriving later than this after they happened are not applied to state.
+    /// Events arriving later than this after they happened are not applied to state. Default
+    /// 72 hours, PostHog's lookback: a mobile app offline for a weekend still counts.
     pub lateness_ms: i64,
     /// Extra time for workers whose clocks (newest `received_at` seen) lag others'.
     pub margin_ms: i64,
@@ -38,7 +39,7 @@ impl Default for Retention {
     fn default() -> Self {
         Retention {
             session_gap_ms: 30 * 60_000,
-            lateness_ms: 3_600_000,
+            lateness_ms: 72 * 3_600_000,
             margin_ms: 10 * 60_000,
         }
     }

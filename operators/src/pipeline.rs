@@ -53,6 +53,8 @@ pub struct AnalyticsSettings {
     pub epoch_ms: u64,
     /// Window of the active-visitors counter.
     pub active_window_ms: i64,
+    /// How many distinct strings each worker's [`Interner`] shares before it starts afresh.
+    pub interned_strings: usize,
 }
 
 impl Default for AnalyticsSettings {
@@ -63,6 +65,7 @@ impl Default for AnalyticsSettings {
             identity: IdentityPolicy::default(),
             epoch_ms: 1_000,
             active_window_ms: 5 * 60_000,
+            interned_strings: 1 << 20,
         }
     }
 }
@@ -204,7 +207,7 @@ where
         .stitch_identities(unlinks, settings.identity.clone());
     let retention = settings.sessions.retention;
     let gauge = gauges.clone();
-    let mut interner = Interner::default();
+    let mut interner = Interner::with_capacity(settings.interned_strings);
     let attributed = events
         .clone()
         .map(move |event| Arc::new(Activity::of(&event, &mut interner)))
@@ -256,6 +259,8 @@ mod tests {
     const MINUTE: i64 = 60_000;
     const HOUR: i64 = 60 * MINUTE;
     const DAY: i64 = 24 * HOUR;
+    /// The default lateness horizon (72 hours).
+    const LATENESS: i64 = 72 * HOUR;
 
     #[derive(
         Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
@@ -688,7 +693,7 @@ mod tests {
         log.push(page("p1", "a1", 0))
             .push(page("p2", "a1", 5 * MINUTE));
         let mut offline = identify("i1", "a1", "alice", 6 * MINUTE);
-        offline.received_at_ms = 6 * MINUTE + 80 * MINUTE;
+        offline.received_at_ms = 6 * MINUTE + LATENESS + 20 * MINUTE;
         log.push(offline);
         let results = scenario(&log);
         assert_eq!(
@@ -713,16 +718,18 @@ mod tests {
     fn a_late_identify_leaves_released_history_alone() {
         let mut log = Log::default();
         log.push(page("old", "a1", 0));
-        // Another visitor's traffic moves the clock five hours on, past a1's retention.
-        for i in 0..1_200i64 {
-            let mut filler = page(&format!("f{i}"), "busy", i * 15_000);
+        // Another visitor's traffic moves the clock 75 hours on, past a1's retention
+        // (gap + lateness + margin: 72 h 40 min).
+        let later = LATENESS + 3 * HOUR;
+        for i in 0..later / MINUTE {
+            let mut filler = page(&format!("f{i}"), "busy", i * MINUTE);
             filler.received_at_ms = filler.timestamp_ms + 1_000;
             log.push(filler);
         }
         let mut offline = identify("i1", "a1", "alice", MINUTE);
-        offline.received_at_ms = 5 * HOUR + MINUTE;
+        offline.received_at_ms = later + MINUTE;
         log.push(offline);
-        let mut new = page("new", "a1", 5 * HOUR + 2 * MINUTE);
+        let mut new = page("new", "a1", later + 2 * MINUTE);
         new.received_at_ms = new.timestamp_ms;
         log.push(new);
         let results = run(1, 1, log.records, AnalyticsSettings::default());
@@ -847,7 +854,7 @@ mod tests {
         bridge.received_at_ms = 46 * MINUTE;
         log.push(bridge);
         let mut too_late = page("p4", "a", 30 * MINUTE);
-        too_late.received_at_ms = 30 * MINUTE + 61 * MINUTE;
+        too_late.received_at_ms = 30 * MINUTE + LATENESS + MINUTE;
         log.push(too_late);
         let results = scenario(&log);
         assert_eq!(results.sessions.len(), 1);
@@ -973,8 +980,14 @@ mod tests {
             epoch_len in 1usize..16,
             allow_merge in any::<bool>(),
             one_page_view_bounce in any::<bool>(),
+            tiny_interner in any::<bool>(),
         ) {
             let mut settings = AnalyticsSettings::default();
+            if tiny_interner {
+                // Interning only shares memory: an interner that forgets every other string
+                // must give the same results as the string-keyed reference.
+                settings.interned_strings = 2;
+            }
             if allow_merge {
                 settings.identity.allow_identify_merge = Arc::new(BTreeSet::from(["t1".to_owned()]));
             }
@@ -983,8 +996,10 @@ mod tests {
             }
             // Identity claims apply whatever their lateness, but correct only what state still
             // holds; the reference holds everything. A long margin keeps all state of these
-            // two-hour logs, so the two must agree exactly.
+            // two-hour logs, so the two must agree exactly. A one-hour horizon makes the
+            // log's delays of 61-180 minutes late.
             settings.sessions.retention.margin_ms = 10 * HOUR;
+            settings.sessions.retention.lateness_ms = HOUR;
             let decoded: Vec<Decoded> = log.iter().filter_map(|(i, _)| match i { Input::Record(d) => Some(d.clone()), _ => None }).collect();
             let unlinks: Vec<Unlink> = log.iter().filter_map(|(i, _)| match i { Input::Unlink(u) => Some(u.clone()), _ => None }).collect();
             let expected = analyze(&decoded, &unlinks, &settings);
@@ -1003,17 +1018,17 @@ mod memory {
     use timely::dataflow::operators::Probe;
     use timely::dataflow::operators::vec::{Input, ToStream};
 
-    /// A new visitor every 5 simulated seconds for 12 hours, each with 3 page views over two
-    /// minutes. State must follow the retention rules, not the total: released visitors,
-    /// sessions, windows and message ids leave the live counts.
-    #[test]
-    fn state_stays_bounded_under_a_steady_stream_of_new_visitors() {
-        const HOURS: i64 = 12;
-        let visitors = HOURS * 3600 / 5;
-        let mut settings = AnalyticsSettings::default();
-        settings.dedup.horizon_ms = 3_600_000;
-        settings.sessions.max_session_ms = 3_600_000;
-        let peaks = timely::execute_directly(move |worker| {
+    /// Peak state entries while a new visitor arrives every `spacing_ms` (simulated), each
+    /// with 3 page views over two minutes; every `late_every`-th visitor also sends an event
+    /// from `late_by_ms` before it arrives (an app that was offline). Returns the peaks of
+    /// [dedup ids, attributed events, sessionized events, windows, visitor hours].
+    fn peaks(
+        settings: AnalyticsSettings,
+        visitors: i64,
+        spacing_ms: i64,
+        (late_every, late_by_ms): (i64, i64),
+    ) -> [usize; 5] {
+        timely::execute_directly(move |worker| {
             let gauges = Arc::new(StateGauges::default());
             let (mut input, probe) = worker.dataflow::<u64, _, _>(|scope| {
                 let (input, decoded) = scope.new_input::<Decoded>();
@@ -1026,7 +1041,8 @@ mod memory {
             let mut peaks = [0usize; 5];
             let mut offset = 0;
             for visitor in 0..visitors {
-                let start = visitor * 5_000;
+                let start = visitor * spacing_ms;
+                let mut events = Vec::with_capacity(4);
                 for view in 0..3 {
                     let time = start + view * 60_000;
                     let mut e = event(
@@ -1036,10 +1052,19 @@ mod memory {
                         time,
                     );
                     e.received_at_ms = time + 1_000;
+                    events.push(e);
+                }
+                if visitor % late_every == late_every - 1 {
+                    let mut e = event("t", &format!("late{visitor}"), &format!("a{visitor}"), 0);
+                    e.timestamp_ms = start - late_by_ms;
+                    e.received_at_ms = start;
+                    events.push(e);
+                }
+                for event in events {
                     input.send(Decoded {
                         partition: 0,
                         offset,
-                        event: e,
+                        event,
                     });
                     offset += 1;
                 }
@@ -1061,7 +1086,64 @@ mod memory {
                 }
             }
             peaks
-        });
+        })
+    }
+
+    /// The default horizons (lateness 72 h, sessions up to 24 h, message ids 24 h) over ten
+    /// simulated days: a new visitor every minute, and every tenth one also sends an event
+    /// 70 hours old (on time). State holds what the horizons say, not the ten days.
+    #[test]
+    fn state_stays_bounded_at_the_72_hour_lateness_horizon() {
+        const DAYS: i64 = 10;
+        let visitors = DAYS * 24 * 60;
+        let settings = AnalyticsSettings::default();
+        assert_eq!(settings.sessions.retention.lateness_ms, 72 * 3_600_000);
+        let [dedup_ids, attributed, sessionized, windows, visitor_hours] =
+            peaks(settings, visitors, 60_000, (10, 70 * 3_600_000));
+        let total_events = visitors * 3 + visitors / 10;
+        println!(
+            "events {total_events}: peak dedup ids {dedup_ids}, attributed {attributed}, sessionized {sessionized}, windows {windows}, visitor hours {visitor_hours}"
+        );
+        // Message ids: 24 h of 3.1 per minute, ~4,500 (swept when a quarter more arrived,
+        // so up to twice that). Visitors are kept for gap + lateness +
+        // margin (72 h 40 min) after their last event: ~13,500 events. A minute window lives
+        // for max session + that (~97 h: ~5,800 minutes); a visitor-hour row an hour more,
+        // one per visitor (~5,900). Sweeps run every quarter of the keys and add slack.
+        assert!(
+            dedup_ids < 9_000,
+            "dedup ids peaked at {dedup_ids} of {total_events}"
+        );
+        assert!(
+            attributed < 18_000,
+            "retained attributed events peaked at {attributed} of {total_events}"
+        );
+        assert!(
+            sessionized < 18_000,
+            "retained sessionized events peaked at {sessionized} of {total_events}"
+        );
+        assert!(
+            windows < 7_500,
+            "open windows peaked at {windows} of {}",
+            visitors
+        );
+        assert!(
+            visitor_hours < 8_000,
+            "visitor-hour rows peaked at {visitor_hours} of {visitors}"
+        );
+    }
+
+    /// A new visitor every 5 simulated seconds for 12 hours, each with 3 page views over two
+    /// minutes. State must follow the retention rules, not the total: released visitors,
+    /// sessions, windows and message ids leave the live counts.
+    #[test]
+    fn state_stays_bounded_under_a_steady_stream_of_new_visitors() {
+        const HOURS: i64 = 12;
+        let visitors = HOURS * 3600 / 5;
+        let mut settings = AnalyticsSettings::default();
+        settings.dedup.horizon_ms = 3_600_000;
+        settings.sessions.max_session_ms = 3_600_000;
+        settings.sessions.retention.lateness_ms = 3_600_000;
+        let peaks = peaks(settings, visitors, 5_000, (i64::MAX, 0));
         let total_events = (visitors * 3) as usize;
         let [dedup_ids, attributed, sessionized, windows, visitor_hours] = peaks;
         println!(

@@ -128,10 +128,10 @@ impl<'a> Builder<'a> {
             bounce: false,
             entry_path: String::new(),
             exit_path: String::new(),
-            entry_referrer: event.referrer.to_string(),
-            utm_source: event.utm_source.to_string(),
-            utm_medium: event.utm_medium.to_string(),
-            utm_campaign: event.utm_campaign.to_string(),
+            entry_referrer: event.landing.referrer.to_string(),
+            utm_source: event.landing.utm_source.to_string(),
+            utm_medium: event.landing.utm_medium.to_string(),
+            utm_campaign: event.landing.utm_campaign.to_string(),
         });
     }
 
@@ -148,9 +148,9 @@ impl<'a> Builder<'a> {
         open.events += 1;
         if event.kind.is_page_view() {
             if open.page_views == 0 {
-                open.entry_path = event.location.to_string();
+                open.entry_path = event.location().to_owned();
             }
-            open.exit_path = event.location.to_string();
+            open.exit_path = event.location().to_owned();
             open.page_views += 1;
         }
         id.clone()

@@ -114,9 +114,9 @@ impl Window {
                 diff,
             ) => {
                 let delta = diff as i64;
-                self.add(Metric::Events, &event.label, delta);
+                self.add(Metric::Events, event.label(), delta);
                 if event.kind.is_page_view() {
-                    self.add(Metric::PageViews, &event.location, delta);
+                    self.add(Metric::PageViews, event.location(), delta);
                 }
                 if event.kind.is_activity() {
                     self.count(Metric::UniqueVisitors, event.visitor_id(), diff);

@@ -24,7 +24,7 @@ const TENANTS: &str = "[[tenants]]\nid='acme'\nwrite_keys=['wk_acme']\n\
                        [[tenants]]\nid='globex'\nwrite_keys=['wk_globex']\n";
 
 /// The engine's default lateness horizon.
-const LATENESS_MS: i64 = 3_600_000;
+const LATENESS_MS: i64 = 72 * 3_600_000;
 
 pub fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
     std::env::var(name)
