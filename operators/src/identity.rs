@@ -387,8 +387,8 @@ mod tests {
     ) -> Option<String> {
         result
             .keys()
-            .find(|(node, _)| node.kind == kind && node.id == id)
-            .map(|(_, person)| person.id.clone())
+            .find(|(node, _)| node.kind == kind && &*node.id == id)
+            .map(|(_, person)| person.id.to_string())
     }
 
     #[test]

@@ -101,6 +101,11 @@ impl Activity {
 
     /// The id that keys the visitor, as [`Event::visitor_id`].
     pub fn visitor_id(&self) -> &str {
+        self.visitor()
+    }
+
+    /// The visitor id, shared.
+    pub fn visitor(&self) -> &Arc<str> {
         if self.anonymous_id.is_empty() {
             &self.user_id
         } else {
@@ -179,15 +184,16 @@ pub enum IdKind {
     Anonymous,
 }
 
-/// One id of one tenant: a node of the identity graph.
+/// One id of one tenant: a node of the identity graph. Its strings are shared: a node is
+/// cloned into every record of its events (as their person), so a clone must not allocate.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct Node {
     /// Tenant.
-    pub tenant: String,
+    pub tenant: Arc<str>,
     /// Kind of id.
     pub kind: IdKind,
     /// The id.
-    pub id: String,
+    pub id: Arc<str>,
 }
 
 impl Node {
@@ -201,9 +207,9 @@ impl Node {
             (IdKind::User, &activity.user_id)
         };
         Node {
-            tenant: activity.tenant.to_string(),
+            tenant: activity.tenant.clone(),
             kind,
-            id: id.to_string(),
+            id: id.clone(),
         }
     }
 }
@@ -338,16 +344,17 @@ pub struct Link {
 impl Link {
     /// The link between the id `from_id` of kind `from_kind` and the user id `user_id`.
     pub fn to_user(tenant: &str, from_kind: IdKind, from_id: &str, user_id: &str) -> Link {
+        let tenant: Arc<str> = Arc::from(tenant);
         Link {
             a: Node {
-                tenant: tenant.to_owned(),
+                tenant: tenant.clone(),
                 kind: from_kind,
-                id: from_id.to_owned(),
+                id: Arc::from(from_id),
             },
             b: Node {
-                tenant: tenant.to_owned(),
+                tenant,
                 kind: IdKind::User,
-                id: user_id.to_owned(),
+                id: Arc::from(user_id),
             },
         }
     }
@@ -404,7 +411,7 @@ pub struct Enriched {
     /// not activity (identify, alias, group).
     pub session_id: Arc<str>,
     /// Its person's canonical id.
-    pub person_id: String,
+    pub person_id: Arc<str>,
 }
 
 /// Which aggregate a row holds.

@@ -252,7 +252,7 @@ mod tests {
         Node {
             tenant: "t".into(),
             kind: IdKind::Anonymous,
-            id: format!("a{id}"),
+            id: format!("a{id}").into(),
         }
     }
 
@@ -260,7 +260,7 @@ mod tests {
         Node {
             tenant: "t".into(),
             kind: IdKind::User,
-            id: format!("u{id}"),
+            id: format!("u{id}").into(),
         }
     }
 

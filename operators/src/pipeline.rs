@@ -320,7 +320,7 @@ mod tests {
                             tenant: e.event.tenant.to_string(),
                             message_id: e.event.message_id.to_string(),
                             session_id: e.session_id.to_string(),
-                            person_id: e.person_id,
+                            person_id: e.person_id.to_string(),
                         })
                     })
                     .concat(
@@ -574,8 +574,8 @@ mod tests {
             results
                 .identities
                 .iter()
-                .find(|(n, _)| n.id == "anon-1")
-                .map(|(_, p)| p.id.as_str()),
+                .find(|(n, _)| &*n.id == "anon-1")
+                .map(|(_, p)| &*p.id),
             Some("alice"),
             "the claim of bob's track is refused like his identify"
         );
@@ -616,7 +616,7 @@ mod tests {
             !merged
                 .identities
                 .iter()
-                .any(|(n, _)| n.kind == IdKind::Anonymous && n.id == "old-user"),
+                .any(|(n, _)| n.kind == IdKind::Anonymous && &*n.id == "old-user"),
             "no anonymous phantom of the old user id"
         );
     }
@@ -743,7 +743,7 @@ mod tests {
             results
                 .identities
                 .iter()
-                .any(|(n, p)| n.id == "a1" && p.id == "alice")
+                .any(|(n, p)| &*n.id == "a1" && &*p.id == "alice")
         );
     }
 

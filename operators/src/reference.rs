@@ -155,15 +155,15 @@ pub fn analyze(log: &[Decoded], unlinks: &[Unlink], settings: &AnalyticsSettings
         }
         let node = if event.user_id.is_empty() {
             Node {
-                tenant: event.tenant.clone(),
+                tenant: event.tenant.as_str().into(),
                 kind: IdKind::Anonymous,
-                id: event.anonymous_id.clone(),
+                id: event.anonymous_id.as_str().into(),
             }
         } else {
             Node {
-                tenant: event.tenant.clone(),
+                tenant: event.tenant.as_str().into(),
                 kind: IdKind::User,
-                id: event.user_id.clone(),
+                id: event.user_id.as_str().into(),
             }
         };
         by_person
@@ -259,14 +259,14 @@ impl IdentityGraph {
             .into_iter()
             .map(|(tenant, from, kind, user)| {
                 let a = Node {
-                    tenant: tenant.clone(),
+                    tenant: tenant.as_str().into(),
                     kind,
-                    id: from,
+                    id: from.into(),
                 };
                 let b = Node {
-                    tenant,
+                    tenant: tenant.into(),
                     kind: IdKind::User,
-                    id: user,
+                    id: user.into(),
                 };
                 (a, b)
             })
@@ -330,17 +330,17 @@ fn sessionize(
     let sessions_settings = &settings.sessions;
     let gap = *sessions_settings
         .tenant_gap_ms
-        .get(&person.tenant)
+        .get(&*person.tenant)
         .unwrap_or(&sessions_settings.gap_ms);
     let rule = *sessions_settings
         .tenant_bounce
-        .get(&person.tenant)
+        .get(&*person.tenant)
         .unwrap_or(&sessions_settings.bounce);
     events.sort_by(|a, b| (a.timestamp_ms, &a.message_id).cmp(&(b.timestamp_ms, &b.message_id)));
     let mut sessions: Vec<Session> = Vec::new();
     for event in events.iter() {
         if !is_activity(event.kind) {
-            enriched.push((event.clone(), String::new(), person.id.clone()));
+            enriched.push((event.clone(), String::new(), person.id.to_string()));
             continue;
         }
         let continues = sessions.last().is_some_and(|s| {
@@ -349,9 +349,9 @@ fn sessionize(
         });
         if !continues {
             sessions.push(Session {
-                tenant: person.tenant.clone(),
+                tenant: person.tenant.to_string(),
                 session_id: event.message_id.clone(),
-                person_id: person.id.clone(),
+                person_id: person.id.to_string(),
                 visitor_id: visitor(event).to_owned(),
                 start_ms: event.timestamp_ms,
                 end_ms: event.timestamp_ms,
@@ -378,7 +378,11 @@ fn sessionize(
             session.exit_path = location(event).to_owned();
             session.page_views += 1;
         }
-        enriched.push((event.clone(), session.session_id.clone(), person.id.clone()));
+        enriched.push((
+            event.clone(),
+            session.session_id.clone(),
+            person.id.to_string(),
+        ));
     }
     for session in &mut sessions {
         session.bounce =

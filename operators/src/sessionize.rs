@@ -117,9 +117,9 @@ impl<'a> Builder<'a> {
         let time = event.timestamp_ms;
         self.ids.push(event.message_id.clone());
         self.sessions.push(Session {
-            tenant: self.person.tenant.clone(),
+            tenant: self.person.tenant.to_string(),
             session_id: event.message_id.to_string(),
-            person_id: self.person.id.clone(),
+            person_id: self.person.id.to_string(),
             visitor_id: event.visitor_id().to_owned(),
             start_ms: time,
             end_ms: time,
@@ -454,7 +454,7 @@ mod tests {
         Node {
             tenant: "t".into(),
             kind: IdKind::User,
-            id: format!("u{id}"),
+            id: format!("u{id}").into(),
         }
     }
 
@@ -487,7 +487,7 @@ mod tests {
                 Err((
                     e.event.message_id.to_string(),
                     e.session_id.to_string(),
-                    e.person_id,
+                    e.person_id.to_string(),
                 ))
             }))
         }
@@ -535,9 +535,9 @@ mod tests {
                     .filter(|e| matches!(e.kind, EventKind::Page | EventKind::Screen))
                     .collect();
                 let session = Session {
-                    tenant: person.tenant.clone(),
+                    tenant: person.tenant.to_string(),
                     session_id: group[0].message_id.clone(),
-                    person_id: person.id.clone(),
+                    person_id: person.id.to_string(),
                     visitor_id: group[0].visitor_id().to_owned(),
                     start_ms: group[0].timestamp_ms,
                     end_ms: group[group.len() - 1].timestamp_ms,
@@ -547,7 +547,7 @@ mod tests {
                         && (group.len() == 1
                             || settings
                                 .tenant_bounce
-                                .get(&person.tenant)
+                                .get(&*person.tenant)
                                 .unwrap_or(&settings.bounce)
                                 == &BounceRule::OnePageView),
                     entry_path: views
@@ -564,7 +564,7 @@ mod tests {
                     let membership = (
                         event.message_id.clone(),
                         session.session_id.clone(),
-                        person.id.clone(),
+                        person.id.to_string(),
                     );
                     expected.insert(Err(membership), 1);
                 }
@@ -572,7 +572,11 @@ mod tests {
             }
             for event in sorted.iter().filter(|e| !oracle_is_activity(e.kind)) {
                 expected.insert(
-                    Err((event.message_id.clone(), String::new(), person.id.clone())),
+                    Err((
+                        event.message_id.clone(),
+                        String::new(),
+                        person.id.to_string(),
+                    )),
                     1,
                 );
             }

@@ -13,6 +13,7 @@
 
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
+use std::sync::Arc;
 
 use differential_dataflow::{AsCollection, VecCollection};
 use timely::dataflow::channels::pact::Exchange;
@@ -32,7 +33,7 @@ pub fn hour_of(time_ms: i64) -> i64 {
 }
 
 /// (tenant, hour, visitor, person): one output row.
-type RowKey = (String, i64, String, String);
+type RowKey = (Arc<str>, i64, Arc<str>, Arc<str>);
 
 /// Counts activity per visitor and hour.
 pub trait VisitorHours<'s, T: Timestamp> {
@@ -87,9 +88,9 @@ impl<'s, T: Timestamp + TotalOrder> VisitorHours<'s, T> for VecCollection<'s, T,
                             let event = &enriched.event;
                             clock = clock.max(event.received_at_ms);
                             let key = (
-                                event.tenant.to_string(),
+                                event.tenant.clone(),
                                 hour_of(event.timestamp_ms),
-                                event.visitor_id().to_owned(),
+                                event.visitor().clone(),
                                 enriched.person_id.clone(),
                             );
                             if !before.contains_key(&key) {
@@ -118,10 +119,10 @@ impl<'s, T: Timestamp + TotalOrder> VisitorHours<'s, T> for VecCollection<'s, T,
                             }
                             let (tenant, hour_ms, visitor_id, person_id) = key;
                             let row = |(events, page_views): (i64, i64)| VisitorHour {
-                                tenant: tenant.clone(),
+                                tenant: tenant.to_string(),
                                 hour_ms,
-                                visitor_id: visitor_id.clone(),
-                                person_id: person_id.clone(),
+                                visitor_id: visitor_id.to_string(),
+                                person_id: person_id.to_string(),
                                 events,
                                 page_views,
                             };
@@ -150,7 +151,6 @@ mod tests {
     use proptest::prelude::*;
     use schemas::EventKind;
     use std::collections::BTreeMap;
-    use std::sync::Arc;
 
     /// An event and its person.
     type Input = (SharedEvent, String);
@@ -216,7 +216,7 @@ mod tests {
         input.map(|(event, person_id)| Enriched {
             event: activity(&event),
             session_id: Arc::from("s"),
-            person_id,
+            person_id: person_id.into(),
         })
     }
 

@@ -24,10 +24,10 @@ impl IdentityRow {
     /// The row mapping `node` to `person` (a tombstone when `deleted`) at `version`.
     pub fn new(node: &Node, person: &Node, deleted: bool, version: u64) -> Self {
         IdentityRow {
-            tenant: node.tenant.clone(),
+            tenant: node.tenant.to_string(),
             id_kind: id_kind(node.kind).to_owned(),
-            id: node.id.clone(),
-            person_id: person.id.clone(),
+            id: node.id.to_string(),
+            person_id: person.id.to_string(),
             deleted: u8::from(deleted),
             version,
         }
