@@ -126,7 +126,7 @@ pub struct Interner {
 
 impl Default for Interner {
     fn default() -> Self {
-        Interner::with_capacity(1 << 20)
+        Interner::with_capacity(1 << 16)
     }
 }
 

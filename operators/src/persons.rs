@@ -11,7 +11,7 @@
 //! attributed correctly. An event belongs to the person of its `userId` when it has one, else
 //! to that of its `anonymousId` (Segment's model).
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap;
 
 use differential_dataflow::{AsCollection, VecCollection};
 use timely::dataflow::StreamVec;
@@ -108,8 +108,8 @@ impl<'s, T: Timestamp + TotalOrder> AssignPersons<'s, T> for StreamVec<'s, T, Sh
             "AssignPersons",
             move |_capability, _info| {
                 let mut stash: Stash<T, Update> = Stash::default();
-                let mut person_of: HashMap<Node, Person> = HashMap::new();
-                let mut visitors: HashMap<Node, Visitor> = HashMap::new();
+                let mut person_of: FxHashMap<Node, Person> = FxHashMap::default();
+                let mut visitors: FxHashMap<Node, Visitor> = FxHashMap::default();
                 let mut retained = 0usize;
                 let mut clock = i64::MIN;
                 let mut since_expiry = 0usize;
@@ -144,7 +144,7 @@ impl<'s, T: Timestamp + TotalOrder> AssignPersons<'s, T> for StreamVec<'s, T, Sh
                         // 1. The map at this time. Differential does not promise consolidated
                         // updates (a time may carry +x and -x), so net them first; then apply
                         // retractions of old persons before insertions of new ones.
-                        let mut net: HashMap<(Node, Person), isize> = HashMap::new();
+                        let mut net: FxHashMap<(Node, Person), isize> = FxHashMap::default();
                         for (node, person, diff) in changes.drain(..) {
                             *net.entry((node, person)).or_default() += diff;
                         }
@@ -154,7 +154,7 @@ impl<'s, T: Timestamp + TotalOrder> AssignPersons<'s, T> for StreamVec<'s, T, Sh
                                 .map(|((n, p), d)| (n, p, d)),
                         );
                         changes.sort_by_key(|(_, _, diff)| *diff > 0);
-                        let mut before: HashMap<Node, Person> = HashMap::new();
+                        let mut before: FxHashMap<Node, Person> = FxHashMap::default();
                         for (node, person, diff) in changes {
                             let current = person_of
                                 .get(&node)

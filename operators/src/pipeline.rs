@@ -65,7 +65,7 @@ impl Default for AnalyticsSettings {
             identity: IdentityPolicy::default(),
             epoch_ms: 1_000,
             active_window_ms: 5 * 60_000,
-            interned_strings: 1 << 20,
+            interned_strings: 1 << 16,
         }
     }
 }

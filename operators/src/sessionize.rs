@@ -342,7 +342,7 @@ impl<'s, T: Timestamp + TotalOrder> Sessionize<'s, T>
             .inner
             .unary_frontier(by_person, "Sessionize", move |_capability, _info| {
                 let mut stash: Stash<T, (Person, SharedActivity, isize)> = Stash::default();
-                let mut persons: HashMap<Person, PersonState> = HashMap::new();
+                let mut persons: FxHashMap<Person, PersonState> = FxHashMap::default();
                 let mut retained = 0usize;
                 let mut clock = i64::MIN;
                 let mut since_expiry = 0usize;

@@ -11,7 +11,7 @@
 //! person, which retracts the old row and inserts the new one. A window (tenant and hour) is
 //! released once nothing can change it any more, by the same rule as the minute windows.
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap;
 use std::collections::hash_map::Entry;
 use std::sync::Arc;
 
@@ -71,7 +71,7 @@ impl<'s, T: Timestamp + TotalOrder> VisitorHours<'s, T> for VecCollection<'s, T,
             .unary_frontier(by_window, "VisitorHours", move |_capability, _info| {
                 let mut stash: Stash<T, (Enriched, isize)> = Stash::default();
                 // Activity events and page views of each row with any.
-                let mut rows: HashMap<RowKey, (i64, i64)> = HashMap::new();
+                let mut rows: FxHashMap<RowKey, (i64, i64)> = FxHashMap::default();
                 let mut clock = i64::MIN;
                 move |(input, frontier), output| {
                     input.for_each(|capability, data| {
@@ -83,7 +83,8 @@ impl<'s, T: Timestamp + TotalOrder> VisitorHours<'s, T> for VecCollection<'s, T,
                         let time = capability.time().clone();
                         // Each touched row's value before this batch, so that a row that
                         // changes several times within a batch is emitted once.
-                        let mut before: HashMap<RowKey, Option<(i64, i64)>> = HashMap::new();
+                        let mut before: FxHashMap<RowKey, Option<(i64, i64)>> =
+                            FxHashMap::default();
                         for (enriched, diff) in updates.into_iter().flatten() {
                             let event = &enriched.event;
                             clock = clock.max(event.received_at_ms);
