@@ -78,8 +78,8 @@ pub struct Options {
     #[arg(long, default_value_t = 2_000.0, global = true)]
     pub memory_rate: f64,
     /// How much faster than the clock simulated time runs in the memory run: the horizons
-    /// (24 h of message ids, 26 h of minute windows) must pass within it.
-    #[arg(long, default_value_t = 200.0, global = true)]
+    /// (24 h of message ids, 97 h of minute windows) must pass within its first half.
+    #[arg(long, default_value_t = 400.0, global = true)]
     pub memory_speedup: f64,
     /// Seconds between RSS samples.
     #[arg(long, default_value_t = 60, global = true)]

@@ -1,10 +1,11 @@
 //! The engine's memory under a steady stream: resident memory sampled at a fixed interval
 //! while generated traffic goes to the broker at a fixed rate. It must stay flat: state is
-//! bounded by the horizons (dedup 24 h, sessions, lateness), not by the stream's length.
+//! bounded by the horizons (dedup 24 h, a visitor's events 72 h 40 min, minute windows 97 h),
+//! not by the stream's length.
 //!
 //! Those horizons are longer than any run a benchmark can afford, so simulated time runs
-//! `--memory-speedup` times faster than the clock (200 by default: 30 minutes are 100 hours
-//! of traffic): every horizon passes within the run, and the RSS after it shows whether
+//! `--memory-speedup` times faster than the clock (400 by default: 30 minutes are 200 hours
+//! of traffic): every horizon passes within the first half of the run, and the RSS after it shows whether
 //! state is released. The events go straight to Kafka, with the receive times the generator
 //! gives them, as the gateway would have stamped them; the gateway's own stamping would tie
 //! the stream to the wall clock.
@@ -170,7 +171,7 @@ pub async fn run(stack: &mut Stack, options: &Options, report: &mut Report) -> a
         );
     }
     // Flat: the last sample against the one at half the run (by then more than the longest
-    // horizon, the 26 h life of a minute window, has passed in simulated time).
+    // horizon, the 97 h life of a minute window, has passed in simulated time).
     if let (Some(warm), Some(last)) = (samples.get(samples.len() / 2), samples.last()) {
         let figure = report.add(
             "memory",
