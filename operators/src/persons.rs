@@ -3,9 +3,10 @@
 //!
 //! Differential's `join` would do the same, but would keep every event forever. This operator
 //! keeps a visitor's events only while a change could still matter to what they derive
-//! (sessions, per-minute uniques): once a visitor has been quiet for longer than the session
-//! gap plus the lateness horizon, its events are released silently. A later identity change
-//! then re-attributes only what is still retained; closed history is not rewritten.
+//! (sessions, per-minute uniques): events older than the session gap plus the lateness
+//! horizon (and a margin) are released silently, those of a visitor who keeps coming back
+//! included. A later identity change then re-attributes only what is still retained; closed
+//! history is not rewritten.
 //!
 //! The id → person map itself is kept (it is small), so new events of an old visitor are
 //! attributed correctly. An event belongs to the person of its `userId` when it has one, else
@@ -185,6 +186,8 @@ impl<'s, T: Timestamp + TotalOrder> AssignPersons<'s, T> for StreamVec<'s, T, Sh
                                 .filter(|v| v.last_time_ms >= cutoff)
                                 .map(|v| v.events.as_slice())
                                 .unwrap_or_default()
+                                .iter()
+                                .filter(|e| e.timestamp_ms >= cutoff)
                             {
                                 session.give(((old.clone(), event.clone()), time.clone(), -1));
                                 session.give(((new.clone(), event.clone()), time.clone(), 1));
@@ -214,11 +217,16 @@ impl<'s, T: Timestamp + TotalOrder> AssignPersons<'s, T> for StreamVec<'s, T, Sh
                             since_expiry = 0;
                             let cutoff = clock.saturating_sub(retention.keep_ms());
                             visitors.retain(|_, visitor| {
-                                let keep = visitor.last_time_ms >= cutoff;
-                                if !keep {
-                                    retained -= visitor.events.len();
+                                let before = visitor.events.len();
+                                if visitor.last_time_ms >= cutoff {
+                                    // A visitor who keeps coming back keeps only its events
+                                    // a change may still re-attribute.
+                                    visitor.events.retain(|e| e.timestamp_ms >= cutoff);
+                                } else {
+                                    visitor.events.clear();
                                 }
-                                keep
+                                retained -= before - visitor.events.len();
+                                !visitor.events.is_empty()
                             });
                         }
                         observe(retained);

@@ -206,6 +206,25 @@ struct PersonState {
 }
 
 impl PersonState {
+    /// Releases the sessions that ended before `closed_ms` and the events before the first
+    /// session kept (or before `closed_ms`, if that comes first); returns how many events it
+    /// released. Nothing is emitted: what was written stays.
+    ///
+    /// A change reaches back at most to the first session that ends a gap before it (see
+    /// [`PersonState::resessionize`]), and no change lands before `closed_ms` any more, so the
+    /// sessions released are final and the rest compute as before.
+    fn release_before(&mut self, closed_ms: i64) -> usize {
+        let released = self.sessions.partition_point(|s| s.end_ms < closed_ms);
+        let bound: Key = match self.sessions.get(released) {
+            Some(s) if s.start_ms < closed_ms => (s.start_ms, Arc::from(s.session_id.as_str())),
+            _ => (closed_ms, Arc::from("")),
+        };
+        let kept = self.events.split_off(&bound);
+        let dropped = std::mem::replace(&mut self.events, kept).len();
+        self.sessions.drain(..released);
+        dropped
+    }
+
     /// Recomputes the sessions that changes to the entries between the keys `changed.0` and
     /// `changed.1` (inclusive) can affect, emits the sessions and event memberships that
     /// differ from what was emitted, and drops the entries whose count fell to zero (returning
@@ -400,11 +419,17 @@ impl<'s, T: Timestamp + TotalOrder> Sessionize<'s, T>
                         if since_expiry >= persons.len() / 4 + 1024 {
                             since_expiry = 0;
                             let cutoff = clock.saturating_sub(keep_ms);
+                            // A person who keeps coming back keeps only the sessions a change
+                            // can still reach: one moved in by an identity change lands at
+                            // most a gap before `cutoff`.
+                            let closed = cutoff.saturating_sub(settings.retention.session_gap_ms);
                             persons.retain(|_, state| {
                                 let keep = state.last_time_ms >= cutoff && !state.events.is_empty();
-                                if !keep {
-                                    retained -= state.events.len();
-                                }
+                                retained -= if keep {
+                                    state.release_before(closed)
+                                } else {
+                                    state.events.len()
+                                };
                                 keep
                             });
                         }

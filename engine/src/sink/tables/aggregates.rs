@@ -4,7 +4,7 @@ use clickhouse::Row;
 use operators::{AggRow, route};
 use serde::{Deserialize, Serialize};
 
-use super::{Table, TableSink, update_epoch};
+use super::{Table, TableSink};
 use crate::sink::clickhouse::rows::datetime;
 use crate::sink::epoch::upserts;
 
@@ -47,10 +47,6 @@ impl TableSink for AggregatesSink {
 
     fn route((row, _, _): &Self::Record) -> u64 {
         route(&(&row.tenant, row.minute_ms, row.metric, &row.dimension))
-    }
-
-    fn epoch_of(update: &Self::Record) -> Option<u64> {
-        update_epoch(update)
     }
 
     fn write(&mut self, epoch: u64, updates: Vec<Self::Record>) {

@@ -8,7 +8,7 @@ use rustc_hash::FxHashMap;
 use schemas::live::LiveUpdate;
 use serde::{Deserialize, Serialize};
 
-use super::{Live, Table, TableSink, update_epoch};
+use super::{Live, Table, TableSink};
 use crate::sink::clickhouse::rows::datetime;
 use crate::sink::epoch::upserts;
 
@@ -190,10 +190,6 @@ impl TableSink for EventsSink {
 
     fn route((update, _, _): &Self::Record) -> u64 {
         route(update.message_id())
-    }
-
-    fn epoch_of(update: &Self::Record) -> Option<u64> {
-        update_epoch(update)
     }
 
     fn write(&mut self, epoch: u64, updates: Vec<Self::Record>) {

@@ -5,7 +5,7 @@ use clickhouse::Row;
 use operators::{IdKind, IdentityClaim, Node, Person, Position, route};
 use serde::{Deserialize, Serialize};
 
-use super::{Table, TableSink, update_epoch};
+use super::{Table, TableSink};
 use crate::sink::epoch::upserts;
 
 /// One row of `identities`.
@@ -139,10 +139,6 @@ impl TableSink for IdentitiesSink {
         route(node)
     }
 
-    fn epoch_of(update: &Self::Record) -> Option<u64> {
-        update_epoch(update)
-    }
-
     fn write(&mut self, epoch: u64, updates: Vec<Self::Record>) {
         let rows: Vec<IdentityRow> = upserts(updates, |(node, _): &(Node, Person)| node.clone())
             .into_iter()
@@ -165,10 +161,6 @@ impl TableSink for ClaimsSink {
 
     fn route(((claim, _), _, _): &Self::Record) -> u64 {
         route(claim)
-    }
-
-    fn epoch_of(update: &Self::Record) -> Option<u64> {
-        update_epoch(update)
     }
 
     fn write(&mut self, _epoch: u64, updates: Vec<Self::Record>) {

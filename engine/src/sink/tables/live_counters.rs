@@ -6,7 +6,7 @@ use operators::route;
 use schemas::live::LiveUpdate;
 use serde::{Deserialize, Serialize};
 
-use super::{Live, Table, TableSink, update_epoch};
+use super::{Live, Table, TableSink};
 use crate::sink::clickhouse::rows::datetime;
 use crate::sink::epoch::upserts;
 
@@ -36,10 +36,6 @@ impl TableSink for LiveCountersSink {
 
     fn route(((tenant, _), _, _): &Self::Record) -> u64 {
         route(tenant)
-    }
-
-    fn epoch_of(update: &Self::Record) -> Option<u64> {
-        update_epoch(update)
     }
 
     fn write(&mut self, epoch: u64, updates: Vec<Self::Record>) {

@@ -29,25 +29,45 @@ use crate::sink::live::{LiveFeed, Updates};
 /// A sink of one output table.
 pub trait TableSink: 'static {
     /// What the dataflow delivers: a record, or a collection's `(record, epoch, diff)`.
-    type Record: ExchangeData + Clone;
+    type Record: ExchangeData + Clone + EpochOf;
     /// The operator's name in timely's logs.
     const NAME: &'static str;
     /// Which worker writes a record (hashed with [`operators::route`]): by the table's key,
     /// so the writes of every table are spread over all workers.
     fn route(record: &Self::Record) -> u64;
-    /// A collection update's own epoch; `None` for plain records, which take their message's.
-    fn epoch_of(_record: &Self::Record) -> Option<u64> {
-        None
-    }
     /// Writes the records of the completed epochs up to `epoch`, returning once they are
     /// durable (see [`SinkRuntime::write_with_retry`]).
     fn write(&mut self, epoch: u64, records: Vec<Self::Record>);
 }
 
-/// The epoch of a collection update.
-pub fn update_epoch<D>(update: &(D, u64, isize)) -> Option<u64> {
-    Some(update.1)
+/// Which epoch a record belongs to.
+pub trait EpochOf {
+    /// A collection update's own epoch; `None` for plain records, which take their message's.
+    fn epoch_of(&self) -> Option<u64>;
 }
+
+impl<D> EpochOf for (D, u64, isize) {
+    fn epoch_of(&self) -> Option<u64> {
+        Some(self.1)
+    }
+}
+
+/// Plain records: the epoch of the message that carries them.
+macro_rules! plain_records {
+    ($($record:ty),*) => {
+        $(impl EpochOf for $record {
+            fn epoch_of(&self) -> Option<u64> {
+                None
+            }
+        })*
+    };
+}
+
+plain_records!(
+    operators::SharedEvent,
+    operators::IdWarning,
+    operators::DeadLetter
+);
 
 /// Connects `sink` to `stream`. Records of epochs up to `replayed_through` are dropped: an
 /// earlier run wrote them. The returned stream's frontier passes an epoch once the sink has
@@ -61,7 +81,7 @@ pub fn attach<'s, S: TableSink>(
         stream,
         Exchange::new(S::route),
         S::NAME,
-        S::epoch_of,
+        <S::Record as EpochOf>::epoch_of,
         replayed_through,
         move |epoch, records| sink.write(epoch, records),
     )

@@ -4,7 +4,7 @@ use clickhouse::Row;
 use operators::{Session, route};
 use serde::{Deserialize, Serialize};
 
-use super::{Table, TableSink, update_epoch};
+use super::{Table, TableSink};
 use crate::sink::clickhouse::rows::datetime;
 use crate::sink::epoch::upserts;
 
@@ -73,10 +73,6 @@ impl TableSink for SessionsSink {
 
     fn route((session, _, _): &Self::Record) -> u64 {
         route(&session.session_id)
-    }
-
-    fn epoch_of(update: &Self::Record) -> Option<u64> {
-        update_epoch(update)
     }
 
     fn write(&mut self, epoch: u64, updates: Vec<Self::Record>) {

@@ -4,7 +4,7 @@ use clickhouse::Row;
 use operators::{VisitorHour, route};
 use serde::{Deserialize, Serialize};
 
-use super::{Table, TableSink, update_epoch};
+use super::{Table, TableSink};
 use crate::sink::clickhouse::rows::datetime;
 use crate::sink::epoch::upserts;
 
@@ -56,10 +56,6 @@ impl TableSink for VisitorHoursSink {
 
     fn route((row, _, _): &Self::Record) -> u64 {
         route(&(&row.tenant, row.hour_ms, &row.visitor_id, &row.person_id))
-    }
-
-    fn epoch_of(update: &Self::Record) -> Option<u64> {
-        update_epoch(update)
     }
 
     fn write(&mut self, epoch: u64, updates: Vec<Self::Record>) {
