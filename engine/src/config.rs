@@ -89,7 +89,7 @@ impl Default for AnalyticsConfig {
             max_session_secs: 24 * 3600,
             lateness_secs: 72 * 3600,
             retention_margin_secs: 600,
-            dedup_horizon_secs: 24 * 3600,
+            dedup_horizon_secs: 72 * 3600,
             allow_identify_merge: Vec::new(),
             placeholder_ids: operators::DEFAULT_PLACEHOLDER_IDS
                 .iter()

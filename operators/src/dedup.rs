@@ -22,14 +22,15 @@ use crate::stash::{Stash, route};
 #[derive(Debug, Clone, Copy)]
 pub struct DedupSettings {
     /// How long a message id is remembered, measured on the operator's clock (the newest
-    /// `received_at` it has seen). Default 24 h.
+    /// `received_at` it has seen). Default 72 h, the lateness horizon: a retry received that
+    /// long after its original still changes state if it is not recognised.
     pub horizon_ms: i64,
 }
 
 impl Default for DedupSettings {
     fn default() -> Self {
         DedupSettings {
-            horizon_ms: 24 * 3_600_000,
+            horizon_ms: 72 * 3_600_000,
         }
     }
 }

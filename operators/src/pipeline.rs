@@ -73,9 +73,14 @@ impl Default for AnalyticsSettings {
 impl AnalyticsSettings {
     /// How far back (in read time) the records that open state may still depend on can lie:
     /// the dedup horizon, or the longest session plus the time its state is retained after
-    /// its last event. A restart replays this much of the log to rebuild the state.
+    /// its last event (sessionize keeps a margin and a gap more). A restart replays this much
+    /// of the log to rebuild the state.
     pub fn replay_horizon_ms(&self) -> u64 {
-        let sessions = self.sessions.max_session_ms + self.sessions.retention.keep_ms();
+        let retention = self.sessions.retention;
+        let sessions = self.sessions.max_session_ms
+            + retention.keep_ms()
+            + retention.margin_ms
+            + retention.session_gap_ms;
         self.dedup.horizon_ms.max(sessions).max(0) as u64
     }
 }
@@ -1086,7 +1091,7 @@ mod memory {
         })
     }
 
-    /// The default horizons (lateness 72 h, sessions up to 24 h, message ids 24 h) over ten
+    /// The default horizons (lateness 72 h, sessions up to 24 h, message ids 72 h) over ten
     /// simulated days: a new visitor every minute, and every tenth one also sends an event
     /// 70 hours old (on time). State holds what the horizons say, not the ten days.
     #[test]
@@ -1105,13 +1110,13 @@ mod memory {
         println!(
             "events {total_events}: peak dedup ids {dedup_ids}, attributed {attributed}, sessionized {sessionized}, windows {windows}, visitor hours {visitor_hours}"
         );
-        // Message ids: 24 h of 3.1 per minute, ~4,500 (swept when a quarter more arrived,
-        // so up to twice that). Visitors are kept for gap + lateness +
+        // Message ids: 72 h of 3.1 per minute, ~13,400 (swept when a quarter more arrived,
+        // so up to about 1.5 times that). Visitors are kept for gap + lateness +
         // margin (72 h 40 min) after their last event: ~13,500 events. A minute window lives
         // for max session + that (~97 h: ~5,800 minutes); a visitor-hour row an hour more,
         // one per visitor (~5,900). Sweeps run every quarter of the keys and add slack.
         assert!(
-            dedup_ids < 9_000,
+            dedup_ids < 22_000,
             "dedup ids peaked at {dedup_ids} of {total_events}"
         );
         assert!(

@@ -202,7 +202,6 @@ struct Entry {
 struct PersonState {
     events: BTreeMap<Key, Entry>,
     sessions: Vec<Session>,
-    last_time_ms: i64,
 }
 
 impl PersonState {
@@ -380,7 +379,6 @@ impl<'s, T: Timestamp + TotalOrder> Sessionize<'s, T>
                         for (person, event, diff) in updates.into_iter().flatten() {
                             clock = clock.max(event.received_at_ms);
                             let state = persons.entry(person.clone()).or_default();
-                            state.last_time_ms = state.last_time_ms.max(event.timestamp_ms);
                             let key: Key = (event.timestamp_ms, event.message_id.clone());
                             match touched.get_mut(&person) {
                                 Some((lo, hi)) => {
@@ -424,13 +422,8 @@ impl<'s, T: Timestamp + TotalOrder> Sessionize<'s, T>
                             // most a gap before `cutoff`.
                             let closed = cutoff.saturating_sub(settings.retention.session_gap_ms);
                             persons.retain(|_, state| {
-                                let keep = state.last_time_ms >= cutoff && !state.events.is_empty();
-                                retained -= if keep {
-                                    state.release_before(closed)
-                                } else {
-                                    state.events.len()
-                                };
-                                keep
+                                retained -= state.release_before(closed);
+                                !state.events.is_empty()
                             });
                         }
                         observe(retained);

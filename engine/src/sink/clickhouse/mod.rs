@@ -181,7 +181,11 @@ struct LastEpochRow {
 
 /// The statement of [`ClickHouseWriter::correct_events`]: every column of `events` copied,
 /// but `session_id`, `person_id` and `version`. Its parameters: message ids and their new
-/// sessions, message ids and their new persons, the version, the tenant, the keys.
+/// sessions, message ids and their new persons, the version, the tenant, the first and last
+/// event time (the range of the sort key the rows lie in), the keys.
+static CORRECT_EVENTS_SQL: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(correct_events_sql);
+
 fn correct_events_sql() -> String {
     use crate::sink::tables::events::EventRow;
     let columns = <EventRow as Row>::COLUMN_NAMES;
@@ -197,7 +201,8 @@ fn correct_events_sql() -> String {
     let insert: Vec<String> = columns.iter().map(|c| format!("`{c}`")).collect();
     format!(
         "INSERT INTO events ({}) SELECT {} FROM events FINAL \
-         WHERE tenant = ? AND (event_time, message_id) IN \
+         WHERE tenant = ? AND event_time BETWEEN toDateTime(?) AND toDateTime(?) \
+         AND (event_time, message_id) IN \
          (SELECT toDateTime(tupleElement(key, 1)), tupleElement(key, 2) FROM (SELECT arrayJoin(?) AS key))",
         insert.join(", "),
         select.join(", ")
@@ -258,14 +263,20 @@ impl ClickHouseWriter {
         let ids: Vec<&str> = corrections.iter().map(|c| c.1).collect();
         let sessions: Vec<&str> = corrections.iter().map(|c| c.2).collect();
         let persons: Vec<&str> = corrections.iter().map(|c| c.3).collect();
+        let (first, last) = keys.iter().fold((u32::MAX, 0), |(lo, hi), (time, _)| {
+            (lo.min(*time), hi.max(*time))
+        });
         self.client
-            .query(&correct_events_sql())
+            .query(&CORRECT_EVENTS_SQL)
+            .with_setting("max_query_size", "16777216")
             .bind(&ids)
             .bind(&sessions)
             .bind(&ids)
             .bind(&persons)
             .bind(epoch)
             .bind(tenant)
+            .bind(first)
+            .bind(last)
             .bind(&keys)
             .execute()
             .await?;

@@ -180,9 +180,34 @@ pub struct EventsSink {
 /// A stored event's new `(event_time, message_id, session_id, person_id)`, by tenant.
 type Corrections<'a> = BTreeMap<&'a str, Vec<(u32, &'a str, &'a str, &'a str)>>;
 
-/// Rows are sent in statements of at most this many corrections, to stay well inside
-/// ClickHouse's `max_query_size` (256 KiB): a correction is about 200 bytes of SQL.
-const CORRECTIONS_PER_STATEMENT: usize = 500;
+/// Corrections are sent in statements of about this many bytes of ids: their SQL stays small
+/// for the parser, whatever the ids' lengths (the statement also lifts `max_query_size`, so
+/// that one correction of very long ids still goes through).
+const CORRECTION_BYTES_PER_STATEMENT: usize = 64 * 1024;
+
+/// Splits `corrections` into statements of about [`CORRECTION_BYTES_PER_STATEMENT`] bytes of
+/// ids (the message id appears three times in a statement).
+fn statements<'a, 'c>(
+    corrections: &'c [(u32, &'a str, &'a str, &'a str)],
+) -> impl Iterator<Item = &'c [(u32, &'a str, &'a str, &'a str)]> {
+    let mut rest = corrections;
+    std::iter::from_fn(move || {
+        if rest.is_empty() {
+            return None;
+        }
+        let mut bytes = 0;
+        let end = rest
+            .iter()
+            .position(|(_, message_id, session_id, person_id)| {
+                bytes += 3 * message_id.len() + session_id.len() + person_id.len() + 32;
+                bytes > CORRECTION_BYTES_PER_STATEMENT
+            })
+            .map_or(rest.len(), |over| over.max(1));
+        let (statement, after) = rest.split_at(end);
+        rest = after;
+        Some(statement)
+    })
+}
 
 impl TableSink for EventsSink {
     type Record = (EventUpdate, u64, isize);
@@ -193,17 +218,18 @@ impl TableSink for EventsSink {
     }
 
     fn write(&mut self, epoch: u64, updates: Vec<Self::Record>) {
-        let mut arrived: FxHashMap<(String, String), SharedEvent> = FxHashMap::default();
+        let mut arrivals = Vec::new();
         let mut attributions = Vec::with_capacity(updates.len());
         for (update, time, diff) in updates {
             match update {
-                EventUpdate::Arrived(event) => {
-                    let key = (event.tenant.clone(), event.message_id.clone());
-                    arrived.insert(key, event);
-                }
+                EventUpdate::Arrived(event) => arrivals.push(event),
                 EventUpdate::Attributed(enriched) => attributions.push((enriched, time, diff)),
             }
         }
+        let mut arrived: FxHashMap<(&str, &str), &SharedEvent> = arrivals
+            .iter()
+            .map(|e| ((e.tenant.as_str(), e.message_id.as_str()), e))
+            .collect();
         let current = upserts(attributions, |e: &Enriched| {
             (e.event.tenant.clone(), e.event.message_id.clone())
         });
@@ -213,7 +239,7 @@ impl TableSink for EventsSink {
         // insertion carries its new attribution.
         for (enriched, _) in current.iter().filter(|(_, removed)| !removed) {
             let (tenant, message_id) = (&*enriched.event.tenant, &*enriched.event.message_id);
-            match arrived.remove(&(tenant.to_owned(), message_id.to_owned())) {
+            match arrived.remove(&(tenant, message_id)) {
                 Some(event) => rows.push(EventRow::new(
                     &event,
                     &enriched.session_id,
@@ -229,11 +255,11 @@ impl TableSink for EventsSink {
                 )),
             }
         }
-        // Every on-time event is attributed in the epoch it arrives in; one that was not is
-        // still stored, without session or person, rather than lost.
+        // Every on-time event is attributed in the epoch it arrives in, unless the state
+        // already held its message id: a retry received after the dedup horizon. Its row is
+        // stored already, with its attribution; writing it again would erase that.
         for event in arrived.into_values() {
-            tracing::error!(message_id = %event.message_id, "event arrived without attribution");
-            rows.push(EventRow::new(&event, "", "", false, epoch));
+            tracing::warn!(tenant = %event.tenant, message_id = %event.message_id, "a repeated event past the dedup horizon was not stored again");
         }
         self.table.insert("events", "events", &rows);
         self.correct(epoch, &corrections);
@@ -246,11 +272,12 @@ impl TableSink for EventsSink {
 }
 
 impl EventsSink {
-    /// Applies an epoch's corrections, after its new rows (a correction may name an event
-    /// inserted earlier in the same batch).
+    /// Applies an epoch's corrections. Each names an event stored by an earlier batch of this
+    /// worker (an event and its attribution are routed alike, and a sink writes its batches in
+    /// order), or by the run a restart replays.
     fn correct(&self, epoch: u64, corrections: &Corrections) {
         for (tenant, corrections) in corrections {
-            for chunk in corrections.chunks(CORRECTIONS_PER_STATEMENT) {
+            for chunk in statements(corrections) {
                 self.table
                     .runtime
                     .write_with_retry("event corrections", || {
@@ -308,5 +335,36 @@ impl TableSink for LateEventsSink {
             .collect();
         self.table.insert("late events", "events", &rows);
         self.table.metrics().late_events.inc_by(rows.len() as u64);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Statements hold every correction once, in order, each within the byte budget unless a
+    /// single correction is larger than it.
+    #[test]
+    fn corrections_are_split_by_the_bytes_of_their_ids() {
+        let long = "x".repeat(40 * 1024);
+        let ids: Vec<String> = (0..2_000).map(|i| format!("message-{i:05}")).collect();
+        let mut corrections: Vec<(u32, &str, &str, &str)> =
+            ids.iter().map(|id| (7, id.as_str(), "s", "p")).collect();
+        corrections.insert(1_000, (7, &long, "s", "p"));
+        let split: Vec<_> = statements(&corrections).collect();
+        assert_eq!(split.concat(), corrections);
+        assert!(split.len() > 2, "{} statements", split.len());
+        for statement in &split {
+            let bytes: usize = statement
+                .iter()
+                .map(|(_, m, s, p)| 3 * m.len() + s.len() + p.len() + 32)
+                .sum();
+            assert!(
+                bytes <= CORRECTION_BYTES_PER_STATEMENT || statement.len() == 1,
+                "{bytes} bytes in {} corrections",
+                statement.len()
+            );
+        }
+        assert_eq!(statements(&[]).count(), 0);
     }
 }
