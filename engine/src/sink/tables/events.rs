@@ -241,7 +241,7 @@ impl TableSink for EventsSink {
             let (tenant, message_id) = (&*enriched.event.tenant, &*enriched.event.message_id);
             match arrived.remove(&(tenant, message_id)) {
                 Some(event) => rows.push(EventRow::new(
-                    &event,
+                    event,
                     &enriched.session_id,
                     &enriched.person_id,
                     false,
