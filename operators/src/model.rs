@@ -79,7 +79,8 @@ impl Activity {
         }
     }
 
-    /// The `Events` dimension, as [`event_label`].
+    /// The `Events` dimension of the event: a track's name, else `$pageview`, `$screen`,
+    /// `$identify`, ... (PostHog's names for the built-in kinds).
     pub fn label(&self) -> &str {
         match self.kind {
             EventKind::Track => &self.detail,
@@ -99,12 +100,7 @@ impl Activity {
         }
     }
 
-    /// The id that keys the visitor, as [`Event::visitor_id`].
-    pub fn visitor_id(&self) -> &str {
-        self.visitor()
-    }
-
-    /// The visitor id, shared.
+    /// The id that keys the visitor, as [`Event::visitor_id`]; shared.
     pub fn visitor(&self) -> &Arc<str> {
         if self.anonymous_id.is_empty() {
             &self.user_id
@@ -478,19 +474,6 @@ pub struct VisitorHour {
     pub events: i64,
     /// Page views among them.
     pub page_views: i64,
-}
-
-/// The `Events` dimension of an event: a track's name, else `$pageview`, `$screen`,
-/// `$identify`, ... (PostHog's names for the built-in kinds).
-pub fn event_label(event: &Event) -> &str {
-    match event.kind {
-        EventKind::Track => &event.name,
-        EventKind::Page => "$pageview",
-        EventKind::Screen => "$screen",
-        EventKind::Identify => "$identify",
-        EventKind::Alias => "$alias",
-        EventKind::Group => "$group",
-    }
 }
 
 /// Start of the minute containing `time_ms`.

@@ -65,6 +65,24 @@ struct Visitor {
     last_time_ms: i64,
 }
 
+/// Releases the events older than `cutoff` (a visitor who keeps coming back keeps only those
+/// a change may still re-attribute) and the visitors left without any; returns how many
+/// events it released.
+fn release_before(visitors: &mut FxHashMap<Node, Visitor>, cutoff: i64) -> usize {
+    let mut released = 0;
+    visitors.retain(|_, visitor| {
+        let before = visitor.events.len();
+        if visitor.last_time_ms >= cutoff {
+            visitor.events.retain(|e| e.timestamp_ms >= cutoff);
+        } else {
+            visitor.events.clear();
+        }
+        released += before - visitor.events.len();
+        !visitor.events.is_empty()
+    });
+    released
+}
+
 /// Attributes events to persons.
 pub trait AssignPersons<'s, T: Timestamp> {
     /// Pairs each event with its person: the person of its `userId` when it has one, else of
@@ -216,18 +234,7 @@ impl<'s, T: Timestamp + TotalOrder> AssignPersons<'s, T> for StreamVec<'s, T, Sh
                         if since_expiry >= visitors.len() / 4 + 1024 {
                             since_expiry = 0;
                             let cutoff = clock.saturating_sub(retention.keep_ms());
-                            visitors.retain(|_, visitor| {
-                                let before = visitor.events.len();
-                                if visitor.last_time_ms >= cutoff {
-                                    // A visitor who keeps coming back keeps only its events
-                                    // a change may still re-attribute.
-                                    visitor.events.retain(|e| e.timestamp_ms >= cutoff);
-                                } else {
-                                    visitor.events.clear();
-                                }
-                                retained -= before - visitor.events.len();
-                                !visitor.events.is_empty()
-                            });
+                            retained -= release_before(&mut visitors, cutoff);
                         }
                         observe(retained);
                     }

@@ -120,7 +120,7 @@ impl<'a> Builder<'a> {
             tenant: self.person.tenant.to_string(),
             session_id: event.message_id.to_string(),
             person_id: self.person.id.to_string(),
-            visitor_id: event.visitor_id().to_owned(),
+            visitor_id: event.visitor().to_string(),
             start_ms: time,
             end_ms: time,
             events: 0,
