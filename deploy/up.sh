@@ -20,16 +20,9 @@ QUERY_PORT="${CLICKSTREAM_QUERY_PORT:-18081}"
 DEMO_RATE="${CLICKSTREAM_DEMO_RATE:-30}"
 
 servers_up
-if [[ "$FRESH_BROKER" == 1 ]]; then
-    # tansu keeps its log in memory: the new broker's topics are empty, and the results,
-    # checkpoints, epoch plans and claim positions in ClickHouse describe a log that is gone.
-    # Start the demo database afresh (the engine recreates it).
-    curl -fsS "$CLICKSTREAM_CLICKHOUSE_URL" --data-binary "DROP DATABASE IF EXISTS clickstream" >/dev/null
-    log "fresh broker: dropped the demo database of the previous log"
-fi
 
 log "building release binaries (first build takes a few minutes)"
-(cd "$ROOT" && cargo build --release --quiet -p clickstream-engine -p clickstream-ingest-gateway -p clickstream-query-gateway -p clickstream-benches)
+(cd "$ROOT" && cargo build --release --quiet -p clickstream-engine -p clickstream-ingest-gateway -p clickstream-query-gateway -p clickstream-loadgen)
 
 cat >"$STATE_DIR/engine.toml" <<TOML
 epoch_ms = 500

@@ -1,5 +1,4 @@
-//! Benchmark harness and load generation for clickstream.
+//! Benchmark harness for clickstream (the generated clickstream is the `loadgen` crate).
 #![warn(missing_docs)]
 
-pub mod generator;
 pub mod load;

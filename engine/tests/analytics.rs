@@ -9,9 +9,9 @@ mod common;
 
 use std::collections::BTreeSet;
 
-use benches::generator::{Generator, GeneratorConfig};
 use common::reference::compare_with_reference;
 use common::{Cluster, TestEnv, engine_config, produce, wait_until_checkpointed};
+use loadgen::generator::{Generator, GeneratorConfig};
 use rdkafka::ClientConfig;
 use rdkafka::producer::FutureProducer;
 

@@ -9,11 +9,11 @@ mod common;
 
 use std::time::Duration;
 
-use benches::generator::{Generator, GeneratorConfig};
 use common::reference::compare_with_reference;
 use common::{
     ClickHouse, Cluster, PARTITIONS, engine_config, produce, required_env, wait_until_checkpointed,
 };
+use loadgen::generator::{Generator, GeneratorConfig};
 use rdkafka::ClientConfig;
 use rdkafka::mocking::MockCluster;
 use rdkafka::producer::{DefaultProducerContext, FutureProducer};

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use clap::Parser;
-use clickstream_benches::generator::{Generator, GeneratorConfig};
+use loadgen::generator::{Generator, GeneratorConfig};
 use operators::decode::decode_record;
 use operators::reference::analyze;
 use operators::{

@@ -9,7 +9,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use benches::generator::{Generator, GeneratorConfig, segment_json};
+use loadgen::generator::{Generator, GeneratorConfig, segment_json};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::{Value, json};

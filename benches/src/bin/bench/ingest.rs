@@ -5,8 +5,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use clickstream_benches::generator::{Generator, GeneratorConfig, segment_json};
 use clickstream_benches::load::{LoadPlan, LoadReport, run_open_loop};
+use loadgen::generator::{Generator, GeneratorConfig, segment_json};
 use serde_json::{Value, json};
 
 use crate::report::{Curve, Report};

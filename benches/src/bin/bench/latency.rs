@@ -8,9 +8,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use clickstream_benches::generator::{Generator, GeneratorConfig, segment_json};
 use clickstream_benches::load::{LoadPlan, latency_histogram, run_open_loop};
 use hdrhistogram::Histogram;
+use loadgen::generator::{Generator, GeneratorConfig, segment_json};
 use serde_json::{Value, json};
 
 use crate::report::Report;

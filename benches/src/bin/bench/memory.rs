@@ -14,8 +14,8 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use clickstream_benches::generator::{Generator, GeneratorConfig};
 use clickstream_benches::load::{LoadPlan, run_open_loop};
+use loadgen::generator::{Generator, GeneratorConfig};
 use rdkafka::ClientConfig;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use clap::Parser;
-use clickstream_benches::generator::{Generator, GeneratorConfig, segment_json};
+use clickstream_loadgen::generator::{Generator, GeneratorConfig, segment_json};
 use serde_json::json;
 
 /// Sends realistic traffic to an ingest gateway.
