@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
+use rustc_hash::FxHashMap;
 use timely::container::CapacityContainerBuilder;
 use timely::dataflow::channels::pact::ParallelizationContract;
 use timely::dataflow::operators::generic::operator::Operator;
@@ -150,46 +151,56 @@ where
 /// Only the batch is known, not what was written before it, so a record's presence before the
 /// batch is read off its first update: a record whose first change is a retraction was there.
 /// (Keyed outputs hold at most one record per key, so counts are 0 or 1.) Multiple records
-/// present for a key cannot happen for well-keyed outputs; the greatest is taken so that the
-/// choice is at least deterministic.
+/// present for a key cannot happen for well-keyed outputs; the greatest is taken (and of
+/// several removed ones the least) so that the choice is at least deterministic. The result
+/// is ordered by key.
+///
+/// Records are netted in hash maps, not ordered maps: a record (an enriched event, a
+/// session) is long, and the ordered maps' comparisons of whole records were a tenth of the
+/// engine's time in `bench pipeline`.
 pub fn upserts<D, K>(
     updates: impl IntoIterator<Item = (D, u64, isize)>,
     key: impl Fn(&D) -> K,
 ) -> Vec<(D, bool)>
 where
-    D: Ord,
+    D: Ord + Hash,
     K: Ord + Hash,
 {
     // Differential may deliver a time's updates unconsolidated: net them per (record, time).
-    let mut by_time: BTreeMap<(D, u64), isize> = BTreeMap::new();
+    let mut netted: FxHashMap<(D, u64), isize> = FxHashMap::default();
     for (datum, time, diff) in updates {
-        *by_time.entry((datum, time)).or_default() += diff;
+        *netted.entry((datum, time)).or_default() += diff;
     }
+    let mut by_time: Vec<((D, u64), isize)> =
+        netted.into_iter().filter(|(_, diff)| *diff != 0).collect();
+    by_time.sort_unstable_by_key(|((_, time), _)| *time);
     // Per record, in time order: its first change and its net change.
-    let mut changes: BTreeMap<D, (isize, isize)> = BTreeMap::new();
+    let mut changes: FxHashMap<D, (isize, isize)> = FxHashMap::default();
     for ((datum, _), diff) in by_time {
-        if diff != 0 {
-            changes.entry(datum).or_insert((diff, 0)).1 += diff;
-        }
+        changes.entry(datum).or_insert((diff, 0)).1 += diff;
     }
-    let mut by_key: BTreeMap<K, (Option<D>, Option<D>)> = BTreeMap::new();
+    let mut by_key: FxHashMap<K, (Option<D>, Option<D>)> = FxHashMap::default();
     for (datum, (first, net)) in changes {
         let before = isize::from(first < 0);
-        let entry = by_key.entry(key(&datum)).or_default();
+        let (present, removed) = by_key.entry(key(&datum)).or_default();
         if before + net > 0 {
-            entry.0 = Some(datum);
-        } else if entry.1.is_none() {
-            entry.1 = Some(datum);
+            if present.as_ref().is_none_or(|kept| datum > *kept) {
+                *present = Some(datum);
+            }
+        } else if removed.as_ref().is_none_or(|kept| datum < *kept) {
+            *removed = Some(datum);
         }
     }
-    by_key
-        .into_values()
-        .filter_map(|(present, removed)| match (present, removed) {
-            (Some(present), _) => Some((present, false)),
-            (None, Some(removed)) => Some((removed, true)),
+    let mut upserts: Vec<(K, (D, bool))> = by_key
+        .into_iter()
+        .filter_map(|(key, (present, removed))| match (present, removed) {
+            (Some(present), _) => Some((key, (present, false))),
+            (None, Some(removed)) => Some((key, (removed, true))),
             (None, None) => None,
         })
-        .collect()
+        .collect();
+    upserts.sort_unstable_by(|(a, _), (b, _)| a.cmp(b));
+    upserts.into_iter().map(|(_, upsert)| upsert).collect()
 }
 
 #[cfg(test)]
