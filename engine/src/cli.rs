@@ -23,6 +23,10 @@ pub struct RunArgs {
     pub config: Option<PathBuf>,
     /// Overrides `metrics.listen` of the configuration.
     pub metrics_listen: Option<SocketAddr>,
+    /// Overrides `kafka.log_loss_timeout_secs` of the configuration.
+    pub log_loss_timeout_secs: Option<u64>,
+    /// Accept a new log in place of the one the checkpoints describe, then exit.
+    pub accept_new_log: bool,
     /// This process's index in the cluster (`-p`), used to offset per-process ports.
     pub process_index: usize,
     /// Processes in the cluster (`-n`).
@@ -47,6 +51,20 @@ fn options() -> getopts::Options {
         "metrics-listen",
         "address of the /metrics endpoint (default from config; the port is offset by -p)",
         "ADDR",
+    );
+    options.optopt(
+        "",
+        "log-loss-timeout-secs",
+        "how long to wait, stalled, on a log that is not the one the checkpoints describe, \
+         before exiting with status 4 (default from config: 300)",
+        "SECS",
+    );
+    options.optflag(
+        "",
+        "accept-new-log",
+        "recovery after exit status 4: partitions whose log is not the one the checkpoints \
+         describe start afresh from the new log, every result kept (sessions open at the cut \
+         split there); then exit. Run it once, on one process",
     );
     options.optflag("", "help", "print this help");
     options.optflag("V", "version", "print the version");
@@ -90,9 +108,14 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Command, CliError
                 .map_err(|error| CliError(format!("--metrics-listen {text}: {error}")))
         })
         .transpose()?;
+    let log_loss_timeout_secs = matches
+        .opt_get("log-loss-timeout-secs")
+        .map_err(|error| CliError(format!("--log-loss-timeout-secs: {error}")))?;
     Ok(Command::Run(Box::new(RunArgs {
         config: matches.opt_str("config").map(PathBuf::from),
         metrics_listen,
+        log_loss_timeout_secs,
+        accept_new_log: matches.opt_present("accept-new-log"),
         process_index: number("p")?,
         processes: number("n")?,
         workers_per_process: number("w")?,
@@ -115,7 +138,7 @@ mod tests {
         let hosts = dir.join("hosts");
         std::fs::write(&hosts, "127.0.0.1:3000\n127.0.0.1:3001\n127.0.0.1:3002\n").unwrap();
         let line = format!(
-            "-w 8 -n 3 -p 1 -h {} --config x.toml --metrics-listen 127.0.0.1:9000",
+            "-w 8 -n 3 -p 1 -h {} --config x.toml --metrics-listen 127.0.0.1:9000 --log-loss-timeout-secs 30",
             hosts.display()
         );
         let Command::Run(run) = parse(args(&line)).unwrap() else {
@@ -127,6 +150,7 @@ mod tests {
         );
         assert_eq!(run.config, Some(PathBuf::from("x.toml")));
         assert_eq!(run.metrics_listen, Some("127.0.0.1:9000".parse().unwrap()));
+        assert_eq!(run.log_loss_timeout_secs, Some(30));
         match run.timely {
             timely::Config {
                 communication:

@@ -182,6 +182,11 @@ pub struct KafkaConfig {
     pub max_pending_records: usize,
     /// How often to look for partitions added to the topic.
     pub partition_refresh_secs: u64,
+    /// How long the engine waits, stalled, when the log is not the one its checkpoints
+    /// describe (shorter, regrown, or its needed records deleted), before it exits with
+    /// [`crate::retry::EXIT_LOG_MISMATCH`]; the log may yet come back (a lagging replica).
+    /// Also `--log-loss-timeout-secs`.
+    pub log_loss_timeout_secs: u64,
 }
 
 /// ClickHouse sink settings.
@@ -233,6 +238,7 @@ impl Default for KafkaConfig {
             max_poll_records: 10_000,
             max_pending_records: 500_000,
             partition_refresh_secs: 10,
+            log_loss_timeout_secs: 300,
         }
     }
 }

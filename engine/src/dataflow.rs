@@ -32,6 +32,7 @@ use crate::sink::tables::warnings::WarningsSink;
 use crate::sink::tables::{Live, Table, attach};
 use crate::source::control::{control_consumer, control_source};
 use crate::source::kafka::{PartitionReader, Planner, SourceSettings, kafka_source};
+use crate::source::log_check::{LogGuard, Mismatch};
 
 /// Shared by every worker of a process.
 #[derive(Debug, Clone)]
@@ -80,12 +81,44 @@ pub fn load_start_state(
     } = &context.config;
     let writer = ClickHouseWriter::new(clickhouse, &kafka.topic);
     let recovery = read_with_retry(context, "checkpoints", || writer.load_recovery())?;
+    log_guard(context, &writer).verify_at_start(kafka, &recovery);
     let claims = if process == 0 {
         read_with_retry(context, "identity claims", || writer.load_claims(&recovery))?
     } else {
         Vec::new()
     };
     Ok(StartState { recovery, claims })
+}
+
+/// `engine --accept-new-log`: see [`LogGuard::accept_new_log`].
+pub fn accept_new_log(context: &EngineContext) -> Result<Vec<Mismatch>, WorkerError> {
+    let EngineConfig {
+        kafka, clickhouse, ..
+    } = &context.config;
+    let writer = ClickHouseWriter::new(clickhouse, &kafka.topic);
+    let recovery = read_with_retry(context, "checkpoints", || writer.load_recovery())?;
+    Ok(log_guard(context, &writer).accept_new_log(kafka, &recovery)?)
+}
+
+/// Writes with the engine's retry policy.
+fn sink_runtime(context: &EngineContext) -> SinkRuntime {
+    SinkRuntime {
+        runtime: context.runtime.clone(),
+        shutdown: context.shutdown.clone(),
+        metrics: context.metrics.clone(),
+        backoff: Backoff::up_to(Duration::from_millis(
+            context.config.clickhouse.max_retry_backoff_ms,
+        )),
+    }
+}
+
+/// Records and times out stalls on a log that is not the one the checkpoints describe.
+fn log_guard(context: &EngineContext, writer: &ClickHouseWriter) -> LogGuard {
+    LogGuard {
+        writer: writer.clone(),
+        sink: sink_runtime(context),
+        timeout: Duration::from_secs(context.config.kafka.log_loss_timeout_secs),
+    }
 }
 
 /// Builds this worker's part of the dataflow and runs it until shutdown.
@@ -137,12 +170,7 @@ pub fn run_worker(
         max_pending_records: kafka.max_pending_records,
         first_live_epoch,
     };
-    let sink = SinkRuntime {
-        runtime: context.runtime.clone(),
-        shutdown: context.shutdown.clone(),
-        metrics: context.metrics.clone(),
-        backoff: Backoff::up_to(Duration::from_millis(clickhouse.max_retry_backoff_ms)),
-    };
+    let sink = sink_runtime(context);
     let settings = analytics_config.to_settings(*epoch_ms);
     let checkpoint_settings = CheckpointSettings {
         replayed_through,
@@ -170,6 +198,7 @@ pub fn run_worker(
             Planner {
                 writer: writer.clone(),
                 sink: sink.clone(),
+                guard: log_guard(context, &writer),
             },
             positions.clone(),
             context.shutdown.clone(),

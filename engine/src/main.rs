@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::{Context as _, anyhow};
 use clickstream_engine::cli::{self, Command};
 use clickstream_engine::config::EngineConfig;
-use clickstream_engine::dataflow::{EngineContext, load_start_state, run_worker};
+use clickstream_engine::dataflow::{EngineContext, accept_new_log, load_start_state, run_worker};
 use clickstream_engine::metrics::Metrics;
 use clickstream_engine::retry::{Backoff, Chain};
 use clickstream_engine::sink::clickhouse::{SinkError, ensure_schema, schema_ready};
@@ -39,7 +39,10 @@ fn main() -> anyhow::Result<()> {
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .init();
-    let config = EngineConfig::load(run.config.as_deref()).context("loading configuration")?;
+    let mut config = EngineConfig::load(run.config.as_deref()).context("loading configuration")?;
+    if let Some(secs) = run.log_loss_timeout_secs {
+        config.kafka.log_loss_timeout_secs = secs;
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -97,6 +100,16 @@ fn main() -> anyhow::Result<()> {
         metrics,
         live,
     };
+    if run.accept_new_log {
+        let accepted = accept_new_log(&context).context("accepting the new log")?;
+        if accepted.is_empty() {
+            println!("the log is the one the checkpoints describe: nothing to accept");
+        }
+        for mismatch in accepted {
+            println!("accepted: {mismatch}; it starts afresh from the new log");
+        }
+        return Ok(());
+    }
     let start = Arc::new(
         load_start_state(&context, run.process_index).context("reading the last checkpoint")?,
     );

@@ -46,8 +46,12 @@ pub struct Metrics {
     /// Identity claims refused, by reason and by the Segment field that held the id.
     pub claims_refused: Family<RefusalLabels, Counter>,
     /// Per partition this process reads: the log end (high watermark) minus the position,
-    /// from librdkafka's statistics.
+    /// from librdkafka's statistics. Negative when the log ends before the position: a log
+    /// that lost records (see [`crate::source::log_check`]).
     pub consumer_lag: Family<PartitionLabels, Gauge>,
+    /// 1 for a partition whose log is not the one the checkpoints describe, while the engine
+    /// waits before it exits (see [`crate::source::log_check`]).
+    pub log_mismatch: Family<PartitionLabels, Gauge>,
     /// Seconds since this process last committed a checkpoint (since start, before the first).
     checkpoint_age: Gauge<f64, AtomicU64>,
     /// Seconds between now and "complete up to", on the process that writes `_progress`.
@@ -121,6 +125,7 @@ impl Default for Metrics {
             state_entries: Family::default(),
             claims_refused: Family::default(),
             consumer_lag: Family::default(),
+            log_mismatch: Family::default(),
             checkpoint_age: Gauge::default(),
             complete_until_lag: Gauge::default(),
             last_checkpoint_ms: AtomicI64::new(crate::now_ms() as i64),
@@ -174,6 +179,11 @@ impl Default for Metrics {
             "clickstream_engine_pending_records",
             "Records held for epochs not yet written",
             metrics.pending_records.clone(),
+        );
+        registry.register(
+            "clickstream_engine_log_mismatch",
+            "1 for a partition whose log is not the one the checkpoints describe (the engine stalls, then exits with status 4)",
+            metrics.log_mismatch.clone(),
         );
         registry.register(
             "clickstream_engine_late_events",

@@ -30,6 +30,12 @@ pub struct PartitionRecovery {
     pub replay_from_epoch: u64,
     /// `(epoch, next_offset)` of every planned epoch after `replay_from`, oldest first.
     pub plan: VecDeque<(u64, i64)>,
+    /// The furthest an earlier run read: the checkpoint's or the newest plan's next offset
+    /// (0: nothing). A log that ends before it is not the log the earlier run read.
+    pub expected_end: i64,
+    /// `(offset, fingerprint)` of the last record the checkpoint covers, when it was stored
+    /// (see [`crate::source::log_check`]).
+    pub mark: Option<(i64, u64)>,
 }
 
 /// What the last run left behind.
@@ -56,6 +62,10 @@ pub struct CheckpointState {
     pub low_water: i64,
     /// Epoch that ended at `low_water`.
     pub low_water_epoch: u64,
+    /// Where the checkpointed records end.
+    pub next_offset: i64,
+    /// Fingerprint of the record at `next_offset - 1` (0: not stored).
+    pub log_mark: u64,
 }
 
 impl Recovery {
@@ -70,6 +80,9 @@ impl Recovery {
                     replay_from: c.low_water,
                     replay_from_epoch: c.low_water_epoch,
                     plan: VecDeque::new(),
+                    expected_end: c.next_offset,
+                    mark: (c.log_mark != 0 && c.next_offset > 0)
+                        .then_some((c.next_offset - 1, c.log_mark)),
                 };
                 (c.partition, recovery)
             })
@@ -87,6 +100,7 @@ impl Recovery {
             let recovery = partitions.entry(partition).or_default();
             for (epoch, next_offset) in epochs {
                 last_planned_epoch = last_planned_epoch.max(epoch);
+                recovery.expected_end = recovery.expected_end.max(next_offset);
                 if next_offset > recovery.replay_from && epoch > recovery.replay_from_epoch {
                     recovery.plan.push_back((epoch, next_offset));
                 }
@@ -109,11 +123,14 @@ impl Recovery {
     }
 
     /// Whether a stored claim made at `(partition, offset)` will not be replayed, and so must
-    /// be reloaded.
+    /// be reloaded. Offset -1 marks claims of a log that was replaced (`engine
+    /// --accept-new-log`): they precede everything.
     pub fn claim_precedes_replay(&self, partition: i32, offset: i64) -> bool {
-        self.partitions
-            .get(&partition)
-            .is_some_and(|p| offset < p.replay_from)
+        offset < 0
+            || self
+                .partitions
+                .get(&partition)
+                .is_some_and(|p| offset < p.replay_from)
     }
 }
 
@@ -176,12 +193,16 @@ mod tests {
                 epoch: 50,
                 low_water: 100,
                 low_water_epoch: 10,
+                next_offset: 180,
+                log_mark: 77,
             },
             CheckpointState {
                 partition: 1,
                 epoch: 48,
                 low_water: 0,
                 low_water_epoch: 0,
+                next_offset: 7,
+                log_mark: 0,
             },
         ];
         let plans = [
@@ -201,6 +222,10 @@ mod tests {
             VecDeque::from([(20, 150), (50, 180), (55, 200)])
         );
         assert_eq!(recovery.partitions[&1].plan, VecDeque::from([(5, 7)]));
+        assert_eq!(recovery.partitions[&0].expected_end, 200, "the newest plan");
+        assert_eq!(recovery.partitions[&0].mark, Some((179, 77)));
+        assert_eq!(recovery.partitions[&1].mark, None, "no fingerprint stored");
+        assert_eq!(recovery.partitions[&2].expected_end, 3);
         assert_eq!(
             recovery.partitions[&2].replay_from, 0,
             "no checkpoint: from the start"
@@ -209,6 +234,10 @@ mod tests {
         assert!(!recovery.claim_precedes_replay(0, 100));
         assert!(!recovery.claim_precedes_replay(1, 0));
         assert!(!recovery.claim_precedes_replay(7, 0));
+        assert!(
+            recovery.claim_precedes_replay(7, -1),
+            "a replaced log's claim"
+        );
         assert_eq!(Recovery::oldest_needed_epoch(&checkpoints), 0);
     }
 
@@ -230,6 +259,8 @@ mod tests {
                 epoch: 40,
                 low_water: 100,
                 low_water_epoch: 10,
+                next_offset: 130,
+                log_mark: 1,
             }],
             &[(0, 10, 100), (0, 30, 120), (0, 40, 130)],
         );

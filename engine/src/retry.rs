@@ -16,6 +16,10 @@ use backon::{BlockingRetryable, ExponentialBuilder, Retryable};
 /// so that a supervisor can tell "restart me" from "a human must act".
 pub const EXIT_PERMANENT: i32 = 3;
 
+/// The exit status of an engine that found a log other than the one its checkpoints
+/// describe (see [`crate::source::log_check`]): restarting cannot help, a recovery must run.
+pub const EXIT_LOG_MISMATCH: i32 = 4;
+
 /// Displays an error with its whole chain of sources: `outer: cause: root cause`.
 #[derive(Debug)]
 pub struct Chain<'a>(pub &'a (dyn Error + 'static));

@@ -124,6 +124,15 @@ pub fn metrics_router(state: Arc<AppState>) -> Router {
         .route(
             "/metrics",
             get(|State(state): State<Arc<AppState>>| async move {
+                // The stall gauge is read at each scrape, so it outlives an engine that
+                // exited on the stall (an alert fires on the row, not on the engine).
+                match queries::log_stalls(&state.clickhouse).await {
+                    Ok(stalls) => state.metrics.set_log_stalls(stalls.len()),
+                    Err(error) => {
+                        tracing::warn!(error = %error, "cannot read _log_stalls for /metrics");
+                        state.metrics.set_log_stalls_unknown();
+                    }
+                }
                 (
                     [(
                         header::CONTENT_TYPE,
@@ -411,6 +420,13 @@ async fn person_sessions(
     )
 }
 
+/// What `/api/progress` says of a stall (the engine's README section "When the log is lost"
+/// has the recovery).
+const LOG_STALL_EXPLANATION: &str = "The engine stopped reading: the Kafka log is not the one \
+its checkpoints describe (the broker lost its log, the topic was recreated, or retention \
+deleted records a replay needs). Nothing after \"complete up to\" is counted until an \
+operator recovers the pipeline (README: When the log is lost).";
+
 async fn progress(
     State(state): State<Arc<AppState>>,
     Scoped { tenant, params: _ }: Scoped,
@@ -418,10 +434,24 @@ async fn progress(
     respond(
         async {
             let until = queries::progress(&state.clickhouse, &tenant.id).await?;
-            let time = until
-                .and_then(chrono::DateTime::from_timestamp_millis)
-                .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true));
-            Ok(json!({"complete_until_ms": until, "complete_until": time}))
+            let stalls = queries::log_stalls(&state.clickhouse).await?;
+            state.metrics.set_log_stalls(stalls.len());
+            let rfc3339 = |ms: i64| {
+                chrono::DateTime::from_timestamp_millis(ms)
+                    .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+            };
+            let stalled = stalls.iter().map(|s| s.detected_at_ms).min().map(|since| {
+                json!({
+                    "since": rfc3339(since),
+                    "reason": LOG_STALL_EXPLANATION,
+                    "partitions": stalls,
+                })
+            });
+            Ok(json!({
+                "complete_until_ms": until,
+                "complete_until": until.and_then(rfc3339),
+                "stalled": stalled,
+            }))
         }
         .await,
     )

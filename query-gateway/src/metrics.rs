@@ -5,6 +5,7 @@ use std::time::Duration;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::{Registry, Unit};
 
@@ -34,6 +35,7 @@ pub struct Metrics {
     ask_tokens: Family<TokenLabels, Counter>,
     ask_duration: Histogram,
     ask_rejected: Family<RejectLabels, Counter>,
+    log_stalled_partitions: Gauge,
 }
 
 /// Labels of the counter of questions refused before any work.
@@ -71,6 +73,12 @@ impl Default for Metrics {
             Unit::Seconds,
             ask_duration.clone(),
         );
+        let log_stalled_partitions = Gauge::default();
+        registry.register(
+            "clickstream_query_log_stalled_partitions",
+            "Partitions the engine stopped reading because their log is not the one its checkpoints describe (_log_stalls; -1: unknown)",
+            log_stalled_partitions.clone(),
+        );
         // Present from the start at zero, so that a rate over them is defined.
         for provider in ["offline", "anthropic", "openai"] {
             for outcome in ["answered", "cannot_answer", "refused", "failed"] {
@@ -89,6 +97,7 @@ impl Default for Metrics {
             ask_tokens,
             ask_duration,
             ask_rejected,
+            log_stalled_partitions,
         }
     }
 }
@@ -121,6 +130,16 @@ impl Metrics {
         self.ask_rejected
             .get_or_create(&RejectLabels { reason })
             .inc();
+    }
+
+    /// Sets the number of partitions the engine is stalled on.
+    pub fn set_log_stalls(&self, partitions: usize) {
+        self.log_stalled_partitions.set(partitions as i64);
+    }
+
+    /// ClickHouse could not say whether the engine is stalled.
+    pub fn set_log_stalls_unknown(&self) {
+        self.log_stalled_partitions.set(-1);
     }
 
     /// The text exposition format.

@@ -435,3 +435,46 @@ pub async fn progress(client: &Client, tenant: &str) -> Result<Option<i64>, ApiE
         .await?;
     Ok(row.map(|row| row.complete_until_ms))
 }
+
+/// A partition on which the engine stopped reading: its log is not the one the engine's
+/// checkpoints describe (engine `source::log_check`; row of `_log_stalls`).
+#[derive(Debug, Clone, Row, Deserialize, serde::Serialize)]
+pub struct LogStall {
+    /// Kafka topic.
+    pub topic: String,
+    /// Kafka partition.
+    pub partition: i32,
+    /// `partition_missing`, `log_ends_before_checkpoint`, `log_starts_after_replay` or
+    /// `other_record_at_offset`.
+    pub reason: String,
+    /// The offset the checkpoint expects (-1: none).
+    pub expected_offset: i64,
+    /// What the log has: its end, its start or the compared offset, by `reason` (-1: none).
+    pub found_offset: i64,
+    /// When the engine found it, Unix ms.
+    pub detected_at_ms: i64,
+}
+
+/// The partitions the engine is stalled on (none when it reads normally). The stall is the
+/// pipeline's, not a tenant's: every tenant's numbers stop at "complete up to".
+/// A database whose engine predates the table has no stalls.
+pub async fn log_stalls(client: &Client) -> Result<Vec<LogStall>, ApiError> {
+    let result = client
+        .query(
+            "SELECT topic, partition, reason, expected_offset, found_offset, detected_at_ms \
+             FROM _log_stalls FINAL WHERE resolved = 0 ORDER BY topic, partition",
+        )
+        .fetch_all()
+        .await;
+    match result {
+        Err(clickhouse::error::Error::BadResponse(text))
+            if schemas::clickhouse_error::exception_code(&text) == Some(UNKNOWN_TABLE) =>
+        {
+            Ok(Vec::new())
+        }
+        other => Ok(other?),
+    }
+}
+
+/// ClickHouse's error code for a table that does not exist.
+const UNKNOWN_TABLE: u32 = 60;

@@ -55,7 +55,15 @@ pub const TABLES: &[(&str, &str)] = &[
         include_str!("../sql/ingestion_warnings.sql"),
     ),
     ("ask_log", include_str!("../sql/ask_log.sql")),
+    ("_log_stalls", include_str!("../sql/log_stalls.sql")),
 ];
+
+/// Columns added to a table after it was first released, as `(table, column, type)`: a table
+/// created by an older version gets them with `ALTER TABLE … ADD COLUMN` (ClickHouse 18.16
+/// has no `ADD COLUMN IF NOT EXISTS`, so the caller checks `system.columns` first). Each is
+/// also in its table's template.
+pub const ADDED_COLUMNS: &[(&str, &str, &str)] =
+    &[("_checkpoints", "log_mark", "UInt64 DEFAULT 0")];
 
 /// The statements that create `database` and every table in it, for a server of `version`.
 /// All are idempotent (`IF NOT EXISTS`), so every component may run them at start.
@@ -148,6 +156,19 @@ mod tests {
             assert!(
                 template.contains(&format!("{{database}}.{name}\n")),
                 "{name} creates another table"
+            );
+        }
+    }
+
+    /// A new table gets an added column from its template, an old one from the ALTER: both
+    /// must say the same.
+    #[test]
+    fn added_columns_are_in_their_templates() {
+        for (table, column, kind) in ADDED_COLUMNS {
+            let (_, template) = TABLES.iter().find(|(name, _)| name == table).unwrap();
+            assert!(
+                template.contains(&format!("    {column} {kind}\n")),
+                "{table}.{column} {kind}"
             );
         }
     }

@@ -20,6 +20,9 @@ use crate::sink::epoch::SinkRuntime;
 pub struct EpochPositions {
     /// Per partition, the offset after the last record emitted at the epoch.
     pub next_offsets: BTreeMap<i32, i64>,
+    /// Per partition, the fingerprint of that last record
+    /// ([`crate::source::log_check::fingerprint`]).
+    pub marks: BTreeMap<i32, u64>,
     /// Records emitted at the epoch (for backpressure).
     pub records: usize,
     /// Per owned partition, the receive time everything before which had been read when the
@@ -104,6 +107,7 @@ pub fn checkpoint<'s>(
                                     .copied()
                                     .unwrap_or(0),
                                 written_at: datetime(crate::now_ms() as i64),
+                                log_mark: read.marks.get(&partition).copied().unwrap_or(0),
                             });
                         }
                     }

@@ -6,7 +6,7 @@
 //! the low water of the last checkpoint, replaying the epochs the last run planned (see
 //! [`crate::recovery`]).
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -28,6 +28,7 @@ use crate::retry::stop;
 use crate::sink::checkpoint::PositionsByEpoch;
 use crate::sink::clickhouse::ClickHouseWriter;
 use crate::sink::epoch::SinkRuntime;
+use crate::source::log_check::{LogGuard, Mismatch, fingerprint};
 
 /// Creates the events topic (with the configured partitions) and the single-partition control
 /// topic unless they exist. Idempotent, so every process may call it at start.
@@ -116,7 +117,7 @@ impl ClientContext for SourceContext {
                 .get_or_create(&PartitionLabels {
                     partition: partition.partition,
                 })
-                .set((partition.hi_offset - position).max(0));
+                .set(partition.hi_offset - position);
         }
     }
 
@@ -154,7 +155,10 @@ pub struct PartitionReader {
     caught_up_at: HashMap<i32, i64>,
     /// Per partition, the broker timestamp of the last record read.
     last_timestamp: HashMap<i32, i64>,
-    stalled_reported: BTreeSet<i32>,
+    /// Owned partitions whose log is not the one an earlier run read, found while reading.
+    mismatches: BTreeMap<i32, Mismatch>,
+    /// Whether `mismatches` changed since [`PartitionReader::changed_mismatches`] last looked.
+    mismatches_changed: bool,
     /// Whether the partitions have been listed at least once: until then no epoch may close,
     /// since a partition's replay plan could still start at it.
     assignment_known: bool,
@@ -190,7 +194,9 @@ impl PartitionReader {
             .set("group.id", "clickstream-engine")
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
-            .set("auto.offset.reset", "earliest")
+            // Never jump elsewhere in a log: an offset the log does not have means the log is
+            // not the one the checkpoints describe (see `log_check`).
+            .set("auto.offset.reset", "error")
             .set("enable.partition.eof", "true")
             .set("fetch.wait.max.ms", "50")
             .set("statistics.interval.ms", "5000")
@@ -205,7 +211,8 @@ impl PartitionReader {
             plans: HashMap::new(),
             caught_up_at: HashMap::new(),
             last_timestamp: HashMap::new(),
-            stalled_reported: BTreeSet::new(),
+            mismatches: BTreeMap::new(),
+            mismatches_changed: false,
             assignment_known: false,
             refresh_every: Duration::from_secs(config.partition_refresh_secs.max(1)),
             last_refresh: None,
@@ -295,6 +302,7 @@ impl PartitionReader {
                     let offset = message.offset();
                     self.positions.insert(partition, Some(offset + 1));
                     self.caught_up_at.remove(&partition);
+                    self.mismatches_changed |= self.mismatches.remove(&partition).is_some();
                     if let Some(timestamp) = message.timestamp().to_millis() {
                         self.last_timestamp.insert(partition, timestamp);
                     }
@@ -309,6 +317,12 @@ impl PartitionReader {
                     self.caught_up_at.insert(partition, crate::now_ms() as i64);
                     self.report_stalled_plan(partition);
                 }
+                Some(Err(KafkaError::MessageConsumption(RDKafkaErrorCode::AutoOffsetReset))) => {
+                    // A position the log does not have: it was truncated or replaced.
+                    metrics.source_errors.inc();
+                    self.find_truncated_partitions();
+                    break;
+                }
                 Some(Err(error)) => {
                     metrics.source_errors.inc();
                     tracing::warn!(worker = self.worker, %error, "kafka poll error; continuing");
@@ -320,8 +334,55 @@ impl PartitionReader {
         read
     }
 
-    /// A plan that expects records past the end of the log cannot be replayed faithfully;
-    /// the reader keeps waiting for them (a lagging replica may still deliver them), and says so.
+    /// Owned partitions whose log ends before the position read: the log this worker was
+    /// reading lost records or was replaced.
+    fn find_truncated_partitions(&mut self) {
+        let positions: Vec<(i32, i64)> = self
+            .positions
+            .iter()
+            .filter_map(|(&partition, position)| Some((partition, (*position)?)))
+            .collect();
+        for (partition, position) in positions {
+            match self
+                .consumer
+                .fetch_watermarks(&self.topic, partition, Duration::from_secs(5))
+            {
+                Ok((_, log_end)) if log_end < position => {
+                    self.note_mismatch(Mismatch::Shorter {
+                        partition,
+                        expected_end: position,
+                        log_end,
+                    });
+                }
+                Ok(_) => {}
+                Err(error) => {
+                    tracing::warn!(worker = self.worker, partition, %error, "cannot read the log's end");
+                }
+            }
+        }
+    }
+
+    fn note_mismatch(&mut self, mismatch: Mismatch) {
+        let partition = mismatch.partition();
+        if self.mismatches.get(&partition) != Some(&mismatch) {
+            self.mismatches.insert(partition, mismatch);
+            self.mismatches_changed = true;
+        }
+    }
+
+    /// The partitions whose log is not the one an earlier run read, when that set changed
+    /// since the last call.
+    pub fn changed_mismatches(&mut self) -> Option<Vec<Mismatch>> {
+        if !std::mem::take(&mut self.mismatches_changed) {
+            return None;
+        }
+        Some(self.mismatches.values().cloned().collect())
+    }
+
+    /// A plan that expects records past the end of the log cannot be replayed faithfully:
+    /// the log is not the one the earlier run read. The reader waits for them (a lagging
+    /// replica may still deliver them) while the source records the stall, and the source
+    /// gives up after the log-loss timeout.
     fn report_stalled_plan(&mut self, partition: i32) {
         let Some(plan) = self.plans.get(&partition) else {
             return;
@@ -335,16 +396,19 @@ impl PartitionReader {
         if position.is_some_and(|position| position >= plan_end) {
             return;
         }
-        if self.stalled_reported.insert(partition) {
-            tracing::error!(
-                worker = self.worker,
-                partition,
-                epoch,
-                next_offset,
-                ?position,
-                "the log ends before records an earlier run read; waiting for them"
-            );
-        }
+        tracing::debug!(
+            worker = self.worker,
+            partition,
+            epoch,
+            next_offset,
+            ?position,
+            "the log ends before records an earlier run read"
+        );
+        self.note_mismatch(Mismatch::Shorter {
+            partition,
+            expected_end: plan_end,
+            log_end: position.unwrap_or(0),
+        });
     }
 
     /// The epoch an earlier run gave the record at `offset`, while replaying; `None` for a
@@ -411,6 +475,46 @@ pub enum ReplayError {
     },
 }
 
+/// A source's stall on a log that is not the one an earlier run read.
+#[derive(Debug, Default)]
+struct LogStall {
+    /// Since when, and what is recorded.
+    open: Option<(Instant, Vec<Mismatch>)>,
+}
+
+impl LogStall {
+    /// Records the reader's changed mismatches; resolves the stall when none are left.
+    fn note(&mut self, guard: &LogGuard, mismatches: Vec<Mismatch>) {
+        if mismatches.is_empty() {
+            if let Some((_, recorded)) = self.open.take() {
+                let now = crate::now_ms() as i64;
+                guard.resolve(
+                    recorded
+                        .iter()
+                        .map(|m| m.row(guard.writer.topic(), now))
+                        .collect(),
+                );
+            }
+            return;
+        }
+        guard.record(&mismatches);
+        let since = self
+            .open
+            .take()
+            .map_or_else(Instant::now, |(since, _)| since);
+        self.open = Some((since, mismatches));
+    }
+
+    /// Exits once the stall has lasted the log-loss timeout.
+    fn give_up_when_due(&self, guard: &LogGuard) {
+        if let Some((since, mismatches)) = &self.open
+            && since.elapsed() >= guard.timeout
+        {
+            guard.give_up(mismatches);
+        }
+    }
+}
+
 /// The epoch (timely timestamp) of a wall-clock instant.
 pub fn epoch_of(unix_ms: u64, epoch_ms: u64) -> u64 {
     unix_ms / epoch_ms
@@ -430,13 +534,16 @@ pub struct SourceSettings {
     pub first_live_epoch: u64,
 }
 
-/// Where the source records its epoch plans.
+/// Where the source records its epoch plans, and the stalls of a log that is not the one
+/// an earlier run read.
 #[derive(Debug, Clone)]
 pub struct Planner {
     /// The plans' table.
     pub writer: ClickHouseWriter,
     /// Retries.
     pub sink: SinkRuntime,
+    /// Stalls.
+    pub guard: LogGuard,
 }
 
 /// The source operator. Replayed records go to the epochs an earlier run gave them; new ones
@@ -458,6 +565,7 @@ pub fn kafka_source<'s>(
         let mut reader = reader;
         reader.assign_now(&metrics);
         let mut buffer = Vec::with_capacity(settings.max_poll_records);
+        let mut log_stall = LogStall::default();
         move |output| {
             let Some(cap) = capability.as_mut() else {
                 return;
@@ -475,6 +583,10 @@ pub fn kafka_source<'s>(
             if pending < settings.max_pending_records {
                 read = reader.poll(settings.max_poll_records, &mut buffer, &metrics);
             }
+            if let Some(mismatches) = reader.changed_mismatches() {
+                log_stall.note(&planner.guard, mismatches);
+            }
+            log_stall.give_up_when_due(&planner.guard);
             if !buffer.is_empty() {
                 let mut by_epoch: BTreeMap<u64, Vec<SourceRecord>> = BTreeMap::new();
                 let mut positions = positions.borrow_mut();
@@ -499,7 +611,12 @@ pub fn kafka_source<'s>(
                     let entry = positions.entry(epoch).or_default();
                     entry.records += 1;
                     let next = entry.next_offsets.entry(record.partition).or_default();
-                    *next = (*next).max(record.offset + 1);
+                    if record.offset + 1 > *next {
+                        *next = record.offset + 1;
+                        entry
+                            .marks
+                            .insert(record.partition, fingerprint(&record.payload));
+                    }
                     by_epoch.entry(epoch).or_default().push(record);
                 }
                 for (epoch, records) in by_epoch {

@@ -2,3 +2,4 @@
 
 pub mod control;
 pub mod kafka;
+pub mod log_check;

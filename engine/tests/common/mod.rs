@@ -59,6 +59,17 @@ impl Cluster {
 
     /// `engine -w workers -n processes -p i -h hostfile` for every i.
     pub fn start_shape(dir: &Path, config: &Path, processes: usize, workers: usize) -> Cluster {
+        Cluster::start_with(dir, config, processes, workers, &[])
+    }
+
+    /// As [`Cluster::start_shape`], with `extra` engine flags.
+    pub fn start_with(
+        dir: &Path,
+        config: &Path,
+        processes: usize,
+        workers: usize,
+        extra: &[&str],
+    ) -> Cluster {
         let generation = GENERATION.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let hostfile = dir.join(format!("hosts-{generation}"));
         let hosts: Vec<String> = (0..processes)
@@ -91,6 +102,7 @@ impl Cluster {
                 .arg(config)
                 .arg("--metrics-listen")
                 .arg(metrics.to_string())
+                .args(extra)
                 .env("RUST_LOG", "info")
                 .env("RUST_BACKTRACE", "0")
                 .stdout(Stdio::from(output.try_clone().expect("clone")))

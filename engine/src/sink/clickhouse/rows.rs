@@ -21,6 +21,27 @@ pub struct CheckpointRow {
     pub low_water_epoch: u64,
     pub received_until: i64,
     pub written_at: u32,
+    /// [`crate::source::log_check::fingerprint`] of the record at `next_offset - 1`.
+    pub log_mark: u64,
+}
+
+/// One row of `_log_stalls`: a partition whose log is not the one the checkpoints describe
+/// (see [`crate::source::log_check`]). `resolved = 1` rows end a stall.
+#[derive(Debug, Clone, PartialEq, Row, Serialize, Deserialize)]
+#[allow(missing_docs)]
+pub struct LogStallRow {
+    pub topic: String,
+    pub partition: i32,
+    /// `partition_missing`, `log_ends_before_checkpoint`, `log_starts_after_replay`,
+    /// `other_record_at_offset`.
+    pub reason: String,
+    /// The offset the checkpoint or plan expects (-1: none).
+    pub expected_offset: i64,
+    /// The offset the log has there (-1: none).
+    pub found_offset: i64,
+    /// Unix ms; also the row's version.
+    pub detected_at_ms: i64,
+    pub resolved: u8,
 }
 
 /// One row of `_epochs`.

@@ -1,0 +1,403 @@
+//! Recognising the log a checkpoint describes.
+//!
+//! Offsets name records only within one log. A broker that lost its log (an in-memory broker
+//! restarted, a topic deleted and recreated, retention that deleted records a checkpoint
+//! still needs) serves a new log under the same offsets: read on, the engine would give its
+//! records the epochs the old log's records had, suppress their writes as replays, and lose
+//! them. So every checkpoint stores, per partition, a fingerprint of the last record it
+//! covers ([`fingerprint`]), and the engine compares it with the log at start, and whenever
+//! the log ends before what an earlier run read, before it reads on.
+//!
+//! On a mismatch the engine never reads on: it records the stall in `_log_stalls` (what
+//! `/api/progress` and the `ClickstreamLogMismatch` alert read), waits
+//! `log_loss_timeout_secs` for the log to come back, and exits with
+//! [`crate::retry::EXIT_LOG_MISMATCH`] naming the recovery (README: "When the log is lost").
+
+use std::collections::BTreeMap;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::KafkaError;
+use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
+
+use crate::config::KafkaConfig;
+use crate::metrics::PartitionLabels;
+use crate::recovery::Recovery;
+use crate::retry::{Chain, EXIT_LOG_MISMATCH};
+use crate::sink::clickhouse::ClickHouseWriter;
+use crate::sink::clickhouse::rows::LogStallRow;
+use crate::sink::epoch::SinkRuntime;
+
+/// The fingerprint of a record's value: XXH3-64 of its bytes (a record's value carries its
+/// `messageId` and its receive time, so two logs' records at one offset differ). Never 0,
+/// which marks checkpoints written before fingerprints were kept.
+pub fn fingerprint(payload: &[u8]) -> u64 {
+    xxhash_rust::xxh3::xxh3_64(payload).max(1)
+}
+
+/// How a partition's log differs from what the checkpoint describes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Mismatch {
+    /// The topic or the partition does not exist any more.
+    Missing {
+        /// Partition.
+        partition: i32,
+    },
+    /// The log ends before records an earlier run read (`expected_end`, the checkpoint's or
+    /// an epoch plan's next offset).
+    Shorter {
+        /// Partition.
+        partition: i32,
+        /// Next offset an earlier run read up to.
+        expected_end: i64,
+        /// The log's end (high watermark).
+        log_end: i64,
+    },
+    /// The log starts after the first record a replay needs (retention deleted it).
+    StartsAfterReplay {
+        /// Partition.
+        partition: i32,
+        /// First offset the replay needs.
+        replay_from: i64,
+        /// The log's first offset (low watermark).
+        log_start: i64,
+    },
+    /// The record at the checkpoint's last offset is another record: a new log has grown
+    /// past the old one's offsets.
+    OtherRecord {
+        /// Partition.
+        partition: i32,
+        /// The offset compared.
+        offset: i64,
+    },
+}
+
+impl Mismatch {
+    /// The partition.
+    pub fn partition(&self) -> i32 {
+        match self {
+            Mismatch::Missing { partition }
+            | Mismatch::Shorter { partition, .. }
+            | Mismatch::StartsAfterReplay { partition, .. }
+            | Mismatch::OtherRecord { partition, .. } => *partition,
+        }
+    }
+
+    /// Its `_log_stalls` row (`detected_at_ms` Unix ms).
+    pub fn row(&self, topic: &str, detected_at_ms: i64) -> LogStallRow {
+        let (reason, expected, found) = match *self {
+            Mismatch::Missing { .. } => ("partition_missing", -1, -1),
+            Mismatch::Shorter {
+                expected_end,
+                log_end,
+                ..
+            } => ("log_ends_before_checkpoint", expected_end, log_end),
+            Mismatch::StartsAfterReplay {
+                replay_from,
+                log_start,
+                ..
+            } => ("log_starts_after_replay", replay_from, log_start),
+            Mismatch::OtherRecord { offset, .. } => ("other_record_at_offset", offset, offset),
+        };
+        LogStallRow {
+            topic: topic.to_owned(),
+            partition: self.partition(),
+            reason: reason.to_owned(),
+            expected_offset: expected,
+            found_offset: found,
+            detected_at_ms,
+            resolved: 0,
+        }
+    }
+}
+
+impl std::fmt::Display for Mismatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Mismatch::Missing { partition } => write!(f, "partition {partition} does not exist"),
+            Mismatch::Shorter {
+                partition,
+                expected_end,
+                log_end,
+            } => write!(
+                f,
+                "partition {partition} ends at offset {log_end}, but an earlier run read up to {expected_end}"
+            ),
+            Mismatch::StartsAfterReplay {
+                partition,
+                replay_from,
+                log_start,
+            } => write!(
+                f,
+                "partition {partition} starts at offset {log_start}, but the replay needs offset {replay_from} on"
+            ),
+            Mismatch::OtherRecord { partition, offset } => write!(
+                f,
+                "partition {partition} holds another record at offset {offset} than the checkpoint's"
+            ),
+        }
+    }
+}
+
+/// Compares the log with what `recovery` describes, partition by partition: its end, its
+/// start, and the fingerprint of the record at the checkpoint's last offset. Errors are the
+/// broker's (unreachable, timed out): the check could not be made, which is not a mismatch.
+pub fn check_log(config: &KafkaConfig, recovery: &Recovery) -> Result<Vec<Mismatch>, KafkaError> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &config.brokers)
+        .set("group.id", "clickstream-engine-log-check")
+        .set("enable.auto.commit", "false")
+        .set("auto.offset.reset", "error")
+        .create()?;
+    let timeout = Duration::from_secs(10);
+    let metadata = consumer.fetch_metadata(Some(&config.topic), timeout)?;
+    let existing: Vec<i32> = metadata
+        .topics()
+        .iter()
+        .filter(|topic| topic.name() == config.topic && topic.error().is_none())
+        .flat_map(|topic| topic.partitions().iter().map(|p| p.id()))
+        .collect();
+    let mut mismatches = Vec::new();
+    let mut to_compare: BTreeMap<i32, (i64, u64)> = BTreeMap::new();
+    let mut partitions: Vec<_> = recovery.partitions.iter().collect();
+    partitions.sort_by_key(|(partition, _)| **partition);
+    for (&partition, expected) in partitions {
+        if expected.expected_end <= 0 {
+            continue;
+        }
+        if !existing.contains(&partition) {
+            mismatches.push(Mismatch::Missing { partition });
+            continue;
+        }
+        let (log_start, log_end) = consumer.fetch_watermarks(&config.topic, partition, timeout)?;
+        if log_end < expected.expected_end {
+            mismatches.push(Mismatch::Shorter {
+                partition,
+                expected_end: expected.expected_end,
+                log_end,
+            });
+        } else if log_start > expected.replay_from {
+            mismatches.push(Mismatch::StartsAfterReplay {
+                partition,
+                replay_from: expected.replay_from,
+                log_start,
+            });
+        } else if let Some(mark) = expected.mark {
+            to_compare.insert(partition, mark);
+        }
+    }
+    for (partition, (offset, mark)) in to_compare {
+        let found = read_fingerprint(&consumer, &config.topic, partition, offset)?;
+        if found != mark {
+            mismatches.push(Mismatch::OtherRecord { partition, offset });
+        }
+    }
+    Ok(mismatches)
+}
+
+/// The fingerprint of the record at `offset`.
+fn read_fingerprint(
+    consumer: &BaseConsumer,
+    topic: &str,
+    partition: i32,
+    offset: i64,
+) -> Result<u64, KafkaError> {
+    let mut assignment = TopicPartitionList::new();
+    assignment.add_partition_offset(topic, partition, Offset::Offset(offset))?;
+    consumer.assign(&assignment)?;
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while std::time::Instant::now() < deadline {
+        match consumer.poll(Duration::from_millis(200)) {
+            Some(Ok(message)) if message.partition() == partition && message.offset() == offset => {
+                return Ok(fingerprint(message.payload().unwrap_or_default()));
+            }
+            Some(Ok(_)) | None => {}
+            Some(Err(error)) => return Err(error),
+        }
+    }
+    Err(KafkaError::MessageConsumption(
+        rdkafka::types::RDKafkaErrorCode::RequestTimedOut,
+    ))
+}
+
+/// What the engine tells an operator when it gives up on a log (also in the README).
+pub const RECOVERY: &str = "the events log is not the one the checkpoints describe \
+(a broker that lost its log, a recreated topic, or retention that deleted records a replay needs). \
+Recover per database (README: When the log is lost): either keep the results and resume from \
+the new log's start with `engine --accept-new-log` once (sessions open at the cut split there), \
+or drop the database and start the engine again to rebuild every table from the new log";
+
+/// Records stalls in `_log_stalls` and the `log_mismatch_partitions` gauge, and gives up
+/// after the configured wait.
+#[derive(Debug, Clone)]
+pub struct LogGuard {
+    /// Where stalls are recorded (its topic is the one checked).
+    pub writer: ClickHouseWriter,
+    /// Retries and metrics.
+    pub sink: SinkRuntime,
+    /// How long a stall may last before the engine exits.
+    pub timeout: Duration,
+}
+
+impl LogGuard {
+    /// Records `mismatches` (once per partition and reason; they are logged each time).
+    pub fn record(&self, mismatches: &[Mismatch]) {
+        let now = crate::now_ms() as i64;
+        let rows: Vec<LogStallRow> = mismatches
+            .iter()
+            .map(|mismatch| mismatch.row(self.writer.topic(), now))
+            .collect();
+        for mismatch in mismatches {
+            tracing::error!(topic = self.writer.topic(), %mismatch, timeout_secs = self.timeout.as_secs(), "{RECOVERY}; not reading on");
+        }
+        self.sink
+            .write_with_retry("log stall", || self.writer.log_stalls(&rows));
+        self.flag(rows.iter().map(|row| row.partition), 1);
+    }
+
+    /// Ends every stall of the topic still open in `_log_stalls` (the log checked out).
+    pub fn resolve_open(&self) {
+        let topic = self.writer.topic();
+        let open = loop {
+            match self.sink.runtime.block_on(self.writer.open_log_stalls()) {
+                Ok(open) => break open,
+                Err(error) => {
+                    tracing::warn!(error = %Chain(&error), "cannot read _log_stalls; retrying");
+                    std::thread::sleep(Duration::from_secs(1));
+                }
+            }
+        };
+        if !open.is_empty() {
+            tracing::info!(
+                topic,
+                partitions = open.len(),
+                "the log checks out: stalls resolved"
+            );
+            self.resolve(open);
+        }
+    }
+
+    fn flag(&self, partitions: impl Iterator<Item = i32>, value: i64) {
+        for partition in partitions {
+            self.sink
+                .metrics
+                .log_mismatch
+                .get_or_create(&PartitionLabels { partition })
+                .set(value);
+        }
+    }
+
+    /// Ends the stalls `rows` recorded.
+    pub fn resolve(&self, rows: Vec<LogStallRow>) {
+        self.flag(rows.iter().map(|row| row.partition), 0);
+        let now = crate::now_ms() as i64;
+        let rows: Vec<LogStallRow> = rows
+            .into_iter()
+            .map(|mut row| {
+                row.resolved = 1;
+                row.detected_at_ms = row.detected_at_ms.max(now) + 1;
+                row
+            })
+            .collect();
+        self.sink
+            .write_with_retry("log stall resolved", || self.writer.log_stalls(&rows));
+    }
+
+    /// Exits with [`EXIT_LOG_MISMATCH`], naming the mismatches and the recovery.
+    pub fn give_up(&self, mismatches: &[Mismatch]) -> ! {
+        let found: Vec<String> = mismatches.iter().map(ToString::to_string).collect();
+        tracing::error!(topic = self.writer.topic(), found = ?found, "{RECOVERY}; exiting with status {EXIT_LOG_MISMATCH}");
+        eprintln!(
+            "engine: topic {}: {}: {RECOVERY}",
+            self.writer.topic(),
+            found.join("; ")
+        );
+        std::process::exit(EXIT_LOG_MISMATCH)
+    }
+
+    /// `engine --accept-new-log`: the partitions whose log is not the one the checkpoints
+    /// describe start afresh from the new log's beginning, keeping every result written so
+    /// far (see [`ClickHouseWriter::forget_partitions`]); their stalls are resolved. Returns
+    /// the mismatches accepted (none: nothing to do).
+    pub fn accept_new_log(
+        &self,
+        kafka: &KafkaConfig,
+        recovery: &Recovery,
+    ) -> Result<Vec<Mismatch>, KafkaError> {
+        let mismatches = check_log(kafka, recovery)?;
+        if !mismatches.is_empty() {
+            let partitions: Vec<i32> = mismatches.iter().map(Mismatch::partition).collect();
+            for mismatch in &mismatches {
+                tracing::warn!(topic = self.writer.topic(), %mismatch, "accepting the new log: this partition starts afresh, results kept");
+            }
+            self.sink.write_with_retry("accepting the new log", || {
+                self.writer.forget_partitions(&partitions)
+            });
+        }
+        self.resolve_open();
+        Ok(mismatches)
+    }
+
+    /// Before any worker reads: compares the log with `recovery` until it checks out, or
+    /// gives up `timeout` after the first mismatch. A broker that cannot be reached is
+    /// waited for, as at any start.
+    pub fn verify_at_start(&self, kafka: &KafkaConfig, recovery: &Recovery) {
+        let mut stalled: Option<(Instant, Vec<Mismatch>)> = None;
+        loop {
+            match check_log(kafka, recovery) {
+                Ok(mismatches) if mismatches.is_empty() => {
+                    self.resolve_open();
+                    return;
+                }
+                Ok(mismatches) => {
+                    if stalled.as_ref().is_none_or(|(_, seen)| *seen != mismatches) {
+                        self.record(&mismatches);
+                    }
+                    let since = stalled.map_or_else(Instant::now, |(since, _)| since);
+                    stalled = Some((since, mismatches));
+                }
+                Err(error) => {
+                    tracing::warn!(error = %Chain(&error), "cannot compare the log with the checkpoint yet; retrying");
+                }
+            }
+            if let Some((since, mismatches)) = &stalled
+                && (since.elapsed() >= self.timeout || self.sink.shutdown.load(Ordering::Relaxed))
+            {
+                self.give_up(mismatches);
+            }
+            std::thread::sleep(Duration::from_secs(2));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fingerprints_tell_records_apart_and_are_never_zero() {
+        assert_ne!(fingerprint(b"a"), fingerprint(b"b"));
+        assert_eq!(fingerprint(b"a"), fingerprint(b"a"));
+        assert_ne!(fingerprint(b""), 0);
+    }
+
+    #[test]
+    fn stall_rows_name_the_offsets_compared() {
+        let row = Mismatch::Shorter {
+            partition: 3,
+            expected_end: 40,
+            log_end: 4,
+        }
+        .row("events", 7);
+        assert_eq!(
+            (
+                row.partition,
+                row.reason.as_str(),
+                row.expected_offset,
+                row.found_offset
+            ),
+            (3, "log_ends_before_checkpoint", 40, 4)
+        );
+    }
+}
