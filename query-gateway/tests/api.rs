@@ -340,6 +340,7 @@ async fn funnels_retention_person_sessions_and_progress() {
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["complete_until_ms"], T * 1000 + 9_000, "{body}");
     assert_eq!(body["complete_until"], "2024-05-01T00:00:09.000Z");
+    assert_eq!(body["stalled"], Value::Null, "a healthy pipeline: {body}");
     let (_, body) = f.get(Some("rk_globex"), "/api/progress").await;
     assert_eq!(body["complete_until_ms"], Value::Null, "{body}");
     f.drop_database().await;

@@ -28,7 +28,7 @@ use crate::retry::stop;
 use crate::sink::checkpoint::PositionsByEpoch;
 use crate::sink::clickhouse::ClickHouseWriter;
 use crate::sink::epoch::SinkRuntime;
-use crate::source::log_check::{LogGuard, Mismatch, fingerprint};
+use crate::source::log_check::{LogGuard, LogProbe, Mismatch, fingerprint};
 
 /// Creates the events topic (with the configured partitions) and the single-partition control
 /// topic unless they exist. Idempotent, so every process may call it at start.
@@ -142,6 +142,8 @@ impl ConsumerContext for SourceContext {}
 pub struct PartitionReader {
     consumer: BaseConsumer<SourceContext>,
     topic: String,
+    /// For reading single records back when the log looks shorter than expected.
+    kafka: KafkaConfig,
     worker: usize,
     peers: usize,
     /// Next offset to read in each owned partition; `None` until known (start of log).
@@ -153,6 +155,8 @@ pub struct PartitionReader {
     /// Per partition, when it was last found fully read (end of partition), until a record
     /// arrives after that.
     caught_up_at: HashMap<i32, i64>,
+    /// Per replaying partition, when its plan's last record was last read back.
+    plan_end_probed_at: HashMap<i32, i64>,
     /// Per partition, the broker timestamp of the last record read.
     last_timestamp: HashMap<i32, i64>,
     /// Owned partitions whose log is not the one an earlier run read, found while reading.
@@ -204,12 +208,14 @@ impl PartitionReader {
         Ok(PartitionReader {
             consumer,
             topic: config.topic.clone(),
+            kafka: config.clone(),
             worker,
             peers,
             positions: BTreeMap::new(),
             recovery: recovery.partitions.clone(),
             plans: HashMap::new(),
             caught_up_at: HashMap::new(),
+            plan_end_probed_at: HashMap::new(),
             last_timestamp: HashMap::new(),
             mismatches: BTreeMap::new(),
             mismatches_changed: false,
@@ -315,7 +321,6 @@ impl PartitionReader {
                 }
                 Some(Err(KafkaError::PartitionEOF(partition))) => {
                     self.caught_up_at.insert(partition, crate::now_ms() as i64);
-                    self.report_stalled_plan(partition);
                 }
                 Some(Err(KafkaError::MessageConsumption(RDKafkaErrorCode::AutoOffsetReset))) => {
                     // A position the log does not have: it was truncated or replaced.
@@ -330,34 +335,48 @@ impl PartitionReader {
                 }
             }
         }
+        if !self.plans.is_empty() {
+            self.check_stalled_plans();
+        }
         metrics.records_consumed.inc_by(read as u64);
         read
     }
 
-    /// Owned partitions whose log ends before the position read: the log this worker was
-    /// reading lost records or was replaced.
+    /// Owned partitions whose log no longer holds the last record read: the log this worker
+    /// was reading lost records or was replaced. Read back, never taken from the high
+    /// watermark (tansu's lags behind the log's end).
     fn find_truncated_partitions(&mut self) {
         let positions: Vec<(i32, i64)> = self
             .positions
             .iter()
             .filter_map(|(&partition, position)| Some((partition, (*position)?)))
+            .filter(|(_, position)| *position > 0)
             .collect();
         for (partition, position) in positions {
-            match self
-                .consumer
-                .fetch_watermarks(&self.topic, partition, Duration::from_secs(5))
-            {
-                Ok((_, log_end)) if log_end < position => {
-                    self.note_mismatch(Mismatch::Shorter {
-                        partition,
-                        expected_end: position,
-                        log_end,
-                    });
-                }
-                Ok(_) => {}
-                Err(error) => {
-                    tracing::warn!(worker = self.worker, partition, %error, "cannot read the log's end");
-                }
+            self.probe_end(partition, position);
+        }
+    }
+
+    /// Notes a mismatch when the log has no record at `expected_end - 1`.
+    fn probe_end(&mut self, partition: i32, expected_end: i64) {
+        let found = LogProbe::new(&self.kafka).and_then(|probe| {
+            let found = probe.record_at(partition, expected_end - 1)?;
+            Ok((found, probe))
+        });
+        match found {
+            Ok((None, _)) => self.note_mismatch(Mismatch::Shorter {
+                partition,
+                expected_end,
+                log_end: self
+                    .positions
+                    .get(&partition)
+                    .copied()
+                    .flatten()
+                    .unwrap_or(0),
+            }),
+            Ok((Some(_), _)) => {}
+            Err(error) => {
+                tracing::warn!(worker = self.worker, partition, %error, "cannot read the log back");
             }
         }
     }
@@ -380,35 +399,33 @@ impl PartitionReader {
     }
 
     /// A plan that expects records past the end of the log cannot be replayed faithfully:
-    /// the log is not the one the earlier run read. The reader waits for them (a lagging
-    /// replica may still deliver them) while the source records the stall, and the source
-    /// gives up after the log-loss timeout.
-    fn report_stalled_plan(&mut self, partition: i32) {
-        let Some(plan) = self.plans.get(&partition) else {
-            return;
-        };
-        let (Some(&(epoch, next_offset)), Some(&(_, plan_end))) = (plan.front(), plan.back())
-        else {
-            return;
-        };
-        let position = self.positions.get(&partition).copied().flatten();
-        // Records already read but not yet given their epochs are not missing.
-        if position.is_some_and(|position| position >= plan_end) {
-            return;
+    /// the log is not the one the earlier run read. A partition that replays a plan but has
+    /// sat at its end (as the broker reports it) for [`PLAN_END_GRACE_MS`] has the plan's last
+    /// record read back (once per grace period); without it, the reader notes a mismatch,
+    /// keeps waiting for the records (a lagging replica may still deliver them), and the
+    /// source records the stall and gives up after the log-loss timeout.
+    fn check_stalled_plans(&mut self) {
+        let now = crate::now_ms() as i64;
+        let due: Vec<(i32, i64)> = self
+            .plans
+            .iter()
+            .filter_map(|(&partition, plan)| {
+                let plan_end = plan.back()?.1;
+                let at_end_since = *self.caught_up_at.get(&partition)?;
+                let since = self
+                    .plan_end_probed_at
+                    .get(&partition)
+                    .map_or(at_end_since, |probed| at_end_since.max(*probed));
+                let position = self.positions.get(&partition).copied().flatten();
+                // Records already read but not yet given their epochs are not missing.
+                let behind = position.is_none_or(|position| position < plan_end);
+                (behind && now - since >= PLAN_END_GRACE_MS).then_some((partition, plan_end))
+            })
+            .collect();
+        for (partition, plan_end) in due {
+            self.plan_end_probed_at.insert(partition, now);
+            self.probe_end(partition, plan_end);
         }
-        tracing::debug!(
-            worker = self.worker,
-            partition,
-            epoch,
-            next_offset,
-            ?position,
-            "the log ends before records an earlier run read"
-        );
-        self.note_mismatch(Mismatch::Shorter {
-            partition,
-            expected_end: plan_end,
-            log_end: position.unwrap_or(0),
-        });
     }
 
     /// The epoch an earlier run gave the record at `offset`, while replaying; `None` for a
@@ -474,6 +491,10 @@ pub enum ReplayError {
         current: u64,
     },
 }
+
+/// How long a replaying partition may sit at the log's end before the plan's last record is
+/// read back: the end the broker reports can lag behind the log's (tansu 0.6).
+const PLAN_END_GRACE_MS: i64 = 2_000;
 
 /// A source's stall on a log that is not the one an earlier run read.
 #[derive(Debug, Default)]

@@ -13,12 +13,12 @@
 //! `log_loss_timeout_secs` for the log to come back, and exits with
 //! [`crate::retry::EXIT_LOG_MISMATCH`] naming the recovery (README: "When the log is lost").
 
-use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
+use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
 
 use crate::config::KafkaConfig;
@@ -140,28 +140,17 @@ impl std::fmt::Display for Mismatch {
     }
 }
 
-/// Compares the log with what `recovery` describes, partition by partition: its end, its
-/// start, and the fingerprint of the record at the checkpoint's last offset. Errors are the
+/// Compares the log with what `recovery` describes, partition by partition: its start (low
+/// watermark), and, read back, the furthest record an earlier run read and the record at the
+/// checkpoint's last offset (its fingerprint). The log's end is found by reading, not from the
+/// high watermark: tansu 0.6 reports high watermarks behind the log's end. Errors are the
 /// broker's (unreachable, timed out): the check could not be made, which is not a mismatch.
 pub fn check_log(config: &KafkaConfig, recovery: &Recovery) -> Result<Vec<Mismatch>, KafkaError> {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", &config.brokers)
-        .set("group.id", "clickstream-engine-log-check")
-        .set("enable.auto.commit", "false")
-        .set("auto.offset.reset", "error")
-        .create()?;
-    let timeout = Duration::from_secs(10);
-    let metadata = consumer.fetch_metadata(Some(&config.topic), timeout)?;
-    let existing: Vec<i32> = metadata
-        .topics()
-        .iter()
-        .filter(|topic| topic.name() == config.topic && topic.error().is_none())
-        .flat_map(|topic| topic.partitions().iter().map(|p| p.id()))
-        .collect();
-    let mut mismatches = Vec::new();
-    let mut to_compare: BTreeMap<i32, (i64, u64)> = BTreeMap::new();
+    let probe = LogProbe::new(config)?;
+    let existing = probe.partitions()?;
     let mut partitions: Vec<_> = recovery.partitions.iter().collect();
     partitions.sort_by_key(|(partition, _)| **partition);
+    let mut mismatches = Vec::new();
     for (&partition, expected) in partitions {
         if expected.expected_end <= 0 {
             continue;
@@ -170,55 +159,118 @@ pub fn check_log(config: &KafkaConfig, recovery: &Recovery) -> Result<Vec<Mismat
             mismatches.push(Mismatch::Missing { partition });
             continue;
         }
-        let (log_start, log_end) = consumer.fetch_watermarks(&config.topic, partition, timeout)?;
-        if log_end < expected.expected_end {
-            mismatches.push(Mismatch::Shorter {
-                partition,
-                expected_end: expected.expected_end,
-                log_end,
-            });
-        } else if log_start > expected.replay_from {
+        let (log_start, log_end) = probe.watermarks(partition)?;
+        if log_start > expected.replay_from {
             mismatches.push(Mismatch::StartsAfterReplay {
                 partition,
                 replay_from: expected.replay_from,
                 log_start,
             });
-        } else if let Some(mark) = expected.mark {
-            to_compare.insert(partition, mark);
+            continue;
         }
-    }
-    for (partition, (offset, mark)) in to_compare {
-        let found = read_fingerprint(&consumer, &config.topic, partition, offset)?;
-        if found != mark {
-            mismatches.push(Mismatch::OtherRecord { partition, offset });
+        let last_read = expected.expected_end - 1;
+        let found = probe.record_at(partition, last_read)?;
+        if found.is_none() {
+            mismatches.push(Mismatch::Shorter {
+                partition,
+                expected_end: expected.expected_end,
+                log_end,
+            });
+        } else if let Some((offset, mark)) = expected.mark {
+            let marked = if offset == last_read {
+                found
+            } else {
+                probe.record_at(partition, offset)?
+            };
+            if marked != Some(mark) {
+                mismatches.push(Mismatch::OtherRecord { partition, offset });
+            }
         }
     }
     Ok(mismatches)
 }
 
-/// The fingerprint of the record at `offset`.
-fn read_fingerprint(
-    consumer: &BaseConsumer,
-    topic: &str,
-    partition: i32,
-    offset: i64,
-) -> Result<u64, KafkaError> {
-    let mut assignment = TopicPartitionList::new();
-    assignment.add_partition_offset(topic, partition, Offset::Offset(offset))?;
-    consumer.assign(&assignment)?;
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while std::time::Instant::now() < deadline {
-        match consumer.poll(Duration::from_millis(200)) {
-            Some(Ok(message)) if message.partition() == partition && message.offset() == offset => {
-                return Ok(fingerprint(message.payload().unwrap_or_default()));
-            }
-            Some(Ok(_)) | None => {}
-            Some(Err(error)) => return Err(error),
-        }
+/// Reads single records of the events topic at given offsets, never jumping elsewhere.
+pub struct LogProbe {
+    consumer: BaseConsumer,
+    topic: String,
+}
+
+impl std::fmt::Debug for LogProbe {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LogProbe")
+            .field("topic", &self.topic)
+            .finish_non_exhaustive()
     }
-    Err(KafkaError::MessageConsumption(
-        rdkafka::types::RDKafkaErrorCode::RequestTimedOut,
-    ))
+}
+
+/// How long one broker request of a probe may take.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(10);
+
+impl LogProbe {
+    /// A probe of `config`'s events topic.
+    pub fn new(config: &KafkaConfig) -> Result<LogProbe, KafkaError> {
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", &config.brokers)
+            .set("group.id", "clickstream-engine-log-check")
+            .set("enable.auto.commit", "false")
+            .set("auto.offset.reset", "error")
+            .set("enable.partition.eof", "true")
+            .create()?;
+        Ok(LogProbe {
+            consumer,
+            topic: config.topic.clone(),
+        })
+    }
+
+    /// The topic's partitions (none when the topic does not exist).
+    fn partitions(&self) -> Result<Vec<i32>, KafkaError> {
+        let metadata = self
+            .consumer
+            .fetch_metadata(Some(&self.topic), PROBE_TIMEOUT)?;
+        Ok(metadata
+            .topics()
+            .iter()
+            .filter(|topic| topic.name() == self.topic && topic.error().is_none())
+            .flat_map(|topic| topic.partitions().iter().map(|p| p.id()))
+            .collect())
+    }
+
+    /// `(low, high)` watermarks; the high one only as the broker reports it.
+    fn watermarks(&self, partition: i32) -> Result<(i64, i64), KafkaError> {
+        self.consumer
+            .fetch_watermarks(&self.topic, partition, PROBE_TIMEOUT)
+    }
+
+    /// The fingerprint of the record at `offset`; `None` when the log has no record there
+    /// (it ends at or before it, or it was deleted). A record found past `offset` means the
+    /// log goes on but holds nothing at `offset`: another log's offsets (fingerprint 0).
+    pub fn record_at(&self, partition: i32, offset: i64) -> Result<Option<u64>, KafkaError> {
+        let mut assignment = TopicPartitionList::new();
+        assignment.add_partition_offset(&self.topic, partition, Offset::Offset(offset))?;
+        self.consumer.assign(&assignment)?;
+        let deadline = Instant::now() + PROBE_TIMEOUT;
+        while Instant::now() < deadline {
+            match self.consumer.poll(Duration::from_millis(200)) {
+                Some(Ok(message)) if message.partition() == partition => {
+                    return Ok(Some(if message.offset() == offset {
+                        fingerprint(message.payload().unwrap_or_default())
+                    } else {
+                        0
+                    }));
+                }
+                Some(Err(KafkaError::PartitionEOF(eof))) if eof == partition => return Ok(None),
+                Some(Err(KafkaError::MessageConsumption(RDKafkaErrorCode::AutoOffsetReset))) => {
+                    return Ok(None);
+                }
+                Some(Ok(_) | Err(KafkaError::PartitionEOF(_))) | None => {}
+                Some(Err(error)) => return Err(error),
+            }
+        }
+        Err(KafkaError::MessageConsumption(
+            RDKafkaErrorCode::RequestTimedOut,
+        ))
+    }
 }
 
 /// What the engine tells an operator when it gives up on a log (also in the README).
