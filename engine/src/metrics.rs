@@ -49,9 +49,12 @@ pub struct Metrics {
     /// from librdkafka's statistics. Negative when the log ends before the position: a log
     /// that lost records (see [`crate::source::log_check`]).
     pub consumer_lag: Family<PartitionLabels, Gauge>,
-    /// 1 for a partition whose log is not the one the checkpoints describe, while the engine
-    /// waits before it exits (see [`crate::source::log_check`]).
-    pub log_mismatch: Family<PartitionLabels, Gauge>,
+    /// Partitions of this process whose log is not the one the checkpoints describe, while
+    /// the engine waits before it exits (see [`crate::source::log_check`]); exported from the
+    /// start, at 0.
+    log_mismatch_partitions: Gauge,
+    /// Which partitions are counted in `log_mismatch_partitions` (not exported).
+    log_mismatch: Family<PartitionLabels, Gauge>,
     /// Seconds since this process last committed a checkpoint (since start, before the first).
     checkpoint_age: Gauge<f64, AtomicU64>,
     /// Seconds between now and "complete up to", on the process that writes `_progress`.
@@ -86,6 +89,17 @@ pub struct StateLabels {
 }
 
 impl Metrics {
+    /// Flags (`true`) or clears the log mismatch of `partition`; the exported gauge counts the
+    /// flagged partitions of the process, whichever worker flags them.
+    pub fn flag_log_mismatch(&self, partition: i32, mismatched: bool) {
+        let value = i64::from(mismatched);
+        let before = self
+            .log_mismatch
+            .get_or_create(&PartitionLabels { partition })
+            .set(value);
+        self.log_mismatch_partitions.inc_by(value - before);
+    }
+
     /// Publishes one worker's state gauges.
     pub fn record_state(&self, worker: usize, gauges: &operators::StateGauges) {
         use std::sync::atomic::Ordering::Relaxed;
@@ -125,6 +139,7 @@ impl Default for Metrics {
             state_entries: Family::default(),
             claims_refused: Family::default(),
             consumer_lag: Family::default(),
+            log_mismatch_partitions: Gauge::default(),
             log_mismatch: Family::default(),
             checkpoint_age: Gauge::default(),
             complete_until_lag: Gauge::default(),
@@ -181,9 +196,9 @@ impl Default for Metrics {
             metrics.pending_records.clone(),
         );
         registry.register(
-            "clickstream_engine_log_mismatch",
-            "1 for a partition whose log is not the one the checkpoints describe (the engine stalls, then exits with status 4)",
-            metrics.log_mismatch.clone(),
+            "clickstream_engine_log_mismatch_partitions",
+            "Partitions whose log is not the one the checkpoints describe (the engine stalls, then exits with status 4)",
+            metrics.log_mismatch_partitions.clone(),
         );
         registry.register(
             "clickstream_engine_late_events",

@@ -69,6 +69,14 @@ async fn broker_with(
     mock
 }
 
+/// Distinct message ids of `log` (the generator repeats some, as SDK retries do).
+fn distinct(log: &[schemas::Event]) -> usize {
+    log.iter()
+        .map(|e| &e.message_id)
+        .collect::<std::collections::HashSet<_>>()
+        .len()
+}
+
 struct Setup {
     clickhouse: ClickHouse,
     topic: String,
@@ -187,7 +195,7 @@ async fn stalls_on(setup: &Setup, new_log: &[schemas::Event], reason: &str) {
     wait_until_checkpointed(&setup.clickhouse, &setup.database, OLD_EVENTS, &mut cluster).await;
     drop(cluster);
     drop(old_broker);
-    assert_eq!(setup.stored(&old_log).await, OLD_EVENTS);
+    assert_eq!(setup.stored(&old_log).await, distinct(&old_log));
 
     let new_broker = broker_with(&setup.topic, new_log).await;
     let config = setup.config(&new_broker.bootstrap_servers(), "new");
@@ -244,7 +252,7 @@ async fn stalls_on(setup: &Setup, new_log: &[schemas::Event], reason: &str) {
         0,
         "a new log's event was written"
     );
-    assert_eq!(setup.stored(&old_log).await, OLD_EVENTS);
+    assert_eq!(setup.stored(&old_log).await, distinct(&old_log));
     accept_and_resume(setup, &config, &old_log, new_log, &new_broker).await;
 }
 
@@ -278,10 +286,10 @@ async fn accept_and_resume(
         &mut cluster,
     )
     .await;
-    assert_eq!(setup.stored(new_log).await, new_log.len());
+    assert_eq!(setup.stored(new_log).await, distinct(new_log));
     assert_eq!(
         setup.stored(old_log).await,
-        old_log.len(),
+        distinct(old_log),
         "earlier results kept"
     );
     let progress = get(router(setup.gateway()), "/api/progress", Some("rk_acme")).await;

@@ -22,7 +22,6 @@ use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
 
 use crate::config::KafkaConfig;
-use crate::metrics::PartitionLabels;
 use crate::recovery::Recovery;
 use crate::retry::{Chain, EXIT_LOG_MISMATCH};
 use crate::sink::clickhouse::ClickHouseWriter;
@@ -305,7 +304,7 @@ impl LogGuard {
         }
         self.sink
             .write_with_retry("log stall", || self.writer.log_stalls(&rows));
-        self.flag(rows.iter().map(|row| row.partition), 1);
+        self.flag(rows.iter().map(|row| row.partition), true);
     }
 
     /// Ends every stall of the topic still open in `_log_stalls` (the log checked out).
@@ -330,19 +329,15 @@ impl LogGuard {
         }
     }
 
-    fn flag(&self, partitions: impl Iterator<Item = i32>, value: i64) {
+    fn flag(&self, partitions: impl Iterator<Item = i32>, mismatched: bool) {
         for partition in partitions {
-            self.sink
-                .metrics
-                .log_mismatch
-                .get_or_create(&PartitionLabels { partition })
-                .set(value);
+            self.sink.metrics.flag_log_mismatch(partition, mismatched);
         }
     }
 
     /// Ends the stalls `rows` recorded.
     pub fn resolve(&self, rows: Vec<LogStallRow>) {
-        self.flag(rows.iter().map(|row| row.partition), 0);
+        self.flag(rows.iter().map(|row| row.partition), false);
         let now = crate::now_ms() as i64;
         let rows: Vec<LogStallRow> = rows
             .into_iter()
