@@ -457,12 +457,17 @@ pub struct LogStall {
 
 /// The partitions the engine is stalled on (none when it reads normally). The stall is the
 /// pipeline's, not a tenant's: every tenant's numbers stop at "complete up to".
-/// A database whose engine predates the table has no stalls.
+/// A database whose engine predates the table has no stalls. Each partition's newest row
+/// decides (not `FINAL … WHERE resolved = 0`: ClickHouse before 21.8 may apply that condition
+/// before `FINAL` merges, and return a stall a newer row resolved).
 pub async fn log_stalls(client: &Client) -> Result<Vec<LogStall>, ApiError> {
     let result = client
         .query(
-            "SELECT topic, partition, reason, expected_offset, found_offset, detected_at_ms \
-             FROM _log_stalls FINAL WHERE resolved = 0 ORDER BY topic, partition",
+            "SELECT topic, partition, argMax(reason, detected_at_ms) AS last_reason, \
+             argMax(expected_offset, detected_at_ms) AS last_expected, \
+             argMax(found_offset, detected_at_ms) AS last_found, \
+             max(detected_at_ms) AS last_detected FROM _log_stalls GROUP BY topic, partition \
+             HAVING argMax(resolved, detected_at_ms) = 0 ORDER BY topic, partition",
         )
         .fetch_all()
         .await;

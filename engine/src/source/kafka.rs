@@ -163,6 +163,10 @@ pub struct PartitionReader {
     mismatches: BTreeMap<i32, Mismatch>,
     /// Whether `mismatches` changed since [`PartitionReader::changed_mismatches`] last looked.
     mismatches_changed: bool,
+    /// An out-of-range error is waiting for [`PartitionReader::recheck_out_of_range`].
+    out_of_range: bool,
+    /// When the partitions were last checked after an out-of-range error.
+    out_of_range_checked: Option<Instant>,
     /// Whether the partitions have been listed at least once: until then no epoch may close,
     /// since a partition's replay plan could still start at it.
     assignment_known: bool,
@@ -219,6 +223,8 @@ impl PartitionReader {
             last_timestamp: HashMap::new(),
             mismatches: BTreeMap::new(),
             mismatches_changed: false,
+            out_of_range: false,
+            out_of_range_checked: None,
             assignment_known: false,
             refresh_every: Duration::from_secs(config.partition_refresh_secs.max(1)),
             last_refresh: None,
@@ -268,14 +274,20 @@ impl PartitionReader {
                 self.plans.insert(*partition, recovery.plan);
             }
         }
+        self.assign_at_positions()?;
+        tracing::info!(worker = self.worker, partitions = ?self.positions, replaying = self.plans.len(), "assigned partitions");
+        Ok(())
+    }
+
+    /// (Re)assigns every owned partition at its position. After an out-of-range error the
+    /// consumer fetches nothing more from that partition until it is assigned again.
+    fn assign_at_positions(&self) -> Result<(), KafkaError> {
         let mut assignment = TopicPartitionList::new();
         for (&partition, &position) in &self.positions {
             let offset = position.map_or(Offset::Beginning, Offset::Offset);
             assignment.add_partition_offset(&self.topic, partition, offset)?;
         }
-        self.consumer.assign(&assignment)?;
-        tracing::info!(worker = self.worker, partitions = ?self.positions, replaying = self.plans.len(), "assigned partitions");
-        Ok(())
+        self.consumer.assign(&assignment)
     }
 
     /// Makes sure the owned partitions are known (and their plans loaded) before the first
@@ -325,7 +337,7 @@ impl PartitionReader {
                 Some(Err(KafkaError::MessageConsumption(RDKafkaErrorCode::AutoOffsetReset))) => {
                     // A position the log does not have: it was truncated or replaced.
                     metrics.source_errors.inc();
-                    self.find_truncated_partitions();
+                    self.out_of_range = true;
                     break;
                 }
                 Some(Err(error)) => {
@@ -338,8 +350,28 @@ impl PartitionReader {
         if !self.plans.is_empty() {
             self.check_stalled_plans();
         }
+        self.recheck_out_of_range();
         metrics.records_consumed.inc_by(read as u64);
         read
+    }
+
+    /// After an out-of-range error, at most every [`OUT_OF_RANGE_RECHECK`]: notes the
+    /// partitions whose log lost the last record read, clears those whose log has it again,
+    /// and assigns every partition again at its position, so a log that comes back is read.
+    fn recheck_out_of_range(&mut self) {
+        let due = self
+            .out_of_range_checked
+            .is_none_or(|checked| checked.elapsed() >= OUT_OF_RANGE_RECHECK);
+        if !self.out_of_range || !due {
+            return;
+        }
+        self.out_of_range = false;
+        self.out_of_range_checked = Some(Instant::now());
+        self.find_truncated_partitions();
+        if let Err(error) = self.assign_at_positions() {
+            self.out_of_range = true;
+            tracing::warn!(worker = self.worker, %error, "cannot assign the partitions again; will retry");
+        }
     }
 
     /// Owned partitions whose log no longer holds the last record read: the log this worker
@@ -361,20 +393,22 @@ impl PartitionReader {
     fn probe_end(&mut self, partition: i32, expected_end: i64) {
         let found = LogProbe::new(&self.kafka).and_then(|probe| {
             let found = probe.record_at(partition, expected_end - 1)?;
-            Ok((found, probe))
+            // The end as the broker reports it, for the record of the stall only.
+            let log_end = match found {
+                None => probe.watermarks(partition)?.1,
+                Some(_) => expected_end,
+            };
+            Ok((found, log_end))
         });
         match found {
-            Ok((None, _)) => self.note_mismatch(Mismatch::Shorter {
+            Ok((None, log_end)) => self.note_mismatch(Mismatch::Shorter {
                 partition,
                 expected_end,
-                log_end: self
-                    .positions
-                    .get(&partition)
-                    .copied()
-                    .flatten()
-                    .unwrap_or(0),
+                log_end,
             }),
-            Ok((Some(_), _)) => {}
+            Ok((Some(_), _)) => {
+                self.mismatches_changed |= self.mismatches.remove(&partition).is_some();
+            }
             Err(error) => {
                 tracing::warn!(worker = self.worker, partition, %error, "cannot read the log back");
             }
@@ -492,6 +526,9 @@ pub enum ReplayError {
     },
 }
 
+/// How often, at most, partitions are read back and assigned again after out-of-range errors.
+const OUT_OF_RANGE_RECHECK: Duration = Duration::from_secs(5);
+
 /// How long a replaying partition may sit at the log's end before the plan's last record is
 /// read back: the end the broker reports can lag behind the log's (tansu 0.6).
 const PLAN_END_GRACE_MS: i64 = 2_000;
@@ -504,26 +541,30 @@ struct LogStall {
 }
 
 impl LogStall {
-    /// Records the reader's changed mismatches; resolves the stall when none are left.
+    /// Records the reader's changed mismatches, and resolves the partitions no longer among
+    /// them. The stall lasts, and its timeout runs, from its first mismatch until none is left.
     fn note(&mut self, guard: &LogGuard, mismatches: Vec<Mismatch>) {
-        if mismatches.is_empty() {
-            if let Some((_, recorded)) = self.open.take() {
-                let now = crate::now_ms() as i64;
-                guard.resolve(
-                    recorded
-                        .iter()
-                        .map(|m| m.row(guard.writer.topic(), now))
-                        .collect(),
-                );
-            }
-            return;
-        }
-        guard.record(&mismatches);
-        let since = self
+        let (since, recorded) = self
             .open
             .take()
-            .map_or_else(Instant::now, |(since, _)| since);
-        self.open = Some((since, mismatches));
+            .unwrap_or_else(|| (Instant::now(), Vec::new()));
+        let now = crate::now_ms() as i64;
+        let gone: Vec<_> = recorded
+            .iter()
+            .filter(|old| {
+                mismatches
+                    .iter()
+                    .all(|new| new.partition() != old.partition())
+            })
+            .map(|old| old.row(guard.writer.topic(), now))
+            .collect();
+        if !gone.is_empty() {
+            guard.resolve(gone);
+        }
+        if !mismatches.is_empty() {
+            guard.record(&mismatches);
+            self.open = Some((since, mismatches));
+        }
     }
 
     /// Exits once the stall has lasted the log-loss timeout.

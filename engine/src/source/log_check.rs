@@ -222,21 +222,25 @@ impl LogProbe {
         })
     }
 
-    /// The topic's partitions (none when the topic does not exist).
+    /// The topic's partitions (none when the topic does not exist). Any other metadata error
+    /// (a leader being elected, say) is the broker's, not a sign of another log.
     fn partitions(&self) -> Result<Vec<i32>, KafkaError> {
         let metadata = self
             .consumer
             .fetch_metadata(Some(&self.topic), PROBE_TIMEOUT)?;
-        Ok(metadata
-            .topics()
-            .iter()
-            .filter(|topic| topic.name() == self.topic && topic.error().is_none())
-            .flat_map(|topic| topic.partitions().iter().map(|p| p.id()))
-            .collect())
+        let mut partitions = Vec::new();
+        for topic in metadata.topics().iter().filter(|t| t.name() == self.topic) {
+            match topic.error().map(RDKafkaErrorCode::from) {
+                None => partitions.extend(topic.partitions().iter().map(|p| p.id())),
+                Some(RDKafkaErrorCode::UnknownTopicOrPartition) => {}
+                Some(code) => return Err(KafkaError::MetadataFetch(code)),
+            }
+        }
+        Ok(partitions)
     }
 
     /// `(low, high)` watermarks; the high one only as the broker reports it.
-    fn watermarks(&self, partition: i32) -> Result<(i64, i64), KafkaError> {
+    pub fn watermarks(&self, partition: i32) -> Result<(i64, i64), KafkaError> {
         self.consumer
             .fetch_watermarks(&self.topic, partition, PROBE_TIMEOUT)
     }

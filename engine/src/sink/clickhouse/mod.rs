@@ -177,6 +177,8 @@ struct CountRow {
 /// Whether every table of the schema exists. Processes other than the first wait for this
 /// instead of running DDL themselves: ClickHouse 18.16 can corrupt a database (registered,
 /// but without its metadata directory) when two connections create it at the same time.
+/// Columns added to older tables count too: a process that read `_checkpoints` before
+/// process 0 added `log_mark` would stop on an unknown column.
 pub async fn schema_ready(config: &ClickHouseConfig) -> Result<bool, SinkError> {
     let names: Vec<&str> = schemas::ddl::TABLES.iter().map(|(name, _)| *name).collect();
     let CountRow { count } = client(config)
@@ -185,8 +187,32 @@ pub async fn schema_ready(config: &ClickHouseConfig) -> Result<bool, SinkError> 
         .bind(names.as_slice())
         .fetch_one()
         .await?;
-    Ok(count as usize == names.len())
+    if count as usize != names.len() {
+        return Ok(false);
+    }
+    let added: Vec<String> = schemas::ddl::ADDED_COLUMNS
+        .iter()
+        .map(|(table, column, _)| format!("{table}.{column}"))
+        .collect();
+    let CountRow { count } = client(config)
+        .query(
+            "SELECT count() AS count FROM system.columns \
+             WHERE database = ? AND has(?, concat(table, '.', name))",
+        )
+        .bind(&config.database)
+        .bind(added.as_slice())
+        .fetch_one()
+        .await?;
+    Ok(count as usize == added.len())
 }
+
+/// The columns of [`LogStallRow`] after `topic, partition`, each partition's newest row
+/// (aliases differ from the columns: 18.16 would substitute an alias named like a column
+/// into the other aggregates).
+const OPEN_LOG_STALL_COLUMNS: &str = "argMax(reason, detected_at_ms) AS last_reason, \
+     argMax(expected_offset, detected_at_ms) AS last_expected, \
+     argMax(found_offset, detected_at_ms) AS last_found, max(detected_at_ms) AS last_detected, \
+     argMax(resolved, detected_at_ms) AS last_resolved";
 
 /// Reads and writes the engine's tables.
 #[derive(Debug, Clone)]
@@ -405,10 +431,12 @@ impl ClickHouseWriter {
         self.insert("_log_stalls", rows).await
     }
 
-    /// Makes `partitions` start afresh, keeping every result: their checkpoints and epoch
-    /// plans are deleted (mutations, awaited), and their identity claims are kept as claims
-    /// that precede every replay (offset -1), so the identity map survives the new log.
-    /// Idempotent: a repeated call copies nothing twice and deletes nothing more.
+    /// Makes `partitions` start afresh, keeping every result: their identity claims are kept
+    /// as claims that precede every replay (offset -1, so the identity map survives the new
+    /// log), then their epoch plans and last their checkpoints are deleted (mutations,
+    /// awaited). Safe to repeat after a crash at any step: the checkpoints, which carry the
+    /// fingerprint that makes the log a mismatch, go last, so a repeated call still finds the
+    /// mismatch; copies of claims are identical rows.
     pub async fn forget_partitions(&self, partitions: &[i32]) -> Result<(), SinkError> {
         self.client
             .query(
@@ -418,23 +446,41 @@ impl ClickHouseWriter {
             .bind(partitions)
             .execute()
             .await?;
-        for table in ["_checkpoints", "_epochs"] {
-            self.client
-                .query(&format!(
-                    "ALTER TABLE {table} DELETE WHERE topic = ? AND has(?, partition)"
-                ))
-                .bind(&self.topic)
-                .bind(partitions)
-                .execute()
+        let claims = "has(?, partition) AND offset >= 0";
+        self.delete_and_wait("identity_claims", claims, None, partitions)
+            .await?;
+        for table in ["_epochs", "_checkpoints"] {
+            let of_topic = "topic = ? AND has(?, partition)";
+            self.delete_and_wait(table, of_topic, Some(&self.topic), partitions)
                 .await?;
         }
+        Ok(())
+    }
+
+    /// `ALTER TABLE table DELETE WHERE condition`, its `?`s bound to `topic` (when given)
+    /// and `partitions`, awaited.
+    async fn delete_and_wait(
+        &self,
+        table: &str,
+        condition: &str,
+        topic: Option<&str>,
+        partitions: &[i32],
+    ) -> Result<(), SinkError> {
+        let mut delete = self
+            .client
+            .query(&format!("ALTER TABLE {table} DELETE WHERE {condition}"));
+        if let Some(topic) = topic {
+            delete = delete.bind(topic);
+        }
+        delete.bind(partitions).execute().await?;
         loop {
             let CountRow { count } = self
                 .client
                 .query(
-                    "SELECT count() AS count FROM system.mutations WHERE database = currentDatabase() \
-                     AND table IN ('_checkpoints', '_epochs') AND is_done = 0",
+                    "SELECT count() AS count FROM system.mutations \
+                     WHERE database = currentDatabase() AND table = ? AND is_done = 0",
                 )
+                .bind(table)
                 .fetch_one()
                 .await?;
             if count == 0 {
@@ -444,11 +490,16 @@ impl ClickHouseWriter {
         }
     }
 
-    /// The open stalls of this topic: the newest row of each partition, if unresolved.
+    /// The open stalls of this topic: per partition, its newest row if it is unresolved.
+    /// (Not `FINAL … WHERE resolved = 0`: ClickHouse before 21.8 may apply that condition
+    /// before `FINAL` merges, and return a stall a newer row resolved.)
     pub async fn open_log_stalls(&self) -> Result<Vec<LogStallRow>, SinkError> {
         Ok(self
             .client
-            .query("SELECT ?fields FROM _log_stalls FINAL WHERE topic = ? AND resolved = 0")
+            .query(&format!(
+                "SELECT topic, partition, {OPEN_LOG_STALL_COLUMNS} FROM _log_stalls WHERE topic = ? \
+                 GROUP BY topic, partition HAVING last_resolved = 0"
+            ))
             .bind(&self.topic)
             .fetch_all::<LogStallRow>()
             .await?)
