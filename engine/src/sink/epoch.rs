@@ -8,6 +8,7 @@
 
 use std::collections::BTreeMap;
 use std::hash::Hash;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
@@ -15,6 +16,7 @@ use std::time::Instant;
 use rustc_hash::FxHashMap;
 use timely::container::CapacityContainerBuilder;
 use timely::dataflow::channels::pact::ParallelizationContract;
+use timely::dataflow::operators::Capability;
 use timely::dataflow::operators::generic::operator::Operator;
 use timely::dataflow::{Stream, StreamVec};
 
@@ -36,36 +38,35 @@ pub struct SinkRuntime {
 }
 
 impl SinkRuntime {
-    /// Runs `write` until it succeeds, retrying transient errors with [`Backoff`]. Holding
-    /// the worker here is deliberate: nothing at or after an unwritten epoch may be
-    /// checkpointed, and the source's backpressure bound keeps the other workers from
-    /// buffering without limit meanwhile.
+    /// Runs `write` until it succeeds, retrying transient errors with [`Backoff`].
     ///
-    /// It never gives up on a transient error, not even on shutdown: returning would release
+    /// It never gives up on a transient error, not even on shutdown: giving up would release
     /// the epoch's capability, and the checkpoint could then commit offsets of rows that were
     /// never written. A shutdown waits for ClickHouse; SIGKILL is always safe (nothing
     /// uncommitted is lost, it is replayed). A permanent error ([`SinkError::is_permanent`])
     /// stops the process with [`stop`] instead of retrying forever behind a warning.
-    pub fn write_with_retry<F, Fut>(&self, what: &str, write: F)
+    pub async fn retry<F, Fut>(&self, what: &str, write: F)
     where
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<(), SinkError>>,
     {
         let started = Instant::now();
-        let mut write = write;
-        let result = self.backoff.blocking(
-            || self.runtime.block_on(write()),
-            |error: &SinkError| !error.is_permanent(),
-            |error, wait| {
-                self.metrics.sink_failures.inc();
-                let (error, retry_in_ms) = (Chain(error), wait.as_millis() as u64);
-                if self.shutdown.load(Ordering::Relaxed) {
-                    tracing::error!(%error, what, retry_in_ms, "shutdown is waiting for ClickHouse to accept an epoch (SIGKILL is safe: it will be replayed)");
-                } else {
-                    tracing::warn!(%error, what, retry_in_ms, "ClickHouse write failed; retrying");
-                }
-            },
-        );
+        let result = self
+            .backoff
+            .run(
+                write,
+                |error: &SinkError| !error.is_permanent(),
+                |error, wait| {
+                    self.metrics.sink_failures.inc();
+                    let (error, retry_in_ms) = (Chain(error), wait.as_millis() as u64);
+                    if self.shutdown.load(Ordering::Relaxed) {
+                        tracing::error!(%error, what, retry_in_ms, "shutdown is waiting for ClickHouse to accept an epoch (SIGKILL is safe: it will be replayed)");
+                    } else {
+                        tracing::warn!(%error, what, retry_in_ms, "ClickHouse write failed; retrying");
+                    }
+                },
+            )
+            .await;
         match result {
             Ok(()) => self
                 .metrics
@@ -77,32 +78,78 @@ impl SinkRuntime {
             }
         }
     }
+
+    /// As [`SinkRuntime::retry`], holding the worker until the write succeeds: for the writes
+    /// that must be durable before the worker goes on (the epoch plan before the epoch
+    /// closes, the checkpoint before its report), while the source's backpressure bound keeps
+    /// the other workers from buffering without limit meanwhile.
+    pub fn write_with_retry<F, Fut>(&self, what: &str, write: F)
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<(), SinkError>>,
+    {
+        self.runtime.block_on(self.retry(what, write));
+    }
+}
+
+/// The writes of one table's completed epochs, run on the I/O runtime while the worker goes
+/// on: the tables of an epoch are written concurrently, not one after another.
+pub type Write = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// A sink's write in progress, with the capabilities of the epochs it writes.
+struct InFlight {
+    task: tokio::task::JoinHandle<()>,
+    held: Vec<Capability<u64>>,
+}
+
+impl InFlight {
+    /// Whether the write is done, so that its epochs may be released. A write whose task
+    /// panicked wrote nothing certain: the process stops rather than release its epochs.
+    fn finished(&mut self, runtime: &tokio::runtime::Handle) -> bool {
+        if !self.task.is_finished() {
+            return false;
+        }
+        // The task has finished: this returns at once.
+        if let Err(error) = runtime.block_on(&mut self.task) {
+            stop("an epoch's write", &error);
+        }
+        true
+    }
 }
 
 /// Attaches a sink to `stream`. `time_of` gives a record's own time when it has one (the
 /// updates of a collection), else the message's time is used. `write` receives every record
-/// of the completed epochs, oldest epoch last, and must block until they are durable.
-/// Records of epochs up to `replayed_through` are dropped: an earlier run wrote them, and a
-/// restart replays those epochs only to rebuild state.
+/// of the completed epochs, oldest epoch last, and returns the future that makes them
+/// durable; it runs on `runtime`.
+///
+/// A sink has at most one write in flight, so it writes its batches in order (a correction
+/// may name a row of its previous batch); epochs that complete meanwhile are written together
+/// by the next one. Each epoch's capability is held until the write that holds its records is
+/// acknowledged, and the task wakes the operator when it ends. Records of epochs up to
+/// `replayed_through` are dropped: an earlier run wrote them, and a restart replays those
+/// epochs only to rebuild state.
 pub fn epoch_sink<'s, D, P, W>(
     stream: StreamVec<'s, u64, D>,
     pact: P,
     name: &str,
     time_of: fn(&D) -> Option<u64>,
     replayed_through: u64,
+    runtime: tokio::runtime::Handle,
     mut write: W,
 ) -> Stream<'s, u64, Vec<()>>
 where
     D: Clone + 'static,
     P: ParallelizationContract<u64, Vec<D>>,
-    W: FnMut(u64, Vec<D>) + 'static,
+    W: FnMut(u64, Vec<D>) -> Write + 'static,
 {
+    let worker = stream.scope().worker();
     stream.unary_frontier::<CapacityContainerBuilder<Vec<()>>, _, _, _>(
         pact,
         name,
-        move |_capability, _info| {
-            let mut stash: BTreeMap<u64, (timely::dataflow::operators::Capability<u64>, Vec<D>)> =
-                BTreeMap::new();
+        move |_capability, info| {
+            let activator = Arc::new(worker.sync_activator_for(info.address.to_vec()));
+            let mut stash: BTreeMap<u64, (Capability<u64>, Vec<D>)> = BTreeMap::new();
+            let mut in_flight: Option<InFlight> = None;
             move |(input, frontier), _output| {
                 input.for_each(|capability, data| {
                     let Some(&least) = capability.least() else {
@@ -120,6 +167,14 @@ where
                             .push(datum);
                     }
                 });
+                if let Some(mut flight) = in_flight.take() {
+                    if !flight.finished(&runtime) {
+                        in_flight = Some(flight);
+                        return;
+                    }
+                    // The write is acknowledged: its epochs' capabilities drop here.
+                    drop(flight.held);
+                }
                 let mut batch = Vec::new();
                 let mut held = Vec::new();
                 let mut newest = None;
@@ -133,10 +188,15 @@ where
                     held.push(capability);
                 }
                 if let Some(epoch) = newest {
-                    write(epoch, batch);
+                    let written = write(epoch, batch);
+                    let activator = Arc::clone(&activator);
+                    let task = runtime.spawn(async move {
+                        written.await;
+                        // Only fails when the worker is gone, and then nobody waits.
+                        let _ = activator.activate();
+                    });
+                    in_flight = Some(InFlight { task, held });
                 }
-                // Capabilities drop here, after the write: the epochs are durable.
-                drop(held);
             }
         },
     )

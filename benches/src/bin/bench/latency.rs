@@ -209,12 +209,16 @@ async fn measure(
     };
     let bar = progress(total as u64, &format!("latency: {events_per_sec} events/s"));
     let url = format!("{ingest}/v1/batch");
-    let probes = (http.clone(), pending.clone());
+    // When the gateway answered 200: the part of the latency that is the gateway and the
+    // broker's, before the engine can read the probe.
+    let acknowledged = Arc::new(Mutex::new(latency_histogram()));
+    let probes = (http.clone(), pending.clone(), acknowledged.clone());
     let probe_base = events_per_sec as u64 * 1_000_000;
     let sending = run_open_loop(
         plan,
         move |k, due| {
-            let ((http, pending), url, bodies) = (probes.clone(), url.clone(), bodies.clone());
+            let ((http, pending, acknowledged), url, bodies) =
+                (probes.clone(), url.clone(), bodies.clone());
             async move {
                 let (path, body) = if k % PROBE_EVERY == 0 {
                     let (path, body) = probe(probe_base + k, stamp);
@@ -236,6 +240,9 @@ async fn measure(
                     && let Ok(mut pending) = pending.lock()
                 {
                     pending.insert(path, sent);
+                    if let Ok(mut acknowledged) = acknowledged.lock() {
+                        let _ = acknowledged.record(sent.elapsed().as_micros().max(1) as u64);
+                    }
                 }
                 Some(status)
             }
@@ -267,6 +274,15 @@ async fn measure(
     );
     let ms = |h: &Histogram<u64>, q: f64| h.value_at_quantile(q) as f64 / 1000.0;
     let probes = total as u64 / PROBE_EVERY;
+    let acknowledged = acknowledged.lock().map(|h| h.clone()).unwrap_or_else(|_| latency_histogram());
+    for q in [0.5, 0.99] {
+        report.add(
+            "latency",
+            &format!("gateway -> acknowledged (200), p{}, {label}", (q * 100.0) as u32),
+            ms(&acknowledged, q),
+            "ms",
+        );
+    }
     for (place, histogram) in [
         ("queryable in ClickHouse", &watcher.clickhouse),
         ("visible in the query API", &watcher.api),

@@ -5,6 +5,7 @@ use operators::{AggRow, route};
 use serde::{Deserialize, Serialize};
 
 use super::{Table, TableSink};
+use crate::sink::epoch::Write;
 use crate::sink::clickhouse::rows::datetime;
 use crate::sink::epoch::upserts;
 
@@ -49,13 +50,17 @@ impl TableSink for AggregatesSink {
         route(&(&row.tenant, row.minute_ms, row.metric, &row.dimension))
     }
 
-    fn write(&mut self, epoch: u64, updates: Vec<Self::Record>) {
+    fn write(&mut self, epoch: u64, updates: Vec<Self::Record>) -> Write {
         let rows: Vec<AggMinuteRow> = upserts(updates, |a: &AggRow| {
             (a.tenant.clone(), a.minute_ms, a.metric, a.dimension.clone())
         })
         .into_iter()
         .map(|(row, removed)| AggMinuteRow::new(&row, removed, epoch))
         .collect();
-        self.table.insert("aggregates", "agg_minute_metrics", &rows);
+        self.table.write("aggregates", "agg_minute_metrics", rows)
+    }
+
+    fn table(&self) -> &Table {
+        &self.table
     }
 }

@@ -6,6 +6,7 @@ use operators::{DeadLetter, route};
 use serde::{Deserialize, Serialize};
 
 use super::{Table, TableSink};
+use crate::sink::epoch::Write;
 use crate::sink::clickhouse::rows::datetime;
 
 /// One row of `_dead_letters`.
@@ -49,14 +50,22 @@ impl TableSink for DeadLettersSink {
         route(&(dead.partition, dead.offset))
     }
 
-    fn write(&mut self, _epoch: u64, dead: Vec<Self::Record>) {
+    fn write(&mut self, _epoch: u64, dead: Vec<Self::Record>) -> Write {
         let now_ms = crate::now_ms() as i64;
         let topic = self.table.writer.topic().to_owned();
         let rows: Vec<DeadLetterRow> = dead
             .into_iter()
             .map(|d| DeadLetterRow::new(&topic, d, now_ms))
             .collect();
-        self.table.insert("dead letters", "_dead_letters", &rows);
-        self.table.metrics().dead_letters.inc_by(rows.len() as u64);
+        let table = self.table.clone();
+        Box::pin(async move {
+            let count = rows.len() as u64;
+            table.insert("dead letters", "_dead_letters", rows).await;
+            table.metrics().dead_letters.inc_by(count);
+        })
+    }
+
+    fn table(&self) -> &Table {
+        &self.table
     }
 }

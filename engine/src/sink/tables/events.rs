@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{Live, Table, TableSink};
 use crate::sink::clickhouse::rows::datetime;
-use crate::sink::epoch::upserts;
+use crate::sink::epoch::{Write, upserts};
 
 /// One row of `events`.
 #[derive(Debug, Clone, PartialEq, Row, Serialize, Deserialize)]
@@ -204,7 +204,7 @@ impl From<&Enriched> for Attribution {
 }
 
 /// A stored event's new `(event_time, message_id, session_id, person_id)`, by tenant.
-type Corrections<'a> = BTreeMap<&'a str, Vec<(u32, &'a str, &'a str, &'a str)>>;
+type Corrections = BTreeMap<Arc<str>, Vec<(u32, Arc<str>, Arc<str>, Arc<str>)>>;
 
 /// Corrections are sent in statements of about this many bytes of ids: their SQL stays within
 /// the `max_query_size` the statement sets (16 MiB), whatever the ids' lengths, and one
@@ -245,7 +245,7 @@ impl TableSink for EventsSink {
         route(update.message_id())
     }
 
-    fn write(&mut self, epoch: u64, updates: Vec<Self::Record>) {
+    fn write(&mut self, epoch: u64, updates: Vec<Self::Record>) -> Write {
         let mut arrivals = Vec::new();
         let mut attributions = Vec::with_capacity(updates.len());
         for (update, time, diff) in updates {
@@ -268,8 +268,8 @@ impl TableSink for EventsSink {
         // An event never disappears: a lone retraction only means it moved, and the move's
         // insertion carries its new attribution.
         for (attribution, _) in current.iter().filter(|(_, removed)| !removed) {
-            let (tenant, message_id) = (&*attribution.tenant, &*attribution.message_id);
-            match arrived.remove(&(tenant, message_id)) {
+            let key = (&*attribution.tenant, &*attribution.message_id);
+            match arrived.remove(&key) {
                 Some(event) => rows.push(EventRow::new(
                     event,
                     &attribution.session_id,
@@ -277,12 +277,15 @@ impl TableSink for EventsSink {
                     false,
                     epoch,
                 )),
-                None => corrections.entry(tenant).or_default().push((
-                    datetime(attribution.timestamp_ms),
-                    message_id,
-                    &attribution.session_id,
-                    &attribution.person_id,
-                )),
+                None => corrections
+                    .entry(attribution.tenant.clone())
+                    .or_default()
+                    .push((
+                        datetime(attribution.timestamp_ms),
+                        attribution.message_id.clone(),
+                        attribution.session_id.clone(),
+                        attribution.person_id.clone(),
+                    )),
             }
         }
         // Every on-time event is attributed in the epoch it arrives in, unless the state
@@ -291,56 +294,67 @@ impl TableSink for EventsSink {
         for event in arrived.into_values() {
             tracing::warn!(tenant = %event.tenant, message_id = %event.message_id, "a repeated event past the dedup horizon was not stored again");
         }
-        self.table.insert("events", "events", &rows);
-        self.correct(epoch, &corrections);
-        self.table
-            .metrics()
-            .events_written
-            .inc_by(rows.len() as u64);
-        self.publish(epoch, &rows);
+        let mut per_tenant: BTreeMap<String, u64> = BTreeMap::new();
+        for row in &rows {
+            *per_tenant.entry(row.tenant.clone()).or_default() += 1;
+        }
+        let (table, live) = (self.table.clone(), self.live.clone());
+        Box::pin(async move {
+            let written = rows.len() as u64;
+            table.insert("events", "events", rows).await;
+            correct(&table, epoch, corrections).await;
+            table.metrics().events_written.inc_by(written);
+            publish(&live, epoch, per_tenant);
+        })
+    }
+
+    fn table(&self) -> &Table {
+        &self.table
     }
 }
 
-impl EventsSink {
-    /// Applies an epoch's corrections. Each names an event stored by an earlier batch of this
-    /// worker (an event and its attribution are routed alike, and a sink writes its batches in
-    /// order), or by the run a restart replays.
-    fn correct(&self, epoch: u64, corrections: &Corrections) {
-        for (tenant, corrections) in corrections {
-            for chunk in statements(corrections) {
-                self.table
-                    .runtime
-                    .write_with_retry("event corrections", || {
-                        self.table.writer.correct_events(epoch, tenant, chunk)
-                    });
-                self.table
-                    .metrics()
-                    .event_corrections
-                    .inc_by(chunk.len() as u64);
-            }
+/// Applies an epoch's corrections. Each names an event stored by an earlier batch of this
+/// worker (an event and its attribution are routed alike, and a sink writes its batches in
+/// order), or by the run a restart replays.
+async fn correct(table: &Table, epoch: u64, corrections: Corrections) {
+    for (tenant, corrections) in corrections {
+        let corrections: Vec<(u32, &str, &str, &str)> = corrections
+            .iter()
+            .map(|(time, message_id, session_id, person_id)| {
+                (*time, &**message_id, &**session_id, &**person_id)
+            })
+            .collect();
+        for chunk in statements(&corrections) {
+            table
+                .runtime
+                .retry("event corrections", || {
+                    table.writer.correct_events(epoch, &tenant, chunk)
+                })
+                .await;
+            table
+                .metrics()
+                .event_corrections
+                .inc_by(chunk.len() as u64);
         }
     }
+}
 
-    fn publish(&self, epoch: u64, rows: &[EventRow]) {
-        self.live.publish(epoch, |at_ms| {
-            let mut per_tenant: BTreeMap<&str, u64> = BTreeMap::new();
-            for row in rows {
-                *per_tenant.entry(row.tenant.as_str()).or_default() += 1;
-            }
-            per_tenant
-                .into_iter()
-                .map(|(tenant, events)| {
-                    let update = LiveUpdate {
-                        epoch,
-                        at_ms,
-                        active_visitors: None,
-                        events: Some(events),
-                    };
-                    (tenant.to_owned(), update)
-                })
-                .collect()
-        });
-    }
+/// Publishes each tenant's count of events written at `epoch`.
+fn publish(live: &Live, epoch: u64, per_tenant: BTreeMap<String, u64>) {
+    live.publish(epoch, |at_ms| {
+        per_tenant
+            .into_iter()
+            .map(|(tenant, events)| {
+                let update = LiveUpdate {
+                    epoch,
+                    at_ms,
+                    active_visitors: None,
+                    events: Some(events),
+                };
+                (tenant, update)
+            })
+            .collect()
+    });
 }
 
 /// Writes events later than the lateness horizon: stored and flagged, never applied to state.
@@ -358,13 +372,21 @@ impl TableSink for LateEventsSink {
         route(&event.message_id)
     }
 
-    fn write(&mut self, epoch: u64, events: Vec<Self::Record>) {
+    fn write(&mut self, epoch: u64, events: Vec<Self::Record>) -> Write {
         let rows: Vec<EventRow> = events
             .iter()
             .map(|e| EventRow::new(e, "", "", true, epoch))
             .collect();
-        self.table.insert("late events", "events", &rows);
-        self.table.metrics().late_events.inc_by(rows.len() as u64);
+        let table = self.table.clone();
+        Box::pin(async move {
+            let count = rows.len() as u64;
+            table.insert("late events", "events", rows).await;
+            table.metrics().late_events.inc_by(count);
+        })
+    }
+
+    fn table(&self) -> &Table {
+        &self.table
     }
 }
 

@@ -6,6 +6,7 @@ use operators::{IdKind, IdentityClaim, Node, Person, Position, route};
 use serde::{Deserialize, Serialize};
 
 use super::{Table, TableSink};
+use crate::sink::epoch::Write;
 use crate::sink::epoch::upserts;
 
 /// One row of `identities`.
@@ -139,12 +140,16 @@ impl TableSink for IdentitiesSink {
         route(node)
     }
 
-    fn write(&mut self, epoch: u64, updates: Vec<Self::Record>) {
+    fn write(&mut self, epoch: u64, updates: Vec<Self::Record>) -> Write {
         let rows: Vec<IdentityRow> = upserts(updates, |(node, _): &(Node, Person)| node.clone())
             .into_iter()
             .map(|((node, person), removed)| IdentityRow::new(&node, &person, removed, epoch))
             .collect();
-        self.table.insert("identities", "identities", &rows);
+        self.table.write("identities", "identities", rows)
+    }
+
+    fn table(&self) -> &Table {
+        &self.table
     }
 }
 
@@ -163,14 +168,17 @@ impl TableSink for ClaimsSink {
         route(claim)
     }
 
-    fn write(&mut self, _epoch: u64, updates: Vec<Self::Record>) {
+    fn write(&mut self, _epoch: u64, updates: Vec<Self::Record>) -> Write {
         let rows: Vec<ClaimRow> = updates
             .iter()
             .filter(|(_, _, diff)| *diff > 0)
             .map(|((claim, position), _, _)| ClaimRow::new(claim, *position))
             .collect();
-        self.table
-            .insert("identity claims", "identity_claims", &rows);
+        self.table.write("identity claims", "identity_claims", rows)
+    }
+
+    fn table(&self) -> &Table {
+        &self.table
     }
 }
 

@@ -7,6 +7,7 @@ use schemas::live::LiveUpdate;
 use serde::{Deserialize, Serialize};
 
 use super::{Live, Table, TableSink};
+use crate::sink::epoch::Write;
 use crate::sink::clickhouse::rows::datetime;
 use crate::sink::epoch::upserts;
 
@@ -38,7 +39,7 @@ impl TableSink for LiveCountersSink {
         route(tenant)
     }
 
-    fn write(&mut self, epoch: u64, updates: Vec<Self::Record>) {
+    fn write(&mut self, epoch: u64, updates: Vec<Self::Record>) -> Write {
         let updated_at = datetime(epoch.saturating_mul(self.live.epoch_ms) as i64);
         let rows: Vec<LiveCounterRow> =
             upserts(updates, |(tenant, _): &(String, i64)| tenant.clone())
@@ -51,19 +52,31 @@ impl TableSink for LiveCountersSink {
                     version: epoch,
                 })
                 .collect();
-        self.table.insert("live counters", "live_counters", &rows);
-        self.live.publish(epoch, |at_ms| {
-            rows.iter()
-                .map(|row| {
-                    let update = LiveUpdate {
-                        epoch,
-                        at_ms,
-                        active_visitors: Some(row.value),
-                        events: None,
-                    };
-                    (row.tenant.clone(), update)
-                })
-                .collect()
-        });
+        let (table, live) = (self.table.clone(), self.live.clone());
+        Box::pin(async move {
+            let counts: Vec<(String, i64)> = rows
+                .iter()
+                .map(|row| (row.tenant.clone(), row.value))
+                .collect();
+            table.insert("live counters", "live_counters", rows).await;
+            live.publish(epoch, |at_ms| {
+                counts
+                    .into_iter()
+                    .map(|(tenant, value)| {
+                        let update = LiveUpdate {
+                            epoch,
+                            at_ms,
+                            active_visitors: Some(value),
+                            events: None,
+                        };
+                        (tenant, update)
+                    })
+                    .collect()
+            });
+        })
+    }
+
+    fn table(&self) -> &Table {
+        &self.table
     }
 }

@@ -23,7 +23,7 @@ use timely::dataflow::{Stream, StreamVec};
 
 use crate::metrics::Metrics;
 use crate::sink::clickhouse::ClickHouseWriter;
-use crate::sink::epoch::{SinkRuntime, epoch_sink};
+use crate::sink::epoch::{SinkRuntime, Write, epoch_sink};
 use crate::sink::live::{LiveFeed, Updates};
 
 /// A sink of one output table.
@@ -35,9 +35,11 @@ pub trait TableSink: 'static {
     /// Which worker writes a record (hashed with [`operators::route`]): by the table's key,
     /// so the writes of every table are spread over all workers.
     fn route(record: &Self::Record) -> u64;
-    /// Writes the records of the completed epochs up to `epoch`, returning once they are
-    /// durable (see [`SinkRuntime::write_with_retry`]).
-    fn write(&mut self, epoch: u64, records: Vec<Self::Record>);
+    /// Turns the records of the completed epochs up to `epoch` into rows, and returns the
+    /// write that makes them durable (see [`SinkRuntime::retry`]).
+    fn write(&mut self, epoch: u64, records: Vec<Self::Record>) -> Write;
+    /// Where the rows go.
+    fn table(&self) -> &Table;
 }
 
 /// Which epoch a record belongs to.
@@ -77,12 +79,14 @@ pub fn attach<'s, S: TableSink>(
     mut sink: S,
     replayed_through: u64,
 ) -> Stream<'s, u64, Vec<()>> {
+    let runtime = sink.table().runtime.runtime.clone();
     epoch_sink(
         stream,
         Exchange::new(S::route),
         S::NAME,
         <S::Record as EpochOf>::epoch_of,
         replayed_through,
+        runtime,
         move |epoch, records| sink.write(epoch, records),
     )
 }
@@ -99,9 +103,22 @@ pub struct Table {
 impl Table {
     /// Inserts `rows` into `table`, retrying until ClickHouse acknowledges them; `what`
     /// names the write in logs.
-    pub fn insert<R: RowOwned + RowWrite>(&self, what: &str, table: &str, rows: &[R]) {
+    pub async fn insert<R>(&self, what: &str, table: &str, rows: Vec<R>)
+    where
+        R: RowOwned + RowWrite + Send + Sync,
+    {
         self.runtime
-            .write_with_retry(what, || self.writer.insert(table, rows));
+            .retry(what, || self.writer.insert(table, &rows))
+            .await;
+    }
+
+    /// The write of `rows` into `table`, for a sink that has nothing else to do with them.
+    pub fn write<R>(&self, what: &'static str, table: &'static str, rows: Vec<R>) -> Write
+    where
+        R: RowOwned + RowWrite + Send + Sync + 'static,
+    {
+        let this = self.clone();
+        Box::pin(async move { this.insert(what, table, rows).await })
     }
 
     /// The process's metrics.

@@ -5,6 +5,7 @@ use operators::{Session, route};
 use serde::{Deserialize, Serialize};
 
 use super::{Table, TableSink};
+use crate::sink::epoch::Write;
 use crate::sink::clickhouse::rows::datetime;
 use crate::sink::epoch::upserts;
 
@@ -75,13 +76,17 @@ impl TableSink for SessionsSink {
         route(&session.session_id)
     }
 
-    fn write(&mut self, epoch: u64, updates: Vec<Self::Record>) {
+    fn write(&mut self, epoch: u64, updates: Vec<Self::Record>) -> Write {
         let rows: Vec<SessionRow> = upserts(updates, |s: &Session| {
             (s.tenant.clone(), s.session_id.clone())
         })
         .into_iter()
         .map(|(session, removed)| SessionRow::new(&session, removed, epoch))
         .collect();
-        self.table.insert("sessions", "sessions", &rows);
+        self.table.write("sessions", "sessions", rows)
+    }
+
+    fn table(&self) -> &Table {
+        &self.table
     }
 }

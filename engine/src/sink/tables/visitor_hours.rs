@@ -5,6 +5,7 @@ use operators::{VisitorHour, route};
 use serde::{Deserialize, Serialize};
 
 use super::{Table, TableSink};
+use crate::sink::epoch::Write;
 use crate::sink::clickhouse::rows::datetime;
 use crate::sink::epoch::upserts;
 
@@ -58,7 +59,7 @@ impl TableSink for VisitorHoursSink {
         route(&(&row.tenant, row.hour_ms, &row.visitor_id, &row.person_id))
     }
 
-    fn write(&mut self, epoch: u64, updates: Vec<Self::Record>) {
+    fn write(&mut self, epoch: u64, updates: Vec<Self::Record>) -> Write {
         let rows: Vec<VisitorHourRow> = upserts(updates, |v: &VisitorHour| {
             (
                 v.tenant.clone(),
@@ -70,7 +71,10 @@ impl TableSink for VisitorHoursSink {
         .into_iter()
         .map(|(row, removed)| VisitorHourRow::new(&row, removed, epoch))
         .collect();
-        self.table
-            .insert("visitor hours", "agg_hour_visitors", &rows);
+        self.table.write("visitor hours", "agg_hour_visitors", rows)
+    }
+
+    fn table(&self) -> &Table {
+        &self.table
     }
 }

@@ -5,6 +5,7 @@ use operators::{IdField, IdWarning, route};
 use serde::{Deserialize, Serialize};
 
 use super::{Table, TableSink};
+use crate::sink::epoch::Write;
 use crate::metrics::RefusalLabels;
 use crate::sink::clickhouse::rows::datetime;
 
@@ -54,23 +55,32 @@ impl TableSink for WarningsSink {
         route(&warning.message_id)
     }
 
-    fn write(&mut self, _epoch: u64, warnings: Vec<Self::Record>) {
+    fn write(&mut self, _epoch: u64, warnings: Vec<Self::Record>) -> Write {
         let rows: Vec<WarningRow> = warnings.iter().map(WarningRow::placeholder_id).collect();
-        self.table
-            .insert("ingestion warnings", "ingestion_warnings", &rows);
-        for field in IdField::ALL {
+        let counts = IdField::ALL.map(|field| {
             let count = warnings.iter().filter(|w| w.field == field).count();
-            if count > 0 {
+            (field, count as u64)
+        });
+        let table = self.table.clone();
+        Box::pin(async move {
+            table
+                .insert("ingestion warnings", "ingestion_warnings", rows)
+                .await;
+            for (field, count) in counts.into_iter().filter(|(_, count)| *count > 0) {
                 let labels = RefusalLabels {
                     reason: "placeholder_id",
                     field: field.as_str(),
                 };
-                self.table
+                table
                     .metrics()
                     .claims_refused
                     .get_or_create(&labels)
-                    .inc_by(count as u64);
+                    .inc_by(count);
             }
-        }
+        })
+    }
+
+    fn table(&self) -> &Table {
+        &self.table
     }
 }
