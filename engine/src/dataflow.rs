@@ -6,7 +6,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use operators::{Decode, Decoded, IdentityClaim, StateGauges, analytics, insertions};
+use operators::{Decode, Decoded, IdentityClaim, NotAnEvent, StateGauges, analytics, insertions};
+use timely::dataflow::StreamVec;
 use timely::dataflow::operators::vec::ToStream;
 use timely::dataflow::operators::{Concatenate, Inspect, OkErr};
 use timely::worker::Worker;
@@ -28,7 +29,7 @@ use crate::sink::tables::identities::{ClaimsSink, IdentitiesSink};
 use crate::sink::tables::live_counters::LiveCountersSink;
 use crate::sink::tables::sessions::SessionsSink;
 use crate::sink::tables::visitor_hours::VisitorHoursSink;
-use crate::sink::tables::warnings::WarningsSink;
+use crate::sink::tables::warnings::{GatewayWarningsSink, WarningsSink};
 use crate::sink::tables::{Live, Table, attach};
 use crate::source::control::{control_consumer, control_source};
 use crate::source::kafka::{PartitionReader, Planner, SourceSettings, kafka_source};
@@ -204,7 +205,9 @@ pub fn run_worker(
             context.shutdown.clone(),
             context.metrics.clone(),
         );
-        let (decoded, dead_letters) = records.decode().ok_err(|outcome| outcome);
+        let (decoded, not_events): (_, StreamVec<'_, u64, NotAnEvent>) =
+            records.decode().ok_err(|outcome| outcome);
+        let (gateway_warnings, dead_letters) = not_events.ok_err(NotAnEvent::split);
         let mut note_tenant = record_new_tenants(new_tenants.clone());
         let decoded = decoded.inspect(move |decoded: &Decoded| note_tenant(decoded));
         let stored = insertions(stored_claims.to_stream(scope));
@@ -232,6 +235,11 @@ pub fn run_worker(
             ),
             attach(out.late, LateEventsSink { table: t() }, replayed_through),
             attach(out.warnings, WarningsSink { table: t() }, replayed_through),
+            attach(
+                gateway_warnings,
+                GatewayWarningsSink { table: t() },
+                replayed_through,
+            ),
             attach(
                 out.sessions.inner,
                 SessionsSink { table: t() },

@@ -47,9 +47,6 @@ pub enum ApiError {
     /// A single event failed validation.
     #[error("event is invalid")]
     InvalidEvent(Vec<FieldIssue>),
-    /// Some events of a batch failed validation; none of the batch was accepted.
-    #[error("{} of the batch's events are invalid; nothing was accepted", count_indexes(.0))]
-    InvalidBatch(Vec<FieldIssue>),
     /// No write key, or one that belongs to no tenant.
     #[error("missing or unknown write key (send it as the Basic auth user or as writeKey)")]
     Unauthorized,
@@ -79,12 +76,6 @@ pub enum ApiError {
     },
 }
 
-fn count_indexes(issues: &[FieldIssue]) -> usize {
-    let mut indexes: Vec<_> = issues.iter().filter_map(|issue| issue.index).collect();
-    indexes.dedup();
-    indexes.len()
-}
-
 impl ApiError {
     fn status(&self) -> StatusCode {
         match self {
@@ -93,7 +84,6 @@ impl ApiError {
             | ApiError::BatchTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::InvalidJson(_)
             | ApiError::InvalidEvent(_)
-            | ApiError::InvalidBatch(_)
             | ApiError::InvalidEncoding { .. } => StatusCode::BAD_REQUEST,
             ApiError::UnsupportedEncoding(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
@@ -114,7 +104,6 @@ impl ApiError {
             ApiError::UnsupportedEncoding(_) => "unsupported_encoding",
             ApiError::InvalidEncoding { .. } => "invalid_encoding",
             ApiError::InvalidEvent(_) => "invalid_event",
-            ApiError::InvalidBatch(_) => "invalid_batch",
             ApiError::Unauthorized => "unauthorized",
             ApiError::RateLimited { .. } => "rate_limited",
             ApiError::NotFound => "not_found",
@@ -127,7 +116,7 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let mut error = json!({"code": self.code(), "message": self.to_string()});
-        if let ApiError::InvalidEvent(issues) | ApiError::InvalidBatch(issues) = &self {
+        if let ApiError::InvalidEvent(issues) = &self {
             error["details"] = json!(issues);
         }
         let mut response = (self.status(), Json(json!({ "error": error }))).into_response();

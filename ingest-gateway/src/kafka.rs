@@ -9,7 +9,7 @@ use std::time::Duration;
 use rdkafka::ClientConfig;
 use rdkafka::error::KafkaError;
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
-use schemas::Event;
+use schemas::{Event, IngestWarning};
 
 /// Producer settings.
 #[derive(Debug, Clone)]
@@ -72,12 +72,23 @@ impl EventProducer {
         })
     }
 
-    /// Enqueues every event, then waits until the broker acknowledged all of them.
-    pub async fn send_all(&self, events: &[Event]) -> Result<(), ProduceError> {
-        let mut deliveries = Vec::with_capacity(events.len());
-        for event in events {
-            let key = event.partition_key();
-            let payload = schemas::wire::encode(event);
+    /// Enqueues every event and warning, then waits until the broker acknowledged all of
+    /// them. Events are keyed by visitor (one visitor's events stay in order on one
+    /// partition), warnings by message id.
+    pub async fn send_all(
+        &self,
+        events: &[Event],
+        warnings: &[IngestWarning],
+    ) -> Result<(), ProduceError> {
+        let records = events
+            .iter()
+            .map(|event| (event.partition_key(), schemas::wire::encode(event)))
+            .chain(warnings.iter().map(|warning| {
+                let key = format!("{}:{}", warning.tenant, warning.message_id);
+                (key, schemas::wire::encode_warning(warning))
+            }));
+        let mut deliveries = Vec::with_capacity(events.len() + warnings.len());
+        for (key, payload) in records {
             let record = FutureRecord::to(&self.topic).key(&key).payload(&payload);
             match self.producer.send_result(record) {
                 Ok(delivery) => deliveries.push(delivery),

@@ -5,6 +5,7 @@
 //! exactly as `main` serves it.
 #![warn(missing_docs)]
 
+pub mod address;
 pub mod body;
 pub mod error;
 pub mod kafka;
@@ -24,17 +25,17 @@ use axum::http::{Extensions, HeaderMap, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use base64::Engine as _;
-use schemas::{Event, EventKind};
-use serde::Deserialize;
+use schemas::{Event, EventKind, IngestWarning, WarningKind};
+use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use serde_json::{Map, Value, json};
 use tower_http::cors::{AllowHeaders, AllowOrigin, CorsLayer};
 
 pub use error::ApiError;
 use kafka::{EventProducer, ProduceError};
-use metrics::{Metrics, RequestLabels};
+use metrics::{IgnoredLabels, Metrics, RefusalLabels, RequestLabels};
 use schemas::tenants::{Tenant, Tenants};
-use segment::{BatchDefaults, FieldIssue, Limits, RequestMeta};
+use segment::{BatchDefaults, FieldIssue, Ignored, Limits, Normalized, RequestMeta};
 
 /// Everything a request handler needs.
 #[derive(Debug)]
@@ -131,10 +132,21 @@ async fn single(
             .map_err(|error| ApiError::InvalidJson(error.to_string()))?;
         let tenant = authenticate(&state, &headers, object.get("writeKey"))?;
         let meta = request_meta(&state, &tenant, &headers, &extensions);
-        let event = segment::normalize(Some(kind), &object, &BatchDefaults::default(), &meta)
-            .map_err(ApiError::InvalidEvent)?;
-        enforce_quota(&state, &tenant, 1).await?;
-        produce(&state, &[event]).await
+        let mut validated = Validated::default();
+        validated.add(
+            0,
+            &object,
+            segment::normalize(Some(kind), &object, &BatchDefaults::default(), &meta),
+            &meta,
+        );
+        count_validation(&state, &validated.warnings);
+        if let Some(refused) = validated.refused.pop() {
+            // The request is the event: it is refused as a whole, and still recorded.
+            record_warnings(&state, &validated.warnings).await;
+            return Err(ApiError::InvalidEvent(refused.errors));
+        }
+        enforce_quota(&state, &tenant, validated.events.len()).await?;
+        produce(&state, validated).await
     }
     .await;
     respond(&state, kind.as_str(), result, 1)
@@ -174,71 +186,201 @@ async fn batch(
             });
         }
         let meta = request_meta(&state, &tenant, &headers, &extensions);
-        let context = match &envelope.context {
-            None | Some(Value::Null) => None,
-            Some(Value::Array(items)) if items.is_empty() => None,
-            Some(Value::Object(context)) => Some(context),
-            Some(_) => {
-                return Err(ApiError::InvalidJson(
-                    "the batch's context must be an object".to_owned(),
-                ));
+        let (context, context_ignored) = match &envelope.context {
+            None | Some(Value::Null) => (None, None),
+            Some(Value::Array(items)) if items.is_empty() => (None, None),
+            Some(Value::Object(context)) => (Some(context), None),
+            Some(other) => {
+                let detail =
+                    "the batch's context must be an object; its events were stored without it";
+                let ignored =
+                    Ignored::new(WarningKind::InvalidContextIgnored, "context", other, detail);
+                (None, Some(ignored))
             }
         };
         let defaults = BatchDefaults {
             sent_at: envelope.sent_at.as_ref(),
             context,
         };
-        let events = normalize_batch(&envelope.batch, &defaults, &meta, state.limits)?;
-        enforce_quota(&state, &tenant, events.len()).await?;
-        produce(&state, &events).await
+        let validated = validate_batch(
+            &envelope.batch,
+            &defaults,
+            &meta,
+            state.limits,
+            context_ignored,
+        );
+        count_validation(&state, &validated.warnings);
+        enforce_quota(&state, &tenant, validated.events.len()).await?;
+        produce(&state, validated).await
     }
     .await;
     respond(&state, "batch", result, events_in_request)
 }
 
-/// Validates every event; the batch is accepted whole or not at all, with every bad index
-/// reported, so a client can fix the batch and resend it without duplicating the good events.
-fn normalize_batch(
+/// An event refused on its own: an entry of the response's `refused` list.
+#[derive(Debug, Serialize)]
+struct Refused {
+    /// Its position in the batch (0 for a single event).
+    index: usize,
+    /// Its `messageId` as sent; absent when it had none.
+    #[serde(rename = "messageId", skip_serializing_if = "Option::is_none")]
+    message_id: Option<String>,
+    /// Every field that made it unusable.
+    errors: Vec<FieldIssue>,
+}
+
+/// A request's events after validation: what to store, what to record in
+/// `ingestion_warnings`, and what to tell the client it refused.
+#[derive(Debug, Default)]
+struct Validated {
+    events: Vec<Event>,
+    warnings: Vec<IngestWarning>,
+    refused: Vec<Refused>,
+}
+
+impl Validated {
+    /// Adds the outcome of one event (at `index`, read from `object`).
+    fn add(
+        &mut self,
+        index: usize,
+        object: &Map<String, Value>,
+        outcome: Result<Normalized, Vec<FieldIssue>>,
+        meta: &RequestMeta<'_>,
+    ) {
+        match outcome {
+            Ok(Normalized { event, ignored }) => {
+                for ignored in ignored {
+                    let warning = warning(meta, &event.message_id, ignored);
+                    self.warnings.push(warning);
+                }
+                self.events.push(event);
+            }
+            Err(errors) => self.refuse(index, sent_message_id(object), object, errors, meta),
+        }
+    }
+
+    fn refuse(
+        &mut self,
+        index: usize,
+        sent_id: Option<String>,
+        object: &Map<String, Value>,
+        errors: Vec<FieldIssue>,
+        meta: &RequestMeta<'_>,
+    ) {
+        // Refusals of events without an id get one, so that they stay apart in the table.
+        let message_id = sent_id
+            .clone()
+            .unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
+        for error in &errors {
+            let value = field_value(object, &error.field);
+            let ignored = Ignored::new(
+                WarningKind::RefusedEvent,
+                &error.field,
+                &value,
+                error.message.clone(),
+            );
+            self.warnings.push(warning(meta, &message_id, ignored));
+        }
+        self.refused.push(Refused {
+            index,
+            message_id: sent_id,
+            errors,
+        });
+    }
+}
+
+/// The `messageId` an event was sent with, if any.
+fn sent_message_id(object: &Map<String, Value>) -> Option<String> {
+    match object.get("messageId") {
+        Some(Value::String(id)) if !id.is_empty() => Some(id.clone()),
+        Some(Value::Number(id)) => Some(id.to_string()),
+        _ => None,
+    }
+}
+
+/// The warning row of one problem of the event `message_id`.
+fn warning(meta: &RequestMeta<'_>, message_id: &str, ignored: Ignored) -> IngestWarning {
+    IngestWarning {
+        tenant: meta.tenant.id.clone(),
+        kind: ignored.kind,
+        message_id: message_id.to_owned(),
+        field: ignored.field,
+        value: ignored.value,
+        detail: ignored.detail,
+        received_at_ms: meta.received_at_ms,
+    }
+}
+
+/// The value at a dotted field path (`context.ip`), `null` when there is none.
+fn field_value(object: &Map<String, Value>, field: &str) -> Value {
+    let mut parts = field.split('.');
+    let first = parts.next().and_then(|part| object.get(part));
+    parts
+        .try_fold(first, |value, part| Some(value?.get(part)))
+        .flatten()
+        .cloned()
+        .unwrap_or(Value::Null)
+}
+
+/// Validates every event on its own: good events are kept whatever the others hold, and
+/// every refused one is reported by index, `messageId` and field, so that a client that does
+/// not retry a 400 (analytics.js) loses only the events that were wrong. Segment's API keeps
+/// the good events of a batch too.
+fn validate_batch(
     raw_events: &[&RawValue],
     defaults: &BatchDefaults<'_>,
     meta: &RequestMeta<'_>,
     limits: Limits,
-) -> Result<Vec<Event>, ApiError> {
-    let mut events = Vec::with_capacity(raw_events.len());
-    let mut issues = Vec::new();
+    context_ignored: Option<Ignored>,
+) -> Validated {
+    let mut validated = Validated::default();
     for (index, raw) in raw_events.iter().enumerate() {
-        let located = |mut issue: FieldIssue| {
-            issue.index = Some(index);
-            issue
-        };
-        if raw.get().len() > limits.max_event_bytes {
-            issues.push(located(FieldIssue {
+        let unusable = |message: String| {
+            vec![FieldIssue {
                 index: None,
                 field: String::new(),
-                message: format!("event exceeds {} bytes", limits.max_event_bytes),
-            }));
+                message,
+            }]
+        };
+        let Ok(object) = serde_json::from_str::<Map<String, Value>>(raw.get()) else {
+            let errors = unusable("must be a JSON object".to_owned());
+            validated.refuse(index, None, &Map::new(), errors, meta);
+            continue;
+        };
+        if raw.get().len() > limits.max_event_bytes {
+            // Refused, and still named by its id (the request's limit bounds the parse).
+            let errors = unusable(format!("event exceeds {} bytes", limits.max_event_bytes));
+            validated.refuse(index, sent_message_id(&object), &Map::new(), errors, meta);
             continue;
         }
-        let object = match serde_json::from_str::<Map<String, Value>>(raw.get()) {
-            Ok(object) => object,
-            Err(_) => {
-                issues.push(located(FieldIssue {
-                    index: None,
-                    field: String::new(),
-                    message: "must be a JSON object".to_owned(),
-                }));
-                continue;
-            }
-        };
-        match segment::normalize(None, &object, defaults, meta) {
-            Ok(event) => events.push(event),
-            Err(event_issues) => issues.extend(event_issues.into_iter().map(located)),
+        let mut outcome = segment::normalize(None, &object, defaults, meta);
+        if let (Ok(normalized), Some(ignored)) = (&mut outcome, &context_ignored) {
+            normalized.ignored.push(ignored.clone());
         }
+        validated.add(index, &object, outcome, meta);
     }
-    if issues.is_empty() {
-        Ok(events)
-    } else {
-        Err(ApiError::InvalidBatch(issues))
+    validated
+}
+
+/// Counts a request's refused events and ignored fields.
+fn count_validation(state: &AppState, warnings: &[IngestWarning]) {
+    let mut last_refused = None;
+    for warning in warnings {
+        if warning.kind == WarningKind::RefusedEvent {
+            // One count per event: by the first field that made it unusable.
+            if last_refused != Some(&warning.message_id) {
+                let labels = RefusalLabels {
+                    field: warning.field.clone(),
+                };
+                state.metrics.events_refused.get_or_create(&labels).inc();
+            }
+            last_refused = Some(&warning.message_id);
+        } else {
+            let labels = IgnoredLabels {
+                kind: warning.kind.as_str(),
+            };
+            state.metrics.fields_ignored.get_or_create(&labels).inc();
+        }
     }
 }
 
@@ -265,15 +407,38 @@ async fn enforce_quota(state: &AppState, tenant: &Tenant, events: usize) -> Resu
     }
 }
 
-async fn produce(state: &AppState, events: &[Event]) -> Result<usize, ApiError> {
+/// What a request stored: the response's figures.
+#[derive(Debug)]
+struct Accepted {
+    events: usize,
+    refused: Vec<Refused>,
+}
+
+/// Writes a request's events and warnings to Kafka together; `503` unless all were
+/// acknowledged. A request without a good event has only warnings to write: those are
+/// diagnostics, so losing them is counted and logged, not answered with a 503 that would make
+/// the client resend events that will be refused again.
+async fn produce(state: &AppState, validated: Validated) -> Result<Accepted, ApiError> {
+    let Validated {
+        events,
+        warnings,
+        refused,
+    } = validated;
+    if events.is_empty() {
+        record_warnings(state, &warnings).await;
+        return Ok(Accepted { events: 0, refused });
+    }
     let started = Instant::now();
-    match state.producer.send_all(events).await {
+    match state.producer.send_all(&events, &warnings).await {
         Ok(()) => {
             state
                 .metrics
                 .produce_duration
                 .observe(started.elapsed().as_secs_f64());
-            Ok(events.len())
+            Ok(Accepted {
+                events: events.len(),
+                refused,
+            })
         }
         Err(error) => {
             state.metrics.produce_failures.inc();
@@ -292,16 +457,35 @@ async fn produce(state: &AppState, events: &[Event]) -> Result<usize, ApiError> 
     }
 }
 
+/// Writes warnings on their own, without failing the request (see [`produce`]).
+async fn record_warnings(state: &AppState, warnings: &[IngestWarning]) {
+    if warnings.is_empty() {
+        return;
+    }
+    if let Err(error) = state.producer.send_all(&[], warnings).await {
+        state.metrics.warnings_lost.inc_by(warnings.len() as u64);
+        let cause = std::error::Error::source(&error).map(ToString::to_string);
+        tracing::warn!(%error, ?cause, warnings = warnings.len(), "ingestion warnings were not written to Kafka");
+    }
+}
+
+/// Segment's `{"success": true}`, and, when events were refused on their own, how many were
+/// accepted and which were refused (our extension; Segment's clients read only the status).
 fn respond(
     state: &AppState,
     route: &'static str,
-    result: Result<usize, ApiError>,
+    result: Result<Accepted, ApiError>,
     events_in_request: usize,
 ) -> Response {
     let response = match result {
-        Ok(accepted) => {
-            state.metrics.events_accepted.inc_by(accepted as u64);
-            (StatusCode::OK, axum::Json(json!({"success": true}))).into_response()
+        Ok(Accepted { events, refused }) => {
+            state.metrics.events_accepted.inc_by(events as u64);
+            let body = if refused.is_empty() {
+                json!({"success": true})
+            } else {
+                json!({"success": true, "accepted": events, "refused": refused})
+            };
+            (StatusCode::OK, axum::Json(body)).into_response()
         }
         Err(error) => {
             if !matches!(error, ApiError::Unavailable { .. }) {

@@ -15,6 +15,21 @@ pub struct RequestLabels {
     pub status: u16,
 }
 
+/// Labels of the refused-event counter: the first field that made the event unusable (a
+/// bounded set: the gateway's own field names).
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RefusalLabels {
+    /// `event`, `anonymousId`, `type`, ...; empty when the event was not a readable object.
+    pub field: String,
+}
+
+/// Labels of the ignored-field counter.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct IgnoredLabels {
+    /// `ingestion_warnings.type`: `invalid_time_ignored`, `invalid_ip_ignored`, ...
+    pub kind: &'static str,
+}
+
 /// The gateway's metrics and the registry that exposes them.
 #[derive(Debug)]
 pub struct Metrics {
@@ -26,6 +41,13 @@ pub struct Metrics {
     pub events_accepted: Counter,
     /// Events refused (invalid, too large, or part of a refused batch).
     pub events_rejected: Counter,
+    /// Events refused one by one (the rest of their request was accepted, or it was a single
+    /// event), by field.
+    pub events_refused: Family<RefusalLabels, Counter>,
+    /// Fields done without in accepted events, by kind.
+    pub fields_ignored: Family<IgnoredLabels, Counter>,
+    /// Warnings (refusals, ignored fields) that could not be written to Kafka.
+    pub warnings_lost: Counter,
     /// Requests answered 503 because Kafka did not acknowledge.
     pub produce_failures: Counter,
     /// Time from enqueue to Kafka acknowledgement of a request's events.
@@ -43,6 +65,24 @@ impl Default for Metrics {
         let events_accepted = Counter::default();
         let events_rejected = Counter::default();
         let produce_failures = Counter::default();
+        let events_refused = Family::<RefusalLabels, Counter>::default();
+        let fields_ignored = Family::<IgnoredLabels, Counter>::default();
+        let warnings_lost = Counter::default();
+        registry.register(
+            "clickstream_ingest_events_refused",
+            "Events refused one by one, by the first field that made them unusable",
+            events_refused.clone(),
+        );
+        registry.register(
+            "clickstream_ingest_fields_ignored",
+            "Fields of accepted events that could not be read and were done without",
+            fields_ignored.clone(),
+        );
+        registry.register(
+            "clickstream_ingest_warnings_lost",
+            "Ingestion warnings that could not be written to Kafka",
+            warnings_lost.clone(),
+        );
         let produce_duration = Histogram::new(exponential_buckets(0.0005, 2.0, 16));
         let rate_limited_events = Counter::default();
         let ratelimit_fallbacks = Counter::default();
@@ -87,6 +127,9 @@ impl Default for Metrics {
             requests,
             events_accepted,
             events_rejected,
+            events_refused,
+            fields_ignored,
+            warnings_lost,
             produce_failures,
             produce_duration,
             rate_limited_events,

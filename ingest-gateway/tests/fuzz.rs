@@ -3,7 +3,9 @@
 //! random bytes, deep nesting, huge strings, invalid UTF-8, fields of the wrong type, each
 //! sent to a random route, compressed or not, with or without a key. Whatever comes in:
 //! no panic, no 5xx, every refusal a 4xx JSON error naming the problem, and Kafka holds exactly
-//! the events of the accepted requests.
+//! the events of the accepted requests. A second run sends batches that mix events known to be
+//! good with events known to be bad: Kafka must hold exactly the good ones, and a refusal for
+//! each bad one.
 //!
 //! CI runs `CLICKSTREAM_FUZZ_CASES` (default 10,000) cases; the long run is
 //! `CLICKSTREAM_FUZZ_CASES=1000000 cargo test --release -p clickstream-ingest-gateway --test fuzz -- --nocapture`.
@@ -26,6 +28,9 @@ use proptest::test_runner::{Config, TestRunner};
 use rdkafka::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::mocking::MockCluster;
+use rdkafka::producer::DefaultProducerContext;
+use rdkafka::{Message, Offset, TopicPartitionList};
+use schemas::Record;
 use serde_json::{Value, json};
 use tower::ServiceExt;
 
@@ -191,13 +196,15 @@ fn case() -> impl Strategy<Value = Case> {
         })
 }
 
-/// Events a request accepted with 200 must have put in Kafka, read independently of the
-/// gateway: the body's `batch` length on batch routes, else one.
-fn accepted_events(case: &Case) -> usize {
+/// Events a request accepted with 200 must have put in Kafka: the body's `batch` length on
+/// batch routes (read independently of the gateway), less the events the answer says it
+/// refused one by one; else one.
+fn accepted_events(case: &Case, answer: &Value) -> usize {
     let batch_route = ["/v1/batch", "/v1/import", "/v1/b"].contains(&case.route);
     if !batch_route {
         return 1;
     }
+    let refused = answer["refused"].as_array().map_or(0, Vec::len);
     // Counted without parsing the events themselves: an event may nest as deep as serde_json
     // allows, and the envelope around it adds two levels.
     #[derive(serde::Deserialize)]
@@ -208,7 +215,12 @@ fn accepted_events(case: &Case) -> usize {
     let body = without_surrogate_escapes(&case.body);
     let envelope: Envelope<'_> = serde_json::from_slice(&body)
         .unwrap_or_else(|error| panic!("an accepted body is JSON: {error}"));
-    envelope.batch.len()
+    assert_eq!(
+        answer["accepted"].as_u64().map(|n| n as usize),
+        (refused > 0).then(|| envelope.batch.len() - refused),
+        "the answer's count: {answer}"
+    );
+    envelope.batch.len() - refused
 }
 
 /// The body with every `\uD800`-`\uDFFF` escape, paired or not, made a space: strict
@@ -253,28 +265,55 @@ fn request(case: &Case) -> Request<Body> {
     request.body(Body::from(body)).unwrap()
 }
 
-/// Records in the topic (the mock cluster's high watermarks are exact).
-fn kafka_records(brokers: &str) -> usize {
+/// Every record in the topic (read up to the mock cluster's high watermarks, which are exact).
+fn kafka_records(brokers: &str) -> Vec<Record> {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", brokers)
+        .set("group.id", "fuzz-verifier")
         .create()
         .expect("consumer");
-    (0..2)
-        .map(|partition| {
-            let (_, high) = consumer
-                .fetch_watermarks("events", partition, Duration::from_secs(5))
-                .expect("watermarks");
-            high as usize
-        })
-        .sum()
+    let mut total = 0;
+    let mut assignment = TopicPartitionList::new();
+    for partition in 0..2 {
+        let (_, high) = consumer
+            .fetch_watermarks("events", partition, Duration::from_secs(5))
+            .expect("watermarks");
+        total += high as usize;
+        assignment
+            .add_partition_offset("events", partition, Offset::Beginning)
+            .expect("offset");
+    }
+    consumer.assign(&assignment).expect("assign");
+    let mut records = Vec::with_capacity(total);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while records.len() < total {
+        assert!(
+            Instant::now() < deadline,
+            "read {} of {total}",
+            records.len()
+        );
+        if let Some(message) = consumer.poll(Duration::from_millis(100)) {
+            let message = message.expect("record");
+            let payload = message.payload().expect("payload");
+            records.push(schemas::wire::decode(payload).expect("the gateway writes valid records"));
+        }
+    }
+    records
 }
 
-#[test]
-fn no_input_breaks_the_gateway_or_leaks_into_kafka() {
-    let cases: u32 = std::env::var("CLICKSTREAM_FUZZ_CASES")
-        .ok()
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(10_000);
+fn events_in(records: &[Record]) -> usize {
+    records
+        .iter()
+        .filter(|record| matches!(record, Record::Event(_)))
+        .count()
+}
+
+/// A gateway in front of a fresh mock cluster with a two-partition `events` topic.
+fn gateway() -> (
+    MockCluster<'static, DefaultProducerContext>,
+    tokio::runtime::Runtime,
+    Arc<AppState>,
+) {
     let cluster = MockCluster::new(1).expect("mock cluster");
     cluster.create_topic("events", 2, 1).expect("topic");
     let runtime = tokio::runtime::Runtime::new().unwrap();
@@ -298,6 +337,161 @@ fn no_input_breaks_the_gateway_or_leaks_into_kafka() {
             rate_limiter: RateLimiter::local(),
         })
     });
+    (cluster, runtime, state)
+}
+
+/// An event the test knows to be good, with fields that only refine it drawn from forms the
+/// gateway must read or do without (times, addresses, paths).
+fn good_event() -> impl Strategy<Value = Value> {
+    let time = prop_oneof![
+        Just(json!("2026-12-02T10:00:00+0000")),
+        Just(json!("2026-12-02T15:30:00+0530")),
+        Just(json!("2026-12-02T10:00:00.123456Z")),
+        Just(json!("2026-12-02 10:00:00")),
+        Just(json!("not a time")),
+        Just(json!(12345)),
+        Just(Value::Null),
+    ];
+    let ip = prop_oneof![
+        Just(json!("203.0.113.7:51234")),
+        Just(json!("203.0.113.7, 10.0.0.1")),
+        Just(json!("[2001:db8::1]:443")),
+        Just(json!("garbage")),
+        Just(json!(["1.2.3.4"])),
+    ];
+    let kind = prop::sample::select(vec![
+        "track", "page", "screen", "identify", "alias", "group",
+    ]);
+    (kind, time, ip, "/[a-z]{0,6}(\\?[a-z]=1)?").prop_map(|(kind, time, ip, path)| {
+        json!({"type": kind, "event": "Signed Up", "anonymousId": "a", "userId": "u",
+               "previousId": "p", "groupId": "g", "timestamp": time,
+               "properties": {"path": path}, "context": {"ip": ip}})
+    })
+}
+
+/// An event the test knows to be bad, whatever else it holds.
+fn bad_event() -> impl Strategy<Value = Value> {
+    prop_oneof![
+        Just(json!({"type": "track", "anonymousId": "a"})),
+        Just(json!({"type": "page"})),
+        Just(json!({"type": "teleport", "anonymousId": "a"})),
+        Just(json!({"anonymousId": "a"})),
+        Just(json!({"type": "track", "event": "e", "userId": ["x"]})),
+        Just(json!({"type": "page", "anonymousId": "a", "properties": 3})),
+        Just(json!({"type": "group", "userId": "u"})),
+        Just(json!({"type": "alias", "userId": "u"})),
+        Just(
+            json!({"type": "page", "anonymousId": "a", "properties": {"big": "x".repeat(40_000)}})
+        ),
+        Just(json!("not an object")),
+        Just(json!(7)),
+        Just(json!([])),
+    ]
+}
+
+/// Issue 20: one bad event never costs the batch. Batches mix events the test knows to be good
+/// with events it knows to be bad; Kafka must hold exactly the good ones (by `messageId`), and
+/// a refusal record for every bad one that had an id.
+#[test]
+fn a_batch_stores_exactly_its_good_events() {
+    let cases: u32 = std::env::var("CLICKSTREAM_FUZZ_CASES")
+        .ok()
+        .and_then(|n| n.parse::<u32>().ok())
+        .map_or(500, |n| (n / 20).max(1));
+    let (cluster, runtime, state) = gateway();
+    let batch = proptest::collection::vec((any::<bool>(), good_event(), bad_event()), 1..12);
+    let expected: Arc<Mutex<(Vec<String>, Vec<String>)>> = Arc::default();
+    let counter = std::sync::atomic::AtomicUsize::new(0);
+    let mut runner = TestRunner::new(Config {
+        cases,
+        failure_persistence: None,
+        ..Config::default()
+    });
+    let result = runner.run(&batch, |members| {
+        let case = counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let mut events = Vec::new();
+        let (mut good, mut bad) = (Vec::new(), Vec::new());
+        for (i, (is_good, mut good_event, mut bad_event)) in members.into_iter().enumerate() {
+            let id = format!("c{case}-{i}");
+            let event = if is_good {
+                &mut good_event
+            } else {
+                &mut bad_event
+            };
+            if let Some(object) = event.as_object_mut() {
+                object.insert("messageId".into(), json!(id));
+                if is_good { good.push(id) } else { bad.push(id) }
+            }
+            events.push(event.clone());
+        }
+        let case = Case {
+            route: "/v1/batch",
+            body: json!({"batch": events}).to_string().into_bytes(),
+            encoding: None,
+            compress: false,
+            key: Some("wk_fuzz"),
+        };
+        let response = runtime.block_on(router(state.clone()).oneshot(request(&case)));
+        let response = response.unwrap();
+        let status = response.status().as_u16();
+        let bytes = runtime
+            .block_on(axum::body::to_bytes(response.into_body(), usize::MAX))
+            .unwrap();
+        let answer: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        prop_assert_eq!(status, 200, "{}", answer);
+        let refused = answer["refused"].as_array().map_or(0, Vec::len);
+        prop_assert_eq!(refused, events.len() - good.len(), "{}", answer);
+        let mut expected = expected.lock().unwrap();
+        expected.0.extend(good);
+        expected.1.extend(bad);
+        Ok(())
+    });
+    if let Err(failure) = result {
+        panic!("{failure}");
+    }
+    let records = kafka_records(&cluster.bootstrap_servers());
+    let mut stored: Vec<String> = records
+        .iter()
+        .filter_map(|record| match record {
+            Record::Event(event) => Some(event.message_id.clone()),
+            Record::Warning(_) => None,
+        })
+        .collect();
+    let mut refused: Vec<String> = records
+        .iter()
+        .filter_map(|record| match record {
+            Record::Warning(w) if w.kind == schemas::WarningKind::RefusedEvent => {
+                Some(w.message_id.clone())
+            }
+            _ => None,
+        })
+        .collect();
+    refused.sort();
+    refused.dedup();
+    let (mut good, bad) = expected.lock().unwrap().clone();
+    stored.sort();
+    good.sort();
+    assert_eq!(stored, good, "Kafka holds exactly the good events");
+    for id in &bad {
+        assert!(
+            refused.binary_search(id).is_ok(),
+            "no refusal recorded for {id}"
+        );
+    }
+    println!(
+        "{cases} mixed batches: {} good events stored, {} bad refused",
+        good.len(),
+        bad.len()
+    );
+}
+
+#[test]
+fn no_input_breaks_the_gateway_or_leaks_into_kafka() {
+    let cases: u32 = std::env::var("CLICKSTREAM_FUZZ_CASES")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(10_000);
+    let (cluster, runtime, state) = gateway();
     let statuses: Arc<Mutex<BTreeMap<(u16, String), u64>>> = Arc::default();
     let expected_in_kafka = Arc::new(Mutex::new(0usize));
     let started = Instant::now();
@@ -316,7 +510,7 @@ fn no_input_breaks_the_gateway_or_leaks_into_kafka() {
         let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
         prop_assert!(status < 500, "{status} for {case:?}: {body}");
         let code = if status == 200 {
-            *expected_in_kafka.lock().unwrap() += accepted_events(&case);
+            *expected_in_kafka.lock().unwrap() += accepted_events(&case, &body);
             "success".to_owned()
         } else {
             let code = body["error"]["code"]
@@ -343,7 +537,7 @@ fn no_input_breaks_the_gateway_or_leaks_into_kafka() {
     }
     let expected = *expected_in_kafka.lock().unwrap();
     assert_eq!(
-        kafka_records(&cluster.bootstrap_servers()),
+        events_in(&kafka_records(&cluster.bootstrap_servers())),
         expected,
         "Kafka holds exactly the events of the accepted requests"
     );

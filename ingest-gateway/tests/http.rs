@@ -85,6 +85,28 @@ impl Harness {
 
     /// Every event in the topic, read from the beginning of each partition.
     fn consume_all(&self) -> Vec<(String, Event)> {
+        self.consume_records()
+            .into_iter()
+            .filter_map(|(key, record)| match record {
+                schemas::Record::Event(event) => Some((key, event)),
+                schemas::Record::Warning(_) => None,
+            })
+            .collect()
+    }
+
+    /// Every warning in the topic.
+    fn warnings(&self) -> Vec<schemas::IngestWarning> {
+        self.consume_records()
+            .into_iter()
+            .filter_map(|(_, record)| match record {
+                schemas::Record::Warning(warning) => Some(warning),
+                schemas::Record::Event(_) => None,
+            })
+            .collect()
+    }
+
+    /// Every record in the topic, read from the beginning of each partition.
+    fn consume_records(&self) -> Vec<(String, schemas::Record)> {
         let consumer: BaseConsumer = ClientConfig::new()
             .set("bootstrap.servers", self.cluster.bootstrap_servers())
             .set("group.id", "verifier")
@@ -213,46 +235,165 @@ async fn write_key_in_body_and_every_route() {
     );
 }
 
+/// Issue 20: a batch of five where one track lacks `event` stored none of the four good
+/// events, and analytics.js does not retry a 400. Each event now stands alone.
 #[tokio::test]
-async fn a_bad_event_rejects_the_whole_batch_and_names_every_index() {
+async fn a_bad_event_costs_only_itself_and_is_named_and_recorded() {
     let h = harness(5_000);
     let batch = json!({"batch": [
         {"type": "track", "anonymousId": "a", "event": "ok", "messageId": "good-0"},
-        {"type": "track", "anonymousId": "a"},
+        {"type": "track", "anonymousId": "a", "messageId": "bad-1"},
         {"type": "page", "anonymousId": "a", "messageId": "good-2"},
         {"type": "teleport", "anonymousId": "a"},
         "not an object",
-        {"type": "page", "userId": "u", "timestamp": "last tuesday"}
+        {"type": "page", "userId": "u", "messageId": "good-5", "timestamp": "last tuesday"},
+        {"type": "identify", "userId": "u", "messageId": "good-6"}
     ]});
     let (status, _, body) = h
         .post("/v1/batch", Some("wk_acme"), batch.to_string())
         .await;
-    assert_eq!(status, StatusCode::BAD_REQUEST);
-    assert_eq!(error_code(&body), "invalid_batch");
-    let located: Vec<(u64, String)> = body["error"]["details"]
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["success"], true);
+    assert_eq!(body["accepted"], 4);
+    let refused: Vec<(u64, Value, Vec<String>)> = body["refused"]
         .as_array()
-        .expect("details")
+        .expect("refused")
         .iter()
-        .map(|d| {
+        .map(|r| {
+            let fields = r["errors"]
+                .as_array()
+                .expect("errors")
+                .iter()
+                .map(|e| e["field"].as_str().expect("field").to_owned())
+                .collect();
             (
-                d["index"].as_u64().expect("index"),
-                d["field"].as_str().expect("field").to_owned(),
+                r["index"].as_u64().expect("index"),
+                r["messageId"].clone(),
+                fields,
             )
         })
         .collect();
     assert_eq!(
-        located,
+        refused,
         [
-            (1, "event".into()),
-            (3, "type".into()),
-            (4, "".into()),
-            (5, "timestamp".into())
+            (1, json!("bad-1"), vec!["event".to_owned()]),
+            (3, Value::Null, vec!["type".to_owned()]),
+            (4, Value::Null, vec!["".to_owned()]),
         ]
     );
-    assert!(
-        h.consume_all().is_empty(),
-        "nothing of a rejected batch may reach Kafka"
+    let mut stored: Vec<String> = h
+        .consume_all()
+        .into_iter()
+        .map(|(_, event)| event.message_id)
+        .collect();
+    stored.sort();
+    assert_eq!(stored, ["good-0", "good-2", "good-5", "good-6"]);
+
+    let mut warnings: Vec<(String, String, String)> = h
+        .warnings()
+        .into_iter()
+        .map(|w| {
+            assert_eq!(w.tenant, "acme");
+            assert!(!w.detail.is_empty(), "{w:?}");
+            let id = if w.message_id.starts_with("bad") || w.message_id.starts_with("good") {
+                w.message_id
+            } else {
+                // Made up for an event that had none: a UUIDv7.
+                let id = uuid::Uuid::parse_str(&w.message_id).expect("a generated id");
+                assert_eq!(id.get_version_num(), 7);
+                "generated".to_owned()
+            };
+            (w.kind.as_str().to_owned(), id, w.field)
+        })
+        .collect();
+    warnings.sort();
+    assert_eq!(
+        warnings,
+        [
+            (
+                "invalid_time_ignored".into(),
+                "good-5".into(),
+                "timestamp".into()
+            ),
+            ("refused_event".into(), "bad-1".into(), "event".into()),
+            ("refused_event".into(), "generated".into(), "".into()),
+            ("refused_event".into(), "generated".into(), "type".into()),
+        ]
     );
+    let metrics = h.state.metrics.render();
+    assert!(
+        metrics.contains("clickstream_ingest_events_refused_total{field=\"event\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics
+            .contains("clickstream_ingest_fields_ignored_total{kind=\"invalid_time_ignored\"} 1")
+    );
+}
+
+/// A batch of nothing but bad events is still a batch: 200, everything named, nothing stored.
+#[tokio::test]
+async fn a_batch_of_only_bad_events_is_answered_event_by_event() {
+    let h = harness(5_000);
+    let batch = json!({"batch": [{"type": "track", "anonymousId": "a"}, 7]});
+    let (status, _, body) = h
+        .post("/v1/batch", Some("wk_acme"), batch.to_string())
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["accepted"], 0);
+    assert_eq!(body["refused"].as_array().map(Vec::len), Some(2));
+    assert!(h.consume_all().is_empty());
+    assert_eq!(h.warnings().len(), 2);
+}
+
+/// Every time form a real SDK sends is read, and one that is not a time costs the time only.
+#[tokio::test]
+async fn sdk_time_forms_are_read_and_a_bad_time_keeps_the_event() {
+    let h = harness(5_000);
+    // 2026-12-02T10:00:00Z = 1_796_205_600_000 ms.
+    let at = 1_796_205_600_000i64;
+    let forms = [
+        ("2026-12-02T10:00:00+0000", at),
+        ("2026-12-02T15:30:00+0530", at),
+        ("2026-12-02T15:30:00+05:30", at),
+        ("2026-12-02T02:00:00-0800", at),
+        ("2026-12-02T15:00:00+05", at),
+        ("2026-12-02T10:00:00.123456789Z", at + 123),
+        ("2026-12-02T10:00:00.1234567Z", at + 123),
+        ("2026-12-02T10:00:00,5Z", at + 500),
+        ("2026-12-02t10:00:00z", at),
+        ("2026-12-02 10:00:00+00:00", at),
+        ("2026-12-02T10:00Z", at),
+        ("20261202T100000Z", at),
+        ("2026-12-02T11:00:00+01:00[Europe/Paris]", at),
+        ("2026-12-02T10:00:00", at),
+        ("2026-12-02T10:00:00.250", at + 250),
+    ];
+    let batch: Vec<Value> = forms
+        .iter()
+        .enumerate()
+        .map(|(i, (time, _))| {
+            json!({"type": "track", "event": "e", "anonymousId": "a", "messageId": format!("t{i}"), "timestamp": time})
+        })
+        .collect();
+    let (status, _, body) = h
+        .post(
+            "/v1/batch",
+            Some("wk_acme"),
+            json!({"batch": batch}).to_string(),
+        )
+        .await;
+    assert_eq!((status, &body), (StatusCode::OK, &json!({"success": true})));
+    let events = h.consume_all();
+    for (i, (time, expected)) in forms.iter().enumerate() {
+        let event = events
+            .iter()
+            .find(|(_, e)| e.message_id == format!("t{i}"))
+            .map(|(_, e)| e)
+            .expect("stored");
+        assert_eq!(event.timestamp_ms, *expected, "{time}");
+    }
+    assert!(h.warnings().is_empty());
 }
 
 #[tokio::test]
@@ -303,11 +444,9 @@ async fn limits_are_enforced_with_json_errors() {
     let (status, _, body) = h
         .post("/v1/batch", Some("wk_acme"), oversized_member.to_string())
         .await;
-    assert_eq!(
-        (status, error_code(&body)),
-        (StatusCode::BAD_REQUEST, "invalid_batch")
-    );
-    assert_eq!(body["error"]["details"][0]["index"], 1);
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["accepted"], 1, "the other event is kept");
+    assert_eq!(body["refused"][0]["index"], 1);
 
     let (status, _, body) = h.post("/v1/track", Some("wk_acme"), "{not json").await;
     assert_eq!(
@@ -333,7 +472,12 @@ async fn limits_are_enforced_with_json_errors() {
         "{body}"
     );
 
-    assert!(h.consume_all().is_empty());
+    let stored = h.consume_all();
+    assert_eq!(
+        stored.len(),
+        1,
+        "only the good member of the batch with an oversized one"
+    );
 }
 
 #[tokio::test]

@@ -1,10 +1,12 @@
-//! `decode`: wire bytes to events, with undecodable records kept as data.
+//! `decode`: wire bytes to events, with the gateway's warnings and undecodable records kept as
+//! data.
 //!
 //! A corrupt or future-version record must neither stop the dataflow nor vanish: it travels on
 //! as a [`DeadLetter`] with its position, so the sink can store it and still account for its
-//! offset when it checkpoints.
+//! offset when it checkpoints. A gateway's warning (a refused event, an ignored field) is not
+//! an event: it goes to its own sink, past every operator.
 
-use schemas::{Event, SourceRecord};
+use schemas::{Event, IngestWarning, Record, SourceRecord};
 use timely::dataflow::StreamVec;
 use timely::dataflow::operators::vec::Map;
 use timely::progress::Timestamp;
@@ -35,47 +37,57 @@ pub struct DeadLetter {
     pub payload: Vec<u8>,
 }
 
-impl DeadLetter {
-    /// Source position of either outcome.
-    pub fn position(outcome: &Result<Decoded, DeadLetter>) -> (i32, i64) {
-        match outcome {
-            Ok(decoded) => (decoded.partition, decoded.offset),
-            Err(dead) => (dead.partition, dead.offset),
+/// A record that is not an event.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum NotAnEvent {
+    /// A gateway's warning, for `ingestion_warnings` (boxed: rare, and larger than the rest).
+    Warning(Box<IngestWarning>),
+    /// A record that could not be decoded.
+    Dead(DeadLetter),
+}
+
+impl NotAnEvent {
+    /// The warning, or the dead letter.
+    pub fn split(self) -> Result<IngestWarning, DeadLetter> {
+        match self {
+            NotAnEvent::Warning(warning) => Ok(*warning),
+            NotAnEvent::Dead(dead) => Err(dead),
         }
     }
 }
 
 /// Decodes a stream of source records.
 pub trait Decode<'s, T: Timestamp> {
-    /// Decodes each record; failures become [`DeadLetter`]s in the same stream, in order.
-    fn decode(self) -> StreamVec<'s, T, Result<Decoded, DeadLetter>>;
+    /// Decodes each record; warnings and failures travel in the same stream, in order.
+    fn decode(self) -> StreamVec<'s, T, Result<Decoded, NotAnEvent>>;
 }
 
 impl<'s, T: Timestamp> Decode<'s, T> for StreamVec<'s, T, SourceRecord> {
-    fn decode(self) -> StreamVec<'s, T, Result<Decoded, DeadLetter>> {
+    fn decode(self) -> StreamVec<'s, T, Result<Decoded, NotAnEvent>> {
         self.map(decode_record)
     }
 }
 
 /// The per-record logic, also usable outside a dataflow.
-pub fn decode_record(record: SourceRecord) -> Result<Decoded, DeadLetter> {
+pub fn decode_record(record: SourceRecord) -> Result<Decoded, NotAnEvent> {
     let SourceRecord {
         partition,
         offset,
         payload,
     } = record;
     match schemas::wire::decode(&payload) {
-        Ok(event) => Ok(Decoded {
+        Ok(Record::Event(event)) => Ok(Decoded {
             partition,
             offset,
             event,
         }),
-        Err(error) => Err(DeadLetter {
+        Ok(Record::Warning(warning)) => Err(NotAnEvent::Warning(Box::new(warning))),
+        Err(error) => Err(NotAnEvent::Dead(DeadLetter {
             partition,
             offset,
             error: error.to_string(),
             payload,
-        }),
+        })),
     }
 }
 
@@ -139,12 +151,16 @@ mod tests {
                             Some(event),
                         )
                     } else {
-                        // Garbage, sometimes with a valid version byte in front.
+                        // Garbage, sometimes with a valid version byte in front (version 1,
+                        // events only: garbage decoding as a warning would have no position).
                         let mut payload = garbage;
                         if id % 2 == 0 {
-                            payload.insert(0, schemas::wire::CURRENT_VERSION);
+                            payload.insert(0, 1);
                         }
-                        let decodes = schemas::wire::decode(&payload).ok();
+                        let decodes = match schemas::wire::decode(&payload) {
+                            Ok(Record::Event(event)) => Some(event),
+                            _ => None,
+                        };
                         (
                             SourceRecord {
                                 partition,
@@ -173,12 +189,21 @@ mod tests {
                 let probe = stream
                     .decode()
                     .inspect(move |outcome| {
-                        let (partition, offset) = DeadLetter::position(outcome);
-                        let event = outcome.as_ref().ok().map(|decoded| decoded.event.clone());
-                        if let Err(dead) = outcome {
-                            assert!(!dead.error.is_empty());
-                        }
-                        seen.lock().unwrap().push((partition, offset, event));
+                        let seen_record = match outcome {
+                            Ok(decoded) => (
+                                decoded.partition,
+                                decoded.offset,
+                                Some(decoded.event.clone()),
+                            ),
+                            Err(NotAnEvent::Dead(dead)) => {
+                                assert!(!dead.error.is_empty());
+                                (dead.partition, dead.offset, None)
+                            }
+                            Err(NotAnEvent::Warning(warning)) => {
+                                panic!("garbage read as a warning: {warning:?}")
+                            }
+                        };
+                        seen.lock().unwrap().push(seen_record);
                     })
                     .probe()
                     .0;

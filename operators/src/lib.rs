@@ -31,7 +31,7 @@ pub mod window_aggregate;
 
 pub use active_visitors::ActiveVisitors;
 pub use claims::EarliestClaims;
-pub use decode::{DeadLetter, Decode, Decoded};
+pub use decode::{DeadLetter, Decode, Decoded, NotAnEvent};
 pub use dedup::{Dedup, DedupSettings};
 pub use identity::{IdentityPolicy, StitchIdentities};
 pub use model::*;

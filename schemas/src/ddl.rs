@@ -62,8 +62,10 @@ pub const TABLES: &[(&str, &str)] = &[
 /// created by an older version gets them with `ALTER TABLE … ADD COLUMN` (ClickHouse 18.16
 /// has no `ADD COLUMN IF NOT EXISTS`, so the caller checks `system.columns` first). Each is
 /// also in its table's template.
-pub const ADDED_COLUMNS: &[(&str, &str, &str)] =
-    &[("_checkpoints", "log_mark", "UInt64 DEFAULT 0")];
+pub const ADDED_COLUMNS: &[(&str, &str, &str)] = &[
+    ("_checkpoints", "log_mark", "UInt64 DEFAULT 0"),
+    ("ingestion_warnings", "detail", "String DEFAULT ''"),
+];
 
 /// The statements that create `database` and every table in it, for a server of `version`.
 /// All are idempotent (`IF NOT EXISTS`), so every component may run them at start.

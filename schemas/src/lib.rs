@@ -11,7 +11,10 @@ pub mod definitions;
 pub mod event;
 pub mod live;
 pub mod tenants;
+pub mod warning;
 pub mod wire;
 
 pub use definitions::BounceRule;
 pub use event::{Campaign, ControlMessage, Event, EventKind, Page, SourceRecord};
+pub use warning::{IngestWarning, WarningKind};
+pub use wire::Record;

@@ -8,6 +8,7 @@
 //! anonymize_ip = true   # default
 //! rate_limit = { events_per_sec = 500, burst = 5000 }   # optional; none: unlimited
 //! time_zone = "Europe/Berlin"   # optional; default UTC
+//! trailing_slash = "keep"   # or "strip": `/pricing/` and `/pricing` are one page; default keep
 //! ```
 
 use std::collections::HashMap;
@@ -38,6 +39,21 @@ pub struct Tenant {
     /// "today" and "per day" are local days of this zone. Validated by the query gateway.
     #[serde(default = "default_time_zone")]
     pub time_zone: String,
+    /// Whether `/pricing/` and `/pricing` are one page (`strip`) or two (`keep`, the default:
+    /// a site may serve different pages at both, and keeping is what Plausible does).
+    #[serde(default)]
+    pub trailing_slash: TrailingSlash,
+}
+
+/// What the gateway does with a trailing slash of a page's path (never the root `/`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TrailingSlash {
+    /// Paths are stored as sent.
+    #[default]
+    Keep,
+    /// `/a/` is stored as `/a`.
+    Strip,
 }
 
 fn default_time_zone() -> String {

@@ -1,14 +1,33 @@
-//! The binary wire format of [`Event`]s in Kafka: one version byte, then the bincode 2
+//! The binary wire format of the records in Kafka: one version byte, then the bincode 2
 //! (standard config) encoding of that version's type.
+//!
+//! - Version 1: an [`Event`].
+//! - Version 2 (written since issue 20): a [`Record`], an event or a gateway's
+//!   [`IngestWarning`]. Version 1 records are still read, as events.
 //!
 //! The version byte lets a newer gateway and an older engine (or the reverse) coexist during a
 //! rolling upgrade: a reader refuses versions it does not know with a clear error, which the
-//! engine routes to its dead-letter table instead of misreading bytes.
+//! engine routes to its dead-letter table instead of misreading bytes. Upgrade the engines
+//! before the gateways.
 
-use crate::Event;
+use bincode::{Decode, Encode};
+
+use crate::{Event, IngestWarning};
 
 /// The version written by this build.
-pub const CURRENT_VERSION: u8 = 1;
+pub const CURRENT_VERSION: u8 = 2;
+
+/// What one Kafka record of the events topic holds.
+// Nearly every record is an event, decoded and moved out at once: boxing it would cost an
+// allocation per event to save bytes on a value that lives for a moment.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
+pub enum Record {
+    /// An accepted event.
+    Event(Event),
+    /// A refused event or an ignored field, for `ingestion_warnings`.
+    Warning(IngestWarning),
+}
 
 /// Why a payload could not be decoded.
 #[derive(Debug, thiserror::Error)]
@@ -17,40 +36,53 @@ pub enum WireError {
     #[error("empty payload")]
     Empty,
     /// A version byte this build does not understand.
-    #[error("unknown wire format version {0} (this build reads version {CURRENT_VERSION})")]
+    #[error("unknown wire format version {0} (this build reads versions 1 to {CURRENT_VERSION})")]
     UnknownVersion(u8),
-    /// The bytes after the version byte are not a valid event.
-    #[error("malformed event: {0}")]
+    /// The bytes after the version byte are not a valid record.
+    #[error("malformed record: {0}")]
     Malformed(#[from] bincode::error::DecodeError),
-    /// Bytes were left over after a complete event.
-    #[error("{0} trailing bytes after the event")]
+    /// Bytes were left over after a complete record.
+    #[error("{0} trailing bytes after the record")]
     TrailingBytes(usize),
 }
 
-/// Encodes an event with the current version byte.
+/// Encodes an event as a current-version [`Record::Event`], without copying it into a record:
+/// bincode writes an enum as its variant index (a varint, one byte here) and then the fields.
 pub fn encode(event: &Event) -> Vec<u8> {
+    encode_variant(0, event)
+}
+
+/// Encodes a gateway's warning as a current-version [`Record::Warning`].
+pub fn encode_warning(warning: &IngestWarning) -> Vec<u8> {
+    encode_variant(1, warning)
+}
+
+fn encode_variant(variant: u8, value: &impl Encode) -> Vec<u8> {
     let mut buffer = Vec::with_capacity(256);
-    buffer.push(CURRENT_VERSION);
-    // Writing into a Vec cannot fail, and every field type of Event is encodable.
-    if let Err(error) = bincode::encode_into_std_write(event, &mut buffer, config()) {
+    buffer.extend([CURRENT_VERSION, variant]);
+    // Writing into a Vec cannot fail, and every field type of a record is encodable.
+    if let Err(error) = bincode::encode_into_std_write(value, &mut buffer, config()) {
         unreachable!("encoding into a Vec failed: {error}");
     }
     buffer
 }
 
-/// Decodes a payload written by [`encode`] of any version this build understands.
-pub fn decode(payload: &[u8]) -> Result<Event, WireError> {
+/// Decodes a payload of any version this build understands.
+pub fn decode(payload: &[u8]) -> Result<Record, WireError> {
     let (&version, body) = payload.split_first().ok_or(WireError::Empty)?;
     match version {
-        1 => {
-            let (event, read) = bincode::decode_from_slice(body, config())?;
-            if read != body.len() {
-                return Err(WireError::TrailingBytes(body.len() - read));
-            }
-            Ok(event)
-        }
+        1 => decode_whole(body).map(Record::Event),
+        2 => decode_whole(body),
         other => Err(WireError::UnknownVersion(other)),
     }
+}
+
+fn decode_whole<T: Decode<()>>(body: &[u8]) -> Result<T, WireError> {
+    let (value, read) = bincode::decode_from_slice(body, config())?;
+    if read != body.len() {
+        return Err(WireError::TrailingBytes(body.len() - read));
+    }
+    Ok(value)
 }
 
 /// Limits allocations so that a corrupt length prefix cannot make a reader allocate gigabytes.
@@ -128,7 +160,7 @@ mod tests {
         fn round_trips(event in arb_event()) {
             let bytes = encode(&event);
             prop_assert_eq!(bytes[0], CURRENT_VERSION);
-            prop_assert_eq!(decode(&bytes).unwrap(), event);
+            prop_assert_eq!(decode(&bytes).unwrap(), Record::Event(event));
         }
 
         #[test]
@@ -146,6 +178,12 @@ mod tests {
         let error = decode(&bytes).unwrap_err();
         assert!(matches!(error, WireError::UnknownVersion(7)), "{error:?}");
         assert!(error.to_string().contains("version 7"));
+        bytes[0] = 2;
+        bytes[1] = 9;
+        assert!(
+            matches!(decode(&bytes), Err(WireError::Malformed(_))),
+            "an unknown record kind"
+        );
     }
 
     #[test]
@@ -156,18 +194,41 @@ mod tests {
         assert!(matches!(decode(&bytes), Err(WireError::TrailingBytes(1))));
     }
 
-    /// Pins the v1 layout: if this changes, old Kafka data becomes unreadable, so bump
-    /// `CURRENT_VERSION` and keep a decoder for version 1 instead of editing this test.
+    /// The v1 layout, as gateways before issue 20 wrote it: logs still hold such records,
+    /// so they must read the same forever.
+    const VERSION_1_SAMPLE: [u8; 42] = [
+        1, 1, b'a', 2, b'm', b'1', 1, 1, b'/', 2, b'a', b'1', 0, 0, 0, 200, 0, 0, 202, 4, b'/',
+        b'x', b'/', b'y', 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 1, 1, b'k', 1, b'v', 0, 0,
+    ];
+
     #[test]
-    fn version_1_layout_is_stable() {
+    fn version_1_records_still_read_as_events() {
+        assert_eq!(decode(&VERSION_1_SAMPLE).unwrap(), Record::Event(sample()));
+    }
+
+    /// Pins the v2 layout: if this changes, old Kafka data becomes unreadable, so bump
+    /// `CURRENT_VERSION` and keep a decoder for version 2 instead of editing this test. An
+    /// event is the version byte, the variant, and the event's v1 body.
+    #[test]
+    fn version_2_layout_is_stable() {
         let bytes = encode(&sample());
+        assert_eq!(bytes[..2], [2, 0]);
+        assert_eq!(bytes[2..], VERSION_1_SAMPLE[1..]);
+        let warning = IngestWarning {
+            tenant: "a".into(),
+            kind: crate::WarningKind::InvalidIpIgnored,
+            message_id: "m".into(),
+            field: "f".into(),
+            value: "v".into(),
+            detail: "d".into(),
+            received_at_ms: 5,
+        };
+        let bytes = encode_warning(&warning);
         assert_eq!(
             bytes,
-            [
-                1, 1, b'a', 2, b'm', b'1', 1, 1, b'/', 2, b'a', b'1', 0, 0, 0, 200, 0, 0, 202, 4,
-                b'/', b'x', b'/', b'y', 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 1, 1, b'k', 1, b'v', 0, 0
-            ]
+            [2, 1, 1, b'a', 2, 1, b'm', 1, b'f', 1, b'v', 1, b'd', 10]
         );
+        assert_eq!(decode(&bytes).unwrap(), Record::Warning(warning));
     }
 
     fn sample() -> Event {

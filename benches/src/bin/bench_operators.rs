@@ -248,7 +248,7 @@ fn run_dataflow(
             let (input, records) = scope.new_input::<SourceRecord>();
             let (decoded, _dead): (
                 _,
-                timely::dataflow::StreamVec<'_, u64, operators::DeadLetter>,
+                timely::dataflow::StreamVec<'_, u64, operators::NotAnEvent>,
             ) = records.decode().ok_err(|outcome| outcome);
             let no_claims = insertions(Vec::<IdentityClaim>::new().to_stream(scope));
             let no_unlinks = insertions(Vec::<Unlink>::new().to_stream(scope));

@@ -274,11 +274,17 @@ async fn measure(
     );
     let ms = |h: &Histogram<u64>, q: f64| h.value_at_quantile(q) as f64 / 1000.0;
     let probes = total as u64 / PROBE_EVERY;
-    let acknowledged = acknowledged.lock().map(|h| h.clone()).unwrap_or_else(|_| latency_histogram());
+    let acknowledged = acknowledged
+        .lock()
+        .map(|h| h.clone())
+        .unwrap_or_else(|_| latency_histogram());
     for q in [0.5, 0.99] {
         report.add(
             "latency",
-            &format!("gateway -> acknowledged (200), p{}, {label}", (q * 100.0) as u32),
+            &format!(
+                "gateway -> acknowledged (200), p{}, {label}",
+                (q * 100.0) as u32
+            ),
             ms(&acknowledged, q),
             "ms",
         );

@@ -5,8 +5,8 @@ use operators::{AggRow, route};
 use serde::{Deserialize, Serialize};
 
 use super::{Table, TableSink};
-use crate::sink::epoch::Write;
 use crate::sink::clickhouse::rows::datetime;
+use crate::sink::epoch::Write;
 use crate::sink::epoch::upserts;
 
 /// One row of `agg_minute_metrics`.

@@ -6,8 +6,8 @@ use operators::{DeadLetter, route};
 use serde::{Deserialize, Serialize};
 
 use super::{Table, TableSink};
-use crate::sink::epoch::Write;
 use crate::sink::clickhouse::rows::datetime;
+use crate::sink::epoch::Write;
 
 /// One row of `_dead_letters`.
 #[derive(Debug, Clone, PartialEq, Row, Serialize, Deserialize)]

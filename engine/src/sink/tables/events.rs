@@ -331,10 +331,7 @@ async fn correct(table: &Table, epoch: u64, corrections: Corrections) {
                     table.writer.correct_events(epoch, &tenant, chunk)
                 })
                 .await;
-            table
-                .metrics()
-                .event_corrections
-                .inc_by(chunk.len() as u64);
+            table.metrics().event_corrections.inc_by(chunk.len() as u64);
         }
     }
 }

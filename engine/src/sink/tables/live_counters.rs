@@ -7,8 +7,8 @@ use schemas::live::LiveUpdate;
 use serde::{Deserialize, Serialize};
 
 use super::{Live, Table, TableSink};
-use crate::sink::epoch::Write;
 use crate::sink::clickhouse::rows::datetime;
+use crate::sink::epoch::Write;
 use crate::sink::epoch::upserts;
 
 /// One row of `live_counters`.

@@ -68,7 +68,8 @@ macro_rules! plain_records {
 plain_records!(
     operators::SharedEvent,
     operators::IdWarning,
-    operators::DeadLetter
+    operators::DeadLetter,
+    schemas::IngestWarning
 );
 
 /// Connects `sink` to `stream`. Records of epochs up to `replayed_through` are dropped: an
