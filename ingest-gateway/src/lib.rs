@@ -13,7 +13,7 @@ pub mod metrics;
 pub mod ratelimit;
 pub mod segment;
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -550,12 +550,21 @@ fn request_meta<'a>(
     headers: &'a HeaderMap,
     extensions: &Extensions,
 ) -> RequestMeta<'a> {
+    // Every line of a header, as one list: a proxy may add a line instead of extending one.
+    let all_lines = |name: &str| {
+        let lines: Vec<&str> = headers
+            .get_all(name)
+            .iter()
+            .filter_map(|value| value.to_str().ok())
+            .collect();
+        (!lines.is_empty()).then(|| lines.join(","))
+    };
     let forwarded = || {
-        headers
-            .get("x-forwarded-for")
-            .and_then(|value| value.to_str().ok())
-            .and_then(|value| value.split(',').next())
-            .and_then(|first| first.trim().parse::<IpAddr>().ok())
+        all_lines("forwarded")
+            .and_then(|header| address::client_of_forwarded(&header))
+            .or_else(|| {
+                all_lines("x-forwarded-for").and_then(|chain| address::client_of_chain(&chain))
+            })
     };
     let peer = || {
         extensions

@@ -30,6 +30,10 @@ struct Harness {
 }
 
 fn harness(message_timeout_ms: u64) -> Harness {
+    harness_with(message_timeout_ms, false)
+}
+
+fn harness_with(message_timeout_ms: u64, trust_forwarded_for: bool) -> Harness {
     let cluster = MockCluster::new(1).expect("mock cluster");
     cluster
         .create_topic(TOPIC, PARTITIONS, 1)
@@ -49,7 +53,7 @@ fn harness(message_timeout_ms: u64) -> Harness {
         tenants,
         producer,
         limits: Limits::default(),
-        trust_forwarded_for: false,
+        trust_forwarded_for,
         retry_after_secs: 7,
         metrics: Default::default(),
         rate_limiter: clickstream_ingest_gateway::ratelimit::RateLimiter::local(),
@@ -758,4 +762,51 @@ async fn a_lone_surrogate_becomes_a_replacement_character() {
         .collect();
     assert_eq!(titles["cut"], "Great news \u{fffd}");
     assert_eq!(titles["whole"], "Great news \u{1f600}");
+}
+
+/// Issue 20's sibling: the gateway's own proxy headers in the forms proxies write them.
+#[tokio::test]
+async fn proxy_headers_in_every_form() {
+    let h = harness_with(5_000, true);
+    let cases = [
+        (
+            "x-forwarded-for",
+            "203.0.113.7:51234, 10.0.0.1",
+            "203.0.113.0",
+        ),
+        (
+            "x-forwarded-for",
+            "10.0.0.1, [2001:db8::7]:443",
+            "2001:db8::",
+        ),
+        (
+            "forwarded",
+            "for=\"[2001:db8:cafe::17]:4711\";proto=https",
+            "2001:db8:cafe::",
+        ),
+        ("forwarded", "for=unknown, for=198.51.100.4", "198.51.100.0"),
+    ];
+    for (i, (header, value, _)) in cases.iter().enumerate() {
+        let body = json!({"anonymousId": "a", "messageId": format!("x{i}")}).to_string();
+        let request = Request::post("/v1/page")
+            .header(header::CONTENT_TYPE, "application/json")
+            .header(header::AUTHORIZATION, "Basic d2tfYWNtZTo=")
+            .header(*header, *value)
+            .body(Body::from(body))
+            .expect("request");
+        let response = router(h.state.clone())
+            .oneshot(request)
+            .await
+            .expect("infallible");
+        assert_eq!(response.status(), StatusCode::OK, "{header}: {value}");
+    }
+    let events = h.consume_all();
+    for (i, (header, value, stored)) in cases.iter().enumerate() {
+        let event = events
+            .iter()
+            .find(|(_, e)| e.message_id == format!("x{i}"))
+            .map(|(_, e)| e)
+            .expect("stored");
+        assert_eq!(event.ip, *stored, "{header}: {value}");
+    }
 }

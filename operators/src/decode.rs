@@ -229,6 +229,28 @@ mod tests {
         seen
     }
 
+    #[test]
+    fn a_gateway_warning_is_not_an_event() {
+        let warning = IngestWarning {
+            tenant: "t".into(),
+            kind: schemas::WarningKind::RefusedEvent,
+            message_id: "m".into(),
+            field: "event".into(),
+            value: "null".into(),
+            detail: "is required".into(),
+            received_at_ms: 1,
+        };
+        let record = SourceRecord {
+            partition: 0,
+            offset: 9,
+            payload: schemas::wire::encode_warning(&warning),
+        };
+        assert_eq!(
+            decode_record(record).map_err(NotAnEvent::split),
+            Err(Ok(warning))
+        );
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(24))]
         #[test]

@@ -207,6 +207,12 @@ async fn measure(
         duration: Duration::from_secs(options.secs),
         connections: 64,
     };
+    // The gateway's metrics listen on the port after its own.
+    let ingest_metrics = ingest
+        .rsplit_once(':')
+        .and_then(|(host, port)| Some(format!("{host}:{}/metrics", port.parse::<u16>().ok()? + 1)))
+        .unwrap_or_default();
+    let produced_before = produce_totals(&http, &ingest_metrics).await;
     let bar = progress(total as u64, &format!("latency: {events_per_sec} events/s"));
     let url = format!("{ingest}/v1/batch");
     // When the gateway answered 200: the part of the latency that is the gateway and the
@@ -278,6 +284,18 @@ async fn measure(
         .lock()
         .map(|h| h.clone())
         .unwrap_or_else(|_| latency_histogram());
+    if let (Some((sum_before, count_before)), Some((sum, count))) = (
+        produced_before,
+        produce_totals(&watcher.http, &ingest_metrics).await,
+    ) && count > count_before
+    {
+        report.add(
+            "latency",
+            &format!("gateway: Kafka acknowledgement per request, mean, {label}"),
+            (sum - sum_before) / (count - count_before) * 1000.0,
+            "ms",
+        );
+    }
     for q in [0.5, 0.99] {
         report.add(
             "latency",
@@ -317,4 +335,18 @@ async fn measure(
         );
     }
     Ok(())
+}
+
+/// The ingest gateway's `clickstream_ingest_produce_duration_seconds` sum and count: the time
+/// its requests waited for Kafka's acknowledgement.
+async fn produce_totals(http: &reqwest::Client, url: &str) -> Option<(f64, f64)> {
+    let text = http.get(url).send().await.ok()?.text().await.ok()?;
+    let value = |name: &str| {
+        text.lines()
+            .find_map(|line| line.strip_prefix(name)?.trim().parse::<f64>().ok())
+    };
+    Some((
+        value("clickstream_ingest_produce_duration_seconds_sum")?,
+        value("clickstream_ingest_produce_duration_seconds_count")?,
+    ))
 }
