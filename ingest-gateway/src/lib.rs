@@ -139,13 +139,13 @@ async fn single(
             segment::normalize(Some(kind), &object, &BatchDefaults::default(), &meta),
             &meta,
         );
-        count_validation(&state, &validated.warnings);
+        count_validation(&state, &validated);
         if let Some(refused) = validated.refused.pop() {
             // The request is the event: it is refused as a whole, and still recorded.
             record_warnings(&state, &validated.warnings).await;
             return Err(ApiError::InvalidEvent(refused.errors));
         }
-        enforce_quota(&state, &tenant, validated.events.len()).await?;
+        admit(&state, &tenant, &validated).await?;
         produce(&state, validated).await
     }
     .await;
@@ -209,8 +209,8 @@ async fn batch(
             state.limits,
             context_ignored,
         );
-        count_validation(&state, &validated.warnings);
-        enforce_quota(&state, &tenant, validated.events.len()).await?;
+        count_validation(&state, &validated);
+        admit(&state, &tenant, &validated).await?;
         produce(&state, validated).await
     }
     .await;
@@ -272,7 +272,8 @@ impl Validated {
             .clone()
             .unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
         for error in &errors {
-            let value = field_value(object, &error.field);
+            // An absent field is stored as an empty value, a sent `null` as `null`.
+            let value = field_value(object, &error.field).unwrap_or(Value::String(String::new()));
             let ignored = Ignored::new(
                 WarningKind::RefusedEvent,
                 &error.field,
@@ -311,15 +312,14 @@ fn warning(meta: &RequestMeta<'_>, message_id: &str, ignored: Ignored) -> Ingest
     }
 }
 
-/// The value at a dotted field path (`context.ip`), `null` when there is none.
-fn field_value(object: &Map<String, Value>, field: &str) -> Value {
+/// The value at a dotted field path (`context.ip`), if the event has one.
+fn field_value(object: &Map<String, Value>, field: &str) -> Option<Value> {
     let mut parts = field.split('.');
     let first = parts.next().and_then(|part| object.get(part));
     parts
         .try_fold(first, |value, part| Some(value?.get(part)))
         .flatten()
         .cloned()
-        .unwrap_or(Value::Null)
 }
 
 /// Validates every event on its own: good events are kept whatever the others hold, and
@@ -362,26 +362,40 @@ fn validate_batch(
     validated
 }
 
-/// Counts a request's refused events and ignored fields.
-fn count_validation(state: &AppState, warnings: &[IngestWarning]) {
-    let mut last_refused = None;
-    for warning in warnings {
-        if warning.kind == WarningKind::RefusedEvent {
-            // One count per event: by the first field that made it unusable.
-            if last_refused != Some(&warning.message_id) {
-                let labels = RefusalLabels {
-                    field: warning.field.clone(),
-                };
-                state.metrics.events_refused.get_or_create(&labels).inc();
-            }
-            last_refused = Some(&warning.message_id);
-        } else {
+/// Counts a request's refused events (each by the first field that made it unusable) and
+/// ignored fields.
+fn count_validation(state: &AppState, validated: &Validated) {
+    for refused in &validated.refused {
+        let field = refused
+            .errors
+            .first()
+            .map(|e| e.field.clone())
+            .unwrap_or_default();
+        let labels = RefusalLabels { field };
+        state.metrics.events_refused.get_or_create(&labels).inc();
+    }
+    for warning in &validated.warnings {
+        if warning.kind != WarningKind::RefusedEvent {
             let labels = IgnoredLabels {
                 kind: warning.kind.as_str(),
             };
             state.metrics.fields_ignored.get_or_create(&labels).inc();
         }
     }
+}
+
+/// Takes the request's good events from its tenant's quota (a request without one costs
+/// nothing); over quota, its warnings are still written, since the refusals they record do
+/// not depend on the quota.
+async fn admit(state: &AppState, tenant: &Tenant, validated: &Validated) -> Result<(), ApiError> {
+    if validated.events.is_empty() {
+        return Ok(());
+    }
+    let admitted = enforce_quota(state, tenant, validated.events.len()).await;
+    if admitted.is_err() {
+        record_warnings(state, &validated.warnings).await;
+    }
+    admitted
 }
 
 /// Takes the request's events from its tenant's quota; over quota, nothing of the request is

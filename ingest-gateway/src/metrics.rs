@@ -39,7 +39,8 @@ pub struct Metrics {
     pub requests: Family<RequestLabels, Counter>,
     /// Events acknowledged by Kafka.
     pub events_accepted: Counter,
-    /// Events refused (invalid, too large, or part of a refused batch).
+    /// Events of requests refused whole with a 4xx (a body that is not a batch, a refused
+    /// single event, a bad key, over the limits or the quota).
     pub events_rejected: Counter,
     /// Events refused one by one (the rest of their request was accepted, or it was a single
     /// event), by field.

@@ -393,9 +393,10 @@ impl<'a> Fields<'a, '_> {
 /// Temporal's ISO 8601 grammar: offsets `Z`, `+05:30`, `+0530` (the basic form: Segment's
 /// Android SDK 3.x, PHP's `DATE_ISO8601`) and `+05`; `T`, `t` or a space between date and
 /// time; seconds optional (Java's `OffsetDateTime.toString()` drops zero seconds); fractions
-/// to the nanosecond after `.` or `,`; a bracketed zone annotation (RFC 9557); basic-format
-/// dates (`20261202T100000Z`). A time without an offset (Python's naive `isoformat()`,
-/// .NET's unspecified kind) is UTC, as Segment reads it. Precision below the millisecond
+/// to the nanosecond after `.` or `,`; a bracketed zone annotation (RFC 9557; alone, it
+/// names the zone of the local time); basic-format dates (`20261202T100000Z`). A time
+/// without an offset or zone (Python's naive `isoformat()`, .NET's unspecified kind) is UTC,
+/// as Segment reads it. A date without a time is not a time. Precision below the millisecond
 /// is dropped.
 pub fn parse_time(value: &Value) -> Result<Option<i64>, String> {
     let Value::String(text) = value else {
@@ -405,16 +406,25 @@ pub fn parse_time(value: &Value) -> Result<Option<i64>, String> {
         };
     };
     let text = text.trim();
+    let refused =
+        || format!("must be an ISO-8601 time like 2024-05-01T12:00:00.000Z, got {text:?}");
     if let Ok(time) = text.parse::<jiff::Timestamp>() {
         return Ok(Some(time.as_millisecond()));
+    }
+    // A zone annotation without an offset names the zone the local time is in.
+    if let Ok(time) = text.parse::<jiff::Zoned>() {
+        return Ok(Some(time.timestamp().as_millisecond()));
+    }
+    // An annotation that could not be read (an unknown zone) must not turn into UTC, and a
+    // date alone is not a time.
+    if text.contains('[') || !text.contains(['T', 't', ' ']) {
+        return Err(refused());
     }
     text.parse::<jiff::civil::DateTime>()
         .ok()
         .and_then(|local| local.to_zoned(jiff::tz::TimeZone::UTC).ok())
         .map(|time| Some(time.timestamp().as_millisecond()))
-        .ok_or_else(|| {
-            format!("must be an ISO-8601 time like 2024-05-01T12:00:00.000Z, got {text:?}")
-        })
+        .ok_or_else(refused)
 }
 
 /// The envelope's context first, then the event's own keys over it.
@@ -744,6 +754,19 @@ mod tests {
         )
         .unwrap();
         assert_eq!(kept.event.timestamp_ms, 1_700_000_000_000, "received time");
+        for not_a_time in [
+            "2023-11-14",
+            "2023-11-14T22:13:20[Mars/Olympus]",
+            "22:13:20",
+        ] {
+            let event = normalized(
+                Some(EventKind::Track),
+                json!({"userId": "u", "event": "e", "timestamp": not_a_time}),
+            )
+            .unwrap();
+            assert_eq!(event.event.timestamp_ms, 1_700_000_000_000, "{not_a_time}");
+            assert_eq!(event.ignored.len(), 1, "{not_a_time}");
+        }
         assert_eq!(kept.event.ip, "203.0.113.0", "the request's address");
         let ignored: Vec<(WarningKind, &str, &str)> = kept
             .ignored

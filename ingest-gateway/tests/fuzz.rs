@@ -411,6 +411,8 @@ fn a_batch_stores_exactly_its_good_events() {
         let case = counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let mut events = Vec::new();
         let (mut good, mut bad) = (Vec::new(), Vec::new());
+        // What the answer must name: each bad event's index and id (none for a non-object).
+        let mut refusals = Vec::new();
         for (i, (is_good, mut good_event, mut bad_event)) in members.into_iter().enumerate() {
             let id = format!("c{case}-{i}");
             let event = if is_good {
@@ -418,9 +420,20 @@ fn a_batch_stores_exactly_its_good_events() {
             } else {
                 &mut bad_event
             };
-            if let Some(object) = event.as_object_mut() {
-                object.insert("messageId".into(), json!(id));
-                if is_good { good.push(id) } else { bad.push(id) }
+            let has_id = match event.as_object_mut() {
+                Some(object) => {
+                    object.insert("messageId".into(), json!(id));
+                    true
+                }
+                None => false,
+            };
+            match (is_good, has_id) {
+                (true, _) => good.push(id),
+                (false, true) => {
+                    refusals.push(json!([i, id]));
+                    bad.push(id);
+                }
+                (false, false) => refusals.push(json!([i, null])),
             }
             events.push(event.clone());
         }
@@ -439,8 +452,16 @@ fn a_batch_stores_exactly_its_good_events() {
             .unwrap();
         let answer: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
         prop_assert_eq!(status, 200, "{}", answer);
-        let refused = answer["refused"].as_array().map_or(0, Vec::len);
-        prop_assert_eq!(refused, events.len() - good.len(), "{}", answer);
+        let named: Vec<Value> = answer["refused"]
+            .as_array()
+            .map(|refused| {
+                refused
+                    .iter()
+                    .map(|r| json!([r["index"], r["messageId"]]))
+                    .collect()
+            })
+            .unwrap_or_default();
+        prop_assert_eq!(named, refusals, "{}", answer);
         let mut expected = expected.lock().unwrap();
         expected.0.extend(good);
         expected.1.extend(bad);

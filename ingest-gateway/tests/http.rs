@@ -372,6 +372,7 @@ async fn sdk_time_forms_are_read_and_a_bad_time_keeps_the_event() {
         ("2026-12-02T11:00:00+01:00[Europe/Paris]", at),
         ("2026-12-02T10:00:00", at),
         ("2026-12-02T10:00:00.250", at + 250),
+        ("2026-12-02T11:00:00[Europe/Paris]", at),
     ];
     let batch: Vec<Value> = forms
         .iter()
