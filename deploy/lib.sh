@@ -85,11 +85,11 @@ ensure_tansu() {
 # Chromium in engine/tests/tracker.rs), at pinned versions,
 # from npm and PyPI, installed once into the cache (no lockfile: registries are named by the
 # ordinary clients, never in the repository).
-SDK_VERSIONS="@segment/analytics-node@3.1.0 @rudderstack/rudder-sdk-node@3.0.13 @segment/analytics-next@1.84.3 segment-analytics-python==2.4.0 rudder-sdk-python==2.1.9"
+SDK_VERSIONS="@segment/analytics-node@3.1.0 @rudderstack/rudder-sdk-node@3.0.13 @segment/analytics-next@1.84.3 segment-analytics-python==2.4.0 rudder-sdk-python==2.1.9 plausible-mcp==0.1.2"
 SDK_DIR="$CACHE_DIR/sdks-$(printf '%s' "$SDK_VERSIONS" | cksum | cut -d' ' -f1)"
 ensure_sdks() {
     if [[ ! -f "$SDK_DIR/installed" ]]; then
-        log "installing the Segment and RudderStack SDKs into $SDK_DIR (one time)"
+        log "installing the Segment and RudderStack SDKs and the Plausible API client into $SDK_DIR (one time)"
         rm -rf "$SDK_DIR" && mkdir -p "$SDK_DIR/node" "$SDK_DIR/python"
         local node_packages=() python_packages=() package
         for package in $SDK_VERSIONS; do

@@ -630,6 +630,7 @@ mod tests {
             time_zone: "UTC".into(),
             rate_limit: None,
             trailing_slash: TrailingSlash::Keep,
+            domains: vec![],
         }
     }
 

@@ -33,15 +33,26 @@ pub enum ApiError {
     Unavailable,
 }
 
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let (status, code) = match &self {
+impl ApiError {
+    /// The HTTP status it is answered with.
+    pub fn status(&self) -> StatusCode {
+        self.status_and_code().0
+    }
+
+    fn status_and_code(&self) -> (StatusCode, &'static str) {
+        match self {
             ApiError::BadParameter { .. } => (StatusCode::BAD_REQUEST, "bad_parameter"),
             ApiError::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
             ApiError::NotFound => (StatusCode::NOT_FOUND, "not_found"),
             ApiError::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
             ApiError::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
-        };
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, code) = self.status_and_code();
         let mut error = json!({"code": code, "message": self.to_string()});
         if let ApiError::BadParameter { parameter, .. } = &self {
             error["parameter"] = json!(parameter);

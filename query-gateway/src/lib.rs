@@ -9,7 +9,10 @@ pub mod error;
 pub mod live;
 pub mod metrics;
 pub mod params;
+pub mod plausible;
 pub mod queries;
+pub mod query;
+pub mod rest;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -82,6 +85,17 @@ pub const API_PATHS: [&str; 7] = [
     "/api/progress",
 ];
 
+/// Plausible's Stats API v2 ([`plausible::v2`]).
+pub const V2_QUERY_PATH: &str = "/api/v2/query";
+
+/// Plausible's Stats API v1 ([`plausible::v1`]).
+pub const V1_PATHS: [&str; 4] = [
+    "/api/v1/stats/aggregate",
+    "/api/v1/stats/timeseries",
+    "/api/v1/stats/breakdown",
+    "/api/v1/stats/realtime/visitors",
+];
+
 /// `POST {"question": "..."}`: a question in plain English, answered over the caller's
 /// tenant only (see [`ask`]).
 pub const ASK_PATH: &str = "/api/ask";
@@ -107,6 +121,11 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route(API_PATHS[4], get(retention))
         .route(API_PATHS[5], get(person_sessions))
         .route(API_PATHS[6], get(progress))
+        .route(V2_QUERY_PATH, post(plausible::v2::query))
+        .route(V1_PATHS[0], get(plausible::v1::aggregate))
+        .route(V1_PATHS[1], get(plausible::v1::timeseries))
+        .route(V1_PATHS[2], get(plausible::v1::breakdown))
+        .route(V1_PATHS[3], get(plausible::v1::realtime))
         .route(LIVE_PATH, get(live_stream))
         .route(ASK_PATH, post(ask_question))
         .route(
@@ -205,63 +224,14 @@ async fn overview(
     State(state): State<Arc<AppState>>,
     Scoped { tenant, params }: Scoped,
 ) -> Response {
-    respond(
-        async {
-            let (range, filters) = (params.range()?, params.filters());
-            let client = &state.clickhouse;
-            let previous = range.previous();
-            // Four independent queries: ClickHouse runs them side by side.
-            let (current_events, current_sessions, previous_events, previous_sessions) = tokio::try_join!(
-                queries::event_totals(client, &tenant.id, range, &filters),
-                queries::session_totals(client, &tenant.id, range, &filters),
-                queries::event_totals(client, &tenant.id, previous, &filters),
-                queries::session_totals(client, &tenant.id, previous, &filters),
-            )?;
-            let mut periods = Vec::new();
-            for (period, events, sessions) in [
-                (range, current_events, current_sessions),
-                (previous, previous_events, previous_sessions),
-            ] {
-                periods.push(json!({
-                    "from": period.from,
-                    "to": period.to,
-                    "visitors": events.visitors,
-                    "persons": events.persons,
-                    "page_views": events.page_views,
-                    "events": events.events,
-                    "sessions": sessions.sessions,
-                    "bounce_rate": ratio(sessions.bounces as f64, sessions.sessions as f64),
-                    "avg_session_duration_secs": ratio(sessions.duration_ms as f64 / 1000.0, sessions.sessions as f64),
-                }));
-            }
-            let previous = periods.pop();
-            Ok(json!({"current": periods.pop(), "previous": previous}))
-        }
-        .await,
-    )
+    respond(rest::overview(&state.clickhouse, &tenant, &params).await)
 }
 
 async fn timeseries(
     State(state): State<Arc<AppState>>,
     Scoped { tenant, params }: Scoped,
 ) -> Response {
-    respond(
-        async {
-            let (range, interval) = (params.range()?, params.interval()?);
-            let metric = params.metric(&["page_views", "events", "visitors", "sessions"])?;
-            let points = queries::time_series(
-                &state.clickhouse,
-                &tenant.id,
-                range,
-                interval,
-                metric,
-                &params.filters(),
-            )
-            .await?;
-            Ok(json!({"metric": metric, "points": points}))
-        }
-        .await,
-    )
+    respond(rest::timeseries(&state.clickhouse, &tenant, &params).await)
 }
 
 async fn top(
@@ -269,24 +239,7 @@ async fn top(
     Path(kind): Path<String>,
     Scoped { tenant, params }: Scoped,
 ) -> Response {
-    respond(
-        async {
-            if !["pages", "referrers", "utm_sources", "events"].contains(&kind.as_str()) {
-                return Err(ApiError::NotFound);
-            }
-            let entries = queries::top(
-                &state.clickhouse,
-                &tenant.id,
-                params.range()?,
-                &kind,
-                params.limit()?,
-                &params.filters(),
-            )
-            .await?;
-            Ok(json!({"kind": kind, "entries": entries}))
-        }
-        .await,
-    )
+    respond(rest::top(&state.clickhouse, &tenant, &params, &kind).await)
 }
 
 async fn funnel(State(state): State<Arc<AppState>>, Scoped { tenant, params }: Scoped) -> Response {

@@ -65,7 +65,8 @@ impl Filters {
 }
 
 const MAX_RANGE_SECS: i64 = 366 * 24 * 3600;
-const KNOWN: [&str; 10] = [
+const KNOWN: [&str; 11] = [
+    "timezone",
     "from",
     "to",
     "interval",
@@ -220,6 +221,15 @@ impl Params {
                     message: format!("must be seconds from 1 to {MAX_WINDOW_SECS}"),
                 }),
         }
+    }
+
+    /// `timezone`: an IANA zone for local days and hours; default the tenant's.
+    pub fn zone(&self, tenant_zone: &str) -> Result<chrono_tz::Tz, ApiError> {
+        let name = self.raw.get("timezone").map_or(tenant_zone, String::as_str);
+        name.parse().map_err(|_| ApiError::BadParameter {
+            parameter: "timezone".into(),
+            message: format!("{name:?} is not an IANA time zone (e.g. America/New_York)"),
+        })
     }
 
     /// The event filters.

@@ -1,5 +1,7 @@
-//! The SQL behind each endpoint. The tenant is always the first bound parameter and comes
-//! from the read key, never from the request; values are bound, never spliced. Every query
+//! The SQL of the endpoints the query model (`crate::query`) does not cover yet: funnel,
+//! retention, a person's sessions, progress and stalls. The tenant is always the first bound
+//! parameter and comes from the read key, never from the request; values are bound, never
+//! spliced. Every query
 //! reads final rows (`FINAL` or `argMax(.., version)`, tombstones excluded) and filters on the
 //! tables' leading sort key columns `(tenant, time)`, so that it reads only the range's rows.
 
@@ -9,54 +11,7 @@ use serde::{Deserialize, Serialize};
 use schemas::definitions::{activity_sql, page_view_location_sql, page_view_sql};
 
 use crate::error::ApiError;
-use crate::params::{Filters, Interval, Range};
-
-/// Event-based totals of a range.
-#[derive(Debug, Clone, Copy, PartialEq, Row, Serialize, Deserialize)]
-pub struct EventTotals {
-    /// Distinct visitors (anonymous id, or user id without one) with activity.
-    pub visitors: u64,
-    /// Distinct persons with activity.
-    pub persons: u64,
-    /// Page views (`page` and `screen`).
-    pub page_views: u64,
-    /// Activity events (page views and track calls).
-    pub events: u64,
-}
-
-/// Session-based totals of a range (sessions that started in it).
-#[derive(Debug, Clone, Copy, PartialEq, Row, Serialize, Deserialize)]
-pub struct SessionTotals {
-    /// Sessions.
-    pub sessions: u64,
-    /// Bounces (as the engine decided them by the tenant's bounce rule).
-    pub bounces: u64,
-    /// Total duration.
-    pub duration_ms: i64,
-}
-
-/// One bucket of a time series.
-#[derive(Debug, Clone, Copy, PartialEq, Row, Serialize, Deserialize)]
-pub struct Point {
-    /// Bucket start, Unix seconds.
-    pub time: u32,
-    /// Value.
-    pub value: u64,
-}
-
-/// One entry of a top list.
-#[derive(Debug, Clone, PartialEq, Row, Serialize, Deserialize)]
-pub struct Entry {
-    /// Page path, referrer, source or event name.
-    pub key: String,
-    /// Count.
-    pub value: u64,
-}
-
-/// A visitor (anonymous id, or user id without one) as a 64-bit hash: exact distinct counts
-/// over hashes need a third of the time of those over strings, and a collision among even a
-/// billion visitors has a probability below 3 %.
-const VISITOR_HASH: &str = "cityHash64(if(anonymous_id != '', anonymous_id, user_id))";
+use crate::params::{Filters, Range};
 
 /// `WHERE` of event queries: tenant, range, on-time activity (`schemas::definitions`), filters;
 /// with its binds in order.
@@ -84,182 +39,10 @@ fn event_conditions(tenant: &str, range: Range, filters: &Filters) -> (String, V
     (sql, binds)
 }
 
-/// `WHERE` of session queries (sessions started in the range; the campaign filter applies).
-fn session_conditions(tenant: &str, range: Range, filters: &Filters) -> (String, Vec<String>) {
-    let mut sql = String::from(
-        "tenant = ? AND deleted = 0 AND start_time >= toDateTime(?) AND start_time < toDateTime(?)",
-    );
-    let mut binds = vec![
-        tenant.to_owned(),
-        range.from.to_string(),
-        range.to.to_string(),
-    ];
-    if let Some(source) = &filters.utm_source {
-        sql.push_str(" AND utm_source = ?");
-        binds.push(source.clone());
-    }
-    (sql, binds)
-}
-
 fn bound(client: &Client, sql: &str, binds: Vec<String>) -> clickhouse::query::Query {
     binds
         .into_iter()
         .fold(client.query(sql), |query, value| query.bind(value))
-}
-
-/// Visitors, persons, page views and events of a range.
-///
-/// Unfiltered, the whole hours of the range come from `agg_hour_visitors` (one row per
-/// visitor and hour) and only the partial hours at its edges from `events`; the distinct
-/// counts run over both together, so they stay exact. With a filter, or without a whole
-/// hour in the range, everything comes from `events`.
-pub async fn event_totals(
-    client: &Client,
-    tenant: &str,
-    range: Range,
-    filters: &Filters,
-) -> Result<EventTotals, ApiError> {
-    let (first_hour, hours_end) = (ceil_hour(range.from), floor_hour(range.to));
-    if !filters.is_empty() || first_hour >= hours_end {
-        let (conditions, binds) = event_conditions(tenant, range, filters);
-        let sql = format!(
-            "SELECT uniqExact({VISITOR_HASH}) AS visitors, uniqExact(cityHash64(person_id)) AS persons, \
-             countIf({}) AS page_views, count() AS events FROM events FINAL WHERE {conditions}",
-            page_view_sql()
-        );
-        return Ok(bound(client, &sql, binds).fetch_one().await?);
-    }
-    let sql = format!(
-        "SELECT uniqExact(visitor_hash) AS visitors, uniqExact(person_hash) AS persons, \
-         sum(page_view_count) AS page_views, sum(event_count) AS events FROM ( \
-           SELECT cityHash64(visitor_id) AS visitor_hash, cityHash64(person_id) AS person_hash, \
-                  toUInt64(page_views) AS page_view_count, toUInt64(events) AS event_count \
-           FROM agg_hour_visitors FINAL \
-           WHERE tenant = ? AND hour >= toDateTime(?) AND hour < toDateTime(?) AND events > 0 \
-           UNION ALL \
-           SELECT {VISITOR_HASH} AS visitor_hash, cityHash64(person_id) AS person_hash, \
-                  toUInt64({page_view}) AS page_view_count, toUInt64(1) AS event_count \
-           FROM events FINAL \
-           WHERE tenant = ? AND ((event_time >= toDateTime(?) AND event_time < toDateTime(?)) \
-                 OR (event_time >= toDateTime(?) AND event_time < toDateTime(?))) \
-             AND late = 0 AND {activity})",
-        page_view = page_view_sql(),
-        activity = activity_sql(),
-    );
-    let binds = [
-        tenant.to_owned(),
-        first_hour.to_string(),
-        hours_end.to_string(),
-        tenant.to_owned(),
-        range.from.to_string(),
-        first_hour.to_string(),
-        hours_end.to_string(),
-        range.to.to_string(),
-    ];
-    Ok(bound(client, &sql, binds.to_vec()).fetch_one().await?)
-}
-
-const HOUR_SECS: i64 = 3600;
-
-fn floor_hour(secs: i64) -> i64 {
-    secs.div_euclid(HOUR_SECS) * HOUR_SECS
-}
-
-fn ceil_hour(secs: i64) -> i64 {
-    floor_hour(secs + HOUR_SECS - 1)
-}
-
-/// Sessions, bounces and duration of the sessions that started in a range.
-pub async fn session_totals(
-    client: &Client,
-    tenant: &str,
-    range: Range,
-    filters: &Filters,
-) -> Result<SessionTotals, ApiError> {
-    let (conditions, binds) = session_conditions(tenant, range, filters);
-    let sql = format!(
-        "SELECT count() AS sessions, sum(toUInt64(is_bounce)) AS bounces, sum(duration_ms) AS duration_ms \
-         FROM sessions FINAL WHERE {conditions}"
-    );
-    Ok(bound(client, &sql, binds).fetch_one().await?)
-}
-
-/// A metric per bucket (`page_views`, `events`, `visitors` or `sessions`).
-pub async fn time_series(
-    client: &Client,
-    tenant: &str,
-    range: Range,
-    interval: Interval,
-    metric: &str,
-    filters: &Filters,
-) -> Result<Vec<Point>, ApiError> {
-    let bucket = interval.function();
-    let (sql, binds) = if metric == "sessions" {
-        let (conditions, binds) = session_conditions(tenant, range, filters);
-        (
-            format!(
-                "SELECT toUInt32({bucket}(start_time)) AS time, count() AS value FROM sessions FINAL WHERE {conditions} GROUP BY time ORDER BY time"
-            ),
-            binds,
-        )
-    } else {
-        let value = match metric {
-            "page_views" => format!("countIf({})", page_view_sql()),
-            "visitors" => format!("uniqExact({VISITOR_HASH})"),
-            _ => "count()".to_owned(),
-        };
-        let (conditions, binds) = event_conditions(tenant, range, filters);
-        (
-            format!(
-                "SELECT toUInt32({bucket}(event_time)) AS time, {value} AS value FROM events FINAL WHERE {conditions} GROUP BY time ORDER BY time"
-            ),
-            binds,
-        )
-    };
-    Ok(bound(client, &sql, binds).fetch_all().await?)
-}
-
-/// The most frequent pages, referrers, campaign sources or event names.
-pub async fn top(
-    client: &Client,
-    tenant: &str,
-    range: Range,
-    kind: &str,
-    limit: u32,
-    filters: &Filters,
-) -> Result<Vec<Entry>, ApiError> {
-    // `limit` is a validated integer (1 to 1000), so it is part of the SQL, not a bound string.
-    let (sql, binds) = match kind {
-        "pages" | "events" => {
-            let (conditions, binds) = event_conditions(tenant, range, filters);
-            let (key, only) = if kind == "pages" {
-                (page_view_location_sql(), page_view_sql())
-            } else {
-                ("name", "type = 'track'".to_owned())
-            };
-            (
-                format!(
-                    "SELECT {key} AS key, count() AS value FROM events FINAL WHERE {conditions} AND {only} GROUP BY key ORDER BY value DESC, key LIMIT {limit}"
-                ),
-                binds,
-            )
-        }
-        _ => {
-            let (conditions, binds) = session_conditions(tenant, range, filters);
-            let key = if kind == "referrers" {
-                "entry_referrer"
-            } else {
-                "utm_source"
-            };
-            (
-                format!(
-                    "SELECT {key} AS key, count() AS value FROM sessions FINAL WHERE {conditions} AND {key} != '' GROUP BY key ORDER BY value DESC, key LIMIT {limit}"
-                ),
-                binds,
-            )
-        }
-    };
-    Ok(bound(client, &sql, binds).fetch_all().await?)
 }
 
 /// One step of a funnel: a page view of a location, or a track event of a name.
@@ -418,6 +201,23 @@ pub async fn person_sessions(
          ORDER BY latest_start_ms DESC, session_id LIMIT {limit}"
     );
     Ok(bound(client, &sql, binds).fetch_all().await?)
+}
+
+#[derive(Debug, Row, Deserialize)]
+struct FirstEventRow {
+    events: u64,
+    first: u32,
+}
+
+/// When the tenant's first stored event happened, Unix seconds (`None`: no events): where
+/// the `all` date range starts.
+pub async fn first_event(client: &Client, tenant: &str) -> Result<Option<i64>, ApiError> {
+    let row: FirstEventRow = client
+        .query("SELECT count() AS events, toUInt32(min(event_time)) AS first FROM events WHERE tenant = ?")
+        .bind(tenant)
+        .fetch_one()
+        .await?;
+    Ok((row.events > 0).then_some(i64::from(row.first)))
 }
 
 #[derive(Debug, Row, Deserialize)]

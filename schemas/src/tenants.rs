@@ -9,6 +9,7 @@
 //! rate_limit = { events_per_sec = 500, burst = 5000 }   # optional; none: unlimited
 //! time_zone = "Europe/Berlin"   # optional; default UTC
 //! trailing_slash = "keep"   # or "strip": `/pricing/` and `/pricing` are one page; default keep
+//! domains = ["acme.example"]   # optional: its sites, also accepted as Plausible's `site_id`
 //! ```
 
 use std::collections::HashMap;
@@ -43,6 +44,10 @@ pub struct Tenant {
     /// a site may serve different pages at both, and keeping is what Plausible does).
     #[serde(default)]
     pub trailing_slash: TrailingSlash,
+    /// The tenant's sites' domains (`acme.example`): Plausible's API clients name a site by
+    /// its domain (`site_id`), and the enrichment issue will not count them as referrers.
+    #[serde(default)]
+    pub domains: Vec<String>,
 }
 
 /// What the gateway does with a trailing slash of a page's path (never the root `/`).

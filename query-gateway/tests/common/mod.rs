@@ -14,6 +14,8 @@ use schemas::tenants::Tenants;
 use serde_json::Value;
 use tower::ServiceExt;
 
+pub mod rows;
+
 /// 2024-05-01T00:00:00Z.
 pub const T: i64 = 1_714_521_600;
 pub const DAY: i64 = 86_400;

@@ -1,0 +1,584 @@
+//! Plausible's legacy Stats API v1 (`GET /api/v1/stats/{aggregate,timeseries,breakdown,
+//! realtime/visitors}`), which most published Plausible clients still call: each request is
+//! read into a [`Query`] and answered in v1's shapes. Parameters: `site_id`, `period` (`day`,
+//! `7d`, `30d`, `month`, `6mo`, `12mo`, `custom`), `date` (`YYYY-MM-DD`, or two joined by a
+//! comma for `custom`), `metrics`, `filters` (`event:page==/blog/**;visit:utm_source!=x|y`, or
+//! a v2 filter list in JSON), `compare=previous_period`, `interval`, `property`, `limit`,
+//! `page`; plus ours, `timezone`.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::{Query as QueryString, State};
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
+use chrono::{Duration, NaiveDate};
+use serde_json::{Map, Value as Json_, json};
+
+use super::{PlausibleError, authorize, value_json, zone};
+use crate::AppState;
+use crate::query::model::{
+    CompareMode, Comparison, Condition, Dimension, Filter, Granularity, Metric, Operator, Query,
+    VisitAttribute,
+};
+use crate::query::range::{Period, local_date};
+use crate::query::run::{Answer, Row, Value, empty_value, run};
+
+type Result<T> = std::result::Result<T, PlausibleError>;
+
+const METRICS_DOC: &str = "https://plausible.io/docs/stats-api#metrics";
+const PERIODS_DOC: &str = "https://plausible.io/docs/stats-api#time-periods";
+const PROPERTIES_DOC: &str = "https://plausible.io/docs/stats-api#properties";
+
+/// Which v1 endpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Endpoint {
+    /// `/api/v1/stats/aggregate`.
+    Aggregate,
+    /// `/api/v1/stats/timeseries`.
+    Timeseries,
+    /// `/api/v1/stats/breakdown`.
+    Breakdown,
+    /// `/api/v1/stats/realtime/visitors`.
+    Realtime,
+}
+
+impl Endpoint {
+    fn parameters(self) -> &'static [&'static str] {
+        const COMMON: [&str; 5] = ["site_id", "period", "date", "filters", "timezone"];
+        match self {
+            Endpoint::Aggregate => &[
+                "site_id",
+                "period",
+                "date",
+                "filters",
+                "timezone",
+                "metrics",
+                "compare",
+                "with_imported",
+            ],
+            Endpoint::Timeseries => &[
+                "site_id",
+                "period",
+                "date",
+                "filters",
+                "timezone",
+                "metrics",
+                "interval",
+                "with_imported",
+            ],
+            Endpoint::Breakdown => &[
+                "site_id",
+                "period",
+                "date",
+                "filters",
+                "timezone",
+                "metrics",
+                "property",
+                "limit",
+                "page",
+                "with_imported",
+            ],
+            Endpoint::Realtime => &COMMON[..1],
+        }
+    }
+}
+
+/// The handler of one endpoint.
+pub async fn handle(
+    endpoint: Endpoint,
+    state: Arc<AppState>,
+    headers: HeaderMap,
+    params: HashMap<String, String>,
+) -> Response {
+    match answer(endpoint, &state, &headers, &params).await {
+        Ok(body) => Json(body).into_response(),
+        Err(error) => error.into_response(),
+    }
+}
+
+/// Routes' handlers, one per endpoint.
+pub async fn aggregate(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    QueryString(params): QueryString<HashMap<String, String>>,
+) -> Response {
+    handle(Endpoint::Aggregate, state, headers, params).await
+}
+
+/// `GET /api/v1/stats/timeseries`.
+pub async fn timeseries(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    QueryString(params): QueryString<HashMap<String, String>>,
+) -> Response {
+    handle(Endpoint::Timeseries, state, headers, params).await
+}
+
+/// `GET /api/v1/stats/breakdown`.
+pub async fn breakdown(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    QueryString(params): QueryString<HashMap<String, String>>,
+) -> Response {
+    handle(Endpoint::Breakdown, state, headers, params).await
+}
+
+/// `GET /api/v1/stats/realtime/visitors`.
+pub async fn realtime(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    QueryString(params): QueryString<HashMap<String, String>>,
+) -> Response {
+    handle(Endpoint::Realtime, state, headers, params).await
+}
+
+async fn answer(
+    endpoint: Endpoint,
+    state: &AppState,
+    headers: &HeaderMap,
+    params: &HashMap<String, String>,
+) -> Result<Json_> {
+    let tenant = authorize(state, headers, params.get("site_id").map(String::as_str))?;
+    if let Some(unknown) = params
+        .keys()
+        .find(|key| !endpoint.parameters().contains(&key.as_str()))
+    {
+        return Err(PlausibleError::bad(format!(
+            "Unknown parameter `{unknown}` for this endpoint."
+        )));
+    }
+    let now = chrono::Utc::now().timestamp();
+    let query = parse(endpoint, params, &tenant, now)?;
+    let answer = run(&state.clickhouse, &query, now).await?;
+    Ok(render(endpoint, params, &query, &answer))
+}
+
+/// Reads a v1 request for `tenant` at `now`.
+pub fn parse(
+    endpoint: Endpoint,
+    params: &HashMap<String, String>,
+    tenant: &schemas::tenants::Tenant,
+    now: i64,
+) -> Result<Query> {
+    let get = |name: &str| {
+        params
+            .get(name)
+            .map(String::as_str)
+            .filter(|v| !v.is_empty())
+    };
+    let zone = zone(tenant, get("timezone"))?;
+    let period = if endpoint == Endpoint::Realtime {
+        Period::instants(zone, now - 300, now + 1)
+            .map_err(|error| PlausibleError::bad(error.to_string()))?
+    } else {
+        let (first, last) = period(
+            get("period").unwrap_or("30d"),
+            get("date"),
+            local_date(zone, now),
+        )?;
+        Period::dates(zone, first, last).map_err(|error| PlausibleError::bad(error.to_string()))?
+    };
+    let mut metrics = if endpoint == Endpoint::Realtime {
+        vec![Metric::Visitors]
+    } else {
+        metrics(get("metrics").unwrap_or("visitors"))?
+    };
+    let mut filters = match get("filters") {
+        Some(text) => filters(text)?,
+        None => Vec::new(),
+    };
+    let mut dimensions = Vec::new();
+    let (mut offset, mut limit) = (0, 1);
+    match endpoint {
+        Endpoint::Timeseries => {
+            let granularity = interval(get("interval"), get("period").unwrap_or("30d"))?;
+            dimensions.push(Dimension::Time(granularity));
+            limit = usize::MAX;
+        }
+        Endpoint::Breakdown => {
+            let property = get("property").ok_or_else(|| {
+                PlausibleError::bad("The `property` parameter is required. Please provide at least one property to show a breakdown by.")
+            })?;
+            let dimension = match Dimension::parse(property, 0) {
+                Some(Dimension::Time(_) | Dimension::Hostname) | None => {
+                    return Err(PlausibleError::bad(format!(
+                        "Invalid property '{property}'. Please provide a valid property for the breakdown endpoint: {PROPERTIES_DOC}"
+                    )));
+                }
+                Some(dimension) => dimension,
+            };
+            if metrics.contains(&Metric::ViewsPerVisit) {
+                return Err(PlausibleError::bad(
+                    "Metric `views_per_visit` is not supported in breakdown queries.",
+                ));
+            }
+            // v1 leaves out the groups without a value of these dimensions.
+            if let Dimension::Visit(attribute) = &dimension
+                && !matches!(
+                    attribute,
+                    VisitAttribute::Source | VisitAttribute::Referrer | VisitAttribute::Channel
+                )
+            {
+                filters.push(Filter::Condition(Condition {
+                    operator: Operator::IsNot,
+                    dimension: dimension.clone(),
+                    clauses: vec![String::new()],
+                    case_sensitive: true,
+                }));
+            }
+            dimensions.push(dimension);
+            limit = number(
+                get("limit"),
+                100,
+                1..=1000,
+                "Please provide limit as a number between 1 and 1000.",
+            )?;
+            let page = number(
+                get("page"),
+                1,
+                1..=1_000_000,
+                "Please provide page as a number of 1 or more.",
+            )?;
+            offset = (page - 1) * limit;
+        }
+        Endpoint::Aggregate | Endpoint::Realtime => {}
+    }
+    if metrics.is_empty() {
+        metrics.push(Metric::Visitors);
+    }
+    let comparison = match get("compare") {
+        None => None,
+        Some("previous_period") => Some(Comparison {
+            mode: CompareMode::PreviousPeriod,
+            range: None,
+            match_day_of_week: false,
+        }),
+        Some(other) => {
+            return Err(PlausibleError::bad(format!(
+                "Invalid value `{other}` for `compare`: previous_period"
+            )));
+        }
+    };
+    let query = Query {
+        tenant: tenant.id.clone(),
+        metrics,
+        dimensions,
+        filters,
+        period,
+        comparison,
+        order_by: Vec::new(),
+        offset,
+        limit,
+        include_bots: false,
+    };
+    check(&query)?;
+    Ok(query)
+}
+
+/// v1's periods, relative to `date` (default today): `7d`/`30d` are the days before it,
+/// `6mo`/`12mo` end with its month.
+fn period(name: &str, date: Option<&str>, today: NaiveDate) -> Result<(NaiveDate, NaiveDate)> {
+    let parse_date = |text: &str| {
+        text.trim().parse::<NaiveDate>().map_err(|_| {
+            PlausibleError::bad("Error parsing `date` parameter: invalid_format. Please specify a valid date in ISO-8601 format.")
+        })
+    };
+    if name == "custom" {
+        let text = date.ok_or_else(|| {
+            PlausibleError::bad(format!(
+                "The `date` parameter is required when using a custom period. See {PERIODS_DOC}"
+            ))
+        })?;
+        let Some((first, last)) = text.split_once(',') else {
+            return Err(PlausibleError::bad(format!(
+                "Invalid format for `date` parameter. When using a custom period, please include two ISO-8601 formatted dates joined by a comma. See {PERIODS_DOC}"
+            )));
+        };
+        return Ok((parse_date(first)?, parse_date(last)?));
+    }
+    let date = date.map(parse_date).transpose()?.unwrap_or(today);
+    let month_start = |d: NaiveDate| d - Duration::days(i64::from(chrono::Datelike::day(&d)) - 1);
+    let months_back = |n: u32| {
+        month_start(date)
+            .checked_sub_months(chrono::Months::new(n))
+            .unwrap_or(date)
+    };
+    let month_end = |d: NaiveDate| {
+        month_start(d)
+            .checked_add_months(chrono::Months::new(1))
+            .map_or(d, |next| next - Duration::days(1))
+    };
+    match name {
+        "day" => Ok((date, date)),
+        "7d" => Ok((date - Duration::days(7), date - Duration::days(1))),
+        "30d" => Ok((date - Duration::days(30), date - Duration::days(1))),
+        "month" => Ok((month_start(date), month_end(date))),
+        "6mo" => Ok((months_back(5), month_end(date))),
+        "12mo" => Ok((months_back(11), month_end(date))),
+        other => Err(PlausibleError::bad(format!(
+            "Error parsing `period` parameter: invalid period `{other}`. Please find accepted values in our docs: {PERIODS_DOC}"
+        ))),
+    }
+}
+
+fn metrics(text: &str) -> Result<Vec<Metric>> {
+    let mut metrics = Vec::new();
+    for name in text.split(',').map(str::trim) {
+        let metric = Metric::parse(name).filter(|m| *m != Metric::Percentage).ok_or_else(|| {
+            PlausibleError::bad(format!("The metric `{name}` is not recognized. Find valid metrics from the documentation: {METRICS_DOC}"))
+        })?;
+        if metrics.contains(&metric) {
+            return Err(PlausibleError::bad(
+                "Metrics cannot be queried multiple times.",
+            ));
+        }
+        metrics.push(metric);
+    }
+    Ok(metrics)
+}
+
+fn interval(text: Option<&str>, period: &str) -> Result<Granularity> {
+    match text {
+        None if period == "day" => Ok(Granularity::Hour),
+        None if period == "6mo" || period == "12mo" => Ok(Granularity::Month),
+        None | Some("day" | "date") => Ok(Granularity::Day),
+        Some("hour") => Ok(Granularity::Hour),
+        Some("week") => Ok(Granularity::Week),
+        Some("month") => Ok(Granularity::Month),
+        Some(other) => Err(PlausibleError::bad(format!(
+            "Error parsing `interval` parameter: invalid interval `{other}`. Valid intervals are `hour`, `day`, `week`, `month`"
+        ))),
+    }
+}
+
+fn number(
+    text: Option<&str>,
+    default: usize,
+    range: std::ops::RangeInclusive<usize>,
+    message: &str,
+) -> Result<usize> {
+    match text {
+        None => Ok(default),
+        Some(text) => text
+            .parse()
+            .ok()
+            .filter(|n| range.contains(n))
+            .ok_or_else(|| PlausibleError::bad(message)),
+    }
+}
+
+/// v1's filter string: `;` between conditions (all must hold), `==` or `!=`, `|` between
+/// values (any may match; `\|` is a literal bar), `*` a wildcard (`**` too); or a v2 filter
+/// list in JSON.
+pub fn filters(text: &str) -> Result<Vec<Filter>> {
+    if text.trim_start().starts_with('[') {
+        let value: Json_ = serde_json::from_str(text)
+            .map_err(|error| PlausibleError::bad(format!("Invalid filters: {error}")))?;
+        let mut request = Map::new();
+        request.insert("filters".into(), value);
+        return super::v2::filters_of(&request);
+    }
+    text.split(';')
+        .filter(|part| !part.trim().is_empty())
+        .map(|part| {
+            let (name, negated, values) = if let Some((name, values)) = part.split_once("!=") {
+                (name, true, values)
+            } else if let Some((name, values)) = part.split_once("==") {
+                (name, false, values)
+            } else {
+                return Err(PlausibleError::bad(format!("Invalid filter '{part}': expected property==value or property!=value")));
+            };
+            let name = name.trim();
+            let dimension = match Dimension::parse(name, 0) {
+                Some(Dimension::Time(_)) | None => {
+                    return Err(PlausibleError::bad(format!("Invalid filter property '{name}'. Please provide a valid filter property: {PROPERTIES_DOC}")));
+                }
+                Some(dimension) => dimension,
+            };
+            let values = split_values(values.trim());
+            let wildcard = values.iter().any(|value| value.contains('*'));
+            let (operator, clauses) = if wildcard {
+                let patterns = values.iter().map(|value| wildcard_pattern(value)).collect();
+                (if negated { Operator::MatchesNot } else { Operator::Matches }, patterns)
+            } else {
+                (if negated { Operator::IsNot } else { Operator::Is }, values)
+            };
+            Ok(Filter::Condition(Condition { operator, dimension, clauses, case_sensitive: true }))
+        })
+        .collect()
+}
+
+fn split_values(text: &str) -> Vec<String> {
+    let mut values = Vec::new();
+    let mut current = String::new();
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' if chars.peek() == Some(&'|') => {
+                chars.next();
+                current.push('|');
+            }
+            '|' => values.push(std::mem::take(&mut current)),
+            c => current.push(c),
+        }
+    }
+    values.push(current);
+    values
+}
+
+/// A v1 wildcard as an anchored RE2 pattern: `*` and `**` match anything.
+fn wildcard_pattern(value: &str) -> String {
+    let parts: Vec<String> = value.split('*').map(regex_syntax::escape).collect();
+    let mut pattern = parts.join(".*");
+    while pattern.contains(".*.*") {
+        pattern = pattern.replace(".*.*", ".*");
+    }
+    format!("^{pattern}$")
+}
+
+fn check(query: &Query) -> Result<()> {
+    super::v2::check_combination(query).map_err(|PlausibleError(status, message)| {
+        PlausibleError(
+            status,
+            message
+                .split_once(": ")
+                .map_or(message.clone(), |(_, m)| m.to_owned()),
+        )
+    })
+}
+
+fn render(
+    endpoint: Endpoint,
+    params: &HashMap<String, String>,
+    query: &Query,
+    answer: &Answer,
+) -> Json_ {
+    let metric_map = |values: &[Value]| -> Map<String, Json_> {
+        query
+            .metrics
+            .iter()
+            .zip(values)
+            .map(|(metric, value)| (metric.name().to_owned(), value_json(*metric, *value)))
+            .collect()
+    };
+    match endpoint {
+        Endpoint::Realtime => answer
+            .rows
+            .first()
+            .map_or(json!(0), |row| value_json(Metric::Visitors, row.metrics[0])),
+        Endpoint::Aggregate => {
+            let mut results = Map::new();
+            if let Some(row) = answer.rows.first() {
+                for (index, metric) in query.metrics.iter().enumerate() {
+                    let mut entry = json!({"value": value_json(*metric, row.metrics[index])});
+                    if let Some(compared) = &row.comparison {
+                        entry["change"] = json!(compared.change[index]);
+                        entry["comparison_value"] = value_json(*metric, compared.metrics[index]);
+                    }
+                    results.insert(metric.name().to_owned(), entry);
+                }
+            }
+            json!({"results": results})
+        }
+        Endpoint::Timeseries => {
+            // Every bucket, with zeros where nothing happened.
+            let by_label: HashMap<&str, &Row> = answer
+                .rows
+                .iter()
+                .map(|row| (row.dimensions[0].as_str(), row))
+                .collect();
+            let empty: Vec<Value> = query
+                .metrics
+                .iter()
+                .map(|metric| empty_value(*metric))
+                .collect();
+            let results: Vec<Json_> = answer
+                .time_labels
+                .iter()
+                .map(|label| {
+                    let values = by_label
+                        .get(label.as_str())
+                        .map_or(&empty, |row| &row.metrics);
+                    let mut entry = metric_map(values);
+                    entry.insert("date".into(), json!(label));
+                    Json_::Object(entry)
+                })
+                .collect();
+            json!({"results": results})
+        }
+        Endpoint::Breakdown => {
+            let key = params
+                .get("property")
+                .map_or("", |p| p.rsplit(':').next().unwrap_or(p))
+                .to_owned();
+            let results: Vec<Json_> = answer
+                .rows
+                .iter()
+                .map(|row| {
+                    let mut entry = metric_map(&row.metrics);
+                    entry.insert(key.clone(), json!(row.dimensions[0]));
+                    Json_::Object(entry)
+                })
+                .collect();
+            json!({"results": results})
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn v1_filters_read_as_plausible_writes_them() {
+        let parsed = filters("event:page==/blog/**;visit:utm_source!=a\\|b|c").unwrap();
+        assert_eq!(
+            parsed,
+            vec![
+                Filter::Condition(Condition {
+                    operator: Operator::Matches,
+                    dimension: Dimension::Page,
+                    clauses: vec!["^/blog/.*$".into()],
+                    case_sensitive: true,
+                }),
+                Filter::Condition(Condition {
+                    operator: Operator::IsNot,
+                    dimension: Dimension::Visit(VisitAttribute::UtmSource),
+                    clauses: vec!["a|b".into(), "c".into()],
+                    case_sensitive: true,
+                }),
+            ]
+        );
+        assert_eq!(wildcard_pattern("/a.b/*/c"), "^/a\\.b/.*/c$");
+        assert!(filters("event:page=/x").is_err());
+        assert!(filters("event:nope==x").is_err());
+        let json = filters(r#"[["contains", "event:page", ["blog"]]]"#).unwrap();
+        assert!(matches!(&json[0], Filter::Condition(c) if c.operator == Operator::Contains));
+    }
+
+    #[test]
+    fn v1_periods_are_relative_to_the_date() {
+        let day = |text: &str| text.parse::<NaiveDate>().unwrap();
+        let today = day("2026-12-03");
+        assert_eq!(
+            period("7d", None, today).unwrap(),
+            (day("2026-11-26"), day("2026-12-02"))
+        );
+        assert_eq!(
+            period("month", Some("2026-02-10"), today).unwrap(),
+            (day("2026-02-01"), day("2026-02-28"))
+        );
+        assert_eq!(
+            period("6mo", None, today).unwrap(),
+            (day("2026-07-01"), day("2026-12-31"))
+        );
+        assert_eq!(
+            period("custom", Some("2026-01-01,2026-01-31"), today).unwrap(),
+            (day("2026-01-01"), day("2026-01-31"))
+        );
+        assert!(period("custom", None, today).is_err());
+        assert!(period("90d", None, today).is_err());
+    }
+}

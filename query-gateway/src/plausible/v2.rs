@@ -1,0 +1,784 @@
+//! `POST /api/v2/query`: Plausible's Stats API v2 request, read into a [`Query`], and its
+//! answer in Plausible's response shape (`results`, `meta`, `query`).
+//!
+//! Extensions, all optional: `timezone` (an IANA zone; default the tenant's), `include.bots`
+//! (count events flagged `is_bot`), the metrics `persons` and `sessions`, the dimension
+//! `time:minute`, and `meta.complete_until` (every event received before it is counted).
+//! Comparisons are taken in both of Plausible's internal forms (`include.comparisons` and
+//! `include.compare`), since its public schema has none.
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
+use chrono::{DateTime, NaiveDate, SecondsFormat};
+use serde_json::{Map, Value as Json_, json};
+use std::sync::Arc;
+
+use super::{PlausibleError, authorize, value_json, zone};
+use crate::AppState;
+use crate::query::model::{
+    CompareMode, Comparison, Condition, Dimension, Direction, Filter, Metric, Operator, OrderKey,
+    Query, Scope, UNSERVED_METRICS,
+};
+use crate::query::range::{DateRange, Period};
+use crate::query::run::{Answer, default_order, run};
+
+/// Largest `pagination.limit`, as Plausible's.
+const MAX_LIMIT: usize = 10_000;
+/// Longest `matches` pattern, bytes: RE2 runs in linear time, so a bounded pattern bounds
+/// the work per row.
+const MAX_PATTERN_BYTES: usize = 1_000;
+/// Most clauses in one condition.
+const MAX_CLAUSES: usize = 1_000;
+
+type Result<T> = std::result::Result<T, PlausibleError>;
+
+fn bad<T>(pointer: &str, message: impl std::fmt::Display) -> Result<T> {
+    Err(PlausibleError::bad(format!("#/{pointer}: {message}")))
+}
+
+/// The handler.
+pub async fn query(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    match answer(&state, &headers, &body).await {
+        Ok(body) => Json(body).into_response(),
+        Err(error) => error.into_response(),
+    }
+}
+
+async fn answer(state: &AppState, headers: &HeaderMap, body: &[u8]) -> Result<Json_> {
+    let request: Json_ = serde_json::from_slice(body)
+        .map_err(|error| PlausibleError::bad(format!("#: the body is not JSON: {error}")))?;
+    let Json_::Object(request) = request else {
+        return bad("", "Type mismatch. Expected Object");
+    };
+    let site_id = request.get("site_id").and_then(Json_::as_str);
+    let tenant = authorize(state, headers, site_id)?;
+    let now = chrono::Utc::now().timestamp();
+    let first_event = if request.get("date_range").and_then(Json_::as_str) == Some("all") {
+        crate::queries::first_event(&state.clickhouse, &tenant.id).await?
+    } else {
+        None
+    };
+    let query = parse(&request, &tenant, now, first_event)?;
+    let answer = run(&state.clickhouse, &query, now).await?;
+    Ok(render(&request, &query, &answer))
+}
+
+/// Reads a v2 request for `tenant` at `now`.
+pub fn parse(
+    request: &Map<String, Json_>,
+    tenant: &schemas::tenants::Tenant,
+    now: i64,
+    first_event: Option<i64>,
+) -> Result<Query> {
+    const KNOWN: [&str; 10] = [
+        "site_id",
+        "metrics",
+        "date_range",
+        "dimensions",
+        "filters",
+        "order_by",
+        "include",
+        "pagination",
+        "timezone",
+        "date",
+    ];
+    if let Some(unknown) = request.keys().find(|key| !KNOWN.contains(&key.as_str())) {
+        return bad(unknown, "Unknown property");
+    }
+    let zone = zone(tenant, request.get("timezone").and_then(Json_::as_str))?;
+    let range = date_range(request.get("date_range"))?;
+    let period = Period::resolve(&range, zone, now, first_event)
+        .or_else(|error| bad("date_range", error))?;
+    let metrics = metrics(request.get("metrics"))?;
+    let dimensions = dimensions(request.get("dimensions"), period.to - period.from)?;
+    let filters = filters_of(request)?;
+    let include = include(request.get("include"))?;
+    let (offset, limit) = pagination(request.get("pagination"))?;
+    let mut query = Query {
+        tenant: tenant.id.clone(),
+        metrics,
+        dimensions,
+        filters,
+        period,
+        comparison: include.comparison.clone(),
+        order_by: Vec::new(),
+        offset,
+        limit,
+        include_bots: include.bots,
+    };
+    query.order_by = order_by(request.get("order_by"), &query)?;
+    check(&query, &include)?;
+    Ok(query)
+}
+
+/// The request's `filters`, an implicit `and` of filter trees.
+pub fn filters_of(request: &Map<String, Json_>) -> Result<Vec<Filter>> {
+    match request.get("filters") {
+        None => Ok(Vec::new()),
+        Some(Json_::Array(items)) => items
+            .iter()
+            .enumerate()
+            .map(|(index, item)| filter(item, &format!("filters/{index}"), 0))
+            .collect(),
+        Some(_) => bad("filters", "Type mismatch. Expected Array"),
+    }
+}
+
+fn strings<'a>(value: Option<&'a Json_>, pointer: &str) -> Result<Vec<&'a str>> {
+    match value {
+        None => Ok(Vec::new()),
+        Some(Json_::Array(items)) => items
+            .iter()
+            .enumerate()
+            .map(|(index, item)| {
+                item.as_str().map_or_else(
+                    || {
+                        bad(
+                            &format!("{pointer}/{index}"),
+                            "Type mismatch. Expected String",
+                        )
+                    },
+                    Ok,
+                )
+            })
+            .collect(),
+        Some(_) => bad(pointer, "Type mismatch. Expected Array"),
+    }
+}
+
+fn unique<T: PartialEq>(items: &[T], pointer: &str) -> Result<()> {
+    for (index, item) in items.iter().enumerate() {
+        if items[..index].contains(item) {
+            return bad(pointer, "Expected items to be unique but they were not.");
+        }
+    }
+    Ok(())
+}
+
+fn metrics(value: Option<&Json_>) -> Result<Vec<Metric>> {
+    let names = strings(value, "metrics")?;
+    if names.is_empty() {
+        return bad("metrics", "Expected a minimum of 1 items but got 0.");
+    }
+    let metrics = names
+        .iter()
+        .enumerate()
+        .map(|(index, name)| match Metric::parse(name) {
+            Some(metric) => Ok(metric),
+            None if UNSERVED_METRICS.contains(name) => bad(
+                &format!("metrics/{index}"),
+                format!("Metric \"{name}\" is not served by this gateway"),
+            ),
+            None => bad(
+                &format!("metrics/{index}"),
+                format!("Invalid metric \"{name}\""),
+            ),
+        })
+        .collect::<Result<Vec<_>>>()?;
+    unique(&metrics, "metrics")?;
+    Ok(metrics)
+}
+
+fn dimensions(value: Option<&Json_>, range_secs: i64) -> Result<Vec<Dimension>> {
+    let dimensions = strings(value, "dimensions")?
+        .iter()
+        .enumerate()
+        .map(|(index, name)| match Dimension::parse(name, range_secs) {
+            Some(dimension) => Ok(dimension),
+            None if *name == "event:goal" => bad(
+                &format!("dimensions/{index}"),
+                "Dimension \"event:goal\": no goals are configured for this site",
+            ),
+            None => bad(
+                &format!("dimensions/{index}"),
+                format!("Invalid dimension \"{name}\""),
+            ),
+        })
+        .collect::<Result<Vec<_>>>()?;
+    unique(&dimensions, "dimensions")?;
+    if dimensions
+        .iter()
+        .filter(|d| matches!(d, Dimension::Time(_)))
+        .count()
+        > 1
+    {
+        return bad(
+            "dimensions",
+            "Only one time dimension can be queried at a time",
+        );
+    }
+    Ok(dimensions)
+}
+
+fn date_range(value: Option<&Json_>) -> Result<DateRange> {
+    let invalid = |value: &Json_| bad("date_range", format!("Invalid date range {value}"));
+    match value {
+        None => bad(
+            "date_range",
+            "Required property date_range was not present.",
+        ),
+        Some(Json_::String(text)) => {
+            DateRange::shortcut(text).map_or_else(|| invalid(&json!(text)), Ok)
+        }
+        Some(whole @ Json_::Array(items)) if items.len() == 2 => {
+            let (Some(first), Some(last)) = (items[0].as_str(), items[1].as_str()) else {
+                return invalid(whole);
+            };
+            if let (Ok(first), Ok(last)) = (first.parse::<NaiveDate>(), last.parse::<NaiveDate>()) {
+                return Ok(DateRange::Dates(first, last));
+            }
+            match (
+                DateTime::parse_from_rfc3339(first),
+                DateTime::parse_from_rfc3339(last),
+            ) {
+                // Plausible's last instant is inclusive (23:59:59): the range ends a second later.
+                (Ok(first), Ok(last)) => {
+                    Ok(DateRange::Instants(first.timestamp(), last.timestamp() + 1))
+                }
+                _ => invalid(whole),
+            }
+        }
+        Some(other) => invalid(other),
+    }
+}
+
+/// Filters nest at most this deep.
+const MAX_DEPTH: usize = 8;
+
+fn filter(value: &Json_, pointer: &str, depth: usize) -> Result<Filter> {
+    let invalid = || bad(pointer, format!("Invalid filter {value}"));
+    let Json_::Array(items) = value else {
+        return invalid();
+    };
+    if depth > MAX_DEPTH {
+        return bad(
+            pointer,
+            format!("Invalid filters. Filters nest at most {MAX_DEPTH} deep."),
+        );
+    }
+    let Some(op) = items.first().and_then(Json_::as_str) else {
+        return invalid();
+    };
+    match (op, items.len()) {
+        ("and" | "or", 2) => {
+            let Some(Json_::Array(children)) = items.get(1) else {
+                return invalid();
+            };
+            if children.is_empty() {
+                return invalid();
+            }
+            let children = children
+                .iter()
+                .enumerate()
+                .map(|(index, child)| filter(child, &format!("{pointer}/1/{index}"), depth + 1))
+                .collect::<Result<Vec<_>>>()?;
+            Ok(if op == "and" {
+                Filter::And(children)
+            } else {
+                Filter::Or(children)
+            })
+        }
+        ("not", 2) => Ok(Filter::Not(Box::new(filter(
+            &items[1],
+            &format!("{pointer}/1"),
+            depth + 1,
+        )?))),
+        ("has_done" | "has_not_done", 2) => {
+            let inner = filter(&items[1], &format!("{pointer}/1"), depth + 1)?;
+            if !inner.is_event_only() {
+                return bad(
+                    pointer,
+                    "Invalid filters. Behavioral filters (has_done, has_not_done) can only be used with event dimension filters.",
+                );
+            }
+            Ok(Filter::HasDone(Box::new(inner), op == "has_done"))
+        }
+        (_, 3 | 4) => condition(items, pointer).map(Filter::Condition),
+        _ => invalid(),
+    }
+}
+
+fn condition(items: &[Json_], pointer: &str) -> Result<Condition> {
+    let op = items[0].as_str().unwrap_or_default();
+    let Some((operator, _)) = Operator::ALL.iter().find(|(_, name)| *name == op) else {
+        return bad(
+            pointer,
+            format!("Invalid filter {}", Json_::Array(items.to_vec())),
+        );
+    };
+    let name = items[1].as_str().unwrap_or_default();
+    let dimension = match Dimension::parse(name, 0) {
+        Some(Dimension::Time(_)) => {
+            return bad(
+                pointer,
+                "Invalid filters. Time dimensions cannot be filtered on.",
+            );
+        }
+        Some(dimension) => dimension,
+        None if name == "event:goal" => {
+            return bad(
+                pointer,
+                "Invalid filters. No goals are configured for this site (event:goal).",
+            );
+        }
+        None => {
+            return bad(
+                &format!("{pointer}/1"),
+                format!("Invalid filter dimension \"{name}\""),
+            );
+        }
+    };
+    let Some(Json_::Array(values)) = items.get(2) else {
+        return bad(&format!("{pointer}/2"), "Type mismatch. Expected Array");
+    };
+    if values.is_empty() || values.len() > MAX_CLAUSES {
+        return bad(
+            &format!("{pointer}/2"),
+            format!("A filter has 1 to {MAX_CLAUSES} clauses"),
+        );
+    }
+    let clauses = values
+        .iter()
+        .enumerate()
+        .map(|(index, clause)| match clause {
+            Json_::String(text) => Ok(text.clone()),
+            Json_::Number(number) => Ok(number.to_string()),
+            _ => bad(
+                &format!("{pointer}/2/{index}"),
+                "Type mismatch. Expected String",
+            ),
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let case_sensitive = match items.get(3) {
+        None => true,
+        Some(Json_::Object(modifiers)) => {
+            if let Some(unknown) = modifiers.keys().find(|key| *key != "case_sensitive") {
+                return bad(
+                    &format!("{pointer}/3"),
+                    format!("Unknown modifier \"{unknown}\""),
+                );
+            }
+            match modifiers.get("case_sensitive") {
+                None => true,
+                Some(Json_::Bool(flag)) => *flag,
+                Some(_) => return bad(&format!("{pointer}/3"), "case_sensitive must be a boolean"),
+            }
+        }
+        Some(_) => return bad(&format!("{pointer}/3"), "Type mismatch. Expected Object"),
+    };
+    if !case_sensitive && operator.positive().0 == Operator::Matches {
+        return bad(
+            pointer,
+            "Invalid filters. The case_sensitive modifier is not allowed with pattern operators",
+        );
+    }
+    if operator.positive().0 == Operator::Matches {
+        for (index, pattern) in clauses.iter().enumerate() {
+            if pattern.len() > MAX_PATTERN_BYTES {
+                return bad(
+                    &format!("{pointer}/2/{index}"),
+                    format!("A pattern is at most {MAX_PATTERN_BYTES} bytes"),
+                );
+            }
+            if let Err(error) = regex_syntax::Parser::new().parse(pattern) {
+                return bad(
+                    &format!("{pointer}/2/{index}"),
+                    format!("Invalid RE2 pattern: {error}"),
+                );
+            }
+        }
+    }
+    Ok(Condition {
+        operator: *operator,
+        dimension,
+        clauses,
+        case_sensitive,
+    })
+}
+
+/// What `include` asks for.
+#[derive(Debug, Default)]
+struct Include {
+    time_labels: bool,
+    total_rows: bool,
+    bots: bool,
+    comparison: Option<Comparison>,
+}
+
+fn include(value: Option<&Json_>) -> Result<Include> {
+    let mut include = Include::default();
+    let Some(value) = value else {
+        return Ok(include);
+    };
+    let Json_::Object(fields) = value else {
+        return bad("include", "Type mismatch. Expected Object");
+    };
+    let flag = |name: &str| -> Result<bool> {
+        match fields.get(name) {
+            None => Ok(false),
+            Some(Json_::Bool(flag)) => Ok(*flag),
+            Some(_) => bad(
+                &format!("include/{name}"),
+                "Type mismatch. Expected Boolean",
+            ),
+        }
+    };
+    for key in fields.keys() {
+        const KNOWN: [&str; 7] = [
+            "time_labels",
+            "total_rows",
+            "imports",
+            "bots",
+            "comparisons",
+            "compare",
+            "compare_match_day_of_week",
+        ];
+        if !KNOWN.contains(&key.as_str()) {
+            return bad(&format!("include/{key}"), "Unknown property");
+        }
+    }
+    include.time_labels = flag("time_labels")?;
+    include.total_rows = flag("total_rows")?;
+    include.bots = flag("bots")?;
+    // `imports` asks to add data imported from elsewhere; there is none, so it changes nothing.
+    flag("imports")?;
+    include.comparison = match (fields.get("comparisons"), fields.get("compare")) {
+        (Some(Json_::Object(comparison)), None) => {
+            let mode = comparison.get("mode").unwrap_or(&Json_::Null);
+            let range = comparison.get("date_range");
+            let match_day = comparison
+                .get("match_day_of_week")
+                .and_then(Json_::as_bool)
+                .unwrap_or(false);
+            Some(compare(mode, range, match_day, "include/comparisons")?)
+        }
+        (None, Some(compare_value)) => {
+            let match_day = flag("compare_match_day_of_week")?;
+            match compare_value {
+                Json_::Array(_) => Some(compare(
+                    &json!("custom"),
+                    Some(compare_value),
+                    match_day,
+                    "include/compare",
+                )?),
+                mode => Some(compare(mode, None, match_day, "include/compare")?),
+            }
+        }
+        (None, None) => None,
+        _ => return bad("include", "Give one of comparisons (an object) or compare"),
+    };
+    Ok(include)
+}
+
+fn compare(
+    mode: &Json_,
+    range: Option<&Json_>,
+    match_day_of_week: bool,
+    pointer: &str,
+) -> Result<Comparison> {
+    let mode = match mode.as_str() {
+        Some("previous_period") => CompareMode::PreviousPeriod,
+        Some("year_over_year") => CompareMode::YearOverYear,
+        Some("custom") => CompareMode::Custom,
+        _ => {
+            return bad(
+                pointer,
+                format!(
+                    "Invalid comparison mode {mode}: previous_period, year_over_year or custom"
+                ),
+            );
+        }
+    };
+    let range = match (mode, range) {
+        (CompareMode::Custom, Some(Json_::Array(dates))) if dates.len() == 2 => {
+            let date = |value: &Json_| {
+                value
+                    .as_str()
+                    .and_then(|text| text.parse::<NaiveDate>().ok())
+            };
+            match (date(&dates[0]), date(&dates[1])) {
+                (Some(first), Some(last)) => Some((first, last)),
+                _ => return bad(pointer, "A custom comparison is two dates, YYYY-MM-DD"),
+            }
+        }
+        (CompareMode::Custom, _) => {
+            return bad(pointer, "A custom comparison needs date_range: two dates");
+        }
+        _ => None,
+    };
+    Ok(Comparison {
+        mode,
+        range,
+        match_day_of_week,
+    })
+}
+
+fn pagination(value: Option<&Json_>) -> Result<(usize, usize)> {
+    let Some(value) = value else {
+        return Ok((0, MAX_LIMIT));
+    };
+    let Json_::Object(fields) = value else {
+        return bad("pagination", "Type mismatch. Expected Object");
+    };
+    let number =
+        |name: &str, default: usize, range: std::ops::RangeInclusive<usize>| -> Result<usize> {
+            match fields.get(name) {
+                None => Ok(default),
+                Some(value) => value
+                    .as_u64()
+                    .map(|n| n as usize)
+                    .filter(|n| range.contains(n))
+                    .map_or_else(
+                        || {
+                            bad(
+                                &format!("pagination/{name}"),
+                                format!(
+                                    "must be an integer from {} to {}",
+                                    range.start(),
+                                    range.end()
+                                ),
+                            )
+                        },
+                        Ok,
+                    ),
+            }
+        };
+    Ok((
+        number("offset", 0, 0..=usize::MAX)?,
+        number("limit", MAX_LIMIT, 1..=MAX_LIMIT)?,
+    ))
+}
+
+fn order_by(value: Option<&Json_>, query: &Query) -> Result<Vec<(OrderKey, Direction)>> {
+    let Some(value) = value else {
+        return Ok(Vec::new());
+    };
+    let Json_::Array(entries) = value else {
+        return bad("order_by", "Type mismatch. Expected Array");
+    };
+    entries
+        .iter()
+        .enumerate()
+        .map(|(index, entry)| {
+            let pointer = format!("order_by/{index}");
+            let invalid = || bad(&pointer, format!("Invalid value in order_by {entry}"));
+            let Some([Json_::String(name), Json_::String(direction)]) =
+                entry.as_array().map(Vec::as_slice)
+            else {
+                return invalid();
+            };
+            let direction = match direction.as_str() {
+                "asc" => Direction::Asc,
+                "desc" => Direction::Desc,
+                _ => return invalid(),
+            };
+            let key = query
+                .metrics
+                .iter()
+                .position(|metric| metric.name() == name)
+                .map(OrderKey::Metric)
+                .or_else(|| {
+                    query
+                        .dimensions
+                        .iter()
+                        .position(|dimension| dimension.name() == *name || (name == "time" && matches!(dimension, Dimension::Time(_))))
+                        .map(OrderKey::Dimension)
+                });
+            match key {
+                Some(key) => Ok((key, direction)),
+                None => bad(
+                    &pointer,
+                    format!("Invalid order_by entry {entry}. Entry is not a queried metric or dimension."),
+                ),
+            }
+        })
+        .collect()
+}
+
+fn check(query: &Query, include: &Include) -> Result<()> {
+    let has_time = query
+        .dimensions
+        .iter()
+        .any(|d| matches!(d, Dimension::Time(_)));
+    if include.time_labels && !has_time {
+        return bad(
+            "include/time_labels",
+            "Invalid include.time_labels: requires a time dimension.",
+        );
+    }
+    check_combination(query)
+}
+
+/// Plausible's rules on which metrics, dimensions and filters go together.
+pub fn check_combination(query: &Query) -> Result<()> {
+    let event_dimensions: Vec<String> = query
+        .dimensions
+        .iter()
+        .filter(|d| d.scope() == Some(Scope::Event))
+        .map(Dimension::name)
+        .collect();
+    let visit_metrics: Vec<&str> = query
+        .metrics
+        .iter()
+        .filter(|m| m.scope() == Scope::Visit)
+        .map(|m| m.name())
+        .collect();
+    // A visit metric reads `event:page` as the entry page; no other event dimension has a
+    // single value per visit.
+    if !visit_metrics.is_empty() && event_dimensions.iter().any(|d| d != "event:page") {
+        return bad(
+            "dimensions",
+            format!(
+                "Session metric(s) `{}` cannot be queried along with event dimension(s) `{}`",
+                visit_metrics.join(", "),
+                event_dimensions.join(", ")
+            ),
+        );
+    }
+    if query.metrics.contains(&Metric::ViewsPerVisit) {
+        let page_filter = query
+            .filters
+            .iter()
+            .flat_map(Filter::conditions)
+            .any(|c| c.dimension == Dimension::Page);
+        if page_filter {
+            return bad(
+                "metrics",
+                "Metric `views_per_visit` cannot be queried with a filter on `event:page`.",
+            );
+        }
+        if query
+            .dimensions
+            .iter()
+            .any(|d| !matches!(d, Dimension::Time(_)))
+        {
+            return bad(
+                "metrics",
+                "Metric `views_per_visit` cannot be queried with `dimensions`.",
+            );
+        }
+    }
+    Ok(())
+}
+
+fn instant(period: &Period, secs: i64) -> String {
+    use chrono::TimeZone;
+    period
+        .zone
+        .timestamp_opt(secs, 0)
+        .single()
+        .map(|t| t.to_rfc3339_opts(SecondsFormat::Secs, false))
+        .unwrap_or_default()
+}
+
+/// The response: `results`, `meta`, and the query as understood.
+pub fn render(request: &Map<String, Json_>, query: &Query, answer: &Answer) -> Json_ {
+    let metrics = |values: &[crate::query::run::Value]| -> Vec<Json_> {
+        query
+            .metrics
+            .iter()
+            .zip(values)
+            .map(|(metric, value)| value_json(*metric, *value))
+            .collect()
+    };
+    let results: Vec<Json_> = answer
+        .rows
+        .iter()
+        .map(|row| {
+            let mut result =
+                json!({"dimensions": row.dimensions, "metrics": metrics(&row.metrics)});
+            if let Some(compared) = &row.comparison {
+                result["comparison"] = json!({
+                    "dimensions": compared.dimensions,
+                    "metrics": metrics(&compared.metrics),
+                    "change": compared.change,
+                });
+            }
+            result
+        })
+        .collect();
+    let mut meta = Map::new();
+    let include = request.get("include").and_then(Json_::as_object);
+    let wants =
+        |name: &str| include.and_then(|i| i.get(name)).and_then(Json_::as_bool) == Some(true);
+    if wants("time_labels") {
+        meta.insert("time_labels".into(), json!(answer.time_labels));
+    }
+    if wants("total_rows") {
+        meta.insert("total_rows".into(), json!(answer.total_rows));
+    }
+    if wants("imports") {
+        meta.insert("imports_included".into(), json!(false));
+    }
+    meta.insert(
+        "complete_until".into(),
+        json!(
+            answer
+                .complete_until_ms
+                .and_then(DateTime::from_timestamp_millis)
+                .map(|t| t.to_rfc3339_opts(SecondsFormat::Millis, true))
+        ),
+    );
+    if query.period.clamped {
+        meta.insert(
+            "warnings".into(),
+            json!([format!("date_range \"all\" was cut to the last {} days (the longest range one query reads)", crate::query::range::MAX_DAYS)]),
+        );
+    }
+    if let Some(period) = &answer.comparison_period {
+        meta.insert(
+            "comparison_date_range".into(),
+            json!([instant(period, period.from), instant(period, period.to - 1)]),
+        );
+    }
+    let order_by: Vec<Json_> = (if query.order_by.is_empty() {
+        default_order(query)
+    } else {
+        query.order_by.clone()
+    })
+    .iter()
+    .map(|(key, direction)| {
+        let name = match key {
+            OrderKey::Metric(index) => query.metrics[*index].name().to_owned(),
+            OrderKey::Dimension(index) => query.dimensions[*index].name(),
+        };
+        json!([
+            name,
+            if *direction == Direction::Asc {
+                "asc"
+            } else {
+                "desc"
+            }
+        ])
+    })
+    .collect();
+    let mut echoed_include = Map::new();
+    if let Some(include) = include {
+        for (key, value) in include {
+            if !matches!(value, Json_::Bool(false) | Json_::Null) {
+                echoed_include.insert(key.clone(), value.clone());
+            }
+        }
+    }
+    json!({
+        "results": results,
+        "meta": meta,
+        "query": {
+            "site_id": request.get("site_id"),
+            "metrics": query.metrics.iter().map(|m| m.name()).collect::<Vec<_>>(),
+            "date_range": [instant(&query.period, query.period.from), instant(&query.period, query.period.to - 1)],
+            "filters": request.get("filters").cloned().unwrap_or(json!([])),
+            "dimensions": query.dimensions.iter().map(Dimension::name).collect::<Vec<_>>(),
+            "order_by": order_by,
+            "include": echoed_include,
+            "pagination": {"offset": query.offset, "limit": query.limit},
+            "timezone": query.period.zone.name(),
+        }
+    })
+}

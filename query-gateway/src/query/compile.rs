@@ -1,0 +1,521 @@
+//! The one compiler from a [`Query`] to ClickHouse SQL. Nothing else in the gateway writes SQL
+//! over a tenant's events or visits (the Ask guard checks the model's free-form SQL).
+//!
+//! A query becomes at most two statements, one per table its metrics read (see
+//! [`Scope`]): `events` for event metrics, `sessions` for visit metrics. Each groups by the
+//! query's dimensions `WITH TOTALS`, so that a breakdown and its total come from one
+//! statement and reconcile. Values are bound, never spliced; the tenant is the first bind.
+//! Every statement reads final rows (`FINAL`; merged sessions are `deleted = 1`) and filters
+//! on the tables' leading sort key `(tenant, time)`. It runs on ClickHouse 18.16 and later:
+//! no CTEs, joins as `ANY LEFT JOIN … USING`.
+
+use schemas::definitions::{activity_sql, page_view_location_sql, page_view_sql};
+
+use super::model::{
+    Condition, Dimension, Filter, Granularity, Metric, Operator, Query, Scope, VisitAttribute,
+};
+use super::range::Period;
+
+/// SQL text with its bound values, in the order of their `?`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Statement {
+    /// The text; `?` marks a bound value.
+    pub sql: String,
+    /// The values.
+    pub binds: Vec<String>,
+}
+
+impl Statement {
+    fn push(&mut self, text: &str) -> &mut Self {
+        self.sql.push_str(text);
+        self
+    }
+
+    fn bind(&mut self, value: impl Into<String>) -> &mut Self {
+        self.sql.push('?');
+        self.binds.push(value.into());
+        self
+    }
+
+    fn append(&mut self, other: Statement) -> &mut Self {
+        self.sql.push_str(&other.sql);
+        self.binds.extend(other.binds);
+        self
+    }
+}
+
+/// The raw aggregates a statement returns, from which [`super::run`] computes every metric.
+/// Ratios are never computed in SQL, so that a number is defined in one place.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Aggregate {
+    /// Distinct visitors (events).
+    Visitors,
+    /// Distinct persons (events).
+    Persons,
+    /// Page views (events).
+    Pageviews,
+    /// Activity events (events).
+    Events,
+    /// Visits (sessions).
+    Visits,
+    /// Bounced visits (sessions).
+    Bounces,
+    /// Sum of visit durations, ms (sessions).
+    DurationMs,
+    /// Sum of the visits' page views (sessions).
+    VisitPageviews,
+}
+
+impl Aggregate {
+    /// The column alias in the statement's output.
+    pub fn alias(self) -> &'static str {
+        match self {
+            Aggregate::Visitors => "visitors",
+            Aggregate::Persons => "persons",
+            Aggregate::Pageviews => "pageviews",
+            Aggregate::Events => "events",
+            Aggregate::Visits => "visits",
+            Aggregate::Bounces => "bounces",
+            Aggregate::DurationMs => "duration_ms",
+            Aggregate::VisitPageviews => "visit_pageviews",
+        }
+    }
+
+    fn sql(self) -> String {
+        match self {
+            Aggregate::Visitors => format!("uniqExact({VISITOR_HASH})"),
+            Aggregate::Persons => "uniqExact(cityHash64(person_id))".into(),
+            Aggregate::Pageviews => format!("countIf({})", page_view_sql()),
+            Aggregate::Events | Aggregate::Visits => "count()".into(),
+            Aggregate::Bounces => "sum(toUInt64(is_bounce))".into(),
+            Aggregate::DurationMs => "sum(duration_ms)".into(),
+            Aggregate::VisitPageviews => "sum(toUInt64(page_views))".into(),
+        }
+    }
+
+    /// The aggregates a metric is computed from.
+    pub fn of(metric: Metric) -> &'static [Aggregate] {
+        match metric {
+            Metric::Visitors | Metric::Percentage => &[Aggregate::Visitors],
+            Metric::Persons => &[Aggregate::Persons],
+            Metric::Pageviews => &[Aggregate::Pageviews],
+            Metric::Events => &[Aggregate::Events],
+            Metric::Visits | Metric::Sessions => &[Aggregate::Visits],
+            Metric::BounceRate => &[Aggregate::Visits, Aggregate::Bounces],
+            Metric::VisitDuration => &[Aggregate::Visits, Aggregate::DurationMs],
+            Metric::ViewsPerVisit => &[Aggregate::Visits, Aggregate::VisitPageviews],
+        }
+    }
+
+    /// The table it is read from.
+    pub fn scope(self) -> Scope {
+        match self {
+            Aggregate::Visitors | Aggregate::Persons | Aggregate::Pageviews | Aggregate::Events => {
+                Scope::Event
+            }
+            _ => Scope::Visit,
+        }
+    }
+}
+
+/// A visitor (anonymousId, or userId without one) as a 64-bit hash: exact distinct counts
+/// over hashes need a third of the time of those over strings, and a collision among even a
+/// billion visitors has a probability below 3 %.
+const VISITOR_HASH: &str = "cityHash64(if(anonymous_id != '', anonymous_id, user_id))";
+
+/// How far before a range's start a visit may have started and still have events in the
+/// range: event metrics read their events' visit attributes from visits that started up to
+/// this long before (Plausible reads sessions with the same 7-day margin). An event of a
+/// longer visit reads its visit attributes as empty.
+pub const VISIT_LOOKBACK_SECS: i64 = 7 * 86_400;
+
+/// One statement of a compiled query.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Compiled {
+    /// The table it reads.
+    pub scope: Scope,
+    /// What it returns, besides `d0…dn` (the dimensions' values, as strings).
+    pub aggregates: Vec<Aggregate>,
+    /// The SQL.
+    pub statement: Statement,
+}
+
+/// Compiles `query` over `period` (the query's own or its comparison's): one statement per
+/// table its metrics need.
+pub fn compile(query: &Query, period: &Period) -> Vec<Compiled> {
+    let mut aggregates: Vec<Aggregate> = query
+        .metrics
+        .iter()
+        .flat_map(|metric| Aggregate::of(*metric).iter().copied())
+        .collect();
+    aggregates.sort();
+    aggregates.dedup();
+    [Scope::Event, Scope::Visit]
+        .into_iter()
+        .filter_map(|scope| {
+            let own: Vec<Aggregate> = aggregates
+                .iter()
+                .copied()
+                .filter(|aggregate| aggregate.scope() == scope)
+                .collect();
+            (!own.is_empty()).then(|| Compiled {
+                scope,
+                statement: statement(query, period, scope, &own),
+                aggregates: own,
+            })
+        })
+        .collect()
+}
+
+fn statement(query: &Query, period: &Period, scope: Scope, aggregates: &[Aggregate]) -> Statement {
+    let table = Table { scope, period };
+    let mut sql = Statement::default();
+    sql.push("SELECT ");
+    for (index, dimension) in query.dimensions.iter().enumerate() {
+        sql.append(table.dimension(dimension))
+            .push(&format!(" AS d{index}, "));
+    }
+    let columns: Vec<String> = aggregates
+        .iter()
+        .map(|aggregate| format!("{} AS {}", aggregate.sql(), aggregate.alias()))
+        .collect();
+    sql.push(&columns.join(", "));
+    match scope {
+        Scope::Event => {
+            sql.push(" FROM events FINAL");
+            if needs_visit_columns(query) {
+                sql.append(table.visit_columns_join(&query.tenant));
+            }
+            sql.push(" WHERE ")
+                .append(event_base(&query.tenant, period, query.include_bots));
+        }
+        Scope::Visit => {
+            sql.push(" FROM sessions FINAL WHERE ").append(visit_base(
+                &query.tenant,
+                period.from,
+                period.to,
+            ));
+        }
+    }
+    for filter in &query.filters {
+        sql.push(" AND ").append(table.filter(query, filter));
+    }
+    if !query.dimensions.is_empty() {
+        let groups: Vec<String> = (0..query.dimensions.len())
+            .map(|index| format!("d{index}"))
+            .collect();
+        sql.push(&format!(" GROUP BY {} WITH TOTALS", groups.join(", ")));
+    }
+    sql
+}
+
+/// Whether the events statement reads visit attributes (a visit dimension or filter).
+fn needs_visit_columns(query: &Query) -> bool {
+    let visit = |dimension: &Dimension| matches!(dimension, Dimension::Visit(_));
+    query.dimensions.iter().any(visit)
+        || query
+            .filters
+            .iter()
+            .flat_map(Filter::conditions)
+            .any(|condition| visit(&condition.dimension))
+}
+
+/// The events every event metric counts: the tenant's on-time activity in the period, bots
+/// excluded unless asked for.
+fn event_base(tenant: &str, period: &Period, include_bots: bool) -> Statement {
+    let mut sql = Statement::default();
+    sql.push("tenant = ")
+        .bind(tenant)
+        .push(" AND event_time >= toDateTime(")
+        .bind(period.from.to_string())
+        .push(") AND event_time < toDateTime(")
+        .bind(period.to.to_string())
+        .push(&format!(") AND late = 0 AND {}", activity_sql()));
+    if !include_bots {
+        sql.push(" AND is_bot = 0");
+    }
+    sql
+}
+
+/// The visits every visit metric counts: the tenant's visits that started in `[from, to)`
+/// and were not merged into another.
+fn visit_base(tenant: &str, from: i64, to: i64) -> Statement {
+    let mut sql = Statement::default();
+    sql.push("tenant = ")
+        .bind(tenant)
+        .push(" AND deleted = 0 AND start_time >= toDateTime(")
+        .bind(from.to_string())
+        .push(") AND start_time < toDateTime(")
+        .bind(to.to_string())
+        .push(")");
+    sql
+}
+
+/// The visit columns joined to events are named `visit_<attribute>`.
+fn visit_alias(attribute: VisitAttribute) -> String {
+    format!("visit_{}", attribute.name())
+}
+
+/// The SQL of one statement's table.
+struct Table<'a> {
+    scope: Scope,
+    period: &'a Period,
+}
+
+impl Table<'_> {
+    /// The dimension's value as a string (time buckets: local dates, or Unix seconds for
+    /// hours and minutes, whose local labels may repeat on a DST day).
+    fn dimension(&self, dimension: &Dimension) -> Statement {
+        let mut sql = Statement::default();
+        match (dimension, self.scope) {
+            (Dimension::Time(granularity), scope) => {
+                let column = match scope {
+                    Scope::Event => "event_time",
+                    Scope::Visit => "start_time",
+                };
+                sql.append(time_bucket(*granularity, column, self.period));
+            }
+            (Dimension::Page, Scope::Event) => {
+                sql.push(page_view_location_sql());
+            }
+            (Dimension::Page, Scope::Visit) => {
+                sql.push("entry_path");
+            }
+            (Dimension::Name, _) => {
+                sql.push(&format!("if({}, 'pageview', name)", page_view_sql()));
+            }
+            (Dimension::Hostname, _) => {
+                sql.push("domain(url)");
+            }
+            (Dimension::Property(key), _) => {
+                sql.push("if(has(properties.key, ")
+                    .bind(key.clone())
+                    .push("), properties.value[indexOf(properties.key, ")
+                    .bind(key.clone())
+                    .push(")], '(none)')");
+            }
+            (Dimension::Visit(attribute), scope) => match (attribute.column(), scope) {
+                (None, _) => {
+                    sql.push("''");
+                }
+                (Some(_), Scope::Event) => {
+                    sql.push(&visit_alias(*attribute));
+                }
+                (Some(column), Scope::Visit) => {
+                    sql.push(column);
+                }
+            },
+        }
+        sql
+    }
+
+    /// `ANY LEFT JOIN` of each event's visit attributes (visits that started up to
+    /// [`VISIT_LOOKBACK_SECS`] before the period).
+    fn visit_columns_join(&self, tenant: &str) -> Statement {
+        let columns: Vec<String> = VisitAttribute::ALL
+            .iter()
+            .filter_map(|(attribute, _)| {
+                attribute
+                    .column()
+                    .map(|column| format!("{column} AS {}", visit_alias(*attribute)))
+            })
+            .collect();
+        let mut sql = Statement::default();
+        sql.push(&format!(
+            " ANY LEFT JOIN (SELECT session_id, {} FROM sessions FINAL WHERE ",
+            columns.join(", ")
+        ))
+        .append(visit_base(
+            tenant,
+            self.period.from - VISIT_LOOKBACK_SECS,
+            self.period.to,
+        ))
+        .push(") USING session_id");
+        sql
+    }
+
+    /// A filter tree as a condition on this table's rows. On visits, a tree of event
+    /// conditions is one test: the visit has an event (in the period) for which it holds.
+    fn filter(&self, query: &Query, filter: &Filter) -> Statement {
+        if self.scope == Scope::Visit && filter.is_event_only() {
+            return has_event(query, self.period, filter, true);
+        }
+        let mut sql = Statement::default();
+        match filter {
+            Filter::Condition(condition) => {
+                sql.append(self.condition(condition));
+            }
+            Filter::And(children) | Filter::Or(children) => {
+                let joiner = if matches!(filter, Filter::And(_)) {
+                    " AND "
+                } else {
+                    " OR "
+                };
+                sql.push("(");
+                for (index, part) in self
+                    .children(query, filter, children)
+                    .into_iter()
+                    .enumerate()
+                {
+                    if index > 0 {
+                        sql.push(joiner);
+                    }
+                    sql.append(part);
+                }
+                sql.push(")");
+            }
+            Filter::Not(child) => {
+                sql.push("NOT (")
+                    .append(self.filter(query, child))
+                    .push(")");
+            }
+            Filter::HasDone(child, done) => {
+                sql.append(has_event(query, self.period, child, *done));
+            }
+        }
+        sql
+    }
+
+    /// The children of an `and`/`or` on this table. On visits, the event-only children are
+    /// one test together ("the visit has an event for which they hold"), so that conditions
+    /// joined by `and` hold for the same event.
+    fn children(&self, query: &Query, filter: &Filter, children: &[Filter]) -> Vec<Statement> {
+        if self.scope == Scope::Event {
+            return children
+                .iter()
+                .map(|child| self.filter(query, child))
+                .collect();
+        }
+        let (events, visits): (Vec<Filter>, Vec<Filter>) =
+            children.iter().cloned().partition(Filter::is_event_only);
+        let mut parts: Vec<Statement> = visits
+            .iter()
+            .map(|child| self.filter(query, child))
+            .collect();
+        if !events.is_empty() {
+            let together = match filter {
+                Filter::And(_) => Filter::And(events),
+                _ => Filter::Or(events),
+            };
+            parts.push(has_event(query, self.period, &together, true));
+        }
+        parts
+    }
+
+    fn condition(&self, condition: &Condition) -> Statement {
+        let (operator, negated) = condition.operator.positive();
+        let value = self.dimension(&condition.dimension);
+        let value = if condition.case_sensitive || operator == Operator::Matches {
+            value
+        } else {
+            let mut lowered = Statement::default();
+            lowered.push("lowerUTF8(").append(value).push(")");
+            lowered
+        };
+        let mut sql = Statement::default();
+        if negated {
+            sql.push("NOT ");
+        }
+        sql.push("(");
+        for (index, clause) in condition.clauses.iter().enumerate() {
+            if index > 0 {
+                sql.push(" OR ");
+            }
+            let clause = if operator == Operator::Is {
+                stored_value(&condition.dimension, clause)
+            } else {
+                clause.clone()
+            };
+            let clause = if condition.case_sensitive || operator == Operator::Matches {
+                clause
+            } else {
+                clause.to_lowercase()
+            };
+            match operator {
+                Operator::Is => {
+                    sql.append(value.clone()).push(" = ").bind(clause);
+                }
+                Operator::Contains => {
+                    sql.push("position(")
+                        .append(value.clone())
+                        .push(", ")
+                        .bind(clause)
+                        .push(") > 0");
+                }
+                _ => {
+                    sql.push("match(")
+                        .append(value.clone())
+                        .push(", ")
+                        .bind(clause)
+                        .push(")");
+                }
+            }
+        }
+        sql.push(")");
+        sql
+    }
+}
+
+/// `session_id IN` the visits with an event (in the period) for which `filter` holds.
+fn has_event(query: &Query, period: &Period, filter: &Filter, done: bool) -> Statement {
+    let events = Table {
+        scope: Scope::Event,
+        period,
+    };
+    let mut sql = Statement::default();
+    sql.push(if done {
+        "session_id IN ("
+    } else {
+        "session_id NOT IN ("
+    })
+    .push("SELECT session_id FROM events FINAL WHERE ")
+    .append(event_base(&query.tenant, period, query.include_bots))
+    .push(" AND ")
+    .append(events.filter(query, filter))
+    .push(")");
+    sql
+}
+
+/// A label as stored: Plausible's display values for empty ones (`(not set)`, `Direct /
+/// None`) name the empty string.
+fn stored_value(dimension: &Dimension, clause: &str) -> String {
+    if clause == display_empty(dimension) && !clause.is_empty() {
+        String::new()
+    } else {
+        clause.to_owned()
+    }
+}
+
+/// How an empty value of `dimension` is shown (Plausible's labels).
+pub fn display_empty(dimension: &Dimension) -> &'static str {
+    match dimension {
+        Dimension::Visit(VisitAttribute::Source | VisitAttribute::Referrer) => "Direct / None",
+        Dimension::Visit(VisitAttribute::Channel) => "Direct",
+        Dimension::Visit(VisitAttribute::EntryPage | VisitAttribute::ExitPage) => "",
+        Dimension::Visit(_) => "(not set)",
+        _ => "",
+    }
+}
+
+/// A time bucket of `column`, local to the period's zone.
+fn time_bucket(granularity: Granularity, column: &str, period: &Period) -> Statement {
+    let zone = period.zone.name();
+    let mut sql = Statement::default();
+    let (function, as_date) = match granularity {
+        Granularity::Minute => ("toStartOfMinute", false),
+        Granularity::Hour => ("toStartOfHour", false),
+        Granularity::Day => ("toDate", true),
+        Granularity::Week => ("toMonday", true),
+        Granularity::Month => ("toStartOfMonth", true),
+    };
+    if as_date {
+        sql.push(&format!("toString({function}({column}, "))
+            .bind(zone)
+            .push("))");
+    } else {
+        sql.push(&format!("toString(toUInt32({function}({column}, "))
+            .bind(zone)
+            .push(")))");
+    }
+    sql
+}

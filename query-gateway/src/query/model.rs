@@ -1,0 +1,487 @@
+//! The typed query: what every endpoint, the dashboard and Plausible's Stats APIs ask, before
+//! any SQL exists. Each metric and dimension knows its **scope**, which decides how a filter
+//! applies to it (Plausible's rule, `lib/plausible/stats/query_optimizer.ex`):
+//!
+//! - an *event-scoped* metric (visitors, page views, events) counts the events that match every
+//!   event filter and whose visit matches every visit filter;
+//! - a *visit-scoped* metric (visits, bounce rate, duration) counts the visits that match every
+//!   visit filter and contain at least one event (in the range) that matches the event filters.
+
+use std::fmt;
+
+/// Which table a metric is computed from, and so how filters apply to it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Scope {
+    /// Computed over `events` rows: activity events (page, screen, track) in the range.
+    Event,
+    /// Computed over `sessions` rows: visits that started in the range.
+    Visit,
+}
+
+/// A metric, by its Stats API v2 name (`serde` and [`Metric::name`] agree).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Metric {
+    /// Distinct visitors (anonymousId, or userId for events without one) with activity.
+    Visitors,
+    /// Distinct persons (identity-stitched) with activity. Ours, not Plausible's.
+    Persons,
+    /// Visits (sessions) that started in the range.
+    Visits,
+    /// The same number as `visits`, under this project's own name.
+    Sessions,
+    /// Page views: `page` and `screen` calls.
+    Pageviews,
+    /// Page views per visit, over the visits of the range.
+    ViewsPerVisit,
+    /// Share of visits that bounced, percent (0-100).
+    BounceRate,
+    /// Mean visit duration, seconds.
+    VisitDuration,
+    /// Activity events: page views and track calls.
+    Events,
+    /// A group's visitors as a percentage of all visitors of the query (same filters).
+    Percentage,
+}
+
+/// Plausible metrics this gateway does not compute (yet): a query that asks for one is a 400
+/// that names it, never an answer without it.
+pub const UNSERVED_METRICS: [&str; 7] = [
+    "time_on_page",
+    "scroll_depth",
+    "total_revenue",
+    "average_revenue",
+    "exit_rate",
+    "group_conversion_rate",
+    "conversion_rate",
+];
+
+impl Metric {
+    /// Every metric, in the order the README lists them.
+    pub const ALL: [Metric; 10] = [
+        Metric::Visitors,
+        Metric::Persons,
+        Metric::Visits,
+        Metric::Sessions,
+        Metric::Pageviews,
+        Metric::ViewsPerVisit,
+        Metric::BounceRate,
+        Metric::VisitDuration,
+        Metric::Events,
+        Metric::Percentage,
+    ];
+
+    /// The Stats API v2 name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Metric::Visitors => "visitors",
+            Metric::Persons => "persons",
+            Metric::Visits => "visits",
+            Metric::Sessions => "sessions",
+            Metric::Pageviews => "pageviews",
+            Metric::ViewsPerVisit => "views_per_visit",
+            Metric::BounceRate => "bounce_rate",
+            Metric::VisitDuration => "visit_duration",
+            Metric::Events => "events",
+            Metric::Percentage => "percentage",
+        }
+    }
+
+    /// The metric of a v2 name.
+    pub fn parse(name: &str) -> Option<Metric> {
+        Metric::ALL.into_iter().find(|metric| metric.name() == name)
+    }
+
+    /// Which table it is computed from. `percentage` is a share of visitors.
+    pub fn scope(self) -> Scope {
+        match self {
+            Metric::Visitors
+            | Metric::Persons
+            | Metric::Pageviews
+            | Metric::Events
+            | Metric::Percentage => Scope::Event,
+            Metric::Visits
+            | Metric::Sessions
+            | Metric::ViewsPerVisit
+            | Metric::BounceRate
+            | Metric::VisitDuration => Scope::Visit,
+        }
+    }
+}
+
+impl fmt::Display for Metric {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A visit attribute: a column of `sessions`, read for an event through its visit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum VisitAttribute {
+    /// The first page of the visit.
+    EntryPage,
+    /// The last page of the visit.
+    ExitPage,
+    /// The referrer of the first page, as sent.
+    Referrer,
+    /// The referrer grouped into a source (enrichment issue: empty until then).
+    Source,
+    /// The acquisition channel (enrichment issue: empty until then).
+    Channel,
+    /// `utm_source` of the visit's first event.
+    UtmSource,
+    /// `utm_medium`.
+    UtmMedium,
+    /// `utm_campaign`.
+    UtmCampaign,
+    /// `utm_content` (not stored yet: empty).
+    UtmContent,
+    /// `utm_term` (not stored yet: empty).
+    UtmTerm,
+    /// Device type (enrichment issue: empty until then).
+    Device,
+    /// Browser (enrichment issue).
+    Browser,
+    /// Browser version (enrichment issue).
+    BrowserVersion,
+    /// Operating system (enrichment issue).
+    Os,
+    /// Operating system version (enrichment issue).
+    OsVersion,
+    /// Country, ISO 3166-1 alpha-2 (enrichment issue).
+    Country,
+    /// Region (enrichment issue).
+    Region,
+    /// City (enrichment issue).
+    City,
+}
+
+impl VisitAttribute {
+    /// Every attribute with its v2 name (after `visit:`).
+    pub const ALL: [(VisitAttribute, &'static str); 18] = [
+        (VisitAttribute::EntryPage, "entry_page"),
+        (VisitAttribute::ExitPage, "exit_page"),
+        (VisitAttribute::Referrer, "referrer"),
+        (VisitAttribute::Source, "source"),
+        (VisitAttribute::Channel, "channel"),
+        (VisitAttribute::UtmSource, "utm_source"),
+        (VisitAttribute::UtmMedium, "utm_medium"),
+        (VisitAttribute::UtmCampaign, "utm_campaign"),
+        (VisitAttribute::UtmContent, "utm_content"),
+        (VisitAttribute::UtmTerm, "utm_term"),
+        (VisitAttribute::Device, "device"),
+        (VisitAttribute::Browser, "browser"),
+        (VisitAttribute::BrowserVersion, "browser_version"),
+        (VisitAttribute::Os, "os"),
+        (VisitAttribute::OsVersion, "os_version"),
+        (VisitAttribute::Country, "country"),
+        (VisitAttribute::Region, "region"),
+        (VisitAttribute::City, "city"),
+    ];
+
+    /// The v2 name, after `visit:`.
+    pub fn name(self) -> &'static str {
+        VisitAttribute::ALL
+            .iter()
+            .find(|(attribute, _)| *attribute == self)
+            .map_or("", |(_, name)| name)
+    }
+
+    /// The `sessions` column that holds it, or `None` while the enrichment issue has not
+    /// stored it (the dimension is then the empty value for every row, as documented).
+    pub fn column(self) -> Option<&'static str> {
+        match self {
+            VisitAttribute::EntryPage => Some("entry_path"),
+            VisitAttribute::ExitPage => Some("exit_path"),
+            VisitAttribute::Referrer => Some("entry_referrer"),
+            VisitAttribute::UtmSource => Some("utm_source"),
+            VisitAttribute::UtmMedium => Some("utm_medium"),
+            VisitAttribute::UtmCampaign => Some("utm_campaign"),
+            _ => None,
+        }
+    }
+}
+
+/// Width of a time bucket. Days, weeks (from Monday) and months are local to the query's zone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Granularity {
+    /// One minute (internal: the live chart).
+    Minute,
+    /// One local hour (in a :30 or :45 zone, it starts at :30 or :45 UTC).
+    Hour,
+    /// One local day (23 or 25 hours on DST days).
+    Day,
+    /// Monday to Sunday; the first bucket starts at the range's first day.
+    Week,
+    /// A calendar month.
+    Month,
+}
+
+impl Granularity {
+    /// The v2 name, after `time:`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Granularity::Minute => "minute",
+            Granularity::Hour => "hour",
+            Granularity::Day => "day",
+            Granularity::Week => "week",
+            Granularity::Month => "month",
+        }
+    }
+
+    /// Plausible's choice for a bare `time` dimension, by the range's length: up to 48 hours
+    /// by hour, up to 40 days by day, up to 52 weeks by week, else by month.
+    pub fn for_range_secs(secs: i64) -> Granularity {
+        const HOUR: i64 = 3600;
+        match secs {
+            s if s <= 48 * HOUR => Granularity::Hour,
+            s if s <= 40 * 24 * HOUR => Granularity::Day,
+            s if s <= 52 * 7 * 24 * HOUR => Granularity::Week,
+            _ => Granularity::Month,
+        }
+    }
+}
+
+/// What a result row is grouped by.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Dimension {
+    /// `event:page`: a page view's path, or a screen's name; for a track call the path it
+    /// was sent from.
+    Page,
+    /// `event:name`: `pageview` for page and screen calls, else the track call's event name.
+    Name,
+    /// `event:hostname`: the host of the event's URL.
+    Hostname,
+    /// `event:props:<key>`: a property's value; `(none)` when the event has no such key.
+    Property(String),
+    /// `visit:<attribute>`.
+    Visit(VisitAttribute),
+    /// `time:<granularity>` (a bare `time` is resolved by the range's length).
+    Time(Granularity),
+}
+
+impl Dimension {
+    /// Which table holds it natively. An event metric reads a visit dimension through the
+    /// event's visit; a visit metric reads `event:page` as the visit's entry page and no
+    /// other event dimension. `time` belongs to both.
+    pub fn scope(&self) -> Option<Scope> {
+        match self {
+            Dimension::Page | Dimension::Name | Dimension::Hostname | Dimension::Property(_) => {
+                Some(Scope::Event)
+            }
+            Dimension::Visit(_) => Some(Scope::Visit),
+            Dimension::Time(_) => None,
+        }
+    }
+
+    /// The v2 name.
+    pub fn name(&self) -> String {
+        match self {
+            Dimension::Page => "event:page".into(),
+            Dimension::Name => "event:name".into(),
+            Dimension::Hostname => "event:hostname".into(),
+            Dimension::Property(key) => format!("event:props:{key}"),
+            Dimension::Visit(attribute) => format!("visit:{}", attribute.name()),
+            Dimension::Time(granularity) => format!("time:{}", granularity.name()),
+        }
+    }
+
+    /// The dimension of a v2 name; a bare `time` needs the range's length.
+    pub fn parse(name: &str, range_secs: i64) -> Option<Dimension> {
+        match name {
+            "event:page" => return Some(Dimension::Page),
+            "event:name" => return Some(Dimension::Name),
+            "event:hostname" => return Some(Dimension::Hostname),
+            "time" => return Some(Dimension::Time(Granularity::for_range_secs(range_secs))),
+            _ => {}
+        }
+        if let Some(key) = name.strip_prefix("event:props:") {
+            return (!key.is_empty()).then(|| Dimension::Property(key.to_owned()));
+        }
+        if let Some(attribute) = name.strip_prefix("visit:") {
+            return VisitAttribute::ALL
+                .iter()
+                .find(|(_, known)| *known == attribute)
+                .map(|(attribute, _)| Dimension::Visit(*attribute));
+        }
+        let granularity = match name.strip_prefix("time:")? {
+            "minute" => Granularity::Minute,
+            "hour" => Granularity::Hour,
+            "day" => Granularity::Day,
+            "week" => Granularity::Week,
+            "month" => Granularity::Month,
+            _ => return None,
+        };
+        Some(Dimension::Time(granularity))
+    }
+}
+
+/// How a filter compares a dimension's value with its clauses; a filter matches when any
+/// clause does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Operator {
+    /// Equal to a clause.
+    Is,
+    /// Equal to none.
+    IsNot,
+    /// Contains a clause.
+    Contains,
+    /// Contains none.
+    ContainsNot,
+    /// Matches a clause, an RE2 pattern, unanchored.
+    Matches,
+    /// Matches none.
+    MatchesNot,
+}
+
+impl Operator {
+    /// Every operator with its v2 name.
+    pub const ALL: [(Operator, &'static str); 6] = [
+        (Operator::Is, "is"),
+        (Operator::IsNot, "is_not"),
+        (Operator::Contains, "contains"),
+        (Operator::ContainsNot, "contains_not"),
+        (Operator::Matches, "matches"),
+        (Operator::MatchesNot, "matches_not"),
+    ];
+
+    /// The v2 name.
+    pub fn name(self) -> &'static str {
+        Operator::ALL
+            .iter()
+            .find(|(operator, _)| *operator == self)
+            .map_or("", |(_, name)| name)
+    }
+
+    /// The operator a negated one negates, and whether it is negated.
+    pub fn positive(self) -> (Operator, bool) {
+        match self {
+            Operator::IsNot => (Operator::Is, true),
+            Operator::ContainsNot => (Operator::Contains, true),
+            Operator::MatchesNot => (Operator::Matches, true),
+            other => (other, false),
+        }
+    }
+}
+
+/// One comparison of a dimension with values.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Condition {
+    /// How.
+    pub operator: Operator,
+    /// What (never a time dimension).
+    pub dimension: Dimension,
+    /// Against what; the condition holds when any clause does.
+    pub clauses: Vec<String>,
+    /// `false` compares case-insensitively (`is`, `contains` and their negations only).
+    pub case_sensitive: bool,
+}
+
+/// A filter tree. A query's filter list is an implicit `And`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Filter {
+    /// A leaf.
+    Condition(Condition),
+    /// Every child holds.
+    And(Vec<Filter>),
+    /// Some child holds.
+    Or(Vec<Filter>),
+    /// The child does not hold.
+    Not(Box<Filter>),
+    /// The visit contains an event (in the range) for which the event filter holds; `false`:
+    /// contains none.
+    HasDone(Box<Filter>, bool),
+}
+
+impl Filter {
+    /// Whether the tree reads only event dimensions (so that, applied to visits, it is one
+    /// "the visit has such an event" test: conditions joined by `and` must hold for the same
+    /// event, as in Plausible).
+    pub fn is_event_only(&self) -> bool {
+        match self {
+            Filter::Condition(condition) => condition.dimension.scope() == Some(Scope::Event),
+            Filter::And(children) | Filter::Or(children) => {
+                children.iter().all(Filter::is_event_only)
+            }
+            Filter::Not(child) => child.is_event_only(),
+            Filter::HasDone(..) => false,
+        }
+    }
+
+    /// Every condition of the tree, depth first.
+    pub fn conditions(&self) -> Vec<&Condition> {
+        match self {
+            Filter::Condition(condition) => vec![condition],
+            Filter::And(children) | Filter::Or(children) => {
+                children.iter().flat_map(Filter::conditions).collect()
+            }
+            Filter::Not(child) | Filter::HasDone(child, _) => child.conditions(),
+        }
+    }
+}
+
+/// Ascending or descending.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    /// Smallest first.
+    Asc,
+    /// Largest first.
+    Desc,
+}
+
+/// What a result is ordered by: a queried metric or dimension.
+#[derive(Debug, Clone, PartialEq)]
+pub enum OrderKey {
+    /// The metric at this position of the query's metrics.
+    Metric(usize),
+    /// The dimension at this position of the query's dimensions.
+    Dimension(usize),
+}
+
+/// How the comparison period is chosen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CompareMode {
+    /// The same length immediately before (a range ending in the future is first cut at
+    /// now).
+    PreviousPeriod,
+    /// The same dates one year earlier.
+    YearOverYear,
+    /// A range of the caller's: [`Comparison::range`].
+    Custom,
+}
+
+/// A comparison with another period.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Comparison {
+    /// Which period.
+    pub mode: CompareMode,
+    /// For [`CompareMode::Custom`]: first and last local date, inclusive.
+    pub range: Option<(chrono::NaiveDate, chrono::NaiveDate)>,
+    /// Move the comparison's start to the nearest earlier day of the same weekday.
+    pub match_day_of_week: bool,
+}
+
+/// A whole query, validated: it can be compiled without further checks.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Query {
+    /// The tenant; always from the caller's key, never from the request.
+    pub tenant: String,
+    /// What to compute, in the answer's order.
+    pub metrics: Vec<Metric>,
+    /// What to group by, in the answer's order.
+    pub dimensions: Vec<Dimension>,
+    /// Which events and visits count (an implicit `and` of the list).
+    pub filters: Vec<Filter>,
+    /// The period, resolved in `time_zone`.
+    pub period: super::range::Period,
+    /// Compare with another period.
+    pub comparison: Option<Comparison>,
+    /// Row order; a missing order puts time ascending first, then the first metric
+    /// descending; rows equal on every key are ordered by their dimensions ascending.
+    pub order_by: Vec<(OrderKey, Direction)>,
+    /// Rows to skip.
+    pub offset: usize,
+    /// Rows to return at most.
+    pub limit: usize,
+    /// Count events flagged `is_bot` (excluded by default).
+    pub include_bots: bool,
+}

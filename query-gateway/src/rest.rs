@@ -1,0 +1,226 @@
+//! The dashboard's REST endpoints `overview`, `timeseries` and `top`, each a thin wrapper that
+//! builds a [`Query`] from its parameters and shapes the answer as it always has. Their
+//! filters mean what the model's mean: `path` is `event:page`, `event` is `event:name`,
+//! `utm_source` is the visit's (`visit:utm_source`), so that visitors and bounce rate of one
+//! campaign describe the same visits.
+
+use chrono_tz::Tz;
+use clickhouse::Client;
+use serde_json::{Value, json};
+
+use crate::error::ApiError;
+use crate::params::{Interval, Params, Range};
+use crate::query::model::{
+    CompareMode, Comparison, Condition, Dimension, Filter, Granularity, Metric, Operator, Query,
+    VisitAttribute,
+};
+use crate::query::range::{Period, start_of_day};
+use crate::query::run::{self, Answer, Value as MetricValue};
+
+fn is(dimension: Dimension, value: &str) -> Filter {
+    Filter::Condition(Condition {
+        operator: Operator::Is,
+        dimension,
+        clauses: vec![value.to_owned()],
+        case_sensitive: true,
+    })
+}
+
+fn is_not_empty(dimension: Dimension) -> Filter {
+    Filter::Condition(Condition {
+        operator: Operator::IsNot,
+        dimension,
+        clauses: vec![String::new()],
+        case_sensitive: true,
+    })
+}
+
+/// The query every endpoint starts from: the tenant, the range in the requested zone, the
+/// filters of the parameters.
+fn base(
+    tenant: &schemas::tenants::Tenant,
+    params: &Params,
+    metrics: Vec<Metric>,
+) -> Result<Query, ApiError> {
+    let range = params.range()?;
+    let zone: Tz = params.zone(&tenant.time_zone)?;
+    let period =
+        Period::instants(zone, range.from, range.to).map_err(|error| ApiError::BadParameter {
+            parameter: "from".into(),
+            message: error.to_string(),
+        })?;
+    let filters = params.filters();
+    let mut model_filters = Vec::new();
+    if let Some(path) = &filters.path {
+        model_filters.push(is(Dimension::Page, path));
+    }
+    if let Some(event) = &filters.event {
+        model_filters.push(is(Dimension::Name, event));
+    }
+    if let Some(source) = &filters.utm_source {
+        model_filters.push(is(Dimension::Visit(VisitAttribute::UtmSource), source));
+    }
+    Ok(Query {
+        tenant: tenant.id.clone(),
+        metrics,
+        dimensions: Vec::new(),
+        filters: model_filters,
+        period,
+        comparison: None,
+        order_by: Vec::new(),
+        offset: 0,
+        limit: usize::MAX,
+        include_bots: false,
+    })
+}
+
+fn count(value: MetricValue) -> u64 {
+    match value {
+        MetricValue::Count(count) => count,
+        MetricValue::Ratio(_) => 0,
+    }
+}
+
+/// `/api/overview`: the range's totals and those of the range of the same length before it.
+pub async fn overview(
+    client: &Client,
+    tenant: &schemas::tenants::Tenant,
+    params: &Params,
+) -> Result<Value, ApiError> {
+    const METRICS: [Metric; 7] = [
+        Metric::Visitors,
+        Metric::Persons,
+        Metric::Pageviews,
+        Metric::Events,
+        Metric::Sessions,
+        Metric::BounceRate,
+        Metric::VisitDuration,
+    ];
+    let mut query = base(tenant, params, METRICS.to_vec())?;
+    query.comparison = Some(Comparison {
+        mode: CompareMode::PreviousPeriod,
+        range: None,
+        match_day_of_week: false,
+    });
+    let answer = run::run(client, &query, chrono::Utc::now().timestamp()).await?;
+    let period_json = |range: Range, values: &[MetricValue]| {
+        json!({
+            "from": range.from,
+            "to": range.to,
+            "visitors": count(values[0]),
+            "persons": count(values[1]),
+            "page_views": count(values[2]),
+            "events": count(values[3]),
+            "sessions": count(values[4]),
+            "bounce_rate": values[5].number().map(|percent| percent / 100.0),
+            "avg_session_duration_secs": values[6].number(),
+        })
+    };
+    let current = answer.rows.first().map(|row| {
+        period_json(
+            Range {
+                from: query.period.from,
+                to: query.period.to,
+            },
+            &row.metrics,
+        )
+    });
+    let previous = match (
+        answer.rows.first().and_then(|row| row.comparison.as_ref()),
+        &answer.comparison_period,
+    ) {
+        (Some(compared), Some(period)) => Some(period_json(
+            Range {
+                from: period.from,
+                to: period.to,
+            },
+            &compared.metrics,
+        )),
+        _ => None,
+    };
+    Ok(
+        json!({"current": current, "previous": previous, "complete_until_ms": answer.complete_until_ms}),
+    )
+}
+
+/// `/api/timeseries`: one metric per bucket that has any, buckets as Unix seconds of their
+/// (local) start.
+pub async fn timeseries(
+    client: &Client,
+    tenant: &schemas::tenants::Tenant,
+    params: &Params,
+) -> Result<Value, ApiError> {
+    let name = params.metric(&["page_views", "events", "visitors", "sessions"])?;
+    let metric = match name {
+        "page_views" => Metric::Pageviews,
+        "events" => Metric::Events,
+        "visitors" => Metric::Visitors,
+        _ => Metric::Sessions,
+    };
+    let granularity = match params.interval()? {
+        Interval::Minute => Granularity::Minute,
+        Interval::Hour => Granularity::Hour,
+        Interval::Day => Granularity::Day,
+    };
+    let mut query = base(tenant, params, vec![metric])?;
+    query.dimensions = vec![Dimension::Time(granularity)];
+    let answer = run::run(client, &query, chrono::Utc::now().timestamp()).await?;
+    let points: Vec<Value> = answer
+        .rows
+        .iter()
+        .filter(|row| count(row.metrics[0]) > 0)
+        .map(|row| json!({"time": bucket_start(&query, &row.keys[0]), "value": count(row.metrics[0])}))
+        .collect();
+    Ok(json!({"metric": name, "points": points, "complete_until_ms": answer.complete_until_ms}))
+}
+
+/// A bucket's raw key as Unix seconds: hours and minutes are already; a day starts at its
+/// local midnight.
+fn bucket_start(query: &Query, key: &str) -> i64 {
+    key.parse::<i64>().unwrap_or_else(|_| {
+        key.parse()
+            .map_or(0, |date| start_of_day(query.period.zone, date))
+    })
+}
+
+/// `/api/top/{kind}`: the most viewed pages, the most frequent track events, or the visits'
+/// referrers or campaign sources, most frequent first.
+pub async fn top(
+    client: &Client,
+    tenant: &schemas::tenants::Tenant,
+    params: &Params,
+    kind: &str,
+) -> Result<Value, ApiError> {
+    let (metric, dimension, only) = match kind {
+        "pages" => (
+            Metric::Pageviews,
+            Dimension::Page,
+            is(Dimension::Name, "pageview"),
+        ),
+        "events" => (
+            Metric::Events,
+            Dimension::Name,
+            Filter::Not(Box::new(is(Dimension::Name, "pageview"))),
+        ),
+        "referrers" => {
+            let dimension = Dimension::Visit(VisitAttribute::Referrer);
+            (Metric::Visits, dimension.clone(), is_not_empty(dimension))
+        }
+        "utm_sources" => {
+            let dimension = Dimension::Visit(VisitAttribute::UtmSource);
+            (Metric::Visits, dimension.clone(), is_not_empty(dimension))
+        }
+        _ => return Err(ApiError::NotFound),
+    };
+    let mut query = base(tenant, params, vec![metric])?;
+    query.dimensions = vec![dimension];
+    query.filters.push(only);
+    query.limit = params.limit()? as usize;
+    let answer: Answer = run::run(client, &query, chrono::Utc::now().timestamp()).await?;
+    let entries: Vec<Value> = answer
+        .rows
+        .iter()
+        .map(|row| json!({"key": row.keys[0], "value": count(row.metrics[0])}))
+        .collect();
+    Ok(json!({"kind": kind, "entries": entries, "complete_until_ms": answer.complete_until_ms}))
+}
