@@ -243,57 +243,7 @@ async fn top(
 }
 
 async fn funnel(State(state): State<Arc<AppState>>, Scoped { tenant, params }: Scoped) -> Response {
-    respond(
-        async {
-            let steps = params.steps()?;
-            let levels = queries::funnel(
-                &state.clickhouse,
-                &tenant.id,
-                params.range()?,
-                &steps,
-                params.window_secs()?,
-                &params.filters(),
-            )
-            .await?;
-            // Persons who reached step k = those whose furthest level is k or more.
-            let reached: Vec<u64> = (1..=steps.len())
-                .map(|k| {
-                    levels
-                        .iter()
-                        .filter(|level| usize::from(level.level) >= k)
-                        .map(|level| level.persons)
-                        .sum()
-                })
-                .collect();
-            let entered = reached.first().copied().unwrap_or(0) as f64;
-            let body: Vec<Value> = steps
-                .iter()
-                .zip(&reached)
-                .enumerate()
-                .map(|(index, (step, persons))| {
-                    let (kind, value) = match step {
-                        queries::Step::Page(path) => ("page", path),
-                        queries::Step::Event(name) => ("event", name),
-                    };
-                    let before = if index == 0 {
-                        entered
-                    } else {
-                        reached[index - 1] as f64
-                    };
-                    json!({
-                        "step": index + 1,
-                        "kind": kind,
-                        "value": value,
-                        "persons": persons,
-                        "conversion_from_previous": ratio(*persons as f64, before),
-                        "conversion_from_first": ratio(*persons as f64, entered),
-                    })
-                })
-                .collect();
-            Ok(json!({"window_secs": params.window_secs()?, "steps": body}))
-        }
-        .await,
-    )
+    respond(rest::funnel(&state.clickhouse, &tenant, &params).await)
 }
 
 async fn retention(

@@ -65,8 +65,10 @@ impl Filters {
 }
 
 const MAX_RANGE_SECS: i64 = 366 * 24 * 3600;
-const KNOWN: [&str; 11] = [
+const KNOWN: [&str; 13] = [
     "timezone",
+    "exclude",
+    "breakdown",
     "from",
     "to",
     "interval",
@@ -194,18 +196,51 @@ impl Params {
             .raw
             .get("steps")
             .ok_or_else(|| bad("required: e.g. steps=page:/pricing,event:Signed Up"))?;
-        let steps = text
-            .split(',')
-            .map(|step| match step.trim().split_once(':') {
-                Some(("page", path)) if !path.is_empty() => Ok(Step::Page(path.to_owned())),
-                Some(("event", name)) if !name.is_empty() => Ok(Step::Event(name.to_owned())),
-                _ => Err(bad(&format!("{step:?} is not page:<path> or event:<name>"))),
-            })
-            .collect::<Result<Vec<_>, _>>()?;
+        let steps = Params::step_list(text).map_err(|message| bad(&message))?;
         if !(2..=MAX_STEPS).contains(&steps.len()) {
             return Err(bad(&format!("a funnel has 2 to {MAX_STEPS} steps")));
         }
         Ok(steps)
+    }
+
+    /// `exclude`: funnel exclusion steps, as `steps` (none by default).
+    pub fn exclusions(&self) -> Result<Vec<Step>, ApiError> {
+        match self.raw.get("exclude").filter(|text| !text.is_empty()) {
+            None => Ok(Vec::new()),
+            Some(text) => Params::step_list(text).map_err(|message| ApiError::BadParameter {
+                parameter: "exclude".into(),
+                message,
+            }),
+        }
+    }
+
+    /// `breakdown`: a dimension as Stats API v2 names it (`event:page`, `visit:utm_source`…).
+    pub fn breakdown(
+        &self,
+        range_secs: i64,
+    ) -> Result<Option<crate::query::model::Dimension>, ApiError> {
+        let Some(name) = self.raw.get("breakdown").filter(|text| !text.is_empty()) else {
+            return Ok(None);
+        };
+        match crate::query::model::Dimension::parse(name, range_secs) {
+            Some(dimension) => Ok(Some(dimension)),
+            None => Err(ApiError::BadParameter {
+                parameter: "breakdown".into(),
+                message: format!(
+                    "{name:?} is not a dimension (e.g. event:page, visit:utm_source, time:day)"
+                ),
+            }),
+        }
+    }
+
+    fn step_list(text: &str) -> Result<Vec<Step>, String> {
+        text.split(',')
+            .map(|step| match step.trim().split_once(':') {
+                Some(("page", path)) if !path.is_empty() => Ok(Step::Page(path.to_owned())),
+                Some(("event", name)) if !name.is_empty() => Ok(Step::Event(name.to_owned())),
+                _ => Err(format!("{step:?} is not page:<path> or event:<name>")),
+            })
+            .collect()
     }
 
     /// `window`: seconds from a funnel's first step to its last, 1 to 30 days; default 1 day.

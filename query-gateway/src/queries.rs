@@ -8,7 +8,7 @@
 use clickhouse::{Client, Row};
 use serde::{Deserialize, Serialize};
 
-use schemas::definitions::{activity_sql, page_view_location_sql, page_view_sql};
+use schemas::definitions::{activity_sql, page_view_location_sql};
 
 use crate::error::ApiError;
 use crate::params::{Filters, Range};
@@ -45,65 +45,14 @@ fn bound(client: &Client, sql: &str, binds: Vec<String>) -> clickhouse::query::Q
         .fold(client.query(sql), |query, value| query.bind(value))
 }
 
-/// One step of a funnel: a page view of a location, or a track event of a name.
+/// One step of a funnel as the `steps` parameter names it: a page view of a location, or a
+/// track event of a name.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Step {
     /// `page:<path or screen name>`.
     Page(String),
     /// `event:<name>`.
     Event(String),
-}
-
-impl Step {
-    /// The step's condition on an `events` row, with its bind.
-    fn condition(&self) -> (String, &str) {
-        match self {
-            Step::Page(location) => (
-                format!("({} AND {} = ?)", page_view_sql(), page_view_location_sql()),
-                location,
-            ),
-            Step::Event(name) => ("(type = 'track' AND name = ?)".to_owned(), name),
-        }
-    }
-}
-
-/// How many persons reached each level of a funnel.
-#[derive(Debug, Clone, Copy, PartialEq, Row, Serialize, Deserialize)]
-pub struct Level {
-    /// Steps completed in order within the window (0 to the number of steps).
-    pub level: u8,
-    /// Persons whose furthest progress is this level.
-    pub persons: u64,
-}
-
-/// Per person, the furthest step reached in order within `window_secs` of the first
-/// (ClickHouse's `windowFunnel`, which 18.16 has), counted by level.
-pub async fn funnel(
-    client: &Client,
-    tenant: &str,
-    range: Range,
-    steps: &[Step],
-    window_secs: u32,
-    filters: &Filters,
-) -> Result<Vec<Level>, ApiError> {
-    let (conditions, range_binds) = event_conditions(tenant, range, filters);
-    let mut binds: Vec<String> = Vec::new();
-    let step_conditions: Vec<String> = steps
-        .iter()
-        .map(|step| {
-            let (condition, value) = step.condition();
-            binds.push(value.to_owned());
-            condition
-        })
-        .collect();
-    binds.extend(range_binds);
-    // `window_secs` is a validated integer: a parametric function's argument must be a literal.
-    let sql = format!(
-        "SELECT level, count() AS persons FROM (SELECT person_id, toUInt8(windowFunnel({window_secs})(event_time, {})) AS level \
-         FROM events FINAL WHERE {conditions} GROUP BY person_id) GROUP BY level ORDER BY level",
-        step_conditions.join(", ")
-    );
-    Ok(bound(client, &sql, binds).fetch_all().await?)
 }
 
 /// Persons of one cohort active some weeks after their first week.

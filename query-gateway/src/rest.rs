@@ -10,6 +10,8 @@ use serde_json::{Value, json};
 
 use crate::error::ApiError;
 use crate::params::{Interval, Params, Range};
+use crate::queries::Step;
+use crate::query::funnel::{self, Funnel, FunnelGroup};
 use crate::query::model::{
     CompareMode, Comparison, Condition, Dimension, Filter, Granularity, Metric, Operator, Query,
     VisitAttribute,
@@ -223,4 +225,91 @@ pub async fn top(
         .map(|row| json!({"key": row.keys[0], "value": count(row.metrics[0])}))
         .collect();
     Ok(json!({"kind": kind, "entries": entries, "complete_until_ms": answer.complete_until_ms}))
+}
+
+/// A funnel step of the `steps` parameter as an event filter: a page view of a location, or
+/// a track call of a name.
+fn step_filter(step: &Step) -> Filter {
+    match step {
+        Step::Page(location) => Filter::And(vec![
+            is(Dimension::Name, "pageview"),
+            is(Dimension::Page, location),
+        ]),
+        Step::Event(name) => Filter::And(vec![
+            Filter::Not(Box::new(is(Dimension::Name, "pageview"))),
+            is(Dimension::Name, name),
+        ]),
+    }
+}
+
+/// `/api/funnel`: per step, the persons who reached it in order within the window (see
+/// [`crate::query::funnel`]), those still in progress, and with `breakdown=<dimension>` the
+/// same per value of the dimension on each person's first step.
+pub async fn funnel(
+    client: &Client,
+    tenant: &schemas::tenants::Tenant,
+    params: &Params,
+) -> Result<Value, ApiError> {
+    let steps = params.steps()?;
+    let exclusions = params.exclusions()?;
+    let window_secs = params.window_secs()?;
+    let mut query = base(tenant, params, vec![Metric::Visitors])?;
+    if let Some(dimension) = params.breakdown(query.period.to - query.period.from)? {
+        query.dimensions = vec![dimension];
+    }
+    let model = Funnel {
+        steps: steps.iter().map(step_filter).collect(),
+        exclusions: exclusions.iter().map(step_filter).collect(),
+        window_ms: i64::from(window_secs) * 1000,
+    };
+    let answer = funnel::run(client, &query, &model).await?;
+    let group_json = |group: &FunnelGroup| {
+        let entered = group.steps.first().map_or(0, |s| s.persons) as f64;
+        let body: Vec<Value> = steps
+            .iter()
+            .zip(&group.steps)
+            .enumerate()
+            .map(|(index, (step, count))| {
+                let (kind, value) = match step {
+                    Step::Page(path) => ("page", path),
+                    Step::Event(name) => ("event", name),
+                };
+                let before = if index == 0 {
+                    entered
+                } else {
+                    group.steps[index - 1].persons as f64
+                };
+                json!({
+                    "step": index + 1,
+                    "kind": kind,
+                    "value": value,
+                    "persons": count.persons,
+                    "in_progress": count.in_progress,
+                    "conversion_from_previous": ratio(count.persons as f64, before),
+                    "conversion_from_first": ratio(count.persons as f64, entered),
+                })
+            })
+            .collect();
+        json!({"steps": body, "excluded": group.excluded})
+    };
+    let mut groups = answer.groups.iter();
+    let all = groups.next().map(group_json).unwrap_or(Value::Null);
+    let breakdown: Vec<Value> = groups
+        .map(|group| {
+            let mut body = group_json(group);
+            body["value"] = json!(group.label);
+            body
+        })
+        .collect();
+    Ok(json!({
+        "window_secs": window_secs,
+        "steps": all["steps"],
+        "excluded": all["excluded"],
+        "breakdown": breakdown,
+        "complete_until_ms": answer.complete_until_ms,
+    }))
+}
+
+fn ratio(part: f64, whole: f64) -> Option<f64> {
+    (whole > 0.0).then(|| part / whole)
 }

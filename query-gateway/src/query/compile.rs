@@ -456,6 +456,57 @@ impl Table<'_> {
     }
 }
 
+/// Per person, every event (in the period, or after it within the funnel's window) that
+/// matches a step or an exclusion: `(person_id, [(time ms, receipt ms, messageId, step mask,
+/// in the period, label of the query's first dimension)])`, for [`super::funnel`].
+pub fn funnel_statement(query: &Query, funnel: &super::funnel::Funnel) -> Statement {
+    let period = &query.period;
+    let reach = Period {
+        to: period.to + (funnel.window_ms + 999) / 1000,
+        ..period.clone()
+    };
+    let table = Table {
+        scope: Scope::Event,
+        period: &reach,
+    };
+    let mut mask = Statement::default();
+    mask.push("(0");
+    for (index, step) in funnel.steps.iter().enumerate() {
+        mask.push(" + if(")
+            .append(table.filter(query, step))
+            .push(&format!(", {}, 0)", 1u64 << index));
+    }
+    if !funnel.exclusions.is_empty() {
+        mask.push(" + if(")
+            .append(table.filter(query, &Filter::Or(funnel.exclusions.clone())))
+            .push(&format!(", {}, 0)", super::funnel::EXCLUSION_BIT));
+    }
+    mask.push(")");
+    let mut sql = Statement::default();
+    sql.push("SELECT person_id, groupArray((event_time_ms, received_at_ms, message_id, toUInt64")
+        .append(mask.clone())
+        .push(", toUInt8(event_time < toDateTime(")
+        .bind(period.to.to_string())
+        .push(")), ");
+    match query.dimensions.first() {
+        Some(dimension) => sql.append(table.dimension(dimension)),
+        None => sql.push("''"),
+    };
+    sql.push(")) AS events FROM events FINAL");
+    if needs_visit_columns(query) {
+        sql.append(table.visit_columns_join(&query.tenant));
+    }
+    sql.push(" WHERE ")
+        .append(event_base(&query.tenant, &reach, query.include_bots));
+    for filter in &query.filters {
+        sql.push(" AND ").append(table.filter(query, filter));
+    }
+    sql.push(" AND ")
+        .append(mask)
+        .push(" != 0 GROUP BY person_id");
+    sql
+}
+
 /// `session_id IN` the visits with an event (in the period) for which `filter` holds.
 fn has_event(query: &Query, period: &Period, filter: &Filter, done: bool) -> Statement {
     let events = Table {

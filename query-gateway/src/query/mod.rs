@@ -5,6 +5,7 @@
 //! so the same question gets the same number through every door.
 
 pub mod compile;
+pub mod funnel;
 pub mod model;
 pub mod range;
 pub mod run;
