@@ -631,6 +631,7 @@ mod tests {
             rate_limit: None,
             trailing_slash: TrailingSlash::Keep,
             domains: vec![],
+            goals: vec![],
         }
     }
 

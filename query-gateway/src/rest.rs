@@ -73,6 +73,7 @@ fn base(
         offset: 0,
         limit: usize::MAX,
         include_bots: false,
+        goals: tenant.goals.clone(),
     })
 }
 

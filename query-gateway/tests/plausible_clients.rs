@@ -76,6 +76,7 @@ async fn fixture() -> Arc<AppState> {
     load(&http, &url, &database, &events, &visits).await;
     let tenants = Tenants::parse(
         "[[tenants]]\nid = \"acme\"\nwrite_keys = [\"wk\"]\nread_keys = [\"rk_acme\"]\ndomains = [\"acme.example\"]\n\
+         goals = [{ event = \"Signed Up\" }, { page = \"/pric*\", name = \"Pricing\" }]\n\
          [[tenants]]\nid = \"globex\"\nwrite_keys = [\"wk2\"]\nread_keys = [\"rk_globex\"]\n",
     )
     .unwrap();
@@ -444,4 +445,74 @@ async fn every_door_gives_the_same_numbers() {
             "{v1_filter}: {v1_body} vs {v2_body}"
         );
     }
+}
+
+#[tokio::test]
+async fn goals_and_conversion_rates() {
+    let state = fixture().await;
+    // Page goal "Pricing" (/pric*): v1 and v3 viewed /pricing; "Signed Up": v3. Of 3 visitors.
+    let (status, body) = v2(&state, "rk_acme", json!({
+        "site_id": "acme", "date_range": both_days(), "metrics": ["visitors", "events", "conversion_rate"],
+        "dimensions": ["event:goal"],
+    }))
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        body["results"],
+        json!([
+            {"dimensions": ["Pricing"], "metrics": [2, 2, 66.67]},
+            {"dimensions": ["Signed Up"], "metrics": [1, 1, 33.33]},
+        ])
+    );
+    let (_, body) = v2(&state, "rk_acme", json!({
+        "site_id": "acme", "date_range": both_days(), "metrics": ["visitors", "conversion_rate"],
+        "filters": [["is", "event:goal", ["Signed Up"]]], "dimensions": ["visit:utm_source"],
+    }))
+    .await;
+    // v3's visit had no campaign; the rate is over all 3 visitors of the range.
+    assert_eq!(
+        body["results"],
+        json!([{"dimensions": ["(not set)"], "metrics": [1, 33.33]}]),
+        "{body}"
+    );
+    for (filters, message) in [
+        (
+            json!([["is", "event:goal", ["Nope"]]]),
+            "The goal `Nope` is not configured for this site.",
+        ),
+        (
+            json!([["not", ["is", "event:goal", ["Pricing"]]]]),
+            "can only be filtered at the top level",
+        ),
+    ] {
+        let (status, body) = v2(&state, "rk_acme", json!({
+            "site_id": "acme", "date_range": both_days(), "metrics": ["visitors"], "filters": filters,
+        }))
+        .await;
+        assert_eq!(status, 400, "{body}");
+        assert!(body["error"].as_str().unwrap().contains(message), "{body}");
+    }
+    let (status, body) = v2(
+        &state,
+        "rk_acme",
+        json!({
+            "site_id": "acme", "date_range": both_days(), "metrics": ["conversion_rate"],
+        }),
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"].as_str().unwrap()),
+        (
+            400,
+            "#/metrics: Metric `conversion_rate` can only be queried with event:goal filters or dimensions."
+        )
+    );
+    let v1 = get(&state, "/api/v1/stats/breakdown?site_id=acme&period=custom&date=2026-01-10,2026-01-11&property=event:goal&metrics=visitors,conversion_rate").await;
+    assert_eq!(
+        v1["results"],
+        json!([
+            {"goal": "Pricing", "visitors": 2, "conversion_rate": 66.67},
+            {"goal": "Signed Up", "visitors": 1, "conversion_rate": 33.33},
+        ])
+    );
 }

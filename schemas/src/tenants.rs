@@ -10,6 +10,7 @@
 //! time_zone = "Europe/Berlin"   # optional; default UTC
 //! trailing_slash = "keep"   # or "strip": `/pricing/` and `/pricing` are one page; default keep
 //! domains = ["acme.example"]   # optional: its sites, also accepted as Plausible's `site_id`
+//! goals = [{ event = "Signed Up" }, { page = "/blog/**", name = "Read the blog" }]   # optional
 //! ```
 
 use std::collections::HashMap;
@@ -48,6 +49,38 @@ pub struct Tenant {
     /// its domain (`site_id`), and the enrichment issue will not count them as referrers.
     #[serde(default)]
     pub domains: Vec<String>,
+    /// Conversions the tenant counts (Plausible's goals): the `event:goal` dimension and
+    /// filter and the `conversion_rate` metric read them.
+    #[serde(default)]
+    pub goals: Vec<Goal>,
+}
+
+/// A goal: a custom event by name, or a page view of a path pattern (`*` and `**` match any
+/// characters, the whole path must match, as Plausible's page goals).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Goal {
+    /// What reports call it; default the event's name, or `Visit <page>` (Plausible's label).
+    #[serde(default)]
+    pub name: Option<String>,
+    /// A track call of this name.
+    #[serde(default)]
+    pub event: Option<String>,
+    /// A page view (or screen) whose location matches this pattern.
+    #[serde(default)]
+    pub page: Option<String>,
+}
+
+impl Goal {
+    /// The name reports use.
+    pub fn label(&self) -> String {
+        match (&self.name, &self.event, &self.page) {
+            (Some(name), _, _) => name.clone(),
+            (None, Some(event), _) => event.clone(),
+            (None, None, Some(page)) => format!("Visit {page}"),
+            (None, None, None) => String::new(),
+        }
+    }
 }
 
 /// What the gateway does with a trailing slash of a page's path (never the root `/`).
@@ -158,6 +191,16 @@ impl Tenants {
                     "rate_limit of tenant {:?} needs events_per_sec > 0 and burst >= 1",
                     tenant.id
                 )));
+            }
+            let mut labels = std::collections::HashSet::new();
+            for goal in &tenant.goals {
+                if goal.event.is_some() == goal.page.is_some() || !labels.insert(goal.label()) {
+                    return Err(TenantsError::Invalid(format!(
+                        "goal {:?} of tenant {:?} needs exactly one of event or page, and a name no other goal has",
+                        goal.label(),
+                        tenant.id
+                    )));
+                }
             }
             let tenant = Arc::new(tenant);
             all.push(tenant.clone());
@@ -299,6 +342,31 @@ mod tests {
         ] {
             let text = format!("[[tenants]]\nid='a'\nwrite_keys=['k']\nrate_limit={{{bad}}}\n");
             assert!(Tenants::parse(&text).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_goal_is_an_event_or_a_page_with_a_name_of_its_own() {
+        let tenants = Tenants::parse(
+            "[[tenants]]\nid = \"a\"\nwrite_keys = [\"w\"]\ngoals = [{ event = \"Signed Up\" }, { page = \"/blog/**\" }]\n",
+        )
+        .unwrap();
+        let labels: Vec<String> = tenants
+            .all()
+            .next()
+            .unwrap()
+            .goals
+            .iter()
+            .map(Goal::label)
+            .collect();
+        assert_eq!(labels, ["Signed Up", "Visit /blog/**"]);
+        for goals in [
+            "[{ event = \"x\", page = \"/x\" }]",
+            "[{ name = \"only a name\" }]",
+            "[{ event = \"x\" }, { event = \"y\", name = \"x\" }]",
+        ] {
+            let text = format!("[[tenants]]\nid = \"a\"\nwrite_keys = [\"w\"]\ngoals = {goals}\n");
+            assert!(Tenants::parse(&text).is_err(), "{goals}");
         }
     }
 }

@@ -20,7 +20,7 @@ use super::{PlausibleError, authorize, value_json, zone};
 use crate::AppState;
 use crate::query::model::{
     CompareMode, Comparison, Condition, Dimension, Filter, Granularity, Metric, Operator, Query,
-    VisitAttribute,
+    VisitAttribute, wildcard_regex,
 };
 use crate::query::range::{Period, local_date};
 use crate::query::run::{Answer, Row, Value, empty_value, run};
@@ -272,6 +272,7 @@ pub fn parse(
         offset,
         limit,
         include_bots: false,
+        goals: tenant.goals.clone(),
     };
     check(&query)?;
     Ok(query)
@@ -400,7 +401,7 @@ pub fn filters(text: &str) -> Result<Vec<Filter>> {
             let values = split_values(values.trim());
             let wildcard = values.iter().any(|value| value.contains('*'));
             let (operator, clauses) = if wildcard {
-                let patterns = values.iter().map(|value| wildcard_pattern(value)).collect();
+                let patterns = values.iter().map(|value| wildcard_regex(value)).collect();
                 (if negated { Operator::MatchesNot } else { Operator::Matches }, patterns)
             } else {
                 (if negated { Operator::IsNot } else { Operator::Is }, values)
@@ -426,16 +427,6 @@ fn split_values(text: &str) -> Vec<String> {
     }
     values.push(current);
     values
-}
-
-/// A v1 wildcard as an anchored RE2 pattern: `*` and `**` match anything.
-fn wildcard_pattern(value: &str) -> String {
-    let parts: Vec<String> = value.split('*').map(regex_syntax::escape).collect();
-    let mut pattern = parts.join(".*");
-    while pattern.contains(".*.*") {
-        pattern = pattern.replace(".*.*", ".*");
-    }
-    format!("^{pattern}$")
 }
 
 fn check(query: &Query) -> Result<()> {
@@ -551,7 +542,7 @@ mod tests {
                 }),
             ]
         );
-        assert_eq!(wildcard_pattern("/a.b/*/c"), "^/a\\.b/.*/c$");
+        assert_eq!(wildcard_regex("/a.b/*/c"), "^/a\\.b/.*/c$");
         assert!(filters("event:page=/x").is_err());
         assert!(filters("event:nope==x").is_err());
         let json = filters(r#"[["contains", "event:page", ["blog"]]]"#).unwrap();

@@ -111,6 +111,7 @@ pub fn parse(
         offset,
         limit,
         include_bots: include.bots,
+        goals: tenant.goals.clone(),
     };
     query.order_by = order_by(request.get("order_by"), &query)?;
     check(&query, &include)?;
@@ -191,10 +192,6 @@ fn dimensions(value: Option<&Json_>, range_secs: i64) -> Result<Vec<Dimension>> 
         .enumerate()
         .map(|(index, name)| match Dimension::parse(name, range_secs) {
             Some(dimension) => Ok(dimension),
-            None if *name == "event:goal" => bad(
-                &format!("dimensions/{index}"),
-                "Dimension \"event:goal\": no goals are configured for this site",
-            ),
             None => bad(
                 &format!("dimensions/{index}"),
                 format!("Invalid dimension \"{name}\""),
@@ -321,12 +318,6 @@ fn condition(items: &[Json_], pointer: &str) -> Result<Condition> {
             );
         }
         Some(dimension) => dimension,
-        None if name == "event:goal" => {
-            return bad(
-                pointer,
-                "Invalid filters. No goals are configured for this site (event:goal).",
-            );
-        }
         None => {
             return bad(
                 &format!("{pointer}/1"),
@@ -641,6 +632,7 @@ pub fn check_combination(query: &Query) -> Result<()> {
             ),
         );
     }
+    check_goals(query)?;
     if query.metrics.contains(&Metric::ViewsPerVisit) {
         let page_filter = query
             .filters
@@ -663,6 +655,66 @@ pub fn check_combination(query: &Query) -> Result<()> {
                 "Metric `views_per_visit` cannot be queried with `dimensions`.",
             );
         }
+    }
+    Ok(())
+}
+
+/// Plausible's rules for goals: a goal filter only at the top level, with `is` or `contains`
+/// (or their negations), naming configured goals; `conversion_rate` only with a goal filter
+/// or dimension.
+fn check_goals(query: &Query) -> Result<()> {
+    let top_level = query
+        .filters
+        .iter()
+        .filter(|filter| matches!(filter, Filter::Condition(c) if c.dimension == Dimension::Goal))
+        .count();
+    let goal_conditions: Vec<&Condition> = query
+        .filters
+        .iter()
+        .flat_map(Filter::conditions)
+        .filter(|condition| condition.dimension == Dimension::Goal)
+        .collect();
+    let uses_goals = !goal_conditions.is_empty() || query.dimensions.contains(&Dimension::Goal);
+    if uses_goals && query.goals.is_empty() {
+        return bad(
+            "filters",
+            "Invalid filters. No goals are configured for this site: add them to its tenant's goals.",
+        );
+    }
+    if goal_conditions.len() > top_level {
+        return bad(
+            "filters",
+            "Invalid filters. Dimension `event:goal` can only be filtered at the top level.",
+        );
+    }
+    for condition in goal_conditions {
+        if condition.operator.positive().0 == Operator::Matches {
+            return bad(
+                "filters",
+                "Invalid filters. `event:goal` is filtered with is or contains.",
+            );
+        }
+        if condition.operator.positive().0 == Operator::Is {
+            for clause in &condition.clauses {
+                if !query.goals.iter().any(|goal| goal.label() == *clause) {
+                    return bad(
+                        "filters",
+                        format!(
+                            "Invalid filters. The goal `{clause}` is not configured for this site. Find out how to configure goals here: https://plausible.io/docs/stats-api#filtering-by-goals"
+                        ),
+                    );
+                }
+            }
+        }
+    }
+    if query.metrics.contains(&Metric::ConversionRate)
+        && top_level == 0
+        && !query.dimensions.contains(&Dimension::Goal)
+    {
+        return bad(
+            "metrics",
+            "Metric `conversion_rate` can only be queried with event:goal filters or dimensions.",
+        );
     }
     Ok(())
 }

@@ -11,8 +11,11 @@
 
 use schemas::definitions::{activity_sql, page_view_location_sql, page_view_sql};
 
+use schemas::tenants::Goal;
+
 use super::model::{
     Condition, Dimension, Filter, Granularity, Metric, Operator, Query, Scope, VisitAttribute,
+    wildcard_regex,
 };
 use super::range::Period;
 
@@ -96,7 +99,9 @@ impl Aggregate {
     /// The aggregates a metric is computed from.
     pub fn of(metric: Metric) -> &'static [Aggregate] {
         match metric {
-            Metric::Visitors | Metric::Percentage => &[Aggregate::Visitors],
+            Metric::Visitors | Metric::Percentage | Metric::ConversionRate => {
+                &[Aggregate::Visitors]
+            }
             Metric::Persons => &[Aggregate::Persons],
             Metric::Pageviews => &[Aggregate::Pageviews],
             Metric::Events => &[Aggregate::Events],
@@ -168,7 +173,11 @@ pub fn compile(query: &Query, period: &Period) -> Vec<Compiled> {
 }
 
 fn statement(query: &Query, period: &Period, scope: Scope, aggregates: &[Aggregate]) -> Statement {
-    let table = Table { scope, period };
+    let table = Table {
+        scope,
+        period,
+        goals: &query.goals,
+    };
     let mut sql = Statement::default();
     sql.push("SELECT ");
     for (index, dimension) in query.dimensions.iter().enumerate() {
@@ -260,6 +269,7 @@ fn visit_alias(attribute: VisitAttribute) -> String {
 struct Table<'a> {
     scope: Scope,
     period: &'a Period,
+    goals: &'a [Goal],
 }
 
 impl Table<'_> {
@@ -286,6 +296,21 @@ impl Table<'_> {
             }
             (Dimension::Hostname, _) => {
                 sql.push("domain(url)");
+            }
+            (Dimension::Goal, _) => {
+                // Every goal the event completes, one row each; none: no row.
+                sql.push("arrayJoin(arrayFilter(goal -> goal != '', [");
+                for (index, goal) in self.goals.iter().enumerate() {
+                    if index > 0 {
+                        sql.push(", ");
+                    }
+                    sql.push("if(")
+                        .append(goal_condition(goal))
+                        .push(", ")
+                        .bind(goal.label())
+                        .push(", '')");
+                }
+                sql.push("]))");
             }
             (Dimension::Property(key), _) => {
                 sql.push("if(has(properties.key, ")
@@ -404,6 +429,9 @@ impl Table<'_> {
 
     fn condition(&self, condition: &Condition) -> Statement {
         let (operator, negated) = condition.operator.positive();
+        if condition.dimension == Dimension::Goal {
+            return self.goal_filter(condition, operator, negated);
+        }
         let value = self.dimension(&condition.dimension);
         let value = if condition.case_sensitive || operator == Operator::Matches {
             value
@@ -468,6 +496,7 @@ pub fn funnel_statement(query: &Query, funnel: &super::funnel::Funnel) -> Statem
     let table = Table {
         scope: Scope::Event,
         period: &reach,
+        goals: &query.goals,
     };
     let mut mask = Statement::default();
     mask.push("(0");
@@ -507,11 +536,70 @@ pub fn funnel_statement(query: &Query, funnel: &super::funnel::Funnel) -> Statem
     sql
 }
 
+impl Table<'_> {
+    /// A goal filter: the events that complete one of the goals whose names match (`is`:
+    /// equal, `contains`: a part; validated to be the only operators).
+    fn goal_filter(&self, condition: &Condition, operator: Operator, negated: bool) -> Statement {
+        let fold = |text: &str| {
+            if condition.case_sensitive {
+                text.to_owned()
+            } else {
+                text.to_lowercase()
+            }
+        };
+        let matching: Vec<&Goal> = self
+            .goals
+            .iter()
+            .filter(|goal| {
+                let label = fold(&goal.label());
+                condition.clauses.iter().any(|clause| match operator {
+                    Operator::Contains => label.contains(&fold(clause)),
+                    _ => label == fold(clause),
+                })
+            })
+            .collect();
+        let mut sql = Statement::default();
+        sql.push(if negated { "NOT (0" } else { "(0" });
+        for goal in matching {
+            sql.push(" OR ").append(goal_condition(goal));
+        }
+        sql.push(")");
+        sql
+    }
+}
+
+/// The events that complete `goal`: a track call of its event, or a page view whose location
+/// matches its page pattern.
+fn goal_condition(goal: &Goal) -> Statement {
+    let mut sql = Statement::default();
+    match (&goal.event, &goal.page) {
+        (Some(event), _) => {
+            sql.push(&format!("(NOT {} AND name = ", page_view_sql()))
+                .bind(event.clone())
+                .push(")");
+        }
+        (None, Some(page)) => {
+            sql.push(&format!(
+                "({} AND match({}, ",
+                page_view_sql(),
+                page_view_location_sql()
+            ))
+            .bind(wildcard_regex(page))
+            .push("))");
+        }
+        (None, None) => {
+            sql.push("0");
+        }
+    }
+    sql
+}
+
 /// `session_id IN` the visits with an event (in the period) for which `filter` holds.
 fn has_event(query: &Query, period: &Period, filter: &Filter, done: bool) -> Statement {
     let events = Table {
         scope: Scope::Event,
         period,
+        goals: &query.goals,
     };
     let mut sql = Statement::default();
     sql.push(if done {

@@ -41,23 +41,26 @@ pub enum Metric {
     Events,
     /// A group's visitors as a percentage of all visitors of the query (same filters).
     Percentage,
+    /// A group's converting visitors as a percentage of the visitors of the same query
+    /// without its goal and property filters and without dimensions (Plausible's rule);
+    /// needs an `event:goal` filter or dimension.
+    ConversionRate,
 }
 
 /// Plausible metrics this gateway does not compute (yet): a query that asks for one is a 400
 /// that names it, never an answer without it.
-pub const UNSERVED_METRICS: [&str; 7] = [
+pub const UNSERVED_METRICS: [&str; 6] = [
     "time_on_page",
     "scroll_depth",
     "total_revenue",
     "average_revenue",
     "exit_rate",
     "group_conversion_rate",
-    "conversion_rate",
 ];
 
 impl Metric {
     /// Every metric, in the order the README lists them.
-    pub const ALL: [Metric; 10] = [
+    pub const ALL: [Metric; 11] = [
         Metric::Visitors,
         Metric::Persons,
         Metric::Visits,
@@ -68,6 +71,7 @@ impl Metric {
         Metric::VisitDuration,
         Metric::Events,
         Metric::Percentage,
+        Metric::ConversionRate,
     ];
 
     /// The Stats API v2 name.
@@ -83,6 +87,7 @@ impl Metric {
             Metric::VisitDuration => "visit_duration",
             Metric::Events => "events",
             Metric::Percentage => "percentage",
+            Metric::ConversionRate => "conversion_rate",
         }
     }
 
@@ -98,7 +103,8 @@ impl Metric {
             | Metric::Persons
             | Metric::Pageviews
             | Metric::Events
-            | Metric::Percentage => Scope::Event,
+            | Metric::Percentage
+            | Metric::ConversionRate => Scope::Event,
             Metric::Visits
             | Metric::Sessions
             | Metric::ViewsPerVisit
@@ -251,6 +257,9 @@ pub enum Dimension {
     Name,
     /// `event:hostname`: the host of the event's URL.
     Hostname,
+    /// `event:goal`: the tenant's goal an event completes (an event completing two goals
+    /// counts for each; one completing none is not in a goal breakdown).
+    Goal,
     /// `event:props:<key>`: a property's value; `(none)` when the event has no such key.
     Property(String),
     /// `visit:<attribute>`.
@@ -265,9 +274,11 @@ impl Dimension {
     /// other event dimension. `time` belongs to both.
     pub fn scope(&self) -> Option<Scope> {
         match self {
-            Dimension::Page | Dimension::Name | Dimension::Hostname | Dimension::Property(_) => {
-                Some(Scope::Event)
-            }
+            Dimension::Page
+            | Dimension::Name
+            | Dimension::Hostname
+            | Dimension::Goal
+            | Dimension::Property(_) => Some(Scope::Event),
             Dimension::Visit(_) => Some(Scope::Visit),
             Dimension::Time(_) => None,
         }
@@ -279,6 +290,7 @@ impl Dimension {
             Dimension::Page => "event:page".into(),
             Dimension::Name => "event:name".into(),
             Dimension::Hostname => "event:hostname".into(),
+            Dimension::Goal => "event:goal".into(),
             Dimension::Property(key) => format!("event:props:{key}"),
             Dimension::Visit(attribute) => format!("visit:{}", attribute.name()),
             Dimension::Time(granularity) => format!("time:{}", granularity.name()),
@@ -291,6 +303,7 @@ impl Dimension {
             "event:page" => return Some(Dimension::Page),
             "event:name" => return Some(Dimension::Name),
             "event:hostname" => return Some(Dimension::Hostname),
+            "event:goal" => return Some(Dimension::Goal),
             "time" => return Some(Dimension::Time(Granularity::for_range_secs(range_secs))),
             _ => {}
         }
@@ -484,4 +497,17 @@ pub struct Query {
     pub limit: usize,
     /// Count events flagged `is_bot` (excluded by default).
     pub include_bots: bool,
+    /// The tenant's goals (for `event:goal` and `conversion_rate`).
+    pub goals: Vec<schemas::tenants::Goal>,
+}
+
+/// A wildcard pattern (`*` and `**` match any characters) as an RE2 pattern that must match
+/// the whole value: Plausible's page goals and v1 filters.
+pub fn wildcard_regex(pattern: &str) -> String {
+    let parts: Vec<String> = pattern.split('*').map(regex_syntax::escape).collect();
+    let mut regex = parts.join(".*");
+    while regex.contains(".*.*") {
+        regex = regex.replace(".*.*", ".*");
+    }
+    format!("^{regex}$")
 }

@@ -9,7 +9,7 @@ use clickhouse::Client;
 use serde::Deserialize;
 
 use super::compile::{Aggregate, Compiled, compile, display_empty};
-use super::model::{Dimension, Direction, Granularity, Metric, OrderKey, Query};
+use super::model::{Dimension, Direction, Filter, Granularity, Metric, OrderKey, Query};
 use super::range::{Period, RangeError};
 use crate::error::ApiError;
 
@@ -89,14 +89,16 @@ pub fn change(metric: Metric, before: Value, now: Value) -> Option<f64> {
 
 /// A metric over no rows: 0 for a count, undefined for a ratio.
 pub fn empty_value(metric: Metric) -> Value {
-    metric_value(metric, &Sums::new(), &Sums::new())
+    metric_value(metric, &Sums::new(), &Groups::default())
 }
 
 /// The raw aggregates of one group.
 type Sums = BTreeMap<Aggregate, u64>;
 
-/// A metric from its group's aggregates and, for `percentage`, the totals'.
-fn metric_value(metric: Metric, sums: &Sums, totals: &Sums) -> Value {
+/// A metric from its group's aggregates and, for `percentage` and `conversion_rate`, its
+/// period's totals.
+fn metric_value(metric: Metric, sums: &Sums, of: &Groups) -> Value {
+    let totals = &of.totals;
     let get = |aggregate: Aggregate, of: &Sums| of.get(&aggregate).copied().unwrap_or(0);
     let per_visit = |numerator: f64| {
         let visits = get(Aggregate::Visits, sums);
@@ -117,6 +119,14 @@ fn metric_value(metric: Metric, sums: &Sums, totals: &Sums) -> Value {
                 (all > 0).then(|| get(Aggregate::Visitors, sums) as f64 * 100.0 / all as f64),
             )
         }
+        Metric::ConversionRate => {
+            let base = of.conversion_base;
+            Value::Ratio(Some(if base > 0 {
+                get(Aggregate::Visitors, sums) as f64 * 100.0 / base as f64
+            } else {
+                0.0
+            }))
+        }
     }
 }
 
@@ -125,6 +135,9 @@ fn metric_value(metric: Metric, sums: &Sums, totals: &Sums) -> Value {
 struct Groups {
     by_key: HashMap<Vec<String>, Sums>,
     totals: Sums,
+    /// Visitors of the query without its goal and property filters and dimensions: what
+    /// `conversion_rate` divides by.
+    conversion_base: u64,
 }
 
 /// ClickHouse's `JSONCompact` output, as far as it is read.
@@ -203,6 +216,9 @@ async fn groups(client: &Client, query: &Query, period: &Period) -> Result<Group
         futures_util::future::try_join_all(statements.iter().map(|s| fetch(client, s, dimensions)))
             .await?;
     let mut merged = Groups::default();
+    if query.metrics.contains(&Metric::ConversionRate) {
+        merged.conversion_base = conversion_base(client, query, period).await?;
+    }
     for groups in fetched {
         merged.totals.extend(groups.totals);
         for (key, sums) in groups.by_key {
@@ -210,6 +226,35 @@ async fn groups(client: &Client, query: &Query, period: &Period) -> Result<Group
         }
     }
     Ok(merged)
+}
+
+/// Plausible's denominator of `conversion_rate`: the visitors of the same query without its
+/// top-level goal and property filters, over all dimensions.
+async fn conversion_base(client: &Client, query: &Query, period: &Period) -> Result<u64, ApiError> {
+    let base = Query {
+        metrics: vec![Metric::Visitors],
+        dimensions: Vec::new(),
+        filters: query
+            .filters
+            .iter()
+            .filter(|filter| {
+                !matches!(filter, Filter::Condition(condition)
+                    if matches!(condition.dimension, Dimension::Goal | Dimension::Property(_)))
+            })
+            .cloned()
+            .collect(),
+        comparison: None,
+        ..query.clone()
+    };
+    let Some(statement) = compile(&base, period).into_iter().next() else {
+        return Ok(0);
+    };
+    let groups = fetch(client, &statement, 0).await?;
+    Ok(groups
+        .totals
+        .get(&Aggregate::Visitors)
+        .copied()
+        .unwrap_or(0))
 }
 
 fn range_error(error: RangeError) -> ApiError {
@@ -260,7 +305,7 @@ pub async fn run(client: &Client, query: &Query, now: i64) -> Result<Answer, Api
         query
             .metrics
             .iter()
-            .map(|metric| metric_value(*metric, sums, &groups.totals))
+            .map(|metric| metric_value(*metric, sums, groups))
             .collect()
     };
     let mut rows: Vec<(Vec<String>, Vec<Value>)> = keys
@@ -327,7 +372,7 @@ pub async fn run(client: &Client, query: &Query, now: i64) -> Result<Answer, Api
     let totals = query
         .metrics
         .iter()
-        .map(|metric| metric_value(*metric, &main.totals, &main.totals))
+        .map(|metric| metric_value(*metric, &main.totals, &main))
         .collect();
     let time_labels = match (time, time_keys) {
         (Some(index), Some(keys)) => keys
