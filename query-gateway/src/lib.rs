@@ -216,10 +216,6 @@ impl FromRequestParts<Arc<AppState>> for Scoped {
     }
 }
 
-fn ratio(part: f64, whole: f64) -> Option<f64> {
-    (whole > 0.0).then(|| part / whole)
-}
-
 async fn overview(
     State(state): State<Arc<AppState>>,
     Scoped { tenant, params }: Scoped,
@@ -250,56 +246,7 @@ async fn retention(
     State(state): State<Arc<AppState>>,
     Scoped { tenant, params }: Scoped,
 ) -> Response {
-    respond(
-        async {
-            let range = params.range()?;
-            let weeks =
-                queries::retention(&state.clickhouse, &tenant.id, range, &params.filters()).await?;
-            // Offsets size a vector: one the range cannot contain (a query bug) must not
-            // become an allocation of gigabytes.
-            let max_offset = ((range.to - range.from) / (7 * 86_400) + 1).max(0) as usize;
-            let mut cohorts: Vec<Value> = Vec::new();
-            let mut current: Option<(String, Vec<u64>)> = None;
-            for week in weeks {
-                if current
-                    .as_ref()
-                    .is_none_or(|(cohort, _)| *cohort != week.cohort)
-                {
-                    if let Some((cohort, active)) = current.take() {
-                        cohorts.push(cohort_json(cohort, active));
-                    }
-                    current = Some((week.cohort.clone(), Vec::new()));
-                }
-                if let Some((_, active)) = current.as_mut() {
-                    let offset = week.offset as usize;
-                    if offset > max_offset {
-                        tracing::error!(cohort = %week.cohort, offset, max_offset, "retention week outside the range; ignored");
-                        continue;
-                    }
-                    if active.len() <= offset {
-                        active.resize(offset + 1, 0);
-                    }
-                    active[offset] = week.persons;
-                }
-            }
-            if let Some((cohort, active)) = current {
-                cohorts.push(cohort_json(cohort, active));
-            }
-            Ok(json!({"cohorts": cohorts}))
-        }
-        .await,
-    )
-}
-
-/// A cohort: its size (persons active in week 0) and, per week since, persons active and the
-/// share of the cohort they are.
-fn cohort_json(week: String, active: Vec<u64>) -> Value {
-    let size = active.first().copied().unwrap_or(0);
-    let retained: Vec<Value> = active
-        .iter()
-        .map(|persons| json!({"persons": persons, "share": ratio(*persons as f64, size as f64)}))
-        .collect();
-    json!({"week": week, "persons": size, "retained": retained})
+    respond(rest::retention(&state.clickhouse, &tenant, &params).await)
 }
 
 async fn person_sessions(

@@ -14,16 +14,6 @@ pub struct Range {
     pub to: i64,
 }
 
-impl Range {
-    /// The range of the same length just before this one, for comparisons.
-    pub fn previous(self) -> Range {
-        Range {
-            from: self.from - (self.to - self.from),
-            to: self.from,
-        }
-    }
-}
-
 /// Bucket size of a time series.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Interval {
@@ -33,17 +23,6 @@ pub enum Interval {
     Hour,
     /// One day.
     Day,
-}
-
-impl Interval {
-    /// The ClickHouse function that truncates a `DateTime` to the bucket (all exist in 18.16).
-    pub fn function(self) -> &'static str {
-        match self {
-            Interval::Minute => "toStartOfMinute",
-            Interval::Hour => "toStartOfHour",
-            Interval::Day => "toStartOfDay",
-        }
-    }
 }
 
 /// Optional filters on events.
@@ -322,13 +301,6 @@ mod tests {
             Range {
                 from: 1_699_920_000,
                 to: 1_699_999_999
-            }
-        );
-        assert_eq!(
-            p.range().unwrap().previous(),
-            Range {
-                from: 1_699_840_001,
-                to: 1_699_920_000
             }
         );
     }

@@ -8,36 +8,8 @@
 use clickhouse::{Client, Row};
 use serde::{Deserialize, Serialize};
 
-use schemas::definitions::{activity_sql, page_view_location_sql};
-
 use crate::error::ApiError;
-use crate::params::{Filters, Range};
-
-/// `WHERE` of event queries: tenant, range, on-time activity (`schemas::definitions`), filters;
-/// with its binds in order.
-fn event_conditions(tenant: &str, range: Range, filters: &Filters) -> (String, Vec<String>) {
-    let mut sql = format!(
-        "tenant = ? AND event_time >= toDateTime(?) AND event_time < toDateTime(?) AND late = 0 AND {}",
-        activity_sql()
-    );
-    let mut binds = vec![
-        tenant.to_owned(),
-        range.from.to_string(),
-        range.to.to_string(),
-    ];
-    // A page filter names a location as the top pages list it: a path, or a screen's name.
-    for (column, value) in [
-        (page_view_location_sql(), &filters.path),
-        ("name", &filters.event),
-        ("utm_source", &filters.utm_source),
-    ] {
-        if let Some(value) = value {
-            sql.push_str(&format!(" AND {column} = ?"));
-            binds.push(value.clone());
-        }
-    }
-    (sql, binds)
-}
+use crate::params::Range;
 
 fn bound(client: &Client, sql: &str, binds: Vec<String>) -> clickhouse::query::Query {
     binds
@@ -53,37 +25,6 @@ pub enum Step {
     Page(String),
     /// `event:<name>`.
     Event(String),
-}
-
-/// Persons of one cohort active some weeks after their first week.
-#[derive(Debug, Clone, PartialEq, Row, Serialize, Deserialize)]
-pub struct CohortWeek {
-    /// Monday of the cohort's first week, `YYYY-MM-DD`.
-    pub cohort: String,
-    /// Weeks after the first (0 is the first week itself).
-    pub offset: u32,
-    /// Persons of the cohort with activity in that week.
-    pub persons: u64,
-}
-
-/// Weekly retention: persons grouped by the week (starting Monday) of their first activity in
-/// the range, and for each later week how many of them were active again. One pass over the
-/// events: each person's set of active weeks, whose least is the cohort.
-pub async fn retention(
-    client: &Client,
-    tenant: &str,
-    range: Range,
-    filters: &Filters,
-) -> Result<Vec<CohortWeek>, ApiError> {
-    let (conditions, binds) = event_conditions(tenant, range, filters);
-    let sql = format!(
-        "SELECT toString(first_week) AS cohort, toUInt32(intDiv(toRelativeDayNum(week) - toRelativeDayNum(first_week), 7)) AS offset, \
-         count() AS persons \
-         FROM (SELECT active_weeks, arrayReduce('min', active_weeks) AS first_week \
-               FROM (SELECT person_id, groupUniqArray(toMonday(event_time)) AS active_weeks FROM events FINAL WHERE {conditions} GROUP BY person_id)) \
-         ARRAY JOIN active_weeks AS week GROUP BY first_week, offset ORDER BY first_week, offset"
-    );
-    Ok(bound(client, &sql, binds).fetch_all().await?)
 }
 
 /// A session as the person view lists it.

@@ -11,6 +11,7 @@ use serde_json::{Value, json};
 use crate::error::ApiError;
 use crate::params::{Interval, Params, Range};
 use crate::queries::Step;
+use crate::query::compile::retention_statement;
 use crate::query::funnel::{self, Funnel, FunnelGroup};
 use crate::query::model::{
     CompareMode, Comparison, Condition, Dimension, Filter, Granularity, Metric, Operator, Query,
@@ -101,7 +102,7 @@ pub async fn overview(
     ];
     let mut query = base(tenant, params, METRICS.to_vec())?;
     query.comparison = Some(Comparison {
-        mode: CompareMode::PreviousPeriod,
+        mode: CompareMode::SameLengthBefore,
         range: None,
         match_day_of_week: false,
     });
@@ -265,7 +266,6 @@ pub async fn funnel(
     };
     let answer = funnel::run(client, &query, &model).await?;
     let group_json = |group: &FunnelGroup| {
-        let entered = group.steps.first().map_or(0, |s| s.persons) as f64;
         let body: Vec<Value> = steps
             .iter()
             .zip(&group.steps)
@@ -275,19 +275,15 @@ pub async fn funnel(
                     Step::Page(path) => ("page", path),
                     Step::Event(name) => ("event", name),
                 };
-                let before = if index == 0 {
-                    entered
-                } else {
-                    group.steps[index - 1].persons as f64
-                };
+                let (from_previous, from_first) = group.conversions(index);
                 json!({
                     "step": index + 1,
                     "kind": kind,
                     "value": value,
                     "persons": count.persons,
                     "in_progress": count.in_progress,
-                    "conversion_from_previous": ratio(count.persons as f64, before),
-                    "conversion_from_first": ratio(count.persons as f64, entered),
+                    "conversion_from_previous": from_previous,
+                    "conversion_from_first": from_first,
                 })
             })
             .collect();
@@ -311,6 +307,68 @@ pub async fn funnel(
     }))
 }
 
-fn ratio(part: f64, whole: f64) -> Option<f64> {
-    (whole > 0.0).then(|| part / whole)
+#[derive(Debug, serde::Deserialize)]
+struct RetentionOutput {
+    data: Vec<(String, u32, u64)>,
+}
+
+/// `/api/retention`: cohorts by the local week (from Monday) of each person's first activity
+/// in the range; per later week, the persons active again and their share of the cohort.
+pub async fn retention(
+    client: &Client,
+    tenant: &schemas::tenants::Tenant,
+    params: &Params,
+) -> Result<Value, ApiError> {
+    let query = base(tenant, params, vec![Metric::Persons])?;
+    let range = Range {
+        from: query.period.from,
+        to: query.period.to,
+    };
+    let complete_until_ms = crate::queries::progress(client, &tenant.id).await?;
+    let output: RetentionOutput = run::fetch_json(client, &retention_statement(&query)).await?;
+    // Offsets size a vector: one the range cannot contain (a query bug) must not
+    // become an allocation of gigabytes.
+    let max_offset = ((range.to - range.from) / (7 * 86_400) + 1).max(0) as usize;
+    let mut cohorts: Vec<Value> = Vec::new();
+    let mut current: Option<(String, Vec<u64>)> = None;
+    for (cohort, offset, persons) in output.data {
+        if current
+            .as_ref()
+            .is_none_or(|(current, _)| *current != cohort)
+        {
+            if let Some((done, active)) = current.take() {
+                cohorts.push(cohort_json(done, active));
+            }
+            current = Some((cohort.clone(), Vec::new()));
+        }
+        if let Some((_, active)) = current.as_mut() {
+            let offset = offset as usize;
+            if offset > max_offset {
+                tracing::error!(%cohort, offset, max_offset, "retention week outside the range; ignored");
+                continue;
+            }
+            if active.len() <= offset {
+                active.resize(offset + 1, 0);
+            }
+            active[offset] = persons;
+        }
+    }
+    if let Some((cohort, active)) = current {
+        cohorts.push(cohort_json(cohort, active));
+    }
+    Ok(json!({"cohorts": cohorts, "complete_until_ms": complete_until_ms}))
+}
+
+/// A cohort: its size (persons active in week 0) and, per week since, persons active and the
+/// share of the cohort they are.
+fn cohort_json(week: String, active: Vec<u64>) -> Value {
+    let size = active.first().copied().unwrap_or(0);
+    let retained: Vec<Value> = active
+        .iter()
+        .map(|persons| {
+            let share = (size > 0).then(|| *persons as f64 / size as f64);
+            json!({"persons": persons, "share": share})
+        })
+        .collect();
+    json!({"week": week, "persons": size, "retained": retained})
 }

@@ -397,7 +397,44 @@ async fn a_key_never_sees_another_tenants_rows() {
             }
         }
     }
-    // Aligned to hours (all from the rollup) and not (edges from the events): globex's own.
+    // The Stats API v2, with every dimension that holds a name or a path.
+    for dimension in [
+        "event:page",
+        "event:name",
+        "visit:utm_source",
+        "visit:referrer",
+        "visit:entry_page",
+    ] {
+        // A visit metric is not broken down by an event's name.
+        let metrics = if dimension == "event:name" {
+            json!(["visitors", "events"])
+        } else {
+            json!(["visitors", "visits"])
+        };
+        for (key, site, foreign) in [
+            ("rk_globex", "globex", &acme_only[..]),
+            ("rk_acme", "acme", &globex_only[..]),
+        ] {
+            let body = json!({
+                "site_id": site, "metrics": metrics, "dimensions": [dimension],
+                "date_range": ["2024-04-01", "2024-06-30"],
+            });
+            let (status, answer) = f.post(Some(key), "/api/v2/query", &body).await;
+            assert_eq!(status, StatusCode::OK, "{body}: {answer}");
+            assert!(
+                answer["results"].as_array().is_some_and(|r| !r.is_empty()),
+                "{key} {dimension}: {answer}"
+            );
+            let text = answer.to_string();
+            for secret in foreign {
+                assert!(
+                    !text.contains(secret),
+                    "{key} saw {secret:?} through v2 {dimension}: {text}"
+                );
+            }
+        }
+    }
+    // Ranges aligned to hours and not: globex's own numbers.
     for range in [range(), format!("from={}&to={}", T + 5, T + DAY - 5)] {
         let (_, body) = f
             .get(Some("rk_globex"), &format!("/api/overview?{range}"))

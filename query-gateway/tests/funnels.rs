@@ -1,6 +1,6 @@
-//! Funnels on the query model against hand-computed expectations in real ClickHouse: order by
-//! milliseconds, a repeated step, the conversion window, exclusions, persons in progress at
-//! the "complete up to" mark, and a breakdown.
+//! Funnels and retention on the query model against hand-computed expectations in real
+//! ClickHouse: order by milliseconds, a repeated step, the conversion window, exclusions,
+//! persons in progress at the "complete up to" mark, a breakdown; retention weeks in a zone.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -163,4 +163,63 @@ async fn funnels_order_by_milliseconds_exclude_and_know_who_is_still_in_progress
         vec![(String::new(), 4), ("news".to_owned(), 1)],
         "{body}"
     );
+}
+
+/// Retention weeks are local: 2026-02-01 is a Sunday. A person active at 20:00 UTC that
+/// Sunday and again at 20:00 UTC on Monday is active in two UTC weeks, but in Kolkata
+/// (UTC+5:30) both are Monday (01:30 on the 2nd, 01:30 on the 3rd): one week.
+#[tokio::test]
+async fn retention_weeks_follow_the_time_zone() {
+    let url = common::clickhouse_url();
+    let http = reqwest::Client::new();
+    let database = common::create_database(&http, &url, "retention").await;
+    let sunday_20h = 1_769_976_000_000;
+    let events = vec![
+        Event::new("acme", "r1", "page", sunday_20h, "p", "s1").path("/"),
+        Event::new("acme", "r2", "page", sunday_20h + 24 * 3_600_000, "p", "s2").path("/"),
+    ];
+    let visits = vec![Visit::of(&events[..1], ""), Visit::of(&events[1..], "")];
+    load(&http, &url, &database, &events, &visits).await;
+    let tenants = Tenants::parse(
+        "[[tenants]]\nid = \"acme\"\nwrite_keys = [\"wk\"]\nread_keys = [\"rk_acme\"]\n",
+    )
+    .unwrap();
+    let state = Arc::new(AppState::offline(tenants, &url, &database));
+    let range = format!(
+        "from={}&to={}",
+        sunday_20h / 1000 - 7 * 86_400,
+        sunday_20h / 1000 + 14 * 86_400
+    );
+    let mut weeks = Vec::new();
+    for zone in ["UTC", "Asia/Kolkata"] {
+        let response = router(state.clone())
+            .oneshot(
+                Request::get(format!("/api/retention?{range}&timezone={zone}"))
+                    .header(header::AUTHORIZATION, "Bearer rk_acme")
+                    .body(Body::empty())
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+        let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+            .await
+            .unwrap();
+        let body: Value = serde_json::from_slice(&bytes).unwrap();
+        let cohorts: Vec<(String, usize)> = body["cohorts"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{zone}: {body}"))
+            .iter()
+            .map(|c| {
+                (
+                    c["week"].as_str().unwrap().to_owned(),
+                    c["retained"].as_array().unwrap().len(),
+                )
+            })
+            .collect();
+        weeks.push(cohorts);
+    }
+    // UTC: the cohort of the week of Monday 2026-01-26, active again a week later.
+    assert_eq!(weeks[0], vec![("2026-01-26".to_owned(), 2)]);
+    // Kolkata: the week of Monday 2026-02-02, nothing after it.
+    assert_eq!(weeks[1], vec![("2026-02-02".to_owned(), 1)]);
 }

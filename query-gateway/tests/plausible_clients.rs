@@ -196,7 +196,7 @@ async fn v2_answers_plausibles_documented_queries() {
     .await;
     assert_eq!(
         body["results"][0]["comparison"],
-        json!({"dimensions": [], "metrics": [0, 0], "change": [100.0, null]}),
+        json!({"dimensions": [], "metrics": [0, 0], "change": [100, null]}),
         "{body}"
     );
     assert_eq!(
@@ -246,6 +246,18 @@ async fn v2_errors_name_the_field_as_plausibles_do() {
         (
             with("order_by", json!([["pageviews", "desc"]])),
             "Entry is not a queried metric or dimension.",
+        ),
+        (
+            with("filters", json!([["matches", "event:page", ["(?x)a b"]]])),
+            "#/filters/0/2/0: Invalid RE2 pattern",
+        ),
+        (
+            with("date_range", json!(["+262142-12-31", "+262142-12-31"])),
+            "#/date_range: the range is outside 1970-2105",
+        ),
+        (
+            with("dimensions", json!(["time:minute"])),
+            "#/dimensions: time:minute can be queried over at most 48 hours",
         ),
         (
             with("timezone", json!("Mars/Olympus")),
@@ -386,17 +398,22 @@ async fn get(state: &Arc<AppState>, path: &str) -> Value {
 async fn every_door_gives_the_same_numbers() {
     let state = fixture().await;
     let (from, to) = (DAY1_MS / 1000, DAY1_MS / 1000 + 2 * 86_400);
-    for (overview_filter, v2_filters, v1_filter) in [
-        ("", json!([]), ""),
+    // Visitors, page views, visits, bounce rate, visit duration, by hand: all three visits;
+    // the visits with a view of `/` (s1, s2: one bounce, 60 s and 0 s); the `news` visit (s1,
+    // two page views).
+    for (overview_filter, v2_filters, v1_filter, expected) in [
+        ("", json!([]), "", json!([3, 4, 3, 33, 120])),
         (
             "&path=/",
             json!([["is", "event:page", ["/"]]]),
             "&filters=event:page%3D%3D/",
+            json!([2, 2, 2, 50, 30]),
         ),
         (
             "&utm_source=news",
             json!([["is", "visit:utm_source", ["news"]]]),
             "&filters=visit:utm_source%3D%3Dnews",
+            json!([1, 2, 1, 0, 60]),
         ),
     ] {
         let overview = get(
@@ -436,6 +453,7 @@ async fn every_door_gives_the_same_numbers() {
             v1["bounce_rate"]["value"],
             v1["visit_duration"]["value"]
         ]);
+        assert_eq!(v2_body["results"][0]["metrics"], expected, "{v2_body}");
         assert_eq!(
             from_overview, v2_body["results"][0]["metrics"],
             "{overview_filter}: {overview} vs {v2_body}"

@@ -2,9 +2,11 @@
 //! millions of generated events.
 //!
 //! The rows are generated inside ClickHouse (`INSERT ... SELECT FROM numbers(n)`), shaped like
-//! a site's traffic: 30 days, a few tenants (one large), Zipf-like pages, visitors and persons,
-//! sessions of several events. The query gateway is served in-process over a real socket and
-//! every endpoint is called with the dashboard's own parameters.
+//! a site's traffic: 365 days, a few tenants (one large), Zipf-like pages, visitors and
+//! persons, sessions of several events. The query gateway is served in-process over a real
+//! socket; every dashboard endpoint is called with the dashboard's own parameters, and the
+//! query model's shapes (Stats API v2: totals, filtered totals, breakdowns, a daily series) over
+//! 1, 30 and 365 days.
 //!
 //! `cargo run --release -p clickstream-benches --bin bench-queries -- --events 10000000`
 //! (needs `CLICKSTREAM_CLICKHOUSE_URL`, e.g. after `deploy/up.sh` or `deploy/servers.sh`).
@@ -40,7 +42,7 @@ struct Args {
     reuse: bool,
 }
 
-const DAYS: u64 = 30;
+const DAYS: u64 = 365;
 /// The end of the generated month (Unix seconds).
 fn end_of_data() -> i64 {
     let now = chrono::Utc::now().timestamp();
@@ -152,6 +154,56 @@ async fn generate(http: &reqwest::Client, args: &Args) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The query model's shapes as Stats API v2 requests, over the last 1, 30 and 365 whole days:
+/// `(name, path, body)`.
+fn v2_shapes() -> Vec<(String, String, Option<serde_json::Value>)> {
+    use serde_json::json;
+    let shapes = [
+        (
+            "totals",
+            json!({"metrics": ["visitors", "visits", "pageviews", "bounce_rate", "visit_duration"]}),
+        ),
+        (
+            "totals, page filter",
+            json!({"metrics": ["visitors", "visits", "pageviews", "bounce_rate"], "filters": [["is", "event:page", ["/page/1"]]]}),
+        ),
+        (
+            "totals, campaign filter",
+            json!({"metrics": ["visitors", "pageviews", "bounce_rate"], "filters": [["is", "visit:utm_source", ["newsletter"]]]}),
+        ),
+        (
+            "pages breakdown",
+            json!({"metrics": ["visitors", "pageviews", "bounce_rate"], "dimensions": ["event:page"], "pagination": {"limit": 10}}),
+        ),
+        (
+            "campaign breakdown",
+            json!({"metrics": ["visitors", "visits", "bounce_rate"], "dimensions": ["visit:utm_source"], "pagination": {"limit": 10}}),
+        ),
+        (
+            "goal conversions",
+            json!({"metrics": ["visitors", "conversion_rate"], "dimensions": ["event:goal"]}),
+        ),
+        (
+            "daily series",
+            json!({"metrics": ["visitors", "pageviews"], "dimensions": ["time:day"]}),
+        ),
+    ];
+    let mut requests = Vec::new();
+    for days in [1, 30, 365] {
+        for (name, shape) in &shapes {
+            let mut body = shape.clone();
+            body["site_id"] = json!("demo");
+            body["date_range"] = json!(format!("{days}d"));
+            requests.push((
+                format!("v2 {name} ({days} d)"),
+                "/api/v2/query".to_owned(),
+                Some(body),
+            ));
+        }
+    }
+    requests
+}
+
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
     sorted[index.min(sorted.len() - 1)]
@@ -163,7 +215,9 @@ async fn main() -> anyhow::Result<()> {
     let http = reqwest::Client::new();
     generate(&http, &args).await?;
     let state = Arc::new(AppState::offline(
-        Tenants::parse("[[tenants]]\nid='demo'\nwrite_keys=['wk']\nread_keys=['rk']\n")?,
+        Tenants::parse(
+            "[[tenants]]\nid='demo'\nwrite_keys=['wk']\nread_keys=['rk']\ngoals=[{ event = 'Signed Up' }]\n",
+        )?,
         &args.clickhouse_url,
         &args.database,
     ));
@@ -173,8 +227,8 @@ async fn main() -> anyhow::Result<()> {
 
     let to = end_of_data();
     let day = format!("from={}&to={to}", to - 86_400);
-    let month = format!("from={}&to={to}", to - DAYS as i64 * 86_400);
-    let endpoints = [
+    let month = format!("from={}&to={to}", to - 30 * 86_400);
+    let mut endpoints: Vec<(String, String, Option<serde_json::Value>)> = [
         ("overview (24 h)", format!("/api/overview?{day}")),
         ("overview (30 days)", format!("/api/overview?{month}")),
         (
@@ -203,14 +257,22 @@ async fn main() -> anyhow::Result<()> {
             format!("/api/persons/anon-7/sessions?{month}"),
         ),
         ("progress", "/api/progress".to_owned()),
-    ];
+    ]
+    .into_iter()
+    .map(|(name, path)| (name.to_owned(), path, None))
+    .collect();
+    endpoints.extend(v2_shapes());
     println!("\n| endpoint | p50 | p95 | calls |\n|---|---:|---:|---:|");
-    for (name, path) in endpoints {
+    for (name, path, body) in endpoints {
         let url = format!("http://{address}{path}");
         let mut times = Vec::with_capacity(args.calls);
         for call in 0..=args.calls {
             let started = Instant::now();
-            let response = http.get(&url).bearer_auth("rk").send().await?;
+            let request = match &body {
+                Some(body) => http.post(&url).json(body),
+                None => http.get(&url),
+            };
+            let response = request.bearer_auth("rk").send().await?;
             let status = response.status();
             let body = response.text().await?;
             if !status.is_success() {

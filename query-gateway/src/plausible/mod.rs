@@ -138,3 +138,17 @@ pub fn value_json(metric: Metric, value: Value) -> serde_json::Value {
         (_, Value::Ratio(ratio)) => json!(ratio.unwrap_or(0.0).round() as i64),
     }
 }
+
+/// Changes as Plausible writes them: the conversion rate's in points with a decimal, every
+/// other an integer.
+pub fn changes_json(metrics: &[Metric], changes: &[Option<f64>]) -> Vec<serde_json::Value> {
+    metrics
+        .iter()
+        .zip(changes)
+        .map(|(metric, change)| match (metric, change) {
+            (_, None) => serde_json::Value::Null,
+            (Metric::ConversionRate, Some(change)) => json!(change),
+            (_, Some(change)) => json!(*change as i64),
+        })
+        .collect()
+}

@@ -216,9 +216,18 @@ pub fn parse(
             }
             // v1 leaves out the groups without a value of these dimensions.
             if let Dimension::Visit(attribute) = &dimension
-                && !matches!(
+                && matches!(
                     attribute,
-                    VisitAttribute::Source | VisitAttribute::Referrer | VisitAttribute::Channel
+                    VisitAttribute::UtmSource
+                        | VisitAttribute::UtmMedium
+                        | VisitAttribute::UtmCampaign
+                        | VisitAttribute::UtmContent
+                        | VisitAttribute::UtmTerm
+                        | VisitAttribute::EntryPage
+                        | VisitAttribute::ExitPage
+                        | VisitAttribute::Country
+                        | VisitAttribute::Region
+                        | VisitAttribute::City
                 )
             {
                 filters.push(Filter::Condition(Condition {
@@ -465,7 +474,8 @@ fn render(
                 for (index, metric) in query.metrics.iter().enumerate() {
                     let mut entry = json!({"value": value_json(*metric, row.metrics[index])});
                     if let Some(compared) = &row.comparison {
-                        entry["change"] = json!(compared.change[index]);
+                        entry["change"] =
+                            super::changes_json(&query.metrics, &compared.change)[index].clone();
                         entry["comparison_value"] = value_json(*metric, compared.metrics[index]);
                     }
                     results.insert(metric.name().to_owned(), entry);

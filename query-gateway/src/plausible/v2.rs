@@ -18,8 +18,8 @@ use std::sync::Arc;
 use super::{PlausibleError, authorize, value_json, zone};
 use crate::AppState;
 use crate::query::model::{
-    CompareMode, Comparison, Condition, Dimension, Direction, Filter, Metric, Operator, OrderKey,
-    Query, Scope, UNSERVED_METRICS,
+    CompareMode, Comparison, Condition, Dimension, Direction, Filter, Granularity, Metric,
+    Operator, OrderKey, Query, Scope, UNSERVED_METRICS,
 };
 use crate::query::range::{DateRange, Period};
 use crate::query::run::{Answer, default_order, run};
@@ -31,6 +31,10 @@ const MAX_LIMIT: usize = 10_000;
 const MAX_PATTERN_BYTES: usize = 1_000;
 /// Most clauses in one condition.
 const MAX_CLAUSES: usize = 1_000;
+/// Most dimensions in one query.
+const MAX_DIMENSIONS: usize = 8;
+/// Most conditions in one query's filters.
+const MAX_CONDITIONS: usize = 100;
 
 type Result<T> = std::result::Result<T, PlausibleError>;
 
@@ -98,6 +102,12 @@ pub fn parse(
     let metrics = metrics(request.get("metrics"))?;
     let dimensions = dimensions(request.get("dimensions"), period.to - period.from)?;
     let filters = filters_of(request)?;
+    if filters.iter().map(|f| f.conditions().len()).sum::<usize>() > MAX_CONDITIONS {
+        return bad(
+            "filters",
+            format!("At most {MAX_CONDITIONS} conditions can be used at a time"),
+        );
+    }
     let include = include(request.get("include"))?;
     let (offset, limit) = pagination(request.get("pagination"))?;
     let mut query = Query {
@@ -199,6 +209,19 @@ fn dimensions(value: Option<&Json_>, range_secs: i64) -> Result<Vec<Dimension>> 
         })
         .collect::<Result<Vec<_>>>()?;
     unique(&dimensions, "dimensions")?;
+    if dimensions.len() > MAX_DIMENSIONS {
+        return bad(
+            "dimensions",
+            format!("At most {MAX_DIMENSIONS} dimensions can be queried at a time"),
+        );
+    }
+    // A minute per row over days would be hundreds of thousands of rows.
+    if dimensions.contains(&Dimension::Time(Granularity::Minute)) && range_secs > 48 * 3600 {
+        return bad(
+            "dimensions",
+            "time:minute can be queried over at most 48 hours",
+        );
+    }
     if dimensions
         .iter()
         .filter(|d| matches!(d, Dimension::Time(_)))
@@ -377,7 +400,7 @@ fn condition(items: &[Json_], pointer: &str) -> Result<Condition> {
                     format!("A pattern is at most {MAX_PATTERN_BYTES} bytes"),
                 );
             }
-            if let Err(error) = regex_syntax::Parser::new().parse(pattern) {
+            if let Err(error) = re2_subset(pattern) {
                 return bad(
                     &format!("{pointer}/2/{index}"),
                     format!("Invalid RE2 pattern: {error}"),
@@ -391,6 +414,36 @@ fn condition(items: &[Json_], pointer: &str) -> Result<Condition> {
         clauses,
         case_sensitive,
     })
+}
+
+/// Checks a pattern against the part of RE2's syntax that every ClickHouse version reads the
+/// same way, so that a pattern ClickHouse would refuse is a 400 here, never a 503 there:
+/// Rust's `regex` syntax (RE2's, with extensions) without its extensions: flags other than
+/// `i`, `m`, `s`, `U`; `(?<name>…)` groups; class set operations (`&&`, `--`, `~~`).
+pub fn re2_subset(pattern: &str) -> std::result::Result<(), String> {
+    for (index, _) in pattern.match_indices("(?") {
+        let rest = &pattern[index + 2..];
+        if rest.starts_with('<') || rest.starts_with("P=") {
+            return Err("named groups are written (?P<name>...)".into());
+        }
+        if rest.starts_with('P') {
+            continue;
+        }
+        let flags: String = rest
+            .chars()
+            .take_while(|c| *c != ')' && *c != ':')
+            .collect();
+        if flags.chars().any(|c| !"imsU-".contains(c)) {
+            return Err(format!("flag group (?{flags}) is not RE2's (i, m, s, U)"));
+        }
+    }
+    if pattern.contains('[') && ["&&", "--", "~~"].iter().any(|op| pattern.contains(op)) {
+        return Err("class set operations (&&, --, ~~) are not RE2's".into());
+    }
+    regex_syntax::Parser::new()
+        .parse(pattern)
+        .map(|_| ())
+        .map_err(|error| error.to_string())
 }
 
 /// What `include` asks for.
@@ -695,8 +748,15 @@ fn check_goals(query: &Query) -> Result<()> {
             );
         }
         if condition.operator.positive().0 == Operator::Is {
+            let same = |a: &str, b: &str| {
+                if condition.case_sensitive {
+                    a == b
+                } else {
+                    a.to_lowercase() == b.to_lowercase()
+                }
+            };
             for clause in &condition.clauses {
-                if !query.goals.iter().any(|goal| goal.label() == *clause) {
+                if !query.goals.iter().any(|goal| same(&goal.label(), clause)) {
                     return bad(
                         "filters",
                         format!(
@@ -749,7 +809,7 @@ pub fn render(request: &Map<String, Json_>, query: &Query, answer: &Answer) -> J
                 result["comparison"] = json!({
                     "dimensions": compared.dimensions,
                     "metrics": metrics(&compared.metrics),
-                    "change": compared.change,
+                    "change": super::changes_json(&query.metrics, &compared.change),
                 });
             }
             result

@@ -4,7 +4,8 @@
 //! A query becomes at most two statements, one per table its metrics read (see
 //! [`Scope`]): `events` for event metrics, `sessions` for visit metrics. Each groups by the
 //! query's dimensions `WITH TOTALS`, so that a breakdown and its total come from one
-//! statement and reconcile. Values are bound, never spliced; the tenant is the first bind.
+//! statement and reconcile. Values are bound, never spliced (each piece of text is appended
+//! with its own binds, so binds follow the text's order); the tenant comes from the key.
 //! Every statement reads final rows (`FINAL`; merged sessions are `deleted = 1`) and filters
 //! on the tables' leading sort key `(tenant, time)`. It runs on ClickHouse 18.16 and later:
 //! no CTEs, joins as `ANY LEFT JOIN … USING`.
@@ -189,26 +190,7 @@ fn statement(query: &Query, period: &Period, scope: Scope, aggregates: &[Aggrega
         .map(|aggregate| format!("{} AS {}", aggregate.sql(), aggregate.alias()))
         .collect();
     sql.push(&columns.join(", "));
-    match scope {
-        Scope::Event => {
-            sql.push(" FROM events FINAL");
-            if needs_visit_columns(query) {
-                sql.append(table.visit_columns_join(&query.tenant));
-            }
-            sql.push(" WHERE ")
-                .append(event_base(&query.tenant, period, query.include_bots));
-        }
-        Scope::Visit => {
-            sql.push(" FROM sessions FINAL WHERE ").append(visit_base(
-                &query.tenant,
-                period.from,
-                period.to,
-            ));
-        }
-    }
-    for filter in &query.filters {
-        sql.push(" AND ").append(table.filter(query, filter));
-    }
+    sql.append(table.source(query));
     if !query.dimensions.is_empty() {
         let groups: Vec<String> = (0..query.dimensions.len())
             .map(|index| format!("d{index}"))
@@ -273,6 +255,36 @@ struct Table<'a> {
 }
 
 impl Table<'_> {
+    /// `FROM … WHERE …`: the table's rows the query counts (the base rows of the period, with
+    /// each event's visit attributes joined when the query reads them) and its filters.
+    fn source(&self, query: &Query) -> Statement {
+        let mut sql = Statement::default();
+        match self.scope {
+            Scope::Event => {
+                sql.push(" FROM events FINAL");
+                if needs_visit_columns(query) {
+                    sql.append(self.visit_columns_join(&query.tenant));
+                }
+                sql.push(" WHERE ").append(event_base(
+                    &query.tenant,
+                    self.period,
+                    query.include_bots,
+                ));
+            }
+            Scope::Visit => {
+                sql.push(" FROM sessions FINAL WHERE ").append(visit_base(
+                    &query.tenant,
+                    self.period.from,
+                    self.period.to,
+                ));
+            }
+        }
+        for filter in &query.filters {
+            sql.push(" AND ").append(self.filter(query, filter));
+        }
+        sql
+    }
+
     /// The dimension's value as a string (time buckets: local dates, or Unix seconds for
     /// hours and minutes, whose local labels may repeat on a DST day).
     fn dimension(&self, dimension: &Dimension) -> Statement {
@@ -432,51 +444,54 @@ impl Table<'_> {
         if condition.dimension == Dimension::Goal {
             return self.goal_filter(condition, operator, negated);
         }
-        let value = self.dimension(&condition.dimension);
-        let value = if condition.case_sensitive || operator == Operator::Matches {
-            value
-        } else {
-            let mut lowered = Statement::default();
-            lowered.push("lowerUTF8(").append(value).push(")");
-            lowered
-        };
-        let mut sql = Statement::default();
-        if negated {
-            sql.push("NOT ");
-        }
-        sql.push("(");
-        for (index, clause) in condition.clauses.iter().enumerate() {
-            if index > 0 {
-                sql.push(" OR ");
+        // Case-insensitive: both sides through ClickHouse's `lowerUTF8`, so that they are
+        // folded by the same rules.
+        let fold = !condition.case_sensitive && operator != Operator::Matches;
+        let wrap = |inner: Statement| {
+            let mut sql = Statement::default();
+            if fold {
+                sql.push("lowerUTF8(").append(inner).push(")");
+            } else {
+                sql.append(inner);
             }
-            let clause = if operator == Operator::Is {
-                stored_value(&condition.dimension, clause)
+            sql
+        };
+        let clause_sql = |clause: &str| {
+            let mut bound = Statement::default();
+            bound.bind(clause.to_owned());
+            wrap(bound)
+        };
+        let value = wrap(self.dimension(&condition.dimension));
+        let mut sql = Statement::default();
+        sql.push(if negated { "NOT (" } else { "(" });
+        if operator == Operator::Is {
+            sql.append(value).push(" IN (");
+            for (index, clause) in condition.clauses.iter().enumerate() {
+                if index > 0 {
+                    sql.push(", ");
+                }
+                sql.append(clause_sql(&stored_value(&condition.dimension, clause)));
+            }
+            sql.push(")");
+        } else {
+            let function = if operator == Operator::Contains {
+                "position"
             } else {
-                clause.clone()
+                "match"
             };
-            let clause = if condition.case_sensitive || operator == Operator::Matches {
-                clause
-            } else {
-                clause.to_lowercase()
-            };
-            match operator {
-                Operator::Is => {
-                    sql.append(value.clone()).push(" = ").bind(clause);
+            for (index, clause) in condition.clauses.iter().enumerate() {
+                if index > 0 {
+                    sql.push(" OR ");
                 }
-                Operator::Contains => {
-                    sql.push("position(")
-                        .append(value.clone())
-                        .push(", ")
-                        .bind(clause)
-                        .push(") > 0");
-                }
-                _ => {
-                    sql.push("match(")
-                        .append(value.clone())
-                        .push(", ")
-                        .bind(clause)
-                        .push(")");
-                }
+                sql.push(&format!("{function}("))
+                    .append(value.clone())
+                    .push(", ")
+                    .append(clause_sql(clause))
+                    .push(if operator == Operator::Contains {
+                        ") > 0"
+                    } else {
+                        ")"
+                    });
             }
         }
         sql.push(")");
@@ -521,15 +536,7 @@ pub fn funnel_statement(query: &Query, funnel: &super::funnel::Funnel) -> Statem
         Some(dimension) => sql.append(table.dimension(dimension)),
         None => sql.push("''"),
     };
-    sql.push(")) AS events FROM events FINAL");
-    if needs_visit_columns(query) {
-        sql.append(table.visit_columns_join(&query.tenant));
-    }
-    sql.push(" WHERE ")
-        .append(event_base(&query.tenant, &reach, query.include_bots));
-    for filter in &query.filters {
-        sql.push(" AND ").append(table.filter(query, filter));
-    }
+    sql.push(")) AS events").append(table.source(query));
     sql.push(" AND ")
         .append(mask)
         .push(" != 0 GROUP BY person_id");
@@ -591,6 +598,33 @@ fn goal_condition(goal: &Goal) -> Statement {
             sql.push("0");
         }
     }
+    sql
+}
+
+/// Weekly retention: per cohort (the local Monday of a person's first activity in the
+/// period) and weeks since, the persons active again: `(cohort "YYYY-MM-DD", offset, persons)`,
+/// ordered by cohort and offset. One pass over the events: each person's set of active
+/// weeks, whose least is the cohort.
+pub fn retention_statement(query: &Query) -> Statement {
+    let table = Table {
+        scope: Scope::Event,
+        period: &query.period,
+        goals: &query.goals,
+    };
+    let mut sql = Statement::default();
+    sql.push(
+        "SELECT toString(first_week) AS cohort, \
+         toUInt32(intDiv(toRelativeDayNum(week) - toRelativeDayNum(first_week), 7)) AS offset, \
+         count() AS persons FROM (SELECT active_weeks, arrayReduce('min', active_weeks) AS first_week \
+         FROM (SELECT person_id, groupUniqArray(toMonday(event_time, ",
+    )
+    .bind(query.period.zone.name())
+    .push(")) AS active_weeks")
+    .append(table.source(query))
+    .push(
+        " GROUP BY person_id)) ARRAY JOIN active_weeks AS week \
+         GROUP BY first_week, offset ORDER BY first_week, offset",
+    );
     sql
 }
 

@@ -16,7 +16,7 @@ use std::collections::BTreeMap;
 use clickhouse::Client;
 use serde::Deserialize;
 
-use super::compile::{Statement, funnel_statement};
+use super::compile::funnel_statement;
 use super::model::{Filter, Query};
 use crate::error::ApiError;
 
@@ -50,6 +50,24 @@ pub struct FunnelGroup {
     pub steps: Vec<StepCount>,
     /// Persons left out because an exclusion voided every attempt.
     pub excluded: u64,
+}
+
+impl FunnelGroup {
+    /// Step `index`'s conversion from the previous step and from the first: shares of
+    /// persons (0-1), undefined when nobody reached the step before.
+    pub fn conversions(&self, index: usize) -> (Option<f64>, Option<f64>) {
+        let persons = |i: usize| self.steps.get(i).map_or(0, |s| s.persons) as f64;
+        let share = |part: f64, whole: f64| (whole > 0.0).then(|| part / whole);
+        let previous = if index == 0 {
+            persons(0)
+        } else {
+            persons(index - 1)
+        };
+        (
+            share(persons(index), previous),
+            share(persons(index), persons(0)),
+        )
+    }
 }
 
 /// A funnel's answer.
@@ -99,28 +117,28 @@ pub fn progress(events: &mut [FunnelEvent], steps: usize, window_ms: i64) -> Opt
         (a.time_ms, a.received_ms, &a.message_id).cmp(&(b.time_ms, b.received_ms, &b.message_id))
     });
     let mut best: Option<Progress> = None;
-    let mut any_start = false;
+    let mut first_label = None;
     for (start, first) in events.iter().enumerate() {
         if first.mask & 1 == 0 || !first.in_period {
             continue;
         }
-        any_start = true;
+        first_label.get_or_insert_with(|| first.label.clone());
         let mut reached = 1;
-        let mut void = false;
-        for event in &events[start + 1..] {
+        let mut last_step = start;
+        let mut exclusions = Vec::new();
+        for (index, event) in events.iter().enumerate().skip(start + 1) {
             if event.time_ms - first.time_ms > window_ms || reached == steps {
                 break;
             }
             if event.mask & EXCLUSION_BIT != 0 {
-                void = true;
-                break;
-            }
-            if event.mask & (1 << reached) != 0 {
+                exclusions.push(index);
+            } else if event.mask & (1 << reached) != 0 {
                 reached += 1;
+                last_step = index;
             }
         }
-        // An exclusion voids the attempt only if it came before the funnel was completed.
-        if void {
+        // Only an exclusion between the first step and the last step reached voids it.
+        if exclusions.iter().any(|index| *index < last_step) {
             continue;
         }
         // Of equal attempts the latest counts: its window is the one still open.
@@ -134,15 +152,14 @@ pub fn progress(events: &mut [FunnelEvent], steps: usize, window_ms: i64) -> Opt
             });
         }
     }
-    match (best, any_start) {
-        (Some(best), _) => Some(best),
-        (None, true) => Some(Progress {
+    // Every attempt void: excluded, under the label of its first first step.
+    best.or_else(|| {
+        first_label.map(|label| Progress {
             reached: 0,
             started_ms: 0,
-            label: String::new(),
-        }),
-        (None, false) => None,
-    }
+            label,
+        })
+    })
 }
 
 /// An event as the statement's tuple: time, receipt, id, mask, in the period, label.
@@ -161,18 +178,7 @@ pub async fn run(
     funnel: &Funnel,
 ) -> Result<FunnelAnswer, ApiError> {
     let complete_until_ms = crate::queries::progress(client, &query.tenant).await?;
-    let Statement { sql, binds } = funnel_statement(query, funnel);
-    let bytes = binds
-        .iter()
-        .fold(client.query(&sql), |q, value| q.bind(value.as_str()))
-        .with_setting("output_format_json_quote_64bit_integers", "0")
-        .fetch_bytes("JSONCompact")?
-        .collect()
-        .await?;
-    let output: Output = serde_json::from_slice(&bytes).map_err(|error| {
-        tracing::error!(%error, "ClickHouse answered a funnel with unreadable JSON");
-        ApiError::Unavailable
-    })?;
+    let output: Output = super::run::fetch_json(client, &funnel_statement(query, funnel)).await?;
     let steps = funnel.steps.len();
     let open_after_ms = complete_until_ms.unwrap_or(i64::MIN);
     let mut all = FunnelGroup {

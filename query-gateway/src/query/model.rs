@@ -460,6 +460,9 @@ pub enum CompareMode {
     YearOverYear,
     /// A range of the caller's: [`Comparison::range`].
     Custom,
+    /// Exactly the same length immediately before, never cut (the dashboard's "previous
+    /// range").
+    SameLengthBefore,
 }
 
 /// A comparison with another period.
@@ -469,7 +472,7 @@ pub struct Comparison {
     pub mode: CompareMode,
     /// For [`CompareMode::Custom`]: first and last local date, inclusive.
     pub range: Option<(chrono::NaiveDate, chrono::NaiveDate)>,
-    /// Move the comparison's start to the nearest earlier day of the same weekday.
+    /// Move the comparison's start to the nearest day of the source's weekday.
     pub match_day_of_week: bool,
 }
 

@@ -131,6 +131,11 @@ fn shift_months(date: NaiveDate, months: i32) -> NaiveDate {
 impl Period {
     /// The period of local dates `first..=last`.
     pub fn dates(zone: Tz, first: NaiveDate, last: NaiveDate) -> Result<Period, RangeError> {
+        // ClickHouse's `DateTime` spans 1970 to 2106; checked first, so that no date
+        // arithmetic below can overflow on a date a client made up.
+        if !(1970..=2105).contains(&first.year()) || !(1970..=2105).contains(&last.year()) {
+            return Err(RangeError::OutOfBounds);
+        }
         if last < first {
             return Err(RangeError::Reversed);
         }
@@ -228,11 +233,15 @@ impl Period {
     /// The period `comparison` compares this one (resolved at `now`) with.
     pub fn compared(&self, comparison: &Comparison, now: i64) -> Result<Period, RangeError> {
         let zone = self.zone;
+        if comparison.mode == CompareMode::SameLengthBefore {
+            let length = self.to - self.from;
+            return Period::instants(zone, self.from - length, self.from);
+        }
         if !self.is_whole_days() {
             // Instants (24h, exact times): shifted by their length, or by a year.
             let length = self.to - self.from;
             return match comparison.mode {
-                CompareMode::PreviousPeriod => {
+                CompareMode::PreviousPeriod | CompareMode::SameLengthBefore => {
                     let shift = if comparison.match_day_of_week {
                         length.div_euclid(7 * 86_400).max(1) * 7 * 86_400
                     } else {
@@ -253,7 +262,7 @@ impl Period {
         }
         let today = local_date(zone, now);
         let (first, last) = match comparison.mode {
-            CompareMode::PreviousPeriod => {
+            CompareMode::PreviousPeriod | CompareMode::SameLengthBefore => {
                 // A range that ends in the future is compared as far as it has happened.
                 let last = self.last.min(today.max(self.first));
                 let days = (last - self.first).num_days() + 1;
@@ -266,11 +275,7 @@ impl Period {
             CompareMode::Custom => return self.custom(comparison),
         };
         let (first, last) = if comparison.match_day_of_week {
-            let behind = (first.weekday().num_days_from_monday() + 7
-                - self.first.weekday().num_days_from_monday())
-                % 7;
-            let behind = Duration::days(i64::from(behind));
-            (first - behind, last - behind)
+            match_day_of_week(self.first, first, last)
         } else {
             (first, last)
         };
@@ -281,6 +286,23 @@ impl Period {
         let (first, last) = comparison.range.ok_or(RangeError::Reversed)?;
         Period::dates(self.zone, first, last)
     }
+}
+
+/// Moves a comparison `first..=last` to the nearest start on the source's weekday, never onto
+/// the source's own start (Plausible's `comparisons.ex`).
+fn match_day_of_week(
+    source: NaiveDate,
+    first: NaiveDate,
+    last: NaiveDate,
+) -> (NaiveDate, NaiveDate) {
+    let ahead = i64::from(
+        (source.weekday().num_days_from_monday() + 7 - first.weekday().num_days_from_monday()) % 7,
+    );
+    let mut shift = if ahead <= 3 { ahead } else { ahead - 7 };
+    if first + Duration::days(shift) >= source {
+        shift -= 7;
+    }
+    (first + Duration::days(shift), last + Duration::days(shift))
 }
 
 #[cfg(test)]
@@ -391,10 +413,19 @@ mod tests {
             compare(CompareMode::YearOverYear, false),
             (date("2025-12-01"), date("2025-12-31"))
         );
-        // 2026-12-01 is a Tuesday; 2025-12-01 a Monday: matched back to Tuesday 2025-11-25.
+        // 2026-12-01 is a Tuesday; 2025-12-01 a Monday: matched to the nearest Tuesday.
         assert_eq!(
             compare(CompareMode::YearOverYear, true),
-            (date("2025-11-25"), date("2025-12-25"))
+            (date("2025-12-02"), date("2026-01-01"))
+        );
+        // The same length before, not cut at today (the dashboard's previous range).
+        assert_eq!(
+            compare(CompareMode::SameLengthBefore, false),
+            (date("2026-10-31"), date("2026-11-30"))
+        );
+        assert_eq!(
+            Period::dates(Tz::UTC, NaiveDate::MAX, NaiveDate::MAX),
+            Err(RangeError::OutOfBounds)
         );
         let leap = Period::dates(Tz::UTC, date("2024-02-29"), date("2024-02-29")).unwrap();
         let comparison = Comparison {

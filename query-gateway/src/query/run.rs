@@ -76,12 +76,15 @@ pub struct Answer {
 }
 
 /// The change from `before` to `now` as Plausible reports it (`lib/plausible/stats/compare.ex`):
-/// for a rate (bounce rate, percentage) the difference in points, else the percent change,
-/// 100 from nothing to something, 0 from nothing to nothing.
+/// for the bounce rate the difference of the rounded rates in points (none from a rate of 0),
+/// for the conversion rate the difference in points to one decimal, for everything else the
+/// percent change rounded to an integer, 100 from nothing to something, 0 from nothing to
+/// nothing.
 pub fn change(metric: Metric, before: Value, now: Value) -> Option<f64> {
     let (before, now) = (before.number()?, now.number()?);
     match metric {
-        Metric::BounceRate | Metric::Percentage => (before != 0.0).then_some(now - before),
+        Metric::BounceRate => (before != 0.0).then(|| now.round() - before.round()),
+        Metric::ConversionRate => Some(((now - before) * 10.0).round() / 10.0),
         _ if before == 0.0 => Some(if now > 0.0 { 100.0 } else { 0.0 }),
         _ => Some(((now - before) / before * 100.0).round()),
     }
@@ -114,7 +117,9 @@ fn metric_value(metric: Metric, sums: &Sums, of: &Groups) -> Value {
         Metric::VisitDuration => per_visit(get(Aggregate::DurationMs, sums) as f64 / 1000.0),
         Metric::ViewsPerVisit => per_visit(get(Aggregate::VisitPageviews, sums) as f64),
         Metric::Percentage => {
-            let all = get(Aggregate::Visitors, totals);
+            let all = of
+                .percentage_base
+                .unwrap_or_else(|| get(Aggregate::Visitors, totals));
             Value::Ratio(
                 (all > 0).then(|| get(Aggregate::Visitors, sums) as f64 * 100.0 / all as f64),
             )
@@ -138,6 +143,9 @@ struct Groups {
     /// Visitors of the query without its goal and property filters and dimensions: what
     /// `conversion_rate` divides by.
     conversion_base: u64,
+    /// With a goal dimension, the totals count only converting visitors: `percentage`
+    /// divides by the visitors of the query without dimensions instead.
+    percentage_base: Option<u64>,
 }
 
 /// ClickHouse's `JSONCompact` output, as far as it is read.
@@ -166,24 +174,34 @@ fn as_string(value: &serde_json::Value) -> String {
     }
 }
 
+/// Runs `statement` and reads ClickHouse's `JSONCompact` answer into `T` (64-bit integers as
+/// numbers).
+pub(crate) async fn fetch_json<T: serde::de::DeserializeOwned>(
+    client: &Client,
+    statement: &super::compile::Statement,
+) -> Result<T, ApiError> {
+    let bytes = statement
+        .binds
+        .iter()
+        .fold(client.query(&statement.sql), |query, value| {
+            query.bind(value.as_str())
+        })
+        .with_setting("output_format_json_quote_64bit_integers", "0")
+        .fetch_bytes("JSONCompact")?
+        .collect()
+        .await?;
+    serde_json::from_slice(&bytes).map_err(|error| {
+        tracing::error!(%error, "ClickHouse answered a query with unreadable JSON");
+        ApiError::Unavailable
+    })
+}
+
 async fn fetch(
     client: &Client,
     compiled: &Compiled,
     dimensions: usize,
 ) -> Result<Groups, ApiError> {
-    let query = compiled
-        .statement
-        .binds
-        .iter()
-        .fold(client.query(&compiled.statement.sql), |query, value| {
-            query.bind(value.as_str())
-        })
-        .with_setting("output_format_json_quote_64bit_integers", "0");
-    let bytes = query.fetch_bytes("JSONCompact")?.collect().await?;
-    let output: JsonCompact = serde_json::from_slice(&bytes).map_err(|error| {
-        tracing::error!(%error, "ClickHouse answered a query with unreadable JSON");
-        ApiError::Unavailable
-    })?;
+    let output: JsonCompact = fetch_json(client, &compiled.statement).await?;
     let sums = |values: &[serde_json::Value]| -> Sums {
         compiled
             .aggregates
@@ -217,7 +235,11 @@ async fn groups(client: &Client, query: &Query, period: &Period) -> Result<Group
             .await?;
     let mut merged = Groups::default();
     if query.metrics.contains(&Metric::ConversionRate) {
-        merged.conversion_base = conversion_base(client, query, period).await?;
+        merged.conversion_base = visitors_without_dimensions(client, query, period, true).await?;
+    }
+    if query.metrics.contains(&Metric::Percentage) && query.dimensions.contains(&Dimension::Goal) {
+        merged.percentage_base =
+            Some(visitors_without_dimensions(client, query, period, false).await?);
     }
     for groups in fetched {
         merged.totals.extend(groups.totals);
@@ -228,9 +250,14 @@ async fn groups(client: &Client, query: &Query, period: &Period) -> Result<Group
     Ok(merged)
 }
 
-/// Plausible's denominator of `conversion_rate`: the visitors of the same query without its
-/// top-level goal and property filters, over all dimensions.
-async fn conversion_base(client: &Client, query: &Query, period: &Period) -> Result<u64, ApiError> {
+/// The visitors of the same query over all dimensions; `conversion` leaves out its top-level
+/// goal and property filters too (Plausible's denominator of `conversion_rate`).
+async fn visitors_without_dimensions(
+    client: &Client,
+    query: &Query,
+    period: &Period,
+    conversion: bool,
+) -> Result<u64, ApiError> {
     let base = Query {
         metrics: vec![Metric::Visitors],
         dimensions: Vec::new(),
@@ -238,7 +265,8 @@ async fn conversion_base(client: &Client, query: &Query, period: &Period) -> Res
             .filters
             .iter()
             .filter(|filter| {
-                !matches!(filter, Filter::Condition(condition)
+                !conversion
+                    || !matches!(filter, Filter::Condition(condition)
                     if matches!(condition.dimension, Dimension::Goal | Dimension::Property(_)))
             })
             .cloned()
@@ -285,81 +313,51 @@ pub async fn run(client: &Client, query: &Query, now: i64) -> Result<Answer, Api
     let time = query
         .dimensions
         .iter()
-        .position(|dimension| matches!(dimension, Dimension::Time(_)));
-    let time_keys = time.map(|index| match &query.dimensions[index] {
-        Dimension::Time(granularity) => bucket_keys(*granularity, &query.period),
-        _ => Vec::new(),
-    });
+        .enumerate()
+        .find_map(|(index, d)| match d {
+            Dimension::Time(granularity) => Some((index, *granularity)),
+            _ => None,
+        });
+    let time_keys = time.map_or_else(Vec::new, |(_, g)| bucket_keys(g, &query.period));
+    // Bucket i of the period is compared with bucket i of the comparison's.
+    let to_compared: HashMap<String, String> = match (time, &comparison_period) {
+        (Some((_, granularity)), Some(period)) => time_keys
+            .iter()
+            .cloned()
+            .zip(bucket_keys(granularity, period))
+            .collect(),
+        _ => HashMap::new(),
+    };
     let mut keys: Vec<Vec<String>> = main.by_key.keys().cloned().collect();
     // Compared over time, every bucket has a row, so that each has its comparison.
-    if let (Some(keys_of_time), Some(_), 1) = (&time_keys, &compared, query.dimensions.len()) {
-        for key in keys_of_time {
+    if compared.is_some() && time.is_some() && query.dimensions.len() == 1 {
+        for key in &time_keys {
             if !main.by_key.contains_key(std::slice::from_ref(key)) {
                 keys.push(vec![key.clone()]);
             }
         }
     }
-    let empty = Sums::new();
-    let values = |key: &Vec<String>, groups: &Groups| -> Vec<Value> {
-        let sums = groups.by_key.get(key).unwrap_or(&empty);
-        query
-            .metrics
-            .iter()
-            .map(|metric| metric_value(*metric, sums, groups))
-            .collect()
-    };
     let mut rows: Vec<(Vec<String>, Vec<Value>)> = keys
         .into_iter()
         .map(|key| {
-            let v = values(&key, &main);
-            (key, v)
+            let values = metric_values(query, &key, &main);
+            (key, values)
         })
         .collect();
     sort(query, &mut rows);
     let total_rows = rows.len();
-    let page: Vec<(Vec<String>, Vec<Value>)> = rows
+    let compared_period = comparison_period.as_ref().unwrap_or(&query.period);
+    let rows = rows
         .into_iter()
         .skip(query.offset)
         .take(query.limit)
-        .collect();
-    let compared_keys = match (
-        &comparison_period,
-        time,
-        &query.dimensions.get(time.unwrap_or(0)),
-    ) {
-        (Some(period), Some(_), Some(Dimension::Time(granularity))) => {
-            bucket_keys(*granularity, period)
-        }
-        _ => Vec::new(),
-    };
-    let rows = page
-        .into_iter()
         .map(|(key, metrics)| {
             let comparison = compared.as_ref().map(|other| {
                 let mut other_key = key.clone();
-                if let (Some(index), Some(keys_of_time)) = (time, &time_keys) {
-                    let position = keys_of_time.iter().position(|k| *k == key[index]);
-                    other_key[index] = position
-                        .and_then(|position| compared_keys.get(position))
-                        .cloned()
-                        .unwrap_or_default();
+                if let Some((index, _)) = time {
+                    other_key[index] = to_compared.get(&key[index]).cloned().unwrap_or_default();
                 }
-                let before = values(&other_key, other);
-                let change = query
-                    .metrics
-                    .iter()
-                    .zip(before.iter().zip(&metrics))
-                    .map(|(metric, (before, now))| change(*metric, *before, *now))
-                    .collect();
-                Compared {
-                    dimensions: labels(
-                        query,
-                        comparison_period.as_ref().unwrap_or(&query.period),
-                        &other_key,
-                    ),
-                    metrics: before,
-                    change,
-                }
+                compare(query, compared_period, &other_key, other, &metrics)
             });
             Row {
                 dimensions: labels(query, &query.period, &key),
@@ -374,12 +372,12 @@ pub async fn run(client: &Client, query: &Query, now: i64) -> Result<Answer, Api
         .iter()
         .map(|metric| metric_value(*metric, &main.totals, &main))
         .collect();
-    let time_labels = match (time, time_keys) {
-        (Some(index), Some(keys)) => keys
+    let time_labels = match time {
+        Some((index, _)) => time_keys
             .iter()
             .map(|key| label(&query.dimensions[index], &query.period, key))
             .collect(),
-        _ => Vec::new(),
+        None => Vec::new(),
     };
     Ok(Answer {
         rows,
@@ -389,6 +387,39 @@ pub async fn run(client: &Client, query: &Query, now: i64) -> Result<Answer, Api
         complete_until_ms,
         comparison_period,
     })
+}
+
+/// The query's metrics for the group `key` of `groups`.
+fn metric_values(query: &Query, key: &[String], groups: &Groups) -> Vec<Value> {
+    let empty = Sums::new();
+    let sums = groups.by_key.get(key).unwrap_or(&empty);
+    query
+        .metrics
+        .iter()
+        .map(|metric| metric_value(*metric, sums, groups))
+        .collect()
+}
+
+/// The comparison period's group `key`, and the change from it to `now`.
+fn compare(
+    query: &Query,
+    period: &Period,
+    key: &[String],
+    groups: &Groups,
+    now: &[Value],
+) -> Compared {
+    let before = metric_values(query, key, groups);
+    let change = query
+        .metrics
+        .iter()
+        .zip(before.iter().zip(now))
+        .map(|(metric, (before, now))| change(*metric, *before, *now))
+        .collect();
+    Compared {
+        dimensions: labels(query, period, key),
+        metrics: before,
+        change,
+    }
 }
 
 /// Orders rows by the query's keys, then by their dimensions ascending (raw values: time

@@ -414,12 +414,26 @@ pub async fn fixture(base: i64) -> Fixture {
 
 impl Fixture {
     pub async fn get(&self, key: Option<&str>, path: &str) -> (StatusCode, Value) {
-        let mut request = Request::get(path);
+        self.send(key, Request::get(path), Body::empty()).await
+    }
+
+    /// `POST` of a JSON body.
+    pub async fn post(&self, key: Option<&str>, path: &str, body: &Value) -> (StatusCode, Value) {
+        let request = Request::post(path).header(header::CONTENT_TYPE, "application/json");
+        self.send(key, request, Body::from(body.to_string())).await
+    }
+
+    async fn send(
+        &self,
+        key: Option<&str>,
+        mut request: axum::http::request::Builder,
+        body: Body,
+    ) -> (StatusCode, Value) {
         if let Some(key) = key {
             request = request.header(header::AUTHORIZATION, format!("Bearer {key}"));
         }
         let response = router(self.state.clone())
-            .oneshot(request.body(Body::empty()).unwrap())
+            .oneshot(request.body(body).unwrap())
             .await
             .unwrap();
         let status = response.status();
