@@ -44,8 +44,9 @@ impl Filters {
 }
 
 const MAX_RANGE_SECS: i64 = 366 * 24 * 3600;
-const KNOWN: [&str; 13] = [
+const KNOWN: [&str; 14] = [
     "timezone",
+    "bots",
     "exclude",
     "breakdown",
     "from",
@@ -234,6 +235,18 @@ impl Params {
                     parameter: "window".into(),
                     message: format!("must be seconds from 1 to {MAX_WINDOW_SECS}"),
                 }),
+        }
+    }
+
+    /// `bots=include` counts the events flagged `is_bot` (left out by default).
+    pub fn include_bots(&self) -> Result<bool, ApiError> {
+        match self.raw.get("bots").map(String::as_str) {
+            None | Some("exclude") => Ok(false),
+            Some("include") => Ok(true),
+            Some(_) => Err(ApiError::BadParameter {
+                parameter: "bots".into(),
+                message: "must be include or exclude".into(),
+            }),
         }
     }
 

@@ -73,7 +73,7 @@ fn base(
         order_by: Vec::new(),
         offset: 0,
         limit: usize::MAX,
-        include_bots: false,
+        include_bots: params.include_bots()?,
         goals: tenant.goals.clone(),
     })
 }

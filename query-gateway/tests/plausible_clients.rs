@@ -61,11 +61,23 @@ async fn fixture() -> Arc<AppState> {
         .path("/pricing")
         .name("Signed Up"),
     ];
+    // A crawler's page view, flagged by the gateway, inside s2's visit (so visit metrics are
+    // unchanged): left out of event metrics unless bots are asked for.
+    let mut crawler = Event::new(
+        "acme",
+        "b1",
+        "page",
+        DAY1_MS + 11 * HOUR_MS + MINUTE_MS,
+        "crawler",
+        "s2",
+    )
+    .path("/");
+    crawler.bot = true;
     let now_ms = chrono::Utc::now().timestamp_millis();
     let live = [Event::new("acme", "a6", "page", now_ms - MINUTE_MS, "v9", "s9").path("/")];
     let other =
         [Event::new("globex", "g1", "page", DAY1_MS + 10 * HOUR_MS, "w1", "t1").path("/secret")];
-    let events: Vec<Event> = [&s1[..], &s2, &s3, &live, &other].concat();
+    let events: Vec<Event> = [&s1[..], &s2, &s3, &live, &other, &[crawler]].concat();
     let visits = [
         Visit::of(&s1, "news"),
         Visit::of(&s2, ""),
@@ -454,6 +466,24 @@ async fn every_door_gives_the_same_numbers() {
             v1["visit_duration"]["value"]
         ]);
         assert_eq!(v2_body["results"][0]["metrics"], expected, "{v2_body}");
+        // Bots asked for: the crawler's page view counts where `/` does.
+        let with_bots = get(
+            &state,
+            &format!("/api/overview?from={from}&to={to}{overview_filter}&bots=include"),
+        )
+        .await;
+        let bot_views = if overview_filter == "&utm_source=news" {
+            0
+        } else {
+            1
+        };
+        assert_eq!(
+            with_bots["current"]["page_views"].as_u64(),
+            current["page_views"]
+                .as_u64()
+                .map(|views| views + bot_views),
+            "{with_bots}"
+        );
         assert_eq!(
             from_overview, v2_body["results"][0]["metrics"],
             "{overview_filter}: {overview} vs {v2_body}"

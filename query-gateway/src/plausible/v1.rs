@@ -13,7 +13,7 @@ use axum::Json;
 use axum::extract::{Query as QueryString, State};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
-use chrono::{Duration, NaiveDate};
+use chrono::NaiveDate;
 use serde_json::{Map, Value as Json_, json};
 
 use super::{PlausibleError, authorize, value_json, zone};
@@ -22,7 +22,7 @@ use crate::query::model::{
     CompareMode, Comparison, Condition, Dimension, Filter, Granularity, Metric, Operator, Query,
     VisitAttribute, wildcard_regex,
 };
-use crate::query::range::{Period, local_date};
+use crate::query::range::{DateRange, Period, local_date};
 use crate::query::run::{Answer, Row, Value, empty_value, run};
 
 type Result<T> = std::result::Result<T, PlausibleError>;
@@ -173,12 +173,13 @@ pub fn parse(
         Period::instants(zone, now - 300, now + 1)
             .map_err(|error| PlausibleError::bad(error.to_string()))?
     } else {
-        let (first, last) = period(
+        let (range, today) = period(
             get("period").unwrap_or("30d"),
             get("date"),
             local_date(zone, now),
         )?;
-        Period::dates(zone, first, last).map_err(|error| PlausibleError::bad(error.to_string()))?
+        Period::resolve_on(&range, zone, today, now, None)
+            .map_err(|error| PlausibleError::bad(error.to_string()))?
     };
     let mut metrics = if endpoint == Endpoint::Realtime {
         vec![Metric::Visitors]
@@ -287,9 +288,9 @@ pub fn parse(
     Ok(query)
 }
 
-/// v1's periods, relative to `date` (default today): `7d`/`30d` are the days before it,
-/// `6mo`/`12mo` end with its month.
-fn period(name: &str, date: Option<&str>, today: NaiveDate) -> Result<(NaiveDate, NaiveDate)> {
+/// v1's periods as date ranges, and the day they are relative to (`date`, default today):
+/// `7d`/`30d` are the days before it, `month` its month, `6mo`/`12mo` end with its month.
+fn period(name: &str, date: Option<&str>, today: NaiveDate) -> Result<(DateRange, NaiveDate)> {
     let parse_date = |text: &str| {
         text.trim().parse::<NaiveDate>().map_err(|_| {
             PlausibleError::bad("Error parsing `date` parameter: invalid_format. Please specify a valid date in ISO-8601 format.")
@@ -306,31 +307,26 @@ fn period(name: &str, date: Option<&str>, today: NaiveDate) -> Result<(NaiveDate
                 "Invalid format for `date` parameter. When using a custom period, please include two ISO-8601 formatted dates joined by a comma. See {PERIODS_DOC}"
             )));
         };
-        return Ok((parse_date(first)?, parse_date(last)?));
+        return Ok((
+            DateRange::Dates(parse_date(first)?, parse_date(last)?),
+            today,
+        ));
     }
     let date = date.map(parse_date).transpose()?.unwrap_or(today);
-    let month_start = |d: NaiveDate| d - Duration::days(i64::from(chrono::Datelike::day(&d)) - 1);
-    let months_back = |n: u32| {
-        month_start(date)
-            .checked_sub_months(chrono::Months::new(n))
-            .unwrap_or(date)
+    let range = match name {
+        "day" => DateRange::Day,
+        "7d" => DateRange::Days(7),
+        "30d" => DateRange::Days(30),
+        "month" => DateRange::Month,
+        "6mo" => DateRange::MonthsThrough(6),
+        "12mo" => DateRange::MonthsThrough(12),
+        other => {
+            return Err(PlausibleError::bad(format!(
+                "Error parsing `period` parameter: invalid period `{other}`. Please find accepted values in our docs: {PERIODS_DOC}"
+            )));
+        }
     };
-    let month_end = |d: NaiveDate| {
-        month_start(d)
-            .checked_add_months(chrono::Months::new(1))
-            .map_or(d, |next| next - Duration::days(1))
-    };
-    match name {
-        "day" => Ok((date, date)),
-        "7d" => Ok((date - Duration::days(7), date - Duration::days(1))),
-        "30d" => Ok((date - Duration::days(30), date - Duration::days(1))),
-        "month" => Ok((month_start(date), month_end(date))),
-        "6mo" => Ok((months_back(5), month_end(date))),
-        "12mo" => Ok((months_back(11), month_end(date))),
-        other => Err(PlausibleError::bad(format!(
-            "Error parsing `period` parameter: invalid period `{other}`. Please find accepted values in our docs: {PERIODS_DOC}"
-        ))),
-    }
+    Ok((range, date))
 }
 
 fn metrics(text: &str) -> Result<Vec<Metric>> {
@@ -563,20 +559,23 @@ mod tests {
     fn v1_periods_are_relative_to_the_date() {
         let day = |text: &str| text.parse::<NaiveDate>().unwrap();
         let today = day("2026-12-03");
+        let dates = |name: &str, date: Option<&str>| {
+            let (range, on) = period(name, date, today).unwrap();
+            let period = Period::resolve_on(&range, chrono_tz::Tz::UTC, on, 0, None).unwrap();
+            (period.first, period.last)
+        };
+        assert_eq!(dates("7d", None), (day("2026-11-26"), day("2026-12-02")));
         assert_eq!(
-            period("7d", None, today).unwrap(),
-            (day("2026-11-26"), day("2026-12-02"))
-        );
-        assert_eq!(
-            period("month", Some("2026-02-10"), today).unwrap(),
+            dates("month", Some("2026-02-10")),
             (day("2026-02-01"), day("2026-02-28"))
         );
+        assert_eq!(dates("6mo", None), (day("2026-07-01"), day("2026-12-31")));
         assert_eq!(
-            period("6mo", None, today).unwrap(),
-            (day("2026-07-01"), day("2026-12-31"))
+            dates("12mo", Some("2026-03-15")),
+            (day("2025-04-01"), day("2026-03-31"))
         );
         assert_eq!(
-            period("custom", Some("2026-01-01,2026-01-31"), today).unwrap(),
+            dates("custom", Some("2026-01-01,2026-01-31")),
             (day("2026-01-01"), day("2026-01-31"))
         );
         assert!(period("custom", None, today).is_err());

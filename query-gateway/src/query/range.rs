@@ -26,6 +26,8 @@ pub enum DateRange {
     Month,
     /// `<n>mo`: the `n` whole months before this one (this month excluded).
     Months(u32),
+    /// The `n` months that end with this one, whole (v1's `6mo` and `12mo`).
+    MonthsThrough(u32),
     /// `year`: this calendar year.
     Year,
     /// `all`: from the day of the tenant's first event to today, at most [`MAX_DAYS`].
@@ -187,7 +189,20 @@ impl Period {
         now: i64,
         first_event: Option<i64>,
     ) -> Result<Period, RangeError> {
-        let today = local_date(zone, now);
+        Period::resolve_on(range, zone, local_date(zone, now), now, first_event)
+    }
+
+    /// As [`Period::resolve`], with `today` given (v1's `date` moves it).
+    pub fn resolve_on(
+        range: &DateRange,
+        zone: Tz,
+        today: NaiveDate,
+        now: i64,
+        first_event: Option<i64>,
+    ) -> Result<Period, RangeError> {
+        if !(1970..=2105).contains(&today.year()) {
+            return Err(RangeError::OutOfBounds);
+        }
         let day = Duration::days(1);
         match *range {
             DateRange::Day => Period::dates(zone, today, today),
@@ -205,6 +220,14 @@ impl Period {
                     zone,
                     shift_months(this_month, -(n as i32)),
                     this_month - day,
+                )
+            }
+            DateRange::MonthsThrough(n) => {
+                let this_month = month_start(today);
+                Period::dates(
+                    zone,
+                    shift_months(this_month, 1 - n as i32),
+                    shift_months(this_month, 1) - day,
                 )
             }
             DateRange::Year => {
