@@ -256,6 +256,7 @@ async fn person_sessions(
 ) -> Response {
     respond(
         async {
+            params.only(params::Endpoint::PersonSessions)?;
             let sessions = queries::person_sessions(
                 &state.clickhouse,
                 &tenant.id,
@@ -279,10 +280,11 @@ operator recovers the pipeline (README: When the log is lost).";
 
 async fn progress(
     State(state): State<Arc<AppState>>,
-    Scoped { tenant, params: _ }: Scoped,
+    Scoped { tenant, params }: Scoped,
 ) -> Response {
     respond(
         async {
+            params.only(params::Endpoint::Progress)?;
             let until = queries::progress(&state.clickhouse, &tenant.id).await?;
             let stalls = queries::log_stalls(&state.clickhouse).await?;
             state.metrics.set_log_stalls(stalls.len());

@@ -63,6 +63,51 @@ const KNOWN: [&str; 14] = [
 const MAX_STEPS: usize = 8;
 const MAX_WINDOW_SECS: u32 = 30 * 24 * 3600;
 
+/// The REST endpoints, for their parameter sets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Endpoint {
+    /// `/api/overview`.
+    Overview,
+    /// `/api/timeseries`.
+    Timeseries,
+    /// `/api/top/{kind}`.
+    Top,
+    /// `/api/funnel`.
+    Funnel,
+    /// `/api/retention`.
+    Retention,
+    /// `/api/persons/{person_id}/sessions`.
+    PersonSessions,
+    /// `/api/progress`.
+    Progress,
+}
+
+/// The range, zone, bots and filters every report takes.
+const REPORT: [&str; 7] = [
+    "from",
+    "to",
+    "timezone",
+    "bots",
+    "path",
+    "event",
+    "utm_source",
+];
+
+impl Endpoint {
+    /// The parameters it takes.
+    pub fn parameters(self) -> Vec<&'static str> {
+        let extra: &[&str] = match self {
+            Endpoint::Overview | Endpoint::Retention => &[],
+            Endpoint::Timeseries => &["interval", "metric"],
+            Endpoint::Top => &["limit"],
+            Endpoint::Funnel => &["steps", "window", "exclude", "breakdown"],
+            Endpoint::PersonSessions => return vec!["from", "to", "limit"],
+            Endpoint::Progress => return Vec::new(),
+        };
+        REPORT.iter().chain(extra).copied().collect()
+    }
+}
+
 /// Parsed parameters of any endpoint.
 #[derive(Debug, Clone)]
 pub struct Params {
@@ -151,19 +196,27 @@ impl Params {
         }
     }
 
-    /// `metric` among `allowed` (the first is the default).
-    pub fn metric(&self, allowed: &[&'static str]) -> Result<&'static str, ApiError> {
-        match self.raw.get("metric") {
-            None => Ok(allowed[0]),
-            Some(text) => allowed
-                .iter()
-                .find(|m| **m == text.as_str())
-                .copied()
-                .ok_or_else(|| ApiError::BadParameter {
-                    parameter: "metric".into(),
-                    message: format!("must be one of {}", allowed.join(", ")),
-                }),
-        }
+    /// `metric` as one of `allowed`, `(name, value)` pairs (the first is the default).
+    pub fn metric<T: Copy>(
+        &self,
+        allowed: &[(&'static str, T)],
+    ) -> Result<(&'static str, T), ApiError> {
+        let text = self.raw.get("metric").map_or(allowed[0].0, String::as_str);
+        allowed
+            .iter()
+            .find(|(name, _)| *name == text)
+            .copied()
+            .ok_or_else(|| ApiError::BadParameter {
+                parameter: "metric".into(),
+                message: format!(
+                    "must be one of {}",
+                    allowed
+                        .iter()
+                        .map(|(name, _)| *name)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            })
     }
 
     /// `steps`: 2 to 8 funnel steps, comma-separated, each `page:<path>` or `event:<name>`.
@@ -235,6 +288,22 @@ impl Params {
                     parameter: "window".into(),
                     message: format!("must be seconds from 1 to {MAX_WINDOW_SECS}"),
                 }),
+        }
+    }
+
+    /// Refuses a parameter that is known but means nothing to this endpoint (`steps` on the
+    /// overview): silently ignoring it would answer another question than the one asked.
+    pub fn only(&self, endpoint: Endpoint) -> Result<(), ApiError> {
+        let allowed = endpoint.parameters();
+        match self.raw.keys().find(|key| !allowed.contains(&key.as_str())) {
+            Some(key) => Err(ApiError::BadParameter {
+                parameter: key.clone(),
+                message: format!(
+                    "not a parameter of this endpoint (it takes {})",
+                    allowed.join(", ")
+                ),
+            }),
+            None => Ok(()),
         }
     }
 
@@ -339,7 +408,7 @@ mod tests {
         );
         assert_eq!(bad(params(&[("limit", "0")]).unwrap().limit()), "limit");
         assert_eq!(
-            bad(params(&[("metric", "x")]).unwrap().metric(&["a"])),
+            bad(params(&[("metric", "x")]).unwrap().metric(&[("a", 1)])),
             "metric"
         );
     }

@@ -9,7 +9,7 @@ use clickhouse::Client;
 use serde_json::{Value, json};
 
 use crate::error::ApiError;
-use crate::params::{Interval, Params, Range};
+use crate::params::{Endpoint, Interval, Params, Range};
 use crate::queries::Step;
 use crate::query::compile::retention_statement;
 use crate::query::funnel::{self, Funnel, FunnelGroup};
@@ -91,6 +91,7 @@ pub async fn overview(
     tenant: &schemas::tenants::Tenant,
     params: &Params,
 ) -> Result<Value, ApiError> {
+    params.only(Endpoint::Overview)?;
     const METRICS: [Metric; 7] = [
         Metric::Visitors,
         Metric::Persons,
@@ -154,13 +155,13 @@ pub async fn timeseries(
     tenant: &schemas::tenants::Tenant,
     params: &Params,
 ) -> Result<Value, ApiError> {
-    let name = params.metric(&["page_views", "events", "visitors", "sessions"])?;
-    let metric = match name {
-        "page_views" => Metric::Pageviews,
-        "events" => Metric::Events,
-        "visitors" => Metric::Visitors,
-        _ => Metric::Sessions,
-    };
+    params.only(Endpoint::Timeseries)?;
+    let (name, metric) = params.metric(&[
+        ("page_views", Metric::Pageviews),
+        ("events", Metric::Events),
+        ("visitors", Metric::Visitors),
+        ("sessions", Metric::Sessions),
+    ])?;
     let granularity = match params.interval()? {
         Interval::Minute => Granularity::Minute,
         Interval::Hour => Granularity::Hour,
@@ -187,6 +188,39 @@ fn bucket_start(query: &Query, key: &str) -> i64 {
     })
 }
 
+/// What `/api/top/{kind}` lists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TopKind {
+    /// Page views by page.
+    Pages,
+    /// Track calls by name.
+    Events,
+    /// Visits by the referrer of their first page.
+    Referrers,
+    /// Visits by campaign source.
+    UtmSources,
+}
+
+impl TopKind {
+    /// Every kind.
+    pub const ALL: [TopKind; 4] = [
+        TopKind::Pages,
+        TopKind::Events,
+        TopKind::Referrers,
+        TopKind::UtmSources,
+    ];
+
+    /// Its name in the path.
+    pub fn name(self) -> &'static str {
+        match self {
+            TopKind::Pages => "pages",
+            TopKind::Events => "events",
+            TopKind::Referrers => "referrers",
+            TopKind::UtmSources => "utm_sources",
+        }
+    }
+}
+
 /// `/api/top/{kind}`: the most viewed pages, the most frequent track events, or the visits'
 /// referrers or campaign sources, most frequent first.
 pub async fn top(
@@ -195,26 +229,30 @@ pub async fn top(
     params: &Params,
     kind: &str,
 ) -> Result<Value, ApiError> {
+    params.only(Endpoint::Top)?;
+    let kind = TopKind::ALL
+        .into_iter()
+        .find(|known| known.name() == kind)
+        .ok_or(ApiError::NotFound)?;
     let (metric, dimension, only) = match kind {
-        "pages" => (
+        TopKind::Pages => (
             Metric::Pageviews,
             Dimension::Page,
             is(Dimension::Name, "pageview"),
         ),
-        "events" => (
+        TopKind::Events => (
             Metric::Events,
             Dimension::Name,
             Filter::Not(Box::new(is(Dimension::Name, "pageview"))),
         ),
-        "referrers" => {
+        TopKind::Referrers => {
             let dimension = Dimension::Visit(VisitAttribute::Referrer);
             (Metric::Visits, dimension.clone(), is_not_empty(dimension))
         }
-        "utm_sources" => {
+        TopKind::UtmSources => {
             let dimension = Dimension::Visit(VisitAttribute::UtmSource);
             (Metric::Visits, dimension.clone(), is_not_empty(dimension))
         }
-        _ => return Err(ApiError::NotFound),
     };
     let mut query = base(tenant, params, vec![metric])?;
     query.dimensions = vec![dimension];
@@ -226,7 +264,9 @@ pub async fn top(
         .iter()
         .map(|row| json!({"key": row.keys[0], "value": count(row.metrics[0])}))
         .collect();
-    Ok(json!({"kind": kind, "entries": entries, "complete_until_ms": answer.complete_until_ms}))
+    Ok(
+        json!({"kind": kind.name(), "entries": entries, "complete_until_ms": answer.complete_until_ms}),
+    )
 }
 
 /// A funnel step of the `steps` parameter as an event filter: a page view of a location, or
@@ -252,6 +292,7 @@ pub async fn funnel(
     tenant: &schemas::tenants::Tenant,
     params: &Params,
 ) -> Result<Value, ApiError> {
+    params.only(Endpoint::Funnel)?;
     let steps = params.steps()?;
     let exclusions = params.exclusions()?;
     let window_secs = params.window_secs()?;
@@ -319,6 +360,7 @@ pub async fn retention(
     tenant: &schemas::tenants::Tenant,
     params: &Params,
 ) -> Result<Value, ApiError> {
+    params.only(Endpoint::Retention)?;
     let query = base(tenant, params, vec![Metric::Persons])?;
     let range = Range {
         from: query.period.from,
