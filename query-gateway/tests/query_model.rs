@@ -37,9 +37,13 @@ const ZONES: [&str; 5] = [
     "Asia/Kolkata",
     "Asia/Kathmandu",
 ];
-/// The rows span 2026-03-05 to 2026-04-01: New York's and Berlin's spring DST days.
-const START_MS: i64 = 1_772_668_800_000;
+/// The rows span 2026-03-05 to 2026-04-01 (New York's and Berlin's spring DST days) and
+/// 2026-10-20 to 2026-11-16 (their autumn ones, a repeated local hour).
+const WINDOWS_MS: [i64; 2] = [1_772_668_800_000, 1_792_454_400_000];
 const SPAN_DAYS: i64 = 27;
+/// The tenant's goals, as the oracle reads them: a track call "Signed Up"; a page view of a
+/// location starting with `/blog` (case-sensitive).
+const GOALS: &str = "goals = [{ event = \"Signed Up\" }, { page = \"/blog*\", name = \"Blog\" }]";
 const WEEK_MS: i64 = 7 * 86_400_000;
 
 fn generate(rng: &mut StdRng) -> (Vec<Event>, Vec<Visit>) {
@@ -48,7 +52,7 @@ fn generate(rng: &mut StdRng) -> (Vec<Event>, Vec<Visit>) {
     for v in 0..120 {
         let tenant = if v % 10 == 9 { OTHER } else { TENANT };
         let visitor = format!("v{}", rng.random_range(0..40));
-        let start_ms = START_MS + rng.random_range(0..SPAN_DAYS * 86_400_000);
+        let start_ms = WINDOWS_MS[v % 2] + rng.random_range(0..SPAN_DAYS * 86_400_000);
         let id = format!("s{v}");
         let count = rng.random_range(1..6);
         let mut page_views = 0;
@@ -212,6 +216,29 @@ impl Oracle<'_> {
         }
     }
 
+    /// Every key an event has: one per goal it completes for `event:goal` (none: no key).
+    fn event_keys(&self, event: &Event, dimensions: &[&str]) -> Vec<Vec<String>> {
+        let mut keys: Vec<Vec<String>> = vec![Vec::new()];
+        for dimension in dimensions {
+            let values = if *dimension == "event:goal" {
+                goals_of(event)
+            } else {
+                vec![self.event_value(event, dimension)]
+            };
+            keys = keys
+                .into_iter()
+                .flat_map(|key| {
+                    values.iter().map(move |value| {
+                        let mut key = key.clone();
+                        key.push(value.clone());
+                        key
+                    })
+                })
+                .collect();
+        }
+        keys
+    }
+
     fn time_label(&self, ms: i64, dimension: &str) -> String {
         let local = Timestamp::from_millisecond(ms / 1000 * 1000)
             .unwrap()
@@ -321,12 +348,27 @@ impl Oracle<'_> {
 
     fn answer(&self, metrics: &[&str], dimensions: &[&str], filters: &[Value]) -> BTreeSet<String> {
         // Rows come from the table(s) the metrics read.
-        let reads_events = metrics
-            .iter()
-            .any(|m| ["visitors", "persons", "pageviews", "events", "percentage"].contains(m));
-        let reads_visits = metrics
-            .iter()
-            .any(|m| ["visits", "sessions", "bounce_rate", "visit_duration"].contains(m));
+        let reads_events = metrics.iter().any(|m| {
+            [
+                "visitors",
+                "persons",
+                "pageviews",
+                "events",
+                "percentage",
+                "conversion_rate",
+            ]
+            .contains(m)
+        });
+        let reads_visits = metrics.iter().any(|m| {
+            [
+                "visits",
+                "sessions",
+                "bounce_rate",
+                "visit_duration",
+                "views_per_visit",
+            ]
+            .contains(m)
+        });
         let events: Vec<&Event> = self
             .counted_events()
             .into_iter()
@@ -339,11 +381,9 @@ impl Oracle<'_> {
             .collect();
         let mut groups: BTreeMap<Vec<String>, (Vec<&Event>, Vec<&Visit>)> = BTreeMap::new();
         for event in &events {
-            let key = dimensions
-                .iter()
-                .map(|d| self.event_value(event, d))
-                .collect();
-            groups.entry(key).or_default().0.push(event);
+            for key in self.event_keys(event, dimensions) {
+                groups.entry(key).or_default().0.push(event);
+            }
         }
         for visit in &visits {
             let key = dimensions
@@ -357,6 +397,19 @@ impl Oracle<'_> {
             groups.entry(key).or_default().1.push(visit);
         }
         let all_visitors = distinct_visitors(&events);
+        // Conversion rate's denominator: the same events without top-level property filters.
+        let converting_base = distinct_visitors(
+            &self
+                .counted_events()
+                .into_iter()
+                .filter(|e| {
+                    filters.iter().all(|f| {
+                        f[1].as_str().is_some_and(|d| d.starts_with("event:props:"))
+                            || self.event_filter(e, f)
+                    })
+                })
+                .collect::<Vec<_>>(),
+        );
         groups
             .into_iter()
             .map(|(key, (events, visits))| {
@@ -397,6 +450,22 @@ impl Oracle<'_> {
                         } else {
                             None
                         }),
+                        "conversion_rate" => json!(if converting_base > 0 {
+                            (distinct_visitors(&events) as f64 * 100.0 / converting_base as f64
+                                * 100.0)
+                                .round()
+                                / 100.0
+                        } else {
+                            0.0
+                        }),
+                        "views_per_visit" => json!(if n > 0.0 {
+                            (visits.iter().map(|v| f64::from(v.page_views)).sum::<f64>() / n
+                                * 100.0)
+                                .round()
+                                / 100.0
+                        } else {
+                            0.0
+                        }),
                         other => panic!("{other}"),
                     })
                     .collect();
@@ -409,6 +478,23 @@ impl Oracle<'_> {
             })
             .collect()
     }
+}
+
+/// The goals an event completes (the tenant's, written out by hand).
+fn goals_of(event: &Event) -> Vec<String> {
+    let mut goals = Vec::new();
+    if event.kind == "track" && event.name == "Signed Up" {
+        goals.push("Signed Up".to_owned());
+    }
+    let location = if event.kind == "screen" {
+        &event.name
+    } else {
+        &event.path
+    };
+    if (event.kind == "page" || event.kind == "screen") && location.starts_with("/blog") {
+        goals.push("Blog".to_owned());
+    }
+    goals
 }
 
 fn distinct_visitors(events: &[&Event]) -> usize {
@@ -561,6 +647,39 @@ async fn ask(state: &std::sync::Arc<AppState>, body: &Value) -> (u16, Value) {
     )
 }
 
+/// The answer's order (first metric descending, then the dimensions ascending) and a page
+/// of it: the same rows as the whole answer's, and the whole answer's row count.
+async fn check_order_and_pages(
+    state: &std::sync::Arc<AppState>,
+    body: &Value,
+    answer: &Value,
+    context: &str,
+) {
+    let rows = answer["results"].as_array().unwrap();
+    let dimensions = body["dimensions"].as_array().unwrap();
+    if !dimensions
+        .iter()
+        .any(|d| d.as_str().unwrap().starts_with("time"))
+    {
+        let first = |row: &Value| row["metrics"][0].as_f64().unwrap_or(f64::NEG_INFINITY);
+        for pair in rows.windows(2) {
+            assert!(
+                first(&pair[0]) >= first(&pair[1]),
+                "{context}: order {pair:?}"
+            );
+        }
+    }
+    let mut paged = body.clone();
+    paged["pagination"] = json!({"limit": 3, "offset": 1});
+    paged["include"] = json!({"total_rows": true});
+    let (status, page) = ask(state, &paged).await;
+    assert_eq!(status, 200, "{context}: {page}");
+    let expected: Vec<&Value> = rows.iter().skip(1).take(3).collect();
+    let got: Vec<&Value> = page["results"].as_array().unwrap().iter().collect();
+    assert_eq!(got, expected, "{context}: a page of {body}");
+    assert_eq!(page["meta"]["total_rows"], json!(rows.len()), "{context}");
+}
+
 #[tokio::test]
 async fn the_compiler_agrees_with_an_independent_evaluation_on_random_queries() {
     let seed: u64 = std::env::var("QUERY_MODEL_SEED")
@@ -579,16 +698,20 @@ async fn the_compiler_agrees_with_an_independent_evaluation_on_random_queries() 
     let (events, visits) = generate(&mut rng);
     load(&http, &url, &database, &events, &visits).await;
     let tenants = Tenants::parse(
-        "[[tenants]]\nid = \"acme\"\nwrite_keys = [\"wk\"]\nread_keys = [\"rk_acme\"]\n[[tenants]]\nid = \"globex\"\nwrite_keys = [\"wk2\"]\nread_keys = [\"rk_globex\"]\n",
+        &format!("[[tenants]]\nid = \"acme\"\nwrite_keys = [\"wk\"]\nread_keys = [\"rk_acme\"]\n{GOALS}\n[[tenants]]\nid = \"globex\"\nwrite_keys = [\"wk2\"]\nread_keys = [\"rk_globex\"]\n"),
     )
     .unwrap();
     let state = std::sync::Arc::new(AppState::offline(tenants, &url, &database));
     for round in 0..queries {
         let zone_name = *ZONES.choose(&mut rng).unwrap();
         let zone = TimeZone::get(zone_name).unwrap();
-        let first = jiff::civil::date(2026, 3, 5)
-            .checked_add(rng.random_range(0..20).days())
-            .unwrap();
+        let window = *[
+            jiff::civil::date(2026, 3, 5),
+            jiff::civil::date(2026, 10, 20),
+        ]
+        .choose(&mut rng)
+        .unwrap();
+        let first = window.checked_add(rng.random_range(0..20).days()).unwrap();
         let last = first.checked_add(rng.random_range(0..10).days()).unwrap();
         let from_ms = first
             .to_zoned(zone.clone())
@@ -621,6 +744,7 @@ async fn the_compiler_agrees_with_an_independent_evaluation_on_random_queries() 
                 "visit:referrer",
                 "time:day",
                 "event:page",
+                "event:goal",
             ]
         };
         let n = rng.random_range(0..3);
@@ -646,6 +770,16 @@ async fn the_compiler_agrees_with_an_independent_evaluation_on_random_queries() 
         let filters: Vec<Value> = (0..rng.random_range(0..3))
             .map(|_| random_filter(&mut rng, 0))
             .collect();
+        if dimensions.contains(&"event:goal") && rng.random_bool(0.7) {
+            metrics.push("conversion_rate");
+        }
+        let page_filtered = filters.iter().any(|f| f.to_string().contains("event:page"));
+        if dimensions.iter().all(|d| d.starts_with("time"))
+            && !page_filtered
+            && rng.random_bool(0.3)
+        {
+            metrics.push("views_per_visit");
+        }
         let body = json!({
             "site_id": TENANT, "metrics": metrics, "dimensions": dimensions, "filters": filters,
             "date_range": [first.to_string(), last.to_string()], "timezone": zone_name,
@@ -676,5 +810,12 @@ async fn the_compiler_agrees_with_an_independent_evaluation_on_random_queries() 
             continue;
         }
         assert_eq!(got, expected, "round {round} (seed {seed}): {body}");
+        check_order_and_pages(
+            &state,
+            &body,
+            &answer,
+            &format!("round {round} (seed {seed})"),
+        )
+        .await;
     }
 }
