@@ -90,10 +90,10 @@ pub const V2_QUERY_PATH: &str = "/api/v2/query";
 
 /// Plausible's Stats API v1 ([`plausible::v1`]).
 pub const V1_PATHS: [&str; 4] = [
-    "/api/v1/stats/aggregate",
-    "/api/v1/stats/timeseries",
-    "/api/v1/stats/breakdown",
-    "/api/v1/stats/realtime/visitors",
+    plausible::v1::ENDPOINTS[0].0,
+    plausible::v1::ENDPOINTS[1].0,
+    plausible::v1::ENDPOINTS[2].0,
+    plausible::v1::ENDPOINTS[3].0,
 ];
 
 /// `POST {"question": "..."}`: a question in plain English, answered over the caller's
@@ -112,7 +112,13 @@ pub const OPENAPI: &str = include_str!("openapi.json");
 
 /// The complete HTTP surface.
 pub fn router(state: Arc<AppState>) -> Router {
+    let v1 = plausible::v1::ENDPOINTS
+        .into_iter()
+        .fold(Router::new(), |router, (path, endpoint)| {
+            router.route(path, plausible::v1::route(endpoint))
+        });
     Router::new()
+        .merge(v1)
         .route("/", get(|| async { axum::response::Html(DASHBOARD) }))
         .route(API_PATHS[0], get(overview))
         .route(API_PATHS[1], get(timeseries))
@@ -122,10 +128,6 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route(API_PATHS[5], get(person_sessions))
         .route(API_PATHS[6], get(progress))
         .route(V2_QUERY_PATH, post(plausible::v2::query))
-        .route(V1_PATHS[0], get(plausible::v1::aggregate))
-        .route(V1_PATHS[1], get(plausible::v1::timeseries))
-        .route(V1_PATHS[2], get(plausible::v1::breakdown))
-        .route(V1_PATHS[3], get(plausible::v1::realtime))
         .route(LIVE_PATH, get(live_stream))
         .route(ASK_PATH, post(ask_question))
         .route(

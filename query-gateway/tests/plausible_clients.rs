@@ -96,21 +96,7 @@ async fn fixture() -> Arc<AppState> {
 }
 
 async fn v2(state: &Arc<AppState>, key: &str, body: Value) -> (u16, Value) {
-    let response = router(state.clone())
-        .oneshot(
-            Request::post("/api/v2/query")
-                .header(header::AUTHORIZATION, format!("Bearer {key}"))
-                .header(header::CONTENT_TYPE, "application/json")
-                .body(Body::from(body.to_string()))
-                .unwrap(),
-        )
-        .await
-        .unwrap();
-    let status = response.status().as_u16();
-    let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
-        .await
-        .unwrap();
-    (status, serde_json::from_slice(&bytes).unwrap())
+    common::query_v2(state, key, &body).await
 }
 
 fn both_days() -> Value {

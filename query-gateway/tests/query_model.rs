@@ -11,17 +11,14 @@ use common::rows::{Event, Visit, load};
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 
-use axum::body::Body;
-use axum::http::{Request, header};
 use jiff::tz::TimeZone;
 use jiff::{Timestamp, ToSpan};
 use rand::rngs::StdRng;
 use rand::seq::IndexedRandom;
 use rand::{Rng, SeedableRng};
 use serde_json::{Value, json};
-use tower::ServiceExt;
 
-use clickstream_query_gateway::{AppState, router};
+use clickstream_query_gateway::AppState;
 use schemas::tenants::Tenants;
 
 const TENANT: &str = "acme";
@@ -627,24 +624,7 @@ fn random_filter(rng: &mut StdRng, depth: u32) -> Value {
 }
 
 async fn ask(state: &std::sync::Arc<AppState>, body: &Value) -> (u16, Value) {
-    let response = router(state.clone())
-        .oneshot(
-            Request::post("/api/v2/query")
-                .header(header::AUTHORIZATION, "Bearer rk_acme")
-                .header(header::CONTENT_TYPE, "application/json")
-                .body(Body::from(body.to_string()))
-                .unwrap(),
-        )
-        .await
-        .unwrap();
-    let status = response.status().as_u16();
-    let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
-        .await
-        .unwrap();
-    (
-        status,
-        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
-    )
+    common::query_v2(state, "rk_acme", body).await
 }
 
 /// The answer's order (first metric descending, then the dimensions ascending) and a page

@@ -12,7 +12,8 @@ use std::sync::Arc;
 use axum::Json;
 use axum::extract::{Query as QueryString, State};
 use axum::http::HeaderMap;
-use axum::response::{IntoResponse, Response};
+use axum::response::IntoResponse;
+use axum::routing::{MethodRouter, get};
 use chrono::NaiveDate;
 use serde_json::{Map, Value as Json_, json};
 
@@ -85,53 +86,26 @@ impl Endpoint {
     }
 }
 
-/// The handler of one endpoint.
-pub async fn handle(
-    endpoint: Endpoint,
-    state: Arc<AppState>,
-    headers: HeaderMap,
-    params: HashMap<String, String>,
-) -> Response {
-    match answer(endpoint, &state, &headers, &params).await {
-        Ok(body) => Json(body).into_response(),
-        Err(error) => error.into_response(),
-    }
-}
+/// The endpoints with their paths, as the router mounts them.
+pub const ENDPOINTS: [(&str, Endpoint); 4] = [
+    ("/api/v1/stats/aggregate", Endpoint::Aggregate),
+    ("/api/v1/stats/timeseries", Endpoint::Timeseries),
+    ("/api/v1/stats/breakdown", Endpoint::Breakdown),
+    ("/api/v1/stats/realtime/visitors", Endpoint::Realtime),
+];
 
-/// Routes' handlers, one per endpoint.
-pub async fn aggregate(
-    State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
-    QueryString(params): QueryString<HashMap<String, String>>,
-) -> Response {
-    handle(Endpoint::Aggregate, state, headers, params).await
-}
-
-/// `GET /api/v1/stats/timeseries`.
-pub async fn timeseries(
-    State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
-    QueryString(params): QueryString<HashMap<String, String>>,
-) -> Response {
-    handle(Endpoint::Timeseries, state, headers, params).await
-}
-
-/// `GET /api/v1/stats/breakdown`.
-pub async fn breakdown(
-    State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
-    QueryString(params): QueryString<HashMap<String, String>>,
-) -> Response {
-    handle(Endpoint::Breakdown, state, headers, params).await
-}
-
-/// `GET /api/v1/stats/realtime/visitors`.
-pub async fn realtime(
-    State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
-    QueryString(params): QueryString<HashMap<String, String>>,
-) -> Response {
-    handle(Endpoint::Realtime, state, headers, params).await
+/// The `GET` route of one endpoint.
+pub fn route(endpoint: Endpoint) -> MethodRouter<Arc<AppState>> {
+    get(
+        move |State(state): State<Arc<AppState>>,
+              headers: HeaderMap,
+              QueryString(params): QueryString<HashMap<String, String>>| async move {
+            match answer(endpoint, &state, &headers, &params).await {
+                Ok(body) => Json(body).into_response(),
+                Err(error) => error.into_response(),
+            }
+        },
+    )
 }
 
 async fn answer(

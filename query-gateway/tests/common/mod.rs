@@ -75,6 +75,29 @@ pub fn ask_service(
     (Arc::new(ask), metrics)
 }
 
+/// `POST /api/v2/query` of `body` with read key `key` to a gateway over `state`: the status
+/// and the JSON answer (`null` if the answer is not JSON).
+pub async fn query_v2(state: &Arc<AppState>, key: &str, body: &Value) -> (u16, Value) {
+    let response = router(state.clone())
+        .oneshot(
+            Request::post("/api/v2/query")
+                .header(header::AUTHORIZATION, format!("Bearer {key}"))
+                .header(header::CONTENT_TYPE, "application/json")
+                .body(Body::from(body.to_string()))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+        .await
+        .unwrap();
+    (
+        status,
+        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+    )
+}
+
 pub struct Fixture {
     pub state: Arc<AppState>,
     pub http: reqwest::Client,
