@@ -22,6 +22,10 @@ pub struct KafkaConfig {
     pub message_timeout_ms: u64,
     /// Local queue bound: beyond it requests fail fast (503) instead of buffering unboundedly.
     pub queue_max_messages: u32,
+    /// How long the producer waits to fill a batch before sending it, ms (librdkafka's
+    /// `linger.ms`): longer means fewer, larger produce requests for the broker, and that
+    /// much more acknowledgement time per request.
+    pub linger_ms: u64,
 }
 
 /// Why events were not acknowledged.
@@ -64,7 +68,7 @@ impl EventProducer {
                 "queue.buffering.max.messages",
                 config.queue_max_messages.to_string(),
             )
-            .set("linger.ms", "2")
+            .set("linger.ms", config.linger_ms.to_string())
             .create()?;
         Ok(EventProducer {
             producer,

@@ -56,6 +56,9 @@ struct Args {
         default_value_t = 100_000
     )]
     queue_max_messages: u32,
+    /// How long the Kafka producer waits to fill a batch, ms (`linger.ms`).
+    #[arg(long, env = "CLICKSTREAM_INGEST_LINGER_MS", default_value_t = 2)]
+    linger_ms: u64,
     /// Take client IPs from X-Forwarded-For (only behind a proxy you trust).
     #[arg(long, env = "CLICKSTREAM_INGEST_TRUST_FORWARDED_FOR")]
     trust_forwarded_for: bool,
@@ -96,6 +99,7 @@ async fn main() -> anyhow::Result<()> {
         tenants,
         message_timeout_ms,
         queue_max_messages,
+        linger_ms,
         trust_forwarded_for,
         metrics_listen,
         redis_url,
@@ -109,6 +113,7 @@ async fn main() -> anyhow::Result<()> {
         topic: topic.clone(),
         message_timeout_ms,
         queue_max_messages,
+        linger_ms,
     })
     .context("creating the Kafka producer")?;
     let state = Arc::new(AppState {

@@ -328,6 +328,7 @@ fn gateway() -> (
                 topic: "events".into(),
                 message_timeout_ms: 5_000,
                 queue_max_messages: 100_000,
+                linger_ms: 2,
             })
             .unwrap(),
             limits: Limits::default(),

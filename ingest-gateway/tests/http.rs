@@ -47,6 +47,7 @@ fn harness_with(message_timeout_ms: u64, trust_forwarded_for: bool) -> Harness {
         topic: TOPIC.into(),
         message_timeout_ms,
         queue_max_messages: 10_000,
+        linger_ms: 2,
     })
     .expect("producer");
     let state = Arc::new(AppState {

@@ -34,6 +34,7 @@ fn gateway(
         topic: "events".into(),
         message_timeout_ms: 5_000,
         queue_max_messages: 10_000,
+        linger_ms: 2,
     })
     .expect("producer");
     Arc::new(AppState {

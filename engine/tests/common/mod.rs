@@ -355,6 +355,7 @@ pub async fn start_gateway(
             topic: topic.to_owned(),
             message_timeout_ms: 15_000,
             queue_max_messages: 100_000,
+            linger_ms: 2,
         })
         .expect("producer"),
         limits: ingest_gateway::segment::Limits::default(),

@@ -15,7 +15,7 @@ use axum::http::HeaderMap;
 use axum::response::IntoResponse;
 use axum::routing::{MethodRouter, get};
 use chrono::NaiveDate;
-use serde_json::{Map, Value as Json_, json};
+use serde_json::{Map, Value as JsonValue, json};
 
 use super::{PlausibleError, authorize, value_json, zone};
 use crate::AppState;
@@ -113,7 +113,7 @@ async fn answer(
     state: &AppState,
     headers: &HeaderMap,
     params: &HashMap<String, String>,
-) -> Result<Json_> {
+) -> Result<JsonValue> {
     let tenant = authorize(state, headers, params.get("site_id").map(String::as_str))?;
     if let Some(unknown) = params
         .keys()
@@ -173,38 +173,9 @@ pub fn parse(
             limit = usize::MAX;
         }
         Endpoint::Breakdown => {
-            let property = get("property").ok_or_else(|| {
-                PlausibleError::bad("The `property` parameter is required. Please provide at least one property to show a breakdown by.")
-            })?;
-            let dimension = match Dimension::parse(property, 0) {
-                Some(Dimension::Time(_) | Dimension::Hostname) | None => {
-                    return Err(PlausibleError::bad(format!(
-                        "Invalid property '{property}'. Please provide a valid property for the breakdown endpoint: {PROPERTIES_DOC}"
-                    )));
-                }
-                Some(dimension) => dimension,
-            };
-            if metrics.contains(&Metric::ViewsPerVisit) {
-                return Err(PlausibleError::bad(
-                    "Metric `views_per_visit` is not supported in breakdown queries.",
-                ));
-            }
+            let dimension = breakdown_property(get("property"), &metrics)?;
             // v1 leaves out the groups without a value of these dimensions.
-            if let Dimension::Visit(attribute) = &dimension
-                && matches!(
-                    attribute,
-                    VisitAttribute::UtmSource
-                        | VisitAttribute::UtmMedium
-                        | VisitAttribute::UtmCampaign
-                        | VisitAttribute::UtmContent
-                        | VisitAttribute::UtmTerm
-                        | VisitAttribute::EntryPage
-                        | VisitAttribute::ExitPage
-                        | VisitAttribute::Country
-                        | VisitAttribute::Region
-                        | VisitAttribute::City
-                )
-            {
+            if leaves_out_empty(&dimension) {
                 filters.push(Filter::Condition(Condition {
                     operator: Operator::IsNot,
                     dimension: dimension.clone(),
@@ -260,6 +231,48 @@ pub fn parse(
     };
     check(&query)?;
     Ok(query)
+}
+
+/// The breakdown's `property` as a dimension (required; not a time or the hostname), with
+/// the metrics a v1 breakdown refuses.
+fn breakdown_property(property: Option<&str>, metrics: &[Metric]) -> Result<Dimension> {
+    let property = property.ok_or_else(|| {
+        PlausibleError::bad("The `property` parameter is required. Please provide at least one property to show a breakdown by.")
+    })?;
+    let dimension = match Dimension::parse(property, 0) {
+        Some(Dimension::Time(_) | Dimension::Hostname) | None => {
+            return Err(PlausibleError::bad(format!(
+                "Invalid property '{property}'. Please provide a valid property for the breakdown endpoint: {PROPERTIES_DOC}"
+            )));
+        }
+        Some(dimension) => dimension,
+    };
+    if metrics.contains(&Metric::ViewsPerVisit) {
+        return Err(PlausibleError::bad(
+            "Metric `views_per_visit` is not supported in breakdown queries.",
+        ));
+    }
+    Ok(dimension)
+}
+
+/// The dimensions whose empty value a v1 breakdown leaves out (Plausible's
+/// `legacy/breakdown.ex`): UTM values, entry and exit pages, locations.
+fn leaves_out_empty(dimension: &Dimension) -> bool {
+    matches!(
+        dimension,
+        Dimension::Visit(
+            VisitAttribute::UtmSource
+                | VisitAttribute::UtmMedium
+                | VisitAttribute::UtmCampaign
+                | VisitAttribute::UtmContent
+                | VisitAttribute::UtmTerm
+                | VisitAttribute::EntryPage
+                | VisitAttribute::ExitPage
+                | VisitAttribute::Country
+                | VisitAttribute::Region
+                | VisitAttribute::City
+        )
+    )
 }
 
 /// v1's periods as date ranges, and the day they are relative to (`date`, default today):
@@ -354,7 +367,7 @@ fn number(
 /// list in JSON.
 pub fn filters(text: &str) -> Result<Vec<Filter>> {
     if text.trim_start().starts_with('[') {
-        let value: Json_ = serde_json::from_str(text)
+        let value: JsonValue = serde_json::from_str(text)
             .map_err(|error| PlausibleError::bad(format!("Invalid filters: {error}")))?;
         let mut request = Map::new();
         request.insert("filters".into(), value);
@@ -424,8 +437,8 @@ fn render(
     params: &HashMap<String, String>,
     query: &Query,
     answer: &Answer,
-) -> Json_ {
-    let metric_map = |values: &[Value]| -> Map<String, Json_> {
+) -> JsonValue {
+    let metric_map = |values: &[Value]| -> Map<String, JsonValue> {
         query
             .metrics
             .iter()
@@ -465,7 +478,7 @@ fn render(
                 .iter()
                 .map(|metric| empty_value(*metric))
                 .collect();
-            let results: Vec<Json_> = answer
+            let results: Vec<JsonValue> = answer
                 .time_labels
                 .iter()
                 .map(|label| {
@@ -474,7 +487,7 @@ fn render(
                         .map_or(&empty, |row| &row.metrics);
                     let mut entry = metric_map(values);
                     entry.insert("date".into(), json!(label));
-                    Json_::Object(entry)
+                    JsonValue::Object(entry)
                 })
                 .collect();
             json!({"results": results})
@@ -484,13 +497,13 @@ fn render(
                 .get("property")
                 .map_or("", |p| p.rsplit(':').next().unwrap_or(p))
                 .to_owned();
-            let results: Vec<Json_> = answer
+            let results: Vec<JsonValue> = answer
                 .rows
                 .iter()
                 .map(|row| {
                     let mut entry = metric_map(&row.metrics);
                     entry.insert(key.clone(), json!(row.dimensions[0]));
-                    Json_::Object(entry)
+                    JsonValue::Object(entry)
                 })
                 .collect();
             json!({"results": results})

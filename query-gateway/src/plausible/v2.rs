@@ -12,7 +12,7 @@ use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, NaiveDate, SecondsFormat};
-use serde_json::{Map, Value as Json_, json};
+use serde_json::{Map, Value as JsonValue, json};
 use std::sync::Arc;
 
 use super::{PlausibleError, authorize, value_json, zone};
@@ -54,16 +54,16 @@ pub async fn query(
     }
 }
 
-async fn answer(state: &AppState, headers: &HeaderMap, body: &[u8]) -> Result<Json_> {
-    let request: Json_ = serde_json::from_slice(body)
+async fn answer(state: &AppState, headers: &HeaderMap, body: &[u8]) -> Result<JsonValue> {
+    let request: JsonValue = serde_json::from_slice(body)
         .map_err(|error| PlausibleError::bad(format!("#: the body is not JSON: {error}")))?;
-    let Json_::Object(request) = request else {
+    let JsonValue::Object(request) = request else {
         return bad("", "Type mismatch. Expected Object");
     };
-    let site_id = request.get("site_id").and_then(Json_::as_str);
+    let site_id = request.get("site_id").and_then(JsonValue::as_str);
     let tenant = authorize(state, headers, site_id)?;
     let now = chrono::Utc::now().timestamp();
-    let first_event = if request.get("date_range").and_then(Json_::as_str) == Some("all") {
+    let first_event = if request.get("date_range").and_then(JsonValue::as_str) == Some("all") {
         crate::queries::first_event(&state.clickhouse, &tenant.id).await?
     } else {
         None
@@ -75,7 +75,7 @@ async fn answer(state: &AppState, headers: &HeaderMap, body: &[u8]) -> Result<Js
 
 /// Reads a v2 request for `tenant` at `now`.
 pub fn parse(
-    request: &Map<String, Json_>,
+    request: &Map<String, JsonValue>,
     tenant: &schemas::tenants::Tenant,
     now: i64,
     first_event: Option<i64>,
@@ -95,7 +95,7 @@ pub fn parse(
     if let Some(unknown) = request.keys().find(|key| !KNOWN.contains(&key.as_str())) {
         return bad(unknown, "Unknown property");
     }
-    let zone = zone(tenant, request.get("timezone").and_then(Json_::as_str))?;
+    let zone = zone(tenant, request.get("timezone").and_then(JsonValue::as_str))?;
     let range = date_range(request.get("date_range"))?;
     let period = Period::resolve(&range, zone, now, first_event)
         .or_else(|error| bad("date_range", error))?;
@@ -129,10 +129,10 @@ pub fn parse(
 }
 
 /// The request's `filters`, an implicit `and` of filter trees.
-pub fn filters_of(request: &Map<String, Json_>) -> Result<Vec<Filter>> {
+pub fn filters_of(request: &Map<String, JsonValue>) -> Result<Vec<Filter>> {
     match request.get("filters") {
         None => Ok(Vec::new()),
-        Some(Json_::Array(items)) => items
+        Some(JsonValue::Array(items)) => items
             .iter()
             .enumerate()
             .map(|(index, item)| filter(item, &format!("filters/{index}"), 0))
@@ -141,10 +141,10 @@ pub fn filters_of(request: &Map<String, Json_>) -> Result<Vec<Filter>> {
     }
 }
 
-fn strings<'a>(value: Option<&'a Json_>, pointer: &str) -> Result<Vec<&'a str>> {
+fn strings<'a>(value: Option<&'a JsonValue>, pointer: &str) -> Result<Vec<&'a str>> {
     match value {
         None => Ok(Vec::new()),
-        Some(Json_::Array(items)) => items
+        Some(JsonValue::Array(items)) => items
             .iter()
             .enumerate()
             .map(|(index, item)| {
@@ -172,7 +172,7 @@ fn unique<T: PartialEq>(items: &[T], pointer: &str) -> Result<()> {
     Ok(())
 }
 
-fn metrics(value: Option<&Json_>) -> Result<Vec<Metric>> {
+fn metrics(value: Option<&JsonValue>) -> Result<Vec<Metric>> {
     let names = strings(value, "metrics")?;
     if names.is_empty() {
         return bad("metrics", "Expected a minimum of 1 items but got 0.");
@@ -196,7 +196,7 @@ fn metrics(value: Option<&Json_>) -> Result<Vec<Metric>> {
     Ok(metrics)
 }
 
-fn dimensions(value: Option<&Json_>, range_secs: i64) -> Result<Vec<Dimension>> {
+fn dimensions(value: Option<&JsonValue>, range_secs: i64) -> Result<Vec<Dimension>> {
     let dimensions = strings(value, "dimensions")?
         .iter()
         .enumerate()
@@ -236,17 +236,17 @@ fn dimensions(value: Option<&Json_>, range_secs: i64) -> Result<Vec<Dimension>> 
     Ok(dimensions)
 }
 
-fn date_range(value: Option<&Json_>) -> Result<DateRange> {
-    let invalid = |value: &Json_| bad("date_range", format!("Invalid date range {value}"));
+fn date_range(value: Option<&JsonValue>) -> Result<DateRange> {
+    let invalid = |value: &JsonValue| bad("date_range", format!("Invalid date range {value}"));
     match value {
         None => bad(
             "date_range",
             "Required property date_range was not present.",
         ),
-        Some(Json_::String(text)) => {
+        Some(JsonValue::String(text)) => {
             DateRange::shortcut(text).map_or_else(|| invalid(&json!(text)), Ok)
         }
-        Some(whole @ Json_::Array(items)) if items.len() == 2 => {
+        Some(whole @ JsonValue::Array(items)) if items.len() == 2 => {
             let (Some(first), Some(last)) = (items[0].as_str(), items[1].as_str()) else {
                 return invalid(whole);
             };
@@ -271,9 +271,9 @@ fn date_range(value: Option<&Json_>) -> Result<DateRange> {
 /// Filters nest at most this deep.
 const MAX_DEPTH: usize = 8;
 
-fn filter(value: &Json_, pointer: &str, depth: usize) -> Result<Filter> {
+fn filter(value: &JsonValue, pointer: &str, depth: usize) -> Result<Filter> {
     let invalid = || bad(pointer, format!("Invalid filter {value}"));
-    let Json_::Array(items) = value else {
+    let JsonValue::Array(items) = value else {
         return invalid();
     };
     if depth > MAX_DEPTH {
@@ -282,12 +282,12 @@ fn filter(value: &Json_, pointer: &str, depth: usize) -> Result<Filter> {
             format!("Invalid filters. Filters nest at most {MAX_DEPTH} deep."),
         );
     }
-    let Some(op) = items.first().and_then(Json_::as_str) else {
+    let Some(op) = items.first().and_then(JsonValue::as_str) else {
         return invalid();
     };
     match (op, items.len()) {
         ("and" | "or", 2) => {
-            let Some(Json_::Array(children)) = items.get(1) else {
+            let Some(JsonValue::Array(children)) = items.get(1) else {
                 return invalid();
             };
             if children.is_empty() {
@@ -324,12 +324,12 @@ fn filter(value: &Json_, pointer: &str, depth: usize) -> Result<Filter> {
     }
 }
 
-fn condition(items: &[Json_], pointer: &str) -> Result<Condition> {
+fn condition(items: &[JsonValue], pointer: &str) -> Result<Condition> {
     let op = items[0].as_str().unwrap_or_default();
     let Some((operator, _)) = Operator::ALL.iter().find(|(_, name)| *name == op) else {
         return bad(
             pointer,
-            format!("Invalid filter {}", Json_::Array(items.to_vec())),
+            format!("Invalid filter {}", JsonValue::Array(items.to_vec())),
         );
     };
     let name = items[1].as_str().unwrap_or_default();
@@ -348,7 +348,29 @@ fn condition(items: &[Json_], pointer: &str) -> Result<Condition> {
             );
         }
     };
-    let Some(Json_::Array(values)) = items.get(2) else {
+    let clauses = clauses(items.get(2), pointer)?;
+    let case_sensitive = case_sensitive(items.get(3), pointer)?;
+    if operator.positive().0 == Operator::Matches {
+        if !case_sensitive {
+            return bad(
+                pointer,
+                "Invalid filters. The case_sensitive modifier is not allowed with pattern operators",
+            );
+        }
+        check_patterns(&clauses, pointer)?;
+    }
+    Ok(Condition {
+        operator: *operator,
+        dimension,
+        clauses,
+        case_sensitive,
+    })
+}
+
+/// A condition's clauses: 1 to [`MAX_CLAUSES`] strings (numbers are read as their text, for
+/// `visit:city` ids).
+fn clauses(value: Option<&JsonValue>, pointer: &str) -> Result<Vec<String>> {
+    let Some(JsonValue::Array(values)) = value else {
         return bad(&format!("{pointer}/2"), "Type mismatch. Expected Array");
     };
     if values.is_empty() || values.len() > MAX_CLAUSES {
@@ -357,63 +379,58 @@ fn condition(items: &[Json_], pointer: &str) -> Result<Condition> {
             format!("A filter has 1 to {MAX_CLAUSES} clauses"),
         );
     }
-    let clauses = values
+    values
         .iter()
         .enumerate()
         .map(|(index, clause)| match clause {
-            Json_::String(text) => Ok(text.clone()),
-            Json_::Number(number) => Ok(number.to_string()),
+            JsonValue::String(text) => Ok(text.clone()),
+            JsonValue::Number(number) => Ok(number.to_string()),
             _ => bad(
                 &format!("{pointer}/2/{index}"),
                 "Type mismatch. Expected String",
             ),
         })
-        .collect::<Result<Vec<_>>>()?;
-    let case_sensitive = match items.get(3) {
-        None => true,
-        Some(Json_::Object(modifiers)) => {
-            if let Some(unknown) = modifiers.keys().find(|key| *key != "case_sensitive") {
-                return bad(
-                    &format!("{pointer}/3"),
-                    format!("Unknown modifier \"{unknown}\""),
-                );
-            }
-            match modifiers.get("case_sensitive") {
-                None => true,
-                Some(Json_::Bool(flag)) => *flag,
-                Some(_) => return bad(&format!("{pointer}/3"), "case_sensitive must be a boolean"),
-            }
-        }
-        Some(_) => return bad(&format!("{pointer}/3"), "Type mismatch. Expected Object"),
+        .collect()
+}
+
+/// The condition's modifiers: `{"case_sensitive": bool}` (default true).
+fn case_sensitive(value: Option<&JsonValue>, pointer: &str) -> Result<bool> {
+    let Some(value) = value else {
+        return Ok(true);
     };
-    if !case_sensitive && operator.positive().0 == Operator::Matches {
+    let JsonValue::Object(modifiers) = value else {
+        return bad(&format!("{pointer}/3"), "Type mismatch. Expected Object");
+    };
+    if let Some(unknown) = modifiers.keys().find(|key| *key != "case_sensitive") {
         return bad(
-            pointer,
-            "Invalid filters. The case_sensitive modifier is not allowed with pattern operators",
+            &format!("{pointer}/3"),
+            format!("Unknown modifier \"{unknown}\""),
         );
     }
-    if operator.positive().0 == Operator::Matches {
-        for (index, pattern) in clauses.iter().enumerate() {
-            if pattern.len() > MAX_PATTERN_BYTES {
-                return bad(
-                    &format!("{pointer}/2/{index}"),
-                    format!("A pattern is at most {MAX_PATTERN_BYTES} bytes"),
-                );
-            }
-            if let Err(error) = re2_subset(pattern) {
-                return bad(
-                    &format!("{pointer}/2/{index}"),
-                    format!("Invalid RE2 pattern: {error}"),
-                );
-            }
+    match modifiers.get("case_sensitive") {
+        None => Ok(true),
+        Some(JsonValue::Bool(flag)) => Ok(*flag),
+        Some(_) => bad(&format!("{pointer}/3"), "case_sensitive must be a boolean"),
+    }
+}
+
+/// Patterns are bounded and in the RE2 subset every ClickHouse reads.
+fn check_patterns(patterns: &[String], pointer: &str) -> Result<()> {
+    for (index, pattern) in patterns.iter().enumerate() {
+        if pattern.len() > MAX_PATTERN_BYTES {
+            return bad(
+                &format!("{pointer}/2/{index}"),
+                format!("A pattern is at most {MAX_PATTERN_BYTES} bytes"),
+            );
+        }
+        if let Err(error) = re2_subset(pattern) {
+            return bad(
+                &format!("{pointer}/2/{index}"),
+                format!("Invalid RE2 pattern: {error}"),
+            );
         }
     }
-    Ok(Condition {
-        operator: *operator,
-        dimension,
-        clauses,
-        case_sensitive,
-    })
+    Ok(())
 }
 
 /// Checks a pattern against the part of RE2's syntax that every ClickHouse version reads the
@@ -455,18 +472,18 @@ struct Include {
     comparison: Option<Comparison>,
 }
 
-fn include(value: Option<&Json_>) -> Result<Include> {
+fn include(value: Option<&JsonValue>) -> Result<Include> {
     let mut include = Include::default();
     let Some(value) = value else {
         return Ok(include);
     };
-    let Json_::Object(fields) = value else {
+    let JsonValue::Object(fields) = value else {
         return bad("include", "Type mismatch. Expected Object");
     };
     let flag = |name: &str| -> Result<bool> {
         match fields.get(name) {
             None => Ok(false),
-            Some(Json_::Bool(flag)) => Ok(*flag),
+            Some(JsonValue::Bool(flag)) => Ok(*flag),
             Some(_) => bad(
                 &format!("include/{name}"),
                 "Type mismatch. Expected Boolean",
@@ -493,19 +510,19 @@ fn include(value: Option<&Json_>) -> Result<Include> {
     // `imports` asks to add data imported from elsewhere; there is none, so it changes nothing.
     flag("imports")?;
     include.comparison = match (fields.get("comparisons"), fields.get("compare")) {
-        (Some(Json_::Object(comparison)), None) => {
-            let mode = comparison.get("mode").unwrap_or(&Json_::Null);
+        (Some(JsonValue::Object(comparison)), None) => {
+            let mode = comparison.get("mode").unwrap_or(&JsonValue::Null);
             let range = comparison.get("date_range");
             let match_day = comparison
                 .get("match_day_of_week")
-                .and_then(Json_::as_bool)
+                .and_then(JsonValue::as_bool)
                 .unwrap_or(false);
             Some(compare(mode, range, match_day, "include/comparisons")?)
         }
         (None, Some(compare_value)) => {
             let match_day = flag("compare_match_day_of_week")?;
             match compare_value {
-                Json_::Array(_) => Some(compare(
+                JsonValue::Array(_) => Some(compare(
                     &json!("custom"),
                     Some(compare_value),
                     match_day,
@@ -521,8 +538,8 @@ fn include(value: Option<&Json_>) -> Result<Include> {
 }
 
 fn compare(
-    mode: &Json_,
-    range: Option<&Json_>,
+    mode: &JsonValue,
+    range: Option<&JsonValue>,
     match_day_of_week: bool,
     pointer: &str,
 ) -> Result<Comparison> {
@@ -540,8 +557,8 @@ fn compare(
         }
     };
     let range = match (mode, range) {
-        (CompareMode::Custom, Some(Json_::Array(dates))) if dates.len() == 2 => {
-            let date = |value: &Json_| {
+        (CompareMode::Custom, Some(JsonValue::Array(dates))) if dates.len() == 2 => {
+            let date = |value: &JsonValue| {
                 value
                     .as_str()
                     .and_then(|text| text.parse::<NaiveDate>().ok())
@@ -563,11 +580,11 @@ fn compare(
     })
 }
 
-fn pagination(value: Option<&Json_>) -> Result<(usize, usize)> {
+fn pagination(value: Option<&JsonValue>) -> Result<(usize, usize)> {
     let Some(value) = value else {
         return Ok((0, MAX_LIMIT));
     };
-    let Json_::Object(fields) = value else {
+    let JsonValue::Object(fields) = value else {
         return bad("pagination", "Type mismatch. Expected Object");
     };
     let number =
@@ -599,11 +616,11 @@ fn pagination(value: Option<&Json_>) -> Result<(usize, usize)> {
     ))
 }
 
-fn order_by(value: Option<&Json_>, query: &Query) -> Result<Vec<(OrderKey, Direction)>> {
+fn order_by(value: Option<&JsonValue>, query: &Query) -> Result<Vec<(OrderKey, Direction)>> {
     let Some(value) = value else {
         return Ok(Vec::new());
     };
-    let Json_::Array(entries) = value else {
+    let JsonValue::Array(entries) = value else {
         return bad("order_by", "Type mismatch. Expected Array");
     };
     entries
@@ -612,7 +629,7 @@ fn order_by(value: Option<&Json_>, query: &Query) -> Result<Vec<(OrderKey, Direc
         .map(|(index, entry)| {
             let pointer = format!("order_by/{index}");
             let invalid = || bad(&pointer, format!("Invalid value in order_by {entry}"));
-            let Some([Json_::String(name), Json_::String(direction)]) =
+            let Some([JsonValue::String(name), JsonValue::String(direction)]) =
                 entry.as_array().map(Vec::as_slice)
             else {
                 return invalid();
@@ -790,8 +807,8 @@ fn instant(period: &Period, secs: i64) -> String {
 }
 
 /// The response: `results`, `meta`, and the query as understood.
-pub fn render(request: &Map<String, Json_>, query: &Query, answer: &Answer) -> Json_ {
-    let metrics = |values: &[crate::query::run::Value]| -> Vec<Json_> {
+pub fn render(request: &Map<String, JsonValue>, query: &Query, answer: &Answer) -> JsonValue {
+    let metrics = |values: &[crate::query::run::Value]| -> Vec<JsonValue> {
         query
             .metrics
             .iter()
@@ -799,7 +816,7 @@ pub fn render(request: &Map<String, Json_>, query: &Query, answer: &Answer) -> J
             .map(|(metric, value)| value_json(*metric, *value))
             .collect()
     };
-    let results: Vec<Json_> = answer
+    let results: Vec<JsonValue> = answer
         .rows
         .iter()
         .map(|row| {
@@ -815,10 +832,28 @@ pub fn render(request: &Map<String, Json_>, query: &Query, answer: &Answer) -> J
             result
         })
         .collect();
+    json!({
+        "results": results,
+        "meta": meta(request, query, answer),
+        "query": echo(request, query),
+    })
+}
+
+/// `meta`: what `include` asked for, and ours (`complete_until`, warnings, the comparison's
+/// range).
+fn meta(
+    request: &Map<String, JsonValue>,
+    query: &Query,
+    answer: &Answer,
+) -> Map<String, JsonValue> {
     let mut meta = Map::new();
-    let include = request.get("include").and_then(Json_::as_object);
-    let wants =
-        |name: &str| include.and_then(|i| i.get(name)).and_then(Json_::as_bool) == Some(true);
+    let include = request.get("include").and_then(JsonValue::as_object);
+    let wants = |name: &str| {
+        include
+            .and_then(|i| i.get(name))
+            .and_then(JsonValue::as_bool)
+            == Some(true)
+    };
     if wants("time_labels") {
         meta.insert("time_labels".into(), json!(answer.time_labels));
     }
@@ -849,7 +884,13 @@ pub fn render(request: &Map<String, Json_>, query: &Query, answer: &Answer) -> J
             json!([instant(period, period.from), instant(period, period.to - 1)]),
         );
     }
-    let order_by: Vec<Json_> = (if query.order_by.is_empty() {
+    meta
+}
+
+/// `query`: the request as understood (the resolved range, the order filled in, `include`'s
+/// set flags).
+fn echo(request: &Map<String, JsonValue>, query: &Query) -> JsonValue {
+    let order_by: Vec<JsonValue> = (if query.order_by.is_empty() {
         default_order(query)
     } else {
         query.order_by.clone()
@@ -860,37 +901,31 @@ pub fn render(request: &Map<String, Json_>, query: &Query, answer: &Answer) -> J
             OrderKey::Metric(index) => query.metrics[*index].name().to_owned(),
             OrderKey::Dimension(index) => query.dimensions[*index].name(),
         };
-        json!([
-            name,
-            if *direction == Direction::Asc {
-                "asc"
-            } else {
-                "desc"
-            }
-        ])
+        let direction = if *direction == Direction::Asc {
+            "asc"
+        } else {
+            "desc"
+        };
+        json!([name, direction])
     })
     .collect();
     let mut echoed_include = Map::new();
-    if let Some(include) = include {
+    if let Some(include) = request.get("include").and_then(JsonValue::as_object) {
         for (key, value) in include {
-            if !matches!(value, Json_::Bool(false) | Json_::Null) {
+            if !matches!(value, JsonValue::Bool(false) | JsonValue::Null) {
                 echoed_include.insert(key.clone(), value.clone());
             }
         }
     }
     json!({
-        "results": results,
-        "meta": meta,
-        "query": {
-            "site_id": request.get("site_id"),
-            "metrics": query.metrics.iter().map(|m| m.name()).collect::<Vec<_>>(),
-            "date_range": [instant(&query.period, query.period.from), instant(&query.period, query.period.to - 1)],
-            "filters": request.get("filters").cloned().unwrap_or(json!([])),
-            "dimensions": query.dimensions.iter().map(Dimension::name).collect::<Vec<_>>(),
-            "order_by": order_by,
-            "include": echoed_include,
-            "pagination": {"offset": query.offset, "limit": query.limit},
-            "timezone": query.period.zone.name(),
-        }
+        "site_id": request.get("site_id"),
+        "metrics": query.metrics.iter().map(|m| m.name()).collect::<Vec<_>>(),
+        "date_range": [instant(&query.period, query.period.from), instant(&query.period, query.period.to - 1)],
+        "filters": request.get("filters").cloned().unwrap_or(json!([])),
+        "dimensions": query.dimensions.iter().map(Dimension::name).collect::<Vec<_>>(),
+        "order_by": order_by,
+        "include": echoed_include,
+        "pagination": {"offset": query.offset, "limit": query.limit},
+        "timezone": query.period.zone.name(),
     })
 }
