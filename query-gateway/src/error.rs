@@ -33,6 +33,26 @@ pub enum ApiError {
     Unavailable,
 }
 
+/// What an error answer carries, for the OpenAPI document: `{"error": {...}}`.
+#[derive(Debug, utoipa::ToSchema)]
+#[allow(dead_code)]
+pub struct ErrorBody {
+    /// The error.
+    error: ErrorDetail,
+}
+
+/// The error of an [`ErrorBody`].
+#[derive(Debug, utoipa::ToSchema)]
+#[allow(dead_code)]
+pub struct ErrorDetail {
+    /// `bad_parameter`, `unauthorized`, `not_found`, `unavailable` or `rate_limited`.
+    code: String,
+    /// What is wrong, in words.
+    message: String,
+    /// With `bad_parameter`: the parameter.
+    parameter: Option<String>,
+}
+
 impl ApiError {
     /// The HTTP status it is answered with.
     pub fn status(&self) -> StatusCode {

@@ -8,6 +8,7 @@ pub mod ask;
 pub mod error;
 pub mod live;
 pub mod metrics;
+pub mod openapi;
 pub mod params;
 pub mod plausible;
 pub mod queries;
@@ -25,7 +26,6 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use schemas::tenants::{Tenant, Tenants};
-use serde_json::{Value, json};
 
 pub use error::ApiError;
 use params::Params;
@@ -107,9 +107,6 @@ pub const LIVE_PATH: &str = "/live";
 /// The dashboard page served at `/`: one self-contained file, no build step.
 pub const DASHBOARD: &str = include_str!("dashboard.html");
 
-/// The OpenAPI document served at `/openapi.json`.
-pub const OPENAPI: &str = include_str!("openapi.json");
-
 /// The complete HTTP surface.
 pub fn router(state: Arc<AppState>) -> Router {
     let v1 = plausible::v1::ENDPOINTS
@@ -130,10 +127,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route(V2_QUERY_PATH, post(plausible::v2::query))
         .route(LIVE_PATH, get(live_stream))
         .route(ASK_PATH, post(ask_question))
-        .route(
-            "/openapi.json",
-            get(|| async { ([(header::CONTENT_TYPE, "application/json")], OPENAPI) }),
-        )
+        .route("/openapi.json", get(|| async { Json(openapi::document()) }))
         .route("/healthz", get(|| async { "ok" }))
         .fallback(|| async { ApiError::NotFound })
         .with_state(state)
@@ -181,7 +175,7 @@ fn now() -> i64 {
     chrono::Utc::now().timestamp()
 }
 
-fn respond(result: Result<Value, ApiError>) -> Response {
+fn respond<T: serde::Serialize>(result: Result<T, ApiError>) -> Response {
     match result {
         Ok(body) => Json(body).into_response(),
         Err(error) => error.into_response(),
@@ -204,16 +198,12 @@ impl FromRequestParts<Arc<AppState>> for Scoped {
         state: &Arc<AppState>,
     ) -> Result<Self, Self::Rejection> {
         let tenant = authenticate(state, &parts.headers)?;
-        let Query(raw) =
-            Query::<HashMap<String, String>>::try_from_uri(&parts.uri).map_err(|_| {
-                ApiError::BadParameter {
-                    parameter: "query".into(),
-                    message: "malformed query string".into(),
-                }
-            })?;
+        let pairs = form_urlencoded::parse(parts.uri.query().unwrap_or_default().as_bytes())
+            .into_owned()
+            .collect();
         Ok(Scoped {
             tenant,
-            params: Params::new(raw, now())?,
+            params: Params::new(pairs, now()),
         })
     }
 }
@@ -251,6 +241,15 @@ async fn retention(
     respond(rest::retention(&state.clickhouse, &tenant, &params).await)
 }
 
+/// The answer of `/api/persons/{person_id}/sessions`.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct PersonSessions {
+    /// The person asked about.
+    pub person_id: String,
+    /// Newest first.
+    pub sessions: Vec<queries::SessionSummary>,
+}
+
 async fn person_sessions(
     State(state): State<Arc<AppState>>,
     Path(person_id): Path<String>,
@@ -259,15 +258,19 @@ async fn person_sessions(
     respond(
         async {
             params.only(params::Endpoint::PersonSessions)?;
+            let parsed: params::PersonParams = params.group()?;
             let sessions = queries::person_sessions(
                 &state.clickhouse,
                 &tenant.id,
                 &person_id,
-                params.range()?,
-                params.limit()?,
+                params.range(parsed.from, parsed.to)?,
+                params::limit(parsed.limit)?,
             )
             .await?;
-            Ok(json!({"person_id": person_id, "sessions": sessions}))
+            Ok(PersonSessions {
+                person_id,
+                sessions,
+            })
         }
         .await,
     )
@@ -279,6 +282,29 @@ const LOG_STALL_EXPLANATION: &str = "The engine stopped reading: the Kafka log i
 its checkpoints describe (the broker lost its log, the topic was recreated, or retention \
 deleted records a replay needs). Nothing after \"complete up to\" is counted until an \
 operator recovers the pipeline (README: When the log is lost).";
+
+/// A stalled pipeline, in `/api/progress`.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct Stalled {
+    /// When the engine first found a partition's log lost, RFC 3339 UTC.
+    pub since: Option<String>,
+    /// What happened and where the recovery is described.
+    pub reason: &'static str,
+    /// The partitions it is stalled on.
+    pub partitions: Vec<queries::LogStall>,
+}
+
+/// The answer of `/api/progress`.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct Progress {
+    /// Every event up to this time (Unix ms) is counted; null before the engine's first
+    /// checkpoint for the tenant.
+    pub complete_until_ms: Option<i64>,
+    /// The same, RFC 3339 UTC.
+    pub complete_until: Option<String>,
+    /// Set while the engine is stalled on a lost log; null when it reads normally.
+    pub stalled: Option<Stalled>,
+}
 
 async fn progress(
     State(state): State<Arc<AppState>>,
@@ -294,18 +320,17 @@ async fn progress(
                 chrono::DateTime::from_timestamp_millis(ms)
                     .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
             };
-            let stalled = stalls.iter().map(|s| s.detected_at_ms).min().map(|since| {
-                json!({
-                    "since": rfc3339(since),
-                    "reason": LOG_STALL_EXPLANATION,
-                    "partitions": stalls,
-                })
+            let since = stalls.iter().map(|s| s.detected_at_ms).min();
+            let stalled = since.map(|since| Stalled {
+                since: rfc3339(since),
+                reason: LOG_STALL_EXPLANATION,
+                partitions: stalls,
             });
-            Ok(json!({
-                "complete_until_ms": until,
-                "complete_until": until.and_then(rfc3339),
-                "stalled": stalled,
-            }))
+            Ok(Progress {
+                complete_until_ms: until,
+                complete_until: until.and_then(rfc3339),
+                stalled,
+            })
         }
         .await,
     )
@@ -344,10 +369,11 @@ async fn live_stream(
 }
 
 /// The body of `POST /api/ask`.
-#[derive(Debug, serde::Deserialize)]
+#[derive(Debug, serde::Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct AskRequest {
-    question: String,
+pub struct AskRequest {
+    /// The question, in plain English (e.g. "page views per day last week").
+    pub question: String,
 }
 
 async fn ask_question(

@@ -1,6 +1,13 @@
-//! Query parameters, validated into a typed request; every mistake names its parameter.
+//! Query parameters. Each group of parameters is one typed struct, and an endpoint is the list
+//! of its groups ([`Endpoint::parameters`]): the same structs validate a request (serde; an
+//! unknown or irrelevant parameter is refused by name) and write the endpoint's parameters in
+//! the OpenAPI document ([`crate::openapi`], through utoipa's `IntoParams`), so the two cannot
+//! drift apart.
 
-use std::collections::HashMap;
+use serde::de::{DeserializeOwned, Error as _};
+use serde::{Deserialize, Deserializer};
+use utoipa::IntoParams;
+use utoipa::openapi::path::{Parameter, ParameterIn};
 
 use crate::error::ApiError;
 use crate::queries::Step;
@@ -14,52 +21,162 @@ pub struct Range {
     pub to: i64,
 }
 
-/// Bucket size of a time series.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Interval {
-    /// One minute.
-    Minute,
-    /// One hour.
-    Hour,
-    /// One day.
-    Day,
-}
+/// A time parameter: Unix seconds, or an RFC 3339 time such as `2024-05-01T00:00:00Z`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, utoipa::ToSchema)]
+#[schema(value_type = String, example = "2024-05-01T00:00:00Z")]
+pub struct Time(pub i64);
 
-/// Optional filters on events.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Filters {
-    /// A page view's location: a page's path, or a screen's name.
-    pub path: Option<String>,
-    /// Track event name.
-    pub event: Option<String>,
-    /// Campaign source.
-    pub utm_source: Option<String>,
-}
-
-impl Filters {
-    /// Whether no filter is set (pre-aggregated tables answer only unfiltered questions).
-    pub fn is_empty(&self) -> bool {
-        self.path.is_none() && self.event.is_none() && self.utm_source.is_none()
+impl<'de> Deserialize<'de> for Time {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Time, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        if let Ok(seconds) = text.parse::<i64>() {
+            return Ok(Time(seconds));
+        }
+        chrono::DateTime::parse_from_rfc3339(&text)
+            .map(|time| Time(time.timestamp()))
+            .map_err(|_| {
+                D::Error::custom(
+                    "must be Unix seconds or an RFC 3339 time like 2024-05-01T00:00:00Z",
+                )
+            })
     }
 }
 
+/// Whether events flagged `is_bot` at ingestion are counted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Bots {
+    /// Left out (the default).
+    #[default]
+    Exclude,
+    /// Counted.
+    Include,
+}
+
+/// Bucket size of a time series.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Interval {
+    /// One minute.
+    Minute,
+    /// One hour (the default).
+    #[default]
+    Hour,
+    /// One (local) day.
+    Day,
+}
+
+/// The metric of `/api/timeseries`.
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize, utoipa::ToSchema,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum SeriesMetric {
+    /// Page and screen views (the default).
+    #[default]
+    PageViews,
+    /// Activity events.
+    Events,
+    /// Distinct visitors per bucket.
+    Visitors,
+    /// Visits that started in the bucket.
+    Sessions,
+}
+
+impl SeriesMetric {
+    /// Its name in the parameter and in the answer.
+    pub fn name(self) -> &'static str {
+        match self {
+            SeriesMetric::PageViews => "page_views",
+            SeriesMetric::Events => "events",
+            SeriesMetric::Visitors => "visitors",
+            SeriesMetric::Sessions => "sessions",
+        }
+    }
+}
+
+/// The range, zone, bots and filters every report takes.
+#[derive(Debug, Clone, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ReportParams {
+    /// Start of the range, inclusive: Unix seconds or RFC 3339. Default: `to` minus 24 hours.
+    /// A range spans at most 366 days.
+    #[param(value_type = Option<String>)]
+    pub from: Option<Time>,
+    /// End of the range, exclusive: Unix seconds or RFC 3339. Default: now.
+    #[param(value_type = Option<String>)]
+    pub to: Option<Time>,
+    /// IANA zone for local days, weeks and hours (e.g. `Asia/Kolkata`). Default: the
+    /// tenant's.
+    pub timezone: Option<String>,
+    /// `include` counts the events flagged `is_bot` at ingestion. Default: `exclude`.
+    #[param(inline)]
+    pub bots: Option<Bots>,
+    /// Only page views of this path (or screen name), as `event:page` in the Stats API:
+    /// event metrics count the matching events, visit metrics the visits that contain one.
+    pub path: Option<String>,
+    /// Only events of this name (`pageview` for page views), as `event:name`.
+    pub event: Option<String>,
+    /// Only visits from this campaign source (`visit:utm_source`: whole visits).
+    pub utm_source: Option<String>,
+}
+
+/// `/api/timeseries`' own parameters.
+#[derive(Debug, Clone, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct SeriesParams {
+    /// Bucket size. Default: `hour`.
+    #[param(inline)]
+    pub interval: Option<Interval>,
+    /// What each bucket counts. Default: `page_views`.
+    #[param(inline)]
+    pub metric: Option<SeriesMetric>,
+}
+
+/// A list's length.
+#[derive(Debug, Clone, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct LimitParams {
+    /// Entries, 1 to 1000. Default: 10.
+    #[param(minimum = 1, maximum = 1000)]
+    pub limit: Option<u32>,
+}
+
+/// `/api/funnel`'s own parameters.
+#[derive(Debug, Clone, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct FunnelParams {
+    /// 2 to 8 steps, comma-separated, each `page:<path>` or `event:<name>`
+    /// (e.g. `page:/pricing,event:Signed Up`). Required.
+    pub steps: Option<String>,
+    /// Seconds from a person's first step to the last, 1 to 2,592,000 (30 days). Default:
+    /// 86,400.
+    #[param(minimum = 1, maximum = 2_592_000)]
+    pub window: Option<u32>,
+    /// Exclusion steps, as `steps`: a person with one between two consecutive steps is
+    /// counted as excluded, not converted.
+    pub exclude: Option<String>,
+    /// A dimension as the Stats API v2 names it (`event:page`, `visit:utm_source`,
+    /// `time:day`…): the funnel again per value of it on each person's first step.
+    pub breakdown: Option<String>,
+}
+
+/// `/api/persons/{person_id}/sessions`' parameters.
+#[derive(Debug, Clone, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct PersonParams {
+    /// Start of the range, inclusive: Unix seconds or RFC 3339. Default: `to` minus 24 hours.
+    #[param(value_type = Option<String>)]
+    pub from: Option<Time>,
+    /// End of the range, exclusive. Default: now.
+    #[param(value_type = Option<String>)]
+    pub to: Option<Time>,
+    /// Sessions, 1 to 1000, newest first. Default: 10.
+    #[param(minimum = 1, maximum = 1000)]
+    pub limit: Option<u32>,
+}
+
 const MAX_RANGE_SECS: i64 = 366 * 24 * 3600;
-const KNOWN: [&str; 14] = [
-    "timezone",
-    "bots",
-    "exclude",
-    "breakdown",
-    "from",
-    "to",
-    "interval",
-    "metric",
-    "limit",
-    "path",
-    "event",
-    "utm_source",
-    "steps",
-    "window",
-];
 const MAX_STEPS: usize = 8;
 const MAX_WINDOW_SECS: u32 = 30 * 24 * 3600;
 
@@ -82,177 +199,198 @@ pub enum Endpoint {
     Progress,
 }
 
-/// The range, zone, bots and filters every report takes.
-const REPORT: [&str; 7] = [
-    "from",
-    "to",
-    "timezone",
-    "bots",
-    "path",
-    "event",
-    "utm_source",
-];
-
 impl Endpoint {
-    /// The parameters it takes.
-    pub fn parameters(self) -> Vec<&'static str> {
-        let extra: &[&str] = match self {
-            Endpoint::Overview | Endpoint::Retention => &[],
-            Endpoint::Timeseries => &["interval", "metric"],
-            Endpoint::Top => &["limit"],
-            Endpoint::Funnel => &["steps", "window", "exclude", "breakdown"],
-            Endpoint::PersonSessions => return vec!["from", "to", "limit"],
-            Endpoint::Progress => return Vec::new(),
-        };
-        REPORT.iter().chain(extra).copied().collect()
+    /// Every REST endpoint, in the order of [`crate::API_PATHS`].
+    pub const ALL: [Endpoint; 7] = [
+        Endpoint::Overview,
+        Endpoint::Timeseries,
+        Endpoint::Top,
+        Endpoint::Funnel,
+        Endpoint::Retention,
+        Endpoint::PersonSessions,
+        Endpoint::Progress,
+    ];
+
+    /// Its query parameters, from the structs that parse them.
+    pub fn parameters(self) -> Vec<Parameter> {
+        let query = || Some(ParameterIn::Query);
+        match self {
+            Endpoint::Overview | Endpoint::Retention => ReportParams::into_params(query),
+            Endpoint::Timeseries => [
+                ReportParams::into_params(query),
+                SeriesParams::into_params(query),
+            ]
+            .concat(),
+            Endpoint::Top => [
+                ReportParams::into_params(query),
+                LimitParams::into_params(query),
+            ]
+            .concat(),
+            Endpoint::Funnel => [
+                ReportParams::into_params(query),
+                FunnelParams::into_params(query),
+            ]
+            .concat(),
+            Endpoint::PersonSessions => PersonParams::into_params(query),
+            Endpoint::Progress => Vec::new(),
+        }
     }
 }
 
-/// Parsed parameters of any endpoint.
+/// A request's query string, read into typed parameter groups.
 #[derive(Debug, Clone)]
 pub struct Params {
-    raw: HashMap<String, String>,
+    pairs: Vec<(String, String)>,
     now: i64,
 }
 
 impl Params {
-    /// Refuses parameters no endpoint knows (a typo must not silently widen a query).
-    pub fn new(raw: HashMap<String, String>, now: i64) -> Result<Params, ApiError> {
-        if let Some(unknown) = raw.keys().find(|key| !KNOWN.contains(&key.as_str())) {
-            return Err(ApiError::BadParameter {
-                parameter: unknown.clone(),
-                message: "unknown parameter".into(),
-            });
-        }
-        Ok(Params { raw, now })
+    /// The query string's `name=value` pairs (percent-decoded), read at `now` (Unix seconds).
+    pub fn new(pairs: Vec<(String, String)>, now: i64) -> Params {
+        Params { pairs, now }
     }
 
-    fn time(&self, name: &str) -> Result<Option<i64>, ApiError> {
-        let Some(text) = self.raw.get(name) else {
-            return Ok(None);
+    /// Refuses a parameter that `endpoint` does not take: a typo (`form=`) must not silently
+    /// widen a query, and `steps` on the overview would answer another question than the
+    /// one asked. A tenant never comes from the query string.
+    pub fn only(&self, endpoint: Endpoint) -> Result<(), ApiError> {
+        let allowed: Vec<String> = endpoint
+            .parameters()
+            .into_iter()
+            .map(|parameter| parameter.name)
+            .collect();
+        match self.pairs.iter().find(|(name, _)| !allowed.contains(name)) {
+            Some((name, _)) => Err(ApiError::BadParameter {
+                parameter: name.clone(),
+                message: if allowed.is_empty() {
+                    "this endpoint takes no parameters".into()
+                } else {
+                    format!(
+                        "not a parameter of this endpoint (it takes {})",
+                        allowed.join(", ")
+                    )
+                },
+            }),
+            None => Ok(()),
+        }
+    }
+
+    /// One group of parameters; a value of the wrong form is refused naming its parameter
+    /// (a repeated parameter too).
+    pub fn group<T: DeserializeOwned>(&self) -> Result<T, ApiError> {
+        for (index, (name, _)) in self.pairs.iter().enumerate() {
+            if self.pairs[..index]
+                .iter()
+                .any(|(earlier, _)| earlier == name)
+            {
+                return Err(ApiError::BadParameter {
+                    parameter: name.clone(),
+                    message: "given more than once".into(),
+                });
+            }
+        }
+        let encoded = form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(&self.pairs)
+            .finish();
+        let deserializer =
+            serde_urlencoded::Deserializer::new(form_urlencoded::parse(encoded.as_bytes()));
+        serde_path_to_error::deserialize(deserializer).map_err(|error| {
+            let parameter = error.path().to_string();
+            ApiError::BadParameter {
+                parameter: if parameter == "." {
+                    "query".into()
+                } else {
+                    parameter
+                },
+                message: error.into_inner().to_string(),
+            }
+        })
+    }
+
+    /// `[from, to)`, defaulting to the 24 hours before `to`, and `to` to now.
+    pub fn range(&self, from: Option<Time>, to: Option<Time>) -> Result<Range, ApiError> {
+        let to = to.map_or(self.now, |time| time.0);
+        let from = from.map_or(to - 24 * 3600, |time| time.0);
+        let bad = |message: &str| ApiError::BadParameter {
+            parameter: "from".into(),
+            message: message.into(),
         };
-        if let Ok(seconds) = text.parse::<i64>() {
-            return Ok(Some(seconds));
-        }
-        chrono::DateTime::parse_from_rfc3339(text)
-            .map(|time| Some(time.timestamp()))
-            .map_err(|_| ApiError::BadParameter {
-                parameter: name.into(),
-                message: "must be Unix seconds or an RFC 3339 time like 2024-05-01T00:00:00Z"
-                    .into(),
-            })
-    }
-
-    /// `from`/`to`, defaulting to the last 24 hours.
-    pub fn range(&self) -> Result<Range, ApiError> {
-        let to = self.time("to")?.unwrap_or(self.now);
-        let from = self.time("from")?.unwrap_or(to - 24 * 3600);
         if from >= to {
-            return Err(ApiError::BadParameter {
-                parameter: "from".into(),
-                message: "must be before `to`".into(),
-            });
+            return Err(bad("must be before `to`"));
         }
         if to - from > MAX_RANGE_SECS {
-            return Err(ApiError::BadParameter {
-                parameter: "from".into(),
-                message: "the range may span at most 366 days".into(),
-            });
+            return Err(bad("the range may span at most 366 days"));
         }
         if from < 0 || to > i64::from(u32::MAX) {
-            return Err(ApiError::BadParameter {
-                parameter: "from".into(),
-                message: "outside the supported time range".into(),
-            });
+            return Err(bad("outside the supported time range"));
         }
         Ok(Range { from, to })
     }
+}
 
-    /// `interval`: `minute`, `hour` (default) or `day`.
-    pub fn interval(&self) -> Result<Interval, ApiError> {
-        match self.raw.get("interval").map(String::as_str) {
-            None | Some("hour") => Ok(Interval::Hour),
-            Some("minute") => Ok(Interval::Minute),
-            Some("day") => Ok(Interval::Day),
-            Some(_) => Err(ApiError::BadParameter {
-                parameter: "interval".into(),
-                message: "must be minute, hour or day".into(),
-            }),
-        }
+/// `limit`: 1 to 1000, default 10.
+pub fn limit(limit: Option<u32>) -> Result<u32, ApiError> {
+    match limit {
+        None => Ok(10),
+        Some(n) if (1..=1000).contains(&n) => Ok(n),
+        Some(_) => Err(ApiError::BadParameter {
+            parameter: "limit".into(),
+            message: "must be an integer from 1 to 1000".into(),
+        }),
+    }
+}
+
+impl ReportParams {
+    /// `timezone`, or the tenant's zone.
+    pub fn zone(&self, tenant_zone: &str) -> Result<chrono_tz::Tz, ApiError> {
+        let name = self.timezone.as_deref().unwrap_or(tenant_zone);
+        name.parse().map_err(|_| ApiError::BadParameter {
+            parameter: "timezone".into(),
+            message: format!("{name:?} is not an IANA time zone (e.g. America/New_York)"),
+        })
     }
 
-    /// `limit`: 1 to 1000, default 10.
-    pub fn limit(&self) -> Result<u32, ApiError> {
-        match self.raw.get("limit") {
-            None => Ok(10),
-            Some(text) => text
-                .parse::<u32>()
-                .ok()
-                .filter(|n| (1..=1000).contains(n))
-                .ok_or_else(|| ApiError::BadParameter {
-                    parameter: "limit".into(),
-                    message: "must be an integer from 1 to 1000".into(),
-                }),
-        }
+    /// A filter parameter's value; an empty one filters nothing.
+    pub fn filter(value: &Option<String>) -> Option<&str> {
+        value.as_deref().filter(|value| !value.is_empty())
     }
+}
 
-    /// `metric` as one of `allowed`, `(name, value)` pairs (the first is the default).
-    pub fn metric<T: Copy>(
-        &self,
-        allowed: &[(&'static str, T)],
-    ) -> Result<(&'static str, T), ApiError> {
-        let text = self.raw.get("metric").map_or(allowed[0].0, String::as_str);
-        allowed
-            .iter()
-            .find(|(name, _)| *name == text)
-            .copied()
-            .ok_or_else(|| ApiError::BadParameter {
-                parameter: "metric".into(),
-                message: format!(
-                    "must be one of {}",
-                    allowed
-                        .iter()
-                        .map(|(name, _)| *name)
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ),
-            })
-    }
-
-    /// `steps`: 2 to 8 funnel steps, comma-separated, each `page:<path>` or `event:<name>`.
+impl FunnelParams {
+    /// `steps`: 2 to 8 funnel steps.
     pub fn steps(&self) -> Result<Vec<Step>, ApiError> {
         let bad = |message: &str| ApiError::BadParameter {
             parameter: "steps".into(),
             message: message.into(),
         };
         let text = self
-            .raw
-            .get("steps")
+            .steps
+            .as_deref()
             .ok_or_else(|| bad("required: e.g. steps=page:/pricing,event:Signed Up"))?;
-        let steps = Params::step_list(text).map_err(|message| bad(&message))?;
+        let steps = step_list(text).map_err(|message| bad(&message))?;
         if !(2..=MAX_STEPS).contains(&steps.len()) {
             return Err(bad(&format!("a funnel has 2 to {MAX_STEPS} steps")));
         }
         Ok(steps)
     }
 
-    /// `exclude`: funnel exclusion steps, as `steps` (none by default).
+    /// `exclude`: exclusion steps (none by default).
     pub fn exclusions(&self) -> Result<Vec<Step>, ApiError> {
-        match self.raw.get("exclude").filter(|text| !text.is_empty()) {
+        match self.exclude.as_deref().filter(|text| !text.is_empty()) {
             None => Ok(Vec::new()),
-            Some(text) => Params::step_list(text).map_err(|message| ApiError::BadParameter {
+            Some(text) => step_list(text).map_err(|message| ApiError::BadParameter {
                 parameter: "exclude".into(),
                 message,
             }),
         }
     }
 
-    /// `breakdown`: a dimension as Stats API v2 names it (`event:page`, `visit:utm_source`…).
+    /// `breakdown`, as a dimension of the query model.
     pub fn breakdown(
         &self,
         range_secs: i64,
     ) -> Result<Option<crate::query::model::Dimension>, ApiError> {
-        let Some(name) = self.raw.get("breakdown").filter(|text| !text.is_empty()) else {
+        let Some(name) = self.breakdown.as_deref().filter(|text| !text.is_empty()) else {
             return Ok(None);
         };
         match crate::query::model::Dimension::parse(name, range_secs) {
@@ -266,89 +404,34 @@ impl Params {
         }
     }
 
-    fn step_list(text: &str) -> Result<Vec<Step>, String> {
-        text.split(',')
-            .map(|step| match step.trim().split_once(':') {
-                Some(("page", path)) if !path.is_empty() => Ok(Step::Page(path.to_owned())),
-                Some(("event", name)) if !name.is_empty() => Ok(Step::Event(name.to_owned())),
-                _ => Err(format!("{step:?} is not page:<path> or event:<name>")),
-            })
-            .collect()
-    }
-
-    /// `window`: seconds from a funnel's first step to its last, 1 to 30 days; default 1 day.
+    /// `window`, seconds; default one day.
     pub fn window_secs(&self) -> Result<u32, ApiError> {
-        match self.raw.get("window") {
+        match self.window {
             None => Ok(24 * 3600),
-            Some(text) => text
-                .parse::<u32>()
-                .ok()
-                .filter(|n| (1..=MAX_WINDOW_SECS).contains(n))
-                .ok_or_else(|| ApiError::BadParameter {
-                    parameter: "window".into(),
-                    message: format!("must be seconds from 1 to {MAX_WINDOW_SECS}"),
-                }),
-        }
-    }
-
-    /// Refuses a parameter that is known but means nothing to this endpoint (`steps` on the
-    /// overview): silently ignoring it would answer another question than the one asked.
-    pub fn only(&self, endpoint: Endpoint) -> Result<(), ApiError> {
-        let allowed = endpoint.parameters();
-        match self.raw.keys().find(|key| !allowed.contains(&key.as_str())) {
-            Some(key) => Err(ApiError::BadParameter {
-                parameter: key.clone(),
-                message: format!(
-                    "not a parameter of this endpoint (it takes {})",
-                    allowed.join(", ")
-                ),
-            }),
-            None => Ok(()),
-        }
-    }
-
-    /// `bots=include` counts the events flagged `is_bot` (left out by default).
-    pub fn include_bots(&self) -> Result<bool, ApiError> {
-        match self.raw.get("bots").map(String::as_str) {
-            None | Some("exclude") => Ok(false),
-            Some("include") => Ok(true),
+            Some(n) if (1..=MAX_WINDOW_SECS).contains(&n) => Ok(n),
             Some(_) => Err(ApiError::BadParameter {
-                parameter: "bots".into(),
-                message: "must be include or exclude".into(),
+                parameter: "window".into(),
+                message: format!("must be seconds from 1 to {MAX_WINDOW_SECS}"),
             }),
         }
     }
+}
 
-    /// `timezone`: an IANA zone for local days and hours; default the tenant's.
-    pub fn zone(&self, tenant_zone: &str) -> Result<chrono_tz::Tz, ApiError> {
-        let name = self.raw.get("timezone").map_or(tenant_zone, String::as_str);
-        name.parse().map_err(|_| ApiError::BadParameter {
-            parameter: "timezone".into(),
-            message: format!("{name:?} is not an IANA time zone (e.g. America/New_York)"),
+fn step_list(text: &str) -> Result<Vec<Step>, String> {
+    text.split(',')
+        .map(|step| match step.trim().split_once(':') {
+            Some(("page", path)) if !path.is_empty() => Ok(Step::Page(path.to_owned())),
+            Some(("event", name)) if !name.is_empty() => Ok(Step::Event(name.to_owned())),
+            _ => Err(format!("{step:?} is not page:<path> or event:<name>")),
         })
-    }
-
-    /// The event filters.
-    pub fn filters(&self) -> Filters {
-        let get = |name: &str| {
-            self.raw
-                .get(name)
-                .filter(|value| !value.is_empty())
-                .cloned()
-        };
-        Filters {
-            path: get("path"),
-            event: get("event"),
-            utm_source: get("utm_source"),
-        }
-    }
+        .collect()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn params(pairs: &[(&str, &str)]) -> Result<Params, ApiError> {
+    fn params(pairs: &[(&str, &str)]) -> Params {
         Params::new(
             pairs
                 .iter()
@@ -365,21 +448,26 @@ mod tests {
         }
     }
 
+    fn report(pairs: &[(&str, &str)]) -> Result<Range, ApiError> {
+        let p = params(pairs);
+        let report: ReportParams = p.group()?;
+        p.range(report.from, report.to)
+    }
+
     #[test]
     fn defaults_and_formats() {
-        let p = params(&[]).unwrap();
         assert_eq!(
-            p.range().unwrap(),
+            report(&[]).unwrap(),
             Range {
                 from: 1_700_000_000 - 86_400,
                 to: 1_700_000_000
             }
         );
-        assert_eq!(p.interval().unwrap(), Interval::Hour);
-        assert_eq!(p.limit().unwrap(), 10);
-        let p = params(&[("from", "2023-11-14T00:00:00Z"), ("to", "1699999999")]).unwrap();
+        let series: SeriesParams = params(&[]).group().unwrap();
+        assert_eq!(series.interval.unwrap_or_default(), Interval::Hour);
+        assert_eq!(limit(None).unwrap(), 10);
         assert_eq!(
-            p.range().unwrap(),
+            report(&[("from", "2023-11-14T00:00:00Z"), ("to", "1699999999")]).unwrap(),
             Range {
                 from: 1_699_920_000,
                 to: 1_699_999_999
@@ -389,27 +477,63 @@ mod tests {
 
     #[test]
     fn every_mistake_names_its_parameter() {
+        for endpoint in Endpoint::ALL {
+            assert_eq!(
+                bad(params(&[("tenant", "other")]).only(endpoint)),
+                "tenant",
+                "a tenant can never come from the query"
+            );
+        }
         assert_eq!(
-            bad(params(&[("tenant", "other")])),
-            "tenant",
-            "a tenant can never come from the query"
+            bad(params(&[("steps", "page:/a")]).only(Endpoint::Overview)),
+            "steps"
         );
+        assert_eq!(bad(report(&[("from", "yesterday")])), "from");
+        assert_eq!(bad(report(&[("from", "10"), ("to", "5")])), "from");
         assert_eq!(
-            bad(params(&[("from", "yesterday")]).unwrap().range()),
-            "from"
-        );
-        assert_eq!(
-            bad(params(&[("from", "10"), ("to", "5")]).unwrap().range()),
-            "from"
-        );
-        assert_eq!(
-            bad(params(&[("interval", "week")]).unwrap().interval()),
+            bad(params(&[("interval", "week")]).group::<SeriesParams>()),
             "interval"
         );
-        assert_eq!(bad(params(&[("limit", "0")]).unwrap().limit()), "limit");
         assert_eq!(
-            bad(params(&[("metric", "x")]).unwrap().metric(&[("a", 1)])),
+            bad(params(&[("metric", "x")]).group::<SeriesParams>()),
             "metric"
         );
+        assert_eq!(
+            bad(params(&[("limit", "ten")]).group::<LimitParams>()),
+            "limit"
+        );
+        assert_eq!(bad(limit(Some(0))), "limit");
+        assert_eq!(
+            bad(params(&[("path", "/a"), ("path", "/b")]).group::<ReportParams>()),
+            "path",
+            "a repeated parameter is refused, not one of its values picked"
+        );
+    }
+
+    #[test]
+    fn the_parameters_an_endpoint_takes_are_the_fields_that_parse_them() {
+        let names = |endpoint: Endpoint| -> Vec<String> {
+            endpoint
+                .parameters()
+                .into_iter()
+                .map(|parameter| parameter.name)
+                .collect()
+        };
+        assert_eq!(
+            names(Endpoint::Timeseries),
+            [
+                "from",
+                "to",
+                "timezone",
+                "bots",
+                "path",
+                "event",
+                "utm_source",
+                "interval",
+                "metric"
+            ]
+        );
+        assert!(names(Endpoint::Progress).is_empty());
+        assert_eq!(names(Endpoint::PersonSessions), ["from", "to", "limit"]);
     }
 }

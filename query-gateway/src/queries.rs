@@ -28,7 +28,7 @@ pub enum Step {
 }
 
 /// A session as the person view lists it.
-#[derive(Debug, Clone, PartialEq, Row, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Row, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct SessionSummary {
     /// Session id (its first event's message id).
     pub session_id: String,
@@ -128,7 +128,7 @@ pub async fn progress(client: &Client, tenant: &str) -> Result<Option<i64>, ApiE
 
 /// A partition on which the engine stopped reading: its log is not the one the engine's
 /// checkpoints describe (engine `source::log_check`; row of `_log_stalls`).
-#[derive(Debug, Clone, Row, Deserialize, serde::Serialize)]
+#[derive(Debug, Clone, Row, Deserialize, serde::Serialize, utoipa::ToSchema)]
 pub struct LogStall {
     /// Kafka topic.
     pub topic: String,

@@ -6,10 +6,14 @@
 
 use chrono_tz::Tz;
 use clickhouse::Client;
-use serde_json::{Value, json};
+use serde::Serialize;
+use utoipa::ToSchema;
 
 use crate::error::ApiError;
-use crate::params::{Endpoint, Interval, Params, Range};
+use crate::params::{
+    Bots, Endpoint, FunnelParams, Interval, LimitParams, Params, Range, ReportParams, SeriesMetric,
+    SeriesParams, limit,
+};
 use crate::queries::Step;
 use crate::query::compile::retention_statement;
 use crate::query::funnel::{self, Funnel, FunnelGroup};
@@ -38,42 +42,44 @@ fn is_not_empty(dimension: Dimension) -> Filter {
     })
 }
 
-/// The query every endpoint starts from: the tenant, the range in the requested zone, the
-/// filters of the parameters.
+/// The query every report starts from, after refusing the parameters `endpoint` does not
+/// take: the tenant, the range in the requested zone, the filters of the parameters.
 fn base(
     tenant: &schemas::tenants::Tenant,
     params: &Params,
+    endpoint: Endpoint,
     metrics: Vec<Metric>,
 ) -> Result<Query, ApiError> {
-    let range = params.range()?;
-    let zone: Tz = params.zone(&tenant.time_zone)?;
+    params.only(endpoint)?;
+    let report: ReportParams = params.group()?;
+    let range = params.range(report.from, report.to)?;
+    let zone: Tz = report.zone(&tenant.time_zone)?;
     let period =
         Period::instants(zone, range.from, range.to).map_err(|error| ApiError::BadParameter {
             parameter: "from".into(),
             message: error.to_string(),
         })?;
-    let filters = params.filters();
-    let mut model_filters = Vec::new();
-    if let Some(path) = &filters.path {
-        model_filters.push(is(Dimension::Page, path));
+    let mut filters = Vec::new();
+    if let Some(path) = ReportParams::filter(&report.path) {
+        filters.push(is(Dimension::Page, path));
     }
-    if let Some(event) = &filters.event {
-        model_filters.push(is(Dimension::Name, event));
+    if let Some(event) = ReportParams::filter(&report.event) {
+        filters.push(is(Dimension::Name, event));
     }
-    if let Some(source) = &filters.utm_source {
-        model_filters.push(is(Dimension::Visit(VisitAttribute::UtmSource), source));
+    if let Some(source) = ReportParams::filter(&report.utm_source) {
+        filters.push(is(Dimension::Visit(VisitAttribute::UtmSource), source));
     }
     Ok(Query {
         tenant: tenant.id.clone(),
         metrics,
         dimensions: Vec::new(),
-        filters: model_filters,
+        filters,
         period,
         comparison: None,
         order_by: Vec::new(),
         offset: 0,
         limit: usize::MAX,
-        include_bots: params.include_bots()?,
+        include_bots: report.bots == Some(Bots::Include),
         goals: tenant.goals.clone(),
     })
 }
@@ -85,13 +91,47 @@ fn count(value: MetricValue) -> u64 {
     }
 }
 
+/// One period's totals in `/api/overview`.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct PeriodTotals {
+    /// Start, Unix seconds, inclusive.
+    pub from: i64,
+    /// End, Unix seconds, exclusive.
+    pub to: i64,
+    /// Distinct visitors with an activity event in the period.
+    pub visitors: u64,
+    /// Distinct persons (visitors joined by identity) with an activity event.
+    pub persons: u64,
+    /// Page and screen views.
+    pub page_views: u64,
+    /// Activity events.
+    pub events: u64,
+    /// Visits that started in the period.
+    pub sessions: u64,
+    /// Bounced visits over visits, 0-1; null without visits.
+    pub bounce_rate: Option<f64>,
+    /// Mean visit duration, seconds; null without visits.
+    pub avg_session_duration_secs: Option<f64>,
+}
+
+/// The answer of `/api/overview`.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct Overview {
+    /// The range's totals.
+    pub current: Option<PeriodTotals>,
+    /// The totals of the range of the same length just before it.
+    pub previous: Option<PeriodTotals>,
+    /// Events up to this time (Unix ms) are all counted; null before the engine's first
+    /// checkpoint.
+    pub complete_until_ms: Option<i64>,
+}
+
 /// `/api/overview`: the range's totals and those of the range of the same length before it.
 pub async fn overview(
     client: &Client,
     tenant: &schemas::tenants::Tenant,
     params: &Params,
-) -> Result<Value, ApiError> {
-    params.only(Endpoint::Overview)?;
+) -> Result<Overview, ApiError> {
     const METRICS: [Metric; 7] = [
         Metric::Visitors,
         Metric::Persons,
@@ -101,51 +141,53 @@ pub async fn overview(
         Metric::BounceRate,
         Metric::VisitDuration,
     ];
-    let mut query = base(tenant, params, METRICS.to_vec())?;
+    let mut query = base(tenant, params, Endpoint::Overview, METRICS.to_vec())?;
     query.comparison = Some(Comparison {
         mode: CompareMode::SameLengthBefore,
         range: None,
         match_day_of_week: false,
     });
     let answer = run::run(client, &query, chrono::Utc::now().timestamp()).await?;
-    let period_json = |range: Range, values: &[MetricValue]| {
-        json!({
-            "from": range.from,
-            "to": range.to,
-            "visitors": count(values[0]),
-            "persons": count(values[1]),
-            "page_views": count(values[2]),
-            "events": count(values[3]),
-            "sessions": count(values[4]),
-            "bounce_rate": values[5].number().map(|percent| percent / 100.0),
-            "avg_session_duration_secs": values[6].number(),
-        })
+    let totals = |period: &Period, values: &[MetricValue]| PeriodTotals {
+        from: period.from,
+        to: period.to,
+        visitors: count(values[0]),
+        persons: count(values[1]),
+        page_views: count(values[2]),
+        events: count(values[3]),
+        sessions: count(values[4]),
+        bounce_rate: values[5].number().map(|percent| percent / 100.0),
+        avg_session_duration_secs: values[6].number(),
     };
-    let current = answer.rows.first().map(|row| {
-        period_json(
-            Range {
-                from: query.period.from,
-                to: query.period.to,
-            },
-            &row.metrics,
-        )
-    });
-    let previous = match (
-        answer.rows.first().and_then(|row| row.comparison.as_ref()),
-        &answer.comparison_period,
-    ) {
-        (Some(compared), Some(period)) => Some(period_json(
-            Range {
-                from: period.from,
-                to: period.to,
-            },
-            &compared.metrics,
-        )),
-        _ => None,
-    };
-    Ok(
-        json!({"current": current, "previous": previous, "complete_until_ms": answer.complete_until_ms}),
-    )
+    let row = answer.rows.first();
+    Ok(Overview {
+        current: row.map(|row| totals(&query.period, &row.metrics)),
+        previous: row
+            .and_then(|row| row.comparison.as_ref())
+            .zip(answer.comparison_period.as_ref())
+            .map(|(compared, period)| totals(period, &compared.metrics)),
+        complete_until_ms: answer.complete_until_ms,
+    })
+}
+
+/// A bucket of `/api/timeseries`.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct Point {
+    /// The bucket's start, Unix seconds (a day's: its local midnight).
+    pub time: i64,
+    /// The metric in the bucket.
+    pub value: u64,
+}
+
+/// The answer of `/api/timeseries`.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct Timeseries {
+    /// The metric counted.
+    pub metric: SeriesMetric,
+    /// The buckets that have any, oldest first.
+    pub points: Vec<Point>,
+    /// As in the overview.
+    pub complete_until_ms: Option<i64>,
 }
 
 /// `/api/timeseries`: one metric per bucket that has any, buckets as Unix seconds of their
@@ -154,29 +196,36 @@ pub async fn timeseries(
     client: &Client,
     tenant: &schemas::tenants::Tenant,
     params: &Params,
-) -> Result<Value, ApiError> {
-    params.only(Endpoint::Timeseries)?;
-    let (name, metric) = params.metric(&[
-        ("page_views", Metric::Pageviews),
-        ("events", Metric::Events),
-        ("visitors", Metric::Visitors),
-        ("sessions", Metric::Sessions),
-    ])?;
-    let granularity = match params.interval()? {
+) -> Result<Timeseries, ApiError> {
+    let mut query = base(tenant, params, Endpoint::Timeseries, Vec::new())?;
+    let series: SeriesParams = params.group()?;
+    let metric = series.metric.unwrap_or_default();
+    query.metrics = vec![match metric {
+        SeriesMetric::PageViews => Metric::Pageviews,
+        SeriesMetric::Events => Metric::Events,
+        SeriesMetric::Visitors => Metric::Visitors,
+        SeriesMetric::Sessions => Metric::Sessions,
+    }];
+    query.dimensions = vec![Dimension::Time(match series.interval.unwrap_or_default() {
         Interval::Minute => Granularity::Minute,
         Interval::Hour => Granularity::Hour,
         Interval::Day => Granularity::Day,
-    };
-    let mut query = base(tenant, params, vec![metric])?;
-    query.dimensions = vec![Dimension::Time(granularity)];
+    })];
     let answer = run::run(client, &query, chrono::Utc::now().timestamp()).await?;
-    let points: Vec<Value> = answer
+    let points = answer
         .rows
         .iter()
         .filter(|row| count(row.metrics[0]) > 0)
-        .map(|row| json!({"time": bucket_start(&query, &row.keys[0]), "value": count(row.metrics[0])}))
+        .map(|row| Point {
+            time: bucket_start(&query, &row.keys[0]),
+            value: count(row.metrics[0]),
+        })
         .collect();
-    Ok(json!({"metric": name, "points": points, "complete_until_ms": answer.complete_until_ms}))
+    Ok(Timeseries {
+        metric,
+        points,
+        complete_until_ms: answer.complete_until_ms,
+    })
 }
 
 /// A bucket's raw key as Unix seconds: hours and minutes are already; a day starts at its
@@ -189,7 +238,8 @@ fn bucket_start(query: &Query, key: &str) -> i64 {
 }
 
 /// What `/api/top/{kind}` lists.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
 pub enum TopKind {
     /// Page views by page.
     Pages,
@@ -221,15 +271,34 @@ impl TopKind {
     }
 }
 
+/// An entry of a top list.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct Entry {
+    /// The page, event name, referrer or source.
+    pub key: String,
+    /// Page views (pages), events (events) or visits (referrers, sources).
+    pub value: u64,
+}
+
+/// The answer of `/api/top/{kind}`.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct Top {
+    /// What is listed.
+    pub kind: TopKind,
+    /// Most frequent first; ties by key.
+    pub entries: Vec<Entry>,
+    /// As in the overview.
+    pub complete_until_ms: Option<i64>,
+}
+
 /// `/api/top/{kind}`: the most viewed pages, the most frequent track events, or the visits'
-/// referrers or campaign sources, most frequent first.
+/// referrers or campaign sources, most frequent first. An unknown kind is not found.
 pub async fn top(
     client: &Client,
     tenant: &schemas::tenants::Tenant,
     params: &Params,
     kind: &str,
-) -> Result<Value, ApiError> {
-    params.only(Endpoint::Top)?;
+) -> Result<Top, ApiError> {
     let kind = TopKind::ALL
         .into_iter()
         .find(|known| known.name() == kind)
@@ -254,19 +323,24 @@ pub async fn top(
             (Metric::Visits, dimension.clone(), is_not_empty(dimension))
         }
     };
-    let mut query = base(tenant, params, vec![metric])?;
+    let mut query = base(tenant, params, Endpoint::Top, vec![metric])?;
     query.dimensions = vec![dimension];
     query.filters.push(only);
-    query.limit = params.limit()? as usize;
+    query.limit = limit(params.group::<LimitParams>()?.limit)? as usize;
     let answer: Answer = run::run(client, &query, chrono::Utc::now().timestamp()).await?;
-    let entries: Vec<Value> = answer
+    let entries = answer
         .rows
         .iter()
-        .map(|row| json!({"key": row.keys[0], "value": count(row.metrics[0])}))
+        .map(|row| Entry {
+            key: row.keys[0].clone(),
+            value: count(row.metrics[0]),
+        })
         .collect();
-    Ok(
-        json!({"kind": kind.name(), "entries": entries, "complete_until_ms": answer.complete_until_ms}),
-    )
+    Ok(Top {
+        kind,
+        entries,
+        complete_until_ms: answer.complete_until_ms,
+    })
 }
 
 /// A funnel step of the `steps` parameter as an event filter: a page view of a location, or
@@ -284,6 +358,52 @@ fn step_filter(step: &Step) -> Filter {
     }
 }
 
+/// A step of `/api/funnel`.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct FunnelStep {
+    /// Its position, from 1.
+    pub step: usize,
+    /// `page` or `event`.
+    pub kind: String,
+    /// The page's path or the event's name.
+    pub value: String,
+    /// Persons who reached it in order within the window.
+    pub persons: u64,
+    /// Of those whose furthest step is this one, the persons whose window is still open at
+    /// the "complete up to" mark: not dropped off yet.
+    pub in_progress: u64,
+    /// `persons` over the previous step's, 0-1; null when nobody reached that one.
+    pub conversion_from_previous: Option<f64>,
+    /// `persons` over the first step's, 0-1.
+    pub conversion_from_first: Option<f64>,
+}
+
+/// The funnel of one value of the breakdown dimension.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct FunnelBreakdown {
+    /// The dimension's value on each person's first step.
+    pub value: String,
+    /// As the funnel's.
+    pub steps: Vec<FunnelStep>,
+    /// As the funnel's.
+    pub excluded: u64,
+}
+
+/// The answer of `/api/funnel`.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct FunnelAnswer {
+    /// The conversion window, seconds.
+    pub window_secs: u32,
+    /// Per step.
+    pub steps: Vec<FunnelStep>,
+    /// Persons left out because an exclusion step voided every attempt.
+    pub excluded: u64,
+    /// With `breakdown`: the funnel per value; empty without.
+    pub breakdown: Vec<FunnelBreakdown>,
+    /// As in the overview.
+    pub complete_until_ms: Option<i64>,
+}
+
 /// `/api/funnel`: per step, the persons who reached it in order within the window (see
 /// [`crate::query::funnel`]), those still in progress, and with `breakdown=<dimension>` the
 /// same per value of the dimension on each person's first step.
@@ -291,23 +411,26 @@ pub async fn funnel(
     client: &Client,
     tenant: &schemas::tenants::Tenant,
     params: &Params,
-) -> Result<Value, ApiError> {
-    params.only(Endpoint::Funnel)?;
-    let steps = params.steps()?;
-    let exclusions = params.exclusions()?;
-    let window_secs = params.window_secs()?;
-    let mut query = base(tenant, params, vec![Metric::Visitors])?;
-    if let Some(dimension) = params.breakdown(query.period.to - query.period.from)? {
+) -> Result<FunnelAnswer, ApiError> {
+    let mut query = base(tenant, params, Endpoint::Funnel, vec![Metric::Visitors])?;
+    let funnel_params: FunnelParams = params.group()?;
+    let steps = funnel_params.steps()?;
+    let window_secs = funnel_params.window_secs()?;
+    if let Some(dimension) = funnel_params.breakdown(query.period.to - query.period.from)? {
         query.dimensions = vec![dimension];
     }
     let model = Funnel {
         steps: steps.iter().map(step_filter).collect(),
-        exclusions: exclusions.iter().map(step_filter).collect(),
+        exclusions: funnel_params
+            .exclusions()?
+            .iter()
+            .map(step_filter)
+            .collect(),
         window_ms: i64::from(window_secs) * 1000,
     };
     let answer = funnel::run(client, &query, &model).await?;
-    let group_json = |group: &FunnelGroup| {
-        let body: Vec<Value> = steps
+    let step_list = |group: &FunnelGroup| -> Vec<FunnelStep> {
+        steps
             .iter()
             .zip(&group.steps)
             .enumerate()
@@ -317,40 +440,67 @@ pub async fn funnel(
                     Step::Event(name) => ("event", name),
                 };
                 let (from_previous, from_first) = group.conversions(index);
-                json!({
-                    "step": index + 1,
-                    "kind": kind,
-                    "value": value,
-                    "persons": count.persons,
-                    "in_progress": count.in_progress,
-                    "conversion_from_previous": from_previous,
-                    "conversion_from_first": from_first,
-                })
+                FunnelStep {
+                    step: index + 1,
+                    kind: kind.into(),
+                    value: value.clone(),
+                    persons: count.persons,
+                    in_progress: count.in_progress,
+                    conversion_from_previous: from_previous,
+                    conversion_from_first: from_first,
+                }
             })
-            .collect();
-        json!({"steps": body, "excluded": group.excluded})
+            .collect()
     };
     let mut groups = answer.groups.iter();
-    let all = groups.next().map(group_json).unwrap_or(Value::Null);
-    let breakdown: Vec<Value> = groups
-        .map(|group| {
-            let mut body = group_json(group);
-            body["value"] = json!(group.label);
-            body
-        })
-        .collect();
-    Ok(json!({
-        "window_secs": window_secs,
-        "steps": all["steps"],
-        "excluded": all["excluded"],
-        "breakdown": breakdown,
-        "complete_until_ms": answer.complete_until_ms,
-    }))
+    let everyone = groups.next();
+    Ok(FunnelAnswer {
+        window_secs,
+        steps: everyone.map(step_list).unwrap_or_default(),
+        excluded: everyone.map_or(0, |group| group.excluded),
+        breakdown: groups
+            .map(|group| FunnelBreakdown {
+                value: group.label.clone(),
+                steps: step_list(group),
+                excluded: group.excluded,
+            })
+            .collect(),
+        complete_until_ms: answer.complete_until_ms,
+    })
 }
 
 #[derive(Debug, serde::Deserialize)]
 struct RetentionOutput {
     data: Vec<(String, u32, u64)>,
+}
+
+/// A later week of a cohort.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct Retained {
+    /// The cohort's persons active in that week.
+    pub persons: u64,
+    /// Their share of the cohort, 0-1; null for an empty cohort.
+    pub share: Option<f64>,
+}
+
+/// The persons first active in one local week (from Monday).
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct Cohort {
+    /// The week's Monday, `YYYY-MM-DD` in the requested zone.
+    pub week: String,
+    /// Persons first active that week.
+    pub persons: u64,
+    /// Per week since, from week 0 (the cohort itself).
+    pub retained: Vec<Retained>,
+}
+
+/// The answer of `/api/retention`.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct Retention {
+    /// Oldest first.
+    pub cohorts: Vec<Cohort>,
+    /// As in the overview.
+    pub complete_until_ms: Option<i64>,
 }
 
 /// `/api/retention`: cohorts by the local week (from Monday) of each person's first activity
@@ -359,9 +509,8 @@ pub async fn retention(
     client: &Client,
     tenant: &schemas::tenants::Tenant,
     params: &Params,
-) -> Result<Value, ApiError> {
-    params.only(Endpoint::Retention)?;
-    let query = base(tenant, params, vec![Metric::Persons])?;
+) -> Result<Retention, ApiError> {
+    let query = base(tenant, params, Endpoint::Retention, vec![Metric::Persons])?;
     let range = Range {
         from: query.period.from,
         to: query.period.to,
@@ -371,7 +520,7 @@ pub async fn retention(
     // Offsets size a vector: one the range cannot contain (a query bug) must not
     // become an allocation of gigabytes.
     let max_offset = ((range.to - range.from) / (7 * 86_400) + 1).max(0) as usize;
-    let mut cohorts: Vec<Value> = Vec::new();
+    let mut cohorts: Vec<Cohort> = Vec::new();
     let mut current: Option<(String, Vec<u64>)> = None;
     for (cohort, offset, persons) in output.data {
         if current
@@ -379,7 +528,7 @@ pub async fn retention(
             .is_none_or(|(current, _)| *current != cohort)
         {
             if let Some((done, active)) = current.take() {
-                cohorts.push(cohort_json(done, active));
+                cohorts.push(cohort_of(done, active));
             }
             current = Some((cohort.clone(), Vec::new()));
         }
@@ -396,21 +545,28 @@ pub async fn retention(
         }
     }
     if let Some((cohort, active)) = current {
-        cohorts.push(cohort_json(cohort, active));
+        cohorts.push(cohort_of(cohort, active));
     }
-    Ok(json!({"cohorts": cohorts, "complete_until_ms": complete_until_ms}))
+    Ok(Retention {
+        cohorts,
+        complete_until_ms,
+    })
 }
 
 /// A cohort: its size (persons active in week 0) and, per week since, persons active and the
 /// share of the cohort they are.
-fn cohort_json(week: String, active: Vec<u64>) -> Value {
+fn cohort_of(week: String, active: Vec<u64>) -> Cohort {
     let size = active.first().copied().unwrap_or(0);
-    let retained: Vec<Value> = active
+    let retained = active
         .iter()
-        .map(|persons| {
-            let share = (size > 0).then(|| *persons as f64 / size as f64);
-            json!({"persons": persons, "share": share})
+        .map(|persons| Retained {
+            persons: *persons,
+            share: (size > 0).then(|| *persons as f64 / size as f64),
         })
         .collect();
-    json!({"week": week, "persons": size, "retained": retained})
+    Cohort {
+        week,
+        persons: size,
+        retained,
+    }
 }

@@ -9,7 +9,7 @@ use super::translator::{SUGGESTIONS, Shape, Translation};
 use super::{Author, Checked, Failure};
 
 /// How a question ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Outcome {
     /// Rows and a summary.
@@ -35,7 +35,7 @@ impl Outcome {
 }
 
 /// How the dashboard should draw the rows.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Chart {
     /// First column on the x axis (time), the others as lines.
@@ -47,7 +47,7 @@ pub enum Chart {
 }
 
 /// The answer to one question.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Answer {
     /// The question as asked.
     pub question: String,

@@ -42,7 +42,7 @@ impl Default for RunLimits {
 }
 
 /// A column of an answer: its name and ClickHouse type.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, serde::Serialize, utoipa::ToSchema)]
 pub struct Column {
     /// The name, as the statement spelled it (an alias, or the expression).
     pub name: String,

@@ -16,6 +16,8 @@ use axum::response::IntoResponse;
 use axum::routing::{MethodRouter, get};
 use chrono::NaiveDate;
 use serde_json::{Map, Value as JsonValue, json};
+use utoipa::IntoParams;
+use utoipa::openapi::path::{Parameter, ParameterIn};
 
 use super::{PlausibleError, authorize, value_json, zone};
 use crate::AppState;
@@ -45,44 +47,99 @@ pub enum Endpoint {
     Realtime,
 }
 
+/// The site every v1 endpoint takes.
+#[derive(Debug, serde::Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct SiteParams {
+    /// The tenant's id, or one of its configured `domains`; must be the read key's tenant.
+    pub site_id: String,
+}
+
+/// The period, zone and filters of every v1 report.
+#[derive(Debug, serde::Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ReportParams {
+    /// `day`, `7d`, `30d`, `month`, `6mo`, `12mo` or `custom`. Default: `30d`.
+    pub period: Option<String>,
+    /// `YYYY-MM-DD`, the day the period ends on (default today, in the zone); for
+    /// `custom`, two dates joined by a comma.
+    pub date: Option<String>,
+    /// v1 filters (`event:page==/blog/**;visit:utm_source!=x|y`) or a v2 filter list in JSON.
+    pub filters: Option<String>,
+    /// IANA zone for dates and buckets. Default: the tenant's (ours; Plausible's sites have
+    /// one zone).
+    pub timezone: Option<String>,
+}
+
+/// The metrics of a v1 report.
+#[derive(Debug, serde::Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct MetricParams {
+    /// Comma-separated: `visitors`, `visits`, `pageviews`, `views_per_visit`,
+    /// `bounce_rate`, `visit_duration`, `events`, `conversion_rate` (and `percentage` in a
+    /// breakdown). Default: `visitors`.
+    pub metrics: Option<String>,
+    /// Accepted for Plausible's clients; nothing is ever imported here.
+    pub with_imported: Option<String>,
+}
+
+/// `/api/v1/stats/aggregate`'s own parameter.
+#[derive(Debug, serde::Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct CompareParams {
+    /// `previous_period`: each metric also as `change` against the period before.
+    pub compare: Option<String>,
+}
+
+/// `/api/v1/stats/timeseries`' own parameter.
+#[derive(Debug, serde::Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct IntervalParams {
+    /// `date` or `month` (`hour` for a `day` period). Default: by the period.
+    pub interval: Option<String>,
+}
+
+/// `/api/v1/stats/breakdown`'s own parameters.
+#[derive(Debug, serde::Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct BreakdownParams {
+    /// The dimension: `event:page`, `event:name`, `event:goal`, `event:props:<key>`,
+    /// `visit:source`, `visit:utm_source`… Required.
+    pub property: Option<String>,
+    /// Rows per page, 1 to 1000. Default: 100.
+    pub limit: Option<String>,
+    /// Page number, from 1. Default: 1.
+    pub page: Option<String>,
+}
+
 impl Endpoint {
-    fn parameters(self) -> &'static [&'static str] {
-        const COMMON: [&str; 5] = ["site_id", "period", "date", "filters", "timezone"];
+    /// Its query parameters, from the structs that document them.
+    pub fn parameters(self) -> Vec<Parameter> {
+        let query = || Some(ParameterIn::Query);
+        let mut parameters = SiteParams::into_params(query);
+        let report = || {
+            [
+                ReportParams::into_params(query),
+                MetricParams::into_params(query),
+            ]
+            .concat()
+        };
         match self {
-            Endpoint::Aggregate => &[
-                "site_id",
-                "period",
-                "date",
-                "filters",
-                "timezone",
-                "metrics",
-                "compare",
-                "with_imported",
-            ],
-            Endpoint::Timeseries => &[
-                "site_id",
-                "period",
-                "date",
-                "filters",
-                "timezone",
-                "metrics",
-                "interval",
-                "with_imported",
-            ],
-            Endpoint::Breakdown => &[
-                "site_id",
-                "period",
-                "date",
-                "filters",
-                "timezone",
-                "metrics",
-                "property",
-                "limit",
-                "page",
-                "with_imported",
-            ],
-            Endpoint::Realtime => &COMMON[..1],
+            Endpoint::Aggregate => {
+                parameters.extend(report());
+                parameters.extend(CompareParams::into_params(query));
+            }
+            Endpoint::Timeseries => {
+                parameters.extend(report());
+                parameters.extend(IntervalParams::into_params(query));
+            }
+            Endpoint::Breakdown => {
+                parameters.extend(report());
+                parameters.extend(BreakdownParams::into_params(query));
+            }
+            Endpoint::Realtime => {}
         }
+        parameters
     }
 }
 
@@ -115,10 +172,12 @@ async fn answer(
     params: &HashMap<String, String>,
 ) -> Result<JsonValue> {
     let tenant = authorize(state, headers, params.get("site_id").map(String::as_str))?;
-    if let Some(unknown) = params
-        .keys()
-        .find(|key| !endpoint.parameters().contains(&key.as_str()))
-    {
+    let known: Vec<String> = endpoint
+        .parameters()
+        .into_iter()
+        .map(|parameter| parameter.name)
+        .collect();
+    if let Some(unknown) = params.keys().find(|key| !known.contains(key)) {
         return Err(PlausibleError::bad(format!(
             "Unknown parameter `{unknown}` for this endpoint."
         )));

@@ -14,6 +14,7 @@ use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, NaiveDate, SecondsFormat};
 use serde_json::{Map, Value as JsonValue, json};
 use std::sync::Arc;
+use utoipa::ToSchema;
 
 use super::{PlausibleError, authorize, value_json, zone};
 use crate::AppState;
@@ -73,6 +74,102 @@ async fn answer(state: &AppState, headers: &HeaderMap, body: &[u8]) -> Result<Js
     Ok(render(&request, &query, &answer))
 }
 
+/// The body of `POST /api/v2/query`, as Plausible's Stats API v2 reference gives it (plus
+/// ours: `timezone`, `include.bots`). [`parse`] reads it field by field so that each error
+/// names its JSON pointer as Plausible's do; this type is what the OpenAPI document shows, and
+/// its fields are the keys a request may have (any other is refused).
+#[derive(Debug, ToSchema)]
+#[allow(dead_code)]
+pub struct QueryRequest {
+    /// The tenant's id, or one of its configured `domains`; must be the read key's tenant.
+    site_id: String,
+    /// `visitors`, `visits`, `pageviews`, `views_per_visit`, `bounce_rate`,
+    /// `visit_duration`, `events`, `percentage`, `conversion_rate`, and ours: `persons`,
+    /// `sessions`.
+    metrics: Vec<String>,
+    /// A shortcut (`day`, `24h`, `7d`, `28d`, `30d`, `91d`, `month`, `6mo`, `12mo`, `year`,
+    /// `all`) or two ISO dates or date-times (both inclusive). At most 366 days.
+    #[schema(value_type = Object)]
+    date_range: JsonValue,
+    /// `event:page`, `event:name`, `event:goal`, `event:props:<key>`, `visit:<attribute>`,
+    /// `time`, `time:hour|day|week|month`.
+    dimensions: Option<Vec<String>>,
+    /// `[operator, dimension, clauses, modifiers?]` conditions, combined with
+    /// `["and"|"or", [...]]`, `["not", f]`, `["has_done"|"has_not_done", f]`.
+    #[schema(value_type = Option<Vec<Object>>)]
+    filters: Option<Vec<JsonValue>>,
+    /// `[[metric or dimension, "asc"|"desc"], ...]`.
+    #[schema(value_type = Option<Vec<Object>>)]
+    order_by: Option<Vec<JsonValue>>,
+    /// What else to return.
+    include: Option<IncludeRequest>,
+    /// `{"limit": 1-10000, "offset": n}`. Default: 10,000 rows from 0.
+    pagination: Option<PaginationRequest>,
+    /// IANA zone (ours; a Plausible site has one). Default: the tenant's.
+    timezone: Option<String>,
+}
+
+/// `include` of a v2 request.
+#[derive(Debug, ToSchema)]
+#[allow(dead_code)]
+pub struct IncludeRequest {
+    /// Every bucket's label in `meta.time_labels`, including empty ones.
+    time_labels: Option<bool>,
+    /// The number of rows before pagination in `meta.total_rows`.
+    total_rows: Option<bool>,
+    /// Accepted; nothing is imported here, so it changes nothing.
+    imports: Option<bool>,
+    /// Ours: count events flagged `is_bot` at ingestion.
+    bots: Option<bool>,
+    /// `{"mode": "previous_period"|"year_over_year"|"custom", "date_range": [..],
+    /// "match_day_of_week": bool}`: each row also has `comparison`.
+    #[schema(value_type = Option<Object>)]
+    comparisons: Option<JsonValue>,
+    /// Plausible's dashboard form of `comparisons`: a mode or a date range.
+    #[schema(value_type = Option<Object>)]
+    compare: Option<JsonValue>,
+    /// With `compare`: align the compared range on weekdays.
+    compare_match_day_of_week: Option<bool>,
+}
+
+/// `pagination` of a v2 request.
+#[derive(Debug, ToSchema)]
+#[allow(dead_code)]
+pub struct PaginationRequest {
+    /// Rows, 1 to 10,000.
+    limit: Option<u32>,
+    /// Rows skipped.
+    offset: Option<u32>,
+}
+
+/// A row of a v2 answer.
+#[derive(Debug, ToSchema)]
+#[allow(dead_code)]
+pub struct ResultRow {
+    /// The dimensions' labels, in the request's order.
+    dimensions: Vec<String>,
+    /// The metrics, in the request's order (numbers; null where undefined).
+    #[schema(value_type = Vec<Object>)]
+    metrics: Vec<JsonValue>,
+    /// With a comparison: `{"dimensions", "metrics", "change"}` of the compared range.
+    #[schema(value_type = Option<Object>)]
+    comparison: Option<JsonValue>,
+}
+
+/// The answer of `POST /api/v2/query`.
+#[derive(Debug, ToSchema)]
+#[allow(dead_code)]
+pub struct QueryResponse {
+    /// One row per combination of the dimensions' values (one row without dimensions).
+    results: Vec<ResultRow>,
+    /// `time_labels`, `total_rows`, `imports_included`, `complete_until_ms`, warnings.
+    #[schema(value_type = Object)]
+    meta: JsonValue,
+    /// The request as it was understood (the range resolved to instants).
+    #[schema(value_type = Object)]
+    query: JsonValue,
+}
+
 /// Reads a v2 request for `tenant` at `now`.
 pub fn parse(
     request: &Map<String, JsonValue>,
@@ -80,19 +177,8 @@ pub fn parse(
     now: i64,
     first_event: Option<i64>,
 ) -> Result<Query> {
-    const KNOWN: [&str; 10] = [
-        "site_id",
-        "metrics",
-        "date_range",
-        "dimensions",
-        "filters",
-        "order_by",
-        "include",
-        "pagination",
-        "timezone",
-        "date",
-    ];
-    if let Some(unknown) = request.keys().find(|key| !KNOWN.contains(&key.as_str())) {
+    let known = crate::openapi::property_names::<QueryRequest>();
+    if let Some(unknown) = request.keys().find(|key| !known.contains(key)) {
         return bad(unknown, "Unknown property");
     }
     let zone = zone(tenant, request.get("timezone").and_then(JsonValue::as_str))?;
@@ -490,17 +576,9 @@ fn include(value: Option<&JsonValue>) -> Result<Include> {
             ),
         }
     };
+    let known = crate::openapi::property_names::<IncludeRequest>();
     for key in fields.keys() {
-        const KNOWN: [&str; 7] = [
-            "time_labels",
-            "total_rows",
-            "imports",
-            "bots",
-            "comparisons",
-            "compare",
-            "compare_match_day_of_week",
-        ];
-        if !KNOWN.contains(&key.as_str()) {
+        if !known.contains(key) {
             return bad(&format!("include/{key}"), "Unknown property");
         }
     }

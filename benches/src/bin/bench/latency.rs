@@ -1,7 +1,7 @@
 //! End-to-end latency: events offered to the gateway at a fixed rate (open loop, batches of
 //! 10); every 20th request is a probe, a page view of a path of its own. The time from
 //! sending a probe to (a) its row in ClickHouse's `events` and (b) its page view in the query
-//! API (`/api/overview?path=`) is that event's latency.
+//! API (a Stats API v2 breakdown by page of the probes' paths) is that event's latency.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -21,11 +21,9 @@ const TENANTS: &str =
     "[[tenants]]\nid = 'bench'\nwrite_keys = ['wk_bench']\nread_keys = ['rk_bench']\n";
 const EVENTS_PER_REQUEST: usize = 10;
 const PROBE_EVERY: u64 = 20;
-/// How often the watcher looks: each look is one query of `events` and up to
-/// [`API_CHECKS_PER_LOOK`] overview requests, all load on the two cores it measures.
+/// How often the watcher looks: each look is one query of `events` and one of the query API,
+/// both load on the two cores it measures.
 const LOOK_EVERY: Duration = Duration::from_millis(100);
-/// Probes asked of the query API per look.
-const API_CHECKS_PER_LOOK: usize = 2;
 
 /// Probes sent and not yet seen: path -> when sent.
 type Pending = Arc<Mutex<HashMap<String, Instant>>>;
@@ -68,6 +66,8 @@ struct Watcher {
     clickhouse_url: String,
     database: String,
     query_url: String,
+    /// The run's stamp, in every probe's path.
+    stamp: i64,
     /// Seen in ClickHouse, not yet in the API: path -> when sent.
     in_clickhouse: HashMap<String, Instant>,
     clickhouse: Histogram<u64>,
@@ -95,22 +95,42 @@ impl Watcher {
         }
     }
 
-    /// Whether the query API counts the probe's page view.
-    async fn seen_in_api(&self, path: &str) -> bool {
-        let now = chrono::Utc::now().timestamp();
-        let url = format!(
-            "{}/api/overview?from={}&to={}&path={path}",
-            self.query_url,
-            now - 3_600,
-            now + 60
-        );
-        let Ok(response) = self.http.get(url).bearer_auth("rk_bench").send().await else {
-            return false;
+    /// The probes whose page view the query API counts: one Stats API v2 breakdown by page
+    /// of this run's probe paths over the last hour, so that a look asks about every waiting
+    /// probe at once and the API figure has no queue of the watcher's own in it.
+    async fn seen_in_api(&self, stamp: i64) -> Vec<String> {
+        let now = chrono::Utc::now();
+        let iso = |time: chrono::DateTime<chrono::Utc>| {
+            time.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+        };
+        let request = json!({
+            "site_id": "bench",
+            "metrics": ["pageviews"],
+            "date_range": [iso(now - chrono::Duration::hours(1)), iso(now + chrono::Duration::minutes(1))],
+            "dimensions": ["event:page"],
+            "filters": [["contains", "event:page", [format!("/probe/{stamp}/")]]],
+            "pagination": {"limit": 10_000},
+        });
+        let Ok(response) = self
+            .http
+            .post(format!("{}/api/v2/query", self.query_url))
+            .bearer_auth("rk_bench")
+            .json(&request)
+            .send()
+            .await
+        else {
+            return Vec::new();
         };
         let body: Value = response.json().await.unwrap_or(Value::Null);
-        body["current"]["page_views"]
-            .as_u64()
-            .is_some_and(|views| views > 0)
+        body["results"]
+            .as_array()
+            .map(|rows| {
+                rows.iter()
+                    .filter(|row| row["metrics"][0].as_u64().is_some_and(|views| views > 0))
+                    .filter_map(|row| row["dimensions"][0].as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 
     /// Polls until every probe was seen in both places, or 60 s after the last was sent.
@@ -136,24 +156,13 @@ impl Watcher {
                     }
                 }
             }
-            // The oldest few probes waiting for the API are asked, at once: asking about every
-            // waiting probe made the harness's own overview queries grow with the backlog
-            // (hundreds per look at 10,000 events/s, every 50 ms), and ClickHouse spent most of the two
-            // cores on them, delaying what they measured.
-            let mut candidates: Vec<(String, Instant)> = self
-                .in_clickhouse
-                .iter()
-                .map(|(p, s)| (p.clone(), *s))
-                .collect();
-            candidates.sort_by_key(|(_, sent)| *sent);
-            candidates.truncate(API_CHECKS_PER_LOOK);
-            let checks = candidates.iter().map(|(path, _)| self.seen_in_api(path));
-            let answers = futures_util::future::join_all(checks).await;
-            let now = Instant::now();
-            for ((path, sent), seen) in candidates.into_iter().zip(answers) {
-                if seen {
-                    let _ = self.api.record((now - sent).as_micros().max(1) as u64);
-                    self.in_clickhouse.remove(&path);
+            if !self.in_clickhouse.is_empty() {
+                let seen = self.seen_in_api(self.stamp).await;
+                let now = Instant::now();
+                for path in seen {
+                    if let Some(sent) = self.in_clickhouse.remove(&path) {
+                        let _ = self.api.record((now - sent).as_micros().max(1) as u64);
+                    }
                 }
             }
             if done_sending.load(Ordering::Relaxed) {
@@ -269,6 +278,7 @@ async fn measure(
         clickhouse_url: stack.clickhouse_url.clone(),
         database: database.to_owned(),
         query_url: query.to_owned(),
+        stamp,
         in_clickhouse: HashMap::new(),
         clickhouse: latency_histogram(),
         api: latency_histogram(),
