@@ -343,7 +343,7 @@ impl Oracle<'_> {
         }
     }
 
-    fn answer(&self, metrics: &[&str], dimensions: &[&str], filters: &[Value]) -> BTreeSet<String> {
+    fn answer(&self, metrics: &[&str], dimensions: &[&str], filters: &[Value]) -> Rows {
         // Rows come from the table(s) the metrics read.
         let reads_events = metrics.iter().any(|m| {
             [
@@ -407,74 +407,89 @@ impl Oracle<'_> {
                 })
                 .collect::<Vec<_>>(),
         );
-        groups
+        let rows: BTreeMap<Vec<String>, Vec<Value>> = groups
             .into_iter()
             .map(|(key, (events, visits))| {
-                let n = visits.len() as f64;
-                let values: Vec<Value> = metrics
-                    .iter()
-                    .map(|metric| match *metric {
-                        "visitors" => json!(distinct_visitors(&events)),
-                        "persons" => json!(
-                            events
-                                .iter()
-                                .map(|e| &e.person_id)
-                                .collect::<HashSet<_>>()
-                                .len()
-                        ),
-                        "pageviews" => json!(events.iter().filter(|e| e.kind != "track").count()),
-                        "events" => json!(events.len()),
-                        "visits" | "sessions" => json!(visits.len()),
-                        "bounce_rate" => json!(if n > 0.0 {
-                            (visits.iter().filter(|v| v.bounce).count() as f64 * 100.0 / n).round()
-                                as i64
-                        } else {
-                            0
-                        }),
-                        "visit_duration" => json!(if n > 0.0 {
-                            (visits.iter().map(|v| v.duration_ms).sum::<i64>() as f64 / 1000.0 / n)
-                                .round() as i64
-                        } else {
-                            0
-                        }),
-                        "percentage" => json!(if all_visitors > 0 {
-                            Some(
-                                (distinct_visitors(&events) as f64 * 100.0 / all_visitors as f64
-                                    * 10.0)
-                                    .round()
-                                    / 10.0,
-                            )
-                        } else {
-                            None
-                        }),
-                        "conversion_rate" => json!(if converting_base > 0 {
-                            (distinct_visitors(&events) as f64 * 100.0 / converting_base as f64
-                                * 100.0)
-                                .round()
-                                / 100.0
-                        } else {
-                            0.0
-                        }),
-                        "views_per_visit" => json!(if n > 0.0 {
-                            (visits.iter().map(|v| f64::from(v.page_views)).sum::<f64>() / n
-                                * 100.0)
-                                .round()
-                                / 100.0
-                        } else {
-                            0.0
-                        }),
-                        other => panic!("{other}"),
-                    })
-                    .collect();
                 let labels: Vec<String> = key
                     .iter()
                     .zip(dimensions)
                     .map(|(value, d)| display(d, value))
                     .collect();
-                json!({"dimensions": labels, "metrics": values}).to_string()
+                let values =
+                    metric_values(metrics, &events, &visits, (all_visitors, converting_base));
+                (labels, values)
             })
-            .collect()
+            .collect();
+        let empty = metric_values(metrics, &[], &[], (all_visitors, converting_base));
+        Rows { rows, empty }
     }
+}
+
+/// An oracle's answer.
+struct Rows {
+    /// The dimensions' labels -> the metrics' values, as reported.
+    rows: BTreeMap<Vec<String>, Vec<Value>>,
+    /// The metrics over no events or visits (a key the compared period lacks).
+    empty: Vec<Value>,
+}
+
+/// The metrics over one group's events and visits, as reported (Plausible's rounding), with
+/// the period's visitors and conversion base for the shares.
+fn metric_values(
+    metrics: &[&str],
+    events: &[&Event],
+    visits: &[&Visit],
+    (all_visitors, converting_base): (usize, usize),
+) -> Vec<Value> {
+    let n = visits.len() as f64;
+    metrics
+        .iter()
+        .map(|metric| match *metric {
+            "visitors" => json!(distinct_visitors(events)),
+            "persons" => json!(
+                events
+                    .iter()
+                    .map(|e| &e.person_id)
+                    .collect::<HashSet<_>>()
+                    .len()
+            ),
+            "pageviews" => json!(events.iter().filter(|e| e.kind != "track").count()),
+            "events" => json!(events.len()),
+            "visits" | "sessions" => json!(visits.len()),
+            "bounce_rate" => json!(if n > 0.0 {
+                (visits.iter().filter(|v| v.bounce).count() as f64 * 100.0 / n).round() as i64
+            } else {
+                0
+            }),
+            "visit_duration" => json!(if n > 0.0 {
+                (visits.iter().map(|v| v.duration_ms).sum::<i64>() as f64 / 1000.0 / n).round()
+                    as i64
+            } else {
+                0
+            }),
+            "percentage" => json!(if all_visitors > 0 {
+                Some(
+                    (distinct_visitors(events) as f64 * 100.0 / all_visitors as f64 * 10.0).round()
+                        / 10.0,
+                )
+            } else {
+                None
+            }),
+            "conversion_rate" => json!(if converting_base > 0 {
+                (distinct_visitors(events) as f64 * 100.0 / converting_base as f64 * 100.0).round()
+                    / 100.0
+            } else {
+                0.0
+            }),
+            "views_per_visit" => json!(if n > 0.0 {
+                (visits.iter().map(|v| f64::from(v.page_views)).sum::<f64>() / n * 100.0).round()
+                    / 100.0
+            } else {
+                0.0
+            }),
+            other => panic!("{other}"),
+        })
+        .collect()
 }
 
 /// The goals an event completes (the tenant's, written out by hand).
@@ -492,6 +507,23 @@ fn goals_of(event: &Event) -> Vec<String> {
         goals.push("Blog".to_owned());
     }
     goals
+}
+
+/// Plausible's change between two reported values (`lib/plausible/stats/compare.ex`): the
+/// bounce rate's difference in points (none from 0), the conversion rate's difference to one
+/// decimal, otherwise the percent change rounded, 100 from 0 to more, 0 from 0 to 0; none
+/// from an undefined value.
+fn plausible_change(metric: &str, old: &Value, new: &Value) -> Value {
+    let (Some(old), Some(new)) = (old.as_f64(), new.as_f64()) else {
+        return Value::Null;
+    };
+    match metric {
+        "bounce_rate" if old > 0.0 => json!((new - old) as i64),
+        "bounce_rate" => Value::Null,
+        "conversion_rate" => json!(((new - old) * 10.0).round() / 10.0),
+        _ if old == 0.0 => json!(if new > 0.0 { 100 } else { 0 }),
+        _ => json!(((new - old) / old * 100.0).round() as i64),
+    }
 }
 
 fn distinct_visitors(events: &[&Event]) -> usize {
@@ -651,7 +683,10 @@ async fn check_order_and_pages(
     }
     let mut paged = body.clone();
     paged["pagination"] = json!({"limit": 3, "offset": 1});
-    paged["include"] = json!({"total_rows": true});
+    if paged.get("include").is_none() {
+        paged["include"] = json!({});
+    }
+    paged["include"]["total_rows"] = json!(true);
     let (status, page) = ask(state, &paged).await;
     assert_eq!(status, 200, "{context}: {page}");
     let expected: Vec<&Value> = rows.iter().skip(1).take(3).collect();
@@ -760,10 +795,16 @@ async fn the_compiler_agrees_with_an_independent_evaluation_on_random_queries() 
         {
             metrics.push("views_per_visit");
         }
-        let body = json!({
+        let mut body = json!({
             "site_id": TENANT, "metrics": metrics, "dimensions": dimensions, "filters": filters,
             "date_range": [first.to_string(), last.to_string()], "timezone": zone_name,
         });
+        // Compared with the period of as many days just before (time buckets' pairing is
+        // the handler tests').
+        let compare = dimensions.iter().all(|d| !d.starts_with("time")) && rng.random_bool(0.3);
+        if compare {
+            body["include"] = json!({"comparisons": {"mode": "previous_period"}});
+        }
         let (status, answer) = ask(&state, &body).await;
         assert_eq!(
             status, 200,
@@ -783,7 +824,40 @@ async fn the_compiler_agrees_with_an_independent_evaluation_on_random_queries() 
             to_ms,
             first_date: first,
         };
-        let expected = oracle.answer(&metrics, &dimensions, &filters);
+        let answer_rows = oracle.answer(&metrics, &dimensions, &filters);
+        let compared = compare.then(|| {
+            let days = (last - first).get_days() as i64 + 1;
+            let compared_first = first.checked_sub(days.days()).unwrap();
+            Oracle {
+                from_ms: compared_first
+                    .to_zoned(zone.clone())
+                    .unwrap()
+                    .timestamp()
+                    .as_millisecond(),
+                to_ms: from_ms,
+                first_date: compared_first,
+                ..oracle
+            }
+            .answer(&metrics, &dimensions, &filters)
+        });
+        let expected: BTreeSet<String> = answer_rows
+            .rows
+            .iter()
+            .map(|(labels, values)| {
+                let mut row = json!({"dimensions": labels, "metrics": values});
+                if let Some(compared) = &compared {
+                    let before = compared.rows.get(labels).unwrap_or(&compared.empty);
+                    let change: Vec<Value> = metrics
+                        .iter()
+                        .zip(before.iter().zip(values))
+                        .map(|(metric, (old, new))| plausible_change(metric, old, new))
+                        .collect();
+                    row["comparison"] =
+                        json!({"dimensions": labels, "metrics": before, "change": change});
+                }
+                row.to_string()
+            })
+            .collect();
         // Without dimensions there is always one row, zeros included.
         if dimensions.is_empty() && expected.is_empty() {
             assert_eq!(got.len(), 1, "round {round} (seed {seed}): {body}");

@@ -121,21 +121,15 @@ pub fn zone(tenant: &Tenant, requested: Option<&str>) -> Result<Tz, PlausibleErr
     }
 }
 
-/// A metric's value as Plausible reports it: bounce rate and visit duration rounded to
-/// integers, views per visit and conversion rate to 2 decimals, percentage to 1; a rate over no visits is 0
-/// (Plausible's `ifNotFinite(…, 0)`), a percentage of nothing `null`.
+/// A metric's value as Plausible writes it ([`crate::query::run::reported`]): counts, bounce
+/// rate and visit duration as integers, the other rates as decimals, an undefined one `null`.
 pub fn value_json(metric: Metric, value: Value) -> serde_json::Value {
-    let round = |number: f64, decimals: i32| {
-        let scale = 10f64.powi(decimals);
-        (number * scale).round() / scale
-    };
     match (metric, value) {
         (_, Value::Count(count)) => json!(count),
-        (Metric::Percentage, Value::Ratio(ratio)) => json!(ratio.map(|r| round(r, 1))),
-        (Metric::ViewsPerVisit | Metric::ConversionRate, Value::Ratio(ratio)) => {
-            json!(round(ratio.unwrap_or(0.0), 2))
+        (Metric::Percentage | Metric::ViewsPerVisit | Metric::ConversionRate, _) => {
+            json!(crate::query::run::reported(metric, value))
         }
-        (_, Value::Ratio(ratio)) => json!(ratio.unwrap_or(0.0).round() as i64),
+        _ => json!(crate::query::run::reported(metric, value).map(|number| number as i64)),
     }
 }
 

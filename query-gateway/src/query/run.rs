@@ -75,15 +75,35 @@ pub struct Answer {
     pub comparison_period: Option<Period>,
 }
 
-/// The change from `before` to `now` as Plausible reports it (`lib/plausible/stats/compare.ex`):
-/// for the bounce rate the difference of the rounded rates in points (none from a rate of 0),
+/// A metric's value as it is reported (Plausible's rounding, in its SQL:
+/// `lib/plausible/stats/sql/expression.ex`): bounce rate and visit duration to integers,
+/// views per visit and conversion rate to 2 decimals, percentage to 1; a rate over no visits
+/// is 0 (Plausible's `ifNotFinite(…, 0)`), a percentage of nothing undefined (`None`).
+pub fn reported(metric: Metric, value: Value) -> Option<f64> {
+    let round = |number: f64, decimals: i32| {
+        let scale = 10f64.powi(decimals);
+        (number * scale).round() / scale
+    };
+    match (metric, value) {
+        (_, Value::Count(count)) => Some(count as f64),
+        (Metric::Percentage, Value::Ratio(ratio)) => ratio.map(|r| round(r, 1)),
+        (Metric::ViewsPerVisit | Metric::ConversionRate, Value::Ratio(ratio)) => {
+            Some(round(ratio.unwrap_or(0.0), 2))
+        }
+        (_, Value::Ratio(ratio)) => Some(ratio.unwrap_or(0.0).round()),
+    }
+}
+
+/// The change from `before` to `now` as Plausible reports it (`lib/plausible/stats/compare.ex`),
+/// computed from the values as reported ([`reported`]), as Plausible computes it from its
+/// rounded SQL results: for the bounce rate the difference in points (none from a rate of 0),
 /// for the conversion rate the difference in points to one decimal, for everything else the
 /// percent change rounded to an integer, 100 from nothing to something, 0 from nothing to
-/// nothing.
+/// nothing; none from an undefined value.
 pub fn change(metric: Metric, before: Value, now: Value) -> Option<f64> {
-    let (before, now) = (before.number()?, now.number()?);
+    let (before, now) = (reported(metric, before)?, reported(metric, now)?);
     match metric {
-        Metric::BounceRate => (before != 0.0).then(|| now.round() - before.round()),
+        Metric::BounceRate => (before > 0.0).then_some(now - before),
         Metric::ConversionRate => Some(((now - before) * 10.0).round() / 10.0),
         _ if before == 0.0 => Some(if now > 0.0 { 100.0 } else { 0.0 }),
         _ => Some(((now - before) / before * 100.0).round()),
