@@ -3,7 +3,6 @@
 use axum::Json;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use serde_json::json;
 
 /// An API failure. `Display` is the client-facing message; internals are logged, not leaked.
 #[derive(Debug, thiserror::Error)]
@@ -33,24 +32,23 @@ pub enum ApiError {
     Unavailable,
 }
 
-/// What an error answer carries, for the OpenAPI document: `{"error": {...}}`.
-#[derive(Debug, utoipa::ToSchema)]
-#[allow(dead_code)]
+/// The body of every error answer: `{"error": {...}}`.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
 pub struct ErrorBody {
     /// The error.
-    error: ErrorDetail,
+    pub error: ErrorDetail,
 }
 
 /// The error of an [`ErrorBody`].
-#[derive(Debug, utoipa::ToSchema)]
-#[allow(dead_code)]
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
 pub struct ErrorDetail {
     /// `bad_parameter`, `unauthorized`, `not_found`, `unavailable` or `rate_limited`.
-    code: String,
+    pub code: &'static str,
     /// What is wrong, in words.
-    message: String,
-    /// With `bad_parameter`: the parameter.
-    parameter: Option<String>,
+    pub message: String,
+    /// With `bad_parameter` only: the parameter.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub parameter: Option<String>,
 }
 
 impl ApiError {
@@ -73,11 +71,17 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, code) = self.status_and_code();
-        let mut error = json!({"code": code, "message": self.to_string()});
-        if let ApiError::BadParameter { parameter, .. } = &self {
-            error["parameter"] = json!(parameter);
-        }
-        let mut response = (status, Json(json!({ "error": error }))).into_response();
+        let body = ErrorBody {
+            error: ErrorDetail {
+                code,
+                message: self.to_string(),
+                parameter: match &self {
+                    ApiError::BadParameter { parameter, .. } => Some(parameter.clone()),
+                    _ => None,
+                },
+            },
+        };
+        let mut response = (status, Json(body)).into_response();
         match self {
             ApiError::Unauthorized => {
                 response

@@ -264,7 +264,7 @@ async fn person_sessions(
                 &tenant.id,
                 &person_id,
                 params.range(parsed.from, parsed.to)?,
-                params::limit(parsed.limit)?,
+                params::limit(parsed.limit.as_deref())?,
             )
             .await?;
             Ok(PersonSessions {

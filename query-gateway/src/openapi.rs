@@ -126,12 +126,16 @@ fn rest_operation(endpoint: Endpoint, schemas: &mut Schemas, error: &Ref) -> Ope
         _ => Vec::new(),
     };
     parameters.extend(endpoint.parameters());
-    operation(
+    let operation = operation(
         summary,
         parameters,
         json_response("The answer.", answer),
         error,
-    )
+    );
+    match endpoint {
+        Endpoint::Top => operation.response("404", json_response("No such list.", error.clone())),
+        _ => operation,
+    }
 }
 
 /// The Plausible endpoints answer errors as Plausible does: `{"error": "<message>"}`.
@@ -172,6 +176,14 @@ pub fn document() -> OpenApi {
                 .description(Some("The read key, instead of the Authorization header."))
                 .schema(Some(String::schema()))
                 .build(),
+            ParameterBuilder::new()
+                .name("Last-Event-ID")
+                .parameter_in(ParameterIn::Header)
+                .description(Some(
+                    "The last epoch received: the current counters come at once only if newer.",
+                ))
+                .schema(Some(u64::schema()))
+                .build(),
         ],
         ResponseBuilder::new()
             .description("An event stream; a reconnect with Last-Event-ID resumes.")
@@ -190,6 +202,13 @@ pub fn document() -> OpenApi {
         Vec::new(),
         json_response("The answer.", schemas.of::<crate::ask::answer::Answer>()),
         &error,
+    )
+    .response(
+        "429",
+        json_response(
+            "The tenant's question budget is spent; Retry-After says when to ask again.",
+            error.clone(),
+        ),
     )
     .request_body(Some(json_body(ask_body)));
     paths = paths.path(ASK_PATH, PathItem::new(HttpMethod::Post, ask));

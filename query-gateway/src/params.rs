@@ -21,9 +21,9 @@ pub struct Range {
     pub to: i64,
 }
 
-/// A time parameter: Unix seconds, or an RFC 3339 time such as `2024-05-01T00:00:00Z`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, utoipa::ToSchema)]
-#[schema(value_type = String, example = "2024-05-01T00:00:00Z")]
+/// A time parameter: Unix seconds, or an RFC 3339 time such as `2024-05-01T00:00:00Z`
+/// (documented as a string).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Time(pub i64);
 
 impl<'de> Deserialize<'de> for Time {
@@ -83,18 +83,6 @@ pub enum SeriesMetric {
     Sessions,
 }
 
-impl SeriesMetric {
-    /// Its name in the parameter and in the answer.
-    pub fn name(self) -> &'static str {
-        match self {
-            SeriesMetric::PageViews => "page_views",
-            SeriesMetric::Events => "events",
-            SeriesMetric::Visitors => "visitors",
-            SeriesMetric::Sessions => "sessions",
-        }
-    }
-}
-
 /// The range, zone, bots and filters every report takes.
 #[derive(Debug, Clone, Default, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
@@ -138,8 +126,8 @@ pub struct SeriesParams {
 #[into_params(parameter_in = Query)]
 pub struct LimitParams {
     /// Entries, 1 to 1000. Default: 10.
-    #[param(minimum = 1, maximum = 1000)]
-    pub limit: Option<u32>,
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 1000)]
+    pub limit: Option<String>,
 }
 
 /// `/api/funnel`'s own parameters.
@@ -147,12 +135,13 @@ pub struct LimitParams {
 #[into_params(parameter_in = Query)]
 pub struct FunnelParams {
     /// 2 to 8 steps, comma-separated, each `page:<path>` or `event:<name>`
-    /// (e.g. `page:/pricing,event:Signed Up`). Required.
+    /// (e.g. `page:/pricing,event:Signed Up`).
+    #[param(required = true)]
     pub steps: Option<String>,
     /// Seconds from a person's first step to the last, 1 to 2,592,000 (30 days). Default:
     /// 86,400.
-    #[param(minimum = 1, maximum = 2_592_000)]
-    pub window: Option<u32>,
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 2_592_000)]
+    pub window: Option<String>,
     /// Exclusion steps, as `steps`: a person with one between two consecutive steps is
     /// counted as excluded, not converted.
     pub exclude: Option<String>,
@@ -172,11 +161,12 @@ pub struct PersonParams {
     #[param(value_type = Option<String>)]
     pub to: Option<Time>,
     /// Sessions, 1 to 1000, newest first. Default: 10.
-    #[param(minimum = 1, maximum = 1000)]
-    pub limit: Option<u32>,
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 1000)]
+    pub limit: Option<String>,
 }
 
 const MAX_RANGE_SECS: i64 = 366 * 24 * 3600;
+const MAX_LIMIT: u32 = 1000;
 const MAX_STEPS: usize = 8;
 const MAX_WINDOW_SECS: u32 = 30 * 24 * 3600;
 
@@ -328,16 +318,30 @@ impl Params {
     }
 }
 
+/// A whole number in `range`, or `default` when absent; anything else is refused with what
+/// the parameter must be.
+fn whole_number(
+    text: Option<&str>,
+    parameter: &str,
+    range: std::ops::RangeInclusive<u32>,
+    default: u32,
+    unit: &str,
+) -> Result<u32, ApiError> {
+    let Some(text) = text else {
+        return Ok(default);
+    };
+    text.parse::<u32>()
+        .ok()
+        .filter(|n| range.contains(n))
+        .ok_or_else(|| ApiError::BadParameter {
+            parameter: parameter.into(),
+            message: format!("must be {unit} from {} to {}", range.start(), range.end()),
+        })
+}
+
 /// `limit`: 1 to 1000, default 10.
-pub fn limit(limit: Option<u32>) -> Result<u32, ApiError> {
-    match limit {
-        None => Ok(10),
-        Some(n) if (1..=1000).contains(&n) => Ok(n),
-        Some(_) => Err(ApiError::BadParameter {
-            parameter: "limit".into(),
-            message: "must be an integer from 1 to 1000".into(),
-        }),
-    }
+pub fn limit(limit: Option<&str>) -> Result<u32, ApiError> {
+    whole_number(limit, "limit", 1..=MAX_LIMIT, 10, "an integer")
 }
 
 impl ReportParams {
@@ -406,14 +410,13 @@ impl FunnelParams {
 
     /// `window`, seconds; default one day.
     pub fn window_secs(&self) -> Result<u32, ApiError> {
-        match self.window {
-            None => Ok(24 * 3600),
-            Some(n) if (1..=MAX_WINDOW_SECS).contains(&n) => Ok(n),
-            Some(_) => Err(ApiError::BadParameter {
-                parameter: "window".into(),
-                message: format!("must be seconds from 1 to {MAX_WINDOW_SECS}"),
-            }),
-        }
+        whole_number(
+            self.window.as_deref(),
+            "window",
+            1..=MAX_WINDOW_SECS,
+            24 * 3600,
+            "seconds",
+        )
     }
 }
 
@@ -498,11 +501,15 @@ mod tests {
             bad(params(&[("metric", "x")]).group::<SeriesParams>()),
             "metric"
         );
-        assert_eq!(
-            bad(params(&[("limit", "ten")]).group::<LimitParams>()),
-            "limit"
-        );
-        assert_eq!(bad(limit(Some(0))), "limit");
+        for wrong in ["ten", "0", "-1", "1001"] {
+            match limit(Some(wrong)) {
+                Err(ApiError::BadParameter { parameter, message }) => {
+                    assert_eq!(parameter, "limit");
+                    assert_eq!(message, "must be an integer from 1 to 1000");
+                }
+                other => panic!("limit={wrong}: {other:?}"),
+            }
+        }
         assert_eq!(
             bad(params(&[("path", "/a"), ("path", "/b")]).group::<ReportParams>()),
             "path",

@@ -326,7 +326,7 @@ pub async fn top(
     let mut query = base(tenant, params, Endpoint::Top, vec![metric])?;
     query.dimensions = vec![dimension];
     query.filters.push(only);
-    query.limit = limit(params.group::<LimitParams>()?.limit)? as usize;
+    query.limit = limit(params.group::<LimitParams>()?.limit.as_deref())? as usize;
     let answer: Answer = run::run(client, &query, chrono::Utc::now().timestamp()).await?;
     let entries = answer
         .rows
@@ -358,13 +358,23 @@ fn step_filter(step: &Step) -> Filter {
     }
 }
 
+/// What a funnel step matches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum StepKind {
+    /// A page view of a path (or a screen view of a name).
+    Page,
+    /// A track event of a name.
+    Event,
+}
+
 /// A step of `/api/funnel`.
 #[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
 pub struct FunnelStep {
     /// Its position, from 1.
     pub step: usize,
-    /// `page` or `event`.
-    pub kind: String,
+    /// What the step matches.
+    pub kind: StepKind,
     /// The page's path or the event's name.
     pub value: String,
     /// Persons who reached it in order within the window.
@@ -436,13 +446,13 @@ pub async fn funnel(
             .enumerate()
             .map(|(index, (step, count))| {
                 let (kind, value) = match step {
-                    Step::Page(path) => ("page", path),
-                    Step::Event(name) => ("event", name),
+                    Step::Page(path) => (StepKind::Page, path),
+                    Step::Event(name) => (StepKind::Event, name),
                 };
                 let (from_previous, from_first) = group.conversions(index);
                 FunnelStep {
                     step: index + 1,
-                    kind: kind.into(),
+                    kind,
                     value: value.clone(),
                     persons: count.persons,
                     in_progress: count.in_progress,

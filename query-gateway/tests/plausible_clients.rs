@@ -269,6 +269,11 @@ async fn v2_errors_name_the_field_as_plausibles_do() {
             with("tenant", json!("globex")),
             "#/tenant: Unknown property",
         ),
+        // Not in Plausible's v2 reference (shortcuts end today); accepted silently before.
+        (
+            with("date", json!("2024-05-01")),
+            "#/date: Unknown property",
+        ),
     ] {
         let (status, answer) = v2(&state, "rk_acme", body.clone()).await;
         assert_eq!(status, 400, "{body} -> {answer}");

@@ -509,6 +509,28 @@ fn goals_of(event: &Event) -> Vec<String> {
     goals
 }
 
+/// The answer's rows as JSON text, each with its comparison when there is one.
+fn expected_rows(metrics: &[&str], answer: &Rows, compared: Option<&Rows>) -> BTreeSet<String> {
+    answer
+        .rows
+        .iter()
+        .map(|(labels, values)| {
+            let mut row = json!({"dimensions": labels, "metrics": values});
+            if let Some(compared) = compared {
+                let before = compared.rows.get(labels).unwrap_or(&compared.empty);
+                let change: Vec<Value> = metrics
+                    .iter()
+                    .zip(before.iter().zip(values))
+                    .map(|(metric, (old, new))| plausible_change(metric, old, new))
+                    .collect();
+                row["comparison"] =
+                    json!({"dimensions": labels, "metrics": before, "change": change});
+            }
+            row.to_string()
+        })
+        .collect()
+}
+
 /// Plausible's change between two reported values (`lib/plausible/stats/compare.ex`): the
 /// bounce rate's difference in points (none from 0), the conversion rate's difference to one
 /// decimal, otherwise the percent change rounded, 100 from 0 to more, 0 from 0 to 0; none
@@ -840,24 +862,7 @@ async fn the_compiler_agrees_with_an_independent_evaluation_on_random_queries() 
             }
             .answer(&metrics, &dimensions, &filters)
         });
-        let expected: BTreeSet<String> = answer_rows
-            .rows
-            .iter()
-            .map(|(labels, values)| {
-                let mut row = json!({"dimensions": labels, "metrics": values});
-                if let Some(compared) = &compared {
-                    let before = compared.rows.get(labels).unwrap_or(&compared.empty);
-                    let change: Vec<Value> = metrics
-                        .iter()
-                        .zip(before.iter().zip(values))
-                        .map(|(metric, (old, new))| plausible_change(metric, old, new))
-                        .collect();
-                    row["comparison"] =
-                        json!({"dimensions": labels, "metrics": before, "change": change});
-                }
-                row.to_string()
-            })
-            .collect();
+        let expected = expected_rows(&metrics, &answer_rows, compared.as_ref());
         // Without dimensions there is always one row, zeros included.
         if dimensions.is_empty() && expected.is_empty() {
             assert_eq!(got.len(), 1, "round {round} (seed {seed}): {body}");

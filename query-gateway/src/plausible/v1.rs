@@ -47,8 +47,11 @@ pub enum Endpoint {
     Realtime,
 }
 
+// The structs below are each endpoint's parameter list and its documentation (through
+// utoipa); the values are read by `parse`, whose messages are Plausible's.
+
 /// The site every v1 endpoint takes.
-#[derive(Debug, serde::Deserialize, IntoParams)]
+#[derive(Debug, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct SiteParams {
     /// The tenant's id, or one of its configured `domains`; must be the read key's tenant.
@@ -56,7 +59,7 @@ pub struct SiteParams {
 }
 
 /// The period, zone and filters of every v1 report.
-#[derive(Debug, serde::Deserialize, IntoParams)]
+#[derive(Debug, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct ReportParams {
     /// `day`, `7d`, `30d`, `month`, `6mo`, `12mo` or `custom`. Default: `30d`.
@@ -72,7 +75,7 @@ pub struct ReportParams {
 }
 
 /// The metrics of a v1 report.
-#[derive(Debug, serde::Deserialize, IntoParams)]
+#[derive(Debug, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct MetricParams {
     /// Comma-separated: `visitors`, `visits`, `pageviews`, `views_per_visit`,
@@ -84,7 +87,7 @@ pub struct MetricParams {
 }
 
 /// `/api/v1/stats/aggregate`'s own parameter.
-#[derive(Debug, serde::Deserialize, IntoParams)]
+#[derive(Debug, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct CompareParams {
     /// `previous_period`: each metric also as `change` against the period before.
@@ -92,7 +95,7 @@ pub struct CompareParams {
 }
 
 /// `/api/v1/stats/timeseries`' own parameter.
-#[derive(Debug, serde::Deserialize, IntoParams)]
+#[derive(Debug, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct IntervalParams {
     /// `date` or `month` (`hour` for a `day` period). Default: by the period.
@@ -100,15 +103,18 @@ pub struct IntervalParams {
 }
 
 /// `/api/v1/stats/breakdown`'s own parameters.
-#[derive(Debug, serde::Deserialize, IntoParams)]
+#[derive(Debug, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct BreakdownParams {
     /// The dimension: `event:page`, `event:name`, `event:goal`, `event:props:<key>`,
-    /// `visit:source`, `visit:utm_source`… Required.
+    /// `visit:source`, `visit:utm_source`…
+    #[param(required = true)]
     pub property: Option<String>,
     /// Rows per page, 1 to 1000. Default: 100.
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 1000)]
     pub limit: Option<String>,
     /// Page number, from 1. Default: 1.
+    #[param(value_type = Option<u32>, minimum = 1)]
     pub page: Option<String>,
 }
 
@@ -156,13 +162,32 @@ pub fn route(endpoint: Endpoint) -> MethodRouter<Arc<AppState>> {
     get(
         move |State(state): State<Arc<AppState>>,
               headers: HeaderMap,
-              QueryString(params): QueryString<HashMap<String, String>>| async move {
-            match answer(endpoint, &state, &headers, &params).await {
+              QueryString(pairs): QueryString<Vec<(String, String)>>| async move {
+            let result = match once_each(pairs) {
+                Ok(params) => answer(endpoint, &state, &headers, &params).await,
+                Err(error) => Err(error),
+            };
+            match result {
                 Ok(body) => Json(body).into_response(),
                 Err(error) => error.into_response(),
             }
         },
     )
+}
+
+/// The parameters by name; one given twice is refused (which of the two to use would be a
+/// guess).
+fn once_each(pairs: Vec<(String, String)>) -> Result<HashMap<String, String>> {
+    let mut params = HashMap::with_capacity(pairs.len());
+    for (name, value) in pairs {
+        if params.contains_key(&name) {
+            return Err(PlausibleError::bad(format!(
+                "Parameter `{name}` is given more than once."
+            )));
+        }
+        params.insert(name, value);
+    }
+    Ok(params)
 }
 
 async fn answer(

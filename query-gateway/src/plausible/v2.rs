@@ -89,17 +89,17 @@ pub struct QueryRequest {
     metrics: Vec<String>,
     /// A shortcut (`day`, `24h`, `7d`, `28d`, `30d`, `91d`, `month`, `6mo`, `12mo`, `year`,
     /// `all`) or two ISO dates or date-times (both inclusive). At most 366 days.
-    #[schema(value_type = Object)]
+    #[schema(value_type = Value)]
     date_range: JsonValue,
     /// `event:page`, `event:name`, `event:goal`, `event:props:<key>`, `visit:<attribute>`,
     /// `time`, `time:hour|day|week|month`.
     dimensions: Option<Vec<String>>,
     /// `[operator, dimension, clauses, modifiers?]` conditions, combined with
     /// `["and"|"or", [...]]`, `["not", f]`, `["has_done"|"has_not_done", f]`.
-    #[schema(value_type = Option<Vec<Object>>)]
+    #[schema(value_type = Option<Vec<Value>>)]
     filters: Option<Vec<JsonValue>>,
     /// `[[metric or dimension, "asc"|"desc"], ...]`.
-    #[schema(value_type = Option<Vec<Object>>)]
+    #[schema(value_type = Option<Vec<Value>>)]
     order_by: Option<Vec<JsonValue>>,
     /// What else to return.
     include: Option<IncludeRequest>,
@@ -126,7 +126,7 @@ pub struct IncludeRequest {
     #[schema(value_type = Option<Object>)]
     comparisons: Option<JsonValue>,
     /// Plausible's dashboard form of `comparisons`: a mode or a date range.
-    #[schema(value_type = Option<Object>)]
+    #[schema(value_type = Option<Value>)]
     compare: Option<JsonValue>,
     /// With `compare`: align the compared range on weekdays.
     compare_match_day_of_week: Option<bool>,
@@ -149,7 +149,7 @@ pub struct ResultRow {
     /// The dimensions' labels, in the request's order.
     dimensions: Vec<String>,
     /// The metrics, in the request's order (numbers; null where undefined).
-    #[schema(value_type = Vec<Object>)]
+    #[schema(value_type = Vec<Value>)]
     metrics: Vec<JsonValue>,
     /// With a comparison: `{"dimensions", "metrics", "change"}` of the compared range.
     #[schema(value_type = Option<Object>)]

@@ -98,7 +98,8 @@ impl Watcher {
     /// The probes whose page view the query API counts: one Stats API v2 breakdown by page
     /// of this run's probe paths over the last hour, so that a look asks about every waiting
     /// probe at once and the API figure has no queue of the watcher's own in it.
-    async fn seen_in_api(&self, stamp: i64) -> Vec<String> {
+    async fn seen_in_api(&self) -> Vec<String> {
+        let stamp = self.stamp;
         let now = chrono::Utc::now();
         let iso = |time: chrono::DateTime<chrono::Utc>| {
             time.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
@@ -121,7 +122,12 @@ impl Watcher {
         else {
             return Vec::new();
         };
+        let status = response.status();
         let body: Value = response.json().await.unwrap_or(Value::Null);
+        if !status.is_success() {
+            // A refused request would look like probes never arriving: say so.
+            eprintln!("latency: the query API answered {status}: {body}");
+        }
         body["results"]
             .as_array()
             .map(|rows| {
@@ -157,7 +163,7 @@ impl Watcher {
                 }
             }
             if !self.in_clickhouse.is_empty() {
-                let seen = self.seen_in_api(self.stamp).await;
+                let seen = self.seen_in_api().await;
                 let now = Instant::now();
                 for path in seen {
                     if let Some(sent) = self.in_clickhouse.remove(&path) {
