@@ -258,13 +258,13 @@ async fn person_sessions(
     respond(
         async {
             params.only(params::Endpoint::PersonSessions)?;
-            let parsed: params::PersonParams = params.group()?;
+            let limit: params::LimitParams = params.group()?;
             let sessions = queries::person_sessions(
                 &state.clickhouse,
                 &tenant.id,
                 &person_id,
-                params.range(parsed.from, parsed.to)?,
-                params::limit(parsed.limit.as_deref())?,
+                params.range()?,
+                params::limit(limit.limit.as_deref())?,
             )
             .await?;
             Ok(PersonSessions {

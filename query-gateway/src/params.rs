@@ -83,10 +83,10 @@ pub enum SeriesMetric {
     Sessions,
 }
 
-/// The range, zone, bots and filters every report takes.
+/// The time range every endpoint but progress takes.
 #[derive(Debug, Clone, Default, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
-pub struct ReportParams {
+pub struct RangeParams {
     /// Start of the range, inclusive: Unix seconds or RFC 3339. Default: `to` minus 24 hours.
     /// A range spans at most 366 days.
     #[param(value_type = Option<String>)]
@@ -94,6 +94,12 @@ pub struct ReportParams {
     /// End of the range, exclusive: Unix seconds or RFC 3339. Default: now.
     #[param(value_type = Option<String>)]
     pub to: Option<Time>,
+}
+
+/// The zone, bots and filters every report takes (besides its range).
+#[derive(Debug, Clone, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ReportParams {
     /// IANA zone for local days, weeks and hours (e.g. `Asia/Kolkata`). Default: the
     /// tenant's.
     pub timezone: Option<String>,
@@ -125,7 +131,7 @@ pub struct SeriesParams {
 #[derive(Debug, Clone, Default, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct LimitParams {
-    /// Entries, 1 to 1000. Default: 10.
+    /// Entries (list items, or a person's sessions, newest first), 1 to 1000. Default: 10.
     #[param(value_type = Option<u32>, minimum = 1, maximum = 1000)]
     pub limit: Option<String>,
 }
@@ -148,21 +154,6 @@ pub struct FunnelParams {
     /// A dimension as the Stats API v2 names it (`event:page`, `visit:utm_source`,
     /// `time:day`…): the funnel again per value of it on each person's first step.
     pub breakdown: Option<String>,
-}
-
-/// `/api/persons/{person_id}/sessions`' parameters.
-#[derive(Debug, Clone, Default, Deserialize, IntoParams)]
-#[into_params(parameter_in = Query)]
-pub struct PersonParams {
-    /// Start of the range, inclusive: Unix seconds or RFC 3339. Default: `to` minus 24 hours.
-    #[param(value_type = Option<String>)]
-    pub from: Option<Time>,
-    /// End of the range, exclusive. Default: now.
-    #[param(value_type = Option<String>)]
-    pub to: Option<Time>,
-    /// Sessions, 1 to 1000, newest first. Default: 10.
-    #[param(value_type = Option<u32>, minimum = 1, maximum = 1000)]
-    pub limit: Option<String>,
 }
 
 const MAX_RANGE_SECS: i64 = 366 * 24 * 3600;
@@ -204,24 +195,23 @@ impl Endpoint {
     /// Its query parameters, from the structs that parse them.
     pub fn parameters(self) -> Vec<Parameter> {
         let query = || Some(ParameterIn::Query);
-        match self {
-            Endpoint::Overview | Endpoint::Retention => ReportParams::into_params(query),
-            Endpoint::Timeseries => [
+        let report = || {
+            [
+                RangeParams::into_params(query),
                 ReportParams::into_params(query),
-                SeriesParams::into_params(query),
             ]
-            .concat(),
-            Endpoint::Top => [
-                ReportParams::into_params(query),
+            .concat()
+        };
+        match self {
+            Endpoint::Overview | Endpoint::Retention => report(),
+            Endpoint::Timeseries => [report(), SeriesParams::into_params(query)].concat(),
+            Endpoint::Top => [report(), LimitParams::into_params(query)].concat(),
+            Endpoint::Funnel => [report(), FunnelParams::into_params(query)].concat(),
+            Endpoint::PersonSessions => [
+                RangeParams::into_params(query),
                 LimitParams::into_params(query),
             ]
             .concat(),
-            Endpoint::Funnel => [
-                ReportParams::into_params(query),
-                FunnelParams::into_params(query),
-            ]
-            .concat(),
-            Endpoint::PersonSessions => PersonParams::into_params(query),
             Endpoint::Progress => Vec::new(),
         }
     }
@@ -297,8 +287,10 @@ impl Params {
         })
     }
 
-    /// `[from, to)`, defaulting to the 24 hours before `to`, and `to` to now.
-    pub fn range(&self, from: Option<Time>, to: Option<Time>) -> Result<Range, ApiError> {
+    /// `[from, to)` ([`RangeParams`]), defaulting to the 24 hours before `to`, and `to` to
+    /// now.
+    pub fn range(&self) -> Result<Range, ApiError> {
+        let RangeParams { from, to } = self.group()?;
         let to = to.map_or(self.now, |time| time.0);
         let from = from.map_or(to - 24 * 3600, |time| time.0);
         let bad = |message: &str| ApiError::BadParameter {
@@ -452,9 +444,7 @@ mod tests {
     }
 
     fn report(pairs: &[(&str, &str)]) -> Result<Range, ApiError> {
-        let p = params(pairs);
-        let report: ReportParams = p.group()?;
-        p.range(report.from, report.to)
+        params(pairs).range()
     }
 
     #[test]

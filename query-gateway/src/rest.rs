@@ -51,8 +51,8 @@ fn base(
     metrics: Vec<Metric>,
 ) -> Result<Query, ApiError> {
     params.only(endpoint)?;
+    let range = params.range()?;
     let report: ReportParams = params.group()?;
-    let range = params.range(report.from, report.to)?;
     let zone: Tz = report.zone(&tenant.time_zone)?;
     let period =
         Period::instants(zone, range.from, range.to).map_err(|error| ApiError::BadParameter {
