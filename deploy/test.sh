@@ -9,6 +9,7 @@ started=$SECONDS
 if [[ -n "${CI:-}" ]]; then export CARGO_INCREMENTAL=0; fi
 servers_up
 ensure_sdks
+ensure_geoip
 ensure_kube_validate
 log "formatting"
 cargo fmt --all --check

@@ -20,6 +20,7 @@ QUERY_PORT="${CLICKSTREAM_QUERY_PORT:-18081}"
 DEMO_RATE="${CLICKSTREAM_DEMO_RATE:-30}"
 
 servers_up
+ensure_geoip
 
 log "building release binaries (first build takes a few minutes)"
 (cd "$ROOT" && cargo build --release --quiet -p clickstream-engine -p clickstream-ingest-gateway -p clickstream-query-gateway -p clickstream-loadgen)

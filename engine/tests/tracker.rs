@@ -91,6 +91,12 @@ fn visit(profile: &Path, url: &str) {
             "--disable-sync",
             "--virtual-time-budget=5000",
             "--dump-dom",
+            // Headless Chromium says `HeadlessChrome`, which is on the crawler list: its
+            // events would be stored as a bot's and make no visit. Say what a desktop says.
+            "--user-agent=Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.0.0 Safari/537.36",
+            // Sites on `.example` names resolve to the test's servers (Plausible's tracker
+            // sends nothing from `localhost` or an address).
+            "--host-resolver-rules=MAP *.example 127.0.0.1",
         ])
         .arg(format!("--user-data-dir={}", profile.display()))
         .arg(url)
@@ -285,6 +291,122 @@ async fn segment_analytics_next_delivers_in_chromium() {
         ))
         .await;
     assert_eq!(ids.trim(), "1\t36", "one anonymous id, a UUID");
+    pages_server.abort();
+    pipeline.finish().await;
+}
+
+/// A page of the site `plausible.example` with Plausible's own tracker (the npm package, an
+/// ES module served by the test) sending to the gateway's `/api/event`: the page view, an
+/// in-app navigation, a custom event with a property, an outbound link click; engagement
+/// pings go out when the page is navigated away from and loses focus.
+fn plausible_page(gateway: &str) -> String {
+    format!(
+        r#"<!doctype html><html><head><title>Plausible</title></head><body>
+<a id="out" href="https://elsewhere.example/x" target="_blank">elsewhere</a>
+<script type="module">
+// The tracker stays silent in automated browsers unless a page says it knows.
+window.__plausible = true;
+import {{ init, track }} from '/plausible/plausible.js';
+init({{ domain: 'plausible.example', endpoint: 'http://{gateway}/api/event', outboundLinks: true }});
+setTimeout(function () {{ history.pushState({{}}, '', '/second'); }}, 300);
+setTimeout(function () {{ track('Signup', {{ props: {{ plan: 'pro' }} }}); }}, 600);
+setTimeout(function () {{ document.getElementById('out').click(); }}, 900);
+setTimeout(function () {{ window.dispatchEvent(new Event('blur')); }}, 1200);
+</script></body></html>"#
+    )
+}
+
+/// The tracker's ES module, from the SDK directory.
+async fn plausible_tracker_file() -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let path = PathBuf::from(common::required_env("CLICKSTREAM_SDK_DIR"))
+        .join("node/node_modules/@plausible-analytics/tracker/plausible.js");
+    let bytes = std::fs::read(&path).unwrap_or_else(|error| panic!("{}: {error}", path.display()));
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/javascript")],
+        bytes,
+    )
+        .into_response()
+}
+
+/// Plausible's tracker delivers through the Events API: both page views, the custom event
+/// with its property and the outbound-link click reach ClickHouse once each, under one
+/// visitor id the gateway derived; the engagement pings are stored non-interactive, so the
+/// visit is the two page views and the two custom events, and not a bounce.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plausible_tracker_delivers_in_chromium() {
+    let mut pipeline = GatewayPipeline::start("plausible", "plausible").await;
+    let gateway = pipeline.gateway.to_string();
+    let pages = Router::new()
+        .route("/page", get(Html(plausible_page(&gateway))))
+        .route("/plausible/plausible.js", get(plausible_tracker_file));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let url = format!("http://plausible.example:{port}/page");
+    let pages_server = tokio::spawn(async move { axum::serve(listener, pages).await });
+    let profile = pipeline.dir.join("plausible-profile");
+    tokio::task::spawn_blocking(move || visit(&profile, &url))
+        .await
+        .unwrap();
+
+    let (clickhouse, database) = (&pipeline.clickhouse, &pipeline.database);
+    wait_until_checkpointed(clickhouse, database, 5, &mut pipeline.cluster).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let rows: Vec<String> = clickhouse
+        .query(&format!(
+            "SELECT type, if(type = 'page', path, name), interactive, \
+             arrayStringConcat(arrayMap((k, v) -> concat(k, '=', v), properties.key, properties.value), ',') \
+             FROM {database}.events FINAL WHERE tenant = 'plausible' AND name != 'engagement' \
+             ORDER BY event_time_ms FORMAT TabSeparated"
+        ))
+        .await
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(
+        rows,
+        [
+            "page\t/page\t1\t",
+            "page\t/second\t1\t",
+            "track\tSignup\t1\tplan=pro",
+            "track\tOutbound Link: Click\t1\turl=https://elsewhere.example/x",
+        ],
+        "each event once, in order"
+    );
+    let engagement = clickhouse
+        .query(&format!(
+            "SELECT count() > 0, max(interactive), uniqExact(message_id) = count() \
+             FROM {database}.events FINAL WHERE tenant = 'plausible' AND name = 'engagement' \
+             FORMAT TabSeparated"
+        ))
+        .await;
+    assert_eq!(
+        engagement.trim(),
+        "1\t0\t1",
+        "engagement pings, stored non-interactive, once each"
+    );
+    let visitor = clickhouse
+        .query(&format!(
+            "SELECT uniqExact(anonymous_id), any(startsWith(anonymous_id, 'pl-')), any(library) \
+             FROM {database}.events FINAL WHERE tenant = 'plausible' FORMAT TabSeparated"
+        ))
+        .await;
+    assert_eq!(
+        visitor.trim(),
+        "1\t1\tplausible-tracker/36",
+        "one derived visitor id"
+    );
+    let visits = clickhouse
+        .query(&format!(
+            "SELECT count(), sum(page_views), sum(events), sum(is_bounce), any(device), any(browser) \
+             FROM {database}.sessions FINAL WHERE tenant = 'plausible' AND deleted = 0 FORMAT TabSeparated"
+        ))
+        .await;
+    assert_eq!(
+        visits.trim(),
+        "1\t2\t4\t0\tDesktop\tChrome",
+        "one visit, not a bounce"
+    );
     pages_server.abort();
     pipeline.finish().await;
 }

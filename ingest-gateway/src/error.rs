@@ -50,6 +50,9 @@ pub enum ApiError {
     /// No write key, or one that belongs to no tenant.
     #[error("missing or unknown write key (send it as the Basic auth user or as writeKey)")]
     Unauthorized,
+    /// A Plausible event for a domain no tenant has.
+    #[error("no site has the domain {0:?} (a tenant's `domains` in the tenants file)")]
+    UnknownDomain(String),
     /// No such route.
     #[error("no such endpoint")]
     NotFound,
@@ -84,6 +87,7 @@ impl ApiError {
             | ApiError::BatchTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::InvalidJson(_)
             | ApiError::InvalidEvent(_)
+            | ApiError::UnknownDomain(_)
             | ApiError::InvalidEncoding { .. } => StatusCode::BAD_REQUEST,
             ApiError::UnsupportedEncoding(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
@@ -105,6 +109,7 @@ impl ApiError {
             ApiError::InvalidEncoding { .. } => "invalid_encoding",
             ApiError::InvalidEvent(_) => "invalid_event",
             ApiError::Unauthorized => "unauthorized",
+            ApiError::UnknownDomain(_) => "unknown_domain",
             ApiError::RateLimited { .. } => "rate_limited",
             ApiError::NotFound => "not_found",
             ApiError::MethodNotAllowed => "method_not_allowed",

@@ -7,10 +7,13 @@
 
 pub mod address;
 pub mod body;
+pub mod enrich;
 pub mod error;
 pub mod kafka;
 pub mod metrics;
+pub mod plausible;
 pub mod ratelimit;
+pub mod salt;
 pub mod segment;
 
 use std::net::SocketAddr;
@@ -54,6 +57,10 @@ pub struct AppState {
     pub metrics: Metrics,
     /// Per-tenant quotas (Redis, with local buckets when it does not answer in time).
     pub rate_limiter: ratelimit::RateLimiter,
+    /// Agent rules, GeoIP databases and referrer lists.
+    pub enricher: enrich::Enricher,
+    /// The daily salts of the visitor ids derived for Plausible's Events API.
+    pub salts: salt::Salts,
 }
 
 /// The complete HTTP surface.
@@ -75,6 +82,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         // analytics.js (analytics-next) posts to the type's initial, batches to `/b`.
         .route("/v1/b", post(batch))
         .route("/v1/{kind}", post(single))
+        .route("/api/event", post(plausible_event))
         .route("/tracker.js", get(tracker))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
@@ -149,7 +157,94 @@ async fn single(
         produce(&state, validated).await
     }
     .await;
-    respond(&state, kind.as_str(), result, 1)
+    respond(&state, kind.as_str(), result, 1, segment_success)
+}
+
+/// Plausible's Events API (see [`plausible`]): one event, for the tenant of each domain it
+/// names (Plausible's tracker may send to several sites at once), answered `202 ok` as
+/// Plausible answers.
+async fn plausible_event(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    extensions: Extensions,
+    body: Body,
+) -> Response {
+    let result = async {
+        let body = body::read(body, &headers, state.limits.max_request_bytes).await?;
+        let body = body::repair_lone_surrogates(&body);
+        if body.len() > state.limits.max_event_bytes {
+            return Err(ApiError::EventTooLarge {
+                limit: state.limits.max_event_bytes,
+            });
+        }
+        let object: Map<String, Value> = serde_json::from_slice(&body)
+            .map_err(|error| ApiError::InvalidJson(error.to_string()))?;
+        let sent = plausible::PlausibleEvent::read(&object).map_err(ApiError::InvalidEvent)?;
+        let mut tenants: Vec<&Arc<Tenant>> = Vec::new();
+        for tenant in sent
+            .domains
+            .iter()
+            .filter_map(|domain| state.tenants.by_domain(domain))
+        {
+            if !tenants.iter().any(|known| known.id == tenant.id) {
+                tenants.push(tenant);
+            }
+        }
+        if tenants.is_empty() {
+            return Err(ApiError::UnknownDomain(sent.domains.join(",")));
+        }
+        let mut accepted = Accepted::default();
+        for tenant in tenants {
+            let one = plausible_for_tenant(&state, tenant, &sent, &object, &headers, &extensions);
+            accepted.events += one.await?.events;
+        }
+        Ok(accepted)
+    }
+    .await;
+    respond(&state, "plausible", result, 1, |_| {
+        (StatusCode::ACCEPTED, "ok").into_response()
+    })
+}
+
+/// One tenant's copy of a Plausible event: its derived visitor id, the Segment reading,
+/// quota, Kafka.
+async fn plausible_for_tenant(
+    state: &AppState,
+    tenant: &Tenant,
+    sent: &plausible::PlausibleEvent,
+    object: &Map<String, Value>,
+    headers: &HeaderMap,
+    extensions: &Extensions,
+) -> Result<Accepted, ApiError> {
+    let meta = request_meta(state, tenant, headers, extensions);
+    let salt = state.salts.of_day(meta.received_at_ms).await.map_err(|error| {
+        tracing::warn!(error = %error, cause = ?std::error::Error::source(&error), "no visitor-id salt; answering 503");
+        ApiError::Unavailable {
+            retry_after_secs: state.retry_after_secs,
+        }
+    })?;
+    let address = meta.client_ip.map(|ip| ip.to_string()).unwrap_or_default();
+    let anonymous_id = salt::visitor_id(
+        &salt,
+        &tenant.id,
+        &address,
+        meta.user_agent.unwrap_or_default(),
+    );
+    let call = sent.to_segment(&anonymous_id, object.get("v"));
+    let outcome =
+        segment::normalize(None, &call, &BatchDefaults::default(), &meta).map(|mut normalized| {
+            sent.finish(&mut normalized.event);
+            normalized
+        });
+    let mut validated = Validated::default();
+    validated.add(0, &call, outcome, &meta);
+    count_validation(state, &validated);
+    if let Some(refused) = validated.refused.pop() {
+        record_warnings(state, &validated.warnings).await;
+        return Err(ApiError::InvalidEvent(refused.errors));
+    }
+    admit(state, tenant, &validated).await?;
+    produce(state, validated).await
 }
 
 /// Segment's batch envelope. Events stay raw until each is size-checked on its own.
@@ -214,7 +309,7 @@ async fn batch(
         produce(&state, validated).await
     }
     .await;
-    respond(&state, "batch", result, events_in_request)
+    respond(&state, "batch", result, events_in_request, segment_success)
 }
 
 /// An event refused on its own: an entry of the response's `refused` list.
@@ -422,7 +517,7 @@ async fn enforce_quota(state: &AppState, tenant: &Tenant, events: usize) -> Resu
 }
 
 /// What a request stored: the response's figures.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 struct Accepted {
     events: usize,
     refused: Vec<Refused>,
@@ -485,21 +580,28 @@ async fn record_warnings(state: &AppState, warnings: &[IngestWarning]) {
 
 /// Segment's `{"success": true}`, and, when events were refused on their own, how many were
 /// accepted and which were refused (our extension; Segment's clients read only the status).
+fn segment_success(Accepted { events, refused }: Accepted) -> Response {
+    let body = if refused.is_empty() {
+        json!({"success": true})
+    } else {
+        json!({"success": true, "accepted": events, "refused": refused})
+    };
+    (StatusCode::OK, axum::Json(body)).into_response()
+}
+
+/// The answer to a request, `success` building it when it stored its events, counted in the
+/// request metrics by route and status.
 fn respond(
     state: &AppState,
     route: &'static str,
     result: Result<Accepted, ApiError>,
     events_in_request: usize,
+    success: impl FnOnce(Accepted) -> Response,
 ) -> Response {
     let response = match result {
-        Ok(Accepted { events, refused }) => {
-            state.metrics.events_accepted.inc_by(events as u64);
-            let body = if refused.is_empty() {
-                json!({"success": true})
-            } else {
-                json!({"success": true, "accepted": events, "refused": refused})
-            };
-            (StatusCode::OK, axum::Json(body)).into_response()
+        Ok(accepted) => {
+            state.metrics.events_accepted.inc_by(accepted.events as u64);
+            success(accepted)
         }
         Err(error) => {
             if !matches!(error, ApiError::Unavailable { .. }) {
@@ -559,7 +661,7 @@ fn authenticate(
 }
 
 fn request_meta<'a>(
-    state: &AppState,
+    state: &'a AppState,
     tenant: &'a Tenant,
     headers: &'a HeaderMap,
     extensions: &Extensions,
@@ -597,6 +699,7 @@ fn request_meta<'a>(
         user_agent: headers
             .get(header::USER_AGENT)
             .and_then(|value| value.to_str().ok()),
+        enricher: &state.enricher,
     }
 }
 

@@ -8,8 +8,10 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::Parser;
+use clickstream_ingest_gateway::enrich::{EnrichConfig, Enricher};
 use clickstream_ingest_gateway::kafka::{EventProducer, KafkaConfig};
 use clickstream_ingest_gateway::ratelimit::{RateLimiter, RateLimiterConfig};
+use clickstream_ingest_gateway::salt::Salts;
 use clickstream_ingest_gateway::segment::Limits;
 use clickstream_ingest_gateway::{AppState, metrics_router, router};
 use schemas::tenants::Tenants;
@@ -83,6 +85,22 @@ struct Args {
         default_value = "clickstream:ratelimit:"
     )]
     ratelimit_prefix: String,
+    /// A uap-core `regexes.yaml` to parse user agents with, instead of the rules built in
+    /// (uap-core 0.18.0).
+    #[arg(long, env = "CLICKSTREAM_UA_REGEXES")]
+    ua_regexes: Option<PathBuf>,
+    /// Prefix of the Redis keys of the daily salts of Plausible visitor ids.
+    #[arg(
+        long,
+        env = "CLICKSTREAM_INGEST_SALT_PREFIX",
+        default_value = "clickstream:salt:"
+    )]
+    salt_prefix: String,
+    /// MaxMind DB files for country, region and city, tried in order (comma-separated in the
+    /// environment variable), e.g. an IPv4 and an IPv6 file, or a GeoLite2-City file. None:
+    /// events carry no geography.
+    #[arg(long, env = "CLICKSTREAM_GEOIP", value_delimiter = ',')]
+    geoip: Vec<PathBuf>,
 }
 
 #[tokio::main]
@@ -105,7 +123,17 @@ async fn main() -> anyhow::Result<()> {
         redis_url,
         redis_timeout_ms,
         ratelimit_prefix,
+        ua_regexes,
+        salt_prefix,
+        geoip,
     } = Args::parse();
+
+    let salts = Salts::new(&redis_url, &salt_prefix).context("configuring the visitor-id salts")?;
+    let enricher = Enricher::load(&EnrichConfig { ua_regexes, geoip })
+        .context("loading the enrichment rules and databases")?;
+    if !enricher.has_geo() {
+        tracing::warn!("no GeoIP database (--geoip): events will carry no country, region or city");
+    }
 
     let tenants = Tenants::load(&tenants).context("loading tenants")?;
     let producer = EventProducer::new(&KafkaConfig {
@@ -129,6 +157,8 @@ async fn main() -> anyhow::Result<()> {
             key_prefix: ratelimit_prefix,
         })
         .context("configuring rate limits")?,
+        enricher,
+        salts,
     });
 
     let metrics_listener = tokio::net::TcpListener::bind(metrics_listen)

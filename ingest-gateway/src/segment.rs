@@ -8,15 +8,15 @@
 //! lose more than the field (PostHog does the same with its "ignored invalid timestamp").
 
 use std::net::IpAddr;
-use std::sync::LazyLock;
 
 use schemas::tenants::{Tenant, TrailingSlash};
 use schemas::warning::bounded_value;
-use schemas::{Campaign, Event, EventKind, Page, WarningKind};
+use schemas::{Acquisition, Campaign, Client, Event, EventKind, Location, Page, WarningKind};
 use serde::Serialize;
 use serde_json::{Map, Value};
 
 use crate::address::client_of_chain;
+use crate::enrich::Enricher;
 
 /// Segment's documented limits.
 #[derive(Debug, Clone, Copy)]
@@ -52,7 +52,8 @@ pub struct FieldIssue {
 }
 
 impl FieldIssue {
-    fn new(field: &str, message: impl Into<String>) -> Self {
+    /// An issue with `field`, explained by `message`.
+    pub fn new(field: &str, message: impl Into<String>) -> Self {
         FieldIssue {
             index: None,
             field: field.to_owned(),
@@ -110,6 +111,8 @@ pub struct RequestMeta<'a> {
     pub client_ip: Option<IpAddr>,
     /// The `User-Agent` header, used when the event has no `context.userAgent`.
     pub user_agent: Option<&'a str>,
+    /// The gateway's enrichment rules and databases.
+    pub enricher: &'a Enricher,
 }
 
 /// Fields a batch envelope applies to each of its events unless the event sets its own.
@@ -207,7 +210,8 @@ pub fn normalize(
     let lifted = lift_context(&context, properties, kind, meta.tenant.trailing_slash);
     ignored.extend(lifted.ignored_ip.clone());
 
-    let ip = match lifted.ip.or(meta.client_ip) {
+    let client_ip = lifted.ip.or(meta.client_ip);
+    let ip = match client_ip {
         Some(ip) if meta.tenant.anonymize_ip => anonymize_ip(ip).to_string(),
         Some(ip) => ip.to_string(),
         None => String::new(),
@@ -236,7 +240,7 @@ pub fn normalize(
         timestamp_ms = meta.received_at_ms;
     }
 
-    let event = Event {
+    let mut event = Event {
         tenant: meta.tenant.id.clone(),
         message_id: if message_id.is_empty() {
             uuid::Uuid::now_v7().to_string()
@@ -256,14 +260,20 @@ pub fn normalize(
         page: lifted.page,
         campaign: lifted.campaign,
         ip,
-        is_bot: is_bot(&user_agent),
+        is_bot: false,
         user_agent,
         locale: lifted.locale,
         library: lifted.library,
         properties: properties.map(flatten).unwrap_or_default(),
         traits: traits.map(flatten).unwrap_or_default(),
         context,
+        client: Client::default(),
+        location: Location::default(),
+        acquisition: Acquisition::default(),
+        interactive: true,
     };
+    meta.enricher
+        .enrich(&mut event, client_ip, &meta.tenant.domains);
     Ok(Normalized { event, ignored })
 }
 
@@ -305,12 +315,6 @@ pub fn anonymize_ip(ip: IpAddr) -> IpAddr {
             IpAddr::from(octets)
         }
     }
-}
-
-/// True for user agents on the well-known crawler list.
-pub fn is_bot(user_agent: &str) -> bool {
-    static BOTS: LazyLock<isbot::Bots> = LazyLock::new(isbot::Bots::default);
-    !user_agent.is_empty() && BOTS.is_bot(user_agent)
 }
 
 /// Reads typed fields off one event object, recording an issue per malformed field that
@@ -525,6 +529,8 @@ fn lift_context(
         source: text(campaign, "source"),
         medium: text(campaign, "medium"),
         name: text(campaign, "name"),
+        content: text(campaign, "content"),
+        term: text(campaign, "term"),
     };
     if lifted.campaign == Campaign::default() {
         // The URL's query, else the one a client left on the path.
@@ -542,6 +548,8 @@ fn lift_context(
                 "utm_source" => lifted.campaign.source = value.into_owned(),
                 "utm_medium" => lifted.campaign.medium = value.into_owned(),
                 "utm_campaign" => lifted.campaign.name = value.into_owned(),
+                "utm_content" => lifted.campaign.content = value.into_owned(),
+                "utm_term" => lifted.campaign.term = value.into_owned(),
                 _ => {}
             }
         }
@@ -641,7 +649,15 @@ mod tests {
             received_at_ms: 1_700_000_000_000,
             client_ip: Some("203.0.113.77".parse().unwrap()),
             user_agent: Some("Mozilla/5.0 (X11; Linux x86_64) Firefox/120.0"),
+            enricher: enricher(),
         }
+    }
+
+    fn enricher() -> &'static Enricher {
+        static ENRICHER: std::sync::LazyLock<Enricher> = std::sync::LazyLock::new(|| {
+            Enricher::load(&crate::enrich::EnrichConfig::default()).unwrap()
+        });
+        &ENRICHER
     }
 
     fn run(kind: Option<EventKind>, body: Value) -> Result<Event, Vec<FieldIssue>> {

@@ -58,6 +58,9 @@ fn harness_with(message_timeout_ms: u64, trust_forwarded_for: bool) -> Harness {
         retry_after_secs: 7,
         metrics: Default::default(),
         rate_limiter: clickstream_ingest_gateway::ratelimit::RateLimiter::local(),
+        enricher: clickstream_ingest_gateway::enrich::Enricher::load(&enrich_config())
+            .expect("enrichment rules and the GeoIP database"),
+        salts: clickstream_ingest_gateway::salt::Salts::local(),
     });
     Harness { cluster, state }
 }
@@ -148,6 +151,17 @@ impl Harness {
             }
         }
         events
+    }
+}
+
+/// The set-up's GeoIP files: `deploy/test.sh` installs them and sets `CLICKSTREAM_GEOIP`.
+fn enrich_config() -> clickstream_ingest_gateway::enrich::EnrichConfig {
+    let geoip = std::env::var("CLICKSTREAM_GEOIP").expect(
+        "CLICKSTREAM_GEOIP is not set: run the tests through deploy/test.sh, which installs the GeoIP database",
+    );
+    clickstream_ingest_gateway::enrich::EnrichConfig {
+        ua_regexes: None,
+        geoip: geoip.split(',').map(std::path::PathBuf::from).collect(),
     }
 }
 
@@ -811,4 +825,75 @@ async fn proxy_headers_in_every_form() {
             .expect("stored");
         assert_eq!(event.ip, *stored, "{header}: {value}");
     }
+}
+
+/// Each event is enriched once, at the gateway: the client from its agent, the location from
+/// its address before anonymisation, source and channel from its referrer and campaign; a
+/// crawler's event is kept and flagged.
+#[tokio::test]
+async fn events_are_enriched_with_client_location_and_acquisition() {
+    let h = harness(5_000);
+    let chrome = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.0.0 Safari/537.36";
+    let batch = json!({"batch": [
+        {"type": "page", "messageId": "m-person", "anonymousId": "a-1",
+         "context": {"userAgent": chrome, "ip": "193.0.6.139",
+                     "page": {"url": "https://acme.example/p?utm_source=google&utm_medium=cpc&utm_campaign=spring&utm_content=ad-2&utm_term=shoes",
+                              "referrer": "https://www.google.co.uk/"}}},
+        {"type": "page", "messageId": "m-inside", "anonymousId": "a-1",
+         "context": {"userAgent": chrome, "ip": "193.0.6.139",
+                     "page": {"url": "https://acme.example/q", "referrer": "https://acme.example/p"}}},
+        {"type": "page", "messageId": "m-crawler", "anonymousId": "a-2",
+         "context": {"userAgent": "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)",
+                     "ip": "10.1.2.3", "page": {"url": "https://acme.example/"}}}
+    ]});
+    let (status, _, body) = h
+        .post("/v1/batch", Some("wk_acme"), batch.to_string())
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let events: std::collections::HashMap<String, Event> = h
+        .consume_all()
+        .into_iter()
+        .map(|(_, event)| (event.message_id.clone(), event))
+        .collect();
+
+    let person = &events["m-person"];
+    assert_eq!(person.ip, "193.0.6.0", "anonymised after the lookup");
+    assert_eq!(
+        (
+            person.client.device.as_str(),
+            person.client.browser.as_str(),
+            person.client.browser_version.as_str()
+        ),
+        ("Desktop", "Chrome", "120.0")
+    );
+    assert_eq!(
+        (person.client.os.as_str(), person.client.os_version.as_str()),
+        ("Windows", "10")
+    );
+    assert_eq!(
+        person.location.country, "NL",
+        "RIPE NCC's address is in Amsterdam"
+    );
+    assert!(!person.location.city.is_empty(), "{:?}", person.location);
+    assert_eq!(person.campaign.content, "ad-2");
+    assert_eq!(person.campaign.term, "shoes");
+    assert_eq!(person.acquisition.source, "Google");
+    assert_eq!(person.acquisition.channel, "Paid Search");
+    assert!(!person.is_bot);
+
+    let inside = &events["m-inside"];
+    assert_eq!(
+        inside.acquisition.source, "",
+        "a page of the site is no source"
+    );
+    assert_eq!(inside.acquisition.channel, "Direct");
+
+    let crawler = &events["m-crawler"];
+    assert!(crawler.is_bot, "kept and flagged");
+    assert_eq!(crawler.client.device, "Bot");
+    assert_eq!(
+        crawler.location,
+        schemas::Location::default(),
+        "a private address has no place"
+    );
 }

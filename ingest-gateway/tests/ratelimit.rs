@@ -53,6 +53,9 @@ fn gateway(
             key_prefix: prefix.to_owned(),
         })
         .expect("rate limiter"),
+        enricher: clickstream_ingest_gateway::enrich::Enricher::load(&Default::default())
+            .expect("enrichment rules"),
+        salts: clickstream_ingest_gateway::salt::Salts::local(),
     })
 }
 

@@ -69,7 +69,7 @@ impl<'s, T: Timestamp + TotalOrder> ActiveVisitors<'s, T> for StreamVec<'s, T, S
                         break;
                     }
                     for event in entry.remove() {
-                        if event.kind.is_activity() {
+                        if event.is_activity() {
                             let seen = last_seen.entry(event.tenant.clone()).or_default();
                             let newest = seen
                                 .entry(event.visitor_id().to_owned())

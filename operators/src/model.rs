@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use rustc_hash::FxHashSet;
-use schemas::{Event, EventKind};
+use schemas::{Acquisition, Campaign, Client, Event, EventKind, Location, definitions};
 use serde::{Deserialize, Serialize};
 
 /// A whole event, shared between the stages that need all of it (the events sink, late
@@ -39,19 +39,27 @@ pub struct Activity {
     detail: Arc<str>,
     /// Where the visit came from, shared by every event of the same origin.
     pub landing: Arc<Landing>,
+    /// A person's doing: not a bot's, not flagged non-interactive (see
+    /// [`schemas::definitions`]); only interactions are activity.
+    pub interaction: bool,
 }
 
-/// Where a visit came from: what a session takes from its first event.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+/// Where a visit came from and on what: what a session takes from its first event. Each part
+/// is interned on its own (a site has a few dozen distinct clients and campaigns, a few
+/// thousand locations), so a landing is five pointers, shared by every event of the same
+/// origin, and a session holds one pointer to it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct Landing {
     /// The page's referrer.
     pub referrer: Arc<str>,
-    /// `utm_source`.
-    pub utm_source: Arc<str>,
-    /// `utm_medium`.
-    pub utm_medium: Arc<str>,
-    /// `utm_campaign`.
-    pub utm_campaign: Arc<str>,
+    /// The five UTM fields.
+    pub campaign: Arc<Campaign>,
+    /// Source and channel, as the gateway classified them.
+    pub acquisition: Arc<Acquisition>,
+    /// Browser, OS and device.
+    pub client: Arc<Client>,
+    /// Country, region and city.
+    pub location: Arc<Location>,
 }
 
 /// Activities are shared, not copied, between the operators that hold them.
@@ -75,8 +83,19 @@ impl Activity {
             anonymous_id: interner.intern(&event.anonymous_id),
             user_id: interner.intern(&event.user_id),
             detail: interner.intern(detail),
-            landing: interner.landing(&event.page.referrer, &event.campaign),
+            landing: interner.landing(event),
+            interaction: event.is_interaction(),
         }
+    }
+
+    /// Whether the event is activity (see [`schemas::definitions::is_activity`]).
+    pub fn is_activity(&self) -> bool {
+        definitions::is_activity(self.kind, self.interaction)
+    }
+
+    /// Whether the event is a page view (see [`schemas::definitions::is_page_view`]).
+    pub fn is_page_view(&self) -> bool {
+        definitions::is_page_view(self.kind, self.interaction)
     }
 
     /// The `Events` dimension of the event: a track's name, else `$pageview`, `$screen`,
@@ -117,6 +136,10 @@ impl Activity {
 pub struct Interner {
     strings: FxHashSet<Arc<str>>,
     landings: FxHashSet<Arc<Landing>>,
+    campaigns: FxHashSet<Arc<Campaign>>,
+    acquisitions: FxHashSet<Arc<Acquisition>>,
+    clients: FxHashSet<Arc<Client>>,
+    locations: FxHashSet<Arc<Location>>,
     capacity: usize,
 }
 
@@ -132,6 +155,10 @@ impl Interner {
         Interner {
             strings: FxHashSet::default(),
             landings: FxHashSet::default(),
+            campaigns: FxHashSet::default(),
+            acquisitions: FxHashSet::default(),
+            clients: FxHashSet::default(),
+            locations: FxHashSet::default(),
             capacity: capacity.max(1),
         }
     }
@@ -149,14 +176,16 @@ impl Interner {
         shared
     }
 
-    /// The shared landing of a page's referrer and campaign.
-    pub fn landing(&mut self, referrer: &str, campaign: &schemas::Campaign) -> Arc<Landing> {
-        // Interned parts make the lookup key without allocating.
+    /// The shared landing of an event: its referrer, campaign and enrichment.
+    pub fn landing(&mut self, event: &Event) -> Arc<Landing> {
+        // Interned parts make the lookup key without allocating once they are known.
+        let capacity = self.capacity;
         let landing = Landing {
-            referrer: self.intern(referrer),
-            utm_source: self.intern(&campaign.source),
-            utm_medium: self.intern(&campaign.medium),
-            utm_campaign: self.intern(&campaign.name),
+            referrer: self.intern(&event.page.referrer),
+            campaign: shared(&mut self.campaigns, &event.campaign, capacity),
+            acquisition: shared(&mut self.acquisitions, &event.acquisition, capacity),
+            client: shared(&mut self.clients, &event.client, capacity),
+            location: shared(&mut self.locations, &event.location, capacity),
         };
         if let Some(shared) = self.landings.get(&landing) {
             return shared.clone();
@@ -168,6 +197,23 @@ impl Interner {
         self.landings.insert(shared.clone());
         shared
     }
+}
+
+/// The copy of `value` in `set`, added (the set emptied first when it holds `capacity`).
+fn shared<T: Clone + Eq + std::hash::Hash>(
+    set: &mut FxHashSet<Arc<T>>,
+    value: &T,
+    capacity: usize,
+) -> Arc<T> {
+    if let Some(found) = set.get(value) {
+        return found.clone();
+    }
+    if set.len() >= capacity {
+        set.clear();
+    }
+    let found = Arc::new(value.clone());
+    set.insert(found.clone());
+    found
 }
 
 /// What kind of id a node of the identity graph is. `User` sorts first, so the minimum label
@@ -381,14 +427,8 @@ pub struct Session {
     pub entry_path: String,
     /// Location of the last page view (path, or screen name).
     pub exit_path: String,
-    /// Referrer of the first event.
-    pub entry_referrer: String,
-    /// Campaign of the first event.
-    pub utm_source: String,
-    /// Campaign medium of the first event.
-    pub utm_medium: String,
-    /// Campaign name of the first event.
-    pub utm_campaign: String,
+    /// Referrer, campaign, source, channel, client and location of the first event.
+    pub landing: Arc<Landing>,
 }
 
 impl Session {

@@ -921,6 +921,10 @@ mod tests {
                     e.kind = kind;
                     e.page.path = format!("/p{}", index % 4);
                     e.name = format!("Name {}", index % 3);
+                    e.is_bot = index % 9 == 4;
+                    e.interactive = index % 13 != 6;
+                    e.client.device = ["Desktop", "Mobile"][index % 2].into();
+                    e.location.country = ["DE", "US", ""][index % 3].into();
                     match kind {
                         EventKind::Identify => e.user_id = user,
                         EventKind::Alias => {

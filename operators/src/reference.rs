@@ -16,7 +16,7 @@ use schemas::{BounceRule, Event, EventKind};
 
 use crate::Decoded;
 use crate::model::{
-    AggRow, IdKind, Metric, Node, Person, Session, SharedEvent, Unlink, VisitorHour,
+    AggRow, IdKind, Landing, Metric, Node, Person, Session, SharedEvent, Unlink, VisitorHour,
 };
 use crate::pipeline::AnalyticsSettings;
 use crate::placeholders::{IdField, IdWarning};
@@ -61,12 +61,19 @@ pub struct Results {
 const MINUTE_MS: i64 = 60_000;
 const HOUR_MS: i64 = 3_600_000;
 
-fn is_page_view(kind: EventKind) -> bool {
-    kind == EventKind::Page || kind == EventKind::Screen
+/// Done by a person: not a bot's events, not the ones a page sends by itself.
+fn by_a_person(event: &Event) -> bool {
+    !event.is_bot && event.interactive
 }
 
-fn is_activity(kind: EventKind) -> bool {
-    is_page_view(kind) || kind == EventKind::Track
+/// A person's page or screen call.
+fn is_page_view(event: &Event) -> bool {
+    by_a_person(event) && (event.kind == EventKind::Page || event.kind == EventKind::Screen)
+}
+
+/// A person's page, screen or track call.
+fn is_activity(event: &Event) -> bool {
+    is_page_view(event) || (by_a_person(event) && event.kind == EventKind::Track)
 }
 
 /// Where a page view happened: the path of a page, the name of a screen.
@@ -339,7 +346,7 @@ fn sessionize(
     events.sort_by(|a, b| (a.timestamp_ms, &a.message_id).cmp(&(b.timestamp_ms, &b.message_id)));
     let mut sessions: Vec<Session> = Vec::new();
     for event in events.iter() {
-        if !is_activity(event.kind) {
+        if !is_activity(event) {
             enriched.push((event.clone(), String::new(), person.id.to_string()));
             continue;
         }
@@ -360,10 +367,13 @@ fn sessionize(
                 bounce: false,
                 entry_path: String::new(),
                 exit_path: String::new(),
-                entry_referrer: event.page.referrer.clone(),
-                utm_source: event.campaign.source.clone(),
-                utm_medium: event.campaign.medium.clone(),
-                utm_campaign: event.campaign.name.clone(),
+                landing: Arc::new(Landing {
+                    referrer: Arc::from(event.page.referrer.as_str()),
+                    campaign: Arc::new(event.campaign.clone()),
+                    acquisition: Arc::new(event.acquisition.clone()),
+                    client: Arc::new(event.client.clone()),
+                    location: Arc::new(event.location.clone()),
+                }),
             });
         }
         let Some(session) = sessions.last_mut() else {
@@ -371,7 +381,7 @@ fn sessionize(
         };
         session.end_ms = event.timestamp_ms;
         session.events += 1;
-        if is_page_view(event.kind) {
+        if is_page_view(event) {
             if session.page_views == 0 {
                 session.entry_path = location(event).to_owned();
             }
@@ -398,7 +408,7 @@ pub fn visitor_hours<'a>(
 ) -> BTreeSet<VisitorHour> {
     let mut counts: BTreeMap<(String, i64, String, String), (i64, i64)> = BTreeMap::new();
     for (event, person_id) in events {
-        if !is_activity(event.kind) {
+        if !is_activity(event) {
             continue;
         }
         let key = (
@@ -409,7 +419,7 @@ pub fn visitor_hours<'a>(
         );
         let entry = counts.entry(key).or_default();
         entry.0 += 1;
-        entry.1 += i64::from(is_page_view(event.kind));
+        entry.1 += i64::from(is_page_view(event));
     }
     counts
         .into_iter()
@@ -435,6 +445,9 @@ pub fn aggregates<'a>(
     let mut sums: BTreeMap<(String, i64, Metric, String), i64> = BTreeMap::new();
     let mut distinct: BTreeMap<(String, i64, Metric), HashSet<String>> = BTreeMap::new();
     for (event, person_id) in events {
+        if !by_a_person(event) {
+            continue;
+        }
         let tenant = event.tenant.clone();
         let minute = event.timestamp_ms.div_euclid(MINUTE_MS) * MINUTE_MS;
         let label = match event.kind {
@@ -445,7 +458,7 @@ pub fn aggregates<'a>(
         *sums
             .entry((tenant.clone(), minute, Metric::Events, label))
             .or_default() += 1;
-        if is_page_view(event.kind) {
+        if is_page_view(event) {
             let key = (
                 tenant.clone(),
                 minute,
@@ -454,7 +467,7 @@ pub fn aggregates<'a>(
             );
             *sums.entry(key).or_default() += 1;
         }
-        if is_activity(event.kind) {
+        if is_activity(event) {
             distinct
                 .entry((tenant.clone(), minute, Metric::UniqueVisitors))
                 .or_default()

@@ -128,10 +128,7 @@ impl<'a> Builder<'a> {
             bounce: false,
             entry_path: String::new(),
             exit_path: String::new(),
-            entry_referrer: event.landing.referrer.to_string(),
-            utm_source: event.landing.utm_source.to_string(),
-            utm_medium: event.landing.utm_medium.to_string(),
-            utm_campaign: event.landing.utm_campaign.to_string(),
+            landing: event.landing.clone(),
         });
     }
 
@@ -146,7 +143,7 @@ impl<'a> Builder<'a> {
         };
         open.end_ms = event.timestamp_ms;
         open.events += 1;
-        if event.kind.is_page_view() {
+        if event.is_page_view() {
             if open.page_views == 0 {
                 open.entry_path = event.location().to_owned();
             }
@@ -177,7 +174,7 @@ pub fn sessions_of<'a>(
     let mut builder = Builder::new(person, settings);
     let mut membership = Vec::with_capacity(ordered.len());
     for event in ordered {
-        let session_id = if event.kind.is_activity() {
+        let session_id = if event.is_activity() {
             builder.add(event)
         } else {
             Arc::from("")
@@ -258,7 +255,7 @@ impl PersonState {
         for (key, entry) in self.events.range_mut(start..) {
             let now = if entry.count <= 0 {
                 None
-            } else if !entry.event.kind.is_activity() {
+            } else if !entry.event.is_activity() {
                 Some(empty.clone())
             } else {
                 if key > hi && builder.starts_new(&entry.event) {
@@ -448,15 +445,22 @@ impl<'s, T: Timestamp + TotalOrder> Sessionize<'s, T>
 mod tests {
     use super::*;
     use crate::model::SharedEvent;
-    use crate::model::{IdKind, Node};
+    use crate::model::{IdKind, Landing, Node};
     use crate::testing::{activity, event, run_collection};
     use proptest::prelude::*;
     use schemas::EventKind;
     use std::collections::BTreeSet;
 
-    /// The oracle's own reading of the definitions (not the shared module's helpers).
-    fn oracle_is_activity(kind: EventKind) -> bool {
-        matches!(kind, EventKind::Page | EventKind::Screen | EventKind::Track)
+    /// The oracle's own reading of the definitions (not the shared module's helpers): a
+    /// person's page, screen or track call; a bot's events, and those a page sends by itself,
+    /// are nothing.
+    fn oracle_is_activity(event: &SharedEvent) -> bool {
+        !event.is_bot
+            && event.interactive
+            && matches!(
+                event.kind,
+                EventKind::Page | EventKind::Screen | EventKind::Track
+            )
     }
 
     fn oracle_location(event: &SharedEvent) -> String {
@@ -532,7 +536,7 @@ mod tests {
             sorted.sort_by_key(|e| (e.timestamp_ms, e.message_id.clone()));
             // Split by hand, independently of `sessions_of`.
             let mut groups: Vec<Vec<SharedEvent>> = Vec::new();
-            for event in sorted.iter().filter(|e| oracle_is_activity(e.kind)) {
+            for event in sorted.iter().filter(|e| oracle_is_activity(e)) {
                 let new = match groups.last() {
                     None => true,
                     Some(group) => {
@@ -573,10 +577,13 @@ mod tests {
                         .map(|e| oracle_location(e))
                         .unwrap_or_default(),
                     exit_path: views.last().map(|e| oracle_location(e)).unwrap_or_default(),
-                    entry_referrer: group[0].page.referrer.clone(),
-                    utm_source: group[0].campaign.source.clone(),
-                    utm_medium: group[0].campaign.medium.clone(),
-                    utm_campaign: group[0].campaign.name.clone(),
+                    landing: Arc::new(Landing {
+                        referrer: Arc::from(group[0].page.referrer.as_str()),
+                        campaign: Arc::new(group[0].campaign.clone()),
+                        acquisition: Arc::new(group[0].acquisition.clone()),
+                        client: Arc::new(group[0].client.clone()),
+                        location: Arc::new(group[0].location.clone()),
+                    }),
                 };
                 for event in group {
                     let membership = (
@@ -588,7 +595,7 @@ mod tests {
                 }
                 expected.insert(Ok(session), 1);
             }
-            for event in sorted.iter().filter(|e| !oracle_is_activity(e.kind)) {
+            for event in sorted.iter().filter(|e| !oracle_is_activity(e)) {
                 expected.insert(
                     Err((
                         event.message_id.clone(),
@@ -639,7 +646,13 @@ mod tests {
                 if index % 5 == 0 {
                     e.page.referrer = "https://ref.example/".into();
                     e.campaign.source = "news".into();
+                    e.acquisition.channel = "Referral".into();
+                    e.client.browser = "Firefox".into();
+                    e.location.country = "DE".into();
                 }
+                // A crawler's events and a page's own pings: stored, never part of a session.
+                e.is_bot = index % 7 == 3;
+                e.interactive = index % 11 != 5;
                 let event = Arc::new(e);
                 let owner = person(visitor);
                 updates.push(((owner.clone(), event.clone()), 1));

@@ -66,7 +66,7 @@ impl<'s, T: Timestamp + TotalOrder> VisitorHours<'s, T> for VecCollection<'s, T,
             + settings.max_session_ms
             + settings.retention.keep_ms()
             + settings.retention.margin_ms;
-        self.filter(|enriched| enriched.event.kind.is_activity())
+        self.filter(|enriched| enriched.event.is_activity())
             .inner
             .unary_frontier(by_window, "VisitorHours", move |_capability, _info| {
                 let mut stash: Stash<T, (Enriched, isize)> = Stash::default();
@@ -97,7 +97,7 @@ impl<'s, T: Timestamp + TotalOrder> VisitorHours<'s, T> for VecCollection<'s, T,
                             if !before.contains_key(&key) {
                                 before.insert(key.clone(), rows.get(&key).copied());
                             }
-                            let page = i64::from(event.kind.is_page_view());
+                            let page = i64::from(event.is_page_view());
                             let diff = diff as i64;
                             match rows.entry(key) {
                                 Entry::Occupied(mut row) => {
@@ -187,6 +187,8 @@ mod tests {
                 let mut e = event(&format!("t{t}"), "m", &format!("a{visitor}"), at);
                 e.received_at_ms = at + delay;
                 e.kind = kind;
+                e.is_bot = at % 5 == 0;
+                e.interactive = at % 7 != 0;
                 e.message_id = format!("m{t}{at}{visitor}{person}");
                 let event: SharedEvent = Arc::new(e);
                 (event, format!("u{person}"))

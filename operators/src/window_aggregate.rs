@@ -115,12 +115,16 @@ impl Window {
                 },
                 diff,
             ) => {
+                if !event.interaction {
+                    // Only interactions add to rollups (schemas::definitions).
+                    return;
+                }
                 let delta = diff as i64;
                 self.add(Metric::Events, event.label(), delta);
-                if event.kind.is_page_view() {
+                if event.is_page_view() {
                     self.add(Metric::PageViews, event.location(), delta);
                 }
-                if event.kind.is_activity() {
+                if event.is_activity() {
                     self.count(Metric::UniqueVisitors, event.visitor(), diff);
                     self.count(Metric::UniquePersons, &person_id, diff);
                 }
@@ -375,6 +379,8 @@ mod tests {
                     );
                     e.kind = kind;
                     e.name = "Clicked".into();
+                    e.is_bot = visitor == 3 && path == 0;
+                    e.interactive = !(visitor == 2 && path == 1);
                     e.page.path = format!("/p{path}");
                     e.message_id = format!("m{t}{minute}{visitor}{person}{path}");
                     let event: SharedEvent = Arc::new(e);
@@ -396,10 +402,7 @@ mod tests {
                         bounce: page_views == 1 && duration % 2 == 0,
                         entry_path: String::new(),
                         exit_path: String::new(),
-                        entry_referrer: String::new(),
-                        utm_source: String::new(),
-                        utm_medium: String::new(),
-                        utm_campaign: String::new(),
+                        landing: Default::default(),
                     })
                 }
             ),

@@ -129,6 +129,8 @@ fn generate(rng: &mut StdRng) -> (Vec<Event>, Vec<Visit>) {
                 .unwrap()
                 .to_string(),
             utm_source: SOURCES.choose(rng).unwrap().to_string(),
+            device: ["Desktop", "Mobile", ""].choose(rng).unwrap().to_string(),
+            country: ["DE", "US", "JP", ""].choose(rng).unwrap().to_string(),
             deleted: rng.random_bool(0.05),
         });
     }
@@ -568,6 +570,8 @@ fn visit_value(visit: &Visit, dimension: &str) -> String {
         "visit:exit_page" => visit.exit_path.clone(),
         "visit:referrer" => visit.referrer.clone(),
         "visit:utm_source" => visit.utm_source.clone(),
+        "visit:device" => visit.device.clone(),
+        "visit:country" => visit.country.clone(),
         _ => String::new(),
     }
 }
@@ -576,7 +580,7 @@ fn visit_value(visit: &Visit, dimension: &str) -> String {
 fn display(dimension: &str, value: &str) -> String {
     match (dimension, value) {
         ("visit:referrer" | "visit:source", "") => "Direct / None".into(),
-        ("visit:utm_source" | "visit:device", "") => "(not set)".into(),
+        ("visit:utm_source" | "visit:device" | "visit:country", "") => "(not set)".into(),
         _ => value.to_owned(),
     }
 }
@@ -616,6 +620,8 @@ fn random_condition(rng: &mut StdRng) -> Value {
         "visit:utm_source",
         "visit:entry_page",
         "visit:referrer",
+        "visit:device",
+        "visit:country",
     ]
     .choose(rng)
     .unwrap();
@@ -624,6 +630,8 @@ fn random_condition(rng: &mut StdRng) -> Value {
         "event:name" => vec!["Signed Up", "pageview", "Clicked"],
         "event:props:plan" => vec!["pro", "free", "(none)", ""],
         "visit:utm_source" => vec!["news", "(not set)", "google"],
+        "visit:device" => vec!["Desktop", "(not set)", "Tablet"],
+        "visit:country" => vec!["DE", "(not set)", "JP"],
         _ => vec!["Direct / None", "https://google.com/"],
     };
     let op = *[
@@ -769,6 +777,7 @@ async fn the_compiler_agrees_with_an_independent_evaluation_on_random_queries() 
                 "event:page",
                 "visit:utm_source",
                 "visit:entry_page",
+                "visit:country",
                 "time:hour",
                 "time:day",
                 "time:week",
@@ -779,6 +788,7 @@ async fn the_compiler_agrees_with_an_independent_evaluation_on_random_queries() 
                 "event:name",
                 "event:props:plan",
                 "visit:referrer",
+                "visit:device",
                 "time:day",
                 "event:page",
                 "event:goal",

@@ -37,6 +37,19 @@ CREATE TABLE IF NOT EXISTS {database}.events
     session_id String,
     person_id String,
     late UInt8,
+    utm_content String DEFAULT '',
+    utm_term String DEFAULT '',
+    source String DEFAULT '',
+    channel {lc_string} DEFAULT '',
+    device {lc_string} DEFAULT '',
+    browser {lc_string} DEFAULT '',
+    browser_version {lc_string} DEFAULT '',
+    os {lc_string} DEFAULT '',
+    os_version {lc_string} DEFAULT '',
+    country {lc_string} DEFAULT '',
+    region String DEFAULT '',
+    city String DEFAULT '',
+    interactive UInt8 DEFAULT 1,
     version UInt64
 )
 ENGINE = ReplacingMergeTree(version)

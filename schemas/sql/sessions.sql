@@ -20,6 +20,18 @@ CREATE TABLE IF NOT EXISTS {database}.sessions
     utm_medium String,
     utm_campaign String,
     deleted UInt8,
+    utm_content String DEFAULT '',
+    utm_term String DEFAULT '',
+    source String DEFAULT '',
+    channel {lc_string} DEFAULT '',
+    device {lc_string} DEFAULT '',
+    browser {lc_string} DEFAULT '',
+    browser_version {lc_string} DEFAULT '',
+    os {lc_string} DEFAULT '',
+    os_version {lc_string} DEFAULT '',
+    country {lc_string} DEFAULT '',
+    region String DEFAULT '',
+    city String DEFAULT '',
     version UInt64
 )
 ENGINE = ReplacingMergeTree(version)

@@ -7,6 +7,14 @@
 //! - **Activity** is what a person does: `page`, `screen` and `track`. `identify`, `alias` and
 //!   `group` are statements *about* a person (a login, a CRM sync refreshing traits every
 //!   night): they start no visit, extend no session and make nobody an active visitor.
+//! - An **interaction** is an event a person did: not a bot's (flagged `is_bot` at ingestion,
+//!   its user agent is a known crawler's), and not one a page sends on its own (Plausible's
+//!   `interactive: false` events, its `engagement` pings: `interactive` false). Only
+//!   interactions are activity or page views: the others are stored in `events` as they came,
+//!   start no session, make no visitor, affect no bounce and add to no rollup. Plausible and
+//!   GA4 drop bots too, and Plausible keeps non-interactive events out of bounce rate (it
+//!   still counts them as goal conversions; we count them nowhere). The query API's
+//!   `bots=include` counts bots' events in event metrics; no visit ever contains one.
 //! - A page view's **location** is the page's path, or the screen's name.
 //! - A **bounce** is, by default, a session with exactly one page view and no other activity
 //!   (Plausible's and GA4's rule: a visitor who viewed one page and then signed up was
@@ -35,7 +43,37 @@ impl EventKind {
     }
 }
 
+/// Whether an event with these flags is an interaction (a person's doing).
+pub fn is_interaction(is_bot: bool, interactive: bool) -> bool {
+    !is_bot && interactive
+}
+
+/// Whether an event of `kind` is activity, given whether it is an interaction.
+pub fn is_activity(kind: EventKind, interaction: bool) -> bool {
+    interaction && kind.is_activity()
+}
+
+/// Whether an event of `kind` is a page view, given whether it is an interaction.
+pub fn is_page_view(kind: EventKind, interaction: bool) -> bool {
+    interaction && kind.is_page_view()
+}
+
 impl Event {
+    /// Whether the event is an interaction: not a bot's, not flagged non-interactive.
+    pub fn is_interaction(&self) -> bool {
+        is_interaction(self.is_bot, self.interactive)
+    }
+
+    /// Whether the event is activity: an interaction of an activity kind.
+    pub fn is_activity(&self) -> bool {
+        is_activity(self.kind, self.is_interaction())
+    }
+
+    /// Whether the event is a page view: an interaction of a page-view kind.
+    pub fn is_page_view(&self) -> bool {
+        is_page_view(self.kind, self.is_interaction())
+    }
+
     /// Where a page view happened: the page's path, or the screen's name; empty for events
     /// that are not page views.
     pub fn page_view_location(&self) -> &str {
@@ -77,14 +115,27 @@ fn kinds_sql(kinds: &[EventKind]) -> String {
     format!("type IN ({})", names.join(", "))
 }
 
-/// SQL condition on an `events` row: it is a page view.
+/// SQL condition on an `events` row: it is of a page-view kind (with [`human_sql`], it is a
+/// page view).
 pub fn page_view_sql() -> String {
     kinds_sql(&PAGE_VIEW_KINDS)
 }
 
-/// SQL condition on an `events` row: it is activity.
+/// SQL condition on an `events` row: it is of an activity kind (with [`human_sql`], it is
+/// activity).
 pub fn activity_sql() -> String {
     kinds_sql(&ACTIVITY_KINDS)
+}
+
+/// SQL condition on an `events` row: it is not a bot's.
+pub fn human_sql() -> &'static str {
+    "is_bot = 0"
+}
+
+/// SQL condition on an `events` row: it is not flagged non-interactive (with [`human_sql`],
+/// it is an interaction).
+pub fn interactive_sql() -> &'static str {
+    "interactive = 1"
 }
 
 /// SQL expression of an `events` row's page-view location (see [`Event::page_view_location`]).
@@ -121,6 +172,20 @@ mod tests {
         assert!(BounceRule::OnePageView.is_bounce(1, 2));
         assert!(!BounceRule::OnePageView.is_bounce(2, 2));
         assert!(!BounceRule::OnePageViewOnly.is_bounce(0, 1));
+    }
+
+    #[test]
+    fn a_bot_does_nothing_a_person_does() {
+        let mut page = Event::new("t", "m", EventKind::Page, 0);
+        assert!(page.is_activity() && page.is_page_view());
+        page.is_bot = true;
+        assert!(!page.is_activity() && !page.is_page_view());
+        page.is_bot = false;
+        page.interactive = false;
+        assert!(!page.is_activity() && !page.is_page_view());
+        assert!(!is_activity(EventKind::Track, false));
+        assert!(!is_activity(EventKind::Identify, true));
+        assert!(is_interaction(false, true) && !is_interaction(true, true));
     }
 
     #[test]

@@ -104,6 +104,88 @@ pub struct Campaign {
     pub medium: String,
     /// `utm_campaign` (Segment calls it `name`).
     pub name: String,
+    /// `utm_content`.
+    pub content: String,
+    /// `utm_term`.
+    pub term: String,
+}
+
+/// What the gateway read from the user agent (uap-core's rules, see the ingest gateway's
+/// `enrich::agent`). Empty strings when the agent is missing or unrecognised.
+#[derive(
+    Debug,
+    Clone,
+    Default,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Encode,
+    Decode,
+    Serialize,
+    Deserialize,
+)]
+pub struct Client {
+    /// `Desktop`, `Mobile`, `Tablet` or `Bot`.
+    pub device: String,
+    /// Browser family, e.g. `Chrome`, `Mobile Safari`.
+    pub browser: String,
+    /// Browser major.minor version, e.g. `120.0`.
+    pub browser_version: String,
+    /// Operating system family, e.g. `Windows`, `iOS`.
+    pub os: String,
+    /// Operating system major.minor version, e.g. `17.2`.
+    pub os_version: String,
+}
+
+/// Where the client address is, looked up before the address is anonymised. Empty strings
+/// when the address is missing, private or not in the database.
+#[derive(
+    Debug,
+    Clone,
+    Default,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Encode,
+    Decode,
+    Serialize,
+    Deserialize,
+)]
+pub struct Location {
+    /// ISO 3166-1 alpha-2 country code, e.g. `DE`.
+    pub country: String,
+    /// First-level subdivision as the database names it, e.g. `Bavaria`.
+    pub region: String,
+    /// City name, e.g. `Munich`.
+    pub city: String,
+}
+
+/// Where the visitor came from, classified once at ingestion.
+#[derive(
+    Debug,
+    Clone,
+    Default,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Encode,
+    Decode,
+    Serialize,
+    Deserialize,
+)]
+pub struct Acquisition {
+    /// The source: a known site's name (`Google`, `Facebook`), else the referrer's host
+    /// without `www.`, else `utm_source`; empty for direct traffic.
+    pub source: String,
+    /// The default channel group (GA4's names: `Direct`, `Organic Search`, `Paid Search`,
+    /// `Organic Social`, `Paid Social`, `Email`, `Referral`, ...).
+    pub channel: String,
 }
 
 /// One validated, normalised event as it travels through Kafka and the engine.
@@ -159,6 +241,15 @@ pub struct Event {
     pub traits: Vec<(String, String)>,
     /// Remaining `context` fields not lifted into typed fields above, encoded like `properties`.
     pub context: Vec<(String, String)>,
+    /// Browser, OS and device read from `user_agent` (wire version 3).
+    pub client: Client,
+    /// Country, region and city of the client address (wire version 3).
+    pub location: Location,
+    /// Source and channel (wire version 3).
+    pub acquisition: Acquisition,
+    /// False for what a page does on its own rather than what its visitor does: Plausible's
+    /// `interactive: false` events and its `engagement` pings (wire version 3; true before).
+    pub interactive: bool,
 }
 
 impl Event {
@@ -188,6 +279,10 @@ impl Event {
             properties: vec![],
             traits: vec![],
             context: vec![],
+            client: Client::default(),
+            location: Location::default(),
+            acquisition: Acquisition::default(),
+            interactive: true,
         }
     }
 

@@ -15,6 +15,8 @@ pub mod warning;
 pub mod wire;
 
 pub use definitions::BounceRule;
-pub use event::{Campaign, ControlMessage, Event, EventKind, Page, SourceRecord};
+pub use event::{
+    Acquisition, Campaign, Client, ControlMessage, Event, EventKind, Location, Page, SourceRecord,
+};
 pub use warning::{IngestWarning, WarningKind};
 pub use wire::Record;

@@ -46,7 +46,9 @@ pub struct Tenant {
     #[serde(default)]
     pub trailing_slash: TrailingSlash,
     /// The tenant's sites' domains (`acme.example`): Plausible's API clients name a site by
-    /// its domain (`site_id`), and the enrichment issue will not count them as referrers.
+    /// its domain (`site_id`), its tracker sends events by domain (`/api/event`), and a
+    /// referrer on one of them (or a subdomain) is the site itself, not a source. A domain
+    /// belongs to one tenant.
     #[serde(default)]
     pub domains: Vec<String>,
     /// Conversions the tenant counts (Plausible's goals): the `event:goal` dimension and
@@ -145,6 +147,7 @@ pub struct Tenants {
     all: Vec<Arc<Tenant>>,
     by_write_key: HashMap<String, Arc<Tenant>>,
     by_read_key: HashMap<String, Arc<Tenant>>,
+    by_domain: HashMap<String, Arc<Tenant>>,
 }
 
 impl Tenants {
@@ -219,6 +222,18 @@ impl Tenants {
                 }
             }
         }
+        let mut by_domain = HashMap::new();
+        for tenant in &all {
+            for domain in &tenant.domains {
+                let key = site_domain(domain);
+                if key.is_empty() || by_domain.insert(key, tenant.clone()).is_some() {
+                    return Err(TenantsError::Invalid(format!(
+                        "domain {domain:?} of tenant {:?} is empty or another tenant's too",
+                        tenant.id
+                    )));
+                }
+            }
+        }
         // Read keys after all write keys, so that a read key equal to any tenant's write key
         // is caught: write keys ship in browser code, a read key must never be one.
         for tenant in &all {
@@ -238,6 +253,7 @@ impl Tenants {
             all,
             by_write_key,
             by_read_key,
+            by_domain,
         })
     }
 
@@ -255,6 +271,18 @@ impl Tenants {
     pub fn by_read_key(&self, key: &str) -> Option<&Arc<Tenant>> {
         self.by_read_key.get(key)
     }
+
+    /// The tenant whose `domains` hold `domain` (compared as [`site_domain`] writes both):
+    /// how Plausible's Events API, which sends a site's domain and no key, finds its tenant.
+    pub fn by_domain(&self, domain: &str) -> Option<&Arc<Tenant>> {
+        self.by_domain.get(&site_domain(domain))
+    }
+}
+
+/// A site's domain as Plausible compares them: trimmed, lowercased, without `www.`.
+pub fn site_domain(domain: &str) -> String {
+    let domain = domain.trim().to_ascii_lowercase();
+    domain.strip_prefix("www.").unwrap_or(&domain).to_owned()
 }
 
 #[cfg(test)]

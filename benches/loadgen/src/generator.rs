@@ -90,6 +90,115 @@ struct Visitor {
     anonymous_id: String,
     user_id: Option<String>,
     mobile: bool,
+    /// The visitor's browser (or crawler, or app) as its `User-Agent`.
+    agent: &'static str,
+    /// The visitor's public address, as its browser's requests carry it.
+    ip: String,
+}
+
+/// Real user agents with their weights: mostly browsers on desktops, phones and tablets, a
+/// few crawlers (which the gateway flags and the engine leaves out of visits).
+const WEB_AGENTS: [(&str, u32); 10] = [
+    (
+        "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.0.0 Safari/537.36",
+        30,
+    ),
+    (
+        "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.1 Safari/605.1.15",
+        12,
+    ),
+    (
+        "Mozilla/5.0 (X11; Linux x86_64; rv:121.0) Gecko/20100101 Firefox/121.0",
+        5,
+    ),
+    (
+        "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.0.0 Safari/537.36 Edg/120.0.2210.61",
+        8,
+    ),
+    (
+        "Mozilla/5.0 (iPhone; CPU iPhone OS 17_2 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.2 Mobile/15E148 Safari/604.1",
+        20,
+    ),
+    (
+        "Mozilla/5.0 (Linux; Android 14; Pixel 8) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.6099.144 Mobile Safari/537.36",
+        15,
+    ),
+    (
+        "Mozilla/5.0 (Linux; Android 13; SM-S918B) AppleWebKit/537.36 (KHTML, like Gecko) SamsungBrowser/23.0 Chrome/115.0.0.0 Mobile Safari/537.36",
+        4,
+    ),
+    (
+        "Mozilla/5.0 (iPad; CPU OS 16_6 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/16.6 Mobile/15E148 Safari/604.1",
+        4,
+    ),
+    (
+        "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)",
+        2,
+    ),
+    (
+        "Mozilla/5.0 AppleWebKit/537.36 (KHTML, like Gecko; compatible; bingbot/2.0; +http://www.bing.com/bingbot.htm) Chrome/116.0.1938.76 Safari/537.36",
+        1,
+    ),
+];
+
+/// The agent of the mobile app (its screen calls).
+const APP_AGENT: &str = "Mozilla/5.0 (iPhone; CPU iPhone OS 17_2 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Mobile/15E148";
+
+/// Address blocks of large consumer networks on five continents, as (first octets, weight):
+/// visitors get a random address inside one.
+const NETWORKS: [([u8; 2], u32); 10] = [
+    ([73, 0], 30),    // Comcast, US
+    ([99, 224], 6),   // Rogers, CA
+    ([91, 0], 10),    // Deutsche Telekom, DE
+    ([90, 0], 8),     // Orange, FR
+    ([86, 128], 8),   // BT, GB
+    ([126, 0], 8),    // SoftBank, JP
+    ([117, 192], 10), // BSNL, IN
+    ([177, 0], 8),    // Brazil
+    ([1, 120], 6),    // Telstra, AU
+    ([105, 112], 6),  // Airtel, NG
+];
+
+/// Where sessions come from: referrers (empty: direct) with weights.
+const REFERRERS: [(&str, u32); 14] = [
+    ("", 30),
+    ("https://www.google.com/", 25),
+    ("https://www.google.co.uk/", 4),
+    ("https://www.google.de/", 4),
+    ("https://www.bing.com/search?q=shop", 4),
+    ("https://duckduckgo.com/", 3),
+    ("https://news.ycombinator.com/", 5),
+    ("https://t.co/x1y2z3", 4),
+    (
+        "https://l.facebook.com/l.php?u=https%3A%2F%2Fshop.example%2F",
+        5,
+    ),
+    ("https://www.linkedin.com/feed/", 3),
+    ("https://www.reddit.com/r/shops/", 4),
+    ("https://chatgpt.com/", 3),
+    ("https://www.youtube.com/watch?v=abc", 3),
+    ("https://github.com/example/project", 3),
+];
+
+/// Campaigns a fifth of sessions carry: (utm_source, utm_medium, utm_campaign, utm_content, utm_term).
+const CAMPAIGNS: [(&str, &str, &str, &str, &str); 4] = [
+    ("newsletter", "email", "november", "header-link", ""),
+    ("google", "cpc", "spring", "ad-1", "running shoes"),
+    ("partner", "affiliate", "launch", "", ""),
+    ("facebook", "paid_social", "spring", "carousel", ""),
+];
+
+/// One of `choices`, by weight.
+fn weighted<T: Copy>(rng: &mut StdRng, choices: &[(T, u32)]) -> T {
+    let total: u32 = choices.iter().map(|(_, weight)| weight).sum();
+    let mut roll = rng.random_range(0..total.max(1));
+    for (choice, weight) in choices {
+        if roll < *weight {
+            return *choice;
+        }
+        roll -= weight;
+    }
+    choices[0].0
 }
 
 /// Generates events session by session.
@@ -173,11 +282,19 @@ impl Generator {
         let tenant = self.rng.random_range(0..self.config.tenants.len());
         let anonymous_id = format!("anon-{}-{}", self.config.seed, self.visitors.len());
         let mobile = self.rng.random_bool(self.config.mobile_share);
+        let agent = if mobile {
+            APP_AGENT
+        } else {
+            weighted(&mut self.rng, &WEB_AGENTS)
+        };
+        let ip = self.address();
         self.visitors.push(Visitor {
             tenant,
             anonymous_id,
             user_id: None,
             mobile,
+            agent,
+            ip,
         });
         self.visitors.len() - 1
     }
@@ -199,11 +316,15 @@ impl Generator {
             } = &self.visitors[visitor];
             let (tenant, user_id, mobile) = (*tenant, user_id.clone(), *mobile);
             let anonymous_id = format!("anon-{}-{}", self.config.seed, self.visitors.len());
+            let agent = weighted(&mut self.rng, &WEB_AGENTS[..8]);
+            let ip = self.address();
             self.visitors.push(Visitor {
                 tenant,
                 anonymous_id: anonymous_id.clone(),
                 user_id: user_id.clone(),
                 mobile,
+                agent,
+                ip,
             });
             visitor = self.visitors.len() - 1;
             let mut alias = self.event(visitor, EventKind::Alias, time);
@@ -215,16 +336,12 @@ impl Generator {
         self.rename_or_sync(visitor, time, out);
 
         let views = 1 + self.pages_per_session.sample(&mut self.rng) as usize;
-        let referrer = [
-            "",
-            "https://www.google.com/",
-            "https://news.ycombinator.com/",
-            "https://twitter.com/",
-        ][self.rng.random_range(0..4)];
+        let referrer = weighted(&mut self.rng, &REFERRERS);
         let utm = self
             .rng
             .random_bool(0.2)
-            .then(|| ["newsletter", "adwords", "partner"][self.rng.random_range(0..3)]);
+            .then(|| CAMPAIGNS[self.rng.random_range(0..CAMPAIGNS.len())]);
+        let mut previous_url = String::new();
         for view in 0..views {
             if view > 0 {
                 time += self.think.sample(&mut self.rng) * 1000.0;
@@ -245,14 +362,20 @@ impl Generator {
             event.name = event.page.path.clone();
             if view == 0 {
                 event.page.referrer = referrer.to_owned();
-                if let Some(source) = utm {
+                if let Some((source, medium, name, content, term)) = utm {
                     event.campaign = Campaign {
                         source: source.into(),
-                        medium: "cpc".into(),
-                        name: "spring".into(),
+                        medium: medium.into(),
+                        name: name.into(),
+                        content: content.into(),
+                        term: term.into(),
                     };
                 }
+            } else {
+                // Inside the site, each page's referrer is the page before.
+                event.page.referrer = previous_url.clone();
             }
+            previous_url = event.page.url.clone();
             self.deliver(event, out);
             if self.rng.random_bool(0.25) {
                 time += self.think.sample(&mut self.rng) * 250.0;
@@ -315,20 +438,35 @@ impl Generator {
             tenant,
             anonymous_id,
             user_id,
+            agent,
+            ip,
             ..
         } = &self.visitors[visitor];
-        let (tenant, anonymous_id, user_id) = (
+        let (tenant, anonymous_id, user_id, agent, ip) = (
             self.config.tenants[*tenant].clone(),
             anonymous_id.clone(),
             user_id.clone(),
+            *agent,
+            ip.clone(),
         );
         let mut event = Event::new(&tenant, &self.message_id(), kind, time_ms as i64);
         event.anonymous_id = anonymous_id;
         event.user_id = user_id.unwrap_or_default();
-        event.user_agent = "Mozilla/5.0 (X11; Linux x86_64) Firefox/120.0".into();
+        event.user_agent = agent.into();
+        event.ip = ip;
         event.locale = "en-US".into();
         event.library = "loadgen/0.1".into();
         event
+    }
+
+    /// A random address in one of [`NETWORKS`].
+    fn address(&mut self) -> String {
+        let [a, b] = weighted(&mut self.rng, &NETWORKS);
+        let (c, d) = (
+            self.rng.random_range(0..=255u8),
+            self.rng.random_range(1..=254u8),
+        );
+        format!("{a}.{b}.{c}.{d}")
     }
 
     fn deliver(&mut self, mut event: Event, out: &mut Vec<Arrival>) {
@@ -368,6 +506,7 @@ pub fn segment_json(event: &Event, sent_at_ms: i64) -> Value {
         "sentAt": time(sent_at_ms),
         "context": {
             "userAgent": event.user_agent,
+            "ip": event.ip,
             "locale": event.locale,
             "library": {"name": "loadgen", "version": "0.1"},
             "page": {"path": event.page.path, "url": event.page.url, "referrer": event.page.referrer},
@@ -392,7 +531,14 @@ pub fn segment_json(event: &Event, sent_at_ms: i64) -> Value {
         _ => {}
     }
     if !event.campaign.source.is_empty() {
-        body["context"]["campaign"] = json!({"source": event.campaign.source, "medium": event.campaign.medium, "name": event.campaign.name});
+        let Campaign {
+            source,
+            medium,
+            name,
+            content,
+            term,
+        } = &event.campaign;
+        body["context"]["campaign"] = json!({"source": source, "medium": medium, "name": name, "content": content, "term": term});
     }
     body
 }

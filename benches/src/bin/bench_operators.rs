@@ -45,6 +45,10 @@ struct Args {
     /// Generator seed.
     #[arg(long, default_value_t = 42)]
     seed: u64,
+    /// GeoIP files to enrich the generated events with, as the ingest gateway's `--geoip`
+    /// (`deploy/lib.sh`'s `ensure_geoip` sets the variable to the set-up's files).
+    #[arg(long, env = "CLICKSTREAM_GEOIP", value_delimiter = ',')]
+    geoip: Vec<std::path::PathBuf>,
 }
 
 const PARTITIONS: u64 = 12;
@@ -55,6 +59,7 @@ fn main() -> anyhow::Result<()> {
         epoch_records,
         workers,
         seed,
+        geoip,
     } = Args::parse();
     let started = Instant::now();
     let config = GeneratorConfig {
@@ -63,9 +68,15 @@ fn main() -> anyhow::Result<()> {
         sessions_per_sec: 20.0,
         ..GeneratorConfig::default()
     };
-    let arrivals = Generator::new(config, 1_700_000_000_000)
+    let mut arrivals = Generator::new(config, 1_700_000_000_000)
         .context("generator")?
         .generate(events);
+    let enricher = clickstream_benches::gateway_enricher(&geoip).context("enrichment")?;
+    clickstream_benches::enrich_as_the_gateway(
+        arrivals.iter_mut().map(|arrival| &mut arrival.event),
+        &enricher,
+    );
+    drop(enricher);
     let mut offsets = [0i64; PARTITIONS as usize];
     let log: Vec<Decoded> = arrivals
         .into_iter()

@@ -363,6 +363,9 @@ pub async fn start_gateway(
         retry_after_secs: 1,
         metrics: Default::default(),
         rate_limiter: ingest_gateway::ratelimit::RateLimiter::local(),
+        enricher: ingest_gateway::enrich::Enricher::load(&Default::default())
+            .expect("enrichment rules"),
+        salts: ingest_gateway::salt::Salts::local(),
     });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
@@ -474,7 +477,7 @@ impl GatewayPipeline {
             dir,
         } = TestEnv::new(name).await;
         let tenants = format!(
-            "[[tenants]]\nid='{tenant}'\nwrite_keys=['wk_{tenant}']\nread_keys=['rk_{tenant}']\n"
+            "[[tenants]]\nid='{tenant}'\nwrite_keys=['wk_{tenant}']\nread_keys=['rk_{tenant}']\ndomains=['{tenant}.example']\n"
         );
         let (gateway, server) = start_gateway(&brokers, &topic, &tenants).await;
         let config = engine_config(&dir, &brokers, &topic, &clickhouse.url, &database);

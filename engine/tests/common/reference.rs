@@ -66,7 +66,9 @@ pub async fn compare_with_reference(
         "sessions",
         &format!(
             "SELECT tenant, session_id, person_id, visitor_id, start_ms, end_ms, events, page_views, is_bounce, entry_path, exit_path, \
-             entry_referrer, utm_source, utm_medium, utm_campaign FROM {database}.sessions FINAL WHERE deleted = 0"
+             entry_referrer, utm_source, utm_medium, utm_campaign, utm_content, utm_term, source, channel, \
+             device, browser, browser_version, os, os_version, country, region, city \
+             FROM {database}.sessions FINAL WHERE deleted = 0"
         ),
         expected
             .sessions
@@ -84,10 +86,22 @@ pub async fn compare_with_reference(
                     &u8::from(s.bounce),
                     &s.entry_path,
                     &s.exit_path,
-                    &s.entry_referrer,
-                    &s.utm_source,
-                    &s.utm_medium,
-                    &s.utm_campaign,
+                    &s.landing.referrer,
+                    &s.landing.campaign.source,
+                    &s.landing.campaign.medium,
+                    &s.landing.campaign.name,
+                    &s.landing.campaign.content,
+                    &s.landing.campaign.term,
+                    &s.landing.acquisition.source,
+                    &s.landing.acquisition.channel,
+                    &s.landing.client.device,
+                    &s.landing.client.browser,
+                    &s.landing.client.browser_version,
+                    &s.landing.client.os,
+                    &s.landing.client.os_version,
+                    &s.landing.location.country,
+                    &s.landing.location.region,
+                    &s.landing.location.city,
                 ])
             })
             .collect(),

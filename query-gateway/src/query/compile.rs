@@ -10,7 +10,11 @@
 //! on the tables' leading sort key `(tenant, time)`. It runs on ClickHouse 18.16 and later:
 //! no CTEs, joins as `ANY LEFT JOIN … USING`.
 
-use schemas::definitions::{activity_sql, page_view_location_sql, page_view_sql};
+use std::collections::BTreeSet;
+
+use schemas::definitions::{
+    activity_sql, human_sql, interactive_sql, page_view_location_sql, page_view_sql,
+};
 
 use schemas::tenants::Goal;
 
@@ -200,15 +204,19 @@ fn statement(query: &Query, period: &Period, scope: Scope, aggregates: &[Aggrega
     sql
 }
 
-/// Whether the events statement reads visit attributes (a visit dimension or filter).
-fn needs_visit_columns(query: &Query) -> bool {
-    let visit = |dimension: &Dimension| matches!(dimension, Dimension::Visit(_));
-    query.dimensions.iter().any(visit)
-        || query
-            .filters
-            .iter()
-            .flat_map(Filter::conditions)
-            .any(|condition| visit(&condition.dimension))
+/// The visit attributes the events statement reads (through visit dimensions and filters):
+/// the ones its join brings.
+fn visit_attributes(query: &Query) -> BTreeSet<VisitAttribute> {
+    let conditions = query.filters.iter().flat_map(Filter::conditions);
+    query
+        .dimensions
+        .iter()
+        .chain(conditions.map(|condition| &condition.dimension))
+        .filter_map(|dimension| match dimension {
+            Dimension::Visit(attribute) => Some(*attribute),
+            _ => None,
+        })
+        .collect()
 }
 
 /// The events every event metric counts: the tenant's on-time activity in the period, bots
@@ -221,9 +229,13 @@ fn event_base(tenant: &str, period: &Period, include_bots: bool) -> Statement {
         .bind(period.from.to_string())
         .push(") AND event_time < toDateTime(")
         .bind(period.to.to_string())
-        .push(&format!(") AND late = 0 AND {}", activity_sql()));
+        .push(&format!(
+            ") AND late = 0 AND {} AND {}",
+            activity_sql(),
+            interactive_sql()
+        ));
     if !include_bots {
-        sql.push(" AND is_bot = 0");
+        sql.push(&format!(" AND {}", human_sql()));
     }
     sql
 }
@@ -262,8 +274,9 @@ impl Table<'_> {
         match self.scope {
             Scope::Event => {
                 sql.push(" FROM events FINAL");
-                if needs_visit_columns(query) {
-                    sql.append(self.visit_columns_join(&query.tenant));
+                let attributes = visit_attributes(query);
+                if !attributes.is_empty() {
+                    sql.append(self.visit_columns_join(&query.tenant, &attributes));
                 }
                 sql.push(" WHERE ").append(event_base(
                     &query.tenant,
@@ -331,31 +344,22 @@ impl Table<'_> {
                     .bind(key.clone())
                     .push(")], '(none)')");
             }
-            (Dimension::Visit(attribute), scope) => match (attribute.column(), scope) {
-                (None, _) => {
-                    sql.push("''");
-                }
-                (Some(_), Scope::Event) => {
-                    sql.push(&visit_alias(*attribute));
-                }
-                (Some(column), Scope::Visit) => {
-                    sql.push(column);
-                }
-            },
+            (Dimension::Visit(attribute), Scope::Event) => {
+                sql.push(&visit_alias(*attribute));
+            }
+            (Dimension::Visit(attribute), Scope::Visit) => {
+                sql.push(attribute.column());
+            }
         }
         sql
     }
 
     /// `ANY LEFT JOIN` of each event's visit attributes (visits that started up to
     /// [`VISIT_LOOKBACK_SECS`] before the period).
-    fn visit_columns_join(&self, tenant: &str) -> Statement {
-        let columns: Vec<String> = VisitAttribute::ALL
+    fn visit_columns_join(&self, tenant: &str, attributes: &BTreeSet<VisitAttribute>) -> Statement {
+        let columns: Vec<String> = attributes
             .iter()
-            .filter_map(|(attribute, _)| {
-                attribute
-                    .column()
-                    .map(|column| format!("{column} AS {}", visit_alias(*attribute)))
-            })
+            .map(|attribute| format!("{} AS {}", attribute.column(), visit_alias(*attribute)))
             .collect();
         let mut sql = Statement::default();
         sql.push(&format!(

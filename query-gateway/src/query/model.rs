@@ -129,9 +129,10 @@ pub enum VisitAttribute {
     ExitPage,
     /// The referrer of the first page, as sent.
     Referrer,
-    /// The referrer grouped into a source (enrichment issue: empty until then).
+    /// The source the gateway classified: a known site's name (`Google`), the referring
+    /// host, or `utm_source`; empty for direct visits.
     Source,
-    /// The acquisition channel (enrichment issue: empty until then).
+    /// GA4's default channel group (`Organic Search`, `Direct`, ...).
     Channel,
     /// `utm_source` of the visit's first event.
     UtmSource,
@@ -139,25 +140,25 @@ pub enum VisitAttribute {
     UtmMedium,
     /// `utm_campaign`.
     UtmCampaign,
-    /// `utm_content` (not stored yet: empty).
+    /// `utm_content`.
     UtmContent,
-    /// `utm_term` (not stored yet: empty).
+    /// `utm_term`.
     UtmTerm,
-    /// Device type (enrichment issue: empty until then).
+    /// Device type: `Desktop`, `Mobile`, `Tablet` (bots make no visits).
     Device,
-    /// Browser (enrichment issue).
+    /// Browser family, e.g. `Chrome`.
     Browser,
-    /// Browser version (enrichment issue).
+    /// Browser `major.minor`.
     BrowserVersion,
-    /// Operating system (enrichment issue).
+    /// Operating system family, e.g. `iOS`.
     Os,
-    /// Operating system version (enrichment issue).
+    /// Operating system `major.minor`.
     OsVersion,
-    /// Country, ISO 3166-1 alpha-2 (enrichment issue).
+    /// Country, ISO 3166-1 alpha-2.
     Country,
-    /// Region (enrichment issue).
+    /// First-level region, as the GeoIP database names it.
     Region,
-    /// City (enrichment issue).
+    /// City, as the GeoIP database names it.
     City,
 }
 
@@ -192,17 +193,28 @@ impl VisitAttribute {
             .map_or("", |(_, name)| name)
     }
 
-    /// The `sessions` column that holds it, or `None` while the enrichment issue has not
-    /// stored it (the dimension is then the empty value for every row, as documented).
-    pub fn column(self) -> Option<&'static str> {
+    /// The `sessions` column that holds it (the same column of `events` holds the event's
+    /// own value, from which the session took its first event's).
+    pub fn column(self) -> &'static str {
         match self {
-            VisitAttribute::EntryPage => Some("entry_path"),
-            VisitAttribute::ExitPage => Some("exit_path"),
-            VisitAttribute::Referrer => Some("entry_referrer"),
-            VisitAttribute::UtmSource => Some("utm_source"),
-            VisitAttribute::UtmMedium => Some("utm_medium"),
-            VisitAttribute::UtmCampaign => Some("utm_campaign"),
-            _ => None,
+            VisitAttribute::EntryPage => "entry_path",
+            VisitAttribute::ExitPage => "exit_path",
+            VisitAttribute::Referrer => "entry_referrer",
+            VisitAttribute::Source => "source",
+            VisitAttribute::Channel => "channel",
+            VisitAttribute::UtmSource => "utm_source",
+            VisitAttribute::UtmMedium => "utm_medium",
+            VisitAttribute::UtmCampaign => "utm_campaign",
+            VisitAttribute::UtmContent => "utm_content",
+            VisitAttribute::UtmTerm => "utm_term",
+            VisitAttribute::Device => "device",
+            VisitAttribute::Browser => "browser",
+            VisitAttribute::BrowserVersion => "browser_version",
+            VisitAttribute::Os => "os",
+            VisitAttribute::OsVersion => "os_version",
+            VisitAttribute::Country => "country",
+            VisitAttribute::Region => "region",
+            VisitAttribute::City => "city",
         }
     }
 }

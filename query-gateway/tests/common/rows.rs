@@ -32,6 +32,8 @@ pub struct Visit {
     pub exit_path: String,
     pub referrer: String,
     pub utm_source: String,
+    pub device: String,
+    pub country: String,
     pub deleted: bool,
 }
 
@@ -72,6 +74,7 @@ pub async fn load(
                     "events": 1, "page_views": v.page_views, "is_bounce": u8::from(v.bounce),
                     "entry_path": v.entry_path, "exit_path": v.exit_path,
                     "entry_referrer": v.referrer, "utm_source": v.utm_source,
+                    "device": v.device, "country": v.country,
                     "deleted": u8::from(deleted), "version": version,
                 })
                 .to_string()
@@ -151,6 +154,8 @@ impl Visit {
             exit_path: pages.last().map(|e| e.path.clone()).unwrap_or_default(),
             referrer: String::new(),
             utm_source: utm_source.to_owned(),
+            device: String::new(),
+            country: String::new(),
             deleted: false,
         }
     }

@@ -17,7 +17,12 @@ use crate::stack::Stack;
 use crate::{Options, progress};
 
 /// Produces `count` generated events; returns each partition's end offset.
-async fn preload(brokers: &str, topic: &str, count: usize) -> anyhow::Result<HashMap<i32, i64>> {
+async fn preload(
+    brokers: &str,
+    topic: &str,
+    geoip: &str,
+    count: usize,
+) -> anyhow::Result<HashMap<i32, i64>> {
     let producer: FutureProducer = ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .set("enable.idempotence", "true")
@@ -27,12 +32,19 @@ async fn preload(brokers: &str, topic: &str, count: usize) -> anyhow::Result<Has
     let now = chrono::Utc::now().timestamp_millis();
     let mut generator = Generator::new(GeneratorConfig::default(), now - 3_600_000)
         .map_err(|error| anyhow::anyhow!("generator: {error:?}"))?;
+    // The records are what the gateway would have written: enriched.
+    let geoip: Vec<std::path::PathBuf> = geoip.split(',').map(Into::into).collect();
+    let enricher = clickstream_benches::gateway_enricher(&geoip).context("enrichment")?;
     let bar = progress(count as u64, "pipeline: preloading the broker");
     let mut ends: HashMap<i32, i64> = HashMap::new();
     let mut left = count;
     while left > 0 {
-        let chunk = generator.generate(left.min(50_000));
+        let mut chunk = generator.generate(left.min(50_000));
         left -= chunk.len().min(left);
+        clickstream_benches::enrich_as_the_gateway(
+            chunk.iter_mut().map(|arrival| &mut arrival.event),
+            &enricher,
+        );
         let mut deliveries = Vec::with_capacity(chunk.len());
         for arrival in &chunk {
             let (key, payload) = (
@@ -122,7 +134,7 @@ pub async fn run(stack: &mut Stack, options: &Options, report: &mut Report) -> a
     let topic = format!("bench_pipeline_{stamp}");
     let database = format!("bench_pipeline_{stamp}");
     crate::create_topic(&stack.brokers, &topic, 12).await?;
-    let ends = preload(&stack.brokers, &topic, options.events).await?;
+    let ends = preload(&stack.brokers, &topic, &stack.geoip, options.events).await?;
     let total: i64 = ends.values().sum();
     let broker_rate = consume_all(&stack.brokers, &topic, &ends)?;
     report.add(

@@ -21,6 +21,8 @@ pub struct Stack {
     pub brokers: String,
     /// Redis URL.
     pub redis_url: String,
+    /// The GeoIP files the ingest gateway enriches with (comma-separated, as `--geoip`).
+    pub geoip: String,
     children: Vec<(String, Child)>,
 }
 
@@ -31,7 +33,7 @@ impl Stack {
         std::fs::create_dir_all(dir)?;
         let output = Command::new("bash")
             .arg("-c")
-            .arg("source deploy/lib.sh && servers_up >&2 && echo \"$CLICKSTREAM_CLICKHOUSE_URL $CLICKSTREAM_KAFKA_BROKERS $CLICKSTREAM_REDIS_URL\"")
+            .arg("source deploy/lib.sh && servers_up >&2 && ensure_geoip >&2 && echo \"$CLICKSTREAM_CLICKHOUSE_URL $CLICKSTREAM_KAFKA_BROKERS $CLICKSTREAM_REDIS_URL $CLICKSTREAM_GEOIP\"")
             .current_dir(root)
             .stderr(Stdio::inherit())
             .output()
@@ -41,8 +43,8 @@ impl Stack {
         }
         let text = String::from_utf8_lossy(&output.stdout);
         let mut urls = text.split_whitespace().map(str::to_owned);
-        let (Some(clickhouse_url), Some(brokers), Some(redis_url)) =
-            (urls.next(), urls.next(), urls.next())
+        let (Some(clickhouse_url), Some(brokers), Some(redis_url), Some(geoip)) =
+            (urls.next(), urls.next(), urls.next(), urls.next())
         else {
             bail!("deploy/lib.sh printed no server addresses: {text}");
         };
@@ -67,6 +69,7 @@ impl Stack {
             clickhouse_url,
             brokers,
             redis_url,
+            geoip,
             children: Vec::new(),
         })
     }
@@ -144,7 +147,11 @@ impl Stack {
         topic: &str,
         tenants: &Path,
     ) -> anyhow::Result<String> {
-        let (brokers, redis) = (self.brokers.clone(), self.redis_url.clone());
+        let (brokers, redis, geoip) = (
+            self.brokers.clone(),
+            self.redis_url.clone(),
+            self.geoip.clone(),
+        );
         let args = [
             "--kafka-brokers",
             &brokers,
@@ -152,6 +159,8 @@ impl Stack {
             topic,
             "--redis-url",
             &redis,
+            "--geoip",
+            &geoip,
         ];
         self.gateway("ingest-gateway", port, tenants, &args, "/readyz")
             .await

@@ -95,7 +95,7 @@ pub async fn ensure_schema(config: &ClickHouseConfig) -> Result<ServerVersion, S
     for statement in schemas::ddl::statements(&config.database, parsed) {
         client.query(&statement).execute().await?;
     }
-    add_missing_columns(&client, &config.database).await?;
+    add_missing_columns(&client, &config.database, parsed).await?;
     check_sort_keys(&client, &config.database).await?;
     tracing::info!(%version, database = %config.database, "ClickHouse schema ready");
     Ok(parsed)
@@ -109,7 +109,11 @@ struct ColumnRow {
 
 /// Adds the columns of [`schemas::ddl::ADDED_COLUMNS`] that a table created by an older
 /// version lacks.
-async fn add_missing_columns(client: &Client, database: &str) -> Result<(), SinkError> {
+async fn add_missing_columns(
+    client: &Client,
+    database: &str,
+    version: ServerVersion,
+) -> Result<(), SinkError> {
     let columns = client
         .query("SELECT table, name FROM system.columns WHERE database = ?")
         .bind(database)
@@ -125,6 +129,7 @@ async fn add_missing_columns(client: &Client, database: &str) -> Result<(), Sink
                 column,
                 "adding a column to a table of an older version"
             );
+            let kind = schemas::ddl::render(kind, database, version);
             client
                 .query(&format!(
                     "ALTER TABLE {database}.{table} ADD COLUMN {column} {kind}"

@@ -60,6 +60,19 @@ pub struct EventRow {
     pub session_id: String,
     pub person_id: String,
     pub late: u8,
+    pub utm_content: String,
+    pub utm_term: String,
+    pub source: String,
+    pub channel: String,
+    pub device: String,
+    pub browser: String,
+    pub browser_version: String,
+    pub os: String,
+    pub os_version: String,
+    pub country: String,
+    pub region: String,
+    pub city: String,
+    pub interactive: u8,
     pub version: u64,
 }
 
@@ -99,6 +112,10 @@ impl EventRow {
             properties,
             traits,
             context,
+            client,
+            location,
+            acquisition,
+            interactive,
         } = event;
         let (properties_key, properties_value) = unzip(properties);
         let (traits_key, traits_value) = unzip(traits);
@@ -139,6 +156,19 @@ impl EventRow {
             session_id: session_id.to_owned(),
             person_id: person_id.to_owned(),
             late: u8::from(late),
+            utm_content: campaign.content.clone(),
+            utm_term: campaign.term.clone(),
+            source: acquisition.source.clone(),
+            channel: acquisition.channel.clone(),
+            device: client.device.clone(),
+            browser: client.browser.clone(),
+            browser_version: client.browser_version.clone(),
+            os: client.os.clone(),
+            os_version: client.os_version.clone(),
+            country: location.country.clone(),
+            region: location.region.clone(),
+            city: location.city.clone(),
+            interactive: u8::from(*interactive),
             version,
         }
     }

@@ -31,12 +31,25 @@ pub struct SessionRow {
     pub utm_medium: String,
     pub utm_campaign: String,
     pub deleted: u8,
+    pub utm_content: String,
+    pub utm_term: String,
+    pub source: String,
+    pub channel: String,
+    pub device: String,
+    pub browser: String,
+    pub browser_version: String,
+    pub os: String,
+    pub os_version: String,
+    pub country: String,
+    pub region: String,
+    pub city: String,
     pub version: u64,
 }
 
 impl SessionRow {
     /// The row of `session` (a tombstone when `deleted`) at `version`.
     pub fn new(session: &Session, deleted: bool, version: u64) -> Self {
+        let landing = &session.landing;
         SessionRow {
             tenant: session.tenant.clone(),
             session_id: session.session_id.clone(),
@@ -51,11 +64,23 @@ impl SessionRow {
             is_bounce: u8::from(session.bounce),
             entry_path: session.entry_path.clone(),
             exit_path: session.exit_path.clone(),
-            entry_referrer: session.entry_referrer.clone(),
-            utm_source: session.utm_source.clone(),
-            utm_medium: session.utm_medium.clone(),
-            utm_campaign: session.utm_campaign.clone(),
+            entry_referrer: landing.referrer.to_string(),
+            utm_source: landing.campaign.source.clone(),
+            utm_medium: landing.campaign.medium.clone(),
+            utm_campaign: landing.campaign.name.clone(),
             deleted: u8::from(deleted),
+            utm_content: landing.campaign.content.clone(),
+            utm_term: landing.campaign.term.clone(),
+            source: landing.acquisition.source.clone(),
+            channel: landing.acquisition.channel.clone(),
+            device: landing.client.device.clone(),
+            browser: landing.client.browser.clone(),
+            browser_version: landing.client.browser_version.clone(),
+            os: landing.client.os.clone(),
+            os_version: landing.client.os_version.clone(),
+            country: landing.location.country.clone(),
+            region: landing.location.region.clone(),
+            city: landing.location.city.clone(),
             version,
         }
     }

@@ -2,20 +2,26 @@
 //! (standard config) encoding of that version's type.
 //!
 //! - Version 1: an [`Event`].
-//! - Version 2 (written since issue 20): a [`Record`], an event or a gateway's
-//!   [`IngestWarning`]. Version 1 records are still read, as events.
+//! - Version 2 (issue 20): a record, an event or a gateway's [`IngestWarning`].
+//! - Version 3 (written since issue 22): a [`Record`] as version 2, its event with
+//!   `utm_content`, `utm_term`, the gateway's enrichment (client, location, acquisition) and
+//!   the `interactive` flag.
+//!
+//! Versions 1 and 2 are still read (see `legacy`), their new fields empty.
 //!
 //! The version byte lets a newer gateway and an older engine (or the reverse) coexist during a
 //! rolling upgrade: a reader refuses versions it does not know with a clear error, which the
 //! engine routes to its dead-letter table instead of misreading bytes. Upgrade the engines
 //! before the gateways.
 
+mod legacy;
+
 use bincode::{Decode, Encode};
 
 use crate::{Event, IngestWarning};
 
 /// The version written by this build.
-pub const CURRENT_VERSION: u8 = 2;
+pub const CURRENT_VERSION: u8 = 3;
 
 /// What one Kafka record of the events topic holds.
 // Nearly every record is an event, decoded and moved out at once: boxing it would cost an
@@ -71,8 +77,9 @@ fn encode_variant(variant: u8, value: &impl Encode) -> Vec<u8> {
 pub fn decode(payload: &[u8]) -> Result<Record, WireError> {
     let (&version, body) = payload.split_first().ok_or(WireError::Empty)?;
     match version {
-        1 => decode_whole(body).map(Record::Event),
-        2 => decode_whole(body),
+        1 => decode_whole::<legacy::EventV2>(body).map(|event| Record::Event(event.into())),
+        2 => decode_whole::<legacy::RecordV2>(body).map(Record::from),
+        3 => decode_whole(body),
         other => Err(WireError::UnknownVersion(other)),
     }
 }
@@ -151,6 +158,7 @@ mod tests {
                     properties,
                     traits,
                     context,
+                    ..Event::new("", "", EventKind::Track, 0)
                 },
             )
     }
@@ -178,7 +186,7 @@ mod tests {
         let error = decode(&bytes).unwrap_err();
         assert!(matches!(error, WireError::UnknownVersion(7)), "{error:?}");
         assert!(error.to_string().contains("version 7"));
-        bytes[0] = 2;
+        bytes[0] = 3;
         bytes[1] = 9;
         assert!(
             matches!(decode(&bytes), Err(WireError::Malformed(_))),
@@ -206,14 +214,39 @@ mod tests {
         assert_eq!(decode(&VERSION_1_SAMPLE).unwrap(), Record::Event(sample()));
     }
 
-    /// Pins the v2 layout: if this changes, old Kafka data becomes unreadable, so bump
-    /// `CURRENT_VERSION` and keep a decoder for version 2 instead of editing this test. An
-    /// event is the version byte, the variant, and the event's v1 body.
+    /// A version 2 record of `sample()` (its event body is version 1's), as gateways wrote
+    /// it before version 3.
     #[test]
-    fn version_2_layout_is_stable() {
-        let bytes = encode(&sample());
-        assert_eq!(bytes[..2], [2, 0]);
-        assert_eq!(bytes[2..], VERSION_1_SAMPLE[1..]);
+    fn version_2_records_still_read() {
+        let mut bytes = vec![2, 0];
+        bytes.extend(&VERSION_1_SAMPLE[1..]);
+        assert_eq!(decode(&bytes).unwrap(), Record::Event(sample()));
+        let warning = [2, 1, 1, b'a', 2, 1, b'm', 1, b'f', 1, b'v', 1, b'd', 10];
+        assert!(matches!(decode(&warning), Ok(Record::Warning(_))));
+    }
+
+    /// Pins the v3 layout: if this changes, old Kafka data becomes unreadable, so bump
+    /// `CURRENT_VERSION` and keep a decoder for version 3 instead of editing this test. An
+    /// event is the version byte, the variant, version 1's body with two more campaign
+    /// strings after the first three, then the client, location and acquisition strings and
+    /// the `interactive` flag.
+    #[test]
+    fn version_3_layout_is_stable() {
+        let mut event = sample();
+        event.campaign.term = "t".into();
+        event.client.browser = "B".into();
+        event.location.country = "DE".into();
+        event.acquisition.channel = "C".into();
+        let bytes = encode(&event);
+        // In the version 1 sample (version byte at 0) the campaign's three strings start at 27.
+        let campaign_at = 27;
+        let mut expected = vec![3, 0];
+        expected.extend(&VERSION_1_SAMPLE[1..campaign_at]);
+        expected.extend([0, 0, 0, 0, 1, b't']);
+        expected.extend(&VERSION_1_SAMPLE[campaign_at + 3..]);
+        expected.extend([0, 1, b'B', 0, 0, 0, 2, b'D', b'E', 0, 0, 0, 1, b'C', 1]);
+        assert_eq!(bytes, expected);
+        assert_eq!(decode(&bytes).unwrap(), Record::Event(event));
         let warning = IngestWarning {
             tenant: "a".into(),
             kind: crate::WarningKind::InvalidIpIgnored,
@@ -226,7 +259,7 @@ mod tests {
         let bytes = encode_warning(&warning);
         assert_eq!(
             bytes,
-            [2, 1, 1, b'a', 2, 1, b'm', 1, b'f', 1, b'v', 1, b'd', 10]
+            [3, 1, 1, b'a', 2, 1, b'm', 1, b'f', 1, b'v', 1, b'd', 10]
         );
         assert_eq!(decode(&bytes).unwrap(), Record::Warning(warning));
     }
@@ -258,6 +291,7 @@ mod tests {
             properties: vec![("k".into(), "v".into())],
             traits: vec![],
             context: vec![],
+            ..Event::new("", "", EventKind::Page, 0)
         }
     }
 }
