@@ -354,7 +354,7 @@ async fn plausible_tracker_delivers_in_chromium() {
     tokio::time::sleep(Duration::from_secs(2)).await;
     let rows: Vec<String> = clickhouse
         .query(&format!(
-            "SELECT type, if(type = 'page', path, name), interactive, \
+            "SELECT type, if(type = 'page', path, name), non_interactive, \
              arrayStringConcat(arrayMap((k, v) -> concat(k, '=', v), properties.key, properties.value), ',') \
              FROM {database}.events FINAL WHERE tenant = 'plausible' AND name != 'engagement' \
              ORDER BY event_time_ms FORMAT TabSeparated"
@@ -366,23 +366,23 @@ async fn plausible_tracker_delivers_in_chromium() {
     assert_eq!(
         rows,
         [
-            "page\t/page\t1\t",
-            "page\t/second\t1\t",
-            "track\tSignup\t1\tplan=pro",
-            "track\tOutbound Link: Click\t1\turl=https://elsewhere.example/x",
+            "page\t/page\t0\t",
+            "page\t/second\t0\t",
+            "track\tSignup\t0\tplan=pro",
+            "track\tOutbound Link: Click\t0\turl=https://elsewhere.example/x",
         ],
         "each event once, in order"
     );
     let engagement = clickhouse
         .query(&format!(
-            "SELECT count() > 0, max(interactive), uniqExact(message_id) = count() \
+            "SELECT count() > 0, min(non_interactive), uniqExact(message_id) = count() \
              FROM {database}.events FINAL WHERE tenant = 'plausible' AND name = 'engagement' \
              FORMAT TabSeparated"
         ))
         .await;
     assert_eq!(
         engagement.trim(),
-        "1\t0\t1",
+        "1\t1\t1",
         "engagement pings, stored non-interactive, once each"
     );
     let visitor = clickhouse

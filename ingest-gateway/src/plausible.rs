@@ -172,7 +172,7 @@ impl PlausibleEvent {
     /// What the Segment reading cannot know: the flag, and the fragment of a hash-routed page
     /// (`/app#/settings`), which Segment paths never keep.
     pub fn finish(&self, event: &mut schemas::Event) {
-        event.interactive = self.interactive;
+        event.non_interactive = !self.interactive;
         if self.hash_mode
             && let Some(fragment) = url::Url::parse(&self.url)
                 .ok()

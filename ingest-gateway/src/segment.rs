@@ -270,7 +270,7 @@ pub fn normalize(
         client: Client::default(),
         location: Location::default(),
         acquisition: Acquisition::default(),
-        interactive: true,
+        non_interactive: false,
     };
     meta.enricher
         .enrich(&mut event, client_ip, &meta.tenant.domains);

@@ -922,7 +922,7 @@ mod tests {
                     e.page.path = format!("/p{}", index % 4);
                     e.name = format!("Name {}", index % 3);
                     e.is_bot = index % 9 == 4;
-                    e.interactive = index % 13 != 6;
+                    e.non_interactive = index % 13 == 6;
                     e.client.device = ["Desktop", "Mobile"][index % 2].into();
                     e.location.country = ["DE", "US", ""][index % 3].into();
                     match kind {

@@ -63,7 +63,7 @@ const HOUR_MS: i64 = 3_600_000;
 
 /// Done by a person: not a bot's events, not the ones a page sends by itself.
 fn by_a_person(event: &Event) -> bool {
-    !event.is_bot && event.interactive
+    !event.is_bot && !event.non_interactive
 }
 
 /// A person's page or screen call.

@@ -456,7 +456,7 @@ mod tests {
     /// are nothing.
     fn oracle_is_activity(event: &SharedEvent) -> bool {
         !event.is_bot
-            && event.interactive
+            && !event.non_interactive
             && matches!(
                 event.kind,
                 EventKind::Page | EventKind::Screen | EventKind::Track
@@ -652,7 +652,7 @@ mod tests {
                 }
                 // A crawler's events and a page's own pings: stored, never part of a session.
                 e.is_bot = index % 7 == 3;
-                e.interactive = index % 11 != 5;
+                e.non_interactive = index % 11 == 5;
                 let event = Arc::new(e);
                 let owner = person(visitor);
                 updates.push(((owner.clone(), event.clone()), 1));

@@ -188,7 +188,7 @@ mod tests {
                 e.received_at_ms = at + delay;
                 e.kind = kind;
                 e.is_bot = at % 5 == 0;
-                e.interactive = at % 7 != 0;
+                e.non_interactive = at % 7 == 0;
                 e.message_id = format!("m{t}{at}{visitor}{person}");
                 let event: SharedEvent = Arc::new(e);
                 (event, format!("u{person}"))

@@ -380,7 +380,7 @@ mod tests {
                     e.kind = kind;
                     e.name = "Clicked".into();
                     e.is_bot = visitor == 3 && path == 0;
-                    e.interactive = !(visitor == 2 && path == 1);
+                    e.non_interactive = visitor == 2 && path == 1;
                     e.page.path = format!("/p{path}");
                     e.message_id = format!("m{t}{minute}{visitor}{person}{path}");
                     let event: SharedEvent = Arc::new(e);

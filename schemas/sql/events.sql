@@ -49,7 +49,7 @@ CREATE TABLE IF NOT EXISTS {database}.events
     country {lc_string} DEFAULT '',
     region String DEFAULT '',
     city String DEFAULT '',
-    interactive UInt8 DEFAULT 1,
+    non_interactive UInt8 DEFAULT 0,
     version UInt64
 )
 ENGINE = ReplacingMergeTree(version)

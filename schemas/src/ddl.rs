@@ -78,7 +78,7 @@ pub const ADDED_COLUMNS: &[(&str, &str, &str)] = &[
     ("events", "country", "{lc_string} DEFAULT ''"),
     ("events", "region", "String DEFAULT ''"),
     ("events", "city", "String DEFAULT ''"),
-    ("events", "interactive", "UInt8 DEFAULT 1"),
+    ("events", "non_interactive", "UInt8 DEFAULT 0"),
     ("sessions", "utm_content", "String DEFAULT ''"),
     ("sessions", "utm_term", "String DEFAULT ''"),
     ("sessions", "source", "String DEFAULT ''"),

@@ -9,7 +9,7 @@
 //!   night): they start no visit, extend no session and make nobody an active visitor.
 //! - An **interaction** is an event a person did: not a bot's (flagged `is_bot` at ingestion,
 //!   its user agent is a known crawler's), and not one a page sends on its own (Plausible's
-//!   `interactive: false` events, its `engagement` pings: `interactive` false). Only
+//!   `interactive: false` events, its `engagement` pings: flagged `non_interactive`). Only
 //!   interactions are activity or page views: the others are stored in `events` as they came,
 //!   start no session, make no visitor, affect no bounce and add to no rollup. Plausible and
 //!   GA4 drop bots too, and Plausible keeps non-interactive events out of bounce rate (it
@@ -44,8 +44,8 @@ impl EventKind {
 }
 
 /// Whether an event with these flags is an interaction (a person's doing).
-pub fn is_interaction(is_bot: bool, interactive: bool) -> bool {
-    !is_bot && interactive
+pub fn is_interaction(is_bot: bool, non_interactive: bool) -> bool {
+    !is_bot && !non_interactive
 }
 
 /// Whether an event of `kind` is activity, given whether it is an interaction.
@@ -61,7 +61,7 @@ pub fn is_page_view(kind: EventKind, interaction: bool) -> bool {
 impl Event {
     /// Whether the event is an interaction: not a bot's, not flagged non-interactive.
     pub fn is_interaction(&self) -> bool {
-        is_interaction(self.is_bot, self.interactive)
+        is_interaction(self.is_bot, self.non_interactive)
     }
 
     /// Whether the event is activity: an interaction of an activity kind.
@@ -133,9 +133,11 @@ pub fn human_sql() -> &'static str {
 }
 
 /// SQL condition on an `events` row: it is not flagged non-interactive (with [`human_sql`],
-/// it is an interaction).
+/// it is an interaction). The flag is set when true, so that a row written without the
+/// column (an older writer; ClickHouse 18.16 fills a JSON row's missing field with 0, not
+/// with the column's default) reads as an interaction.
 pub fn interactive_sql() -> &'static str {
-    "interactive = 1"
+    "non_interactive = 0"
 }
 
 /// SQL expression of an `events` row's page-view location (see [`Event::page_view_location`]).
@@ -181,11 +183,11 @@ mod tests {
         page.is_bot = true;
         assert!(!page.is_activity() && !page.is_page_view());
         page.is_bot = false;
-        page.interactive = false;
+        page.non_interactive = true;
         assert!(!page.is_activity() && !page.is_page_view());
         assert!(!is_activity(EventKind::Track, false));
         assert!(!is_activity(EventKind::Identify, true));
-        assert!(is_interaction(false, true) && !is_interaction(true, true));
+        assert!(is_interaction(false, false) && !is_interaction(true, false));
     }
 
     #[test]

