@@ -355,7 +355,7 @@ async fn plausible_tracker_delivers_in_chromium() {
     let rows: Vec<String> = clickhouse
         .query(&format!(
             "SELECT type, if(type = 'page', path, name), non_interactive, \
-             arrayStringConcat(arrayMap((k, v) -> concat(k, '=', v), properties.key, properties.value), ',') \
+             if(type = 'track', arrayStringConcat(arrayMap((k, v) -> concat(k, '=', v), properties.key, properties.value), ','), '') \
              FROM {database}.events FINAL WHERE tenant = 'plausible' AND name != 'engagement' \
              ORDER BY event_time_ms FORMAT TabSeparated"
         ))

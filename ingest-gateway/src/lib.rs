@@ -57,8 +57,9 @@ pub struct AppState {
     pub metrics: Metrics,
     /// Per-tenant quotas (Redis, with local buckets when it does not answer in time).
     pub rate_limiter: ratelimit::RateLimiter,
-    /// Agent rules, GeoIP databases and referrer lists.
-    pub enricher: enrich::Enricher,
+    /// Agent rules, GeoIP databases and referrer lists (shared: loading them takes a second
+    /// and the GeoIP files' size in memory).
+    pub enricher: Arc<enrich::Enricher>,
     /// The daily salts of the visitor ids derived for Plausible's Events API.
     pub salts: salt::Salts,
 }

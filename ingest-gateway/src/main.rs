@@ -157,7 +157,7 @@ async fn main() -> anyhow::Result<()> {
             key_prefix: ratelimit_prefix,
         })
         .context("configuring rate limits")?,
-        enricher,
+        enricher: Arc::new(enricher),
         salts,
     });
 

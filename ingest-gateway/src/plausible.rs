@@ -58,46 +58,15 @@ impl PlausibleEvent {
     pub fn read(object: &Map<String, Value>) -> Result<PlausibleEvent, Vec<FieldIssue>> {
         let field = |short: &str, long: &str| object.get(short).or_else(|| object.get(long));
         let mut issues = Vec::new();
-        let name = match field("n", "name") {
-            Some(Value::String(name)) if !name.trim().is_empty() => name.trim().to_owned(),
-            _ => {
-                issues.push(FieldIssue::new(
-                    "n",
-                    "the event name (n or name) is required",
-                ));
-                String::new()
-            }
-        };
-        let url = match field("u", "url") {
-            Some(Value::String(url)) => match url::Url::parse(url) {
-                Ok(parsed) if parsed.scheme() != "data" => url.clone(),
-                Ok(_) => {
-                    issues.push(FieldIssue::new("u", "a data: URL is not a page"));
-                    String::new()
-                }
-                Err(error) => {
-                    issues.push(FieldIssue::new("u", format!("is not a URL: {error}")));
-                    String::new()
-                }
-            },
-            _ => {
-                issues.push(FieldIssue::new("u", "the page URL (u or url) is required"));
-                String::new()
-            }
-        };
-        let domains: Vec<String> = match field("d", "domain") {
-            Some(Value::String(list)) => list
-                .split(',')
-                .map(str::trim)
-                .filter(|domain| !domain.is_empty())
-                .map(str::to_owned)
-                .collect(),
-            _ => url::Url::parse(&url)
-                .ok()
-                .and_then(|parsed| parsed.host_str().map(str::to_owned))
-                .into_iter()
-                .collect(),
-        };
+        let name = read_name(field("n", "name")).unwrap_or_else(|issue| {
+            issues.push(issue);
+            String::new()
+        });
+        let url = read_url(field("u", "url")).unwrap_or_else(|issue| {
+            issues.push(issue);
+            String::new()
+        });
+        let domains = read_domains(field("d", "domain"), &url);
         if domains.is_empty() && !url.is_empty() {
             issues.push(FieldIssue::new(
                 "d",
@@ -144,14 +113,22 @@ impl PlausibleEvent {
         })
     }
 
-    /// The Segment call of this event by `anonymous_id`, for `segment::normalize`.
+    /// The Segment call of this event by `anonymous_id`, for `segment::normalize`. A page
+    /// view carries its page in `properties` as analytics.js's page calls do, over any custom
+    /// property of the same name (`url`, `referrer`), which would otherwise replace it.
     pub fn to_segment(
         &self,
         anonymous_id: &str,
         tracker_version: Option<&Value>,
     ) -> Map<String, Value> {
-        let page = json!({"url": self.url, "referrer": self.referrer.clone().unwrap_or_default()});
-        let library = json!({"name": "plausible-tracker", "version": tracker_version.map(Value::to_string).unwrap_or_default()});
+        let referrer = self.referrer.clone().unwrap_or_default();
+        let page = json!({"url": self.url, "referrer": referrer});
+        let version = match tracker_version {
+            Some(Value::String(version)) => version.clone(),
+            Some(Value::Number(version)) => version.to_string(),
+            _ => String::new(),
+        };
+        let library = json!({"name": "plausible-tracker", "version": version});
         let mut call = json!({
             "anonymousId": anonymous_id,
             "properties": self.properties,
@@ -159,6 +136,8 @@ impl PlausibleEvent {
         });
         if self.name == "pageview" {
             call["type"] = json!("page");
+            call["properties"]["url"] = json!(self.url);
+            call["properties"]["referrer"] = json!(referrer);
         } else {
             call["type"] = json!("track");
             call["event"] = json!(self.name);
@@ -181,6 +160,44 @@ impl PlausibleEvent {
         {
             event.page.path = format!("{}#{fragment}", event.page.path);
         }
+    }
+}
+
+fn read_name(sent: Option<&Value>) -> Result<String, FieldIssue> {
+    match sent {
+        Some(Value::String(name)) if !name.trim().is_empty() => Ok(name.trim().to_owned()),
+        _ => Err(FieldIssue::new(
+            "n",
+            "the event name (n or name) is required",
+        )),
+    }
+}
+
+fn read_url(sent: Option<&Value>) -> Result<String, FieldIssue> {
+    let Some(Value::String(url)) = sent else {
+        return Err(FieldIssue::new("u", "the page URL (u or url) is required"));
+    };
+    match url::Url::parse(url) {
+        Ok(parsed) if parsed.scheme() != "data" => Ok(url.clone()),
+        Ok(_) => Err(FieldIssue::new("u", "a data: URL is not a page")),
+        Err(error) => Err(FieldIssue::new("u", format!("is not a URL: {error}"))),
+    }
+}
+
+/// The comma-separated domains sent, else the URL's host (Plausible's default).
+fn read_domains(sent: Option<&Value>, url: &str) -> Vec<String> {
+    match sent {
+        Some(Value::String(list)) => list
+            .split(',')
+            .map(str::trim)
+            .filter(|domain| !domain.is_empty())
+            .map(str::to_owned)
+            .collect(),
+        _ => url::Url::parse(url)
+            .ok()
+            .and_then(|parsed| parsed.host_str().map(str::to_owned))
+            .into_iter()
+            .collect(),
     }
 }
 

@@ -6,16 +6,22 @@
 //! Every gateway process must hash with the same salt, or one visitor becomes one per process:
 //! the salt lives in Redis under `<prefix><UTC day number>`, created by whichever process asks
 //! first (`SET NX`) and expiring 48 hours later. Without Redis (a single local gateway) each
-//! day's salt is made in the process. With Redis configured but not answering, no id can be
-//! derived and the request is refused (503): an id from another salt would split visitors.
+//! day's salt is made in the process. With Redis configured but not answering within a second,
+//! no id can be derived and the request is refused (503): an id from another salt would split
+//! visitors.
 
-use std::sync::Mutex;
+use std::collections::BTreeMap;
+use std::time::Duration;
 
 use rand::RngCore;
 use redis::AsyncCommands;
+use tokio::sync::Mutex;
 
 /// Seconds a salt lives in Redis: the day it is used and the next.
 const SALT_TTL_SECS: u64 = 48 * 3600;
+
+/// How long a request waits for Redis's answer.
+const REDIS_TIMEOUT: Duration = Duration::from_secs(1);
 
 const DAY_MS: i64 = 86_400_000;
 
@@ -23,14 +29,25 @@ const DAY_MS: i64 = 86_400_000;
 #[derive(Debug)]
 pub struct Salts {
     redis: Option<(redis::Client, String)>,
-    /// The last day's salt, so that Redis is asked once per day and process.
-    current: Mutex<Option<(i64, [u8; 16])>>,
+    /// The salts of the days asked for lately (at most two: today's and yesterday's, for a
+    /// request that straddles midnight). Held while a missing salt is fetched or made, so
+    /// that concurrent first requests of a day agree on one salt and open one connection.
+    known: Mutex<BTreeMap<i64, [u8; 16]>>,
 }
 
-/// Redis did not give a salt.
+/// No salt could be had.
 #[derive(Debug, thiserror::Error)]
-#[error("the visitor-id salt is unavailable: {0}")]
-pub struct SaltError(#[from] redis::RedisError);
+pub enum SaltError {
+    /// Redis refused or failed the call.
+    #[error("Redis did not give the visitor-id salt: {0}")]
+    Redis(#[from] redis::RedisError),
+    /// Redis did not answer in time.
+    #[error("Redis did not answer within {0:?}")]
+    Timeout(Duration),
+    /// The stored value is not a salt this gateway wrote.
+    #[error("the stored visitor-id salt {0:?} is not 32 hex digits")]
+    Corrupt(String),
+}
 
 impl Salts {
     /// Salts shared through Redis at `redis_url` (keys `<key_prefix><day>`); an empty URL:
@@ -43,7 +60,7 @@ impl Salts {
         };
         Ok(Salts {
             redis,
-            current: Mutex::new(None),
+            known: Mutex::new(BTreeMap::new()),
         })
     }
 
@@ -51,18 +68,16 @@ impl Salts {
     pub fn local() -> Salts {
         Salts {
             redis: None,
-            current: Mutex::new(None),
+            known: Mutex::new(BTreeMap::new()),
         }
     }
 
     /// The salt of the UTC day of `now_ms`.
     pub async fn of_day(&self, now_ms: i64) -> Result<[u8; 16], SaltError> {
         let day = now_ms.div_euclid(DAY_MS);
-        if let Ok(current) = self.current.lock()
-            && let Some((cached_day, salt)) = *current
-            && cached_day == day
-        {
-            return Ok(salt);
+        let mut known = self.known.lock().await;
+        if let Some(salt) = known.get(&day) {
+            return Ok(*salt);
         }
         let mut fresh = [0u8; 16];
         rand::rng().fill_bytes(&mut fresh);
@@ -70,21 +85,33 @@ impl Salts {
             None => fresh,
             Some((client, prefix)) => {
                 let key = format!("{prefix}{day}");
-                let mut connection = client.get_multiplexed_async_connection().await?;
-                let offered = hex(&fresh);
-                let options = redis::SetOptions::default()
-                    .conditional_set(redis::ExistenceCheck::NX)
-                    .with_expiration(redis::SetExpiry::EX(SALT_TTL_SECS));
-                let _: Option<String> = connection.set_options(&key, &offered, options).await?;
-                let stored: String = connection.get(&key).await?;
-                parse_hex(&stored).unwrap_or(fresh)
+                let shared = shared_salt(client, &key, &fresh);
+                tokio::time::timeout(REDIS_TIMEOUT, shared)
+                    .await
+                    .map_err(|_| SaltError::Timeout(REDIS_TIMEOUT))??
             }
         };
-        if let Ok(mut current) = self.current.lock() {
-            *current = Some((day, salt));
+        known.insert(day, salt);
+        while known.len() > 2 {
+            known.pop_first();
         }
         Ok(salt)
     }
+}
+
+/// The salt stored at `key`, `offered` stored first unless another process was first.
+async fn shared_salt(
+    client: &redis::Client,
+    key: &str,
+    offered: &[u8; 16],
+) -> Result<[u8; 16], SaltError> {
+    let mut connection = client.get_multiplexed_async_connection().await?;
+    let options = redis::SetOptions::default()
+        .conditional_set(redis::ExistenceCheck::NX)
+        .with_expiration(redis::SetExpiry::EX(SALT_TTL_SECS));
+    let _: Option<String> = connection.set_options(key, hex(offered), options).await?;
+    let stored: String = connection.get(key).await?;
+    parse_hex(&stored).ok_or(SaltError::Corrupt(stored))
 }
 
 fn hex(bytes: &[u8; 16]) -> String {
@@ -126,6 +153,11 @@ mod tests {
         assert_eq!(salts.of_day(DAY_MS - 1).await.unwrap(), monday);
         let tuesday = salts.of_day(DAY_MS).await.unwrap();
         assert_ne!(tuesday, monday);
+        assert_eq!(
+            salts.of_day(0).await.unwrap(),
+            monday,
+            "yesterday's is kept"
+        );
         let id = visitor_id(&monday, "acme", "203.0.113.7", "Firefox");
         assert_eq!(id, visitor_id(&monday, "acme", "203.0.113.7", "Firefox"));
         assert_eq!(id.len(), 35);
@@ -133,5 +165,6 @@ mod tests {
         assert_ne!(id, visitor_id(&monday, "globex", "203.0.113.7", "Firefox"));
         assert_ne!(id, visitor_id(&monday, "acme", "203.0.113.8", "Firefox"));
         assert_eq!(parse_hex(&hex(&monday)), Some(monday));
+        assert_eq!(parse_hex("not hex"), None);
     }
 }

@@ -368,8 +368,10 @@ fn gateway() -> (
             retry_after_secs: 1,
             metrics: Default::default(),
             rate_limiter: RateLimiter::local(),
-            enricher: clickstream_ingest_gateway::enrich::Enricher::load(&Default::default())
-                .expect("enrichment rules"),
+            enricher: Arc::new(
+                clickstream_ingest_gateway::enrich::Enricher::load(&Default::default())
+                    .expect("enrichment rules"),
+            ),
             salts: clickstream_ingest_gateway::salt::Salts::local(),
         })
     });

@@ -39,7 +39,8 @@ fn harness_with(message_timeout_ms: u64, trust_forwarded_for: bool) -> Harness {
         .create_topic(TOPIC, PARTITIONS, 1)
         .expect("create topic");
     let tenants = Tenants::parse(
-        "[[tenants]]\nid='acme'\nwrite_keys=['wk_acme']\n[[tenants]]\nid='globex'\nwrite_keys=['wk_globex']\nanonymize_ip=false\n",
+        "[[tenants]]\nid='acme'\nwrite_keys=['wk_acme']\ndomains=['acme.example']\n\
+         [[tenants]]\nid='globex'\nwrite_keys=['wk_globex']\nanonymize_ip=false\ndomains=['globex.example']\n",
     )
     .expect("tenants");
     let producer = EventProducer::new(&KafkaConfig {
@@ -58,8 +59,7 @@ fn harness_with(message_timeout_ms: u64, trust_forwarded_for: bool) -> Harness {
         retry_after_secs: 7,
         metrics: Default::default(),
         rate_limiter: clickstream_ingest_gateway::ratelimit::RateLimiter::local(),
-        enricher: clickstream_ingest_gateway::enrich::Enricher::load(&enrich_config())
-            .expect("enrichment rules and the GeoIP database"),
+        enricher: ENRICHER.clone(),
         salts: clickstream_ingest_gateway::salt::Salts::local(),
     });
     Harness { cluster, state }
@@ -154,16 +154,22 @@ impl Harness {
     }
 }
 
-/// The set-up's GeoIP files: `deploy/test.sh` installs them and sets `CLICKSTREAM_GEOIP`.
-fn enrich_config() -> clickstream_ingest_gateway::enrich::EnrichConfig {
-    let geoip = std::env::var("CLICKSTREAM_GEOIP").expect(
-        "CLICKSTREAM_GEOIP is not set: run the tests through deploy/test.sh, which installs the GeoIP database",
-    );
-    clickstream_ingest_gateway::enrich::EnrichConfig {
-        ua_regexes: None,
-        geoip: geoip.split(',').map(std::path::PathBuf::from).collect(),
-    }
-}
+/// The enricher over the set-up's GeoIP files (`deploy/test.sh` installs them and sets
+/// `CLICKSTREAM_GEOIP`), loaded once for every harness of this binary.
+static ENRICHER: std::sync::LazyLock<Arc<clickstream_ingest_gateway::enrich::Enricher>> =
+    std::sync::LazyLock::new(|| {
+        let geoip = std::env::var("CLICKSTREAM_GEOIP").expect(
+            "CLICKSTREAM_GEOIP is not set: run the tests through deploy/test.sh, which installs the GeoIP database",
+        );
+        let config = clickstream_ingest_gateway::enrich::EnrichConfig {
+            ua_regexes: None,
+            geoip: geoip.split(',').map(std::path::PathBuf::from).collect(),
+        };
+        Arc::new(
+            clickstream_ingest_gateway::enrich::Enricher::load(&config)
+                .expect("enrichment rules and the GeoIP database"),
+        )
+    });
 
 fn error_code(body: &Value) -> &str {
     body["error"]["code"]
@@ -895,5 +901,98 @@ async fn events_are_enriched_with_client_location_and_acquisition() {
         crawler.location,
         schemas::Location::default(),
         "a private address has no place"
+    );
+}
+
+/// Plausible's Events API: `202 ok`; one event per tenant whose domain it names, under an id
+/// derived per tenant; an engagement ping stored non-interactive; a hash route kept; an
+/// unknown domain and a missing name refused by name.
+#[tokio::test]
+async fn plausible_events_reach_each_named_site() {
+    let h = harness(5_000);
+    let send = |body: Value| {
+        let request = Request::post("/api/event")
+            .header(header::CONTENT_TYPE, "text/plain")
+            .header(
+                header::USER_AGENT,
+                "Mozilla/5.0 (X11; Linux x86_64; rv:121.0) Gecko/20100101 Firefox/121.0",
+            )
+            .body(Body::from(body.to_string()))
+            .expect("request");
+        let app = router(h.state.clone());
+        async move {
+            let response = app.oneshot(request).await.expect("infallible");
+            let status = response.status();
+            let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+                .await
+                .expect("body");
+            (status, String::from_utf8_lossy(&bytes).into_owned())
+        }
+    };
+    let (status, body) = send(
+        json!({"n": "pageview", "u": "https://acme.example/app#/settings",
+        "d": "acme.example,www.globex.example", "r": "https://www.google.com/", "h": 1, "v": 36}),
+    )
+    .await;
+    assert_eq!((status, body.as_str()), (StatusCode::ACCEPTED, "ok"));
+    let (status, _) = send(json!({"n": "engagement", "u": "https://acme.example/", "d": "acme.example", "e": 1200, "sd": 40})).await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    let (status, body) =
+        send(json!({"n": "pageview", "u": "https://x.example/", "d": "nobody.example"})).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(
+        body.contains("unknown_domain") && body.contains("nobody.example"),
+        "{body}"
+    );
+    let (status, body) = send(json!({"u": "https://acme.example/", "d": "acme.example"})).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(
+        body.contains("invalid_event") && body.contains("\"n\""),
+        "{body}"
+    );
+
+    let events = h.consume_all();
+    let views: Vec<&Event> = events
+        .iter()
+        .map(|(_, event)| event)
+        .filter(|event| event.kind == EventKind::Page)
+        .collect();
+    let tenants: Vec<&str> = views.iter().map(|event| event.tenant.as_str()).collect();
+    assert_eq!(views.len(), 2, "one per site: {tenants:?}");
+    assert!(tenants.contains(&"acme") && tenants.contains(&"globex"));
+    for view in &views {
+        assert!(
+            view.anonymous_id.starts_with("pl-"),
+            "{}",
+            view.anonymous_id
+        );
+        assert_eq!(view.page.path, "/app#/settings");
+        assert_eq!(view.acquisition.source, "Google");
+        assert_eq!(view.client.browser, "Firefox");
+        assert!(!view.non_interactive);
+    }
+    assert_ne!(
+        views[0].anonymous_id, views[1].anonymous_id,
+        "ids are per site"
+    );
+    let pings: Vec<&Event> = events
+        .iter()
+        .map(|(_, event)| event)
+        .filter(|event| event.name == "engagement")
+        .collect();
+    assert_eq!(pings.len(), 1);
+    assert!(pings[0].non_interactive);
+    let acme_view = views
+        .iter()
+        .find(|event| event.tenant == "acme")
+        .expect("acme's view");
+    assert_eq!(
+        pings[0].anonymous_id, acme_view.anonymous_id,
+        "the same visitor"
+    );
+    assert!(
+        pings[0]
+            .properties
+            .contains(&("engagement_ms".into(), "1200".into()))
     );
 }

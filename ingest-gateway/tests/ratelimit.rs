@@ -53,8 +53,10 @@ fn gateway(
             key_prefix: prefix.to_owned(),
         })
         .expect("rate limiter"),
-        enricher: clickstream_ingest_gateway::enrich::Enricher::load(&Default::default())
-            .expect("enrichment rules"),
+        enricher: Arc::new(
+            clickstream_ingest_gateway::enrich::Enricher::load(&Default::default())
+                .expect("enrichment rules"),
+        ),
         salts: clickstream_ingest_gateway::salt::Salts::local(),
     })
 }
@@ -312,4 +314,51 @@ async fn until_redis_decides(state: &Arc<AppState>) {
         assert!(Instant::now() < deadline, "Redis never decided again");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+}
+
+/// Two gateway processes derive Plausible visitor ids with one salt a day, the first one's,
+/// kept in Redis for 48 hours; a value in Redis that is no salt is an error, never a private
+/// salt that would split visitors.
+#[tokio::test]
+async fn gateways_share_the_daily_salt_through_redis() {
+    use clickstream_ingest_gateway::salt::Salts;
+    let redis_url = std::env::var("CLICKSTREAM_REDIS_URL").unwrap_or_else(|_| {
+        panic!("CLICKSTREAM_REDIS_URL is not set: run the tests with deploy/test.sh")
+    });
+    let prefix = unique_prefix("salt");
+    let (first, second) = (
+        Salts::new(&redis_url, &prefix).unwrap(),
+        Salts::new(&redis_url, &prefix).unwrap(),
+    );
+    let day_ms = 86_400_000;
+    let (a, b) = tokio::join!(
+        first.of_day(20_000 * day_ms),
+        second.of_day(20_000 * day_ms)
+    );
+    assert_eq!(a.unwrap(), b.unwrap(), "one salt for both processes");
+    let next = second.of_day(20_001 * day_ms).await.unwrap();
+    assert_ne!(
+        next,
+        first.of_day(20_000 * day_ms).await.unwrap(),
+        "a new salt each day"
+    );
+
+    let client = redis::Client::open(redis_url.as_str()).unwrap();
+    let mut connection = client.get_multiplexed_async_connection().await.unwrap();
+    let ttl: i64 = redis::cmd("TTL")
+        .arg(format!("{prefix}20000"))
+        .query_async(&mut connection)
+        .await
+        .unwrap();
+    assert!(
+        (47 * 3600..=48 * 3600).contains(&ttl),
+        "deleted after 48 hours: {ttl}"
+    );
+    let _: () = redis::cmd("SET")
+        .arg(format!("{prefix}20002"))
+        .arg("not a salt")
+        .query_async(&mut connection)
+        .await
+        .unwrap();
+    assert!(first.of_day(20_002 * day_ms).await.is_err());
 }

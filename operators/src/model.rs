@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use rustc_hash::FxHashSet;
+use rustc_hash::{FxHashMap, FxHashSet};
 use schemas::{Acquisition, Campaign, Client, Event, EventKind, Location, definitions};
 use serde::{Deserialize, Serialize};
 
@@ -46,8 +46,8 @@ pub struct Activity {
 
 /// Where a visit came from and on what: what a session takes from its first event. Each part
 /// is interned on its own (a site has a few dozen distinct clients and campaigns, a few
-/// thousand locations), so a landing is five pointers, shared by every event of the same
-/// origin, and a session holds one pointer to it.
+/// thousand locations), so a landing is five shared references (96 bytes), shared by every
+/// event of the same origin, and a session holds one pointer to it.
 #[derive(Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct Landing {
     /// The page's referrer.
@@ -135,7 +135,9 @@ impl Activity {
 #[derive(Debug)]
 pub struct Interner {
     strings: FxHashSet<Arc<str>>,
-    landings: FxHashSet<Arc<Landing>>,
+    /// By the addresses of the landing's interned parts: equal parts are one allocation, and
+    /// the landing kept here keeps its parts (and so their addresses) alive.
+    landings: FxHashMap<[usize; 5], Arc<Landing>>,
     campaigns: FxHashSet<Arc<Campaign>>,
     acquisitions: FxHashSet<Arc<Acquisition>>,
     clients: FxHashSet<Arc<Client>>,
@@ -154,7 +156,7 @@ impl Interner {
     pub fn with_capacity(capacity: usize) -> Self {
         Interner {
             strings: FxHashSet::default(),
-            landings: FxHashSet::default(),
+            landings: FxHashMap::default(),
             campaigns: FxHashSet::default(),
             acquisitions: FxHashSet::default(),
             clients: FxHashSet::default(),
@@ -187,14 +189,21 @@ impl Interner {
             client: shared(&mut self.clients, &event.client, capacity),
             location: shared(&mut self.locations, &event.location, capacity),
         };
-        if let Some(shared) = self.landings.get(&landing) {
+        let key = [
+            Arc::as_ptr(&landing.referrer).cast::<u8>() as usize,
+            Arc::as_ptr(&landing.campaign) as usize,
+            Arc::as_ptr(&landing.acquisition) as usize,
+            Arc::as_ptr(&landing.client) as usize,
+            Arc::as_ptr(&landing.location) as usize,
+        ];
+        if let Some(shared) = self.landings.get(&key) {
             return shared.clone();
         }
         if self.landings.len() >= self.capacity {
             self.landings.clear();
         }
         let shared = Arc::new(landing);
-        self.landings.insert(shared.clone());
+        self.landings.insert(key, shared.clone());
         shared
     }
 }

@@ -113,6 +113,7 @@ fn generate(rng: &mut StdRng) -> (Vec<Event>, Vec<Visit>) {
                 person_id: format!("p{}", rng.random_range(0..30)),
                 late: rng.random_bool(0.05),
                 bot: rng.random_bool(0.05),
+                non_interactive: rng.random_bool(0.05),
             });
         }
         visits.push(Visit {
@@ -156,7 +157,12 @@ impl Oracle<'_> {
                     && e.time_ms / 1000 * 1000 >= self.from_ms
                     && e.time_ms / 1000 * 1000 < self.to_ms
             })
-            .filter(|e| !e.late && !e.bot && ["page", "screen", "track"].contains(&e.kind))
+            .filter(|e| {
+                !e.late
+                    && !e.bot
+                    && !e.non_interactive
+                    && ["page", "screen", "track"].contains(&e.kind)
+            })
             .collect()
     }
 

@@ -132,6 +132,12 @@ pub fn human_sql() -> &'static str {
     "is_bot = 0"
 }
 
+/// SQL condition on an `events` row: it is an interaction ([`human_sql`] and
+/// [`interactive_sql`]), as [`is_interaction`] decides.
+pub fn interaction_sql() -> String {
+    format!("{} AND {}", human_sql(), interactive_sql())
+}
+
 /// SQL condition on an `events` row: it is not flagged non-interactive (with [`human_sql`],
 /// it is an interaction). The flag is set when true, so that a row written without the
 /// column (an older writer; ClickHouse 18.16 fills a JSON row's missing field with 0, not

@@ -180,8 +180,9 @@ pub struct Location {
     Deserialize,
 )]
 pub struct Acquisition {
-    /// The source: a known site's name (`Google`, `Facebook`), else the referrer's host
-    /// without `www.`, else `utm_source`; empty for direct traffic.
+    /// The source: a known site's name (`Google`, `Facebook`) when `utm_source` or the
+    /// referrer's host is one, else `utm_source`, else the referrer's host without `www.`;
+    /// empty for direct traffic.
     pub source: String,
     /// The default channel group (GA4's names: `Direct`, `Organic Search`, `Paid Search`,
     /// `Organic Social`, `Paid Social`, `Email`, `Referral`, ...).

@@ -226,7 +226,10 @@ impl Tenants {
         for tenant in &all {
             for domain in &tenant.domains {
                 let key = site_domain(domain);
-                if key.is_empty() || by_domain.insert(key, tenant.clone()).is_some() {
+                let other = by_domain
+                    .insert(key.clone(), tenant.clone())
+                    .filter(|holder: &Arc<Tenant>| holder.id != tenant.id);
+                if key.is_empty() || other.is_some() {
                     return Err(TenantsError::Invalid(format!(
                         "domain {domain:?} of tenant {:?} is empty or another tenant's too",
                         tenant.id
@@ -396,5 +399,22 @@ mod tests {
             let text = format!("[[tenants]]\nid = \"a\"\nwrite_keys = [\"w\"]\ngoals = {goals}\n");
             assert!(Tenants::parse(&text).is_err(), "{goals}");
         }
+    }
+
+    #[test]
+    fn tenants_are_found_by_any_spelling_of_their_domains() {
+        let tenants = Tenants::parse(
+            "[[tenants]]\nid='a'\nwrite_keys=['wa']\ndomains=['acme.example', 'www.acme.example']\n\
+             [[tenants]]\nid='b'\nwrite_keys=['wb']\ndomains=['Beta.Example']\n",
+        )
+        .unwrap();
+        assert_eq!(tenants.by_domain("WWW.Acme.example").unwrap().id, "a");
+        assert_eq!(tenants.by_domain(" beta.example ").unwrap().id, "b");
+        assert!(tenants.by_domain("other.example").is_none());
+        let shared = Tenants::parse(
+            "[[tenants]]\nid='a'\nwrite_keys=['wa']\ndomains=['acme.example']\n\
+             [[tenants]]\nid='b'\nwrite_keys=['wb']\ndomains=['www.acme.example']\n",
+        );
+        assert!(shared.is_err(), "one domain, two tenants");
     }
 }

@@ -363,8 +363,9 @@ pub async fn start_gateway(
         retry_after_secs: 1,
         metrics: Default::default(),
         rate_limiter: ingest_gateway::ratelimit::RateLimiter::local(),
-        enricher: ingest_gateway::enrich::Enricher::load(&Default::default())
-            .expect("enrichment rules"),
+        enricher: std::sync::Arc::new(
+            ingest_gateway::enrich::Enricher::load(&Default::default()).expect("enrichment rules"),
+        ),
         salts: ingest_gateway::salt::Salts::local(),
     });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")

@@ -22,8 +22,16 @@ const SEARCH_ENGINES: &str = include_str!("../../data/referrers/SearchEngines.ym
 const SOCIALS: &str = include_str!("../../data/referrers/Socials.yml");
 const AI_ASSISTANTS: &str = include_str!("../../data/referrers/AIAssistants.yml");
 
-/// GA4's video sites among Matomo's social networks.
-const VIDEO_SITES: [&str; 4] = ["YouTube", "Vimeo", "Twitch", "Dailymotion"];
+/// GA4's video sites among Matomo's social networks (GA4 lists more, e.g. Twitch and
+/// Dailymotion, which Matomo's lists do not have: they come out as referrals).
+const VIDEO_SITES: [&str; 2] = ["YouTube", "Vimeo"];
+
+/// Generic top-level domains a `stem.{}` entry may end in (besides any two-letter country
+/// code), and the second-level labels of country codes (`co.uk`, `com.br`).
+const GENERIC_TLDS: [&str; 8] = ["com", "net", "org", "info", "biz", "edu", "gov", "int"];
+const SECOND_LEVEL: [&str; 10] = [
+    "co", "com", "net", "org", "ac", "gov", "edu", "ne", "or", "go",
+];
 
 /// What kind of site a known source is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -41,12 +49,21 @@ struct Site {
 }
 
 /// The compiled lists.
+///
+/// Matching follows what each list means: a search engine is its listed hosts
+/// (`www.google.com`, not `mail.google.com`: Gmail is no search), with `{}.host` entries for
+/// any subdomain and `stem.{}` entries for any top-level domain; a social network or an AI
+/// assistant is its domains and everything under them (`lm.facebook.com`).
 #[derive(Debug)]
 pub struct Referrers {
-    /// By host (`google.com`, `l.facebook.com`) and by lowercased name (`google`).
+    /// By exact host (`google.com`, `l.facebook.com`).
     exact: HashMap<String, Site>,
-    /// By the part before any top-level domain (`google` for `google.{}`).
+    /// By a domain whose every subdomain is the site too (`facebook.com`, `bing.com`).
+    with_subdomains: HashMap<String, Site>,
+    /// By the part before a top-level domain (`google` for `google.{}`).
     any_tld: HashMap<String, Site>,
+    /// By lowercased name (`google`), for `utm_source=google`.
+    by_name: HashMap<String, Site>,
 }
 
 /// A list that does not read as Matomo's format.
@@ -65,7 +82,9 @@ impl Referrers {
     pub fn new() -> Result<Referrers, ReferrersError> {
         let mut referrers = Referrers {
             exact: HashMap::new(),
+            with_subdomains: HashMap::new(),
             any_tld: HashMap::new(),
+            by_name: HashMap::new(),
         };
         // A host on two lists keeps its first: AI assistants (gemini.google.com) before
         // social networks, and those before search engines (Matomo lists facebook.com's
@@ -91,53 +110,68 @@ impl Referrers {
         Ok(referrers)
     }
 
-    /// Registers a site under each of its list entries: `host`, `host/path` (the path is
-    /// dropped), `{}.host` and `a.{}.host` (any subdomain: hosts match by suffix anyway), and
-    /// `stem.{}` (any top-level domain).
+    /// Registers a site under each of its list entries: `host` (with its subdomains unless
+    /// the site is a search engine), `host/path` (the path is dropped), `{}.host` and
+    /// `a.{}.host` (any subdomain of `host`), and `stem.{}` (any top-level domain).
     fn add(&mut self, name: &str, category: Category, entries: impl IntoIterator<Item = String>) {
         let site = Site {
             name: name.to_owned(),
             category,
         };
         for entry in entries {
-            let host = entry
+            let entry = entry
                 .split('/')
                 .next()
                 .unwrap_or_default()
                 .to_ascii_lowercase();
-            let host = host.rsplit("{}.").next().unwrap_or_default();
-            if let Some(stem) = host.strip_suffix(".{}") {
-                self.any_tld
-                    .entry(stem.to_owned())
-                    .or_insert_with(|| site.clone());
-            } else if !host.is_empty() && !host.contains("{}") {
-                self.exact
-                    .entry(host.to_owned())
-                    .or_insert_with(|| site.clone());
-            }
+            let (host, any_subdomain) = match entry.rsplit_once("{}.") {
+                Some((_, host)) => (host, true),
+                None => (entry.as_str(), category != Category::Search),
+            };
+            let table = if let Some(stem) = host.strip_suffix(".{}") {
+                self.any_tld.entry(stem.to_owned())
+            } else if host.is_empty() || host.contains("{}") {
+                continue;
+            } else if any_subdomain {
+                self.with_subdomains.entry(host.to_owned())
+            } else if self.with_subdomains.contains_key(host) {
+                continue; // an AI assistant or social network, listed first, keeps its host
+            } else {
+                self.exact.entry(host.to_owned())
+            };
+            table.or_insert_with(|| site.clone());
         }
-        self.exact.entry(name.to_ascii_lowercase()).or_insert(site);
+        self.by_name
+            .entry(name.to_ascii_lowercase())
+            .or_insert(site);
     }
 
-    /// The known site of `host`: the host itself or its nearest parent domain on a list, or
-    /// a `stem.{}` entry with a one- or two-label top-level domain (`google.co.uk`).
+    /// The known site of `host` (lowercased), by the rules of [`Referrers`].
     fn site_of_host(&self, host: &str) -> Option<&Site> {
-        let mut candidate = host;
+        let bare = host.strip_prefix("www.").unwrap_or(host);
+        if let Some(site) = self.exact.get(host).or_else(|| self.exact.get(bare)) {
+            return Some(site);
+        }
+        let mut domain = bare;
         loop {
-            if let Some(site) = self.exact.get(candidate) {
+            if let Some(site) = self.with_subdomains.get(domain) {
                 return Some(site);
             }
-            for tld_labels in 1..=2 {
-                let stem = candidate.rsplitn(tld_labels + 1, '.').nth(tld_labels);
-                if let Some(site) = stem.and_then(|stem| self.any_tld.get(stem)) {
-                    return Some(site);
-                }
-            }
-            match candidate.split_once('.') {
-                Some((_, parent)) if parent.contains('.') => candidate = parent,
-                _ => return None,
+            match domain.split_once('.') {
+                Some((_, parent)) if parent.contains('.') => domain = parent,
+                _ => break,
             }
         }
+        let labels: Vec<&str> = bare.rsplit('.').collect();
+        let country =
+            |label: &str| label.len() == 2 && label.bytes().all(|b| b.is_ascii_lowercase());
+        let tld_labels = match labels.as_slice() {
+            [last, second, ..] if country(last) && SECOND_LEVEL.contains(second) => 2,
+            [last, ..] if country(last) || GENERIC_TLDS.contains(last) => 1,
+            _ => return None,
+        };
+        let stem = bare.rsplitn(tld_labels + 1, '.').nth(tld_labels)?;
+        self.any_tld.get(stem)
     }
 
     /// Source and channel of an event that landed on `page` with `campaign`, for a tenant
@@ -165,10 +199,10 @@ impl Referrers {
             referrer_host
                 .as_deref()
                 .and_then(|host| self.site_of_host(host))
-                .or_else(|| click.and_then(|(engine, _)| self.exact.get(engine)))
+                .or_else(|| click.and_then(|(engine, _)| self.by_name.get(engine)))
         } else {
             let lowered = utm_source.to_ascii_lowercase();
-            self.exact
+            self.by_name
                 .get(&lowered)
                 .or_else(|| self.site_of_host(&lowered))
         };
@@ -178,12 +212,15 @@ impl Referrers {
             (None, _, Some(host)) => host.strip_prefix("www.").unwrap_or(host).to_owned(),
             (None, _, None) => String::new(),
         };
+        // A referral without UTM tags is GA4's medium `referral`.
+        let untagged_referral =
+            referrer_host.is_some() && utm_source.is_empty() && medium.is_empty();
         let signals = Signals {
             category: site.map(|site| site.category),
             source: source.to_ascii_lowercase(),
             medium,
             campaign: campaign.name.to_ascii_lowercase(),
-            referred: referrer_host.is_some(),
+            untagged_referral,
         };
         Acquisition {
             source,
@@ -198,7 +235,7 @@ struct Signals {
     source: String,
     medium: String,
     campaign: String,
-    referred: bool,
+    untagged_referral: bool,
 }
 
 impl Signals {
@@ -219,7 +256,7 @@ impl Signals {
         if self.campaign.contains("cross-network") {
             return "Cross-network";
         }
-        let rules: [(bool, &'static str); 18] = [
+        let rules: [(bool, &'static str); 17] = [
             (shopping_campaign && paid, "Paid Shopping"),
             (is(Category::Search) && paid, "Paid Search"),
             (is(Category::Social) && paid, "Paid Social"),
@@ -252,9 +289,12 @@ impl Signals {
                 "Organic Search",
             ),
             (is(Category::Ai), "AI Assistants"),
-            (["referral", "app", "link"].contains(&medium), "Referral"),
             (either(&["email", "e-mail", "e_mail", "e mail"]), "Email"),
             (medium == "affiliate", "Affiliates"),
+            (
+                ["referral", "app", "link"].contains(&medium) || self.untagged_referral,
+                "Referral",
+            ),
             (medium == "audio", "Audio"),
             (either(&["sms"]), "SMS"),
             (
@@ -264,7 +304,6 @@ impl Signals {
                     || self.source == "firebase",
                 "Mobile Push Notifications",
             ),
-            (self.referred, "Referral"),
         ];
         rules
             .into_iter()
@@ -350,7 +389,7 @@ mod tests {
             (&'a str, &'a str, &'a str),
             (&'a str, &'a str),
         );
-        let cases: [Case<'_>; 20] = [
+        let cases: [Case<'_>; 26] = [
             ("", "https://shop.example/", none, ("", "Direct")),
             (
                 "https://www.google.com/",
@@ -462,6 +501,46 @@ mod tests {
             ),
             (
                 "",
+                "https://shop.example/",
+                ("partner", "", ""),
+                ("partner", "Unassigned"),
+            ),
+            // Gmail and Google Docs are no search engine; Facebook's other link shims are
+            // Facebook.
+            (
+                "https://mail.google.com/",
+                "https://shop.example/",
+                none,
+                ("mail.google.com", "Referral"),
+            ),
+            (
+                "https://docs.google.com/document/d/1",
+                "https://shop.example/",
+                none,
+                ("docs.google.com", "Referral"),
+            ),
+            (
+                "https://lm.facebook.com/l.php?u=x",
+                "https://shop.example/",
+                none,
+                ("Facebook", "Organic Social"),
+            ),
+            (
+                "android-app://com.google.android.gm/",
+                "https://shop.example/",
+                none,
+                ("com.google.android.gm", "Referral"),
+            ),
+            // Tagged traffic is what its tags say, whatever referred it (GA4: Email before
+            // Referral; a source without a medium is Unassigned).
+            (
+                "https://blog.example.org/",
+                "https://shop.example/",
+                ("email", "referral", ""),
+                ("email", "Email"),
+            ),
+            (
+                "https://blog.example.org/",
                 "https://shop.example/",
                 ("partner", "", ""),
                 ("partner", "Unassigned"),

@@ -32,6 +32,10 @@ pub fn is_crawler(user_agent: &str) -> bool {
 /// Distinct agents remembered. A cache entry is about 200 bytes plus the agent.
 const CACHE_AGENTS: usize = 20_000;
 
+/// The longest agent read: real ones are under 300 bytes, and a client sending 32 KiB agents
+/// must not make the cache hold 20,000 of them or the rules scan them.
+const MAX_AGENT_BYTES: usize = 512;
+
 /// A compiled rule set with its cache.
 pub struct Agents {
     extractor: ua_parser::Extractor<'static>,
@@ -71,6 +75,11 @@ impl Agents {
         if user_agent.is_empty() {
             return Client::default();
         }
+        let cut = (0..=MAX_AGENT_BYTES.min(user_agent.len()))
+            .rev()
+            .find(|at| user_agent.is_char_boundary(*at))
+            .unwrap_or(0);
+        let user_agent = &user_agent[..cut];
         if let Some(client) = self.cache.get(user_agent) {
             return client;
         }

@@ -887,7 +887,8 @@ mod tests {
             checked.executable
         );
         assert!(checked.executable.contains(
-            "FROM db.events FINAL WHERE tenant = 'acme' AND late = 0) AS events GROUP BY"
+            "FROM db.events FINAL WHERE tenant = 'acme' AND late = 0 AND is_bot = 0 \
+             AND non_interactive = 0) AS events GROUP BY"
         ));
     }
 

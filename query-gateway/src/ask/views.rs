@@ -18,33 +18,43 @@ pub struct View {
     /// Columns of the table the view hides.
     pub hidden: Vec<String>,
     /// The rows of the tenant that count: what the dashboard counts too.
-    keep: &'static str,
+    keep: String,
     /// What each row is, for the prompt.
     pub description: &'static str,
 }
 
 /// Columns the gateway owns; never visible through Ask.
-const HIDDEN: [&str; 5] = ["tenant", "version", "deleted", "late", "ip"];
+/// (`is_bot` and `non_interactive` are always 0 in the events view.)
+const HIDDEN: [&str; 7] = [
+    "tenant",
+    "version",
+    "deleted",
+    "late",
+    "ip",
+    "is_bot",
+    "non_interactive",
+];
 
 /// Every view, in the order the prompt lists them.
 pub static VIEWS: LazyLock<Vec<View>> = LazyLock::new(|| {
     vec![
         view(
             "events",
-            "late = 0",
-            "one row per event (page, screen, track, identify, alias, group); event_time is UTC; \
-             person_id is the stitched person; visitors are anonymous_id, or user_id when there is none",
+            // Interactions only: what the dashboard counts.
+            format!("late = 0 AND {}", schemas::definitions::interaction_sql()),
+            "one row per event (page, screen, track, identify, alias, group), bots' events and \
+             pages' own pings left out; event_time is UTC; person_id is the stitched person; visitors are anonymous_id, or user_id when there is none",
         ),
         view(
             "sessions",
-            "deleted = 0",
+            "deleted = 0".into(),
             "one row per session (30 minutes of inactivity ends one); start_time is UTC; \
              duration_ms in milliseconds; is_bounce is 1 for a bounce",
         ),
     ]
 });
 
-fn view(name: &'static str, keep: &'static str, description: &'static str) -> View {
+fn view(name: &'static str, keep: String, description: &'static str) -> View {
     let template = schemas::ddl::TABLES
         .iter()
         .find(|(table, _)| *table == name)
@@ -82,6 +92,8 @@ fn table_columns(template: &str) -> Vec<(String, String)> {
             let line = line.trim_end_matches(',');
             let (name, column_type) = line.split_once(' ')?;
             let column_type = column_type.replace("{lc_string}", "String");
+            // `String DEFAULT ''` is a `String` to whoever reads the view.
+            let column_type = column_type.split(" DEFAULT ").next().unwrap_or_default();
             Some((name.to_owned(), column_type.trim().to_owned()))
         })
         .collect()

@@ -97,7 +97,14 @@ pub fn authorize(
             "Missing site ID. Please provide the required site_id parameter with your request.",
         )
     })?;
-    if tenant.id == site_id || tenant.domains.iter().any(|domain| domain == site_id) {
+    // Domains compare as the ingest side compares them (`www.` and case ignored).
+    let site = schemas::tenants::site_domain(site_id);
+    if tenant.id == site_id
+        || tenant
+            .domains
+            .iter()
+            .any(|domain| schemas::tenants::site_domain(domain) == site)
+    {
         Ok(tenant)
     } else {
         Err(invalid())

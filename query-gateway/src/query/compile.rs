@@ -667,7 +667,6 @@ fn stored_value(dimension: &Dimension, clause: &str) -> String {
 pub fn display_empty(dimension: &Dimension) -> &'static str {
     match dimension {
         Dimension::Visit(VisitAttribute::Source | VisitAttribute::Referrer) => "Direct / None",
-        Dimension::Visit(VisitAttribute::Channel) => "Direct",
         Dimension::Visit(VisitAttribute::EntryPage | VisitAttribute::ExitPage) => "",
         Dimension::Visit(_) => "(not set)",
         _ => "",

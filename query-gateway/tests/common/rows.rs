@@ -18,6 +18,8 @@ pub struct Event {
     pub person_id: String,
     pub late: bool,
     pub bot: bool,
+    /// A page's own ping (Plausible's engagement, `interactive: false`).
+    pub non_interactive: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -58,7 +60,8 @@ pub async fn load(
                 "properties.key": e.props.iter().map(|p| &p.0).collect::<Vec<_>>(),
                 "properties.value": e.props.iter().map(|p| &p.1).collect::<Vec<_>>(),
                 "session_id": e.session_id, "person_id": e.person_id,
-                "late": u8::from(e.late), "is_bot": u8::from(e.bot), "version": 1,
+                "late": u8::from(e.late), "is_bot": u8::from(e.bot),
+                "non_interactive": u8::from(e.non_interactive), "version": 1,
             })
             .to_string()
         })
@@ -116,6 +119,7 @@ impl Event {
             person_id: format!("person-{visitor}"),
             late: false,
             bot: false,
+            non_interactive: false,
         }
     }
 
