@@ -182,10 +182,14 @@ impl Referrers {
         campaign: &Campaign,
         own_domains: &[String],
     ) -> Acquisition {
-        let page_host = host_of(&page.url);
-        let referrer_host =
-            host_of(&page.referrer).filter(|host| !is_own(host, page_host.as_deref(), own_domains));
-        let click = ad_click(&page.url);
+        let landing = url::Url::parse(page.url.trim()).ok();
+        let page_host = landing.as_ref().and_then(host_of);
+        let referrer_host = url::Url::parse(page.referrer.trim())
+            .ok()
+            .as_ref()
+            .and_then(host_of)
+            .filter(|host| !is_own(host, page_host.as_deref(), own_domains));
+        let click = landing.as_ref().and_then(ad_click);
         let medium = if campaign.medium.is_empty() {
             click
                 .map(|(_, medium)| medium)
@@ -323,9 +327,8 @@ fn mentions_shop(campaign: &str) -> bool {
     })
 }
 
-/// The lowercased host of a URL; `None` for an empty or unreadable one.
-fn host_of(url: &str) -> Option<String> {
-    let parsed = url::Url::parse(url.trim()).ok()?;
+/// The lowercased host of a URL; `None` for one without a host.
+fn host_of(parsed: &url::Url) -> Option<String> {
     let host = parsed
         .host_str()?
         .trim_end_matches('.')
@@ -346,8 +349,7 @@ fn is_own(host: &str, page_host: Option<&str>, own_domains: &[String]) -> bool {
 }
 
 /// The ad engine (as a list key) and medium of a click id in the landing URL.
-fn ad_click(url: &str) -> Option<(&'static str, &'static str)> {
-    let parsed = url::Url::parse(url.trim()).ok()?;
+fn ad_click(parsed: &url::Url) -> Option<(&'static str, &'static str)> {
     parsed
         .query_pairs()
         .find_map(|(key, _)| match key.as_ref() {

@@ -15,8 +15,9 @@
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
-use maxminddb::{PathElement, Reader};
+use maxminddb::Reader;
 use schemas::Location;
+use serde::Deserialize;
 
 /// The databases, in lookup order.
 #[derive(Debug, Default)]
@@ -44,19 +45,50 @@ pub struct GeoError {
     source: maxminddb::MaxMindDbError,
 }
 
-const COUNTRY_GEOIP2: [PathElement<'static>; 2] =
-    [PathElement::Key("country"), PathElement::Key("iso_code")];
-const REGION_GEOIP2: [PathElement<'static>; 4] = [
-    PathElement::Key("subdivisions"),
-    PathElement::Index(0),
-    PathElement::Key("names"),
-    PathElement::Key("en"),
-];
-const CITY_GEOIP2: [PathElement<'static>; 3] = [
-    PathElement::Key("city"),
-    PathElement::Key("names"),
-    PathElement::Key("en"),
-];
+/// The fields read of a MaxMind GeoIP2 record, borrowed from the database (one decode per
+/// lookup; the rest of the record is skipped).
+#[derive(Deserialize)]
+struct GeoIp2Record<'a> {
+    #[serde(borrow)]
+    country: Option<IsoCode<'a>>,
+    #[serde(borrow)]
+    subdivisions: Option<Vec<Named<'a>>>,
+    #[serde(borrow)]
+    city: Option<Named<'a>>,
+}
+
+#[derive(Deserialize)]
+struct IsoCode<'a> {
+    iso_code: Option<&'a str>,
+}
+
+#[derive(Deserialize)]
+struct Named<'a> {
+    #[serde(borrow)]
+    names: Option<EnglishName<'a>>,
+}
+
+#[derive(Deserialize)]
+struct EnglishName<'a> {
+    en: Option<&'a str>,
+}
+
+impl Named<'_> {
+    fn english(&self) -> &str {
+        self.names
+            .as_ref()
+            .and_then(|names| names.en)
+            .unwrap_or_default()
+    }
+}
+
+/// The fields read of an ip-location-db record.
+#[derive(Deserialize)]
+struct FlatRecord<'a> {
+    country_code: Option<&'a str>,
+    state1: Option<&'a str>,
+    city: Option<&'a str>,
+}
 
 impl Geo {
     /// Opens every file (read into memory: the set-up's files are 60-70 MB each).
@@ -112,24 +144,36 @@ impl Database {
         if !found.has_data() {
             return None;
         }
-        let text = |path: &[PathElement<'_>]| -> String {
-            found
-                .decode_path::<String>(path)
-                .ok()
-                .flatten()
-                .unwrap_or_default()
-        };
         let location = match self.layout {
-            Layout::GeoIp2 => Location {
-                country: text(&COUNTRY_GEOIP2),
-                region: text(&REGION_GEOIP2),
-                city: text(&CITY_GEOIP2),
-            },
-            Layout::IpLocationDb => Location {
-                country: text(&[PathElement::Key("country_code")]),
-                region: text(&[PathElement::Key("state1")]),
-                city: text(&[PathElement::Key("city")]),
-            },
+            Layout::GeoIp2 => {
+                let record: GeoIp2Record<'_> = found.decode().ok().flatten()?;
+                Location {
+                    country: record
+                        .country
+                        .and_then(|country| country.iso_code)
+                        .unwrap_or_default()
+                        .to_owned(),
+                    region: record
+                        .subdivisions
+                        .as_ref()
+                        .and_then(|all| all.first())
+                        .map(|region| region.english().to_owned())
+                        .unwrap_or_default(),
+                    city: record
+                        .city
+                        .map(|city| city.english().to_owned())
+                        .unwrap_or_default(),
+                }
+            }
+            Layout::IpLocationDb => {
+                let record: FlatRecord<'_> = found.decode().ok().flatten()?;
+                let text = |value: Option<&str>| value.unwrap_or_default().to_owned();
+                Location {
+                    country: text(record.country_code),
+                    region: text(record.state1),
+                    city: text(record.city),
+                }
+            }
         };
         (!location.country.is_empty()).then_some(location)
     }
