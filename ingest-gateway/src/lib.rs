@@ -130,15 +130,7 @@ async fn single(
         return ApiError::NotFound.into_response();
     };
     let result = async {
-        let body = body::read(body, &headers, state.limits.max_request_bytes).await?;
-        let body = body::repair_lone_surrogates(&body);
-        if body.len() > state.limits.max_event_bytes {
-            return Err(ApiError::EventTooLarge {
-                limit: state.limits.max_event_bytes,
-            });
-        }
-        let object: Map<String, Value> = serde_json::from_slice(&body)
-            .map_err(|error| ApiError::InvalidJson(error.to_string()))?;
+        let object = one_event_object(&state, &headers, body).await?;
         let tenant = authenticate(&state, &headers, object.get("writeKey"))?;
         let meta = request_meta(&state, &tenant, &headers, &extensions);
         let mut validated = Validated::default();
@@ -161,6 +153,22 @@ async fn single(
     respond(&state, kind.as_str(), result, 1, segment_success)
 }
 
+/// The body of a single-event request as a JSON object, within the single-event limit.
+async fn one_event_object(
+    state: &AppState,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Map<String, Value>, ApiError> {
+    let body = body::read(body, headers, state.limits.max_request_bytes).await?;
+    let body = body::repair_lone_surrogates(&body);
+    if body.len() > state.limits.max_event_bytes {
+        return Err(ApiError::EventTooLarge {
+            limit: state.limits.max_event_bytes,
+        });
+    }
+    serde_json::from_slice(&body).map_err(|error| ApiError::InvalidJson(error.to_string()))
+}
+
 /// Plausible's Events API (see [`plausible`]): one event, for the tenant of each domain it
 /// names (Plausible's tracker may send to several sites at once), answered `202 ok` as
 /// Plausible answers.
@@ -171,15 +179,7 @@ async fn plausible_event(
     body: Body,
 ) -> Response {
     let result = async {
-        let body = body::read(body, &headers, state.limits.max_request_bytes).await?;
-        let body = body::repair_lone_surrogates(&body);
-        if body.len() > state.limits.max_event_bytes {
-            return Err(ApiError::EventTooLarge {
-                limit: state.limits.max_event_bytes,
-            });
-        }
-        let object: Map<String, Value> = serde_json::from_slice(&body)
-            .map_err(|error| ApiError::InvalidJson(error.to_string()))?;
+        let object = one_event_object(&state, &headers, body).await?;
         let sent = plausible::PlausibleEvent::read(&object).map_err(ApiError::InvalidEvent)?;
         let mut tenants: Vec<&Arc<Tenant>> = Vec::new();
         for tenant in sent

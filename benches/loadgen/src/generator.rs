@@ -141,6 +141,9 @@ const WEB_AGENTS: [(&str, u32); 10] = [
     ),
 ];
 
+/// The crawlers at the end of [`WEB_AGENTS`] (a person's second device is never one).
+const CRAWLERS: usize = 2;
+
 /// The agent of the mobile app (its screen calls).
 const APP_AGENT: &str = "Mozilla/5.0 (iPhone; CPU iPhone OS 17_2 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Mobile/15E148";
 
@@ -316,7 +319,7 @@ impl Generator {
             } = &self.visitors[visitor];
             let (tenant, user_id, mobile) = (*tenant, user_id.clone(), *mobile);
             let anonymous_id = format!("anon-{}-{}", self.config.seed, self.visitors.len());
-            let agent = weighted(&mut self.rng, &WEB_AGENTS[..8]);
+            let agent = weighted(&mut self.rng, &WEB_AGENTS[..WEB_AGENTS.len() - CRAWLERS]);
             let ip = self.address();
             self.visitors.push(Visitor {
                 tenant,
