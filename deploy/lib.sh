@@ -126,6 +126,23 @@ ensure_geoip() {
     fi
 }
 
+# ClickHouse 26 for the tests: chdb-core (PyPI) embeds ClickHouse 26.9 in a Python process;
+# deploy/chdb/server.py serves it over the part of ClickHouse's HTTP interface the project uses.
+# Only the chdb module is needed (its pandas/numpy extras are not), so no dependencies.
+CHDB_VERSION="26.9.0"
+CHDB_DIR="$CACHE_DIR/chdb-core-$CHDB_VERSION"
+ensure_chdb() {
+    if [[ ! -f "$CHDB_DIR/installed" ]]; then
+        log "installing chdb-core $CHDB_VERSION (ClickHouse 26.9, embedded) into $CHDB_DIR (one time, 530 MB)"
+        rm -rf "$CHDB_DIR"
+        python3 -m pip install --quiet --disable-pip-version-check --no-deps --target "$CHDB_DIR" \
+            "chdb-core==$CHDB_VERSION" >"$LOG_DIR/chdb-install.log" 2>&1 \
+            || { tail -n 30 "$LOG_DIR/chdb-install.log" >&2; die "installing chdb-core failed"; }
+        touch "$CHDB_DIR/installed"
+    fi
+    export CLICKSTREAM_CHDB_PYTHONPATH="$CHDB_DIR"
+}
+
 # kubernetes-validate (PyPI; it carries the Kubernetes JSON schemas) checks deploy/k8s offline.
 KUBE_VALIDATE_VERSION="1.37.0"
 KUBE_VALIDATE_DIR="$CACHE_DIR/kubernetes-validate-$KUBE_VALIDATE_VERSION"

@@ -10,6 +10,7 @@ if [[ -n "${CI:-}" ]]; then export CARGO_INCREMENTAL=0; fi
 servers_up
 ensure_sdks
 ensure_geoip
+ensure_chdb
 ensure_kube_validate
 log "formatting"
 cargo fmt --all --check

@@ -65,7 +65,7 @@ impl AppState {
             ask: Arc::new(ask::AskService::new(
                 runner,
                 None,
-                "18.16".into(),
+                schemas::version::ServerVersion::OLDEST,
                 Default::default(),
                 metrics.clone(),
             )),

@@ -142,8 +142,9 @@ impl AskArgs {
         // then assume the oldest dialect.
         let server_version = runner.server_version().await.unwrap_or_else(|error| {
             tracing::warn!(error = %clickstream_query_gateway::ask::error_chain(&error), "ClickHouse version unknown");
-            "18.16".to_owned()
+            "unknown".to_owned()
         });
+        let server_version = schemas::version::ServerVersion::parse_or_oldest(&server_version);
         let limits = AskLimits {
             questions_per_minute: std::num::NonZeroU32::new(self.questions_per_minute)
                 .context("--ask-questions-per-minute must be at least 1")?,

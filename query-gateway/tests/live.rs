@@ -74,7 +74,7 @@ async fn live_counters_stream_per_tenant_and_resume_by_last_event_id() {
         ask: Arc::new(AskService::new(
             Runner::new("http://127.0.0.1:9", "none", RunLimits::default()),
             None,
-            "18.16.1".into(),
+            schemas::version::ServerVersion::OLDEST,
             AskLimits::default(),
             metrics.clone(),
         )),

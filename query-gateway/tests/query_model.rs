@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::rows::{Event, Visit, load};
+use common::rows::{Event, PAGES, TENANT, Visit, generate, load};
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 
@@ -21,12 +21,6 @@ use serde_json::{Value, json};
 use clickstream_query_gateway::AppState;
 use schemas::tenants::Tenants;
 
-const TENANT: &str = "acme";
-const OTHER: &str = "globex";
-const PAGES: [&str; 4] = ["/", "/pricing", "/blog/a", "/Blog/B"];
-const NAMES: [&str; 3] = ["Signed Up", "Clicked", "Played"];
-const SOURCES: [&str; 3] = ["", "news", "Google"];
-const PROPS: [&str; 3] = ["plan", "color", "method"];
 const ZONES: [&str; 5] = [
     "UTC",
     "America/New_York",
@@ -34,109 +28,10 @@ const ZONES: [&str; 5] = [
     "Asia/Kolkata",
     "Asia/Kathmandu",
 ];
-/// The rows span 2026-03-05 to 2026-04-01 (New York's and Berlin's spring DST days) and
-/// 2026-10-20 to 2026-11-16 (their autumn ones, a repeated local hour).
-const WINDOWS_MS: [i64; 2] = [1_772_668_800_000, 1_792_454_400_000];
-const SPAN_DAYS: i64 = 27;
 /// The tenant's goals, as the oracle reads them: a track call "Signed Up"; a page view of a
 /// location starting with `/blog` (case-sensitive).
 const GOALS: &str = "goals = [{ event = \"Signed Up\" }, { page = \"/blog*\", name = \"Blog\" }]";
 const WEEK_MS: i64 = 7 * 86_400_000;
-
-fn generate(rng: &mut StdRng) -> (Vec<Event>, Vec<Visit>) {
-    let mut events = Vec::new();
-    let mut visits = Vec::new();
-    for v in 0..120 {
-        let tenant = if v % 10 == 9 { OTHER } else { TENANT };
-        let visitor = format!("v{}", rng.random_range(0..40));
-        let start_ms = WINDOWS_MS[v % 2] + rng.random_range(0..SPAN_DAYS * 86_400_000);
-        let id = format!("s{v}");
-        let count = rng.random_range(1..6);
-        let mut page_views = 0;
-        let mut last_ms = start_ms;
-        let mut paths = Vec::new();
-        for e in 0..count {
-            // Mostly close together; now and then hours later, across a day's end.
-            let gap = if rng.random_bool(0.1) {
-                rng.random_range(0..20 * 3_600_000)
-            } else {
-                rng.random_range(0..1_800_000)
-            };
-            let time_ms = if e == 0 { start_ms } else { last_ms + gap };
-            last_ms = time_ms;
-            let kind = *["page", "page", "screen", "track", "identify"]
-                .choose(rng)
-                .unwrap();
-            let path = PAGES.choose(rng).unwrap().to_string();
-            if kind == "page" || kind == "screen" {
-                page_views += 1;
-                paths.push(path.clone());
-            }
-            let mut props = Vec::new();
-            for key in PROPS {
-                if rng.random_bool(0.4) {
-                    props.push((
-                        key.to_owned(),
-                        ["pro", "free", ""].choose(rng).unwrap().to_string(),
-                    ));
-                }
-            }
-            events.push(Event {
-                tenant,
-                id: format!("{id}-e{e}"),
-                kind,
-                name: if kind == "track" {
-                    NAMES.choose(rng).unwrap().to_string()
-                } else if kind == "screen" {
-                    path.clone()
-                } else {
-                    String::new()
-                },
-                anonymous_id: if rng.random_bool(0.9) {
-                    visitor.clone()
-                } else {
-                    String::new()
-                },
-                user_id: if rng.random_bool(0.3) {
-                    format!("u{}", rng.random_range(0..10))
-                } else {
-                    String::new()
-                },
-                time_ms,
-                path: if kind == "screen" {
-                    String::new()
-                } else {
-                    path
-                },
-                props,
-                session_id: id.clone(),
-                person_id: format!("p{}", rng.random_range(0..30)),
-                late: rng.random_bool(0.05),
-                bot: rng.random_bool(0.05),
-                non_interactive: rng.random_bool(0.05),
-            });
-        }
-        visits.push(Visit {
-            tenant,
-            id,
-            start_ms,
-            duration_ms: last_ms - start_ms,
-            page_views,
-            bounce: page_views == 1 && count == 1,
-            entry_path: paths.first().cloned().unwrap_or_default(),
-            exit_path: paths.last().cloned().unwrap_or_default(),
-            referrer: ["", "https://news.example/x", "https://google.com/"]
-                .choose(rng)
-                .unwrap()
-                .to_string(),
-            utm_source: SOURCES.choose(rng).unwrap().to_string(),
-            device: ["Desktop", "Mobile", ""].choose(rng).unwrap().to_string(),
-            country: ["DE", "US", "JP", ""].choose(rng).unwrap().to_string(),
-            deleted: rng.random_bool(0.05),
-        });
-    }
-    (events, visits)
-}
 
 /// The oracle: the README's rules, evaluated over the generated rows.
 struct Oracle<'a> {

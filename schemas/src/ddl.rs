@@ -2,31 +2,9 @@
 //!
 //! The statements must run on Debian's ClickHouse 18.16 and on current servers. Features that
 //! only newer servers have are placeholders filled in by [`render`] according to the
-//! [`ServerVersion`] the component detected at start.
+//! [`ServerVersion`] the component detected at start; [`crate::version`] decides which.
 
-/// The version reported by `SELECT version()`, e.g. `18.16.1` or `24.8.4.13`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub struct ServerVersion {
-    /// Major version (the year for 20.x and later).
-    pub major: u32,
-    /// Minor version.
-    pub minor: u32,
-}
-
-impl ServerVersion {
-    /// Parses `major.minor[.anything]`; `None` when the text is not a version.
-    pub fn parse(text: &str) -> Option<ServerVersion> {
-        let mut parts = text.trim().split('.');
-        let major = parts.next()?.parse().ok()?;
-        let minor = parts.next()?.parse().ok()?;
-        Some(ServerVersion { major, minor })
-    }
-
-    /// `LowCardinality` left experimental status in 19.x; older servers get plain `String`.
-    pub fn has_low_cardinality(self) -> bool {
-        self.major >= 20
-    }
-}
+pub use crate::version::ServerVersion;
 
 /// Every table, in creation order, as `(name, template)`.
 pub const TABLES: &[(&str, &str)] = &[
@@ -145,13 +123,6 @@ mod tests {
         major: 24,
         minor: 8,
     };
-
-    #[test]
-    fn parses_versions() {
-        assert_eq!(ServerVersion::parse("18.16.1"), Some(OLD));
-        assert_eq!(ServerVersion::parse("24.8.4.13\n"), Some(NEW));
-        assert_eq!(ServerVersion::parse("nonsense"), None);
-    }
 
     #[test]
     fn old_servers_get_no_modern_types() {

@@ -11,6 +11,7 @@ pub mod definitions;
 pub mod event;
 pub mod live;
 pub mod tenants;
+pub mod version;
 pub mod warning;
 pub mod wire;
 

@@ -77,7 +77,7 @@ async fn generate(http: &reqwest::Client, args: &Args) -> anyhow::Result<()> {
     }
     sql(http, url, &format!("DROP DATABASE IF EXISTS {db}")).await?;
     let version = sql(http, url, "SELECT version()").await?;
-    let version = schemas::ddl::ServerVersion::parse(&version).context("server version")?;
+    let version = schemas::version::ServerVersion::parse(&version).context("server version")?;
     for statement in schemas::ddl::statements(db, version) {
         sql(http, url, &statement).await?;
     }

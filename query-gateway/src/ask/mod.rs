@@ -75,7 +75,7 @@ pub enum AskError {
 pub struct AskService {
     runner: Runner,
     provider: Option<Provider>,
-    server_version: String,
+    server_version: schemas::version::ServerVersion,
     limits: AskLimits,
     per_minute: DefaultKeyedRateLimiter<String>,
     model_calls: Mutex<HashMap<String, (NaiveDate, u32)>>,
@@ -106,7 +106,7 @@ impl AskService {
     pub fn new(
         runner: Runner,
         provider: Option<Provider>,
-        server_version: String,
+        server_version: schemas::version::ServerVersion,
         limits: AskLimits,
         metrics: Arc<Metrics>,
     ) -> AskService {
@@ -256,7 +256,7 @@ impl AskService {
             model: provider.config().model.clone(),
         };
         let system = prompt::system_prompt(&prompt::PromptFacts {
-            server_version: &self.server_version,
+            server_version: self.server_version,
             today: today.to_string(),
             time_zone: tz.name(),
             complete_until: complete_until_ms

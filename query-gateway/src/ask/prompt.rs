@@ -4,13 +4,15 @@
 
 use schemas::definitions::{activity_sql, page_view_location_sql, page_view_sql};
 
+use schemas::version::ServerVersion;
+
 use super::views::VIEWS;
 
 /// What the prompt states about the moment and the tenant.
 #[derive(Debug, Clone)]
 pub struct PromptFacts<'a> {
-    /// `SELECT version()` of the server, e.g. `18.16.1`.
-    pub server_version: &'a str,
+    /// The server's version, detected at start.
+    pub server_version: ServerVersion,
     /// Today in the tenant's time zone, `YYYY-MM-DD`.
     pub today: String,
     /// IANA name, e.g. `Europe/Berlin`.
@@ -20,21 +22,16 @@ pub struct PromptFacts<'a> {
 }
 
 /// Dialect notes for a server version: what 18.16 lacks that models tend to write.
-fn dialect_notes(server_version: &str) -> String {
-    let major: u32 = server_version
-        .split('.')
-        .next()
-        .and_then(|major| major.parse().ok())
-        .unwrap_or(0);
+fn dialect_notes(server_version: ServerVersion) -> String {
     let mut notes = vec![
         "Write ClickHouse SQL: count(), uniqExact(x), countIf(cond), sumIf(x, cond), toDate(t, 'Zone'), toStartOfHour(t), toMonday(d), today(), INTERVAL 7 DAY.",
         "No table functions, no system tables, no SETTINGS, no FORMAT, no LIMIT BY; IN takes literal values or a subquery.",
         "String literals use single quotes; never use backslashes.",
         "Never name an alias like a column of a view (e.g. not `AS path`, `AS events`); use names such as `views`, `visitors_count`.",
     ];
-    if major < 20 {
+    if !server_version.has_modern_select() {
         notes.extend([
-            "This server is ClickHouse 18.16: no `WITH name AS (SELECT ...)` subquery CTEs (use subqueries in FROM), at most one JOIN per SELECT, no window functions (no OVER), no CAST(x AS T) (use toString, toUInt64, toFloat64).",
+            "This server is an old ClickHouse: no `WITH name AS (SELECT ...)` subquery CTEs (use subqueries in FROM), at most one JOIN per SELECT, no window functions (no OVER), no CAST(x AS T) (use toString, toUInt64, toFloat64).",
         ]);
     }
     let mut text = notes.join("\n- ");
@@ -93,7 +90,7 @@ mod tests {
     #[test]
     fn the_prompt_carries_the_generated_schema_and_the_old_dialect() {
         let prompt = system_prompt(&PromptFacts {
-            server_version: "18.16.1",
+            server_version: ServerVersion::OLDEST,
             today: "2026-11-30".into(),
             time_zone: "Europe/Berlin",
             complete_until: Some("2026-11-30T12:00:00.000Z".into()),
@@ -108,11 +105,14 @@ mod tests {
         assert!(prompt.contains("Today is 2026-11-30"));
         assert!(prompt.contains("complete up to 2026-11-30T12:00:00.000Z"));
         let modern = system_prompt(&PromptFacts {
-            server_version: "24.8.1",
+            server_version: ServerVersion {
+                major: 24,
+                minor: 8,
+            },
             today: "2026-11-30".into(),
             time_zone: "UTC",
             complete_until: None,
         });
-        assert!(!modern.contains("18.16"));
+        assert!(!modern.contains("no window functions"), "{modern}");
     }
 }

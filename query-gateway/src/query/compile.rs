@@ -8,7 +8,7 @@
 //! with its own binds, so binds follow the text's order); the tenant comes from the key.
 //! Every statement reads final rows (`FINAL`; merged sessions are `deleted = 1`) and filters
 //! on the tables' leading sort key `(tenant, time)`. It runs on ClickHouse 18.16 and later:
-//! no CTEs, joins as `ANY LEFT JOIN … USING`.
+//! no CTEs, joins as `ANY LEFT JOIN (…) AS alias USING`.
 
 use std::collections::BTreeSet;
 
@@ -371,7 +371,9 @@ impl Table<'_> {
             self.period.from - VISIT_LOOKBACK_SECS,
             self.period.to,
         ))
-        .push(") USING session_id");
+        // The alias: servers from 20.x refuse an unnamed joined subquery
+        // (`joined_subquery_requires_alias`); 18.16 accepts either.
+        .push(") AS visit USING session_id");
         sql
     }
 
@@ -531,7 +533,9 @@ pub fn funnel_statement(query: &Query, funnel: &super::funnel::Funnel) -> Statem
     }
     mask.push(")");
     let mut sql = Statement::default();
-    sql.push("SELECT person_id, groupArray((event_time_ms, received_at_ms, message_id, toUInt64")
+    // Sorted, so that the answer does not depend on the order parts were read in (the
+    // funnel's own reading sorts again; this makes the statement's answer deterministic).
+    sql.push("SELECT person_id, arraySort(groupArray((event_time_ms, received_at_ms, message_id, toUInt64")
         .append(mask.clone())
         .push(", toUInt8(event_time < toDateTime(")
         .bind(period.to.to_string())
@@ -540,7 +544,7 @@ pub fn funnel_statement(query: &Query, funnel: &super::funnel::Funnel) -> Statem
         Some(dimension) => sql.append(table.dimension(dimension)),
         None => sql.push("''"),
     };
-    sql.push(")) AS events").append(table.source(query));
+    sql.push("))) AS events").append(table.source(query));
     sql.push(" AND ")
         .append(mask)
         .push(" != 0 GROUP BY person_id");

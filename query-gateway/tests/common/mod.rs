@@ -14,6 +14,8 @@ use schemas::tenants::Tenants;
 use serde_json::Value;
 use tower::ServiceExt;
 
+#[path = "../../../deploy/chdb/harness.rs"]
+pub mod chdb;
 pub mod rows;
 
 /// 2024-05-01T00:00:00Z.
@@ -40,7 +42,7 @@ pub async fn create_database(http: &reqwest::Client, url: &str, prefix: &str) ->
         std::process::id(),
         chrono::Utc::now().timestamp_millis()
     );
-    let version = schemas::ddl::ServerVersion::parse(&sql(http, url, "SELECT version()").await)
+    let version = schemas::version::ServerVersion::parse(&sql(http, url, "SELECT version()").await)
         .expect("version");
     for statement in schemas::ddl::statements(&database, version) {
         sql(http, url, &statement).await;
@@ -71,7 +73,13 @@ pub fn ask_service(
 ) -> (Arc<AskService>, Arc<Metrics>) {
     let metrics = Arc::new(Metrics::default());
     let runner = Runner::new(url, database, RunLimits::default());
-    let ask = AskService::new(runner, provider, "18.16.1".into(), limits, metrics.clone());
+    let ask = AskService::new(
+        runner,
+        provider,
+        schemas::version::ServerVersion::OLDEST,
+        limits,
+        metrics.clone(),
+    );
     (Arc::new(ask), metrics)
 }
 

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use clickhouse::{Client, Row};
 use operators::IdentityClaim;
 use schemas::clickhouse_error::{exception_code, is_permanent_code};
-use schemas::ddl::ServerVersion;
+use schemas::version::ServerVersion;
 use serde::Deserialize;
 
 use crate::config::ClickHouseConfig;
