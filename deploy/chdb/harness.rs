@@ -74,7 +74,7 @@ impl Chdb {
         }
     }
 
-    /// What `/dual` recorded: `{"statements": n, "equal": n, "differences": [{"statement",
+    /// Requests served (`served`) and what `/dual` recorded: `{"statements": n, "equal": n, "differences": [{"statement",
     /// "settings", "difference", "reference", "chdb"}]}`.
     pub async fn report(&self, http: &reqwest::Client) -> serde_json::Value {
         http.get(format!("{}/report", self.url))

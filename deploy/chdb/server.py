@@ -12,7 +12,7 @@ What it serves (ClickHouse's HTTP interface, https://clickhouse.com/docs/interfa
 The one thing it changes: chdb has no request body, so an INSERT's data is written to a file
 and read with `FROM INFILE` (the statement's own columns and format, otherwise as sent).
 
-`/dual/…` also sends the request, unchanged, to the server given by `--compare-with`
+`GET /report` counts the requests served; `/dual/…` also sends the request, unchanged, to the server given by `--compare-with`
 (Debian's 18.16), and records whether the two answers are equal: rows compared as multisets,
 floats within 1e-9 relative, `meta` (types such as LowCardinality differ) not compared. The
 client gets chdb's answer. `GET /report` returns what was recorded.
@@ -222,6 +222,8 @@ class Handler(BaseHTTPRequestHandler):
             result = (True, output)
         except Exception as error:  # chdb raises its own error type with ClickHouse's text
             result = (False, str(error).encode())
+        with self.server.report_lock:
+            self.server.report["served"] += 1
         if url.path.startswith("/dual"):
             self.record(url.query, body, statement, default_format, result)
         ok, output = result
@@ -286,7 +288,7 @@ def main():
     server = ThreadingHTTPServer(("127.0.0.1", args.port), Handler)
     server.engine = Engine(args.path, args.config)
     server.compare_with = args.compare_with.rstrip("/")
-    server.report = {"statements": 0, "equal": 0, "differences": []}
+    server.report = {"served": 0, "statements": 0, "equal": 0, "differences": []}
     server.report_lock = threading.Lock()
     print(f"chdb {chdb.__version__} serving on 127.0.0.1:{args.port}", flush=True)
     server.serve_forever()

@@ -2,6 +2,10 @@
 //! log of realistic clickstream (identifies, aliases across devices, out-of-order, late and
 //! duplicate events) is produced to the real broker, a two-process engine cluster writes
 //! ClickHouse, and every table is compared row by row with the single-threaded reference.
+//!
+//! The same log runs twice: into Debian's ClickHouse 18.16, and into ClickHouse 26.9 (chdb,
+//! `deploy/chdb`), where the engine creates its tables for the modern server, inserts its
+//! RowBinary rows and runs its corrections unchanged.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests panic with a message by design
 
@@ -9,8 +13,9 @@ mod common;
 
 use std::collections::BTreeSet;
 
+use common::chdb::Chdb;
 use common::reference::compare_with_reference;
-use common::{Cluster, TestEnv, engine_config, produce, wait_until_checkpointed};
+use common::{ClickHouse, Cluster, TestEnv, engine_config, produce, wait_until_checkpointed};
 use loadgen::generator::{Generator, GeneratorConfig};
 use rdkafka::ClientConfig;
 use rdkafka::producer::FutureProducer;
@@ -19,13 +24,45 @@ const EVENTS: usize = 12_000;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sessions_identities_and_aggregates_match_the_reference() {
+    let env = TestEnv::new("analytics").await;
+    let differences = run_against_reference(env).await;
+    assert_eq!(differences, 0, "ClickHouse differs from the reference");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_clickhouse_26_the_tables_match_the_reference() {
+    let mut env = TestEnv::new("analytics26").await;
+    let chdb = Chdb::start("analytics", None, None);
+    env.clickhouse = ClickHouse {
+        url: chdb.url.clone(),
+        http: reqwest::Client::new(),
+    };
+    let modern = env.clickhouse.query("SELECT version()").await;
+    assert!(modern.starts_with("26."), "chdb reports {modern}");
+    let differences = run_against_reference(env).await;
+    let report = chdb.report(&reqwest::Client::new()).await;
+    println!(
+        "the engine and the comparison ran {} statements on ClickHouse 26",
+        report["served"]
+    );
+    assert_eq!(
+        differences,
+        0,
+        "ClickHouse 26 differs from the reference; chdb's log:\n{}",
+        chdb.log()
+    );
+}
+
+/// Produces the log, runs a two-process cluster into `env`'s ClickHouse and compares every
+/// table with the reference; returns the number of rows that differ.
+async fn run_against_reference(env: TestEnv) -> usize {
     let TestEnv {
         brokers,
         clickhouse,
         topic,
         database,
         dir,
-    } = TestEnv::new("analytics").await;
+    } = env;
 
     // A reproducible log, produced in arrival order; the broker's positions are kept because
     // deduplication keeps the first position of a message id.
@@ -76,9 +113,9 @@ async fn sessions_identities_and_aggregates_match_the_reference() {
         expected.identities.len()
     );
     assert!(!expected.late.is_empty(), "the log has late events");
-    assert_eq!(differences, 0, "ClickHouse differs from the reference");
 
     drop(cluster);
     clickhouse.query(&format!("DROP DATABASE {database}")).await;
     let _ = std::fs::remove_dir_all(&dir);
+    differences
 }

@@ -1,6 +1,8 @@
 //! Helpers shared by the engine's integration tests: real servers, real processes.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
+#[path = "../../../deploy/chdb/harness.rs"]
+pub mod chdb;
 pub mod crash;
 pub mod reference;
 
