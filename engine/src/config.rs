@@ -38,6 +38,8 @@ pub struct EngineConfig {
     pub metrics: MetricsConfig,
     /// Live counters.
     pub live: LiveConfig,
+    /// Retention and storage tiers.
+    pub retention: RetentionConfig,
 }
 
 /// Where live counters are published.
@@ -203,6 +205,34 @@ pub struct ClickHouseConfig {
     pub password: String,
     /// Longest wait between retries of a failed insert.
     pub max_retry_backoff_ms: u64,
+    /// The storage policy tables are created on, e.g. `tiered` (hot SSD, warm HDD, cold
+    /// object storage: `deploy/clickhouse/storage.xml`). Servers with TTL only; a table keeps
+    /// the policy it was created with.
+    pub storage_policy: Option<String>,
+    /// When rows move to slower volumes of the policy, e.g. `[{ volume = "warm",
+    /// after_days = 7 }]` (`TTL … TO VOLUME`).
+    pub tiers: Vec<schemas::retention::Tier>,
+}
+
+/// Retention per tenant: how long each tenant's per-person rows are kept comes from the
+/// tenants file (`retention_days`), the file the gateways read.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetentionConfig {
+    /// The tenants file; none: every row is kept (tiers still apply).
+    pub tenants_file: Option<std::path::PathBuf>,
+    /// Seconds between passes: the file is read again and, on servers without TTL, expired
+    /// rows are deleted with mutations (so a row outlives its retention by up to this).
+    pub interval_secs: u64,
+}
+
+impl Default for RetentionConfig {
+    fn default() -> Self {
+        RetentionConfig {
+            tenants_file: None,
+            interval_secs: 3_600,
+        }
+    }
 }
 
 /// Metrics endpoint settings.
@@ -223,6 +253,7 @@ impl Default for EngineConfig {
             analytics: AnalyticsConfig::default(),
             metrics: MetricsConfig::default(),
             live: LiveConfig::default(),
+            retention: RetentionConfig::default(),
         }
     }
 }
@@ -251,6 +282,8 @@ impl Default for ClickHouseConfig {
             user: "default".into(),
             password: String::new(),
             max_retry_backoff_ms: 10_000,
+            storage_policy: None,
+            tiers: Vec::new(),
         }
     }
 }
@@ -305,7 +338,22 @@ impl EngineConfig {
             analytics,
             metrics: _,
             live: _,
+            retention,
         } = self;
+        if retention.interval_secs == 0 {
+            return Err(ConfigError::Invalid(
+                "retention.interval_secs must be positive".into(),
+            ));
+        }
+        let mut names = clickhouse
+            .storage_policy
+            .iter()
+            .chain(clickhouse.tiers.iter().map(|tier| &tier.volume));
+        if let Some(name) = names.find(|name| !schemas::ddl::is_valid_identifier(name)) {
+            return Err(ConfigError::Invalid(format!(
+                "storage policy or volume {name:?} must be letters, digits and underscores"
+            )));
+        }
         if analytics.session_gap_secs == 0 || analytics.max_session_secs == 0 {
             return Err(ConfigError::Invalid(
                 "analytics.session_gap_secs and max_session_secs must be positive".into(),

@@ -136,6 +136,7 @@ pub fn run_worker(
         analytics: analytics_config,
         metrics: _,
         live: _,
+        retention: _,
     } = &context.config;
     let (index, peers) = (worker.index(), worker.peers());
     let writer = ClickHouseWriter::new(clickhouse, &kafka.topic);

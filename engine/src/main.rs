@@ -72,6 +72,13 @@ fn main() -> anyhow::Result<()> {
                 tracing::error!(%error, "metrics endpoint stopped");
             }
         });
+        if run.process_index == 0 {
+            tokio::spawn(clickstream_engine::sink::retention::run(
+                config.clickhouse.clone(),
+                config.retention.clone(),
+                metrics.clone(),
+            ));
+        }
         let flag = shutdown.clone();
         tokio::spawn(async move {
             wait_for_signal().await;

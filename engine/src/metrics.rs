@@ -41,6 +41,11 @@ pub struct Metrics {
     pub event_corrections: Counter,
     /// Live-counter updates dropped because Redis could not keep up (the queue was full).
     pub live_updates_dropped: Counter,
+    /// Rows that retention deleted with mutations (servers without TTL; TTL deletes are the
+    /// server's own and not counted here).
+    pub retention_deleted_rows: Counter,
+    /// Retention passes that failed (each is retried at the next interval).
+    pub retention_failures: Counter,
     /// Live state entries by kind and worker: must stay bounded under a steady stream.
     pub state_entries: Family<StateLabels, Gauge>,
     /// Identity claims refused, by reason and by the Segment field that held the id.
@@ -136,6 +141,8 @@ impl Default for Metrics {
             late_events: Counter::default(),
             event_corrections: Counter::default(),
             live_updates_dropped: Counter::default(),
+            retention_deleted_rows: Counter::default(),
+            retention_failures: Counter::default(),
             state_entries: Family::default(),
             claims_refused: Family::default(),
             consumer_lag: Family::default(),
@@ -216,6 +223,16 @@ impl Default for Metrics {
             metrics.live_updates_dropped.clone(),
         );
         registry.register(
+            "clickstream_engine_retention_deleted_rows",
+            "Rows deleted by retention mutations (servers without TTL)",
+            metrics.retention_deleted_rows.clone(),
+        );
+        registry.register(
+            "clickstream_engine_retention_failures",
+            "Retention passes that failed (retried at the next interval)",
+            metrics.retention_failures.clone(),
+        );
+        registry.register(
             "clickstream_engine_identity_claims_refused",
             "Identity claims refused (a placeholder id such as \"undefined\" links nothing)",
             metrics.claims_refused.clone(),
@@ -278,7 +295,7 @@ impl Metrics {
     }
 
     /// Every metric this process exports, by name (for tests and dashboards).
-    pub const NAMES: [&'static str; 16] = [
+    pub const NAMES: [&'static str; 18] = [
         "clickstream_engine_records_consumed_total",
         "clickstream_engine_dead_letters_total",
         "clickstream_engine_events_written_total",
@@ -290,6 +307,8 @@ impl Metrics {
         "clickstream_engine_late_events_total",
         "clickstream_engine_event_corrections_total",
         "clickstream_engine_live_updates_dropped_total",
+        "clickstream_engine_retention_deleted_rows_total",
+        "clickstream_engine_retention_failures_total",
         "clickstream_engine_identity_claims_refused_total",
         "clickstream_engine_state_entries",
         "clickstream_engine_consumer_lag",

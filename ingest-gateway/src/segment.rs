@@ -640,6 +640,7 @@ mod tests {
             trailing_slash: TrailingSlash::Keep,
             domains: vec![],
             goals: vec![],
+            retention_days: None,
         }
     }
 

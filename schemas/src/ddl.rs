@@ -34,6 +34,7 @@ pub const TABLES: &[(&str, &str)] = &[
     ),
     ("ask_log", include_str!("../sql/ask_log.sql")),
     ("_log_stalls", include_str!("../sql/log_stalls.sql")),
+    ("_retention", include_str!("../sql/retention.sql")),
 ];
 
 /// Columns added to a table after it was first released, as `(table, column, type)`: a table
@@ -74,12 +75,29 @@ pub const ADDED_COLUMNS: &[(&str, &str, &str)] = &[
 /// The statements that create `database` and every table in it, for a server of `version`.
 /// All are idempotent (`IF NOT EXISTS`), so every component may run them at start.
 pub fn statements(database: &str, version: ServerVersion) -> Vec<String> {
+    statements_with_policy(database, version, None)
+}
+
+/// [`statements`], the tables on `storage_policy` (a policy of the server's configuration,
+/// e.g. hot SSD, warm HDD and cold object storage volumes) where the server has them. A
+/// table keeps the policy it was created with: ClickHouse changes it only to a policy that
+/// contains the old one's disks (`ALTER TABLE … MODIFY SETTING storage_policy`).
+pub fn statements_with_policy(
+    database: &str,
+    version: ServerVersion,
+    storage_policy: Option<&str>,
+) -> Vec<String> {
+    let settings = match storage_policy {
+        Some(policy) if version.has_ttl() => format!("\nSETTINGS storage_policy = '{policy}'"),
+        _ => String::new(),
+    };
     let mut statements = vec![format!("CREATE DATABASE IF NOT EXISTS {database}")];
-    statements.extend(
-        TABLES
-            .iter()
-            .map(|(_, template)| render(template, database, version)),
-    );
+    statements.extend(TABLES.iter().map(|(_, template)| {
+        format!(
+            "{}{settings}",
+            render(template, database, version).trim_end()
+        )
+    }));
     statements
 }
 

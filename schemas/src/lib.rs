@@ -10,6 +10,7 @@ pub mod ddl;
 pub mod definitions;
 pub mod event;
 pub mod live;
+pub mod retention;
 pub mod tenants;
 pub mod version;
 pub mod warning;

@@ -55,6 +55,12 @@ pub struct Tenant {
     /// filter and the `conversion_rate` metric read them.
     #[serde(default)]
     pub goals: Vec<Goal>,
+    /// Days the tenant's per-person rows (raw events, sessions, visitor hours) are kept, at
+    /// least 1; `None` (the default): kept for good. The per-minute rollups, which hold no
+    /// person's id, are kept for good either way, so a range that reaches further back gets
+    /// their metrics only (see [`crate::retention`]).
+    #[serde(default)]
+    pub retention_days: Option<u32>,
 }
 
 /// A goal: a custom event by name, or a page view of a path pattern (`*` and `**` match any
@@ -192,6 +198,12 @@ impl Tenants {
             {
                 return Err(TenantsError::Invalid(format!(
                     "rate_limit of tenant {:?} needs events_per_sec > 0 and burst >= 1",
+                    tenant.id
+                )));
+            }
+            if tenant.retention_days == Some(0) {
+                return Err(TenantsError::Invalid(format!(
+                    "retention_days of tenant {:?} must be at least 1",
                     tenant.id
                 )));
             }

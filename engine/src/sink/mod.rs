@@ -4,4 +4,5 @@ pub mod checkpoint;
 pub mod clickhouse;
 pub mod epoch;
 pub mod live;
+pub mod retention;
 pub mod tables;

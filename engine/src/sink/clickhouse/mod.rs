@@ -83,16 +83,23 @@ struct VersionRow {
     version: String,
 }
 
-/// Creates the database and tables (idempotent) for the server's version; returns it.
-pub async fn ensure_schema(config: &ClickHouseConfig) -> Result<ServerVersion, SinkError> {
-    let client = client(config);
+/// The server's version, as it reports it and as [`schemas::version`] reads it.
+pub async fn server_version(client: &Client) -> Result<(String, ServerVersion), SinkError> {
     let VersionRow { version } = client
         .query("SELECT version() AS version")
         .fetch_one()
         .await?;
     let parsed =
         ServerVersion::parse(&version).ok_or_else(|| SinkError::Version(version.clone()))?;
-    for statement in schemas::ddl::statements(&config.database, parsed) {
+    Ok((version, parsed))
+}
+
+/// Creates the database and tables (idempotent) for the server's version; returns it.
+pub async fn ensure_schema(config: &ClickHouseConfig) -> Result<ServerVersion, SinkError> {
+    let client = client(config);
+    let (version, parsed) = server_version(&client).await?;
+    let policy = config.storage_policy.as_deref();
+    for statement in schemas::ddl::statements_with_policy(&config.database, parsed, policy) {
         client.query(&statement).execute().await?;
     }
     add_missing_columns(&client, &config.database, parsed).await?;
@@ -175,8 +182,26 @@ async fn check_sort_keys(client: &Client, database: &str) -> Result<(), SinkErro
 }
 
 #[derive(Debug, Row, Deserialize)]
-struct CountRow {
-    count: u64,
+pub(crate) struct CountRow {
+    pub(crate) count: u64,
+}
+
+/// Waits until `table` of the client's database has no unfinished mutation.
+pub(crate) async fn await_mutations(client: &Client, table: &str) -> Result<(), SinkError> {
+    loop {
+        let CountRow { count } = client
+            .query(
+                "SELECT count() AS count FROM system.mutations \
+                 WHERE database = currentDatabase() AND table = ? AND is_done = 0",
+            )
+            .bind(table)
+            .fetch_one()
+            .await?;
+        if count == 0 {
+            return Ok(());
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
 }
 
 /// Whether every table of the schema exists. Processes other than the first wait for this
@@ -478,21 +503,7 @@ impl ClickHouseWriter {
             delete = delete.bind(topic);
         }
         delete.bind(partitions).execute().await?;
-        loop {
-            let CountRow { count } = self
-                .client
-                .query(
-                    "SELECT count() AS count FROM system.mutations \
-                     WHERE database = currentDatabase() AND table = ? AND is_done = 0",
-                )
-                .bind(table)
-                .fetch_one()
-                .await?;
-            if count == 0 {
-                return Ok(());
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-        }
+        await_mutations(&self.client, table).await
     }
 
     /// The open stalls of this topic: per partition, its newest row if it is unresolved.
