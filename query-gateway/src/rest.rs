@@ -81,6 +81,7 @@ fn base(
         limit: usize::MAX,
         include_bots: report.bots == Some(Bots::Include),
         goals: tenant.goals.clone(),
+        raw_from: tenant.raw_from(chrono::Utc::now().timestamp()),
     })
 }
 
@@ -526,6 +527,7 @@ pub async fn retention(
         to: query.period.to,
     };
     let complete_until_ms = crate::queries::progress(client, &tenant.id).await?;
+    query.require_raw("retention cohorts")?;
     let output: RetentionOutput = run::fetch_json(client, &retention_statement(&query)).await?;
     // Offsets size a vector: one the range cannot contain (a query bug) must not
     // become an allocation of gigabytes.

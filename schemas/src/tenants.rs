@@ -79,6 +79,15 @@ pub struct Goal {
     pub page: Option<String>,
 }
 
+impl Tenant {
+    /// Where the tenant's raw rows start at `now_secs` (Unix seconds): `None` when they are
+    /// kept for good ([`crate::retention::horizon_secs`]).
+    pub fn raw_from(&self, now_secs: i64) -> Option<i64> {
+        self.retention_days
+            .map(|days| crate::retention::horizon_secs(days, now_secs))
+    }
+}
+
 impl Goal {
     /// The name reports use.
     pub fn label(&self) -> String {

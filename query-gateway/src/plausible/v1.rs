@@ -312,6 +312,7 @@ pub fn parse(
         limit,
         include_bots: false,
         goals: tenant.goals.clone(),
+        raw_from: tenant.raw_from(now),
     };
     check(&query)?;
     Ok(query)

@@ -208,6 +208,7 @@ pub fn parse(
         limit,
         include_bots: include.bots,
         goals: tenant.goals.clone(),
+        raw_from: tenant.raw_from(now),
     };
     query.order_by = order_by(request.get("order_by"), &query)?;
     check(&query, &include)?;

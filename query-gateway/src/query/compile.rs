@@ -101,6 +101,21 @@ impl Aggregate {
         }
     }
 
+    /// Its sum over `agg_minute_metrics` rows (metric names as the engine stores them,
+    /// `operators::model::Metric::as_str`); 0 for the distinct counts the rollups do not hold
+    /// ([`Metric::in_rollups`] keeps queries that need them away). The rollups' `events` are
+    /// by label, identify/alias/group calls among them (`$identify`, …): activity is the rest.
+    fn rollup_sql(self) -> String {
+        match self {
+            Aggregate::Pageviews => "toUInt64(sumIf(value, metric = 'page_views'))".into(),
+            Aggregate::Events => "toUInt64(sumIf(value, metric = 'events' AND dimension NOT IN ('$identify', '$alias', '$group')))".into(),
+            Aggregate::Visits => "toUInt64(sumIf(value, metric = 'sessions_started'))".into(),
+            Aggregate::Bounces => "toUInt64(sumIf(value, metric = 'bounces'))".into(),
+            Aggregate::DurationMs => "toUInt64(sumIf(value, metric = 'session_duration_ms'))".into(),
+            Aggregate::Visitors | Aggregate::Persons | Aggregate::VisitPageviews => "toUInt64(0)".into(),
+        }
+    }
+
     /// The aggregates a metric is computed from.
     pub fn of(metric: Metric) -> &'static [Aggregate] {
         match metric {
@@ -160,6 +175,13 @@ pub fn compile(query: &Query, period: &Period) -> Vec<Compiled> {
         .collect();
     aggregates.sort();
     aggregates.dedup();
+    if query.reads_rollups(period) {
+        return vec![Compiled {
+            scope: Scope::Event,
+            statement: rollup_statement(query, period, &aggregates),
+            aggregates,
+        }];
+    }
     [Scope::Event, Scope::Visit]
         .into_iter()
         .filter_map(|scope| {
@@ -195,6 +217,41 @@ fn statement(query: &Query, period: &Period, scope: Scope, aggregates: &[Aggrega
         .collect();
     sql.push(&columns.join(", "));
     sql.append(table.source(query));
+    if !query.dimensions.is_empty() {
+        let groups: Vec<String> = (0..query.dimensions.len())
+            .map(|index| format!("d{index}"))
+            .collect();
+        sql.push(&format!(" GROUP BY {} WITH TOTALS", groups.join(", ")));
+    }
+    sql
+}
+
+/// A period before the tenant's raw rows, from the per-minute rollups: the sums they hold,
+/// over time buckets of their minute (the caller has refused everything else with
+/// [`Query::rollup_refusal`]). The engine's window aggregate counts what the raw statements
+/// count: interactions, on time, bots excluded, page views by [`page_view_sql`]'s rule,
+/// visits by their start.
+fn rollup_statement(query: &Query, period: &Period, aggregates: &[Aggregate]) -> Statement {
+    let mut sql = Statement::default();
+    sql.push("SELECT ");
+    for (index, dimension) in query.dimensions.iter().enumerate() {
+        if let Dimension::Time(granularity) = dimension {
+            sql.append(time_bucket(*granularity, "minute", period))
+                .push(&format!(" AS d{index}, "));
+        }
+    }
+    let columns: Vec<String> = aggregates
+        .iter()
+        .map(|aggregate| format!("{} AS {}", aggregate.rollup_sql(), aggregate.alias()))
+        .collect();
+    sql.push(&columns.join(", "))
+        .push(" FROM agg_minute_metrics FINAL WHERE tenant = ")
+        .bind(query.tenant.as_str())
+        .push(" AND minute >= toDateTime(")
+        .bind(period.from.to_string())
+        .push(") AND minute < toDateTime(")
+        .bind(period.to.to_string())
+        .push(")");
     if !query.dimensions.is_empty() {
         let groups: Vec<String> = (0..query.dimensions.len())
             .map(|index| format!("d{index}"))

@@ -91,6 +91,20 @@ impl Metric {
         }
     }
 
+    /// Whether the per-minute rollups (`agg_minute_metrics`) hold it: sums do, distinct
+    /// counts (visitors, persons) and shares of them do not.
+    pub fn in_rollups(self) -> bool {
+        matches!(
+            self,
+            Metric::Pageviews
+                | Metric::Events
+                | Metric::Visits
+                | Metric::Sessions
+                | Metric::BounceRate
+                | Metric::VisitDuration
+        )
+    }
+
     /// The metric of a v2 name.
     pub fn parse(name: &str) -> Option<Metric> {
         Metric::ALL.into_iter().find(|metric| metric.name() == name)
@@ -514,6 +528,70 @@ pub struct Query {
     pub include_bots: bool,
     /// The tenant's goals (for `event:goal` and `conversion_rate`).
     pub goals: Vec<schemas::tenants::Goal>,
+    /// Where the tenant's raw rows start (Unix seconds; `None`: kept for good). A period that
+    /// starts earlier is answered from the per-minute rollups, which are kept for good but
+    /// hold fewer metrics and no dimensions ([`Query::rollup_refusal`]).
+    pub raw_from: Option<i64>,
+}
+
+impl Query {
+    /// Whether `period` reaches before the raw rows, so that only the rollups cover it.
+    pub fn reads_rollups(&self, period: &super::range::Period) -> bool {
+        self.raw_from.is_some_and(|from| period.from < from)
+    }
+
+    /// Why this query cannot be answered from the rollups (`None`: it can): a filter, a
+    /// breakdown other than time, bots, or a metric the rollups do not hold.
+    pub fn rollup_refusal(&self) -> Option<String> {
+        let unanswerable: Vec<&str> = self
+            .metrics
+            .iter()
+            .filter(|metric| !metric.in_rollups())
+            .map(|metric| metric.name())
+            .collect();
+        let breakdown = self
+            .dimensions
+            .iter()
+            .any(|dimension| !matches!(dimension, Dimension::Time(_)));
+        let why = if !self.filters.is_empty() {
+            "filters need them".to_owned()
+        } else if breakdown {
+            "breakdowns other than time need them".to_owned()
+        } else if self.include_bots {
+            "bots are counted only there".to_owned()
+        } else if !unanswerable.is_empty() {
+            format!("{} need them", unanswerable.join(", "))
+        } else {
+            return None;
+        };
+        Some(self.retention_message(&why))
+    }
+
+    /// Refuses a report that reads only raw rows (funnels, retention) over a period that
+    /// reaches before them.
+    pub fn require_raw(&self, report: &str) -> Result<(), crate::ApiError> {
+        if !self.reads_rollups(&self.period) {
+            return Ok(());
+        }
+        Err(crate::ApiError::BadParameter {
+            parameter: "date_range".into(),
+            message: self.retention_message(&format!("{report} need them")),
+        })
+    }
+
+    /// The 400 message of a query that needs raw rows before [`Query::raw_from`]: `why` says
+    /// what needs them.
+    pub fn retention_message(&self, why: &str) -> String {
+        let start = self.raw_from.map_or(String::new(), |from| {
+            chrono::DateTime::from_timestamp(from, 0).map_or(String::new(), |at| {
+                at.format("%Y-%m-%d %H:%M UTC").to_string()
+            })
+        });
+        format!(
+            "the range reaches before {start}, where tenant {}'s raw events start (its retention_days in the tenants file): before it only the per-minute rollups remain, with pageviews, events, visits, sessions, bounce_rate and visit_duration over time; {why}. Choose a range that starts at {start} or later.",
+            self.tenant
+        )
+    }
 }
 
 /// A wildcard pattern (`*` and `**` match any characters) as an RE2 pattern that must match

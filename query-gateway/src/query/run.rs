@@ -324,6 +324,16 @@ pub async fn run(client: &Client, query: &Query, now: i64) -> Result<Answer, Api
         ),
         None => None,
     };
+    let reads_rollups = query.reads_rollups(&query.period)
+        || comparison_period
+            .as_ref()
+            .is_some_and(|period| query.reads_rollups(period));
+    if let Some(message) = reads_rollups.then(|| query.rollup_refusal()).flatten() {
+        return Err(ApiError::BadParameter {
+            parameter: "date_range".into(),
+            message,
+        });
+    }
     let (main, compared) = tokio::try_join!(groups(client, query, &query.period), async {
         match &comparison_period {
             Some(period) => groups(client, query, period).await.map(Some),
