@@ -38,6 +38,8 @@ database = "clickstream"
 listen = "127.0.0.1:19464"
 [live]
 redis_url = "$CLICKSTREAM_REDIS_URL"
+[retention]
+tenants_file = "$ROOT/deploy/tenants.toml"
 TOML
 
 for name in loadgen ingest-gateway query-gateway; do stop_pidfile "$name"; done

@@ -1,7 +1,9 @@
 //! The operator's files in `deploy/`: the Prometheus configuration and alert rules pass
 //! `promtool` (Debian's `prometheus` package) and their unit tests, the Kubernetes manifests
 //! validate against the API's schemas offline (`kubernetes-validate` from PyPI), and every
-//! metric the alerts and the Grafana dashboard use is one the processes export.
+//! metric the alerts and the Grafana dashboard use is one the processes export. The example
+//! storage configuration is well-formed and has the volumes the example engine configuration
+//! moves rows to, and that configuration is one the engine accepts.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::BTreeSet;
@@ -123,4 +125,34 @@ fn alerts_and_the_dashboard_use_only_exported_metrics() {
         unknown.is_empty(),
         "not exported by any process: {unknown:?}\nexported: {exported:?}"
     );
+}
+
+#[test]
+fn the_example_storage_policy_has_the_volumes_the_engine_configuration_names() {
+    let policy = run(Command::new("python3")
+        .arg("-c")
+        .arg(
+            "import sys, xml.etree.ElementTree as t; r = t.parse(sys.argv[1]).getroot(); \
+         print(','.join(v.tag for v in r.find('storage_configuration/policies/tiered/volumes')))",
+        )
+        .arg(deploy().join("clickhouse/storage.xml")));
+    assert_eq!(policy.trim(), "hot,warm,cold");
+    let k8s = std::fs::read_to_string(deploy().join("k8s/config.yaml")).unwrap();
+    let example = k8s
+        .lines()
+        .find(|line| line.contains("tiers = "))
+        .expect("the example names tiers");
+    assert!(
+        example.contains("\"warm\"") && k8s.contains("\"cold\""),
+        "{example}"
+    );
+    let config = std::env::temp_dir().join(format!("engine-tiers-{}.toml", std::process::id()));
+    std::fs::write(
+        &config,
+        "[clickhouse]\nstorage_policy = \"tiered\"\ntiers = [{ volume = \"warm\", after_days = 7 }, { volume = \"cold\", after_days = 90 }]\n[retention]\ntenants_file = \"deploy/tenants.toml\"\n",
+    )
+    .unwrap();
+    let loaded = clickstream_engine::config::EngineConfig::load(Some(&config)).unwrap();
+    assert_eq!(loaded.clickhouse.tiers.len(), 2);
+    let _ = std::fs::remove_file(config);
 }
