@@ -40,6 +40,10 @@ struct Args {
     /// Keep the database if it already has the events (skips generation).
     #[arg(long)]
     reuse: bool,
+    /// After the queries, time one retention pass over a copy of the data with tenant `demo`
+    /// keeping this many days (0: skip).
+    #[arg(long, default_value_t = 270)]
+    retention_days: u32,
 }
 
 const DAYS: u64 = 365;
@@ -291,5 +295,58 @@ async fn main() -> anyhow::Result<()> {
             times.len()
         );
     }
+    if args.retention_days > 0 {
+        measure_retention(&http, &args).await?;
+    }
+    Ok(())
+}
+
+/// One retention pass (`engine::sink::retention::pass`) over a copy of the per-person
+/// tables, tenant `demo` keeping `--retention-days`: on 18.16, one awaited mutation per table.
+async fn measure_retention(http: &reqwest::Client, args: &Args) -> anyhow::Result<()> {
+    let (url, source) = (&args.clickhouse_url, &args.database);
+    let copy = format!("{source}_retention");
+    sql(http, url, &format!("DROP DATABASE IF EXISTS {copy}")).await?;
+    let version =
+        schemas::version::ServerVersion::parse(&sql(http, url, "SELECT version()").await?)
+            .context("server version")?;
+    for statement in schemas::ddl::statements(&copy, version) {
+        sql(http, url, &statement).await?;
+    }
+    for (table, _) in schemas::retention::RETAINED {
+        sql(
+            http,
+            url,
+            &format!("INSERT INTO {copy}.{table} SELECT * FROM {source}.{table}"),
+        )
+        .await?;
+    }
+    let config = engine::config::ClickHouseConfig {
+        url: url.clone(),
+        database: copy.clone(),
+        ..Default::default()
+    };
+    let tenants = Tenants::parse(&format!(
+        "[[tenants]]\nid='demo'\nwrite_keys=['wk']\nretention_days={}\n",
+        args.retention_days
+    ))?;
+    let plan = schemas::retention::Plan::new(&tenants, &[]);
+    let started = Instant::now();
+    let done = engine::sink::retention::pass(&config, &plan, chrono::Utc::now().timestamp_millis())
+        .await?;
+    println!(
+        "\nretention pass on ClickHouse {version}, tenant demo keeping {} days: {:.1} s\n\n| table | rows deleted | mutation |\n|---|---:|---:|",
+        args.retention_days,
+        started.elapsed().as_secs_f64()
+    );
+    for row in done {
+        println!(
+            "| {} | {} | {:.1} s |",
+            row.table_name,
+            row.rows,
+            row.duration_ms as f64 / 1000.0
+        );
+    }
+    sql(http, url, &format!("DROP DATABASE {copy}")).await?;
     Ok(())
 }
