@@ -126,20 +126,28 @@ ensure_geoip() {
     fi
 }
 
+# pip_once DIR NAME [PIP ARGS...]: installs PyPI packages into DIR once (a marker file says
+# it finished), logging to $LOG_DIR/NAME-install.log and showing its tail on failure.
+pip_once() {
+    local dir="$1" name="$2"
+    shift 2
+    if [[ ! -f "$dir/installed" ]]; then
+        log "installing $name into $dir (one time)"
+        rm -rf "$dir"
+        python3 -m pip install --quiet --disable-pip-version-check --target "$dir" "$@" \
+            >"$LOG_DIR/$name-install.log" 2>&1 \
+            || { tail -n 30 "$LOG_DIR/$name-install.log" >&2; die "installing $name failed"; }
+        touch "$dir/installed"
+    fi
+}
+
 # ClickHouse 26 for the tests: chdb-core (PyPI) embeds ClickHouse 26.9 in a Python process;
 # deploy/chdb/server.py serves it over the part of ClickHouse's HTTP interface the project uses.
 # Only the chdb module is needed (its pandas/numpy extras are not), so no dependencies.
 CHDB_VERSION="26.9.0"
 CHDB_DIR="$CACHE_DIR/chdb-core-$CHDB_VERSION"
 ensure_chdb() {
-    if [[ ! -f "$CHDB_DIR/installed" ]]; then
-        log "installing chdb-core $CHDB_VERSION (ClickHouse 26.9, embedded) into $CHDB_DIR (one time, 530 MB)"
-        rm -rf "$CHDB_DIR"
-        python3 -m pip install --quiet --disable-pip-version-check --no-deps --target "$CHDB_DIR" \
-            "chdb-core==$CHDB_VERSION" >"$LOG_DIR/chdb-install.log" 2>&1 \
-            || { tail -n 30 "$LOG_DIR/chdb-install.log" >&2; die "installing chdb-core failed"; }
-        touch "$CHDB_DIR/installed"
-    fi
+    pip_once "$CHDB_DIR" chdb-core --no-deps "chdb-core==$CHDB_VERSION"
     export CLICKSTREAM_CHDB_PYTHONPATH="$CHDB_DIR"
 }
 
@@ -147,14 +155,7 @@ ensure_chdb() {
 KUBE_VALIDATE_VERSION="1.37.0"
 KUBE_VALIDATE_DIR="$CACHE_DIR/kubernetes-validate-$KUBE_VALIDATE_VERSION"
 ensure_kube_validate() {
-    if [[ ! -f "$KUBE_VALIDATE_DIR/installed" ]]; then
-        log "installing kubernetes-validate $KUBE_VALIDATE_VERSION into $KUBE_VALIDATE_DIR (one time)"
-        rm -rf "$KUBE_VALIDATE_DIR"
-        python3 -m pip install --quiet --disable-pip-version-check --target "$KUBE_VALIDATE_DIR" \
-            "kubernetes-validate==$KUBE_VALIDATE_VERSION" >"$LOG_DIR/kube-validate-install.log" 2>&1 \
-            || { tail -n 30 "$LOG_DIR/kube-validate-install.log" >&2; die "installing kubernetes-validate failed"; }
-        touch "$KUBE_VALIDATE_DIR/installed"
-    fi
+    pip_once "$KUBE_VALIDATE_DIR" kubernetes-validate "kubernetes-validate==$KUBE_VALIDATE_VERSION"
     export CLICKSTREAM_KUBE_VALIDATE_DIR="$KUBE_VALIDATE_DIR"
 }
 

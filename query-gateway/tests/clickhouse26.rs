@@ -24,18 +24,11 @@ use clickstream_query_gateway::ask::guard;
 use clickstream_query_gateway::ask::run::Runner;
 use clickstream_query_gateway::query::model::{Metric, Operator, VisitAttribute};
 use common::chdb::Chdb;
-use common::rows::{generate, load};
+use common::rows::{ZONES, generate, load};
 use common::{Fixture, sql};
 use schemas::tenants::Tenants;
 use schemas::version::ServerVersion;
 
-const ZONES: [&str; 5] = [
-    "UTC",
-    "America/New_York",
-    "Europe/Berlin",
-    "Asia/Kolkata",
-    "Asia/Kathmandu",
-];
 /// Both of the generated rows' windows (2026-03 and 2026-10/11), and the days between.
 const RANGE: [&str; 2] = ["2026-03-01", "2026-11-30"];
 

@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::rows::{Event, PAGES, TENANT, Visit, generate, load};
+use common::rows::{Event, PAGES, TENANT, Visit, ZONES, generate, load};
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 
@@ -21,13 +21,6 @@ use serde_json::{Value, json};
 use clickstream_query_gateway::AppState;
 use schemas::tenants::Tenants;
 
-const ZONES: [&str; 5] = [
-    "UTC",
-    "America/New_York",
-    "Europe/Berlin",
-    "Asia/Kolkata",
-    "Asia/Kathmandu",
-];
 /// The tenant's goals, as the oracle reads them: a track call "Signed Up"; a page view of a
 /// location starting with `/blog` (case-sensitive).
 const GOALS: &str = "goals = [{ event = \"Signed Up\" }, { page = \"/blog*\", name = \"Blog\" }]";

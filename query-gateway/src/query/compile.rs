@@ -217,13 +217,17 @@ fn statement(query: &Query, period: &Period, scope: Scope, aggregates: &[Aggrega
         .collect();
     sql.push(&columns.join(", "));
     sql.append(table.source(query));
-    if !query.dimensions.is_empty() {
-        let groups: Vec<String> = (0..query.dimensions.len())
-            .map(|index| format!("d{index}"))
-            .collect();
+    group_with_totals(&mut sql, query.dimensions.len());
+    sql
+}
+
+/// `GROUP BY d0, …, dn WITH TOTALS`: a breakdown and its total from one statement, so that
+/// they reconcile. Nothing without dimensions (the one row is the total).
+fn group_with_totals(sql: &mut Statement, dimensions: usize) {
+    if dimensions > 0 {
+        let groups: Vec<String> = (0..dimensions).map(|index| format!("d{index}")).collect();
         sql.push(&format!(" GROUP BY {} WITH TOTALS", groups.join(", ")));
     }
-    sql
 }
 
 /// A period before the tenant's raw rows, from the per-minute rollups: the sums they hold,
@@ -252,12 +256,7 @@ fn rollup_statement(query: &Query, period: &Period, aggregates: &[Aggregate]) ->
         .push(") AND minute < toDateTime(")
         .bind(period.to.to_string())
         .push(")");
-    if !query.dimensions.is_empty() {
-        let groups: Vec<String> = (0..query.dimensions.len())
-            .map(|index| format!("d{index}"))
-            .collect();
-        sql.push(&format!(" GROUP BY {} WITH TOTALS", groups.join(", ")));
-    }
+    group_with_totals(&mut sql, query.dimensions.len());
     sql
 }
 

@@ -12,6 +12,14 @@ pub const PAGES: [&str; 4] = ["/", "/pricing", "/blog/a", "/Blog/B"];
 pub const NAMES: [&str; 3] = ["Signed Up", "Clicked", "Played"];
 pub const SOURCES: [&str; 3] = ["", "news", "Google"];
 pub const PROPS: [&str; 3] = ["plan", "color", "method"];
+/// Zones the query tests read in: DST changes, and :30 and :45 offsets.
+pub const ZONES: [&str; 5] = [
+    "UTC",
+    "America/New_York",
+    "Europe/Berlin",
+    "Asia/Kolkata",
+    "Asia/Kathmandu",
+];
 /// The rows span 2026-03-05 to 2026-04-01 (New York's and Berlin's spring DST days) and
 /// 2026-10-20 to 2026-11-16 (their autumn ones, a repeated local hour).
 pub const WINDOWS_MS: [i64; 2] = [1_772_668_800_000, 1_792_454_400_000];
