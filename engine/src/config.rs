@@ -345,6 +345,11 @@ impl EngineConfig {
                 "retention.interval_secs must be positive".into(),
             ));
         }
+        if clickhouse.storage_policy.is_none() && !clickhouse.tiers.is_empty() {
+            return Err(ConfigError::Invalid(
+                "clickhouse.tiers needs clickhouse.storage_policy (the policy holding their volumes)".into(),
+            ));
+        }
         let mut names = clickhouse
             .storage_policy
             .iter()

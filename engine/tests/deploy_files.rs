@@ -137,21 +137,25 @@ fn the_example_storage_policy_has_the_volumes_the_engine_configuration_names() {
         )
         .arg(deploy().join("clickhouse/storage.xml")));
     assert_eq!(policy.trim(), "hot,warm,cold");
+    // The manifest's engine configuration, its commented tiers switched on, is one the
+    // engine accepts.
     let k8s = std::fs::read_to_string(deploy().join("k8s/config.yaml")).unwrap();
-    let example = k8s
+    let start = k8s
+        .find("engine.toml: |")
+        .expect("the engine's configuration")
+        + 15;
+    let end = k8s[start..]
+        .find("---")
+        .map_or(k8s.len(), |end| start + end);
+    let toml: String = k8s[start..end]
         .lines()
-        .find(|line| line.contains("tiers = "))
-        .expect("the example names tiers");
-    assert!(
-        example.contains("\"warm\"") && k8s.contains("\"cold\""),
-        "{example}"
-    );
+        .map(|line| line.trim_start().trim_start_matches("# "))
+        .filter(|line| !line.starts_with("With deploy/"))
+        .map(|line| format!("{line}\n"))
+        .collect();
+    assert!(toml.contains("storage_policy = \"tiered\""), "{toml}");
     let config = std::env::temp_dir().join(format!("engine-tiers-{}.toml", std::process::id()));
-    std::fs::write(
-        &config,
-        "[clickhouse]\nstorage_policy = \"tiered\"\ntiers = [{ volume = \"warm\", after_days = 7 }, { volume = \"cold\", after_days = 90 }]\n[retention]\ntenants_file = \"deploy/tenants.toml\"\n",
-    )
-    .unwrap();
+    std::fs::write(&config, toml).unwrap();
     let loaded = clickstream_engine::config::EngineConfig::load(Some(&config)).unwrap();
     assert_eq!(loaded.clickhouse.tiers.len(), 2);
     let _ = std::fs::remove_file(config);

@@ -111,6 +111,27 @@ pub async fn first_event(client: &Client, tenant: &str) -> Result<Option<i64>, A
 }
 
 #[derive(Debug, Row, Deserialize)]
+struct MarkRow {
+    marks: u64,
+    cutoff: i64,
+}
+
+/// The latest horizon the engine's retention recorded for the tenant (Unix seconds; its
+/// raw rows before it are deleted or due to be): `None` before any.
+pub async fn retention_mark(client: &Client, tenant: &str) -> Result<Option<i64>, ApiError> {
+    let row: MarkRow = client
+        .query(
+            "SELECT count() AS marks, max(cutoff_secs) AS cutoff FROM _retention \
+             WHERE table_name = ? AND tenant = ?",
+        )
+        .bind(schemas::retention::MARK)
+        .bind(tenant)
+        .fetch_one()
+        .await?;
+    Ok((row.marks > 0).then_some(row.cutoff))
+}
+
+#[derive(Debug, Row, Deserialize)]
 struct ProgressRow {
     complete_until_ms: i64,
 }

@@ -143,12 +143,23 @@ pub async fn overview(
         Metric::VisitDuration,
     ];
     let mut query = base(tenant, params, Endpoint::Overview, METRICS.to_vec())?;
-    query.comparison = Some(Comparison {
+    let now = chrono::Utc::now().timestamp();
+    let comparison = Comparison {
         mode: CompareMode::SameLengthBefore,
         range: None,
         match_day_of_week: false,
-    });
-    let answer = run::run(client, &query, chrono::Utc::now().timestamp()).await?;
+    };
+    // The range before may reach past the tenant's raw rows, where visitors are not kept:
+    // then the overview has no `previous` rather than failing.
+    let with_raw_start = run::with_raw_start(client, &query).await?;
+    let compared_is_raw = query
+        .period
+        .compared(&comparison, now)
+        .is_ok_and(|period| !with_raw_start.reads_rollups(&period));
+    if compared_is_raw || with_raw_start.reads_rollups(&query.period) {
+        query.comparison = Some(comparison);
+    }
+    let answer = run::run(client, &query, now).await?;
     let totals = |period: &Period, values: &[MetricValue]| PeriodTotals {
         from: period.from,
         to: period.to,
@@ -527,6 +538,7 @@ pub async fn retention(
         to: query.period.to,
     };
     let complete_until_ms = crate::queries::progress(client, &tenant.id).await?;
+    let query = run::with_raw_start(client, &query).await?;
     query.require_raw("retention cohorts")?;
     let output: RetentionOutput = run::fetch_json(client, &retention_statement(&query)).await?;
     // Offsets size a vector: one the range cannot contain (a query bug) must not

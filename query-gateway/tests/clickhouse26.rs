@@ -147,6 +147,13 @@ async fn every_statement_gives_equal_answers_on_18_16_and_26() {
         "every request ran statements"
     );
     assert!(differences.is_empty(), "{} differences", differences.len());
+    // The comparison itself: answers that differ are reported.
+    sql(&http, &chdb.dual_url, "SELECT version()").await;
+    let checked = chdb.report(&http).await;
+    assert_eq!(
+        checked["differences"][0]["statement"], "SELECT version()",
+        "the dual door reports a difference: {checked}"
+    );
     sql(&http, &reference, &format!("DROP DATABASE {database}")).await;
 }
 

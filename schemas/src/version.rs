@@ -44,11 +44,12 @@ impl ServerVersion {
         self.major >= 20
     }
 
-    /// Table `TTL … DELETE` and `TTL … TO VOLUME` with storage policies (19.6 and 19.15;
-    /// required from 20 here). Without them, retention runs as `ALTER TABLE … DELETE`
-    /// mutations on a schedule.
+    /// Table `TTL … TO VOLUME` and `TTL … DELETE WHERE`, `REMOVE TTL` and storage policies:
+    /// they arrived between 19.6 and 21.x, so they are used from 24, the oldest current
+    /// series supported (tested on 26.9). Without them, retention runs as `ALTER TABLE …
+    /// DELETE` mutations on a schedule, and there are no tiers.
     pub fn has_ttl(self) -> bool {
-        self.major >= 20
+        self.major >= 24
     }
 
     /// Subquery CTEs (`WITH name AS (SELECT …)`), several JOINs per SELECT, window functions,

@@ -8,12 +8,15 @@
 //!   must not repeat.
 //! - Servers without TTL (18.16): each tenant's expired rows of each per-person table go with
 //!   one `ALTER TABLE … DELETE` mutation, awaited, when a count on the sort key's prefix finds
-//!   any; each is recorded in `_retention` with its rows and duration.
+//!   any; each is recorded in `_retention` with its rows and duration. The horizon moves by
+//!   whole days, so a tenant's rows are deleted once a day however often passes run.
+//! - Both: each tenant's horizon, when it moved, as a mark ([`schemas::retention::MARK`]) that
+//!   the query gateway reads.
 
 use std::time::{Duration, Instant};
 
 use clickhouse::{Client, Row};
-use schemas::retention::{Plan, TIERED};
+use schemas::retention::{MARK, Plan, TIERED, horizon_secs};
 use schemas::tenants::{Tenants, TenantsError};
 use serde::{Deserialize, Serialize};
 
@@ -30,7 +33,17 @@ pub enum RetentionError {
     /// ClickHouse refused or was unreachable.
     #[error("applying retention in ClickHouse")]
     ClickHouse(#[from] SinkError),
+    /// A mutation was not done within [`MUTATION_DEADLINE`] (see `system.mutations`'
+    /// `latest_fail_reason`); the next pass counts again and retries what is left.
+    #[error("the mutation on {table} was not done after {MUTATION_DEADLINE:?}")]
+    MutationTimeout {
+        /// The table.
+        table: &'static str,
+    },
 }
+
+/// How long a pass waits for one mutation.
+pub const MUTATION_DEADLINE: Duration = Duration::from_secs(3_600);
 
 impl From<clickhouse::error::Error> for RetentionError {
     fn from(error: clickhouse::error::Error) -> Self {
@@ -112,17 +125,62 @@ pub async fn pass(
 ) -> Result<Vec<RetentionRow>, RetentionError> {
     let client = client(config).with_database(&config.database);
     let (_, version) = server_version(&client).await?;
-    let done = if version.has_ttl() {
+    let mut done = if version.has_ttl() {
         apply_ttl(&client, &config.database, plan, now_ms).await?
     } else {
         delete_expired(&client, &config.database, plan, now_ms).await?
     };
-    if !done.is_empty() {
-        let mut insert = client.insert::<RetentionRow>("_retention").await?;
-        for row in &done {
-            insert.write(row).await?;
+    done.extend(mark_horizons(&client, plan, now_ms).await?);
+    Ok(done)
+}
+
+/// Records what one statement did, at once: a later failure must not make the next pass
+/// repeat it (a repeated `MODIFY TTL` rewrites the table's parts again).
+async fn record(client: &Client, row: &RetentionRow) -> Result<(), RetentionError> {
+    let mut insert = client.insert::<RetentionRow>("_retention").await?;
+    insert.write(row).await?;
+    insert.end().await?;
+    Ok(())
+}
+
+#[derive(Debug, Row, Deserialize)]
+struct MarkRow {
+    tenant: String,
+    cutoff_secs: i64,
+}
+
+/// Writes a [`schemas::retention::MARK`] for each tenant whose horizon moved since its last.
+async fn mark_horizons(
+    client: &Client,
+    plan: &Plan,
+    now_ms: i64,
+) -> Result<Vec<RetentionRow>, RetentionError> {
+    let marks: Vec<MarkRow> = client
+        .query(
+            "SELECT tenant, max(cutoff_secs) AS cutoff_secs FROM _retention \
+             WHERE table_name = ? GROUP BY tenant",
+        )
+        .bind(MARK)
+        .fetch_all()
+        .await?;
+    let mut done = Vec::new();
+    for (tenant, days) in &plan.retention {
+        let cutoff_secs = horizon_secs(*days, now_ms.div_euclid(1000));
+        let last = marks.iter().find(|mark| &mark.tenant == tenant);
+        if last.is_some_and(|mark| mark.cutoff_secs >= cutoff_secs) {
+            continue;
         }
-        insert.end().await?;
+        let row = RetentionRow {
+            table_name: MARK.to_owned(),
+            tenant: tenant.clone(),
+            rule: format!("retention_days = {days}"),
+            cutoff_secs,
+            rows: 0,
+            duration_ms: 0,
+            applied_at_ms: now_ms,
+        };
+        record(client, &row).await?;
+        done.push(row);
     }
     Ok(done)
 }
@@ -155,7 +213,7 @@ async fn apply_ttl(
             .query(&plan.modify_ttl_sql(database, table))
             .execute()
             .await?;
-        done.push(RetentionRow {
+        let row = RetentionRow {
             table_name: table.to_owned(),
             tenant: String::new(),
             rule: wanted,
@@ -163,7 +221,9 @@ async fn apply_ttl(
             rows: 0,
             duration_ms: started.elapsed().as_millis() as u64,
             applied_at_ms: now_ms,
-        });
+        };
+        record(client, &row).await?;
+        done.push(row);
     }
     Ok(done)
 }
@@ -186,8 +246,12 @@ async fn delete_expired(
         let started = Instant::now();
         let statement = deletion.delete_sql(database);
         client.query(&statement).execute().await?;
-        await_mutations(client, deletion.table).await?;
-        done.push(RetentionRow {
+        tokio::time::timeout(MUTATION_DEADLINE, await_mutations(client, deletion.table))
+            .await
+            .map_err(|_| RetentionError::MutationTimeout {
+                table: deletion.table,
+            })??;
+        let row = RetentionRow {
             table_name: deletion.table.to_owned(),
             tenant: deletion.tenant.clone(),
             rule: statement,
@@ -195,7 +259,9 @@ async fn delete_expired(
             rows: count,
             duration_ms: started.elapsed().as_millis() as u64,
             applied_at_ms: now_ms,
-        });
+        };
+        record(client, &row).await?;
+        done.push(row);
     }
     Ok(done)
 }

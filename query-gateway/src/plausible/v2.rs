@@ -64,8 +64,12 @@ async fn answer(state: &AppState, headers: &HeaderMap, body: &[u8]) -> Result<Js
     let site_id = request.get("site_id").and_then(JsonValue::as_str);
     let tenant = authorize(state, headers, site_id)?;
     let now = chrono::Utc::now().timestamp();
+    // "all" starts at the first raw event, or, for a tenant with a retention, where its raw
+    // rows start (rows past it linger until deleted).
     let first_event = if request.get("date_range").and_then(JsonValue::as_str) == Some("all") {
-        crate::queries::first_event(&state.clickhouse, &tenant.id).await?
+        crate::queries::first_event(&state.clickhouse, &tenant.id)
+            .await?
+            .map(|first| first.max(tenant.raw_from(now).unwrap_or(first)))
     } else {
         None
     };

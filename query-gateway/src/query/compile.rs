@@ -239,10 +239,12 @@ fn rollup_statement(query: &Query, period: &Period, aggregates: &[Aggregate]) ->
     let mut sql = Statement::default();
     sql.push("SELECT ");
     for (index, dimension) in query.dimensions.iter().enumerate() {
-        if let Dimension::Time(granularity) = dimension {
-            sql.append(time_bucket(*granularity, "minute", period))
-                .push(&format!(" AS d{index}, "));
-        }
+        match dimension {
+            Dimension::Time(granularity) => sql.append(time_bucket(*granularity, "minute", period)),
+            // Refused before; valid SQL all the same.
+            _ => sql.push("''"),
+        };
+        sql.push(&format!(" AS d{index}, "));
     }
     let columns: Vec<String> = aggregates
         .iter()
@@ -427,8 +429,8 @@ impl Table<'_> {
             self.period.from - VISIT_LOOKBACK_SECS,
             self.period.to,
         ))
-        // The alias: servers from 20.x refuse an unnamed joined subquery
-        // (`joined_subquery_requires_alias`); 18.16 accepts either.
+        // The alias: current servers refuse an unnamed joined subquery
+        // (`joined_subquery_requires_alias`, found on 26.9); 18.16 accepts either.
         .push(") AS visit USING session_id");
         sql
     }

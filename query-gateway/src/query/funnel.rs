@@ -177,6 +177,7 @@ pub async fn run(
     query: &Query,
     funnel: &Funnel,
 ) -> Result<FunnelAnswer, ApiError> {
+    let query = &super::run::with_raw_start(client, query).await?;
     query.require_raw("funnels")?;
     let complete_until_ms = crate::queries::progress(client, &query.tenant).await?;
     let output: Output = super::run::fetch_json(client, &funnel_statement(query, funnel)).await?;

@@ -537,7 +537,30 @@ pub struct Query {
 impl Query {
     /// Whether `period` reaches before the raw rows, so that only the rollups cover it.
     pub fn reads_rollups(&self, period: &super::range::Period) -> bool {
-        self.raw_from.is_some_and(|from| period.from < from)
+        self.raw_from
+            .is_some_and(|from| period.from - self.visit_lookback_secs() < from)
+    }
+
+    /// How long before a period its raw rows are read: event metrics broken down or filtered
+    /// by a visit attribute read visits that started up to
+    /// [`super::compile::VISIT_LOOKBACK_SECS`] earlier (deleted visits would leave their
+    /// events' attributes empty, a silently wrong count).
+    fn visit_lookback_secs(&self) -> i64 {
+        let conditions = self.filters.iter().flat_map(Filter::conditions);
+        let visit_attributes = self
+            .dimensions
+            .iter()
+            .chain(conditions.map(|condition| &condition.dimension))
+            .any(|dimension| matches!(dimension, Dimension::Visit(_)));
+        let event_metrics = self
+            .metrics
+            .iter()
+            .any(|metric| metric.scope() == Scope::Event);
+        if visit_attributes && event_metrics {
+            super::compile::VISIT_LOOKBACK_SECS
+        } else {
+            0
+        }
     }
 
     /// Why this query cannot be answered from the rollups (`None`: it can): a filter, a
@@ -582,14 +605,23 @@ impl Query {
     /// The 400 message of a query that needs raw rows before [`Query::raw_from`]: `why` says
     /// what needs them.
     pub fn retention_message(&self, why: &str) -> String {
-        let start = self.raw_from.map_or(String::new(), |from| {
-            chrono::DateTime::from_timestamp(from, 0).map_or(String::new(), |at| {
+        let at = |secs: i64| {
+            chrono::DateTime::from_timestamp(secs, 0).map_or(String::new(), |at| {
                 at.format("%Y-%m-%d %H:%M UTC").to_string()
             })
-        });
+        };
+        let from = self.raw_from.unwrap_or_default();
+        let lookback = self.visit_lookback_secs();
         format!(
-            "the range reaches before {start}, where tenant {}'s raw events start (its retention_days in the tenants file): before it only the per-minute rollups remain, with pageviews, events, visits, sessions, bounce_rate and visit_duration over time; {why}. Choose a range that starts at {start} or later.",
-            self.tenant
+            "the range reaches before {}, where tenant {}'s raw events start (its retention_days in the tenants file): before it only the per-minute rollups remain, with pageviews, events, visits, sessions, bounce_rate and visit_duration over time; {why}. Choose a range that starts at {} or later{}.",
+            at(from),
+            self.tenant,
+            at(from + lookback),
+            if lookback > 0 {
+                " (events read the visits that started up to 7 days before a range)"
+            } else {
+                ""
+            }
         )
     }
 }

@@ -312,8 +312,34 @@ fn range_error(error: RangeError) -> ApiError {
     }
 }
 
+/// `query` with its tenant's raw rows starting where retention has left them: the later of
+/// this process's reading of `retention_days` and the engine's latest mark (a retention
+/// raised since deleted rows the new one would keep; one lowered since this process read the
+/// tenants file deleted more).
+pub async fn with_raw_start(client: &Client, query: &Query) -> Result<Query, ApiError> {
+    let mark = crate::queries::retention_mark(client, &query.tenant).await?;
+    let mut query = query.clone();
+    query.raw_from = query.raw_from.max(mark);
+    Ok(query)
+}
+
+/// A 400 when a period of the query reaches before its tenant's raw rows and the rollups
+/// cannot answer it ([`Query::rollup_refusal`]).
+fn check_rollups(query: &Query, comparison_period: Option<&Period>) -> Result<(), ApiError> {
+    let reads_rollups = query.reads_rollups(&query.period)
+        || comparison_period.is_some_and(|period| query.reads_rollups(period));
+    match reads_rollups.then(|| query.rollup_refusal()).flatten() {
+        Some(message) => Err(ApiError::BadParameter {
+            parameter: "date_range".into(),
+            message,
+        }),
+        None => Ok(()),
+    }
+}
+
 /// Runs `query` at `now` (Unix seconds): its statements, and its comparison's, side by side.
 pub async fn run(client: &Client, query: &Query, now: i64) -> Result<Answer, ApiError> {
+    let query = &with_raw_start(client, query).await?;
     let complete_until_ms = crate::queries::progress(client, &query.tenant).await?;
     let comparison_period = match &query.comparison {
         Some(comparison) => Some(
@@ -324,16 +350,7 @@ pub async fn run(client: &Client, query: &Query, now: i64) -> Result<Answer, Api
         ),
         None => None,
     };
-    let reads_rollups = query.reads_rollups(&query.period)
-        || comparison_period
-            .as_ref()
-            .is_some_and(|period| query.reads_rollups(period));
-    if let Some(message) = reads_rollups.then(|| query.rollup_refusal()).flatten() {
-        return Err(ApiError::BadParameter {
-            parameter: "date_range".into(),
-            message,
-        });
-    }
+    check_rollups(query, comparison_period.as_ref())?;
     let (main, compared) = tokio::try_join!(groups(client, query, &query.period), async {
         match &comparison_period {
             Some(period) => groups(client, query, period).await.map(Some),
