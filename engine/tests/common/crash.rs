@@ -299,7 +299,10 @@ pub async fn crash_run(options: CrashOptions) {
         let victim = rng.random_range(0..cluster.processes());
         let before = cluster.processes();
         cluster.kill(victim);
-        let down = tokio::task::block_in_place(|| cluster.wait_down(Duration::from_secs(30)));
+        // A kill while the new cluster is still forming leaves the peers waiting for it until
+        // `connect_timeout_secs` (20 s here) after they began to form, and just after an
+        // outage they may begin only once ClickHouse answers again: 60 s bounds both.
+        let down = tokio::task::block_in_place(|| cluster.wait_down(Duration::from_secs(60)));
         kills += 1;
         let (processes, workers) = shapes[rng.random_range(0..shapes.len())];
         let covered = checkpointed_records(&clickhouse, &database)
