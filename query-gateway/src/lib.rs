@@ -45,6 +45,30 @@ pub struct AppState {
     pub ask: Arc<ask::AskService>,
     /// Served at `/metrics` by [`metrics_router`].
     pub metrics: Arc<metrics::Metrics>,
+    /// What "now" is for relative ranges ("today", `7d`).
+    pub clock: Clock,
+}
+
+/// The gateway's "now": the system clock, or a fixed instant, so that tests and examples can
+/// ask about "yesterday" over data written for a known day.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Clock {
+    fixed_secs: Option<i64>,
+}
+
+impl Clock {
+    /// Always this instant (Unix seconds).
+    pub fn fixed(secs: i64) -> Clock {
+        Clock {
+            fixed_secs: Some(secs),
+        }
+    }
+
+    /// Now, Unix seconds (UTC).
+    pub fn now_secs(self) -> i64 {
+        self.fixed_secs
+            .unwrap_or_else(|| chrono::Utc::now().timestamp())
+    }
 }
 
 impl AppState {
@@ -70,6 +94,7 @@ impl AppState {
                 metrics.clone(),
             )),
             metrics,
+            clock: Clock::default(),
         }
     }
 }
@@ -171,10 +196,6 @@ fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<Arc<Tenant>, Ap
         .ok_or(ApiError::Unauthorized)
 }
 
-fn now() -> i64 {
-    chrono::Utc::now().timestamp()
-}
-
 fn respond<T: serde::Serialize>(result: Result<T, ApiError>) -> Response {
     match result {
         Ok(body) => Json(body).into_response(),
@@ -203,7 +224,7 @@ impl FromRequestParts<Arc<AppState>> for Scoped {
             .collect();
         Ok(Scoped {
             tenant,
-            params: Params::new(pairs, now()),
+            params: Params::new(pairs, state.clock.now_secs()),
         })
     }
 }
@@ -404,7 +425,13 @@ async fn ask_question(
     };
     match state
         .ask
-        .ask(&tenant, &request.question, complete_until)
+        .ask(
+            &state.clickhouse,
+            &tenant,
+            &request.question,
+            complete_until,
+            state.clock.now_secs(),
+        )
         .await
     {
         Ok(answer) => Json(answer).into_response(),
@@ -426,5 +453,6 @@ fn ask_error(error: ask::AskError) -> Response {
             tracing::error!(error = %ask::error_chain(&error), "Ask: ClickHouse unavailable");
             ApiError::Unavailable.into_response()
         }
+        ask::AskError::Store => ApiError::Unavailable.into_response(),
     }
 }

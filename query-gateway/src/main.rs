@@ -227,6 +227,7 @@ async fn main() -> anyhow::Result<()> {
         live_stream_lifetime: std::time::Duration::from_secs(live_stream_secs),
         ask: Arc::new(ask_service),
         metrics,
+        clock: Default::default(),
     });
     let metrics_listener = tokio::net::TcpListener::bind(metrics_listen)
         .await

@@ -230,6 +230,11 @@ impl Params {
         Params { pairs, now }
     }
 
+    /// The instant the request is read at (Unix seconds).
+    pub fn now(&self) -> i64 {
+        self.now
+    }
+
     /// Refuses a parameter that `endpoint` does not take: a typo (`form=`) must not silently
     /// widen a query, and `steps` on the overview would answer another question than the
     /// one asked. A tenant never comes from the query string.

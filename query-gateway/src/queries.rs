@@ -194,3 +194,47 @@ pub async fn log_stalls(client: &Client) -> Result<Vec<LogStall>, ApiError> {
 
 /// ClickHouse's error code for a table that does not exist.
 const UNKNOWN_TABLE: u32 = 60;
+
+#[derive(Debug, Row, Deserialize)]
+struct PersonRow {
+    person_id: String,
+}
+
+/// The person an id (`userId` or `anonymousId`, exact) belongs to now: the person of the id's
+/// newest on-time event. `None` when the tenant never saw the id.
+pub async fn person_of(
+    client: &Client,
+    tenant: &str,
+    id: &str,
+) -> Result<Option<String>, ApiError> {
+    let sql = "SELECT person_id FROM events FINAL WHERE tenant = ? AND (user_id = ? OR anonymous_id = ?) \
+               AND late = 0 AND person_id != '' ORDER BY event_time_ms DESC LIMIT 1";
+    let rows: Vec<PersonRow> = bound(client, sql, vec![tenant.into(), id.into(), id.into()])
+        .fetch_all()
+        .await?;
+    Ok(rows.into_iter().next().map(|row| row.person_id))
+}
+
+#[derive(Debug, Row, Deserialize)]
+struct KeyRow {
+    key: String,
+}
+
+/// The property keys of the tenant's events since `from` (Unix seconds), most used first, at
+/// most `limit`.
+pub async fn property_keys(
+    client: &Client,
+    tenant: &str,
+    from: i64,
+    limit: u32,
+) -> Result<Vec<String>, ApiError> {
+    let sql = format!(
+        "SELECT key FROM (SELECT arrayJoin(properties.key) AS key FROM events \
+         WHERE tenant = ? AND event_time >= toDateTime(?) AND late = 0) \
+         GROUP BY key ORDER BY count() DESC, key LIMIT {limit}"
+    );
+    let rows: Vec<KeyRow> = bound(client, &sql, vec![tenant.into(), from.to_string()])
+        .fetch_all()
+        .await?;
+    Ok(rows.into_iter().map(|row| row.key).collect())
+}

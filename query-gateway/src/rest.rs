@@ -81,7 +81,7 @@ fn base(
         limit: usize::MAX,
         include_bots: report.bots == Some(Bots::Include),
         goals: tenant.goals.clone(),
-        raw_from: tenant.raw_from(chrono::Utc::now().timestamp()),
+        raw_from: tenant.raw_from(params.now()),
     })
 }
 
@@ -143,7 +143,7 @@ pub async fn overview(
         Metric::VisitDuration,
     ];
     let mut query = base(tenant, params, Endpoint::Overview, METRICS.to_vec())?;
-    let now = chrono::Utc::now().timestamp();
+    let now = params.now();
     let comparison = Comparison {
         mode: CompareMode::SameLengthBefore,
         range: None,
@@ -223,7 +223,7 @@ pub async fn timeseries(
         Interval::Hour => Granularity::Hour,
         Interval::Day => Granularity::Day,
     })];
-    let answer = run::run(client, &query, chrono::Utc::now().timestamp()).await?;
+    let answer = run::run(client, &query, params.now()).await?;
     let points = answer
         .rows
         .iter()
@@ -339,7 +339,7 @@ pub async fn top(
     query.dimensions = vec![dimension];
     query.filters.push(only);
     query.limit = limit(params.group::<LimitParams>()?.limit.as_deref())? as usize;
-    let answer: Answer = run::run(client, &query, chrono::Utc::now().timestamp()).await?;
+    let answer: Answer = run::run(client, &query, params.now()).await?;
     let entries = answer
         .rows
         .iter()

@@ -121,6 +121,7 @@ async fn setup(kind: ProviderKind, replies: Vec<Reply>, limits: AskLimits) -> Se
         live_stream_lifetime: base.live_stream_lifetime,
         ask,
         metrics,
+        clock: Default::default(),
     });
     Setup {
         state,

@@ -245,7 +245,7 @@ function shown() {
 const settled = () => { const s = doc().getElementById("answer").dataset.state; return !["empty", "asking", "clicked"].includes(s) && s; };
 frame.addEventListener("load", () => {
   waitFor(() => doc().body.dataset.loaded === "true", () => {
-    doc().getElementById("ask").value = "Page views per day in the last 7 days";
+    doc().getElementById("ask").value = "Page views per day in the last 24 hours";
     doc().getElementById("ask-form").requestSubmit();
     waitFor(settled, () => {
       const first = shown();
@@ -338,11 +338,9 @@ async fn the_ask_box_answers_charts_and_follows_up_in_chromium() {
             .contains("complete up to"),
         "{first}"
     );
+    // The offline translator writes no SQL: the typed query that ran is shown.
     assert!(
-        first["sql"]
-            .as_str()
-            .unwrap()
-            .starts_with("SELECT toDate(event_time, 'UTC') AS day"),
+        first["sql"].as_str().unwrap().contains("\"pageviews\""),
         "{first}"
     );
     assert_eq!(

@@ -5,7 +5,8 @@ use serde::Serialize;
 use serde_json::Value;
 
 use super::run::{Column, ErrorClass};
-use super::translator::{SUGGESTIONS, Shape, Translation};
+use super::translator::{SUGGESTIONS, Translation};
+use super::typed::{ExecuteError, Executed, TypedQuery};
 use super::{Author, Checked, Failure};
 
 /// How a question ended.
@@ -61,8 +62,15 @@ pub struct Answer {
     pub title: Option<String>,
     /// The period, e.g. "the last 7 days (2026-11-24 to 2026-11-30)".
     pub period: Option<String>,
-    /// The SQL that ran, over the views (the tenant filter is the gateway's).
+    /// The SQL that ran, over the views (the tenant filter is the gateway's): a model's
+    /// statement; the offline translator writes none.
     pub sql: Option<String>,
+    /// The typed query of the query model that answered (`{"query": <v2 body>}`,
+    /// `{"funnel": …}`, `{"retention": …}`, `{"person": …}`): the same numbers as the
+    /// dashboard and `/api/v2/query` give for it.
+    pub query: Option<TypedQuery>,
+    /// The definitions the numbers follow: time zone, session rule, period.
+    pub definitions: Option<String>,
     /// Result columns.
     pub columns: Vec<Column>,
     /// Result rows.
@@ -93,6 +101,8 @@ impl Answer {
             title: None,
             period: None,
             sql: None,
+            query: None,
+            definitions: None,
             columns: Vec::new(),
             rows: Vec::new(),
             summary: String::new(),
@@ -162,37 +172,72 @@ impl Answer {
         answer
     }
 
-    /// The translator's statement and what became of it.
-    pub(super) fn from_translation(
+    /// A typed query (the translator's or a model's) and what it returned.
+    pub(super) fn from_typed(
         question: &str,
         translation: Translation,
-        outcome: Result<Checked, Failure>,
+        outcome: Result<Executed, ExecuteError>,
+        zone: chrono_tz::Tz,
+        author: &Author,
     ) -> Answer {
-        let author = &super::OFFLINE;
-        let checked = match outcome {
-            Ok(checked) => checked,
-            Err(failure) => return Answer::failed(question, &translation.sql, failure, author),
+        let executed = match outcome {
+            Ok(executed) => executed,
+            Err(error) => {
+                let mut answer = Answer::cannot_answer(question, &error.to_string(), author);
+                if matches!(error, ExecuteError::Unavailable) {
+                    answer.outcome = Outcome::Failed;
+                    answer.error = Some(error.to_string());
+                }
+                answer.query = Some(translation.query);
+                return answer;
+            }
         };
         let mut answer = Answer::empty(question, Outcome::Answered, author);
-        let period = translation
-            .period
-            .as_ref()
-            .map_or_else(|| "all time".to_owned(), |period| period.describe());
-        answer.summary = shaped_summary(&translation, &period, &checked.table.rows);
-        answer.chart = match translation.shape {
-            Shape::Series => Chart::Line,
-            Shape::Top | Shape::Comparison | Shape::Funnel(_) => Chart::Bar,
-            Shape::Totals | Shape::Retention | Shape::Activity => Chart::Table,
+        let period = executed.period.as_ref().map(|period| {
+            if period.first == period.last {
+                period.first.to_string()
+            } else {
+                format!("{} to {}", period.first, period.last)
+            }
+        });
+        answer.definitions = Some(format!(
+            "Days, weeks and months in {zone}; a visit (session) ends after 30 minutes without activity; a bounce is a visit with one page view and nothing else; bots left out; period {}.",
+            period.as_deref().unwrap_or("as given")
+        ));
+        answer.summary = typed_summary(
+            &translation.query,
+            &executed,
+            period.as_deref().unwrap_or(""),
+        );
+        answer.chart = match &translation.query {
+            TypedQuery::Query(body) => {
+                let dimensions = body
+                    .get("dimensions")
+                    .and_then(Value::as_array)
+                    .map_or(0, Vec::len);
+                let time = body
+                    .get("dimensions")
+                    .and_then(|d| d.get(0))
+                    .and_then(Value::as_str)
+                    .is_some_and(|d| d.starts_with("time"));
+                match (dimensions, time) {
+                    (1, true) => Chart::Line,
+                    (1, false) => Chart::Bar,
+                    _ => Chart::Table,
+                }
+            }
+            TypedQuery::Funnel(_) => Chart::Bar,
+            TypedQuery::Retention(_) | TypedQuery::Person(_) => Chart::Table,
         };
-        answer.follow_ups = follow_ups(&translation, &period);
+        answer.follow_ups = follow_ups(&translation.query, executed.period.as_ref());
         if !translation.notes.is_empty() {
             answer.note = Some(translation.notes.join(" "));
         }
-        answer.title = Some(translation.title);
-        answer.period = Some(period);
-        answer.sql = Some(checked.sql);
-        answer.columns = checked.table.columns;
-        answer.rows = checked.table.rows;
+        answer.title = Some(title_of(&translation.query));
+        answer.period = period;
+        answer.columns = columns_of(&executed);
+        answer.rows = executed.rows;
+        answer.query = Some(translation.query);
         answer
     }
 
@@ -308,89 +353,130 @@ fn cell(rows: &[Vec<Value>], row: usize, column: usize) -> String {
         .map_or_else(|| "none".to_owned(), format_value)
 }
 
-fn shaped_summary(translation: &Translation, period: &str, rows: &[Vec<Value>]) -> String {
-    let title = &translation.title;
-    match &translation.shape {
-        Shape::Totals => format!("{} in {period}: {}.", capitalize(title), cell(rows, 0, 0)),
-        Shape::Comparison => {
-            let (now, before) = (number_at(rows, 0), number_at(rows, 1));
-            let change = if before > 0.0 {
-                format!(" ({:+.1} %)", (now - before) / before * 100.0)
-            } else {
-                String::new()
-            };
-            format!(
-                "{}: {} in {period}, {} in the previous period{change}.",
-                capitalize(title.split(':').next().unwrap_or(title)),
-                cell(rows, 0, 0),
-                cell(rows, 0, 1)
-            )
-        }
-        Shape::Top if rows.is_empty() => format!("No {title} in {period}."),
-        Shape::Top => {
-            let leaders: Vec<String> = (0..rows.len().min(3))
-                .map(|i| format!("{} ({})", cell(rows, i, 0), cell(rows, i, 1)))
-                .collect();
-            format!("{} in {period}: {}.", capitalize(title), leaders.join(", "))
-        }
-        Shape::Series if rows.is_empty() => format!("No {title} in {period}."),
-        Shape::Series => {
-            let value = |i: usize| rows[i].get(1).and_then(Value::as_f64).unwrap_or(0.0);
-            let peak = (0..rows.len())
-                .max_by(|a, b| value(*a).total_cmp(&value(*b)))
-                .unwrap_or(0);
-            let low = (0..rows.len())
-                .min_by(|a, b| value(*a).total_cmp(&value(*b)))
-                .unwrap_or(0);
-            format!(
-                "{} in {period}: {} with data; the highest is {} ({}), the lowest {} ({}).",
-                capitalize(title),
-                plural(rows.len(), title.rsplit(' ').next().unwrap_or("bucket")),
-                cell(rows, peak, 1),
-                cell(rows, peak, 0),
-                cell(rows, low, 1),
-                cell(rows, low, 0)
-            )
-        }
-        Shape::Funnel(steps) => {
-            let parts: Vec<String> = steps
+/// The answer in words: every number of a short answer, the first rows of a long one.
+fn typed_summary(query: &TypedQuery, executed: &Executed, period: &str) -> String {
+    let rows = &executed.rows;
+    let period = if period.is_empty() {
+        String::new()
+    } else {
+        format!(" ({period})")
+    };
+    match query {
+        TypedQuery::Query(_) if rows.is_empty() => format!("Nothing matched{period}."),
+        TypedQuery::Query(_) if rows.len() == 1 => {
+            let parts: Vec<String> = executed
+                .columns
                 .iter()
-                .enumerate()
-                .map(|(i, step)| {
-                    let name = match step {
-                        super::translator::Target::Event(name)
-                        | super::translator::Target::Page(name) => name,
-                    };
-                    format!("{} {name}", cell(rows, 0, i))
+                .zip(&rows[0])
+                .map(|(column, value)| {
+                    format!("{}: {}", column.replace('_', " "), format_value(value))
+                })
+                .collect();
+            format!("{}{period}.", capitalize(&parts.join(", ")))
+        }
+        TypedQuery::Query(_) => {
+            let shown: Vec<String> = rows
+                .iter()
+                .take(3)
+                .map(|row| {
+                    let cells: Vec<String> = row.iter().map(format_value).collect();
+                    cells.join(" ")
                 })
                 .collect();
             format!(
-                "Persons reaching each step within a day, in {period}: {}.",
+                "{} rows{period}; the first: {}.",
+                rows.len(),
+                shown.join("; ")
+            )
+        }
+        TypedQuery::Funnel(_) => {
+            let parts: Vec<String> = rows
+                .iter()
+                .map(|row| {
+                    format!(
+                        "{} {}",
+                        cell(std::slice::from_ref(row), 0, 2),
+                        cell(std::slice::from_ref(row), 0, 1)
+                    )
+                })
+                .collect();
+            format!(
+                "Persons reaching each step in order{period}: {}.",
                 parts.join(", then ")
             )
         }
-        Shape::Retention if rows.is_empty() => format!("No activity in {period}."),
-        Shape::Retention => {
-            let cohorts = rows
-                .iter()
-                .filter(|row| row.get(1).and_then(Value::as_u64) == Some(0))
-                .count();
-            format!(
-                "{cohorts} weekly cohorts in {period}; the first cohort ({}) had {} persons.",
-                cell(rows, 0, 0),
-                cell(rows, 0, 2)
-            )
-        }
-        Shape::Activity if rows.is_empty() => {
-            format!("No activity found for that person in {period}.")
-        }
-        Shape::Activity => format!(
-            "{} events in {period}, from {} to {}.",
+        TypedQuery::Retention(_) if rows.is_empty() => format!("No activity{period}."),
+        TypedQuery::Retention(_) => format!(
+            "{} weekly cohorts{period}; the first ({}) had {} persons.",
             rows.len(),
             cell(rows, 0, 0),
-            cell(rows, rows.len() - 1, 0)
+            cell(rows, 0, 1)
+        ),
+        TypedQuery::Person(spec) if rows.is_empty() => {
+            format!("No sessions of {}{period}.", spec.id)
+        }
+        TypedQuery::Person(spec) => format!(
+            "{} of {}{period}, the latest starting {}.",
+            plural(rows.len(), "session"),
+            spec.id,
+            cell(rows, 0, 0)
         ),
     }
+}
+
+/// What the rows are, e.g. "visitors, bounce rate by visit:country".
+fn title_of(query: &TypedQuery) -> String {
+    match query {
+        TypedQuery::Query(body) => {
+            let names = |key: &str| -> Vec<String> {
+                body.get(key)
+                    .and_then(Value::as_array)
+                    .map(|items| {
+                        items
+                            .iter()
+                            .filter_map(Value::as_str)
+                            .map(|s| s.replace('_', " "))
+                            .collect()
+                    })
+                    .unwrap_or_default()
+            };
+            let (metrics, dimensions) = (names("metrics"), names("dimensions"));
+            if dimensions.is_empty() {
+                metrics.join(", ")
+            } else {
+                format!("{} by {}", metrics.join(", "), dimensions.join(", "))
+            }
+        }
+        TypedQuery::Funnel(spec) => format!("funnel: {}", spec.steps.join(" → ")),
+        TypedQuery::Retention(_) => "weekly retention".to_owned(),
+        TypedQuery::Person(spec) => format!("sessions of {}", spec.id),
+    }
+}
+
+/// Column names and types (`Date` for a time bucket, `Float64` for numbers) for the chart.
+fn columns_of(executed: &Executed) -> Vec<Column> {
+    executed
+        .columns
+        .iter()
+        .enumerate()
+        .map(|(index, name)| {
+            let sample = executed
+                .rows
+                .iter()
+                .find_map(|row| row.get(index).filter(|v| !v.is_null()));
+            let column_type = if name.starts_with("time") {
+                "Date"
+            } else if sample.is_some_and(Value::is_number) {
+                "Float64"
+            } else {
+                "String"
+            };
+            Column {
+                name: name.clone(),
+                column_type: column_type.to_owned(),
+            }
+        })
+        .collect()
 }
 
 fn plural(count: usize, unit: &str) -> String {
@@ -401,13 +487,6 @@ fn plural(count: usize, unit: &str) -> String {
     }
 }
 
-fn number_at(rows: &[Vec<Value>], column: usize) -> f64 {
-    rows.first()
-        .and_then(|row| row.get(column))
-        .and_then(Value::as_f64)
-        .unwrap_or(0.0)
-}
-
 fn capitalize(text: &str) -> String {
     let mut chars = text.chars();
     chars
@@ -416,39 +495,39 @@ fn capitalize(text: &str) -> String {
         .unwrap_or_default()
 }
 
-fn follow_ups(translation: &Translation, period: &str) -> Vec<String> {
-    let named = period.split(" (").next().unwrap_or(period);
-    let in_named = if named.starts_with("the ") {
-        format!("in {named}")
-    } else {
-        named.to_owned()
+/// Questions to ask next, over the same period (in words the translator reads).
+fn follow_ups(query: &TypedQuery, period: Option<&crate::query::range::Period>) -> Vec<String> {
+    let when = period.map_or_else(
+        || "in the last 7 days".to_owned(),
+        |period| {
+            if period.first == period.last {
+                format!("on {}", period.first)
+            } else {
+                format!("from {} to {}", period.first, period.last)
+            }
+        },
+    );
+    let metric = match query {
+        TypedQuery::Query(body) => body
+            .get("metrics")
+            .and_then(|m| m.get(0))
+            .and_then(Value::as_str)
+            .map_or("visitors", |metric| match metric {
+                "pageviews" => "page views",
+                "bounce_rate" => "bounce rate",
+                "visit_duration" => "visit duration",
+                "views_per_visit" => "pages per visit",
+                "conversion_rate" => "visitors",
+                "percentage" => "visitors",
+                other => other,
+            }),
+        _ => "visitors",
     };
-    let named = in_named.as_str();
-    let metric = translation
-        .title
-        .split(':')
-        .next()
-        .unwrap_or(&translation.title);
-    match translation.shape {
-        Shape::Totals | Shape::Comparison => vec![
-            format!("{metric} per day {named}"),
-            format!("Compare {metric} with the previous period"),
-            format!("Top pages {named}"),
-        ],
-        Shape::Series => vec![
-            format!(
-                "Compare {} with the previous period",
-                metric.split(" per ").next().unwrap_or(metric)
-            ),
-            format!("Top pages {named}"),
-            format!("Bounce rate {named}"),
-        ],
-        _ => vec![
-            format!("Unique visitors {named}"),
-            format!("Top referrers {named}"),
-            format!("Sessions per day {named}"),
-        ],
-    }
+    vec![
+        format!("Top pages by {metric} {when}"),
+        format!("{} per day {when}", capitalize(metric)),
+        format!("{} by source {when}", capitalize(metric)),
+    ]
 }
 
 #[cfg(test)]

@@ -7,13 +7,16 @@
 //! way the SQL passes [`guard::check`], which alone decides what may run.
 
 pub mod answer;
+pub mod dates;
 pub mod guard;
-pub mod period;
 pub mod prompt;
 pub mod provider;
 pub mod run;
 pub mod translator;
+pub mod typed;
 pub mod views;
+pub mod vocabulary;
+pub mod words;
 
 use std::collections::HashMap;
 use std::num::NonZeroU32;
@@ -24,13 +27,14 @@ use chrono::NaiveDate;
 use chrono_tz::Tz;
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use schemas::tenants::Tenant;
-use serde_json::{Value, json};
+use serde_json::json;
 
 use crate::metrics::Metrics;
 use answer::Answer;
 use provider::{Message, Provider, ProviderError};
 use run::{RunError, Runner, Table};
-use translator::{Translation, Vocabulary};
+use translator::Translation;
+use vocabulary::Vocabulary;
 
 /// Longest question accepted, characters.
 pub const MAX_QUESTION_CHARS: usize = 500;
@@ -68,6 +72,9 @@ pub enum AskError {
     /// ClickHouse is unreachable.
     #[error("the analytics store is unavailable")]
     Unavailable(#[source] RunError),
+    /// The query model's statements failed (logged where they failed).
+    #[error("the analytics store is unavailable")]
+    Store,
 }
 
 /// Everything Ask needs, shared by all requests.
@@ -166,14 +173,20 @@ impl AskService {
     /// [`Answer`] with its [`answer::Outcome`].
     pub async fn ask(
         &self,
+        client: &clickhouse::Client,
         tenant: &Tenant,
         question: &str,
         complete_until_ms: Option<i64>,
+        now: i64,
     ) -> Result<Answer, AskError> {
         let question = question.trim();
         let started = Instant::now();
         let tz: Tz = tenant.time_zone.parse().unwrap_or(Tz::UTC);
-        let today = chrono::Utc::now().with_timezone(&tz).date_naive();
+        let today = chrono::DateTime::from_timestamp(now, 0)
+            .unwrap_or_default()
+            .with_timezone(&tz)
+            .date_naive();
+        let offline = Offline { client, now, tz };
         let mut attempts = Attempts::default();
         let mut answer = match &self.provider {
             Some(provider) if self.spend_model_call(&tenant.id, false) => {
@@ -192,7 +205,7 @@ impl AskService {
                     Ok(answer) => answer,
                     Err(error) => {
                         tracing::warn!(error = %error_chain(&error), "model unavailable; the offline translator answers");
-                        let mut answer = self.ask_offline(tenant, question, today, tz).await?;
+                        let mut answer = self.ask_offline(&offline, tenant, question).await?;
                         answer.add_note(format!(
                             "The model failed ({error}); answered by the offline translator instead."
                         ));
@@ -201,14 +214,14 @@ impl AskService {
                 }
             }
             Some(_) => {
-                let mut answer = self.ask_offline(tenant, question, today, tz).await?;
+                let mut answer = self.ask_offline(&offline, tenant, question).await?;
                 answer.add_note(format!(
                     "Today's budget of {} model calls is spent; answered by the offline translator.",
                     self.limits.model_calls_per_day
                 ));
                 answer
             }
-            None => self.ask_offline(tenant, question, today, tz).await?,
+            None => self.ask_offline(&offline, tenant, question).await?,
         };
         answer.set_complete_until(complete_until_ms);
         let latency = started.elapsed();
@@ -314,15 +327,18 @@ impl AskService {
 
     async fn ask_offline(
         &self,
+        offline: &Offline<'_>,
         tenant: &Tenant,
         question: &str,
-        today: NaiveDate,
-        tz: Tz,
     ) -> Result<Answer, AskError> {
-        let vocabulary = self.vocabulary(tenant).await?;
+        let vocabulary = self.vocabulary(offline, tenant).await?;
+        let today = chrono::DateTime::from_timestamp(offline.now, 0)
+            .unwrap_or_default()
+            .with_timezone(&offline.tz)
+            .date_naive();
         let context = translator::Context {
             today,
-            tz,
+            tz: offline.tz,
             vocabulary: &vocabulary,
         };
         let translation: Translation = match translator::translate(question, context) {
@@ -335,50 +351,39 @@ impl AskService {
                 ));
             }
         };
-        let outcome = self.run_checked(tenant, &translation.sql).await;
-        if let Err(Failure::Unavailable(error)) = outcome {
-            return Err(AskError::Unavailable(error));
+        let outcome = typed::execute(offline.client, tenant, &translation.query, offline.now).await;
+        if let Err(typed::ExecuteError::Unavailable) = outcome {
+            return Err(AskError::Store);
         }
-        Ok(Answer::from_translation(question, translation, outcome))
+        Ok(Answer::from_typed(
+            question,
+            translation,
+            outcome,
+            offline.tz,
+            &OFFLINE,
+        ))
     }
 
-    /// The tenant's event names and page locations of the last 90 days, most frequent first,
-    /// read through the guard like any other statement.
-    async fn vocabulary(&self, tenant: &Tenant) -> Result<Arc<Vocabulary>, AskError> {
+    /// The tenant's names, read through the query model at most once a minute.
+    async fn vocabulary(
+        &self,
+        offline: &Offline<'_>,
+        tenant: &Tenant,
+    ) -> Result<Arc<Vocabulary>, AskError> {
         if let Ok(cache) = self.vocabularies.lock()
             && let Some((read, vocabulary)) = cache.get(&tenant.id)
             && read.elapsed() < VOCABULARY_TTL
         {
             return Ok(vocabulary.clone());
         }
-        let names = |sql: String| async move {
-            match self.run_checked(tenant, &sql).await {
-                Ok(checked) => Ok(checked
-                    .table
-                    .rows
-                    .iter()
-                    .filter_map(|row| row.first().and_then(Value::as_str).map(str::to_owned))
-                    .filter(|name| !name.is_empty())
-                    .collect::<Vec<String>>()),
-                Err(Failure::Unavailable(error)) => Err(AskError::Unavailable(error)),
-                Err(other) => {
-                    tracing::error!(failure = ?other, "reading the tenant's names failed");
-                    Ok(Vec::new())
-                }
-            }
-        };
-        let recent = "event_time >= now() - INTERVAL 90 DAY";
-        let events = names(format!(
-            "SELECT name AS label, count() AS occurrences FROM events WHERE type = 'track' AND {recent} GROUP BY label ORDER BY occurrences DESC LIMIT 500"
-        ))
-        .await?;
-        let pages = names(format!(
-            "SELECT {} AS label, count() AS occurrences FROM events WHERE {} AND {recent} GROUP BY label ORDER BY occurrences DESC LIMIT 1000",
-            schemas::definitions::page_view_location_sql(),
-            schemas::definitions::page_view_sql()
-        ))
-        .await?;
-        let vocabulary = Arc::new(Vocabulary { events, pages });
+        let vocabulary = Arc::new(
+            Vocabulary::read(offline.client, tenant, offline.now)
+                .await
+                .map_err(|error| {
+                    tracing::error!(error = %error_chain(&error), tenant = %tenant.id, "reading the tenant's names failed");
+                    AskError::Store
+                })?,
+        );
         if let Ok(mut cache) = self.vocabularies.lock() {
             cache.insert(tenant.id.clone(), (Instant::now(), vocabulary.clone()));
         }
@@ -426,6 +431,14 @@ impl AskService {
             }
         });
     }
+}
+
+/// What the offline path runs with: the query model's client, the request's "now" and the
+/// tenant's zone.
+struct Offline<'a> {
+    client: &'a clickhouse::Client,
+    now: i64,
+    tz: Tz,
 }
 
 const OFFLINE: Author = Author {

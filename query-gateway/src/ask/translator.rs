@@ -1,191 +1,34 @@
-//! The offline translator: plain-English questions to SQL over the views, without a model.
+//! The offline translator: a question in plain English to a [`TypedQuery`] of the query model,
+//! without a model. It writes no SQL: its numbers are the dashboard's by construction.
 //!
-//! Deterministic and deliberately narrow. It recognises a period ([`super::period`]), then one
-//! of these question shapes, in this order:
-//! 1. retention ("retention", "come back"): weekly cohorts of persons;
-//! 2. a funnel ("funnel from A to B to C", "conversion from A to B"): persons reaching each
-//!    step in order within a day (`windowFunnel`, as the dashboard's funnel);
-//! 3. "who did A but not B" (also "but never"): persons counted;
-//! 4. one person's activity ("activity of user X", "what did X do");
-//! 5. a comparison with the previous period ("compare", "vs", "change");
-//! 6. a metric over time ("per day", "daily", "by hour", "weekly", "trend", "over time");
-//! 7. a top list ("top", "most", "popular", "which") of pages, landing or exit pages, events,
-//!    referrers, UTM sources or campaigns;
-//! 8. a total: page views, events, visitors, persons, sessions, bounce rate, average session
-//!    duration, or how often a named event or page happened.
-//!
-//! Names of events and pages are the tenant's own, matched case-insensitively (quoted names
-//! and funnel steps also fuzzily). Anything else is [`Unanswerable`], with questions it can
-//! answer: it never guesses a number.
+//! Every word must be accounted for. Recognisers take the tokens they understand, in this
+//! order: periods ([`super::dates`]); comparison words; retention; funnel words; compound
+//! metrics ("bounce rate", "pages per session"); time buckets ("daily", "per hour");
+//! dimensions ("by country", "top 5 pages"); the tenant's names (events by their words,
+//! "sign-ups" for `Signed Up`; pages by path or by name, "the pricing page"; sources,
+//! channels, devices, browsers, systems, campaigns, cities, regions, property values, all
+//! read from the tenant's data; countries by name); plain metrics. A word none of them took
+//! and that carries meaning ("new", "revenue", "not" left alone, an unknown name) makes the
+//! question [`Unanswerable`], with the word named and the closest names the tenant has: a
+//! dropped qualifier would be a confident wrong number.
 
 use chrono::NaiveDate;
 use chrono_tz::Tz;
-use schemas::definitions::{activity_sql, page_view_location_sql, page_view_sql};
+use serde_json::{Map, Value, json};
 
-use super::period::{self, Period};
+use super::dates::{self, Pick};
+use super::typed::{FunnelSpec, PersonSpec, RetentionSpec, TypedQuery};
+use super::vocabulary::Vocabulary;
+use super::words::{Kind, Token, name_stems, stem, tokenize};
+use crate::query::model::VisitAttribute;
 
-/// The tenant's names that questions may mention: track event names and page-view locations
-/// (paths, or screens' names).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Vocabulary {
-    /// Track event names.
-    pub events: Vec<String>,
-    /// Page-view locations.
-    pub pages: Vec<String>,
-}
-
-/// A named event or page.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Target {
-    /// A track event of this name.
-    Event(String),
-    /// A page view of this location.
-    Page(String),
-}
-
-impl Target {
-    fn condition(&self) -> String {
-        match self {
-            Target::Event(name) => format!("(type = 'track' AND name = {})", quote(name)),
-            Target::Page(location) => format!(
-                "({} AND {} = {})",
-                page_view_sql(),
-                page_view_location_sql(),
-                quote(location)
-            ),
-        }
-    }
-
-    fn describe(&self) -> String {
-        match self {
-            Target::Event(name) => format!("\"{name}\" events"),
-            Target::Page(location) => format!("views of {location}"),
-        }
-    }
-
-    fn name(&self) -> &str {
-        match self {
-            Target::Event(name) | Target::Page(name) => name,
-        }
-    }
-}
-
-impl Vocabulary {
-    /// The name `text` means: an exact case-insensitive match first, then (when `fuzzy`) the
-    /// closest name within a normalized edit distance of 0.25.
-    pub fn resolve(&self, text: &str, fuzzy: bool) -> Option<Target> {
-        let wanted = normalize_name(text);
-        if wanted.is_empty() {
-            return None;
-        }
-        let candidates = self
-            .events
-            .iter()
-            .map(|name| Target::Event(name.clone()))
-            .chain(self.pages.iter().map(|name| Target::Page(name.clone())));
-        let mut best: Option<(f64, Target)> = None;
-        for candidate in candidates {
-            let have = normalize_name(candidate.name());
-            let score = if have == wanted {
-                2.0
-            } else if fuzzy {
-                strsim::normalized_levenshtein(&have, &wanted)
-            } else {
-                0.0
-            };
-            if score >= 0.75 && best.as_ref().is_none_or(|(top, _)| score > *top) {
-                best = Some((score, candidate));
-            }
-        }
-        best.map(|(_, target)| target)
-    }
-
-    /// The longest name that occurs in `question` as whole words (case-insensitive).
-    fn mentioned(&self, question: &str) -> Option<Target> {
-        let haystack = format!(" {} ", normalize_name(question));
-        let candidates = self
-            .events
-            .iter()
-            .map(|name| Target::Event(name.clone()))
-            .chain(self.pages.iter().map(|name| Target::Page(name.clone())));
-        candidates
-            .filter(|target| {
-                let needle = normalize_name(target.name());
-                needle.len() >= 3 && haystack.contains(&format!(" {needle} "))
-            })
-            .max_by_key(|target| target.name().len())
-    }
-}
-
-/// Lowercase, with `_`, `-` and runs of spaces as one space; a leading `/` kept (paths).
-fn normalize_name(text: &str) -> String {
-    let text = text
-        .trim()
-        .trim_matches(|c| c == '"' || c == '\'' || c == '`');
-    let mapped: String = text
-        .chars()
-        .map(|c| match c {
-            '_' | '-' => ' ',
-            c => c.to_ascii_lowercase(),
-        })
-        .collect();
-    mapped.split_whitespace().collect::<Vec<_>>().join(" ")
-}
-
-/// A SQL string literal; quotes are doubled (the guard refuses backslashes).
-fn quote(text: &str) -> String {
-    format!("'{}'", text.replace('\'', "''"))
-}
-
-/// How the answer presents a result.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Shape {
-    /// One row of named numbers.
-    Totals,
-    /// Rows of `(label, count)`, largest first.
-    Top,
-    /// Rows of `(bucket, value)`, in time order.
-    Series,
-    /// One row: this period's value, the previous period's.
-    Comparison,
-    /// One row: persons reaching each step.
-    Funnel(Vec<Target>),
-    /// Rows of `(cohort week, weeks later, persons)`.
-    Retention,
-    /// A person's events, oldest first.
-    Activity,
-}
-
-/// A question turned into SQL.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Translation {
-    /// SQL over the views; it still goes through the guard.
-    pub sql: String,
-    /// How to present the rows.
-    pub shape: Shape,
-    /// What the rows are, e.g. "page views per day".
-    pub title: String,
-    /// The period the SQL covers; `None` for all time.
-    pub period: Option<Period>,
-    /// What the translator assumed, e.g. that a misspelt name meant a known one.
-    pub notes: Vec<String>,
-}
-
-/// Why the translator cannot answer, and what it can.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{reason}")]
-pub struct Unanswerable {
-    /// In plain words.
-    pub reason: String,
-}
-
-/// Questions the translator answers, offered when it cannot answer one.
+/// Questions the dashboard offers when one cannot be answered.
 pub const SUGGESTIONS: [&str; 6] = [
     "How many unique visitors did we have in the last 7 days?",
     "What were the top pages last month?",
     "Page views per day in the last 14 days",
-    "What is the bounce rate this week?",
-    "Compare sessions with the previous period",
+    "What's our bounce rate this week?",
+    "Visitors by country this month compared to the previous period",
     "Weekly retention over the last 8 weeks",
 ];
 
@@ -194,1094 +37,1943 @@ pub const SUGGESTIONS: [&str; 6] = [
 pub struct Context<'a> {
     /// Today in the tenant's time zone.
     pub today: NaiveDate,
-    /// The tenant's time zone.
+    /// The tenant's zone.
     pub tz: Tz,
-    /// The tenant's event and page names.
+    /// The tenant's names.
     pub vocabulary: &'a Vocabulary,
 }
 
-const VISITOR: &str = "if(anonymous_id != '', anonymous_id, user_id)";
-
-/// Translates `question`.
-///
-/// # Errors
-/// [`Unanswerable`] when the question is outside the shapes above or names an unknown event
-/// or page.
-pub fn translate(question: &str, context: Context<'_>) -> Result<Translation, Unanswerable> {
-    let text = clean(question);
-    let found = period::find(&text, context.today, context.tz);
-    let named_period = found.as_ref().map(|(period, _)| period.clone());
-    let rest = found.map_or(text.clone(), |(_, rest)| rest);
-    let (mut translation, names) = shape_of(question, &rest, named_period, context)?;
-    let extra: &[&str] = if matches!(translation.shape, Shape::Totals) && but_not(&rest).is_some() {
-        &["but", "not", "never", "without", "didn't", "did"]
-    } else {
-        &[]
-    };
-    check_understood(&rest, &names, extra)?;
-    for name in &names {
-        if let Some(target) = context.vocabulary.resolve(name, true)
-            && normalize_name(target.name()) != normalize_name(name)
-        {
-            translation
-                .notes
-                .push(format!("I took \"{name}\" to mean \"{}\".", target.name()));
-        }
-    }
-    if let Some(id) = names
-        .first()
-        .filter(|_| translation.shape == Shape::Activity)
-    {
-        translation
-            .notes
-            .push(format!("Ids are matched exactly: \"{id}\"."));
-    }
-    Ok(translation)
+/// A question understood.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Translation {
+    /// What runs.
+    pub query: TypedQuery,
+    /// How the translator read names it matched loosely, and defaults it applied.
+    pub notes: Vec<String>,
 }
 
-/// The question's shape, and the names (as typed) it consumed.
-fn shape_of(
-    question: &str,
-    rest: &str,
-    named_period: Option<Period>,
-    context: Context<'_>,
-) -> Result<(Translation, Vec<String>), Unanswerable> {
-    let default = |days: u64, name: &str| {
-        named_period.clone().unwrap_or_else(|| {
-            Period::days(
-                context.today - chrono::Days::new(days - 1),
-                context.today,
-                context.tz,
-                name,
-            )
-        })
-    };
-    let has = |words: &[&str]| words.iter().any(|word| contains_words(rest, word));
-    if has(&[
-        "retention",
-        "retained",
-        "come back",
-        "came back",
-        "return",
-        "returned",
-    ]) {
-        let period = default(56, "the last 8 weeks");
-        return Ok((retention(period, context.tz), Vec::new()));
-    }
-    if let Some(fragments) = funnel_steps(rest) {
-        let steps = join_steps(&fragments, context.vocabulary);
-        if !(2..=5).contains(&steps.len()) {
-            return Err(unanswerable(
-                "A funnel has 2 to 5 steps, e.g. \"funnel from /pricing to Signed Up\".",
-            ));
-        }
-        let targets = resolve_all(&steps, context.vocabulary)?;
-        return Ok((funnel(targets, default(7, "the last 7 days")), steps));
-    }
-    if let Some((did, not)) = but_not(rest) {
-        let targets = resolve_all(&[did.clone(), not.clone()], context.vocabulary)?;
-        let period = default(7, "the last 7 days");
-        let translation = did_but_not(&targets[0], &targets[1], period);
-        return Ok((translation, vec![did, not]));
-    }
-    if let Some(id) = person_mentioned(rest) {
-        let id = original_case(question, &id);
-        return Ok((activity(&id, named_period), vec![id]));
-    }
-    metric_shape(question, rest, default(7, "the last 7 days"), context)
+/// Why a question cannot be answered, in words for the asker.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unanswerable {
+    /// The reason, naming the words not understood.
+    pub reason: String,
 }
 
-/// Totals, comparisons, series and top lists: a metric, maybe narrowed to a named event or
-/// page, or a dimension.
-fn metric_shape(
-    question: &str,
-    rest: &str,
-    period: Period,
-    context: Context<'_>,
-) -> Result<(Translation, Vec<String>), Unanswerable> {
-    let has = |words: &[&str]| words.iter().any(|word| contains_words(rest, word));
-    let typed = quoted(rest).or_else(|| path_token(rest));
-    let target = typed
-        .as_ref()
-        .and_then(|name| context.vocabulary.resolve(name, true))
-        .or_else(|| context.vocabulary.mentioned(rest));
-    let mut names: Vec<String> = typed.into_iter().collect();
-    names.extend(target.as_ref().map(|target| target.name().to_owned()));
-    if let Some(target) = &target
-        && Metric::find(rest, None).is_some_and(|metric| metric.uses_sessions())
-    {
-        return Err(unanswerable(&format!(
-            "Without a language model I can't narrow sessions, bounce rate or session duration to {}; ask about page views, events, visitors or persons with it instead.",
-            target.describe()
-        )));
-    }
-    if let Some(dimension) = breakdown(rest) {
-        return Err(unanswerable(&format!(
-            "Without a language model I break numbers down only as top lists: ask e.g. \"top {dimension} in the last 7 days\"."
-        )));
-    }
-    let metric = Metric::find(rest, target.clone());
-    let comparing = has(&[
-        "compare",
-        "compared",
-        "vs",
-        "versus",
-        "previous period",
-        "change",
-        "growth",
-    ]);
-    let listing = has(&["top", "most", "popular", "which", "list", "best", "biggest"]);
-    let translation = if comparing {
-        let metric = metric.ok_or_else(|| unknown_metric(question))?;
-        comparison(metric, period, context.tz)
-    } else if let Some(bucket) = Bucket::find(rest) {
-        let metric = metric.ok_or_else(|| unknown_metric(question))?;
-        series(metric, bucket, period, context.tz)
-    } else if let Some(dimension) = Dimension::find(rest).filter(|_| listing || metric.is_none()) {
-        if let Some(target) = &target {
-            return Err(unanswerable(&format!(
-                "Without a language model I can't narrow a top list to {}.",
-                target.describe()
-            )));
-        }
-        top(dimension, top_count(rest), period)
-    } else if let Some(metric) = metric {
-        total(metric, period)
-    } else {
-        return Err(unknown_metric(question));
-    };
-    Ok((translation, names))
-}
-
-fn unanswerable(reason: &str) -> Unanswerable {
+fn unanswerable(reason: impl Into<String>) -> Unanswerable {
     Unanswerable {
-        reason: reason.to_owned(),
+        reason: reason.into(),
     }
 }
 
-/// Words the shapes above account for. A question with any other word is refused: a
-/// qualifier the translator does not understand ("from Germany", "on mobile") would
-/// otherwise be silently dropped, and the answer would be wrong.
-const UNDERSTOOD: &[&str] = &[
+/// Words that carry no qualifier: they may be left over.
+const FILLERS: &[&str] = &[
     "a",
+    "about",
+    "across",
     "active",
-    "activity",
-    "actions",
-    "added",
     "all",
+    "also",
+    "am",
+    "among",
+    "amount",
     "an",
+    "analytics",
     "and",
+    "any",
+    "anyone",
+    "anything",
+    "app",
     "are",
-    "average",
-    "avg",
-    "back",
+    "arrive",
+    "arrived",
+    "as",
+    "at",
     "be",
     "been",
-    "before",
-    "best",
-    "biggest",
-    "bounce",
-    "bounced",
+    "being",
     "breakdown",
+    "bring",
+    "brings",
     "brought",
     "by",
+    "can",
     "came",
-    "campaign",
-    "campaigns",
-    "change",
-    "changed",
+    "check",
     "come",
-    "compare",
-    "compared",
+    "complete",
     "completed",
-    "conversion",
-    "convert",
-    "converted",
+    "could",
     "count",
-    "customer",
-    "customers",
-    "daily",
-    "day",
-    "days",
+    "counts",
+    "currently",
+    "data",
     "did",
+    "display",
     "do",
     "does",
-    "duration",
-    "each",
-    "entry",
-    "event",
-    "events",
-    "every",
-    "exit",
+    "done",
+    "down",
+    "drive",
+    "drove",
+    "driven",
+    "during",
+    "far",
+    "figure",
+    "figures",
+    "find",
     "for",
     "from",
-    "funnel",
+    "generate",
+    "generated",
     "get",
+    "getting",
     "give",
     "go",
     "got",
-    "growth",
     "had",
     "happen",
     "happened",
     "has",
     "have",
-    "history",
+    "having",
+    "here",
+    "hit",
     "hits",
-    "hour",
-    "hourly",
     "how",
+    "i",
     "in",
+    "included",
+    "includes",
+    "into",
     "is",
     "it",
-    "journey",
-    "landing",
-    "last",
-    "length",
+    "its",
+    "just",
+    "know",
+    "land",
+    "landed",
+    "let",
+    "like",
     "list",
-    "long",
+    "look",
+    "looked",
+    "made",
+    "make",
     "many",
     "me",
-    "month",
-    "monthly",
+    "metric",
+    "metrics",
     "most",
     "much",
+    "my",
     "number",
+    "numbers",
     "of",
     "on",
+    "one",
+    "opened",
+    "open",
+    "or",
     "our",
+    "ours",
+    "out",
     "over",
-    "page",
-    "pages",
-    "pageview",
-    "pageviews",
-    "past",
+    "overall",
     "people",
-    "per",
-    "period",
-    "person",
-    "persons",
-    "popular",
-    "previous",
-    "rate",
-    "referrer",
-    "referrers",
-    "referring",
-    "referer",
-    "retained",
-    "retention",
-    "return",
-    "returned",
-    "screen",
-    "screens",
-    "session",
-    "sessions",
+    "performed",
+    "pick",
+    "picked",
+    "please",
+    "pull",
+    "reach",
+    "reached",
+    "read",
+    "receive",
+    "received",
+    "report",
+    "saw",
+    "see",
+    "seen",
+    "send",
+    "sends",
+    "sent",
     "show",
     "site",
-    "source",
-    "sources",
-    "spent",
+    "so",
+    "someone",
+    "something",
+    "stats",
+    "statistics",
+    "sum",
+    "tally",
+    "tell",
     "that",
     "the",
+    "their",
     "them",
-    "then",
     "there",
+    "these",
+    "they",
     "this",
-    "time",
-    "timeline",
+    "those",
+    "through",
+    "throughout",
     "times",
     "to",
     "top",
     "total",
-    "traffic",
-    "trend",
+    "totals",
+    "trigger",
     "triggered",
-    "unique",
-    "url",
-    "urls",
-    "path",
-    "paths",
-    "user",
+    "up",
+    "us",
+    "use",
+    "used",
     "users",
-    "utm",
-    "versus",
+    "using",
     "via",
     "view",
     "viewed",
-    "views",
     "visit",
     "visited",
-    "visitor",
     "visitors",
-    "visits",
-    "vs",
     "was",
     "we",
     "website",
-    "week",
-    "weekly",
+    "went",
     "were",
     "what",
+    "when",
+    "where",
     "which",
     "who",
+    "whole",
+    "will",
     "with",
-    "app",
-    "->",
-    ">",
-    "→",
-    "so",
-    "far",
-    "did",
-    "do",
+    "within",
+    "would",
+    "you",
+    "your",
 ];
 
-fn check_understood(rest: &str, names: &[String], extra: &[&str]) -> Result<(), Unanswerable> {
-    let words: Vec<&str> = rest
-        .split(' ')
-        .map(|word| word.trim_matches(['"', '\'']))
-        .collect();
-    let mut text = format!(" {} ", normalize_name(&words.join(" ")));
-    for name in names {
-        let name = normalize_name(name);
-        if !name.is_empty() {
-            text = text.replace(&format!(" {name} "), " ");
+/// What the question asks for, assembled as recognisers run.
+#[derive(Debug, Default)]
+struct Ask {
+    metrics: Vec<&'static str>,
+    dimensions: Vec<String>,
+    names: Vec<Named>,
+    limit: Option<u32>,
+    ascending: bool,
+    comparison: Option<Value>,
+    /// The comparison was only "A vs B": with two values of one attribute it is a breakdown.
+    versus_only: bool,
+    retention: bool,
+    funnel: bool,
+    /// "from A to B" with names: a funnel.
+    from_to: bool,
+    window_secs: Option<u32>,
+    person: Option<String>,
+    notes: Vec<String>,
+    /// "how many …" with no metric word: a count of what is named.
+    counted: bool,
+    /// A ranking asks for one row ("which page had the most …").
+    wants_one: bool,
+    /// "by count": the count of the breakdown's own thing.
+    by_count: bool,
+    /// "how many times": a count of events or page views, not of people.
+    times: bool,
+}
+
+/// One name matched.
+#[derive(Debug, Clone)]
+struct Named {
+    dimension: String,
+    operator: &'static str,
+    value: String,
+    at: usize,
+    /// After "but": "had a sign-up but no completed checkout".
+    after_but: bool,
+}
+
+/// Translates `question` at `context`.
+///
+/// # Errors
+/// [`Unanswerable`] naming what was not understood.
+pub fn translate(question: &str, context: Context<'_>) -> Result<Translation, Unanswerable> {
+    let mut tokens = tokenize(question);
+    let mut ask = Ask::default();
+    let vocabulary = context.vocabulary;
+    let picks = dates::find(&mut tokens, context.today);
+    refuse_unsupported(&tokens)?;
+    comparison(&mut tokens, &picks, &mut ask)?;
+    retention_words(&mut tokens, &mut ask);
+    funnel_words(&mut tokens, &mut ask);
+    compound_metrics(&mut tokens, &mut ask);
+    time_buckets(&mut tokens, &mut ask);
+    literal_names(&mut tokens, vocabulary, &mut ask)?;
+    property_values(&mut tokens, vocabulary, &mut ask);
+    sections(&mut tokens, vocabulary, &mut ask);
+    pages_by_words(&mut tokens, vocabulary, &mut ask);
+    goals_by_label(&mut tokens, vocabulary, &mut ask);
+    dimensions(&mut tokens, vocabulary, &mut ask);
+    events_by_words(&mut tokens, vocabulary, &mut ask)?;
+    visit_values(&mut tokens, vocabulary, &mut ask);
+    countries(&mut tokens, &mut ask);
+    qualifiers(&mut tokens, &mut ask);
+    plain_metrics(&mut tokens, &mut ask);
+    person(&mut tokens, &mut ask);
+    negations(&mut tokens, &mut ask)?;
+    leftovers(&tokens, vocabulary)?;
+    let main = picks.iter().find(|pick| !pick.before && !pick.year_ago);
+    assemble(ask, main, context)
+}
+
+fn take(tokens: &mut [Token], from: usize, length: usize) {
+    for token in tokens.iter_mut().skip(from).take(length) {
+        token.used = true;
+    }
+}
+
+/// Whether `pattern` (words, `a|b` alternatives, `*` any word) matches unused tokens at `i`.
+fn matches_at(tokens: &[Token], i: usize, pattern: &[&str]) -> bool {
+    pattern.iter().enumerate().all(|(k, alternatives)| {
+        tokens.get(i + k).is_some_and(|token| {
+            !token.used
+                && (*alternatives == "*"
+                    || alternatives
+                        .split('|')
+                        .any(|alternative| alternative == token.word))
+        })
+    })
+}
+
+/// The first position `pattern` matches at.
+fn find(tokens: &[Token], pattern: &[&str]) -> Option<usize> {
+    (0..tokens.len()).find(|i| matches_at(tokens, *i, pattern))
+}
+
+/// Takes the first match of any of `patterns`; its position.
+fn take_any(tokens: &mut [Token], patterns: &[&[&str]]) -> Option<usize> {
+    for pattern in patterns {
+        if let Some(i) = find(tokens, pattern) {
+            take(tokens, i, pattern.len());
+            return Some(i);
         }
     }
-    let words: Vec<&str> = text
-        .split_whitespace()
-        .map(|word| word.trim_matches(['"', '\'', '?', '!', ',']))
-        .filter(|word| !word.is_empty())
-        .collect();
-    // A number is understood only as the N of "top N"; periods took theirs already.
-    let unknown: Vec<&str> = words
+    None
+}
+
+fn take_at(tokens: &mut [Token], at: usize, pattern: &[&str]) -> bool {
+    let found = matches_at(tokens, at, pattern);
+    if found {
+        take(tokens, at, pattern.len());
+    }
+    found
+}
+
+/// Questions about what the model does not hold, refused by their words before any of them
+/// could be read as something else ("new visitors" is not "visitors").
+fn refuse_unsupported(tokens: &[Token]) -> Result<(), Unanswerable> {
+    const UNSUPPORTED: &[(&[&str], &str)] = &[
+        (
+            &[
+                "new|returning|repeat|first",
+                "visitors|users|people|customers|vs|time",
+            ],
+            "new and returning visitors",
+        ),
+        (&["returning"], "returning visitors"),
+        (
+            &["revenue|sales|spend|spent|cost|costs|price|prices|money|income|ltv|aov"],
+            "revenue and costs",
+        ),
+        (&["order", "value"], "order values"),
+        (&["lifetime", "value"], "lifetime value"),
+        (&["time", "on", "page"], "time on page"),
+        (&["scroll", "depth"], "scroll depth"),
+        (&["exit", "rate|rates"], "exit rates"),
+        (&["why"], "causes"),
+        (
+            &["next|will|predict|forecast|projected|expect"],
+            "predictions",
+        ),
+        (
+            &["right", "now"],
+            "the last minutes (the dashboard's live counter shows them)",
+        ),
+    ];
+    for (pattern, what) in UNSUPPORTED {
+        if let Some(i) = find(tokens, pattern) {
+            let words: Vec<&str> = tokens[i..i + pattern.len()]
+                .iter()
+                .map(|t| t.raw.as_str())
+                .collect();
+            return Err(unanswerable(format!(
+                "I can't answer questions about {what} (\"{}\"): the query model does not hold them, and answering without would give a wrong number.",
+                words.join(" ")
+            )));
+        }
+    }
+    Ok(())
+}
+
+fn comparison(tokens: &mut [Token], picks: &[Pick], ask: &mut Ask) -> Result<(), Unanswerable> {
+    let yoy = take_any(tokens, &[&["year", "over", "year"], &["yoy"]]).is_some();
+    let mut versus = false;
+    while take_any(tokens, &[&["versus"], &["vs"]]).is_some() {
+        versus = true;
+    }
+    let connector = take_any(
+        tokens,
+        &[
+            &["compared", "to|with|against"],
+            &["in", "comparison", "to|with"],
+            &["against"],
+            &["compare", "with|to"],
+            &["compare"],
+            &["than"],
+            &["relative", "to"],
+        ],
+    );
+    let change = take_any(
+        tokens,
+        &[
+            &[
+                "change|changed|changes|growth|grow|grew|grown|increase|increased|decrease|decreased|drop|dropped|improve|improved|trending|trended|shift|shifted",
+            ],
+            &["more|less|fewer|higher|lower|better|worse"],
+        ],
+    );
+    if !yoy && !versus && connector.is_none() && change.is_none() {
+        if picks.iter().any(|pick| pick.before || pick.year_ago) {
+            return Err(unanswerable(
+                "I read a period relative to another (\"the week before\", \"a year ago\") but no comparison.",
+            ));
+        }
+        return Ok(());
+    }
+    let custom = picks
         .iter()
-        .enumerate()
-        .filter(|(i, word)| {
-            let top_n = *i > 0 && words[i - 1] == "top" && word.parse::<u32>().is_ok();
-            !top_n && !UNDERSTOOD.contains(word) && !extra.contains(word)
+        .skip(1)
+        .find(|pick| !pick.before && !pick.year_ago);
+    ask.versus_only = versus && !yoy && connector.is_none() && change.is_none() && picks.len() <= 1;
+    ask.comparison = Some(if yoy || picks.iter().any(|p| p.year_ago) {
+        json!({"mode": "year_over_year"})
+    } else if let Some(target) = custom {
+        json!({"mode": "custom", "date_range": target.range})
+    } else {
+        json!({"mode": "previous_period"})
+    });
+    Ok(())
+}
+
+fn retention_words(tokens: &mut [Token], ask: &mut Ask) {
+    ask.retention = take_any(
+        tokens,
+        &[
+            &["come|comes|came|coming", "back"],
+            &["retention"],
+            &["retain|retained|retaining"],
+            &["cohort|cohorts"],
+            &["return|returned|returns"],
+            &["stick", "around"],
+        ],
+    )
+    .is_some();
+    if ask.retention {
+        while take_any(
+            tokens,
+            &[&["cohort|cohorts|weekly|retention"], &["by", "week"]],
+        )
+        .is_some()
+        {}
+    }
+}
+
+fn funnel_words(tokens: &mut [Token], ask: &mut Ask) {
+    if let Some(i) = find(tokens, &["funnel|funnels"]) {
+        ask.funnel = true;
+        take(tokens, i, 1);
+        // "the checkout funnel": a label, not a step.
+        if i > 0
+            && tokens[i - 1].kind == Kind::Word
+            && !FILLERS.contains(&tokens[i - 1].word.as_str())
+        {
+            tokens[i - 1].used = true;
+        }
+    }
+    if let Some(i) = (0..tokens.len()).find(|i| {
+        matches_at(tokens, *i, &["within|in"])
+            && tokens.get(i + 1).and_then(number_of).is_some()
+            && tokens
+                .get(i + 2)
+                .is_some_and(|t| window_unit(&t.word).is_some())
+    }) {
+        let n = tokens.get(i + 1).and_then(number_of).unwrap_or(1);
+        ask.window_secs = window_unit(&tokens[i + 2].word).map(|unit| unit * n);
+        take(tokens, i, 3);
+    }
+    if let Some(from) = find(tokens, &["from"])
+        && (from + 2..tokens.len()).any(|k| matches_at(tokens, k, &["to"]))
+        && tokens
+            .get(from + 1)
+            .is_some_and(|t| matches!(t.kind, Kind::Path | Kind::Quoted) || ask.funnel)
+    {
+        ask.from_to = true;
+    }
+    while let Some(i) = take_any(
+        tokens,
+        &[
+            &["went", "on", "to"],
+            &["go", "on", "to"],
+            &["and", "then"],
+            &["then"],
+            &["followed", "by"],
+            &["of", "the", "people|visitors|users|ones"],
+            &["of", "those|them"],
+        ],
+    ) {
+        let _ = i;
+        ask.funnel = true;
+    }
+    if ask.funnel {
+        take_any(tokens, &[&["->"], &["step|steps"]]);
+    }
+}
+
+fn number_of(token: &Token) -> Option<u32> {
+    match token.kind {
+        Kind::Number(n) => Some(n),
+        _ if token.word == "a" || token.word == "an" => Some(1),
+        _ => None,
+    }
+}
+
+fn window_unit(word: &str) -> Option<u32> {
+    match word.trim_end_matches('s') {
+        "minute" | "min" => Some(60),
+        "hour" => Some(3600),
+        "day" => Some(86_400),
+        "week" => Some(7 * 86_400),
+        _ => None,
+    }
+}
+
+/// Metrics of more than one word, and the phrasings of averages.
+fn compound_metrics(tokens: &mut [Token], ask: &mut Ask) {
+    let table: &[(&[&str], &'static str)] = &[
+        (&["bounce|bouncing", "rate|rates|percentage"], "bounce_rate"),
+        (&["bouncerate"], "bounce_rate"),
+        (
+            &[
+                "average|avg|mean|typical",
+                "session|visit",
+                "duration|durations|length|lengths|time",
+            ],
+            "visit_duration",
+        ),
+        (
+            &["session|visit", "duration|durations|length|lengths"],
+            "visit_duration",
+        ),
+        (&["time", "spent", "on", "site|the"], "visit_duration"),
+        (&["time", "on", "site"], "visit_duration"),
+        (
+            &["views|pageviews|pages", "per", "visit|session"],
+            "views_per_visit",
+        ),
+        (
+            &["page", "views", "per", "visit|session"],
+            "views_per_visit",
+        ),
+        (
+            &["views|pageviews|pages", "in", "a|each|the", "visit|session"],
+            "views_per_visit",
+        ),
+        (
+            &["conversion|conversions", "rate|rates|percentage"],
+            "conversion_rate",
+        ),
+        (&["convert", "rate"], "conversion_rate"),
+        (
+            &[
+                "percentage|share|percent|proportion",
+                "of",
+                "visitors|users|people|traffic",
+            ],
+            "percentage",
+        ),
+    ];
+    for (pattern, metric) in table {
+        while let Some(i) = find(tokens, pattern) {
+            take(tokens, i, pattern.len());
+            push_metric(ask, metric);
+        }
+    }
+    take_any(tokens, &[&["paid|pay|payed|paying", "with|by|via|using"]]);
+    if let Some(i) = find(tokens, &["how", "long"]) {
+        take(tokens, i, 2);
+        push_metric(ask, "visit_duration");
+        take_any(tokens, &[&["stay|stayed|spend|last|lasted|remain|take"]]);
+    }
+    // "how many pages do people view per session": pages … per session
+    if let Some(per) = find(tokens, &["per|each|every", "session|visit"])
+        && let Some(pages) = (0..per)
+            .rev()
+            .find(|i| matches_at(tokens, *i, &["pages|views|pageviews"]))
+    {
+        take(tokens, per, 2);
+        take(tokens, pages, 1);
+        push_metric(ask, "views_per_visit");
+        take_any(tokens, &[&["view|see|visit|browse|load"]]);
+    }
+    if ask
+        .metrics
+        .iter()
+        .any(|m| matches!(*m, "visit_duration" | "views_per_visit"))
+    {
+        take_any(
+            tokens,
+            &[&["on", "average"], &["average|avg|mean|typical|typically"]],
+        );
+    }
+    // "visits start on them": a visit's entry page.
+    if let Some(i) = find(tokens, &["start|started|began|begin|begins|starts", "on"]) {
+        take(tokens, i, 2);
+        take_any(tokens, &[&["them|it"]]);
+        ask.dimensions.retain(|d| d != "event:page");
+    }
+}
+
+fn push_metric(ask: &mut Ask, metric: &'static str) {
+    if !ask.metrics.contains(&metric) {
+        ask.metrics.push(metric);
+    }
+}
+
+fn time_buckets(tokens: &mut [Token], ask: &mut Ask) {
+    let table: &[(&[&str], &str)] = &[
+        (&["hourly"], "time:hour"),
+        (&["daily"], "time:day"),
+        (&["weekly"], "time:week"),
+        (&["monthly"], "time:month"),
+        (&["day", "by", "day"], "time:day"),
+        (&["hour", "by", "hour"], "time:hour"),
+        (&["week", "by", "week"], "time:week"),
+        (&["month", "by", "month"], "time:month"),
+        (&["by|per|each|every", "hour"], "time:hour"),
+        (&["by|per|each|every", "day|date"], "time:day"),
+        (&["by|per|each|every", "week"], "time:week"),
+        (&["by|per|each|every", "month"], "time:month"),
+        (&["for", "each", "day"], "time:day"),
+        (&["over", "time"], "time"),
+        (&["trend|trends|timeline|timeseries"], "time"),
+        (&["time", "series"], "time"),
+    ];
+    for (pattern, dimension) in table {
+        if let Some(i) = find(tokens, pattern) {
+            take(tokens, i, pattern.len());
+            if !ask.dimensions.iter().any(|d| d.starts_with("time")) {
+                ask.dimensions.push((*dimension).to_owned());
+            }
+        }
+    }
+}
+
+/// Paths and quoted names: exact (case-insensitive), a quoted one also within a typo.
+fn literal_names(
+    tokens: &mut [Token],
+    vocabulary: &Vocabulary,
+    ask: &mut Ask,
+) -> Result<(), Unanswerable> {
+    for i in 0..tokens.len() {
+        if tokens[i].used {
+            continue;
+        }
+        let named = match tokens[i].kind {
+            Kind::Path => path(tokens, i, vocabulary)?,
+            Kind::Quoted => quoted(tokens, i, vocabulary, &mut ask.notes)?,
+            _ => continue,
+        };
+        tokens[i].used = true;
+        take_at(tokens, i + 1, &["page|screen"]);
+        ask.names.push(named);
+    }
+    Ok(())
+}
+
+fn named(dimension: impl Into<String>, value: impl Into<String>, at: usize) -> Named {
+    Named {
+        dimension: dimension.into(),
+        operator: "is",
+        value: value.into(),
+        at,
+        after_but: false,
+    }
+}
+
+fn path(tokens: &mut [Token], i: usize, vocabulary: &Vocabulary) -> Result<Named, Unanswerable> {
+    let wanted = tokens[i].raw.clone();
+    let before = |k: usize| {
+        i.checked_sub(k)
+            .map_or(String::new(), |k| tokens[k].word.clone())
+    };
+    let (one, two) = (before(1), before(2));
+    let entry = matches!(one.as_str(), "landed" | "entered" | "landing" | "entering")
+        || one == "on" && matches!(two.as_str(), "landed" | "landing" | "entered" | "started");
+    let dimension = if entry {
+        "visit:entry_page"
+    } else {
+        "event:page"
+    };
+    let under_word = matches!(one.as_str(), "under" | "within" | "below" | "inside");
+    let under = under_word || matches_at(tokens, i + 1, &["section|pages|subpages"]);
+    if under {
+        if !vocabulary
+            .pages
+            .iter()
+            .any(|page| page.starts_with(&wanted))
+        {
+            return Err(no_such("page", &wanted, vocabulary));
+        }
+        take_at(tokens, i + 1, &["section|pages|subpages"]);
+        if under_word {
+            tokens[i - 1].used = true;
+        }
+        let mut section = named(dimension, wanted, i);
+        section.operator = "contains";
+        return Ok(section);
+    }
+    vocabulary
+        .pages
+        .iter()
+        .find(|page| page.eq_ignore_ascii_case(&wanted))
+        .map(|page| named(dimension, page.clone(), i))
+        .ok_or_else(|| no_such("page", &wanted, vocabulary))
+}
+
+fn quoted(
+    tokens: &[Token],
+    i: usize,
+    vocabulary: &Vocabulary,
+    notes: &mut Vec<String>,
+) -> Result<Named, Unanswerable> {
+    let wanted = tokens[i].raw.clone();
+    if let Some(name) = vocabulary
+        .events
+        .iter()
+        .find(|n| n.eq_ignore_ascii_case(&wanted))
+    {
+        return Ok(named("event:name", name.clone(), i));
+    }
+    if let Some(page) = vocabulary
+        .pages
+        .iter()
+        .find(|n| n.eq_ignore_ascii_case(&wanted))
+    {
+        return Ok(named("event:page", page.clone(), i));
+    }
+    for (attribute, values) in &vocabulary.visits {
+        if let Some(value) = values.iter().find(|v| v.eq_ignore_ascii_case(&wanted)) {
+            return Ok(named(
+                format!("visit:{}", attribute.name()),
+                value.clone(),
+                i,
+            ));
+        }
+    }
+    let closest = vocabulary
+        .events
+        .iter()
+        .map(|name| ("event:name", name))
+        .chain(vocabulary.pages.iter().map(|page| ("event:page", page)))
+        .map(|(dimension, name)| {
+            let score =
+                strsim::normalized_levenshtein(&name.to_lowercase(), &wanted.to_lowercase());
+            (score, dimension, name)
         })
-        .map(|(_, word)| *word)
+        .filter(|(score, _, _)| *score >= 0.8)
+        .max_by(|a, b| a.0.total_cmp(&b.0));
+    match closest {
+        Some((_, dimension, name)) => {
+            notes.push(format!("I read \"{wanted}\" as \"{name}\"."));
+            Ok(named(dimension, name.clone(), i))
+        }
+        None => Err(no_such("event, page or value", &wanted, vocabulary)),
+    }
+}
+
+/// The refusal for a name the tenant does not have, with the closest names it has.
+fn no_such(kind: &str, wanted: &str, vocabulary: &Vocabulary) -> Unanswerable {
+    let mut scored: Vec<(f64, &String)> = vocabulary
+        .all_names()
+        .map(|name| {
+            (
+                strsim::jaro_winkler(&name.to_lowercase(), &wanted.to_lowercase()),
+                name,
+            )
+        })
+        .collect();
+    scored.sort_by(|a, b| b.0.total_cmp(&a.0));
+    let mut closest: Vec<&String> = Vec::new();
+    for (_, name) in scored {
+        if !closest.contains(&name) && closest.len() < 3 {
+            closest.push(name);
+        }
+    }
+    let hint = if closest.is_empty() {
+        String::new()
+    } else {
+        let names: Vec<String> = closest.iter().map(|n| format!("\"{n}\"")).collect();
+        format!(" The closest names you have: {}.", names.join(", "))
+    };
+    unanswerable(format!(
+        "I found no {kind} called \"{wanted}\" in your data.{hint}"
+    ))
+}
+
+/// Whether unused word tokens at `at` have exactly these stems.
+fn words_match(tokens: &[Token], at: usize, stems: &[String]) -> bool {
+    !stems.is_empty()
+        && stems.iter().enumerate().all(|(k, stem)| {
+            tokens.get(at + k).is_some_and(|t| {
+                !t.used
+                    && matches!(t.kind, Kind::Word | Kind::Number(_) | Kind::Id)
+                    && (t.stem == *stem || t.word == *stem)
+            })
+        })
+}
+
+/// "on the pro plan", "plan team", "paid by card": a property's value, next to its key or
+/// (when no other key has it) alone.
+fn property_values(tokens: &mut [Token], vocabulary: &Vocabulary, ask: &mut Ask) {
+    for (key, values) in &vocabulary.properties {
+        let key_stem = stem(key);
+        for value in values {
+            let stems = name_stems(value);
+            let unique = vocabulary
+                .properties
+                .iter()
+                .filter(|(_, others)| others.contains(value))
+                .count()
+                == 1
+                && value.len() >= 3;
+            for i in 0..tokens.len() {
+                if !words_match(tokens, i, &stems) {
+                    continue;
+                }
+                let after = i + stems.len();
+                if tokens
+                    .get(after)
+                    .is_some_and(|t| !t.used && t.stem == key_stem)
+                {
+                    take(tokens, i, stems.len() + 1);
+                } else if i > 0 && !tokens[i - 1].used && tokens[i - 1].stem == key_stem {
+                    take(tokens, i - 1, stems.len() + 1);
+                } else if unique {
+                    take(tokens, i, stems.len());
+                } else {
+                    continue;
+                }
+                ask.names
+                    .push(named(format!("event:props:{key}"), value.clone(), i));
+            }
+        }
+    }
+}
+
+/// "blog pages", "any docs page", "outside the blog": every page under a first path segment
+/// that several pages share.
+fn sections(tokens: &mut [Token], vocabulary: &Vocabulary, ask: &mut Ask) {
+    let mut prefixes: Vec<String> = vocabulary
+        .pages
+        .iter()
+        .filter_map(|page| page.strip_prefix('/'))
+        .filter_map(|rest| rest.split('/').next())
+        .filter(|segment| !segment.is_empty())
+        .map(|segment| format!("/{segment}"))
+        .collect();
+    prefixes.sort();
+    prefixes.dedup();
+    prefixes.retain(|prefix| {
+        vocabulary
+            .pages
+            .iter()
+            .filter(|page| page.starts_with(&format!("{prefix}/")) || *page == prefix)
+            .count()
+            >= 2
+    });
+    for prefix in prefixes {
+        let stems = name_stems(&prefix);
+        for i in 0..tokens.len() {
+            if !words_match(tokens, i, &stems) {
+                continue;
+            }
+            let after = i + stems.len();
+            let outside = i > 0 && matches!(tokens[i - 1].word.as_str(), "outside")
+                || i > 1 && tokens[i - 1].word == "the" && tokens[i - 2].word == "outside";
+            let plural = matches_at(tokens, after, &["pages|posts|section|articles"]);
+            let any = i > 0 && matches!(tokens[i - 1].word.as_str(), "any" | "all");
+            if !(outside || plural || any && matches_at(tokens, after, &["page|post"])) {
+                continue;
+            }
+            let ranked =
+                (i.saturating_sub(3)..i).any(|k| RANKING_LEADS.contains(&tokens[k].word.as_str()));
+            take(tokens, i, stems.len());
+            if !ranked {
+                take_at(tokens, after, &["pages|posts|section|articles|page|post"]);
+            }
+            if outside {
+                let k = if tokens[i - 1].word == "outside" {
+                    i - 1
+                } else {
+                    i - 2
+                };
+                take(tokens, k, i - k);
+            }
+            let mut section = named("event:page", prefix.clone(), i);
+            section.operator = if outside { "contains_not" } else { "contains" };
+            ask.names.push(section);
+        }
+    }
+}
+
+/// "the pricing page", "the home page", "Settings Screen": a page by its name's words, next to
+/// "page" (or a screen by its whole name).
+fn pages_by_words(tokens: &mut [Token], vocabulary: &Vocabulary, ask: &mut Ask) {
+    for i in 0..tokens.len() {
+        if tokens[i].used {
+            continue;
+        }
+        let home = if matches_at(tokens, i, &["homepage|frontpage"]) {
+            1
+        } else if matches_at(tokens, i, &["home|front|main", "page"]) {
+            2
+        } else {
+            0
+        };
+        if home > 0 && vocabulary.pages.iter().any(|page| page == "/") {
+            take(tokens, i, home);
+            ask.names.push(named("event:page", "/", i));
+            continue;
+        }
+        for page in &vocabulary.pages {
+            let whole = name_stems(page);
+            if !page.starts_with('/') && whole.len() >= 2 && words_match(tokens, i, &whole) {
+                take(tokens, i, whole.len());
+                ask.names.push(named("event:page", page.clone(), i));
+                break;
+            }
+            let last_segment = name_stems(page.rsplit('/').next().unwrap_or(page));
+            if page.starts_with('/')
+                && words_match(tokens, i, &last_segment)
+                && matches_at(tokens, i + last_segment.len(), &["page|screen"])
+            {
+                take(tokens, i, last_segment.len() + 1);
+                ask.names.push(named("event:page", page.clone(), i));
+                break;
+            }
+        }
+    }
+}
+
+/// A goal by its label's words ("the Visited pricing goal"), when the label is not simply an
+/// event's name (those are read as the event, then as its goal).
+fn goals_by_label(tokens: &mut [Token], vocabulary: &Vocabulary, ask: &mut Ask) {
+    for goal in &vocabulary.goals {
+        let label = goal.label();
+        if goal.event.as_deref() == Some(label.as_str()) {
+            continue;
+        }
+        let stems = name_stems(&label);
+        while let Some(i) = (0..tokens.len()).find(|i| words_match(tokens, *i, &stems)) {
+            take(tokens, i, stems.len());
+            take_at(tokens, i + stems.len(), &["goal|goals"]);
+            ask.names.push(named("event:goal", label.clone(), i));
+        }
+    }
+}
+
+/// Words that name a dimension, longest first.
+const DIMENSION_WORDS: &[(&[&str], &str)] = &[
+    (
+        &["landing|entry", "page|pages|point|points|url|urls"],
+        "visit:entry_page",
+    ),
+    (&["exit", "page|pages|url|urls"], "visit:exit_page"),
+    (&["browser", "version|versions"], "visit:browser_version"),
+    (&["os|system", "version|versions"], "visit:os_version"),
+    (&["operating", "system|systems"], "visit:os"),
+    (
+        &["referrer|referral|referring", "url|urls|link|links"],
+        "visit:referrer",
+    ),
+    (&["full", "referrer|referrers"], "visit:referrer"),
+    (&["utm", "source|sources"], "visit:utm_source"),
+    (&["utm", "medium|mediums|media"], "visit:utm_medium"),
+    (&["utm", "campaign|campaigns"], "visit:utm_campaign"),
+    (&["utm", "content|contents"], "visit:utm_content"),
+    (&["utm", "term|terms"], "visit:utm_term"),
+    (&["search", "term|terms|keyword|keywords"], "visit:utm_term"),
+    (
+        &["traffic|referral|acquisition", "source|sources"],
+        "visit:source",
+    ),
+    (
+        &["referring", "site|sites|domain|domains|website|websites"],
+        "visit:source",
+    ),
+    (
+        &["marketing|acquisition|traffic", "channel|channels"],
+        "visit:channel",
+    ),
+    (
+        &["device", "type|types|category|categories"],
+        "visit:device",
+    ),
+    (&["custom", "event|events"], "event:name"),
+    (&["event", "name|names"], "event:name"),
+    (
+        &["page|pages|url|urls|path|paths|screen|screens"],
+        "event:page",
+    ),
+    (
+        &["country|countries|location|locations|geography|nation|nations"],
+        "visit:country",
+    ),
+    (
+        &["region|regions|state|states|province|provinces"],
+        "visit:region",
+    ),
+    (&["city|cities|town|towns"], "visit:city"),
+    (&["device|devices"], "visit:device"),
+    (&["browser|browsers"], "visit:browser"),
+    (&["os|platform|platforms"], "visit:os"),
+    (&["source|sources"], "visit:source"),
+    (&["referrer|referrers"], "visit:referrer"),
+    (&["channel|channels"], "visit:channel"),
+    (&["campaign|campaigns"], "visit:utm_campaign"),
+    (&["medium|mediums"], "visit:utm_medium"),
+    (&["keyword|keywords"], "visit:utm_term"),
+    (&["event|events"], "event:name"),
+    (&["goal|goals"], "event:goal"),
+    (
+        &["hostname|hostnames|host|hosts|domain|domains|subdomain|subdomains"],
+        "event:hostname",
+    ),
+];
+
+/// Words before a dimension that make it a breakdown.
+const BREAKDOWN_LEADS: &[&[&str]] = &[
+    &["broken|break", "down", "by|per"],
+    &["breakdown", "by|per|of"],
+    &["split|grouped|segmented|sorted", "by"],
+    &["for", "each|every"],
+    &["by|per|each|every|across"],
+];
+
+/// Words before a dimension that make it a ranking ("top 5 pages", "which country").
+const RANKING_LEADS: &[&str] = &[
+    "top", "which", "what", "most", "best", "busiest", "leading", "biggest", "popular", "least",
+    "fewest", "worst", "bottom", "lowest", "highest", "largest", "ranked", "rank", "list",
+    "common",
+];
+
+/// Words that make a ranking ask for the first row only, with a singular dimension.
+const SUPERLATIVES: &[&str] = &[
+    "most", "top", "best", "busiest", "leading", "biggest", "highest", "largest", "least",
+    "fewest", "worst", "lowest",
+];
+
+fn dimensions(tokens: &mut [Token], vocabulary: &Vocabulary, ask: &mut Ask) {
+    take_any(tokens, &[&["break|broken|breaking", "down"]]);
+    let keys: Vec<&String> = vocabulary.properties.iter().map(|(key, _)| key).collect();
+    let mut i = 0;
+    while i < tokens.len() {
+        if tokens[i].used {
+            i += 1;
+            continue;
+        }
+        let lead = BREAKDOWN_LEADS
+            .iter()
+            .find(|lead| matches_at(tokens, i, lead))
+            .map_or(0, |lead| lead.len());
+        let at = i + lead;
+        let Some((skip, length, dimension)) = dimension_at(tokens, at, &keys) else {
+            i += 1;
+            continue;
+        };
+        let end = at + skip + length;
+        let ranked = ranking(tokens, i, ask);
+        let trailing = matches_at(tokens, end, &["breakdown|split|distribution|mix|wise"]);
+        // A dimension word is a breakdown after "by" or a ranking word or before "breakdown":
+        // "pages" in "views of blog pages" is not one.
+        if lead == 0 && !ranked && !trailing {
+            i += 1;
+            continue;
+        }
+        take(tokens, i, lead);
+        take(tokens, at, skip + length + usize::from(trailing));
+        let last = &tokens[end - 1].word;
+        if ranked && ask.limit.is_none() && (!last.ends_with('s') || last == "os") {
+            ask.wants_one = tokens
+                .iter()
+                .any(|t| SUPERLATIVES.contains(&t.word.as_str()));
+        }
+        if !ask.dimensions.contains(&dimension) {
+            ask.dimensions.push(dimension);
+        }
+        take_at(tokens, end, &["by", "count|number"]).then(|| ask.by_count = true);
+        i = end;
+    }
+}
+
+/// The dimension named at `at`: (words skipped before it, its length, its name).
+fn dimension_at(tokens: &[Token], at: usize, keys: &[&String]) -> Option<(usize, usize, String)> {
+    if let Some((pattern, dimension)) = DIMENSION_WORDS
+        .iter()
+        .find(|(pattern, _)| matches_at(tokens, at, pattern))
+    {
+        // "page views" and "pages per visit" are metrics, not pages.
+        if matches!(tokens[at].word.as_str(), "page" | "pages")
+            && tokens.get(at + 1).is_some_and(|t| {
+                matches!(t.word.as_str(), "views" | "view" | "per" | "hits" | "loads")
+            })
+        {
+            return None;
+        }
+        return Some((0, pattern.len(), (*dimension).to_owned()));
+    }
+    // A property key, maybe after one word of its own ("payment method").
+    for skip in 0..=1 {
+        if let Some(key) = keys.iter().find(|key| {
+            tokens
+                .get(at + skip)
+                .is_some_and(|t| !t.used && t.kind == Kind::Word && stem(key) == t.stem)
+                && (skip == 0
+                    || tokens
+                        .get(at)
+                        .is_some_and(|t| !t.used && t.kind == Kind::Word))
+        }) {
+            return Some((skip, 1, format!("event:props:{key}")));
+        }
+    }
+    None
+}
+
+/// Reads a ranking just before `end` ("top 5", "which", "the 3 most popular"), taking its
+/// words; whether there was one.
+fn ranking(tokens: &mut [Token], end: usize, ask: &mut Ask) -> bool {
+    let mut ranked = false;
+    for k in end.saturating_sub(4)..end {
+        if tokens[k].used {
+            continue;
+        }
+        let word = tokens[k].word.clone();
+        if RANKING_LEADS.contains(&word.as_str()) {
+            ranked = true;
+            if matches!(
+                word.as_str(),
+                "least" | "fewest" | "worst" | "bottom" | "lowest"
+            ) {
+                ask.ascending = true;
+            }
+            tokens[k].used = true;
+        } else if let Kind::Number(n) = tokens[k].kind
+            && (k > 0
+                && matches!(
+                    tokens[k - 1].word.as_str(),
+                    "top" | "the" | "bottom" | "which" | "what"
+                )
+                || tokens
+                    .get(k + 1)
+                    .is_some_and(|next| RANKING_LEADS.contains(&next.word.as_str())))
+        {
+            ask.limit = Some(n);
+            tokens[k].used = true;
+            ranked = true;
+        }
+    }
+    ranked
+}
+
+/// Events by their words: every stem of the span is one of the name's ("sign-ups",
+/// "people who signed up", "checkouts", "added something to their cart"), or one word is
+/// the name's first stems joined ("signups"). A span of words other than the name's first
+/// must be long enough not to be a common verb ("started", "sent"), and must point at one
+/// event only.
+fn events_by_words(
+    tokens: &mut [Token],
+    vocabulary: &Vocabulary,
+    ask: &mut Ask,
+) -> Result<(), Unanswerable> {
+    let events: Vec<(&String, Vec<String>)> = vocabulary
+        .events
+        .iter()
+        .map(|name| (name, name_stems(name)))
+        .collect();
+    let mut i = 0;
+    while i < tokens.len() {
+        let starts = !tokens[i].used
+            && tokens[i].kind == Kind::Word
+            && (!FILLERS.contains(&tokens[i].word.as_str())
+                || events
+                    .iter()
+                    .any(|(_, stems)| stems.first() == Some(&tokens[i].stem)));
+        if !starts {
+            i += 1;
+            continue;
+        }
+        let mut matched: Option<(usize, Vec<&String>)> = None;
+        for length in (1..=5).rev() {
+            let span: Vec<&Token> = tokens.iter().skip(i).take(length).collect();
+            if span.len() < length || span.iter().any(|t| t.used || t.kind != Kind::Word) {
+                continue;
+            }
+            let content: Vec<&&Token> = span
+                .iter()
+                .filter(|t| {
+                    !matches!(
+                        t.word.as_str(),
+                        "to" | "the" | "a" | "an" | "their" | "something" | "our"
+                    )
+                })
+                .collect();
+            if content.is_empty()
+                || span
+                    .last()
+                    .is_some_and(|t| !content.iter().any(|c| c.word == t.word))
+            {
+                continue;
+            }
+            let candidates: Vec<&String> = events
+                .iter()
+                .filter(|(_, stems)| {
+                    let all_known = content.iter().all(|t| stems.contains(&t.stem));
+                    let leads = content.iter().any(|t| stems.first() == Some(&t.stem))
+                        || content.iter().all(|t| t.stem.len() >= 6);
+                    let joined: String = span.iter().map(|t| t.stem.as_str()).collect();
+                    all_known && leads
+                        || length == 1
+                            && joined.len() >= 5
+                            && (2..=stems.len()).any(|n| stems[..n].concat() == joined)
+                })
+                .map(|(name, _)| *name)
+                .collect();
+            if !candidates.is_empty() {
+                matched = Some((length, candidates));
+                break;
+            }
+        }
+        match matched {
+            Some((length, candidates)) if candidates.len() == 1 => {
+                take(tokens, i, length);
+                ask.names
+                    .push(named("event:name", candidates[0].clone(), i));
+                i += length;
+            }
+            Some((_, candidates)) => {
+                let names: Vec<String> = candidates.iter().map(|n| format!("\"{n}\"")).collect();
+                return Err(unanswerable(format!(
+                    "\"{}\" could be any of {}: name one.",
+                    tokens[i].raw,
+                    names.join(", ")
+                )));
+            }
+            None => i += 1,
+        }
+    }
+    Ok(())
+}
+
+/// Words people use for values every analytics tool has, mapped onto the tenant's own
+/// values (only when the tenant has the value).
+const VALUE_SYNONYMS: &[(&[&str], VisitAttribute, &str)] = &[
+    (
+        &["phone|phones|smartphone|smartphones|mobiles"],
+        VisitAttribute::Device,
+        "Mobile",
+    ),
+    (
+        &["computer|computers|pc|pcs|laptop|laptops|desktops"],
+        VisitAttribute::Device,
+        "Desktop",
+    ),
+    (&["tablets|ipad|ipads"], VisitAttribute::Device, "Tablet"),
+    (
+        &["mac|macs|macos|osx|macbook|macbooks"],
+        VisitAttribute::Os,
+        "Mac OS X",
+    ),
+    (&["iphone|iphones"], VisitAttribute::Os, "iOS"),
+    (
+        &["organic", "search"],
+        VisitAttribute::Channel,
+        "Organic Search",
+    ),
+    (
+        &["search", "engine|engines"],
+        VisitAttribute::Channel,
+        "Organic Search",
+    ),
+    (&["seo"], VisitAttribute::Channel, "Organic Search"),
+    (
+        &["paid", "search|ads|ad"],
+        VisitAttribute::Channel,
+        "Paid Search",
+    ),
+    (&["ppc"], VisitAttribute::Channel, "Paid Search"),
+    (
+        &["organic", "social"],
+        VisitAttribute::Channel,
+        "Organic Social",
+    ),
+    (
+        &["social", "media|networks|network"],
+        VisitAttribute::Channel,
+        "Organic Social",
+    ),
+    (&["social"], VisitAttribute::Channel, "Organic Social"),
+    (&["emails"], VisitAttribute::Channel, "Email"),
+    (&["e", "mail|mails"], VisitAttribute::Channel, "Email"),
+    (&["referrals"], VisitAttribute::Channel, "Referral"),
+    (&["hn"], VisitAttribute::Source, "Hacker News"),
+];
+
+/// Words after a value that say what it is ("Chrome users", "the black_friday campaign").
+const VALUE_NOUNS: &[&str] = &[
+    "users|visitors|traffic|people|devices|campaign|city|region|state|browser|source|medium|channel|device|os",
+];
+
+/// Visit values by their words (`Hacker News`, `black_friday`, `Organic Search`, `Chrome`),
+/// per attribute in the order a reader expects ("Google" is a source before it is a UTM
+/// source); a word naming the attribute next to it ("campaign", "utm_medium") picks that one.
+fn visit_values(tokens: &mut [Token], vocabulary: &Vocabulary, ask: &mut Ask) {
+    let mut candidates: Vec<(VisitAttribute, &String, Vec<String>)> = Vec::new();
+    for (attribute, values) in &vocabulary.visits {
+        if matches!(
+            attribute,
+            VisitAttribute::EntryPage | VisitAttribute::Country
+        ) {
+            continue;
+        }
+        for value in values {
+            candidates.push((*attribute, value, name_stems(value)));
+        }
+    }
+    for i in 0..tokens.len() {
+        let hints = attribute_hints(tokens, i);
+        let choice = candidates
+            .iter()
+            .filter(|(_, _, stems)| words_match(tokens, i, stems))
+            .max_by_key(|(attribute, _, stems)| {
+                (
+                    stems.len(),
+                    hints.iter().any(|(h, _)| h == attribute),
+                    std::cmp::Reverse(order(*attribute)),
+                )
+            });
+        let Some((attribute, value, stems)) = choice else {
+            continue;
+        };
+        take(tokens, i, stems.len());
+        take_at(tokens, i + stems.len(), VALUE_NOUNS);
+        for (hinted, at) in hints {
+            if hinted == *attribute {
+                take(tokens, at.0, at.1);
+            }
+        }
+        ask.names.push(named(
+            format!("visit:{}", attribute.name()),
+            (*value).clone(),
+            i,
+        ));
+    }
+    for (pattern, attribute, value) in VALUE_SYNONYMS {
+        if !vocabulary
+            .visit_values(*attribute)
+            .iter()
+            .any(|v| v == value)
+        {
+            continue;
+        }
+        while let Some(i) = find(tokens, pattern) {
+            take(tokens, i, pattern.len());
+            take_at(tokens, i + pattern.len(), VALUE_NOUNS);
+            ask.names
+                .push(named(format!("visit:{}", attribute.name()), *value, i));
+        }
+    }
+}
+
+/// Reading order among attributes that share a value.
+fn order(attribute: VisitAttribute) -> usize {
+    [
+        VisitAttribute::Source,
+        VisitAttribute::Channel,
+        VisitAttribute::City,
+        VisitAttribute::Region,
+        VisitAttribute::Device,
+        VisitAttribute::Browser,
+        VisitAttribute::Os,
+        VisitAttribute::UtmCampaign,
+        VisitAttribute::UtmSource,
+        VisitAttribute::UtmMedium,
+        VisitAttribute::UtmContent,
+        VisitAttribute::UtmTerm,
+    ]
+    .iter()
+    .position(|known| *known == attribute)
+    .unwrap_or(usize::MAX)
+}
+
+/// Attributes that words around position `i` name, with the words' (position, length):
+/// "utm_source google", "the black_friday campaign", "the city of Berlin".
+fn attribute_hints(tokens: &[Token], i: usize) -> Vec<(VisitAttribute, (usize, usize))> {
+    let patterns: &[(&[&str], VisitAttribute)] = &[
+        (&["utm", "source"], VisitAttribute::UtmSource),
+        (&["utm", "medium"], VisitAttribute::UtmMedium),
+        (&["utm", "campaign"], VisitAttribute::UtmCampaign),
+        (&["utm", "content"], VisitAttribute::UtmContent),
+        (&["utm", "term"], VisitAttribute::UtmTerm),
+        (&["campaign"], VisitAttribute::UtmCampaign),
+        (&["medium"], VisitAttribute::UtmMedium),
+        (&["city"], VisitAttribute::City),
+        (&["region"], VisitAttribute::Region),
+        (&["state"], VisitAttribute::Region),
+        (&["channel"], VisitAttribute::Channel),
+        (&["browser"], VisitAttribute::Browser),
+    ];
+    let mut hints = Vec::new();
+    for (pattern, attribute) in patterns {
+        for start in i.saturating_sub(3)..(i + 4).min(tokens.len()) {
+            if start != i && matches_at(tokens, start, pattern) {
+                hints.push((*attribute, (start, pattern.len())));
+            }
+        }
+    }
+    hints
+}
+
+/// Demonyms people use ("German visitors"); country names and aliases come from `celes`
+/// (ISO 3166-1).
+const DEMONYMS: &[(&str, &str)] = &[
+    ("american", "US"),
+    ("german", "DE"),
+    ("british", "GB"),
+    ("french", "FR"),
+    ("indian", "IN"),
+    ("brazilian", "BR"),
+    ("japanese", "JP"),
+    ("canadian", "CA"),
+    ("spanish", "ES"),
+    ("italian", "IT"),
+    ("dutch", "NL"),
+    ("australian", "AU"),
+    ("chinese", "CN"),
+    ("mexican", "MX"),
+    ("swiss", "CH"),
+    ("austrian", "AT"),
+    ("polish", "PL"),
+    ("swedish", "SE"),
+    ("irish", "IE"),
+    ("korean", "KR"),
+];
+
+fn countries(tokens: &mut [Token], ask: &mut Ask) {
+    for i in 0..tokens.len() {
+        for length in (1..=4).rev() {
+            let span: Vec<&Token> = tokens.iter().skip(i).take(length).collect();
+            if span.len() < length || span.iter().any(|t| t.used || t.kind != Kind::Word) {
+                continue;
+            }
+            if let Some(code) = country_code(&span) {
+                take(tokens, i, length);
+                take_at(tokens, i + length, VALUE_NOUNS);
+                ask.names.push(named("visit:country", code, i));
+                break;
+            }
+        }
+    }
+}
+
+fn country_code(span: &[&Token]) -> Option<String> {
+    use std::str::FromStr;
+    if let [token] = span {
+        match token.raw.as_str() {
+            "US" | "USA" | "U.S." | "usa" => return Some("US".into()),
+            "UK" | "uk" => return Some("GB".into()),
+            _ => {}
+        }
+        if let Some((_, code)) = DEMONYMS.iter().find(|(demonym, _)| *demonym == token.word) {
+            return Some((*code).into());
+        }
+        // Short words are English more often than country codes ("in", "us").
+        if token.word.len() < 4 {
+            return None;
+        }
+    }
+    let joined: String = span.iter().map(|t| t.word.as_str()).collect();
+    if matches!(
+        joined.as_str(),
+        "thestates" | "america" | "theus" | "theusa"
+    ) {
+        return Some("US".into());
+    }
+    if joined == "theuk" {
+        return Some("GB".into());
+    }
+    celes::Country::from_name(&joined)
+        .or_else(|_| celes::Country::from_alias(&joined))
+        .or_else(|_| {
+            if span.len() > 1 {
+                celes::Country::from_str(&joined)
+            } else {
+                Err("")
+            }
+        })
+        .ok()
+        .map(|country| country.alpha2.to_owned())
+}
+
+/// "for visitors from Google", "of visits that viewed /docs": with a rate metric named, these
+/// nouns say whose rate it is, not another metric.
+fn qualifiers(tokens: &mut [Token], ask: &mut Ask) {
+    let rates = [
+        "bounce_rate",
+        "visit_duration",
+        "views_per_visit",
+        "conversion_rate",
+        "percentage",
+    ];
+    if !ask.metrics.iter().any(|m| rates.contains(m)) {
+        return;
+    }
+    for i in 0..tokens.len() {
+        if !matches_at(
+            tokens,
+            i,
+            &["visitors|users|people|visits|sessions|visitor|user"],
+        ) {
+            continue;
+        }
+        let before = i.checked_sub(1).map_or("", |k| tokens[k].word.as_str());
+        let after = tokens.get(i + 1).map_or("", |t| t.word.as_str());
+        if matches!(before, "for" | "of" | "among" | "from")
+            || matches!(after, "from" | "who" | "that" | "on" | "using" | "with")
+        {
+            tokens[i].used = true;
+        }
+    }
+}
+
+fn plain_metrics(tokens: &mut [Token], ask: &mut Ask) {
+    let table: &[(&[&str], &'static str)] = &[
+        (&["unique", "visitors|users|people|visits"], "visitors"),
+        (&["uniques"], "visitors"),
+        (&["unique", "persons"], "persons"),
+        (&["persons"], "persons"),
+        (&["page", "views|view|hits|loads"], "pageviews"),
+        (&["pageviews|pageview|views|impressions"], "pageviews"),
+        (&["visits"], "visits"),
+        (&["sessions"], "sessions"),
+        (&["events|actions|conversions"], "events"),
+        (&["traffic"], "visitors"),
+        (&["visitors|users|people|customers"], "visitors"),
+        (&["percentage|share|percent|proportion"], "percentage"),
+    ];
+    for (pattern, metric) in table {
+        while let Some(i) = find(tokens, pattern) {
+            take(tokens, i, pattern.len());
+            push_metric(ask, metric);
+        }
+    }
+    if let Some(i) = find(tokens, &["how", "many|often"]) {
+        take(tokens, i, 2);
+        ask.counted = true;
+        ask.times = tokens[i + 1].word == "often" || matches_at(tokens, i + 2, &["times"]);
+    }
+    if find(tokens, &["number", "of"]).is_some() || find(tokens, &["how"]).is_some() {
+        ask.counted = true;
+    }
+}
+
+/// "activity of demo-user-2", "what did anon-0001 do": one person's sessions.
+fn person(tokens: &mut [Token], ask: &mut Ask) {
+    let Some(i) = tokens.iter().position(|t| !t.used && t.kind == Kind::Id) else {
+        return;
+    };
+    ask.person = Some(tokens[i].raw.clone());
+    tokens[i].used = true;
+    take_any(
+        tokens,
+        &[&["activity|activities|journey|history|timeline|doing"]],
+    );
+    take_any(tokens, &[&["user|visitor|person|customer|id"]]);
+}
+
+/// Negation words ("not", "excluding", "but no") turn the name after them into `is_not`
+/// (a visit attribute, or what an event metric counts) or, for visit metrics, `has_not_done`.
+fn negations(tokens: &mut [Token], ask: &mut Ask) -> Result<(), Unanswerable> {
+    ask.names.sort_by_key(|named| named.at);
+    let but = tokens.iter().position(|t| t.word == "but");
+    for named in &mut ask.names {
+        named.after_but = but.is_some_and(|but| named.at > but);
+        let at = named.at;
+        for k in (at.saturating_sub(4)..at).rev() {
+            let word = tokens[k].word.clone();
+            let negation = matches!(
+                word.as_str(),
+                "not"
+                    | "excluding"
+                    | "except"
+                    | "without"
+                    | "non"
+                    | "exclude"
+                    | "excluded"
+                    | "no"
+                    | "never"
+            ) || word == "other"
+                && tokens.get(k + 1).is_some_and(|t| t.word == "than");
+            if negation && !tokens[k].used {
+                take(tokens, k, if word == "other" { 2 } else { 1 });
+                named.operator = match named.operator {
+                    "contains" => "contains_not",
+                    _ => "is_not",
+                };
+                break;
+            }
+            if tokens[k].used && !FILLERS.contains(&word.as_str()) {
+                break;
+            }
+        }
+    }
+    if let Some(but) = but {
+        tokens[but].used = true;
+    }
+    Ok(())
+}
+
+fn leftovers(tokens: &[Token], vocabulary: &Vocabulary) -> Result<(), Unanswerable> {
+    let unknown: Vec<&Token> = tokens
+        .iter()
+        .filter(|t| !t.used && !FILLERS.contains(&t.word.as_str()))
         .collect();
     if unknown.is_empty() {
         return Ok(());
     }
-    Err(Unanswerable {
-        reason: format!(
-            "I can't answer that without a language model: I don't know what \"{}\" means here. I answer questions about page views, events, visitors, persons, sessions, bounce rate, session duration, top lists, funnels, retention and one person's activity, over a period, for events and pages by their names in your data.",
-            unknown.join(" ")
-        ),
-    })
-}
-
-fn unknown_metric(question: &str) -> Unanswerable {
-    Unanswerable {
-        reason: format!(
-            "I can't answer \"{}\" without a language model: I recognise questions about page views, events, visitors, persons, sessions, bounce rate, session duration, top lists, funnels, retention and one person's activity, and events or pages by their names in your data.",
-            question.trim()
-        ),
+    let phrase = unknown
+        .iter()
+        .map(|t| t.raw.as_str())
+        .collect::<Vec<_>>()
+        .join(" ");
+    let name_like = unknown.iter().any(|t| {
+        matches!(t.kind, Kind::Path | Kind::Quoted)
+            || t.raw.chars().next().is_some_and(char::is_uppercase) && t.word.len() > 2
+    });
+    if name_like {
+        return Err(no_such("event, page or value", &phrase, vocabulary));
     }
+    Err(unanswerable(format!(
+        "I can't answer that without a language model: I don't know what \"{phrase}\" means here, and leaving it out would give a wrong number. I answer questions about visitors, page views, visits, bounce rate, visit duration, pages per visit, events and conversion rates over a period, broken down or filtered by page, event, source, channel, campaign, country, region, city, device, browser or operating system; comparisons, funnels, retention and one person's activity."
+    )))
 }
 
-/// Lowercase; punctuation other than what names and dates use becomes space.
-fn clean(question: &str) -> String {
-    let mapped: String = question
-        .chars()
-        .map(|c| {
-            if c.is_alphanumeric() || "/-_.'\"@:+|".contains(c) {
-                c.to_ascii_lowercase()
+const VISIT_METRICS: [&str; 5] = [
+    "visits",
+    "sessions",
+    "bounce_rate",
+    "visit_duration",
+    "views_per_visit",
+];
+
+fn assemble(
+    mut ask: Ask,
+    main: Option<&Pick>,
+    context: Context<'_>,
+) -> Result<Translation, Unanswerable> {
+    let mut notes = std::mem::take(&mut ask.notes);
+    let date_range = match main {
+        Some(pick) if ask.retention && pick.weeks.is_some() => {
+            let weeks = u64::from(pick.weeks.unwrap_or(8));
+            json!([
+                (monday_of(context.today) - chrono::Days::new(7 * weeks)).to_string(),
+                context.today.to_string()
+            ])
+        }
+        Some(pick) => pick.range.clone(),
+        None if ask.retention => {
+            notes.push("No period given: the last 8 weeks and this one.".into());
+            json!([
+                (monday_of(context.today) - chrono::Days::new(56)).to_string(),
+                context.today.to_string()
+            ])
+        }
+        None => {
+            notes.push("No period given: the last 7 days (today not included).".into());
+            json!("7d")
+        }
+    };
+    if let Some(id) = ask.person {
+        return Ok(Translation {
+            query: TypedQuery::Person(PersonSpec { id, date_range }),
+            notes,
+        });
+    }
+    if ask.retention {
+        ask.dimensions.retain(|d| !d.starts_with("time"));
+        if !ask.names.is_empty() || !ask.dimensions.is_empty() || ask.comparison.is_some() {
+            return Err(unanswerable(
+                "Retention cohorts can't be filtered, broken down or compared offline.",
+            ));
+        }
+        return Ok(Translation {
+            query: TypedQuery::Retention(RetentionSpec { date_range }),
+            notes,
+        });
+    }
+    let steps: Vec<&Named> = ask.names.iter().filter(|n| is_step(n)).collect();
+    if ask.funnel || ask.from_to && steps.len() >= 2 {
+        return funnel(ask, date_range, notes);
+    }
+    stats(ask, date_range, notes, context.vocabulary)
+}
+
+fn monday_of(day: NaiveDate) -> NaiveDate {
+    day - chrono::Days::new(u64::from(
+        chrono::Datelike::weekday(&day).num_days_from_monday(),
+    ))
+}
+
+fn is_step(named: &Named) -> bool {
+    named.operator == "is" && matches!(named.dimension.as_str(), "event:page" | "event:name")
+}
+
+fn stats(
+    mut ask: Ask,
+    date_range: Value,
+    notes: Vec<String>,
+    vocabulary: &Vocabulary,
+) -> Result<Translation, Unanswerable> {
+    let mut metrics = ask.metrics.clone();
+    let names_event = ask
+        .names
+        .iter()
+        .any(|n| n.dimension == "event:name" && n.operator == "is");
+    let names_page = ask
+        .names
+        .iter()
+        .any(|n| n.dimension == "event:page" && n.operator == "is");
+    if ask.by_count || metrics.is_empty() && (names_event || ask.times && names_page) {
+        let counted =
+            if names_event || ask.dimensions.iter().all(|d| d != "event:page") && !names_page {
+                "events"
             } else {
-                ' '
-            }
-        })
-        .collect();
-    mapped
-        .split_whitespace()
-        .map(|word| word.trim_end_matches(['.', ':']))
-        .collect::<Vec<_>>()
-        .join(" ")
-}
-
-fn contains_words(text: &str, words: &str) -> bool {
-    format!(" {text} ").contains(&format!(" {words} "))
-}
-
-fn quoted(text: &str) -> Option<String> {
-    let start = text.find(['"', '\''])?;
-    let quote_char = text[start..].chars().next()?;
-    let end = text[start + 1..].find(quote_char)?;
-    Some(text[start + 1..start + 1 + end].to_owned())
-}
-
-fn path_token(text: &str) -> Option<String> {
-    text.split(' ')
-        .find(|word| word.starts_with('/'))
-        .map(str::to_owned)
-}
-
-fn resolve_all(texts: &[String], vocabulary: &Vocabulary) -> Result<Vec<Target>, Unanswerable> {
-    texts
-        .iter()
-        .map(|text| {
-            vocabulary.resolve(text, true).ok_or_else(|| {
-                let mut known: Vec<&str> = vocabulary
-                    .events
-                    .iter()
-                    .chain(&vocabulary.pages)
-                    .map(String::as_str)
-                    .take(12)
-                    .collect();
-                known.sort_unstable();
-                Unanswerable {
-                    reason: format!(
-                        "I found no event or page called \"{text}\" in your data. Some names I know: {}.",
-                        known.join(", ")
-                    ),
-                }
-            })
-        })
-        .collect()
-}
-
-/// The fragments of "funnel from A to B to C", "conversion from A to B", "funnel: A > B > C"
-/// between separators, with the separator before each (`to` may also be part of a name,
-/// as in "Added To Cart"; [`join_steps`] decides).
-fn funnel_steps(text: &str) -> Option<Vec<(String, String)>> {
-    let start = ["funnel", "conversion", "convert", "converted"]
-        .iter()
-        .filter_map(|word| text.find(word).map(|at| at + word.len()))
-        .min()?;
-    let mut steps_text = text[start..].trim();
-    for prefix in ["rate", "s", "ed"] {
-        steps_text = steps_text.strip_prefix(prefix).unwrap_or(steps_text).trim();
-    }
-    for prefix in ["from", "between", "of"] {
-        steps_text = steps_text.strip_prefix(prefix).unwrap_or(steps_text).trim();
-    }
-    let mut fragments: Vec<(String, String)> = vec![(String::new(), String::new())];
-    for word in steps_text.split(' ') {
-        if ["to", "then", "and", ">", "->", "→"].contains(&word) {
-            fragments.push((word.to_owned(), String::new()));
-        } else if let Some((_, fragment)) = fragments.last_mut() {
-            if !fragment.is_empty() {
-                fragment.push(' ');
-            }
-            fragment.push_str(word.trim_matches(['"', '\'']));
-        }
-    }
-    fragments.retain(|(_, fragment)| !fragment.is_empty());
-    (fragments.len() >= 2).then_some(fragments)
-}
-
-/// Steps from fragments: from each position, the longest run of fragments that is exactly a
-/// known name, else the fragment alone (matched fuzzily).
-fn join_steps(fragments: &[(String, String)], vocabulary: &Vocabulary) -> Vec<String> {
-    let mut steps = Vec::new();
-    let mut i = 0;
-    while i < fragments.len() {
-        let joined = |j: usize| {
-            let mut text = fragments[i].1.clone();
-            for (separator, fragment) in &fragments[i + 1..=j] {
-                text.push_str(&format!(" {separator} {fragment}"));
-            }
-            text
-        };
-        let end = (i + 1..fragments.len())
-            .rev()
-            .find(|&j| vocabulary.resolve(&joined(j), false).is_some())
-            .unwrap_or(i);
-        steps.push(joined(end));
-        i = end + 1;
-    }
-    steps
-}
-
-/// "who did A but not B", "A but never B", "A without B".
-fn but_not(text: &str) -> Option<(String, String)> {
-    for separator in [
-        " but not ",
-        " but never ",
-        " but didn't ",
-        " but did not ",
-        " without ",
-    ] {
-        if let Some((left, right)) = text.split_once(separator) {
-            let strip = |part: &str, fillers: &[&str]| {
-                let mut part = part.trim().to_owned();
-                loop {
-                    let before = part.clone();
-                    for filler in fillers {
-                        if let Some(rest) = part.strip_prefix(filler) {
-                            part = rest.trim().to_owned();
-                        }
-                    }
-                    if part == before {
-                        return part.trim_matches(['"', '\'']).to_owned();
-                    }
-                }
+                "pageviews"
             };
-            let fillers = [
-                "how many",
-                "people",
-                "persons",
-                "users",
-                "visitors",
-                "who",
-                "that",
-                "did",
-                "have",
-                "had",
-                "viewed",
-                "visited",
-                "triggered",
-                "do",
-                "the",
-                "page",
-                "event",
-            ];
-            let (left, right) = (strip(left, &fillers), strip(right, &fillers));
-            if !left.is_empty() && !right.is_empty() {
-                return Some((left, right));
+        push_metric(&mut ask, counted);
+        metrics = ask.metrics.clone();
+    }
+    if metrics.is_empty() {
+        if !ask.dimensions.is_empty() || ask.counted || !ask.names.is_empty() {
+            metrics.push("visitors");
+        } else {
+            return Err(unanswerable(
+                "Which number do you want: visitors, page views, visits, bounce rate, visit duration, events or a conversion rate?",
+            ));
+        }
+    }
+    let visit_scoped = metrics.iter().all(|m| VISIT_METRICS.contains(m));
+    let mut dimensions = ask.dimensions.clone();
+    if visit_scoped {
+        // A visit metric reads `event:page` as the visit's entry page (Plausible's rule).
+        for dimension in &mut dimensions {
+            if dimension == "visit:entry_page" {
+                *dimension = "event:page".into();
             }
         }
     }
-    None
-}
-
-/// The id in "activity of user X", "what did X do", "events of person X", "timeline of X".
-fn person_mentioned(text: &str) -> Option<String> {
-    let words: Vec<&str> = text.split(' ').collect();
-    let after = |markers: &[&str]| {
-        words.windows(2).find_map(|pair| {
-            markers
-                .contains(&pair[0])
-                .then(|| pair[1].trim_matches(['"', '\'']).to_owned())
-        })
-    };
-    let mentions_activity = ["activity", "timeline", "journey", "history"]
-        .iter()
-        .any(|word| words.contains(word));
-    if mentions_activity || text.starts_with("events of ") || text.starts_with("events for ") {
-        return after(&["user", "person", "visitor", "customer"])
-            .or_else(|| after(&["of", "for", "by"]))
-            .filter(|id| {
-                !id.is_empty()
-                    && !["the", "a", "my", "our", "user", "person"].contains(&id.as_str())
-            });
+    let mut filters = filters_of(&ask, visit_scoped)?;
+    if metrics.contains(&"conversion_rate") {
+        goal_filters(&mut filters, &mut dimensions, vocabulary)?;
     }
-    if let ["what", "did", id, "do", ..] = words.as_slice() {
-        return Some(id.trim_matches(['"', '\'']).to_owned());
-    }
-    None
-}
-
-/// A breakdown the translator would otherwise drop: "sessions by referrer", "views per page".
-fn breakdown(text: &str) -> Option<&'static str> {
-    [
-        ("page", "pages"),
-        ("pages", "pages"),
-        ("url", "pages"),
-        ("path", "pages"),
-        ("referrer", "referrers"),
-        ("referrers", "referrers"),
-        ("source", "UTM sources"),
-        ("sources", "UTM sources"),
-        ("campaign", "UTM campaigns"),
-        ("campaigns", "UTM campaigns"),
-        ("event", "events"),
-        ("events", "events"),
-    ]
-    .iter()
-    .find(|(word, _)| {
-        ["by", "per", "for each", "broken down by"]
+    if ask.versus_only
+        && let Some(index) = filters
             .iter()
-            .any(|lead| contains_words(text, &format!("{lead} {word}")))
+            .position(|f| f[0] == "is" && f[2].as_array().is_some_and(|v| v.len() >= 2))
+    {
+        let dimension = filters[index][1].as_str().unwrap_or_default().to_owned();
+        if !dimensions.contains(&dimension) {
+            dimensions.push(dimension);
+        }
+        ask.comparison = None;
+    }
+    let mut body = Map::new();
+    body.insert("metrics".into(), json!(metrics));
+    body.insert("date_range".into(), date_range);
+    if !dimensions.is_empty() {
+        body.insert("dimensions".into(), json!(dimensions));
+    }
+    if !filters.is_empty() {
+        body.insert("filters".into(), json!(filters));
+    }
+    if let Some(comparison) = ask.comparison {
+        body.insert("include".into(), json!({"comparisons": comparison}));
+    }
+    let limit = ask.limit.or(ask.wants_one.then_some(1));
+    if let Some(limit) = limit.filter(|_| dimensions.iter().any(|d| !d.starts_with("time"))) {
+        body.insert("pagination".into(), json!({"limit": limit}));
+    }
+    if ask.ascending && !dimensions.is_empty() {
+        body.insert("order_by".into(), json!([[metrics[0], "asc"]]));
+    }
+    Ok(Translation {
+        query: TypedQuery::Query(body),
+        notes,
     })
-    .map(|(_, top)| *top)
 }
 
-/// `id` (found in the lowercased question) as the question spelt it: ids are case-sensitive.
-fn original_case(question: &str, id: &str) -> String {
-    question
-        .split(|c: char| c.is_whitespace() || c == '?' || c == ',')
-        .map(|word| word.trim_matches(['"', '\'', '.', '!']))
-        .find(|word| word.to_lowercase() == id)
-        .map_or_else(|| id.to_owned(), str::to_owned)
+/// The names as v2 filters: one per dimension and operator (values of one dimension are
+/// alternatives). A negated event or page under a visit metric is `has_not_done` ("visits
+/// with a sign-up but no checkout"); under a count of visitors it is refused, since "people
+/// who did not" is not a filter of the model.
+fn filters_of(ask: &Ask, visit_scoped: bool) -> Result<Vec<Value>, Unanswerable> {
+    let mut grouped: Vec<(String, &'static str, Vec<String>)> = Vec::new();
+    for named in &ask.names {
+        match grouped.iter_mut().find(|(dimension, operator, _)| {
+            *dimension == named.dimension && *operator == named.operator
+        }) {
+            Some((_, _, values)) if !values.contains(&named.value) => {
+                values.push(named.value.clone())
+            }
+            Some(_) => {}
+            None => grouped.push((
+                named.dimension.clone(),
+                named.operator,
+                vec![named.value.clone()],
+            )),
+        }
+    }
+    let event_counts = ask
+        .metrics
+        .iter()
+        .all(|m| matches!(*m, "events" | "pageviews"));
+    let has_but = ask.names.iter().any(|n| n.after_but);
+    let mut filters = Vec::new();
+    for (dimension, operator, values) in grouped {
+        let on_events = dimension.starts_with("event:");
+        let negative = operator.ends_with("_not");
+        if on_events && visit_scoped && has_but {
+            let positive = if negative {
+                operator.trim_end_matches("_not")
+            } else {
+                operator
+            };
+            let inner = json!([
+                if positive.is_empty() { "is" } else { positive },
+                dimension,
+                values
+            ]);
+            filters.push(json!([
+                if negative { "has_not_done" } else { "has_done" },
+                inner
+            ]));
+        } else if on_events && negative && !event_counts && !visit_scoped {
+            return Err(unanswerable(format!(
+                "I can't count people who did not do something (\"not {}\") offline: ask for visits without it, or for page views or events other than it.",
+                values.join(", ")
+            )));
+        } else {
+            filters.push(json!([operator, dimension, values]));
+        }
+    }
+    Ok(filters)
 }
 
-fn top_count(text: &str) -> u32 {
-    text.split(' ')
-        .collect::<Vec<_>>()
-        .windows(2)
-        .find_map(|pair| {
-            (pair[0] == "top")
-                .then(|| pair[1].parse::<u32>().ok())
-                .flatten()
+/// `conversion_rate` needs a goal: an event or page the question named becomes the goal that
+/// counts it; without one, the rate is broken down by every goal.
+fn goal_filters(
+    filters: &mut Vec<Value>,
+    dimensions: &mut Vec<String>,
+    vocabulary: &Vocabulary,
+) -> Result<(), Unanswerable> {
+    let mut goals = Vec::new();
+    let mut kept = Vec::new();
+    for filter in filters.drain(..) {
+        let dimension = filter[1].as_str().unwrap_or_default();
+        let values: Vec<&str> = filter[2]
+            .as_array()
+            .map(|v| v.iter().filter_map(Value::as_str).collect())
+            .unwrap_or_default();
+        let goal = vocabulary.goals.iter().find(|goal| {
+            values.len() == 1
+                && filter[0] == "is"
+                && match dimension {
+                    "event:name" => goal.event.as_deref() == values.first().copied(),
+                    "event:page" => goal.page.as_deref() == values.first().copied(),
+                    _ => false,
+                }
+        });
+        match goal {
+            Some(goal) => goals.push(goal.label()),
+            None if matches!(dimension, "event:name" | "event:page") => {
+                let labels: Vec<String> = vocabulary
+                    .goals
+                    .iter()
+                    .map(|g| format!("\"{}\"", g.label()))
+                    .collect();
+                return Err(unanswerable(format!(
+                    "\"{}\" is not one of your goals, and a conversion rate needs one. Your goals: {}.",
+                    values.join(", "),
+                    labels.join(", ")
+                )));
+            }
+            None => kept.push(filter),
+        }
+    }
+    let goal_filtered = kept.iter().any(|f| f[1] == "event:goal");
+    *filters = kept;
+    if goals.is_empty() {
+        if !goal_filtered && !dimensions.iter().any(|d| d == "event:goal") {
+            dimensions.push("event:goal".into());
+        }
+    } else {
+        filters.insert(0, json!(["is", "event:goal", goals]));
+    }
+    Ok(())
+}
+
+fn funnel(ask: Ask, date_range: Value, notes: Vec<String>) -> Result<Translation, Unanswerable> {
+    let mut steps: Vec<&Named> = ask.names.iter().filter(|n| is_step(n)).collect();
+    steps.sort_by_key(|named| named.at);
+    let steps: Vec<String> = steps
+        .iter()
+        .map(|named| match named.dimension.as_str() {
+            "event:page" => format!("page:{}", named.value),
+            _ => format!("event:{}", named.value),
         })
-        .filter(|n| (1..=100).contains(n))
-        .unwrap_or(10)
-}
-
-/// What a total, series or comparison counts.
-#[derive(Debug, Clone, PartialEq)]
-enum Metric {
-    PageViews,
-    Events,
-    Visitors,
-    Persons,
-    Sessions,
-    BounceRate,
-    Duration,
-    /// A named event or page; `of` the base metric when the question names one too
-    /// ("visitors of /pricing"), else its occurrences.
-    Named(Target, Option<Box<Metric>>),
-}
-
-impl Metric {
-    fn find(text: &str, target: Option<Target>) -> Option<Metric> {
-        let has = |words: &[&str]| words.iter().any(|word| text.contains(word));
-        let base = if has(&["bounce"]) {
-            Some(Metric::BounceRate)
-        } else if has(&["duration", "how long", "time spent", "session length"]) {
-            Some(Metric::Duration)
-        } else if has(&["session"]) {
-            Some(Metric::Sessions)
-        } else if has(&["page view", "pageview", "views", "page hits"]) {
-            Some(Metric::PageViews)
-        } else if has(&["visitor", "visits", "traffic"]) {
-            Some(Metric::Visitors)
-        } else if has(&["person", "people", "users", "customers", "persons"]) {
-            Some(Metric::Persons)
-        } else if has(&["event", "actions", "activity"]) {
-            Some(Metric::Events)
-        } else {
-            None
-        };
-        match (target, base) {
-            (
-                Some(target),
-                Some(base @ (Metric::Visitors | Metric::Persons | Metric::PageViews)),
-            ) => Some(Metric::Named(target, Some(Box::new(base)))),
-            (Some(target), Some(Metric::Events) | None) => Some(Metric::Named(target, None)),
-            (_, base) => base,
-        }
-    }
-
-    fn label(&self) -> String {
-        match self {
-            Metric::PageViews => "page views".into(),
-            Metric::Events => "events".into(),
-            Metric::Visitors => "unique visitors".into(),
-            Metric::Persons => "persons".into(),
-            Metric::Sessions => "sessions".into(),
-            Metric::BounceRate => "bounce rate (%)".into(),
-            Metric::Duration => "average session duration (s)".into(),
-            Metric::Named(target, None) => target.describe(),
-            Metric::Named(target, Some(base)) => {
-                format!("{} with {}", base.label(), target.describe())
-            }
-        }
-    }
-
-    fn uses_sessions(&self) -> bool {
-        matches!(
-            self,
-            Metric::Sessions | Metric::BounceRate | Metric::Duration
-        )
-    }
-
-    /// The aggregate of the metric over the rows where `condition` holds (all rows: `None`).
-    fn aggregate(&self, condition: Option<&str>) -> String {
-        let counted = |plain: &str, conditional: &str, argument: &str| match condition {
-            None => format!("{plain}({argument})"),
-            Some(condition) if argument.is_empty() => format!("{conditional}({condition})"),
-            Some(condition) => format!("{conditional}({argument}, {condition})"),
-        };
-        match self {
-            Metric::PageViews => format!("countIf({})", both(&page_view_sql(), condition)),
-            Metric::Events | Metric::Sessions => counted("count", "countIf", ""),
-            Metric::Visitors => counted("uniqExact", "uniqExactIf", VISITOR),
-            Metric::Persons => counted("uniqExact", "uniqExactIf", "person_id"),
-            Metric::BounceRate => format!(
-                "round(100 * {} / greatest({}, 1), 1)",
-                counted("sum", "sumIf", "is_bounce"),
-                counted("count", "countIf", "")
-            ),
-            Metric::Duration => format!(
-                "round({} / greatest({}, 1) / 1000, 1)",
-                counted("sum", "sumIf", "duration_ms"),
-                counted("count", "countIf", "")
-            ),
-            Metric::Named(target, None) => {
-                format!("countIf({})", both(&target.condition(), condition))
-            }
-            Metric::Named(target, Some(base)) => {
-                base.aggregate(Some(&both(&target.condition(), condition)))
-            }
-        }
-    }
-
-    /// `(view, time column, the rows every value of it counts)`.
-    fn source(&self) -> (&'static str, &'static str, Option<String>) {
-        if self.uses_sessions() {
-            ("sessions", "start_time", None)
-        } else {
-            ("events", "event_time", Some(activity_sql()))
-        }
-    }
-}
-
-/// `a AND b`, or `a` alone.
-fn both(a: &str, b: Option<&str>) -> String {
-    b.map_or_else(|| a.to_owned(), |b| format!("{a} AND {b}"))
-}
-
-fn total(metric: Metric, period: Period) -> Translation {
-    let (view, time, rows) = metric.source();
-    let alias = "value";
-    let sql = format!(
-        "SELECT {} AS {alias} FROM {view} WHERE {}",
-        metric.aggregate(None),
-        both(&period.condition(time), rows.as_deref())
-    );
-    Translation {
-        sql,
-        shape: Shape::Totals,
-        title: metric.label(),
-        period: Some(period),
-        notes: Vec::new(),
-    }
-}
-
-fn comparison(metric: Metric, period: Period, tz: Tz) -> Translation {
-    let previous = period.previous(tz);
-    let (view, time, rows) = metric.source();
-    let sql = format!(
-        "SELECT {} AS this_period, {} AS previous_period FROM {view} WHERE {}",
-        metric.aggregate(Some(&period.condition(time))),
-        metric.aggregate(Some(&previous.condition(time))),
-        both(
-            &format!(
-                "{time} >= toDateTime({}) AND {time} < toDateTime({})",
-                previous.from, period.to
-            ),
-            rows.as_deref()
-        ),
-    );
-    Translation {
-        sql,
-        shape: Shape::Comparison,
-        title: format!(
-            "{}: {} against {}",
-            metric.label(),
-            period.describe(),
-            previous.describe()
-        ),
-        period: Some(period),
-        notes: Vec::new(),
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Bucket {
-    Hour,
-    Day,
-    Week,
-    Month,
-}
-
-impl Bucket {
-    fn find(text: &str) -> Option<Bucket> {
-        let has = |words: &[&str]| words.iter().any(|word| contains_words(text, word));
-        if has(&["per hour", "hourly", "by hour", "each hour", "every hour"]) {
-            Some(Bucket::Hour)
-        } else if has(&["per week", "weekly", "by week", "each week"]) {
-            Some(Bucket::Week)
-        } else if has(&["per month", "monthly", "by month", "each month"]) {
-            Some(Bucket::Month)
-        } else if has(&[
-            "per day",
-            "daily",
-            "by day",
-            "each day",
-            "every day",
-            "over time",
-            "trend",
-            "a day",
-        ]) {
-            Some(Bucket::Day)
-        } else {
-            None
-        }
-    }
-
-    fn expression(self, column: &str, tz: Tz) -> String {
-        let tz = quote(tz.name());
-        match self {
-            Bucket::Hour => format!("toStartOfHour({column}, {tz})"),
-            Bucket::Day => format!("toDate({column}, {tz})"),
-            Bucket::Week => format!("toMonday(toDate({column}, {tz}))"),
-            Bucket::Month => format!("toStartOfMonth(toDate({column}, {tz}))"),
-        }
-    }
-
-    fn name(self) -> &'static str {
-        match self {
-            Bucket::Hour => "hour",
-            Bucket::Day => "day",
-            Bucket::Week => "week",
-            Bucket::Month => "month",
-        }
-    }
-}
-
-fn series(metric: Metric, bucket: Bucket, period: Period, tz: Tz) -> Translation {
-    let (view, time, rows) = metric.source();
-    let name = bucket.name();
-    let sql = format!(
-        "SELECT {} AS {name}, {} AS value FROM {view} WHERE {} GROUP BY {name} ORDER BY {name}",
-        bucket.expression(time, tz),
-        metric.aggregate(None),
-        both(&period.condition(time), rows.as_deref())
-    );
-    Translation {
-        sql,
-        shape: Shape::Series,
-        title: format!("{} per {name}", metric.label()),
-        period: Some(period),
-        notes: Vec::new(),
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Dimension {
-    Pages,
-    EntryPages,
-    ExitPages,
-    Events,
-    Referrers,
-    UtmSources,
-    UtmCampaigns,
-}
-
-impl Dimension {
-    fn find(text: &str) -> Option<Dimension> {
-        let has = |words: &[&str]| words.iter().any(|word| text.contains(word));
-        if has(&["landing page", "entry page"]) {
-            Some(Dimension::EntryPages)
-        } else if has(&["exit page"]) {
-            Some(Dimension::ExitPages)
-        } else if has(&["campaign"]) {
-            Some(Dimension::UtmCampaigns)
-        } else if has(&["utm", "source"]) {
-            Some(Dimension::UtmSources)
-        } else if has(&[
-            "referrer",
-            "referer",
-            "referring",
-            "where do visitors come from",
-        ]) {
-            Some(Dimension::Referrers)
-        } else if has(&["page", "url", "path", "screen"]) {
-            Some(Dimension::Pages)
-        } else if has(&["event"]) {
-            Some(Dimension::Events)
-        } else {
-            None
-        }
-    }
-
-    /// `(view, key, the rows it counts, what the answer calls it)`.
-    fn parts(self) -> (&'static str, String, String, &'static str) {
-        let session = |key: &str, name| ("sessions", key.to_owned(), format!("{key} != ''"), name);
-        match self {
-            Dimension::Pages => (
-                "events",
-                page_view_location_sql().to_owned(),
-                page_view_sql(),
-                "pages",
-            ),
-            Dimension::Events => (
-                "events",
-                "name".to_owned(),
-                "type = 'track'".to_owned(),
-                "events",
-            ),
-            Dimension::EntryPages => session("entry_path", "landing pages"),
-            Dimension::ExitPages => session("exit_path", "exit pages"),
-            Dimension::Referrers => session("entry_referrer", "referrers"),
-            Dimension::UtmSources => session("utm_source", "UTM sources"),
-            Dimension::UtmCampaigns => session("utm_campaign", "UTM campaigns"),
-        }
-    }
-}
-
-fn top(dimension: Dimension, count: u32, period: Period) -> Translation {
-    let (view, key, rows, name) = dimension.parts();
-    let time = if view == "sessions" {
-        "start_time"
-    } else {
-        "event_time"
-    };
-    let unit = if view == "sessions" {
-        "session_count"
-    } else {
-        "count"
-    };
-    let sql = format!(
-        "SELECT {key} AS label, count() AS {unit} FROM {view} WHERE {} AND {rows} GROUP BY label ORDER BY {unit} DESC, label LIMIT {count}",
-        period.condition(time)
-    );
-    Translation {
-        sql,
-        shape: Shape::Top,
-        title: format!("top {count} {name}"),
-        period: Some(period),
-        notes: Vec::new(),
-    }
-}
-
-fn funnel(steps: Vec<Target>, period: Period) -> Translation {
-    let conditions: Vec<String> = steps.iter().map(Target::condition).collect();
-    let reached: Vec<String> = (1..=steps.len())
-        .map(|k| format!("countIf(level >= {k}) AS step_{k}"))
         .collect();
-    let sql = format!(
-        "SELECT {} FROM (SELECT person_id, windowFunnel(86400)(event_time, {}) AS level FROM events WHERE {} AND {} GROUP BY person_id)",
-        reached.join(", "),
-        conditions.join(", "),
-        period.condition("event_time"),
-        activity_sql()
-    );
-    let names: Vec<&str> = steps.iter().map(Target::name).collect();
-    Translation {
-        sql,
-        title: format!("funnel {}", names.join(" → ")),
-        shape: Shape::Funnel(steps),
-        period: Some(period),
-        notes: Vec::new(),
+    if !(2..=8).contains(&steps.len()) {
+        return Err(unanswerable(format!(
+            "A funnel needs 2 to 8 steps (pages or events of yours, in order); I found {}.",
+            steps.len()
+        )));
     }
-}
-
-fn did_but_not(did: &Target, not: &Target, period: Period) -> Translation {
-    let sql = format!(
-        "SELECT count() AS persons FROM (SELECT person_id, max({}) AS did_first, max({}) AS did_second FROM events WHERE {} GROUP BY person_id) WHERE did_first = 1 AND did_second = 0",
-        did.condition(),
-        not.condition(),
-        period.condition("event_time")
-    );
-    Translation {
-        sql,
-        shape: Shape::Totals,
-        title: format!("persons with {} but no {}", did.describe(), not.describe()),
-        period: Some(period),
-        notes: Vec::new(),
+    if ask.names.iter().any(|n| !is_step(n))
+        || !ask.dimensions.is_empty()
+        || ask.comparison.is_some()
+    {
+        return Err(unanswerable(
+            "Funnels can't be filtered, broken down or compared offline yet.",
+        ));
     }
-}
-
-fn activity(id: &str, period: Option<Period>) -> Translation {
-    let id = quote(id);
-    let when = period
-        .as_ref()
-        .map(|period| format!(" AND {}", period.condition("event_time")))
-        .unwrap_or_default();
-    let sql = format!(
-        "SELECT event_time, type, if(type = 'track', name, {}) AS what, session_id FROM events WHERE person_id IN (SELECT person_id FROM events WHERE user_id = {id} OR anonymous_id = {id} OR person_id = {id}){when} ORDER BY event_time, message_id LIMIT 200",
-        page_view_location_sql()
-    );
-    Translation {
-        sql,
-        shape: Shape::Activity,
-        title: format!("activity of {}", id.trim_matches('\'')),
-        period,
-        notes: Vec::new(),
-    }
-}
-
-fn retention(period: Period, tz: Tz) -> Translation {
-    let week = Bucket::Week.expression("event_time", tz);
-    let sql = format!(
-        "SELECT cohort_week, intDiv(toRelativeDayNum(active_week) - toRelativeDayNum(cohort_week), 7) AS weeks_later, count() AS persons \
-         FROM (SELECT person_id, {week} AS active_week FROM events WHERE {range} AND {activity} GROUP BY person_id, active_week) AS active \
-         JOIN (SELECT person_id, min({week}) AS cohort_week FROM events WHERE {range} AND {activity} GROUP BY person_id) AS cohorts USING (person_id) \
-         GROUP BY cohort_week, weeks_later ORDER BY cohort_week, weeks_later",
-        range = period.condition("event_time"),
-        activity = activity_sql(),
-    );
-    Translation {
-        sql,
-        shape: Shape::Retention,
-        title: "weekly retention: persons by first active week".into(),
-        period: Some(period),
-        notes: Vec::new(),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn vocabulary() -> Vocabulary {
-        Vocabulary {
-            events: vec!["Signed Up".into(), "Checkout Completed".into()],
-            pages: vec!["/".into(), "/pricing".into(), "Home Screen".into()],
-        }
-    }
-
-    fn ask(question: &str) -> Result<Translation, Unanswerable> {
-        let vocabulary = vocabulary();
-        translate(
-            question,
-            Context {
-                today: NaiveDate::from_ymd_opt(2026, 11, 30).unwrap(),
-                tz: Tz::UTC,
-                vocabulary: &vocabulary,
-            },
-        )
-    }
-
-    #[test]
-    fn shapes_are_recognised() {
-        let shape = |q: &str| ask(q).unwrap_or_else(|e| panic!("{q}: {e}")).shape;
-        assert_eq!(shape("How many page views yesterday?"), Shape::Totals);
-        assert_eq!(shape("top 5 pages last month"), Shape::Top);
-        assert_eq!(shape("visitors per day in the last 14 days"), Shape::Series);
-        assert_eq!(
-            shape("compare sessions with the previous period"),
-            Shape::Comparison
-        );
-        assert_eq!(shape("weekly retention"), Shape::Retention);
-        assert_eq!(shape("what did alice do"), Shape::Activity);
-        assert!(
-            matches!(shape("funnel from /pricing to signed up"), Shape::Funnel(steps) if steps.len() == 2)
-        );
-        assert_eq!(
-            shape("how many people signed up but not checkout completed"),
-            Shape::Totals
-        );
-    }
-
-    #[test]
-    fn names_resolve_case_insensitively_and_fuzzily() {
-        let vocabulary = vocabulary();
-        assert_eq!(
-            vocabulary.resolve("signed_up", false),
-            Some(Target::Event("Signed Up".into()))
-        );
-        assert_eq!(
-            vocabulary.resolve("Sigend Up", true),
-            Some(Target::Event("Signed Up".into()))
-        );
-        assert_eq!(
-            vocabulary.resolve("/pricng", true),
-            Some(Target::Page("/pricing".into()))
-        );
-        assert_eq!(vocabulary.resolve("purchase", true), None);
-    }
-
-    #[test]
-    fn unknown_questions_and_names_are_refused_plainly() {
-        assert!(ask("what is the meaning of life").is_err());
-        let refusal = ask("funnel from /pricing to purchase").unwrap_err();
-        assert!(refusal.reason.contains("\"purchase\""), "{refusal}");
-    }
+    Ok(Translation {
+        query: TypedQuery::Funnel(FunnelSpec {
+            steps,
+            window: Some(ask.window_secs.unwrap_or(86_400)),
+            date_range,
+            exclude: Vec::new(),
+        }),
+        notes,
+    })
 }

@@ -207,7 +207,7 @@ async fn answer(
             "Unknown parameter `{unknown}` for this endpoint."
         )));
     }
-    let now = chrono::Utc::now().timestamp();
+    let now = state.clock.now_secs();
     let query = parse(endpoint, params, &tenant, now)?;
     let answer = run(&state.clickhouse, &query, now).await?;
     Ok(render(endpoint, params, &query, &answer))

@@ -63,19 +63,33 @@ async fn answer(state: &AppState, headers: &HeaderMap, body: &[u8]) -> Result<Js
     };
     let site_id = request.get("site_id").and_then(JsonValue::as_str);
     let tenant = authorize(state, headers, site_id)?;
-    let now = chrono::Utc::now().timestamp();
+    execute(&state.clickhouse, &tenant, &request, state.clock.now_secs()).await
+}
+
+/// Answers a v2 `request` of `tenant` at `now` (Unix seconds): what `POST /api/v2/query`,
+/// Ask and GraphQL all run, so that one question has one number whichever door it came in by.
+///
+/// # Errors
+/// A 400 naming the field for a request the model cannot answer; ClickHouse failures as
+/// [`ApiError`]s converted.
+pub async fn execute(
+    client: &clickhouse::Client,
+    tenant: &schemas::tenants::Tenant,
+    request: &Map<String, JsonValue>,
+    now: i64,
+) -> Result<JsonValue> {
     // "all" starts at the first raw event, or, for a tenant with a retention, where its raw
     // rows start (rows past it linger until deleted).
     let first_event = if request.get("date_range").and_then(JsonValue::as_str) == Some("all") {
-        crate::queries::first_event(&state.clickhouse, &tenant.id)
+        crate::queries::first_event(client, &tenant.id)
             .await?
             .map(|first| first.max(tenant.raw_from(now).unwrap_or(first)))
     } else {
         None
     };
-    let query = parse(&request, &tenant, now, first_event)?;
-    let answer = run(&state.clickhouse, &query, now).await?;
-    Ok(render(&request, &query, &answer))
+    let query = parse(request, tenant, now, first_event)?;
+    let answer = run(client, &query, now).await?;
+    Ok(render(request, &query, &answer))
 }
 
 /// The body of `POST /api/v2/query`, as Plausible's Stats API v2 reference gives it (plus
@@ -327,7 +341,11 @@ fn dimensions(value: Option<&JsonValue>, range_secs: i64) -> Result<Vec<Dimensio
     Ok(dimensions)
 }
 
-fn date_range(value: Option<&JsonValue>) -> Result<DateRange> {
+/// A v2 `date_range` value (a shortcut, two dates, or two date-times).
+///
+/// # Errors
+/// Plausible's message for anything else.
+pub fn date_range(value: Option<&JsonValue>) -> Result<DateRange> {
     let invalid = |value: &JsonValue| bad("date_range", format!("Invalid date range {value}"));
     match value {
         None => bad(

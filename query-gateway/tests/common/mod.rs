@@ -17,6 +17,7 @@ use tower::ServiceExt;
 #[path = "../../../deploy/chdb/harness.rs"]
 pub mod chdb;
 pub mod rows;
+pub mod shop;
 
 /// 2024-05-01T00:00:00Z.
 pub const T: i64 = 1_714_521_600;
@@ -436,6 +437,7 @@ pub async fn fixture(base: i64) -> Fixture {
             live_stream_lifetime: std::time::Duration::from_secs(2),
             ask,
             metrics,
+            clock: Default::default(),
         }),
         http,
         url,

@@ -1,0 +1,173 @@
+//! The tenant's own names that a question may mention, read through the query model itself
+//! (a v2 breakdown per dimension over the whole kept range), so that a name the translator
+//! accepts is one the model can filter on, and a name the tenant never had is refused.
+
+use clickhouse::Client;
+use futures_util::future::join_all;
+use schemas::tenants::Tenant;
+use serde_json::{Map, Value, json};
+
+use crate::query::model::VisitAttribute;
+
+/// Most values read per dimension (most frequent first).
+const MAX_VALUES: usize = 300;
+/// Most property keys read.
+const MAX_PROPERTY_KEYS: u32 = 20;
+
+/// Names and values, each list most frequent first.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Vocabulary {
+    /// Track events' names (`event:name` without `pageview`).
+    pub events: Vec<String>,
+    /// Page-view locations (`event:page`: paths, screens' names).
+    pub pages: Vec<String>,
+    /// Property keys, each with its values.
+    pub properties: Vec<(String, Vec<String>)>,
+    /// Visit attributes' values (sources, countries, devices, …), empty values left out.
+    pub visits: Vec<(VisitAttribute, Vec<String>)>,
+    /// The tenant's goals: label, and the event name or page pattern it counts.
+    pub goals: Vec<schemas::tenants::Goal>,
+}
+
+/// The visit attributes whose values a question may name.
+const NAMED_ATTRIBUTES: [VisitAttribute; 14] = [
+    VisitAttribute::Source,
+    VisitAttribute::Channel,
+    VisitAttribute::Country,
+    VisitAttribute::City,
+    VisitAttribute::Region,
+    VisitAttribute::Device,
+    VisitAttribute::Browser,
+    VisitAttribute::Os,
+    VisitAttribute::UtmCampaign,
+    VisitAttribute::UtmSource,
+    VisitAttribute::UtmMedium,
+    VisitAttribute::UtmContent,
+    VisitAttribute::UtmTerm,
+    VisitAttribute::EntryPage,
+];
+
+impl Vocabulary {
+    /// Reads `tenant`'s names at `now` (Unix seconds).
+    ///
+    /// # Errors
+    /// [`crate::ask::typed::ExecuteError`] when ClickHouse fails.
+    pub async fn read(
+        client: &Client,
+        tenant: &Tenant,
+        now: i64,
+    ) -> Result<Vocabulary, crate::ask::typed::ExecuteError> {
+        let from = now - crate::query::range::MAX_DAYS * 86_400;
+        let keys =
+            crate::queries::property_keys(client, &tenant.id, from, MAX_PROPERTY_KEYS).await?;
+        let mut dimensions: Vec<String> = vec!["event:name".into(), "event:page".into()];
+        dimensions.extend(keys.iter().map(|key| format!("event:props:{key}")));
+        dimensions.extend(
+            NAMED_ATTRIBUTES
+                .iter()
+                .map(|attribute| format!("visit:{}", attribute.name())),
+        );
+        let lists = join_all(
+            dimensions
+                .iter()
+                .map(|dimension| values(client, tenant, dimension, now)),
+        )
+        .await;
+        let mut lists = lists
+            .into_iter()
+            .collect::<Result<Vec<_>, _>>()?
+            .into_iter();
+        let events = lists
+            .next()
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|name| name != "pageview")
+            .collect();
+        let pages = lists.next().unwrap_or_default();
+        let properties = keys.into_iter().zip(lists.by_ref()).collect();
+        let visits = NAMED_ATTRIBUTES.into_iter().zip(lists).collect();
+        Ok(Vocabulary {
+            events,
+            pages,
+            properties,
+            visits,
+            goals: tenant.goals.clone(),
+        })
+    }
+
+    /// The values of a visit attribute.
+    pub fn visit_values(&self, attribute: VisitAttribute) -> &[String] {
+        self.visits
+            .iter()
+            .find(|(known, _)| *known == attribute)
+            .map_or(&[], |(_, values)| values.as_slice())
+    }
+
+    /// Every name, for "did you mean" suggestions.
+    pub fn all_names(&self) -> impl Iterator<Item = &String> {
+        self.events
+            .iter()
+            .chain(&self.pages)
+            .chain(self.properties.iter().flat_map(|(_, values)| values))
+            .chain(self.visits.iter().flat_map(|(_, values)| values))
+    }
+}
+
+/// A dimension's non-empty values over the kept range, most events first.
+async fn values(
+    client: &Client,
+    tenant: &Tenant,
+    dimension: &str,
+    now: i64,
+) -> Result<Vec<String>, crate::ask::typed::ExecuteError> {
+    let metric = if dimension.starts_with("visit:") {
+        "visits"
+    } else {
+        "events"
+    };
+    let mut request = Map::new();
+    request.insert("site_id".into(), json!(tenant.id));
+    request.insert("metrics".into(), json!([metric]));
+    request.insert("dimensions".into(), json!([dimension]));
+    request.insert("date_range".into(), json!("all"));
+    request.insert("pagination".into(), json!({"limit": MAX_VALUES}));
+    let response = crate::plausible::v2::execute(client, tenant, &request, now).await?;
+    Ok(response["results"]
+        .as_array()
+        .map(|rows| {
+            rows.iter()
+                .filter_map(|row| row["dimensions"][0].as_str())
+                .filter(|value| !is_empty_label(value))
+                .map(str::to_owned)
+                .collect()
+        })
+        .unwrap_or_default())
+}
+
+/// The labels the model shows for an empty value.
+fn is_empty_label(value: &str) -> bool {
+    value.is_empty() || matches!(value, "(not set)" | "Direct / None" | "(none)")
+}
+
+impl From<Value> for Vocabulary {
+    /// For tests: `{"events": [...], "pages": [...]}`.
+    fn from(value: Value) -> Self {
+        let strings = |key: &str| -> Vec<String> {
+            value[key]
+                .as_array()
+                .map(|items| {
+                    items
+                        .iter()
+                        .filter_map(Value::as_str)
+                        .map(str::to_owned)
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        Vocabulary {
+            events: strings("events"),
+            pages: strings("pages"),
+            ..Vocabulary::default()
+        }
+    }
+}
