@@ -59,6 +59,24 @@ fn dates(first: NaiveDate, last: NaiveDate) -> Value {
     json!([first.to_string(), last.to_string()])
 }
 
+const WEEKDAYS: [&str; 7] = [
+    "monday",
+    "tuesday",
+    "wednesday",
+    "thursday",
+    "friday",
+    "saturday",
+    "sunday",
+];
+
+/// Days from Monday of a weekday's name.
+fn weekday(word: &str) -> Option<u32> {
+    WEEKDAYS
+        .iter()
+        .position(|day| *day == word)
+        .and_then(|n| u32::try_from(n).ok())
+}
+
 /// Reads every period in `tokens` (marking their tokens used), in order.
 pub fn find(tokens: &mut [Token], today: NaiveDate) -> Vec<Pick> {
     let mut picks = Vec::new();
@@ -138,6 +156,15 @@ fn at(tokens: &[Token], i: usize, today: NaiveDate) -> Option<Found> {
         && first <= last
     {
         return plain(dates(first, last), n + 1 + m);
+    }
+    if matches!(w(0), "since" | "on")
+        && let Some(weekday) = weekday(w(1))
+        && date(tokens, i + 2, today).is_none()
+    {
+        let back = (7 + today.weekday().num_days_from_monday() - weekday) % 7;
+        let day = today - Days::new(u64::from(back));
+        let last = if w(0) == "since" { today } else { day };
+        return plain(dates(day, last), 2);
     }
     if w(0) == "since" {
         if let Some((first, n)) = date(tokens, i + 1, today) {
@@ -293,6 +320,15 @@ fn last_n(tokens: &[Token], i: usize) -> Option<Found> {
         _ => return None,
     };
     let unit = word(tokens, unit_at).trim_end_matches('s');
+    if lead && !matches!(unit, "day" | "week" | "month" | "year" | "hour") {
+        // "vs the previous 30": relative to the main period, its unit implied.
+        return matches!(w(0), "previous" | "prior" | "preceding").then_some((
+            Value::Null,
+            unit_at - i,
+            true,
+            false,
+        ));
+    }
     let after_before = word(tokens, unit_at + 1) == "before";
     if !lead && !after_before {
         return None;
@@ -340,6 +376,9 @@ fn date_near(
     after: Option<NaiveDate>,
 ) -> Option<(NaiveDate, usize)> {
     let token = tokens.get(i).filter(|t| !t.used)?;
+    if weekday(&token.word).is_some() {
+        return date_near(tokens, i + 1, today, after).map(|(day, n)| (day, n + 1));
+    }
     if let Kind::Date(day) = token.kind {
         return Some((day, 1));
     }
@@ -431,6 +470,11 @@ mod tests {
         );
         assert_eq!(pick("in October"), json!(["2026-10-01", "2026-10-31"]));
         assert_eq!(pick("since May"), json!(["2026-05-01", "2026-11-18"]));
+        assert_eq!(pick("since monday"), json!(["2026-11-16", "2026-11-18"]));
+        assert_eq!(
+            pick("since Monday, September 21"),
+            json!(["2026-09-21", "2026-11-18"])
+        );
         assert_eq!(pick("in December"), json!(["2025-12-01", "2025-12-31"]));
         assert_eq!(
             pick("between Oct 3 and Oct 9"),

@@ -68,6 +68,30 @@ fn unanswerable(reason: impl Into<String>) -> Unanswerable {
 /// Words that carry no qualifier: they may be left over.
 const FILLERS: &[&str] = &[
     "a",
+    "hi",
+    "hello",
+    "hey",
+    "thanks",
+    "thank",
+    "cheers",
+    "after",
+    "combined",
+    "contain",
+    "contains",
+    "containing",
+    "build",
+    "need",
+    "needs",
+    "want",
+    "wants",
+    "tagged",
+    "whose",
+    "viewing",
+    "visiting",
+    "row",
+    "rows",
+    "counting",
+    "together",
     "about",
     "across",
     "active",
@@ -282,6 +306,8 @@ struct Ask {
     by_count: bool,
     /// "how many times": a count of events or page views, not of people.
     times: bool,
+    /// "one row each", "for each": the values named are groups, not one filter.
+    each: bool,
 }
 
 /// One name matched.
@@ -320,10 +346,24 @@ pub fn translate(question: &str, context: Context<'_>) -> Result<Translation, Un
     visit_values(&mut tokens, vocabulary, &mut ask);
     countries(&mut tokens, &mut ask);
     qualifiers(&mut tokens, &mut ask);
+    if take_any(
+        &mut tokens,
+        &[
+            &["one", "row", "each"],
+            &["for", "each"],
+            &["each"],
+            &["respectively"],
+            &["separately"],
+        ],
+    )
+    .is_some()
+    {
+        ask.each = true;
+    }
     plain_metrics(&mut tokens, &mut ask);
     person(&mut tokens, &mut ask);
     negations(&mut tokens, &mut ask)?;
-    leftovers(&tokens, vocabulary)?;
+    leftovers(&tokens, vocabulary, &ask.names)?;
     let main = picks.iter().find(|pick| !pick.before && !pick.year_ago);
     assemble(ask, main, context)
 }
@@ -513,6 +553,20 @@ fn funnel_words(tokens: &mut [Token], ask: &mut Ask) {
         ask.window_secs = window_unit(&tokens[i + 2].word).map(|unit| unit * n);
         take(tokens, i, 3);
     }
+    if let Some(i) = (0..tokens.len()).find(|i| {
+        tokens.get(*i).and_then(number_of).is_some()
+            && tokens
+                .get(i + 1)
+                .is_some_and(|t| window_unit(&t.word).is_some())
+            && matches_at(tokens, i + 2, &["window"])
+    }) {
+        let n = tokens.get(i).and_then(number_of).unwrap_or(1);
+        ask.window_secs = window_unit(&tokens[i + 1].word).map(|unit| unit * n);
+        take(tokens, i, 3);
+        if i > 0 {
+            take_at(tokens, i - 1, &["a|with|in"]);
+        }
+    }
     if let Some(from) = find(tokens, &["from"])
         && (from + 2..tokens.len()).any(|k| matches_at(tokens, k, &["to"]))
         && tokens
@@ -611,6 +665,12 @@ fn compound_metrics(tokens: &mut [Token], ask: &mut Ask) {
         }
     }
     take_any(tokens, &[&["paid|pay|payed|paying", "with|by|via|using"]]);
+    if take_any(tokens, &[&["percentage|share|percent|proportion"]]).is_some() {
+        push_metric(ask, "percentage");
+    }
+    if take_any(tokens, &[&["event", "count|counts"]]).is_some() {
+        push_metric(ask, "events");
+    }
     if let Some(i) = find(tokens, &["how", "long"]) {
         take(tokens, i, 2);
         push_metric(ask, "visit_duration");
@@ -726,7 +786,10 @@ fn path(tokens: &mut [Token], i: usize, vocabulary: &Vocabulary) -> Result<Named
     } else {
         "event:page"
     };
-    let under_word = matches!(one.as_str(), "under" | "within" | "below" | "inside");
+    let under_word = matches!(
+        one.as_str(),
+        "under" | "within" | "below" | "inside" | "contains" | "containing"
+    );
     let under = under_word || matches_at(tokens, i + 1, &["section|pages|subpages"]);
     if under {
         if !vocabulary
@@ -739,6 +802,9 @@ fn path(tokens: &mut [Token], i: usize, vocabulary: &Vocabulary) -> Result<Named
         take_at(tokens, i + 1, &["section|pages|subpages"]);
         if under_word {
             tokens[i - 1].used = true;
+            if i > 1 && matches!(tokens[i - 2].word.as_str(), "path" | "url") {
+                tokens[i - 2].used = true;
+            }
         }
         let mut section = named(dimension, wanted, i);
         section.operator = "contains";
@@ -1104,6 +1170,15 @@ fn dimensions(tokens: &mut [Token], vocabulary: &Vocabulary, ask: &mut Ask) {
             continue;
         };
         let end = at + skip + length;
+        // "every page whose path contains /docs" describes a filter, not a breakdown.
+        // Its words say which filter follows; the condition's own words must still be read.
+        let described =
+            lead > 0 || i > 0 && matches!(tokens[i - 1].word.as_str(), "every" | "all" | "any");
+        if described && matches_at(tokens, end, &["whose|that|which|where"]) {
+            take(tokens, i, end + 1 - i);
+            i = end + 1;
+            continue;
+        }
         let ranked = ranking(tokens, i, ask);
         let trailing = matches_at(tokens, end, &["breakdown|split|distribution|mix|wise"]);
         // A dimension word is a breakdown after "by" or a ranking word or before "breakdown":
@@ -1268,6 +1343,17 @@ fn events_by_words(
         match matched {
             Some((length, candidates)) if candidates.len() == 1 => {
                 take(tokens, i, length);
+                let stems = name_stems(candidates[0]);
+                // The name's other words nearby: "started a team plan trial".
+                for k in i.saturating_sub(5)..(i + length + 4).min(tokens.len()) {
+                    if !tokens[k].used
+                        && tokens[k].kind == Kind::Word
+                        && stems.contains(&tokens[k].stem)
+                    {
+                        tokens[k].used = true;
+                    }
+                }
+                take_at(tokens, i + length, &["event|goal|goals"]);
                 ask.names
                     .push(named("event:name", candidates[0].clone(), i));
                 i += length;
@@ -1367,16 +1453,31 @@ fn visit_values(tokens: &mut [Token], vocabulary: &Vocabulary, ask: &mut Ask) {
             .iter()
             .filter(|(_, _, stems)| words_match(tokens, i, stems))
             .max_by_key(|(attribute, _, stems)| {
-                (
-                    stems.len(),
-                    hints.iter().any(|(h, _)| h == attribute),
-                    std::cmp::Reverse(order(*attribute)),
-                )
+                let hinted = hints
+                    .iter()
+                    .filter(|(h, _)| h == attribute)
+                    .map(|(_, (_, length))| *length)
+                    .max()
+                    .unwrap_or(0);
+                (stems.len(), hinted, std::cmp::Reverse(order(*attribute)))
             });
         let Some((attribute, value, stems)) = choice else {
             continue;
         };
         take(tokens, i, stems.len());
+        let version = match attribute {
+            VisitAttribute::Os => Some("visit:os_version"),
+            VisitAttribute::Browser => Some("visit:browser_version"),
+            _ => None,
+        };
+        if let Some(version) = version
+            && take_at(tokens, i + stems.len(), &["version|versions"])
+        {
+            ask.dimensions.push(version.to_owned());
+            if i > 0 {
+                take_at(tokens, i - 1, &["per|by|each|across"]);
+            }
+        }
         take_at(tokens, i + stems.len(), VALUE_NOUNS);
         for (hinted, at) in hints {
             if hinted == *attribute {
@@ -1443,6 +1544,7 @@ fn attribute_hints(tokens: &[Token], i: usize) -> Vec<(VisitAttribute, (usize, u
         (&["state"], VisitAttribute::Region),
         (&["channel"], VisitAttribute::Channel),
         (&["browser"], VisitAttribute::Browser),
+        (&["source"], VisitAttribute::Source),
     ];
     let mut hints = Vec::new();
     for (pattern, attribute) in patterns {
@@ -1549,19 +1651,38 @@ fn qualifiers(tokens: &mut [Token], ask: &mut Ask) {
     if !ask.metrics.iter().any(|m| rates.contains(m)) {
         return;
     }
+    let percentage = ask.metrics.contains(&"percentage");
     for i in 0..tokens.len() {
         if !matches_at(
             tokens,
             i,
-            &["visitors|users|people|visits|sessions|visitor|user"],
+            &["visitors|users|people|visits|sessions|visitor|user|traffic"],
         ) {
             continue;
         }
-        let before = i.checked_sub(1).map_or("", |k| tokens[k].word.as_str());
-        let after = tokens.get(i + 1).map_or("", |t| t.word.as_str());
-        if matches!(before, "for" | "of" | "among" | "from")
-            || matches!(after, "from" | "who" | "that" | "on" | "using" | "with")
-        {
+        let word = |k: Option<usize>| {
+            k.and_then(|k| tokens.get(k))
+                .map_or("", |t| t.word.as_str())
+        };
+        let (before, before_of) = (word(i.checked_sub(1)), word(i.checked_sub(2)));
+        let after = word(Some(i + 1));
+        // "number of visits and their bounce rate" lists a metric; "bounce rate of visits
+        // that …" says whose rate it is.
+        let listed = after == "and"
+            || before == "and"
+            || before == "of" && matches!(before_of, "number" | "count" | "total" | "amount");
+        let qualifies = matches!(before, "for" | "of" | "among" | "from")
+            || matches!(
+                after,
+                "from" | "who" | "that" | "on" | "using" | "with" | "whose"
+            );
+        // A percentage is a share of visitors: "percentage of last week's visitors".
+        let shared = percentage
+            && matches!(
+                tokens[i].word.as_str(),
+                "visitors" | "users" | "people" | "traffic"
+            );
+        if (qualifies || shared) && !listed {
             tokens[i].used = true;
         }
     }
@@ -1569,9 +1690,10 @@ fn qualifiers(tokens: &mut [Token], ask: &mut Ask) {
 
 fn plain_metrics(tokens: &mut [Token], ask: &mut Ask) {
     let table: &[(&[&str], &'static str)] = &[
-        (&["unique", "visitors|users|people|visits"], "visitors"),
+        (&["unique|distinct", "visitors|users|visits"], "visitors"),
         (&["uniques"], "visitors"),
-        (&["unique", "persons"], "persons"),
+        (&["unique|distinct", "persons|people"], "persons"),
+        (&["unique", "conversions"], "visitors"),
         (&["persons"], "persons"),
         (&["page", "views|view|hits|loads"], "pageviews"),
         (&["pageviews|pageview|views|impressions"], "pageviews"),
@@ -1580,13 +1702,21 @@ fn plain_metrics(tokens: &mut [Token], ask: &mut Ask) {
         (&["events|actions|conversions"], "events"),
         (&["traffic"], "visitors"),
         (&["visitors|users|people|customers"], "visitors"),
-        (&["percentage|share|percent|proportion"], "percentage"),
     ];
     for (pattern, metric) in table {
         while let Some(i) = find(tokens, pattern) {
             take(tokens, i, pattern.len());
             push_metric(ask, metric);
         }
+    }
+    if ask.metrics.contains(&"persons") {
+        take_any(
+            tokens,
+            &[
+                &["after|with|by", "identity", "stitching|resolution|merging"],
+                &["stitched|identified|merged"],
+            ],
+        );
     }
     if let Some(i) = find(tokens, &["how", "many|often"]) {
         take(tokens, i, 2);
@@ -1654,10 +1784,17 @@ fn negations(tokens: &mut [Token], ask: &mut Ask) -> Result<(), Unanswerable> {
     Ok(())
 }
 
-fn leftovers(tokens: &[Token], vocabulary: &Vocabulary) -> Result<(), Unanswerable> {
+fn leftovers(
+    tokens: &[Token],
+    vocabulary: &Vocabulary,
+    names: &[Named],
+) -> Result<(), Unanswerable> {
+    // A word that restates a named value ("the blog (every page under /blog)") adds nothing.
+    let named_stems: Vec<String> = names.iter().flat_map(|n| name_stems(&n.value)).collect();
     let unknown: Vec<&Token> = tokens
         .iter()
         .filter(|t| !t.used && !FILLERS.contains(&t.word.as_str()))
+        .filter(|t| !(t.kind == Kind::Word && named_stems.contains(&t.stem)))
         .collect();
     if unknown.is_empty() {
         return Ok(());
@@ -1797,7 +1934,8 @@ fn stats(
     if metrics.contains(&"conversion_rate") {
         goal_filters(&mut filters, &mut dimensions, vocabulary)?;
     }
-    if ask.versus_only
+    let per_value = ask.versus_only || ask.each;
+    if per_value
         && let Some(index) = filters
             .iter()
             .position(|f| f[0] == "is" && f[2].as_array().is_some_and(|v| v.len() >= 2))
@@ -1858,7 +1996,14 @@ fn filters_of(ask: &Ask, visit_scoped: bool) -> Result<Vec<Value>, Unanswerable>
         .metrics
         .iter()
         .all(|m| matches!(*m, "events" | "pageviews"));
-    let has_but = ask.names.iter().any(|n| n.after_but);
+    // "visits with a sign-up but no checkout", "visits that viewed /features without
+    // /pricing": a negated event condition on visits is "has not done", and the positive
+    // ones beside it "has done".
+    let has_but = visit_scoped
+        && ask
+            .names
+            .iter()
+            .any(|n| n.dimension.starts_with("event:") && n.operator.ends_with("_not"));
     let mut filters = Vec::new();
     for (dimension, operator, values) in grouped {
         let on_events = dimension.starts_with("event:");

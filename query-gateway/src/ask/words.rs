@@ -169,7 +169,14 @@ pub fn tokenize(question: &str) -> Vec<Token> {
                 .position(|d| *d == c)
                 .map_or(chars.len(), |p| i + 1 + p);
             let inner: String = chars[i + 1..end].iter().collect();
-            if !inner.trim().is_empty() {
+            if inner.split_whitespace().count() >= 4 {
+                // Quoted prose (a pasted message) is read as words; a quoted name stays whole.
+                // What introduces it ("Support ticket, customer asks:") is framing.
+                if chars[..i].iter().rev().find(|c| !c.is_whitespace()) == Some(&':') {
+                    tokens.clear();
+                }
+                tokens.extend(tokenize(&inner));
+            } else if !inner.trim().is_empty() {
                 tokens.push(token(inner.trim(), Kind::Quoted));
             }
             i = end + 1;
@@ -229,6 +236,16 @@ fn push_word(tokens: &mut Vec<Token>, raw: &str) {
         tokens.push(token(unit, Kind::Word));
     } else if let Some(ordinal) = ordinal_word(&lower) {
         tokens.push(token(raw, Kind::Ordinal(ordinal)));
+    } else if let Some((digits, unit)) = lower.split_once('-').filter(|(digits, unit)| {
+        !digits.is_empty()
+            && digits.chars().all(|c| c.is_ascii_digit())
+            && matches!(
+                unit.trim_end_matches('s'),
+                "day" | "hour" | "minute" | "week" | "month"
+            )
+    }) {
+        tokens.push(token(digits, Kind::Number(digits.parse().unwrap_or(0))));
+        tokens.push(token(unit, Kind::Word));
     } else if lower.chars().any(|c| c.is_ascii_digit()) {
         tokens.push(token(raw, Kind::Id));
     } else if lower.contains(['-', '_']) {
