@@ -634,6 +634,7 @@ mod tests {
             id: "acme".into(),
             write_keys: vec!["wk".into()],
             read_keys: vec![],
+            share_keys: vec![],
             anonymize_ip: true,
             time_zone: "UTC".into(),
             rate_limit: None,

@@ -21,6 +21,9 @@ pub enum ApiError {
     /// No such route.
     #[error("no such endpoint")]
     NotFound,
+    /// The key is valid but may not do this (a share key asking a question).
+    #[error("{0}")]
+    Forbidden(&'static str),
     /// The tenant asked too often.
     #[error("too many requests; retry in {retry_after_secs} s")]
     RateLimited {
@@ -42,7 +45,8 @@ pub struct ErrorBody {
 /// The error of an [`ErrorBody`].
 #[derive(Debug, serde::Serialize, utoipa::ToSchema)]
 pub struct ErrorDetail {
-    /// `bad_parameter`, `unauthorized`, `not_found`, `unavailable` or `rate_limited`.
+    /// `bad_parameter`, `unauthorized`, `forbidden`, `not_found`, `unavailable` or
+    /// `rate_limited`.
     pub code: &'static str,
     /// What is wrong, in words.
     pub message: String,
@@ -62,6 +66,7 @@ impl ApiError {
             ApiError::BadParameter { .. } => (StatusCode::BAD_REQUEST, "bad_parameter"),
             ApiError::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
             ApiError::NotFound => (StatusCode::NOT_FOUND, "not_found"),
+            ApiError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
             ApiError::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
             ApiError::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
         }

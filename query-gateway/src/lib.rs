@@ -33,8 +33,8 @@ use params::Params;
 /// Everything a handler needs.
 #[derive(Debug)]
 pub struct AppState {
-    /// Read-key lookup.
-    pub tenants: Tenants,
+    /// Key lookup; replaced whole when the tenants file is reloaded (SIGHUP).
+    pub tenants: TenantStore,
     /// ClickHouse, with the pipeline's database selected.
     pub clickhouse: clickhouse::Client,
     /// Live counters, relayed from the engine through Redis.
@@ -47,6 +47,44 @@ pub struct AppState {
     pub metrics: Arc<metrics::Metrics>,
     /// What "now" is for relative ranges ("today", `7d`).
     pub clock: Clock,
+}
+
+/// The tenants as last loaded: readers take a snapshot, a reload swaps it whole, so a key
+/// removed from the file stops working without a restart.
+#[derive(Debug, Default)]
+pub struct TenantStore(std::sync::RwLock<Arc<Tenants>>);
+
+impl TenantStore {
+    /// The current tenants.
+    pub fn current(&self) -> Arc<Tenants> {
+        self.0
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+
+    /// Replaces the tenants (a reload of the file).
+    pub fn replace(&self, tenants: Tenants) {
+        *self
+            .0
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = Arc::new(tenants);
+    }
+}
+
+impl From<Tenants> for TenantStore {
+    fn from(tenants: Tenants) -> Self {
+        TenantStore(std::sync::RwLock::new(Arc::new(tenants)))
+    }
+}
+
+/// What a key may do: a read key everything of its tenant, a share key its dashboard only.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// A read key.
+    Read,
+    /// A share key: aggregate numbers only (no Ask, no person's sessions).
+    Share,
 }
 
 /// The gateway's "now": the system clock, or a fixed instant, so that tests and examples can
@@ -78,7 +116,7 @@ impl AppState {
         let metrics = Arc::new(metrics::Metrics::default());
         let runner = ask::run::Runner::new(clickhouse_url, database, Default::default());
         AppState {
-            tenants,
+            tenants: tenants.into(),
             clickhouse: clickhouse::Client::default()
                 .with_url(clickhouse_url)
                 .with_database(database)
@@ -125,6 +163,9 @@ pub const V1_PATHS: [&str; 4] = [
 /// tenant only (see [`ask`]).
 pub const ASK_PATH: &str = "/api/ask";
 
+/// `GET`: the tenant's read-only share link (read key only).
+pub const SHARE_LINK_PATH: &str = "/api/share-link";
+
 /// The Server-Sent Events stream of live counters. Browsers' `EventSource` cannot send
 /// headers, so besides `Authorization: Bearer` it takes the read key as `?key=`.
 pub const LIVE_PATH: &str = "/live";
@@ -152,6 +193,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route(V2_QUERY_PATH, post(plausible::v2::query))
         .route(LIVE_PATH, get(live_stream))
         .route(ASK_PATH, post(ask_question))
+        .route(SHARE_LINK_PATH, get(share_link))
         .route("/openapi.json", get(|| async { Json(openapi::document()) }))
         .route("/healthz", get(|| async { "ok" }))
         .fallback(|| async { ApiError::NotFound })
@@ -185,15 +227,38 @@ pub fn metrics_router(state: Arc<AppState>) -> Router {
         .with_state(state)
 }
 
-/// The tenant of the request's `Authorization: Bearer <read key>`.
-fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<Arc<Tenant>, ApiError> {
+/// The tenant of the request's `Authorization: Bearer <read or share key>`, and what the
+/// key may do.
+fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<(Arc<Tenant>, Access), ApiError> {
     headers
         .get(header::AUTHORIZATION)
         .and_then(|value| value.to_str().ok())
         .and_then(|value| value.strip_prefix("Bearer "))
-        .and_then(|key| state.tenants.by_read_key(key.trim()))
-        .cloned()
+        .and_then(|key| tenant_of_key(state, key.trim()))
         .ok_or(ApiError::Unauthorized)
+}
+
+/// The tenant of a read or share key.
+pub fn tenant_of_key(state: &AppState, key: &str) -> Option<(Arc<Tenant>, Access)> {
+    let tenants = state.tenants.current();
+    tenants
+        .by_read_key(key)
+        .map(|tenant| (tenant.clone(), Access::Read))
+        .or_else(|| {
+            tenants
+                .by_share_key(key)
+                .map(|tenant| (tenant.clone(), Access::Share))
+        })
+}
+
+/// Refuses a share key where only a read key may go.
+fn read_key_only(access: Access) -> Result<(), ApiError> {
+    match access {
+        Access::Read => Ok(()),
+        Access::Share => Err(ApiError::Forbidden(
+            "a share link reads the dashboard's numbers only; this needs a read key",
+        )),
+    }
 }
 
 fn respond<T: serde::Serialize>(result: Result<T, ApiError>) -> Response {
@@ -208,6 +273,7 @@ fn respond<T: serde::Serialize>(result: Result<T, ApiError>) -> Response {
 /// parameters are valid.
 struct Scoped {
     tenant: Arc<Tenant>,
+    access: Access,
     params: Params,
 }
 
@@ -218,12 +284,13 @@ impl FromRequestParts<Arc<AppState>> for Scoped {
         parts: &mut Parts,
         state: &Arc<AppState>,
     ) -> Result<Self, Self::Rejection> {
-        let tenant = authenticate(state, &parts.headers)?;
+        let (tenant, access) = authenticate(state, &parts.headers)?;
         let pairs = form_urlencoded::parse(parts.uri.query().unwrap_or_default().as_bytes())
             .into_owned()
             .collect();
         Ok(Scoped {
             tenant,
+            access,
             params: Params::new(pairs, state.clock.now_secs()),
         })
     }
@@ -231,14 +298,14 @@ impl FromRequestParts<Arc<AppState>> for Scoped {
 
 async fn overview(
     State(state): State<Arc<AppState>>,
-    Scoped { tenant, params }: Scoped,
+    Scoped { tenant, params, .. }: Scoped,
 ) -> Response {
     respond(rest::overview(&state.clickhouse, &tenant, &params).await)
 }
 
 async fn timeseries(
     State(state): State<Arc<AppState>>,
-    Scoped { tenant, params }: Scoped,
+    Scoped { tenant, params, .. }: Scoped,
 ) -> Response {
     respond(rest::timeseries(&state.clickhouse, &tenant, &params).await)
 }
@@ -246,18 +313,21 @@ async fn timeseries(
 async fn top(
     State(state): State<Arc<AppState>>,
     Path(kind): Path<String>,
-    Scoped { tenant, params }: Scoped,
+    Scoped { tenant, params, .. }: Scoped,
 ) -> Response {
     respond(rest::top(&state.clickhouse, &tenant, &params, &kind).await)
 }
 
-async fn funnel(State(state): State<Arc<AppState>>, Scoped { tenant, params }: Scoped) -> Response {
+async fn funnel(
+    State(state): State<Arc<AppState>>,
+    Scoped { tenant, params, .. }: Scoped,
+) -> Response {
     respond(rest::funnel(&state.clickhouse, &tenant, &params).await)
 }
 
 async fn retention(
     State(state): State<Arc<AppState>>,
-    Scoped { tenant, params }: Scoped,
+    Scoped { tenant, params, .. }: Scoped,
 ) -> Response {
     respond(rest::retention(&state.clickhouse, &tenant, &params).await)
 }
@@ -274,10 +344,15 @@ pub struct PersonSessions {
 async fn person_sessions(
     State(state): State<Arc<AppState>>,
     Path(person_id): Path<String>,
-    Scoped { tenant, params }: Scoped,
+    Scoped {
+        tenant,
+        access,
+        params,
+    }: Scoped,
 ) -> Response {
     respond(
         async {
+            read_key_only(access)?;
             params.only(params::Endpoint::PersonSessions)?;
             let limit: params::LimitParams = params.group()?;
             let sessions = queries::person_sessions(
@@ -329,7 +404,7 @@ pub struct Progress {
 
 async fn progress(
     State(state): State<Arc<AppState>>,
-    Scoped { tenant, params }: Scoped,
+    Scoped { tenant, params, .. }: Scoped,
 ) -> Response {
     respond(
         async {
@@ -365,11 +440,10 @@ async fn live_stream(
     let tenant = match authenticate(&state, &headers).or_else(|error| {
         query
             .get("key")
-            .and_then(|key| state.tenants.by_read_key(key))
-            .cloned()
+            .and_then(|key| tenant_of_key(&state, key))
             .ok_or(error)
     }) {
-        Ok(tenant) => tenant,
+        Ok((tenant, _)) => tenant,
         Err(error) => return error.into_response(),
     };
     if let Some(unknown) = query.keys().find(|name| name.as_str() != "key") {
@@ -389,6 +463,33 @@ async fn live_stream(
         .into_response()
 }
 
+/// The answer of `/api/share-link`.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct ShareLink {
+    /// The share key (the tenants file's first `share_keys` entry).
+    pub share_key: String,
+    /// The dashboard's path with the key in its fragment (`/#share=<key>`): the key never
+    /// reaches a server log or a Referer header.
+    pub path: String,
+}
+
+async fn share_link(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
+    respond(
+        authenticate(&state, &headers)
+            .and_then(|(tenant, access)| read_key_only(access).map(|()| tenant))
+            .and_then(|tenant| {
+                let key = tenant.share_keys.first().ok_or(ApiError::NotFound)?;
+                Ok(ShareLink {
+                    share_key: key.clone(),
+                    path: format!(
+                        "/#share={}",
+                        form_urlencoded::byte_serialize(key.as_bytes()).collect::<String>()
+                    ),
+                })
+            }),
+    )
+}
+
 /// The body of `POST /api/ask`.
 #[derive(Debug, serde::Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -402,7 +503,9 @@ async fn ask_question(
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Response {
-    let tenant = match authenticate(&state, &headers) {
+    let tenant = match authenticate(&state, &headers)
+        .and_then(|(tenant, access)| read_key_only(access).map(|()| tenant))
+    {
         Ok(tenant) => tenant,
         Err(error) => return error.into_response(),
     };

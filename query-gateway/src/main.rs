@@ -182,6 +182,46 @@ impl AskArgs {
     }
 }
 
+/// Loads and checks the tenants file (time zones included).
+fn load_tenants(path: &std::path::Path) -> anyhow::Result<Tenants> {
+    let tenants = Tenants::load(path).context("loading tenants")?;
+    for tenant in tenants.all() {
+        tenant
+            .time_zone
+            .parse::<chrono_tz::Tz>()
+            .map_err(|error| anyhow::anyhow!("tenant {}: time_zone: {error}", tenant.id))?;
+    }
+    Ok(tenants)
+}
+
+/// Reloads the tenants file on SIGHUP: keys added work and keys removed (a revoked share
+/// link) stop working without a restart. A file that does not load keeps the old tenants.
+fn reload_tenants_on_sighup(state: Arc<AppState>, path: std::path::PathBuf) {
+    tokio::spawn(async move {
+        let mut hangups = match tokio::signal::unix::signal(
+            tokio::signal::unix::SignalKind::hangup(),
+        ) {
+            Ok(hangups) => hangups,
+            Err(error) => {
+                tracing::error!(%error, "cannot listen for SIGHUP; the tenants file is read at start only");
+                return;
+            }
+        };
+        while hangups.recv().await.is_some() {
+            match load_tenants(&path) {
+                Ok(tenants) => {
+                    let count = tenants.all().count();
+                    state.tenants.replace(tenants);
+                    tracing::info!(path = %path.display(), tenants = count, "tenants reloaded");
+                }
+                Err(error) => {
+                    tracing::error!(error = format!("{error:#}"), path = %path.display(), "tenants file not reloaded; the previous tenants stay");
+                }
+            }
+        }
+    });
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
@@ -199,13 +239,8 @@ async fn main() -> anyhow::Result<()> {
         metrics_listen,
         ask,
     } = Args::parse();
-    let tenants = Tenants::load(&tenants).context("loading tenants")?;
-    for tenant in tenants.all() {
-        tenant
-            .time_zone
-            .parse::<chrono_tz::Tz>()
-            .map_err(|error| anyhow::anyhow!("tenant {}: time_zone: {error}", tenant.id))?;
-    }
+    let tenants_path = tenants;
+    let tenants = load_tenants(&tenants_path)?;
     let metrics = Arc::new(Metrics::default());
     let ask_service = ask
         .service(&clickhouse_url, &database, metrics.clone())
@@ -215,7 +250,7 @@ async fn main() -> anyhow::Result<()> {
         live.follow_redis(redis_url);
     }
     let state = Arc::new(AppState {
-        tenants,
+        tenants: tenants.into(),
         clickhouse: clickhouse::Client::default()
             .with_url(&clickhouse_url)
             .with_database(&database)
@@ -229,6 +264,7 @@ async fn main() -> anyhow::Result<()> {
         metrics,
         clock: Default::default(),
     });
+    reload_tenants_on_sighup(state.clone(), tenants_path);
     let metrics_listener = tokio::net::TcpListener::bind(metrics_listen)
         .await
         .with_context(|| format!("binding {metrics_listen}"))?;

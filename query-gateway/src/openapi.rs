@@ -17,7 +17,7 @@ use utoipa::{PartialSchema, ToSchema};
 
 use crate::params::Endpoint;
 use crate::plausible::{v1, v2};
-use crate::{API_PATHS, ASK_PATH, LIVE_PATH, V2_QUERY_PATH, rest};
+use crate::{API_PATHS, ASK_PATH, LIVE_PATH, SHARE_LINK_PATH, V2_QUERY_PATH, rest};
 
 /// The keys of a struct's schema: the fields a JSON request of that type may have.
 pub fn property_names<T: ToSchema>() -> Vec<String> {
@@ -196,9 +196,10 @@ pub fn document() -> OpenApi {
     paths = paths.path(LIVE_PATH, PathItem::new(HttpMethod::Get, live));
     let ask_body = schemas.of::<crate::AskRequest>();
     let ask = operation(
-        "Ask in plain English: the question becomes ClickHouse SQL over the caller's tenant \
-         only (the configured model or the offline translator), checked by the SQL guard and \
-         run read-only with limits.",
+        "Ask in plain English: the question becomes a typed query of the query model (the \
+         offline translator, or the configured model), run through the dashboard's own doors; \
+         a model may fall back to SQL over the caller's tenant only, checked by the SQL guard \
+         and run read-only with limits. Read keys only (a share key gets 403).",
         Vec::new(),
         json_response("The answer.", schemas.of::<crate::ask::answer::Answer>()),
         &error,
@@ -212,6 +213,19 @@ pub fn document() -> OpenApi {
     )
     .request_body(Some(json_body(ask_body)));
     paths = paths.path(ASK_PATH, PathItem::new(HttpMethod::Post, ask));
+    let share = operation(
+        "The tenant's read-only share link: a key that opens its dashboard and aggregate \
+         numbers only. Read keys only; 404 when the tenant has no share key.",
+        Vec::new(),
+        json_response("The link.", schemas.of::<crate::ShareLink>()),
+        &error,
+    )
+    .response("403", json_response("A share key asked.", error.clone()))
+    .response(
+        "404",
+        json_response("No share key configured.", error.clone()),
+    );
+    paths = paths.path(SHARE_LINK_PATH, PathItem::new(HttpMethod::Get, share));
     let v2_body = schemas.of::<v2::QueryRequest>();
     let v2 = plausible_operation(
         "Plausible's Stats API v2 over the query model.",

@@ -7,7 +7,7 @@ mod common;
 
 use axum::http::StatusCode;
 use clickstream_query_gateway::{
-    API_PATHS, ASK_PATH, LIVE_PATH, V1_PATHS, V2_QUERY_PATH, openapi, router,
+    API_PATHS, ASK_PATH, LIVE_PATH, SHARE_LINK_PATH, V1_PATHS, V2_QUERY_PATH, openapi, router,
 };
 use common::{DAY, T, fixture};
 use serde_json::{Value, json};
@@ -517,6 +517,7 @@ async fn the_openapi_document_matches_the_routes_and_serves_over_a_socket() {
     let mut routed = API_PATHS.to_vec();
     routed.push(LIVE_PATH);
     routed.push(ASK_PATH);
+    routed.push(SHARE_LINK_PATH);
     routed.push(V2_QUERY_PATH);
     routed.extend(V1_PATHS);
     routed.sort();
@@ -592,5 +593,85 @@ async fn the_openapi_document_matches_the_routes_and_serves_over_a_socket() {
         .expect("json");
     assert_eq!(served, document);
     server.abort();
+    f.drop_database().await;
+}
+
+/// A share key opens the dashboard's numbers (REST, Plausible's APIs, the live stream) of its
+/// tenant only; Ask and a person's sessions need a read key (403); the link is handed out to
+/// read keys; a reload without the key revokes it at once.
+#[tokio::test]
+async fn a_share_key_reads_the_dashboard_only_and_is_revoked_by_a_reload() {
+    let f = fixture(T).await;
+    let range = format!("from={}&to={}", T, T + DAY);
+    let (status, overview) = f
+        .get(Some("sk_acme"), &format!("/api/overview?{range}"))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{overview}");
+    let (read_status, read_overview) = f
+        .get(Some("rk_acme"), &format!("/api/overview?{range}"))
+        .await;
+    assert_eq!(read_status, StatusCode::OK);
+    assert_eq!(
+        overview["current"], read_overview["current"],
+        "the same numbers as the read key's"
+    );
+    let (status, body) = f
+        .post(
+            Some("sk_acme"),
+            "/api/v2/query",
+            &serde_json::json!({"site_id": "acme", "metrics": ["visitors"], "date_range": "all"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (status, body) = f
+        .post(
+            Some("sk_acme"),
+            "/api/v2/query",
+            &serde_json::json!({"site_id": "globex", "metrics": ["visitors"], "date_range": "all"}),
+        )
+        .await;
+    assert_eq!(
+        status,
+        StatusCode::UNAUTHORIZED,
+        "another tenant's site: {body}"
+    );
+    let (status, body) = f
+        .post(
+            Some("sk_acme"),
+            "/api/ask",
+            &serde_json::json!({"question": "visitors today"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    assert_eq!(body["error"]["code"], "forbidden");
+    let (status, _) = f
+        .get(
+            Some("sk_acme"),
+            &format!("/api/persons/p1/sessions?{range}"),
+        )
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let (status, link) = f.get(Some("rk_acme"), "/api/share-link").await;
+    assert_eq!(status, StatusCode::OK, "{link}");
+    assert_eq!(link["path"], "/#share=sk_acme");
+    let (status, _) = f.get(Some("sk_acme"), "/api/share-link").await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let (status, _) = f.get(Some("rk_globex"), "/api/share-link").await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "globex has no share key");
+    // What SIGHUP does in the binary: the file without the key, swapped in.
+    f.state.tenants.replace(
+        schemas::tenants::Tenants::parse(
+            "[[tenants]]\nid='acme'\nwrite_keys=['wk_acme']\nread_keys=['rk_acme']\n",
+        )
+        .unwrap(),
+    );
+    let (status, _) = f
+        .get(Some("sk_acme"), &format!("/api/overview?{range}"))
+        .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "a revoked share key");
+    let (status, _) = f
+        .get(Some("rk_acme"), &format!("/api/overview?{range}"))
+        .await;
+    assert_eq!(status, StatusCode::OK);
     f.drop_database().await;
 }

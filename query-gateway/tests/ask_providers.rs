@@ -115,7 +115,7 @@ async fn setup(kind: ProviderKind, replies: Vec<Reply>, limits: AskLimits) -> Se
         common::ask_service(&fixture.url, &fixture.database, Some(provider), limits);
     let base = &fixture.state;
     let state = Arc::new(AppState {
-        tenants: base.tenants.clone(),
+        tenants: (*base.tenants.current()).clone().into(),
         clickhouse: base.clickhouse.clone(),
         live: Default::default(),
         live_stream_lifetime: base.live_stream_lifetime,

@@ -66,7 +66,8 @@ async fn live_counters_stream_per_tenant_and_resume_by_last_event_id() {
             "[[tenants]]\nid='acme'\nwrite_keys=['wk_acme']\nread_keys=['rk_acme']\n\
              [[tenants]]\nid='globex'\nwrite_keys=['wk_globex']\nread_keys=['rk_globex']\n",
         )
-        .unwrap(),
+        .unwrap()
+        .into(),
         // /live never touches ClickHouse.
         clickhouse: clickhouse::Client::default().with_url("http://127.0.0.1:9"),
         live: live.clone(),

@@ -5,6 +5,7 @@
 //! id = "acme"
 //! write_keys = ["wk_acme_1"]
 //! read_keys = ["rk_acme_1"]
+//! share_keys = ["sk_acme_1"]   # optional: read-only dashboard links (no Ask, no persons)
 //! anonymize_ip = true   # default
 //! rate_limit = { events_per_sec = 500, burst = 5000 }   # optional; none: unlimited
 //! time_zone = "Europe/Berlin"   # optional; default UTC
@@ -30,6 +31,11 @@ pub struct Tenant {
     /// Keys that may query (secret; used by the query gateway).
     #[serde(default)]
     pub read_keys: Vec<String>,
+    /// Keys of read-only share links: they open the tenant's dashboard and its aggregate
+    /// numbers only (no Ask, no person's sessions). Revoked by removing them from the file
+    /// and sending the query gateway SIGHUP.
+    #[serde(default)]
+    pub share_keys: Vec<String>,
     /// Zero the host part of client IPs before they are stored (GDPR default). A tenant with
     /// its own legal basis may opt out.
     #[serde(default = "default_true")]
@@ -162,6 +168,7 @@ pub struct Tenants {
     all: Vec<Arc<Tenant>>,
     by_write_key: HashMap<String, Arc<Tenant>>,
     by_read_key: HashMap<String, Arc<Tenant>>,
+    by_share_key: HashMap<String, Arc<Tenant>>,
     by_domain: HashMap<String, Arc<Tenant>>,
 }
 
@@ -273,10 +280,26 @@ impl Tenants {
                 }
             }
         }
+        let mut by_share_key = HashMap::new();
+        for tenant in &all {
+            for key in &tenant.share_keys {
+                if key.is_empty()
+                    || by_write_key.contains_key(key)
+                    || by_read_key.contains_key(key)
+                    || by_share_key.insert(key.clone(), tenant.clone()).is_some()
+                {
+                    return Err(TenantsError::Invalid(format!(
+                        "share key of tenant {:?} is empty, reused, or also a write or read key",
+                        tenant.id
+                    )));
+                }
+            }
+        }
         Ok(Tenants {
             all,
             by_write_key,
             by_read_key,
+            by_share_key,
             by_domain,
         })
     }
@@ -294,6 +317,11 @@ impl Tenants {
     /// The tenant a read key belongs to.
     pub fn by_read_key(&self, key: &str) -> Option<&Arc<Tenant>> {
         self.by_read_key.get(key)
+    }
+
+    /// The tenant a share key belongs to.
+    pub fn by_share_key(&self, key: &str) -> Option<&Arc<Tenant>> {
+        self.by_share_key.get(key)
     }
 
     /// The tenant whose `domains` hold `domain` (compared as [`site_domain`] writes both):

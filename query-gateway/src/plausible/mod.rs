@@ -87,11 +87,7 @@ pub fn authorize(
                 .into(),
         )
     };
-    let tenant = state
-        .tenants
-        .by_read_key(key)
-        .cloned()
-        .ok_or_else(invalid)?;
+    let (tenant, _) = crate::tenant_of_key(state, key).ok_or_else(invalid)?;
     let site_id = site_id.filter(|site| !site.is_empty()).ok_or_else(|| {
         PlausibleError::bad(
             "Missing site ID. Please provide the required site_id parameter with your request.",

@@ -419,7 +419,7 @@ pub async fn fixture(base: i64) -> Fixture {
     ))
     .await;
     let tenants = Tenants::parse(
-        "[[tenants]]\nid='acme'\nwrite_keys=['wk_acme']\nread_keys=['rk_acme']\n[[tenants]]\nid='globex'\nwrite_keys=['wk_globex']\nread_keys=['rk_globex']\n",
+        "[[tenants]]\nid='acme'\nwrite_keys=['wk_acme']\nread_keys=['rk_acme']\nshare_keys=['sk_acme']\n[[tenants]]\nid='globex'\nwrite_keys=['wk_globex']\nread_keys=['rk_globex']\n",
     )
     .expect("tenants");
     let clickhouse = clickhouse::Client::default()
@@ -430,7 +430,7 @@ pub async fn fixture(base: i64) -> Fixture {
     let (ask, metrics) = ask_service(&url, &database, None, AskLimits::default());
     Fixture {
         state: Arc::new(AppState {
-            tenants,
+            tenants: tenants.into(),
             clickhouse,
             live: Default::default(),
             // Short, so the browser test sees the dashboard reconnect.
