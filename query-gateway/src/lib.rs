@@ -163,6 +163,10 @@ pub const V1_PATHS: [&str; 4] = [
 /// tenant only (see [`ask`]).
 pub const ASK_PATH: &str = "/api/ask";
 
+/// `GET`: the key's site: its id (Plausible's `site_id`), time zone, goals and what the key
+/// may do, so that the dashboard can ask the Stats API for it.
+pub const SITE_PATH: &str = "/api/site";
+
 /// `GET`: the tenant's read-only share link (read key only).
 pub const SHARE_LINK_PATH: &str = "/api/share-link";
 
@@ -194,6 +198,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route(LIVE_PATH, get(live_stream))
         .route(ASK_PATH, post(ask_question))
         .route(SHARE_LINK_PATH, get(share_link))
+        .route(SITE_PATH, get(site))
         .route("/openapi.json", get(|| async { Json(openapi::document()) }))
         .route("/healthz", get(|| async { "ok" }))
         .fallback(|| async { ApiError::NotFound })
@@ -461,6 +466,31 @@ async fn live_stream(
         .live
         .stream(tenant.id.clone(), last_event_id, state.live_stream_lifetime)
         .into_response()
+}
+
+/// The answer of `/api/site`.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct Site {
+    /// The tenant's id: the `site_id` of Plausible's APIs.
+    pub site_id: String,
+    /// The tenant's IANA time zone, the default of every query.
+    pub time_zone: String,
+    /// The tenant's goals' labels (`event:goal` values).
+    pub goals: Vec<String>,
+    /// `read` or `share`.
+    pub access: &'static str,
+}
+
+async fn site(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
+    respond(authenticate(&state, &headers).map(|(tenant, access)| Site {
+        site_id: tenant.id.clone(),
+        time_zone: tenant.time_zone.clone(),
+        goals: tenant.goals.iter().map(|goal| goal.label()).collect(),
+        access: match access {
+            Access::Read => "read",
+            Access::Share => "share",
+        },
+    }))
 }
 
 /// The answer of `/api/share-link`.

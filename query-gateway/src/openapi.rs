@@ -17,7 +17,7 @@ use utoipa::{PartialSchema, ToSchema};
 
 use crate::params::Endpoint;
 use crate::plausible::{v1, v2};
-use crate::{API_PATHS, ASK_PATH, LIVE_PATH, SHARE_LINK_PATH, V2_QUERY_PATH, rest};
+use crate::{API_PATHS, ASK_PATH, LIVE_PATH, SHARE_LINK_PATH, SITE_PATH, V2_QUERY_PATH, rest};
 
 /// The keys of a struct's schema: the fields a JSON request of that type may have.
 pub fn property_names<T: ToSchema>() -> Vec<String> {
@@ -226,6 +226,14 @@ pub fn document() -> OpenApi {
         json_response("No share key configured.", error.clone()),
     );
     paths = paths.path(SHARE_LINK_PATH, PathItem::new(HttpMethod::Get, share));
+    let site = operation(
+        "The key's site: its id (the Stats API's site_id), time zone, goals, and whether the \
+         key is a read or a share key.",
+        Vec::new(),
+        json_response("The site.", schemas.of::<crate::Site>()),
+        &error,
+    );
+    paths = paths.path(SITE_PATH, PathItem::new(HttpMethod::Get, site));
     let v2_body = schemas.of::<v2::QueryRequest>();
     let v2 = plausible_operation(
         "Plausible's Stats API v2 over the query model.",

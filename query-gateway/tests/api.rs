@@ -7,7 +7,8 @@ mod common;
 
 use axum::http::StatusCode;
 use clickstream_query_gateway::{
-    API_PATHS, ASK_PATH, LIVE_PATH, SHARE_LINK_PATH, V1_PATHS, V2_QUERY_PATH, openapi, router,
+    API_PATHS, ASK_PATH, LIVE_PATH, SHARE_LINK_PATH, SITE_PATH, V1_PATHS, V2_QUERY_PATH, openapi,
+    router,
 };
 use common::{DAY, T, fixture};
 use serde_json::{Value, json};
@@ -518,6 +519,7 @@ async fn the_openapi_document_matches_the_routes_and_serves_over_a_socket() {
     routed.push(LIVE_PATH);
     routed.push(ASK_PATH);
     routed.push(SHARE_LINK_PATH);
+    routed.push(SITE_PATH);
     routed.push(V2_QUERY_PATH);
     routed.extend(V1_PATHS);
     routed.sort();
@@ -654,6 +656,10 @@ async fn a_share_key_reads_the_dashboard_only_and_is_revoked_by_a_reload() {
     let (status, link) = f.get(Some("rk_acme"), "/api/share-link").await;
     assert_eq!(status, StatusCode::OK, "{link}");
     assert_eq!(link["path"], "/#share=sk_acme");
+    let (status, site) = f.get(Some("sk_acme"), "/api/site").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(site["site_id"], "acme");
+    assert_eq!(site["access"], "share");
     let (status, _) = f.get(Some("sk_acme"), "/api/share-link").await;
     assert_eq!(status, StatusCode::FORBIDDEN);
     let (status, _) = f.get(Some("rk_globex"), "/api/share-link").await;

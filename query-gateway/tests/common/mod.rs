@@ -16,6 +16,7 @@ use tower::ServiceExt;
 
 #[path = "../../../deploy/chdb/harness.rs"]
 pub mod chdb;
+pub mod chromium;
 pub mod rows;
 pub mod shop;
 
