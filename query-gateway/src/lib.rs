@@ -6,6 +6,7 @@
 
 pub mod ask;
 pub mod error;
+pub mod graphql;
 pub mod live;
 pub mod metrics;
 pub mod openapi;
@@ -167,6 +168,9 @@ pub const ASK_PATH: &str = "/api/ask";
 /// may do, so that the dashboard can ask the Stats API for it.
 pub const SITE_PATH: &str = "/api/site";
 
+/// `POST {"query": "...", "variables": {...}}`: GraphQL over the query model ([`graphql`]).
+pub const GRAPHQL_PATH: &str = "/api/graphql";
+
 /// `GET`: the tenant's read-only share link (read key only).
 pub const SHARE_LINK_PATH: &str = "/api/share-link";
 
@@ -199,6 +203,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route(ASK_PATH, post(ask_question))
         .route(SHARE_LINK_PATH, get(share_link))
         .route(SITE_PATH, get(site))
+        .route(GRAPHQL_PATH, post(graphql_query))
         .route("/openapi.json", get(|| async { Json(openapi::document()) }))
         .route("/healthz", get(|| async { "ok" }))
         .fallback(|| async { ApiError::NotFound })
@@ -466,6 +471,50 @@ async fn live_stream(
         .live
         .stream(tenant.id.clone(), last_event_id, state.live_stream_lifetime)
         .into_response()
+}
+
+/// A GraphQL request (the GraphQL-over-HTTP JSON body).
+#[derive(Debug, serde::Deserialize, utoipa::ToSchema)]
+#[allow(dead_code)]
+pub struct GraphQLBody {
+    /// The query document.
+    query: String,
+    /// Its variables.
+    #[schema(value_type = Option<Object>)]
+    variables: Option<serde_json::Value>,
+    /// The operation to run, when the document has several.
+    #[serde(rename = "operationName")]
+    operation_name: Option<String>,
+}
+
+static GRAPHQL_SCHEMA: std::sync::LazyLock<graphql::StatsSchema> =
+    std::sync::LazyLock::new(graphql::schema);
+
+async fn graphql_query(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    let tenant = match authenticate(&state, &headers) {
+        Ok((tenant, _)) => tenant,
+        Err(error) => return error.into_response(),
+    };
+    let request: async_graphql::Request = match serde_json::from_slice(&body) {
+        Ok(request) => request,
+        Err(error) => {
+            return ApiError::BadParameter {
+                parameter: "body".into(),
+                message: format!("expected a GraphQL request {{\"query\": \"...\"}}: {error}"),
+            }
+            .into_response();
+        }
+    };
+    let scope = graphql::Scope {
+        now: state.clock.now_secs(),
+        state: state.clone(),
+        tenant,
+    };
+    Json(GRAPHQL_SCHEMA.execute(request.data(scope)).await).into_response()
 }
 
 /// The answer of `/api/site`.

@@ -17,7 +17,9 @@ use utoipa::{PartialSchema, ToSchema};
 
 use crate::params::Endpoint;
 use crate::plausible::{v1, v2};
-use crate::{API_PATHS, ASK_PATH, LIVE_PATH, SHARE_LINK_PATH, SITE_PATH, V2_QUERY_PATH, rest};
+use crate::{
+    API_PATHS, ASK_PATH, GRAPHQL_PATH, LIVE_PATH, SHARE_LINK_PATH, SITE_PATH, V2_QUERY_PATH, rest,
+};
 
 /// The keys of a struct's schema: the fields a JSON request of that type may have.
 pub fn property_names<T: ToSchema>() -> Vec<String> {
@@ -234,6 +236,21 @@ pub fn document() -> OpenApi {
         &error,
     );
     paths = paths.path(SITE_PATH, PathItem::new(HttpMethod::Get, site));
+    let graphql_body = schemas.of::<crate::GraphQLBody>();
+    let graphql = operation(
+        "GraphQL over the query model: `stats(input: {metrics, dateRange, dimensions, filters, \
+         …})` runs what POST /api/v2/query runs and gives the same numbers; `site`. \
+         Introspection is on (the schema is its own documentation); errors are in the \
+         GraphQL response's `errors`, with status 200.",
+        Vec::new(),
+        json_response(
+            "The GraphQL response (`data`, `errors`).",
+            ObjectBuilder::new().schema_type(SchemaType::AnyValue),
+        ),
+        &error,
+    )
+    .request_body(Some(json_body(graphql_body)));
+    paths = paths.path(GRAPHQL_PATH, PathItem::new(HttpMethod::Post, graphql));
     let v2_body = schemas.of::<v2::QueryRequest>();
     let v2 = plausible_operation(
         "Plausible's Stats API v2 over the query model.",
