@@ -46,7 +46,8 @@ struct Args {
         default_value = "deploy/tenants.toml"
     )]
     tenants: PathBuf,
-    /// Redis carrying the engine's live counters; empty: `/live` streams nothing.
+    /// Redis carrying the engine's live counters and holding Ask's translation cache; empty:
+    /// `/live` streams nothing and translations are not cached.
     #[arg(long, env = "CLICKSTREAM_REDIS_URL", default_value = "")]
     redis_url: String,
     /// Seconds one `/live` stream lasts before the browser reconnects (resuming by
@@ -242,11 +243,13 @@ async fn main() -> anyhow::Result<()> {
     let tenants_path = tenants;
     let tenants = load_tenants(&tenants_path)?;
     let metrics = Arc::new(Metrics::default());
-    let ask_service = ask
+    let mut ask_service = ask
         .service(&clickhouse_url, &database, metrics.clone())
         .await?;
     let live = Arc::new(LiveHub::default());
     if !redis_url.is_empty() {
+        // Translations are shared by every gateway process through the same Redis.
+        ask_service = ask_service.with_translation_cache(&redis_url, "clickstream");
         live.follow_redis(redis_url);
     }
     let state = Arc::new(AppState {

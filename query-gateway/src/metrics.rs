@@ -36,6 +36,14 @@ pub struct Metrics {
     ask_duration: Histogram,
     ask_rejected: Family<RejectLabels, Counter>,
     log_stalled_partitions: Gauge,
+    ask_translation_cache: Family<CacheLabels, Counter>,
+}
+
+/// Labels of the translation cache's lookups.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CacheLabels {
+    /// `hit` or `miss`.
+    pub result: &'static str,
 }
 
 /// Labels of the counter of questions refused before any work.
@@ -73,6 +81,12 @@ impl Default for Metrics {
             Unit::Seconds,
             ask_duration.clone(),
         );
+        let ask_translation_cache = Family::<CacheLabels, Counter>::default();
+        registry.register(
+            "clickstream_query_ask_translation_cache",
+            "Ask's translation cache lookups (hit: the typed query came from Redis, no model call and no translation), by result; hit rate = hit / (hit + miss)",
+            ask_translation_cache.clone(),
+        );
         let log_stalled_partitions = Gauge::default();
         registry.register(
             "clickstream_query_log_stalled_partitions",
@@ -98,6 +112,7 @@ impl Default for Metrics {
             ask_duration,
             ask_rejected,
             log_stalled_partitions,
+            ask_translation_cache,
         }
     }
 }
@@ -123,6 +138,25 @@ impl Metrics {
                 .inc_by(u64::from(tokens));
         }
         self.ask_duration.observe(took.as_secs_f64());
+    }
+
+    /// Counts a translation cache lookup.
+    pub fn observe_translation_cache(&self, hit: bool) {
+        self.ask_translation_cache
+            .get_or_create(&CacheLabels {
+                result: if hit { "hit" } else { "miss" },
+            })
+            .inc();
+    }
+
+    /// The cache's hits and misses so far.
+    pub fn translation_cache_counts(&self) -> (u64, u64) {
+        let count = |result| {
+            self.ask_translation_cache
+                .get_or_create(&CacheLabels { result })
+                .get()
+        };
+        (count("hit"), count("miss"))
     }
 
     /// Counts a question refused before any work.

@@ -384,3 +384,97 @@ async fn bad_requests_get_json_errors() {
     );
     s.fixture.drop_database().await;
 }
+
+/// A model answers with a typed query of the model first: it runs through the query model's
+/// door (the numbers `/api/v2/query` gives), its names are checked against the tenant's (an
+/// unknown one goes back to the model, which may fall back to SQL), and a query the model
+/// refuses goes back with the model's message.
+#[tokio::test]
+async fn a_model_answers_with_a_typed_query_first_and_falls_back_to_guarded_sql() {
+    let body = json!({"metrics": ["pageviews", "visitors"], "date_range": ["2024-04-30", "2024-05-31"], "dimensions": ["event:page"]});
+    let typed = format!("```json\n{}\n```", json!({ "query": body }));
+    let unknown = format!(
+        "```json\n{}\n```",
+        json!({"query": {"metrics": ["events"], "date_range": "all", "filters": [["is", "event:name", ["Purchased"]]]}})
+    );
+    let invalid = format!(
+        "```json\n{}\n```",
+        json!({"query": {"metrics": ["bounce_rate"], "date_range": "all", "dimensions": ["event:name"]}})
+    );
+    let s = setup(
+        ProviderKind::Openai,
+        vec![
+            Reply::Text(typed.clone()),
+            Reply::Text(unknown),
+            Reply::Text(GOOD.into()),
+            Reply::Text(invalid),
+            Reply::Text(typed),
+        ],
+        AskLimits::default(),
+    )
+    .await;
+    // 1. The typed query runs through the door: the same rows as the Stats API's.
+    let (status, _, answer) = ask(&s.state, "Page views and visitors per page").await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["outcome"], "answered", "{answer}");
+    assert_eq!(answer["query"], json!({ "query": body }));
+    assert!(answer["sql"].is_null(), "{answer}");
+    let mut request = body.clone();
+    request["site_id"] = json!("acme");
+    let (_, twin) = common::query_v2(&s.state, "rk_acme", &request).await;
+    let expected: Vec<Value> = twin["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|row| {
+            let mut cells = row["dimensions"].as_array().unwrap().clone();
+            cells.extend(row["metrics"].as_array().unwrap().iter().cloned());
+            json!(cells)
+        })
+        .collect();
+    assert!(!expected.is_empty());
+    assert_eq!(answer["rows"], json!(expected));
+    assert!(
+        answer["definitions"]
+            .as_str()
+            .unwrap()
+            .contains("30 minutes"),
+        "{answer}"
+    );
+    // 2. A name the tenant never had goes back to the model; its SQL then answers.
+    let (_, _, answer) = ask(&s.state, "How many purchases?").await;
+    assert_eq!(answer["outcome"], "answered", "{answer}");
+    assert_eq!(answer["sql"], "SELECT count() AS n FROM events LIMIT 1000");
+    // 3. A query the model refuses goes back with the model's own message.
+    let (_, _, answer) = ask(&s.state, "Bounce rate per event").await;
+    assert_eq!(answer["outcome"], "answered", "{answer}");
+    assert_eq!(answer["query"], json!({ "query": body }));
+    let requests = s.fake.requests.lock().unwrap().clone();
+    assert_eq!(requests.len(), 5);
+    let last_user = |index: usize| -> String {
+        requests[index].1["messages"]
+            .as_array()
+            .unwrap()
+            .last()
+            .unwrap()["content"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    assert!(
+        last_user(2).contains("event:name \"Purchased\""),
+        "{}",
+        last_user(2)
+    );
+    assert!(last_user(4).contains("#/dimensions"), "{}", last_user(4));
+    let system = requests[0].1["messages"][0]["content"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // (acme's rows are older than the names' window, the last 366 days: none are listed.)
+    assert!(
+        system.contains("typed query") && system.contains("Use only these names of this site"),
+        "{system}"
+    );
+    s.fixture.drop_database().await;
+}

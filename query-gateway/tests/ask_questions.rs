@@ -326,3 +326,78 @@ async fn the_held_out_table_is_answered_right_or_refused() {
     )
     .await;
 }
+
+/// Two gateway processes share translations through Redis: the second asking of a question
+/// (in other words' case and spacing) is a hit, its numbers computed afresh (rows written in
+/// between are counted).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn translations_are_shared_through_redis_and_numbers_are_never_stale() {
+    let redis_url = std::env::var("CLICKSTREAM_REDIS_URL").unwrap_or_else(|_| {
+        panic!("CLICKSTREAM_REDIS_URL is not set: run the tests with deploy/test.sh, which starts Redis")
+    });
+    let namespace = format!(
+        "test-{}-{}",
+        std::process::id(),
+        chrono::Utc::now().timestamp_millis()
+    );
+    let (_, http, url, database) = shop_gateway().await;
+    let gateway = |metrics: Arc<clickstream_query_gateway::metrics::Metrics>| {
+        let runner =
+            clickstream_query_gateway::ask::run::Runner::new(&url, &database, Default::default());
+        Arc::new(
+            clickstream_query_gateway::ask::AskService::new(
+                runner,
+                None,
+                schemas::version::ServerVersion::OLDEST,
+                AskLimits::default(),
+                metrics,
+            )
+            .with_translation_cache(&redis_url, &namespace),
+        )
+    };
+    let mut processes = Vec::new();
+    for _ in 0..2 {
+        let mut state = AppState::offline(Tenants::parse(shop::TENANTS).unwrap(), &url, &database);
+        state.clock = Clock::fixed(NOW_SECS);
+        state.ask = gateway(state.metrics.clone());
+        processes.push(Arc::new(state));
+    }
+    let question = "How many visitors from Germany in the last 30 days?";
+    let (_, before) = post(&processes[0], "/api/ask", &json!({"question": question})).await;
+    assert_eq!(before["outcome"], "answered", "{before}");
+    assert_eq!(processes[0].metrics.translation_cache_counts(), (0, 1));
+    // A new German visitor, two days ago.
+    let at = NOW_SECS - 2 * 86_400;
+    common::sql(&http, &url, &format!(
+        "INSERT INTO {database}.events (tenant, message_id, type, anonymous_id, event_time, event_time_ms, received_at, received_at_ms, path, session_id, person_id, country, late, is_bot, version) \
+         VALUES ('shop', 'cache-e1', 'page', 'anon-new', toDateTime({at}), {at}000, toDateTime({at}), {at}000, '/', 'cache-s1', 'person-new', 'DE', 0, 0, 1)"
+    )).await;
+    common::sql(&http, &url, &format!(
+        "INSERT INTO {database}.sessions (tenant, session_id, person_id, visitor_id, start_time, start_ms, end_ms, events, page_views, is_bounce, entry_path, exit_path, country, deleted, version) \
+         VALUES ('shop', 'cache-s1', 'person-new', 'anon-new', toDateTime({at}), {at}000, {at}000, 1, 1, 1, '/', '/', 'DE', 0, 1)"
+    )).await;
+    let (_, after) = post(
+        &processes[1],
+        "/api/ask",
+        &json!({"question": "  how many visitors from Germany in the last 30 days "}),
+    )
+    .await;
+    assert_eq!(after["outcome"], "answered", "{after}");
+    assert_eq!(
+        processes[1].metrics.translation_cache_counts(),
+        (1, 0),
+        "the other process's translation was used"
+    );
+    assert_eq!(after["query"], before["query"]);
+    assert!(
+        after["note"].as_str().unwrap_or("").contains("cache"),
+        "{after}"
+    );
+    let count = |answer: &Value| answer["rows"][0][0].as_u64().unwrap();
+    assert_eq!(
+        count(&after),
+        count(&before) + 1,
+        "the number is computed afresh: {before} {after}"
+    );
+    common::sql(&http, &url, &format!("DROP DATABASE {database}")).await;
+}

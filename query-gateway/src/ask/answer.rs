@@ -89,6 +89,10 @@ pub struct Answer {
     pub error: Option<String>,
     /// A remark on how it was answered (e.g. the model's budget is spent).
     pub note: Option<String>,
+    /// The translator's own remarks (defaults it applied, names it read loosely): what the
+    /// translation cache keeps with the typed query.
+    #[serde(skip)]
+    pub translation_notes: Vec<String>,
 }
 
 impl Answer {
@@ -112,6 +116,7 @@ impl Answer {
             complete_until: None,
             error: None,
             note: None,
+            translation_notes: Vec::new(),
         }
     }
 
@@ -233,6 +238,7 @@ impl Answer {
         if !translation.notes.is_empty() {
             answer.note = Some(translation.notes.join(" "));
         }
+        answer.translation_notes = translation.notes;
         answer.title = Some(title_of(&translation.query));
         answer.period = period;
         answer.columns = columns_of(&executed);

@@ -7,6 +7,7 @@
 //! way the SQL passes [`guard::check`], which alone decides what may run.
 
 pub mod answer;
+pub mod cache;
 pub mod dates;
 pub mod guard;
 pub mod prompt;
@@ -30,7 +31,7 @@ use schemas::tenants::Tenant;
 use serde_json::json;
 
 use crate::metrics::Metrics;
-use answer::Answer;
+use answer::{Answer, Outcome};
 use provider::{Message, Provider, ProviderError};
 use run::{RunError, Runner, Table};
 use translator::Translation;
@@ -88,6 +89,7 @@ pub struct AskService {
     model_calls: Mutex<HashMap<String, (NaiveDate, u32)>>,
     vocabularies: Mutex<HashMap<String, (Instant, Arc<Vocabulary>)>>,
     metrics: Arc<Metrics>,
+    cache: Option<cache::TranslationCache>,
 }
 
 /// How long a tenant's names are reused before they are read again.
@@ -98,6 +100,17 @@ const VOCABULARY_TTL: Duration = Duration::from_secs(60);
 struct Author {
     provider: &'static str,
     model: String,
+}
+
+impl Author {
+    /// `offline`, or `<provider>:<model>` (the translation cache keeps them apart).
+    fn label(&self) -> String {
+        if self.model.is_empty() {
+            self.provider.to_owned()
+        } else {
+            format!("{}:{}", self.provider, self.model)
+        }
+    }
 }
 
 /// One attempt's record: what was tried and what it cost.
@@ -126,7 +139,15 @@ impl AskService {
             model_calls: Mutex::new(HashMap::new()),
             vocabularies: Mutex::new(HashMap::new()),
             metrics,
+            cache: None,
         }
+    }
+
+    /// Keeps translations in the Redis at `redis_url`, under `namespace`, shared by the
+    /// gateway's processes.
+    pub fn with_translation_cache(mut self, redis_url: &str, namespace: &str) -> AskService {
+        self.cache = Some(cache::TranslationCache::new(redis_url, namespace));
+        self
     }
 
     /// Admits a question of `tenant` before any work is done for it: not empty, not too
@@ -165,12 +186,12 @@ impl AskService {
         Ok(())
     }
 
-    /// Answers an admitted `question` ([`AskService::admit`]) for `tenant`, whose data is
-    /// complete up to `complete_until_ms`.
+    /// Answers an admitted `question` ([`AskService::admit`]) for `tenant` at `now` (Unix
+    /// seconds), whose data is complete up to `complete_until_ms`.
     ///
     /// # Errors
-    /// [`AskError::Unavailable`] when ClickHouse is unreachable. Everything else is an
-    /// [`Answer`] with its [`answer::Outcome`].
+    /// [`AskError::Unavailable`] or [`AskError::Store`] when ClickHouse is unreachable.
+    /// Everything else is an [`Answer`] with its [`answer::Outcome`].
     pub async fn ask(
         &self,
         client: &clickhouse::Client,
@@ -182,46 +203,57 @@ impl AskService {
         let question = question.trim();
         let started = Instant::now();
         let tz: Tz = tenant.time_zone.parse().unwrap_or(Tz::UTC);
-        let today = chrono::DateTime::from_timestamp(now, 0)
-            .unwrap_or_default()
-            .with_timezone(&tz)
-            .date_naive();
-        let offline = Offline { client, now, tz };
+        let doors = Doors { client, now, tz };
         let mut attempts = Attempts::default();
-        let mut answer = match &self.provider {
-            Some(provider) if self.spend_model_call(&tenant.id, false) => {
-                match self
-                    .ask_model(
-                        provider,
+        let author = self.author();
+        let key = cache::CacheKey {
+            tenant: &tenant.id,
+            translator: &author.label(),
+            local_date: doors.today().to_string(),
+            question,
+        };
+        let cached = match &self.cache {
+            Some(cache) => cache.get(&key).await,
+            None => None,
+        };
+        if self.cache.is_some() {
+            self.metrics.observe_translation_cache(cached.is_some());
+        }
+        let mut answer = match cached {
+            Some(cached) => {
+                let translation = Translation {
+                    query: cached.query,
+                    notes: cached.notes,
+                };
+                let mut answer = self
+                    .answer_typed(&doors, tenant, question, translation, &author)
+                    .await?;
+                answer.add_note("Translation from the cache; the numbers are computed now.".into());
+                answer
+            }
+            None => {
+                let answer = self
+                    .translate_and_answer(
+                        &doors,
                         tenant,
                         question,
-                        today,
-                        tz,
                         complete_until_ms,
                         &mut attempts,
                     )
-                    .await
+                    .await?;
+                if let (Some(cache), Some(query), Outcome::Answered) =
+                    (&self.cache, &answer.query, answer.outcome)
+                    && answer.sql.is_none()
+                    && answer.provider == author.provider
                 {
-                    Ok(answer) => answer,
-                    Err(error) => {
-                        tracing::warn!(error = %error_chain(&error), "model unavailable; the offline translator answers");
-                        let mut answer = self.ask_offline(&offline, tenant, question).await?;
-                        answer.add_note(format!(
-                            "The model failed ({error}); answered by the offline translator instead."
-                        ));
-                        answer
-                    }
+                    let cached = cache::Cached {
+                        query: query.clone(),
+                        notes: answer.translation_notes.clone(),
+                    };
+                    cache.put(&key, &cached).await;
                 }
-            }
-            Some(_) => {
-                let mut answer = self.ask_offline(&offline, tenant, question).await?;
-                answer.add_note(format!(
-                    "Today's budget of {} model calls is spent; answered by the offline translator.",
-                    self.limits.model_calls_per_day
-                ));
                 answer
             }
-            None => self.ask_offline(&offline, tenant, question).await?,
         };
         answer.set_complete_until(complete_until_ms);
         let latency = started.elapsed();
@@ -233,6 +265,84 @@ impl AskService {
         );
         self.log(tenant, &answer, latency, &attempts);
         Ok(answer)
+    }
+
+    /// Who translates when the model budget allows: the configured model, else the offline
+    /// translator.
+    fn author(&self) -> Author {
+        match &self.provider {
+            Some(provider) => Author {
+                provider: provider.config().kind.name(),
+                model: provider.config().model.clone(),
+            },
+            None => OFFLINE,
+        }
+    }
+
+    /// The model (within its budget), else the offline translator.
+    async fn translate_and_answer(
+        &self,
+        doors: &Doors<'_>,
+        tenant: &Tenant,
+        question: &str,
+        complete_until_ms: Option<i64>,
+        attempts: &mut Attempts,
+    ) -> Result<Answer, AskError> {
+        let Some(provider) = &self.provider else {
+            return self.ask_offline(doors, tenant, question).await;
+        };
+        if !self.spend_model_call(&tenant.id, false) {
+            let mut answer = self.ask_offline(doors, tenant, question).await?;
+            answer.add_note(format!(
+                "Today's budget of {} model calls is spent; answered by the offline translator.",
+                self.limits.model_calls_per_day
+            ));
+            return Ok(answer);
+        }
+        match self
+            .ask_model(
+                provider,
+                doors,
+                tenant,
+                question,
+                complete_until_ms,
+                attempts,
+            )
+            .await
+        {
+            Ok(answer) => Ok(answer),
+            Err(ModelFailure::Store) => Err(AskError::Store),
+            Err(ModelFailure::Provider(error)) => {
+                tracing::warn!(error = %error_chain(&error), "model unavailable; the offline translator answers");
+                let mut answer = self.ask_offline(doors, tenant, question).await?;
+                answer.add_note(format!(
+                    "The model failed ({error}); answered by the offline translator instead."
+                ));
+                Ok(answer)
+            }
+        }
+    }
+
+    /// Runs a typed query through its door and words the answer.
+    async fn answer_typed(
+        &self,
+        doors: &Doors<'_>,
+        tenant: &Tenant,
+        question: &str,
+        translation: Translation,
+        author: &Author,
+    ) -> Result<Answer, AskError> {
+        let outcome = typed::execute(doors.client, tenant, &translation.query, doors.now).await;
+        if let Err(typed::ExecuteError::Unavailable) = outcome {
+            return Err(AskError::Store);
+        }
+        Ok(Answer::from_typed(
+            question,
+            translation,
+            outcome,
+            doors.tz,
+            author,
+        ))
     }
 
     /// Takes one model call from the tenant's daily budget; `false` when it is spent.
@@ -253,28 +363,30 @@ impl AskService {
         true
     }
 
-    #[allow(clippy::too_many_arguments)]
+    /// The model's answer: a typed query of the model first (its names checked against the
+    /// tenant's), guarded SQL for what the model cannot express, retried once with the error.
     async fn ask_model(
         &self,
         provider: &Provider,
+        doors: &Doors<'_>,
         tenant: &Tenant,
         question: &str,
-        today: NaiveDate,
-        tz: Tz,
         complete_until_ms: Option<i64>,
         attempts: &mut Attempts,
-    ) -> Result<Answer, ProviderError> {
-        let author = Author {
-            provider: provider.config().kind.name(),
-            model: provider.config().model.clone(),
-        };
+    ) -> Result<Answer, ModelFailure> {
+        let author = self.author();
+        let vocabulary = self
+            .vocabulary(doors, tenant)
+            .await
+            .map_err(|_| ModelFailure::Store)?;
         let system = prompt::system_prompt(&prompt::PromptFacts {
             server_version: self.server_version,
-            today: today.to_string(),
-            time_zone: tz.name(),
+            today: doors.today().to_string(),
+            time_zone: doors.tz.name(),
             complete_until: complete_until_ms
                 .and_then(chrono::DateTime::from_timestamp_millis)
                 .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)),
+            names: prompt::names(&vocabulary),
         });
         let mut messages = vec![Message {
             role: "user",
@@ -282,32 +394,27 @@ impl AskService {
         }];
         loop {
             attempts.count += 1;
-            let completion = provider.complete(&system, &messages).await?;
+            let completion = provider
+                .complete(&system, &messages)
+                .await
+                .map_err(ModelFailure::Provider)?;
             attempts.input_tokens += completion.input_tokens;
             attempts.output_tokens += completion.output_tokens;
-            let sql = provider::extract_sql(&completion.text);
-            if sql.contains("CANNOT_ANSWER") {
-                return Ok(Answer::cannot_answer(
-                    question,
-                    "The model says the question cannot be answered from your analytics data.",
-                    &author,
-                ));
-            }
-            let outcome = self.run_checked(tenant, &sql).await;
-            let retry_with = match &outcome {
-                Ok(_) => None,
-                Err(Failure::Refused(reason)) => {
-                    Some(format!("The SQL guard refused it: {reason}"))
+            let (answer, retry_with) = if let Some(typed) =
+                provider::extract_typed(&completion.text)
+            {
+                self.model_typed(doors, tenant, question, typed, &vocabulary, &author)
+                    .await?
+            } else {
+                let sql = provider::extract_sql(&completion.text);
+                if sql.contains("CANNOT_ANSWER") {
+                    return Ok(Answer::cannot_answer(
+                        question,
+                        "The model says the question cannot be answered from your analytics data.",
+                        &author,
+                    ));
                 }
-                Err(Failure::Query { class, detail }) => {
-                    // The server's text can quote row values: the model gets the class and,
-                    // for an unknown name, the name (its own text), nothing else.
-                    let name = run::unknown_name(detail)
-                        .map(|name| format!(" ({name})"))
-                        .unwrap_or_default();
-                    Some(format!("ClickHouse failed: {}{name}", class.describe()))
-                }
-                Err(Failure::Unavailable(_)) => None,
+                self.model_sql(tenant, question, &sql, &author).await
             };
             match retry_with {
                 Some(error) if attempts.count < 2 && self.spend_model_call(&tenant.id, true) => {
@@ -317,28 +424,92 @@ impl AskService {
                     });
                     messages.push(Message {
                         role: "user",
-                        content: format!("{error}\nAnswer with one corrected SELECT statement."),
+                        content: format!("{error}\nAnswer again: one corrected typed query, or one SELECT statement."),
                     });
                 }
-                _ => return Ok(Answer::from_model(question, &sql, outcome, &author)),
+                _ => return Ok(answer),
             }
         }
     }
 
+    /// The model's typed query: its names must be the tenant's; then it runs through its door.
+    /// Returns the answer and, for a query the model could correct, what to tell it.
+    async fn model_typed(
+        &self,
+        doors: &Doors<'_>,
+        tenant: &Tenant,
+        question: &str,
+        typed: typed::TypedQuery,
+        vocabulary: &Vocabulary,
+        author: &Author,
+    ) -> Result<(Answer, Option<String>), ModelFailure> {
+        let unknown = vocabulary.unknown_names(&typed);
+        if !unknown.is_empty() {
+            let reason = format!(
+                "The model used names this site does not have: {}.",
+                unknown.join(", ")
+            );
+            let mut answer = Answer::cannot_answer(question, &reason, author);
+            answer.query = Some(typed);
+            return Ok((answer, Some(reason)));
+        }
+        let outcome = typed::execute(doors.client, tenant, &typed, doors.now).await;
+        let retry_with = match &outcome {
+            Err(typed::ExecuteError::Invalid(message)) => Some(format!(
+                "The query model refused the typed query: {message}"
+            )),
+            Err(typed::ExecuteError::Unavailable) => return Err(ModelFailure::Store),
+            _ => None,
+        };
+        let translation = Translation {
+            query: typed,
+            notes: Vec::new(),
+        };
+        Ok((
+            Answer::from_typed(question, translation, outcome, doors.tz, author),
+            retry_with,
+        ))
+    }
+
+    /// The model's SQL, through the guard; and, for a statement the model could correct, what
+    /// to tell it.
+    async fn model_sql(
+        &self,
+        tenant: &Tenant,
+        question: &str,
+        sql: &str,
+        author: &Author,
+    ) -> (Answer, Option<String>) {
+        let outcome = self.run_checked(tenant, sql).await;
+        let retry_with = match &outcome {
+            Ok(_) => None,
+            Err(Failure::Refused(reason)) => Some(format!("The SQL guard refused it: {reason}")),
+            Err(Failure::Query { class, detail }) => {
+                // The server's text can quote row values: the model gets the class and, for an
+                // unknown name, the name (its own text), nothing else.
+                let name = run::unknown_name(detail)
+                    .map(|name| format!(" ({name})"))
+                    .unwrap_or_default();
+                Some(format!("ClickHouse failed: {}{name}", class.describe()))
+            }
+            Err(Failure::Unavailable(_)) => None,
+        };
+        (
+            Answer::from_model(question, sql, outcome, author),
+            retry_with,
+        )
+    }
+
     async fn ask_offline(
         &self,
-        offline: &Offline<'_>,
+        doors: &Doors<'_>,
         tenant: &Tenant,
         question: &str,
     ) -> Result<Answer, AskError> {
-        let vocabulary = self.vocabulary(offline, tenant).await?;
-        let today = chrono::DateTime::from_timestamp(offline.now, 0)
-            .unwrap_or_default()
-            .with_timezone(&offline.tz)
-            .date_naive();
+        let vocabulary = self.vocabulary(doors, tenant).await?;
         let context = translator::Context {
-            today,
-            tz: offline.tz,
+            today: doors.today(),
+            tz: doors.tz,
             vocabulary: &vocabulary,
         };
         let translation: Translation = match translator::translate(question, context) {
@@ -351,23 +522,14 @@ impl AskService {
                 ));
             }
         };
-        let outcome = typed::execute(offline.client, tenant, &translation.query, offline.now).await;
-        if let Err(typed::ExecuteError::Unavailable) = outcome {
-            return Err(AskError::Store);
-        }
-        Ok(Answer::from_typed(
-            question,
-            translation,
-            outcome,
-            offline.tz,
-            &OFFLINE,
-        ))
+        self.answer_typed(doors, tenant, question, translation, &OFFLINE)
+            .await
     }
 
     /// The tenant's names, read through the query model at most once a minute.
     async fn vocabulary(
         &self,
-        offline: &Offline<'_>,
+        doors: &Doors<'_>,
         tenant: &Tenant,
     ) -> Result<Arc<Vocabulary>, AskError> {
         if let Ok(cache) = self.vocabularies.lock()
@@ -377,7 +539,7 @@ impl AskService {
             return Ok(vocabulary.clone());
         }
         let vocabulary = Arc::new(
-            Vocabulary::read(offline.client, tenant, offline.now)
+            Vocabulary::read(doors.client, tenant, doors.now)
                 .await
                 .map_err(|error| {
                     tracing::error!(error = %error_chain(&error), tenant = %tenant.id, "reading the tenant's names failed");
@@ -433,12 +595,31 @@ impl AskService {
     }
 }
 
-/// What the offline path runs with: the query model's client, the request's "now" and the
-/// tenant's zone.
-struct Offline<'a> {
+/// What typed queries run with: the query model's client, the request's "now" (Unix
+/// seconds) and the tenant's zone.
+struct Doors<'a> {
     client: &'a clickhouse::Client,
     now: i64,
     tz: Tz,
+}
+
+impl Doors<'_> {
+    /// Today in the tenant's zone.
+    fn today(&self) -> NaiveDate {
+        chrono::DateTime::from_timestamp(self.now, 0)
+            .unwrap_or_default()
+            .with_timezone(&self.tz)
+            .date_naive()
+    }
+}
+
+/// Why the model gave no answer.
+#[derive(Debug)]
+enum ModelFailure {
+    /// The provider failed: the offline translator answers instead.
+    Provider(ProviderError),
+    /// ClickHouse failed.
+    Store,
 }
 
 const OFFLINE: Author = Author {

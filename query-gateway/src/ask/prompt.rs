@@ -19,6 +19,46 @@ pub struct PromptFacts<'a> {
     pub time_zone: &'a str,
     /// "Complete up to", RFC 3339 UTC, if the engine has recorded progress.
     pub complete_until: Option<String>,
+    /// The tenant's names ([`names`]).
+    pub names: String,
+}
+
+/// The tenant's names a typed query may use, most frequent first, a few of each.
+pub fn names(vocabulary: &super::vocabulary::Vocabulary) -> String {
+    let quoted = |values: &[String], most: usize| -> String {
+        values
+            .iter()
+            .take(most)
+            .map(|value| format!("{value:?}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let mut lines = vec![
+        format!("- events (event:name): {}", quoted(&vocabulary.events, 40)),
+        format!("- pages (event:page): {}", quoted(&vocabulary.pages, 40)),
+        format!(
+            "- goals (event:goal): {}",
+            vocabulary
+                .goals
+                .iter()
+                .map(|goal| format!("{:?}", goal.label()))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    ];
+    for (key, values) in &vocabulary.properties {
+        lines.push(format!("- event:props:{key}: {}", quoted(values, 15)));
+    }
+    for (attribute, values) in &vocabulary.visits {
+        if !values.is_empty() && attribute.name() != "entry_path" {
+            lines.push(format!(
+                "- visit:{}: {}",
+                attribute.name(),
+                quoted(values, 20)
+            ));
+        }
+    }
+    lines.join("\n")
 }
 
 /// Dialect notes for a server version: what 18.16 lacks that models tend to write.
@@ -53,8 +93,14 @@ pub fn system_prompt(facts: &PromptFacts<'_>) -> String {
         |until| format!("Data is complete up to {until}; later events may still be arriving."),
     );
     format!(
-        "You translate questions about a product's analytics into one ClickHouse SELECT statement.\n\
-         Answer with the SQL only, in one ```sql block. If the question cannot be answered from these views, answer with exactly: CANNOT_ANSWER\n\n\
+        "You translate questions about a product's analytics into a query.\n\
+         First choice: a typed query of the query model, in one ```json block, one of:\n\
+         {{\"query\": <a Plausible Stats API v2 body without site_id: metrics (visitors, persons, visits, pageviews, views_per_visit, bounce_rate, visit_duration, events, percentage, conversion_rate), date_range (\"day\", \"7d\", \"30d\", \"month\", \"6mo\", \"year\", \"all\", or [\"YYYY-MM-DD\", \"YYYY-MM-DD\"]), dimensions (event:page, event:name, event:goal, event:props:<key>, visit:source, visit:channel, visit:utm_source, visit:utm_medium, visit:utm_campaign, visit:device, visit:browser, visit:os, visit:country, visit:region, visit:city, visit:entry_page, visit:exit_page, time:hour, time:day, time:week, time:month), filters ([[\"is\", \"visit:country\", [\"DE\"]]], operators is, is_not, contains, contains_not, has_done, has_not_done), include.comparisons ({{\"mode\": \"previous_period\"}}), pagination ({{\"limit\": 10}})>}}\n\
+         {{\"funnel\": {{\"steps\": [\"page:/pricing\", \"event:Signed Up\"], \"window\": 86400, \"date_range\": \"30d\"}}}}\n\
+         {{\"retention\": {{\"date_range\": [\"YYYY-MM-DD\", \"YYYY-MM-DD\"]}}}}\n\
+         {{\"person\": {{\"id\": \"<userId or anonymousId>\", \"date_range\": \"7d\"}}}}\n\
+         Use only these names of this site (a name not listed is not in the data):\n{names}\n\n\
+         Only when a typed query cannot express the question: one ClickHouse SELECT statement in one ```sql block, over the views below. If neither can answer it, answer with exactly: CANNOT_ANSWER\n\n\
          Views (already limited to this customer's data; there are no other tables):\n{schema}\n\n\
          Definitions:\n\
          - a page view is a row of events with {page_view}; its location is {location}\n\
@@ -80,6 +126,7 @@ pub fn system_prompt(facts: &PromptFacts<'_>) -> String {
         notes = dialect_notes(facts.server_version),
         today = facts.today,
         tz = facts.time_zone,
+        names = facts.names,
     )
 }
 
@@ -94,6 +141,7 @@ mod tests {
             today: "2026-11-30".into(),
             time_zone: "Europe/Berlin",
             complete_until: Some("2026-11-30T12:00:00.000Z".into()),
+            names: "- events (event:name): \"Signed Up\"".into(),
         });
         assert!(
             prompt.contains("events(message_id String, type String"),
@@ -104,6 +152,7 @@ mod tests {
         assert!(prompt.contains("no window functions"));
         assert!(prompt.contains("Today is 2026-11-30"));
         assert!(prompt.contains("complete up to 2026-11-30T12:00:00.000Z"));
+        assert!(prompt.contains("typed query") && prompt.contains("\"Signed Up\""));
         let modern = system_prompt(&PromptFacts {
             server_version: ServerVersion {
                 major: 24,
@@ -112,6 +161,7 @@ mod tests {
             today: "2026-11-30".into(),
             time_zone: "UTC",
             complete_until: None,
+            names: String::new(),
         });
         assert!(!modern.contains("no window functions"), "{modern}");
     }

@@ -258,6 +258,16 @@ fn parse_completion(kind: ProviderKind, value: &Value) -> Result<Completion, Pro
     }
 }
 
+/// The typed query of an answer: a ```json block (or the whole answer) that reads as a
+/// [`super::typed::TypedQuery`]; `None` for SQL or anything else.
+pub fn extract_typed(text: &str) -> Option<super::typed::TypedQuery> {
+    let fenced = text.split("```").nth(1).map(|block| {
+        let block = block.trim_start();
+        block.strip_prefix("json").unwrap_or(block)
+    });
+    serde_json::from_str(fenced.unwrap_or(text).trim()).ok()
+}
+
 /// The SQL in a model's answer: the first fenced code block if there is one, else the whole
 /// text; a trailing semicolon dropped.
 pub fn extract_sql(text: &str) -> String {

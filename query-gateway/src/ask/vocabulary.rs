@@ -7,6 +7,7 @@ use futures_util::future::join_all;
 use schemas::tenants::Tenant;
 use serde_json::{Map, Value, json};
 
+use crate::ask::typed::TypedQuery;
 use crate::query::model::VisitAttribute;
 
 /// Most values read per dimension (most frequent first).
@@ -101,6 +102,99 @@ impl Vocabulary {
             .iter()
             .find(|(known, _)| *known == attribute)
             .map_or(&[], |(_, values)| values.as_slice())
+    }
+
+    /// The names a typed query uses that the tenant does not have: filter values with `is` or
+    /// `is_not` on events, pages, goals and visit attributes (countries as ISO codes: a
+    /// country with no visits is a valid zero), and funnel steps.
+    pub fn unknown_names(&self, query: &TypedQuery) -> Vec<String> {
+        let mut unknown = Vec::new();
+        match query {
+            TypedQuery::Query(body) => {
+                if let Some(filters) = body.get("filters") {
+                    self.walk_filters(filters, &mut unknown);
+                }
+            }
+            TypedQuery::Funnel(spec) => {
+                for step in spec.steps.iter().chain(&spec.exclude) {
+                    let (dimension, value) = match step.split_once(':') {
+                        Some(("page", value)) => ("event:page", value),
+                        Some(("event", value)) => ("event:name", value),
+                        _ => ("", step.as_str()),
+                    };
+                    if !self.knows(dimension, value) {
+                        unknown.push(format!("{step:?}"));
+                    }
+                }
+            }
+            TypedQuery::Retention(_) | TypedQuery::Person(_) => {}
+        }
+        unknown
+    }
+
+    fn walk_filters(&self, filter: &Value, unknown: &mut Vec<String>) {
+        let Some(items) = filter.as_array() else {
+            return;
+        };
+        match items.first().and_then(Value::as_str) {
+            Some("is" | "is_not") => {
+                let dimension = items.get(1).and_then(Value::as_str).unwrap_or_default();
+                let values = items
+                    .get(2)
+                    .and_then(Value::as_array)
+                    .cloned()
+                    .unwrap_or_default();
+                for value in values.iter().filter_map(Value::as_str) {
+                    if !self.knows(dimension, value) {
+                        unknown.push(format!("{dimension} {value:?}"));
+                    }
+                }
+            }
+            Some(_) => {
+                for item in &items[1..] {
+                    self.walk_filters(item, unknown);
+                }
+            }
+            None => {
+                for item in items {
+                    self.walk_filters(item, unknown);
+                }
+            }
+        }
+    }
+
+    /// Whether `value` is one of the tenant's values of `dimension` (dimensions without a
+    /// list, like hostnames, are not checked).
+    fn knows(&self, dimension: &str, value: &str) -> bool {
+        let known = |values: &[String]| values.iter().any(|known| known == value);
+        match dimension {
+            "event:name" => value == "pageview" || known(&self.events),
+            "event:page" => known(&self.pages),
+            "event:goal" => self.goals.iter().any(|goal| goal.label() == value),
+            "visit:country" => celes::Country::from_alpha2(value).is_ok(),
+            "" => false,
+            _ => {
+                if let Some(key) = dimension.strip_prefix("event:props:") {
+                    return self
+                        .properties
+                        .iter()
+                        .find(|(known_key, _)| known_key == key)
+                        .is_some_and(|(_, values)| known(values));
+                }
+                let attribute = dimension.strip_prefix("visit:").and_then(|name| {
+                    VisitAttribute::ALL
+                        .iter()
+                        .find(|(_, known_name)| *known_name == name)
+                        .map(|(attribute, _)| *attribute)
+                });
+                match attribute {
+                    Some(attribute) if NAMED_ATTRIBUTES.contains(&attribute) => {
+                        known(self.visit_values(attribute))
+                    }
+                    _ => true,
+                }
+            }
+        }
     }
 
     /// Every name, for "did you mean" suggestions.
