@@ -8,8 +8,13 @@
 //! query model's shapes (Stats API v2: totals, filtered totals, breakdowns, a daily series) over
 //! 1, 30 and 365 days.
 //!
+//! Then Ask over a repeated-question mix with the translation cache in Redis: most questions
+//! are a popular few (Zipf-distributed, some in other wordings), the rest one-offs; the cache's
+//! hit rate and the latencies of hits and misses are reported.
+//!
 //! `cargo run --release -p clickstream-benches --bin bench-queries -- --events 10000000`
-//! (needs `CLICKSTREAM_CLICKHOUSE_URL`, e.g. after `deploy/up.sh` or `deploy/servers.sh`).
+//! (needs `CLICKSTREAM_CLICKHOUSE_URL` and, for Ask, `CLICKSTREAM_REDIS_URL`, e.g. after
+//! `deploy/up.sh` or `deploy/servers.sh`).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -44,6 +49,16 @@ struct Args {
     /// keeping this many days (0: skip).
     #[arg(long, default_value_t = 270)]
     retention_days: u32,
+    /// Questions asked in the Ask part (0: skip).
+    #[arg(long, default_value_t = 1000)]
+    ask_questions: usize,
+    /// Redis for Ask's translation cache.
+    #[arg(
+        long,
+        env = "CLICKSTREAM_REDIS_URL",
+        default_value = "redis://127.0.0.1:16379"
+    )]
+    redis_url: String,
 }
 
 const DAYS: u64 = 365;
@@ -209,6 +224,9 @@ fn v2_shapes() -> Vec<(String, String, Option<serde_json::Value>)> {
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
     let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
     sorted[index.min(sorted.len() - 1)]
 }
@@ -295,9 +313,144 @@ async fn main() -> anyhow::Result<()> {
             times.len()
         );
     }
+    if args.ask_questions > 0 {
+        measure_ask(&http, &args).await?;
+    }
     if args.retention_days > 0 {
         measure_retention(&http, &args).await?;
     }
+    Ok(())
+}
+
+/// Questions any site's owner asks again and again; a few in a second wording.
+const POPULAR: [&str; 36] = [
+    "How many visitors today?",
+    "Unique visitors yesterday",
+    "What's our bounce rate this week?",
+    "Page views in the last 7 days",
+    "Top 10 pages last month",
+    "Top sources this month",
+    "Visitors by country in the last 30 days",
+    "Visitors per day in the last 14 days",
+    "Page views per hour today",
+    "Average visit duration last week",
+    "Pages per visit this month",
+    "How many visits in the last 30 days?",
+    "Visitors by device this month",
+    "Visitors by browser last week",
+    "Compare visitors in the last 7 days with the previous period",
+    "Bounce rate per day in the last 30 days",
+    "Unique visitors this year",
+    "Weekly visitors over the last 6 months",
+    "Top 5 entry pages last week",
+    "How many Signed Up events this month?",
+    "Conversion rate of each goal this month",
+    "Visitors by channel in the last 30 days",
+    "Monthly page views this year",
+    "Top 5 pages today",
+    "Sessions yesterday",
+    "Visitors by operating system this month",
+    "how many visitors today",
+    "what is our bounce rate this week",
+    "visitors today?",
+    "top pages last month",
+    "How many people visited yesterday?",
+    "Page views last week",
+    "Visits per day this month",
+    "Top 10 countries this month",
+    "Events per day in the last 7 days",
+    "Bounce rate this month compared with the previous period",
+];
+
+/// Ask over a repeated-question mix, through the translation cache in Redis: 80 % of the
+/// questions from the popular list (Zipf, s = 1), 20 % one-offs ("top N pages in the last D
+/// days" with random N and D).
+async fn measure_ask(http: &reqwest::Client, args: &Args) -> anyhow::Result<()> {
+    use rand::{Rng, SeedableRng};
+    use rand_distr::Distribution;
+    let namespace = format!(
+        "bench-{}-{}",
+        std::process::id(),
+        chrono::Utc::now().timestamp()
+    );
+    let metrics = Arc::new(query_gateway::metrics::Metrics::default());
+    let ask = query_gateway::ask::AskService::new(
+        query_gateway::ask::run::Runner::new(
+            &args.clickhouse_url,
+            &args.database,
+            Default::default(),
+        ),
+        None,
+        schemas::version::ServerVersion::OLDEST,
+        query_gateway::ask::AskLimits {
+            questions_per_minute: std::num::NonZeroU32::new(1_000_000).context("limit")?,
+            model_calls_per_day: 0,
+        },
+        metrics.clone(),
+    )
+    .with_translation_cache(&args.redis_url, &namespace);
+    let mut state = AppState::offline(
+        Tenants::parse(
+            "[[tenants]]\nid='demo'\nwrite_keys=['wk']\nread_keys=['rk']\ngoals=[{ event = 'Signed Up' }]\n",
+        )?,
+        &args.clickhouse_url,
+        &args.database,
+    );
+    state.ask = Arc::new(ask);
+    state.metrics = metrics.clone();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let address = listener.local_addr()?;
+    tokio::spawn(axum::serve(listener, router(Arc::new(state))).into_future());
+    let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+    let zipf = rand_distr::Zipf::new(POPULAR.len() as f64, 1.0).context("zipf")?;
+    let (mut hit_times, mut miss_times, mut answered) = (Vec::new(), Vec::new(), 0);
+    for _ in 0..args.ask_questions {
+        let question = if rng.random_bool(0.8) {
+            POPULAR[(zipf.sample(&mut rng) as usize)
+                .saturating_sub(1)
+                .min(POPULAR.len() - 1)]
+            .to_owned()
+        } else {
+            format!(
+                "Top {} pages in the last {} days",
+                rng.random_range(3..30),
+                rng.random_range(2..90)
+            )
+        };
+        let (hits_before, _) = metrics.translation_cache_counts();
+        let started = Instant::now();
+        let response = http
+            .post(format!("http://{address}/api/ask"))
+            .bearer_auth("rk")
+            .json(&serde_json::json!({ "question": question }))
+            .send()
+            .await?;
+        let status = response.status();
+        let answer: serde_json::Value = response.json().await?;
+        if !status.is_success() {
+            bail!("{question}: {status} {answer}");
+        }
+        let took = started.elapsed();
+        answered += usize::from(answer["outcome"] == "answered");
+        if metrics.translation_cache_counts().0 > hits_before {
+            hit_times.push(took);
+        } else {
+            miss_times.push(took);
+        }
+    }
+    let (hits, misses) = metrics.translation_cache_counts();
+    hit_times.sort();
+    miss_times.sort();
+    println!(
+        "\nAsk, {} questions (80 % from {} popular ones, Zipf s = 1; 20 % one-offs), offline translator, translation cache in Redis:\n\n| figure | value |\n|---|---:|\n| answered | {answered} |\n| cache hits / misses | {hits} / {misses} |\n| hit rate | {:.1} % |\n| p50 / p95 with a hit | {:.1} / {:.1} ms |\n| p50 / p95 with a miss | {:.1} / {:.1} ms |",
+        args.ask_questions,
+        POPULAR.len(),
+        100.0 * hits as f64 / (hits + misses).max(1) as f64,
+        percentile(&hit_times, 0.5).as_secs_f64() * 1000.0,
+        percentile(&hit_times, 0.95).as_secs_f64() * 1000.0,
+        percentile(&miss_times, 0.5).as_secs_f64() * 1000.0,
+        percentile(&miss_times, 0.95).as_secs_f64() * 1000.0,
+    );
     Ok(())
 }
 
