@@ -79,18 +79,33 @@ count_events() {
 has_events() { [[ "$(count_events)" =~ ^[1-9] ]]; }
 wait_for "demo traffic in ClickHouse" 60 "$LOG_DIR/engine-0.log" has_events
 
+# Eight weeks of history for the demo tenant, once per database, so the dashboard's retention
+# grid and comparisons have weeks to show. Written straight into ClickHouse: the engine keeps
+# events older than its lateness (72 h) as late, counted nowhere (loadgen --help).
+has_history() {
+    [[ "$(curl -fsS "$CLICKSTREAM_CLICKHOUSE_URL" --data-binary \
+        "SELECT count() FROM clickstream.events WHERE tenant = 'demo' AND event_time < now() - INTERVAL 4 DAY" 2>/dev/null)" =~ ^[1-9] ]]
+}
+if ! has_history; then
+    "$ROOT/target/release/loadgen" --seed-history-days 56 --tenant demo \
+        --clickhouse-url "$CLICKSTREAM_CLICKHOUSE_URL" --database clickstream >>"$LOG_DIR/loadgen-history.log" 2>&1 \
+        || echo "warning: the demo's history was not written (see $LOG_DIR/loadgen-history.log)" >&2
+fi
+
 cat <<TEXT
 
 clickstream is running (state and logs in $STATE_DIR):
   ingest gateway   http://127.0.0.1:$INGEST_PORT   POST /v1/{track,page,screen,identify,alias,group,batch}
                    write key: demo_write_key (tenant "demo"); /healthz /readyz; metrics on http://127.0.0.1:19480/metrics
   engine           2 processes (deploy/cluster.sh), metrics on http://127.0.0.1:19464/metrics and :19465
-  demo traffic     loadgen at $DEMO_RATE events/s
+  demo traffic     loadgen at $DEMO_RATE events/s, and 8 weeks of history written at the first start
   ClickHouse       $CLICKSTREAM_CLICKHOUSE_URL   database "clickstream"  ($(count_events) events so far)
   Kafka (tansu)    $CLICKSTREAM_KAFKA_BROKERS   topic "events"
   Redis            $CLICKSTREAM_REDIS_URL   (live counters: engine -> query gateway /live; rate limits)
   dashboard        http://127.0.0.1:$QUERY_PORT/#key=demo_read_key   (REST API: /openapi.json)
-                   Ask: POST /api/ask (offline translator unless CLICKSTREAM_ASK_PROVIDER is set); metrics on http://127.0.0.1:19481/metrics
+                   read-only share link: http://127.0.0.1:$QUERY_PORT/#share=demo_share_key
+                   Ask: POST /api/ask (offline translator unless CLICKSTREAM_ASK_PROVIDER is set);
+                   GraphQL: POST /api/graphql; metrics on http://127.0.0.1:19481/metrics
 
 $(if [[ "$WITH_PROMETHEUS" == 1 ]]; then echo "  Prometheus       http://127.0.0.1:$PROMETHEUS_PORT   (alerts: /alerts; Grafana dashboard: deploy/grafana/clickstream.json)"; fi)
 
@@ -98,5 +113,6 @@ Try:
   curl -s $CLICKSTREAM_CLICKHOUSE_URL --data-binary "SELECT type, count() FROM clickstream.events FINAL GROUP BY type"
   curl -s -u demo_write_key: http://127.0.0.1:$INGEST_PORT/v1/track -d '{"anonymousId":"me","event":"Hello"}'
   curl -s -H 'Authorization: Bearer demo_read_key' http://127.0.0.1:$QUERY_PORT/api/ask -d '{"question":"top pages in the last 7 days"}'
+  curl -s -H 'Authorization: Bearer demo_read_key' http://127.0.0.1:$QUERY_PORT/api/graphql -d '{"query":"{ stats(input: {metrics: [VISITORS], dateRange: \"7d\", dimensions: [\"visit:country\"]}) { rows { dimensions metrics } } }"}'
 Stop everything with deploy/down.sh
 TEXT

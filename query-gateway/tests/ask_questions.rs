@@ -150,7 +150,9 @@ async fn through_the_door(state: &Arc<AppState>, typed: &Value) -> Result<Value,
                 .map_err(|_| format!("unknown id {id}"))?;
             get(
                 state,
-                &format!("/api/persons/person-{number}/sessions?from={from}&to={to}&limit=100"),
+                &format!(
+                    "/api/persons/shop-person-{number}/sessions?from={from}&to={to}&limit=100"
+                ),
             )
             .await
         }

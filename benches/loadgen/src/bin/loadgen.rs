@@ -33,6 +33,67 @@ struct Args {
     /// messageIds (the dedup key) of an earlier run.
     #[arg(long)]
     seed: Option<u64>,
+    /// Instead of sending traffic: write this many days of history (up to three hours ago)
+    /// for `--tenant` straight into ClickHouse's `events` and `sessions`
+    /// (`clickstream_loadgen::history`), then exit. The engine would count events that old
+    /// as late, so history cannot go through the gateway.
+    #[arg(long, default_value_t = 0)]
+    seed_history_days: u32,
+    /// With `--seed-history-days`: the tenant.
+    #[arg(long, default_value = "demo")]
+    tenant: String,
+    /// With `--seed-history-days`: ClickHouse's HTTP URL.
+    #[arg(
+        long,
+        env = "CLICKSTREAM_CLICKHOUSE_URL",
+        default_value = "http://127.0.0.1:18123"
+    )]
+    clickhouse_url: String,
+    /// With `--seed-history-days`: the pipeline's database.
+    #[arg(long, default_value = "clickstream")]
+    database: String,
+}
+
+/// Writes `days` of history for `tenant` (UTC days, up to three hours ago) into ClickHouse.
+async fn seed_history(args: &Args) -> anyhow::Result<()> {
+    let now = chrono::Utc::now();
+    let first_day = (now - chrono::Duration::days(i64::from(args.seed_history_days))).date_naive();
+    let history = clickstream_loadgen::history::History {
+        tenant: args.tenant.clone(),
+        domain: format!("{}.example", args.tenant),
+        zone: chrono_tz::UTC,
+        first_day,
+        until_secs: now.timestamp() - 3 * 3600,
+        seed: 20_261_204,
+        visits_per_day: 40..80,
+        id_prefix: format!("history-{}", args.tenant),
+        visitor_prefix: "history-anon".into(),
+        user_prefix: "history-user".into(),
+    };
+    let (events, sessions) = history.rows();
+    let http = reqwest::Client::new();
+    for (table, rows) in [("events", events), ("sessions", sessions)] {
+        let count = rows.len();
+        for chunk in rows.chunks(20_000) {
+            let body: Vec<String> = chunk.iter().map(serde_json::Value::to_string).collect();
+            let statement = format!(
+                "INSERT INTO {}.{table} FORMAT JSONEachRow\n{}",
+                args.database,
+                body.join("\n")
+            );
+            let response = http
+                .post(&args.clickhouse_url)
+                .body(statement)
+                .send()
+                .await
+                .with_context(|| format!("ClickHouse at {}", args.clickhouse_url))?;
+            let status = response.status();
+            let text = response.text().await.unwrap_or_default();
+            anyhow::ensure!(status.is_success(), "writing {table}: {status} {text}");
+        }
+        tracing::info!(table, rows = count, tenant = %args.tenant, days = args.seed_history_days, "history written");
+    }
+    Ok(())
 }
 
 #[tokio::main]
@@ -42,6 +103,10 @@ async fn main() -> anyhow::Result<()> {
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .init();
+    let args = Args::parse();
+    if args.seed_history_days > 0 {
+        return seed_history(&args).await;
+    }
     let Args {
         gateway,
         write_key,
@@ -49,7 +114,8 @@ async fn main() -> anyhow::Result<()> {
         batch,
         duration_secs,
         seed,
-    } = Args::parse();
+        ..
+    } = args;
     anyhow::ensure!(
         rate > 0.0 && batch > 0,
         "--rate and --batch must be positive"
