@@ -181,6 +181,23 @@ pub const LIVE_PATH: &str = "/live";
 /// The dashboard page served at `/`: one self-contained file, no build step.
 pub const DASHBOARD: &str = include_str!("dashboard.html");
 
+/// The items of a JSON array as text (strings as they are, other values as JSON); empty for
+/// anything but an array. The gateway's answers list names this way (metrics, dimensions).
+pub fn json_strings(value: &serde_json::Value) -> Vec<String> {
+    value
+        .as_array()
+        .map(|items| {
+            items
+                .iter()
+                .map(|item| match item {
+                    serde_json::Value::String(text) => text.clone(),
+                    other => other.to_string(),
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// The complete HTTP surface.
 pub fn router(state: Arc<AppState>) -> Router {
     let v1 = plausible::v1::ENDPOINTS

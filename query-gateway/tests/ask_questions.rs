@@ -330,7 +330,7 @@ async fn the_held_out_table_is_answered_right_or_refused() {
 }
 
 /// Two gateway processes share translations through Redis: the second asking of a question
-/// (in other words' case and spacing) is a hit, its numbers computed afresh (rows written in
+/// (with other spacing and punctuation) is a hit, its numbers computed afresh (rows written in
 /// between are counted).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn translations_are_shared_through_redis_and_numbers_are_never_stale() {
@@ -381,7 +381,7 @@ async fn translations_are_shared_through_redis_and_numbers_are_never_stale() {
     let (_, after) = post(
         &processes[1],
         "/api/ask",
-        &json!({"question": "  how many visitors from Germany in the last 30 days "}),
+        &json!({"question": "  How many visitors from  Germany in the last 30 days "}),
     )
     .await;
     assert_eq!(after["outcome"], "answered", "{after}");

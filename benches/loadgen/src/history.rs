@@ -222,10 +222,17 @@ impl History {
         let mut visit_number = 0usize;
         let mut day = self.first_day;
         while let Some(midnight) = self.midnight(day).filter(|m| *m < self.until_secs) {
-            let count = rng.random_range(self.visits_per_day.clone());
+            let Some(next) = day.succ_opt() else { break };
+            // A day is 23 to 25 hours long where clocks change.
+            let length = self.midnight(next).map_or(86_400, |end| end - midnight);
+            let count = if self.visits_per_day.is_empty() {
+                0
+            } else {
+                rng.random_range(self.visits_per_day.clone())
+            };
             for _ in 0..count {
                 visit_number += 1;
-                let start_secs = midnight + rng.random_range(0..86_000);
+                let start_secs = midnight + rng.random_range(0..(length - 400).max(1));
                 if start_secs >= self.until_secs - 3600 {
                     continue;
                 }
@@ -234,17 +241,19 @@ impl History {
                 events.extend(visit_events);
                 sessions.push(session);
             }
-            let Some(next) = day.succ_opt() else { break };
             day = next;
         }
         (events, sessions)
     }
 
+    /// The day's first instant: midnight, or 01:00 where a clock change skips midnight.
     fn midnight(&self, day: NaiveDate) -> Option<i64> {
-        self.zone
-            .from_local_datetime(&day.and_hms_opt(0, 0, 0)?)
-            .earliest()
-            .map(|t| t.timestamp())
+        [0, 1].into_iter().find_map(|hour| {
+            self.zone
+                .from_local_datetime(&day.and_hms_opt(hour, 0, 0)?)
+                .earliest()
+                .map(|t| t.timestamp())
+        })
     }
 
     fn visit(&self, rng: &mut StdRng, number: usize, day: NaiveDate) -> Visit<'_> {

@@ -234,7 +234,7 @@ impl Answer {
             TypedQuery::Funnel(_) => Chart::Bar,
             TypedQuery::Retention(_) | TypedQuery::Person(_) => Chart::Table,
         };
-        answer.follow_ups = follow_ups(&translation.query, executed.period.as_ref());
+        answer.follow_ups = follow_ups(&translation.query, period.as_deref());
         if !translation.notes.is_empty() {
             answer.note = Some(translation.notes.join(" "));
         }
@@ -435,16 +435,10 @@ fn title_of(query: &TypedQuery) -> String {
     match query {
         TypedQuery::Query(body) => {
             let names = |key: &str| -> Vec<String> {
-                body.get(key)
-                    .and_then(Value::as_array)
-                    .map(|items| {
-                        items
-                            .iter()
-                            .filter_map(Value::as_str)
-                            .map(|s| s.replace('_', " "))
-                            .collect()
-                    })
-                    .unwrap_or_default()
+                crate::json_strings(body.get(key).unwrap_or(&Value::Null))
+                    .iter()
+                    .map(|name| name.replace('_', " "))
+                    .collect()
             };
             let (metrics, dimensions) = (names("metrics"), names("dimensions"));
             if dimensions.is_empty() {
@@ -502,14 +496,15 @@ fn capitalize(text: &str) -> String {
 }
 
 /// Questions to ask next, over the same period (in words the translator reads).
-fn follow_ups(query: &TypedQuery, period: Option<&crate::query::range::Period>) -> Vec<String> {
+fn follow_ups(query: &TypedQuery, period: Option<&str>) -> Vec<String> {
+    // The answer's period label: "2026-11-17", or "2026-11-01 to 2026-11-14".
     let when = period.map_or_else(
         || "in the last 7 days".to_owned(),
-        |period| {
-            if period.first == period.last {
-                format!("on {}", period.first)
+        |label| {
+            if label.contains(" to ") {
+                format!("from {label}")
             } else {
-                format!("from {} to {}", period.first, period.last)
+                format!("on {label}")
             }
         },
     );

@@ -13,7 +13,9 @@ use std::time::Duration;
 use redis::AsyncCommands;
 use redis::aio::ConnectionManager;
 use serde::{Deserialize, Serialize};
-use tokio::sync::OnceCell;
+use std::time::Instant;
+
+use tokio::sync::Mutex;
 
 use super::typed::TypedQuery;
 
@@ -32,13 +34,22 @@ const TTL_SECS: u64 = 36 * 3600;
 /// Slower than this, Redis is skipped for the question.
 const REDIS_TIMEOUT: Duration = Duration::from_millis(100);
 
-/// The cache, connected on first use.
+/// The cache, connected on first use; after a failed connection, tried again 30 s later.
 #[derive(Debug)]
 pub struct TranslationCache {
     url: String,
     namespace: String,
-    connection: OnceCell<Option<ConnectionManager>>,
+    connection: Mutex<Connection>,
 }
+
+#[derive(Debug, Default)]
+struct Connection {
+    manager: Option<ConnectionManager>,
+    failed_at: Option<Instant>,
+}
+
+/// How long an unreachable Redis is left alone before it is tried again.
+const RETRY_AFTER: Duration = Duration::from_secs(30);
 
 impl TranslationCache {
     /// A cache in the Redis at `url` (`redis://host:port`), its keys under `namespace`
@@ -47,36 +58,41 @@ impl TranslationCache {
         TranslationCache {
             url: url.into(),
             namespace: namespace.into(),
-            connection: OnceCell::new(),
+            connection: Mutex::new(Connection::default()),
         }
     }
 
     async fn connection(&self) -> Option<ConnectionManager> {
-        self.connection
-            .get_or_init(|| async {
-                let client = match redis::Client::open(self.url.as_str()) {
-                    Ok(client) => client,
-                    Err(error) => {
-                        tracing::error!(%error, "translation cache: bad Redis URL; no cache");
-                        return None;
-                    }
-                };
-                match tokio::time::timeout(Duration::from_secs(2), ConnectionManager::new(client))
-                    .await
-                {
-                    Ok(Ok(connection)) => Some(connection),
-                    Ok(Err(error)) => {
-                        tracing::warn!(%error, "translation cache: Redis unreachable; no cache");
-                        None
-                    }
-                    Err(_) => {
-                        tracing::warn!("translation cache: Redis did not answer; no cache");
-                        None
-                    }
-                }
-            })
-            .await
-            .clone()
+        let mut connection = self.connection.lock().await;
+        if let Some(manager) = &connection.manager {
+            return Some(manager.clone());
+        }
+        if connection
+            .failed_at
+            .is_some_and(|failed| failed.elapsed() < RETRY_AFTER)
+        {
+            return None;
+        }
+        let attempt = async {
+            let client = redis::Client::open(self.url.as_str()).map_err(|e| e.to_string())?;
+            match tokio::time::timeout(REDIS_TIMEOUT, ConnectionManager::new(client)).await {
+                Ok(Ok(manager)) => Ok(manager),
+                Ok(Err(error)) => Err(error.to_string()),
+                Err(_) => Err(format!("no answer within {REDIS_TIMEOUT:?}")),
+            }
+        };
+        match attempt.await {
+            Ok(manager) => {
+                connection.manager = Some(manager.clone());
+                connection.failed_at = None;
+                Some(manager)
+            }
+            Err(error) => {
+                tracing::warn!(%error, "translation cache: Redis unreachable; no cache for 30 s");
+                connection.failed_at = Some(Instant::now());
+                None
+            }
+        }
     }
 
     /// The cached translation of `question`, if any.
@@ -136,13 +152,13 @@ impl CacheKey<'_> {
     }
 }
 
-/// A question as the cache compares it: lowercase, single spaces, no trailing punctuation.
+/// A question as the cache compares it: single spaces, no trailing punctuation. Case is kept:
+/// a person's id (`Ab3x`) and quoted names are matched exactly.
 pub fn normalize(question: &str) -> String {
     question
         .split_whitespace()
         .collect::<Vec<_>>()
         .join(" ")
-        .to_lowercase()
         .trim_end_matches(['?', '.', '!', ' '])
         .to_owned()
 }
@@ -152,15 +168,16 @@ mod tests {
     use super::*;
 
     #[test]
-    fn questions_meet_whatever_their_case_spacing_and_punctuation() {
+    fn questions_meet_whatever_their_spacing_and_punctuation_but_not_case() {
         assert_eq!(
             normalize("  How many  visitors today? "),
-            "how many visitors today"
+            "How many visitors today"
         );
         assert_eq!(
             normalize("how many visitors today"),
             "how many visitors today"
         );
         assert_ne!(normalize("visitors today"), normalize("visitors yesterday"));
+        assert_ne!(normalize("activity of Ab3x"), normalize("activity of aB3X"));
     }
 }

@@ -55,6 +55,11 @@ fn month(word: &str) -> Option<u32> {
     u32::try_from(index + 1).ok()
 }
 
+/// The Monday of `day`'s week.
+pub fn monday(day: NaiveDate) -> NaiveDate {
+    day - Days::new(u64::from(day.weekday().num_days_from_monday()))
+}
+
 fn dates(first: NaiveDate, last: NaiveDate) -> Value {
     json!([first.to_string(), last.to_string()])
 }
@@ -122,7 +127,8 @@ fn word(tokens: &[Token], i: usize) -> &str {
         .map_or("", |t| t.word.as_str())
 }
 
-fn number(tokens: &[Token], i: usize) -> Option<u32> {
+/// The number at token `i` ("30", "thirty", "a").
+pub(super) fn number(tokens: &[Token], i: usize) -> Option<u32> {
     match tokens.get(i).map(|t| &t.kind) {
         Some(Kind::Number(n)) => Some(*n),
         _ if word(tokens, i) == "a" || word(tokens, i) == "an" => Some(1),
@@ -134,29 +140,42 @@ type Found = (Value, usize, bool, bool);
 
 /// The period starting at token `i`, and how many tokens it takes.
 fn at(tokens: &[Token], i: usize, today: NaiveDate) -> Option<Found> {
+    let plain = |(range, length): (Value, usize)| Some((range, length, false, false));
+    if let Some(found) = two_dates(tokens, i, today)
+        .or_else(|| since_or_on(tokens, i, today))
+        .or_else(|| month_or_quarter(tokens, i, today))
+    {
+        return plain(found);
+    }
+    relative(tokens, i, today, monday(today), today.with_day(1)?)
+}
+
+/// "between A and B", "from A to B", "A to B" (A not after B).
+fn two_dates(tokens: &[Token], i: usize, today: NaiveDate) -> Option<(Value, usize)> {
     let w = |k: usize| word(tokens, i + k);
-    let plain = |range: Value, length: usize| Some((range, length, false, false));
-    let monday = today - Days::new(u64::from(today.weekday().num_days_from_monday()));
-    let month_start = today.with_day(1)?;
-    // Two dates: "between A and B", "from A to B", "A to B", "A - B".
-    if matches!(w(0), "between" | "from")
-        && let Some((first, n)) = date(tokens, i + 1, today)
-        && matches!(
-            w(1 + n),
-            "and" | "to" | "until" | "till" | "through" | "thru"
-        )
-        && let Some((last, m)) = date_after(tokens, i + 2 + n, first)
-        && first <= last
-    {
-        return plain(dates(first, last), 2 + n + m);
+    let lead = usize::from(matches!(w(0), "between" | "from"));
+    let (first, n) = date(tokens, i + lead, today)?;
+    let joins: &[&str] = if lead == 1 {
+        &["and", "to", "until", "till", "through", "thru"]
+    } else {
+        &["to", "until", "till", "through", "thru"]
+    };
+    if !joins.contains(&w(lead + n)) {
+        return None;
     }
-    if let Some((first, n)) = date(tokens, i, today)
-        && matches!(w(n), "to" | "until" | "till" | "through" | "thru")
-        && let Some((last, m)) = date_after(tokens, i + n + 1, first)
-        && first <= last
-    {
-        return plain(dates(first, last), n + 1 + m);
+    let (last, m) = date_after(tokens, i + lead + n + 1, first)?;
+    // An end that only comes after the start in a year still to come ("between Nov 10 and
+    // Nov 5") is a slip, not a range.
+    if last > today && last.year() > first.year() {
+        return None;
     }
+    (first <= last).then(|| (dates(first, last), lead + n + 1 + m))
+}
+
+/// "since Monday", "on Monday", "since Nov 1", "since May", "since launch", "on Nov 3rd", a
+/// bare date.
+fn since_or_on(tokens: &[Token], i: usize, today: NaiveDate) -> Option<(Value, usize)> {
+    let w = |k: usize| word(tokens, i + k);
     if matches!(w(0), "since" | "on")
         && let Some(weekday) = weekday(w(1))
         && date(tokens, i + 2, today).is_none()
@@ -164,73 +183,62 @@ fn at(tokens: &[Token], i: usize, today: NaiveDate) -> Option<Found> {
         let back = (7 + today.weekday().num_days_from_monday() - weekday) % 7;
         let day = today - Days::new(u64::from(back));
         let last = if w(0) == "since" { today } else { day };
-        return plain(dates(day, last), 2);
+        return Some((dates(day, last), 2));
     }
     if w(0) == "since" {
         if let Some((first, n)) = date(tokens, i + 1, today) {
-            return plain(dates(first, today), 1 + n);
+            return Some((dates(first, today), 1 + n));
         }
-        if let Some(m) = month(w(1))
-            && date(tokens, i + 1, today).is_none()
-        {
-            let year = if m > today.month() {
-                today.year() - 1
-            } else {
-                today.year()
-            };
-            return plain(dates(NaiveDate::from_ymd_opt(year, m, 1)?, today), 2);
+        if let Some(m) = month(w(1)) {
+            return Some((dates(latest_month_start(m, None, today)?, today), 2));
         }
         if matches!(w(1), "launch" | "ever") || (w(1) == "the" && w(2) == "beginning") {
-            return plain(json!("all"), if w(1) == "the" { 3 } else { 2 });
+            return Some((json!("all"), if w(1) == "the" { 3 } else { 2 }));
         }
     }
-    if w(0) == "on"
-        && let Some((day, n)) = date(tokens, i + 1, today)
-    {
-        return plain(dates(day, day), 1 + n);
-    }
-    if let Some((day, n)) = date(tokens, i, today)
-        && !matches!(w(0), "today" | "yesterday")
-    {
-        return plain(dates(day, day), n);
-    }
-    // A whole month: "in October", "October 2026", "during Sept".
+    let lead = usize::from(w(0) == "on");
+    let (day, n) = date(tokens, i + lead, today)?;
+    (lead == 1 || !matches!(w(0), "today" | "yesterday")).then(|| (dates(day, day), lead + n))
+}
+
+/// "in October", "October 2026", "during Sept", "Q3".
+fn month_or_quarter(tokens: &[Token], i: usize, today: NaiveDate) -> Option<(Value, usize)> {
+    let w = |k: usize| word(tokens, i + k);
     let skip = usize::from(matches!(w(0), "in" | "during" | "for" | "throughout"));
     if let Some(m) = month(w(skip))
         && (skip == 1 || w(0) != "may")
     {
-        let year_given = match tokens.get(i + skip + 1).map(|t| &t.kind) {
-            Some(Kind::Number(y)) if (2000..=2100).contains(y) => Some(*y as i32),
+        let year = match tokens.get(i + skip + 1).map(|t| &t.kind) {
+            Some(Kind::Number(y)) if (2000..=2100).contains(y) => i32::try_from(*y).ok(),
             _ => None,
         };
-        let mut year = year_given.unwrap_or(today.year());
-        if year_given.is_none() && m > today.month() {
-            year -= 1;
-        }
-        let first = NaiveDate::from_ymd_opt(year, m, 1)?;
+        let first = latest_month_start(m, year, today)?;
         let last = first.checked_add_months(Months::new(1))? - Days::new(1);
-        return plain(
-            dates(first, last),
-            skip + 1 + usize::from(year_given.is_some()),
-        );
+        return Some((dates(first, last), skip + 1 + usize::from(year.is_some())));
     }
-    if let Some(quarter) = tokens
+    let quarter = tokens
         .get(i + skip)
         .filter(|t| !t.used)
         .and_then(|t| t.word.strip_prefix('q'))
         .and_then(|n| n.parse::<u32>().ok())
-        .filter(|n| (1..=4).contains(n))
-    {
-        let mut year = today.year();
-        let mut first = NaiveDate::from_ymd_opt(year, quarter * 3 - 2, 1)?;
-        if first > today {
-            year -= 1;
-            first = NaiveDate::from_ymd_opt(year, quarter * 3 - 2, 1)?;
-        }
-        let last = first.checked_add_months(Months::new(3))? - Days::new(1);
-        return plain(dates(first, last), skip + 1);
+        .filter(|n| (1..=4).contains(n))?;
+    let mut first = NaiveDate::from_ymd_opt(today.year(), quarter * 3 - 2, 1)?;
+    if first > today {
+        first = NaiveDate::from_ymd_opt(today.year() - 1, quarter * 3 - 2, 1)?;
     }
-    relative(tokens, i, today, monday, month_start)
+    let last = first.checked_add_months(Months::new(3))? - Days::new(1);
+    Some((dates(first, last), skip + 1))
+}
+
+/// The first day of month `m` of `year`, or, without a year, of the latest such month that
+/// has begun by `today`.
+fn latest_month_start(m: u32, year: Option<i32>, today: NaiveDate) -> Option<NaiveDate> {
+    let year = year.unwrap_or(if m > today.month() {
+        today.year() - 1
+    } else {
+        today.year()
+    });
+    NaiveDate::from_ymd_opt(year, m, 1)
 }
 
 /// "today", "last week", "the past 30 days", "the week before", "a year ago", …
@@ -256,9 +264,17 @@ fn relative(
             let day = today - Days::new(2);
             plain(dates(day, day), 3)
         }
-        ("last" | "this" | "past", "weekend", _) => {
-            let saturday = monday - Days::new(2);
+        ("last" | "past", "weekend", _) => {
+            // The last whole weekend: on a Sunday, the day before; else the one before Monday.
+            let saturday = if today.weekday() == chrono::Weekday::Sun {
+                today - Days::new(8)
+            } else {
+                monday - Days::new(2)
+            };
             plain(dates(saturday, saturday + Days::new(1)), 2)
+        }
+        ("this", "weekend", _) if today.weekday().num_days_from_monday() >= 5 => {
+            plain(dates(monday + Days::new(5), today), 2)
         }
         ("yesterday", _, _) => plain(dates(yesterday, yesterday), 1),
         ("this" | "current", "week", _) => plain(dates(monday, today), 2),
@@ -321,9 +337,10 @@ fn last_n(tokens: &[Token], i: usize) -> Option<Found> {
     };
     let unit = word(tokens, unit_at).trim_end_matches('s');
     if lead && !matches!(unit, "day" | "week" | "month" | "year" | "hour") {
-        // "vs the previous 30": relative to the main period, its unit implied.
+        // "vs the previous 30": relative to the main period, its unit implied; the span is
+        // checked against the main period's ([`before_span`]).
         return matches!(w(0), "previous" | "prior" | "preceding").then_some((
-            Value::Null,
+            json!({ "before": n.to_string() }),
             unit_at - i,
             true,
             false,
@@ -334,21 +351,34 @@ fn last_n(tokens: &[Token], i: usize) -> Option<Found> {
         return None;
     }
     let length = unit_at + 1 - i + usize::from(after_before);
-    if after_before || w(0) == "previous" && !lead {
-        return Some((Value::Null, length, true, false));
-    }
     if n == 0 {
         return None;
     }
     let range = match unit {
         "day" => json!(format!("{n}d")),
-        "week" => json!(format!("{}d", n * 7)),
+        "week" => json!(format!("{}d", n.checked_mul(7)?)),
         "month" => json!(format!("{n}mo")),
-        "year" => json!(format!("{}mo", n * 12)),
+        "year" => json!(format!("{}mo", n.checked_mul(12)?)),
         "hour" if n == 24 => json!("24h"),
         _ => return None,
     };
+    if after_before {
+        // "the 7 days before": a comparison's target, as long as it says.
+        return Some((json!({ "before": range }), length, true, false));
+    }
     Some((range, length, false, false))
+}
+
+/// Whether a "before" period ("the 7 days before", "the previous 30") spans as long as the
+/// `main` period it is compared with; one without a span ("the week before") always does.
+pub fn before_span_fits(before: &Value, main: &Value) -> bool {
+    match before.get("before") {
+        None => true,
+        Some(Value::String(span)) if span.chars().all(|c| c.is_ascii_digit()) => main
+            .as_str()
+            .is_some_and(|main| *main == format!("{span}d") || *main == format!("{span}mo")),
+        Some(span) => span == main,
+    }
 }
 
 /// A date at token `i` and its length: `2026-11-01`, `November 1`, `Nov 3rd, 2026`,
@@ -395,9 +425,13 @@ fn date_near(
         Some(Kind::Number(y)) if (2000..=2100).contains(y) => Some(*y as i32),
         _ => None,
     };
-    // "the 1st of September", "1 November", "3rd of Nov"
+    // "the 1st of September", "1 November", "3rd of Nov" (not "top 10 October pages")
     let lead = usize::from(token.word == "the");
-    if let Some(day) = day_at(i + lead) {
+    let ranked = i > 0
+        && tokens
+            .get(i - 1)
+            .is_some_and(|t| matches!(t.word.as_str(), "top" | "bottom" | "first" | "best"));
+    if let Some(day) = day_at(i + lead).filter(|_| !ranked) {
         let of = usize::from(word(tokens, i + lead + 1) == "of");
         if let Some(m) = month(word(tokens, i + lead + 1 + of)) {
             let at = i + lead + 2 + of;
@@ -471,6 +505,12 @@ mod tests {
         assert_eq!(pick("in October"), json!(["2026-10-01", "2026-10-31"]));
         assert_eq!(pick("since May"), json!(["2026-05-01", "2026-11-18"]));
         assert_eq!(pick("since monday"), json!(["2026-11-16", "2026-11-18"]));
+        assert_eq!(pick("last weekend"), json!(["2026-11-14", "2026-11-15"]));
+        assert_eq!(
+            pick("top 10 October pages"),
+            json!(["2026-10-01", "2026-10-31"])
+        );
+        assert_eq!(pick("last 613566757 weeks"), Value::Null);
         assert_eq!(
             pick("since Monday, September 21"),
             json!(["2026-09-21", "2026-11-18"])

@@ -93,7 +93,7 @@ pub struct AskService {
 }
 
 /// How long a tenant's names are reused before they are read again.
-const VOCABULARY_TTL: Duration = Duration::from_secs(60);
+const VOCABULARY_TTL: Duration = Duration::from_secs(300);
 
 /// Who wrote a statement, for the answer and `ask_log`.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -50,7 +50,7 @@ pub fn names(vocabulary: &super::vocabulary::Vocabulary) -> String {
         lines.push(format!("- event:props:{key}: {}", quoted(values, 15)));
     }
     for (attribute, values) in &vocabulary.visits {
-        if !values.is_empty() && attribute.name() != "entry_path" {
+        if !values.is_empty() && attribute.name() != "entry_page" {
             lines.push(format!(
                 "- visit:{}: {}",
                 attribute.name(),

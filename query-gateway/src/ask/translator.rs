@@ -319,6 +319,8 @@ struct Named {
     at: usize,
     /// After "but": "had a sign-up but no completed checkout".
     after_but: bool,
+    /// Listed after another of its dimension with "and": for events and pages, "did both".
+    joined_by_and: bool,
 }
 
 /// Translates `question` at `context`.
@@ -360,12 +362,20 @@ pub fn translate(question: &str, context: Context<'_>) -> Result<Translation, Un
     {
         ask.each = true;
     }
-    plain_metrics(&mut tokens, &mut ask);
     person(&mut tokens, &mut ask);
+    plain_metrics(&mut tokens, &mut ask);
     negations(&mut tokens, &mut ask)?;
     leftovers(&tokens, vocabulary, &ask.names)?;
-    let main = picks.iter().find(|pick| !pick.before && !pick.year_ago);
-    assemble(ask, main, context)
+    let mains: Vec<&Pick> = picks
+        .iter()
+        .filter(|pick| !pick.before && !pick.year_ago)
+        .collect();
+    if mains.len() > 1 && ask.comparison.is_none() {
+        return Err(unanswerable(
+            "I read two periods and no comparison between them: ask for one period, or compare them (\"… vs …\").",
+        ));
+    }
+    assemble(ask, mains.first().copied(), context)
 }
 
 fn take(tokens: &mut [Token], from: usize, length: usize) {
@@ -492,6 +502,14 @@ fn comparison(tokens: &mut [Token], picks: &[Pick], ask: &mut Ask) -> Result<(),
         }
         return Ok(());
     }
+    let main = picks.iter().find(|pick| !pick.before && !pick.year_ago);
+    if let (Some(main), Some(before)) = (main, picks.iter().find(|pick| pick.before))
+        && !dates::before_span_fits(&before.range, &main.range)
+    {
+        return Err(unanswerable(
+            "The period to compare with is not as long as the period asked about: ask for the previous period, or give both as dates.",
+        ));
+    }
     let custom = picks
         .iter()
         .skip(1)
@@ -542,30 +560,8 @@ fn funnel_words(tokens: &mut [Token], ask: &mut Ask) {
             tokens[i - 1].used = true;
         }
     }
-    if let Some(i) = (0..tokens.len()).find(|i| {
-        matches_at(tokens, *i, &["within|in"])
-            && tokens.get(i + 1).and_then(number_of).is_some()
-            && tokens
-                .get(i + 2)
-                .is_some_and(|t| window_unit(&t.word).is_some())
-    }) {
-        let n = tokens.get(i + 1).and_then(number_of).unwrap_or(1);
-        ask.window_secs = window_unit(&tokens[i + 2].word).map(|unit| unit * n);
-        take(tokens, i, 3);
-    }
-    if let Some(i) = (0..tokens.len()).find(|i| {
-        tokens.get(*i).and_then(number_of).is_some()
-            && tokens
-                .get(i + 1)
-                .is_some_and(|t| window_unit(&t.word).is_some())
-            && matches_at(tokens, i + 2, &["window"])
-    }) {
-        let n = tokens.get(i).and_then(number_of).unwrap_or(1);
-        ask.window_secs = window_unit(&tokens[i + 1].word).map(|unit| unit * n);
-        take(tokens, i, 3);
-        if i > 0 {
-            take_at(tokens, i - 1, &["a|with|in"]);
-        }
+    if let Some(secs) = window(tokens) {
+        ask.window_secs = Some(secs);
     }
     if let Some(from) = find(tokens, &["from"])
         && (from + 2..tokens.len()).any(|k| matches_at(tokens, k, &["to"]))
@@ -595,12 +591,34 @@ fn funnel_words(tokens: &mut [Token], ask: &mut Ask) {
     }
 }
 
-fn number_of(token: &Token) -> Option<u32> {
-    match token.kind {
-        Kind::Number(n) => Some(n),
-        _ if token.word == "a" || token.word == "an" => Some(1),
-        _ => None,
+/// "within 2 days", "in an hour", "a 7-day window": the funnel's window, seconds. One too long
+/// to count is `u32::MAX`, which the funnel refuses: never a default in its place.
+fn window(tokens: &mut [Token]) -> Option<u32> {
+    let unit = |tokens: &[Token], k: usize| tokens.get(k).and_then(|t| window_unit(&t.word));
+    let (start, number_at) = (0..tokens.len()).find_map(|i| {
+        if matches_at(tokens, i, &["within|in"])
+            && dates::number(tokens, i + 1).is_some()
+            && unit(tokens, i + 2).is_some()
+        {
+            Some((i, i + 1))
+        } else if dates::number(tokens, i).is_some()
+            && unit(tokens, i + 1).is_some()
+            && matches_at(tokens, i + 2, &["window"])
+        {
+            Some((i, i))
+        } else {
+            None
+        }
+    })?;
+    let secs = unit(tokens, number_at + 1)
+        .zip(dates::number(tokens, number_at))
+        .and_then(|(unit, n)| unit.checked_mul(n))
+        .unwrap_or(u32::MAX);
+    take(tokens, start, 3);
+    if start == number_at && start > 0 {
+        take_at(tokens, start - 1, &["a|with|in"]);
     }
+    Some(secs)
 }
 
 fn window_unit(word: &str) -> Option<u32> {
@@ -613,52 +631,54 @@ fn window_unit(word: &str) -> Option<u32> {
     }
 }
 
+/// Metrics named in more than one word.
+const METRIC_PHRASES: &[(&[&str], &str)] = &[
+    (&["bounce|bouncing", "rate|rates|percentage"], "bounce_rate"),
+    (&["bouncerate"], "bounce_rate"),
+    (
+        &[
+            "average|avg|mean|typical",
+            "session|visit",
+            "duration|durations|length|lengths|time",
+        ],
+        "visit_duration",
+    ),
+    (
+        &["session|visit", "duration|durations|length|lengths"],
+        "visit_duration",
+    ),
+    (&["time", "spent", "on", "site|the"], "visit_duration"),
+    (&["time", "on", "site"], "visit_duration"),
+    (
+        &["views|pageviews|pages", "per", "visit|session"],
+        "views_per_visit",
+    ),
+    (
+        &["page", "views", "per", "visit|session"],
+        "views_per_visit",
+    ),
+    (
+        &["views|pageviews|pages", "in", "a|each|the", "visit|session"],
+        "views_per_visit",
+    ),
+    (
+        &["conversion|conversions", "rate|rates|percentage"],
+        "conversion_rate",
+    ),
+    (&["convert", "rate"], "conversion_rate"),
+    (
+        &[
+            "percentage|share|percent|proportion",
+            "of",
+            "visitors|users|people|traffic",
+        ],
+        "percentage",
+    ),
+];
+
 /// Metrics of more than one word, and the phrasings of averages.
 fn compound_metrics(tokens: &mut [Token], ask: &mut Ask) {
-    let table: &[(&[&str], &'static str)] = &[
-        (&["bounce|bouncing", "rate|rates|percentage"], "bounce_rate"),
-        (&["bouncerate"], "bounce_rate"),
-        (
-            &[
-                "average|avg|mean|typical",
-                "session|visit",
-                "duration|durations|length|lengths|time",
-            ],
-            "visit_duration",
-        ),
-        (
-            &["session|visit", "duration|durations|length|lengths"],
-            "visit_duration",
-        ),
-        (&["time", "spent", "on", "site|the"], "visit_duration"),
-        (&["time", "on", "site"], "visit_duration"),
-        (
-            &["views|pageviews|pages", "per", "visit|session"],
-            "views_per_visit",
-        ),
-        (
-            &["page", "views", "per", "visit|session"],
-            "views_per_visit",
-        ),
-        (
-            &["views|pageviews|pages", "in", "a|each|the", "visit|session"],
-            "views_per_visit",
-        ),
-        (
-            &["conversion|conversions", "rate|rates|percentage"],
-            "conversion_rate",
-        ),
-        (&["convert", "rate"], "conversion_rate"),
-        (
-            &[
-                "percentage|share|percent|proportion",
-                "of",
-                "visitors|users|people|traffic",
-            ],
-            "percentage",
-        ),
-    ];
-    for (pattern, metric) in table {
+    for (pattern, metric) in METRIC_PHRASES {
         while let Some(i) = find(tokens, pattern) {
             take(tokens, i, pattern.len());
             push_metric(ask, metric);
@@ -769,6 +789,7 @@ fn named(dimension: impl Into<String>, value: impl Into<String>, at: usize) -> N
         value: value.into(),
         at,
         after_but: false,
+        joined_by_and: false,
     }
 }
 
@@ -1299,47 +1320,9 @@ fn events_by_words(
             i += 1;
             continue;
         }
-        let mut matched: Option<(usize, Vec<&String>)> = None;
-        for length in (1..=5).rev() {
-            let span: Vec<&Token> = tokens.iter().skip(i).take(length).collect();
-            if span.len() < length || span.iter().any(|t| t.used || t.kind != Kind::Word) {
-                continue;
-            }
-            let content: Vec<&&Token> = span
-                .iter()
-                .filter(|t| {
-                    !matches!(
-                        t.word.as_str(),
-                        "to" | "the" | "a" | "an" | "their" | "something" | "our"
-                    )
-                })
-                .collect();
-            if content.is_empty()
-                || span
-                    .last()
-                    .is_some_and(|t| !content.iter().any(|c| c.word == t.word))
-            {
-                continue;
-            }
-            let candidates: Vec<&String> = events
-                .iter()
-                .filter(|(_, stems)| {
-                    let all_known = content.iter().all(|t| stems.contains(&t.stem));
-                    let leads = content.iter().any(|t| stems.first() == Some(&t.stem))
-                        || content.iter().all(|t| t.stem.len() >= 6);
-                    let joined: String = span.iter().map(|t| t.stem.as_str()).collect();
-                    all_known && leads
-                        || length == 1
-                            && joined.len() >= 5
-                            && (2..=stems.len()).any(|n| stems[..n].concat() == joined)
-                })
-                .map(|(name, _)| *name)
-                .collect();
-            if !candidates.is_empty() {
-                matched = Some((length, candidates));
-                break;
-            }
-        }
+        let matched = (1..=5)
+            .rev()
+            .find_map(|length| event_span(tokens, i, length, &events).map(|names| (length, names)));
         match matched {
             Some((length, candidates)) if candidates.len() == 1 => {
                 take(tokens, i, length);
@@ -1370,6 +1353,53 @@ fn events_by_words(
         }
     }
     Ok(())
+}
+
+/// The events the `length` words at `i` can name: every content word's stem is one of the
+/// name's, and one is its first (or all are long: "upgraded"); or one word is the name's
+/// first stems joined ("signups").
+fn event_span<'a>(
+    tokens: &[Token],
+    i: usize,
+    length: usize,
+    events: &'a [(&'a String, Vec<String>)],
+) -> Option<Vec<&'a String>> {
+    let span: Vec<&Token> = tokens.iter().skip(i).take(length).collect();
+    if span.len() < length || span.iter().any(|t| t.used || t.kind != Kind::Word) {
+        return None;
+    }
+    let content: Vec<&&Token> = span
+        .iter()
+        .filter(|t| {
+            !matches!(
+                t.word.as_str(),
+                "to" | "the" | "a" | "an" | "their" | "something" | "our"
+            )
+        })
+        .collect();
+    // A span ends on a word of the name, never on a filler.
+    if content.is_empty()
+        || span
+            .last()
+            .is_some_and(|t| !content.iter().any(|c| c.word == t.word))
+    {
+        return None;
+    }
+    let joined: String = span.iter().map(|t| t.stem.as_str()).collect();
+    let candidates: Vec<&String> = events
+        .iter()
+        .filter(|(_, stems)| {
+            let all_known = content.iter().all(|t| stems.contains(&t.stem));
+            let leads = content.iter().any(|t| stems.first() == Some(&t.stem))
+                || content.iter().all(|t| t.stem.len() >= 6);
+            all_known && leads
+                || length == 1
+                    && joined.len() >= 5
+                    && (2..=stems.len()).any(|n| stems[..n].concat() == joined)
+        })
+        .map(|(name, _)| *name)
+        .collect();
+    (!candidates.is_empty()).then_some(candidates)
 }
 
 /// Words people use for values every analytics tool has, mapped onto the tenant's own
@@ -1737,7 +1767,7 @@ fn person(tokens: &mut [Token], ask: &mut Ask) {
     tokens[i].used = true;
     take_any(
         tokens,
-        &[&["activity|activities|journey|history|timeline|doing"]],
+        &[&["activity|activities|journey|history|timeline|doing|sessions|session|visits"]],
     );
     take_any(tokens, &[&["user|visitor|person|customer|id"]]);
 }
@@ -1747,9 +1777,25 @@ fn person(tokens: &mut [Token], ask: &mut Ask) {
 fn negations(tokens: &mut [Token], ask: &mut Ask) -> Result<(), Unanswerable> {
     ask.names.sort_by_key(|named| named.at);
     let but = tokens.iter().position(|t| t.word == "but");
+    let mut previous: Option<(String, &'static str, usize)> = None;
     for named in &mut ask.names {
         named.after_but = but.is_some_and(|but| named.at > but);
         let at = named.at;
+        // A name listed after another of its dimension ("excluding mobile and tablet", "not
+        // from Germany or France") takes that one's operator; the joining word is kept.
+        if let Some((dimension, operator, end)) = &previous
+            && *dimension == named.dimension
+            && (end + 1..at).all(|k| matches!(tokens[k].word.as_str(), "and" | "or" | "nor"))
+        {
+            named.joined_by_and = (end + 1..at).any(|k| tokens[k].word == "and");
+            named.operator = operator;
+            previous = Some((
+                named.dimension.clone(),
+                named.operator,
+                name_end(tokens, at),
+            ));
+            continue;
+        }
         for k in (at.saturating_sub(4)..at).rev() {
             let word = tokens[k].word.clone();
             let negation = matches!(
@@ -1777,11 +1823,29 @@ fn negations(tokens: &mut [Token], ask: &mut Ask) -> Result<(), Unanswerable> {
                 break;
             }
         }
+        previous = Some((
+            named.dimension.clone(),
+            named.operator,
+            name_end(tokens, at),
+        ));
     }
     if let Some(but) = but {
         tokens[but].used = true;
     }
     Ok(())
+}
+
+/// The last token of the name at `at`: the run of taken tokens it starts (a list's "and" and
+/// "or" are never taken before this pass).
+fn name_end(tokens: &[Token], at: usize) -> usize {
+    let mut end = at;
+    while tokens
+        .get(end + 1)
+        .is_some_and(|t| t.used && !matches!(t.word.as_str(), "and" | "or" | "nor"))
+    {
+        end += 1;
+    }
+    end
 }
 
 fn leftovers(
@@ -1834,7 +1898,7 @@ fn assemble(
         Some(pick) if ask.retention && pick.weeks.is_some() => {
             let weeks = u64::from(pick.weeks.unwrap_or(8));
             json!([
-                (monday_of(context.today) - chrono::Days::new(7 * weeks)).to_string(),
+                (dates::monday(context.today) - chrono::Days::new(7 * weeks)).to_string(),
                 context.today.to_string()
             ])
         }
@@ -1842,7 +1906,7 @@ fn assemble(
         None if ask.retention => {
             notes.push("No period given: the last 8 weeks and this one.".into());
             json!([
-                (monday_of(context.today) - chrono::Days::new(56)).to_string(),
+                (dates::monday(context.today) - chrono::Days::new(56)).to_string(),
                 context.today.to_string()
             ])
         }
@@ -1852,6 +1916,18 @@ fn assemble(
         }
     };
     if let Some(id) = ask.person {
+        // One person's sessions, over a period, is all the translator shows of a person.
+        if !ask.names.is_empty()
+            || !ask.dimensions.is_empty()
+            || !ask.metrics.is_empty()
+            || ask.comparison.is_some()
+            || ask.funnel
+            || ask.retention
+        {
+            return Err(unanswerable(format!(
+                "About {id} I can show the sessions over a period (\"activity of {id} last week\"), nothing more without a language model."
+            )));
+        }
         return Ok(Translation {
             query: TypedQuery::Person(PersonSpec { id, date_range }),
             notes,
@@ -1874,12 +1950,6 @@ fn assemble(
         return funnel(ask, date_range, notes);
     }
     stats(ask, date_range, notes, context.vocabulary)
-}
-
-fn monday_of(day: NaiveDate) -> NaiveDate {
-    day - chrono::Days::new(u64::from(
-        chrono::Datelike::weekday(&day).num_days_from_monday(),
-    ))
 }
 
 fn is_step(named: &Named) -> bool {
@@ -1946,6 +2016,21 @@ fn stats(
         }
         ask.comparison = None;
     }
+    let body = v2_body(&ask, &metrics, &dimensions, &filters, date_range);
+    Ok(Translation {
+        query: TypedQuery::Query(body),
+        notes,
+    })
+}
+
+/// The Stats API v2 body of a question read.
+fn v2_body(
+    ask: &Ask,
+    metrics: &[&str],
+    dimensions: &[String],
+    filters: &[Value],
+    date_range: Value,
+) -> Map<String, Value> {
     let mut body = Map::new();
     body.insert("metrics".into(), json!(metrics));
     body.insert("date_range".into(), date_range);
@@ -1955,20 +2040,20 @@ fn stats(
     if !filters.is_empty() {
         body.insert("filters".into(), json!(filters));
     }
-    if let Some(comparison) = ask.comparison {
+    if let Some(comparison) = &ask.comparison {
         body.insert("include".into(), json!({"comparisons": comparison}));
     }
     let limit = ask.limit.or(ask.wants_one.then_some(1));
     if let Some(limit) = limit.filter(|_| dimensions.iter().any(|d| !d.starts_with("time"))) {
         body.insert("pagination".into(), json!({"limit": limit}));
     }
-    if ask.ascending && !dimensions.is_empty() {
-        body.insert("order_by".into(), json!([[metrics[0], "asc"]]));
+    if let Some(first) = metrics
+        .first()
+        .filter(|_| ask.ascending && !dimensions.is_empty())
+    {
+        body.insert("order_by".into(), json!([[first, "asc"]]));
     }
-    Ok(Translation {
-        query: TypedQuery::Query(body),
-        notes,
-    })
+    body
 }
 
 /// The names as v2 filters: one per dimension and operator (values of one dimension are
@@ -1976,6 +2061,36 @@ fn stats(
 /// with a sign-up but no checkout"); under a count of visitors it is refused, since "people
 /// who did not" is not a filter of the model.
 fn filters_of(ask: &Ask, visit_scoped: bool) -> Result<Vec<Value>, Unanswerable> {
+    let event_counts = ask
+        .metrics
+        .iter()
+        .all(|m| matches!(*m, "events" | "pageviews"));
+    // Events or pages joined by "and" count either one when events are counted ("Signed Up
+    // and Trial Started events"), but mean both for visits and people ("who signed up and
+    // started a trial"): visits that did each, or, for people, a refusal.
+    if !event_counts
+        && let Some(both) = ask.names.iter().find(|n| {
+            n.joined_by_and
+                && n.operator == "is"
+                && matches!(n.dimension.as_str(), "event:name" | "event:page")
+        })
+    {
+        if !visit_scoped {
+            return Err(unanswerable(format!(
+                "I can't count people who did both (\"… and {}\") offline: ask for visits that did both, or for each one.",
+                both.value
+            )));
+        }
+        return Ok(ask
+            .names
+            .iter()
+            .map(|n| match (n.operator, n.dimension.starts_with("event:")) {
+                ("is", true) => json!(["has_done", ["is", n.dimension, [n.value]]]),
+                ("is_not", true) => json!(["has_not_done", ["is", n.dimension, [n.value]]]),
+                _ => json!([n.operator, n.dimension, [n.value]]),
+            })
+            .collect());
+    }
     let mut grouped: Vec<(String, &'static str, Vec<String>)> = Vec::new();
     for named in &ask.names {
         match grouped.iter_mut().find(|(dimension, operator, _)| {
@@ -1992,10 +2107,6 @@ fn filters_of(ask: &Ask, visit_scoped: bool) -> Result<Vec<Value>, Unanswerable>
             )),
         }
     }
-    let event_counts = ask
-        .metrics
-        .iter()
-        .all(|m| matches!(*m, "events" | "pageviews"));
     // "visits with a sign-up but no checkout", "visits that viewed /features without
     // /pricing": a negated event condition on visits is "has not done", and the positive
     // ones beside it "has done".
@@ -2121,4 +2232,103 @@ fn funnel(ask: Ask, date_range: Value, notes: Vec<String>) -> Result<Translation
         }),
         notes,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vocabulary() -> Vocabulary {
+        let strings = |items: &[&str]| items.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+        Vocabulary {
+            events: strings(&["Signed Up", "Trial Started", "Checkout Completed"]),
+            pages: strings(&["/", "/pricing", "/blog", "/blog/launch"]),
+            properties: Vec::new(),
+            visits: vec![
+                (
+                    VisitAttribute::Device,
+                    strings(&["Desktop", "Mobile", "Tablet"]),
+                ),
+                (VisitAttribute::Source, strings(&["Google", "newsletter"])),
+            ],
+            goals: Vec::new(),
+        }
+    }
+
+    fn ask(question: &str) -> Result<Value, String> {
+        let vocabulary = vocabulary();
+        let context = Context {
+            today: NaiveDate::from_ymd_opt(2026, 11, 18).unwrap_or_default(),
+            tz: chrono_tz::UTC,
+            vocabulary: &vocabulary,
+        };
+        translate(question, context)
+            .map(|t| serde_json::to_value(t.query).unwrap_or_default())
+            .map_err(|u| u.reason)
+    }
+
+    #[test]
+    fn a_negation_covers_the_whole_list() {
+        let query = ask("visitors excluding mobile and tablet last week").unwrap_or_default();
+        assert_eq!(
+            query["query"]["filters"],
+            json!([["is_not", "visit:device", ["Mobile", "Tablet"]]])
+        );
+        let query =
+            ask("visitors from Google or the newsletter, not on desktop").unwrap_or_default();
+        assert_eq!(
+            query["query"]["filters"],
+            json!([
+                ["is", "visit:source", ["Google", "newsletter"]],
+                ["is_not", "visit:device", ["Desktop"]]
+            ])
+        );
+    }
+
+    #[test]
+    fn and_between_actions_means_both() {
+        assert!(ask("how many people signed up and started a trial last week").is_err());
+        let visits = ask("visits that signed up and started a trial last week").unwrap_or_default();
+        assert_eq!(
+            visits["query"]["filters"],
+            json!([
+                ["has_done", ["is", "event:name", ["Signed Up"]]],
+                ["has_done", ["is", "event:name", ["Trial Started"]]]
+            ])
+        );
+        let counted =
+            ask("how many Signed Up and Trial Started events last week").unwrap_or_default();
+        assert_eq!(
+            counted["query"]["filters"],
+            json!([["is", "event:name", ["Signed Up", "Trial Started"]]])
+        );
+    }
+
+    #[test]
+    fn what_could_be_read_two_ways_is_refused() {
+        for question in [
+            "visitors in October last year",
+            "visitors between Nov 10 and Nov 5",
+            "visitors in the last 30 days vs the 7 days before",
+            "bounce rate of demo-user-2 last week",
+            "visitors in the last 613566757 weeks",
+            "funnel from /pricing to Signed Up within 99999999999 days",
+        ] {
+            let answer = ask(question);
+            let funnel_too_long = answer
+                .as_ref()
+                .is_ok_and(|q| q["funnel"]["window"] == json!(u32::MAX));
+            assert!(answer.is_err() || funnel_too_long, "{question}: {answer:?}");
+        }
+    }
+
+    #[test]
+    fn a_ranking_number_is_no_day() {
+        let query = ask("Top 10 October pages").unwrap_or_default();
+        assert_eq!(query["query"]["pagination"]["limit"], 10);
+        assert_eq!(
+            query["query"]["date_range"],
+            json!(["2026-10-01", "2026-10-31"])
+        );
+    }
 }

@@ -147,19 +147,8 @@ async fn stats(
     let mut request = body.clone();
     request.insert("site_id".into(), json!(tenant.id));
     let response = crate::plausible::v2::execute(client, tenant, &request, now).await?;
-    let names = |key: &str| -> Vec<String> {
-        response["query"][key]
-            .as_array()
-            .map(|items| {
-                items
-                    .iter()
-                    .filter_map(Value::as_str)
-                    .map(str::to_owned)
-                    .collect()
-            })
-            .unwrap_or_default()
-    };
-    let (dimensions, metrics) = (names("dimensions"), names("metrics"));
+    let dimensions = crate::json_strings(&response["query"]["dimensions"]);
+    let metrics = crate::json_strings(&response["query"]["metrics"]);
     let results = response["results"].as_array().cloned().unwrap_or_default();
     let compared = results.iter().any(|row| row.get("comparison").is_some());
     let mut columns: Vec<String> = dimensions.iter().chain(&metrics).cloned().collect();

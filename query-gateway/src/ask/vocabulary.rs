@@ -1,6 +1,7 @@
 //! The tenant's own names that a question may mention, read through the query model itself
-//! (a v2 breakdown per dimension over the whole kept range), so that a name the translator
-//! accepts is one the model can filter on, and a name the tenant never had is refused.
+//! (a v2 breakdown per dimension over the last 92 days), so that a name the translator accepts
+//! is one the model can filter on, and a name the tenant never had is refused. A name not
+//! seen in those days is refused too ("no such name"): a refusal, never a wrong number.
 
 use clickhouse::Client;
 use futures_util::future::join_all;
@@ -14,6 +15,8 @@ use crate::query::model::VisitAttribute;
 const MAX_VALUES: usize = 300;
 /// Most property keys read.
 const MAX_PROPERTY_KEYS: u32 = 20;
+/// Names are those of the last this many days.
+const NAME_DAYS: u64 = 92;
 
 /// Names and values, each list most frequent first.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -58,7 +61,7 @@ impl Vocabulary {
         tenant: &Tenant,
         now: i64,
     ) -> Result<Vocabulary, crate::ask::typed::ExecuteError> {
-        let from = now - crate::query::range::MAX_DAYS * 86_400;
+        let from = now - i64::try_from(NAME_DAYS).unwrap_or(92) * 86_400;
         let keys =
             crate::queries::property_keys(client, &tenant.id, from, MAX_PROPERTY_KEYS).await?;
         let mut dimensions: Vec<String> = vec!["event:name".into(), "event:page".into()];
@@ -223,7 +226,7 @@ async fn values(
     request.insert("site_id".into(), json!(tenant.id));
     request.insert("metrics".into(), json!([metric]));
     request.insert("dimensions".into(), json!([dimension]));
-    request.insert("date_range".into(), json!("all"));
+    request.insert("date_range".into(), recent_days(tenant, now));
     request.insert("pagination".into(), json!({"limit": MAX_VALUES}));
     let response = crate::plausible::v2::execute(client, tenant, &request, now).await?;
     Ok(response["results"]
@@ -238,30 +241,19 @@ async fn values(
         .unwrap_or_default())
 }
 
+/// The last [`NAME_DAYS`] local days of the tenant, today included: names read over a whole
+/// year cost a large tenant seconds of ClickHouse time per refresh.
+fn recent_days(tenant: &Tenant, now: i64) -> Value {
+    let zone: chrono_tz::Tz = tenant.time_zone.parse().unwrap_or(chrono_tz::UTC);
+    let today = chrono::DateTime::from_timestamp(now, 0)
+        .unwrap_or_default()
+        .with_timezone(&zone)
+        .date_naive();
+    let first = today - chrono::Days::new(NAME_DAYS - 1);
+    json!([first.to_string(), today.to_string()])
+}
+
 /// The labels the model shows for an empty value.
 fn is_empty_label(value: &str) -> bool {
     value.is_empty() || matches!(value, "(not set)" | "Direct / None" | "(none)")
-}
-
-impl From<Value> for Vocabulary {
-    /// For tests: `{"events": [...], "pages": [...]}`.
-    fn from(value: Value) -> Self {
-        let strings = |key: &str| -> Vec<String> {
-            value[key]
-                .as_array()
-                .map(|items| {
-                    items
-                        .iter()
-                        .filter_map(Value::as_str)
-                        .map(str::to_owned)
-                        .collect()
-                })
-                .unwrap_or_default()
-        };
-        Vocabulary {
-            events: strings("events"),
-            pages: strings("pages"),
-            ..Vocabulary::default()
-        }
-    }
 }

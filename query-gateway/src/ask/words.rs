@@ -96,6 +96,13 @@ const CONTRACTIONS: [(&str, &str); 27] = [
     ("y'all", "you"),
 ];
 
+/// Words that only introduce a pasted message ("Support ticket, customer asks: \"…\"").
+const FRAMING: &[&str] = &[
+    "a", "an", "the", "from", "support", "ticket", "customer", "client", "user", "asks", "asked",
+    "says", "said", "writes", "wrote", "email", "mail", "message", "pasted", "question", "request",
+    "chat", "slack", "in", "our", "my",
+];
+
 const UNITS: [&str; 20] = [
     "zero",
     "one",
@@ -172,7 +179,11 @@ pub fn tokenize(question: &str) -> Vec<Token> {
             if inner.split_whitespace().count() >= 4 {
                 // Quoted prose (a pasted message) is read as words; a quoted name stays whole.
                 // What introduces it ("Support ticket, customer asks:") is framing.
-                if chars[..i].iter().rev().find(|c| !c.is_whitespace()) == Some(&':') {
+                if chars[..i].iter().rev().find(|c| !c.is_whitespace()) == Some(&':')
+                    && tokens
+                        .iter()
+                        .all(|t: &Token| FRAMING.contains(&t.word.as_str()))
+                {
                     tokens.clear();
                 }
                 tokens.extend(tokenize(&inner));
