@@ -70,19 +70,21 @@ pub enum Metric {
 }
 
 impl Metric {
-    fn v2_name(self) -> &'static str {
+    /// The query model's metric, whose name the v2 request carries.
+    fn model(self) -> crate::query::model::Metric {
+        use crate::query::model::Metric as Model;
         match self {
-            Metric::Visitors => "visitors",
-            Metric::Persons => "persons",
-            Metric::Visits => "visits",
-            Metric::Sessions => "sessions",
-            Metric::Pageviews => "pageviews",
-            Metric::ViewsPerVisit => "views_per_visit",
-            Metric::BounceRate => "bounce_rate",
-            Metric::VisitDuration => "visit_duration",
-            Metric::Events => "events",
-            Metric::Percentage => "percentage",
-            Metric::ConversionRate => "conversion_rate",
+            Metric::Visitors => Model::Visitors,
+            Metric::Persons => Model::Persons,
+            Metric::Visits => Model::Visits,
+            Metric::Sessions => Model::Sessions,
+            Metric::Pageviews => Model::Pageviews,
+            Metric::ViewsPerVisit => Model::ViewsPerVisit,
+            Metric::BounceRate => Model::BounceRate,
+            Metric::VisitDuration => Model::VisitDuration,
+            Metric::Events => Model::Events,
+            Metric::Percentage => Model::Percentage,
+            Metric::ConversionRate => Model::ConversionRate,
         }
     }
 }
@@ -133,7 +135,12 @@ impl StatsInput {
         request.insert("site_id".into(), json!(site_id));
         request.insert(
             "metrics".into(),
-            json!(self.metrics.iter().map(|m| m.v2_name()).collect::<Vec<_>>()),
+            json!(
+                self.metrics
+                    .iter()
+                    .map(|m| m.model().name())
+                    .collect::<Vec<_>>()
+            ),
         );
         let range = match &self.to {
             Some(to) => json!([self.date_range, to]),

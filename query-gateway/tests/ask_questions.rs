@@ -21,41 +21,23 @@ use axum::http::{Request, header};
 use chrono::{Datelike, Days, Months, NaiveDate, TimeZone};
 use chrono_tz::Europe::Berlin;
 use clickstream_query_gateway::ask::AskLimits;
-use clickstream_query_gateway::{AppState, Clock, router};
+use clickstream_query_gateway::{AppState, Clock};
 use common::shop::{self, NOW_SECS};
 use schemas::tenants::Tenants;
 use serde_json::{Value, json};
-use tower::ServiceExt;
 
 const KEY: &str = "rk_shop";
-
-async fn call(state: &Arc<AppState>, request: Request<Body>) -> (u16, Value) {
-    let response = router(state.clone()).oneshot(request).await.unwrap();
-    let status = response.status().as_u16();
-    let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
-        .await
-        .unwrap();
-    (
-        status,
-        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
-    )
-}
 
 async fn get(state: &Arc<AppState>, path: &str) -> (u16, Value) {
     let request = Request::get(path)
         .header(header::AUTHORIZATION, format!("Bearer {KEY}"))
         .body(Body::empty())
         .unwrap();
-    call(state, request).await
+    common::call(state, request).await
 }
 
 async fn post(state: &Arc<AppState>, path: &str, body: &Value) -> (u16, Value) {
-    let request = Request::post(path)
-        .header(header::AUTHORIZATION, format!("Bearer {KEY}"))
-        .header(header::CONTENT_TYPE, "application/json")
-        .body(Body::from(body.to_string()))
-        .unwrap();
-    call(state, request).await
+    common::post_json(state, Some(KEY), path, body).await
 }
 
 /// Local midnight in Berlin, Unix seconds.

@@ -7,13 +7,10 @@ mod common;
 
 use std::sync::Arc;
 
-use axum::body::Body;
-use axum::http::{Request, header};
-use clickstream_query_gateway::{AppState, Clock, router};
+use clickstream_query_gateway::{AppState, Clock};
 use common::shop::{self, NOW_SECS};
 use schemas::tenants::Tenants;
 use serde_json::{Value, json};
-use tower::ServiceExt;
 
 async fn graphql(
     state: &Arc<AppState>,
@@ -21,24 +18,8 @@ async fn graphql(
     query: &str,
     variables: Value,
 ) -> (u16, Value) {
-    let mut request =
-        Request::post("/api/graphql").header(header::CONTENT_TYPE, "application/json");
-    if let Some(key) = key {
-        request = request.header(header::AUTHORIZATION, format!("Bearer {key}"));
-    }
-    let body = json!({"query": query, "variables": variables}).to_string();
-    let response = router(state.clone())
-        .oneshot(request.body(Body::from(body)).unwrap())
-        .await
-        .unwrap();
-    let status = response.status().as_u16();
-    let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
-        .await
-        .unwrap();
-    (
-        status,
-        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
-    )
+    let body = json!({"query": query, "variables": variables});
+    common::post_json(state, key, "/api/graphql", &body).await
 }
 
 const STATS: &str = "query Stats($input: StatsInput!) { stats(input: $input) { metrics dimensions dateRange completeUntil rows { dimensions metrics comparison { metrics change } } } }";

@@ -1539,23 +1539,10 @@ fn visit_values(tokens: &mut [Token], vocabulary: &Vocabulary, ask: &mut Ask) {
 
 /// Reading order among attributes that share a value.
 fn order(attribute: VisitAttribute) -> usize {
-    [
-        VisitAttribute::Source,
-        VisitAttribute::Channel,
-        VisitAttribute::City,
-        VisitAttribute::Region,
-        VisitAttribute::Device,
-        VisitAttribute::Browser,
-        VisitAttribute::Os,
-        VisitAttribute::UtmCampaign,
-        VisitAttribute::UtmSource,
-        VisitAttribute::UtmMedium,
-        VisitAttribute::UtmContent,
-        VisitAttribute::UtmTerm,
-    ]
-    .iter()
-    .position(|known| *known == attribute)
-    .unwrap_or(usize::MAX)
+    super::vocabulary::NAMED_ATTRIBUTES
+        .iter()
+        .position(|known| *known == attribute)
+        .unwrap_or(usize::MAX)
 }
 
 /// Attributes that words around position `i` name, with the words' (position, length):

@@ -33,8 +33,9 @@ pub struct Vocabulary {
     pub goals: Vec<schemas::tenants::Goal>,
 }
 
-/// The visit attributes whose values a question may name.
-const NAMED_ATTRIBUTES: [VisitAttribute; 14] = [
+/// The visit attributes whose values a question may name, in the order a reader expects
+/// when two share a value ("Google" is a source before it is a UTM source).
+pub(crate) const NAMED_ATTRIBUTES: [VisitAttribute; 14] = [
     VisitAttribute::Source,
     VisitAttribute::Channel,
     VisitAttribute::Country,

@@ -85,19 +85,10 @@ pub fn ask_service(
     (Arc::new(ask), metrics)
 }
 
-/// `POST /api/v2/query` of `body` with read key `key` to a gateway over `state`: the status
-/// and the JSON answer (`null` if the answer is not JSON).
-pub async fn query_v2(state: &Arc<AppState>, key: &str, body: &Value) -> (u16, Value) {
-    let response = router(state.clone())
-        .oneshot(
-            Request::post("/api/v2/query")
-                .header(header::AUTHORIZATION, format!("Bearer {key}"))
-                .header(header::CONTENT_TYPE, "application/json")
-                .body(Body::from(body.to_string()))
-                .unwrap(),
-        )
-        .await
-        .unwrap();
+/// Sends `request` to a gateway over `state`: the status and the JSON answer (`null` if the
+/// answer is not JSON).
+pub async fn call(state: &Arc<AppState>, request: Request<Body>) -> (u16, Value) {
+    let response = router(state.clone()).oneshot(request).await.unwrap();
     let status = response.status().as_u16();
     let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
         .await
@@ -106,6 +97,25 @@ pub async fn query_v2(state: &Arc<AppState>, key: &str, body: &Value) -> (u16, V
         status,
         serde_json::from_slice(&bytes).unwrap_or(Value::Null),
     )
+}
+
+/// `POST` of JSON `body` to `path`, with `key` as the bearer key if there is one.
+pub async fn post_json(
+    state: &Arc<AppState>,
+    key: Option<&str>,
+    path: &str,
+    body: &Value,
+) -> (u16, Value) {
+    let mut request = Request::post(path).header(header::CONTENT_TYPE, "application/json");
+    if let Some(key) = key {
+        request = request.header(header::AUTHORIZATION, format!("Bearer {key}"));
+    }
+    call(state, request.body(Body::from(body.to_string())).unwrap()).await
+}
+
+/// `POST /api/v2/query` of `body` with read key `key` to a gateway over `state`.
+pub async fn query_v2(state: &Arc<AppState>, key: &str, body: &Value) -> (u16, Value) {
+    post_json(state, Some(key), "/api/v2/query", body).await
 }
 
 pub struct Fixture {
