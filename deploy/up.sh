@@ -25,6 +25,11 @@ ensure_geoip
 log "building release binaries (first build takes a few minutes)"
 (cd "$ROOT" && cargo build --release --quiet -p clickstream-engine -p clickstream-ingest-gateway -p clickstream-query-gateway -p clickstream-loadgen)
 
+# The deployment's secret salt of erased ids' hashes (engine and query gateway share it): made
+# once, kept with the state.
+[ -s "$STATE_DIR/erasure_salt" ] || head -c 24 /dev/urandom | base64 >"$STATE_DIR/erasure_salt"
+ERASURE_SALT="$(cat "$STATE_DIR/erasure_salt")"
+
 cat >"$STATE_DIR/engine.toml" <<TOML
 epoch_ms = 500
 [kafka]
@@ -40,6 +45,8 @@ listen = "127.0.0.1:19464"
 redis_url = "$CLICKSTREAM_REDIS_URL"
 [retention]
 tenants_file = "$ROOT/deploy/tenants.toml"
+[erasure]
+salt = "$ERASURE_SALT"
 TOML
 
 for name in loadgen ingest-gateway query-gateway; do stop_pidfile "$name"; done
@@ -55,6 +62,7 @@ wait_for "ingest gateway" 30 "$LOG_DIR/ingest-gateway.log" curl -fsS "http://127
 nohup "$ROOT/target/release/query-gateway" --listen "127.0.0.1:$QUERY_PORT" \
     --clickhouse-url "$CLICKSTREAM_CLICKHOUSE_URL" --database clickstream --tenants "$ROOT/deploy/tenants.toml" \
     --redis-url "$CLICKSTREAM_REDIS_URL" \
+    --kafka-brokers "$CLICKSTREAM_KAFKA_BROKERS" --erasure-salt "$ERASURE_SALT" \
     >"$LOG_DIR/query-gateway.log" 2>&1 &
 echo $! >"$PID_DIR/query-gateway.pid"
 wait_for "query gateway" 30 "$LOG_DIR/query-gateway.log" curl -fsS "http://127.0.0.1:$QUERY_PORT/healthz"

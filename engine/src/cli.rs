@@ -27,6 +27,9 @@ pub struct RunArgs {
     pub log_loss_timeout_secs: Option<u64>,
     /// Accept a new log in place of the one the checkpoints describe, then exit.
     pub accept_new_log: bool,
+    /// Remove this tenant from every table, the engine's state and replays (through the
+    /// running engine), wait until it is done, then exit.
+    pub remove_tenant: Option<String>,
     /// This process's index in the cluster (`-p`), used to offset per-process ports.
     pub process_index: usize,
     /// Processes in the cluster (`-n`).
@@ -65,6 +68,14 @@ fn options() -> getopts::Options {
         "recovery after exit status 4: partitions whose log is not the one the checkpoints \
          describe start afresh from the new log, every result kept (sessions open at the cut \
          split there); then exit. Run it once, on one process",
+    );
+    options.optopt(
+        "",
+        "remove-tenant",
+        "operator command: removes the tenant from every table, the running engine's state and \
+         every replay (a control record), waits until the running engine reports it done, \
+         prints the rows removed per table, then exits",
+        "TENANT",
     );
     options.optflag("", "help", "print this help");
     options.optflag("V", "version", "print the version");
@@ -116,6 +127,7 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Command, CliError
         metrics_listen,
         log_loss_timeout_secs,
         accept_new_log: matches.opt_present("accept-new-log"),
+        remove_tenant: matches.opt_str("remove-tenant"),
         process_index: number("p")?,
         processes: number("n")?,
         workers_per_process: number("w")?,

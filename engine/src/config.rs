@@ -40,6 +40,32 @@ pub struct EngineConfig {
     pub live: LiveConfig,
     /// Retention and storage tiers.
     pub retention: RetentionConfig,
+    /// Erasure of persons and removal of tenants.
+    pub erasure: ErasureConfig,
+}
+
+/// Erasure (`DELETE /api/persons/{id}` of the query gateway, `engine remove-tenant`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ErasureConfig {
+    /// The deployment's secret salt of id hashes: the query gateway's `--erasure-salt`. Ids
+    /// reach the control topic and `_deletions` only as hashes with it. Empty: erasure
+    /// records on the control topic stop the engine, since it could not match them.
+    pub salt: String,
+    /// How often the executor looks for requests whose epoch every sink has written.
+    pub poll_ms: u64,
+    /// How long one deletion mutation is awaited before the request is retried.
+    pub mutation_timeout_secs: u64,
+}
+
+impl Default for ErasureConfig {
+    fn default() -> Self {
+        ErasureConfig {
+            salt: String::new(),
+            poll_ms: 1_000,
+            mutation_timeout_secs: 3_600,
+        }
+    }
 }
 
 /// Where live counters are published.
@@ -254,6 +280,7 @@ impl Default for EngineConfig {
             metrics: MetricsConfig::default(),
             live: LiveConfig::default(),
             retention: RetentionConfig::default(),
+            erasure: ErasureConfig::default(),
         }
     }
 }
@@ -339,7 +366,13 @@ impl EngineConfig {
             metrics: _,
             live: _,
             retention,
+            erasure,
         } = self;
+        if erasure.poll_ms == 0 || erasure.mutation_timeout_secs == 0 {
+            return Err(ConfigError::Invalid(
+                "erasure.poll_ms and mutation_timeout_secs must be positive".into(),
+            ));
+        }
         if retention.interval_secs == 0 {
             return Err(ConfigError::Invalid(
                 "retention.interval_secs must be positive".into(),

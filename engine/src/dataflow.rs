@@ -3,11 +3,16 @@
 
 use std::collections::HashSet;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use operators::{Decode, Decoded, IdentityClaim, NotAnEvent, StateGauges, analytics, insertions};
+use operators::{
+    Decode, Decoded, Erase, Erasures, IdentityClaim, NotAnEvent, StateGauges, analytics, insertions,
+};
+use schemas::ControlMessage;
+use schemas::erasure::ErasureLog;
 use timely::dataflow::StreamVec;
+use timely::dataflow::operators::vec::Broadcast;
 use timely::dataflow::operators::vec::ToStream;
 use timely::dataflow::operators::{Concatenate, Inspect, OkErr};
 use timely::worker::Worker;
@@ -21,6 +26,7 @@ use crate::sink::checkpoint::{
 };
 use crate::sink::clickhouse::{ClickHouseWriter, SinkError};
 use crate::sink::epoch::SinkRuntime;
+use crate::sink::erasure::Requests;
 use crate::sink::live::LiveFeed;
 use crate::sink::tables::aggregates::AggregatesSink;
 use crate::sink::tables::dead_letters::DeadLettersSink;
@@ -31,7 +37,7 @@ use crate::sink::tables::sessions::SessionsSink;
 use crate::sink::tables::visitor_hours::VisitorHoursSink;
 use crate::sink::tables::warnings::{GatewayWarningsSink, WarningsSink};
 use crate::sink::tables::{Live, Table, attach};
-use crate::source::control::{control_consumer, control_source};
+use crate::source::control::{control_consumer, control_source, read_erasures};
 use crate::source::kafka::{PartitionReader, Planner, SourceSettings, kafka_source};
 use crate::source::log_check::{LogGuard, Mismatch};
 
@@ -48,6 +54,35 @@ pub struct EngineContext {
     pub metrics: Arc<Metrics>,
     /// The process's live-counter publisher.
     pub live: LiveFeed,
+    /// Erasure requests the dataflow applied, for the executor (filled on process 0).
+    pub erasure_requests: Requests,
+    /// The first epoch some sink has not written on every worker: the executor's barrier.
+    pub sinks_frontier: Arc<AtomicU64>,
+    /// Tenants removed (`engine --remove-tenant`), as this process has read: their live
+    /// counters and progress rows are no longer written.
+    pub removed_tenants: RemovedTenants,
+}
+
+/// Tenants removed so far, shared by a process's workers.
+#[derive(Debug, Clone, Default)]
+pub struct RemovedTenants(Arc<std::sync::RwLock<HashSet<String>>>);
+
+impl RemovedTenants {
+    /// Notes a removal.
+    pub fn insert(&self, tenant: &str) {
+        self.0
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .insert(tenant.to_owned());
+    }
+
+    /// Whether `tenant` was removed.
+    pub fn contains(&self, tenant: &str) -> bool {
+        self.0
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .contains(tenant)
+    }
 }
 
 /// Why a worker stopped with an error.
@@ -59,6 +94,11 @@ pub enum WorkerError {
     /// Shut down before start-up reads finished.
     #[error("shut down while starting")]
     Interrupted,
+    /// The control topic holds erasures and `erasure.salt` is not set.
+    #[error(
+        "the control topic holds erasures, and erasure.salt (the query gateway's --erasure-salt) is not set: the engine cannot match them"
+    )]
+    NoSalt,
 }
 
 /// What the last run left, read once per process before the cluster connects: no worker of
@@ -70,6 +110,9 @@ pub struct StartState {
     /// Identity claims below the low water (loaded by process 0 only, whose worker 0 feeds
     /// them in).
     pub claims: Vec<IdentityClaim>,
+    /// Every erasure on the control topic when the process started: replayed events of an
+    /// erased person never enter the dataflow.
+    pub erasures: ErasureLog,
 }
 
 /// Reads the [`StartState`], waiting for ClickHouse if it is down.
@@ -88,7 +131,15 @@ pub fn load_start_state(
     } else {
         Vec::new()
     };
-    Ok(StartState { recovery, claims })
+    let erasures = read_erasures(kafka, &context.config.erasure.salt)?;
+    if !erasures.is_empty() && context.config.erasure.salt.is_empty() {
+        return Err(WorkerError::NoSalt);
+    }
+    Ok(StartState {
+        recovery,
+        claims,
+        erasures,
+    })
 }
 
 /// `engine --accept-new-log`: see [`LogGuard::accept_new_log`].
@@ -137,6 +188,7 @@ pub fn run_worker(
         metrics: _,
         live: _,
         retention: _,
+        erasure: _,
     } = &context.config;
     let (index, peers) = (worker.index(), worker.peers());
     let writer = ClickHouseWriter::new(clickhouse, &kafka.topic);
@@ -206,20 +258,38 @@ pub fn run_worker(
             context.shutdown.clone(),
             context.metrics.clone(),
         );
-        let (decoded, not_events): (_, StreamVec<'_, u64, NotAnEvent>) =
-            records.decode().ok_err(|outcome| outcome);
-        let (gateway_warnings, dead_letters) = not_events.ok_err(NotAnEvent::split);
-        let mut note_tenant = record_new_tenants(new_tenants.clone());
-        let decoded = decoded.inspect(move |decoded: &Decoded| note_tenant(decoded));
-        let stored = insertions(stored_claims.to_stream(scope));
-        let unlinks = control_source(
+        let (unlinks, erasures) = control_source(
             scope,
             control,
             *epoch_ms,
             context.shutdown.clone(),
             context.metrics.clone(),
+            context.erasure_requests.clone(),
         );
-        let out = analytics(decoded, stored, unlinks, settings, gauges.clone());
+        let (decoded, not_events): (_, StreamVec<'_, u64, NotAnEvent>) =
+            records.decode().ok_err(|outcome| outcome);
+        let (gateway_warnings, dead_letters) = not_events.ok_err(NotAnEvent::split);
+        let erased = context.metrics.events_erased.clone();
+        let removed = context.removed_tenants.clone();
+        for tenant in start.erasures.removed_tenants() {
+            removed.insert(tenant);
+        }
+        let erasures = erasures.broadcast().inspect(move |message| {
+            if let ControlMessage::RemoveTenant { tenant, .. } = message {
+                removed.insert(tenant.as_str());
+            }
+        });
+        let decoded = decoded.erase(erasures.clone(), start.erasures.clone(), move |count| {
+            erased.inc_by(count as u64);
+        });
+        let mut note_tenant = record_new_tenants(new_tenants.clone());
+        let decoded = decoded.inspect(move |decoded: &Decoded| note_tenant(decoded));
+        let stored = insertions(stored_claims.to_stream(scope));
+        let erasures = Erasures {
+            control: erasures,
+            log: start.erasures.clone(),
+        };
+        let out = analytics(decoded, stored, unlinks, erasures, settings, gauges.clone());
 
         let t = || table.clone();
         let done = vec![
@@ -267,7 +337,12 @@ pub fn run_worker(
                 replayed_through,
             ),
             attach(
-                out.active_visitors.inner,
+                {
+                    let removed = context.removed_tenants.clone();
+                    out.active_visitors
+                        .filter(move |(tenant, _)| !removed.contains(tenant))
+                        .inner
+                },
                 LiveCountersSink {
                     table: t(),
                     live: live.clone(),
@@ -287,8 +362,15 @@ pub fn run_worker(
             checkpoint_settings,
             writer.clone(),
             sink.clone(),
+            context.sinks_frontier.clone(),
         );
-        progress(reports, replayed_through, writer.clone(), sink.clone());
+        progress(
+            reports,
+            replayed_through,
+            writer.clone(),
+            sink.clone(),
+            context.removed_tenants.clone(),
+        );
     });
 
     let park = Duration::from_millis((*epoch_ms / 4).clamp(1, 50));

@@ -3,7 +3,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context as _, anyhow};
@@ -13,6 +13,7 @@ use clickstream_engine::dataflow::{EngineContext, accept_new_log, load_start_sta
 use clickstream_engine::metrics::Metrics;
 use clickstream_engine::retry::{Backoff, Chain};
 use clickstream_engine::sink::clickhouse::{SinkError, ensure_schema, schema_ready};
+use clickstream_engine::sink::erasure::Requests;
 use clickstream_engine::sink::live::LiveFeed;
 use clickstream_engine::source::kafka::ensure_topics;
 
@@ -61,6 +62,8 @@ fn main() -> anyhow::Result<()> {
             base.port().saturating_add(run.process_index as u16),
         )
     });
+    let erasure_requests = Requests::default();
+    let sinks_frontier = Arc::new(AtomicU64::new(0));
     runtime.block_on(async {
         prepare_with_retry(&config, run.process_index, &shutdown).await?;
         let listener = tokio::net::TcpListener::bind(metrics_listen)
@@ -76,6 +79,13 @@ fn main() -> anyhow::Result<()> {
             tokio::spawn(clickstream_engine::sink::retention::run(
                 config.clickhouse.clone(),
                 config.retention.clone(),
+                metrics.clone(),
+            ));
+            tokio::spawn(clickstream_engine::sink::erasure::run(
+                config.clickhouse.clone(),
+                config.erasure.clone(),
+                erasure_requests.clone(),
+                sinks_frontier.clone(),
                 metrics.clone(),
             ));
         }
@@ -108,7 +118,29 @@ fn main() -> anyhow::Result<()> {
         shutdown,
         metrics,
         live,
+        erasure_requests,
+        sinks_frontier,
+        removed_tenants: Default::default(),
     };
+    if let Some(tenant) = &run.remove_tenant {
+        let started = std::time::Instant::now();
+        let row = context
+            .runtime
+            .block_on(clickstream_engine::sink::erasure::remove_tenant(
+                &context.config,
+                tenant,
+            ))
+            .context("removing the tenant")?;
+        println!(
+            "tenant {tenant} removed in {:.1} s (request {}):",
+            started.elapsed().as_secs_f64(),
+            row.request_id
+        );
+        for (table, rows) in row.removed_tables.iter().zip(&row.removed_rows) {
+            println!("  {table}: {rows} rows");
+        }
+        return Ok(());
+    }
     if run.accept_new_log {
         let accepted = accept_new_log(&context).context("accepting the new log")?;
         if accepted.is_empty() {

@@ -46,6 +46,17 @@ pub struct Metrics {
     pub retention_deleted_rows: Counter,
     /// Retention passes that failed (each is retried at the next interval).
     pub retention_failures: Counter,
+    /// Events dropped because an erasure, a suppression or a tenant's removal covers them.
+    pub events_erased: Counter,
+    /// Erasure and tenant-removal requests carried out (process 0).
+    pub erasures_completed: Counter,
+    /// Attempts to carry out a request that failed (each is retried).
+    pub erasure_failures: Counter,
+    /// Requests applied by the dataflow and not yet completed (process 0).
+    pub erasures_pending: Gauge,
+    /// Age of the oldest pending request, seconds; 0 when none is pending. The alert
+    /// `ErasurePastDeadline` fires on this.
+    pub erasure_oldest_pending_seconds: Gauge,
     /// Live state entries by kind and worker: must stay bounded under a steady stream.
     pub state_entries: Family<StateLabels, Gauge>,
     /// Identity claims refused, by reason and by the Segment field that held the id.
@@ -143,6 +154,11 @@ impl Default for Metrics {
             live_updates_dropped: Counter::default(),
             retention_deleted_rows: Counter::default(),
             retention_failures: Counter::default(),
+            events_erased: Counter::default(),
+            erasures_completed: Counter::default(),
+            erasure_failures: Counter::default(),
+            erasures_pending: Gauge::default(),
+            erasure_oldest_pending_seconds: Gauge::default(),
             state_entries: Family::default(),
             claims_refused: Family::default(),
             consumer_lag: Family::default(),
@@ -233,6 +249,32 @@ impl Default for Metrics {
             metrics.retention_failures.clone(),
         );
         registry.register(
+            "clickstream_engine_events_erased",
+            "Events dropped because an erasure, a suppression or a tenant's removal covers them",
+            metrics.events_erased.clone(),
+        );
+        registry.register(
+            "clickstream_engine_erasures_completed",
+            "Erasure and tenant-removal requests carried out",
+            metrics.erasures_completed.clone(),
+        );
+        registry.register(
+            "clickstream_engine_erasure_failures",
+            "Attempts to carry out an erasure that failed (retried)",
+            metrics.erasure_failures.clone(),
+        );
+        registry.register(
+            "clickstream_engine_erasures_pending",
+            "Erasure and tenant-removal requests not yet completed",
+            metrics.erasures_pending.clone(),
+        );
+        registry.register_with_unit(
+            "clickstream_engine_erasure_oldest_pending",
+            "Age of the oldest pending erasure request (0 when none)",
+            Unit::Seconds,
+            metrics.erasure_oldest_pending_seconds.clone(),
+        );
+        registry.register(
             "clickstream_engine_identity_claims_refused",
             "Identity claims refused (a placeholder id such as \"undefined\" links nothing)",
             metrics.claims_refused.clone(),
@@ -295,7 +337,7 @@ impl Metrics {
     }
 
     /// Every metric this process exports, by name (for tests and dashboards).
-    pub const NAMES: [&'static str; 18] = [
+    pub const NAMES: [&'static str; 23] = [
         "clickstream_engine_records_consumed_total",
         "clickstream_engine_dead_letters_total",
         "clickstream_engine_events_written_total",
@@ -310,6 +352,11 @@ impl Metrics {
         "clickstream_engine_retention_deleted_rows_total",
         "clickstream_engine_retention_failures_total",
         "clickstream_engine_identity_claims_refused_total",
+        "clickstream_engine_events_erased_total",
+        "clickstream_engine_erasures_completed_total",
+        "clickstream_engine_erasure_failures_total",
+        "clickstream_engine_erasures_pending",
+        "clickstream_engine_erasure_oldest_pending_seconds",
         "clickstream_engine_state_entries",
         "clickstream_engine_consumer_lag",
         "clickstream_engine_checkpoint_age_seconds",

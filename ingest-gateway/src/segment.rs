@@ -635,6 +635,7 @@ mod tests {
             write_keys: vec!["wk".into()],
             read_keys: vec![],
             share_keys: vec![],
+            admin_keys: vec![],
             anonymize_ip: true,
             time_zone: "UTC".into(),
             rate_limit: None,

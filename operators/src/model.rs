@@ -35,7 +35,8 @@ pub struct Activity {
     /// Segment's `userId` (empty when absent or a placeholder).
     pub user_id: Arc<str>,
     /// A track's or screen's name, a page's path: what [`Activity::label`] and
-    /// [`Activity::location`] read, by kind.
+    /// [`Activity::location`] read, by kind; an alias's `previousId` ([`Activity::previous_id`],
+    /// which an erasure matches), in a field an alias does not otherwise use.
     detail: Arc<str>,
     /// Where the visit came from, shared by every event of the same origin.
     pub landing: Arc<Landing>,
@@ -72,7 +73,8 @@ impl Activity {
         let detail = match event.kind {
             EventKind::Page => &event.page.path,
             EventKind::Track | EventKind::Screen => &event.name,
-            EventKind::Identify | EventKind::Alias | EventKind::Group => "",
+            EventKind::Alias => &event.previous_id,
+            EventKind::Identify | EventKind::Group => "",
         };
         Activity {
             tenant: interner.intern(&event.tenant),
@@ -108,6 +110,14 @@ impl Activity {
             EventKind::Identify => "$identify",
             EventKind::Alias => "$alias",
             EventKind::Group => "$group",
+        }
+    }
+
+    /// An alias's `previousId`; empty for other events.
+    pub fn previous_id(&self) -> &str {
+        match self.kind {
+            EventKind::Alias => &self.detail,
+            _ => "",
         }
     }
 

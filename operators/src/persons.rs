@@ -11,6 +11,11 @@
 //! The id → person map itself is kept (it is small), so new events of an old visitor are
 //! attributed correctly. An event belongs to the person of its `userId` when it has one, else
 //! to that of its `anonymousId` (Segment's model).
+//!
+//! An erasure withdraws what the operator retains of the person: each retained event carrying
+//! an erased id is retracted under its person and released, so sessions, rollups and visitor
+//! hours downstream are corrected by the same machinery that corrects a merge. (New events of
+//! the person never get here: `erase` drops them first.)
 
 use rustc_hash::FxHashMap;
 
@@ -20,6 +25,11 @@ use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::generic::operator::Operator;
 use timely::order::TotalOrder;
 use timely::progress::Timestamp;
+
+use schemas::ControlMessage;
+use schemas::erasure::ErasureLog;
+use timely::dataflow::operators::Concat;
+use timely::dataflow::operators::vec::Map;
 
 use crate::model::{Node, Person, SharedActivity};
 use crate::stash::{Stash, route};
@@ -57,6 +67,47 @@ impl Retention {
 enum Update {
     Event(SharedActivity),
     Person(Node, Person, isize),
+    Erasure(ControlMessage),
+}
+
+/// The second input: changes of the map, exchanged by node, and control records, each kept on
+/// the worker that holds its copy (`worker`).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+enum MapInput<T> {
+    Person(Node, Person, T, isize),
+    Erasure(ControlMessage, u64),
+}
+
+/// Retracts and releases the retained events the erasures in `log` cover; returns how many it
+/// released. Events the retention rule released already (older than `cutoff`, which downstream
+/// operators may have let go) are released without a retraction, as a merge leaves them.
+fn withdraw<T: Clone>(
+    visitors: &mut FxHashMap<Node, Visitor>,
+    person_of: &FxHashMap<Node, Person>,
+    log: &ErasureLog,
+    cutoff: i64,
+    time: &T,
+    mut retract: impl FnMut(((Person, SharedActivity), T, isize)),
+) -> usize {
+    let mut withdrawn = 0;
+    visitors.retain(|node, visitor| {
+        let before = visitor.events.len();
+        let live = visitor.last_time_ms >= cutoff;
+        visitor.events.retain(|event| {
+            let ids = [&*event.anonymous_id, &*event.user_id, event.previous_id()];
+            if !log.drops(&event.tenant, event.received_at_ms, ids) {
+                return true;
+            }
+            if live && event.timestamp_ms >= cutoff {
+                let person = person_of.get(node).cloned().unwrap_or_else(|| node.clone());
+                retract(((person, event.clone()), time.clone(), -1));
+            }
+            false
+        });
+        withdrawn += before - visitor.events.len();
+        !visitor.events.is_empty()
+    });
+    withdrawn
 }
 
 #[derive(Debug, Default)]
@@ -93,11 +144,14 @@ pub trait AssignPersons<'s, T: Timestamp> {
         retention: Retention,
     ) -> VecCollection<'s, T, (Person, SharedActivity), isize>;
 
-    /// As [`AssignPersons::assign_persons`], reporting the number of retained events after
-    /// each batch.
+    /// As [`AssignPersons::assign_persons`], withdrawing what `erasures` (the control
+    /// records, on every worker; `log` holds the salt) cover, and reporting the number of
+    /// retained events after each batch.
     fn assign_persons_observed(
         self,
         persons: VecCollection<'s, T, (Node, Person), isize>,
+        erasures: StreamVec<'s, T, ControlMessage>,
+        log: ErasureLog,
         retention: Retention,
         observe: impl FnMut(usize) + 'static,
     ) -> VecCollection<'s, T, (Person, SharedActivity), isize>;
@@ -109,19 +163,30 @@ impl<'s, T: Timestamp + TotalOrder> AssignPersons<'s, T> for StreamVec<'s, T, Sh
         persons: VecCollection<'s, T, (Node, Person), isize>,
         retention: Retention,
     ) -> VecCollection<'s, T, (Person, SharedActivity), isize> {
-        self.assign_persons_observed(persons, retention, |_| {})
+        let none = timely::dataflow::operators::generic::operator::empty(self.scope());
+        self.assign_persons_observed(persons, none, ErasureLog::default(), retention, |_| {})
     }
 
     fn assign_persons_observed(
         self,
         persons: VecCollection<'s, T, (Node, Person), isize>,
+        erasures: StreamVec<'s, T, ControlMessage>,
+        mut log: ErasureLog,
         retention: Retention,
         mut observe: impl FnMut(usize) + 'static,
     ) -> VecCollection<'s, T, (Person, SharedActivity), isize> {
+        let local = self.scope().index() as u64;
         let by_event = Exchange::new(|event: &SharedActivity| route(&Node::attribution_of(event)));
-        let by_node = Exchange::new(|((node, _), _, _): &((Node, Person), T, isize)| route(node));
+        let by_node = Exchange::new(|input: &MapInput<T>| match input {
+            MapInput::Person(node, ..) => route(node),
+            MapInput::Erasure(_, worker) => *worker,
+        });
+        let map = persons
+            .inner
+            .map(|((node, person), time, diff)| MapInput::Person(node, person, time, diff))
+            .concat(erasures.map(move |message| MapInput::Erasure(message, local)));
         self.binary_frontier(
-            persons.inner,
+            map,
             by_event,
             by_node,
             "AssignPersons",
@@ -142,8 +207,20 @@ impl<'s, T: Timestamp + TotalOrder> AssignPersons<'s, T> for StreamVec<'s, T, Sh
                         }
                     });
                     mapping.for_each(|capability, data| {
-                        for ((node, person), time, diff) in data.drain(..) {
-                            stash.push(&capability, time, Update::Person(node, person, diff));
+                        let Some(now) = capability.least().cloned() else {
+                            return;
+                        };
+                        for input in data.drain(..) {
+                            match input {
+                                MapInput::Person(node, person, time, diff) => stash.push(
+                                    &capability,
+                                    time,
+                                    Update::Person(node, person, diff),
+                                ),
+                                MapInput::Erasure(message, _) => {
+                                    stash.push(&capability, now.clone(), Update::Erasure(message))
+                                }
+                            }
                         }
                     });
                     for (capability, updates) in
@@ -152,13 +229,31 @@ impl<'s, T: Timestamp + TotalOrder> AssignPersons<'s, T> for StreamVec<'s, T, Sh
                         let time = capability.time().clone();
                         let mut session = output.session(&capability);
                         let (mut changes, mut new_events) = (Vec::new(), Vec::new());
+                        let mut erased = false;
                         for update in updates.into_iter().flatten() {
                             match update {
                                 Update::Person(node, person, diff) => {
                                     changes.push((node, person, diff))
                                 }
                                 Update::Event(event) => new_events.push(event),
+                                Update::Erasure(message) => {
+                                    log.apply(&message);
+                                    erased |=
+                                        !matches!(message, ControlMessage::LiftSuppression { .. });
+                                }
                             }
+                        }
+                        // 0. Erasures first, under the map as it was when the events were
+                        // emitted: a merge of the same time then finds nothing of theirs.
+                        if erased {
+                            retained -= withdraw(
+                                &mut visitors,
+                                &person_of,
+                                &log,
+                                clock.saturating_sub(retention.keep_ms()),
+                                &time,
+                                |update| session.give(update),
+                            );
                         }
                         // 1. The map at this time. Differential does not promise consolidated
                         // updates (a time may carry +x and -x), so net them first; then apply

@@ -35,8 +35,9 @@ use crate::model::{
 };
 use crate::placeholders::{IdWarning, remove_placeholder_ids};
 use crate::{
-    ActiveVisitors, AssignPersons, Decoded, Dedup, DedupSettings, EarliestClaims, IdentityPolicy,
-    SessionSettings, Sessionize, StitchIdentities, VisitorHours, WindowAggregate,
+    ActiveVisitors, AssignPersons, Decoded, Dedup, DedupSettings, EarliestClaims, EraseRecords,
+    Erasures, IdentityPolicy, SessionSettings, Sessionize, StitchIdentities, VisitorHours,
+    WindowAggregate,
 };
 
 /// Everything the pipeline is configured with.
@@ -130,6 +131,24 @@ pub struct Analytics<'s, T: Timestamp> {
     pub active_visitors: VecCollection<'s, T, (String, i64), isize>,
 }
 
+/// A claim's tenant and ids, for [`EraseRecords`].
+fn claim_ids(claim: &IdentityClaim) -> (&str, Vec<&str>) {
+    match claim {
+        IdentityClaim::Identify {
+            tenant,
+            anonymous_id,
+            user_id,
+            ..
+        } => (tenant, vec![anonymous_id, user_id]),
+        IdentityClaim::Alias {
+            tenant,
+            previous_id,
+            user_id,
+        } => (tenant, vec![previous_id, user_id]),
+        IdentityClaim::KnownUser { tenant, user_id } => (tenant, vec![user_id]),
+    }
+}
+
 /// Whether an event arrived later after it happened than state may be changed for.
 pub fn is_late(event: &schemas::Event, lateness_ms: i64) -> bool {
     event.received_at_ms.saturating_sub(event.timestamp_ms) > lateness_ms
@@ -155,13 +174,15 @@ pub fn insertions<'s, T: Timestamp + TotalOrder, D: Clone + 'static>(
         .as_collection()
 }
 
-/// Builds the pipeline on decoded records. `stored_claims` are the claims of earlier runs
-/// (the identity map is rebuilt from them); `unlinks` are identity links removed by an
-/// operator (unmerge control messages).
+/// Builds the pipeline on decoded records that [`crate::Erase`] let through. `stored_claims`
+/// are the claims of earlier runs (the identity map is rebuilt from them); `unlinks` are
+/// identity links removed by an operator (unmerge control messages); `erasures` withdraw
+/// persons: their claims and everything derived from their retained events are retracted.
 pub fn analytics<'s, T>(
     decoded: StreamVec<'s, T, Decoded>,
     stored_claims: VecCollection<'s, T, IdentityClaim, isize>,
     unlinks: VecCollection<'s, T, Unlink, isize>,
+    erasures: Erasures<'s, T>,
     settings: AnalyticsSettings,
     gauges: Arc<StateGauges>,
 ) -> Analytics<'s, T>
@@ -189,7 +210,14 @@ where
         .flat_map(|(event, position)| {
             IdentityClaim::of_event(&event).map(move |claim| (claim, position))
         })
-        .earliest_claims();
+        .earliest_claims()
+        .erase_records(
+            erasures.control.clone(),
+            erasures.log.clone(),
+            |(claim, _): &(IdentityClaim, Position)| claim_ids(claim),
+        );
+    let stored_claims =
+        stored_claims.erase_records(erasures.control.clone(), erasures.log.clone(), claim_ids);
     let (events, late) = checked.ok_err(move |(event, _)| {
         if is_late(&event, lateness_ms) {
             Err(event)
@@ -216,9 +244,13 @@ where
     let attributed = events
         .clone()
         .map(move |event| Arc::new(Activity::of(&event, &mut interner)))
-        .assign_persons_observed(identities.clone(), retention, move |n| {
-            gauge.attributed_events.store(n, Relaxed)
-        });
+        .assign_persons_observed(
+            identities.clone(),
+            erasures.control,
+            erasures.log,
+            retention,
+            move |n| gauge.attributed_events.store(n, Relaxed),
+        );
     let gauge = gauges.clone();
     let (sessions, enriched) = attributed
         .sessionize_observed(settings.sessions.clone(), move |n| {
@@ -253,6 +285,7 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::Erase;
     use crate::model::{IdKind, Metric};
     use crate::placeholders::IdField;
     use crate::reference::{Outcome, Results, analyze};
@@ -260,6 +293,7 @@ mod tests {
     use proptest::prelude::*;
     use schemas::{BounceRule, Event, EventKind};
     use std::collections::{BTreeMap, BTreeSet};
+    use timely::dataflow::operators::vec::Broadcast;
 
     const MINUTE: i64 = 60_000;
     const HOUR: i64 = 60 * MINUTE;
@@ -273,7 +307,11 @@ mod tests {
     enum Input {
         Record(Decoded),
         Unlink(Unlink),
+        /// An erasure of these ids of this tenant, requested at this time.
+        Erase(String, Vec<String>, i64),
     }
+
+    const SALT: &str = "pipeline test salt";
 
     #[derive(
         Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
@@ -289,12 +327,42 @@ mod tests {
         Warning(IdWarning),
     }
 
+    /// The message ids of the events an erasure of the input covers (received by then and
+    /// carrying one of its ids, whatever the field), by plain comparison.
+    fn erased_message_ids(input: &[(Input, isize)]) -> BTreeSet<String> {
+        let erasures: Vec<(&String, &Vec<String>, i64)> = input
+            .iter()
+            .filter_map(|(i, _)| match i {
+                Input::Erase(tenant, ids, at) => Some((tenant, ids, *at)),
+                _ => None,
+            })
+            .collect();
+        input
+            .iter()
+            .filter_map(|(i, _)| match i {
+                Input::Record(d) => Some(&d.event),
+                _ => None,
+            })
+            .filter(|e| {
+                erasures.iter().any(|(tenant, ids, at)| {
+                    **tenant == e.tenant
+                        && e.received_at_ms <= *at
+                        && [&e.anonymous_id, &e.user_id, &e.previous_id]
+                            .iter()
+                            .any(|id| !id.is_empty() && ids.contains(id))
+                })
+            })
+            .map(|e| e.message_id.clone())
+            .collect()
+    }
+
     fn run(
         workers: usize,
         epoch_len: usize,
         input: Vec<(Input, isize)>,
         settings: AnalyticsSettings,
     ) -> Results {
+        let input_copy = input.clone();
         let state = run_collection(
             workers,
             epoch_len,
@@ -309,13 +377,34 @@ mod tests {
                     });
                 let unlinks = input.clone().flat_map(|input| match input {
                     Input::Unlink(unlink) => Some(unlink),
-                    Input::Record(_) => None,
+                    _ => None,
                 });
+                let control = input
+                    .clone()
+                    .inner
+                    .flat_map(|(input, _, diff)| match input {
+                        Input::Erase(tenant, ids, at) if diff > 0 => {
+                            Some(schemas::ControlMessage::Erase {
+                                request_id: format!("r{at}"),
+                                id_hashes: ids
+                                    .iter()
+                                    .map(|id| schemas::erasure::id_hash(SALT, &tenant, id))
+                                    .collect(),
+                                tenant,
+                                requested_at_ms: at,
+                            })
+                        }
+                        _ => None,
+                    })
+                    .broadcast();
                 let no_stored_claims = input.flat_map(|_| None);
+                let log = schemas::erasure::ErasureLog::new(SALT);
+                let decoded = decoded.erase(control.clone(), log.clone(), |_| {});
                 let out = analytics(
                     decoded,
                     no_stored_claims,
                     unlinks,
+                    Erasures { control, log },
                     settings.clone(),
                     Arc::default(),
                 );
@@ -342,20 +431,25 @@ mod tests {
                     .concat(insertions(out.warnings).map(Out::Warning))
             },
         );
+        // Raw rows (arrived, late, warnings) of an erased person leave with the executor's
+        // mutations, not through the dataflow: the comparison leaves them out.
+        let erased = erased_message_ids(&input_copy);
         let mut results = Results::default();
         let mut arrived = BTreeSet::new();
         for (out, count) in state {
             assert_eq!(count, 1, "{out:?} has multiplicity {count}");
             match out {
-                Out::Arrived(id) => {
+                Out::Arrived(id) if !erased.contains(&id) => {
                     arrived.insert(id);
                 }
+                Out::Arrived(_) => {}
                 Out::Event(e) => {
                     results.events.insert(e);
                 }
-                Out::Late(id) => {
+                Out::Late(id) if !erased.contains(&id) => {
                     results.late.insert(id);
                 }
+                Out::Late(_) => {}
                 Out::Session(s) => {
                     results.sessions.insert(s);
                 }
@@ -368,9 +462,10 @@ mod tests {
                 Out::VisitorHour(v) => {
                     results.visitor_hours.insert(v);
                 }
-                Out::Warning(w) => {
+                Out::Warning(w) if !erased.contains(&w.message_id) => {
                     results.warnings.insert(w);
                 }
+                Out::Warning(_) => {}
             }
         }
         // Every on-time event reaches the events sink whole, once.
@@ -1014,6 +1109,51 @@ mod tests {
             let expected = analyze(&decoded, &unlinks, &settings);
             prop_assert_eq!(run(workers, epoch_len, log, settings), expected);
         }
+
+        /// A person erased after their events were processed: every output equals the
+        /// reference's on the log without the person's events (their raw rows, which the
+        /// executor deletes, left out); the ids are the person's as the reference's identity
+        /// map has them on the whole log, as the gateway resolves them.
+        #[test]
+        fn an_erased_person_is_withdrawn_as_if_never_seen(
+            log in arb_log(),
+            (tenant, visitor) in (0u8..2, 0u8..5),
+            workers in prop_oneof![Just(1usize), Just(2), Just(4)],
+            epoch_len in 1usize..16,
+        ) {
+            let mut settings = AnalyticsSettings::default();
+            settings.sessions.retention.margin_ms = 10 * HOUR;
+            settings.sessions.retention.lateness_ms = HOUR;
+            let records = |log: &[(Input, isize)]| -> (Vec<Decoded>, Vec<Unlink>) {
+                let decoded = log.iter().filter_map(|(i, _)| match i { Input::Record(d) => Some(d.clone()), _ => None }).collect();
+                let unlinks = log.iter().filter_map(|(i, _)| match i { Input::Unlink(u) => Some(u.clone()), _ => None }).collect();
+                (decoded, unlinks)
+            };
+            let (decoded, unlinks) = records(&log);
+            let whole = analyze(&decoded, &unlinks, &settings);
+            let tenant = format!("t{tenant}");
+            let id = format!("a{visitor}");
+            let person = whole
+                .identities
+                .iter()
+                .find(|(node, _)| *node.tenant == *tenant && *node.id == *id)
+                .map(|(_, person)| person.clone());
+            let mut ids = BTreeSet::from([id.clone()]);
+            if let Some(person) = person {
+                ids.insert(person.id.to_string());
+                ids.extend(
+                    whole.identities.iter()
+                        .filter(|(node, p)| *p == person && *node.tenant == *tenant)
+                        .map(|(node, _)| node.id.to_string()),
+                );
+            }
+            let mut log = log;
+            log.push((Input::Erase(tenant, ids.into_iter().collect(), i64::MAX / 4), 1));
+            let erased = erased_message_ids(&log);
+            let kept: Vec<Decoded> = decoded.into_iter().filter(|d| !erased.contains(&d.event.message_id)).collect();
+            let expected = analyze(&kept, &unlinks, &settings);
+            prop_assert_eq!(run(workers, epoch_len, log, settings), expected);
+        }
     }
 
     use std::collections::HashMap;
@@ -1044,7 +1184,18 @@ mod memory {
                 let (input, decoded) = scope.new_input::<Decoded>();
                 let none = insertions(Vec::<IdentityClaim>::new().to_stream(scope));
                 let no_unlinks = insertions(Vec::<Unlink>::new().to_stream(scope));
-                let out = analytics(decoded, none, no_unlinks, settings.clone(), gauges.clone());
+                let no_erasures = Erasures {
+                    control: timely::dataflow::operators::generic::operator::empty(scope),
+                    log: Default::default(),
+                };
+                let out = analytics(
+                    decoded,
+                    none,
+                    no_unlinks,
+                    no_erasures,
+                    settings.clone(),
+                    gauges.clone(),
+                );
                 let probe = out.aggregates.inner.probe().0;
                 (input, probe)
             });

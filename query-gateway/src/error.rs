@@ -33,6 +33,9 @@ pub enum ApiError {
     /// ClickHouse failed; details are logged.
     #[error("the analytics store is unavailable; retry later")]
     Unavailable,
+    /// A feature this gateway was not configured for.
+    #[error("{0}")]
+    NotConfigured(&'static str),
 }
 
 /// The body of every error answer: `{"error": {...}}`.
@@ -45,8 +48,8 @@ pub struct ErrorBody {
 /// The error of an [`ErrorBody`].
 #[derive(Debug, serde::Serialize, utoipa::ToSchema)]
 pub struct ErrorDetail {
-    /// `bad_parameter`, `unauthorized`, `forbidden`, `not_found`, `unavailable` or
-    /// `rate_limited`.
+    /// `bad_parameter`, `unauthorized`, `forbidden`, `not_found`, `unavailable`,
+    /// `not_configured` or `rate_limited`.
     pub code: &'static str,
     /// What is wrong, in words.
     pub message: String,
@@ -68,6 +71,7 @@ impl ApiError {
             ApiError::NotFound => (StatusCode::NOT_FOUND, "not_found"),
             ApiError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
             ApiError::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+            ApiError::NotConfigured(_) => (StatusCode::SERVICE_UNAVAILABLE, "not_configured"),
             ApiError::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
         }
     }

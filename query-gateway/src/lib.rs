@@ -5,6 +5,7 @@
 #![warn(missing_docs)]
 
 pub mod ask;
+pub mod erasure;
 pub mod error;
 pub mod graphql;
 pub mod live;
@@ -24,7 +25,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use schemas::tenants::{Tenant, Tenants};
 
@@ -48,6 +49,8 @@ pub struct AppState {
     pub metrics: Arc<metrics::Metrics>,
     /// What "now" is for relative ranges ("today", `7d`).
     pub clock: Clock,
+    /// Erasure, suppression and export for admin keys; `None`: not configured (503).
+    pub erasure: Option<Arc<erasure::ErasureService>>,
 }
 
 /// The tenants as last loaded: readers take a snapshot, a reload swaps it whole, so a key
@@ -79,13 +82,16 @@ impl From<Tenants> for TenantStore {
     }
 }
 
-/// What a key may do: a read key everything of its tenant, a share key its dashboard only.
+/// What a key may do: a read key everything of its tenant but erase and export, a share key
+/// its dashboard only, an admin key everything.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Access {
     /// A read key.
     Read,
     /// A share key: aggregate numbers only (no Ask, no person's sessions).
     Share,
+    /// An admin key: also erasure, suppression and export of persons.
+    Admin,
 }
 
 /// The gateway's "now": the system clock, or a fixed instant, so that tests and examples can
@@ -134,6 +140,7 @@ impl AppState {
             )),
             metrics,
             clock: Clock::default(),
+            erasure: None,
         }
     }
 }
@@ -173,6 +180,22 @@ pub const GRAPHQL_PATH: &str = "/api/graphql";
 
 /// `GET`: the tenant's read-only share link (read key only).
 pub const SHARE_LINK_PATH: &str = "/api/share-link";
+
+/// `DELETE` (admin key): erases the person an id belongs to, with every id linked to it (GDPR
+/// Art. 17); 202 with the request ([`erasure`]).
+pub const PERSON_PATH: &str = "/api/persons/{id}";
+
+/// `GET` (admin key): everything stored about the person an id belongs to (GDPR Art. 15).
+pub const PERSON_EXPORT_PATH: &str = "/api/persons/{id}/export";
+
+/// `GET` (admin key): an erasure request: `pending` or `completed`, and rows removed per table.
+pub const DELETION_PATH: &str = "/api/deletions/{request_id}";
+
+/// `GET` (admin key): the tenant's erasure requests, newest first, with the requesting key's id.
+pub const DELETIONS_PATH: &str = "/api/deletions";
+
+/// `DELETE` (admin key): lets events carrying an erased id in again, from now on.
+pub const SUPPRESSION_PATH: &str = "/api/suppressions/{id}";
 
 /// The Server-Sent Events stream of live counters. Browsers' `EventSource` cannot send
 /// headers, so besides `Authorization: Bearer` it takes the read key as `?key=`.
@@ -221,6 +244,11 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route(SHARE_LINK_PATH, get(share_link))
         .route(SITE_PATH, get(site))
         .route(GRAPHQL_PATH, post(graphql_query))
+        .route(PERSON_PATH, delete(erase_person))
+        .route(PERSON_EXPORT_PATH, get(export_person))
+        .route(DELETION_PATH, get(deletion))
+        .route(DELETIONS_PATH, get(deletions))
+        .route(SUPPRESSION_PATH, delete(lift_suppression))
         .route("/openapi.json", get(|| async { Json(openapi::document()) }))
         .route("/healthz", get(|| async { "ok" }))
         .fallback(|| async { ApiError::NotFound })
@@ -265,7 +293,7 @@ fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<(Arc<Tenant>, A
         .ok_or(ApiError::Unauthorized)
 }
 
-/// The tenant of a read or share key.
+/// The tenant of a read, share or admin key.
 pub fn tenant_of_key(state: &AppState, key: &str) -> Option<(Arc<Tenant>, Access)> {
     let tenants = state.tenants.current();
     tenants
@@ -276,15 +304,134 @@ pub fn tenant_of_key(state: &AppState, key: &str) -> Option<(Arc<Tenant>, Access
                 .by_share_key(key)
                 .map(|tenant| (tenant.clone(), Access::Share))
         })
+        .or_else(|| {
+            tenants
+                .by_admin_key(key)
+                .map(|tenant| (tenant.clone(), Access::Admin))
+        })
 }
 
 /// Refuses a share key where only a read key may go.
 fn read_key_only(access: Access) -> Result<(), ApiError> {
     match access {
-        Access::Read => Ok(()),
+        Access::Read | Access::Admin => Ok(()),
         Access::Share => Err(ApiError::Forbidden(
             "a share link reads the dashboard's numbers only; this needs a read key",
         )),
+    }
+}
+
+/// The tenant of an admin key, and the key's id for the audit trail; 403 for any other key of
+/// a tenant (read, share, and write keys, which the query gateway knows as no key at all but
+/// answers the same way so as not to tell them apart).
+fn admin(state: &AppState, headers: &HeaderMap) -> Result<(Arc<Tenant>, String), ApiError> {
+    const ADMIN_ONLY: &str =
+        "erasure, suppression and export need an admin key (admin_keys in the tenants file)";
+    let key = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.strip_prefix("Bearer "))
+        .map(str::trim)
+        .ok_or(ApiError::Unauthorized)?;
+    match tenant_of_key(state, key) {
+        Some((tenant, Access::Admin)) => Ok((tenant, erasure::key_id(key))),
+        Some(_) => Err(ApiError::Forbidden(ADMIN_ONLY)),
+        None if state.tenants.current().by_write_key(key).is_some() => {
+            Err(ApiError::Forbidden(ADMIN_ONLY))
+        }
+        None => Err(ApiError::Unauthorized),
+    }
+}
+
+async fn erase_person(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let result = async {
+        let (tenant, key_id) = admin(&state, &headers)?;
+        let service = erasure::configured(&state.erasure)?;
+        erasure::erase_person(
+            service,
+            &state.clickhouse,
+            &state.ask,
+            &tenant.id,
+            &id,
+            key_id,
+        )
+        .await
+    }
+    .await;
+    match result {
+        Ok(deletion) => (axum::http::StatusCode::ACCEPTED, Json(deletion)).into_response(),
+        Err(error) => error.into_response(),
+    }
+}
+
+async fn export_person(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    respond(
+        async {
+            let (tenant, _) = admin(&state, &headers)?;
+            erasure::export(&state.clickhouse, &tenant.id, &id).await
+        }
+        .await,
+    )
+}
+
+async fn deletion(
+    State(state): State<Arc<AppState>>,
+    Path(request_id): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    respond(
+        async {
+            let (tenant, _) = admin(&state, &headers)?;
+            erasure::deletion(&state.clickhouse, &tenant.id, &request_id).await
+        }
+        .await,
+    )
+}
+
+async fn deletions(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
+    respond(
+        async {
+            let (tenant, _) = admin(&state, &headers)?;
+            erasure::deletions(&state.clickhouse, &tenant.id).await
+        }
+        .await,
+    )
+}
+
+/// The answer of `DELETE /api/suppressions/{id}`.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct SuppressionLifted {
+    /// Events carrying the id received after this instant (RFC 3339 UTC) are kept again.
+    pub lifted_at: String,
+}
+
+async fn lift_suppression(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let result = async {
+        let (tenant, _) = admin(&state, &headers)?;
+        let service = erasure::configured(&state.erasure)?;
+        let at = erasure::lift_suppression(service, &tenant.id, &id).await?;
+        Ok::<_, ApiError>(SuppressionLifted {
+            lifted_at: chrono::DateTime::from_timestamp_millis(at)
+                .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+                .unwrap_or_default(),
+        })
+    }
+    .await;
+    match result {
+        Ok(lifted) => (axum::http::StatusCode::ACCEPTED, Json(lifted)).into_response(),
+        Err(error) => error.into_response(),
     }
 }
 
@@ -555,6 +702,7 @@ async fn site(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Respons
         access: match access {
             Access::Read => "read",
             Access::Share => "share",
+            Access::Admin => "admin",
         },
     }))
 }

@@ -9,6 +9,7 @@ use clap::Parser;
 use clickstream_query_gateway::ask::provider::{Provider, ProviderConfig, ProviderKind};
 use clickstream_query_gateway::ask::run::{RunLimits, Runner};
 use clickstream_query_gateway::ask::{AskLimits, AskService};
+use clickstream_query_gateway::erasure::ErasureService;
 use clickstream_query_gateway::live::LiveHub;
 use clickstream_query_gateway::metrics::Metrics;
 use clickstream_query_gateway::{AppState, metrics_router, router};
@@ -63,6 +64,35 @@ struct Args {
     metrics_listen: SocketAddr,
     #[command(flatten)]
     ask: AskArgs,
+    #[command(flatten)]
+    erasure: ErasureArgs,
+}
+
+/// Erasure: where its requests go. Without a salt, erasure answers 503.
+#[derive(Debug, clap::Args)]
+struct ErasureArgs {
+    /// Kafka brokers of the control topic.
+    #[arg(
+        long = "kafka-brokers",
+        env = "CLICKSTREAM_KAFKA_BROKERS",
+        default_value = "127.0.0.1:19092"
+    )]
+    brokers: String,
+    /// The engine's control topic.
+    #[arg(
+        long = "control-topic",
+        env = "CLICKSTREAM_CONTROL_TOPIC",
+        default_value = "control"
+    )]
+    control_topic: String,
+    /// The deployment's secret salt of id hashes (the engine's `erasure.salt`); empty: erasure
+    /// is not configured.
+    #[arg(
+        long = "erasure-salt",
+        env = "CLICKSTREAM_ERASURE_SALT",
+        default_value = ""
+    )]
+    salt: String,
 }
 
 /// Ask: which model answers questions; none configured: the offline translator.
@@ -223,6 +253,26 @@ fn reload_tenants_on_sighup(state: Arc<AppState>, path: std::path::PathBuf) {
     });
 }
 
+impl ErasureArgs {
+    fn service(
+        &self,
+        clickhouse_url: &str,
+        database: &str,
+    ) -> anyhow::Result<Option<Arc<ErasureService>>> {
+        if self.salt.is_empty() {
+            tracing::warn!("--erasure-salt is not set: erasure and suppression answer 503");
+            return Ok(None);
+        }
+        let writer = clickhouse::Client::default()
+            .with_url(clickhouse_url)
+            .with_database(database)
+            .with_validation(false);
+        let service = ErasureService::new(&self.brokers, &self.control_topic, &self.salt, writer)
+            .context("setting up erasure")?;
+        Ok(Some(Arc::new(service)))
+    }
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
@@ -239,6 +289,7 @@ async fn main() -> anyhow::Result<()> {
         live_stream_secs,
         metrics_listen,
         ask,
+        erasure,
     } = Args::parse();
     let tenants_path = tenants;
     let tenants = load_tenants(&tenants_path)?;
@@ -266,6 +317,7 @@ async fn main() -> anyhow::Result<()> {
         ask: Arc::new(ask_service),
         metrics,
         clock: Default::default(),
+        erasure: erasure.service(&clickhouse_url, &database)?,
     });
     reload_tenants_on_sighup(state.clone(), tenants_path);
     let metrics_listener = tokio::net::TcpListener::bind(metrics_listen)

@@ -122,6 +122,7 @@ async fn setup(kind: ProviderKind, replies: Vec<Reply>, limits: AskLimits) -> Se
         ask,
         metrics,
         clock: Default::default(),
+        erasure: None,
     });
     Setup {
         state,

@@ -81,6 +81,7 @@ async fn live_counters_stream_per_tenant_and_resume_by_last_event_id() {
         )),
         metrics,
         clock: Default::default(),
+        erasure: None,
     });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap();

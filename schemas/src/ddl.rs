@@ -35,6 +35,7 @@ pub const TABLES: &[(&str, &str)] = &[
     ("ask_log", include_str!("../sql/ask_log.sql")),
     ("_log_stalls", include_str!("../sql/log_stalls.sql")),
     ("_retention", include_str!("../sql/retention.sql")),
+    ("_deletions", include_str!("../sql/deletions.sql")),
 ];
 
 /// Columns added to a table after it was first released, as `(table, column, type)`: a table

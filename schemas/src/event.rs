@@ -339,4 +339,37 @@ pub enum ControlMessage {
         /// The user id.
         user_id: String,
     },
+    /// Erases a person: every event carrying one of the ids received until `requested_at_ms`
+    /// goes from the engine's state and every table, and later ones are suppressed (see
+    /// [`crate::erasure`]). Written by the query gateway (`DELETE /api/persons/{id}`).
+    Erase {
+        /// The request's id (UUIDv7), the key of its `_deletions` rows.
+        request_id: String,
+        /// Tenant.
+        tenant: String,
+        /// [`crate::erasure::id_hash`] of each of the person's ids: never the ids.
+        id_hashes: Vec<String>,
+        /// When the request was accepted, Unix ms (UTC).
+        requested_at_ms: i64,
+    },
+    /// Lets events carrying these ids in again, from `lifted_at_ms` on (`DELETE
+    /// /api/suppressions/{id}`); what was erased stays erased.
+    LiftSuppression {
+        /// Tenant.
+        tenant: String,
+        /// [`crate::erasure::id_hash`] of the ids.
+        id_hashes: Vec<String>,
+        /// Unix ms (UTC).
+        lifted_at_ms: i64,
+    },
+    /// Removes a whole tenant: every event received until `requested_at_ms` goes from the
+    /// engine's state and every table (the operator command `engine remove-tenant`).
+    RemoveTenant {
+        /// The request's id (UUIDv7).
+        request_id: String,
+        /// Tenant.
+        tenant: String,
+        /// Unix ms (UTC).
+        requested_at_ms: i64,
+    },
 }

@@ -8,6 +8,7 @@
 pub mod clickhouse_error;
 pub mod ddl;
 pub mod definitions;
+pub mod erasure;
 pub mod event;
 pub mod live;
 pub mod retention;

@@ -6,6 +6,7 @@
 //! write_keys = ["wk_acme_1"]
 //! read_keys = ["rk_acme_1"]
 //! share_keys = ["sk_acme_1"]   # optional: read-only dashboard links (no Ask, no persons)
+//! admin_keys = ["ak_acme_1"]   # optional: erasure, suppression and export of persons
 //! anonymize_ip = true   # default
 //! rate_limit = { events_per_sec = 500, burst = 5000 }   # optional; none: unlimited
 //! time_zone = "Europe/Berlin"   # optional; default UTC
@@ -36,6 +37,11 @@ pub struct Tenant {
     /// and sending the query gateway SIGHUP.
     #[serde(default)]
     pub share_keys: Vec<String>,
+    /// Keys that may erase a person, lift a suppression and export a person's data (GDPR
+    /// Art. 15 and 17), besides everything a read key may do. Kept apart from read keys so
+    /// that a dashboard's key cannot delete data.
+    #[serde(default)]
+    pub admin_keys: Vec<String>,
     /// Zero the host part of client IPs before they are stored (GDPR default). A tenant with
     /// its own legal basis may opt out.
     #[serde(default = "default_true")]
@@ -169,6 +175,7 @@ pub struct Tenants {
     by_write_key: HashMap<String, Arc<Tenant>>,
     by_read_key: HashMap<String, Arc<Tenant>>,
     by_share_key: HashMap<String, Arc<Tenant>>,
+    by_admin_key: HashMap<String, Arc<Tenant>>,
     by_domain: HashMap<String, Arc<Tenant>>,
 }
 
@@ -295,11 +302,28 @@ impl Tenants {
                 }
             }
         }
+        let mut by_admin_key = HashMap::new();
+        for tenant in &all {
+            for key in &tenant.admin_keys {
+                if key.is_empty()
+                    || by_write_key.contains_key(key)
+                    || by_read_key.contains_key(key)
+                    || by_share_key.contains_key(key)
+                    || by_admin_key.insert(key.clone(), tenant.clone()).is_some()
+                {
+                    return Err(TenantsError::Invalid(format!(
+                        "admin key of tenant {:?} is empty, reused, or also another kind of key",
+                        tenant.id
+                    )));
+                }
+            }
+        }
         Ok(Tenants {
             all,
             by_write_key,
             by_read_key,
             by_share_key,
+            by_admin_key,
             by_domain,
         })
     }
@@ -322,6 +346,11 @@ impl Tenants {
     /// The tenant a share key belongs to.
     pub fn by_share_key(&self, key: &str) -> Option<&Arc<Tenant>> {
         self.by_share_key.get(key)
+    }
+
+    /// The tenant of an admin key.
+    pub fn by_admin_key(&self, key: &str) -> Option<&Arc<Tenant>> {
+        self.by_admin_key.get(key)
     }
 
     /// The tenant whose `domains` hold `domain` (compared as [`site_domain`] writes both):

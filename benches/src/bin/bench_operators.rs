@@ -263,10 +263,15 @@ fn run_dataflow(
             ) = records.decode().ok_err(|outcome| outcome);
             let no_claims = insertions(Vec::<IdentityClaim>::new().to_stream(scope));
             let no_unlinks = insertions(Vec::<Unlink>::new().to_stream(scope));
+            let no_erasures = operators::Erasures {
+                control: timely::dataflow::operators::generic::operator::empty(scope),
+                log: Default::default(),
+            };
             let out = analytics(
                 decoded,
                 no_claims,
                 no_unlinks,
+                no_erasures,
                 settings.clone(),
                 gauges.clone(),
             );

@@ -5,6 +5,8 @@
 use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
 use std::rc::Rc;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use timely::dataflow::channels::pact::{Exchange, Pipeline};
 use timely::dataflow::operators::generic::operator::Operator;
@@ -65,6 +67,7 @@ pub fn checkpoint<'s>(
     settings: CheckpointSettings,
     writer: ClickHouseWriter,
     sink: SinkRuntime,
+    sinks_frontier: Arc<AtomicU64>,
 ) -> StreamVec<'s, u64, ProgressReport> {
     let CheckpointSettings {
         replayed_through,
@@ -134,6 +137,9 @@ pub fn checkpoint<'s>(
                     tenants,
                 });
             }
+            // Every sink has written every epoch before the frontier, on every worker.
+            let written = frontier.frontier().first().copied().unwrap_or(u64::MAX);
+            sinks_frontier.fetch_max(written, Ordering::AcqRel);
             match frontier.frontier().first() {
                 Some(&time) if time > *cap.time() => cap.downgrade(&time),
                 Some(_) => {}
@@ -151,6 +157,7 @@ pub fn progress(
     replayed_through: u64,
     writer: ClickHouseWriter,
     sink: SinkRuntime,
+    removed: crate::dataflow::RemovedTenants,
 ) {
     let mut pending: BTreeMap<u64, Vec<ProgressReport>> = BTreeMap::new();
     let mut received_until: BTreeMap<i32, i64> = BTreeMap::new();
@@ -185,6 +192,7 @@ pub fn progress(
             if epoch <= replayed_through || (written >= Some(until) && !new_tenant) {
                 return;
             }
+            tenants.retain(|tenant| !removed.contains(tenant));
             let updated_at = datetime(crate::now_ms() as i64);
             let rows: Vec<ProgressRow> = tenants
                 .iter()

@@ -3,6 +3,7 @@
 pub mod checkpoint;
 pub mod clickhouse;
 pub mod epoch;
+pub mod erasure;
 pub mod live;
 pub mod retention;
 pub mod tables;

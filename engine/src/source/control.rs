@@ -1,11 +1,13 @@
 //! The control source: operators' instructions (JSON on the control topic), as a collection of
-//! identity links to remove.
+//! identity links to remove and a stream of erasures, suppression lifts and tenant removals.
 //!
 //! The topic is small and read whole at every start, so the set of unlinks is rebuilt
 //! deterministically and needs no checkpoint. One worker reads it; unmerge and remerge are
-//! idempotent (setting an unlink twice, or removing an absent one, changes nothing). A
-//! malformed message is logged and skipped: it must not stop the engine, and the topic keeps it
-//! for the operator to see.
+//! idempotent (setting an unlink twice, or removing an absent one, changes nothing), and so is
+//! every erasure record ([`schemas::erasure::ErasureLog`] is a set). Each process also reads
+//! the erasures whole before its workers start ([`read_erasures`]), so that no replayed event
+//! of an erased person enters the dataflow. A malformed message is logged and skipped: it must
+//! not stop the engine, and the topic keeps it for the operator to see.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -18,11 +20,14 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
 use schemas::ControlMessage;
-use timely::dataflow::Scope;
+use schemas::erasure::ErasureLog;
+use timely::dataflow::operators::OkErr;
 use timely::dataflow::operators::generic::operator::source;
+use timely::dataflow::{Scope, StreamVec};
 
 use crate::config::KafkaConfig;
 use crate::metrics::Metrics;
+use crate::sink::erasure::Requests;
 use crate::source::kafka::epoch_of;
 
 /// A consumer of the whole control topic, from its beginning.
@@ -39,15 +44,54 @@ pub fn control_consumer(config: &KafkaConfig) -> Result<BaseConsumer, KafkaError
     Ok(consumer)
 }
 
-/// The unlinks collection. `consumer` is `None` on every worker but the one that reads.
+/// Every erasure, lift and removal on the control topic up to its end as of now, read before
+/// the workers start; `salt` hashes the events' ids (the query gateway's).
+pub fn read_erasures(config: &KafkaConfig, salt: &str) -> Result<ErasureLog, KafkaError> {
+    let consumer = control_consumer(config)?;
+    let (_, high) = consumer.fetch_watermarks(&config.control_topic, 0, Duration::from_secs(30))?;
+    let mut log = ErasureLog::new(salt);
+    let mut next = 0;
+    while next < high {
+        match consumer.poll(Duration::from_secs(30)) {
+            Some(Ok(message)) => {
+                next = message.offset() + 1;
+                if let Some(Ok(control)) = message
+                    .payload()
+                    .map(serde_json::from_slice::<ControlMessage>)
+                {
+                    log.apply(&control);
+                }
+            }
+            Some(Err(error)) => return Err(error),
+            None => return Err(KafkaError::NoMessageReceived),
+        }
+    }
+    Ok(log)
+}
+
+/// What the control source emits: a change of an unlink, or an erasure record.
+#[derive(Debug, Clone)]
+enum Control {
+    Unlink(Unlink, u64, isize),
+    Erasure(ControlMessage),
+}
+
+/// The unlinks collection and the erasure records. `consumer` is `None` on every worker but
+/// the one that reads; that worker also hands each erasure and removal, with the epoch it is
+/// applied at, to the executor through `requests`.
 pub fn control_source<'s>(
     scope: Scope<'s, u64>,
     consumer: Option<BaseConsumer>,
     epoch_ms: u64,
     shutdown: Arc<AtomicBool>,
     metrics: Arc<Metrics>,
-) -> VecCollection<'s, u64, Unlink, isize> {
-    source(scope, "ControlSource", move |capability, info| {
+    requests: Requests,
+) -> (
+    VecCollection<'s, u64, Unlink, isize>,
+    StreamVec<'s, u64, ControlMessage>,
+) {
+    type Builder = timely::container::CapacityContainerBuilder<Vec<Control>>;
+    let (unlinks, erasures) = source::<_, Builder, _, _>(scope, "ControlSource", move |capability, info| {
         let activator = scope.activator_for(info.address);
         let mut capability = consumer.is_some().then_some(capability);
         let mut unlinked: BTreeSet<Unlink> = BTreeSet::new();
@@ -78,15 +122,20 @@ pub fn control_source<'s>(
                         let link = Unlink::new(&tenant, &anonymous_id, &user_id);
                         tracing::info!(?link, offset = message.offset(), "unmerge");
                         if unlinked.insert(link.clone()) {
-                            session.give((link, time, 1isize));
+                            session.give(Control::Unlink(link, time, 1));
                         }
                     }
                     Some(Ok(ControlMessage::Remerge { tenant, anonymous_id, user_id })) => {
                         let link = Unlink::new(&tenant, &anonymous_id, &user_id);
                         tracing::info!(?link, offset = message.offset(), "remerge");
                         if unlinked.remove(&link) {
-                            session.give((link, time, -1isize));
+                            session.give(Control::Unlink(link, time, -1));
                         }
+                    }
+                    Some(Ok(erasure)) => {
+                        tracing::info!(offset = message.offset(), epoch = time, "erasure record");
+                        requests.applied(&erasure, time);
+                        session.give(Control::Erasure(erasure));
                     }
                     Some(Err(error)) => tracing::warn!(%error, offset = message.offset(), "malformed control message skipped"),
                     None => tracing::warn!(offset = message.offset(), "empty control message skipped"),
@@ -96,5 +145,9 @@ pub fn control_source<'s>(
             activator.activate_after(Duration::from_millis(epoch_ms.clamp(10, 250)));
         }
     })
-    .as_collection()
+    .ok_err(|control| match control {
+        Control::Unlink(link, time, diff) => Ok((link, time, diff)),
+        Control::Erasure(message) => Err(message),
+    });
+    (unlinks.as_collection(), erasures)
 }

@@ -15,6 +15,9 @@ use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use serde_json::Value;
 
+/// The tests' salt of erased ids' hashes (engine configuration and control records).
+pub const ERASURE_SALT: &str = "erasure test salt";
+
 /// Partitions of every test topic.
 pub const PARTITIONS: i32 = 4;
 
@@ -252,7 +255,7 @@ pub fn engine_config(
         format!(
             "epoch_ms = 200\nconnect_timeout_secs = 20\n[kafka]\nbrokers = \"{brokers}\"\ntopic = \"{topic}\"\ncontrol_topic = \"{topic}_control\"\n\
              partition_refresh_secs = 1\n[clickhouse]\nurl = \"{clickhouse_url}\"\ndatabase = \"{database}\"\n\
-             [live]\nredis_url = \"{}\"\n",
+             [live]\nredis_url = \"{}\"\n[erasure]\nsalt = \"{ERASURE_SALT}\"\npoll_ms = 200\n",
             required_env("CLICKSTREAM_REDIS_URL")
         ),
     )

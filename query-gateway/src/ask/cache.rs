@@ -127,6 +127,52 @@ impl TranslationCache {
     }
 }
 
+impl TranslationCache {
+    /// Deletes the tenant's translations whose question or typed query mentions one of
+    /// `ids` (an erased person's); returns how many. Redis unreachable: 0, logged (its entries
+    /// expire within [`TTL_SECS`] anyway).
+    pub async fn forget(&self, tenant: &str, ids: &[String]) -> u64 {
+        let Some(mut connection) = self.connection().await else {
+            tracing::warn!(
+                tenant,
+                "translation cache: Redis unreachable; an erased person's cached translations expire within 36 h"
+            );
+            return 0;
+        };
+        let pattern = format!("{}:ask:translation:v1:{tenant}:*", self.namespace);
+        let keys: Vec<String> = {
+            let mut found = Vec::new();
+            match connection.scan_match::<_, String>(&pattern).await {
+                Ok(mut iter) => {
+                    while let Some(key) = futures_util::StreamExt::next(&mut iter).await {
+                        match key {
+                            Ok(key) => found.push(key),
+                            Err(error) => tracing::warn!(%error, "translation cache: scan failed"),
+                        }
+                    }
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "translation cache: scan failed");
+                    return 0;
+                }
+            }
+            found
+        };
+        let mut forgotten = 0;
+        for key in keys {
+            let value: Option<String> = connection.get(&key).await.unwrap_or(None);
+            let mentions = |text: &str| ids.iter().any(|id| text.contains(id.as_str()));
+            if mentions(&key) || value.as_deref().is_some_and(mentions) {
+                match connection.del::<_, u64>(&key).await {
+                    Ok(deleted) => forgotten += deleted,
+                    Err(error) => tracing::warn!(%error, "translation cache: delete failed"),
+                }
+            }
+        }
+        forgotten
+    }
+}
+
 /// What a translation depends on.
 #[derive(Debug, Clone)]
 pub struct CacheKey<'a> {

@@ -150,6 +150,15 @@ impl AskService {
         self
     }
 
+    /// Forgets the cached translations that mention one of `ids` (an erased person's);
+    /// returns how many.
+    pub async fn forget(&self, tenant: &str, ids: &[String]) -> u64 {
+        match &self.cache {
+            Some(cache) => cache.forget(tenant, ids).await,
+            None => 0,
+        }
+    }
+
     /// Admits a question of `tenant` before any work is done for it: not empty, not too
     /// long, within the tenant's questions per minute.
     ///

@@ -449,6 +449,7 @@ pub async fn fixture(base: i64) -> Fixture {
             ask,
             metrics,
             clock: Default::default(),
+            erasure: None,
         }),
         http,
         url,

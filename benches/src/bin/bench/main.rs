@@ -2,8 +2,10 @@
 //! the release binaries), measures, and ends with a Markdown table, a JSON file and an SVG
 //! chart of latency against offered load in `target/bench/`.
 //!
-//! `bench all` runs every part; `bench ingest|pipeline|latency|memory|fuzz` one of them.
+//! `bench all` runs every part; `bench ingest|pipeline|latency|memory|deletion|fuzz` one of
+//! them.
 
+mod deletion;
 mod ingest;
 mod latency;
 mod memory;
@@ -52,6 +54,8 @@ enum Part {
     Latency,
     /// The engine's resident memory over a steady stream.
     Memory,
+    /// Erasures through the query gateway under a steady stream: time to completion.
+    Deletion,
     /// The ingest gateway's fuzz test with a million cases (release mode).
     Fuzz,
 }
@@ -84,6 +88,12 @@ pub struct Options {
     /// Seconds between RSS samples.
     #[arg(long, default_value_t = 60, global = true)]
     pub memory_sample_secs: u64,
+    /// Erasures of the deletion part.
+    #[arg(long, default_value_t = 5, global = true)]
+    pub deletions: usize,
+    /// Events per second offered during the deletion part.
+    #[arg(long, default_value_t = 2_000.0, global = true)]
+    pub deletion_rate: f64,
     /// Fuzz cases.
     #[arg(long, default_value_t = 1_000_000, global = true)]
     pub fuzz_cases: u64,
@@ -146,7 +156,13 @@ async fn main() -> anyhow::Result<()> {
     }
     let mut stack = Stack::up(&root, &out.join("run")).context("starting the stack")?;
     let parts: &[Part] = match part {
-        Part::All => &[Part::Ingest, Part::Pipeline, Part::Latency, Part::Memory],
+        Part::All => &[
+            Part::Ingest,
+            Part::Pipeline,
+            Part::Latency,
+            Part::Deletion,
+            Part::Memory,
+        ],
         _ => std::slice::from_ref(&part),
     };
     for part in parts {
@@ -156,6 +172,7 @@ async fn main() -> anyhow::Result<()> {
                 Part::Pipeline => pipeline::run(&mut stack, &options, &mut report).await,
                 Part::Latency => latency::run(&mut stack, &options, &mut report).await,
                 Part::Memory => memory::run(&mut stack, &options, &mut report).await,
+                Part::Deletion => deletion::run(&mut stack, &options, &mut report).await,
                 Part::All | Part::Fuzz => Ok(()),
             }
         };

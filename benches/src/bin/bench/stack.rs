@@ -173,8 +173,22 @@ impl Stack {
         database: &str,
         tenants: &Path,
     ) -> anyhow::Result<String> {
-        let clickhouse = self.clickhouse_url.clone();
-        let args = ["--clickhouse-url", &clickhouse, "--database", database];
+        let (clickhouse, brokers) = (self.clickhouse_url.clone(), self.brokers.clone());
+        // Erasure goes to the control topic of the engine reading `database` (its topic has
+        // the same name: see `pipeline`).
+        let control = format!("{database}_control");
+        let args = [
+            "--clickhouse-url",
+            &clickhouse,
+            "--database",
+            database,
+            "--kafka-brokers",
+            &brokers,
+            "--control-topic",
+            &control,
+            "--erasure-salt",
+            ERASURE_SALT,
+        ];
         self.gateway("query-gateway", port, tenants, &args, "/healthz")
             .await
     }
@@ -205,7 +219,8 @@ impl Stack {
             &config,
             format!(
                 "epoch_ms = 500\n[kafka]\nbrokers = \"{}\"\ntopic = \"{topic}\"\ncontrol_topic = \"{topic}_control\"\npartitions = 12\n\
-                 [clickhouse]\nurl = \"{}\"\ndatabase = \"{database}\"\n[metrics]\nlisten = \"127.0.0.1:0\"\n",
+                 [clickhouse]\nurl = \"{}\"\ndatabase = \"{database}\"\n[metrics]\nlisten = \"127.0.0.1:0\"\n\
+                 [erasure]\nsalt = \"{ERASURE_SALT}\"\n",
                 self.brokers, self.clickhouse_url
             ),
         )?;
@@ -218,6 +233,9 @@ impl Stack {
         self.spawn("engine", "engine", &args)
     }
 }
+
+/// The benchmark stack's salt of erased ids' hashes (engine and query gateway).
+const ERASURE_SALT: &str = "bench erasure salt";
 
 impl Drop for Stack {
     fn drop(&mut self) {

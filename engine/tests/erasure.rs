@@ -1,0 +1,550 @@
+//! Erasure end to end: a person merged from three ids (one event of theirs older than the
+//! lateness horizon, one Ask question that names them) is erased through the query gateway by
+//! one of the ids; the engine completes the request; then no String column of any table and
+//! no Redis key holds any of the ids, every other person's rows are as they were, a restart
+//! with another shape (replaying the whole log) brings nothing back, a returning id is
+//! suppressed until an admin lifts it, and read and write keys get 403. Then an operator
+//! removes another tenant with `engine --remove-tenant`: its rows go from every table and the
+//! first tenant's rows are byte-identical.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use axum::http::{Method, Request, StatusCode};
+use common::{ClickHouse, Cluster, TestEnv, engine_config, produce, required_env};
+use query_gateway::erasure::ErasureService;
+use query_gateway::{AppState, router};
+use schemas::{Event, EventKind};
+use serde_json::Value;
+use tower::ServiceExt;
+
+const SALT: &str = common::ERASURE_SALT;
+/// The person's three ids: two devices and the user id they logged in as.
+const ERASED: [&str; 3] = [
+    "erase-me-device-1",
+    "erase-me-device-2",
+    "erase-me@example.com",
+];
+const TENANTS: &str = "[[tenants]]\nid = 't'\nwrite_keys = ['wk_t']\nread_keys = ['rk_t']\nadmin_keys = ['ak_t']\n\
+                       [[tenants]]\nid = 'u'\nwrite_keys = ['wk_u']\nread_keys = ['rk_u']\nadmin_keys = ['ak_u']\n";
+
+fn page(tenant: &str, id: &str, anonymous: &str, user: &str, at_ms: i64) -> Event {
+    let mut event = Event::new(tenant, id, EventKind::Page, at_ms);
+    event.anonymous_id = anonymous.into();
+    event.user_id = user.into();
+    event.page.path = format!("/{id}");
+    event
+}
+
+fn identify(tenant: &str, id: &str, anonymous: &str, user: &str, at_ms: i64) -> Event {
+    let mut event = page(tenant, id, anonymous, user, at_ms);
+    event.kind = EventKind::Identify;
+    event.traits = vec![("email".into(), user.into()), ("plan".into(), "pro".into())];
+    event
+}
+
+/// Tenant t: the person to erase (three ids, a late event), bob (two ids), carol (one);
+/// tenant u: a visitor whose id is one of the erased person's ids in t.
+fn log(now: i64) -> Vec<Event> {
+    let [d1, d2, user] = ERASED;
+    let minute = 60_000;
+    let mut events = vec![
+        page("t", "e1", d1, "", now - 30 * minute),
+        page("t", "e2", d1, "", now - 29 * minute),
+        identify("t", "e3", d1, user, now - 28 * minute),
+        page("t", "e4", d2, "", now - 20 * minute),
+        identify("t", "e5", d2, user, now - 19 * minute),
+        page("t", "e6", "", user, now - 10 * minute),
+        page("t", "b1", "bob-device", "", now - 25 * minute),
+        identify("t", "b2", "bob-device", "bob", now - 24 * minute),
+        page("t", "b3", "", "bob", now - 5 * minute),
+        page("t", "c1", "carol-device", "", now - 15 * minute),
+        page("u", "u1", d1, "", now - 12 * minute),
+        page("u", "u2", "dave-device", "", now - 11 * minute),
+    ];
+    // Older than the 72-hour lateness horizon: stored, never in the engine's state.
+    let mut late = page("t", "e7", d1, "", now - 5 * 86_400_000);
+    late.received_at_ms = now - 35 * minute;
+    events.push(late);
+    for event in &mut events {
+        event.received_at_ms = event.received_at_ms.max(now - 40 * minute);
+    }
+    events
+}
+
+async fn call(state: &Arc<AppState>, method: Method, path: &str, key: &str) -> (StatusCode, Value) {
+    let request = Request::builder()
+        .method(method)
+        .uri(path)
+        .header("authorization", format!("Bearer {key}"))
+        .header("content-type", "application/json");
+    let request = if path == "/api/ask" {
+        request.body(Body::from(
+            r#"{"question": "sessions of erase-me@example.com"}"#,
+        ))
+    } else {
+        request.body(Body::empty())
+    };
+    let response = router(state.clone())
+        .oneshot(request.expect("request"))
+        .await
+        .expect("response");
+    let status = response.status();
+    let body = axum::body::to_bytes(response.into_body(), usize::MAX)
+        .await
+        .expect("body");
+    (status, serde_json::from_slice(&body).unwrap_or(Value::Null))
+}
+
+/// Every String, LowCardinality(String), Nullable(String) and Array(String) column of every
+/// table of the database, as (table, column).
+async fn string_columns(clickhouse: &ClickHouse, database: &str) -> Vec<(String, String, bool)> {
+    clickhouse
+        .rows(&format!(
+            "SELECT table, name, type FROM system.columns WHERE database = '{database}' \
+             AND type LIKE '%String%'"
+        ))
+        .await
+        .into_iter()
+        .map(|row| {
+            (
+                row["table"].as_str().unwrap().to_owned(),
+                row["name"].as_str().unwrap().to_owned(),
+                row["type"].as_str().unwrap().starts_with("Array"),
+            )
+        })
+        .collect()
+}
+
+/// Rows of any table of tenant `t` (or of no tenant) that hold one of the erased ids anywhere
+/// in a String column, as "table.column: count".
+async fn scan(clickhouse: &ClickHouse, database: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    for (table, column, array) in string_columns(clickhouse, database).await {
+        let has_tenant = !clickhouse
+            .query(&format!(
+                "SELECT name FROM system.columns WHERE database = '{database}' AND table = '{table}' AND name = 'tenant'"
+            ))
+            .await
+            .trim()
+            .is_empty();
+        for id in ERASED {
+            let test = if array {
+                format!("arrayExists(x -> position(x, '{id}') > 0, `{column}`)")
+            } else {
+                format!("position(toString(`{column}`), '{id}') > 0")
+            };
+            let scope = if has_tenant { "tenant != 'u' AND " } else { "" };
+            let count = clickhouse
+                .query(&format!(
+                    "SELECT count() FROM {database}.`{table}` WHERE {scope}{test}"
+                ))
+                .await;
+            if count.trim() != "0" {
+                found.push(format!("{table}.{column} ({id}): {}", count.trim()));
+            }
+        }
+    }
+    found
+}
+
+/// Every row of `tenant` in every table with a tenant column, as JSON lines per table.
+async fn tenant_rows(clickhouse: &ClickHouse, database: &str, tenant: &str) -> Vec<String> {
+    let tables = clickhouse
+        .rows(&format!(
+            "SELECT name, engine FROM system.tables WHERE database = '{database}' \
+             AND name IN (SELECT table FROM system.columns WHERE database = '{database}' AND name = 'tenant') \
+             AND name != '_deletions' ORDER BY name"
+        ))
+        .await;
+    let mut rows = Vec::new();
+    for table in tables {
+        let name = table["name"].as_str().unwrap();
+        let fin = if table["engine"].as_str().unwrap().starts_with("Replacing") {
+            "FINAL"
+        } else {
+            ""
+        };
+        let text = clickhouse
+            .query(&format!(
+                "SELECT * FROM {database}.`{name}` {fin} WHERE tenant = '{tenant}' FORMAT JSONEachRow"
+            ))
+            .await;
+        let table = name;
+        let mut lines: Vec<&str> = text.lines().collect();
+        lines.sort();
+        rows.push(format!("{table}: {}", lines.join("\n")));
+    }
+    rows
+}
+
+async fn count(clickhouse: &ClickHouse, sql: &str) -> u64 {
+    clickhouse.query(sql).await.trim().parse().unwrap()
+}
+
+async fn wait_for(what: &str, cluster: &mut Cluster, mut done: impl AsyncFnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(180);
+    while !done().await {
+        cluster.assert_running();
+        assert!(
+            Instant::now() < deadline,
+            "{what}: not in time; logs:\n{}",
+            cluster.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+async fn erased_events_metric(cluster: &Cluster) -> u64 {
+    let mut total = 0;
+    for address in &cluster.metrics {
+        let text = reqwest::get(format!("http://{address}/metrics"))
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("text");
+        total += text
+            .lines()
+            .find_map(|line| line.strip_prefix("clickstream_engine_events_erased_total "))
+            .map_or(0, |value| value.trim().parse::<f64>().unwrap() as u64);
+    }
+    total
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_erased_person_leaves_no_id_anywhere_and_stays_erased() {
+    let env = TestEnv::new("erasure").await;
+    let database = env.database.clone();
+    let clickhouse = &env.clickhouse;
+    let config = engine_config(
+        &env.dir,
+        &env.brokers,
+        &env.topic,
+        &clickhouse.url,
+        &database,
+    );
+    let mut cluster = Cluster::start(&env.dir, &config, 2);
+    let producer: rdkafka::producer::FutureProducer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", &env.brokers)
+        .create()
+        .unwrap();
+    let now = chrono::Utc::now().timestamp_millis();
+    let events = log(now);
+    produce(&producer, &env.topic, &events).await;
+    let stored = format!("SELECT count() FROM {database}.events FINAL");
+    wait_for("the log stored", &mut cluster, async || {
+        count(clickhouse, &stored).await == events.len() as u64
+    })
+    .await;
+
+    // The gateway, with erasure and the translation cache.
+    let url = required_env("CLICKSTREAM_CLICKHOUSE_URL");
+    let redis = required_env("CLICKSTREAM_REDIS_URL");
+    let mut state = AppState::offline(
+        schemas::tenants::Tenants::parse(TENANTS).unwrap(),
+        &url,
+        &database,
+    );
+    let writer = clickhouse::Client::default()
+        .with_url(&url)
+        .with_database(&database)
+        .with_validation(false);
+    state.erasure = Some(Arc::new(
+        ErasureService::new(
+            &env.brokers,
+            &format!("{}_control", env.topic),
+            SALT,
+            writer,
+        )
+        .unwrap(),
+    ));
+    let namespace = format!("erasure-test-{}", std::process::id());
+    state.ask = Arc::new(
+        Arc::try_unwrap(state.ask)
+            .unwrap()
+            .with_translation_cache(&redis, &namespace),
+    );
+    let state = Arc::new(state);
+    let (status, asked) = call(&state, Method::POST, "/api/ask", "rk_t").await;
+    assert_eq!(status, StatusCode::OK, "{asked}");
+
+    // Only an admin key may erase, lift or export.
+    for key in ["rk_t", "wk_t"] {
+        for (method, path) in [
+            (Method::DELETE, "/api/persons/erase-me-device-2"),
+            (Method::GET, "/api/persons/erase-me-device-2/export"),
+            (Method::DELETE, "/api/suppressions/erase-me-device-2"),
+            (Method::GET, "/api/deletions"),
+        ] {
+            let (status, body) = call(&state, method, path, key).await;
+            assert_eq!(status, StatusCode::FORBIDDEN, "{key} {path}: {body}");
+            assert_eq!(body["error"]["code"], "forbidden");
+        }
+    }
+
+    // Access (Art. 15): everything stored about the person, found by any of the ids.
+    let (status, export) = call(
+        &state,
+        Method::GET,
+        "/api/persons/erase-me-device-2/export",
+        "ak_t",
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{export}");
+    println!(
+        "export of the test person: {}",
+        serde_json::to_string_pretty(&export).unwrap()
+    );
+    let mut ids: Vec<&str> = export["ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|id| id.as_str().unwrap())
+        .collect();
+    ids.sort();
+    let mut expected_ids = ERASED.to_vec();
+    expected_ids.sort();
+    assert_eq!(ids, expected_ids);
+    let mut exported: Vec<&str> = export["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["message_id"].as_str().unwrap())
+        .collect();
+    exported.sort();
+    assert_eq!(exported, ["e1", "e2", "e3", "e4", "e5", "e6", "e7"]);
+    assert_eq!(export["traits"]["plan"], "pro");
+    assert!(!export["sessions"].as_array().unwrap().is_empty());
+
+    let others_before = others(clickhouse, &database).await;
+    // Erasure (Art. 17), by the second device's id.
+    let (status, accepted) = call(
+        &state,
+        Method::DELETE,
+        "/api/persons/erase-me-device-2",
+        "ak_t",
+    )
+    .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{accepted}");
+    assert_eq!(accepted["status"], "pending");
+    assert_eq!(accepted["ids"], 3);
+    let request = accepted["request_id"].as_str().unwrap().to_owned();
+    let started = Instant::now();
+    let path = format!("/api/deletions/{request}");
+    let mut completed = Value::Null;
+    wait_for("the erasure completed", &mut cluster, async || {
+        let (_, body) = call(&state, Method::GET, &path, "ak_t").await;
+        completed = body;
+        completed["status"] == "completed"
+    })
+    .await;
+    println!(
+        "erasure completed in {:.1} s: {}",
+        started.elapsed().as_secs_f64(),
+        serde_json::to_string_pretty(&completed).unwrap()
+    );
+    let removed = &completed["rows_removed"];
+    // Rows as stored: an event rewritten by a later correction counts once per version.
+    for (table, at_least) in [
+        ("events", 7),
+        ("ask_log", 1),
+        ("sessions", 1),
+        ("identities", 1),
+        ("agg_hour_visitors", 1),
+    ] {
+        assert!(
+            removed[table].as_u64().unwrap() >= at_least,
+            "{table}: {completed}"
+        );
+    }
+    let (_, audit) = call(&state, Method::GET, "/api/deletions", "ak_t").await;
+    assert_eq!(
+        audit[0]["requester_key_id"],
+        query_gateway::erasure::key_id("ak_t")
+    );
+
+    let found = scan(clickhouse, &database).await;
+    println!("String columns holding an erased id after completion: {found:?}");
+    assert!(found.is_empty(), "{found:?}");
+    assert_eq!(others(clickhouse, &database).await, others_before);
+    assert_eq!(redis_mentions(&redis, &namespace).await, 0);
+    let (_, export) = call(
+        &state,
+        Method::GET,
+        "/api/persons/erase-me-device-1/export",
+        "ak_t",
+    )
+    .await;
+    assert_eq!(export["events"], serde_json::json!([]));
+
+    // A restart as another shape replays the whole log: nothing comes back.
+    drop(cluster);
+    let mut cluster = Cluster::start_shape(&env.dir, &config, 1, 2);
+    let marker = page(
+        "t",
+        "after-restart",
+        "carol-device",
+        "",
+        chrono::Utc::now().timestamp_millis(),
+    );
+    produce(&producer, &env.topic, &[marker]).await;
+    let marker_stored =
+        format!("SELECT count() FROM {database}.events FINAL WHERE message_id = 'after-restart'");
+    wait_for("the restarted engine current", &mut cluster, async || {
+        count(clickhouse, &marker_stored).await == 1
+    })
+    .await;
+    let found = scan(clickhouse, &database).await;
+    assert!(found.is_empty(), "after the restart: {found:?}");
+    assert!(
+        erased_events_metric(&cluster).await >= 7,
+        "the replay dropped the person's events"
+    );
+
+    // Suppression: the person's device comes back and is dropped, until an admin lifts it.
+    let returning = page(
+        "t",
+        "returning",
+        "erase-me-device-1",
+        "",
+        chrono::Utc::now().timestamp_millis(),
+    );
+    let witness = page(
+        "t",
+        "witness",
+        "carol-device",
+        "",
+        chrono::Utc::now().timestamp_millis() + 1,
+    );
+    produce(&producer, &env.topic, &[returning, witness]).await;
+    let witness_stored =
+        format!("SELECT count() FROM {database}.events FINAL WHERE message_id = 'witness'");
+    wait_for("the witness stored", &mut cluster, async || {
+        count(clickhouse, &witness_stored).await == 1
+    })
+    .await;
+    assert!(
+        scan(clickhouse, &database).await.is_empty(),
+        "a suppressed id was stored"
+    );
+    let (status, lifted) = call(
+        &state,
+        Method::DELETE,
+        "/api/suppressions/erase-me-device-1",
+        "ak_t",
+    )
+    .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{lifted}");
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let welcome = page(
+        "t",
+        "welcome-back",
+        "erase-me-device-1",
+        "",
+        chrono::Utc::now().timestamp_millis(),
+    );
+    produce(&producer, &env.topic, &[welcome]).await;
+    let welcomed =
+        format!("SELECT count() FROM {database}.events FINAL WHERE message_id = 'welcome-back'");
+    wait_for(
+        "the event after the lift stored",
+        &mut cluster,
+        async || count(clickhouse, &welcomed).await == 1,
+    )
+    .await;
+    let returned =
+        format!("SELECT count() FROM {database}.events FINAL WHERE message_id = 'returning'");
+    assert_eq!(
+        count(clickhouse, &returned).await,
+        0,
+        "suppressed before the lift"
+    );
+
+    // Tenant removal: u goes from every table; t's rows stay byte-identical.
+    let t_before = tenant_rows(clickhouse, &database, "t").await;
+    let started = Instant::now();
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_engine"))
+        .arg("--config")
+        .arg(&config)
+        .args(["--remove-tenant", "u"])
+        .output()
+        .expect("engine --remove-tenant");
+    let printed = String::from_utf8_lossy(&output.stdout);
+    println!(
+        "{printed}(measured here: {:.1} s)",
+        started.elapsed().as_secs_f64()
+    );
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    for rows in tenant_rows(clickhouse, &database, "u").await {
+        assert!(rows.ends_with(": "), "u still has rows: {rows}");
+    }
+    assert_eq!(tenant_rows(clickhouse, &database, "t").await, t_before);
+
+    drop(cluster);
+    clickhouse.query(&format!("DROP DATABASE {database}")).await;
+    let _ = std::fs::remove_dir_all(&env.dir);
+}
+
+/// Everything stored about the persons that are not erased, in t and u.
+async fn others(clickhouse: &ClickHouse, database: &str) -> Vec<Value> {
+    let mut rows = clickhouse
+        .rows(&format!(
+            "SELECT tenant, message_id, anonymous_id, user_id, person_id, session_id FROM {database}.events FINAL \
+             WHERE message_id NOT LIKE 'e%' ORDER BY tenant, message_id"
+        ))
+        .await;
+    rows.extend(
+        clickhouse
+            .rows(&format!(
+                "SELECT tenant, session_id, person_id, visitor_id, events, page_views FROM {database}.sessions FINAL \
+                 WHERE deleted = 0 AND person_id NOT LIKE 'erase-me%' AND visitor_id NOT LIKE 'erase-me%' \
+                 ORDER BY tenant, session_id"
+            ))
+            .await,
+    );
+    rows.extend(
+        clickhouse
+            .rows(&format!(
+                "SELECT tenant, id, person_id FROM {database}.identities FINAL \
+                 WHERE deleted = 0 AND id NOT LIKE 'erase-me%' ORDER BY tenant, id"
+            ))
+            .await,
+    );
+    rows
+}
+
+/// Keys (and values) of the test's translation-cache namespace that mention an erased id.
+async fn redis_mentions(url: &str, namespace: &str) -> usize {
+    let client = redis::Client::open(url).unwrap();
+    let mut connection = client.get_multiplexed_async_connection().await.unwrap();
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{namespace}:*"))
+        .query_async(&mut connection)
+        .await
+        .unwrap();
+    let mut mentions = 0;
+    for key in keys {
+        let value: String = redis::cmd("GET")
+            .arg(&key)
+            .query_async(&mut connection)
+            .await
+            .unwrap_or_default();
+        if ERASED
+            .iter()
+            .any(|id| key.contains(id) || value.contains(id))
+        {
+            mentions += 1;
+        }
+    }
+    mentions
+}
