@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use operators::{
-    Decode, Decoded, Erase, Erasures, IdentityClaim, NotAnEvent, StateGauges, analytics, insertions,
+    ControlRecord, Decode, Decoded, Erase, Erasures, IdentityClaim, NotAnEvent, StateGauges, analytics, insertions,
 };
 use schemas::ControlMessage;
 use schemas::erasure::ErasureLog;
@@ -261,6 +261,7 @@ pub fn run_worker(
         let (unlinks, erasures) = control_source(
             scope,
             control,
+            kafka.control_topic.clone(),
             *epoch_ms,
             context.shutdown.clone(),
             context.metrics.clone(),
@@ -275,7 +276,7 @@ pub fn run_worker(
             removed.insert(tenant);
         }
         let erasures = erasures.broadcast().inspect(move |message| {
-            if let ControlMessage::RemoveTenant { tenant, .. } = message {
+            if let ControlRecord(ControlMessage::RemoveTenant { tenant, .. }) = message {
                 removed.insert(tenant.as_str());
             }
         });

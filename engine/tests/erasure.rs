@@ -237,6 +237,7 @@ async fn an_erased_person_leaves_no_id_anywhere_and_stays_erased() {
     let now = chrono::Utc::now().timestamp_millis();
     let events = log(now);
     produce(&producer, &env.topic, &events).await;
+    common::wait_until_checkpointed(clickhouse, &database, events.len(), &mut cluster).await;
     let stored = format!("SELECT count() FROM {database}.events FINAL");
     wait_for("the log stored", &mut cluster, async || {
         count(clickhouse, &stored).await == events.len() as u64
@@ -441,7 +442,11 @@ async fn an_erased_person_leaves_no_id_anywhere_and_stays_erased() {
     )
     .await;
     assert_eq!(status, StatusCode::ACCEPTED, "{lifted}");
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    let lifted_at = chrono::DateTime::parse_from_rfc3339(lifted["lifted_at"].as_str().unwrap())
+        .unwrap()
+        .timestamp_millis();
+    let wait = lifted_at - chrono::Utc::now().timestamp_millis() + 10;
+    tokio::time::sleep(Duration::from_millis(wait.max(0) as u64)).await;
     let welcome = page(
         "t",
         "welcome-back",
@@ -488,7 +493,13 @@ async fn an_erased_person_leaves_no_id_anywhere_and_stays_erased() {
     for rows in tenant_rows(clickhouse, &database, "u").await {
         assert!(rows.ends_with(": "), "u still has rows: {rows}");
     }
-    assert_eq!(tenant_rows(clickhouse, &database, "t").await, t_before);
+    // The live counter and the progress mark move with the clock, whatever the removal did.
+    let moving = |rows: Vec<String>| -> Vec<String> {
+        rows.into_iter()
+            .filter(|rows| !rows.starts_with("live_counters:") && !rows.starts_with("_progress:"))
+            .collect()
+    };
+    assert_eq!(moving(tenant_rows(clickhouse, &database, "t").await), moving(t_before));
 
     drop(cluster);
     clickhouse.query(&format!("DROP DATABASE {database}")).await;

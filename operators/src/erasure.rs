@@ -22,12 +22,33 @@ use rustc_hash::FxHashMap;
 use crate::Decoded;
 use crate::stash::Stash;
 
+/// A control record as the dataflow carries it between workers and processes: as its JSON
+/// text, since the record's own form (tagged by a `type` field) is one bincode cannot read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ControlRecord(pub ControlMessage);
+
+impl serde::Serialize for ControlRecord {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let text = serde_json::to_string(&self.0).map_err(serde::ser::Error::custom)?;
+        serializer.serialize_str(&text)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for ControlRecord {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        serde_json::from_str(&text)
+            .map(ControlRecord)
+            .map_err(serde::de::Error::custom)
+    }
+}
+
 /// The erasures a dataflow applies: the control records on every worker (broadcast), and
 /// the log read before it started (whose salt hashes the events' ids).
 #[allow(missing_debug_implementations)] // streams are not Debug
 pub struct Erasures<'s, T: Timestamp> {
     /// Erasures, lifts and removals.
-    pub control: StreamVec<'s, T, ControlMessage>,
+    pub control: StreamVec<'s, T, ControlRecord>,
     /// What was read before the dataflow started.
     pub log: ErasureLog,
 }
@@ -39,7 +60,7 @@ pub trait Erase<'s, T: Timestamp> {
     /// `dropped` is told how many events each time dropped.
     fn erase(
         self,
-        control: StreamVec<'s, T, ControlMessage>,
+        control: StreamVec<'s, T, ControlRecord>,
         log: ErasureLog,
         dropped: impl FnMut(usize) + 'static,
     ) -> StreamVec<'s, T, Decoded>;
@@ -48,7 +69,7 @@ pub trait Erase<'s, T: Timestamp> {
 impl<'s, T: Timestamp + TotalOrder> Erase<'s, T> for StreamVec<'s, T, Decoded> {
     fn erase(
         self,
-        control: StreamVec<'s, T, ControlMessage>,
+        control: StreamVec<'s, T, ControlRecord>,
         mut log: ErasureLog,
         mut dropped: impl FnMut(usize) + 'static,
     ) -> StreamVec<'s, T, Decoded> {
@@ -83,7 +104,7 @@ impl<'s, T: Timestamp + TotalOrder> Erase<'s, T> for StreamVec<'s, T, Decoded> {
                         let mut held = Vec::new();
                         for item in chunks.into_iter().flatten() {
                             match item {
-                                Item::Control(message) => log.apply(&message),
+                                Item::Control(record) => log.apply(&record.0),
                                 Item::Event(decoded) => held.push(decoded),
                             }
                         }
@@ -118,7 +139,7 @@ impl<'s, T: Timestamp + TotalOrder> Erase<'s, T> for StreamVec<'s, T, Decoded> {
 
 /// What the operator buffers until its time is complete.
 enum Item {
-    Control(ControlMessage),
+    Control(ControlRecord),
     Event(Decoded),
 }
 
@@ -130,7 +151,7 @@ pub trait EraseRecords<'s, T: Timestamp, D> {
     /// `control` as for [`Erase::erase`]; `ids` names a record's tenant and ids.
     fn erase_records(
         self,
-        control: StreamVec<'s, T, ControlMessage>,
+        control: StreamVec<'s, T, ControlRecord>,
         log: ErasureLog,
         ids: impl Fn(&D) -> (&str, Vec<&str>) + 'static,
     ) -> VecCollection<'s, T, D, isize>;
@@ -143,7 +164,7 @@ where
 {
     fn erase_records(
         self,
-        control: StreamVec<'s, T, ControlMessage>,
+        control: StreamVec<'s, T, ControlRecord>,
         mut log: ErasureLog,
         ids: impl Fn(&D) -> (&str, Vec<&str>) + 'static,
     ) -> VecCollection<'s, T, D, isize> {
@@ -179,7 +200,7 @@ where
                             let mut held = Vec::new();
                             for change in chunks.into_iter().flatten() {
                                 match change {
-                                    Change::Control(message) => {
+                                    Change::Control(ControlRecord(message)) => {
                                         log.apply(&message);
                                         erased |= !matches!(
                                             message,
@@ -222,7 +243,7 @@ where
 
 /// What [`EraseRecords`] buffers until its time is complete.
 enum Change<D> {
-    Control(ControlMessage),
+    Control(ControlRecord),
     Update(D, isize),
 }
 
@@ -242,7 +263,7 @@ mod tests {
     #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
     enum Input {
         Event(Decoded),
-        Control(ControlMessage),
+        Control(ControlRecord),
     }
 
     /// One generated step: an event (anonymous id, user id, receipt time), or an erasure or a
@@ -314,6 +335,19 @@ mod tests {
         !(removed || covers(anonymous) || user.is_some_and(covers))
     }
 
+    #[test]
+    fn control_records_cross_processes_as_timely_serializes_them() {
+        let record = ControlRecord(ControlMessage::Erase {
+            request_id: "r".into(),
+            tenant: "t".into(),
+            id_hashes: vec![id_hash(SALT, "t", "a0")],
+            requested_at_ms: 5,
+        });
+        let bytes = bincode1::serialize(&record).expect("serializes");
+        let back: ControlRecord = bincode1::deserialize(&bytes).expect("deserializes");
+        assert_eq!(back, record);
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(48))]
         #[test]
@@ -359,13 +393,13 @@ mod tests {
                         }
                     }
                     _ => {
-                        input.push(Input::Control(control(step, tenant).expect("a control step")));
+                        input.push(Input::Control(ControlRecord(control(step, tenant).expect("a control step"))));
                         // Keeps positions aligned with `steps` (two inputs per event).
-                        input.push(Input::Control(ControlMessage::LiftSuppression {
+                        input.push(Input::Control(ControlRecord(ControlMessage::LiftSuppression {
                             tenant: "nobody".into(),
                             id_hashes: vec![],
                             lifted_at_ms: 0,
-                        }));
+                        })));
                     }
                 }
             }

@@ -34,7 +34,7 @@ pub use active_visitors::ActiveVisitors;
 pub use claims::EarliestClaims;
 pub use decode::{DeadLetter, Decode, Decoded, NotAnEvent};
 pub use dedup::{Dedup, DedupSettings};
-pub use erasure::{Erase, EraseRecords, Erasures};
+pub use erasure::{ControlRecord, Erase, EraseRecords, Erasures};
 pub use identity::{IdentityPolicy, StitchIdentities};
 pub use model::*;
 pub use persons::{AssignPersons, Retention};

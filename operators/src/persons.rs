@@ -31,6 +31,7 @@ use schemas::erasure::ErasureLog;
 use timely::dataflow::operators::Concat;
 use timely::dataflow::operators::vec::Map;
 
+use crate::erasure::ControlRecord;
 use crate::model::{Node, Person, SharedActivity};
 use crate::stash::{Stash, route};
 
@@ -67,7 +68,7 @@ impl Retention {
 enum Update {
     Event(SharedActivity),
     Person(Node, Person, isize),
-    Erasure(ControlMessage),
+    Erasure(ControlRecord),
 }
 
 /// The second input: changes of the map, exchanged by node, and control records, each kept on
@@ -75,7 +76,7 @@ enum Update {
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 enum MapInput<T> {
     Person(Node, Person, T, isize),
-    Erasure(ControlMessage, u64),
+    Erasure(ControlRecord, u64),
 }
 
 /// Retracts and releases the retained events the erasures in `log` cover; returns how many it
@@ -150,7 +151,7 @@ pub trait AssignPersons<'s, T: Timestamp> {
     fn assign_persons_observed(
         self,
         persons: VecCollection<'s, T, (Node, Person), isize>,
-        erasures: StreamVec<'s, T, ControlMessage>,
+        erasures: StreamVec<'s, T, ControlRecord>,
         log: ErasureLog,
         retention: Retention,
         observe: impl FnMut(usize) + 'static,
@@ -170,7 +171,7 @@ impl<'s, T: Timestamp + TotalOrder> AssignPersons<'s, T> for StreamVec<'s, T, Sh
     fn assign_persons_observed(
         self,
         persons: VecCollection<'s, T, (Node, Person), isize>,
-        erasures: StreamVec<'s, T, ControlMessage>,
+        erasures: StreamVec<'s, T, ControlRecord>,
         mut log: ErasureLog,
         retention: Retention,
         mut observe: impl FnMut(usize) + 'static,
@@ -236,7 +237,7 @@ impl<'s, T: Timestamp + TotalOrder> AssignPersons<'s, T> for StreamVec<'s, T, Sh
                                     changes.push((node, person, diff))
                                 }
                                 Update::Event(event) => new_events.push(event),
-                                Update::Erasure(message) => {
+                                Update::Erasure(ControlRecord(message)) => {
                                     log.apply(&message);
                                     erased |=
                                         !matches!(message, ControlMessage::LiftSuppression { .. });

@@ -384,7 +384,7 @@ mod tests {
                     .inner
                     .flat_map(|(input, _, diff)| match input {
                         Input::Erase(tenant, ids, at) if diff > 0 => {
-                            Some(schemas::ControlMessage::Erase {
+                            Some(crate::ControlRecord(schemas::ControlMessage::Erase {
                                 request_id: format!("r{at}"),
                                 id_hashes: ids
                                     .iter()
@@ -392,7 +392,7 @@ mod tests {
                                     .collect(),
                                 tenant,
                                 requested_at_ms: at,
-                            })
+                            }))
                         }
                         _ => None,
                     })

@@ -194,12 +194,18 @@ struct IdRow {
     id: String,
 }
 
+#[derive(Debug, Row, Deserialize)]
+struct PersonRow {
+    person_id: String,
+}
+
 /// Every id of the person `id` belongs to: `id`, its person's id, and every id linked to that
 /// person (`identities`, as the engine last wrote it).
 pub async fn person_ids(client: &Client, tenant: &str, id: &str) -> Result<Vec<String>, ApiError> {
-    let persons: Vec<IdRow> = client
+    // No alias named like a column: ClickHouse would read `id` in WHERE as the alias.
+    let persons: Vec<PersonRow> = client
         .query(
-            "SELECT person_id AS id FROM identities FINAL \
+            "SELECT person_id FROM identities FINAL \
              WHERE tenant = ? AND id = ? AND deleted = 0",
         )
         .bind(tenant)
@@ -214,10 +220,10 @@ pub async fn person_ids(client: &Client, tenant: &str, id: &str) -> Result<Vec<S
                  WHERE tenant = ? AND person_id = ? AND deleted = 0",
             )
             .bind(tenant)
-            .bind(&person.id)
+            .bind(&person.person_id)
             .fetch_all()
             .await?;
-        ids.push(person.id);
+        ids.push(person.person_id);
         ids.extend(linked.into_iter().map(|row| row.id));
     }
     ids.sort();
@@ -274,13 +280,19 @@ pub async fn erase_person(
     Ok(row.into())
 }
 
-/// Lifts the suppression of `id`: its events are kept again from now on.
+/// How long after a lift is requested it takes effect: every engine worker reads the record
+/// before it decides an event received after it, whatever the two topics' lag (a suppressed
+/// event is dropped for good, so a lift must never be read too late for one).
+pub const LIFT_DELAY_MS: i64 = 10_000;
+
+/// Lifts the suppression of `id`: its events received from the answer's time on (now plus
+/// [`LIFT_DELAY_MS`]) are kept again.
 pub async fn lift_suppression(
     service: &ErasureService,
     tenant: &str,
     id: &str,
 ) -> Result<i64, ApiError> {
-    let lifted_at_ms = chrono::Utc::now().timestamp_millis();
+    let lifted_at_ms = chrono::Utc::now().timestamp_millis() + LIFT_DELAY_MS;
     let message = ControlMessage::LiftSuppression {
         tenant: tenant.to_owned(),
         id_hashes: vec![service.hash(tenant, id)],

@@ -18,4 +18,4 @@ CREATE TABLE IF NOT EXISTS {database}._deletions
     version UInt64
 )
 ENGINE = ReplacingMergeTree(version)
-ORDER BY (request_id)
+ORDER BY request_id

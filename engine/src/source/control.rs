@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use differential_dataflow::{AsCollection, VecCollection};
-use operators::Unlink;
+use operators::{ControlRecord, Unlink};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
@@ -73,7 +73,7 @@ pub fn read_erasures(config: &KafkaConfig, salt: &str) -> Result<ErasureLog, Kaf
 #[derive(Debug, Clone)]
 enum Control {
     Unlink(Unlink, u64, isize),
-    Erasure(ControlMessage),
+    Erasure(ControlRecord),
 }
 
 /// The unlinks collection and the erasure records. `consumer` is `None` on every worker but
@@ -82,34 +82,43 @@ enum Control {
 pub fn control_source<'s>(
     scope: Scope<'s, u64>,
     consumer: Option<BaseConsumer>,
+    topic: String,
     epoch_ms: u64,
     shutdown: Arc<AtomicBool>,
     metrics: Arc<Metrics>,
     requests: Requests,
 ) -> (
     VecCollection<'s, u64, Unlink, isize>,
-    StreamVec<'s, u64, ControlMessage>,
+    StreamVec<'s, u64, ControlRecord>,
 ) {
     type Builder = timely::container::CapacityContainerBuilder<Vec<Control>>;
     let (unlinks, erasures) = source::<_, Builder, _, _>(scope, "ControlSource", move |capability, info| {
         let activator = scope.activator_for(info.address);
         let mut capability = consumer.is_some().then_some(capability);
         let mut unlinked: BTreeSet<Unlink> = BTreeSet::new();
+        // The offset after the last record read.
+        let mut read_to = 0;
         move |output| {
             let (Some(cap), Some(consumer)) = (capability.as_mut(), consumer.as_ref()) else { return };
             if shutdown.load(Ordering::Relaxed) {
                 capability = None;
                 return;
             }
+            // What was written to the topic before now lies below the end fetched now: only once
+            // it has all been read may the frontier pass now's epoch, so that an event of a
+            // later epoch is decided with every record written before it (a lift included).
             let epoch = epoch_of(crate::now_ms(), epoch_ms);
-            if epoch > *cap.time() {
-                cap.downgrade(&epoch);
-            }
+            let end = consumer
+                .fetch_watermarks(&topic, 0, Duration::from_millis(200))
+                .map(|(_, high)| high);
             let time = *cap.time();
             let mut session = output.session(&cap);
             while let Some(message) = consumer.poll(Duration::ZERO) {
                 let message = match message {
-                    Ok(message) => message,
+                    Ok(message) => {
+                        read_to = read_to.max(message.offset() + 1);
+                        message
+                    }
                     Err(error) => {
                         metrics.source_errors.inc();
                         tracing::warn!(%error, "control topic poll error; continuing");
@@ -135,13 +144,21 @@ pub fn control_source<'s>(
                     Some(Ok(erasure)) => {
                         tracing::info!(offset = message.offset(), epoch = time, "erasure record");
                         requests.applied(&erasure, time);
-                        session.give(Control::Erasure(erasure));
+                        session.give(Control::Erasure(ControlRecord(erasure)));
                     }
                     Some(Err(error)) => tracing::warn!(%error, offset = message.offset(), "malformed control message skipped"),
                     None => tracing::warn!(offset = message.offset(), "empty control message skipped"),
                 }
             }
             drop(session);
+            match end {
+                Ok(end) if read_to >= end && epoch > time => cap.downgrade(&epoch),
+                Ok(_) => {}
+                Err(error) => {
+                    metrics.source_errors.inc();
+                    tracing::warn!(%error, "cannot read the control topic's end; the pipeline waits for it");
+                }
+            }
             activator.activate_after(Duration::from_millis(epoch_ms.clamp(10, 250)));
         }
     })
