@@ -7,7 +7,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use operators::{
-    ControlRecord, Decode, Decoded, Erase, Erasures, IdentityClaim, NotAnEvent, StateGauges, analytics, insertions,
+    ControlRecord, Decode, Decoded, Erase, Erasures, IdentityClaim, NotAnEvent, StateGauges,
+    analytics, insertions,
 };
 use schemas::ControlMessage;
 use schemas::erasure::ErasureLog;
@@ -131,7 +132,10 @@ pub fn load_start_state(
     } else {
         Vec::new()
     };
-    let erasures = read_erasures(kafka, &context.config.erasure.salt)?;
+    let completed = read_with_retry(context, "completed erasures", || {
+        writer.completed_erasures()
+    })?;
+    let erasures = read_erasures(kafka, &context.config.erasure.salt, &completed)?;
     if !erasures.is_empty() && context.config.erasure.salt.is_empty() {
         return Err(WorkerError::NoSalt);
     }
@@ -262,6 +266,7 @@ pub fn run_worker(
             scope,
             control,
             kafka.control_topic.clone(),
+            first_live_epoch,
             *epoch_ms,
             context.shutdown.clone(),
             context.metrics.clone(),

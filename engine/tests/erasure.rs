@@ -499,7 +499,10 @@ async fn an_erased_person_leaves_no_id_anywhere_and_stays_erased() {
             .filter(|rows| !rows.starts_with("live_counters:") && !rows.starts_with("_progress:"))
             .collect()
     };
-    assert_eq!(moving(tenant_rows(clickhouse, &database, "t").await), moving(t_before));
+    assert_eq!(
+        moving(tenant_rows(clickhouse, &database, "t").await),
+        moving(t_before)
+    );
 
     drop(cluster);
     clickhouse.query(&format!("DROP DATABASE {database}")).await;

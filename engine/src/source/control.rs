@@ -44,9 +44,19 @@ pub fn control_consumer(config: &KafkaConfig) -> Result<BaseConsumer, KafkaError
     Ok(consumer)
 }
 
-/// Every erasure, lift and removal on the control topic up to its end as of now, read before
-/// the workers start; `salt` hashes the events' ids (the query gateway's).
-pub fn read_erasures(config: &KafkaConfig, salt: &str) -> Result<ErasureLog, KafkaError> {
+/// The completed erasures and removals (`completed` holds their request ids) and every lift on
+/// the control topic up to its end as of now, read before the workers start; `salt` hashes
+/// the events' ids (the query gateway's).
+///
+/// A request not completed is left out: its rows may hold the person's counts that a crash
+/// kept the dataflow from correcting, and only a dataflow that holds the person's events
+/// again can retract them. The control source applies it at the first live epoch, after the
+/// replay rebuilt the state (see [`control_source`]).
+pub fn read_erasures(
+    config: &KafkaConfig,
+    salt: &str,
+    completed: &std::collections::HashSet<String>,
+) -> Result<ErasureLog, KafkaError> {
     let consumer = control_consumer(config)?;
     let (_, high) = consumer.fetch_watermarks(&config.control_topic, 0, Duration::from_secs(30))?;
     let mut log = ErasureLog::new(salt);
@@ -59,7 +69,11 @@ pub fn read_erasures(config: &KafkaConfig, salt: &str) -> Result<ErasureLog, Kaf
                     .payload()
                     .map(serde_json::from_slice::<ControlMessage>)
                 {
-                    log.apply(&control);
+                    let pending = crate::sink::erasure::Request::of(&control)
+                        .is_some_and(|request| !completed.contains(&request.id));
+                    if !pending {
+                        log.apply(&control);
+                    }
                 }
             }
             Some(Err(error)) => return Err(error),
@@ -78,11 +92,14 @@ enum Control {
 
 /// The unlinks collection and the erasure records. `consumer` is `None` on every worker but
 /// the one that reads; that worker also hands each erasure and removal, with the epoch it is
-/// applied at, to the executor through `requests`.
+/// applied at, to the executor through `requests`. Nothing is emitted before `first_live_epoch`:
+/// the replay rebuilds the state as it was, and a request left pending by a crash is then
+/// applied to it like a new one.
 pub fn control_source<'s>(
     scope: Scope<'s, u64>,
     consumer: Option<BaseConsumer>,
     topic: String,
+    first_live_epoch: u64,
     epoch_ms: u64,
     shutdown: Arc<AtomicBool>,
     metrics: Arc<Metrics>,
@@ -95,6 +112,9 @@ pub fn control_source<'s>(
     let (unlinks, erasures) = source::<_, Builder, _, _>(scope, "ControlSource", move |capability, info| {
         let activator = scope.activator_for(info.address);
         let mut capability = consumer.is_some().then_some(capability);
+        if let Some(cap) = capability.as_mut() {
+            cap.downgrade(&first_live_epoch);
+        }
         let mut unlinked: BTreeSet<Unlink> = BTreeSet::new();
         // The offset after the last record read.
         let mut read_to = 0;

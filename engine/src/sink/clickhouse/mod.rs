@@ -526,6 +526,20 @@ impl ClickHouseWriter {
         self.insert("_progress", rows).await
     }
 
+    /// The ids of the erasure and removal requests recorded as completed in `_deletions`.
+    pub async fn completed_erasures(&self) -> Result<std::collections::HashSet<String>, SinkError> {
+        #[derive(Debug, Row, Deserialize)]
+        struct IdRow {
+            request_id: String,
+        }
+        let rows: Vec<IdRow> = self
+            .client
+            .query("SELECT DISTINCT request_id FROM _deletions WHERE status = 'completed'")
+            .fetch_all()
+            .await?;
+        Ok(rows.into_iter().map(|row| row.request_id).collect())
+    }
+
     /// The stored identity claims a restart will not replay (made below the low water).
     pub async fn load_claims(&self, recovery: &Recovery) -> Result<Vec<IdentityClaim>, SinkError> {
         let rows: Vec<ClaimRow> = self
