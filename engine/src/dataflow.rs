@@ -38,7 +38,7 @@ use crate::sink::tables::sessions::SessionsSink;
 use crate::sink::tables::visitor_hours::VisitorHoursSink;
 use crate::sink::tables::warnings::{GatewayWarningsSink, WarningsSink};
 use crate::sink::tables::{Live, Table, attach};
-use crate::source::control::{control_consumer, control_source, read_erasures};
+use crate::source::control::{ControlSettings, control_consumer, control_source, read_erasures};
 use crate::source::kafka::{PartitionReader, Planner, SourceSettings, kafka_source};
 use crate::source::log_check::{LogGuard, Mismatch};
 
@@ -265,9 +265,11 @@ pub fn run_worker(
         let (unlinks, erasures) = control_source(
             scope,
             control,
-            kafka.control_topic.clone(),
-            first_live_epoch,
-            *epoch_ms,
+            ControlSettings {
+                topic: kafka.control_topic.clone(),
+                first_live_epoch,
+                epoch_ms: *epoch_ms,
+            },
             context.shutdown.clone(),
             context.metrics.clone(),
             context.erasure_requests.clone(),

@@ -83,6 +83,17 @@ pub fn read_erasures(
     Ok(log)
 }
 
+/// Where and when the control source reads.
+#[derive(Debug, Clone)]
+pub struct ControlSettings {
+    /// The control topic.
+    pub topic: String,
+    /// The first epoch this run does not replay: nothing is emitted before it.
+    pub first_live_epoch: u64,
+    /// Length of an epoch, ms.
+    pub epoch_ms: u64,
+}
+
 /// What the control source emits: a change of an unlink, or an erasure record.
 #[derive(Debug, Clone)]
 enum Control {
@@ -98,9 +109,7 @@ enum Control {
 pub fn control_source<'s>(
     scope: Scope<'s, u64>,
     consumer: Option<BaseConsumer>,
-    topic: String,
-    first_live_epoch: u64,
-    epoch_ms: u64,
+    settings: ControlSettings,
     shutdown: Arc<AtomicBool>,
     metrics: Arc<Metrics>,
     requests: Requests,
@@ -109,6 +118,11 @@ pub fn control_source<'s>(
     StreamVec<'s, u64, ControlRecord>,
 ) {
     type Builder = timely::container::CapacityContainerBuilder<Vec<Control>>;
+    let ControlSettings {
+        topic,
+        first_live_epoch,
+        epoch_ms,
+    } = settings;
     let (unlinks, erasures) = source::<_, Builder, _, _>(scope, "ControlSource", move |capability, info| {
         let activator = scope.activator_for(info.address);
         let mut capability = consumer.is_some().then_some(capability);
