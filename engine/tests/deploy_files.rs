@@ -33,7 +33,7 @@ fn prometheus_configuration_and_alert_rules_pass_promtool() {
     let checked = run(Command::new("promtool")
         .args(["check", "config", "prometheus.yml"])
         .current_dir(&dir));
-    assert!(checked.contains("8 rules found"), "{checked}");
+    assert!(checked.contains("9 rules found"), "{checked}");
     let tested = run(Command::new("promtool")
         .args(["test", "rules", "alerts_test.yml"])
         .current_dir(&dir));
