@@ -197,6 +197,15 @@ pub const DELETIONS_PATH: &str = "/api/deletions";
 /// `DELETE` (admin key): lets events carrying an erased id in again, from now on.
 pub const SUPPRESSION_PATH: &str = "/api/suppressions/{id}";
 
+/// Every admin key's path (erasure, suppression, export).
+pub const ADMIN_PATHS: [&str; 5] = [
+    PERSON_PATH,
+    PERSON_EXPORT_PATH,
+    DELETION_PATH,
+    DELETIONS_PATH,
+    SUPPRESSION_PATH,
+];
+
 /// The Server-Sent Events stream of live counters. Browsers' `EventSource` cannot send
 /// headers, so besides `Authorization: Bearer` it takes the read key as `?key=`.
 pub const LIVE_PATH: &str = "/live";

@@ -56,12 +56,23 @@ fn operation(
     ok: ResponseBuilder,
     error: &Ref,
 ) -> OperationBuilder {
+    operation_answering("200", summary, parameters, ok, error)
+}
+
+/// As [`operation`], with another success status (`202` for accepted requests).
+fn operation_answering(
+    status: &str,
+    summary: &str,
+    parameters: Vec<Parameter>,
+    ok: ResponseBuilder,
+    error: &Ref,
+) -> OperationBuilder {
     let error = |description: &str| json_response(description, error.clone());
     OperationBuilder::new()
         .summary(Some(summary))
         .parameters(Some(parameters))
         .security(SecurityRequirement::new("readKey", Vec::<String>::new()))
-        .response("200", ok)
+        .response(status, ok)
         .response("400", error("A parameter is invalid; the body names it."))
         .response("401", error("Missing or unknown read key."))
         .response("503", error("ClickHouse cannot answer now."))
@@ -251,6 +262,7 @@ pub fn document() -> OpenApi {
     )
     .request_body(Some(json_body(graphql_body)));
     paths = paths.path(GRAPHQL_PATH, PathItem::new(HttpMethod::Post, graphql));
+    paths = admin_paths(paths, &mut schemas, &error);
     let v2_body = schemas.of::<v2::QueryRequest>();
     let v2 = plausible_operation(
         "Plausible's Stats API v2 over the query model.",
@@ -289,6 +301,89 @@ pub fn document() -> OpenApi {
                 .build(),
         ))
         .build()
+}
+
+/// Erasure, suppression and export: admin keys only (other keys of the tenant get 403).
+fn admin_paths(mut paths: PathsBuilder, schemas: &mut Schemas, error: &Ref) -> PathsBuilder {
+    let id = || {
+        path_parameter(
+            "id",
+            "Any id of the person (anonymous or user id).",
+            String::schema(),
+        )
+    };
+    let forbidden = || json_response("Not an admin key.", error.clone());
+    let deletion = schemas.of::<crate::erasure::Deletion>();
+    let erase = operation_answering(
+        "202",
+        "Erases the person the id belongs to, with every id linked to it: the engine drops \
+         their events (and suppresses later ones), corrects every aggregate and deletes their \
+         rows; Ask's log and cache are cleared at once. 202 with the pending request.",
+        vec![id()],
+        json_response(
+            "Accepted; poll /api/deletions/{request_id}.",
+            deletion.clone(),
+        ),
+        error,
+    )
+    .response("403", forbidden());
+    paths = paths.path(crate::PERSON_PATH, PathItem::new(HttpMethod::Delete, erase));
+    let export = operation(
+        "Everything stored about the person the id belongs to (GDPR Art. 15): ids, \
+         identities, traits, events and sessions with every stored column.",
+        vec![id()],
+        json_response(
+            "The person's data.",
+            ObjectBuilder::new().schema_type(SchemaType::AnyValue),
+        ),
+        error,
+    )
+    .response("403", forbidden());
+    paths = paths.path(
+        crate::PERSON_EXPORT_PATH,
+        PathItem::new(HttpMethod::Get, export),
+    );
+    let status = operation(
+        "An erasure request: pending or completed, when, and the rows removed per table.",
+        vec![path_parameter(
+            "request_id",
+            "The request's id.",
+            String::schema(),
+        )],
+        json_response("The request.", deletion),
+        error,
+    )
+    .response("403", forbidden())
+    .response(
+        "404",
+        json_response("No such request of this tenant.", error.clone()),
+    );
+    paths = paths.path(crate::DELETION_PATH, PathItem::new(HttpMethod::Get, status));
+    let audit = operation(
+        "The tenant's erasure requests, newest first, with the requesting key's id.",
+        Vec::new(),
+        json_response(
+            "The requests.",
+            utoipa::openapi::schema::ArrayBuilder::new()
+                .items(schemas.of::<crate::erasure::AuditEntry>()),
+        ),
+        error,
+    )
+    .response("403", forbidden());
+    paths = paths.path(crate::DELETIONS_PATH, PathItem::new(HttpMethod::Get, audit));
+    let lift = operation_answering(
+        "202",
+        "Lifts the suppression of an erased id: its events received from `lifted_at` (10 s \
+         from now) are kept again; what was erased stays erased. 202.",
+        vec![id()],
+        json_response("Accepted.", schemas.of::<crate::SuppressionLifted>()),
+        error,
+    )
+    .response("403", forbidden());
+    paths.path(
+        crate::SUPPRESSION_PATH,
+        PathItem::new(HttpMethod::Delete, lift),
+    )
 }
 
 fn json_body(schema: Ref) -> utoipa::openapi::request_body::RequestBody {

@@ -7,8 +7,8 @@ mod common;
 
 use axum::http::StatusCode;
 use clickstream_query_gateway::{
-    API_PATHS, ASK_PATH, GRAPHQL_PATH, LIVE_PATH, SHARE_LINK_PATH, SITE_PATH, V1_PATHS,
-    V2_QUERY_PATH, openapi, router,
+    ADMIN_PATHS, API_PATHS, ASK_PATH, GRAPHQL_PATH, LIVE_PATH, SHARE_LINK_PATH, SITE_PATH,
+    V1_PATHS, V2_QUERY_PATH, openapi, router,
 };
 use common::{DAY, T, fixture};
 use serde_json::{Value, json};
@@ -521,6 +521,7 @@ async fn the_openapi_document_matches_the_routes_and_serves_over_a_socket() {
     routed.push(SHARE_LINK_PATH);
     routed.push(SITE_PATH);
     routed.push(GRAPHQL_PATH);
+    routed.extend(ADMIN_PATHS);
     routed.push(V2_QUERY_PATH);
     routed.extend(V1_PATHS);
     routed.sort();

@@ -137,39 +137,38 @@ impl ErasureLog {
         received_at_ms: i64,
         ids: impl IntoIterator<Item = &'a str>,
     ) -> bool {
-        if self
+        let removed = self
             .removed
             .get(tenant)
-            .is_some_and(|removed| received_at_ms <= *removed)
-        {
-            return true;
-        }
+            .is_some_and(|removed| received_at_ms <= *removed);
+        removed || self.any_id(tenant, ids, |actions| drops_at(actions, received_at_ms))
+    }
+
+    /// Whether the actions on any of `ids` (empty ones skipped) of `tenant` satisfy `test`;
+    /// ids are hashed only when the tenant has an erasure.
+    fn any_id<'a>(
+        &self,
+        tenant: &str,
+        ids: impl IntoIterator<Item = &'a str>,
+        test: impl Fn(&[(i64, Action)]) -> bool,
+    ) -> bool {
         let Some(by_hash) = self.ids.get(tenant) else {
             return false;
         };
         ids.into_iter().filter(|id| !id.is_empty()).any(|id| {
             by_hash
                 .get(&id_hash(&self.salt, tenant, id))
-                .is_some_and(|actions| drops_at(actions, received_at_ms))
+                .is_some_and(|actions| test(actions))
         })
     }
-}
 
-impl ErasureLog {
     /// Whether any of `ids` of `tenant` was ever erased, or the tenant removed: what an
     /// identity claim, which has no receipt time, is judged by.
     pub fn ever_erased<'a>(&self, tenant: &str, ids: impl IntoIterator<Item = &'a str>) -> bool {
-        if self.removed.contains_key(tenant) {
-            return true;
-        }
-        let Some(by_hash) = self.ids.get(tenant) else {
-            return false;
-        };
-        ids.into_iter().filter(|id| !id.is_empty()).any(|id| {
-            by_hash
-                .get(&id_hash(&self.salt, tenant, id))
-                .is_some_and(|actions| actions.iter().any(|(_, action)| *action == Action::Erase))
-        })
+        self.removed.contains_key(tenant)
+            || self.any_id(tenant, ids, |actions| {
+                actions.iter().any(|(_, action)| *action == Action::Erase)
+            })
     }
 }
 

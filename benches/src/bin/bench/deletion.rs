@@ -8,41 +8,18 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 use clickstream_benches::load::{LoadPlan, run_open_loop};
-use loadgen::generator::{Generator, GeneratorConfig, segment_json};
-use serde_json::{Value, json};
+use serde_json::Value;
 
+use crate::latency::{EVENTS_PER_REQUEST, batches};
 use crate::report::Report;
 use crate::stack::Stack;
 use crate::{Options, progress};
 
 const TENANTS: &str = "[[tenants]]\nid = 'bench'\nwrite_keys = ['wk_bench']\nread_keys = ['rk_bench']\nadmin_keys = ['ak_bench']\n";
-const EVENTS_PER_REQUEST: usize = 10;
 /// Traffic before the first erasure, so that the engine holds state and the tables rows.
 const WARM_UP: Duration = Duration::from_secs(30);
 /// The deadline a request is measured against.
 const DEADLINE: Duration = Duration::from_secs(600);
-
-fn batches(count: usize) -> Vec<String> {
-    let now = chrono::Utc::now().timestamp_millis();
-    let config = GeneratorConfig {
-        seed: now as u64,
-        tenants: vec!["bench".into()],
-        late_share: 0.0,
-        ..GeneratorConfig::default()
-    };
-    let Ok(mut generator) = Generator::new(config, now) else {
-        return Vec::new();
-    };
-    let events: Vec<Value> = generator
-        .generate(count)
-        .iter()
-        .map(|arrival| segment_json(&arrival.event, now))
-        .collect();
-    events
-        .chunks(EVENTS_PER_REQUEST)
-        .map(|chunk| json!({ "batch": chunk }).to_string())
-        .collect()
-}
 
 /// Runs the part: `options.deletions` erasures under `options.deletion_rate` events/s.
 pub async fn run(stack: &mut Stack, options: &Options, report: &mut Report) -> anyhow::Result<()> {

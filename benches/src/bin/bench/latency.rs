@@ -19,7 +19,7 @@ use crate::{Options, progress};
 
 const TENANTS: &str =
     "[[tenants]]\nid = 'bench'\nwrite_keys = ['wk_bench']\nread_keys = ['rk_bench']\n";
-const EVENTS_PER_REQUEST: usize = 10;
+pub(crate) const EVENTS_PER_REQUEST: usize = 10;
 const PROBE_EVERY: u64 = 20;
 /// How often the watcher looks: each look is one query of `events` and one of the query API,
 /// both load on the two cores it measures.
@@ -38,7 +38,8 @@ fn probe(k: u64, stamp: i64) -> (String, String) {
     (path, json!({ "batch": [event] }).to_string())
 }
 
-fn batches(count: usize) -> Vec<String> {
+/// Requests of `EVENTS_PER_REQUEST` generated events each, for tenant `bench`.
+pub(crate) fn batches(count: usize) -> Vec<String> {
     let now = chrono::Utc::now().timestamp_millis();
     let config = GeneratorConfig {
         seed: now as u64,
