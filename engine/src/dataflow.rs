@@ -38,7 +38,9 @@ use crate::sink::tables::sessions::SessionsSink;
 use crate::sink::tables::visitor_hours::VisitorHoursSink;
 use crate::sink::tables::warnings::{GatewayWarningsSink, WarningsSink};
 use crate::sink::tables::{Live, Table, attach};
-use crate::source::control::{ControlSettings, control_consumer, control_source, read_erasures};
+use crate::source::control::{
+    ControlSettings, StartErasures, control_consumer, control_source, read_erasures,
+};
 use crate::source::kafka::{PartitionReader, Planner, SourceSettings, kafka_source};
 use crate::source::log_check::{LogGuard, Mismatch};
 
@@ -135,8 +137,11 @@ pub fn load_start_state(
     let completed = read_with_retry(context, "completed erasures", || {
         writer.completed_erasures()
     })?;
-    let erasures = read_erasures(kafka, &context.config.erasure.salt, &completed)?;
-    if !erasures.is_empty() && context.config.erasure.salt.is_empty() {
+    let StartErasures {
+        log: erasures,
+        erasures: requests,
+    } = read_erasures(kafka, &context.config.erasure.salt, &completed)?;
+    if requests > 0 && context.config.erasure.salt.is_empty() {
         return Err(WorkerError::NoSalt);
     }
     Ok(StartState {

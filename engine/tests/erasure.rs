@@ -201,8 +201,13 @@ async fn wait_for(what: &str, cluster: &mut Cluster, mut done: impl AsyncFnMut()
 }
 
 async fn erased_events_metric(cluster: &Cluster) -> u64 {
+    erased_events_total(&cluster.metrics).await
+}
+
+/// `clickstream_engine_events_erased_total`, summed over the processes at `metrics`.
+async fn erased_events_total(metrics: &[std::net::SocketAddr]) -> u64 {
     let mut total = 0;
-    for address in &cluster.metrics {
+    for address in metrics {
         let text = reqwest::get(format!("http://{address}/metrics"))
             .await
             .expect("metrics")
@@ -408,7 +413,11 @@ async fn an_erased_person_leaves_no_id_anywhere_and_stays_erased() {
         "the replay dropped the person's events"
     );
 
+    // A placeholder is nobody's id.
+    let (status, body) = call(&state, Method::DELETE, "/api/persons/undefined", "ak_t").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
     // Suppression: the person's device comes back and is dropped, until an admin lifts it.
+    let erased_before = erased_events_metric(&cluster).await;
     let returning = page(
         "t",
         "returning",
@@ -428,6 +437,11 @@ async fn an_erased_person_leaves_no_id_anywhere_and_stays_erased() {
         format!("SELECT count() FROM {database}.events FINAL WHERE message_id = 'witness'");
     wait_for("the witness stored", &mut cluster, async || {
         count(clickhouse, &witness_stored).await == 1
+    })
+    .await;
+    let metrics = cluster.metrics.clone();
+    wait_for("the returning event dropped", &mut cluster, async || {
+        erased_events_total(&metrics).await > erased_before
     })
     .await;
     assert!(

@@ -294,6 +294,7 @@ mod tests {
                 tenant: tenant.into(),
                 id_hashes: hashes(id),
                 requested_at_ms: at,
+                salt_check: String::new(),
             }),
             Step::Lift(id, at) => Some(ControlMessage::LiftSuppression {
                 tenant: tenant.into(),
@@ -342,6 +343,7 @@ mod tests {
             tenant: "t".into(),
             id_hashes: vec![id_hash(SALT, "t", "a0")],
             requested_at_ms: 5,
+            salt_check: schemas::erasure::salt_check(SALT),
         });
         let bytes = bincode1::serialize(&record).expect("serializes");
         let back: ControlRecord = bincode1::deserialize(&bytes).expect("deserializes");

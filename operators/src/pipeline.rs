@@ -392,6 +392,7 @@ mod tests {
                                     .collect(),
                                 tenant,
                                 requested_at_ms: at,
+                                salt_check: schemas::erasure::salt_check(SALT),
                             }))
                         }
                         _ => None,

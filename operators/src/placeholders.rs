@@ -16,33 +16,7 @@ use std::sync::Arc;
 use schemas::Event;
 use serde::{Deserialize, Serialize};
 
-/// The default list: what JavaScript, Python, Ruby and PHP integrations print for a missing
-/// value, common sentinels, and placeholder emails (PostHog refuses to merge on a similar
-/// list for the same reason). Compared after trimming, ignoring case.
-pub const DEFAULT_PLACEHOLDER_IDS: &[&str] = &[
-    "undefined",
-    "null",
-    "none",
-    "nil",
-    "nan",
-    "0",
-    "-1",
-    "[object object]",
-    "anonymous",
-    "guest",
-    "true",
-    "false",
-    "id",
-    "distinct_id",
-    "distinctid",
-    "not_authenticated",
-    "email",
-    "email@example.com",
-    "user@example.com",
-    "test@example.com",
-    "example@example.com",
-    "noreply@example.com",
-];
+pub use schemas::definitions::DEFAULT_PLACEHOLDER_IDS;
 
 /// The placeholder ids of a deployment. Empty and all-whitespace ids are always placeholders.
 #[derive(Debug, Clone)]

@@ -41,6 +41,8 @@ pub struct ErasureService {
     salt: String,
     /// A client that may write (the gateway's own is read-only).
     writer: Client,
+    /// [`LIFT_DELAY_MS`], or a test's.
+    lift_delay_ms: i64,
 }
 
 impl std::fmt::Debug for ErasureService {
@@ -85,7 +87,15 @@ impl ErasureService {
             control_topic: control_topic.to_owned(),
             salt: salt.to_owned(),
             writer,
+            lift_delay_ms: LIFT_DELAY_MS,
         })
+    }
+
+    /// Lifts take effect this long after they are asked (tests; the default is
+    /// [`LIFT_DELAY_MS`]).
+    pub fn with_lift_delay(mut self, delay: Duration) -> ErasureService {
+        self.lift_delay_ms = delay.as_millis() as i64;
+        self
     }
 
     /// Hashes `id` of `tenant` with the deployment's salt.
@@ -241,7 +251,11 @@ pub async fn erase_person(
     id: &str,
     requester_key_id: String,
 ) -> Result<Deletion, ApiError> {
-    let ids = person_ids(reader, tenant, id).await?;
+    refuse_placeholder(id)?;
+    let mut ids = person_ids(reader, tenant, id).await?;
+    // A placeholder is nobody's id (the engine links nothing by it): erasing it would erase
+    // everyone whose integration sent it.
+    ids.retain(|id| !schemas::definitions::is_default_placeholder(id));
     let mut row = DeletionRow {
         request_id: uuid::Uuid::now_v7().to_string(),
         tenant: tenant.to_owned(),
@@ -268,6 +282,7 @@ pub async fn erase_person(
         tenant: tenant.to_owned(),
         id_hashes: row.id_hashes.clone(),
         requested_at_ms: row.requested_at_ms,
+        salt_check: schemas::erasure::salt_check(&service.salt),
     };
     if let Err(error) = service.send(tenant, &message).await {
         row.status = "failed".into();
@@ -282,17 +297,32 @@ pub async fn erase_person(
 
 /// How long after a lift is requested it takes effect: every engine worker reads the record
 /// before it decides an event received after it, whatever the two topics' lag (a suppressed
-/// event is dropped for good, so a lift must never be read too late for one).
-pub const LIFT_DELAY_MS: i64 = 10_000;
+/// event is dropped for good, so a lift must never be read too late for one). Twice the
+/// longest a control record may take to be acknowledged ([`DELIVERY_TIMEOUT`]); the gateways'
+/// and the engine's clocks are assumed to agree within the rest.
+pub const LIFT_DELAY_MS: i64 = 30_000;
+
+/// Refuses an empty or placeholder id (`undefined`, `null`, ...: see
+/// [`schemas::definitions::DEFAULT_PLACEHOLDER_IDS`]) with a 400 naming it.
+fn refuse_placeholder(id: &str) -> Result<(), ApiError> {
+    if id.trim().is_empty() || schemas::definitions::is_default_placeholder(id) {
+        return Err(ApiError::BadParameter {
+            parameter: "id".into(),
+            message: format!("{id:?} is a placeholder id, nobody's: it cannot be erased or lifted"),
+        });
+    }
+    Ok(())
+}
 
 /// Lifts the suppression of `id`: its events received from the answer's time on (now plus
-/// [`LIFT_DELAY_MS`]) are kept again.
+/// the service's lift delay, [`LIFT_DELAY_MS`] by default) are kept again.
 pub async fn lift_suppression(
     service: &ErasureService,
     tenant: &str,
     id: &str,
 ) -> Result<i64, ApiError> {
-    let lifted_at_ms = chrono::Utc::now().timestamp_millis() + LIFT_DELAY_MS;
+    refuse_placeholder(id)?;
+    let lifted_at_ms = chrono::Utc::now().timestamp_millis() + service.lift_delay_ms;
     let message = ControlMessage::LiftSuppression {
         tenant: tenant.to_owned(),
         id_hashes: vec![service.hash(tenant, id)],
@@ -334,7 +364,8 @@ async fn clear_text(
         .join(" OR ");
     let dead_letters = ids
         .iter()
-        .map(|id| format!("position(payload_hex, '{}') > 0", hex::encode(id)))
+        // At an odd (1-based) position: on a byte boundary of the hex text.
+        .map(|id| format!("position(payload_hex, '{}') % 2 = 1", hex::encode(id)))
         .collect::<Vec<_>>()
         .join(" OR ");
     let mut removed = Vec::new();
@@ -509,7 +540,7 @@ async fn json_rows(reader: &Client, sql: &str) -> Result<Vec<Value>, ApiError> {
         .collect()
 }
 
-/// The erasure service of a gateway without one: erasure is not configured.
+/// The gateway's erasure service; 503 (`not_configured`) when it has none.
 pub fn configured(service: &Option<Arc<ErasureService>>) -> Result<&ErasureService, ApiError> {
     service.as_deref().ok_or(ApiError::NotConfigured(
         "erasure is not configured on this gateway (set --kafka-brokers and --erasure-salt)",

@@ -373,7 +373,7 @@ fn admin_paths(mut paths: PathsBuilder, schemas: &mut Schemas, error: &Ref) -> P
     paths = paths.path(crate::DELETIONS_PATH, PathItem::new(HttpMethod::Get, audit));
     let lift = operation_answering(
         "202",
-        "Lifts the suppression of an erased id: its events received from `lifted_at` (10 s \
+        "Lifts the suppression of an erased id: its events received from `lifted_at` (30 s \
          from now) are kept again; what was erased stays erased. 202.",
         vec![id()],
         json_response("Accepted.", schemas.of::<crate::SuppressionLifted>()),

@@ -151,6 +151,40 @@ pub fn page_view_location_sql() -> &'static str {
     "if(type = 'screen', name, path)"
 }
 
+/// The default list: what JavaScript, Python, Ruby and PHP integrations print for a missing
+/// value, common sentinels, and placeholder emails (PostHog refuses to merge on a similar
+/// list for the same reason). Compared after trimming, ignoring case.
+pub const DEFAULT_PLACEHOLDER_IDS: &[&str] = &[
+    "undefined",
+    "null",
+    "none",
+    "nil",
+    "nan",
+    "0",
+    "-1",
+    "[object object]",
+    "anonymous",
+    "guest",
+    "true",
+    "false",
+    "id",
+    "distinct_id",
+    "distinctid",
+    "not_authenticated",
+    "email",
+    "email@example.com",
+    "user@example.com",
+    "test@example.com",
+    "example@example.com",
+    "noreply@example.com",
+];
+
+/// Whether `id` is one of [`DEFAULT_PLACEHOLDER_IDS`] (after trimming, ignoring case).
+pub fn is_default_placeholder(id: &str) -> bool {
+    let id = id.trim().to_lowercase();
+    DEFAULT_PLACEHOLDER_IDS.contains(&id.as_str())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -351,6 +351,11 @@ pub enum ControlMessage {
         id_hashes: Vec<String>,
         /// When the request was accepted, Unix ms (UTC).
         requested_at_ms: i64,
+        /// [`crate::erasure::salt_check`] of the salt the hashes were made with: an engine
+        /// with another salt leaves the request pending (and alerting) rather than completing
+        /// it without a match. Empty in records written before it existed.
+        #[serde(default)]
+        salt_check: String,
     },
     /// Lets events carrying these ids in again, from `lifted_at_ms` on (`DELETE
     /// /api/suppressions/{id}`); what was erased stays erased.

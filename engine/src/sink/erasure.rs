@@ -68,6 +68,8 @@ pub struct Request {
     pub id_hashes: Option<Vec<String>>,
     /// Unix ms.
     pub requested_at_ms: i64,
+    /// The salt fingerprint the request's hashes were made with (empty: not recorded).
+    pub salt_check: String,
 }
 
 impl Request {
@@ -79,11 +81,13 @@ impl Request {
                 tenant,
                 id_hashes,
                 requested_at_ms,
+                salt_check,
             } => Some(Request {
                 id: request_id.clone(),
                 tenant: tenant.clone(),
                 id_hashes: Some(id_hashes.clone()),
                 requested_at_ms: *requested_at_ms,
+                salt_check: salt_check.clone(),
             }),
             ControlMessage::RemoveTenant {
                 request_id,
@@ -94,6 +98,7 @@ impl Request {
                 tenant: tenant.clone(),
                 id_hashes: None,
                 requested_at_ms: *requested_at_ms,
+                salt_check: String::new(),
             }),
             _ => None,
         }
@@ -151,7 +156,7 @@ pub struct DeletionRow {
     pub requester_key_id: String,
     /// Unix ms.
     pub requested_at_ms: i64,
-    /// `pending` or `completed`.
+    /// `pending`, `completed`, or `failed` (the gateway could not write the control record).
     pub status: String,
     /// Unix ms; 0 while pending.
     pub completed_at_ms: i64,
@@ -169,6 +174,17 @@ pub enum ErasureError {
     /// ClickHouse refused or was unreachable.
     #[error("deleting in ClickHouse")]
     ClickHouse(#[from] SinkError),
+    /// The request's hashes were made with another salt than this engine's: nothing would
+    /// match, so the request stays pending (and the deadline alert fires).
+    #[error(
+        "request hashed with another salt (fingerprint {request}, this engine's {engine}): set erasure.salt to the query gateway's --erasure-salt"
+    )]
+    SaltMismatch {
+        /// The request's fingerprint.
+        request: String,
+        /// This engine's.
+        engine: String,
+    },
     /// A mutation was not done in time.
     #[error("the mutation on {table} was not done after {timeout:?}")]
     MutationTimeout {
@@ -182,15 +198,18 @@ pub enum ErasureError {
 /// Why `engine --remove-tenant` failed.
 #[derive(Debug, thiserror::Error)]
 pub enum RemovalError {
+    /// Not a tenant id (letters, digits and underscores).
+    #[error("{0:?} is not a tenant id (letters, digits and underscores)")]
+    BadTenant(String),
+    /// The control record could not be encoded.
+    #[error("encoding the control record")]
+    Encode(#[from] serde_json::Error),
     /// ClickHouse refused or was unreachable.
     #[error("recording the request in ClickHouse")]
     ClickHouse(#[from] clickhouse::error::Error),
     /// The control record could not be written.
     #[error("writing the control record")]
     Kafka(#[from] rdkafka::error::KafkaError),
-    /// Redis refused or was unreachable.
-    #[error("deleting the tenant's keys in Redis")]
-    Redis(#[from] redis::RedisError),
     /// The running engine did not complete the request in time.
     #[error(
         "the running engine did not complete request {request_id} within {timeout:?} (is it running? see _deletions)"
@@ -211,6 +230,9 @@ pub async fn remove_tenant(
     tenant: &str,
 ) -> Result<DeletionRow, RemovalError> {
     use rdkafka::producer::{FutureProducer, FutureRecord};
+    if !schemas::ddl::is_valid_identifier(tenant) {
+        return Err(RemovalError::BadTenant(tenant.to_owned()));
+    }
     let client = client(&config.clickhouse).with_database(&config.clickhouse.database);
     let now = crate::now_ms() as i64;
     let row = DeletionRow {
@@ -238,7 +260,7 @@ pub async fn remove_tenant(
         .set("bootstrap.servers", &config.kafka.brokers)
         .set("acks", "all")
         .create()?;
-    let payload = serde_json::to_vec(&message).unwrap_or_default();
+    let payload = serde_json::to_vec(&message)?;
     producer
         .send(
             FutureRecord::to(&config.kafka.control_topic)
@@ -250,7 +272,14 @@ pub async fn remove_tenant(
         .map_err(|(error, _)| error)?;
     let timeout = Duration::from_secs(config.erasure.mutation_timeout_secs);
     let deadline = Instant::now() + timeout;
-    let redis_keys = forget_in_redis(&config.live.redis_url, tenant).await?;
+    // The removal goes ahead whatever Redis says: its keys expire or are rebuilt.
+    let redis_keys = match forget_in_redis(&config.live.redis_url, tenant).await {
+        Ok(keys) => keys,
+        Err(error) => {
+            tracing::warn!(error = %crate::retry::Chain(&error), tenant, "cannot delete the tenant's Redis keys; delete clickstream:*:{tenant}* by hand");
+            0
+        }
+    };
     while Instant::now() < deadline {
         let latest: Option<DeletionRow> = client
             .query(
@@ -281,7 +310,7 @@ pub const TENANT_REDIS_PATTERNS: &[&str] = &[
 
 /// Deletes the tenant's keys from the Redis at `url` (none configured: nothing); returns how
 /// many.
-async fn forget_in_redis(url: &str, tenant: &str) -> Result<u64, RemovalError> {
+async fn forget_in_redis(url: &str, tenant: &str) -> Result<u64, redis::RedisError> {
     if url.is_empty() {
         return Ok(0);
     }
@@ -320,7 +349,17 @@ pub async fn run(
     metrics: Arc<Metrics>,
 ) {
     let client = client(&clickhouse).with_database(&clickhouse.database);
-    let mut completed: HashSet<String> = HashSet::new();
+    // Requests completed by earlier runs are read again from the topic at every start: they
+    // are neither pending nor completed anew.
+    let mut completed: HashSet<String> = loop {
+        match super::clickhouse::completed_erasures(&client).await {
+            Ok(completed) => break completed,
+            Err(error) => {
+                tracing::warn!(error = %crate::retry::Chain(&error), "cannot read _deletions; retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    };
     let mut interval = tokio::time::interval(Duration::from_millis(erasure.poll_ms));
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -375,6 +414,13 @@ async fn carry_out(
     let recorded = recorded(client, &request.id).await?;
     if let Some(row) = recorded.as_ref().filter(|row| row.status == "completed") {
         return Ok(row.clone());
+    }
+    let engine = schemas::erasure::salt_check(&erasure.salt);
+    if !request.salt_check.is_empty() && request.salt_check != engine {
+        return Err(ErasureError::SaltMismatch {
+            request: request.salt_check.clone(),
+            engine,
+        });
     }
     let timeout = Duration::from_secs(erasure.mutation_timeout_secs);
     let deletions = match &request.id_hashes {

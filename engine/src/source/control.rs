@@ -56,11 +56,13 @@ pub fn read_erasures(
     config: &KafkaConfig,
     salt: &str,
     completed: &std::collections::HashSet<String>,
-) -> Result<ErasureLog, KafkaError> {
+) -> Result<StartErasures, KafkaError> {
     let consumer = control_consumer(config)?;
-    let (_, high) = consumer.fetch_watermarks(&config.control_topic, 0, Duration::from_secs(30))?;
+    let (low, high) =
+        consumer.fetch_watermarks(&config.control_topic, 0, Duration::from_secs(30))?;
     let mut log = ErasureLog::new(salt);
-    let mut next = 0;
+    let mut erasures = 0;
+    let mut next = low;
     while next < high {
         match consumer.poll(Duration::from_secs(30)) {
             Some(Ok(message)) => {
@@ -69,6 +71,7 @@ pub fn read_erasures(
                     .payload()
                     .map(serde_json::from_slice::<ControlMessage>)
                 {
+                    erasures += usize::from(matches!(control, ControlMessage::Erase { .. }));
                     let pending = crate::sink::erasure::Request::of(&control)
                         .is_some_and(|request| !completed.contains(&request.id));
                     if !pending {
@@ -80,7 +83,16 @@ pub fn read_erasures(
             None => return Err(KafkaError::NoMessageReceived),
         }
     }
-    Ok(log)
+    Ok(StartErasures { log, erasures })
+}
+
+/// What [`read_erasures`] found.
+#[derive(Debug)]
+pub struct StartErasures {
+    /// The completed requests and every lift.
+    pub log: ErasureLog,
+    /// Person erasures on the topic, completed or not (they need the salt).
+    pub erasures: usize,
 }
 
 /// Where and when the control source reads.

@@ -49,7 +49,8 @@ pub async fn ensure_topics(config: &KafkaConfig) -> Result<(), KafkaError> {
     let replication = || TopicReplication::Fixed(config.replication_factor);
     let topics: Vec<NewTopic<'_>> = [
         NewTopic::new(&config.topic, config.partitions, replication()),
-        NewTopic::new(&config.control_topic, 1, replication()),
+        // Erasures and unmerges must outlive every replay: the control topic never expires.
+        NewTopic::new(&config.control_topic, 1, replication()).set("retention.ms", "-1"),
     ]
     .into_iter()
     .filter(|topic| !exists(topic.name))

@@ -138,6 +138,7 @@ async fn request_erasure(brokers: &str, control_topic: &str, ids: &BTreeSet<Stri
             .map(|id| schemas::erasure::id_hash(super::ERASURE_SALT, "acme", id))
             .collect(),
         requested_at_ms: chrono::Utc::now().timestamp_millis(),
+        salt_check: schemas::erasure::salt_check(super::ERASURE_SALT),
     };
     let payload = serde_json::to_vec(&message).expect("JSON");
     producer

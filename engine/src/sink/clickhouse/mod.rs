@@ -186,6 +186,22 @@ pub(crate) struct CountRow {
     pub(crate) count: u64,
 }
 
+/// The ids of the erasure and removal requests recorded as completed in `_deletions` of the
+/// client's database.
+pub(crate) async fn completed_erasures(
+    client: &Client,
+) -> Result<std::collections::HashSet<String>, SinkError> {
+    #[derive(Debug, Row, Deserialize)]
+    struct IdRow {
+        request_id: String,
+    }
+    let rows: Vec<IdRow> = client
+        .query("SELECT DISTINCT request_id FROM _deletions WHERE status = 'completed'")
+        .fetch_all()
+        .await?;
+    Ok(rows.into_iter().map(|row| row.request_id).collect())
+}
+
 /// Waits until `table` of the client's database has no unfinished mutation.
 pub(crate) async fn await_mutations(client: &Client, table: &str) -> Result<(), SinkError> {
     loop {
@@ -528,16 +544,7 @@ impl ClickHouseWriter {
 
     /// The ids of the erasure and removal requests recorded as completed in `_deletions`.
     pub async fn completed_erasures(&self) -> Result<std::collections::HashSet<String>, SinkError> {
-        #[derive(Debug, Row, Deserialize)]
-        struct IdRow {
-            request_id: String,
-        }
-        let rows: Vec<IdRow> = self
-            .client
-            .query("SELECT DISTINCT request_id FROM _deletions WHERE status = 'completed'")
-            .fetch_all()
-            .await?;
-        Ok(rows.into_iter().map(|row| row.request_id).collect())
+        completed_erasures(&self.client).await
     }
 
     /// The stored identity claims a restart will not replay (made below the low water).
