@@ -85,7 +85,7 @@ async fn call(state: &Arc<AppState>, method: Method, path: &str, key: &str) -> (
         .header("content-type", "application/json");
     let request = if path == "/api/ask" {
         request.body(Body::from(
-            r#"{"question": "sessions of erase-me@example.com"}"#,
+            r#"{"question": "sessions of erase-me-device-1"}"#,
         ))
     } else {
         request.body(Body::empty())
@@ -279,6 +279,11 @@ async fn an_erased_person_leaves_no_id_anywhere_and_stays_erased() {
     let state = Arc::new(state);
     let (status, asked) = call(&state, Method::POST, "/api/ask", "rk_t").await;
     assert_eq!(status, StatusCode::OK, "{asked}");
+    println!("Ask before the erasure: {}", asked["outcome"]);
+    assert!(
+        redis_mentions(&redis, &namespace).await > 0,
+        "the question's translation is cached under the person's id: {asked}"
+    );
 
     // Only an admin key may erase, lift or export.
     for key in ["rk_t", "wk_t"] {
