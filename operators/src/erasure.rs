@@ -16,6 +16,8 @@ use timely::dataflow::operators::generic::operator::Operator;
 use timely::order::TotalOrder;
 use timely::progress::Timestamp;
 
+use std::collections::BTreeMap;
+
 use differential_dataflow::{AsCollection, VecCollection};
 use rustc_hash::FxHashMap;
 
@@ -79,42 +81,39 @@ impl<'s, T: Timestamp + TotalOrder> Erase<'s, T> for StreamVec<'s, T, Decoded> {
             Pipeline,
             "Erase",
             move |_capability, _info| {
-                let mut stash: Stash<T, Item> = Stash::default();
+                // Events are buffered as the messages that brought them (no copy per event);
+                // control records, rare, by time.
+                let mut stash: Stash<T, Decoded> = Stash::default();
+                let mut controls: BTreeMap<T, Vec<ControlRecord>> = BTreeMap::new();
                 move |(events, events_frontier), (control, control_frontier), output| {
                     control.for_each(|capability, messages| {
-                        let Some(time) = capability.least().cloned() else {
-                            return;
-                        };
-                        for message in messages.drain(..) {
-                            stash.push(&capability, time.clone(), Item::Control(message));
+                        if let Some(time) = capability.least() {
+                            controls.entry(time.clone()).or_default().append(messages);
                         }
                     });
-                    events.for_each(|capability, data| {
-                        let Some(time) = capability.least().cloned() else {
-                            return;
-                        };
-                        for decoded in data.drain(..) {
-                            stash.push(&capability, time.clone(), Item::Event(decoded));
-                        }
-                    });
+                    events.for_each(|capability, data| stash.push_all(&capability, data));
                     for (capability, chunks) in stash.complete(&[events_frontier, control_frontier])
                     {
-                        // A time's erasures apply to its own events: the sinks' barrier for
-                        // an erasure is the end of its epoch.
-                        let mut held = Vec::new();
-                        for item in chunks.into_iter().flatten() {
-                            match item {
-                                Item::Control(record) => log.apply(&record.0),
-                                Item::Event(decoded) => held.push(decoded),
+                        // Every record up to this time has arrived (the control frontier passed
+                        // it) and applies to its events: the sinks' barrier for an erasure is
+                        // the end of its epoch.
+                        while let Some(entry) = controls.first_entry() {
+                            if entry.key() > capability.time() {
+                                break;
+                            }
+                            for record in entry.remove() {
+                                log.apply(&record.0);
                             }
                         }
                         let mut session = output.session(&capability);
                         if log.is_empty() {
-                            session.give_iterator(held.into_iter());
+                            for chunk in chunks {
+                                session.give_iterator(chunk.into_iter());
+                            }
                             continue;
                         }
                         let mut count = 0;
-                        for decoded in held {
+                        for decoded in chunks.into_iter().flatten() {
                             let event = &decoded.event;
                             let ids = [
                                 event.anonymous_id.as_str(),
@@ -135,12 +134,6 @@ impl<'s, T: Timestamp + TotalOrder> Erase<'s, T> for StreamVec<'s, T, Decoded> {
             },
         )
     }
-}
-
-/// What the operator buffers until its time is complete.
-enum Item {
-    Control(ControlRecord),
-    Event(Decoded),
 }
 
 /// Withdraws records of erased ids from a collection whose records carry no receipt time

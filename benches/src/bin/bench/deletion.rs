@@ -23,13 +23,9 @@ const DEADLINE: Duration = Duration::from_secs(600);
 
 /// Runs the part: `options.deletions` erasures under `options.deletion_rate` events/s.
 pub async fn run(stack: &mut Stack, options: &Options, report: &mut Report) -> anyhow::Result<()> {
-    let (database, _, ingest) = stack
-        .pipeline("deletion", TENANTS, 18580, options.workers)
+    let (database, ingest, query) = stack
+        .pipeline_with_queries("deletion", TENANTS, (18580, 18680), options.workers)
         .await?;
-    let tenants = stack.dir.join("tenants-deletion.toml");
-    // The engine creates the database; the query gateway needs it to answer.
-    tokio::time::sleep(Duration::from_secs(5)).await;
-    let query = stack.query_gateway(18680, &database, &tenants).await?;
     let requests_per_sec = options.deletion_rate / EVENTS_PER_REQUEST as f64;
     // Long enough for the warm-up and every erasure at its deadline; cut when they are done.
     let duration = WARM_UP + DEADLINE * options.deletions as u32;

@@ -186,13 +186,9 @@ impl Watcher {
 /// Runs the latency part at each offered load into `report`.
 pub async fn run(stack: &mut Stack, options: &Options, report: &mut Report) -> anyhow::Result<()> {
     let stamp = chrono::Utc::now().timestamp();
-    let (database, _, ingest) = stack
-        .pipeline("latency", TENANTS, 18280, options.workers)
+    let (database, ingest, query) = stack
+        .pipeline_with_queries("latency", TENANTS, (18280, 18380), options.workers)
         .await?;
-    let tenants = stack.dir.join("tenants-latency.toml");
-    // The engine creates the database; the query gateway needs it to answer.
-    tokio::time::sleep(Duration::from_secs(5)).await;
-    let query = stack.query_gateway(18380, &database, &tenants).await?;
     for events_per_sec in [1_000.0, 10_000.0] {
         measure(
             stack,

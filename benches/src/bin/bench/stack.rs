@@ -212,6 +212,24 @@ impl Stack {
         Ok((name, engine, ingest))
     }
 
+    /// As [`Stack::pipeline`], with a query gateway on `query_port` over the database, once
+    /// the engine has created it: `(database, ingest gateway URL, query gateway URL)`.
+    pub async fn pipeline_with_queries(
+        &mut self,
+        part: &str,
+        tenants: &str,
+        (ingest_port, query_port): (u16, u16),
+        workers: usize,
+    ) -> anyhow::Result<(String, String, String)> {
+        let (database, _, ingest) = self.pipeline(part, tenants, ingest_port, workers).await?;
+        let tenants_file = self.dir.join(format!("tenants-{part}.toml"));
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        let query = self
+            .query_gateway(query_port, &database, &tenants_file)
+            .await?;
+        Ok((database, ingest, query))
+    }
+
     /// A one-process engine of `workers` workers reading `topic` into `database`; its pid.
     pub fn engine(&mut self, topic: &str, database: &str, workers: usize) -> anyhow::Result<u32> {
         let config = self.dir.join(format!("engine-{database}.toml"));
