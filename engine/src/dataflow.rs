@@ -271,7 +271,6 @@ pub fn run_worker(
             scope,
             control,
             ControlSettings {
-                topic: kafka.control_topic.clone(),
                 first_live_epoch,
                 epoch_ms: *epoch_ms,
             },
