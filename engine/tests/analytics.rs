@@ -54,7 +54,8 @@ async fn on_clickhouse_26_the_tables_match_the_reference() {
 }
 
 /// Produces the log, runs a two-process cluster into `env`'s ClickHouse and compares every
-/// table with the reference; returns the number of rows that differ.
+/// table with the reference, then erases a person and compares again; returns the number of
+/// rows that differ, both times.
 async fn run_against_reference(env: TestEnv) -> usize {
     let TestEnv {
         brokers,
@@ -115,10 +116,46 @@ async fn run_against_reference(env: TestEnv) -> usize {
     assert!(!expected.late.is_empty(), "the log has late events");
     rollups_agree_with_raw_rows(&clickhouse.url, &database).await;
 
+    // Erasure on this server: the most active person of acme goes (the executor's mutations
+    // and its recount of the rollups), and every table equals the reference on the log
+    // without them.
+    let erased = common::most_active_person(
+        log.iter()
+            .filter(|record| record.event.tenant == "acme")
+            .map(|record| {
+                let event = &record.event;
+                [
+                    event.anonymous_id.clone(),
+                    event.user_id.clone(),
+                    event.previous_id.clone(),
+                ]
+            })
+            .collect(),
+    );
+    let request = "analytics-erasure";
+    common::request_erasure(
+        &brokers,
+        &format!("{topic}_control"),
+        request,
+        "acme",
+        &erased,
+    )
+    .await;
+    common::wait_for_erasure(&clickhouse, &database, request, &mut cluster).await;
+    let kept = common::without_person(&log, "acme", &erased);
+    println!(
+        "erased {} ids ({} of {} events); every table against the reference without them:",
+        erased.len(),
+        log.len() - kept.len(),
+        log.len()
+    );
+    assert!(kept.len() < log.len(), "the erased person had events");
+    let (after_erasure, _) = compare_with_reference(&clickhouse, &database, &kept).await;
+
     drop(cluster);
     clickhouse.query(&format!("DROP DATABASE {database}")).await;
     let _ = std::fs::remove_dir_all(&dir);
-    differences
+    differences + after_erasure
 }
 
 /// The same questions over the raw rows and, for a tenant whose retention puts the range

@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use axum::http::{Method, Request, StatusCode};
+use common::reference::compare_with_reference;
 use common::{ClickHouse, Cluster, TestEnv, engine_config, produce, required_env};
 use query_gateway::erasure::ErasureService;
 use query_gateway::{AppState, router};
@@ -48,14 +49,20 @@ fn identify(tenant: &str, id: &str, anonymous: &str, user: &str, at_ms: i64) -> 
     event
 }
 
-/// Tenant t: the person to erase (three ids, a late event), bob (two ids), carol (one);
-/// tenant u: a visitor whose id is one of the erased person's ids in t.
+/// Tenant t: the person to erase (three ids, two events older than the state horizon and
+/// one past the lateness horizon), bob (two ids), carol (one), a visitor who shared the old
+/// minutes with the person, and a crowd that moves every worker's clock; tenant u: a visitor
+/// whose id is one of the erased person's ids in t.
 fn log(now: i64) -> Vec<Event> {
     let [d1, d2, user] = ERASED;
     let minute = 60_000;
+    // Five days ago, on time: every operator has released these minutes (97 h 20 min).
+    let old = now - 5 * 86_400_000;
     let mut events = vec![
-        page("t", "e1", d1, "", now - 30 * minute),
-        page("t", "e2", d1, "", now - 29 * minute),
+        page("t", "e1", d1, "", old),
+        page("t", "e2", d1, "", old + minute),
+        page("t", "w1", "old-neighbour", "", old + 1_000),
+        page("t", "w2", "old-neighbour", "", old + minute + 1_000),
         identify("t", "e3", d1, user, now - 28 * minute),
         page("t", "e4", d2, "", now - 20 * minute),
         identify("t", "e5", d2, user, now - 19 * minute),
@@ -71,8 +78,19 @@ fn log(now: i64) -> Vec<Event> {
     let mut late = page("t", "e7", d1, "", now - 5 * 86_400_000);
     late.received_at_ms = now - 35 * minute;
     events.push(late);
+    for i in 0..40 {
+        events.push(page(
+            "t",
+            &format!("k{i}"),
+            &format!("crowd-{}", i % 5),
+            "",
+            now - 39 * minute + i * minute,
+        ));
+    }
     for event in &mut events {
-        event.received_at_ms = event.received_at_ms.max(now - 40 * minute);
+        if event.timestamp_ms > old + 2 * minute {
+            event.received_at_ms = event.received_at_ms.max(now - 40 * minute);
+        }
     }
     events
 }
@@ -241,7 +259,15 @@ async fn an_erased_person_leaves_no_id_anywhere_and_stays_erased() {
         .unwrap();
     let now = chrono::Utc::now().timestamp_millis();
     let events = log(now);
-    produce(&producer, &env.topic, &events).await;
+    // The old minutes first, as they would have arrived five days ago: the engine holds their
+    // windows until the rest of the log moves its clock past them.
+    let (old, recent): (Vec<Event>, Vec<Event>) = events
+        .iter()
+        .cloned()
+        .partition(|event| event.received_at_ms < now - 86_400_000);
+    let mut logged = produce(&producer, &env.topic, &old).await;
+    common::wait_until_checkpointed(clickhouse, &database, old.len(), &mut cluster).await;
+    logged.extend(produce(&producer, &env.topic, &recent).await);
     common::wait_until_checkpointed(clickhouse, &database, events.len(), &mut cluster).await;
     let stored = format!("SELECT count() FROM {database}.events FINAL");
     wait_for("the log stored", &mut cluster, async || {
@@ -378,6 +404,19 @@ async fn an_erased_person_leaves_no_id_anywhere_and_stays_erased() {
     assert_eq!(
         audit[0]["requester_key_id"],
         query_gateway::erasure::key_id("ak_t")
+    );
+
+    assert!(
+        removed["agg_minute_metrics"].as_u64().unwrap() > 0,
+        "the old minutes' rollups recomputed: {completed}"
+    );
+    // Every table as if the person had never been: the old minutes too.
+    let erased_ids = ERASED.iter().map(|id| id.to_string()).collect();
+    let kept = common::without_person(&logged, "t", &erased_ids);
+    let (differences, _) = compare_with_reference(clickhouse, &database, &kept).await;
+    assert_eq!(
+        differences, 0,
+        "the tables differ from the reference on the log without the person"
     );
 
     let found = scan(clickhouse, &database).await;

@@ -43,4 +43,4 @@ pub use placeholders::{DEFAULT_PLACEHOLDER_IDS, IdField, IdWarning, PlaceholderI
 pub use sessionize::{SessionSettings, Sessionize};
 pub use stash::route;
 pub use visitor_hours::{VisitorHours, hour_of};
-pub use window_aggregate::WindowAggregate;
+pub use window_aggregate::{WindowAggregate, minute_rollups};

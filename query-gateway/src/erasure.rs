@@ -522,9 +522,12 @@ pub async fn export(reader: &Client, tenant: &str, id: &str) -> Result<Value, Ap
     }))
 }
 
+/// Rows as JSON objects; 64-bit integers as numbers on every server (18.16 quotes them by
+/// default, 26 does not: `output_format_json_quote_64bit_integers`).
 async fn json_rows(reader: &Client, sql: &str) -> Result<Vec<Value>, ApiError> {
     let bytes = reader
         .query(sql)
+        .with_setting("output_format_json_quote_64bit_integers", "0")
         .fetch_bytes("JSONEachRow")?
         .collect()
         .await?;

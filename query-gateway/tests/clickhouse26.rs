@@ -22,6 +22,7 @@ use serde_json::{Value, json};
 use clickstream_query_gateway::AppState;
 use clickstream_query_gateway::ask::guard;
 use clickstream_query_gateway::ask::run::Runner;
+use clickstream_query_gateway::erasure::ErasureService;
 use clickstream_query_gateway::query::model::{Metric, Operator, VisitAttribute};
 use common::chdb::Chdb;
 use common::rows::{ZONES, generate, load};
@@ -64,11 +65,13 @@ async fn every_statement_gives_equal_answers_on_18_16_and_26() {
     }
 
     let tenants = Tenants::parse(
-        "[[tenants]]\nid = \"acme\"\nwrite_keys = [\"wk\"]\nread_keys = [\"rk_acme\"]\ngoals = [{ event = \"Signed Up\" }, { page = \"/blog*\", name = \"Blog\" }]\n",
+        "[[tenants]]\nid = \"acme\"\nwrite_keys = [\"wk\"]\nread_keys = [\"rk_acme\"]\nadmin_keys = [\"ak_acme\"]\ngoals = [{ event = \"Signed Up\" }, { page = \"/blog*\", name = \"Blog\" }]\n",
     )
     .unwrap();
+    let mut state = AppState::offline(tenants, &chdb.dual_url, &database);
+    state.erasure = Some(Arc::new(erasure_service(&chdb.dual_url, &database).await));
     let fixture = Fixture {
-        state: Arc::new(AppState::offline(tenants, &chdb.dual_url, &database)),
+        state: Arc::new(state),
         http: http.clone(),
         url: chdb.dual_url.clone(),
         database: database.clone(),
@@ -90,6 +93,7 @@ async fn every_statement_gives_equal_answers_on_18_16_and_26() {
         }
         requests += 1;
     }
+    requests += erasure_door(&fixture, &mut failures).await;
     let mut answered = 0;
     for question in QUESTIONS {
         let (status, answer) = fixture
@@ -155,6 +159,62 @@ async fn every_statement_gives_equal_answers_on_18_16_and_26() {
         "the dual door reports a difference: {checked}"
     );
     sql(&http, &reference, &format!("DROP DATABASE {database}")).await;
+}
+
+/// An erasure service over the dual door, writing to a control topic of its own on the test
+/// broker.
+async fn erasure_service(url: &str, database: &str) -> ErasureService {
+    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+    let brokers = common::required_env("CLICKSTREAM_KAFKA_BROKERS");
+    let topic = format!("{database}_control");
+    let admin: AdminClient<rdkafka::client::DefaultClientContext> = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", &brokers)
+        .create()
+        .unwrap();
+    let created = admin
+        .create_topics(
+            &[NewTopic::new(&topic, 1, TopicReplication::Fixed(1))],
+            &AdminOptions::new(),
+        )
+        .await
+        .unwrap();
+    assert!(created.iter().all(Result::is_ok), "{created:?}");
+    let writer = clickhouse::Client::default()
+        .with_url(url)
+        .with_database(database)
+        .with_validation(false);
+    ErasureService::new(&brokers, &topic, "clickhouse26 salt", writer).unwrap()
+}
+
+/// The admin door's statements: a person's export, their erasure (the text tables cleared,
+/// the request recorded), the audit list and the request, a lift. Returns how many requests
+/// it made; a status other than 200 or 202 is a failure.
+async fn erasure_door(fixture: &Fixture, failures: &mut Vec<String>) -> usize {
+    let key = Some("ak_acme");
+    let mut answers = vec![
+        fixture.get(key, "/api/persons/u3/export").await,
+        fixture.delete(key, "/api/persons/u3").await,
+    ];
+    let request = answers[1].1["request_id"]
+        .as_str()
+        .unwrap_or("none")
+        .to_owned();
+    answers.push(fixture.get(key, "/api/deletions").await);
+    answers.push(fixture.get(key, &format!("/api/deletions/{request}")).await);
+    answers.push(fixture.delete(key, "/api/suppressions/u3").await);
+    for (i, (status, answer)) in answers.iter().enumerate() {
+        if !matches!(status.as_u16(), 200 | 202) {
+            failures.push(format!("erasure request {i} -> {status} {answer}"));
+        }
+    }
+    assert!(
+        answers[0].1["events"]
+            .as_array()
+            .is_some_and(|events| !events.is_empty()),
+        "the export has the person's events: {}",
+        answers[0].1
+    );
+    answers.len()
 }
 
 fn query(metrics: &[&str], dimensions: &[&str], filters: Value, zone: &str) -> Value {

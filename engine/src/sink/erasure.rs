@@ -23,6 +23,7 @@ use schemas::erasure::{id_hash_sql, quote};
 use serde::{Deserialize, Serialize};
 
 use super::clickhouse::{CountRow, SinkError, await_mutations, client};
+use super::rollups::PersonRows;
 use crate::config::{ClickHouseConfig, ErasureConfig};
 use crate::metrics::Metrics;
 
@@ -162,7 +163,8 @@ pub struct DeletionRow {
     pub completed_at_ms: i64,
     /// The tables rows were removed from.
     pub removed_tables: Vec<String>,
-    /// The rows removed from each of `removed_tables`.
+    /// The rows removed from each of `removed_tables` (for `agg_minute_metrics`, the
+    /// rollup rows recomputed without the person).
     pub removed_rows: Vec<u64>,
     /// Higher replaces lower (Unix ms of the write).
     pub version: u64,
@@ -376,7 +378,7 @@ pub async fn run(
             }
             let started = Instant::now();
             let id = request.id.clone();
-            match carry_out(&client, &clickhouse.database, &erasure, &request).await {
+            match carry_out(&client, &clickhouse.database, &erasure, &request, epoch).await {
                 Ok(row) => {
                     completed.insert(id.clone());
                     metrics.erasures_completed.inc();
@@ -403,13 +405,16 @@ fn report_pending(metrics: &Metrics, pending: &[(Request, u64)]) {
         .set(oldest.map_or(0, |at| (now - at).max(0) / 1000));
 }
 
-/// Deletes what `request` covers (unless an earlier run did and recorded it) and records the
-/// completion; returns the completion row.
+/// Deletes what `request` covers (unless an earlier run did and recorded it), having first
+/// recomputed the rollups of the minutes a person touched ([`super::rollups`], at the version
+/// of `epoch`, when the dataflow applied the request), and records the completion; returns
+/// the completion row.
 async fn carry_out(
     client: &Client,
     database: &str,
     erasure: &ErasureConfig,
     request: &Request,
+    epoch: u64,
 ) -> Result<DeletionRow, ErasureError> {
     let recorded = recorded(client, &request.id).await?;
     if let Some(row) = recorded.as_ref().filter(|row| row.status == "completed") {
@@ -432,6 +437,21 @@ async fn carry_out(
             .collect(),
     };
     let mut removed = Vec::new();
+    let condition = |name: &str| {
+        deletions
+            .iter()
+            .find(|(table, _)| *table == name)
+            .map(|(_, condition)| condition.as_str())
+    };
+    if let (Some(events), Some(sessions), Some(_)) = (
+        condition("events"),
+        condition("sessions"),
+        &request.id_hashes,
+    ) {
+        let person = PersonRows { events, sessions };
+        let rewritten = super::rollups::recompute(client, &request.tenant, person, epoch).await?;
+        removed.push(("agg_minute_metrics".to_owned(), rewritten));
+    }
     for (table, condition) in deletions {
         let rows = delete(client, table, &request.tenant, &condition, timeout).await?;
         removed.push((table.to_owned(), rows));

@@ -6,4 +6,5 @@ pub mod epoch;
 pub mod erasure;
 pub mod live;
 pub mod retention;
+pub mod rollups;
 pub mod tables;

@@ -80,99 +80,24 @@ fn batches(events: usize, seed: u64) -> Vec<(String, Vec<Value>)> {
 /// The request id of the crash run's erasure.
 const ERASURE: &str = "crash-run-erasure";
 
-/// The person the run erases: the most active non-placeholder user id of tenant acme, with
-/// every id the batches link to it (anonymous ids sent with it, aliases' previous ids), found
-/// from the JSON sent, without the engine's rules (erasure matches ids, not persons).
+/// The person the run erases: the most active user id of tenant acme and every id linked to
+/// it, from the JSON sent ([`super::most_active_person`]).
 fn person_to_erase(batches: &[(String, Vec<Value>)]) -> BTreeSet<String> {
-    let is_id = |id: &&str| {
-        !id.is_empty() && !operators::DEFAULT_PLACEHOLDER_IDS.contains(&id.to_lowercase().as_str())
-    };
-    let events: Vec<&Value> = batches
-        .iter()
-        .filter(|(key, _)| key == "wk_acme")
-        .flat_map(|(_, batch)| batch)
-        .collect();
-    let field = |event: &Value, name: &str| event[name].as_str().unwrap_or("").trim().to_owned();
-    let mut counts: BTreeMap<String, usize> = BTreeMap::new();
-    for event in &events {
-        let user = field(event, "userId");
-        if is_id(&user.as_str()) {
-            *counts.entry(user).or_default() += 1;
-        }
-    }
-    let user = counts
-        .into_iter()
-        .max_by_key(|(user, count)| (*count, user.clone()))
-        .map(|(user, _)| user)
-        .expect("the log has user ids");
-    let mut ids = BTreeSet::from([user]);
-    loop {
-        let before = ids.len();
-        for event in &events {
-            let linked: Vec<String> = ["anonymousId", "userId", "previousId"]
-                .iter()
-                .map(|name| field(event, name))
-                .filter(|id| is_id(&id.as_str()))
-                .collect();
-            if linked.iter().any(|id| ids.contains(id)) {
-                ids.extend(linked);
-            }
-        }
-        if ids.len() == before {
-            return ids;
-        }
-    }
-}
-
-/// Writes the erasure of `ids` of tenant acme to the control topic.
-async fn request_erasure(brokers: &str, control_topic: &str, ids: &BTreeSet<String>) {
-    let producer: rdkafka::producer::FutureProducer = rdkafka::ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .create()
-        .expect("producer");
-    let message = schemas::ControlMessage::Erase {
-        request_id: ERASURE.into(),
-        tenant: "acme".into(),
-        id_hashes: ids
+    let field = |event: &Value, name: &str| event[name].as_str().unwrap_or("").to_owned();
+    super::most_active_person(
+        batches
             .iter()
-            .map(|id| schemas::erasure::id_hash(super::ERASURE_SALT, "acme", id))
+            .filter(|(key, _)| key == "wk_acme")
+            .flat_map(|(_, batch)| batch)
+            .map(|event| {
+                [
+                    field(event, "anonymousId"),
+                    field(event, "userId"),
+                    field(event, "previousId"),
+                ]
+            })
             .collect(),
-        requested_at_ms: chrono::Utc::now().timestamp_millis(),
-        salt_check: schemas::erasure::salt_check(super::ERASURE_SALT),
-    };
-    let payload = serde_json::to_vec(&message).expect("JSON");
-    producer
-        .send(
-            rdkafka::producer::FutureRecord::to(control_topic)
-                .key("acme")
-                .payload(&payload),
-            Duration::from_secs(30),
-        )
-        .await
-        .expect("control record written");
-}
-
-/// Waits until the engine records the erasure completed.
-async fn wait_for_erasure(clickhouse: &ClickHouse, database: &str, cluster: &mut Cluster) {
-    let deadline = Instant::now() + Duration::from_secs(180);
-    loop {
-        cluster.assert_running();
-        let status = clickhouse
-            .query(&format!(
-                "SELECT status FROM {database}._deletions WHERE request_id = '{ERASURE}' \
-                 ORDER BY version DESC LIMIT 1"
-            ))
-            .await;
-        if status.trim() == "completed" {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the erasure was not completed:\n{}",
-            cluster.logs()
-        );
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+    )
 }
 
 /// Per tenant, the newest receive time in the log.
@@ -328,7 +253,14 @@ pub async fn crash_run(options: CrashOptions) {
         let http = reqwest::Client::new();
         for (index, (key, batch)) in batches.into_iter().enumerate() {
             if index == half {
-                request_erasure(&control_brokers, &control_topic, &erased_ids).await;
+                super::request_erasure(
+                    &control_brokers,
+                    &control_topic,
+                    ERASURE,
+                    "acme",
+                    &erased_ids,
+                )
+                .await;
             }
             let response = http
                 .post(format!("http://{gateway}/v1/batch"))
@@ -429,18 +361,8 @@ pub async fn crash_run(options: CrashOptions) {
     let log = read_log(&brokers, &topic, sent);
     assert_eq!(log.len(), sent, "every accepted event is in the topic");
     wait_until_checkpointed(&clickhouse, &database, log.len(), &mut cluster).await;
-    wait_for_erasure(&clickhouse, &database, &mut cluster).await;
-    let kept: Vec<operators::Decoded> = log
-        .iter()
-        .filter(|record| {
-            let event = &record.event;
-            event.tenant != "acme"
-                || ![&event.anonymous_id, &event.user_id, &event.previous_id]
-                    .iter()
-                    .any(|id| erased.contains(id.as_str()))
-        })
-        .cloned()
-        .collect();
+    super::wait_for_erasure(&clickhouse, &database, ERASURE, &mut cluster).await;
+    let kept = super::without_person(&log, "acme", &erased);
     println!(
         "{kills} kills, {outages} ClickHouse outages; one person erased half-way ({} ids, {} of \
          {} events); comparing every table with the reference on the log without them:",

@@ -508,3 +508,122 @@ impl GatewayPipeline {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
+
+/// Writes the erasure of `ids` of `tenant` to the control topic, as the query gateway would.
+pub async fn request_erasure(
+    brokers: &str,
+    control_topic: &str,
+    request_id: &str,
+    tenant: &str,
+    ids: &std::collections::BTreeSet<String>,
+) {
+    let producer: rdkafka::producer::FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create()
+        .expect("producer");
+    let message = schemas::ControlMessage::Erase {
+        request_id: request_id.into(),
+        tenant: tenant.into(),
+        id_hashes: ids
+            .iter()
+            .map(|id| schemas::erasure::id_hash(ERASURE_SALT, tenant, id))
+            .collect(),
+        requested_at_ms: chrono::Utc::now().timestamp_millis(),
+        salt_check: schemas::erasure::salt_check(ERASURE_SALT),
+    };
+    let payload = serde_json::to_vec(&message).expect("JSON");
+    producer
+        .send(
+            rdkafka::producer::FutureRecord::to(control_topic)
+                .key(tenant)
+                .payload(&payload),
+            std::time::Duration::from_secs(30),
+        )
+        .await
+        .expect("control record written");
+}
+
+/// Waits until the engine records request `request_id` completed in `_deletions`.
+pub async fn wait_for_erasure(
+    clickhouse: &ClickHouse,
+    database: &str,
+    request_id: &str,
+    cluster: &mut Cluster,
+) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(180);
+    loop {
+        cluster.assert_running();
+        let status = clickhouse
+            .query(&format!(
+                "SELECT status FROM {database}._deletions WHERE request_id = '{request_id}' \
+                 ORDER BY version DESC LIMIT 1"
+            ))
+            .await;
+        if status.trim() == "completed" {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "erasure {request_id} was not completed:\n{}",
+            cluster.logs()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
+}
+
+/// `log` without the events of `tenant` that carry one of `ids` (the log an erasure of the
+/// person with those ids leaves, by Segment's ids: anonymous, user, alias's previous).
+pub fn without_person(
+    log: &[operators::Decoded],
+    tenant: &str,
+    ids: &std::collections::BTreeSet<String>,
+) -> Vec<operators::Decoded> {
+    log.iter()
+        .filter(|record| {
+            let event = &record.event;
+            event.tenant != tenant
+                || ![&event.anonymous_id, &event.user_id, &event.previous_id]
+                    .iter()
+                    .any(|id| ids.contains(id.as_str()))
+        })
+        .cloned()
+        .collect()
+}
+
+/// The ids of a person to erase: the most frequent non-placeholder user id among `events`
+/// (each as its `[anonymousId, userId, previousId]`), with every id an event links to it,
+/// transitively. Found from the ids sent, without the engine's rules: erasure matches ids,
+/// not persons.
+pub fn most_active_person(events: Vec<[String; 3]>) -> std::collections::BTreeSet<String> {
+    let is_id = |id: &str| {
+        !id.is_empty() && !operators::DEFAULT_PLACEHOLDER_IDS.contains(&id.to_lowercase().as_str())
+    };
+    let events: Vec<[String; 3]> = events
+        .into_iter()
+        .map(|ids| ids.map(|id| id.trim().to_owned()))
+        .collect();
+    let mut counts: std::collections::BTreeMap<&str, usize> = Default::default();
+    for [_, user, _] in &events {
+        if is_id(user) {
+            *counts.entry(user).or_default() += 1;
+        }
+    }
+    let user = counts
+        .into_iter()
+        .max_by_key(|(user, count)| (*count, *user))
+        .map(|(user, _)| user.to_owned())
+        .expect("the log has user ids");
+    let mut ids = std::collections::BTreeSet::from([user]);
+    loop {
+        let before = ids.len();
+        for event in &events {
+            let linked: Vec<&String> = event.iter().filter(|id| is_id(id)).collect();
+            if linked.iter().any(|id| ids.contains(*id)) {
+                ids.extend(linked.into_iter().cloned());
+            }
+        }
+        if ids.len() == before {
+            return ids;
+        }
+    }
+}

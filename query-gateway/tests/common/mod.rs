@@ -24,7 +24,7 @@ pub mod shop;
 pub const T: i64 = 1_714_521_600;
 pub const DAY: i64 = 86_400;
 
-fn required_env(name: &str) -> String {
+pub fn required_env(name: &str) -> String {
     std::env::var(name).unwrap_or_else(|_| {
         panic!("{name} is not set: run the tests with deploy/test.sh, which starts the servers")
     })
@@ -460,6 +460,10 @@ pub async fn fixture(base: i64) -> Fixture {
 impl Fixture {
     pub async fn get(&self, key: Option<&str>, path: &str) -> (StatusCode, Value) {
         self.send(key, Request::get(path), Body::empty()).await
+    }
+
+    pub async fn delete(&self, key: Option<&str>, path: &str) -> (StatusCode, Value) {
+        self.send(key, Request::delete(path), Body::empty()).await
     }
 
     /// `POST` of a JSON body.

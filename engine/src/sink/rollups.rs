@@ -1,0 +1,367 @@
+//! Recomputing the per-minute rollups (`agg_minute_metrics`) of the minutes an erased person
+//! touched, from the stored rows of everyone else.
+//!
+//! The dataflow corrects a minute only while it holds the minute's window (its state horizon:
+//! minute + longest session + gap + lateness, 97 h 20 min by default). An erased person's
+//! contribution to an older minute is already written and no longer in state, so the executor
+//! counts each such minute again from the raw rows (`events`, `sessions`) without the person,
+//! with the dataflow's own counting ([`operators::minute_rollups`]), and writes the values that
+//! changed.
+//!
+//! Every minute the person touched is recomputed, open or released: the value is the same
+//! truth either way, and a minute still open needs no reasoning about which operator released
+//! what. The rows are written at the version of the epoch at which the dataflow applied the
+//! erasure: above everything the dataflow wrote before it (a released minute keeps the
+//! recomputed value), and below anything it writes after it (an open minute's later change
+//! replaces it, and is itself computed without the person).
+//!
+//! Minutes whose raw rows the tenant's retention has deleted, or may be deleting (before its
+//! latest retention mark plus [`RETENTION_MARGIN_SECS`]), are left alone: their rollups are
+//! all that is left, and they hold no id.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use clickhouse::{Client, Row};
+use operators::{AggRow, Interner, minute_rollups};
+use schemas::erasure::quote;
+use schemas::{Event, EventKind};
+use serde::Deserialize;
+
+use super::tables::aggregates::AggMinuteRow;
+
+/// Before a tenant's latest retention mark plus this, a minute's raw rows may be partly
+/// deleted (TTL merges and the scheduled mutations lag the mark by up to a day), so its
+/// rollups cannot be recounted from them.
+pub const RETENTION_MARGIN_SECS: i64 = 2 * 86_400;
+
+/// The minutes recomputed at once (one read of each table per chunk).
+const MINUTES_PER_READ: usize = 60;
+
+#[derive(Debug, Row, Deserialize)]
+struct MinuteRow {
+    minute: u32,
+}
+
+/// What the rollups read of a stored event.
+#[derive(Debug, Row, Deserialize)]
+struct StoredEvent {
+    minute: u32,
+    event_time_ms: i64,
+    kind: String,
+    name: String,
+    path: String,
+    anonymous_id: String,
+    user_id: String,
+    person_id: String,
+    is_bot: u8,
+    non_interactive: u8,
+}
+
+/// What the rollups read of a stored session.
+#[derive(Debug, Row, Deserialize)]
+struct StoredSession {
+    minute: u32,
+    start_ms: i64,
+    end_ms: i64,
+    is_bounce: u8,
+}
+
+#[derive(Debug, Row, Deserialize)]
+struct StoredRollup {
+    minute: u32,
+    metric: String,
+    dimension: String,
+    value: i64,
+}
+
+#[derive(Debug, Row, Deserialize)]
+struct MarkRow {
+    marks: u64,
+    cutoff: i64,
+}
+
+/// Which rows are the erased person's: SQL conditions over `events` and over `sessions` (the
+/// executor's hash predicates).
+#[derive(Debug, Clone, Copy)]
+pub struct PersonRows<'a> {
+    /// Over `events`.
+    pub events: &'a str,
+    /// Over `sessions`.
+    pub sessions: &'a str,
+}
+
+/// Recomputes the rollups of every minute of `tenant` where the person has an event or a
+/// session start, from everyone else's rows, and writes the changed values at `version`;
+/// returns how many rollup rows it wrote. Idempotent, and must run before the person's rows
+/// are deleted (they are how the minutes are found).
+pub async fn recompute(
+    client: &Client,
+    tenant: &str,
+    person: PersonRows<'_>,
+    version: u64,
+) -> Result<u64, clickhouse::error::Error> {
+    let minutes = touched_minutes(client, tenant, person).await?;
+    let mut written = 0;
+    for chunk in minutes.chunks(MINUTES_PER_READ) {
+        let recounted = recount(client, tenant, chunk, person).await?;
+        let stored = stored_rollups(client, tenant, chunk).await?;
+        let changed = changes(tenant, &stored, &recounted, version);
+        if changed.is_empty() {
+            continue;
+        }
+        let mut insert = client.insert::<AggMinuteRow>("agg_minute_metrics").await?;
+        for row in &changed {
+            insert.write(row).await?;
+        }
+        insert.end().await?;
+        written += changed.len() as u64;
+    }
+    Ok(written)
+}
+
+/// The minutes (Unix s) of the person's non-late events and session starts, after the
+/// tenant's retention horizon.
+async fn touched_minutes(
+    client: &Client,
+    tenant: &str,
+    person: PersonRows<'_>,
+) -> Result<Vec<u32>, clickhouse::error::Error> {
+    let tenant_sql = quote(tenant);
+    let rows: Vec<MinuteRow> = client
+        .query(&format!(
+            "SELECT DISTINCT toUInt32(toStartOfMinute(event_time)) AS minute FROM events \
+             WHERE tenant = {tenant_sql} AND late = 0 AND ({events}) \
+             UNION ALL \
+             SELECT DISTINCT toUInt32(toStartOfMinute(start_time)) AS minute FROM sessions \
+             WHERE tenant = {tenant_sql} AND ({sessions})",
+            events = person.events,
+            sessions = person.sessions,
+        ))
+        .fetch_all()
+        .await?;
+    let mark: MarkRow = client
+        .query(
+            "SELECT count() AS marks, max(cutoff_secs) AS cutoff FROM _retention \
+             WHERE table_name = ? AND tenant = ?",
+        )
+        .bind(schemas::retention::MARK)
+        .bind(tenant)
+        .fetch_one()
+        .await?;
+    let first_whole = (mark.marks > 0).then_some(mark.cutoff + RETENTION_MARGIN_SECS);
+    let minutes: BTreeSet<u32> = rows
+        .into_iter()
+        .map(|row| row.minute)
+        .filter(|minute| first_whole.is_none_or(|first| i64::from(*minute) >= first))
+        .collect();
+    Ok(minutes.into_iter().collect())
+}
+
+/// `minutes` of `tenant` counted again from everyone's rows but the person's.
+async fn recount(
+    client: &Client,
+    tenant: &str,
+    minutes: &[u32],
+    person: PersonRows<'_>,
+) -> Result<BTreeMap<u32, Vec<AggRow>>, clickhouse::error::Error> {
+    let (tenant_sql, list) = (quote(tenant), minute_list(minutes));
+    let events: Vec<StoredEvent> = client
+        .query(&format!(
+            "SELECT toUInt32(toStartOfMinute(event_time)) AS minute, event_time_ms, type AS kind, \
+             name, path, anonymous_id, user_id, person_id, is_bot, non_interactive \
+             FROM events FINAL WHERE tenant = {tenant_sql} \
+             AND toUInt32(toStartOfMinute(event_time)) IN ({list}) AND late = 0 \
+             AND NOT ({})",
+            person.events
+        ))
+        .fetch_all()
+        .await?;
+    let sessions: Vec<StoredSession> = client
+        .query(&format!(
+            "SELECT toUInt32(toStartOfMinute(start_time)) AS minute, start_ms, end_ms, is_bounce \
+             FROM sessions FINAL WHERE tenant = {tenant_sql} \
+             AND toUInt32(toStartOfMinute(start_time)) IN ({list}) AND deleted = 0 \
+             AND NOT ({})",
+            person.sessions
+        ))
+        .fetch_all()
+        .await?;
+    Ok(count_minutes(tenant, minutes, &events, &sessions))
+}
+
+fn minute_list(minutes: &[u32]) -> String {
+    minutes
+        .iter()
+        .map(u32::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Each minute's rollups, counted by the dataflow's rules from the stored rows.
+fn count_minutes(
+    tenant: &str,
+    minutes: &[u32],
+    events: &[StoredEvent],
+    sessions: &[StoredSession],
+) -> BTreeMap<u32, Vec<AggRow>> {
+    let mut interner = Interner::default();
+    let mut activities: BTreeMap<u32, Vec<_>> = BTreeMap::new();
+    for stored in events {
+        let Some(kind) = EventKind::parse(&stored.kind) else {
+            continue;
+        };
+        let mut event = Event::new(tenant, "", kind, stored.event_time_ms);
+        event.name.clone_from(&stored.name);
+        event.page.path.clone_from(&stored.path);
+        event.anonymous_id.clone_from(&stored.anonymous_id);
+        event.user_id.clone_from(&stored.user_id);
+        event.is_bot = stored.is_bot != 0;
+        event.non_interactive = stored.non_interactive != 0;
+        let activity = operators::Activity::of(&event, &mut interner);
+        let person: Arc<str> = interner.intern(&stored.person_id);
+        activities
+            .entry(stored.minute)
+            .or_default()
+            .push((activity, person));
+    }
+    let mut starts: BTreeMap<u32, Vec<operators::Session>> = BTreeMap::new();
+    for stored in sessions {
+        starts
+            .entry(stored.minute)
+            .or_default()
+            .push(operators::Session {
+                tenant: tenant.to_owned(),
+                session_id: String::new(),
+                person_id: String::new(),
+                visitor_id: String::new(),
+                start_ms: stored.start_ms,
+                end_ms: stored.end_ms,
+                events: 0,
+                page_views: 0,
+                bounce: stored.is_bounce != 0,
+                entry_path: String::new(),
+                exit_path: String::new(),
+                landing: Arc::default(),
+            });
+    }
+    minutes
+        .iter()
+        .map(|&minute| {
+            let events = activities.get(&minute).map_or(&[][..], Vec::as_slice);
+            let sessions = starts.get(&minute).map_or(&[][..], Vec::as_slice);
+            let rows = minute_rollups(
+                tenant,
+                i64::from(minute) * 1000,
+                events.iter().map(|(activity, person)| (activity, person)),
+                sessions,
+            );
+            (minute, rows)
+        })
+        .collect()
+}
+
+/// The rollups as stored now (`FINAL`), by minute, as (metric, dimension) -> value.
+async fn stored_rollups(
+    client: &Client,
+    tenant: &str,
+    minutes: &[u32],
+) -> Result<BTreeMap<(u32, String, String), i64>, clickhouse::error::Error> {
+    let rows: Vec<StoredRollup> = client
+        .query(&format!(
+            "SELECT toUInt32(minute) AS minute, metric, dimension, value \
+             FROM agg_minute_metrics FINAL WHERE tenant = {} AND toUInt32(minute) IN ({})",
+            quote(tenant),
+            minute_list(minutes)
+        ))
+        .fetch_all()
+        .await?;
+    Ok(rows
+        .into_iter()
+        .map(|row| ((row.minute, row.metric, row.dimension), row.value))
+        .collect())
+}
+
+/// The rows to write: each recounted value that differs from the stored one, and a 0 for
+/// each stored value that has no recounted row (the table's way of writing a removal).
+fn changes(
+    tenant: &str,
+    stored: &BTreeMap<(u32, String, String), i64>,
+    recounted: &BTreeMap<u32, Vec<AggRow>>,
+    version: u64,
+) -> Vec<AggMinuteRow> {
+    let mut fresh: BTreeMap<(u32, String, String), i64> = BTreeMap::new();
+    for (minute, rows) in recounted {
+        for row in rows {
+            fresh.insert(
+                (
+                    *minute,
+                    row.metric.as_str().to_owned(),
+                    row.dimension.clone(),
+                ),
+                row.value,
+            );
+        }
+    }
+    let row = |(minute, metric, dimension): &(u32, String, String), value: i64| AggMinuteRow {
+        tenant: tenant.to_owned(),
+        minute: *minute,
+        metric: metric.clone(),
+        dimension: dimension.clone(),
+        value,
+        version,
+    };
+    let mut changed: Vec<AggMinuteRow> = fresh
+        .iter()
+        .filter(|(key, value)| stored.get(*key) != Some(*value))
+        .map(|(key, value)| row(key, *value))
+        .collect();
+    changed.extend(
+        stored
+            .iter()
+            .filter(|(key, value)| **value != 0 && !fresh.contains_key(*key))
+            .map(|(key, _)| row(key, 0)),
+    );
+    changed
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_value_that_changed_is_rewritten_and_one_that_vanished_is_written_as_zero() {
+        let key = |metric: &str, dimension: &str| (60, metric.to_owned(), dimension.to_owned());
+        let stored = BTreeMap::from([
+            (key("page_views", "/a"), 3),
+            (key("page_views", "/b"), 1),
+            (key("unique_visitors", ""), 2),
+            (key("bounces", ""), 0),
+        ]);
+        let row = |metric, dimension: &str, value| AggRow {
+            tenant: "t".into(),
+            minute_ms: 60_000,
+            metric,
+            dimension: dimension.into(),
+            value,
+        };
+        let recounted = BTreeMap::from([(
+            60,
+            vec![
+                row(operators::Metric::PageViews, "/a", 2),
+                row(operators::Metric::UniqueVisitors, "", 2),
+            ],
+        )]);
+        let written: Vec<_> = changes("t", &stored, &recounted, 7)
+            .into_iter()
+            .map(|row| (row.metric, row.dimension, row.value, row.version))
+            .collect();
+        assert_eq!(
+            written,
+            [
+                ("page_views".to_owned(), "/a".to_owned(), 2, 7),
+                ("page_views".to_owned(), "/b".to_owned(), 0, 7),
+            ]
+        );
+    }
+}
