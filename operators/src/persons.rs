@@ -79,60 +79,181 @@ enum MapInput<T> {
     Erasure(ControlRecord, u64),
 }
 
-/// Retracts and releases the retained events the erasures in `log` cover; returns how many it
-/// released. Events the retention rule released already (older than `cutoff`, which downstream
-/// operators may have let go) are released without a retraction, as a merge leaves them.
-fn withdraw<T: Clone>(
-    visitors: &mut FxHashMap<Node, Visitor>,
-    person_of: &FxHashMap<Node, Person>,
-    log: &ErasureLog,
-    cutoff: i64,
-    time: &T,
-    mut retract: impl FnMut(((Person, SharedActivity), T, isize)),
-) -> usize {
-    let mut withdrawn = 0;
-    visitors.retain(|node, visitor| {
-        let before = visitor.events.len();
-        let live = visitor.last_time_ms >= cutoff;
-        visitor.events.retain(|event| {
-            let ids = [&*event.anonymous_id, &*event.user_id, event.previous_id()];
-            if !log.drops(&event.tenant, event.received_at_ms, ids) {
-                return true;
-            }
-            if live && event.timestamp_ms >= cutoff {
-                let person = person_of.get(node).cloned().unwrap_or_else(|| node.clone());
-                retract(((person, event.clone()), time.clone(), -1));
-            }
-            false
-        });
-        withdrawn += before - visitor.events.len();
-        !visitor.events.is_empty()
-    });
-    withdrawn
-}
-
 #[derive(Debug, Default)]
 struct Visitor {
     events: Vec<SharedActivity>,
     last_time_ms: i64,
 }
 
-/// Releases the events older than `cutoff` (a visitor who keeps coming back keeps only those
-/// a change may still re-attribute) and the visitors left without any; returns how many
-/// events it released.
-fn release_before(visitors: &mut FxHashMap<Node, Visitor>, cutoff: i64) -> usize {
-    let mut released = 0;
-    visitors.retain(|_, visitor| {
-        let before = visitor.events.len();
-        if visitor.last_time_ms >= cutoff {
-            visitor.events.retain(|e| e.timestamp_ms >= cutoff);
-        } else {
-            visitor.events.clear();
+/// One update of the output collection: an event under its person.
+type Attributed<T> = ((Person, SharedActivity), T, isize);
+
+/// What one worker of the operator keeps: the id -> person map and the retained events, by
+/// the node they are attributed through.
+#[derive(Debug, Default)]
+struct Persons {
+    person_of: FxHashMap<Node, Person>,
+    visitors: FxHashMap<Node, Visitor>,
+    /// Events in `visitors`.
+    retained: usize,
+    /// The newest `received_at` seen (Unix ms).
+    clock: i64,
+    /// Events added since the last sweep.
+    since_expiry: usize,
+}
+
+impl Persons {
+    fn new() -> Persons {
+        Persons {
+            clock: i64::MIN,
+            ..Persons::default()
         }
-        released += before - visitor.events.len();
-        !visitor.events.is_empty()
-    });
-    released
+    }
+
+    /// The person of `node` (an id in no link is its own person).
+    fn person(&self, node: &Node) -> Person {
+        self.person_of
+            .get(node)
+            .cloned()
+            .unwrap_or_else(|| node.clone())
+    }
+
+    /// Retracts and releases the retained events the erasures in `log` cover. Events the
+    /// retention rule released already (older than `cutoff`, which downstream operators may
+    /// have let go) are released without a retraction, as a merge leaves them.
+    fn withdraw<T: Clone>(
+        &mut self,
+        log: &ErasureLog,
+        cutoff: i64,
+        time: &T,
+        mut emit: impl FnMut(Attributed<T>),
+    ) {
+        let Persons {
+            person_of,
+            visitors,
+            retained,
+            ..
+        } = self;
+        visitors.retain(|node, visitor| {
+            let before = visitor.events.len();
+            let live = visitor.last_time_ms >= cutoff;
+            visitor.events.retain(|event| {
+                let ids = [&*event.anonymous_id, &*event.user_id, event.previous_id()];
+                if !log.drops(&event.tenant, event.received_at_ms, ids) {
+                    return true;
+                }
+                if live && event.timestamp_ms >= cutoff {
+                    let person = person_of.get(node).cloned().unwrap_or_else(|| node.clone());
+                    emit(((person, event.clone()), time.clone(), -1));
+                }
+                false
+            });
+            *retained -= before - visitor.events.len();
+            !visitor.events.is_empty()
+        });
+    }
+
+    /// Applies a time's changes of the map; returns the person each changed node had before.
+    /// Differential does not promise consolidated updates (a time may carry +x and -x), so
+    /// they are netted first, and retractions of old persons go before insertions of new ones.
+    fn apply_map(&mut self, changes: Vec<(Node, Person, isize)>) -> FxHashMap<Node, Person> {
+        let mut net: FxHashMap<(Node, Person), isize> = FxHashMap::default();
+        for (node, person, diff) in changes {
+            *net.entry((node, person)).or_default() += diff;
+        }
+        let mut changes: Vec<_> = net.into_iter().filter(|(_, diff)| *diff != 0).collect();
+        changes.sort_by_key(|(_, diff)| *diff > 0);
+        let mut before: FxHashMap<Node, Person> = FxHashMap::default();
+        for ((node, person), diff) in changes {
+            let current = self.person(&node);
+            before.entry(node.clone()).or_insert(current);
+            if diff > 0 {
+                self.person_of.insert(node, person);
+            } else if self.person_of.get(&node) == Some(&person) {
+                self.person_of.remove(&node);
+            }
+        }
+        before
+    }
+
+    /// Re-attributes what was emitted before under a changed person: what the retention rule
+    /// retains at `cutoff`, decided here rather than by when a sweep last ran, so that a late
+    /// identity claim corrects the same events whenever the sweeps happen (a replay sweeps
+    /// elsewhere).
+    fn reattribute<T: Clone>(
+        &self,
+        before: FxHashMap<Node, Person>,
+        cutoff: i64,
+        time: &T,
+        mut emit: impl FnMut(Attributed<T>),
+    ) {
+        for (node, old) in before {
+            let new = self.person(&node);
+            if old == new {
+                continue;
+            }
+            for event in self
+                .visitors
+                .get(&node)
+                .filter(|v| v.last_time_ms >= cutoff)
+                .map(|v| v.events.as_slice())
+                .unwrap_or_default()
+                .iter()
+                .filter(|e| e.timestamp_ms >= cutoff)
+            {
+                emit(((old.clone(), event.clone()), time.clone(), -1));
+                emit(((new.clone(), event.clone()), time.clone(), 1));
+            }
+        }
+    }
+
+    /// Attributes new events under the current map and retains them.
+    fn assign<T: Clone>(
+        &mut self,
+        events: Vec<SharedActivity>,
+        cutoff: i64,
+        time: &T,
+        mut emit: impl FnMut(Attributed<T>),
+    ) {
+        for event in events {
+            self.clock = self.clock.max(event.received_at_ms);
+            let node = Node::attribution_of(&event);
+            emit(((self.person(&node), event.clone()), time.clone(), 1));
+            let visitor = self.visitors.entry(node).or_default();
+            if visitor.last_time_ms < cutoff {
+                // Released by the rule, whether or not a sweep has run yet.
+                self.retained -= visitor.events.len();
+                visitor.events.clear();
+            }
+            visitor.last_time_ms = visitor.last_time_ms.max(event.timestamp_ms);
+            visitor.events.push(event);
+            self.retained += 1;
+            self.since_expiry += 1;
+        }
+    }
+
+    /// Every so often (amortised over the events added), releases the events older than
+    /// `keep_ms` before the clock (a visitor who keeps coming back keeps only those a change
+    /// may still re-attribute) and the visitors left without any.
+    fn sweep_when_due(&mut self, keep_ms: i64) {
+        if self.since_expiry < self.visitors.len() / 4 + 1024 {
+            return;
+        }
+        self.since_expiry = 0;
+        let cutoff = self.clock.saturating_sub(keep_ms);
+        let mut released = 0;
+        self.visitors.retain(|_, visitor| {
+            let before = visitor.events.len();
+            if visitor.last_time_ms >= cutoff {
+                visitor.events.retain(|e| e.timestamp_ms >= cutoff);
+            } else {
+                visitor.events.clear();
+            }
+            released += before - visitor.events.len();
+            !visitor.events.is_empty()
+        });
+        self.retained -= released;
+    }
 }
 
 /// Attributes events to persons.
@@ -193,11 +314,7 @@ impl<'s, T: Timestamp + TotalOrder> AssignPersons<'s, T> for StreamVec<'s, T, Sh
             "AssignPersons",
             move |_capability, _info| {
                 let mut stash: Stash<T, Update> = Stash::default();
-                let mut person_of: FxHashMap<Node, Person> = FxHashMap::default();
-                let mut visitors: FxHashMap<Node, Visitor> = FxHashMap::default();
-                let mut retained = 0usize;
-                let mut clock = i64::MIN;
-                let mut since_expiry = 0usize;
+                let mut state = Persons::new();
                 move |(events, events_frontier), (mapping, mapping_frontier), output| {
                     events.for_each(|capability, data| {
                         let Some(time) = capability.least().cloned() else {
@@ -244,95 +361,17 @@ impl<'s, T: Timestamp + TotalOrder> AssignPersons<'s, T> for StreamVec<'s, T, Sh
                                 }
                             }
                         }
-                        // 0. Erasures first, under the map as it was when the events were
+                        let cutoff = state.clock.saturating_sub(retention.keep_ms());
+                        // Erasures first, under the map as it was when the events were
                         // emitted: a merge of the same time then finds nothing of theirs.
                         if erased {
-                            retained -= withdraw(
-                                &mut visitors,
-                                &person_of,
-                                &log,
-                                clock.saturating_sub(retention.keep_ms()),
-                                &time,
-                                |update| session.give(update),
-                            );
+                            state.withdraw(&log, cutoff, &time, |update| session.give(update));
                         }
-                        // 1. The map at this time. Differential does not promise consolidated
-                        // updates (a time may carry +x and -x), so net them first; then apply
-                        // retractions of old persons before insertions of new ones.
-                        let mut net: FxHashMap<(Node, Person), isize> = FxHashMap::default();
-                        for (node, person, diff) in changes.drain(..) {
-                            *net.entry((node, person)).or_default() += diff;
-                        }
-                        changes.extend(
-                            net.into_iter()
-                                .filter(|(_, diff)| *diff != 0)
-                                .map(|((n, p), d)| (n, p, d)),
-                        );
-                        changes.sort_by_key(|(_, _, diff)| *diff > 0);
-                        let mut before: FxHashMap<Node, Person> = FxHashMap::default();
-                        for (node, person, diff) in changes {
-                            let current = person_of
-                                .get(&node)
-                                .cloned()
-                                .unwrap_or_else(|| node.clone());
-                            before.entry(node.clone()).or_insert(current);
-                            if diff > 0 {
-                                person_of.insert(node, person);
-                            } else if person_of.get(&node) == Some(&person) {
-                                person_of.remove(&node);
-                            }
-                        }
-                        // 2. Re-attribute what was emitted before under a changed person:
-                        // what is retained by the retention rule, decided here rather than by
-                        // when a sweep last ran, so that a late identity claim corrects the
-                        // same events whenever the sweeps happen (a replay sweeps elsewhere).
-                        let cutoff = clock.saturating_sub(retention.keep_ms());
-                        for (node, old) in before {
-                            let new = person_of
-                                .get(&node)
-                                .cloned()
-                                .unwrap_or_else(|| node.clone());
-                            if old == new {
-                                continue;
-                            }
-                            for event in visitors
-                                .get(&node)
-                                .filter(|v| v.last_time_ms >= cutoff)
-                                .map(|v| v.events.as_slice())
-                                .unwrap_or_default()
-                                .iter()
-                                .filter(|e| e.timestamp_ms >= cutoff)
-                            {
-                                session.give(((old.clone(), event.clone()), time.clone(), -1));
-                                session.give(((new.clone(), event.clone()), time.clone(), 1));
-                            }
-                        }
-                        // 3. New events, under the current map.
-                        for event in new_events {
-                            clock = clock.max(event.received_at_ms);
-                            let node = Node::attribution_of(&event);
-                            let person = person_of
-                                .get(&node)
-                                .cloned()
-                                .unwrap_or_else(|| node.clone());
-                            session.give(((person, event.clone()), time.clone(), 1));
-                            let visitor = visitors.entry(node).or_default();
-                            if visitor.last_time_ms < cutoff {
-                                // Released by the rule, whether or not a sweep has run yet.
-                                retained -= visitor.events.len();
-                                visitor.events.clear();
-                            }
-                            visitor.last_time_ms = visitor.last_time_ms.max(event.timestamp_ms);
-                            visitor.events.push(event);
-                            retained += 1;
-                            since_expiry += 1;
-                        }
-                        if since_expiry >= visitors.len() / 4 + 1024 {
-                            since_expiry = 0;
-                            let cutoff = clock.saturating_sub(retention.keep_ms());
-                            retained -= release_before(&mut visitors, cutoff);
-                        }
-                        observe(retained);
+                        let before = state.apply_map(changes);
+                        state.reattribute(before, cutoff, &time, |update| session.give(update));
+                        state.assign(new_events, cutoff, &time, |update| session.give(update));
+                        state.sweep_when_due(retention.keep_ms());
+                        observe(state.retained);
                     }
                 }
             },

@@ -132,72 +132,105 @@ pub fn control_source<'s>(
         first_live_epoch,
         epoch_ms,
     } = settings;
-    let (unlinks, erasures) = source::<_, Builder, _, _>(scope, "ControlSource", move |capability, info| {
-        let activator = scope.activator_for(info.address);
-        let mut capability = consumer.is_some().then_some(capability);
-        if let Some(cap) = capability.as_mut() {
-            cap.downgrade(&first_live_epoch);
-        }
-        let mut unlinked: BTreeSet<Unlink> = BTreeSet::new();
-        move |output| {
-            let (Some(cap), Some(consumer)) = (capability.as_mut(), consumer.as_ref()) else { return };
-            if shutdown.load(Ordering::Relaxed) {
-                capability = None;
-                return;
+    let (unlinks, erasures) =
+        source::<_, Builder, _, _>(scope, "ControlSource", move |capability, info| {
+            let activator = scope.activator_for(info.address);
+            let mut capability = consumer.is_some().then_some(capability);
+            if let Some(cap) = capability.as_mut() {
+                cap.downgrade(&first_live_epoch);
             }
-            // The frontier moves with the clock. Asking the broker for the topic's end here,
-            // to move it only once everything written before now was read, blocked the worker
-            // (and every epoch with it) for a round trip per activation: `bench latency` went
-            // from 0.5 s to 7 s. A record read a little late is still safe: lifts take effect
-            // 30 s after they are written, and an erasure read late withdraws what its epoch
-            // let in.
-            let epoch = epoch_of(crate::now_ms(), epoch_ms);
-            if epoch > *cap.time() {
-                cap.downgrade(&epoch);
-            }
-            let time = *cap.time();
-            let mut session = output.session(&cap);
-            while let Some(message) = consumer.poll(Duration::ZERO) {
-                let message = match message {
-                    Ok(message) => message,
-                    Err(error) => {
-                        metrics.source_errors.inc();
-                        tracing::warn!(%error, "control topic poll error; continuing");
-                        break;
-                    }
+            let mut unlinked: BTreeSet<Unlink> = BTreeSet::new();
+            move |output| {
+                let (Some(cap), Some(consumer)) = (capability.as_mut(), consumer.as_ref()) else {
+                    return;
                 };
-                let parsed = message.payload().map(serde_json::from_slice::<ControlMessage>);
-                match parsed {
-                    Some(Ok(ControlMessage::Unmerge { tenant, anonymous_id, user_id })) => {
-                        let link = Unlink::new(&tenant, &anonymous_id, &user_id);
-                        tracing::info!(?link, offset = message.offset(), "unmerge");
-                        if unlinked.insert(link.clone()) {
-                            session.give(Control::Unlink(link, time, 1));
-                        }
-                    }
-                    Some(Ok(ControlMessage::Remerge { tenant, anonymous_id, user_id })) => {
-                        let link = Unlink::new(&tenant, &anonymous_id, &user_id);
-                        tracing::info!(?link, offset = message.offset(), "remerge");
-                        if unlinked.remove(&link) {
-                            session.give(Control::Unlink(link, time, -1));
-                        }
-                    }
-                    Some(Ok(erasure)) => {
-                        tracing::info!(offset = message.offset(), epoch = time, "erasure record");
-                        requests.applied(&erasure, time);
-                        session.give(Control::Erasure(ControlRecord(erasure)));
-                    }
-                    Some(Err(error)) => tracing::warn!(%error, offset = message.offset(), "malformed control message skipped"),
-                    None => tracing::warn!(offset = message.offset(), "empty control message skipped"),
+                if shutdown.load(Ordering::Relaxed) {
+                    capability = None;
+                    return;
+                }
+                // The frontier moves with the clock. Asking the broker for the topic's end here,
+                // to move it only once everything written before now was read, blocked the worker
+                // (and every epoch with it) for a round trip per activation: `bench latency` went
+                // from 0.5 s to 7 s. A record read a little late is still safe: lifts take effect
+                // 30 s after they are written, and an erasure read late withdraws what its epoch
+                // let in.
+                let epoch = epoch_of(crate::now_ms(), epoch_ms);
+                if epoch > *cap.time() {
+                    cap.downgrade(&epoch);
+                }
+                let time = *cap.time();
+                let read = read_new(consumer, time, &mut unlinked, &requests, &metrics);
+                output.session(&cap).give_iterator(read.into_iter());
+                // Wake at the epoch's end (the erase operator holds each epoch of events until
+                // this frontier passes it: waking on a fixed period instead cost up to that period
+                // of latency per epoch), and at least every 250 ms to read new records.
+                let to_next_epoch = epoch_ms - crate::now_ms() % epoch_ms;
+                activator.activate_after(Duration::from_millis(to_next_epoch.clamp(1, 250)));
+            }
+        })
+        .ok_err(|control| match control {
+            Control::Unlink(link, time, diff) => Ok((link, time, diff)),
+            Control::Erasure(message) => Err(message),
+        });
+    (unlinks.as_collection(), erasures)
+}
+
+/// The control records written since the last call, as updates at `time`: unlinks netted
+/// against `unlinked` (an unmerge of a link already unmerged is nothing), erasures and
+/// removals also handed to the executor through `requests`.
+fn read_new(
+    consumer: &BaseConsumer,
+    time: u64,
+    unlinked: &mut BTreeSet<Unlink>,
+    requests: &Requests,
+    metrics: &Metrics,
+) -> Vec<Control> {
+    let mut read = Vec::new();
+    while let Some(message) = consumer.poll(Duration::ZERO) {
+        let message = match message {
+            Ok(message) => message,
+            Err(error) => {
+                metrics.source_errors.inc();
+                tracing::warn!(%error, "control topic poll error; continuing");
+                break;
+            }
+        };
+        let parsed = message
+            .payload()
+            .map(serde_json::from_slice::<ControlMessage>);
+        match parsed {
+            Some(Ok(ControlMessage::Unmerge {
+                tenant,
+                anonymous_id,
+                user_id,
+            })) => {
+                let link = Unlink::new(&tenant, &anonymous_id, &user_id);
+                tracing::info!(?link, offset = message.offset(), "unmerge");
+                if unlinked.insert(link.clone()) {
+                    read.push(Control::Unlink(link, time, 1));
                 }
             }
-            drop(session);
-            activator.activate_after(Duration::from_millis(epoch_ms.clamp(10, 250)));
+            Some(Ok(ControlMessage::Remerge {
+                tenant,
+                anonymous_id,
+                user_id,
+            })) => {
+                let link = Unlink::new(&tenant, &anonymous_id, &user_id);
+                tracing::info!(?link, offset = message.offset(), "remerge");
+                if unlinked.remove(&link) {
+                    read.push(Control::Unlink(link, time, -1));
+                }
+            }
+            Some(Ok(erasure)) => {
+                tracing::info!(offset = message.offset(), epoch = time, "erasure record");
+                requests.applied(&erasure, time);
+                read.push(Control::Erasure(ControlRecord(erasure)));
+            }
+            Some(Err(error)) => {
+                tracing::warn!(%error, offset = message.offset(), "malformed control message skipped")
+            }
+            None => tracing::warn!(offset = message.offset(), "empty control message skipped"),
         }
-    })
-    .ok_err(|control| match control {
-        Control::Unlink(link, time, diff) => Ok((link, time, diff)),
-        Control::Erasure(message) => Err(message),
-    });
-    (unlinks.as_collection(), erasures)
+    }
+    read
 }
