@@ -84,6 +84,11 @@ fn main() -> anyhow::Result<()> {
             tokio::spawn(clickstream_engine::sink::erasure::run(
                 config.clickhouse.clone(),
                 config.erasure.clone(),
+                config
+                    .analytics
+                    .to_settings(config.epoch_ms)
+                    .sessions
+                    .retention,
                 erasure_requests.clone(),
                 sinks_frontier.clone(),
                 metrics.clone(),

@@ -242,6 +242,34 @@ async fn erased_events_total(metrics: &[std::net::SocketAddr]) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_erased_person_leaves_no_id_anywhere_and_stays_erased() {
+    let (world, mut cluster, logged) = start().await;
+    access_is_for_admins(&world).await;
+    erase(&world, &mut cluster, &logged).await;
+    let mut cluster = restart_brings_nothing_back(&world, cluster).await;
+    suppressed_until_lifted(&world, &mut cluster).await;
+    tenant_removal_leaves_others_identical(&world).await;
+    drop(cluster);
+    let World { env, .. } = world;
+    env.clickhouse
+        .query(&format!("DROP DATABASE {}", env.database))
+        .await;
+    let _ = std::fs::remove_dir_all(&env.dir);
+}
+
+/// The test's world: the engine's environment and configuration, a producer to the events
+/// topic, and a query gateway with erasure and Ask's translation cache.
+struct World {
+    env: TestEnv,
+    config: std::path::PathBuf,
+    producer: rdkafka::producer::FutureProducer,
+    state: Arc<AppState>,
+    redis: String,
+    namespace: String,
+}
+
+/// Starts the cluster, produces the log (the old minutes first), starts the gateway and asks
+/// a question naming the person (its translation is cached); returns the log as produced.
+async fn start() -> (World, Cluster, Vec<operators::Decoded>) {
     let env = TestEnv::new("erasure").await;
     let database = env.database.clone();
     let clickhouse = &env.clickhouse;
@@ -311,6 +339,21 @@ async fn an_erased_person_leaves_no_id_anywhere_and_stays_erased() {
         "the question's translation is cached under the person's id: {asked}"
     );
 
+    let world = World {
+        env,
+        config,
+        producer,
+        state,
+        redis,
+        namespace,
+    };
+    (world, cluster, logged)
+}
+
+/// Only an admin key may erase, lift or export; the export (Art. 15) finds everything by any
+/// of the ids.
+async fn access_is_for_admins(world: &World) {
+    let state = &world.state;
     // Only an admin key may erase, lift or export.
     for key in ["rk_t", "wk_t"] {
         for (method, path) in [
@@ -319,7 +362,7 @@ async fn an_erased_person_leaves_no_id_anywhere_and_stays_erased() {
             (Method::DELETE, "/api/suppressions/erase-me-device-2"),
             (Method::GET, "/api/deletions"),
         ] {
-            let (status, body) = call(&state, method, path, key).await;
+            let (status, body) = call(state, method, path, key).await;
             assert_eq!(status, StatusCode::FORBIDDEN, "{key} {path}: {body}");
             assert_eq!(body["error"]["code"], "forbidden");
         }
@@ -327,7 +370,7 @@ async fn an_erased_person_leaves_no_id_anywhere_and_stays_erased() {
 
     // Access (Art. 15): everything stored about the person, found by any of the ids.
     let (status, export) = call(
-        &state,
+        state,
         Method::GET,
         "/api/persons/erase-me-device-2/export",
         "ak_t",
@@ -358,11 +401,16 @@ async fn an_erased_person_leaves_no_id_anywhere_and_stays_erased() {
     assert_eq!(exported, ["e1", "e2", "e3", "e4", "e5", "e6", "e7"]);
     assert_eq!(export["traits"]["plan"], "pro");
     assert!(!export["sessions"].as_array().unwrap().is_empty());
+}
 
-    let others_before = others(clickhouse, &database).await;
+/// The erasure (Art. 17) by the second device's id: completed, every table as if the person
+/// had never been, no id in any String column or the translation cache.
+async fn erase(world: &World, cluster: &mut Cluster, logged: &[operators::Decoded]) {
+    let (clickhouse, database, state) = (&world.env.clickhouse, &world.env.database, &world.state);
+    let others_before = others(clickhouse, database).await;
     // Erasure (Art. 17), by the second device's id.
     let (status, accepted) = call(
-        &state,
+        state,
         Method::DELETE,
         "/api/persons/erase-me-device-2",
         "ak_t",
@@ -375,8 +423,8 @@ async fn an_erased_person_leaves_no_id_anywhere_and_stays_erased() {
     let started = Instant::now();
     let path = format!("/api/deletions/{request}");
     let mut completed = Value::Null;
-    wait_for("the erasure completed", &mut cluster, async || {
-        let (_, body) = call(&state, Method::GET, &path, "ak_t").await;
+    wait_for("the erasure completed", cluster, async || {
+        let (_, body) = call(state, Method::GET, &path, "ak_t").await;
         completed = body;
         completed["status"] == "completed"
     })
@@ -400,7 +448,7 @@ async fn an_erased_person_leaves_no_id_anywhere_and_stays_erased() {
             "{table}: {completed}"
         );
     }
-    let (_, audit) = call(&state, Method::GET, "/api/deletions", "ak_t").await;
+    let (_, audit) = call(state, Method::GET, "/api/deletions", "ak_t").await;
     assert_eq!(
         audit[0]["requester_key_id"],
         query_gateway::erasure::key_id("ak_t")
@@ -412,30 +460,33 @@ async fn an_erased_person_leaves_no_id_anywhere_and_stays_erased() {
     );
     // Every table as if the person had never been: the old minutes too.
     let erased_ids = ERASED.iter().map(|id| id.to_string()).collect();
-    let kept = common::without_person(&logged, "t", &erased_ids);
-    let (differences, _) = compare_with_reference(clickhouse, &database, &kept).await;
+    let kept = common::without_person(logged, "t", &erased_ids);
+    let (differences, _) = compare_with_reference(clickhouse, database, &kept).await;
     assert_eq!(
         differences, 0,
         "the tables differ from the reference on the log without the person"
     );
 
-    let found = scan(clickhouse, &database).await;
+    let found = scan(clickhouse, database).await;
     println!("String columns holding an erased id after completion: {found:?}");
     assert!(found.is_empty(), "{found:?}");
-    assert_eq!(others(clickhouse, &database).await, others_before);
-    assert_eq!(redis_mentions(&redis, &namespace).await, 0);
+    assert_eq!(others(clickhouse, database).await, others_before);
+    assert_eq!(redis_mentions(&world.redis, &world.namespace).await, 0);
     let (_, export) = call(
-        &state,
+        state,
         Method::GET,
         "/api/persons/erase-me-device-1/export",
         "ak_t",
     )
     .await;
     assert_eq!(export["events"], serde_json::json!([]));
+}
 
-    // A restart as another shape replays the whole log: nothing comes back.
+/// A restart as another shape replays the whole log: nothing comes back.
+async fn restart_brings_nothing_back(world: &World, cluster: Cluster) -> Cluster {
+    let (clickhouse, database) = (&world.env.clickhouse, &world.env.database);
     drop(cluster);
-    let mut cluster = Cluster::start_shape(&env.dir, &config, 1, 2);
+    let mut cluster = Cluster::start_shape(&world.env.dir, &world.config, 1, 2);
     let marker = page(
         "t",
         "after-restart",
@@ -443,25 +494,30 @@ async fn an_erased_person_leaves_no_id_anywhere_and_stays_erased() {
         "",
         chrono::Utc::now().timestamp_millis(),
     );
-    produce(&producer, &env.topic, &[marker]).await;
+    produce(&world.producer, &world.env.topic, &[marker]).await;
     let marker_stored =
         format!("SELECT count() FROM {database}.events FINAL WHERE message_id = 'after-restart'");
     wait_for("the restarted engine current", &mut cluster, async || {
         count(clickhouse, &marker_stored).await == 1
     })
     .await;
-    let found = scan(clickhouse, &database).await;
+    let found = scan(clickhouse, database).await;
     assert!(found.is_empty(), "after the restart: {found:?}");
     assert!(
         erased_events_metric(&cluster).await >= 7,
         "the replay dropped the person's events"
     );
+    cluster
+}
 
-    // A placeholder is nobody's id.
-    let (status, body) = call(&state, Method::DELETE, "/api/persons/undefined", "ak_t").await;
+/// A placeholder is nobody's id; the person's device comes back and is dropped, until an
+/// admin lifts the suppression.
+async fn suppressed_until_lifted(world: &World, cluster: &mut Cluster) {
+    let (clickhouse, database, state) = (&world.env.clickhouse, &world.env.database, &world.state);
+    let (status, body) = call(state, Method::DELETE, "/api/persons/undefined", "ak_t").await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
     // Suppression: the person's device comes back and is dropped, until an admin lifts it.
-    let erased_before = erased_events_metric(&cluster).await;
+    let erased_before = erased_events_metric(cluster).await;
     let returning = page(
         "t",
         "returning",
@@ -476,24 +532,24 @@ async fn an_erased_person_leaves_no_id_anywhere_and_stays_erased() {
         "",
         chrono::Utc::now().timestamp_millis() + 1,
     );
-    produce(&producer, &env.topic, &[returning, witness]).await;
+    produce(&world.producer, &world.env.topic, &[returning, witness]).await;
     let witness_stored =
         format!("SELECT count() FROM {database}.events FINAL WHERE message_id = 'witness'");
-    wait_for("the witness stored", &mut cluster, async || {
+    wait_for("the witness stored", cluster, async || {
         count(clickhouse, &witness_stored).await == 1
     })
     .await;
     let metrics = cluster.metrics.clone();
-    wait_for("the returning event dropped", &mut cluster, async || {
+    wait_for("the returning event dropped", cluster, async || {
         erased_events_total(&metrics).await > erased_before
     })
     .await;
     assert!(
-        scan(clickhouse, &database).await.is_empty(),
+        scan(clickhouse, database).await.is_empty(),
         "a suppressed id was stored"
     );
     let (status, lifted) = call(
-        &state,
+        state,
         Method::DELETE,
         "/api/suppressions/erase-me-device-1",
         "ak_t",
@@ -512,14 +568,12 @@ async fn an_erased_person_leaves_no_id_anywhere_and_stays_erased() {
         "",
         chrono::Utc::now().timestamp_millis(),
     );
-    produce(&producer, &env.topic, &[welcome]).await;
+    produce(&world.producer, &world.env.topic, &[welcome]).await;
     let welcomed =
         format!("SELECT count() FROM {database}.events FINAL WHERE message_id = 'welcome-back'");
-    wait_for(
-        "the event after the lift stored",
-        &mut cluster,
-        async || count(clickhouse, &welcomed).await == 1,
-    )
+    wait_for("the event after the lift stored", cluster, async || {
+        count(clickhouse, &welcomed).await == 1
+    })
     .await;
     let returned =
         format!("SELECT count() FROM {database}.events FINAL WHERE message_id = 'returning'");
@@ -528,13 +582,16 @@ async fn an_erased_person_leaves_no_id_anywhere_and_stays_erased() {
         0,
         "suppressed before the lift"
     );
+}
 
-    // Tenant removal: u goes from every table; t's rows stay byte-identical.
-    let t_before = tenant_rows(clickhouse, &database, "t").await;
+/// `engine --remove-tenant u`: u goes from every table; t's rows stay byte-identical.
+async fn tenant_removal_leaves_others_identical(world: &World) {
+    let (clickhouse, database) = (&world.env.clickhouse, &world.env.database);
+    let t_before = tenant_rows(clickhouse, database, "t").await;
     let started = Instant::now();
     let output = std::process::Command::new(env!("CARGO_BIN_EXE_engine"))
         .arg("--config")
-        .arg(&config)
+        .arg(&world.config)
         .args(["--remove-tenant", "u"])
         .output()
         .expect("engine --remove-tenant");
@@ -548,7 +605,7 @@ async fn an_erased_person_leaves_no_id_anywhere_and_stays_erased() {
         "{}",
         String::from_utf8_lossy(&output.stderr)
     );
-    for rows in tenant_rows(clickhouse, &database, "u").await {
+    for rows in tenant_rows(clickhouse, database, "u").await {
         assert!(rows.ends_with(": "), "u still has rows: {rows}");
     }
     // The live counter and the progress mark move with the clock, whatever the removal did.
@@ -558,13 +615,9 @@ async fn an_erased_person_leaves_no_id_anywhere_and_stays_erased() {
             .collect()
     };
     assert_eq!(
-        moving(tenant_rows(clickhouse, &database, "t").await),
+        moving(tenant_rows(clickhouse, database, "t").await),
         moving(t_before)
     );
-
-    drop(cluster);
-    clickhouse.query(&format!("DROP DATABASE {database}")).await;
-    let _ = std::fs::remove_dir_all(&env.dir);
 }
 
 /// Everything stored about the persons that are not erased, in t and u.

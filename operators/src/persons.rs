@@ -62,6 +62,15 @@ impl Retention {
     pub fn keep_ms(&self) -> i64 {
         self.session_gap_ms + self.lateness_ms + self.margin_ms
     }
+
+    /// From when (Unix ms, event time) an erasure read at `now_ms` is sure to find a person's
+    /// events still retained, so that the dataflow itself withdraws them: every worker keeps
+    /// what happened after its clock (newest `received_at`) minus [`Retention::keep_ms`],
+    /// and no clock is more than `margin_ms` ahead of `now_ms` (gateways' clocks agree with
+    /// the engine's within the margin). What happened before may have been released.
+    pub fn surely_retained_from(&self, now_ms: i64) -> i64 {
+        now_ms + self.margin_ms - self.keep_ms()
+    }
 }
 
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]

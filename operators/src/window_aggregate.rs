@@ -187,19 +187,19 @@ fn count(counts: &mut FxHashMap<Arc<str>, isize>, key: &Arc<str>, diff: isize) {
 }
 
 /// One tenant's minute counted from scratch, by the same rules as the dataflow's windows:
-/// its rows for `events` (each with its person's id) that happened in the minute and the
-/// `sessions` that started in it. Items outside the minute are the caller's mistake and are
-/// counted as if inside. The erasure executor recomputes from the stored rows what the
-/// dataflow has released (`engine/src/sink/rollups.rs`).
+/// its rows for `events` that happened in the minute, each with its person's id and how many
+/// times it occurs, and the `sessions` that started in it. Items outside the minute are the
+/// caller's mistake and are counted as if inside. The erasure executor recomputes from the
+/// stored rows what the dataflow has released (`engine/src/sink/rollups.rs`).
 pub fn minute_rollups<'a>(
     tenant: &str,
     minute_ms: i64,
-    events: impl IntoIterator<Item = (&'a Activity, &'a Arc<str>)>,
+    events: impl IntoIterator<Item = (&'a Activity, &'a Arc<str>, usize)>,
     sessions: impl IntoIterator<Item = &'a Session>,
 ) -> Vec<AggRow> {
     let mut window = Window::default();
-    for (event, person_id) in events {
-        window.apply_event(event, person_id, 1);
+    for (event, person_id, copies) in events {
+        window.apply_event(event, person_id, copies as isize);
     }
     for session in sessions {
         window.apply_session(session, 1);
@@ -458,13 +458,18 @@ mod tests {
             let (tenant, minute_ms) = (format!("t{tenant}"), minute * 60_000);
             let present = final_items(&input);
             let in_minute = |(t, at): (&str, i64)| t == tenant && at.div_euclid(60_000) == minute;
-            let events: Vec<_> = present
-                .iter()
-                .filter_map(|i| match i {
-                    Input::Event(event, person) => in_minute((&event.tenant, event.timestamp_ms))
-                        .then(|| (activity(event), Arc::<str>::from(person.as_str()))),
-                    Input::Session(_) => None,
-                })
+            // Repeated rows as one with a count, as the executor reads them.
+            let mut copies: BTreeMap<(&SharedEvent, &String), usize> = BTreeMap::new();
+            for item in &present {
+                if let Input::Event(event, person) = item
+                    && in_minute((&event.tenant, event.timestamp_ms))
+                {
+                    *copies.entry((event, person)).or_default() += 1;
+                }
+            }
+            let events: Vec<_> = copies
+                .into_iter()
+                .map(|((event, person), n)| (activity(event), Arc::<str>::from(person.as_str()), n))
                 .collect();
             let sessions: Vec<&Session> = present
                 .iter()
@@ -480,7 +485,7 @@ mod tests {
             let recomputed = minute_rollups(
                 &tenant,
                 minute_ms,
-                events.iter().map(|(event, person)| (&**event, person)),
+                events.iter().map(|(event, person, n)| (&**event, person, *n)),
                 sessions,
             );
             prop_assert_eq!(recomputed, expected);

@@ -342,10 +342,12 @@ impl From<clickhouse::error::Error> for ErasureError {
 }
 
 /// Carries out requests forever. `sinks_frontier` is the first epoch not yet written by every
-/// sink (the checkpoint operator's input frontier).
+/// sink (the checkpoint operator's input frontier); `retention` is the operators' (what the
+/// dataflow withdraws itself, and what the executor recounts).
 pub async fn run(
     clickhouse: ClickHouseConfig,
     erasure: ErasureConfig,
+    retention: operators::Retention,
     requests: Requests,
     sinks_frontier: Arc<AtomicU64>,
     metrics: Arc<Metrics>,
@@ -378,7 +380,12 @@ pub async fn run(
             }
             let started = Instant::now();
             let id = request.id.clone();
-            match carry_out(&client, &clickhouse.database, &erasure, &request, epoch).await {
+            let recount_before_ms = retention.surely_retained_from(crate::now_ms() as i64);
+            let applied = Applied {
+                epoch,
+                recount_before_ms,
+            };
+            match carry_out(&client, &clickhouse.database, &erasure, &request, applied).await {
                 Ok(row) => {
                     completed.insert(id.clone());
                     metrics.erasures_completed.inc();
@@ -405,16 +412,26 @@ fn report_pending(metrics: &Metrics, pending: &[(Request, u64)]) {
         .set(oldest.map_or(0, |at| (now - at).max(0) / 1000));
 }
 
+/// Where the dataflow stands on a request.
+#[derive(Debug, Clone, Copy)]
+struct Applied {
+    /// The epoch at which it applied the request.
+    epoch: u64,
+    /// Event time (Unix ms) before which the dataflow may have released a person's events
+    /// when it applied it.
+    recount_before_ms: i64,
+}
+
 /// Deletes what `request` covers (unless an earlier run did and recorded it), having first
-/// recomputed the rollups of the minutes a person touched ([`super::rollups`], at the version
-/// of `epoch`, when the dataflow applied the request), and records the completion; returns
-/// the completion row.
+/// recounted the rollups of the minutes a person touched that the dataflow may have released
+/// ([`super::rollups`], at the version of the epoch that applied the request), and records
+/// the completion; returns the completion row.
 async fn carry_out(
     client: &Client,
     database: &str,
     erasure: &ErasureConfig,
     request: &Request,
-    epoch: u64,
+    applied: Applied,
 ) -> Result<DeletionRow, ErasureError> {
     let recorded = recorded(client, &request.id).await?;
     if let Some(row) = recorded.as_ref().filter(|row| row.status == "completed") {
@@ -449,7 +466,13 @@ async fn carry_out(
         &request.id_hashes,
     ) {
         let person = PersonRows { events, sessions };
-        let rewritten = super::rollups::recompute(client, &request.tenant, person, epoch).await?;
+        let Applied {
+            epoch,
+            recount_before_ms,
+        } = applied;
+        let rewritten =
+            super::rollups::recompute(client, &request.tenant, person, recount_before_ms, epoch)
+                .await?;
         removed.push(("agg_minute_metrics".to_owned(), rewritten));
     }
     for (table, condition) in deletions {

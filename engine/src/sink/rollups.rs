@@ -8,11 +8,13 @@
 //! with the dataflow's own counting ([`operators::minute_rollups`]), and writes the values that
 //! changed.
 //!
-//! Every minute the person touched is recomputed, open or released: the value is the same
-//! truth either way, and a minute still open needs no reasoning about which operator released
-//! what. The rows are written at the version of the epoch at which the dataflow applied the
-//! erasure: above everything the dataflow wrote before it (a released minute keeps the
-//! recomputed value), and below anything it writes after it (an open minute's later change
+//! The minutes recounted are those that started before what the dataflow is sure to still
+//! hold ([`operators::Retention::surely_retained_from`]: 72 h 30 min by default); a minute
+//! after it is corrected by the dataflow, and recounting it would read a busy tenant's whole
+//! minute for nothing. A minute recounted that the dataflow also corrects gets the same value
+//! from both. The rows are written at the version of the epoch at which the dataflow applied
+//! the erasure: above everything the dataflow wrote before it (a released minute keeps the
+//! recounted value), and below anything it writes after it (a later change of an open minute
 //! replaces it, and is itself computed without the person).
 //!
 //! Minutes whose raw rows the tenant's retention has deleted, or may be deleting (before its
@@ -35,19 +37,21 @@ use super::tables::aggregates::AggMinuteRow;
 /// rollups cannot be recounted from them.
 pub const RETENTION_MARGIN_SECS: i64 = 2 * 86_400;
 
-/// The minutes recomputed at once (one read of each table per chunk).
-const MINUTES_PER_READ: usize = 60;
+/// The minutes recounted at once (one read of each table per chunk): a busy tenant's minute
+/// can hold a few hundred thousand events.
+const MINUTES_PER_READ: usize = 5;
 
 #[derive(Debug, Row, Deserialize)]
 struct MinuteRow {
     minute: u32,
 }
 
-/// What the rollups read of a stored event.
+/// What the rollups read of stored events: one row per distinct combination, with how many
+/// events share it.
 #[derive(Debug, Row, Deserialize)]
 struct StoredEvent {
     minute: u32,
-    event_time_ms: i64,
+    copies: u64,
     kind: String,
     name: String,
     path: String,
@@ -91,17 +95,18 @@ pub struct PersonRows<'a> {
     pub sessions: &'a str,
 }
 
-/// Recomputes the rollups of every minute of `tenant` where the person has an event or a
-/// session start, from everyone else's rows, and writes the changed values at `version`;
-/// returns how many rollup rows it wrote. Idempotent, and must run before the person's rows
-/// are deleted (they are how the minutes are found).
+/// Recounts the rollups of every minute of `tenant` before `before_ms` (Unix ms) where the
+/// person has an event or a session start, from everyone else's rows, and writes the changed
+/// values at `version`; returns how many rollup rows it wrote. Idempotent, and must run
+/// before the person's rows are deleted (they are how the minutes are found).
 pub async fn recompute(
     client: &Client,
     tenant: &str,
     person: PersonRows<'_>,
+    before_ms: i64,
     version: u64,
 ) -> Result<u64, clickhouse::error::Error> {
-    let minutes = touched_minutes(client, tenant, person).await?;
+    let minutes = touched_minutes(client, tenant, person, before_ms).await?;
     let mut written = 0;
     for chunk in minutes.chunks(MINUTES_PER_READ) {
         let recounted = recount(client, tenant, chunk, person).await?;
@@ -121,11 +126,12 @@ pub async fn recompute(
 }
 
 /// The minutes (Unix s) of the person's non-late events and session starts, after the
-/// tenant's retention horizon.
+/// tenant's retention horizon and before `before_ms`.
 async fn touched_minutes(
     client: &Client,
     tenant: &str,
     person: PersonRows<'_>,
+    before_ms: i64,
 ) -> Result<Vec<u32>, clickhouse::error::Error> {
     let tenant_sql = quote(tenant);
     let rows: Vec<MinuteRow> = client
@@ -154,6 +160,7 @@ async fn touched_minutes(
         .into_iter()
         .map(|row| row.minute)
         .filter(|minute| first_whole.is_none_or(|first| i64::from(*minute) >= first))
+        .filter(|minute| i64::from(*minute) * 1000 < before_ms)
         .collect();
     Ok(minutes.into_iter().collect())
 }
@@ -168,11 +175,14 @@ async fn recount(
     let (tenant_sql, list) = (quote(tenant), minute_list(minutes));
     let events: Vec<StoredEvent> = client
         .query(&format!(
-            "SELECT toUInt32(toStartOfMinute(event_time)) AS minute, event_time_ms, type AS kind, \
-             name, path, anonymous_id, user_id, person_id, is_bot, non_interactive \
+            "SELECT minute, count() AS copies, kind, name, path, anonymous_id, user_id, person_id, \
+             is_bot, non_interactive FROM (SELECT toUInt32(toStartOfMinute(event_time)) AS minute, \
+             type AS kind, name, path, anonymous_id, user_id, person_id, is_bot, non_interactive \
              FROM events FINAL WHERE tenant = {tenant_sql} \
              AND toUInt32(toStartOfMinute(event_time)) IN ({list}) AND late = 0 \
-             AND NOT ({})",
+             AND NOT ({})) \
+             GROUP BY minute, kind, name, path, anonymous_id, user_id, person_id, is_bot, \
+             non_interactive",
             person.events
         ))
         .fetch_all()
@@ -211,7 +221,7 @@ fn count_minutes(
         let Some(kind) = EventKind::parse(&stored.kind) else {
             continue;
         };
-        let mut event = Event::new(tenant, "", kind, stored.event_time_ms);
+        let mut event = Event::new(tenant, "", kind, i64::from(stored.minute) * 1000);
         event.name.clone_from(&stored.name);
         event.page.path.clone_from(&stored.path);
         event.anonymous_id.clone_from(&stored.anonymous_id);
@@ -220,10 +230,11 @@ fn count_minutes(
         event.non_interactive = stored.non_interactive != 0;
         let activity = operators::Activity::of(&event, &mut interner);
         let person: Arc<str> = interner.intern(&stored.person_id);
-        activities
-            .entry(stored.minute)
-            .or_default()
-            .push((activity, person));
+        activities.entry(stored.minute).or_default().push((
+            activity,
+            person,
+            stored.copies as usize,
+        ));
     }
     let mut starts: BTreeMap<u32, Vec<operators::Session>> = BTreeMap::new();
     for stored in sessions {
@@ -253,7 +264,9 @@ fn count_minutes(
             let rows = minute_rollups(
                 tenant,
                 i64::from(minute) * 1000,
-                events.iter().map(|(activity, person)| (activity, person)),
+                events
+                    .iter()
+                    .map(|(activity, person, copies)| (activity, person, *copies)),
                 sessions,
             );
             (minute, rows)
