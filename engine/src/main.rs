@@ -82,13 +82,12 @@ fn main() -> anyhow::Result<()> {
                 metrics.clone(),
             ));
             tokio::spawn(clickstream_engine::sink::erasure::run(
-                config.clickhouse.clone(),
-                config.erasure.clone(),
-                config
-                    .analytics
-                    .to_settings(config.epoch_ms)
-                    .sessions
-                    .retention,
+                clickstream_engine::sink::erasure::executor::ExecutorSettings {
+                    clickhouse: config.clickhouse.clone(),
+                    erasure: config.erasure.clone(),
+                    kafka: config.kafka.clone(),
+                    sessions: config.analytics.to_settings(config.epoch_ms).sessions,
+                },
                 erasure_requests.clone(),
                 sinks_frontier.clone(),
                 metrics.clone(),

@@ -64,6 +64,15 @@ impl SessionSettings {
             .unwrap_or(self.gap_ms)
     }
 
+    /// How long after its start (Unix ms of event time, against a worker's clock) a minute's
+    /// window of per-minute rollups is kept: a session starting in it may grow for
+    /// `max_session_ms`, and changes arrive up to the retention's keep after that (plus a
+    /// margin for workers whose clocks lag). Until then the dataflow may write the minute
+    /// again.
+    pub fn window_keep_ms(&self) -> i64 {
+        60_000 + self.max_session_ms + self.retention.keep_ms() + self.retention.margin_ms
+    }
+
     /// The bounce rule of `tenant`.
     pub fn bounce_for(&self, tenant: &str) -> BounceRule {
         self.tenant_bounce

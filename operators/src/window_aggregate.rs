@@ -252,10 +252,7 @@ impl<'s, T: Timestamp + TotalOrder> WindowAggregate<'s, T>
         let starts = Exchange::new(|(s, _, _): &(Session, T, isize)| {
             route(&(&s.tenant, minute_of(s.start_ms)))
         });
-        let keep_ms = 60_000
-            + settings.max_session_ms
-            + settings.retention.keep_ms()
-            + settings.retention.margin_ms;
+        let keep_ms = settings.window_keep_ms();
         self.inner
             .binary_frontier(
                 sessions.inner,

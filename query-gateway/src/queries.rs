@@ -120,10 +120,7 @@ struct MarkRow {
 /// raw rows before it are deleted or due to be): `None` before any.
 pub async fn retention_mark(client: &Client, tenant: &str) -> Result<Option<i64>, ApiError> {
     let row: MarkRow = client
-        .query(
-            "SELECT count() AS marks, max(cutoff_secs) AS cutoff FROM _retention \
-             WHERE table_name = ? AND tenant = ?",
-        )
+        .query(schemas::retention::LATEST_MARK_SQL)
         .bind(schemas::retention::MARK)
         .bind(tenant)
         .fetch_one()

@@ -120,7 +120,9 @@ impl ErasureLog {
                 requested_at_ms,
                 ..
             } => self.remove_tenant(tenant, *requested_at_ms),
-            ControlMessage::Unmerge { .. } | ControlMessage::Remerge { .. } => {}
+            ControlMessage::Unmerge { .. }
+            | ControlMessage::Remerge { .. }
+            | ControlMessage::RecountRollups { .. } => {}
         }
     }
 

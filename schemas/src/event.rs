@@ -377,4 +377,19 @@ pub enum ControlMessage {
         /// Unix ms (UTC).
         requested_at_ms: i64,
     },
+    /// The second half of an erasure, written by the engine's executor: the per-minute rollups
+    /// of `minutes` were recounted without the person, but the dataflow still held those
+    /// minutes' windows (with the person in them) and may write them again; once `due_ms` has
+    /// passed it has let them go, and they are recounted from the stored rows for good. On
+    /// the topic so that a restart does not forget it. Events pass through untouched.
+    RecountRollups {
+        /// `{erasure's request id}/rollups`, the key of its `_deletions` row.
+        request_id: String,
+        /// Tenant.
+        tenant: String,
+        /// Minute starts, Unix s (UTC).
+        minutes: Vec<u32>,
+        /// Unix ms (UTC).
+        due_ms: i64,
+    },
 }

@@ -169,6 +169,11 @@ pub fn horizon_secs(days: u32, now_secs: i64) -> i64 {
 /// reading of `retention_days` (a retention raised since deleted rows the new one would keep).
 pub const MARK: &str = "*";
 
+/// The latest mark of a tenant: binds [`MARK`] and the tenant; one row `(marks UInt64,
+/// cutoff Int64)`, `marks = 0` before any.
+pub const LATEST_MARK_SQL: &str = "SELECT count() AS marks, max(cutoff_secs) AS cutoff \
+     FROM _retention WHERE table_name = ? AND tenant = ?";
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,21 +1,22 @@
-//! Recomputing the per-minute rollups (`agg_minute_metrics`) of the minutes an erased person
+//! Recounting the per-minute rollups (`agg_minute_metrics`) of the minutes an erased person
 //! touched, from the stored rows of everyone else.
 //!
-//! The dataflow corrects a minute only while it holds the minute's window (its state horizon:
-//! minute + longest session + gap + lateness, 97 h 20 min by default). An erased person's
-//! contribution to an older minute is already written and no longer in state, so the executor
-//! counts each such minute again from the raw rows (`events`, `sessions`) without the person,
-//! with the dataflow's own counting ([`operators::minute_rollups`]), and writes the values that
-//! changed.
+//! The dataflow withdraws an erased person from a minute only while `assign_persons` still
+//! holds their events there: from [`operators::Retention::surely_retained_from`] on (the
+//! session gap plus the lateness horizon before now, 72 h 30 min by default). The person's
+//! contribution to an older minute is already written, so the executor counts each such minute
+//! again from the raw rows (`events`, `sessions`) without the person, with the dataflow's own
+//! counting ([`operators::minute_rollups`]), and writes the values that changed at the version
+//! of the epoch at which the dataflow applied the erasure: above everything the dataflow wrote
+//! before it.
 //!
-//! The minutes recounted are those that started before what the dataflow is sure to still
-//! hold ([`operators::Retention::surely_retained_from`]: 72 h 30 min by default); a minute
-//! after it is corrected by the dataflow, and recounting it would read a busy tenant's whole
-//! minute for nothing. A minute recounted that the dataflow also corrects gets the same value
-//! from both. The rows are written at the version of the epoch at which the dataflow applied
-//! the erasure: above everything the dataflow wrote before it (a released minute keeps the
-//! recounted value), and below anything it writes after it (a later change of an open minute
-//! replaces it, and is itself computed without the person).
+//! A minute whose window the dataflow still holds (younger than
+//! [`operators::SessionSettings::window_keep_ms`], about 97 h) still counts the person in its
+//! window, and a later change of the minute (another session starting in it that grows)
+//! writes it again, person included. So the executor recounts such minutes a second time once
+//! the window has let them go, from a `recount_rollups` record it writes to the control topic
+//! before the person's rows are deleted (a restart forgets nothing); that recount needs no
+//! person, whose rows are gone by then, and writes above every version the dataflow wrote.
 //!
 //! Minutes whose raw rows the tenant's retention has deleted, or may be deleting (before its
 //! latest retention mark plus [`RETENTION_MARGIN_SECS`]), are left alone: their rollups are
@@ -95,21 +96,19 @@ pub struct PersonRows<'a> {
     pub sessions: &'a str,
 }
 
-/// Recounts the rollups of every minute of `tenant` before `before_ms` (Unix ms) where the
-/// person has an event or a session start, from everyone else's rows, and writes the changed
-/// values at `version`; returns how many rollup rows it wrote. Idempotent, and must run
-/// before the person's rows are deleted (they are how the minutes are found).
-pub async fn recompute(
+/// Recounts `minutes` (Unix s) of `tenant` from the stored rows of everyone but `person`
+/// (everyone, when `None`) and writes the values that changed at `version`; returns how many
+/// rollup rows it wrote. Idempotent.
+pub async fn recount(
     client: &Client,
     tenant: &str,
-    person: PersonRows<'_>,
-    before_ms: i64,
+    minutes: &[u32],
+    person: Option<PersonRows<'_>>,
     version: u64,
 ) -> Result<u64, clickhouse::error::Error> {
-    let minutes = touched_minutes(client, tenant, person, before_ms).await?;
     let mut written = 0;
     for chunk in minutes.chunks(MINUTES_PER_READ) {
-        let recounted = recount(client, tenant, chunk, person).await?;
+        let recounted = recount_chunk(client, tenant, chunk, person).await?;
         let stored = stored_rollups(client, tenant, chunk).await?;
         let changed = changes(tenant, &stored, &recounted, version);
         if changed.is_empty() {
@@ -125,9 +124,10 @@ pub async fn recompute(
     Ok(written)
 }
 
-/// The minutes (Unix s) of the person's non-late events and session starts, after the
-/// tenant's retention horizon and before `before_ms`.
-async fn touched_minutes(
+/// The minutes (Unix s) of the person's non-late events and session starts that began before
+/// `before_ms` (Unix ms), after the tenant's retention horizon, in order. Must run before the
+/// person's rows are deleted: they are how the minutes are found.
+pub async fn touched_minutes(
     client: &Client,
     tenant: &str,
     person: PersonRows<'_>,
@@ -146,44 +146,64 @@ async fn touched_minutes(
         ))
         .fetch_all()
         .await?;
+    let minutes: Vec<u32> = rows
+        .into_iter()
+        .map(|row| row.minute)
+        .filter(|minute| i64::from(*minute) * 1000 < before_ms)
+        .collect();
+    after_retention(client, tenant, minutes).await
+}
+
+/// `minutes` without those before the tenant's latest retention mark plus
+/// [`RETENTION_MARGIN_SECS`], sorted and without repeats.
+pub async fn after_retention(
+    client: &Client,
+    tenant: &str,
+    minutes: Vec<u32>,
+) -> Result<Vec<u32>, clickhouse::error::Error> {
     let mark: MarkRow = client
-        .query(
-            "SELECT count() AS marks, max(cutoff_secs) AS cutoff FROM _retention \
-             WHERE table_name = ? AND tenant = ?",
-        )
+        .query(schemas::retention::LATEST_MARK_SQL)
         .bind(schemas::retention::MARK)
         .bind(tenant)
         .fetch_one()
         .await?;
     let first_whole = (mark.marks > 0).then_some(mark.cutoff + RETENTION_MARGIN_SECS);
-    let minutes: BTreeSet<u32> = rows
+    let minutes: BTreeSet<u32> = minutes
         .into_iter()
-        .map(|row| row.minute)
         .filter(|minute| first_whole.is_none_or(|first| i64::from(*minute) >= first))
-        .filter(|minute| i64::from(*minute) * 1000 < before_ms)
         .collect();
     Ok(minutes.into_iter().collect())
 }
 
 /// `minutes` of `tenant` counted again from everyone's rows but the person's.
-async fn recount(
+async fn recount_chunk(
     client: &Client,
     tenant: &str,
     minutes: &[u32],
-    person: PersonRows<'_>,
+    person: Option<PersonRows<'_>>,
 ) -> Result<BTreeMap<u32, Vec<AggRow>>, clickhouse::error::Error> {
-    let (tenant_sql, list) = (quote(tenant), minute_list(minutes));
+    let tenant_sql = quote(tenant);
+    let (in_events, in_sessions) = (
+        in_minutes("event_time", minutes),
+        in_minutes("start_time", minutes),
+    );
+    let (not_events, not_sessions) = match person {
+        Some(person) => (
+            format!("AND NOT ({})", person.events),
+            format!("AND NOT ({})", person.sessions),
+        ),
+        None => (String::new(), String::new()),
+    };
     let events: Vec<StoredEvent> = client
         .query(&format!(
             "SELECT minute, count() AS copies, kind, name, path, anonymous_id, user_id, person_id, \
              is_bot, non_interactive FROM (SELECT toUInt32(toStartOfMinute(event_time)) AS minute, \
              type AS kind, name, path, anonymous_id, user_id, person_id, is_bot, non_interactive \
              FROM events FINAL WHERE tenant = {tenant_sql} \
-             AND toUInt32(toStartOfMinute(event_time)) IN ({list}) AND late = 0 \
-             AND NOT ({})) \
+             AND ({in_events}) AND late = 0 \
+             {not_events}) \
              GROUP BY minute, kind, name, path, anonymous_id, user_id, person_id, is_bot, \
-             non_interactive",
-            person.events
+             non_interactive"
         ))
         .fetch_all()
         .await?;
@@ -191,21 +211,27 @@ async fn recount(
         .query(&format!(
             "SELECT toUInt32(toStartOfMinute(start_time)) AS minute, start_ms, end_ms, is_bounce \
              FROM sessions FINAL WHERE tenant = {tenant_sql} \
-             AND toUInt32(toStartOfMinute(start_time)) IN ({list}) AND deleted = 0 \
-             AND NOT ({})",
-            person.sessions
+             AND ({in_sessions}) AND deleted = 0 \
+             {not_sessions}"
         ))
         .fetch_all()
         .await?;
     Ok(count_minutes(tenant, minutes, &events, &sessions))
 }
 
-fn minute_list(minutes: &[u32]) -> String {
+/// `minutes` as a condition on the DateTime key column `column`: one range per minute, which
+/// ClickHouse's primary-key analysis reads (an `IN` over a function of the column it may not).
+fn in_minutes(column: &str, minutes: &[u32]) -> String {
     minutes
         .iter()
-        .map(u32::to_string)
+        .map(|minute| {
+            format!(
+                "({column} >= toDateTime({minute}) AND {column} < toDateTime({}))",
+                u64::from(*minute) + 60
+            )
+        })
         .collect::<Vec<_>>()
-        .join(", ")
+        .join(" OR ")
 }
 
 /// Each minute's rollups, counted by the dataflow's rules from the stored rows.
@@ -283,9 +309,9 @@ async fn stored_rollups(
     let rows: Vec<StoredRollup> = client
         .query(&format!(
             "SELECT toUInt32(minute) AS minute, metric, dimension, value \
-             FROM agg_minute_metrics FINAL WHERE tenant = {} AND toUInt32(minute) IN ({})",
+             FROM agg_minute_metrics FINAL WHERE tenant = {} AND ({})",
             quote(tenant),
-            minute_list(minutes)
+            in_minutes("minute", minutes)
         ))
         .fetch_all()
         .await?;

@@ -221,6 +221,10 @@ fn read_new(
                     read.push(Control::Unlink(link, time, -1));
                 }
             }
+            Some(Ok(recount @ ControlMessage::RecountRollups { .. })) => {
+                // The executor's own duty: nothing for the operators.
+                requests.applied(&recount, time);
+            }
             Some(Ok(erasure)) => {
                 tracing::info!(offset = message.offset(), epoch = time, "erasure record");
                 requests.applied(&erasure, time);

@@ -509,6 +509,58 @@ impl GatewayPipeline {
     }
 }
 
+/// Writes `message` to the control topic of the events topic `topic`.
+pub async fn write_control(brokers: &str, topic: &str, message: &schemas::ControlMessage) {
+    let producer: rdkafka::producer::FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create()
+        .expect("producer");
+    let payload = serde_json::to_vec(message).expect("JSON");
+    producer
+        .send(
+            rdkafka::producer::FutureRecord::to(&format!("{topic}_control"))
+                .key("control")
+                .payload(&payload),
+            std::time::Duration::from_secs(30),
+        )
+        .await
+        .expect("control record written");
+}
+
+/// Every record of the control topic of the events topic `topic`.
+pub fn control_records(brokers: &str, topic: &str) -> Vec<schemas::ControlMessage> {
+    use rdkafka::Message;
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let control = format!("{topic}_control");
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", "control-reader")
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("consumer");
+    let mut assignment = rdkafka::TopicPartitionList::new();
+    assignment
+        .add_partition_offset(&control, 0, rdkafka::Offset::Beginning)
+        .expect("partition");
+    consumer.assign(&assignment).expect("assign");
+    let (_, high) = consumer
+        .fetch_watermarks(&control, 0, std::time::Duration::from_secs(30))
+        .expect("watermarks");
+    let mut records = Vec::new();
+    let mut next = 0;
+    while next < high {
+        let message = consumer
+            .poll(std::time::Duration::from_secs(30))
+            .expect("a record before the high watermark")
+            .expect("readable");
+        next = message.offset() + 1;
+        if let Some(Ok(record)) = message.payload().map(serde_json::from_slice) {
+            records.push(record);
+        }
+    }
+    records
+}
+
 /// Writes the erasure of `ids` of `tenant` to the control topic, as the query gateway would.
 pub async fn request_erasure(
     brokers: &str,
