@@ -108,7 +108,7 @@ pub enum WorkerError {
 /// this run can have written anything yet, so every process sees the same previous run.
 #[derive(Debug, Default)]
 pub struct StartState {
-    /// Checkpoint, low waters and epoch plans.
+    /// Checkpoint, low waters and epoch plans (the control topic's too).
     pub recovery: Recovery,
     /// Identity claims below the low water (loaded by process 0 only, whose worker 0 feeds
     /// them in).
@@ -129,6 +129,10 @@ pub fn load_start_state(
     let writer = ClickHouseWriter::new(clickhouse, &kafka.topic);
     let recovery = read_with_retry(context, "checkpoints", || writer.load_recovery())?;
     log_guard(context, &writer).verify_at_start(kafka, &recovery);
+    let control_writer = ClickHouseWriter::new(clickhouse, &kafka.control_topic);
+    let control_plan = read_with_retry(context, "control epoch plans", || {
+        control_writer.load_single_partition_plan()
+    })?;
     let claims = if process == 0 {
         read_with_retry(context, "identity claims", || writer.load_claims(&recovery))?
     } else {
@@ -140,12 +144,13 @@ pub fn load_start_state(
     let StartErasures {
         log: erasures,
         erasures: requests,
+        end_offset,
     } = read_erasures(kafka, &context.config.erasure.salt, &completed)?;
     if requests > 0 && context.config.erasure.salt.is_empty() {
         return Err(WorkerError::NoSalt);
     }
     Ok(StartState {
-        recovery,
+        recovery: recovery.with_control_plan(&control_plan, end_offset),
         claims,
         erasures,
     })
@@ -273,6 +278,9 @@ pub fn run_worker(
             ControlSettings {
                 first_live_epoch,
                 epoch_ms: *epoch_ms,
+                plan: recovery.control_plan.clone(),
+                planner: ClickHouseWriter::new(clickhouse, &kafka.control_topic),
+                sink: sink.clone(),
             },
             context.shutdown.clone(),
             context.metrics.clone(),

@@ -3,8 +3,9 @@
 //! A restart must leave every table exactly as an uninterrupted run would. Three facts make
 //! that work:
 //!
-//! 1. **Epoch plans.** Before any sink writes epoch `e`, the source has durably recorded, per
-//!    partition, where the records of `e` end (`_epochs`). A restart replays the log in exactly
+//! 1. **Epoch plans.** Before any sink writes epoch `e`, the sources have durably recorded, per
+//!    partition, where the records of `e` end (`_epochs`; the control topic's records, which
+//!    change results too, included). A restart replays the logs in exactly
 //!    those epochs, and the operators are deterministic functions of what they have read, so
 //!    every result it writes for an epoch equals what the crashed run wrote for it. Rows that
 //!    a later epoch of the crashed run superseded (a session merged away, say) are superseded
@@ -49,6 +50,10 @@ pub struct Recovery {
     pub last_planned_epoch: u64,
     /// Per partition.
     pub partitions: HashMap<i32, PartitionRecovery>,
+    /// `(epoch, next_offset)` of every epoch in which an earlier run read control records
+    /// (the control topic's one partition), oldest first: a restart applies each record at
+    /// the same epoch again (see [`Recovery::with_control_plan`]).
+    pub control_plan: VecDeque<(u64, i64)>,
 }
 
 /// One `_checkpoints` row as recovery needs it.
@@ -110,7 +115,37 @@ impl Recovery {
             checkpointed_epoch: checkpoints.iter().map(|c| c.epoch).max().unwrap_or(0),
             last_planned_epoch,
             partitions,
+            control_plan: VecDeque::new(),
         }
+    }
+
+    /// Adds the control topic's plan (rows `(epoch, next_offset)`, in any order, repeats
+    /// allowed), keeping only what the topic still holds (`end`: its end offset now).
+    ///
+    /// A control record (an erasure, an unmerge) changes results like an event does, so it
+    /// too must be replayed in the epoch it was first applied in. Applied at the restart's
+    /// first live epoch instead, its effect shares that epoch with whatever else arrives
+    /// there: where the two cancel out (a person withdrawn from a minute as a newcomer
+    /// arrives in it) nothing is written, and the value the crashed run wrote after applying
+    /// it, without the newcomer, stays. Live epochs start after the newest control plan too,
+    /// so no epoch a crashed run applied a record in receives new events on a restart.
+    pub fn with_control_plan(mut self, rows: &[(u64, i64)], end: i64) -> Recovery {
+        let plan: BTreeMap<u64, i64> = rows.iter().copied().collect();
+        for (&epoch, &next_offset) in &plan {
+            self.last_planned_epoch = self.last_planned_epoch.max(epoch);
+            if next_offset > end {
+                // Every planned record was read once: the topic lost records it must keep.
+                tracing::error!(
+                    epoch,
+                    next_offset,
+                    end,
+                    "the control topic ends before records an earlier run applied; they are applied when read, if ever"
+                );
+            } else {
+                self.control_plan.push_back((epoch, next_offset));
+            }
+        }
+        self
     }
 
     /// The oldest epoch whose plan rows are needed.
@@ -132,6 +167,20 @@ impl Recovery {
                 .get(&partition)
                 .is_some_and(|p| offset < p.replay_from)
     }
+}
+
+/// The epoch an earlier run gave the record at `offset`, from `plan` (`(epoch, next_offset)`
+/// oldest first, as [`PartitionRecovery::plan`]); `None` for a record read for the first
+/// time. Records must be asked for in offset order: the epochs they pass are dropped.
+pub fn planned_epoch(plan: &mut VecDeque<(u64, i64)>, offset: i64) -> Option<u64> {
+    while plan.front().is_some_and(|&(_, next)| next <= offset) {
+        plan.pop_front();
+    }
+    let epoch = plan.front().map(|&(epoch, _)| epoch);
+    if plan.front().is_some_and(|&(_, next)| next <= offset + 1) {
+        plan.pop_front();
+    }
+    epoch
 }
 
 /// Per partition, the epochs checkpointed within the state horizon: the low water of the next
@@ -239,6 +288,45 @@ mod tests {
             "a replaced log's claim"
         );
         assert_eq!(Recovery::oldest_needed_epoch(&checkpoints), 0);
+    }
+
+    #[test]
+    fn records_take_their_planned_epochs_in_offset_order() {
+        let mut plan = VecDeque::from([(20, 150), (50, 180)]);
+        assert_eq!(planned_epoch(&mut plan, 100), Some(20));
+        assert_eq!(
+            planned_epoch(&mut plan, 149),
+            Some(20),
+            "the epoch's last record"
+        );
+        assert_eq!(plan, VecDeque::from([(50, 180)]), "epoch 20 is done");
+        assert_eq!(
+            planned_epoch(&mut plan, 170),
+            Some(50),
+            "a skipped record is no gap"
+        );
+        assert_eq!(planned_epoch(&mut plan, 179), Some(50));
+        assert_eq!(
+            planned_epoch(&mut plan, 180),
+            None,
+            "read for the first time"
+        );
+        assert!(plan.is_empty());
+    }
+
+    #[test]
+    fn the_control_plan_moves_live_epochs_past_it() {
+        let events = Recovery::assemble(&[], &[(0, 10, 100)]);
+        let recovery = events.with_control_plan(&[(12, 3), (7, 1), (12, 3), (30, 9)], 5);
+        assert_eq!(
+            recovery.control_plan,
+            VecDeque::from([(7, 1), (12, 3)]),
+            "oldest first, once each, and only what the topic still holds"
+        );
+        assert_eq!(
+            recovery.last_planned_epoch, 30,
+            "an epoch a crashed run applied a lost record in is not live either"
+        );
     }
 
     #[test]

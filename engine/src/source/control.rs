@@ -1,15 +1,16 @@
 //! The control source: operators' instructions (JSON on the control topic), as a collection of
 //! identity links to remove and a stream of erasures, suppression lifts and tenant removals.
 //!
-//! The topic is small and read whole at every start, so the set of unlinks is rebuilt
-//! deterministically and needs no checkpoint. One worker reads it; unmerge and remerge are
+//! The topic is small and read whole at every start, each record replayed in the epoch an
+//! earlier run applied it in (its plan), so the set of unlinks is rebuilt deterministically
+//! and needs no checkpoint. One worker reads it; unmerge and remerge are
 //! idempotent (setting an unlink twice, or removing an absent one, changes nothing), and so is
 //! every erasure record ([`schemas::erasure::ErasureLog`] is a set). Each process also reads
 //! the erasures whole before its workers start ([`read_erasures`]), so that no replayed event
 //! of an erased person enters the dataflow. A malformed message is logged and skipped: it must
 //! not stop the engine, and the topic keeps it for the operator to see.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -27,6 +28,9 @@ use timely::dataflow::{Scope, StreamVec};
 
 use crate::config::KafkaConfig;
 use crate::metrics::Metrics;
+use crate::recovery::planned_epoch;
+use crate::sink::clickhouse::ClickHouseWriter;
+use crate::sink::epoch::SinkRuntime;
 use crate::sink::erasure::Requests;
 use crate::source::kafka::epoch_of;
 
@@ -50,8 +54,8 @@ pub fn control_consumer(config: &KafkaConfig) -> Result<BaseConsumer, KafkaError
 ///
 /// A request not completed is left out: its rows may hold the person's counts that a crash
 /// kept the dataflow from correcting, and only a dataflow that holds the person's events
-/// again can retract them. The control source applies it at the first live epoch, after the
-/// replay rebuilt the state (see [`control_source`]).
+/// again can retract them. The control source applies it in the epoch the crashed run did,
+/// or, if no run did, in the first live epoch (see [`control_source`]).
 pub fn read_erasures(
     config: &KafkaConfig,
     salt: &str,
@@ -83,7 +87,11 @@ pub fn read_erasures(
             None => return Err(KafkaError::NoMessageReceived),
         }
     }
-    Ok(StartErasures { log, erasures })
+    Ok(StartErasures {
+        log,
+        erasures,
+        end_offset: high,
+    })
 }
 
 /// What [`read_erasures`] found.
@@ -93,15 +101,26 @@ pub struct StartErasures {
     pub log: ErasureLog,
     /// Person erasures on the topic, completed or not (they need the salt).
     pub erasures: usize,
+    /// The topic's end offset when it was read.
+    pub end_offset: i64,
 }
 
-/// Where and when the control source reads.
+/// Where and when the control source reads, and where it records its epochs.
 #[derive(Debug, Clone)]
 pub struct ControlSettings {
-    /// The first epoch this run does not replay: nothing is emitted before it.
+    /// The first epoch that may receive records read for the first time (after every epoch
+    /// an earlier run planned, events' or control records').
     pub first_live_epoch: u64,
     /// Length of an epoch, ms.
     pub epoch_ms: u64,
+    /// The epochs an earlier run applied the topic's records in
+    /// ([`crate::recovery::Recovery::control_plan`]).
+    pub plan: VecDeque<(u64, i64)>,
+    /// Writes the plan of each epoch that applies records read for the first time, before
+    /// the frontier passes it (the writer's topic is the control topic).
+    pub planner: ClickHouseWriter,
+    /// Retries of those writes.
+    pub sink: SinkRuntime,
 }
 
 /// What the control source emits: a change of an unlink, or an erasure record.
@@ -113,9 +132,13 @@ enum Control {
 
 /// The unlinks collection and the erasure records. `consumer` is `None` on every worker but
 /// the one that reads; that worker also hands each erasure and removal, with the epoch it is
-/// applied at, to the executor through `requests`. Nothing is emitted before `first_live_epoch`:
-/// the replay rebuilds the state as it was, and a request left pending by a crash is then
-/// applied to it like a new one.
+/// applied at, to the executor through `requests`.
+///
+/// Records are applied in epochs as events are: one that an earlier run applied goes to the
+/// same epoch again (its plan), whether the replay only rebuilds state there or writes;
+/// others go to the current wall-clock epoch, whose plan is made durable before the frontier
+/// passes it. So a request left pending by a crash is applied where the crashed run applied
+/// it, and the restart rewrites exactly what that run wrote.
 pub fn control_source<'s>(
     scope: Scope<'s, u64>,
     consumer: Option<BaseConsumer>,
@@ -131,15 +154,20 @@ pub fn control_source<'s>(
     let ControlSettings {
         first_live_epoch,
         epoch_ms,
+        mut plan,
+        planner,
+        sink,
     } = settings;
     let (unlinks, erasures) =
         source::<_, Builder, _, _>(scope, "ControlSource", move |capability, info| {
             let activator = scope.activator_for(info.address);
             let mut capability = consumer.is_some().then_some(capability);
             if let Some(cap) = capability.as_mut() {
-                cap.downgrade(&first_live_epoch);
+                cap.downgrade(&plan.front().map_or(first_live_epoch, |&(epoch, _)| epoch));
             }
             let mut unlinked: BTreeSet<Unlink> = BTreeSet::new();
+            // Epochs that applied records read for the first time, and where they end.
+            let mut unplanned: BTreeMap<u64, i64> = BTreeMap::new();
             move |output| {
                 let (Some(cap), Some(consumer)) = (capability.as_mut(), consumer.as_ref()) else {
                     return;
@@ -148,19 +176,55 @@ pub fn control_source<'s>(
                     capability = None;
                     return;
                 }
-                // The frontier moves with the clock. Asking the broker for the topic's end here,
-                // to move it only once everything written before now was read, blocked the worker
-                // (and every epoch with it) for a round trip per activation: `bench latency` went
-                // from 0.5 s to 7 s. A record read a little late is still safe: lifts take effect
-                // 30 s after they are written, and an erasure read late withdraws what its epoch
-                // let in.
-                let epoch = epoch_of(crate::now_ms(), epoch_ms);
-                if epoch > *cap.time() {
-                    cap.downgrade(&epoch);
+                // Live records go to the clock's epoch. Asking the broker for the topic's end
+                // here, to move the frontier only once everything written before now was read,
+                // blocked the worker (and every epoch with it) for a round trip per activation:
+                // `bench latency` went from 0.5 s to 7 s. A record read a little late is still
+                // safe: lifts take effect 30 s after they are written, and an erasure read late
+                // withdraws what its epoch let in.
+                let live = epoch_of(crate::now_ms(), epoch_ms).max(first_live_epoch);
+                for (offset, control) in read_new(consumer, &mut unlinked, &metrics) {
+                    let epoch = match planned_epoch(&mut plan, offset) {
+                        Some(planned) if planned >= *cap.time() => planned,
+                        planned => {
+                            if let Some(planned) = planned {
+                                // Cannot happen while the capability follows the plan.
+                                tracing::error!(
+                                    offset,
+                                    planned,
+                                    "control record past its planned epoch"
+                                );
+                            }
+                            let epoch = live.max(*cap.time());
+                            unplanned.insert(epoch, offset + 1);
+                            epoch
+                        }
+                    };
+                    let control = match control {
+                        Read::Unlink(link, diff) => Control::Unlink(link, epoch, diff),
+                        Read::Erasure(message) => {
+                            tracing::info!(offset, epoch, "erasure record");
+                            requests.applied(&message, epoch);
+                            if matches!(message, ControlMessage::RecountRollups { .. }) {
+                                // The executor's own duty: nothing for the operators.
+                                continue;
+                            }
+                            Control::Erasure(ControlRecord(message))
+                        }
+                    };
+                    output.session(&cap.delayed(&epoch)).give(control);
                 }
-                let time = *cap.time();
-                let read = read_new(consumer, time, &mut unlinked, &requests, &metrics);
-                output.session(&cap).give_iterator(read.into_iter());
+                let target = plan.front().map_or(live, |&(epoch, _)| epoch.min(live));
+                if target > *cap.time() {
+                    let passed = unplanned.split_off(&target);
+                    for (epoch, next_offset) in std::mem::replace(&mut unplanned, passed) {
+                        let offsets = BTreeMap::from([(0, next_offset)]);
+                        sink.write_with_retry("control epoch plan", || {
+                            planner.plan_epoch(epoch, &offsets)
+                        });
+                    }
+                    cap.downgrade(&target);
+                }
                 // Wake at the epoch's end (the erase operator holds each epoch of events until
                 // this frontier passes it: waking on a fixed period instead cost up to that period
                 // of latency per epoch), and at least every 250 ms to read new records.
@@ -175,16 +239,20 @@ pub fn control_source<'s>(
     (unlinks.as_collection(), erasures)
 }
 
-/// The control records written since the last call, as updates at `time`: unlinks netted
-/// against `unlinked` (an unmerge of a link already unmerged is nothing), erasures and
-/// removals also handed to the executor through `requests`.
+/// A record as read, before it is given its epoch.
+enum Read {
+    Unlink(Unlink, isize),
+    Erasure(ControlMessage),
+}
+
+/// The control records written since the last call, with their offsets: unlinks netted
+/// against `unlinked` (an unmerge of a link already unmerged is nothing), and erasures,
+/// removals, lifts and recounts as they are.
 fn read_new(
     consumer: &BaseConsumer,
-    time: u64,
     unlinked: &mut BTreeSet<Unlink>,
-    requests: &Requests,
     metrics: &Metrics,
-) -> Vec<Control> {
+) -> Vec<(i64, Read)> {
     let mut read = Vec::new();
     while let Some(message) = consumer.poll(Duration::ZERO) {
         let message = match message {
@@ -195,6 +263,7 @@ fn read_new(
                 break;
             }
         };
+        let offset = message.offset();
         let parsed = message
             .payload()
             .map(serde_json::from_slice::<ControlMessage>);
@@ -205,9 +274,9 @@ fn read_new(
                 user_id,
             })) => {
                 let link = Unlink::new(&tenant, &anonymous_id, &user_id);
-                tracing::info!(?link, offset = message.offset(), "unmerge");
+                tracing::info!(?link, offset, "unmerge");
                 if unlinked.insert(link.clone()) {
-                    read.push(Control::Unlink(link, time, 1));
+                    read.push((offset, Read::Unlink(link, 1)));
                 }
             }
             Some(Ok(ControlMessage::Remerge {
@@ -216,24 +285,16 @@ fn read_new(
                 user_id,
             })) => {
                 let link = Unlink::new(&tenant, &anonymous_id, &user_id);
-                tracing::info!(?link, offset = message.offset(), "remerge");
+                tracing::info!(?link, offset, "remerge");
                 if unlinked.remove(&link) {
-                    read.push(Control::Unlink(link, time, -1));
+                    read.push((offset, Read::Unlink(link, -1)));
                 }
             }
-            Some(Ok(recount @ ControlMessage::RecountRollups { .. })) => {
-                // The executor's own duty: nothing for the operators.
-                requests.applied(&recount, time);
-            }
-            Some(Ok(erasure)) => {
-                tracing::info!(offset = message.offset(), epoch = time, "erasure record");
-                requests.applied(&erasure, time);
-                read.push(Control::Erasure(ControlRecord(erasure)));
-            }
+            Some(Ok(message)) => read.push((offset, Read::Erasure(message))),
             Some(Err(error)) => {
-                tracing::warn!(%error, offset = message.offset(), "malformed control message skipped")
+                tracing::warn!(%error, offset, "malformed control message skipped")
             }
-            None => tracing::warn!(offset = message.offset(), "empty control message skipped"),
+            None => tracing::warn!(offset, "empty control message skipped"),
         }
     }
     read

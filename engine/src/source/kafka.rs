@@ -467,13 +467,7 @@ impl PartitionReader {
     /// record read for the first time.
     pub fn planned_epoch(&mut self, partition: i32, offset: i64) -> Option<u64> {
         let plan = self.plans.get_mut(&partition)?;
-        while plan.front().is_some_and(|&(_, next)| next <= offset) {
-            plan.pop_front();
-        }
-        let epoch = plan.front().map(|&(epoch, _)| epoch);
-        if plan.front().is_some_and(|&(_, next)| next <= offset + 1) {
-            plan.pop_front();
-        }
+        let epoch = crate::recovery::planned_epoch(plan, offset);
         if plan.is_empty() {
             self.plans.remove(&partition);
             tracing::info!(worker = self.worker, partition, "replay finished");

@@ -201,9 +201,18 @@ impl PrivateClickHouse {
 }
 
 impl Drop for PrivateClickHouse {
+    /// A failed run keeps the server's data, to be started again and read
+    /// (`CLICKSTREAM_STATE_DIR=<state> deploy/clickhouse.sh start`).
     fn drop(&mut self) {
         self.script("stop");
-        let _ = std::fs::remove_dir_all(&self.state);
+        if std::thread::panicking() {
+            eprintln!(
+                "the private ClickHouse's data is kept in {}",
+                self.state.display()
+            );
+        } else {
+            let _ = std::fs::remove_dir_all(&self.state);
+        }
     }
 }
 

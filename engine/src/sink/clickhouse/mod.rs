@@ -426,6 +426,21 @@ impl ClickHouseWriter {
         self.insert("_epochs", &rows).await
     }
 
+    /// Every epoch plan of this writer's topic as `(epoch, next_offset)`: the control
+    /// topic's (one partition, few rows: only epochs that read a control record have one).
+    pub async fn load_single_partition_plan(&self) -> Result<Vec<(u64, i64)>, SinkError> {
+        let rows: Vec<PlanRow> = self
+            .client
+            .query("SELECT partition, epoch, next_offset FROM _epochs WHERE topic = ? AND partition = 0")
+            .bind(&self.topic)
+            .fetch_all()
+            .await?;
+        Ok(rows
+            .into_iter()
+            .map(|row| (row.epoch, row.next_offset))
+            .collect())
+    }
+
     /// The newest checkpoint of every partition and the epoch plans a restart replays.
     pub async fn load_recovery(&self) -> Result<Recovery, SinkError> {
         let checkpoints: Vec<CheckpointState> = self
