@@ -151,23 +151,16 @@ pub fn control_source<'s>(
     StreamVec<'s, u64, ControlRecord>,
 ) {
     type Builder = timely::container::CapacityContainerBuilder<Vec<Control>>;
-    let ControlSettings {
-        first_live_epoch,
-        epoch_ms,
-        mut plan,
-        planner,
-        sink,
-    } = settings;
+    let epoch_ms = settings.epoch_ms;
     let (unlinks, erasures) =
         source::<_, Builder, _, _>(scope, "ControlSource", move |capability, info| {
             let activator = scope.activator_for(info.address);
+            let mut epochs = ControlEpochs::new(settings);
             let mut capability = consumer.is_some().then_some(capability);
             if let Some(cap) = capability.as_mut() {
-                cap.downgrade(&plan.front().map_or(first_live_epoch, |&(epoch, _)| epoch));
+                cap.downgrade(&epochs.first());
             }
             let mut unlinked: BTreeSet<Unlink> = BTreeSet::new();
-            // Epochs that applied records read for the first time, and where they end.
-            let mut unplanned: BTreeMap<u64, i64> = BTreeMap::new();
             move |output| {
                 let (Some(cap), Some(consumer)) = (capability.as_mut(), consumer.as_ref()) else {
                     return;
@@ -182,24 +175,9 @@ pub fn control_source<'s>(
                 // `bench latency` went from 0.5 s to 7 s. A record read a little late is still
                 // safe: lifts take effect 30 s after they are written, and an erasure read late
                 // withdraws what its epoch let in.
-                let live = epoch_of(crate::now_ms(), epoch_ms).max(first_live_epoch);
+                let live = epochs.live(crate::now_ms());
                 for (offset, control) in read_new(consumer, &mut unlinked, &metrics) {
-                    let epoch = match planned_epoch(&mut plan, offset) {
-                        Some(planned) if planned >= *cap.time() => planned,
-                        planned => {
-                            if let Some(planned) = planned {
-                                // Cannot happen while the capability follows the plan.
-                                tracing::error!(
-                                    offset,
-                                    planned,
-                                    "control record past its planned epoch"
-                                );
-                            }
-                            let epoch = live.max(*cap.time());
-                            unplanned.insert(epoch, offset + 1);
-                            epoch
-                        }
-                    };
+                    let epoch = epochs.epoch_of(offset, live, *cap.time());
                     let control = match control {
                         Read::Unlink(link, diff) => Control::Unlink(link, epoch, diff),
                         Read::Erasure(message) => {
@@ -214,15 +192,9 @@ pub fn control_source<'s>(
                     };
                     output.session(&cap.delayed(&epoch)).give(control);
                 }
-                let target = plan.front().map_or(live, |&(epoch, _)| epoch.min(live));
+                let target = epochs.next_frontier(live);
                 if target > *cap.time() {
-                    let passed = unplanned.split_off(&target);
-                    for (epoch, next_offset) in std::mem::replace(&mut unplanned, passed) {
-                        let offsets = BTreeMap::from([(0, next_offset)]);
-                        sink.write_with_retry("control epoch plan", || {
-                            planner.plan_epoch(epoch, &offsets)
-                        });
-                    }
+                    epochs.plan_before(target);
                     cap.downgrade(&target);
                 }
                 // Wake at the epoch's end (the erase operator holds each epoch of events until
@@ -237,6 +209,76 @@ pub fn control_source<'s>(
             Control::Erasure(message) => Err(message),
         });
     (unlinks.as_collection(), erasures)
+}
+
+/// Which epoch each control record goes to, and the plans of the epochs that apply records
+/// read for the first time.
+struct ControlEpochs {
+    settings: ControlSettings,
+    /// Epochs that applied records read for the first time, and where they end.
+    unplanned: BTreeMap<u64, i64>,
+}
+
+impl ControlEpochs {
+    fn new(settings: ControlSettings) -> ControlEpochs {
+        ControlEpochs {
+            settings,
+            unplanned: BTreeMap::new(),
+        }
+    }
+
+    /// Where the capability starts: the oldest planned epoch, else the first live one.
+    fn first(&self) -> u64 {
+        let settings = &self.settings;
+        settings
+            .plan
+            .front()
+            .map_or(settings.first_live_epoch, |&(epoch, _)| epoch)
+    }
+
+    /// The epoch of records read for the first time at `now_ms` (Unix ms).
+    fn live(&self, now_ms: u64) -> u64 {
+        epoch_of(now_ms, self.settings.epoch_ms).max(self.settings.first_live_epoch)
+    }
+
+    /// The epoch of the record at `offset` (records come in offset order), the capability
+    /// being at `current`: its planned epoch, else `live`.
+    fn epoch_of(&mut self, offset: i64, live: u64, current: u64) -> u64 {
+        match planned_epoch(&mut self.settings.plan, offset) {
+            Some(planned) if planned >= current => planned,
+            planned => {
+                if let Some(planned) = planned {
+                    // Cannot happen while the capability follows the plan.
+                    tracing::error!(
+                        offset,
+                        planned,
+                        current,
+                        "control record past its planned epoch"
+                    );
+                }
+                let epoch = live.max(current);
+                self.unplanned.insert(epoch, offset + 1);
+                epoch
+            }
+        }
+    }
+
+    /// How far the capability may move: to the oldest epoch still to replay, else `live`.
+    fn next_frontier(&self, live: u64) -> u64 {
+        let plan = &self.settings.plan;
+        plan.front().map_or(live, |&(epoch, _)| epoch.min(live))
+    }
+
+    /// Makes the plans of the epochs before `target` durable (retrying until they are):
+    /// the frontier passes them next, and a sink may then write them.
+    fn plan_before(&mut self, target: u64) {
+        let later = self.unplanned.split_off(&target);
+        for (epoch, next_offset) in std::mem::replace(&mut self.unplanned, later) {
+            let offsets = BTreeMap::from([(0, next_offset)]);
+            let ControlSettings { planner, sink, .. } = &self.settings;
+            sink.write_with_retry("control epoch plan", || planner.plan_epoch(epoch, &offsets));
+        }
+    }
 }
 
 /// A record as read, before it is given its epoch.
