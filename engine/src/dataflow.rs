@@ -144,13 +144,14 @@ pub fn load_start_state(
     let StartErasures {
         log: erasures,
         erasures: requests,
+        start_offset,
         end_offset,
     } = read_erasures(kafka, &context.config.erasure.salt, &completed)?;
     if requests > 0 && context.config.erasure.salt.is_empty() {
         return Err(WorkerError::NoSalt);
     }
     Ok(StartState {
-        recovery: recovery.with_control_plan(&control_plan, end_offset),
+        recovery: recovery.with_control_plan(&control_plan, (start_offset, end_offset)),
         claims,
         erasures,
     })

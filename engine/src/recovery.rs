@@ -120,7 +120,8 @@ impl Recovery {
     }
 
     /// Adds the control topic's plan (rows `(epoch, next_offset)`, in any order, repeats
-    /// allowed), keeping only what the topic still holds (`end`: its end offset now).
+    /// allowed), keeping only the epochs whose records the topic still holds (`offsets`: its
+    /// first and end offsets now).
     ///
     /// A control record (an erasure, an unmerge) changes results like an event does, so it
     /// too must be replayed in the epoch it was first applied in. Applied at the restart's
@@ -129,17 +130,19 @@ impl Recovery {
     /// arrives in it) nothing is written, and the value the crashed run wrote after applying
     /// it, without the newcomer, stays. Live epochs start after the newest control plan too,
     /// so no epoch a crashed run applied a record in receives new events on a restart.
-    pub fn with_control_plan(mut self, rows: &[(u64, i64)], end: i64) -> Recovery {
+    pub fn with_control_plan(mut self, rows: &[(u64, i64)], (start, end): (i64, i64)) -> Recovery {
         let plan: BTreeMap<u64, i64> = rows.iter().copied().collect();
         for (&epoch, &next_offset) in &plan {
             self.last_planned_epoch = self.last_planned_epoch.max(epoch);
-            if next_offset > end {
-                // Every planned record was read once: the topic lost records it must keep.
+            if next_offset <= start || next_offset > end {
+                // Every planned record was read once: the topic lost records it must keep
+                // (expired, or cut short). Waiting for them would hold every epoch.
                 tracing::error!(
                     epoch,
                     next_offset,
+                    start,
                     end,
-                    "the control topic ends before records an earlier run applied; they are applied when read, if ever"
+                    "the control topic no longer holds records an earlier run applied in this epoch; they are applied when read, if ever"
                 );
             } else {
                 self.control_plan.push_back((epoch, next_offset));
@@ -317,11 +320,17 @@ mod tests {
     #[test]
     fn the_control_plan_moves_live_epochs_past_it() {
         let events = Recovery::assemble(&[], &[(0, 10, 100)]);
-        let recovery = events.with_control_plan(&[(12, 3), (7, 1), (12, 3), (30, 9)], 5);
+        let recovery = events.with_control_plan(&[(12, 3), (7, 1), (12, 3), (30, 9)], (0, 5));
         assert_eq!(
             recovery.control_plan,
             VecDeque::from([(7, 1), (12, 3)]),
             "oldest first, once each, and only what the topic still holds"
+        );
+        let expired = Recovery::default().with_control_plan(&[(7, 1), (12, 3), (20, 6)], (2, 6));
+        assert_eq!(
+            expired.control_plan,
+            VecDeque::from([(12, 3), (20, 6)]),
+            "epoch 7's record (offset 0) expired; epoch 12's from offset 1 is partly there"
         );
         assert_eq!(
             recovery.last_planned_epoch, 30,

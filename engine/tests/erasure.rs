@@ -764,16 +764,78 @@ fn config_variant(
     file
 }
 
+/// How the first run of [`change_across_a_restart`] ends.
+#[derive(Debug, Clone, Copy)]
+enum Stop {
+    /// SIGKILL once the run has written the minute with the change.
+    Kill,
+    /// SIGTERM within the epoch that read the change: the run writes that epoch on its way
+    /// out, so the epoch's plan must be made durable then too.
+    Terminate,
+}
+
+/// What takes the minute of [`change_across_a_restart`] from six persons to five.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Change {
+    /// The erasure of one of them (a control record).
+    Erasure,
+    /// Two of them identify as one user (events).
+    Merge,
+}
+
 /// A run that applied an erasure and was killed before completing it wrote the minute's
 /// counts without the person; the restart must apply the erasure where that run did. Applied
 /// instead at the restart's first live epoch, the withdrawal shared that epoch with a
 /// newcomer's event in the same minute: the count did not change there, nothing was written,
 /// and the killed run's count, one short, stayed (seen once in a kill test). Epochs of 5 s
-/// make the two share an epoch on almost every run of the old code; the killed run's executor
-/// polls hourly, so the request is still pending when it dies.
+/// make the two share an epoch on most runs of code with that fault; the first run's
+/// executor polls hourly, so the request is still pending when it stops.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pending_erasure_is_applied_again_where_the_killed_run_applied_it() {
-    let env = TestEnv::new("pending_erasure").await;
+    change_across_a_restart(Change::Erasure, Stop::Kill).await;
+}
+
+/// As above, the first run stopped by SIGTERM in the epoch that read the erasure.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pending_erasure_is_applied_again_where_the_stopped_run_applied_it() {
+    change_across_a_restart(Change::Erasure, Stop::Terminate).await;
+}
+
+/// The same for events: a merge read in the epoch a SIGTERM ends is replayed in that epoch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_merge_read_as_the_engine_stops_is_replayed_in_its_epoch() {
+    change_across_a_restart(Change::Merge, Stop::Terminate).await;
+}
+
+/// Two of the six visitors of `minute_ms` identify as one user.
+fn merge(minute_ms: i64) -> [Event; 2] {
+    [0, 1].map(|i| {
+        let anonymous = format!("visitor-{i}");
+        identify("t", &format!("m{i}"), &anonymous, "u", minute_ms + 30_000)
+    })
+}
+
+/// Ends the first run as `stop` says; `changed` tells when it has written the change.
+async fn stop_first_run(stop: Stop, cluster: &mut Cluster, changed: impl AsyncFnMut() -> bool) {
+    match stop {
+        Stop::Kill => {
+            wait_for("the change written", cluster, changed).await;
+            cluster.kill(0);
+        }
+        Stop::Terminate => {
+            // Read within 250 ms; the 5-second epoch is most likely still open.
+            tokio::time::sleep(Duration::from_millis(1_000)).await;
+            cluster.terminate(0);
+        }
+    }
+}
+
+/// Six persons in one minute; a first run (epochs of 5 s, an executor that polls hourly)
+/// applies `change` (six to five) and ends by `stop`; a newcomer arrives in the minute; the
+/// restart must end at six, every table equal to the reference's.
+async fn change_across_a_restart(change: Change, stop: Stop) {
+    let name = format!("restart_{change:?}_{stop:?}").to_lowercase();
+    let env = TestEnv::new(&name).await;
     let (clickhouse, database) = (&env.clickhouse, env.database.clone());
     let base = engine_config(
         &env.dir,
@@ -782,15 +844,12 @@ async fn a_pending_erasure_is_applied_again_where_the_killed_run_applied_it() {
         &clickhouse.url,
         &database,
     );
-    let killed_config = config_variant(&base, "killed.toml", 5_000, 3_600_000);
-    let restart_config = config_variant(&base, "restart.toml", 5_000, 200);
     let producer: rdkafka::producer::FutureProducer = rdkafka::ClientConfig::new()
         .set("bootstrap.servers", &env.brokers)
         .create()
         .unwrap();
     let minute_ms = (chrono::Utc::now().timestamp_millis() - 10 * 60_000) / 60_000 * 60_000;
-    let erased = "pending-erasure-device";
-    let mut events: Vec<Event> = (0..5)
+    let events: Vec<Event> = (0..6)
         .map(|i| {
             page(
                 "t",
@@ -801,55 +860,56 @@ async fn a_pending_erasure_is_applied_again_where_the_killed_run_applied_it() {
             )
         })
         .collect();
-    events.push(page("t", "p1", erased, "", minute_ms + 6_000));
-    let unique_persons = format!(
+    let persons = format!(
         "SELECT value FROM {database}.agg_minute_metrics FINAL WHERE tenant = 't' \
          AND metric = 'unique_persons' AND toUnixTimestamp(minute) * 1000 = {minute_ms}"
     );
 
-    let mut cluster = Cluster::start(&env.dir, &killed_config, 1);
+    let first = config_variant(&base, "first.toml", 5_000, 3_600_000);
+    let mut cluster = Cluster::start(&env.dir, &first, 1);
     let mut logged = produce(&producer, &env.topic, &events).await;
     common::wait_until_checkpointed(clickhouse, &database, logged.len(), &mut cluster).await;
-    wait_for("six persons in the minute", &mut cluster, async || {
-        count(clickhouse, &unique_persons).await == 6
+    wait_for("six persons", &mut cluster, async || {
+        count(clickhouse, &persons).await == 6
     })
     .await;
-    let ids = std::collections::BTreeSet::from([erased.to_owned()]);
-    let control_topic = format!("{}_control", env.topic);
-    common::request_erasure(&env.brokers, &control_topic, "pending", "t", &ids).await;
-    wait_for(
-        "the person withdrawn from the minute",
-        &mut cluster,
-        async || count(clickhouse, &unique_persons).await == 5,
-    )
+    let erased = std::collections::BTreeSet::from(["visitor-5".to_owned()]);
+    match change {
+        Change::Erasure => {
+            let control_topic = format!("{}_control", env.topic);
+            common::request_erasure(&env.brokers, &control_topic, "pending", "t", &erased).await
+        }
+        Change::Merge => logged.extend(produce(&producer, &env.topic, &merge(minute_ms)).await),
+    }
+    stop_first_run(stop, &mut cluster, async || {
+        count(clickhouse, &persons).await == 5
+    })
     .await;
-    cluster.kill(0);
-    cluster.wait_down(Duration::from_secs(10));
-    let pending = format!(
-        "SELECT count() FROM {database}._deletions WHERE request_id = 'pending' AND status = 'completed'"
-    );
+    cluster.wait_down(Duration::from_secs(60));
     assert_eq!(
-        count(clickhouse, &pending).await,
-        0,
-        "the killed run completed it"
+        count(clickhouse, &persons).await,
+        5,
+        "the first run wrote the change"
     );
 
     let newcomer = page("t", "n1", "newcomer", "", minute_ms + 7_000);
     logged.extend(produce(&producer, &env.topic, &[newcomer]).await);
-    let mut cluster = Cluster::start(&env.dir, &restart_config, 1);
-    common::wait_for_erasure(clickhouse, &database, "pending", &mut cluster).await;
+    let restart = config_variant(&base, "restart.toml", 5_000, 200);
+    let mut cluster = Cluster::start(&env.dir, &restart, 1);
+    let expected = if change == Change::Erasure {
+        common::wait_for_erasure(clickhouse, &database, "pending", &mut cluster).await;
+        common::without_person(&logged, "t", &erased)
+    } else {
+        logged.clone()
+    };
     common::wait_until_checkpointed(clickhouse, &database, logged.len(), &mut cluster).await;
-    let kept = common::without_person(&logged, "t", &ids);
-    let (differences, _) = compare_with_reference(clickhouse, &database, &kept).await;
+    let (differences, _) = compare_with_reference(clickhouse, &database, &expected).await;
     assert_eq!(
-        count(clickhouse, &unique_persons).await,
+        count(clickhouse, &persons).await,
         6,
-        "five visitors and the newcomer"
+        "five and the newcomer"
     );
-    assert_eq!(
-        differences, 0,
-        "tables differ from the reference without the person"
-    );
+    assert_eq!(differences, 0, "tables differ from the reference");
     drop(cluster);
     clickhouse.query(&format!("DROP DATABASE {database}")).await;
     let _ = std::fs::remove_dir_all(&env.dir);

@@ -29,10 +29,11 @@ use timely::dataflow::{Scope, StreamVec};
 use crate::config::KafkaConfig;
 use crate::metrics::Metrics;
 use crate::recovery::planned_epoch;
+use crate::retry::stop;
 use crate::sink::clickhouse::ClickHouseWriter;
 use crate::sink::epoch::SinkRuntime;
 use crate::sink::erasure::Requests;
-use crate::source::kafka::epoch_of;
+use crate::source::kafka::{ReplayError, epoch_of};
 
 /// A consumer of the whole control topic, from its beginning.
 pub fn control_consumer(config: &KafkaConfig) -> Result<BaseConsumer, KafkaError> {
@@ -56,6 +57,11 @@ pub fn control_consumer(config: &KafkaConfig) -> Result<BaseConsumer, KafkaError
 /// kept the dataflow from correcting, and only a dataflow that holds the person's events
 /// again can retract them. The control source applies it in the epoch the crashed run did,
 /// or, if no run did, in the first live epoch (see [`control_source`]).
+///
+/// A completed request is in: the replay then never holds the person, unlike the run that
+/// applied it before epoch `E`. That is safe because completion waits until every sink has
+/// written `E`, and from `E` on both runs hold the same state (a withdrawal leaves what never
+/// having had the person leaves), so each key's last row, whichever run wrote it, is right.
 pub fn read_erasures(
     config: &KafkaConfig,
     salt: &str,
@@ -90,6 +96,7 @@ pub fn read_erasures(
     Ok(StartErasures {
         log,
         erasures,
+        start_offset: low,
         end_offset: high,
     })
 }
@@ -101,6 +108,8 @@ pub struct StartErasures {
     pub log: ErasureLog,
     /// Person erasures on the topic, completed or not (they need the salt).
     pub erasures: usize,
+    /// The topic's first offset when it was read.
+    pub start_offset: i64,
     /// The topic's end offset when it was read.
     pub end_offset: i64,
 }
@@ -166,6 +175,9 @@ pub fn control_source<'s>(
                     return;
                 };
                 if shutdown.load(Ordering::Relaxed) {
+                    // The open epochs are finished and written on the way out: plan them
+                    // first, or a restart would apply their records elsewhere.
+                    epochs.plan_before(u64::MAX);
                     capability = None;
                     return;
                 }
@@ -176,7 +188,8 @@ pub fn control_source<'s>(
                 // safe: lifts take effect 30 s after they are written, and an erasure read late
                 // withdraws what its epoch let in.
                 let live = epochs.live(crate::now_ms());
-                for (offset, control) in read_new(consumer, &mut unlinked, &metrics) {
+                let (read, position) = read_new(consumer, &mut unlinked, &metrics);
+                for (offset, control) in read {
                     let epoch = epochs.epoch_of(offset, live, *cap.time());
                     let control = match control {
                         Read::Unlink(link, diff) => Control::Unlink(link, epoch, diff),
@@ -191,6 +204,9 @@ pub fn control_source<'s>(
                         }
                     };
                     output.session(&cap.delayed(&epoch)).give(control);
+                }
+                if let Some(position) = position {
+                    epochs.read_through(position);
                 }
                 let target = epochs.next_frontier(live);
                 if target > *cap.time() {
@@ -245,21 +261,34 @@ impl ControlEpochs {
     /// being at `current`: its planned epoch, else `live`.
     fn epoch_of(&mut self, offset: i64, live: u64, current: u64) -> u64 {
         match planned_epoch(&mut self.settings.plan, offset) {
-            Some(planned) if planned >= current => planned,
-            planned => {
-                if let Some(planned) = planned {
-                    // Cannot happen while the capability follows the plan.
-                    tracing::error!(
-                        offset,
-                        planned,
-                        current,
-                        "control record past its planned epoch"
-                    );
-                }
+            Some(planned) if planned < current => {
+                // Cannot happen while the capability follows the plan; if it did, the record
+                // would change other epochs than the crashed run's: stop, as the Kafka source
+                // does, rather than break exactly-once.
+                let error = ReplayError::PastPlannedEpoch {
+                    partition: 0,
+                    offset,
+                    planned,
+                    current,
+                };
+                stop("replaying the control topic", &error)
+            }
+            Some(planned) => planned,
+            None => {
                 let epoch = live.max(current);
                 self.unplanned.insert(epoch, offset + 1);
                 epoch
             }
+        }
+    }
+
+    /// Notes that the consumer has read every record before `next_offset`: planned epochs
+    /// whose records end there are done, even when their last records were skipped (malformed,
+    /// or an unlink netted away) and never asked for by [`ControlEpochs::epoch_of`].
+    fn read_through(&mut self, next_offset: i64) {
+        let plan = &mut self.settings.plan;
+        while plan.front().is_some_and(|&(_, next)| next <= next_offset) {
+            plan.pop_front();
         }
     }
 
@@ -289,13 +318,15 @@ enum Read {
 
 /// The control records written since the last call, with their offsets: unlinks netted
 /// against `unlinked` (an unmerge of a link already unmerged is nothing), and erasures,
-/// removals, lifts and recounts as they are.
+/// removals, lifts and recounts as they are; and the offset after the last record read
+/// (skipped ones included), `None` when none was.
 fn read_new(
     consumer: &BaseConsumer,
     unlinked: &mut BTreeSet<Unlink>,
     metrics: &Metrics,
-) -> Vec<(i64, Read)> {
+) -> (Vec<(i64, Read)>, Option<i64>) {
     let mut read = Vec::new();
+    let mut position = None;
     while let Some(message) = consumer.poll(Duration::ZERO) {
         let message = match message {
             Ok(message) => message,
@@ -306,6 +337,7 @@ fn read_new(
             }
         };
         let offset = message.offset();
+        position = Some(offset + 1);
         let parsed = message
             .payload()
             .map(serde_json::from_slice::<ControlMessage>);
@@ -339,5 +371,5 @@ fn read_new(
             None => tracing::warn!(offset, "empty control message skipped"),
         }
     }
-    read
+    (read, position)
 }

@@ -25,7 +25,7 @@ use crate::config::KafkaConfig;
 use crate::metrics::{Metrics, PartitionLabels};
 use crate::recovery::{PartitionRecovery, Recovery};
 use crate::retry::stop;
-use crate::sink::checkpoint::PositionsByEpoch;
+use crate::sink::checkpoint::{EpochPositions, PositionsByEpoch};
 use crate::sink::clickhouse::ClickHouseWriter;
 use crate::sink::epoch::SinkRuntime;
 use crate::source::log_check::{LogGuard, LogProbe, Mismatch, fingerprint};
@@ -603,6 +603,26 @@ pub struct Planner {
     pub guard: LogGuard,
 }
 
+impl Planner {
+    /// Makes the plans of the `epochs` that read records for the first time (from
+    /// `first_live_epoch` on) durable, retrying until they are: the frontier passes them next,
+    /// and a sink may then write them.
+    fn plan(
+        &self,
+        positions: &BTreeMap<u64, EpochPositions>,
+        epochs: impl std::ops::RangeBounds<u64>,
+        first_live_epoch: u64,
+    ) {
+        for (&epoch, read) in positions.range(epochs) {
+            if epoch >= first_live_epoch && !read.next_offsets.is_empty() {
+                self.sink.write_with_retry("epoch plan", || {
+                    self.writer.plan_epoch(epoch, &read.next_offsets)
+                });
+            }
+        }
+    }
+}
+
 /// The source operator. Replayed records go to the epochs an earlier run gave them; new ones
 /// to the current wall-clock epoch (never earlier than `first_live_epoch`). The capability
 /// follows the oldest epoch still to be replayed, then the clock, so every epoch closes even
@@ -629,6 +649,13 @@ pub fn kafka_source<'s>(
             };
             if shutdown.load(Ordering::Relaxed) {
                 tracing::info!(worker = reader.worker, "source stopping");
+                // The open epochs are finished and written on the way out: plan them first,
+                // or a restart would read their records into other epochs.
+                planner.plan(
+                    &positions.borrow(),
+                    *cap.time()..,
+                    settings.first_live_epoch,
+                );
                 capability = None;
                 return;
             }
@@ -688,13 +715,7 @@ pub fn kafka_source<'s>(
             if target > *cap.time() && reader.assignment_known {
                 let closing = *cap.time()..target;
                 let mut positions = positions.borrow_mut();
-                for (&epoch, read) in positions.range(closing.clone()) {
-                    if epoch >= settings.first_live_epoch && !read.next_offsets.is_empty() {
-                        planner.sink.write_with_retry("epoch plan", || {
-                            planner.writer.plan_epoch(epoch, &read.next_offsets)
-                        });
-                    }
-                }
+                planner.plan(&positions, closing.clone(), settings.first_live_epoch);
                 if closing.end > settings.first_live_epoch {
                     positions.entry(closing.end - 1).or_default().received_until =
                         reader.received_until();

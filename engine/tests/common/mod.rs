@@ -131,6 +131,16 @@ impl Cluster {
         self.children[process].kill().expect("SIGKILL");
     }
 
+    /// SIGTERM to one process: it finishes and writes its open epochs, then exits.
+    pub fn terminate(&mut self, process: usize) {
+        let pid = self.children[process].id().to_string();
+        let status = Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("kill -TERM");
+        assert!(status.success(), "kill -TERM {pid}");
+    }
+
     /// Waits until every process has exited; panics (with the logs) when one is still running
     /// after `timeout`: the death of one process must take the cluster down, not hang it.
     pub fn wait_down(&mut self, timeout: std::time::Duration) -> std::time::Duration {
