@@ -542,7 +542,7 @@ async fn a_due_recount_corrects_what_the_window_rewrote(
         .await;
     let (rewritten, _) = compare_with_reference(clickhouse, database, kept).await;
     assert!(rewritten > 0, "the rewrite shows");
-    let request = "test-recount/rollups";
+    let request = "test-recount:rollups";
     let message = schemas::ControlMessage::RecountRollups {
         request_id: request.into(),
         tenant: "t".into(),

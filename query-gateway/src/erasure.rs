@@ -129,7 +129,7 @@ pub struct DeletionRow {
     pub request_id: String,
     /// Tenant.
     pub tenant: String,
-    /// `person`, `tenant`, or `rollups` (an erasure's second recount, `{request}/rollups`).
+    /// `person`, `tenant`, or `rollups` (an erasure's second recount, `{request}:rollups`).
     pub kind: String,
     /// The salted hashes of the person's ids.
     pub id_hashes: Vec<String>,
@@ -160,7 +160,7 @@ pub fn key_id(key: &str) -> String {
 pub struct Deletion {
     /// The request's id.
     pub request_id: String,
-    /// `person`, `tenant`, or `rollups` (an erasure's second recount, `{request}/rollups`).
+    /// `person`, `tenant`, or `rollups` (an erasure's second recount, `{request}:rollups`).
     pub kind: String,
     /// `pending`, `completed` or `failed`.
     pub status: String,

@@ -383,7 +383,7 @@ pub enum ControlMessage {
     /// passed it has let them go, and they are recounted from the stored rows for good. On
     /// the topic so that a restart does not forget it. Events pass through untouched.
     RecountRollups {
-        /// `{erasure's request id}/rollups`, the key of its `_deletions` row.
+        /// `{erasure's request id}:rollups`, the key of its `_deletions` row.
         request_id: String,
         /// Tenant.
         tenant: String,

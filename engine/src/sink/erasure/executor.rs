@@ -264,7 +264,7 @@ impl Executor {
         due_ms: i64,
     ) -> Result<(), ErasureError> {
         let message = ControlMessage::RecountRollups {
-            request_id: format!("{}/rollups", request.id),
+            request_id: format!("{}:rollups", request.id),
             tenant: request.tenant.clone(),
             minutes,
             due_ms,

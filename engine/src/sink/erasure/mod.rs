@@ -191,7 +191,7 @@ pub struct DeletionRow {
     pub request_id: String,
     /// Tenant.
     pub tenant: String,
-    /// `person`, `tenant`, or `rollups` (an erasure's second recount, `{request}/rollups`).
+    /// `person`, `tenant`, or `rollups` (an erasure's second recount, `{request}:rollups`).
     pub kind: String,
     /// The salted hashes of the person's ids (none for a tenant).
     pub id_hashes: Vec<String>,
