@@ -114,6 +114,12 @@ impl<'a> Builder<'a> {
         }
     }
 
+    /// Goes on from `open`, a session whose events all come before the ones to be added.
+    fn resume(&mut self, open: Session) {
+        self.ids.push(Arc::from(open.session_id.as_str()));
+        self.sessions.push(open);
+    }
+
     /// Whether the activity event `event` opens a new session.
     fn starts_new(&self, event: &Activity) -> bool {
         let time = event.timestamp_ms;
@@ -237,10 +243,13 @@ impl PersonState {
     ///
     /// Sessions grow left to right, so the recomputation starts at the first session that
     /// ends less than a gap before the first change (the ones before it keep their events,
-    /// and the next starts afresh), and stops at the first event after the last change where
-    /// both the old and the new sessions open a session: from there on the two computations
-    /// see the same events from the same fresh start. A change costs the sessions around it,
-    /// not the person's whole retained timeline.
+    /// and the next starts afresh), or goes on from the last session that starts before the
+    /// first change when that one also ended before it (an event that comes after the rest
+    /// costs its own session, not a walk over it), and stops at the first event after the
+    /// last change where both the old and the new sessions open a session: from there on the
+    /// two computations see the same events from the same fresh start. A change costs the
+    /// sessions around it, not the person's whole retained timeline, and a visit of k events
+    /// arriving in order costs O(k), not O(k^2).
     fn resessionize(
         &mut self,
         person: &Person,
@@ -249,15 +258,30 @@ impl PersonState {
         mut emit: impl FnMut(Output, isize),
     ) -> usize {
         let gap = settings.gap_for(&person.tenant);
-        let first = self.sessions.partition_point(|s| s.end_ms + gap <= lo.0);
-        let start: Key = match self.sessions.get(first) {
-            Some(s) if (s.start_ms, s.session_id.as_str()) < (lo.0, &*lo.1) => {
+        let mut first = self.sessions.partition_point(|s| s.end_ms + gap <= lo.0);
+        let mut builder = Builder::new(person, settings);
+        // The last session that starts before the first change: when it also ended before it
+        // (the usual case, an event arriving after the person's others), its events are all
+        // unchanged and the sessions grow on from it as it stands, without walking its events
+        // again (each event of a visit would otherwise cost the whole visit so far).
+        let starting_before = self
+            .sessions
+            .partition_point(|s| (s.start_ms, s.session_id.as_str()) < (lo.0, &*lo.1));
+        let resumable = starting_before
+            .checked_sub(1)
+            .filter(|last| *last >= first && self.sessions[*last].end_ms < lo.0);
+        let start: Key = match (resumable, self.sessions.get(first)) {
+            (Some(last), _) => {
+                first = last;
+                builder.resume(self.sessions[last].clone());
+                lo.clone()
+            }
+            (None, Some(s)) if (s.start_ms, s.session_id.as_str()) < (lo.0, &*lo.1) => {
                 (s.start_ms, Arc::from(s.session_id.as_str()))
             }
-            _ => lo.clone(),
+            (None, _) => lo.clone(),
         };
         let old_sessions = &self.sessions;
-        let mut builder = Builder::new(person, settings);
         let empty: Arc<str> = Arc::from("");
         let mut stop = None;
         let mut dropped = Vec::new();
@@ -685,13 +709,20 @@ mod tests {
             seed in any::<u64>(),
             one_page_view_rule in any::<bool>(),
             short_sessions in any::<bool>(),
+            in_time_order in any::<bool>(),
         ) {
-            // Shuffle the arrival order of the insertions (moves stay after what they move).
+            // The insertions arrive in event-time order (each visit grows from its open
+            // session) or shuffled (late events bridge and split sessions); moves stay after
+            // what they move.
             let split = input.iter().position(|(_, diff)| *diff < 0).unwrap_or(input.len());
-            let mut rng = seed;
-            for i in (1..split).rev() {
-                rng = rng.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-                input.swap(i, (rng >> 33) as usize % (i + 1));
+            if in_time_order {
+                input[..split].sort_by_key(|((_, event), _)| event.timestamp_ms);
+            } else {
+                let mut rng = seed;
+                for i in (1..split).rev() {
+                    rng = rng.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                    input.swap(i, (rng >> 33) as usize % (i + 1));
+                }
             }
             let mut settings = SessionSettings::default();
             if short_sessions {

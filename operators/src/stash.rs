@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 
+use differential_dataflow::Hashable;
 use timely::dataflow::operators::{Capability, InputCapability};
 use timely::order::TotalOrder;
 use timely::progress::Timestamp;
@@ -94,33 +95,10 @@ impl<T: Timestamp + TotalOrder, D> Stash<T, D> {
     }
 }
 
-/// A stable hash for routing keys to workers. It must be the same on every process of a
-/// cluster (it decides which worker owns a key), so it is not the randomly seeded std hasher.
+/// The hash that routes a key to its worker: differential's [`Hashable`] (foldhash with a
+/// fixed seed), the same on every process of a cluster (it decides which worker owns a key),
+/// so it is not the randomly seeded std hasher. It is not a persistent format: a new build
+/// may route keys elsewhere, which a restart handles as it handles a rescale.
 pub fn route<K: std::hash::Hash + ?Sized>(key: &K) -> u64 {
-    use std::hash::Hasher;
-    let mut hasher = FnvHasher::default();
-    key.hash(&mut hasher);
-    hasher.finish()
-}
-
-/// FNV-1a: tiny, fast on short keys, deterministic everywhere.
-struct FnvHasher(u64);
-
-impl Default for FnvHasher {
-    fn default() -> Self {
-        FnvHasher(0xcbf2_9ce4_8422_2325)
-    }
-}
-
-impl std::hash::Hasher for FnvHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        for byte in bytes {
-            self.0 ^= u64::from(*byte);
-            self.0 = self.0.wrapping_mul(0x0100_0000_01b3);
-        }
-    }
+    Hashable::hashed(&key)
 }
