@@ -45,6 +45,12 @@ pub struct Activity {
     pub interaction: bool,
 }
 
+/// The empty string, shared: `Arc::from("")` allocates its counts each time.
+pub fn empty_str() -> Arc<str> {
+    static EMPTY: std::sync::LazyLock<Arc<str>> = std::sync::LazyLock::new(|| Arc::from(""));
+    EMPTY.clone()
+}
+
 /// Where a visit came from and on what: what a session takes from its first event. Each part
 /// is interned on its own (a site has a few dozen distinct clients and campaigns, a few
 /// thousand locations), so a landing is five shared references (96 bytes), shared by every
@@ -126,6 +132,14 @@ impl Activity {
         match self.kind {
             EventKind::Page | EventKind::Screen => &self.detail,
             _ => "",
+        }
+    }
+
+    /// [`Activity::location`], shared: what a session keeps as its entry and exit path.
+    pub fn shared_location(&self) -> Arc<str> {
+        match self.kind {
+            EventKind::Page | EventKind::Screen => self.detail.clone(),
+            _ => empty_str(),
         }
     }
 
@@ -422,16 +436,20 @@ impl Link {
 }
 
 /// A session: a person's events separated from the next by less than the inactivity gap.
+///
+/// Its strings are shared with the events and the person they come from: a session is rebuilt
+/// and re-emitted (retraction and insertion) at every event that extends it, so building one
+/// must not allocate a string.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct Session {
     /// Tenant.
-    pub tenant: String,
+    pub tenant: Arc<str>,
     /// The message id of the session's first event: stable while that event stays first.
-    pub session_id: String,
+    pub session_id: Arc<str>,
     /// The person's canonical id.
-    pub person_id: String,
+    pub person_id: Arc<str>,
     /// The anonymous (or user) id of the first event.
-    pub visitor_id: String,
+    pub visitor_id: Arc<str>,
     /// Event time of the first event.
     pub start_ms: i64,
     /// Event time of the last event.
@@ -443,9 +461,9 @@ pub struct Session {
     /// Whether the session is a bounce, by its tenant's [`schemas::BounceRule`].
     pub bounce: bool,
     /// Location of the first page view (path, or screen name).
-    pub entry_path: String,
+    pub entry_path: Arc<str>,
     /// Location of the last page view (path, or screen name).
-    pub exit_path: String,
+    pub exit_path: Arc<str>,
     /// Referrer, campaign, source, channel, client and location of the first event.
     pub landing: Arc<Landing>,
 }

@@ -559,8 +559,8 @@ mod tests {
         results
             .sessions
             .iter()
-            .filter(|s| s.visitor_id == visitor)
-            .map(|s| s.person_id.clone())
+            .filter(|s| &*s.visitor_id == visitor)
+            .map(|s| s.person_id.to_string())
             .collect()
     }
 
@@ -913,7 +913,7 @@ mod tests {
         let bounces: BTreeMap<String, bool> = results
             .sessions
             .iter()
-            .map(|s| (s.session_id.clone(), s.bounce))
+            .map(|s| (s.session_id.to_string(), s.bounce))
             .collect();
         assert_eq!(
             bounces,

@@ -356,17 +356,17 @@ fn sessionize(
         });
         if !continues {
             sessions.push(Session {
-                tenant: person.tenant.to_string(),
-                session_id: event.message_id.clone(),
-                person_id: person.id.to_string(),
-                visitor_id: visitor(event).to_owned(),
+                tenant: person.tenant.clone(),
+                session_id: event.message_id.as_str().into(),
+                person_id: person.id.clone(),
+                visitor_id: visitor(event).into(),
                 start_ms: event.timestamp_ms,
                 end_ms: event.timestamp_ms,
                 events: 0,
                 page_views: 0,
                 bounce: false,
-                entry_path: String::new(),
-                exit_path: String::new(),
+                entry_path: "".into(),
+                exit_path: "".into(),
                 landing: Arc::new(Landing {
                     referrer: Arc::from(event.page.referrer.as_str()),
                     campaign: Arc::new(event.campaign.clone()),
@@ -383,14 +383,14 @@ fn sessionize(
         session.events += 1;
         if is_page_view(event) {
             if session.page_views == 0 {
-                session.entry_path = location(event).to_owned();
+                session.entry_path = location(event).into();
             }
-            session.exit_path = location(event).to_owned();
+            session.exit_path = location(event).into();
             session.page_views += 1;
         }
         enriched.push((
             event.clone(),
-            session.session_id.clone(),
+            session.session_id.to_string(),
             person.id.to_string(),
         ));
     }
@@ -480,7 +480,7 @@ pub fn aggregates<'a>(
     }
     for session in sessions {
         let minute = session.start_ms.div_euclid(MINUTE_MS) * MINUTE_MS;
-        let key = |metric| (session.tenant.clone(), minute, metric, String::new());
+        let key = |metric| (session.tenant.to_string(), minute, metric, String::new());
         *sums.entry(key(Metric::SessionsStarted)).or_default() += 1;
         if session.bounce {
             *sums.entry(key(Metric::Bounces)).or_default() += 1;

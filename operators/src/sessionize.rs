@@ -21,7 +21,7 @@ use timely::dataflow::operators::generic::operator::Operator;
 use timely::order::TotalOrder;
 use timely::progress::Timestamp;
 
-use crate::model::{Activity, Enriched, Person, Session, SharedActivity};
+use crate::model::{Activity, Enriched, Person, Session, SharedActivity, empty_str};
 use crate::persons::Retention;
 use crate::stash::{Stash, route};
 
@@ -99,8 +99,6 @@ struct Builder<'a> {
     gap_ms: i64,
     max_session_ms: i64,
     sessions: Vec<Session>,
-    /// The sessions' ids, shared with the events' message ids.
-    ids: Vec<Arc<str>>,
 }
 
 impl<'a> Builder<'a> {
@@ -110,14 +108,11 @@ impl<'a> Builder<'a> {
             gap_ms: settings.gap_for(&person.tenant),
             max_session_ms: settings.max_session_ms,
             sessions: Vec::new(),
-            ids: Vec::new(),
         }
     }
 
-    /// Goes on from `open`, a session whose events all come before the ones to be added;
-    /// `id` is its id as its events already share it.
-    fn resume(&mut self, open: Session, id: Arc<str>) {
-        self.ids.push(id);
+    /// Goes on from `open`, a session whose events all come before the ones to be added.
+    fn resume(&mut self, open: Session) {
         self.sessions.push(open);
     }
 
@@ -131,19 +126,18 @@ impl<'a> Builder<'a> {
 
     fn open(&mut self, event: &Activity) {
         let time = event.timestamp_ms;
-        self.ids.push(event.message_id.clone());
         self.sessions.push(Session {
-            tenant: self.person.tenant.to_string(),
-            session_id: event.message_id.to_string(),
-            person_id: self.person.id.to_string(),
-            visitor_id: event.visitor().to_string(),
+            tenant: self.person.tenant.clone(),
+            session_id: event.message_id.clone(),
+            person_id: self.person.id.clone(),
+            visitor_id: event.visitor().clone(),
             start_ms: time,
             end_ms: time,
             events: 0,
             page_views: 0,
             bounce: false,
-            entry_path: String::new(),
-            exit_path: String::new(),
+            entry_path: empty_str(),
+            exit_path: empty_str(),
             landing: event.landing.clone(),
         });
     }
@@ -154,19 +148,20 @@ impl<'a> Builder<'a> {
         if self.starts_new(event) {
             self.open(event);
         }
-        let (Some(open), Some(id)) = (self.sessions.last_mut(), self.ids.last()) else {
-            return Arc::from("");
+        let Some(open) = self.sessions.last_mut() else {
+            return empty_str();
         };
         open.end_ms = event.timestamp_ms;
         open.events += 1;
         if event.is_page_view() {
+            let location = event.shared_location();
             if open.page_views == 0 {
-                open.entry_path = event.location().to_owned();
+                open.entry_path = location.clone();
             }
-            open.exit_path = event.location().to_owned();
+            open.exit_path = location;
             open.page_views += 1;
         }
-        id.clone()
+        open.session_id.clone()
     }
 
     /// The sessions, with the tenant's bounce rule applied.
@@ -193,7 +188,7 @@ pub fn sessions_of<'a>(
         let session_id = if event.is_activity() {
             builder.add(event)
         } else {
-            Arc::from("")
+            empty_str()
         };
         membership.push((event, session_id));
     }
@@ -228,27 +223,13 @@ impl PersonState {
     fn release_before(&mut self, closed_ms: i64) -> usize {
         let released = self.sessions.partition_point(|s| s.end_ms < closed_ms);
         let bound: Key = match self.sessions.get(released) {
-            Some(s) if s.start_ms < closed_ms => (s.start_ms, Arc::from(s.session_id.as_str())),
-            _ => (closed_ms, Arc::from("")),
+            Some(s) if s.start_ms < closed_ms => (s.start_ms, s.session_id.clone()),
+            _ => (closed_ms, empty_str()),
         };
         let kept = self.events.split_off(&bound);
         let dropped = std::mem::replace(&mut self.events, kept).len();
         self.sessions.drain(..released);
         dropped
-    }
-
-    /// The id of `open`, the last session before `lo`, as its events hold it: events added
-    /// to it then share one allocation with the rest instead of one per batch. Found on the
-    /// session's last activity event, a few entries before `lo` at most (a person's
-    /// crawler or background events in between can push it further: then a fresh copy).
-    fn shared_session_id(&self, open: &Session, lo: &Key) -> Arc<str> {
-        self.events
-            .range(..lo.clone())
-            .rev()
-            .take(8)
-            .find_map(|(_, entry)| entry.emitted.clone().filter(|id| !id.is_empty()))
-            .filter(|id| **id == *open.session_id)
-            .unwrap_or_else(|| Arc::from(open.session_id.as_str()))
     }
 
     /// Recomputes the sessions that changes to the entries between the keys `changed.0` and
@@ -281,25 +262,23 @@ impl PersonState {
         // again (each event of a visit would otherwise cost the whole visit so far).
         let starting_before = self
             .sessions
-            .partition_point(|s| (s.start_ms, s.session_id.as_str()) < (lo.0, &*lo.1));
+            .partition_point(|s| (s.start_ms, &s.session_id) < (lo.0, &lo.1));
         let resumable = starting_before
             .checked_sub(1)
             .filter(|last| *last >= first && self.sessions[*last].end_ms < lo.0);
         let start: Key = match (resumable, self.sessions.get(first)) {
             (Some(last), _) => {
                 first = last;
-                let open = self.sessions[last].clone();
-                let id = self.shared_session_id(&open, lo);
-                builder.resume(open, id);
+                builder.resume(self.sessions[last].clone());
                 lo.clone()
             }
-            (None, Some(s)) if (s.start_ms, s.session_id.as_str()) < (lo.0, &*lo.1) => {
-                (s.start_ms, Arc::from(s.session_id.as_str()))
+            (None, Some(s)) if (s.start_ms, &s.session_id) < (lo.0, &lo.1) => {
+                (s.start_ms, s.session_id.clone())
             }
             (None, _) => lo.clone(),
         };
         let old_sessions = &self.sessions;
-        let empty: Arc<str> = Arc::from("");
+        let empty = empty_str();
         let mut stop = None;
         let mut dropped = Vec::new();
         for (key, entry) in self.events.range_mut(start..) {
@@ -310,7 +289,7 @@ impl PersonState {
             } else {
                 if key > hi && builder.starts_new(&entry.event) {
                     let opened_before = old_sessions[first..].binary_search_by(|s| {
-                        (s.start_ms, s.session_id.as_str()).cmp(&(key.0, &*key.1))
+                        (s.start_ms, &s.session_id).cmp(&(key.0, &key.1))
                     });
                     if let Ok(index) = opened_before {
                         stop = Some(first + index);
@@ -607,10 +586,10 @@ mod tests {
                     .filter(|e| matches!(e.kind, EventKind::Page | EventKind::Screen))
                     .collect();
                 let session = Session {
-                    tenant: person.tenant.to_string(),
-                    session_id: group[0].message_id.clone(),
-                    person_id: person.id.to_string(),
-                    visitor_id: group[0].visitor_id().to_owned(),
+                    tenant: person.tenant.clone(),
+                    session_id: group[0].message_id.as_str().into(),
+                    person_id: person.id.clone(),
+                    visitor_id: group[0].visitor_id().into(),
                     start_ms: group[0].timestamp_ms,
                     end_ms: group[group.len() - 1].timestamp_ms,
                     events: group.len() as u32,
@@ -624,9 +603,12 @@ mod tests {
                                 == &BounceRule::OnePageView),
                     entry_path: views
                         .first()
-                        .map(|e| oracle_location(e))
-                        .unwrap_or_default(),
-                    exit_path: views.last().map(|e| oracle_location(e)).unwrap_or_default(),
+                        .map(|e| oracle_location(e).into())
+                        .unwrap_or_else(|| "".into()),
+                    exit_path: views
+                        .last()
+                        .map(|e| oracle_location(e).into())
+                        .unwrap_or_else(|| "".into()),
                     landing: Arc::new(Landing {
                         referrer: Arc::from(group[0].page.referrer.as_str()),
                         campaign: Arc::new(group[0].campaign.clone()),
@@ -638,7 +620,7 @@ mod tests {
                 for event in group {
                     let membership = (
                         event.message_id.clone(),
-                        session.session_id.clone(),
+                        session.session_id.to_string(),
                         person.id.to_string(),
                     );
                     expected.insert(Err(membership), 1);
@@ -780,7 +762,7 @@ mod tests {
         let ids = |state: &BTreeMap<Result<Session, Membership>, isize>| {
             state
                 .keys()
-                .filter_map(|k| k.as_ref().ok().map(|s| s.session_id.clone()))
+                .filter_map(|k| k.as_ref().ok().map(|s| s.session_id.to_string()))
                 .collect::<BTreeSet<_>>()
         };
         assert_eq!(
@@ -804,8 +786,8 @@ mod tests {
             (
                 session.events,
                 session.page_views,
-                session.entry_path.as_str(),
-                session.exit_path.as_str()
+                &*session.entry_path,
+                &*session.exit_path
             ),
             (3, 3, "/a", "/b")
         );
@@ -874,7 +856,7 @@ mod tests {
             "the identify did not extend the first session"
         );
         assert_eq!(
-            sessions[0].entry_path, "s1 name",
+            &*sessions[0].entry_path, "s1 name",
             "a screen is located by its name"
         );
         let unsessioned: Vec<&str> = membership

@@ -413,8 +413,8 @@ mod tests {
                 |(t, minute, duration, page_views)| {
                     let start = minute * 60_000 + 11;
                     Input::Session(Session {
-                        tenant: format!("t{t}"),
-                        session_id: format!("s{t}{minute}{duration}{page_views}"),
+                        tenant: format!("t{t}").into(),
+                        session_id: format!("s{t}{minute}{duration}{page_views}").into(),
                         person_id: "u".into(),
                         visitor_id: "a".into(),
                         start_ms: start,
@@ -422,8 +422,8 @@ mod tests {
                         events: page_views,
                         page_views,
                         bounce: page_views == 1 && duration % 2 == 0,
-                        entry_path: String::new(),
-                        exit_path: String::new(),
+                        entry_path: "".into(),
+                        exit_path: "".into(),
                         landing: Default::default(),
                     })
                 }

@@ -268,17 +268,17 @@ fn count_minutes(
             .entry(stored.minute)
             .or_default()
             .push(operators::Session {
-                tenant: tenant.to_owned(),
-                session_id: String::new(),
-                person_id: String::new(),
-                visitor_id: String::new(),
+                tenant: tenant.into(),
+                session_id: operators::empty_str(),
+                person_id: operators::empty_str(),
+                visitor_id: operators::empty_str(),
                 start_ms: stored.start_ms,
                 end_ms: stored.end_ms,
                 events: 0,
                 page_views: 0,
                 bounce: stored.is_bounce != 0,
-                entry_path: String::new(),
-                exit_path: String::new(),
+                entry_path: operators::empty_str(),
+                exit_path: operators::empty_str(),
                 landing: Arc::default(),
             });
     }

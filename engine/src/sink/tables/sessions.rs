@@ -51,10 +51,10 @@ impl SessionRow {
     pub fn new(session: &Session, deleted: bool, version: u64) -> Self {
         let landing = &session.landing;
         SessionRow {
-            tenant: session.tenant.clone(),
-            session_id: session.session_id.clone(),
-            person_id: session.person_id.clone(),
-            visitor_id: session.visitor_id.clone(),
+            tenant: session.tenant.to_string(),
+            session_id: session.session_id.to_string(),
+            person_id: session.person_id.to_string(),
+            visitor_id: session.visitor_id.to_string(),
             start_time: datetime(session.start_ms),
             start_ms: session.start_ms,
             end_ms: session.end_ms,
@@ -62,8 +62,8 @@ impl SessionRow {
             events: session.events,
             page_views: session.page_views,
             is_bounce: u8::from(session.bounce),
-            entry_path: session.entry_path.clone(),
-            exit_path: session.exit_path.clone(),
+            entry_path: session.entry_path.to_string(),
+            exit_path: session.exit_path.to_string(),
             entry_referrer: landing.referrer.to_string(),
             utm_source: landing.campaign.source.clone(),
             utm_medium: landing.campaign.medium.clone(),
