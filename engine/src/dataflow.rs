@@ -12,7 +12,6 @@ use operators::{
 };
 use schemas::ControlMessage;
 use schemas::erasure::ErasureLog;
-use timely::dataflow::StreamVec;
 use timely::dataflow::operators::vec::Broadcast;
 use timely::dataflow::operators::vec::ToStream;
 use timely::dataflow::operators::{Concatenate, Inspect, OkErr};
@@ -287,8 +286,7 @@ pub fn run_worker(
             context.metrics.clone(),
             context.erasure_requests.clone(),
         );
-        let (decoded, not_events): (_, StreamVec<'_, u64, NotAnEvent>) =
-            records.decode().ok_err(|outcome| outcome);
+        let (decoded, not_events) = records.decode();
         let (gateway_warnings, dead_letters) = not_events.ok_err(NotAnEvent::split);
         let erased = context.metrics.events_erased.clone();
         let removed = context.removed_tenants.clone();

@@ -8,7 +8,7 @@
 
 use schemas::{Event, IngestWarning, Record, SourceRecord};
 use timely::dataflow::StreamVec;
-use timely::dataflow::operators::vec::Map;
+use timely::dataflow::operators::OkErr;
 use timely::progress::Timestamp;
 
 /// A decoded event and where it was read.
@@ -58,13 +58,14 @@ impl NotAnEvent {
 
 /// Decodes a stream of source records.
 pub trait Decode<'s, T: Timestamp> {
-    /// Decodes each record; warnings and failures travel in the same stream, in order.
-    fn decode(self) -> StreamVec<'s, T, Result<Decoded, NotAnEvent>>;
+    /// Decodes each record: the events, and the warnings and failures, in one pass (the
+    /// events are large: each extra pass over them is a copy of every one).
+    fn decode(self) -> (StreamVec<'s, T, Decoded>, StreamVec<'s, T, NotAnEvent>);
 }
 
 impl<'s, T: Timestamp> Decode<'s, T> for StreamVec<'s, T, SourceRecord> {
-    fn decode(self) -> StreamVec<'s, T, Result<Decoded, NotAnEvent>> {
-        self.map(decode_record)
+    fn decode(self) -> (StreamVec<'s, T, Decoded>, StreamVec<'s, T, NotAnEvent>) {
+        self.ok_err(decode_record)
     }
 }
 
@@ -98,7 +99,8 @@ mod tests {
     use schemas::EventKind;
     use std::sync::{Arc, Mutex};
     use timely::dataflow::operators::vec::Input;
-    use timely::dataflow::operators::{Inspect, Probe};
+    use timely::dataflow::operators::vec::Map;
+    use timely::dataflow::operators::{Concat, Inspect, Probe};
 
     fn event(id: u32) -> Event {
         let mut event = Event::new(
@@ -186,8 +188,10 @@ mod tests {
             let seen = seen_by_workers.clone();
             let (mut input, probe) = worker.dataflow::<u64, _, _>(|scope| {
                 let (input, stream) = scope.new_input::<SourceRecord>();
-                let probe = stream
-                    .decode()
+                let (events, not_events) = stream.decode();
+                let probe = events
+                    .map(Ok)
+                    .concat(not_events.map(Err))
                     .inspect(move |outcome| {
                         let seen_record = match outcome {
                             Ok(decoded) => (

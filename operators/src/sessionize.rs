@@ -16,7 +16,9 @@ use std::sync::Arc;
 
 use differential_dataflow::{AsCollection, VecCollection};
 use schemas::BounceRule;
+use timely::dataflow::StreamVec;
 use timely::dataflow::channels::pact::Exchange;
+use timely::dataflow::operators::OkErr;
 use timely::dataflow::operators::generic::operator::Operator;
 use timely::order::TotalOrder;
 use timely::progress::Timestamp;
@@ -288,9 +290,8 @@ impl PersonState {
                 Some(empty.clone())
             } else {
                 if key > hi && builder.starts_new(&entry.event) {
-                    let opened_before = old_sessions[first..].binary_search_by(|s| {
-                        (s.start_ms, &s.session_id).cmp(&(key.0, &key.1))
-                    });
+                    let opened_before = old_sessions[first..]
+                        .binary_search_by(|s| (s.start_ms, &s.session_id).cmp(&(key.0, &key.1)));
                     if let Ok(index) = opened_before {
                         stop = Some(first + index);
                         break;
@@ -382,90 +383,86 @@ impl<'s, T: Timestamp + TotalOrder> Sessionize<'s, T>
         let by_person = Exchange::new(
             |((person, _), _, _): &((Person, SharedActivity), T, isize)| route(person),
         );
-        let output = self
-            .inner
-            .unary_frontier(by_person, "Sessionize", move |_capability, _info| {
-                let mut stash: Stash<T, (Person, SharedActivity, isize)> = Stash::default();
-                let mut persons: FxHashMap<Person, PersonState> = FxHashMap::default();
-                let mut retained = 0usize;
-                let mut clock = i64::MIN;
-                let mut since_expiry = 0usize;
-                let keep_ms = settings.retention.keep_ms() + settings.retention.margin_ms;
-                move |(input, frontier), output| {
-                    input.for_each(|capability, data| {
-                        for ((person, event), time, diff) in data.drain(..) {
-                            stash.push(&capability, time, (person, event, diff));
-                        }
-                    });
-                    for (capability, updates) in stash.complete(&[frontier]) {
-                        let time = capability.time().clone();
-                        let mut session = output.session(&capability);
-                        // Per touched person, the first and last key that changed.
-                        let mut touched: FxHashMap<Person, (Key, Key)> = FxHashMap::default();
-                        for (person, event, diff) in updates.into_iter().flatten() {
-                            clock = clock.max(event.received_at_ms);
-                            let state = persons.entry(person.clone()).or_default();
-                            let key: Key = (event.timestamp_ms, event.message_id.clone());
-                            match touched.get_mut(&person) {
-                                Some((lo, hi)) => {
-                                    if key < *lo {
-                                        *lo = key.clone();
-                                    } else if key > *hi {
-                                        *hi = key.clone();
+        let output: StreamVec<'s, T, (Output, T, isize)> =
+            self.inner
+                .unary_frontier(by_person, "Sessionize", move |_capability, _info| {
+                    let mut stash: Stash<T, (Person, SharedActivity, isize)> = Stash::default();
+                    let mut persons: FxHashMap<Person, PersonState> = FxHashMap::default();
+                    let mut retained = 0usize;
+                    let mut clock = i64::MIN;
+                    let mut since_expiry = 0usize;
+                    let keep_ms = settings.retention.keep_ms() + settings.retention.margin_ms;
+                    move |(input, frontier), output| {
+                        input.for_each(|capability, data| {
+                            for ((person, event), time, diff) in data.drain(..) {
+                                stash.push(&capability, time, (person, event, diff));
+                            }
+                        });
+                        for (capability, updates) in stash.complete(&[frontier]) {
+                            let time = capability.time().clone();
+                            let mut session = output.session(&capability);
+                            // Per touched person, the first and last key that changed.
+                            let mut touched: FxHashMap<Person, (Key, Key)> = FxHashMap::default();
+                            for (person, event, diff) in updates.into_iter().flatten() {
+                                clock = clock.max(event.received_at_ms);
+                                let state = persons.entry(person.clone()).or_default();
+                                let key: Key = (event.timestamp_ms, event.message_id.clone());
+                                match touched.get_mut(&person) {
+                                    Some((lo, hi)) => {
+                                        if key < *lo {
+                                            *lo = key.clone();
+                                        } else if key > *hi {
+                                            *hi = key.clone();
+                                        }
+                                    }
+                                    None => {
+                                        touched.insert(person, (key.clone(), key.clone()));
                                     }
                                 }
-                                None => {
-                                    touched.insert(person, (key.clone(), key.clone()));
-                                }
+                                let entry = state.events.entry(key).or_insert_with(|| {
+                                    retained += 1;
+                                    Entry {
+                                        event,
+                                        count: 0,
+                                        emitted: None,
+                                    }
+                                });
+                                entry.count += diff;
+                                since_expiry += 1;
                             }
-                            let entry = state.events.entry(key).or_insert_with(|| {
-                                retained += 1;
-                                Entry {
-                                    event,
-                                    count: 0,
-                                    emitted: None,
-                                }
-                            });
-                            entry.count += diff;
-                            since_expiry += 1;
+                            for (person, (lo, hi)) in touched {
+                                let Some(state) = persons.get_mut(&person) else {
+                                    continue;
+                                };
+                                retained -= state.resessionize(
+                                    &person,
+                                    (&lo, &hi),
+                                    &settings,
+                                    |output, diff| session.give((output, time.clone(), diff)),
+                                );
+                            }
+                            if since_expiry >= persons.len() / 4 + 1024 {
+                                since_expiry = 0;
+                                let cutoff = clock.saturating_sub(keep_ms);
+                                // A person who keeps coming back keeps only the sessions a change
+                                // can still reach: one moved in by an identity change lands at
+                                // most a gap before `cutoff`.
+                                let closed =
+                                    cutoff.saturating_sub(settings.retention.session_gap_ms);
+                                persons.retain(|_, state| {
+                                    retained -= state.release_before(closed);
+                                    !state.events.is_empty()
+                                });
+                            }
+                            observe(retained);
                         }
-                        for (person, (lo, hi)) in touched {
-                            let Some(state) = persons.get_mut(&person) else {
-                                continue;
-                            };
-                            retained -= state.resessionize(
-                                &person,
-                                (&lo, &hi),
-                                &settings,
-                                |output, diff| session.give((output, time.clone(), diff)),
-                            );
-                        }
-                        if since_expiry >= persons.len() / 4 + 1024 {
-                            since_expiry = 0;
-                            let cutoff = clock.saturating_sub(keep_ms);
-                            // A person who keeps coming back keeps only the sessions a change
-                            // can still reach: one moved in by an identity change lands at
-                            // most a gap before `cutoff`.
-                            let closed = cutoff.saturating_sub(settings.retention.session_gap_ms);
-                            persons.retain(|_, state| {
-                                retained -= state.release_before(closed);
-                                !state.events.is_empty()
-                            });
-                        }
-                        observe(retained);
                     }
-                }
-            })
-            .as_collection();
-        let sessions = output.clone().flat_map(|output| match output {
-            Output::Session(session) => Some(session),
-            Output::Event(_) => None,
+                });
+        let (sessions, events) = output.ok_err(|(output, time, diff)| match output {
+            Output::Session(session) => Ok((session, time, diff)),
+            Output::Event(enriched) => Err((enriched, time, diff)),
         });
-        let events = output.flat_map(|output| match output {
-            Output::Event(enriched) => Some(enriched),
-            Output::Session(_) => None,
-        });
-        (sessions, events)
+        (sessions.as_collection(), events.as_collection())
     }
 }
 

@@ -8,6 +8,7 @@
 //! cargo run --release -p clickstream-benches --bin bench-operators -- --events 1000000
 //! ```
 
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -22,8 +23,8 @@ use operators::{
     route,
 };
 use schemas::SourceRecord;
+use timely::dataflow::operators::Probe;
 use timely::dataflow::operators::vec::{Input, ToStream};
-use timely::dataflow::operators::{OkErr, Probe};
 
 /// The engine's allocator (records allocated on one worker are freed on another, which glibc
 /// malloc handles poorly), counting live bytes.
@@ -49,6 +50,10 @@ struct Args {
     /// (`deploy/lib.sh`'s `ensure_geoip` sets the variable to the set-up's files).
     #[arg(long, env = "CLICKSTREAM_GEOIP", value_delimiter = ',')]
     geoip: Vec<std::path::PathBuf>,
+    /// Also report, for the 1-worker run, the time each operator was scheduled (timely's
+    /// own `Schedule` log events): where a worker's time goes, operator by operator.
+    #[arg(long)]
+    operator_times: bool,
 }
 
 const PARTITIONS: u64 = 12;
@@ -60,6 +65,7 @@ fn main() -> anyhow::Result<()> {
         workers,
         seed,
         geoip,
+        operator_times,
     } = Args::parse();
     let started = Instant::now();
     let config = GeneratorConfig {
@@ -127,9 +133,13 @@ fn main() -> anyhow::Result<()> {
     )];
     let mut memory = None;
     for &count in &workers {
-        let run = run_dataflow(&wire, count, epoch_records, settings.clone())?;
+        let timed = operator_times && count == 1;
+        let run = run_dataflow(&wire, count, epoch_records, settings.clone(), timed)?;
         if count == 1 {
             memory = run.state;
+        }
+        if timed {
+            print_operator_times(&run.operator_times, run.elapsed);
         }
         rows.push((
             format!(
@@ -216,6 +226,65 @@ struct State {
 struct Run {
     elapsed: Duration,
     state: Option<State>,
+    /// Scheduled time per operator, by name and timely id (ids in order of construction).
+    operator_times: BTreeMap<String, Duration>,
+}
+
+type OperatorTimes = Arc<Mutex<BTreeMap<String, Duration>>>;
+
+/// Sums, per operator name, the time between each of timely's `Schedule` start and stop log
+/// events of this worker.
+fn time_operators(worker: &mut timely::worker::Worker, times: OperatorTimes) {
+    use timely::logging::{StartStop, TimelyEvent, TimelyEventBuilder};
+    let mut names: HashMap<usize, String> = HashMap::new();
+    let mut started: HashMap<usize, Duration> = HashMap::new();
+    if let Some(mut register) = worker.log_register() {
+        register.insert::<TimelyEventBuilder, _>("timely", move |_time, batch| {
+            let Some(batch) = batch else { return };
+            let Ok(mut times) = times.lock() else { return };
+            for (at, event) in batch.drain(..) {
+                match event {
+                    TimelyEvent::Operates(op) => {
+                        names.insert(op.id, format!("{} (#{})", op.name, op.id));
+                    }
+                    TimelyEvent::Schedule(s) => match s.start_stop {
+                        StartStop::Start => {
+                            started.insert(s.id, at);
+                        }
+                        StartStop::Stop => {
+                            if let (Some(start), Some(name)) =
+                                (started.remove(&s.id), names.get(&s.id))
+                            {
+                                *times.entry(name.clone()).or_default() += at.saturating_sub(start);
+                            }
+                        }
+                    },
+                    _ => {}
+                }
+            }
+        });
+    }
+}
+
+fn print_operator_times(times: &BTreeMap<String, Duration>, elapsed: Duration) {
+    let mut rows: Vec<_> = times.iter().filter(|(_, time)| !time.is_zero()).collect();
+    rows.sort_by(|a, b| b.1.cmp(a.1));
+    println!(
+        "\noperator time, 1 worker (timely's schedule log; {:.2} s in all)\n",
+        elapsed.as_secs_f64()
+    );
+    println!("| operator | time | share of the run |");
+    println!("|---|---:|---:|");
+    for (name, time) in rows
+        .into_iter()
+        .filter(|(name, _)| !name.starts_with("Dataflow"))
+    {
+        println!(
+            "| {name} | {:.3} s | {:.1} % |",
+            time.as_secs_f64(),
+            100.0 * time.as_secs_f64() / elapsed.as_secs_f64()
+        );
+    }
 }
 
 /// Runs the operators on `log` spread over `workers` by partition, as the engine does.
@@ -224,6 +293,7 @@ fn run_dataflow(
     workers: usize,
     epoch_records: usize,
     settings: AnalyticsSettings,
+    timed: bool,
 ) -> anyhow::Result<Run> {
     // Everything allocated from here on and still live at the end is the operators' state:
     // the input shares are consumed as they are sent.
@@ -242,11 +312,13 @@ fn run_dataflow(
     let ready = Arc::new(AtomicUsize::new(0));
     let started = Arc::new(Mutex::new(None::<Instant>));
     let state = Arc::new(Mutex::new(None::<State>));
-    let (shares_in, ready_in, started_in, state_in) = (
+    let operator_times = OperatorTimes::default();
+    let (shares_in, ready_in, started_in, state_in, times_in) = (
         shares.clone(),
         ready.clone(),
         started.clone(),
         state.clone(),
+        operator_times.clone(),
     );
     let guards = timely::execute(timely::Config::process(workers), move |worker| {
         let mut share = shares_in[worker.index()]
@@ -254,13 +326,13 @@ fn run_dataflow(
             .ok()
             .and_then(|mut share| share.take())
             .unwrap_or_default();
+        if timed {
+            time_operators(worker, times_in.clone());
+        }
         let gauges = Arc::new(StateGauges::default());
         let (mut input, probe) = worker.dataflow::<u64, _, _>(|scope| {
             let (input, records) = scope.new_input::<SourceRecord>();
-            let (decoded, _dead): (
-                _,
-                timely::dataflow::StreamVec<'_, u64, operators::NotAnEvent>,
-            ) = records.decode().ok_err(|outcome| outcome);
+            let (decoded, _not_events) = records.decode();
             let no_claims = insertions(Vec::<IdentityClaim>::new().to_stream(scope));
             let no_unlinks = insertions(Vec::<Unlink>::new().to_stream(scope));
             let no_erasures = operators::Erasures {
@@ -335,5 +407,13 @@ fn run_dataflow(
         .context("no start time")?;
     let elapsed = started.elapsed();
     let state = state.lock().ok().and_then(|state| *state);
-    Ok(Run { elapsed, state })
+    let operator_times = operator_times
+        .lock()
+        .map(|times| times.clone())
+        .unwrap_or_default();
+    Ok(Run {
+        elapsed,
+        state,
+        operator_times,
+    })
 }
