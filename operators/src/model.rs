@@ -45,6 +45,19 @@ pub struct Activity {
     pub interaction: bool,
 }
 
+/// The `Events` dimension of the kinds without a name of their own (PostHog's names); a
+/// track's own name otherwise.
+fn built_in_label(kind: EventKind) -> &'static str {
+    match kind {
+        EventKind::Track => "",
+        EventKind::Page => "$pageview",
+        EventKind::Screen => "$screen",
+        EventKind::Identify => "$identify",
+        EventKind::Alias => "$alias",
+        EventKind::Group => "$group",
+    }
+}
+
 /// The empty string, shared: `Arc::from("")` allocates its counts each time.
 pub fn empty_str() -> Arc<str> {
     static EMPTY: std::sync::LazyLock<Arc<str>> = std::sync::LazyLock::new(|| Arc::from(""));
@@ -111,11 +124,25 @@ impl Activity {
     pub fn label(&self) -> &str {
         match self.kind {
             EventKind::Track => &self.detail,
-            EventKind::Page => "$pageview",
-            EventKind::Screen => "$screen",
-            EventKind::Identify => "$identify",
-            EventKind::Alias => "$alias",
-            EventKind::Group => "$group",
+            kind => built_in_label(kind),
+        }
+    }
+
+    /// [`Activity::label`], shared: what the per-minute rollups key their rows by.
+    pub fn shared_label(&self) -> Arc<str> {
+        static BUILT_IN: std::sync::LazyLock<Vec<(EventKind, Arc<str>)>> =
+            std::sync::LazyLock::new(|| {
+                EventKind::ALL
+                    .iter()
+                    .map(|&kind| (kind, Arc::from(built_in_label(kind))))
+                    .collect()
+            });
+        match self.kind {
+            EventKind::Track => self.detail.clone(),
+            kind => BUILT_IN
+                .iter()
+                .find(|(built_in, _)| *built_in == kind)
+                .map_or_else(empty_str, |(_, label)| label.clone()),
         }
     }
 

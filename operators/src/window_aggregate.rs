@@ -21,7 +21,7 @@ use timely::dataflow::operators::generic::operator::Operator;
 use timely::order::TotalOrder;
 use timely::progress::Timestamp;
 
-use crate::model::{Activity, AggRow, Enriched, Metric, Session, minute_of};
+use crate::model::{Activity, AggRow, Enriched, Metric, Session, empty_str, minute_of};
 use crate::sessionize::SessionSettings;
 use crate::stash::{Stash, route};
 
@@ -43,67 +43,62 @@ impl Update {
     }
 }
 
-/// One tenant's minute. Maps are nested by metric, then dimension, so that the hot path looks
-/// a borrowed `&str` up instead of allocating a key per event.
+/// One additive row of a window: its value (0: no row) and, once the batch being applied has
+/// changed it, its value before the batch: what was last emitted for it.
+#[derive(Debug, Default)]
+struct Cell {
+    value: i64,
+    before: Option<Option<i64>>,
+}
+
+impl Cell {
+    fn row(&self) -> Option<i64> {
+        (self.value != 0).then_some(self.value)
+    }
+}
+
+/// One tenant's minute. Rows are keyed by the events' own shared strings, so an event costs
+/// one hash lookup per row it changes and allocates nothing.
 #[derive(Debug, Default)]
 struct Window {
-    /// Additive metrics; a value that reaches 0 is removed (its row is retracted).
-    sums: FxHashMap<Metric, FxHashMap<String, i64>>,
-    /// Multiplicity of each visitor and person with an event in the minute (the events'
-    /// shared ids: counting one allocates nothing).
+    /// Additive metrics by (metric, dimension).
+    sums: FxHashMap<(Metric, Arc<str>), Cell>,
+    /// The rows of `sums` the batch being applied changed, in the order it first did.
+    touched: Vec<(Metric, Arc<str>)>,
+    /// Multiplicity of each visitor and person with an event in the minute.
     visitors: FxHashMap<Arc<str>, isize>,
     persons: FxHashMap<Arc<str>, isize>,
-    /// The values, before the batch being applied, of the rows it touched: what was last
-    /// emitted for them, since every batch emits every change it makes.
-    before: FxHashMap<Metric, FxHashMap<String, Option<i64>>>,
+    /// The distinct counts before the batch being applied, once it changed them.
+    visitors_before: Option<Option<i64>>,
+    persons_before: Option<Option<i64>>,
+}
+
+/// The row of a distinct count: its number of keys, no row when there are none.
+fn distinct(set: &FxHashMap<Arc<str>, isize>) -> Option<i64> {
+    (!set.is_empty()).then_some(set.len() as i64)
 }
 
 impl Window {
-    /// A row's current value, `None` when it has no row.
-    fn value(&self, metric: Metric, dimension: &str) -> Option<i64> {
-        let distinct =
-            |set: &FxHashMap<Arc<str>, isize>| (!set.is_empty()).then_some(set.len() as i64);
-        match metric {
-            Metric::UniqueVisitors => distinct(&self.visitors),
-            Metric::UniquePersons => distinct(&self.persons),
-            _ => self.sums.get(&metric)?.get(dimension).copied(),
-        }
-    }
-
-    /// Notes a row's value before its first change in this batch.
-    fn touch(&mut self, metric: Metric, dimension: &str) {
-        let value = self.value(metric, dimension);
-        let by_dimension = self.before.entry(metric).or_default();
-        if !by_dimension.contains_key(dimension) {
-            by_dimension.insert(dimension.to_owned(), value);
-        }
-    }
-
-    fn add(&mut self, metric: Metric, dimension: &str, delta: i64) {
+    fn add(&mut self, metric: Metric, dimension: &Arc<str>, delta: i64) {
         if delta == 0 {
             return;
         }
-        self.touch(metric, dimension);
-        let by_dimension = self.sums.entry(metric).or_default();
-        match by_dimension.get_mut(dimension) {
-            Some(value) => {
-                *value += delta;
-                if *value == 0 {
-                    by_dimension.remove(dimension);
-                }
-            }
-            None => {
-                by_dimension.insert(dimension.to_owned(), delta);
-            }
+        let cell = self.sums.entry((metric, dimension.clone())).or_default();
+        if cell.before.is_none() {
+            cell.before = Some(cell.row());
+            self.touched.push((metric, dimension.clone()));
         }
+        cell.value += delta;
     }
 
     fn count(&mut self, metric: Metric, key: &Arc<str>, diff: isize) {
-        self.touch(metric, "");
-        let counts = match metric {
-            Metric::UniqueVisitors => &mut self.visitors,
-            _ => &mut self.persons,
+        let (counts, before) = match metric {
+            Metric::UniqueVisitors => (&mut self.visitors, &mut self.visitors_before),
+            _ => (&mut self.persons, &mut self.persons_before),
         };
+        if before.is_none() {
+            *before = Some(distinct(counts));
+        }
         count(counts, key, diff);
     }
 
@@ -122,9 +117,9 @@ impl Window {
             return;
         }
         let delta = diff as i64;
-        self.add(Metric::Events, event.label(), delta);
+        self.add(Metric::Events, &event.shared_label(), delta);
         if event.is_page_view() {
-            self.add(Metric::PageViews, event.location(), delta);
+            self.add(Metric::PageViews, &event.shared_location(), delta);
         }
         if event.is_activity() {
             self.count(Metric::UniqueVisitors, event.visitor(), diff);
@@ -134,39 +129,58 @@ impl Window {
 
     fn apply_session(&mut self, session: &Session, diff: isize) {
         let delta = diff as i64;
-        self.add(Metric::SessionsStarted, "", delta);
+        let none = empty_str();
+        self.add(Metric::SessionsStarted, &none, delta);
         if session.bounce {
-            self.add(Metric::Bounces, "", delta);
+            self.add(Metric::Bounces, &none, delta);
         }
-        self.add(Metric::SessionDurationMs, "", delta * session.duration_ms());
+        self.add(
+            Metric::SessionDurationMs,
+            &none,
+            delta * session.duration_ms(),
+        );
+    }
+
+    /// Whether a batch has changed the window since the last [`Window::changes`].
+    fn is_touched(&self) -> bool {
+        !self.touched.is_empty() || self.visitors_before.is_some() || self.persons_before.is_some()
     }
 
     /// The batch's changes as collection updates: the old row out, the new row in.
     fn changes(&mut self, tenant: &str, minute_ms: i64, mut emit: impl FnMut(AggRow, isize)) {
-        let before = std::mem::take(&mut self.before);
-        for (metric, by_dimension) in before {
-            for (dimension, old) in by_dimension {
-                let new = self.value(metric, &dimension);
-                if old == new {
-                    continue;
-                }
-                let row = |dimension: String, value: i64| AggRow {
-                    tenant: tenant.to_owned(),
-                    minute_ms,
-                    metric,
-                    dimension,
-                    value,
-                };
-                match (old, new) {
-                    (Some(old), Some(new)) => {
-                        emit(row(dimension.clone(), old), -1);
-                        emit(row(dimension, new), 1);
-                    }
-                    (Some(old), None) => emit(row(dimension, old), -1),
-                    (None, Some(new)) => emit(row(dimension, new), 1),
-                    (None, None) => {}
-                }
+        let mut emit_change = |metric: Metric, dimension: &str, old: Option<i64>, new| {
+            if old == new {
+                return;
             }
+            let row = |value: i64| AggRow {
+                tenant: tenant.to_owned(),
+                minute_ms,
+                metric,
+                dimension: dimension.to_owned(),
+                value,
+            };
+            if let Some(old) = old {
+                emit(row(old), -1);
+            }
+            if let Some(new) = new {
+                emit(row(new), 1);
+            }
+        };
+        for key in std::mem::take(&mut self.touched) {
+            let Some(cell) = self.sums.get_mut(&key) else {
+                continue;
+            };
+            let (old, new) = (cell.before.take().flatten(), cell.row());
+            if new.is_none() {
+                self.sums.remove(&key);
+            }
+            emit_change(key.0, &key.1, old, new);
+        }
+        if let Some(old) = self.visitors_before.take() {
+            emit_change(Metric::UniqueVisitors, "", old, distinct(&self.visitors));
+        }
+        if let Some(old) = self.persons_before.take() {
+            emit_change(Metric::UniquePersons, "", old, distinct(&self.persons));
         }
     }
 }
@@ -299,7 +313,7 @@ impl<'s, T: Timestamp + TotalOrder> WindowAggregate<'s, T>
                                     open += 1;
                                     Window::default()
                                 });
-                                if window.before.is_empty() {
+                                if !window.is_touched() {
                                     dirty.push((tenant.to_owned(), minute));
                                 }
                                 window.apply(update);
