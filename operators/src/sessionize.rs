@@ -9,7 +9,7 @@
 //! A session is named by its first event's message id, so it keeps its id while that event
 //! stays first, and the same input gives the same ids on any worker count.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 
 use rustc_hash::FxHashMap;
 use std::sync::Arc;
@@ -208,13 +208,36 @@ struct Entry {
     emitted: Option<Arc<str>>,
 }
 
+/// One person's retained events and sessions. Events are a vector sorted by [`Key`], not a
+/// B-tree: most persons hold a handful of events, which a B-tree leaf (room for 11) would
+/// hold at several times their size, and new events nearly always land at the end.
 #[derive(Debug, Default)]
 struct PersonState {
-    events: BTreeMap<Key, Entry>,
+    events: Vec<(Key, Entry)>,
     sessions: Vec<Session>,
 }
 
 impl PersonState {
+    /// The position of the first event at or after `key`.
+    fn position(&self, key: &Key) -> usize {
+        self.events.partition_point(|(k, _)| k < key)
+    }
+
+    /// The entry of `key`, added (with a count of 0) if missing; whether it was added.
+    fn entry(&mut self, key: Key, event: SharedActivity) -> (&mut Entry, bool) {
+        let at = self.position(&key);
+        let added = self.events.get(at).is_none_or(|(k, _)| *k != key);
+        if added {
+            let entry = Entry {
+                event,
+                count: 0,
+                emitted: None,
+            };
+            self.events.insert(at, (key, entry));
+        }
+        (&mut self.events[at].1, added)
+    }
+
     /// Releases the sessions that ended before `closed_ms` and the events before the first
     /// session kept (or before `closed_ms`, if that comes first); returns how many events it
     /// released. Nothing is emitted: what was written stays.
@@ -228,8 +251,11 @@ impl PersonState {
             Some(s) if s.start_ms < closed_ms => (s.start_ms, s.session_id.clone()),
             _ => (closed_ms, empty_str()),
         };
-        let kept = self.events.split_off(&bound);
-        let dropped = std::mem::replace(&mut self.events, kept).len();
+        let dropped = self.position(&bound);
+        self.events.drain(..dropped);
+        if self.events.capacity() > 2 * self.events.len() + 4 {
+            self.events.shrink_to_fit();
+        }
         self.sessions.drain(..released);
         dropped
     }
@@ -282,8 +308,9 @@ impl PersonState {
         let old_sessions = &self.sessions;
         let empty = empty_str();
         let mut stop = None;
-        let mut dropped = Vec::new();
-        for (key, entry) in self.events.range_mut(start..) {
+        let mut dropped = 0;
+        let from = self.events.partition_point(|(k, _)| *k < start);
+        for (key, entry) in self.events[from..].iter_mut().map(|(k, e)| (&*k, e)) {
             let now = if entry.count <= 0 {
                 None
             } else if !entry.event.is_activity() {
@@ -316,7 +343,7 @@ impl PersonState {
                 entry.emitted = now;
             }
             if entry.count <= 0 {
-                dropped.push(key.clone());
+                dropped += 1;
             }
         }
         let end = stop.unwrap_or(self.sessions.len());
@@ -329,10 +356,10 @@ impl PersonState {
             emit(Output::Session(new.clone()), 1);
         }
         self.sessions.splice(first..end, sessions);
-        for key in &dropped {
-            self.events.remove(key);
+        if dropped > 0 {
+            self.events.retain(|(_, entry)| entry.count > 0);
         }
-        dropped.len()
+        dropped
     }
 }
 
@@ -419,15 +446,9 @@ impl<'s, T: Timestamp + TotalOrder> Sessionize<'s, T>
                                         touched.insert(person, (key.clone(), key.clone()));
                                     }
                                 }
-                                let entry = state.events.entry(key).or_insert_with(|| {
-                                    retained += 1;
-                                    Entry {
-                                        event,
-                                        count: 0,
-                                        emitted: None,
-                                    }
-                                });
+                                let (entry, added) = state.entry(key, event);
                                 entry.count += diff;
+                                retained += usize::from(added);
                                 since_expiry += 1;
                             }
                             for (person, (lo, hi)) in touched {
@@ -475,6 +496,7 @@ mod tests {
     use crate::testing::{activity, event, run_collection};
     use proptest::prelude::*;
     use schemas::EventKind;
+    use std::collections::BTreeMap;
     use std::collections::BTreeSet;
 
     /// The oracle's own reading of the definitions (not the shared module's helpers): a
