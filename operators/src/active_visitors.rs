@@ -6,7 +6,9 @@
 //! wall-clock based) and recomputes whenever its input frontier advances, with or without new
 //! events. State is one timestamp per visitor seen within the window.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
+
+use rustc_hash::FxHashMap;
 
 use differential_dataflow::{AsCollection, VecCollection};
 use timely::dataflow::StreamVec;
@@ -40,8 +42,8 @@ impl<'s, T: Timestamp + TotalOrder> ActiveVisitors<'s, T> for StreamVec<'s, T, S
             let mut held = Some(capability);
             let mut pending: BTreeMap<T, Vec<SharedEvent>> = BTreeMap::new();
             // tenant -> visitor -> newest event time
-            let mut last_seen: HashMap<String, HashMap<String, i64>> = HashMap::new();
-            let mut emitted: HashMap<String, i64> = HashMap::new();
+            let mut last_seen: FxHashMap<String, FxHashMap<String, i64>> = FxHashMap::default();
+            let mut emitted: FxHashMap<String, i64> = FxHashMap::default();
             move |(input, frontier), output| {
                 input.for_each(|capability, data| {
                     if let Some(time) = capability.least() {
@@ -70,11 +72,20 @@ impl<'s, T: Timestamp + TotalOrder> ActiveVisitors<'s, T> for StreamVec<'s, T, S
                     }
                     for event in entry.remove() {
                         if event.is_activity() {
-                            let seen = last_seen.entry(event.tenant.clone()).or_default();
-                            let newest = seen
-                                .entry(event.visitor_id().to_owned())
-                                .or_insert(event.timestamp_ms);
-                            *newest = (*newest).max(event.timestamp_ms);
+                            // Looked up by `&str` first: an owned key is made only for a
+                            // tenant or visitor not seen in the window.
+                            if !last_seen.contains_key(&event.tenant) {
+                                last_seen.insert(event.tenant.clone(), FxHashMap::default());
+                            }
+                            let Some(seen) = last_seen.get_mut(&event.tenant) else {
+                                continue;
+                            };
+                            match seen.get_mut(event.visitor_id()) {
+                                Some(newest) => *newest = (*newest).max(event.timestamp_ms),
+                                None => {
+                                    seen.insert(event.visitor_id().to_owned(), event.timestamp_ms);
+                                }
+                            }
                         }
                     }
                 }

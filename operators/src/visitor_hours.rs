@@ -12,7 +12,6 @@
 //! released once nothing can change it any more, by the same rule as the minute windows.
 
 use rustc_hash::FxHashMap;
-use std::collections::hash_map::Entry;
 use std::sync::Arc;
 
 use differential_dataflow::{AsCollection, VecCollection};
@@ -34,6 +33,20 @@ pub fn hour_of(time_ms: i64) -> i64 {
 
 /// (tenant, hour, visitor, person): one output row.
 type RowKey = (Arc<str>, i64, Arc<str>, Arc<str>);
+
+/// One row's activity events and page views and, once the batch being applied has changed
+/// them, their values before it: one lookup per event finds both.
+#[derive(Debug, Default)]
+struct Row {
+    counts: (i64, i64),
+    before: Option<Option<(i64, i64)>>,
+}
+
+impl Row {
+    fn value(&self) -> Option<(i64, i64)> {
+        (self.counts != (0, 0)).then_some(self.counts)
+    }
+}
 
 /// Counts activity per visitor and hour.
 pub trait VisitorHours<'s, T: Timestamp> {
@@ -71,7 +84,7 @@ impl<'s, T: Timestamp + TotalOrder> VisitorHours<'s, T> for VecCollection<'s, T,
             .unary_frontier(by_window, "VisitorHours", move |_capability, _info| {
                 let mut stash: Stash<T, (Enriched, isize)> = Stash::default();
                 // Activity events and page views of each row with any.
-                let mut rows: FxHashMap<RowKey, (i64, i64)> = FxHashMap::default();
+                let mut rows: FxHashMap<RowKey, Row> = FxHashMap::default();
                 let mut clock = i64::MIN;
                 move |(input, frontier), output| {
                     input.for_each(|capability, data| {
@@ -81,10 +94,9 @@ impl<'s, T: Timestamp + TotalOrder> VisitorHours<'s, T> for VecCollection<'s, T,
                     });
                     for (capability, updates) in stash.complete(&[frontier]) {
                         let time = capability.time().clone();
-                        // Each touched row's value before this batch, so that a row that
-                        // changes several times within a batch is emitted once.
-                        let mut before: FxHashMap<RowKey, Option<(i64, i64)>> =
-                            FxHashMap::default();
+                        // The rows this batch changed, each emitted once however often it
+                        // changed.
+                        let mut touched: Vec<RowKey> = Vec::new();
                         for (enriched, diff) in updates.into_iter().flatten() {
                             let event = &enriched.event;
                             clock = clock.max(event.received_at_ms);
@@ -94,27 +106,24 @@ impl<'s, T: Timestamp + TotalOrder> VisitorHours<'s, T> for VecCollection<'s, T,
                                 event.visitor().clone(),
                                 enriched.person_id.clone(),
                             );
-                            if !before.contains_key(&key) {
-                                before.insert(key.clone(), rows.get(&key).copied());
-                            }
                             let page = i64::from(event.is_page_view());
                             let diff = diff as i64;
-                            match rows.entry(key) {
-                                Entry::Occupied(mut row) => {
-                                    let counts = row.get_mut();
-                                    *counts = (counts.0 + diff, counts.1 + page * diff);
-                                    if *counts == (0, 0) {
-                                        row.remove();
-                                    }
-                                }
-                                Entry::Vacant(row) => {
-                                    row.insert((diff, page * diff));
-                                }
+                            let row = rows.entry(key.clone()).or_default();
+                            if row.before.is_none() {
+                                row.before = Some(row.value());
+                                touched.push(key);
                             }
+                            row.counts = (row.counts.0 + diff, row.counts.1 + page * diff);
                         }
                         let mut session = output.session(&capability);
-                        for (key, old) in before {
-                            let new = rows.get(&key).copied();
+                        for key in touched {
+                            let Some(row) = rows.get_mut(&key) else {
+                                continue;
+                            };
+                            let (old, new) = (row.before.take().flatten(), row.value());
+                            if new.is_none() {
+                                rows.remove(&key);
+                            }
                             if old == new {
                                 continue;
                             }
