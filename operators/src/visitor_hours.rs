@@ -34,12 +34,12 @@ pub fn hour_of(time_ms: i64) -> i64 {
 /// (tenant, hour, visitor, person): one output row.
 type RowKey = (Arc<str>, i64, Arc<str>, Arc<str>);
 
-/// One row's activity events and page views and, once the batch being applied has changed
-/// them, their values before it: one lookup per event finds both.
+/// One row's activity events and page views, and whether the batch being applied has changed
+/// them yet (their values before it are then in the batch's list): one lookup per event.
 #[derive(Debug, Default)]
 struct Row {
     counts: (i64, i64),
-    before: Option<Option<(i64, i64)>>,
+    touched: bool,
 }
 
 impl Row {
@@ -96,7 +96,7 @@ impl<'s, T: Timestamp + TotalOrder> VisitorHours<'s, T> for VecCollection<'s, T,
                         let time = capability.time().clone();
                         // The rows this batch changed, each emitted once however often it
                         // changed.
-                        let mut touched: Vec<RowKey> = Vec::new();
+                        let mut touched: Vec<(RowKey, Option<(i64, i64)>)> = Vec::new();
                         for (enriched, diff) in updates.into_iter().flatten() {
                             let event = &enriched.event;
                             clock = clock.max(event.received_at_ms);
@@ -109,18 +109,19 @@ impl<'s, T: Timestamp + TotalOrder> VisitorHours<'s, T> for VecCollection<'s, T,
                             let page = i64::from(event.is_page_view());
                             let diff = diff as i64;
                             let row = rows.entry(key.clone()).or_default();
-                            if row.before.is_none() {
-                                row.before = Some(row.value());
-                                touched.push(key);
+                            if !row.touched {
+                                row.touched = true;
+                                touched.push((key, row.value()));
                             }
                             row.counts = (row.counts.0 + diff, row.counts.1 + page * diff);
                         }
                         let mut session = output.session(&capability);
-                        for key in touched {
+                        for (key, old) in touched {
                             let Some(row) = rows.get_mut(&key) else {
                                 continue;
                             };
-                            let (old, new) = (row.before.take().flatten(), row.value());
+                            row.touched = false;
+                            let new = row.value();
                             if new.is_none() {
                                 rows.remove(&key);
                             }

@@ -43,12 +43,16 @@ impl Update {
     }
 }
 
-/// One additive row of a window: its value (0: no row) and, once the batch being applied has
-/// changed it, its value before the batch: what was last emitted for it.
+/// An additive row of a window: (metric, dimension).
+type RowKey = (Metric, Arc<str>);
+
+/// One additive row of a window: its value (0: no row), and whether the batch being applied
+/// has changed it yet (its value before the batch, what was last emitted for it, is then in
+/// the window's list of touched rows).
 #[derive(Debug, Default)]
 struct Cell {
     value: i64,
-    before: Option<Option<i64>>,
+    touched: bool,
 }
 
 impl Cell {
@@ -62,9 +66,10 @@ impl Cell {
 #[derive(Debug, Default)]
 struct Window {
     /// Additive metrics by (metric, dimension).
-    sums: FxHashMap<(Metric, Arc<str>), Cell>,
-    /// The rows of `sums` the batch being applied changed, in the order it first did.
-    touched: Vec<(Metric, Arc<str>)>,
+    sums: FxHashMap<RowKey, Cell>,
+    /// The rows of `sums` the batch being applied changed, in the order it first did, each
+    /// with its value before the batch.
+    touched: Vec<(RowKey, Option<i64>)>,
     /// Multiplicity of each visitor and person with an event in the minute.
     visitors: FxHashMap<Arc<str>, isize>,
     persons: FxHashMap<Arc<str>, isize>,
@@ -84,9 +89,9 @@ impl Window {
             return;
         }
         let cell = self.sums.entry((metric, dimension.clone())).or_default();
-        if cell.before.is_none() {
-            cell.before = Some(cell.row());
-            self.touched.push((metric, dimension.clone()));
+        if !cell.touched {
+            cell.touched = true;
+            self.touched.push(((metric, dimension.clone()), cell.row()));
         }
         cell.value += delta;
     }
@@ -166,11 +171,12 @@ impl Window {
                 emit(row(new), 1);
             }
         };
-        for key in std::mem::take(&mut self.touched) {
+        for (key, old) in std::mem::take(&mut self.touched) {
             let Some(cell) = self.sums.get_mut(&key) else {
                 continue;
             };
-            let (old, new) = (cell.before.take().flatten(), cell.row());
+            cell.touched = false;
+            let new = cell.row();
             if new.is_none() {
                 self.sums.remove(&key);
             }
