@@ -45,8 +45,8 @@ pub struct Activity {
     pub interaction: bool,
 }
 
-/// The `Events` dimension of the kinds without a name of their own (PostHog's names); a
-/// track's own name otherwise.
+/// The `Events` dimension of the kinds without a name of their own (PostHog's names); empty
+/// for a track, whose dimension is its own name.
 fn built_in_label(kind: EventKind) -> &'static str {
     match kind {
         EventKind::Track => "",

@@ -232,8 +232,8 @@ struct Run {
 
 type OperatorTimes = Arc<Mutex<BTreeMap<String, Duration>>>;
 
-/// Sums, per operator name, the time between each of timely's `Schedule` start and stop log
-/// events of this worker.
+/// Sums, per operator (name and id), the time between each of timely's `Schedule` start and
+/// stop log events of this worker.
 fn time_operators(worker: &mut timely::worker::Worker, times: OperatorTimes) {
     use timely::logging::{StartStop, TimelyEvent, TimelyEventBuilder};
     let mut names: HashMap<usize, String> = HashMap::new();
