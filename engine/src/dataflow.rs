@@ -246,7 +246,7 @@ pub fn run_worker(
     };
     let positions = PositionsByEpoch::default();
     let new_tenants = NewTenants::default();
-    let gauges = Arc::new(StateGauges::default());
+    let gauges = StateGauges::default();
 
     let table = Table {
         writer: writer.clone(),

@@ -98,7 +98,7 @@ pub struct RefusalLabels {
 /// Labels of the state gauges: both sets are small and fixed.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct StateLabels {
-    /// `dedup_ids`, `attributed_events`, `sessionized_events`, `windows`, `visitor_hours`.
+    /// The gauge's name in [`operators::StateGauges::all`].
     pub kind: &'static str,
     /// Worker index.
     pub worker: u32,
@@ -118,21 +118,11 @@ impl Metrics {
 
     /// Publishes one worker's state gauges.
     pub fn record_state(&self, worker: usize, gauges: &operators::StateGauges) {
-        use std::sync::atomic::Ordering::Relaxed;
         let worker = worker as u32;
-        for (kind, value) in [
-            ("dedup_ids", gauges.dedup_ids.load(Relaxed)),
-            ("attributed_events", gauges.attributed_events.load(Relaxed)),
-            (
-                "sessionized_events",
-                gauges.sessionized_events.load(Relaxed),
-            ),
-            ("windows", gauges.windows.load(Relaxed)),
-            ("visitor_hours", gauges.visitor_hours.load(Relaxed)),
-        ] {
+        for (kind, gauge) in gauges.all() {
             self.state_entries
                 .get_or_create(&StateLabels { kind, worker })
-                .set(value as i64);
+                .set(gauge.get() as i64);
         }
     }
 }

@@ -17,17 +17,20 @@ use timely::dataflow::operators::generic::operator::Operator;
 use timely::order::TotalOrder;
 use timely::progress::Timestamp;
 
+use crate::gauges::StateGauge;
 use crate::model::SharedEvent;
 use crate::stash::route;
 
 /// Counts active visitors.
 pub trait ActiveVisitors<'s, T: Timestamp> {
     /// `(tenant, visitors with an activity event in (now - window, now])`, where now is
-    /// `now_of(epoch)`; a changed count is a retraction and an insertion.
+    /// `now_of(epoch)`; a changed count is a retraction and an insertion. `gauge` counts the
+    /// visitors held on the worker.
     fn active_visitors(
         self,
         window_ms: i64,
         now_of: impl Fn(&T) -> i64 + 'static,
+        gauge: StateGauge,
     ) -> VecCollection<'s, T, (String, i64), isize>;
 }
 
@@ -36,6 +39,7 @@ impl<'s, T: Timestamp + TotalOrder> ActiveVisitors<'s, T> for StreamVec<'s, T, S
         self,
         window_ms: i64,
         now_of: impl Fn(&T) -> i64 + 'static,
+        gauge: StateGauge,
     ) -> VecCollection<'s, T, (String, i64), isize> {
         let by_tenant = Exchange::new(|event: &SharedEvent| route(&event.tenant));
         self.unary_frontier(by_tenant, "ActiveVisitors", move |capability, _info| {
@@ -107,6 +111,7 @@ impl<'s, T: Timestamp + TotalOrder> ActiveVisitors<'s, T> for StreamVec<'s, T, S
                     }
                 }
                 last_seen.retain(|_, seen| !seen.is_empty());
+                gauge.set(last_seen.values().map(|seen| seen.len()).sum());
                 drop(session);
                 if frontier.is_empty() {
                     held = None;
@@ -142,7 +147,7 @@ mod tests {
         input
             .inner
             .flat_map(|(event, _, _)| Some(event))
-            .active_visitors(WINDOW, now_of)
+            .active_visitors(WINDOW, now_of, StateGauge::default())
     }
 
     proptest! {

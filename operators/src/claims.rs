@@ -26,6 +26,7 @@ use timely::dataflow::operators::generic::operator::Operator;
 use timely::order::TotalOrder;
 use timely::progress::Timestamp;
 
+use crate::gauges::StateGauge;
 use crate::model::{IdentityClaim, Position};
 use crate::stash::{Stash, route};
 
@@ -72,14 +73,20 @@ fn precedes(claim: &IdentityClaim, position: Position, other: &(IdentityClaim, P
 /// Reduces identity claims to the earliest of each subject.
 pub trait EarliestClaims<'s, T: Timestamp> {
     /// The earliest claim of each subject; a claim that is superseded by an earlier one is
-    /// retracted.
-    fn earliest_claims(self) -> VecCollection<'s, T, (IdentityClaim, Position), isize>;
+    /// retracted. `gauge` counts the subjects held on the worker.
+    fn earliest_claims(
+        self,
+        gauge: StateGauge,
+    ) -> VecCollection<'s, T, (IdentityClaim, Position), isize>;
 }
 
 impl<'s, T: Timestamp + TotalOrder> EarliestClaims<'s, T>
     for StreamVec<'s, T, (IdentityClaim, Position)>
 {
-    fn earliest_claims(self) -> VecCollection<'s, T, (IdentityClaim, Position), isize> {
+    fn earliest_claims(
+        self,
+        gauge: StateGauge,
+    ) -> VecCollection<'s, T, (IdentityClaim, Position), isize> {
         // The subject's hash, so that every claim on a subject meets the same worker.
         let by_subject =
             Exchange::new(|(claim, _): &(IdentityClaim, Position)| route(&subject(claim)));
@@ -107,6 +114,7 @@ impl<'s, T: Timestamp + TotalOrder> EarliestClaims<'s, T>
                         }
                     }
                 }
+                gauge.set(earliest.len());
             }
         })
         .as_collection()
@@ -211,7 +219,7 @@ mod tests {
         ) {
             let expected = oracle(&input);
             let actual = run_collection(workers, epoch_len, input, |claims| {
-                claims.inner.map(|(claim, _, _)| claim).earliest_claims()
+                claims.inner.map(|(claim, _, _)| claim).earliest_claims(StateGauge::default())
             });
             prop_assert_eq!(actual, expected);
         }
@@ -232,7 +240,10 @@ mod tests {
             ((identify(10, "offline-login"), (0, 3)), 1),
         ];
         let actual = run_collection(1, 1, input, |claims| {
-            claims.inner.map(|(claim, _, _)| claim).earliest_claims()
+            claims
+                .inner
+                .map(|(claim, _, _)| claim)
+                .earliest_claims(StateGauge::default())
         });
         assert_eq!(
             actual,

@@ -15,6 +15,7 @@ use timely::order::TotalOrder;
 use timely::progress::Timestamp;
 
 use crate::Decoded;
+use crate::gauges::StateGauge;
 use crate::model::Position;
 use crate::stash::{Stash, route};
 
@@ -37,27 +38,13 @@ impl Default for DedupSettings {
 
 /// Removes repeated `(tenant, messageId)`s.
 pub trait Dedup<'s, T: Timestamp> {
-    /// Keeps the first occurrence (lowest partition and offset) of each message id.
-    fn dedup(self, settings: DedupSettings) -> StreamVec<'s, T, Decoded>;
-    /// As [`Dedup::dedup`], and reports every worker's live entry count after each batch
-    /// (for metrics and memory tests).
-    fn dedup_observed(
-        self,
-        settings: DedupSettings,
-        observe: impl FnMut(usize) + 'static,
-    ) -> StreamVec<'s, T, Decoded>;
+    /// Keeps the first occurrence (lowest partition and offset) of each message id; `gauge`
+    /// counts the ids remembered on the worker.
+    fn dedup(self, settings: DedupSettings, gauge: StateGauge) -> StreamVec<'s, T, Decoded>;
 }
 
 impl<'s, T: Timestamp + TotalOrder> Dedup<'s, T> for StreamVec<'s, T, Decoded> {
-    fn dedup(self, settings: DedupSettings) -> StreamVec<'s, T, Decoded> {
-        self.dedup_observed(settings, |_| {})
-    }
-
-    fn dedup_observed(
-        self,
-        settings: DedupSettings,
-        mut observe: impl FnMut(usize) + 'static,
-    ) -> StreamVec<'s, T, Decoded> {
+    fn dedup(self, settings: DedupSettings, gauge: StateGauge) -> StreamVec<'s, T, Decoded> {
         let exchange = Exchange::new(|decoded: &Decoded| {
             route(&(&decoded.event.tenant, &decoded.event.message_id))
         });
@@ -133,7 +120,7 @@ impl<'s, T: Timestamp + TotalOrder> Dedup<'s, T> for StreamVec<'s, T, Decoded> {
                         let cutoff = clock.saturating_sub(settings.horizon_ms);
                         seen.retain(|_, received| *received >= cutoff);
                     }
-                    observe(seen.len());
+                    gauge.set(seen.len());
                 }
             }
         })
@@ -195,7 +182,7 @@ mod tests {
             epoch_len in 1usize..20,
         ) {
             let expected = oracle(&log);
-            let output = run_stream(workers, epoch_len, log, |stream| stream.dedup(DedupSettings::default()));
+            let output = run_stream(workers, epoch_len, log, |stream| stream.dedup(DedupSettings::default(), StateGauge::default()));
             let mut kept: Vec<_> = output.iter().map(|d| (d.partition, d.offset)).collect();
             kept.sort();
             prop_assert_eq!(kept, expected);
@@ -226,9 +213,14 @@ mod tests {
         };
         let output = run_stream(1, 100, log, move |stream| {
             let peak = peak_seen.clone();
-            stream.dedup_observed(settings, move |live| {
-                peak.fetch_max(live, std::sync::atomic::Ordering::Relaxed);
-            })
+            let gauge = StateGauge::default();
+            // Read after each batch the operator emits: the gauge holds its count by then.
+            timely::dataflow::operators::Inspect::inspect(
+                stream.dedup(settings, gauge.clone()),
+                move |_| {
+                    peak.fetch_max(gauge.get(), std::sync::atomic::Ordering::Relaxed);
+                },
+            )
         });
         assert_eq!(
             output.len(),

@@ -216,6 +216,16 @@ impl Interner {
         }
     }
 
+    /// The strings and shared parts held (each set is forgotten at the capacity).
+    pub fn entries(&self) -> usize {
+        self.strings.len()
+            + self.landings.len()
+            + self.campaigns.len()
+            + self.acquisitions.len()
+            + self.clients.len()
+            + self.locations.len()
+    }
+
     /// The shared copy of `s`.
     pub fn intern(&mut self, s: &str) -> Arc<str> {
         if let Some(shared) = self.strings.get(s) {

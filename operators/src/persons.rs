@@ -31,7 +31,8 @@ use schemas::erasure::ErasureLog;
 use timely::dataflow::operators::Concat;
 use timely::dataflow::operators::vec::Map;
 
-use crate::erasure::ControlRecord;
+use crate::erasure::{ControlRecord, Erasures};
+use crate::gauges::StateGauge;
 use crate::model::{Node, Person, SharedActivity};
 use crate::stash::{Stash, route};
 
@@ -268,23 +269,15 @@ impl Persons {
 /// Attributes events to persons.
 pub trait AssignPersons<'s, T: Timestamp> {
     /// Pairs each event with its person: the person of its `userId` when it has one, else of
-    /// its `anonymousId` (an id in no link is its own person).
+    /// its `anonymousId` (an id in no link is its own person), withdrawing what `erasures`
+    /// cover (the control records on every worker; the log holds the salt). `gauge` counts
+    /// the events retained on the worker.
     fn assign_persons(
         self,
         persons: VecCollection<'s, T, (Node, Person), isize>,
+        erasures: Erasures<'s, T>,
         retention: Retention,
-    ) -> VecCollection<'s, T, (Person, SharedActivity), isize>;
-
-    /// As [`AssignPersons::assign_persons`], withdrawing what `erasures` (the control
-    /// records, on every worker; `log` holds the salt) cover, and reporting the number of
-    /// retained events after each batch.
-    fn assign_persons_observed(
-        self,
-        persons: VecCollection<'s, T, (Node, Person), isize>,
-        erasures: StreamVec<'s, T, ControlRecord>,
-        log: ErasureLog,
-        retention: Retention,
-        observe: impl FnMut(usize) + 'static,
+        gauge: StateGauge,
     ) -> VecCollection<'s, T, (Person, SharedActivity), isize>;
 }
 
@@ -292,20 +285,11 @@ impl<'s, T: Timestamp + TotalOrder> AssignPersons<'s, T> for StreamVec<'s, T, Sh
     fn assign_persons(
         self,
         persons: VecCollection<'s, T, (Node, Person), isize>,
+        erasures: Erasures<'s, T>,
         retention: Retention,
+        gauge: StateGauge,
     ) -> VecCollection<'s, T, (Person, SharedActivity), isize> {
-        let none = timely::dataflow::operators::generic::operator::empty(self.scope());
-        self.assign_persons_observed(persons, none, ErasureLog::default(), retention, |_| {})
-    }
-
-    fn assign_persons_observed(
-        self,
-        persons: VecCollection<'s, T, (Node, Person), isize>,
-        erasures: StreamVec<'s, T, ControlRecord>,
-        mut log: ErasureLog,
-        retention: Retention,
-        mut observe: impl FnMut(usize) + 'static,
-    ) -> VecCollection<'s, T, (Person, SharedActivity), isize> {
+        let Erasures { control, mut log } = erasures;
         let local = self.scope().index() as u64;
         let by_event = Exchange::new(|event: &SharedActivity| route(&Node::attribution_of(event)));
         let by_node = Exchange::new(|input: &MapInput<T>| match input {
@@ -315,7 +299,7 @@ impl<'s, T: Timestamp + TotalOrder> AssignPersons<'s, T> for StreamVec<'s, T, Sh
         let map = persons
             .inner
             .map(|((node, person), time, diff)| MapInput::Person(node, person, time, diff))
-            .concat(erasures.map(move |message| MapInput::Erasure(message, local)));
+            .concat(control.map(move |message| MapInput::Erasure(message, local)));
         self.binary_frontier(
             map,
             by_event,
@@ -380,7 +364,7 @@ impl<'s, T: Timestamp + TotalOrder> AssignPersons<'s, T> for StreamVec<'s, T, Sh
                         state.reattribute(before, cutoff, &time, |update| session.give(update));
                         state.assign(new_events, cutoff, &time, |update| session.give(update));
                         state.sweep_when_due(retention.keep_ms());
-                        observe(state.retained);
+                        gauge.set(state.retained);
                     }
                 }
             },
@@ -481,7 +465,11 @@ mod tests {
             Input::Map(node, person) => Some((node, person)),
             Input::Event(_) => None,
         });
-        events.assign_persons(map, Retention::default())
+        let erasures = Erasures {
+            control: timely::dataflow::operators::generic::operator::empty(events.scope()),
+            log: Default::default(),
+        };
+        events.assign_persons(map, erasures, Retention::default(), StateGauge::default())
     }
 
     proptest! {

@@ -29,6 +29,7 @@ use timely::dataflow::operators::vec::Map;
 use timely::order::TotalOrder;
 use timely::progress::Timestamp;
 
+use crate::gauges::{StateGauge, StateGauges};
 use crate::model::{
     Activity, AggRow, Enriched, IdentityClaim, Interner, Node, Person, Position, Session,
     SharedEvent, Unlink, VisitorHour,
@@ -84,21 +85,6 @@ impl AnalyticsSettings {
             + retention.session_gap_ms;
         self.dedup.horizon_ms.max(sessions).max(0) as u64
     }
-}
-
-/// Counts of live state entries, reported after each batch (for metrics and memory tests).
-#[derive(Debug, Default)]
-pub struct StateGauges {
-    /// Remembered message ids.
-    pub dedup_ids: std::sync::atomic::AtomicUsize,
-    /// Events retained for re-attribution.
-    pub attributed_events: std::sync::atomic::AtomicUsize,
-    /// Events retained for re-sessionization.
-    pub sessionized_events: std::sync::atomic::AtomicUsize,
-    /// Open aggregate windows.
-    pub windows: std::sync::atomic::AtomicUsize,
-    /// Rows of open visitor-hour windows.
-    pub visitor_hours: std::sync::atomic::AtomicUsize,
 }
 
 /// The pipeline's outputs.
@@ -174,6 +160,20 @@ pub fn insertions<'s, T: Timestamp + TotalOrder, D: Clone + 'static>(
         .as_collection()
 }
 
+/// Keeps `gauge` at the net number of records of `collection` that passed this worker (the
+/// size of a collection that is kept for good, such as the id -> person map, when its
+/// operator's own state is an arrangement that reports nothing).
+fn counted<'s, T: Timestamp, D: Clone + 'static>(
+    collection: VecCollection<'s, T, D, isize>,
+    gauge: StateGauge,
+) -> VecCollection<'s, T, D, isize> {
+    let mut records = 0isize;
+    collection.inspect_batch(move |_time, updates| {
+        records += updates.iter().map(|(_, _, diff)| diff).sum::<isize>();
+        gauge.set(records.max(0) as usize);
+    })
+}
+
 /// Builds the pipeline on decoded records that [`crate::Erase`] let through. `stored_claims`
 /// are the claims of earlier runs (the identity map is rebuilt from them); `unlinks` are
 /// identity links removed by an operator (unmerge control messages); `erasures` withdraw
@@ -184,18 +184,16 @@ pub fn analytics<'s, T>(
     unlinks: VecCollection<'s, T, Unlink, isize>,
     erasures: Erasures<'s, T>,
     settings: AnalyticsSettings,
-    gauges: Arc<StateGauges>,
+    gauges: StateGauges,
 ) -> Analytics<'s, T>
 where
     T: Timestamp + Lattice + TotalOrder + Hash + Copy + Into<u64>,
 {
-    use std::sync::atomic::Ordering::Relaxed;
     let lateness_ms = settings.sessions.retention.lateness_ms;
-    let gauge = gauges.clone();
     let placeholders = settings.identity.placeholders.clone();
     // Dedup first: a late retry of an on-time event must not be stored a second time.
     let (checked, warnings) = decoded
-        .dedup_observed(settings.dedup, move |n| gauge.dedup_ids.store(n, Relaxed))
+        .dedup(settings.dedup, gauges.dedup_ids.clone())
         .flat_map(move |mut decoded: Decoded| {
             let warnings = remove_placeholder_ids(&mut decoded.event, &placeholders);
             let position = (decoded.partition, decoded.offset);
@@ -210,7 +208,7 @@ where
         .flat_map(|(event, position)| {
             IdentityClaim::of_event(&event).map(move |claim| (claim, position))
         })
-        .earliest_claims()
+        .earliest_claims(gauges.earliest_claims.clone())
         .erase_records(
             erasures.control.clone(),
             erasures.log.clone(),
@@ -226,48 +224,47 @@ where
         }
     });
     let epoch_ms = settings.epoch_ms;
-    let active_visitors =
-        events
+    let active_visitors = events.clone().active_visitors(
+        settings.active_window_ms,
+        move |epoch: &T| {
+            let epoch: u64 = (*epoch).into();
+            epoch.saturating_mul(epoch_ms) as i64
+        },
+        gauges.active_visitors.clone(),
+    );
+    let identities = counted(
+        claims
             .clone()
-            .active_visitors(settings.active_window_ms, move |epoch: &T| {
-                let epoch: u64 = (*epoch).into();
-                epoch.saturating_mul(epoch_ms) as i64
-            });
-    let identities = claims
-        .clone()
-        .map(|(claim, _)| claim)
-        .concat(stored_claims)
-        .stitch_identities(unlinks, settings.identity.clone());
-    let retention = settings.sessions.retention;
-    let gauge = gauges.clone();
+            .map(|(claim, _)| claim)
+            .concat(stored_claims)
+            .stitch_identities(unlinks, settings.identity.clone()),
+        gauges.linked_ids.clone(),
+    );
     let mut interner = Interner::with_capacity(settings.interned_strings);
+    let interned = gauges.interned_strings.clone();
     let attributed = events
         .clone()
-        .map(move |event| Arc::new(Activity::of(&event, &mut interner)))
-        .assign_persons_observed(
+        .map(move |event| {
+            let activity = Activity::of(&event, &mut interner);
+            interned.set(interner.entries());
+            Arc::new(activity)
+        })
+        .assign_persons(
             identities.clone(),
-            erasures.control,
-            erasures.log,
-            retention,
-            move |n| gauge.attributed_events.store(n, Relaxed),
+            erasures,
+            settings.sessions.retention,
+            gauges.attributed_events.clone(),
         );
-    let gauge = gauges.clone();
-    let (sessions, enriched) = attributed
-        .sessionize_observed(settings.sessions.clone(), move |n| {
-            gauge.sessionized_events.store(n, Relaxed)
-        });
-    let gauge = gauges.clone();
+    let (sessions, enriched) =
+        attributed.sessionize(settings.sessions.clone(), gauges.sessionized_events.clone());
     let visitor_hours = enriched
         .clone()
-        .visitor_hours_observed(&settings.sessions, move |n| {
-            gauge.visitor_hours.store(n, Relaxed)
-        });
-    let aggregates =
-        enriched
-            .clone()
-            .window_aggregate_observed(sessions.clone(), settings.sessions, move |n| {
-                gauges.windows.store(n, Relaxed)
-            });
+        .visitor_hours(&settings.sessions, gauges.visitor_hours.clone());
+    let aggregates = enriched.clone().window_aggregate(
+        sessions.clone(),
+        settings.sessions,
+        gauges.windows.clone(),
+    );
     Analytics {
         arrived: events,
         events: enriched,
@@ -407,7 +404,7 @@ mod tests {
                     unlinks,
                     Erasures { control, log },
                     settings.clone(),
-                    Arc::default(),
+                    StateGauges::default(),
                 );
                 out.events
                     .map(|e: Enriched| {
@@ -1164,43 +1161,48 @@ mod tests {
 mod memory {
     use super::*;
     use crate::testing::event;
-    use std::sync::atomic::Ordering::Relaxed;
+    use std::collections::BTreeMap;
     use timely::dataflow::operators::Probe;
     use timely::dataflow::operators::vec::{Input, ToStream};
 
-    /// Peak state entries while a visit arrives every `spacing_ms` (simulated), each with 3
-    /// page views over two minutes, by the visitor `visitor_of(visit)`; every `late_every`-th
-    /// visit also sends an event from `late_by_ms` before it arrives (an app that was
-    /// offline). Returns the peaks of [dedup ids, attributed events, sessionized events,
-    /// windows, visitor hours].
+    /// The whole pipeline on one worker, reporting into `gauges`: its input and a probe of its
+    /// aggregates.
+    fn pipeline(
+        worker: &mut timely::worker::Worker,
+        settings: AnalyticsSettings,
+        gauges: StateGauges,
+    ) -> (
+        timely::dataflow::operators::vec::input::Handle<u64, Decoded>,
+        timely::dataflow::ProbeHandle<u64>,
+    ) {
+        worker.dataflow::<u64, _, _>(|scope| {
+            let (input, decoded) = scope.new_input::<Decoded>();
+            let none = insertions(Vec::<IdentityClaim>::new().to_stream(scope));
+            let no_unlinks = insertions(Vec::<Unlink>::new().to_stream(scope));
+            let no_erasures = Erasures {
+                control: timely::dataflow::operators::generic::operator::empty(scope),
+                log: Default::default(),
+            };
+            let out = analytics(decoded, none, no_unlinks, no_erasures, settings, gauges);
+            let probe = out.aggregates.inner.probe().0;
+            (input, probe)
+        })
+    }
+
+    /// Peak state entries, by gauge name, while a visit arrives every `spacing_ms`
+    /// (simulated), each with 3 page views over two minutes, by the visitor
+    /// `visitor_of(visit)`; every `late_every`-th visit also sends an event from `late_by_ms`
+    /// before it arrives (an app that was offline).
     fn peaks(
         settings: AnalyticsSettings,
         (visitors, spacing_ms): (i64, i64),
         visitor_of: fn(i64) -> String,
         (late_every, late_by_ms): (i64, i64),
-    ) -> [usize; 5] {
+    ) -> BTreeMap<&'static str, usize> {
         timely::execute_directly(move |worker| {
-            let gauges = Arc::new(StateGauges::default());
-            let (mut input, probe) = worker.dataflow::<u64, _, _>(|scope| {
-                let (input, decoded) = scope.new_input::<Decoded>();
-                let none = insertions(Vec::<IdentityClaim>::new().to_stream(scope));
-                let no_unlinks = insertions(Vec::<Unlink>::new().to_stream(scope));
-                let no_erasures = Erasures {
-                    control: timely::dataflow::operators::generic::operator::empty(scope),
-                    log: Default::default(),
-                };
-                let out = analytics(
-                    decoded,
-                    none,
-                    no_unlinks,
-                    no_erasures,
-                    settings.clone(),
-                    gauges.clone(),
-                );
-                let probe = out.aggregates.inner.probe().0;
-                (input, probe)
-            });
-            let mut peaks = [0usize; 5];
+            let gauges = StateGauges::default();
+            let (mut input, probe) = pipeline(worker, settings, gauges.clone());
+            let mut peaks = BTreeMap::new();
             let mut offset = 0;
             for visitor in 0..visitors {
                 let start = visitor * spacing_ms;
@@ -1232,19 +1234,50 @@ mod memory {
                     while probe.less_than(&epoch) {
                         worker.step();
                     }
-                    for (peak, gauge) in peaks.iter_mut().zip([
-                        &gauges.dedup_ids,
-                        &gauges.attributed_events,
-                        &gauges.sessionized_events,
-                        &gauges.windows,
-                        &gauges.visitor_hours,
-                    ]) {
-                        *peak = (*peak).max(gauge.load(Relaxed));
+                    for (name, gauge) in gauges.all() {
+                        let peak = peaks.entry(name).or_insert(0);
+                        *peak = (*peak).max(gauge.get());
                     }
                 }
             }
             peaks
         })
+    }
+
+    /// Every state structure reports into its gauge: visitors who identify themselves (claims
+    /// and linked ids) and come back (retained events, windows, hours) leave every gauge
+    /// above zero.
+    #[test]
+    fn every_state_structure_is_reported() {
+        let held = timely::execute_directly(|worker| {
+            let gauges = StateGauges::default();
+            let (mut input, probe) = pipeline(worker, AnalyticsSettings::default(), gauges.clone());
+            for i in 0..40i64 {
+                let time = i * 1_000;
+                let mut e = event("t", &format!("m{i}"), &format!("a{}", i % 4), time);
+                e.received_at_ms = time;
+                if i % 4 == 0 {
+                    e.user_id = format!("u{}", i % 3);
+                }
+                input.send(Decoded {
+                    partition: 0,
+                    offset: i,
+                    event: e,
+                });
+            }
+            input.advance_to(1);
+            while probe.less_than(&1) {
+                worker.step();
+            }
+            gauges
+                .all()
+                .map(|(name, gauge)| (name, gauge.get()))
+                .to_vec()
+        });
+        assert_eq!(held.len(), 9, "a gauge was added or removed: {held:?}");
+        for (name, entries) in held {
+            assert!(entries > 0, "{name} reported no state");
+        }
     }
 
     /// The default horizons (lateness 72 h, sessions up to 24 h, message ids 72 h) over ten
@@ -1256,12 +1289,20 @@ mod memory {
         let visitors = DAYS * 24 * 60;
         let settings = AnalyticsSettings::default();
         assert_eq!(settings.sessions.retention.lateness_ms, 72 * 3_600_000);
-        let [dedup_ids, attributed, sessionized, windows, visitor_hours] = peaks(
+        let peaks = peaks(
             settings,
             (visitors, 60_000),
             |v| format!("a{v}"),
             (10, 70 * 3_600_000),
         );
+        let [dedup_ids, attributed, sessionized, windows, visitor_hours] = [
+            "dedup_ids",
+            "attributed_events",
+            "sessionized_events",
+            "windows",
+            "visitor_hours",
+        ]
+        .map(|name| peaks[name]);
         let total_events = visitors * 3 + visitors / 10;
         println!(
             "events {total_events}: peak dedup ids {dedup_ids}, attributed {attributed}, sessionized {sessionized}, windows {windows}, visitor hours {visitor_hours}"
@@ -1302,12 +1343,13 @@ mod memory {
     fn a_visitor_who_always_comes_back_keeps_bounded_state() {
         const DAYS: i64 = 20;
         let visits = DAYS * 24 * 3;
-        let [_, attributed, sessionized, _, _] = peaks(
+        let peaks = peaks(
             AnalyticsSettings::default(),
             (visits, 20 * 60_000),
             |_| "regular".to_owned(),
             (i64::MAX, 0),
         );
+        let (attributed, sessionized) = (peaks["attributed_events"], peaks["sessionized_events"]);
         let total_events = visits * 3;
         println!("events {total_events}: peak attributed {attributed}, sessionized {sessionized}");
         // 72 h 40 min of visits is 654 events; sessions also keep the 24 h session the horizon
@@ -1340,7 +1382,14 @@ mod memory {
             (i64::MAX, 0),
         );
         let total_events = (visitors * 3) as usize;
-        let [dedup_ids, attributed, sessionized, windows, visitor_hours] = peaks;
+        let [dedup_ids, attributed, sessionized, windows, visitor_hours] = [
+            "dedup_ids",
+            "attributed_events",
+            "sessionized_events",
+            "windows",
+            "visitor_hours",
+        ]
+        .map(|name| peaks[name]);
         println!(
             "events {total_events}: peak dedup ids {dedup_ids}, attributed {attributed}, sessionized {sessionized}, windows {windows}, visitor hours {visitor_hours}"
         );

@@ -23,6 +23,7 @@ use timely::dataflow::operators::generic::operator::Operator;
 use timely::order::TotalOrder;
 use timely::progress::Timestamp;
 
+use crate::gauges::StateGauge;
 use crate::model::{Activity, Enriched, Person, Session, SharedActivity, empty_str};
 use crate::persons::Retention;
 use crate::stash::{Stash, route};
@@ -365,21 +366,12 @@ impl PersonState {
 
 /// Sessionizes a collection of events attributed to persons.
 pub trait Sessionize<'s, T: Timestamp> {
-    /// The sessions, and every event with its session and person.
+    /// The sessions, and every event with its session and person. `gauge` counts the events
+    /// retained on the worker.
     fn sessionize(
         self,
         settings: SessionSettings,
-    ) -> (
-        VecCollection<'s, T, Session, isize>,
-        VecCollection<'s, T, Enriched, isize>,
-    );
-
-    /// As [`Sessionize::sessionize`], reporting the number of retained events after each
-    /// batch.
-    fn sessionize_observed(
-        self,
-        settings: SessionSettings,
-        observe: impl FnMut(usize) + 'static,
+        gauge: StateGauge,
     ) -> (
         VecCollection<'s, T, Session, isize>,
         VecCollection<'s, T, Enriched, isize>,
@@ -392,17 +384,7 @@ impl<'s, T: Timestamp + TotalOrder> Sessionize<'s, T>
     fn sessionize(
         self,
         settings: SessionSettings,
-    ) -> (
-        VecCollection<'s, T, Session, isize>,
-        VecCollection<'s, T, Enriched, isize>,
-    ) {
-        self.sessionize_observed(settings, |_| {})
-    }
-
-    fn sessionize_observed(
-        self,
-        settings: SessionSettings,
-        mut observe: impl FnMut(usize) + 'static,
+        gauge: StateGauge,
     ) -> (
         VecCollection<'s, T, Session, isize>,
         VecCollection<'s, T, Enriched, isize>,
@@ -475,7 +457,7 @@ impl<'s, T: Timestamp + TotalOrder> Sessionize<'s, T>
                                     !state.events.is_empty()
                                 });
                             }
-                            observe(retained);
+                            gauge.set(retained);
                         }
                     }
                 });
@@ -552,7 +534,7 @@ mod tests {
         move |input| {
             let (sessions, events) = input
                 .map(|(person, event)| (person, activity(&event)))
-                .sessionize(settings.clone());
+                .sessionize(settings.clone(), StateGauge::default());
             sessions.map(Ok).concat(events.map(|e: Enriched| {
                 Err((
                     e.event.message_id.to_string(),

@@ -18,8 +18,6 @@ pub fn event(tenant: &str, message_id: &str, anonymous_id: &str, time_ms: i64) -
     event
 }
 
-/// What a list of updates leaves: each item as many times as its net count (never below zero),
-/// in order. Oracles count these from scratch.
 /// The activity of `event`, as the pipeline keeps it.
 pub fn activity(event: &Event) -> crate::model::SharedActivity {
     Arc::new(crate::model::Activity::of(
@@ -28,6 +26,8 @@ pub fn activity(event: &Event) -> crate::model::SharedActivity {
     ))
 }
 
+/// What a list of updates leaves: each item as many times as its net count (never below zero),
+/// in order. Oracles count these from scratch.
 pub fn final_items<D: Ord + Clone>(updates: &[(D, isize)]) -> Vec<D> {
     let mut counts: BTreeMap<D, isize> = BTreeMap::new();
     for (datum, diff) in updates {

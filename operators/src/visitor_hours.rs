@@ -20,6 +20,7 @@ use timely::dataflow::operators::generic::operator::Operator;
 use timely::order::TotalOrder;
 use timely::progress::Timestamp;
 
+use crate::gauges::StateGauge;
 use crate::model::{Enriched, VisitorHour};
 use crate::sessionize::SessionSettings;
 use crate::stash::{Stash, route};
@@ -50,27 +51,20 @@ impl Row {
 
 /// Counts activity per visitor and hour.
 pub trait VisitorHours<'s, T: Timestamp> {
-    /// The rows; a changed row is a retraction of the old one and an insertion.
-    fn visitor_hours(self, settings: &SessionSettings) -> VecCollection<'s, T, VisitorHour, isize>;
-
-    /// As [`VisitorHours::visitor_hours`], reporting the number of rows held after each
-    /// batch.
-    fn visitor_hours_observed(
+    /// The rows; a changed row is a retraction of the old one and an insertion. `gauge`
+    /// counts the rows held on the worker.
+    fn visitor_hours(
         self,
         settings: &SessionSettings,
-        observe: impl FnMut(usize) + 'static,
+        gauge: StateGauge,
     ) -> VecCollection<'s, T, VisitorHour, isize>;
 }
 
 impl<'s, T: Timestamp + TotalOrder> VisitorHours<'s, T> for VecCollection<'s, T, Enriched, isize> {
-    fn visitor_hours(self, settings: &SessionSettings) -> VecCollection<'s, T, VisitorHour, isize> {
-        self.visitor_hours_observed(settings, |_| {})
-    }
-
-    fn visitor_hours_observed(
+    fn visitor_hours(
         self,
         settings: &SessionSettings,
-        mut observe: impl FnMut(usize) + 'static,
+        gauge: StateGauge,
     ) -> VecCollection<'s, T, VisitorHour, isize> {
         let by_window = Exchange::new(|(e, _, _): &(Enriched, T, isize)| {
             route(&(&e.event.tenant, hour_of(e.event.timestamp_ms)))
@@ -146,7 +140,7 @@ impl<'s, T: Timestamp + TotalOrder> VisitorHours<'s, T> for VecCollection<'s, T,
                         }
                         let cutoff = clock.saturating_sub(keep_ms);
                         rows.retain(|(_, hour, _, _), _| *hour >= cutoff);
-                        observe(rows.len());
+                        gauge.set(rows.len());
                     }
                 }
             })
@@ -217,7 +211,7 @@ mod tests {
             let expected = oracle(&input);
             let settings = SessionSettings::default();
             prop_assert_eq!(
-                run_collection(workers, epoch_len, input, move |c| enriched(c).visitor_hours(&settings)),
+                run_collection(workers, epoch_len, input, move |c| enriched(c).visitor_hours(&settings, StateGauge::default())),
                 expected
             );
         }
@@ -247,7 +241,9 @@ mod tests {
         };
         let input = vec![(page("a1"), 1), (page("a1"), -1), (page("u1"), 1)];
         let settings = SessionSettings::default();
-        let output = run_collection(1, 1, input, move |c| c.visitor_hours(&settings));
+        let output = run_collection(1, 1, input, move |c| {
+            c.visitor_hours(&settings, StateGauge::default())
+        });
         let rows: Vec<_> = output
             .keys()
             .map(|r| (r.person_id.as_str(), r.events, r.page_views))

@@ -21,6 +21,7 @@ use timely::dataflow::operators::generic::operator::Operator;
 use timely::order::TotalOrder;
 use timely::progress::Timestamp;
 
+use crate::gauges::StateGauge;
 use crate::model::{Activity, AggRow, Enriched, Metric, Session, empty_str, minute_of};
 use crate::sessionize::SessionSettings;
 use crate::stash::{Stash, route};
@@ -233,19 +234,12 @@ pub fn minute_rollups<'a>(
 /// Aggregates enriched events and sessions per tenant and minute.
 pub trait WindowAggregate<'s, T: Timestamp> {
     /// The aggregate rows; a changed value is a retraction of the old row and an insertion.
+    /// `gauge` counts the open rows on the worker.
     fn window_aggregate(
         self,
         sessions: VecCollection<'s, T, Session, isize>,
         settings: SessionSettings,
-    ) -> VecCollection<'s, T, AggRow, isize>;
-
-    /// As [`WindowAggregate::window_aggregate`], reporting the number of open windows after
-    /// each batch.
-    fn window_aggregate_observed(
-        self,
-        sessions: VecCollection<'s, T, Session, isize>,
-        settings: SessionSettings,
-        observe: impl FnMut(usize) + 'static,
+        gauge: StateGauge,
     ) -> VecCollection<'s, T, AggRow, isize>;
 }
 
@@ -256,15 +250,7 @@ impl<'s, T: Timestamp + TotalOrder> WindowAggregate<'s, T>
         self,
         sessions: VecCollection<'s, T, Session, isize>,
         settings: SessionSettings,
-    ) -> VecCollection<'s, T, AggRow, isize> {
-        self.window_aggregate_observed(sessions, settings, |_| {})
-    }
-
-    fn window_aggregate_observed(
-        self,
-        sessions: VecCollection<'s, T, Session, isize>,
-        settings: SessionSettings,
-        mut observe: impl FnMut(usize) + 'static,
+        gauge: StateGauge,
     ) -> VecCollection<'s, T, AggRow, isize> {
         let events = Exchange::new(|(e, _, _): &(Enriched, T, isize)| {
             route(&(&e.event.tenant, minute_of(e.event.timestamp_ms)))
@@ -339,7 +325,7 @@ impl<'s, T: Timestamp + TotalOrder> WindowAggregate<'s, T>
                                 open -= minutes.len();
                                 *minutes = kept;
                             }
-                            observe(open);
+                            gauge.set(open);
                         }
                     }
                 },
@@ -381,7 +367,7 @@ mod tests {
             Input::Session(s) => Some(s),
             Input::Event(..) => None,
         });
-        events.window_aggregate(sessions, SessionSettings::default())
+        events.window_aggregate(sessions, SessionSettings::default(), StateGauge::default())
     }
 
     /// The oracle: the final inputs, counted by the reference.

@@ -329,7 +329,7 @@ fn run_dataflow(
         if timed {
             time_operators(worker, times_in.clone());
         }
-        let gauges = Arc::new(StateGauges::default());
+        let gauges = StateGauges::default();
         let (mut input, probe) = worker.dataflow::<u64, _, _>(|scope| {
             let (input, records) = scope.new_input::<SourceRecord>();
             let (decoded, _not_events) = records.decode();
@@ -388,9 +388,7 @@ fn run_dataflow(
         {
             *state = Some(State {
                 bytes: ALLOCATOR.allocated().saturating_sub(baseline),
-                retained_events: gauges
-                    .sessionized_events
-                    .load(std::sync::atomic::Ordering::Relaxed),
+                retained_events: gauges.sessionized_events.get(),
             });
         }
         input.close();
