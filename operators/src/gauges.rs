@@ -36,7 +36,7 @@ pub struct StateGauges {
     pub attributed_events: StateGauge,
     /// Events retained for re-sessionization.
     pub sessionized_events: StateGauge,
-    /// Open per-minute aggregate rows.
+    /// Open (tenant, minute) windows of the rollups.
     pub windows: StateGauge,
     /// Rows of open visitor-hour windows.
     pub visitor_hours: StateGauge,

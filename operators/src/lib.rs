@@ -24,6 +24,7 @@ pub mod persons;
 pub mod pipeline;
 pub mod placeholders;
 pub mod reference;
+mod rows;
 pub mod sessionize;
 mod stash;
 #[cfg(test)]

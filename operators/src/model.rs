@@ -130,19 +130,12 @@ impl Activity {
 
     /// [`Activity::label`], shared: what the per-minute rollups key their rows by.
     pub fn shared_label(&self) -> Arc<str> {
-        static BUILT_IN: std::sync::LazyLock<Vec<(EventKind, Arc<str>)>> =
-            std::sync::LazyLock::new(|| {
-                EventKind::ALL
-                    .iter()
-                    .map(|&kind| (kind, Arc::from(built_in_label(kind))))
-                    .collect()
-            });
+        // By the kind's discriminant: `EventKind::ALL` lists the kinds in declaration order.
+        static BUILT_IN: std::sync::LazyLock<[Arc<str>; 6]> =
+            std::sync::LazyLock::new(|| EventKind::ALL.map(|kind| Arc::from(built_in_label(kind))));
         match self.kind {
             EventKind::Track => self.detail.clone(),
-            kind => BUILT_IN
-                .iter()
-                .find(|(built_in, _)| *built_in == kind)
-                .map_or_else(empty_str, |(_, label)| label.clone()),
+            kind => BUILT_IN[kind as usize].clone(),
         }
     }
 
@@ -593,4 +586,21 @@ pub struct VisitorHour {
 /// Start of the minute containing `time_ms`.
 pub fn minute_of(time_ms: i64) -> i64 {
     time_ms.div_euclid(60_000) * 60_000
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::event;
+
+    #[test]
+    fn the_shared_label_is_the_label_for_every_kind() {
+        for kind in EventKind::ALL {
+            let mut e = event("t", "m", "a", 0);
+            e.kind = kind;
+            e.name = "Signed Up".into();
+            let activity = Activity::of(&e, &mut Interner::default());
+            assert_eq!(&*activity.shared_label(), activity.label(), "{kind:?}");
+        }
+    }
 }

@@ -1244,6 +1244,19 @@ mod memory {
         })
     }
 
+    /// The peaks of the structures the horizons bound: [dedup ids, attributed events,
+    /// sessionized events, windows, visitor hours].
+    fn bounded(peaks: &BTreeMap<&'static str, usize>) -> [usize; 5] {
+        [
+            "dedup_ids",
+            "attributed_events",
+            "sessionized_events",
+            "windows",
+            "visitor_hours",
+        ]
+        .map(|name| peaks[name])
+    }
+
     /// Every state structure reports into its gauge: visitors who identify themselves (claims
     /// and linked ids) and come back (retained events, windows, hours) leave every gauge
     /// above zero.
@@ -1295,14 +1308,7 @@ mod memory {
             |v| format!("a{v}"),
             (10, 70 * 3_600_000),
         );
-        let [dedup_ids, attributed, sessionized, windows, visitor_hours] = [
-            "dedup_ids",
-            "attributed_events",
-            "sessionized_events",
-            "windows",
-            "visitor_hours",
-        ]
-        .map(|name| peaks[name]);
+        let [dedup_ids, attributed, sessionized, windows, visitor_hours] = bounded(&peaks);
         let total_events = visitors * 3 + visitors / 10;
         println!(
             "events {total_events}: peak dedup ids {dedup_ids}, attributed {attributed}, sessionized {sessionized}, windows {windows}, visitor hours {visitor_hours}"
@@ -1382,14 +1388,7 @@ mod memory {
             (i64::MAX, 0),
         );
         let total_events = (visitors * 3) as usize;
-        let [dedup_ids, attributed, sessionized, windows, visitor_hours] = [
-            "dedup_ids",
-            "attributed_events",
-            "sessionized_events",
-            "windows",
-            "visitor_hours",
-        ]
-        .map(|name| peaks[name]);
+        let [dedup_ids, attributed, sessionized, windows, visitor_hours] = bounded(&peaks);
         println!(
             "events {total_events}: peak dedup ids {dedup_ids}, attributed {attributed}, sessionized {sessionized}, windows {windows}, visitor hours {visitor_hours}"
         );

@@ -11,7 +11,6 @@
 //! person, which retracts the old row and inserts the new one. A window (tenant and hour) is
 //! released once nothing can change it any more, by the same rule as the minute windows.
 
-use rustc_hash::FxHashMap;
 use std::sync::Arc;
 
 use differential_dataflow::{AsCollection, VecCollection};
@@ -22,6 +21,7 @@ use timely::progress::Timestamp;
 
 use crate::gauges::StateGauge;
 use crate::model::{Enriched, VisitorHour};
+use crate::rows::Rows;
 use crate::sessionize::SessionSettings;
 use crate::stash::{Stash, route};
 
@@ -34,20 +34,6 @@ pub fn hour_of(time_ms: i64) -> i64 {
 
 /// (tenant, hour, visitor, person): one output row.
 type RowKey = (Arc<str>, i64, Arc<str>, Arc<str>);
-
-/// One row's activity events and page views, and whether the batch being applied has changed
-/// them yet (their values before it are then in the batch's list): one lookup per event.
-#[derive(Debug, Default)]
-struct Row {
-    counts: (i64, i64),
-    touched: bool,
-}
-
-impl Row {
-    fn value(&self) -> Option<(i64, i64)> {
-        (self.counts != (0, 0)).then_some(self.counts)
-    }
-}
 
 /// Counts activity per visitor and hour.
 pub trait VisitorHours<'s, T: Timestamp> {
@@ -78,7 +64,7 @@ impl<'s, T: Timestamp + TotalOrder> VisitorHours<'s, T> for VecCollection<'s, T,
             .unary_frontier(by_window, "VisitorHours", move |_capability, _info| {
                 let mut stash: Stash<T, (Enriched, isize)> = Stash::default();
                 // Activity events and page views of each row with any.
-                let mut rows: FxHashMap<RowKey, Row> = FxHashMap::default();
+                let mut rows: Rows<RowKey, (i64, i64)> = Rows::default();
                 let mut clock = i64::MIN;
                 move |(input, frontier), output| {
                     input.for_each(|capability, data| {
@@ -88,9 +74,6 @@ impl<'s, T: Timestamp + TotalOrder> VisitorHours<'s, T> for VecCollection<'s, T,
                     });
                     for (capability, updates) in stash.complete(&[frontier]) {
                         let time = capability.time().clone();
-                        // The rows this batch changed, each emitted once however often it
-                        // changed.
-                        let mut touched: Vec<(RowKey, Option<(i64, i64)>)> = Vec::new();
                         for (enriched, diff) in updates.into_iter().flatten() {
                             let event = &enriched.event;
                             clock = clock.max(event.received_at_ms);
@@ -102,26 +85,13 @@ impl<'s, T: Timestamp + TotalOrder> VisitorHours<'s, T> for VecCollection<'s, T,
                             );
                             let page = i64::from(event.is_page_view());
                             let diff = diff as i64;
-                            let row = rows.entry(key.clone()).or_default();
-                            if !row.touched {
-                                row.touched = true;
-                                touched.push((key, row.value()));
-                            }
-                            row.counts = (row.counts.0 + diff, row.counts.1 + page * diff);
+                            rows.update(key, |(events, page_views)| {
+                                *events += diff;
+                                *page_views += page * diff;
+                            });
                         }
                         let mut session = output.session(&capability);
-                        for (key, old) in touched {
-                            let Some(row) = rows.get_mut(&key) else {
-                                continue;
-                            };
-                            row.touched = false;
-                            let new = row.value();
-                            if new.is_none() {
-                                rows.remove(&key);
-                            }
-                            if old == new {
-                                continue;
-                            }
+                        rows.drain_changes(|key, old, new| {
                             let (tenant, hour_ms, visitor_id, person_id) = key;
                             let row = |(events, page_views): (i64, i64)| VisitorHour {
                                 tenant: tenant.to_string(),
@@ -137,9 +107,9 @@ impl<'s, T: Timestamp + TotalOrder> VisitorHours<'s, T> for VecCollection<'s, T,
                             if let Some(new) = new {
                                 session.give((row(new), time.clone(), 1));
                             }
-                        }
+                        });
                         let cutoff = clock.saturating_sub(keep_ms);
-                        rows.retain(|(_, hour, _, _), _| *hour >= cutoff);
+                        rows.retain(|(_, hour, _, _)| *hour >= cutoff);
                         gauge.set(rows.len());
                     }
                 }

@@ -23,6 +23,7 @@ use timely::progress::Timestamp;
 
 use crate::gauges::StateGauge;
 use crate::model::{Activity, AggRow, Enriched, Metric, Session, empty_str, minute_of};
+use crate::rows::Rows;
 use crate::sessionize::SessionSettings;
 use crate::stash::{Stash, route};
 
@@ -44,33 +45,12 @@ impl Update {
     }
 }
 
-/// An additive row of a window: (metric, dimension).
-type RowKey = (Metric, Arc<str>);
-
-/// One additive row of a window: its value (0: no row), and whether the batch being applied
-/// has changed it yet (its value before the batch, what was last emitted for it, is then in
-/// the window's list of touched rows).
-#[derive(Debug, Default)]
-struct Cell {
-    value: i64,
-    touched: bool,
-}
-
-impl Cell {
-    fn row(&self) -> Option<i64> {
-        (self.value != 0).then_some(self.value)
-    }
-}
-
 /// One tenant's minute. Rows are keyed by the events' own shared strings, so an event costs
 /// one hash lookup per row it changes and allocates nothing.
 #[derive(Debug, Default)]
 struct Window {
     /// Additive metrics by (metric, dimension).
-    sums: FxHashMap<RowKey, Cell>,
-    /// The rows of `sums` the batch being applied changed, in the order it first did, each
-    /// with its value before the batch.
-    touched: Vec<(RowKey, Option<i64>)>,
+    sums: Rows<(Metric, Arc<str>), i64>,
     /// Multiplicity of each visitor and person with an event in the minute.
     visitors: FxHashMap<Arc<str>, isize>,
     persons: FxHashMap<Arc<str>, isize>,
@@ -89,12 +69,8 @@ impl Window {
         if delta == 0 {
             return;
         }
-        let cell = self.sums.entry((metric, dimension.clone())).or_default();
-        if !cell.touched {
-            cell.touched = true;
-            self.touched.push(((metric, dimension.clone()), cell.row()));
-        }
-        cell.value += delta;
+        self.sums
+            .update((metric, dimension.clone()), |value| *value += delta);
     }
 
     fn count(&mut self, metric: Metric, key: &Arc<str>, diff: isize) {
@@ -149,7 +125,7 @@ impl Window {
 
     /// Whether a batch has changed the window since the last [`Window::changes`].
     fn is_touched(&self) -> bool {
-        !self.touched.is_empty() || self.visitors_before.is_some() || self.persons_before.is_some()
+        self.sums.is_touched() || self.visitors_before.is_some() || self.persons_before.is_some()
     }
 
     /// The batch's changes as collection updates: the old row out, the new row in.
@@ -172,17 +148,9 @@ impl Window {
                 emit(row(new), 1);
             }
         };
-        for (key, old) in std::mem::take(&mut self.touched) {
-            let Some(cell) = self.sums.get_mut(&key) else {
-                continue;
-            };
-            cell.touched = false;
-            let new = cell.row();
-            if new.is_none() {
-                self.sums.remove(&key);
-            }
-            emit_change(key.0, &key.1, old, new);
-        }
+        self.sums.drain_changes(|(metric, dimension), old, new| {
+            emit_change(metric, &dimension, old, new)
+        });
         if let Some(old) = self.visitors_before.take() {
             emit_change(Metric::UniqueVisitors, "", old, distinct(&self.visitors));
         }
@@ -234,7 +202,7 @@ pub fn minute_rollups<'a>(
 /// Aggregates enriched events and sessions per tenant and minute.
 pub trait WindowAggregate<'s, T: Timestamp> {
     /// The aggregate rows; a changed value is a retraction of the old row and an insertion.
-    /// `gauge` counts the open rows on the worker.
+    /// `gauge` counts the open (tenant, minute) windows on the worker.
     fn window_aggregate(
         self,
         sessions: VecCollection<'s, T, Session, isize>,

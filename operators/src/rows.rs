@@ -1,0 +1,95 @@
+//! The rows of an additive table that an operator keeps and emits as a differential
+//! collection, shared by the per-minute rollups and the visitor hours.
+//!
+//! A batch may change one row many times (every page view of a minute); downstream wants one
+//! change per row and batch: the row as it was before the batch retracted, the row as it is
+//! after inserted. Each row carries a `touched` flag and the batch a list of the rows it
+//! touched with their values before it, so an update costs one hash lookup and the batch's
+//! end walks only what changed.
+
+use std::hash::Hash;
+
+use rustc_hash::FxHashMap;
+use std::collections::hash_map::Entry;
+
+/// One row's value (`V::default()` is "no row") and whether the batch being applied has
+/// changed it yet.
+#[derive(Debug, Default)]
+struct Row<V> {
+    value: V,
+    touched: bool,
+}
+
+/// Rows by key with the changes of the batch being applied.
+#[derive(Debug)]
+pub(crate) struct Rows<K, V> {
+    rows: FxHashMap<K, Row<V>>,
+    /// The rows the batch changed, in the order it first did, each with its value before.
+    touched: Vec<(K, Option<V>)>,
+}
+
+impl<K, V> Default for Rows<K, V> {
+    fn default() -> Self {
+        Rows {
+            rows: FxHashMap::default(),
+            touched: Vec::new(),
+        }
+    }
+}
+
+impl<K: Hash + Eq + Clone, V: Default + PartialEq + Copy> Rows<K, V> {
+    /// Changes the row of `key` (created at `V::default()` when there is none).
+    pub(crate) fn update(&mut self, key: K, change: impl FnOnce(&mut V)) {
+        let row = match self.rows.entry(key) {
+            Entry::Occupied(entry) => {
+                if !entry.get().touched {
+                    let before = entry.get().value;
+                    self.touched.push((
+                        entry.key().clone(),
+                        (before != V::default()).then_some(before),
+                    ));
+                }
+                entry.into_mut()
+            }
+            Entry::Vacant(entry) => {
+                self.touched.push((entry.key().clone(), None));
+                entry.insert(Row::default())
+            }
+        };
+        row.touched = true;
+        change(&mut row.value);
+    }
+
+    /// Whether a batch has changed a row since the last [`Rows::drain_changes`].
+    pub(crate) fn is_touched(&self) -> bool {
+        !self.touched.is_empty()
+    }
+
+    /// The batch's changes, each row once: `emit(key, before, after)` for every row whose
+    /// value differs from before the batch (`None`: no row). Rows back at zero are removed.
+    pub(crate) fn drain_changes(&mut self, mut emit: impl FnMut(K, Option<V>, Option<V>)) {
+        for (key, before) in std::mem::take(&mut self.touched) {
+            let Some(row) = self.rows.get_mut(&key) else {
+                continue;
+            };
+            row.touched = false;
+            let after = (row.value != V::default()).then_some(row.value);
+            if after.is_none() {
+                self.rows.remove(&key);
+            }
+            if before != after {
+                emit(key, before, after);
+            }
+        }
+    }
+
+    /// Keeps the rows whose key `keep` accepts (expiry between batches).
+    pub(crate) fn retain(&mut self, mut keep: impl FnMut(&K) -> bool) {
+        self.rows.retain(|key, _| keep(key));
+    }
+
+    /// The rows held.
+    pub(crate) fn len(&self) -> usize {
+        self.rows.len()
+    }
+}
