@@ -17,16 +17,14 @@ use timely::dataflow::operators::vec::ToStream;
 use timely::dataflow::operators::{Concatenate, Inspect, OkErr};
 use timely::worker::Worker;
 
+use crate::clickhouse::io::IoRuntime;
+use crate::clickhouse::{ClickHouseWriter, SinkError};
 use crate::config::EngineConfig;
 use crate::metrics::Metrics;
 use crate::recovery::{LowWater, Recovery};
 use crate::retry::{Backoff, Chain, stop};
-use crate::sink::checkpoint::{
-    CheckpointSettings, NewTenants, PositionsByEpoch, checkpoint, progress,
-};
-use crate::sink::clickhouse::{ClickHouseWriter, SinkError};
-use crate::sink::epoch::SinkRuntime;
-use crate::sink::erasure::Requests;
+use crate::sink::checkpoint::{CheckpointSettings, NewTenants, checkpoint, progress};
+use crate::sink::erasure::{RemovedTenants, Requests};
 use crate::sink::live::LiveFeed;
 use crate::sink::tables::aggregates::AggregatesSink;
 use crate::sink::tables::dead_letters::DeadLettersSink;
@@ -42,6 +40,7 @@ use crate::source::control::{
 };
 use crate::source::kafka::{PartitionReader, Planner, SourceSettings, kafka_source};
 use crate::source::log_check::{LogGuard, Mismatch};
+use crate::source::positions::PositionsByEpoch;
 
 /// Shared by every worker of a process.
 #[derive(Debug, Clone)]
@@ -63,28 +62,6 @@ pub struct EngineContext {
     /// Tenants removed (`engine --remove-tenant`), as this process has read: their live
     /// counters and progress rows are no longer written.
     pub removed_tenants: RemovedTenants,
-}
-
-/// Tenants removed so far, shared by a process's workers.
-#[derive(Debug, Clone, Default)]
-pub struct RemovedTenants(Arc<std::sync::RwLock<HashSet<String>>>);
-
-impl RemovedTenants {
-    /// Notes a removal.
-    pub fn insert(&self, tenant: &str) {
-        self.0
-            .write()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .insert(tenant.to_owned());
-    }
-
-    /// Whether `tenant` was removed.
-    pub fn contains(&self, tenant: &str) -> bool {
-        self.0
-            .read()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .contains(tenant)
-    }
 }
 
 /// Why a worker stopped with an error.
@@ -167,8 +144,8 @@ pub fn accept_new_log(context: &EngineContext) -> Result<Vec<Mismatch>, WorkerEr
 }
 
 /// Writes with the engine's retry policy.
-fn sink_runtime(context: &EngineContext) -> SinkRuntime {
-    SinkRuntime {
+fn sink_runtime(context: &EngineContext) -> IoRuntime {
+    IoRuntime {
         runtime: context.runtime.clone(),
         shutdown: context.shutdown.clone(),
         metrics: context.metrics.clone(),

@@ -6,6 +6,7 @@
 #![warn(missing_docs)]
 
 pub mod cli;
+pub mod clickhouse;
 pub mod config;
 pub mod dataflow;
 pub mod metrics;

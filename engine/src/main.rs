@@ -8,11 +8,11 @@ use std::time::Duration;
 
 use anyhow::{Context as _, anyhow};
 use clickstream_engine::cli::{self, Command};
+use clickstream_engine::clickhouse::{SinkError, ensure_schema, schema_ready};
 use clickstream_engine::config::EngineConfig;
 use clickstream_engine::dataflow::{EngineContext, accept_new_log, load_start_state, run_worker};
 use clickstream_engine::metrics::Metrics;
 use clickstream_engine::retry::{Backoff, Chain};
-use clickstream_engine::sink::clickhouse::{SinkError, ensure_schema, schema_ready};
 use clickstream_engine::sink::erasure::Requests;
 use clickstream_engine::sink::live::LiveFeed;
 use clickstream_engine::source::kafka::ensure_topics;

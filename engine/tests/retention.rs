@@ -9,8 +9,8 @@ mod common;
 
 use std::time::{Duration, Instant};
 
+use clickstream_engine::clickhouse::ensure_schema;
 use clickstream_engine::config::ClickHouseConfig;
-use clickstream_engine::sink::clickhouse::ensure_schema;
 use clickstream_engine::sink::retention::pass;
 use common::chdb::Chdb;
 use common::{ClickHouse, required_env};

@@ -12,29 +12,11 @@ use timely::dataflow::channels::pact::{Exchange, Pipeline};
 use timely::dataflow::operators::generic::operator::Operator;
 use timely::dataflow::{Stream, StreamVec};
 
+use crate::clickhouse::ClickHouseWriter;
+use crate::clickhouse::io::IoRuntime;
+use crate::clickhouse::rows::{CheckpointRow, ProgressRow, datetime};
 use crate::recovery::LowWater;
-use crate::sink::clickhouse::ClickHouseWriter;
-use crate::sink::clickhouse::rows::{CheckpointRow, ProgressRow, datetime};
-use crate::sink::epoch::SinkRuntime;
-
-/// What the source read at one epoch.
-#[derive(Debug, Default)]
-pub struct EpochPositions {
-    /// Per partition, the offset after the last record emitted at the epoch.
-    pub next_offsets: BTreeMap<i32, i64>,
-    /// Per partition, the fingerprint of that last record
-    /// ([`crate::source::log_check::fingerprint`]).
-    pub marks: BTreeMap<i32, u64>,
-    /// Records emitted at the epoch (for backpressure).
-    pub records: usize,
-    /// Per owned partition, the receive time everything before which had been read when the
-    /// epoch closed (set on the last live epoch of each close).
-    pub received_until: BTreeMap<i32, i64>,
-}
-
-/// Source positions by epoch, shared by the source and the checkpoint operator of one worker
-/// (same thread). An epoch leaves the map when it is checkpointed.
-pub type PositionsByEpoch = Rc<RefCell<BTreeMap<u64, EpochPositions>>>;
+use crate::source::positions::PositionsByEpoch;
 
 /// Tenants whose events a worker has read and not yet reported (filled by the dataflow, drained
 /// by the checkpoint operator of the same worker).
@@ -66,7 +48,7 @@ pub fn checkpoint<'s>(
     new_tenants: NewTenants,
     settings: CheckpointSettings,
     writer: ClickHouseWriter,
-    sink: SinkRuntime,
+    sink: IoRuntime,
     sinks_frontier: Arc<AtomicU64>,
 ) -> StreamVec<'s, u64, ProgressReport> {
     let CheckpointSettings {
@@ -156,8 +138,8 @@ pub fn progress(
     reports: StreamVec<'_, u64, ProgressReport>,
     replayed_through: u64,
     writer: ClickHouseWriter,
-    sink: SinkRuntime,
-    removed: crate::dataflow::RemovedTenants,
+    sink: IoRuntime,
+    removed: crate::sink::erasure::RemovedTenants,
 ) {
     let mut pending: BTreeMap<u64, Vec<ProgressReport>> = BTreeMap::new();
     let mut received_until: BTreeMap<i32, i64> = BTreeMap::new();

@@ -7,13 +7,10 @@
 //! that is what the checkpoint operator waits for.
 
 use std::collections::BTreeMap;
-use std::hash::Hash;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Instant;
 
-use rustc_hash::FxHashMap;
 use timely::container::CapacityContainerBuilder;
 use timely::dataflow::channels::pact::ParallelizationContract;
 use timely::dataflow::operators::Capability;
@@ -21,77 +18,7 @@ use timely::dataflow::operators::generic::operator::Operator;
 use timely::dataflow::{Stream, StreamVec};
 use timely::scheduling::SyncActivator;
 
-use crate::metrics::Metrics;
-use crate::retry::{Backoff, Chain, stop};
-use crate::sink::clickhouse::SinkError;
-
-/// What a sink needs to write with retries.
-#[derive(Debug, Clone)]
-pub struct SinkRuntime {
-    /// Runs the async client from the (synchronous) worker thread.
-    pub runtime: tokio::runtime::Handle,
-    /// Set on SIGTERM, to say why a retry loop is holding up the exit.
-    pub shutdown: Arc<AtomicBool>,
-    /// Metrics.
-    pub metrics: Arc<Metrics>,
-    /// Waits between attempts.
-    pub backoff: Backoff,
-}
-
-impl SinkRuntime {
-    /// Runs `write` until it succeeds, retrying transient errors with [`Backoff`].
-    ///
-    /// It never gives up on a transient error, not even on shutdown: giving up would release
-    /// the epoch's capability, and the checkpoint could then commit offsets of rows that were
-    /// never written. A shutdown waits for ClickHouse; SIGKILL is always safe (nothing
-    /// uncommitted is lost, it is replayed). A permanent error ([`SinkError::is_permanent`])
-    /// stops the process with [`stop`] instead of retrying forever behind a warning.
-    pub async fn retry<F, Fut>(&self, what: &str, write: F)
-    where
-        F: FnMut() -> Fut,
-        Fut: Future<Output = Result<(), SinkError>>,
-    {
-        let started = Instant::now();
-        let result = self
-            .backoff
-            .run(
-                write,
-                |error: &SinkError| !error.is_permanent(),
-                |error, wait| {
-                    self.metrics.sink_failures.inc();
-                    let (error, retry_in_ms) = (Chain(error), wait.as_millis() as u64);
-                    if self.shutdown.load(Ordering::Relaxed) {
-                        tracing::error!(%error, what, retry_in_ms, "shutdown is waiting for ClickHouse to accept an epoch (SIGKILL is safe: it will be replayed)");
-                    } else {
-                        tracing::warn!(%error, what, retry_in_ms, "ClickHouse write failed; retrying");
-                    }
-                },
-            )
-            .await;
-        match result {
-            Ok(()) => self
-                .metrics
-                .sink_write_duration
-                .observe(started.elapsed().as_secs_f64()),
-            Err(error) => {
-                self.metrics.sink_failures.inc();
-                stop(what, &error)
-            }
-        }
-    }
-
-    /// As [`SinkRuntime::retry`], holding the worker until the write succeeds: for the writes
-    /// that must be durable before the worker goes on (the epoch plan before the epoch
-    /// closes, the checkpoint before its report), while the source's backpressure bound keeps
-    /// the other workers from buffering without limit meanwhile.
-    pub fn write_with_retry<F, Fut>(&self, what: &str, write: F)
-    where
-        F: FnMut() -> Fut,
-        Fut: Future<Output = Result<(), SinkError>>,
-    {
-        self.runtime.block_on(self.retry(what, write));
-    }
-}
+use crate::retry::stop;
 
 /// The writes of one table's completed epochs, run on the I/O runtime while the worker goes
 /// on: the tables of an epoch are written concurrently, not one after another.
@@ -225,73 +152,12 @@ where
     )
 }
 
-/// Turns a batch of collection updates `(record, epoch, diff)` into one upsert per key: the
-/// key's record after the batch, or, when it has none, a tombstone (`true`) carrying the last
-/// record it had. A key whose records came and went within the batch also gets a tombstone:
-/// the batch may span several epochs, and after a restart the earlier of them may be epochs
-/// the crashed run already wrote.
-///
-/// Only the batch is known, not what was written before it, so a record's presence before the
-/// batch is read off its first update: a record whose first change is a retraction was there.
-/// (Keyed outputs hold at most one record per key, so counts are 0 or 1.) Multiple records
-/// present for a key cannot happen for well-keyed outputs; the greatest is taken (and of
-/// several removed ones the least) so that the choice is at least deterministic. The result
-/// is ordered by key.
-///
-/// Records are netted in hash maps, not ordered maps: a record (an enriched event, a
-/// session) is long, and the ordered maps' comparisons of whole records were a tenth of the
-/// engine's time in `bench pipeline`.
-pub fn upserts<D, K>(
-    updates: impl IntoIterator<Item = (D, u64, isize)>,
-    key: impl Fn(&D) -> K,
-) -> Vec<(D, bool)>
-where
-    D: Ord + Hash,
-    K: Ord + Hash,
-{
-    // Differential may deliver a time's updates unconsolidated: net them per (record, time).
-    let mut netted: FxHashMap<(D, u64), isize> = FxHashMap::default();
-    for (datum, time, diff) in updates {
-        *netted.entry((datum, time)).or_default() += diff;
-    }
-    let mut by_time: Vec<((D, u64), isize)> =
-        netted.into_iter().filter(|(_, diff)| *diff != 0).collect();
-    by_time.sort_unstable_by_key(|((_, time), _)| *time);
-    // Per record, in time order: its first change and its net change.
-    let mut changes: FxHashMap<D, (isize, isize)> = FxHashMap::default();
-    for ((datum, _), diff) in by_time {
-        changes.entry(datum).or_insert((diff, 0)).1 += diff;
-    }
-    let mut by_key: FxHashMap<K, (Option<D>, Option<D>)> = FxHashMap::default();
-    for (datum, (first, net)) in changes {
-        let before = isize::from(first < 0);
-        let (present, removed) = by_key.entry(key(&datum)).or_default();
-        if before + net > 0 {
-            if present.as_ref().is_none_or(|kept| datum > *kept) {
-                *present = Some(datum);
-            }
-        } else if removed.as_ref().is_none_or(|kept| datum < *kept) {
-            *removed = Some(datum);
-        }
-    }
-    let mut upserts: Vec<(K, (D, bool))> = by_key
-        .into_iter()
-        .filter_map(|(key, (present, removed))| match (present, removed) {
-            (Some(present), _) => Some((key, (present, false))),
-            (None, Some(removed)) => Some((key, (removed, true))),
-            (None, None) => None,
-        })
-        .collect();
-    upserts.sort_unstable_by(|(a, _), (b, _)| a.cmp(b));
-    upserts.into_iter().map(|(_, upsert)| upsert).collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::sync::Mutex;
     use std::sync::atomic::AtomicUsize;
-    use std::time::Duration;
+    use std::time::{Duration, Instant};
     use timely::dataflow::channels::pact::Pipeline;
     use timely::dataflow::operators::Probe;
     use timely::dataflow::operators::vec::Input;
@@ -382,40 +248,5 @@ mod tests {
             *written.lock().expect("log"),
             vec![(1, vec![10]), (3, vec![20, 30])]
         );
-    }
-
-    #[test]
-    fn upserts_keep_the_latest_and_tombstone_the_lost_and_the_transient() {
-        let updates = vec![
-            (("s1", 1), 3, -1),
-            (("s1", 2), 3, 1),
-            (("s2", 5), 4, -1),
-            (("s3", 7), 3, 1),
-            (("s3", 7), 5, -1),
-            (("s4", 1), 3, 1),
-            (("s4", 9), 3, 1),
-            (("s4", 9), 3, -1),
-        ];
-        let result = upserts(updates, |(key, _)| *key);
-        assert_eq!(
-            result,
-            vec![
-                (("s1", 2), false),
-                (("s2", 5), true),
-                (("s3", 7), true),
-                (("s4", 1), false)
-            ]
-        );
-    }
-
-    #[test]
-    fn a_value_that_changes_and_changes_back_is_rewritten_not_tombstoned() {
-        let updates = vec![
-            (("k", 247), 1, -1),
-            (("k", 248), 1, 1),
-            (("k", 248), 2, -1),
-            (("k", 247), 2, 1),
-        ];
-        assert_eq!(upserts(updates, |(key, _)| *key), vec![(("k", 247), false)]);
     }
 }

@@ -20,7 +20,7 @@ use schemas::retention::{MARK, Plan, TIERED, horizon_secs};
 use schemas::tenants::{Tenants, TenantsError};
 use serde::{Deserialize, Serialize};
 
-use super::clickhouse::{CountRow, SinkError, await_mutations, client, server_version};
+use crate::clickhouse::{CountRow, SinkError, await_mutations, client, server_version};
 use crate::config::{ClickHouseConfig, RetentionConfig};
 use crate::metrics::Metrics;
 

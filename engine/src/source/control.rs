@@ -26,12 +26,12 @@ use timely::dataflow::operators::OkErr;
 use timely::dataflow::operators::generic::operator::source;
 use timely::dataflow::{Scope, StreamVec};
 
+use crate::clickhouse::ClickHouseWriter;
+use crate::clickhouse::io::IoRuntime;
 use crate::config::KafkaConfig;
 use crate::metrics::Metrics;
 use crate::recovery::planned_epoch;
 use crate::retry::stop;
-use crate::sink::clickhouse::ClickHouseWriter;
-use crate::sink::epoch::SinkRuntime;
 use crate::sink::erasure::Requests;
 use crate::source::kafka::{ReplayError, epoch_of};
 
@@ -129,7 +129,7 @@ pub struct ControlSettings {
     /// the frontier passes it (the writer's topic is the control topic).
     pub planner: ClickHouseWriter,
     /// Retries of those writes.
-    pub sink: SinkRuntime,
+    pub sink: IoRuntime,
 }
 
 /// What the control source emits: a change of an unlink, or an erasure record.

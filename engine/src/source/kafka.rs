@@ -21,14 +21,14 @@ use schemas::SourceRecord;
 use timely::dataflow::operators::generic::operator::source;
 use timely::dataflow::{Scope, StreamVec};
 
+use crate::clickhouse::ClickHouseWriter;
+use crate::clickhouse::io::IoRuntime;
 use crate::config::KafkaConfig;
 use crate::metrics::{Metrics, PartitionLabels};
 use crate::recovery::{PartitionRecovery, Recovery};
 use crate::retry::stop;
-use crate::sink::checkpoint::{EpochPositions, PositionsByEpoch};
-use crate::sink::clickhouse::ClickHouseWriter;
-use crate::sink::epoch::SinkRuntime;
 use crate::source::log_check::{LogGuard, LogProbe, Mismatch, fingerprint};
+use crate::source::positions::{EpochPositions, PositionsByEpoch};
 
 /// Creates the events topic (with the configured partitions) and the single-partition control
 /// topic unless they exist. Idempotent, so every process may call it at start.
@@ -598,7 +598,7 @@ pub struct Planner {
     /// The plans' table.
     pub writer: ClickHouseWriter,
     /// Retries.
-    pub sink: SinkRuntime,
+    pub sink: IoRuntime,
     /// Stalls.
     pub guard: LogGuard,
 }

@@ -21,12 +21,12 @@ use rdkafka::error::KafkaError;
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
 
+use crate::clickhouse::ClickHouseWriter;
+use crate::clickhouse::io::IoRuntime;
+use crate::clickhouse::rows::LogStallRow;
 use crate::config::KafkaConfig;
 use crate::recovery::Recovery;
 use crate::retry::{Chain, EXIT_LOG_MISMATCH};
-use crate::sink::clickhouse::ClickHouseWriter;
-use crate::sink::clickhouse::rows::LogStallRow;
-use crate::sink::epoch::SinkRuntime;
 
 /// The fingerprint of a record's value: XXH3-64 of its bytes (a record's value carries its
 /// `messageId` and its receive time, so two logs' records at one offset differ). Never 0,
@@ -343,7 +343,7 @@ pub struct LogGuard {
     /// Where stalls are recorded (its topic is the one checked).
     pub writer: ClickHouseWriter,
     /// Retries and metrics.
-    pub sink: SinkRuntime,
+    pub sink: IoRuntime,
     /// How long a stall may last before the engine exits.
     pub timeout: Duration,
 }

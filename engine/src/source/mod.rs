@@ -3,3 +3,4 @@
 pub mod control;
 pub mod kafka;
 pub mod log_check;
+pub mod positions;

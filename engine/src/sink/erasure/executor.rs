@@ -11,9 +11,9 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use schemas::ControlMessage;
 use schemas::erasure::{id_hash_sql, quote};
 
-use super::super::clickhouse::{CountRow, await_mutations, client};
 use super::super::rollups::{self, PersonRows};
 use super::{DeletionRow, Duty, ErasureError, PERSON_TABLES, Request, Requests, TENANT_TABLES};
+use crate::clickhouse::{CountRow, await_mutations, client};
 use crate::config::{ClickHouseConfig, ErasureConfig, KafkaConfig};
 use crate::metrics::Metrics;
 
@@ -49,7 +49,7 @@ pub async fn run(
     // Requests completed by earlier runs are read again from the topic at every start: they
     // are neither pending nor completed anew.
     let mut completed: HashSet<String> = loop {
-        match super::super::clickhouse::completed_erasures(&executor.client).await {
+        match crate::clickhouse::completed_erasures(&executor.client).await {
             Ok(completed) => break completed,
             Err(error) => {
                 tracing::warn!(error = %crate::retry::Chain(&error), "cannot read _deletions; retrying");

@@ -23,7 +23,7 @@ use clickhouse::Row;
 use schemas::ControlMessage;
 use serde::{Deserialize, Serialize};
 
-use super::clickhouse::SinkError;
+use crate::clickhouse::SinkError;
 
 /// The tables that hold a person's ids, with the columns that hold them. `ingestion_warnings`
 /// is also cleared of the warnings about the person's events (by message id), so it comes
@@ -276,6 +276,28 @@ pub enum RemovalError {
         /// How long it was awaited.
         timeout: Duration,
     },
+}
+
+/// Tenants removed so far, shared by a process's workers.
+#[derive(Debug, Clone, Default)]
+pub struct RemovedTenants(Arc<std::sync::RwLock<std::collections::HashSet<String>>>);
+
+impl RemovedTenants {
+    /// Notes a removal.
+    pub fn insert(&self, tenant: &str) {
+        self.0
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .insert(tenant.to_owned());
+    }
+
+    /// Whether `tenant` was removed.
+    pub fn contains(&self, tenant: &str) -> bool {
+        self.0
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .contains(tenant)
+    }
 }
 
 pub mod executor;

@@ -4,8 +4,8 @@ use std::time::{Duration, Instant};
 
 use schemas::ControlMessage;
 
-use super::super::clickhouse::client;
 use super::{DeletionRow, RemovalError};
+use crate::clickhouse::client;
 
 /// `engine --remove-tenant`: records the request, writes the control record (the running
 /// engine drops the tenant's events from then on and in every replay, then deletes its rows),

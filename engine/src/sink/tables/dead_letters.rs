@@ -6,7 +6,7 @@ use operators::{DeadLetter, route};
 use serde::{Deserialize, Serialize};
 
 use super::{Table, TableSink};
-use crate::sink::clickhouse::rows::datetime;
+use crate::clickhouse::rows::datetime;
 use crate::sink::epoch::Write;
 
 /// One row of `_dead_letters`.

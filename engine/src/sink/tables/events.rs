@@ -10,8 +10,10 @@ use schemas::live::LiveUpdate;
 use serde::{Deserialize, Serialize};
 
 use super::{Live, Table, TableSink};
-use crate::sink::clickhouse::rows::datetime;
-use crate::sink::epoch::{Write, upserts};
+use crate::clickhouse::rows::datetime;
+use crate::clickhouse::{ClickHouseWriter, SinkError};
+use crate::sink::epoch::Write;
+use crate::sink::upserts::upserts;
 
 /// One row of `events`.
 #[derive(Debug, Clone, PartialEq, Row, Serialize, Deserialize)]
@@ -196,10 +198,9 @@ impl EventUpdate {
 /// Writes on-time events and publishes each tenant's count. An event that arrived in the
 /// batch is inserted whole with its attribution; an event stored earlier whose session or
 /// person changed (a late event merged sessions, an identity merge re-attributed it) is
-/// rewritten by [`ClickHouseWriter::correct_events`], so the dataflow keeps only compact
+/// rewritten by [`correct_events`], so the dataflow keeps only compact
 /// [`operators::Activity`] records, not whole events.
 ///
-/// [`ClickHouseWriter::correct_events`]: crate::sink::clickhouse::ClickHouseWriter::correct_events
 #[derive(Debug)]
 pub struct EventsSink {
     /// Where rows go.
@@ -358,12 +359,92 @@ async fn correct(table: &Table, epoch: u64, corrections: Corrections) {
             table
                 .runtime
                 .retry("event corrections", || {
-                    table.writer.correct_events(epoch, &tenant, chunk)
+                    correct_events(&table.writer, epoch, &tenant, chunk)
                 })
                 .await;
             table.metrics().event_corrections.inc_by(chunk.len() as u64);
         }
     }
+}
+
+/// Rewrites the session and person of stored `events` rows of `tenant`, each row's other
+/// columns unchanged, at version `epoch`. `corrections` are `(event_time, message_id,
+/// session_id, person_id)`, `event_time` in seconds as stored (the sort key's prefix, so
+/// the lookup reads only the rows' granules).
+///
+/// The new row is built by ClickHouse from any stored version of the row (their copied
+/// columns are equal), so the engine need not keep whole events in memory to correct them.
+/// Replaying it is harmless: the columns it copies never change, and the two it replaces get
+/// the same values again.
+/// (Written for ClickHouse 18.16, Debian's: no `SELECT * REPLACE`, no arrays in `IN`.)
+pub async fn correct_events(
+    writer: &ClickHouseWriter,
+    epoch: u64,
+    tenant: &str,
+    corrections: &[(u32, &str, &str, &str)],
+) -> Result<(), SinkError> {
+    if corrections.is_empty() {
+        return Ok(());
+    }
+    let times: Vec<u32> = corrections.iter().map(|c| c.0).collect();
+    let ids: Vec<&str> = corrections.iter().map(|c| c.1).collect();
+    let sessions: Vec<&str> = corrections.iter().map(|c| c.2).collect();
+    let persons: Vec<&str> = corrections.iter().map(|c| c.3).collect();
+    writer
+        .client()
+        .query(&CORRECT_EVENTS_SQL)
+        .with_setting("max_query_size", "16777216")
+        .bind(&ids)
+        .bind(&sessions)
+        .bind(&ids)
+        .bind(&persons)
+        .bind(epoch)
+        .bind(tenant)
+        .bind(&times)
+        .bind(&ids)
+        .execute()
+        .await?;
+    Ok(())
+}
+
+/// The statement of [`correct_events`]: every column of `events` copied,
+/// but `session_id`, `person_id` and `version`. Its parameters: message ids and their new
+/// sessions, message ids and their new persons, the version, the tenant, the keys' event
+/// times and message ids (two arrays of scalars).
+///
+/// Measured on ClickHouse 18.16, which made the pipeline five times slower before:
+/// - the keys go in as two arrays of scalars, zipped into tuples by the server: an array
+///   literal of tuples takes time quadratic in its length to analyse (4.6 s for 2,000 keys,
+///   the size of one statement, against 0.08 s for the whole lookup with two arrays);
+/// - the rows are found by their sort key `(tenant, event_time, message_id)` alone, so the
+///   primary index picks the granules holding them. No `FINAL` and no `event_time` range:
+///   `FINAL` with a range condition merges every row of the range (20 s for 2 M rows), and
+///   the copied columns are the same in every stored version of a row, so any one of them
+///   will do (`LIMIT 1 BY`).
+static CORRECT_EVENTS_SQL: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(correct_events_sql);
+
+fn correct_events_sql() -> String {
+    let columns = <EventRow as Row>::COLUMN_NAMES;
+    let select: Vec<String> = columns
+        .iter()
+        .map(|&column| match column {
+            "session_id" => "transform(message_id, ?, ?, session_id)".to_owned(),
+            "person_id" => "transform(message_id, ?, ?, person_id)".to_owned(),
+            "version" => "toUInt64(?)".to_owned(),
+            other => format!("`{other}`"),
+        })
+        .collect();
+    let insert: Vec<String> = columns.iter().map(|c| format!("`{c}`")).collect();
+    format!(
+        "INSERT INTO events ({}) SELECT {} FROM events \
+         WHERE tenant = ? AND (event_time, message_id) IN \
+         (SELECT toDateTime(tupleElement(key, 1)), tupleElement(key, 2) \
+          FROM (SELECT arrayJoin(arrayMap((t, m) -> (t, m), ?, ?)) AS key)) \
+         LIMIT 1 BY message_id",
+        insert.join(", "),
+        select.join(", ")
+    )
 }
 
 /// Publishes each tenant's count of events written at `epoch`.

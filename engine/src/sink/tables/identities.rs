@@ -6,8 +6,9 @@ use operators::{IdKind, IdentityClaim, Node, Person, Position, route};
 use serde::{Deserialize, Serialize};
 
 use super::{Table, TableSink};
+use crate::clickhouse::rows::ClaimRow;
 use crate::sink::epoch::Write;
-use crate::sink::epoch::upserts;
+use crate::sink::upserts::upserts;
 
 /// One row of `identities`.
 #[derive(Debug, Clone, PartialEq, Row, Serialize, Deserialize)]
@@ -39,89 +40,6 @@ fn id_kind(kind: IdKind) -> &'static str {
     match kind {
         IdKind::User => "user",
         IdKind::Anonymous => "anonymous",
-    }
-}
-
-/// One row of `identity_claims`.
-#[derive(Debug, Clone, PartialEq, Row, Serialize, Deserialize)]
-#[allow(missing_docs)]
-pub struct ClaimRow {
-    pub tenant: String,
-    pub kind: String,
-    pub time_ms: i64,
-    pub message_id: String,
-    pub from_id: String,
-    pub user_id: String,
-    pub partition: i32,
-    pub offset: i64,
-}
-
-impl ClaimRow {
-    /// The row of a claim made by the event at `position`.
-    pub fn new(claim: &IdentityClaim, (partition, offset): Position) -> Self {
-        let (tenant, kind, time_ms, message_id, from_id, user_id) = match claim.clone() {
-            IdentityClaim::Identify {
-                tenant,
-                time_ms,
-                message_id,
-                anonymous_id,
-                user_id,
-            } => (
-                tenant,
-                "identify",
-                time_ms,
-                message_id,
-                anonymous_id,
-                user_id,
-            ),
-            IdentityClaim::Alias {
-                tenant,
-                previous_id,
-                user_id,
-            } => (tenant, "alias", 0, String::new(), previous_id, user_id),
-            IdentityClaim::KnownUser { tenant, user_id } => {
-                (tenant, "user", 0, String::new(), String::new(), user_id)
-            }
-        };
-        ClaimRow {
-            tenant,
-            kind: kind.into(),
-            time_ms,
-            message_id,
-            from_id,
-            user_id,
-            partition,
-            offset,
-        }
-    }
-
-    /// The claim this row stores; `None` for an unknown kind (written by a newer engine).
-    pub fn to_claim(&self) -> Option<IdentityClaim> {
-        let ClaimRow {
-            tenant,
-            kind,
-            time_ms,
-            message_id,
-            from_id,
-            user_id,
-            ..
-        } = self.clone();
-        match kind.as_str() {
-            "identify" => Some(IdentityClaim::Identify {
-                tenant,
-                time_ms,
-                message_id,
-                anonymous_id: from_id,
-                user_id,
-            }),
-            "alias" => Some(IdentityClaim::Alias {
-                tenant,
-                previous_id: from_id,
-                user_id,
-            }),
-            "user" => Some(IdentityClaim::KnownUser { tenant, user_id }),
-            _ => None,
-        }
     }
 }
 

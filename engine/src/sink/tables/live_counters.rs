@@ -7,9 +7,9 @@ use schemas::live::LiveUpdate;
 use serde::{Deserialize, Serialize};
 
 use super::{Live, Table, TableSink};
-use crate::sink::clickhouse::rows::datetime;
+use crate::clickhouse::rows::datetime;
 use crate::sink::epoch::Write;
-use crate::sink::epoch::upserts;
+use crate::sink::upserts::upserts;
 
 /// One row of `live_counters`.
 #[derive(Debug, Clone, PartialEq, Row, Serialize, Deserialize)]

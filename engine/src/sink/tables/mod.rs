@@ -21,9 +21,10 @@ use timely::ExchangeData;
 use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::{Stream, StreamVec};
 
+use crate::clickhouse::ClickHouseWriter;
+use crate::clickhouse::io::IoRuntime;
 use crate::metrics::Metrics;
-use crate::sink::clickhouse::ClickHouseWriter;
-use crate::sink::epoch::{SinkRuntime, Write, epoch_sink};
+use crate::sink::epoch::{Write, epoch_sink};
 use crate::sink::live::{LiveFeed, Updates};
 
 /// A sink of one output table.
@@ -36,7 +37,7 @@ pub trait TableSink: 'static {
     /// so the writes of every table are spread over all workers.
     fn route(record: &Self::Record) -> u64;
     /// Turns the records of the completed epochs up to `epoch` into rows, and returns the
-    /// write that makes them durable (see [`SinkRuntime::retry`]).
+    /// write that makes them durable (see [`IoRuntime::retry`]).
     fn write(&mut self, epoch: u64, records: Vec<Self::Record>) -> Write;
     /// Where the rows go.
     fn table(&self) -> &Table;
@@ -98,7 +99,7 @@ pub struct Table {
     /// The client.
     pub writer: ClickHouseWriter,
     /// Retries, shutdown and metrics.
-    pub runtime: SinkRuntime,
+    pub runtime: IoRuntime,
 }
 
 impl Table {

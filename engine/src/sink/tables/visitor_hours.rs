@@ -5,9 +5,9 @@ use operators::{VisitorHour, route};
 use serde::{Deserialize, Serialize};
 
 use super::{Table, TableSink};
-use crate::sink::clickhouse::rows::datetime;
+use crate::clickhouse::rows::datetime;
 use crate::sink::epoch::Write;
-use crate::sink::epoch::upserts;
+use crate::sink::upserts::upserts;
 
 /// One row of `agg_hour_visitors`.
 #[derive(Debug, Clone, PartialEq, Row, Serialize, Deserialize)]

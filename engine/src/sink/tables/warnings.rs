@@ -8,8 +8,8 @@ use schemas::IngestWarning;
 use serde::{Deserialize, Serialize};
 
 use super::{Table, TableSink};
+use crate::clickhouse::rows::datetime;
 use crate::metrics::RefusalLabels;
-use crate::sink::clickhouse::rows::datetime;
 use crate::sink::epoch::Write;
 
 /// One row of `ingestion_warnings`.

@@ -1,5 +1,6 @@
 //! ClickHouse: schema, row types, and the reads and writes the engine makes.
 
+pub mod io;
 pub mod rows;
 
 use std::collections::BTreeMap;
@@ -10,9 +11,9 @@ use schemas::clickhouse_error::{exception_code, is_permanent_code};
 use schemas::version::ServerVersion;
 use serde::Deserialize;
 
+use crate::clickhouse::rows::ClaimRow;
 use crate::config::ClickHouseConfig;
 use crate::recovery::{CheckpointState, Recovery};
-use crate::sink::tables::identities::ClaimRow;
 use rows::{CheckpointRow, EpochPlanRow, LogStallRow, ProgressRow};
 
 /// Why ClickHouse could not be used.
@@ -289,47 +290,6 @@ struct LastEpochRow {
     last: u64,
 }
 
-/// The statement of [`ClickHouseWriter::correct_events`]: every column of `events` copied,
-/// but `session_id`, `person_id` and `version`. Its parameters: message ids and their new
-/// sessions, message ids and their new persons, the version, the tenant, the keys' event
-/// times and message ids (two arrays of scalars).
-///
-/// Measured on ClickHouse 18.16, which made the pipeline five times slower before:
-/// - the keys go in as two arrays of scalars, zipped into tuples by the server: an array
-///   literal of tuples takes time quadratic in its length to analyse (4.6 s for 2,000 keys,
-///   the size of one statement, against 0.08 s for the whole lookup with two arrays);
-/// - the rows are found by their sort key `(tenant, event_time, message_id)` alone, so the
-///   primary index picks the granules holding them. No `FINAL` and no `event_time` range:
-///   `FINAL` with a range condition merges every row of the range (20 s for 2 M rows), and
-///   the copied columns are the same in every stored version of a row, so any one of them
-///   will do (`LIMIT 1 BY`).
-static CORRECT_EVENTS_SQL: std::sync::LazyLock<String> =
-    std::sync::LazyLock::new(correct_events_sql);
-
-fn correct_events_sql() -> String {
-    use crate::sink::tables::events::EventRow;
-    let columns = <EventRow as Row>::COLUMN_NAMES;
-    let select: Vec<String> = columns
-        .iter()
-        .map(|&column| match column {
-            "session_id" => "transform(message_id, ?, ?, session_id)".to_owned(),
-            "person_id" => "transform(message_id, ?, ?, person_id)".to_owned(),
-            "version" => "toUInt64(?)".to_owned(),
-            other => format!("`{other}`"),
-        })
-        .collect();
-    let insert: Vec<String> = columns.iter().map(|c| format!("`{c}`")).collect();
-    format!(
-        "INSERT INTO events ({}) SELECT {} FROM events \
-         WHERE tenant = ? AND (event_time, message_id) IN \
-         (SELECT toDateTime(tupleElement(key, 1)), tupleElement(key, 2) \
-          FROM (SELECT arrayJoin(arrayMap((t, m) -> (t, m), ?, ?)) AS key)) \
-         LIMIT 1 BY message_id",
-        insert.join(", "),
-        select.join(", ")
-    )
-}
-
 impl ClickHouseWriter {
     /// A writer for the configured database, recording checkpoints of `topic`.
     pub fn new(config: &ClickHouseConfig, topic: &str) -> Self {
@@ -362,42 +322,9 @@ impl ClickHouseWriter {
         Ok(())
     }
 
-    /// Rewrites the session and person of stored `events` rows of `tenant`, each row's other
-    /// columns unchanged, at version `epoch`. `corrections` are `(event_time, message_id,
-    /// session_id, person_id)`, `event_time` in seconds as stored (the sort key's prefix, so
-    /// the lookup reads only the rows' granules).
-    ///
-    /// The new row is built by ClickHouse from any stored version of the row (their copied
-    /// columns are equal), so the engine need not keep whole events in memory to correct them. Replaying it is harmless: the
-    /// columns it copies never change, and the two it replaces get the same values again.
-    /// (Written for ClickHouse 18.16, Debian's: no `SELECT * REPLACE`, no arrays in `IN`.)
-    pub async fn correct_events(
-        &self,
-        epoch: u64,
-        tenant: &str,
-        corrections: &[(u32, &str, &str, &str)],
-    ) -> Result<(), SinkError> {
-        if corrections.is_empty() {
-            return Ok(());
-        }
-        let times: Vec<u32> = corrections.iter().map(|c| c.0).collect();
-        let ids: Vec<&str> = corrections.iter().map(|c| c.1).collect();
-        let sessions: Vec<&str> = corrections.iter().map(|c| c.2).collect();
-        let persons: Vec<&str> = corrections.iter().map(|c| c.3).collect();
-        self.client
-            .query(&CORRECT_EVENTS_SQL)
-            .with_setting("max_query_size", "16777216")
-            .bind(&ids)
-            .bind(&sessions)
-            .bind(&ids)
-            .bind(&persons)
-            .bind(epoch)
-            .bind(tenant)
-            .bind(&times)
-            .bind(&ids)
-            .execute()
-            .await?;
-        Ok(())
+    /// The client, for the statements a table's sink owns (they depend on its row type).
+    pub(crate) fn client(&self) -> &Client {
+        &self.client
     }
 
     /// Records checkpoint `epoch`: every record below each partition's next offset is
