@@ -265,7 +265,7 @@ async fn events_flow_from_http_to_clickhouse_exactly_once() {
     // Exactly the accepted events are in Kafka, each once.
     let mut in_topic: Vec<String> = read_log(&brokers, &topic, expected)
         .into_iter()
-        .map(|record| record.event.message_id)
+        .map(|record| record.event.message_id.clone())
         .collect();
     in_topic.sort();
     let total = in_topic.len();

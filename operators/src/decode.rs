@@ -6,12 +6,15 @@
 //! offset when it checkpoints. A gateway's warning (a refused event, an ignored field) is not
 //! an event: it goes to its own sink, past every operator.
 
-use schemas::{Event, IngestWarning, Record, SourceRecord};
+use schemas::{IngestWarning, Record, SourceRecord};
+
+use crate::model::SharedEvent;
 use timely::dataflow::StreamVec;
 use timely::dataflow::operators::OkErr;
 use timely::progress::Timestamp;
 
-/// A decoded event and where it was read.
+/// A decoded event and where it was read. The event is shared from here on: it is large (about
+/// 850 bytes inline, plus its strings), and every operator hop would otherwise copy it.
 #[derive(
     Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
 )]
@@ -21,7 +24,7 @@ pub struct Decoded {
     /// Offset within the partition.
     pub offset: i64,
     /// The event.
-    pub event: Event,
+    pub event: SharedEvent,
 }
 
 /// A record that could not be decoded, and why.
@@ -80,7 +83,7 @@ pub fn decode_record(record: SourceRecord) -> Result<Decoded, NotAnEvent> {
         Ok(Record::Event(event)) => Ok(Decoded {
             partition,
             offset,
-            event,
+            event: SharedEvent::new(event),
         }),
         Ok(Record::Warning(warning)) => Err(NotAnEvent::Warning(Box::new(warning))),
         Err(error) => Err(NotAnEvent::Dead(DeadLetter {
@@ -96,7 +99,7 @@ pub fn decode_record(record: SourceRecord) -> Result<Decoded, NotAnEvent> {
 mod tests {
     use super::*;
     use proptest::prelude::*;
-    use schemas::EventKind;
+    use schemas::{Event, EventKind};
     use std::sync::{Arc, Mutex};
     use timely::dataflow::operators::vec::Input;
     use timely::dataflow::operators::vec::Map;
@@ -197,7 +200,7 @@ mod tests {
                             Ok(decoded) => (
                                 decoded.partition,
                                 decoded.offset,
-                                Some(decoded.event.clone()),
+                                Some(Event::clone(&decoded.event)),
                             ),
                             Err(NotAnEvent::Dead(dead)) => {
                                 assert!(!dead.error.is_empty());

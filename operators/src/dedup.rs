@@ -166,7 +166,7 @@ mod tests {
                     Decoded {
                         partition,
                         offset,
-                        event: e,
+                        event: e.into(),
                     }
                 })
                 .collect()
@@ -203,7 +203,7 @@ mod tests {
             .map(|(partition, offset, event)| Decoded {
                 partition,
                 offset,
-                event,
+                event: event.into(),
             })
             .collect();
         let peak = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));

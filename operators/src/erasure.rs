@@ -384,7 +384,7 @@ mod tests {
                             if tenant == "other" || kept(anonymous, user, received, &controls) {
                                 expected.push(id);
                             }
-                            input.push(Input::Event(Decoded { partition: 0, offset: position as i64, event: e }));
+                            input.push(Input::Event(Decoded { partition: 0, offset: position as i64, event: e.into() }));
                         }
                     }
                     _ => {
@@ -405,7 +405,7 @@ mod tests {
                 });
                 events
                     .erase(controls.broadcast(), log.clone(), |_| {})
-                    .map(|decoded| decoded.event.message_id)
+                    .map(|decoded| decoded.event.message_id.clone())
             });
             kept_ids.sort();
             expected.sort();

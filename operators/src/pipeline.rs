@@ -195,10 +195,10 @@ where
     let (checked, warnings) = decoded
         .dedup(settings.dedup, gauges.dedup_ids.clone())
         .flat_map(move |mut decoded: Decoded| {
-            let warnings = remove_placeholder_ids(&mut decoded.event, &placeholders);
+            // The event is not shared yet (dedup let the only copy through): no clone.
+            let warnings = remove_placeholder_ids(Arc::make_mut(&mut decoded.event), &placeholders);
             let position = (decoded.partition, decoded.offset);
-            std::iter::once(Ok((Arc::new(decoded.event), position)))
-                .chain(warnings.into_iter().map(Err))
+            std::iter::once(Ok((decoded.event, position))).chain(warnings.into_iter().map(Err))
         })
         .ok_err(|checked| checked);
     // Identity claims are small and decide whom everything belongs to: they apply whatever
@@ -492,7 +492,7 @@ mod tests {
                 Input::Record(Decoded {
                     partition,
                     offset,
-                    event,
+                    event: event.into(),
                 }),
                 1,
             ));
@@ -1224,7 +1224,7 @@ mod memory {
                     input.send(Decoded {
                         partition: 0,
                         offset,
-                        event,
+                        event: event.into(),
                     });
                     offset += 1;
                 }
@@ -1275,7 +1275,7 @@ mod memory {
                 input.send(Decoded {
                     partition: 0,
                     offset: i,
-                    event: e,
+                    event: e.into(),
                 });
             }
             input.advance_to(1);

@@ -118,7 +118,7 @@ pub fn analyze(log: &[Decoded], unlinks: &[Unlink], settings: &AnalyticsSettings
     };
     let mut all: Vec<SharedEvent> = Vec::with_capacity(first.len());
     for decoded in first.into_values() {
-        let mut event = decoded.event.clone();
+        let mut event = Event::clone(&decoded.event);
         let mut removed = Vec::new();
         if !event.user_id.is_empty() && is_placeholder(&event.user_id) {
             removed.push((IdField::UserId, std::mem::take(&mut event.user_id)));

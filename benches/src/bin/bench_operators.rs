@@ -92,7 +92,7 @@ fn main() -> anyhow::Result<()> {
             Decoded {
                 partition: partition as i32,
                 offset: offsets[partition] - 1,
-                event: arrival.event,
+                event: arrival.event.into(),
             }
         })
         .collect();

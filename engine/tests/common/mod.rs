@@ -427,7 +427,7 @@ pub fn read_log(brokers: &str, topic: &str, expected: usize) -> Vec<operators::D
                 log.push(operators::Decoded {
                     partition: message.partition(),
                     offset: message.offset(),
-                    event,
+                    event: event.into(),
                 });
             }
             quiet_since = std::time::Instant::now();
@@ -465,7 +465,7 @@ pub async fn produce(
         log.push(operators::Decoded {
             partition: delivered.partition,
             offset: delivered.offset,
-            event: event.clone(),
+            event: event.clone().into(),
         });
     }
     log
