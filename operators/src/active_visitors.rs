@@ -45,9 +45,7 @@ impl<'s, T: Timestamp + TotalOrder> ActiveVisitors<'s, T> for StreamVec<'s, T, S
         self.unary_frontier(by_tenant, "ActiveVisitors", move |capability, _info| {
             let mut held = Some(capability);
             let mut pending: BTreeMap<T, Vec<SharedEvent>> = BTreeMap::new();
-            // tenant -> visitor -> newest event time
-            let mut last_seen: FxHashMap<String, FxHashMap<String, i64>> = FxHashMap::default();
-            let mut emitted: FxHashMap<String, i64> = FxHashMap::default();
+            let mut visitors = ActiveCounts::default();
             move |(input, frontier), output| {
                 input.for_each(|capability, data| {
                     if let Some(time) = capability.least() {
@@ -75,43 +73,16 @@ impl<'s, T: Timestamp + TotalOrder> ActiveVisitors<'s, T> for StreamVec<'s, T, S
                         break;
                     }
                     for event in entry.remove() {
-                        if event.is_activity() {
-                            // Looked up by `&str` first: an owned key is made only for a
-                            // tenant or visitor not seen in the window.
-                            if !last_seen.contains_key(&event.tenant) {
-                                last_seen.insert(event.tenant.clone(), FxHashMap::default());
-                            }
-                            let Some(seen) = last_seen.get_mut(&event.tenant) else {
-                                continue;
-                            };
-                            match seen.get_mut(event.visitor_id()) {
-                                Some(newest) => *newest = (*newest).max(event.timestamp_ms),
-                                None => {
-                                    seen.insert(event.visitor_id().to_owned(), event.timestamp_ms);
-                                }
-                            }
-                        }
+                        visitors.note(&event);
                     }
                 }
                 let now = now_of(&refresh);
                 let at = cap.delayed(&refresh);
                 let mut session = output.session(&at);
-                for (tenant, seen) in &mut last_seen {
-                    seen.retain(|_, time| *time > now - window_ms);
-                    let count = seen.values().filter(|time| **time <= now).count() as i64;
-                    let before = emitted.get(tenant).copied().unwrap_or(0);
-                    if count != before {
-                        if before != 0 {
-                            session.give(((tenant.clone(), before), refresh.clone(), -1));
-                        }
-                        if count != 0 {
-                            session.give(((tenant.clone(), count), refresh.clone(), 1));
-                        }
-                        emitted.insert(tenant.clone(), count);
-                    }
-                }
-                last_seen.retain(|_, seen| !seen.is_empty());
-                gauge.set(last_seen.values().map(|seen| seen.len()).sum());
+                visitors.refresh(now, window_ms, |count, diff| {
+                    session.give((count, refresh.clone(), diff))
+                });
+                gauge.set(visitors.held());
                 drop(session);
                 if frontier.is_empty() {
                     held = None;
@@ -121,6 +92,62 @@ impl<'s, T: Timestamp + TotalOrder> ActiveVisitors<'s, T> for StreamVec<'s, T, S
             }
         })
         .as_collection()
+    }
+}
+
+/// What one worker keeps: per tenant, each visitor's newest activity (event time, Unix ms)
+/// within the window, and the count last emitted.
+#[derive(Debug, Default)]
+struct ActiveCounts {
+    last_seen: FxHashMap<String, FxHashMap<String, i64>>,
+    emitted: FxHashMap<String, i64>,
+}
+
+impl ActiveCounts {
+    /// Notes an event (only activity counts). Looked up by `&str` first: an owned key is
+    /// made only for a tenant or visitor not seen in the window.
+    fn note(&mut self, event: &SharedEvent) {
+        if !event.is_activity() {
+            return;
+        }
+        if !self.last_seen.contains_key(&event.tenant) {
+            self.last_seen
+                .insert(event.tenant.clone(), FxHashMap::default());
+        }
+        let Some(seen) = self.last_seen.get_mut(&event.tenant) else {
+            return;
+        };
+        match seen.get_mut(event.visitor_id()) {
+            Some(newest) => *newest = (*newest).max(event.timestamp_ms),
+            None => {
+                seen.insert(event.visitor_id().to_owned(), event.timestamp_ms);
+            }
+        }
+    }
+
+    /// Forgets the visitors out of the window ending `now`, and emits each tenant's count
+    /// that changed as a retraction and an insertion.
+    fn refresh(&mut self, now: i64, window_ms: i64, mut emit: impl FnMut((String, i64), isize)) {
+        for (tenant, seen) in &mut self.last_seen {
+            seen.retain(|_, time| *time > now - window_ms);
+            let count = seen.values().filter(|time| **time <= now).count() as i64;
+            let before = self.emitted.get(tenant).copied().unwrap_or(0);
+            if count != before {
+                if before != 0 {
+                    emit((tenant.clone(), before), -1);
+                }
+                if count != 0 {
+                    emit((tenant.clone(), count), 1);
+                }
+                self.emitted.insert(tenant.clone(), count);
+            }
+        }
+        self.last_seen.retain(|_, seen| !seen.is_empty());
+    }
+
+    /// Visitors held.
+    fn held(&self) -> usize {
+        self.last_seen.values().map(|seen| seen.len()).sum()
     }
 }
 

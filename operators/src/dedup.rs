@@ -6,6 +6,9 @@
 //! makes its output a function of the log, not of how records were split into epochs: a replay
 //! after a crash keeps exactly the same events.
 
+use std::collections::hash_map::RandomState;
+use std::hash::BuildHasher;
+
 use rustc_hash::FxHashMap;
 
 use timely::dataflow::StreamVec;
@@ -15,6 +18,7 @@ use timely::order::TotalOrder;
 use timely::progress::Timestamp;
 
 use crate::Decoded;
+use crate::expiry::Expiry;
 use crate::gauges::StateGauge;
 use crate::model::Position;
 use crate::stash::{Stash, route};
@@ -50,62 +54,11 @@ impl<'s, T: Timestamp + TotalOrder> Dedup<'s, T> for StreamVec<'s, T, Decoded> {
         });
         self.unary_frontier(exchange, "Dedup", move |_capability, _info| {
             let mut stash = Stash::default();
-            // 128-bit fingerprint of (tenant, message id) -> received_at of the kept
-            // occurrence. A fingerprint instead of the strings saves two allocations per
-            // event; with independent random keys, a collision among a billion live ids has
-            // a probability around 10^-21. Keys are per process, which is enough: a message
-            // id is routed to one worker, and the state is rebuilt on restart.
-            let hashers = (
-                std::collections::hash_map::RandomState::new(),
-                std::collections::hash_map::RandomState::new(),
-            );
-            let fingerprint = move |tenant: &str, message_id: &str| -> u128 {
-                use std::hash::BuildHasher;
-                let one = hashers.0.hash_one((tenant, message_id));
-                let two = hashers.1.hash_one((tenant, message_id));
-                (u128::from(one) << 64) | u128::from(two)
-            };
-            let mut seen: FxHashMap<u128, i64> = FxHashMap::default();
-            let mut clock = i64::MIN;
-            let mut since_expiry = 0usize;
+            let mut seen = SeenIds::new(settings);
             move |(input, frontier), output| {
                 input.for_each(|capability, data| stash.push_all(&capability, data));
                 for (capability, chunks) in stash.complete(&[frontier]) {
-                    // The occurrence kept of each new id in this batch: the lowest position.
-                    // Choosing by position (not by arrival) makes the choice independent of how
-                    // records were split into messages, without sorting whole events.
-                    let mut kept: FxHashMap<u128, (Position, i64, (usize, usize))> =
-                        FxHashMap::default();
-                    for (c, chunk) in chunks.iter().enumerate() {
-                        for (i, decoded) in chunk.iter().enumerate() {
-                            let event = &decoded.event;
-                            clock = clock.max(event.received_at_ms);
-                            since_expiry += 1;
-                            let key = fingerprint(&event.tenant, &event.message_id);
-                            if seen.contains_key(&key) {
-                                continue;
-                            }
-                            let candidate = (
-                                (decoded.partition, decoded.offset),
-                                event.received_at_ms,
-                                (c, i),
-                            );
-                            kept.entry(key)
-                                .and_modify(|best| {
-                                    if candidate.0 < best.0 {
-                                        *best = candidate;
-                                    }
-                                })
-                                .or_insert(candidate);
-                        }
-                    }
-                    let mut winners: Vec<(usize, usize)> = Vec::with_capacity(kept.len());
-                    for (key, (_, received_at_ms, index)) in kept {
-                        seen.insert(key, received_at_ms);
-                        winners.push(index);
-                    }
-                    winners.sort_unstable();
-                    let mut winners = winners.into_iter().peekable();
+                    let mut winners = seen.first_occurrences(&chunks).into_iter().peekable();
                     let mut session = output.session(&capability);
                     for (c, chunk) in chunks.into_iter().enumerate() {
                         for (i, decoded) in chunk.into_iter().enumerate() {
@@ -114,16 +67,85 @@ impl<'s, T: Timestamp + TotalOrder> Dedup<'s, T> for StreamVec<'s, T, Decoded> {
                             }
                         }
                     }
-                    // Expire in sweeps, amortised over the records processed since the last.
-                    if since_expiry >= seen.len() / 4 + 1024 {
-                        since_expiry = 0;
-                        let cutoff = clock.saturating_sub(settings.horizon_ms);
-                        seen.retain(|_, received| *received >= cutoff);
-                    }
-                    gauge.set(seen.len());
+                    seen.sweep_when_due();
+                    gauge.set(seen.ids.len());
                 }
             }
         })
+    }
+}
+
+/// The message ids one worker has let through, each until the horizon after it was received.
+///
+/// Ids are held as a 128-bit fingerprint of (tenant, message id) instead of the strings,
+/// which saves two allocations per event; with independent random keys, a collision among a
+/// billion live ids has a probability around 10^-21. Keys are per process, which is enough:
+/// a message id is routed to one worker, and the state is rebuilt on restart.
+struct SeenIds {
+    hashers: (RandomState, RandomState),
+    /// Fingerprint -> `received_at_ms` of the occurrence let through.
+    ids: FxHashMap<u128, i64>,
+    expiry: Expiry,
+}
+
+impl SeenIds {
+    fn new(settings: DedupSettings) -> SeenIds {
+        SeenIds {
+            hashers: (RandomState::new(), RandomState::new()),
+            ids: FxHashMap::default(),
+            expiry: Expiry::new(settings.horizon_ms),
+        }
+    }
+
+    fn fingerprint(&self, tenant: &str, message_id: &str) -> u128 {
+        let one = self.hashers.0.hash_one((tenant, message_id));
+        let two = self.hashers.1.hash_one((tenant, message_id));
+        (u128::from(one) << 64) | u128::from(two)
+    }
+
+    /// The places `(chunk, index)`, in order, of the batch's first occurrence of each id not
+    /// seen before, which are remembered from now on. The first is the lowest position
+    /// (partition, offset), not the first to arrive: the choice is then independent of how
+    /// records were split into messages, without sorting whole events.
+    fn first_occurrences(&mut self, chunks: &[Vec<Decoded>]) -> Vec<(usize, usize)> {
+        let mut kept: FxHashMap<u128, (Position, i64, (usize, usize))> = FxHashMap::default();
+        for (c, chunk) in chunks.iter().enumerate() {
+            for (i, decoded) in chunk.iter().enumerate() {
+                let event = &decoded.event;
+                self.expiry.observe(event.received_at_ms);
+                let key = self.fingerprint(&event.tenant, &event.message_id);
+                if self.ids.contains_key(&key) {
+                    continue;
+                }
+                let candidate = (
+                    (decoded.partition, decoded.offset),
+                    event.received_at_ms,
+                    (c, i),
+                );
+                kept.entry(key)
+                    .and_modify(|best| {
+                        if candidate.0 < best.0 {
+                            *best = candidate;
+                        }
+                    })
+                    .or_insert(candidate);
+            }
+        }
+        let mut winners: Vec<(usize, usize)> = Vec::with_capacity(kept.len());
+        for (key, (_, received_at_ms, place)) in kept {
+            self.ids.insert(key, received_at_ms);
+            winners.push(place);
+        }
+        winners.sort_unstable();
+        winners
+    }
+
+    /// Forgets the ids let through more than the horizon before the clock, when a sweep is
+    /// due.
+    fn sweep_when_due(&mut self) {
+        if let Some(cutoff) = self.expiry.sweep_due(self.ids.len()) {
+            self.ids.retain(|_, received| *received >= cutoff);
+        }
     }
 }
 

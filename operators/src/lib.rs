@@ -17,6 +17,7 @@ pub mod claims;
 pub mod decode;
 pub mod dedup;
 pub mod erasure;
+mod expiry;
 pub mod gauges;
 pub mod identity;
 pub mod model;

@@ -32,6 +32,7 @@ use timely::dataflow::operators::Concat;
 use timely::dataflow::operators::vec::Map;
 
 use crate::erasure::{ControlRecord, Erasures};
+use crate::expiry::Expiry;
 use crate::gauges::StateGauge;
 use crate::model::{Node, Person, SharedActivity};
 use crate::stash::{Stash, route};
@@ -100,23 +101,23 @@ type Attributed<T> = ((Person, SharedActivity), T, isize);
 
 /// What one worker of the operator keeps: the id -> person map and the retained events, by
 /// the node they are attributed through.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Persons {
     person_of: FxHashMap<Node, Person>,
     visitors: FxHashMap<Node, Visitor>,
     /// Events in `visitors`.
     retained: usize,
-    /// The newest `received_at` seen (Unix ms).
-    clock: i64,
-    /// Events added since the last sweep.
-    since_expiry: usize,
+    /// Events are kept [`Retention::keep_ms`] behind the clock of the events assigned.
+    expiry: Expiry,
 }
 
 impl Persons {
-    fn new() -> Persons {
+    fn new(retention: Retention) -> Persons {
         Persons {
-            clock: i64::MIN,
-            ..Persons::default()
+            person_of: FxHashMap::default(),
+            visitors: FxHashMap::default(),
+            retained: 0,
+            expiry: Expiry::new(retention.keep_ms()),
         }
     }
 
@@ -226,7 +227,7 @@ impl Persons {
         mut emit: impl FnMut(Attributed<T>),
     ) {
         for event in events {
-            self.clock = self.clock.max(event.received_at_ms);
+            self.expiry.observe(event.received_at_ms);
             let node = Node::attribution_of(&event);
             emit(((self.person(&node), event.clone()), time.clone(), 1));
             let visitor = self.visitors.entry(node).or_default();
@@ -238,19 +239,48 @@ impl Persons {
             visitor.last_time_ms = visitor.last_time_ms.max(event.timestamp_ms);
             visitor.events.push(event);
             self.retained += 1;
-            self.since_expiry += 1;
         }
+    }
+
+    /// Applies one batch: erasures first, under the map as it was when the events were
+    /// emitted (a merge of the same time then finds nothing of theirs); then the map's changes,
+    /// re-attributing the events they move; then the new events.
+    fn apply<T: Clone>(
+        &mut self,
+        updates: impl IntoIterator<Item = Update>,
+        log: &mut ErasureLog,
+        time: &T,
+        mut emit: impl FnMut(Attributed<T>),
+    ) {
+        let (mut changes, mut new_events) = (Vec::new(), Vec::new());
+        let mut erased = false;
+        for update in updates {
+            match update {
+                Update::Person(node, person, diff) => changes.push((node, person, diff)),
+                Update::Event(event) => new_events.push(event),
+                Update::Erasure(ControlRecord(message)) => {
+                    log.apply(&message);
+                    erased |= !matches!(message, ControlMessage::LiftSuppression { .. });
+                }
+            }
+        }
+        let cutoff = self.expiry.cutoff();
+        if erased {
+            self.withdraw(log, cutoff, time, &mut emit);
+        }
+        let before = self.apply_map(changes);
+        self.reattribute(before, cutoff, time, &mut emit);
+        self.assign(new_events, cutoff, time, &mut emit);
+        self.sweep_when_due();
     }
 
     /// Every so often (amortised over the events added), releases the events older than
     /// `keep_ms` before the clock (a visitor who keeps coming back keeps only those a change
     /// may still re-attribute) and the visitors left without any.
-    fn sweep_when_due(&mut self, keep_ms: i64) {
-        if self.since_expiry < self.visitors.len() / 4 + 1024 {
+    fn sweep_when_due(&mut self) {
+        let Some(cutoff) = self.expiry.sweep_due(self.visitors.len()) else {
             return;
-        }
-        self.since_expiry = 0;
-        let cutoff = self.clock.saturating_sub(keep_ms);
+        };
         let mut released = 0;
         self.visitors.retain(|_, visitor| {
             let before = visitor.events.len();
@@ -307,7 +337,7 @@ impl<'s, T: Timestamp + TotalOrder> AssignPersons<'s, T> for StreamVec<'s, T, Sh
             "AssignPersons",
             move |_capability, _info| {
                 let mut stash: Stash<T, Update> = Stash::default();
-                let mut state = Persons::new();
+                let mut state = Persons::new(retention);
                 move |(events, events_frontier), (mapping, mapping_frontier), output| {
                     events.for_each(|capability, data| {
                         let Some(time) = capability.least().cloned() else {
@@ -339,31 +369,9 @@ impl<'s, T: Timestamp + TotalOrder> AssignPersons<'s, T> for StreamVec<'s, T, Sh
                     {
                         let time = capability.time().clone();
                         let mut session = output.session(&capability);
-                        let (mut changes, mut new_events) = (Vec::new(), Vec::new());
-                        let mut erased = false;
-                        for update in updates.into_iter().flatten() {
-                            match update {
-                                Update::Person(node, person, diff) => {
-                                    changes.push((node, person, diff))
-                                }
-                                Update::Event(event) => new_events.push(event),
-                                Update::Erasure(ControlRecord(message)) => {
-                                    log.apply(&message);
-                                    erased |=
-                                        !matches!(message, ControlMessage::LiftSuppression { .. });
-                                }
-                            }
-                        }
-                        let cutoff = state.clock.saturating_sub(retention.keep_ms());
-                        // Erasures first, under the map as it was when the events were
-                        // emitted: a merge of the same time then finds nothing of theirs.
-                        if erased {
-                            state.withdraw(&log, cutoff, &time, |update| session.give(update));
-                        }
-                        let before = state.apply_map(changes);
-                        state.reattribute(before, cutoff, &time, |update| session.give(update));
-                        state.assign(new_events, cutoff, &time, |update| session.give(update));
-                        state.sweep_when_due(retention.keep_ms());
+                        state.apply(updates.into_iter().flatten(), &mut log, &time, |update| {
+                            session.give(update)
+                        });
                         gauge.set(state.retained);
                     }
                 }

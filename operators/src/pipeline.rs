@@ -78,11 +78,9 @@ impl AnalyticsSettings {
     /// its last event (sessionize keeps a margin and a gap more). A restart replays this much
     /// of the log to rebuild the state.
     pub fn replay_horizon_ms(&self) -> u64 {
-        let retention = self.sessions.retention;
         let sessions = self.sessions.max_session_ms
-            + retention.keep_ms()
-            + retention.margin_ms
-            + retention.session_gap_ms;
+            + self.sessions.events_keep_ms()
+            + self.sessions.retention.session_gap_ms;
         self.dedup.horizon_ms.max(sessions).max(0) as u64
     }
 }

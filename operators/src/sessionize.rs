@@ -23,6 +23,7 @@ use timely::dataflow::operators::generic::operator::Operator;
 use timely::order::TotalOrder;
 use timely::progress::Timestamp;
 
+use crate::expiry::Expiry;
 use crate::gauges::StateGauge;
 use crate::model::{Activity, Enriched, Person, Session, SharedActivity, empty_str};
 use crate::persons::Retention;
@@ -67,13 +68,24 @@ impl SessionSettings {
             .unwrap_or(self.gap_ms)
     }
 
-    /// How long after its start (Unix ms of event time, against a worker's clock) a minute's
-    /// window of per-minute rollups is kept: a session starting in it may grow for
-    /// `max_session_ms`, and changes arrive up to the retention's keep after that (plus a
-    /// margin for workers whose clocks lag). Until then the dataflow may write the minute
-    /// again.
+    /// How long after a person's last event (against a worker's clock) sessionize keeps
+    /// their events: the retention's keep, plus a margin for workers whose clocks lag the
+    /// clock of the worker that assigned the events.
+    pub fn events_keep_ms(&self) -> i64 {
+        self.retention.keep_ms() + self.retention.margin_ms
+    }
+
+    /// How long after its start (Unix ms of event time, against a worker's clock) a rollup
+    /// window `window_ms` long is kept: a session starting in it may grow for
+    /// `max_session_ms`, and changes arrive up to [`SessionSettings::events_keep_ms`] after
+    /// that. Until then the dataflow may write the window again.
+    pub fn rollup_keep_ms(&self, window_ms: i64) -> i64 {
+        window_ms + self.max_session_ms + self.events_keep_ms()
+    }
+
+    /// [`SessionSettings::rollup_keep_ms`] of a minute's window of per-minute rollups.
     pub fn window_keep_ms(&self) -> i64 {
-        60_000 + self.max_session_ms + self.retention.keep_ms() + self.retention.margin_ms
+        self.rollup_keep_ms(60_000)
     }
 
     /// The bounce rule of `tenant`.
@@ -261,6 +273,50 @@ impl PersonState {
         dropped
     }
 
+    /// Where re-sessionizing from the first changed key `lo` starts: the index of the first
+    /// session a change can reach (`gap` is the person's tenant's), and the key of the first
+    /// event to walk. The last session that starts before the change, when it also ended
+    /// before it (the usual case, an event arriving after the person's others), is unchanged:
+    /// `builder` resumes from it as it stands, without walking its events again (each event
+    /// of a visit would otherwise cost the whole visit so far).
+    fn resume_point(&self, lo: &Key, gap: i64, builder: &mut Builder<'_>) -> (usize, Key) {
+        let first = self.sessions.partition_point(|s| s.end_ms + gap <= lo.0);
+        let starting_before = self
+            .sessions
+            .partition_point(|s| (s.start_ms, &s.session_id) < (lo.0, &lo.1));
+        let resumable = starting_before
+            .checked_sub(1)
+            .filter(|last| *last >= first && self.sessions[*last].end_ms < lo.0);
+        match (resumable, self.sessions.get(first)) {
+            (Some(last), _) => {
+                builder.resume(self.sessions[last].clone());
+                (last, lo.clone())
+            }
+            (None, Some(s)) if (s.start_ms, &s.session_id) < (lo.0, &lo.1) => {
+                (first, (s.start_ms, s.session_id.clone()))
+            }
+            (None, _) => (first, lo.clone()),
+        }
+    }
+
+    /// Replaces the sessions in `range` by `sessions`, emitting those that went and those that
+    /// came (a session unchanged is neither).
+    fn replace_sessions(
+        &mut self,
+        range: std::ops::Range<usize>,
+        sessions: Vec<Session>,
+        mut emit: impl FnMut(Output, isize),
+    ) {
+        let old = &self.sessions[range.clone()];
+        for gone in old.iter().filter(|old| !sessions.contains(old)) {
+            emit(Output::Session(gone.clone()), -1);
+        }
+        for new in sessions.iter().filter(|new| !old.contains(new)) {
+            emit(Output::Session(new.clone()), 1);
+        }
+        self.sessions.splice(range, sessions);
+    }
+
     /// Recomputes the sessions that changes to the entries between the keys `changed.0` and
     /// `changed.1` (inclusive) can affect, emits the sessions and event memberships that
     /// differ from what was emitted, and drops the entries whose count fell to zero (returning
@@ -282,30 +338,8 @@ impl PersonState {
         settings: &SessionSettings,
         mut emit: impl FnMut(Output, isize),
     ) -> usize {
-        let gap = settings.gap_for(&person.tenant);
-        let mut first = self.sessions.partition_point(|s| s.end_ms + gap <= lo.0);
         let mut builder = Builder::new(person, settings);
-        // The last session that starts before the first change: when it also ended before it
-        // (the usual case, an event arriving after the person's others), its events are all
-        // unchanged and the sessions grow on from it as it stands, without walking its events
-        // again (each event of a visit would otherwise cost the whole visit so far).
-        let starting_before = self
-            .sessions
-            .partition_point(|s| (s.start_ms, &s.session_id) < (lo.0, &lo.1));
-        let resumable = starting_before
-            .checked_sub(1)
-            .filter(|last| *last >= first && self.sessions[*last].end_ms < lo.0);
-        let start: Key = match (resumable, self.sessions.get(first)) {
-            (Some(last), _) => {
-                first = last;
-                builder.resume(self.sessions[last].clone());
-                lo.clone()
-            }
-            (None, Some(s)) if (s.start_ms, &s.session_id) < (lo.0, &lo.1) => {
-                (s.start_ms, s.session_id.clone())
-            }
-            (None, _) => lo.clone(),
-        };
+        let (first, start) = self.resume_point(lo, settings.gap_for(&person.tenant), &mut builder);
         let old_sessions = &self.sessions;
         let empty = empty_str();
         let mut stop = None;
@@ -348,19 +382,85 @@ impl PersonState {
             }
         }
         let end = stop.unwrap_or(self.sessions.len());
-        let sessions = builder.finish(settings);
-        let old = &self.sessions[first..end];
-        for gone in old.iter().filter(|old| !sessions.contains(old)) {
-            emit(Output::Session(gone.clone()), -1);
-        }
-        for new in sessions.iter().filter(|new| !old.contains(new)) {
-            emit(Output::Session(new.clone()), 1);
-        }
-        self.sessions.splice(first..end, sessions);
+        self.replace_sessions(first..end, builder.finish(settings), &mut emit);
         if dropped > 0 {
             self.events.retain(|(_, entry)| entry.count > 0);
         }
         dropped
+    }
+}
+
+/// What one worker of the operator keeps: each person's retained events.
+struct Sessionizer {
+    persons: FxHashMap<Person, PersonState>,
+    /// Events held in `persons`.
+    retained: usize,
+    /// A person's events are kept the retention's keep and a margin behind the clock.
+    expiry: Expiry,
+    settings: SessionSettings,
+}
+
+impl Sessionizer {
+    fn new(settings: SessionSettings) -> Sessionizer {
+        Sessionizer {
+            persons: FxHashMap::default(),
+            retained: 0,
+            expiry: Expiry::new(settings.events_keep_ms()),
+            settings,
+        }
+    }
+
+    /// Applies a batch of attributed events (insertions and retractions), then re-sessionizes
+    /// each touched person between the first and the last key the batch changed, emitting
+    /// the sessions and events that changed.
+    fn apply(
+        &mut self,
+        updates: impl IntoIterator<Item = (Person, SharedActivity, isize)>,
+        mut emit: impl FnMut(Output, isize),
+    ) {
+        // Per touched person, the first and last key that changed.
+        let mut touched: FxHashMap<Person, (Key, Key)> = FxHashMap::default();
+        for (person, event, diff) in updates {
+            self.expiry.observe(event.received_at_ms);
+            let state = self.persons.entry(person.clone()).or_default();
+            let key: Key = (event.timestamp_ms, event.message_id.clone());
+            match touched.get_mut(&person) {
+                Some((lo, hi)) => {
+                    if key < *lo {
+                        *lo = key.clone();
+                    } else if key > *hi {
+                        *hi = key.clone();
+                    }
+                }
+                None => {
+                    touched.insert(person, (key.clone(), key.clone()));
+                }
+            }
+            let (entry, added) = state.entry(key, event);
+            entry.count += diff;
+            self.retained += usize::from(added);
+        }
+        for (person, (lo, hi)) in touched {
+            let Some(state) = self.persons.get_mut(&person) else {
+                continue;
+            };
+            self.retained -= state.resessionize(&person, (&lo, &hi), &self.settings, &mut emit);
+        }
+    }
+
+    /// Releases, when a sweep is due, what no change can reach any more. A person who keeps
+    /// coming back keeps only the sessions a change can still reach: one moved in by an
+    /// identity change lands at most a gap before the cutoff.
+    fn sweep_when_due(&mut self) {
+        let Some(cutoff) = self.expiry.sweep_due(self.persons.len()) else {
+            return;
+        };
+        let closed = cutoff.saturating_sub(self.settings.retention.session_gap_ms);
+        let retained = &mut self.retained;
+        self.persons.retain(|_, state| {
+            *retained -= state.release_before(closed);
+            !state.events.is_empty()
+        });
     }
 }
 
@@ -396,11 +496,7 @@ impl<'s, T: Timestamp + TotalOrder> Sessionize<'s, T>
             self.inner
                 .unary_frontier(by_person, "Sessionize", move |_capability, _info| {
                     let mut stash: Stash<T, (Person, SharedActivity, isize)> = Stash::default();
-                    let mut persons: FxHashMap<Person, PersonState> = FxHashMap::default();
-                    let mut retained = 0usize;
-                    let mut clock = i64::MIN;
-                    let mut since_expiry = 0usize;
-                    let keep_ms = settings.retention.keep_ms() + settings.retention.margin_ms;
+                    let mut state = Sessionizer::new(settings);
                     move |(input, frontier), output| {
                         input.for_each(|capability, data| {
                             for ((person, event), time, diff) in data.drain(..) {
@@ -410,54 +506,11 @@ impl<'s, T: Timestamp + TotalOrder> Sessionize<'s, T>
                         for (capability, updates) in stash.complete(&[frontier]) {
                             let time = capability.time().clone();
                             let mut session = output.session(&capability);
-                            // Per touched person, the first and last key that changed.
-                            let mut touched: FxHashMap<Person, (Key, Key)> = FxHashMap::default();
-                            for (person, event, diff) in updates.into_iter().flatten() {
-                                clock = clock.max(event.received_at_ms);
-                                let state = persons.entry(person.clone()).or_default();
-                                let key: Key = (event.timestamp_ms, event.message_id.clone());
-                                match touched.get_mut(&person) {
-                                    Some((lo, hi)) => {
-                                        if key < *lo {
-                                            *lo = key.clone();
-                                        } else if key > *hi {
-                                            *hi = key.clone();
-                                        }
-                                    }
-                                    None => {
-                                        touched.insert(person, (key.clone(), key.clone()));
-                                    }
-                                }
-                                let (entry, added) = state.entry(key, event);
-                                entry.count += diff;
-                                retained += usize::from(added);
-                                since_expiry += 1;
-                            }
-                            for (person, (lo, hi)) in touched {
-                                let Some(state) = persons.get_mut(&person) else {
-                                    continue;
-                                };
-                                retained -= state.resessionize(
-                                    &person,
-                                    (&lo, &hi),
-                                    &settings,
-                                    |output, diff| session.give((output, time.clone(), diff)),
-                                );
-                            }
-                            if since_expiry >= persons.len() / 4 + 1024 {
-                                since_expiry = 0;
-                                let cutoff = clock.saturating_sub(keep_ms);
-                                // A person who keeps coming back keeps only the sessions a change
-                                // can still reach: one moved in by an identity change lands at
-                                // most a gap before `cutoff`.
-                                let closed =
-                                    cutoff.saturating_sub(settings.retention.session_gap_ms);
-                                persons.retain(|_, state| {
-                                    retained -= state.release_before(closed);
-                                    !state.events.is_empty()
-                                });
-                            }
-                            gauge.set(retained);
+                            state.apply(updates.into_iter().flatten(), |output, diff| {
+                                session.give((output, time.clone(), diff))
+                            });
+                            state.sweep_when_due();
+                            gauge.set(state.retained);
                         }
                     }
                 });

@@ -19,6 +19,7 @@ use timely::dataflow::operators::generic::operator::Operator;
 use timely::order::TotalOrder;
 use timely::progress::Timestamp;
 
+use crate::expiry::Expiry;
 use crate::gauges::StateGauge;
 use crate::model::{Enriched, VisitorHour};
 use crate::rows::Rows;
@@ -55,17 +56,14 @@ impl<'s, T: Timestamp + TotalOrder> VisitorHours<'s, T> for VecCollection<'s, T,
         let by_window = Exchange::new(|(e, _, _): &(Enriched, T, isize)| {
             route(&(&e.event.tenant, hour_of(e.event.timestamp_ms)))
         });
-        let keep_ms = HOUR_MS
-            + settings.max_session_ms
-            + settings.retention.keep_ms()
-            + settings.retention.margin_ms;
+        let keep_ms = settings.rollup_keep_ms(HOUR_MS);
         self.filter(|enriched| enriched.event.is_activity())
             .inner
             .unary_frontier(by_window, "VisitorHours", move |_capability, _info| {
                 let mut stash: Stash<T, (Enriched, isize)> = Stash::default();
                 // Activity events and page views of each row with any.
                 let mut rows: Rows<RowKey, (i64, i64)> = Rows::default();
-                let mut clock = i64::MIN;
+                let mut expiry = Expiry::new(keep_ms);
                 move |(input, frontier), output| {
                     input.for_each(|capability, data| {
                         for (enriched, time, diff) in data.drain(..) {
@@ -76,7 +74,7 @@ impl<'s, T: Timestamp + TotalOrder> VisitorHours<'s, T> for VecCollection<'s, T,
                         let time = capability.time().clone();
                         for (enriched, diff) in updates.into_iter().flatten() {
                             let event = &enriched.event;
-                            clock = clock.max(event.received_at_ms);
+                            expiry.observe(event.received_at_ms);
                             let key = (
                                 event.tenant.clone(),
                                 hour_of(event.timestamp_ms),
@@ -108,7 +106,7 @@ impl<'s, T: Timestamp + TotalOrder> VisitorHours<'s, T> for VecCollection<'s, T,
                                 session.give((row(new), time.clone(), 1));
                             }
                         });
-                        let cutoff = clock.saturating_sub(keep_ms);
+                        let cutoff = expiry.cutoff();
                         rows.retain(|(_, hour, _, _)| *hour >= cutoff);
                         gauge.set(rows.len());
                     }

@@ -21,6 +21,7 @@ use timely::dataflow::operators::generic::operator::Operator;
 use timely::order::TotalOrder;
 use timely::progress::Timestamp;
 
+use crate::expiry::Expiry;
 use crate::gauges::StateGauge;
 use crate::model::{Activity, AggRow, Enriched, Metric, Session, empty_str, minute_of};
 use crate::rows::Rows;
@@ -235,12 +236,7 @@ impl<'s, T: Timestamp + TotalOrder> WindowAggregate<'s, T>
                 "WindowAggregate",
                 move |_capability, _info| {
                     let mut stash: Stash<T, Update> = Stash::default();
-                    // Tenant, then minute: expiry splits off whole minutes instead of
-                    // visiting every window on every batch.
-                    let mut windows: FxHashMap<String, BTreeMap<i64, Window>> =
-                        FxHashMap::default();
-                    let mut open = 0usize;
-                    let mut clock = i64::MIN;
+                    let mut windows = Windows::new(keep_ms);
                     move |(events, events_frontier), (sessions, sessions_frontier), output| {
                         events.for_each(|capability, data| {
                             for (enriched, time, diff) in data.drain(..) {
@@ -257,48 +253,85 @@ impl<'s, T: Timestamp + TotalOrder> WindowAggregate<'s, T>
                         {
                             let time = capability.time().clone();
                             let mut session = output.session(&capability);
-                            let mut dirty: Vec<(String, i64)> = Vec::new();
-                            for update in updates.into_iter().flatten() {
-                                if let Update::Event(enriched, _) = &update {
-                                    clock = clock.max(enriched.event.received_at_ms);
-                                }
-                                let (tenant, minute) = update.window();
-                                if !windows.contains_key(tenant) {
-                                    windows.insert(tenant.to_owned(), BTreeMap::new());
-                                }
-                                let Some(minutes) = windows.get_mut(tenant) else {
-                                    continue;
-                                };
-                                let window = minutes.entry(minute).or_insert_with(|| {
-                                    open += 1;
-                                    Window::default()
-                                });
-                                if !window.is_touched() {
-                                    dirty.push((tenant.to_owned(), minute));
-                                }
-                                window.apply(update);
-                            }
-                            for (tenant, minute) in dirty {
-                                if let Some(window) =
-                                    windows.get_mut(&tenant).and_then(|m| m.get_mut(&minute))
-                                {
-                                    window.changes(&tenant, minute, |row, diff| {
-                                        session.give((row, time.clone(), diff))
-                                    });
-                                }
-                            }
-                            let cutoff = clock.saturating_sub(keep_ms);
-                            for minutes in windows.values_mut() {
-                                let kept = minutes.split_off(&cutoff);
-                                open -= minutes.len();
-                                *minutes = kept;
-                            }
-                            gauge.set(open);
+                            windows.apply(updates.into_iter().flatten(), |row, diff| {
+                                session.give((row, time.clone(), diff))
+                            });
+                            windows.release();
+                            gauge.set(windows.open);
                         }
                     }
                 },
             )
             .as_collection()
+    }
+}
+
+/// What one worker keeps: the open windows, by tenant, then minute (expiry splits off whole
+/// minutes instead of visiting every window on every batch).
+struct Windows {
+    by_tenant: FxHashMap<String, BTreeMap<i64, Window>>,
+    /// Windows held.
+    open: usize,
+    expiry: Expiry,
+}
+
+impl Windows {
+    fn new(keep_ms: i64) -> Windows {
+        Windows {
+            by_tenant: FxHashMap::default(),
+            open: 0,
+            expiry: Expiry::new(keep_ms),
+        }
+    }
+
+    /// Applies a batch of updates, then emits the changed rows of every window it touched.
+    fn apply(
+        &mut self,
+        updates: impl IntoIterator<Item = Update>,
+        mut emit: impl FnMut(AggRow, isize),
+    ) {
+        let mut dirty: Vec<(String, i64)> = Vec::new();
+        for update in updates {
+            if let Update::Event(enriched, _) = &update {
+                self.expiry.observe(enriched.event.received_at_ms);
+            }
+            let (tenant, minute) = update.window();
+            if !self.by_tenant.contains_key(tenant) {
+                self.by_tenant.insert(tenant.to_owned(), BTreeMap::new());
+            }
+            let Some(minutes) = self.by_tenant.get_mut(tenant) else {
+                continue;
+            };
+            let open = &mut self.open;
+            let window = minutes.entry(minute).or_insert_with(|| {
+                *open += 1;
+                Window::default()
+            });
+            if !window.is_touched() {
+                dirty.push((tenant.to_owned(), minute));
+            }
+            window.apply(update);
+        }
+        for (tenant, minute) in dirty {
+            if let Some(window) = self
+                .by_tenant
+                .get_mut(&tenant)
+                .and_then(|minutes| minutes.get_mut(&minute))
+            {
+                window.changes(&tenant, minute, &mut emit);
+            }
+        }
+    }
+
+    /// Releases the minutes no change can reach any more (whole minutes split off: cheap
+    /// enough for every batch).
+    fn release(&mut self) {
+        let cutoff = self.expiry.cutoff();
+        for minutes in self.by_tenant.values_mut() {
+            let kept = minutes.split_off(&cutoff);
+            self.open -= minutes.len();
+            *minutes = kept;
+        }
     }
 }
 
