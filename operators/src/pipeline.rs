@@ -172,6 +172,47 @@ fn counted<'s, T: Timestamp, D: Clone + 'static>(
     })
 }
 
+/// The identity side: the earliest claim of each subject the events make, and the person of
+/// every linked id, from those claims and the `stored` ones of earlier runs. Claims are small
+/// and decide whom everything belongs to: they apply whatever their lateness (what a link
+/// corrects is what state still holds). Erased persons' claims are withdrawn.
+#[allow(clippy::type_complexity)]
+fn identity<'s, T>(
+    checked: StreamVec<'s, T, (SharedEvent, Position)>,
+    stored: VecCollection<'s, T, IdentityClaim, isize>,
+    unlinks: VecCollection<'s, T, Unlink, isize>,
+    erasures: &Erasures<'s, T>,
+    policy: IdentityPolicy,
+    gauges: &StateGauges,
+) -> (
+    VecCollection<'s, T, (IdentityClaim, Position), isize>,
+    VecCollection<'s, T, (Node, Person), isize>,
+)
+where
+    T: Timestamp + Lattice + TotalOrder + Hash + Copy,
+{
+    let claims = checked
+        .flat_map(|(event, position)| {
+            IdentityClaim::of_event(&event).map(move |claim| (claim, position))
+        })
+        .earliest_claims(gauges.earliest_claims.clone())
+        .erase_records(
+            erasures.control.clone(),
+            erasures.log.clone(),
+            |(claim, _): &(IdentityClaim, Position)| claim_ids(claim),
+        );
+    let stored = stored.erase_records(erasures.control.clone(), erasures.log.clone(), claim_ids);
+    let identities = counted(
+        claims
+            .clone()
+            .map(|(claim, _)| claim)
+            .concat(stored)
+            .stitch_identities(unlinks, policy),
+        gauges.linked_ids.clone(),
+    );
+    (claims, identities)
+}
+
 /// Builds the pipeline on decoded records that [`crate::Erase`] let through. `stored_claims`
 /// are the claims of earlier runs (the identity map is rebuilt from them); `unlinks` are
 /// identity links removed by an operator (unmerge control messages); `erasures` withdraw
@@ -199,21 +240,14 @@ where
             std::iter::once(Ok((decoded.event, position))).chain(warnings.into_iter().map(Err))
         })
         .ok_err(|checked| checked);
-    // Identity claims are small and decide whom everything belongs to: they apply whatever
-    // their lateness. What a link corrects is what state still holds.
-    let claims = checked
-        .clone()
-        .flat_map(|(event, position)| {
-            IdentityClaim::of_event(&event).map(move |claim| (claim, position))
-        })
-        .earliest_claims(gauges.earliest_claims.clone())
-        .erase_records(
-            erasures.control.clone(),
-            erasures.log.clone(),
-            |(claim, _): &(IdentityClaim, Position)| claim_ids(claim),
-        );
-    let stored_claims =
-        stored_claims.erase_records(erasures.control.clone(), erasures.log.clone(), claim_ids);
+    let (claims, identities) = identity(
+        checked.clone(),
+        stored_claims,
+        unlinks,
+        &erasures,
+        settings.identity.clone(),
+        &gauges,
+    );
     let (events, late) = checked.ok_err(move |(event, _)| {
         if is_late(&event, lateness_ms) {
             Err(event)
@@ -229,14 +263,6 @@ where
             epoch.saturating_mul(epoch_ms) as i64
         },
         gauges.active_visitors.clone(),
-    );
-    let identities = counted(
-        claims
-            .clone()
-            .map(|(claim, _)| claim)
-            .concat(stored_claims)
-            .stitch_identities(unlinks, settings.identity.clone()),
-        gauges.linked_ids.clone(),
     );
     let mut interner = Interner::with_capacity(settings.interned_strings);
     let interned = gauges.interned_strings.clone();

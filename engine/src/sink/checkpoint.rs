@@ -16,7 +16,7 @@ use crate::clickhouse::ClickHouseWriter;
 use crate::clickhouse::io::IoRuntime;
 use crate::clickhouse::rows::{CheckpointRow, ProgressRow, datetime};
 use crate::recovery::LowWater;
-use crate::source::positions::PositionsByEpoch;
+use crate::source::positions::{EpochPositions, PositionsByEpoch};
 
 /// Tenants whose events a worker has read and not yet reported (filled by the dataflow, drained
 /// by the checkpoint operator of the same worker).
@@ -51,53 +51,19 @@ pub fn checkpoint<'s>(
     sink: IoRuntime,
     sinks_frontier: Arc<AtomicU64>,
 ) -> StreamVec<'s, u64, ProgressReport> {
-    let CheckpointSettings {
-        replayed_through,
-        mut low_water,
-    } = settings;
-    let mut committed: BTreeMap<i32, i64> = BTreeMap::new();
-    let mut received_until: BTreeMap<i32, i64> = BTreeMap::new();
+    let mut ledger = Ledger {
+        topic: writer.topic().to_owned(),
+        settings,
+        committed: BTreeMap::new(),
+        received_until: BTreeMap::new(),
+    };
     done.unary_frontier(Pipeline, "Checkpoint", move |capability, _info| {
         let mut capability = Some(capability);
         move |(input, frontier), output| {
             input.for_each(|_, _| {});
-            let mut rows = Vec::new();
-            let mut newest = None;
-            {
-                let mut positions = positions.borrow_mut();
-                while let Some(entry) = positions.first_entry() {
-                    if frontier.less_equal(entry.key()) {
-                        break;
-                    }
-                    let epoch = *entry.key();
-                    let read = entry.remove();
-                    if epoch <= replayed_through {
-                        continue;
-                    }
-                    newest = Some(epoch);
-                    received_until.extend(read.received_until);
-                    for (partition, next) in read.next_offsets {
-                        if committed.get(&partition).is_none_or(|done| *done < next) {
-                            committed.insert(partition, next);
-                            let (low, low_epoch) = low_water.advance(partition, epoch, next);
-                            rows.push(CheckpointRow {
-                                topic: writer.topic().to_owned(),
-                                partition,
-                                next_offset: next,
-                                epoch,
-                                low_water: low,
-                                low_water_epoch: low_epoch,
-                                received_until: received_until
-                                    .get(&partition)
-                                    .copied()
-                                    .unwrap_or(0),
-                                written_at: datetime(crate::now_ms() as i64),
-                                log_mark: read.marks.get(&partition).copied().unwrap_or(0),
-                            });
-                        }
-                    }
-                }
-            }
+            let (mut rows, newest) = ledger.rows_of_written(&mut positions.borrow_mut(), |epoch| {
+                !frontier.less_equal(epoch)
+            });
             // Several epochs may commit at once; a partition's newest row is the one kept.
             rows.reverse();
             let mut seen = BTreeSet::new();
@@ -115,7 +81,7 @@ pub fn checkpoint<'s>(
                     .into_iter()
                     .collect();
                 output.session(&cap).give(ProgressReport {
-                    received_until: received_until.clone(),
+                    received_until: ledger.received_until.clone(),
                     tenants,
                 });
             }
@@ -129,6 +95,65 @@ pub fn checkpoint<'s>(
             }
         }
     })
+}
+
+/// What one worker has committed: per partition, the next offset and the receive time read
+/// through.
+struct Ledger {
+    topic: String,
+    settings: CheckpointSettings,
+    committed: BTreeMap<i32, i64>,
+    received_until: BTreeMap<i32, i64>,
+}
+
+impl Ledger {
+    /// Takes from `positions` the epochs every sink has written (`written(epoch)`), oldest
+    /// first, and returns the checkpoint rows of the partitions they moved on (several per
+    /// partition when several epochs are taken at once) and the newest epoch taken. Epochs an
+    /// earlier run committed (replayed to rebuild state) are taken without rows.
+    fn rows_of_written(
+        &mut self,
+        positions: &mut BTreeMap<u64, EpochPositions>,
+        written: impl Fn(&u64) -> bool,
+    ) -> (Vec<CheckpointRow>, Option<u64>) {
+        let mut rows = Vec::new();
+        let mut newest = None;
+        while let Some(entry) = positions.first_entry() {
+            if !written(entry.key()) {
+                break;
+            }
+            let epoch = *entry.key();
+            let read = entry.remove();
+            if epoch <= self.settings.replayed_through {
+                continue;
+            }
+            newest = Some(epoch);
+            self.received_until.extend(read.received_until);
+            for (partition, next) in read.next_offsets {
+                if self
+                    .committed
+                    .get(&partition)
+                    .is_some_and(|done| *done >= next)
+                {
+                    continue;
+                }
+                self.committed.insert(partition, next);
+                let (low, low_epoch) = self.settings.low_water.advance(partition, epoch, next);
+                rows.push(CheckpointRow {
+                    topic: self.topic.clone(),
+                    partition,
+                    next_offset: next,
+                    epoch,
+                    low_water: low,
+                    low_water_epoch: low_epoch,
+                    received_until: self.received_until.get(&partition).copied().unwrap_or(0),
+                    written_at: datetime(crate::now_ms() as i64),
+                    log_mark: read.marks.get(&partition).copied().unwrap_or(0),
+                });
+            }
+        }
+        (rows, newest)
+    }
 }
 
 /// Writes `_progress` on worker 0 from every worker's reports: per tenant, complete up to the

@@ -91,6 +91,8 @@ impl EventRow {
         late: bool,
         version: u64,
     ) -> Self {
+        // Long but flat: destructuring every field makes a field added to `Event` and not
+        // stored here a compile error.
         let schemas::Event {
             tenant,
             message_id,
