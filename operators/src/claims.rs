@@ -87,9 +87,22 @@ impl<'s, T: Timestamp + TotalOrder> EarliestClaims<'s, T>
         self,
         gauge: StateGauge,
     ) -> VecCollection<'s, T, (IdentityClaim, Position), isize> {
-        // The subject's hash, so that every claim on a subject meets the same worker.
-        let by_subject =
-            Exchange::new(|(claim, _): &(IdentityClaim, Position)| route(&subject(claim)));
+        // By the subject's parts, so that every claim on a subject meets the same worker
+        // (hashed by reference: building the subject would copy three strings per claim).
+        let by_subject = Exchange::new(|(claim, _): &(IdentityClaim, Position)| match claim {
+            IdentityClaim::Identify {
+                tenant,
+                anonymous_id,
+                user_id,
+                ..
+            } => route(&(0u8, tenant, anonymous_id, user_id)),
+            IdentityClaim::Alias {
+                tenant,
+                previous_id,
+                user_id,
+            } => route(&(1u8, tenant, previous_id, user_id)),
+            IdentityClaim::KnownUser { tenant, user_id } => route(&(2u8, tenant, user_id)),
+        });
         self.unary_frontier(by_subject, "EarliestClaims", |_capability, _info| {
             let mut stash: Stash<T, (IdentityClaim, Position)> = Stash::default();
             let mut earliest: HashMap<Subject, (IdentityClaim, Position)> = HashMap::new();
