@@ -14,7 +14,12 @@ CLICKHOUSE_TCP_PORT="${CLICKSTREAM_CLICKHOUSE_TCP_PORT:-19000}"
 REDIS_PORT="${CLICKSTREAM_REDIS_PORT:-16379}"
 KAFKA_PORT="${CLICKSTREAM_KAFKA_PORT:-19092}"
 TANSU_VERSION="0.6.0"
-TANSU_BIN="$CACHE_DIR/tansu-$TANSU_VERSION/bin/tansu"
+# tansu 0.6.0's storage answers a fetch that starts inside a record batch with the batches
+# after it, so a consumer that resumes mid-batch never sees the rest of that batch (Kafka
+# returns the whole batch and the client skips what it has). The fix is upstream (tansu
+# commit 87db6ea) but not released: the broker is built with it, and the cache key names it.
+TANSU_PATCH="$ROOT/deploy/tansu/mid-batch-fetch.patch"
+TANSU_BIN="$CACHE_DIR/tansu-$TANSU_VERSION-$(cksum <"$TANSU_PATCH" | cut -d' ' -f1)/bin/tansu"
 
 export CLICKSTREAM_CLICKHOUSE_URL="http://127.0.0.1:$CLICKHOUSE_HTTP_PORT"
 export CLICKSTREAM_KAFKA_BROKERS="127.0.0.1:$KAFKA_PORT"
@@ -70,15 +75,38 @@ ensure_packages() {
 # It is a test broker, so it is built for build time, not speed: opt-level 1, no debug info,
 # no LTO, many codegen units (cargo's CARGO_PROFILE_RELEASE_* override the crate's profile).
 ensure_tansu() {
-    if [[ ! -x "$TANSU_BIN" ]]; then
-        log "building tansu $TANSU_VERSION (one time, cached in $CACHE_DIR)"
-        CARGO_PROFILE_RELEASE_OPT_LEVEL=1 CARGO_PROFILE_RELEASE_DEBUG=0 \
-            CARGO_PROFILE_RELEASE_LTO=false CARGO_PROFILE_RELEASE_CODEGEN_UNITS=256 \
-            CARGO_PROFILE_RELEASE_INCREMENTAL=false CARGO_PROFILE_RELEASE_STRIP=debuginfo \
-        cargo install tansu --locked --version "$TANSU_VERSION" --features dynostore \
-            --root "$CACHE_DIR/tansu-$TANSU_VERSION" >"$LOG_DIR/tansu-build.log" 2>&1 \
-            || { tail -n 30 "$LOG_DIR/tansu-build.log" >&2; die "building tansu failed"; }
+    if [[ -x "$TANSU_BIN" ]]; then
+        return
     fi
+    log "building tansu $TANSU_VERSION with $(basename "$TANSU_PATCH") (one time, cached in $CACHE_DIR)"
+    local build="$CACHE_DIR/tansu-$TANSU_VERSION-build" crates
+    rm -rf "$build"
+    mkdir -p "$build/fetch/src"
+    # cargo downloads the two crates (a throwaway manifest names them); their sources are
+    # unpacked from cargo's own cache, the storage patched, and the broker built with the
+    # crate's Cargo.lock, so every other dependency is the version tansu was released with.
+    printf '[package]\nname = "fetch-tansu"\nversion = "0.0.0"\nedition = "2021"\n[dependencies]\ntansu = "=%s"\ntansu-storage = "=%s"\n' \
+        "$TANSU_VERSION" "$TANSU_VERSION" >"$build/fetch/Cargo.toml"
+    touch "$build/fetch/src/lib.rs"
+    cargo fetch --quiet --manifest-path "$build/fetch/Cargo.toml" || die "cannot download tansu"
+    crates="${CARGO_HOME:-$HOME/.cargo}/registry/cache"
+    for crate in tansu tansu-storage; do
+        tar -xzf "$(find "$crates" -name "$crate-$TANSU_VERSION.crate" | head -n 1)" -C "$build" \
+            || die "no $crate-$TANSU_VERSION.crate in $crates"
+    done
+    (cd "$build/tansu-storage-$TANSU_VERSION" && git apply "$TANSU_PATCH") \
+        || die "$TANSU_PATCH does not apply to tansu-storage $TANSU_VERSION"
+    printf '\n[patch.crates-io]\ntansu-storage = { path = "../tansu-storage-%s" }\n' "$TANSU_VERSION" \
+        >>"$build/tansu-$TANSU_VERSION/Cargo.toml"
+    CARGO_PROFILE_RELEASE_OPT_LEVEL=1 CARGO_PROFILE_RELEASE_DEBUG=0 \
+        CARGO_PROFILE_RELEASE_LTO=false CARGO_PROFILE_RELEASE_CODEGEN_UNITS=256 \
+        CARGO_PROFILE_RELEASE_INCREMENTAL=false CARGO_PROFILE_RELEASE_STRIP=debuginfo \
+        cargo build --release --features dynostore --bin tansu \
+        --manifest-path "$build/tansu-$TANSU_VERSION/Cargo.toml" --target-dir "$build/target" \
+        >"$LOG_DIR/tansu-build.log" 2>&1 \
+        || { tail -n 30 "$LOG_DIR/tansu-build.log" >&2; die "building tansu failed"; }
+    install -D "$build/target/release/tansu" "$TANSU_BIN"
+    rm -rf "$build"
 }
 
 # The real client libraries the SDK tests drive (engine/tests/sdks.rs, and analytics-next in

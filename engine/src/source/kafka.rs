@@ -6,7 +6,7 @@
 //! the low water of the last checkpoint, replaying the epochs the last run planned (see
 //! [`crate::recovery`]).
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -158,6 +158,9 @@ pub struct PartitionReader {
     caught_up_at: HashMap<i32, i64>,
     /// Per replaying partition, when its plan's last record was last read back.
     plan_end_probed_at: HashMap<i32, i64>,
+    /// Owned partitions paused while a replay over the pending bound reads only what the
+    /// oldest planned epoch needs.
+    paused: BTreeSet<i32>,
     /// Per partition, the broker timestamp of the last record read.
     last_timestamp: HashMap<i32, i64>,
     /// Owned partitions whose log is not the one an earlier run read, found while reading.
@@ -221,6 +224,7 @@ impl PartitionReader {
             plans: HashMap::new(),
             caught_up_at: HashMap::new(),
             plan_end_probed_at: HashMap::new(),
+            paused: BTreeSet::new(),
             last_timestamp: HashMap::new(),
             mismatches: BTreeMap::new(),
             mismatches_changed: false,
@@ -280,15 +284,54 @@ impl PartitionReader {
         Ok(())
     }
 
-    /// (Re)assigns every owned partition at its position. After an out-of-range error the
-    /// consumer fetches nothing more from that partition until it is assigned again.
-    fn assign_at_positions(&self) -> Result<(), KafkaError> {
+    /// (Re)assigns every owned partition but the paused ones at its position. After an
+    /// out-of-range error the consumer fetches nothing more from that partition until it is
+    /// assigned again. Partitions are paused by leaving them out rather than with librdkafka's
+    /// pause, so that reading resumes where this reader's positions say (the truth a restart
+    /// uses too), not where librdkafka last delivered.
+    fn assign_at_positions(&mut self) -> Result<(), KafkaError> {
         let mut assignment = TopicPartitionList::new();
         for (&partition, &position) in &self.positions {
+            if self.paused.contains(&partition) {
+                continue;
+            }
             let offset = position.map_or(Offset::Beginning, Offset::Offset);
             assignment.add_partition_offset(&self.topic, partition, offset)?;
         }
         self.consumer.assign(&assignment)
+    }
+
+    /// Whether this worker still replays epochs an earlier run planned.
+    pub fn replaying(&self) -> bool {
+        !self.plans.is_empty()
+    }
+
+    /// Chooses the partitions the next polls read. Over the pending bound (`over_bound`), a
+    /// replay reads only the partitions whose plans hold the oldest planned epoch open: the
+    /// capability stays at that epoch until each has delivered its part, so nothing is
+    /// checkpointed, and the pending count cannot fall, until they have. Reading nothing there
+    /// would wait forever; reading everything would hold the whole log in memory. Otherwise
+    /// every partition is read.
+    pub fn throttle(&mut self, over_bound: bool) -> Result<(), KafkaError> {
+        let oldest = self.earliest_planned_epoch().filter(|_| over_bound);
+        let paused: BTreeSet<i32> = match oldest {
+            None => BTreeSet::new(),
+            Some(oldest) => self
+                .positions
+                .keys()
+                .copied()
+                .filter(|partition| {
+                    let front = self.plans.get(partition).and_then(VecDeque::front);
+                    front.is_none_or(|&(epoch, _)| epoch != oldest)
+                })
+                .collect(),
+        };
+        if paused == self.paused {
+            return Ok(());
+        }
+        tracing::debug!(worker = self.worker, ?paused, "partitions paused");
+        self.paused = paused;
+        self.assign_at_positions()
     }
 
     /// Makes sure the owned partitions are known (and their plans loaded) before the first
@@ -319,6 +362,9 @@ impl PartitionReader {
                 Some(Ok(message)) => {
                     let partition = message.partition();
                     let offset = message.offset();
+                    if self.already_read(partition, offset) {
+                        continue;
+                    }
                     self.positions.insert(partition, Some(offset + 1));
                     self.caught_up_at.remove(&partition);
                     self.mismatches_changed |= self.mismatches.remove(&partition).is_some();
@@ -354,6 +400,13 @@ impl PartitionReader {
         self.recheck_out_of_range();
         metrics.records_consumed.inc_by(read as u64);
         read
+    }
+
+    /// A record fetched under an earlier assignment of its partition and delivered after the
+    /// partition was assigned again at a later position: reading it would count it twice.
+    fn already_read(&self, partition: i32, offset: i64) -> bool {
+        let next = self.positions.get(&partition).copied().flatten();
+        next.is_some_and(|next| offset < next)
     }
 
     /// After an out-of-range error, at most every [`OUT_OF_RANGE_RECHECK`]: notes the
@@ -664,7 +717,14 @@ pub fn kafka_source<'s>(
             let mut read = 0;
             let pending: usize = positions.borrow().values().map(|epoch| epoch.records).sum();
             metrics.pending_records.set(pending as i64);
-            if pending < settings.max_pending_records {
+            let over_bound = pending >= settings.max_pending_records;
+            if let Err(error) = reader.throttle(over_bound) {
+                metrics.source_errors.inc();
+                tracing::warn!(worker = reader.worker, error = %error, "cannot pause or resume partitions; will retry");
+            }
+            // A live epoch closes with the clock, so over the bound the source may wait; a
+            // replayed one only closes once read (see `PartitionReader::throttle`).
+            if !over_bound || reader.replaying() {
                 read = reader.poll(settings.max_poll_records, &mut buffer, &metrics);
             }
             if let Some(mismatches) = reader.changed_mismatches() {

@@ -1,0 +1,157 @@
+//! A replay longer than the source's pending bound finishes. A restart replays every epoch
+//! within the state horizon, and the source's capability stays at the oldest planned epoch
+//! until every partition has delivered its part of it; records read from partitions that run
+//! ahead count against `max_pending_records` all the while. With a bound smaller than one
+//! epoch's records, the engine must still read what the oldest epoch needs, finish the
+//! replay, and then read the records that arrived while it was down, every table exact.
+//!
+//! Reading resumes wherever a position falls, often inside a record batch, so the broker must
+//! serve such a fetch as Kafka does (tansu 0.6.0 did not: `deploy/tansu/`).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests panic with a message by design
+
+mod common;
+
+use common::reference::compare_with_reference;
+use common::{Cluster, TestEnv, engine_config, produce, wait_until_checkpointed};
+use loadgen::generator::{Generator, GeneratorConfig};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
+
+/// Events the first run checkpoints, all replayed by the second.
+const REPLAYED: usize = 600;
+/// Events produced while the engine is down, read after the replay (about: the generator
+/// completes sessions).
+const NEW: usize = 100;
+
+fn events(count: usize) -> Vec<schemas::Event> {
+    Generator::new(
+        GeneratorConfig {
+            seed: 26,
+            tenants: vec!["acme".into()],
+            sessions_per_sec: 2.0,
+            ..GeneratorConfig::default()
+        },
+        1_700_000_000_000,
+    )
+    .expect("generator")
+    .generate(count)
+    .into_iter()
+    .map(|arrival| arrival.event)
+    .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replay_longer_than_the_pending_bound_finishes() {
+    let env = TestEnv::new("replay").await;
+    // Idempotent, so the log holds each event once and its end is known from the deliveries.
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", &env.brokers)
+        .set("enable.idempotence", "true")
+        .create()
+        .expect("producer");
+    let all = events(REPLAYED + NEW);
+    let mut log = produce(&producer, &env.topic, &all[..REPLAYED]).await;
+
+    let config = engine_config(
+        &env.dir,
+        &env.brokers,
+        &env.topic,
+        &env.clickhouse.url,
+        &env.database,
+    );
+    let mut first = Cluster::start(&env.dir, &config, 1);
+    wait_until_checkpointed(&env.clickhouse, &env.database, REPLAYED, &mut first).await;
+    first.terminate(0);
+    first.wait_down(std::time::Duration::from_secs(30));
+
+    // Ten records a poll and at most one pending: every epoch of the replay holds more.
+    let bounded = env.dir.join("bounded.toml");
+    let text = std::fs::read_to_string(&config).expect("config");
+    let text = text.replace(
+        "[kafka]\n",
+        "[kafka]\nmax_poll_records = 10\nmax_pending_records = 1\n",
+    );
+    assert!(text.contains("max_pending_records = 1"), "{text}");
+    std::fs::write(&bounded, text).expect("bounded config");
+    let mut second = Cluster::start_shape(&env.dir, &bounded, 1, 2);
+    log.extend(produce(&producer, &env.topic, &all[REPLAYED..]).await);
+    let mut ends = std::collections::BTreeMap::new();
+    for record in &log {
+        let end = ends.entry(record.partition).or_insert(0);
+        *end = (*end).max(record.offset + 1);
+    }
+    let log_end = ends.values().sum::<i64>() as usize;
+    assert_eq!(log_end, all.len(), "the log holds each event once");
+    wait_until_checkpointed(&env.clickhouse, &env.database, log_end, &mut second).await;
+
+    let logs = second.logs();
+    let finished = logs.matches("replay finished").count();
+    assert_eq!(
+        finished,
+        common::PARTITIONS as usize,
+        "every partition replays its plan; logs:\n{logs}"
+    );
+    let (differences, _) = compare_with_reference(&env.clickhouse, &env.database, &log).await;
+    assert_eq!(differences, 0, "the replay and the new records are exact");
+    drop(second);
+    env.clickhouse
+        .query(&format!("DROP DATABASE {}", env.database))
+        .await;
+    let _ = std::fs::remove_dir_all(&env.dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_broker_serves_a_fetch_that_starts_inside_a_batch() {
+    let env = TestEnv::new("midbatch").await;
+    // A long linger puts the hundred records in one batch.
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", &env.brokers)
+        .set("linger.ms", "500")
+        .create()
+        .expect("producer");
+    let deliveries: Vec<_> = (0..100)
+        .map(|i| {
+            let payload = format!("record {i}");
+            producer
+                .send_result(
+                    FutureRecord::<(), _>::to(&env.topic)
+                        .partition(0)
+                        .payload(&payload),
+                )
+                .expect("enqueue")
+        })
+        .collect();
+    for delivery in deliveries {
+        delivery.await.expect("report").expect("acknowledged");
+    }
+    for start in [0, 37, 99] {
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", &env.brokers)
+            .set("group.id", "midbatch")
+            .set("enable.partition.eof", "true")
+            .create()
+            .expect("consumer");
+        let mut assignment = TopicPartitionList::new();
+        assignment
+            .add_partition_offset(&env.topic, 0, Offset::Offset(start))
+            .expect("offset");
+        consumer.assign(&assignment).expect("assign");
+        let mut offsets = Vec::new();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while std::time::Instant::now() < deadline {
+            match consumer.poll(std::time::Duration::from_millis(100)) {
+                Some(Ok(message)) => offsets.push(message.offset()),
+                Some(Err(rdkafka::error::KafkaError::PartitionEOF(_))) => break,
+                Some(Err(error)) => panic!("fetch from {start}: {error}"),
+                None => {}
+            }
+        }
+        assert_eq!(
+            offsets,
+            (start..100).collect::<Vec<i64>>(),
+            "a fetch from offset {start} returns every record from there to the end"
+        );
+    }
+}
