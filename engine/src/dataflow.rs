@@ -4,7 +4,7 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use operators::{
     ControlRecord, Decode, Decoded, Erase, Erasures, IdentityClaim, NotAnEvent, StateGauges,
@@ -103,8 +103,17 @@ pub fn load_start_state(
         kafka, clickhouse, ..
     } = &context.config;
     let writer = ClickHouseWriter::new(clickhouse, &kafka.topic);
+    // A restart's time to be current is a target: each step's time is logged.
+    let mut step = Instant::now();
+    let mut lap = || {
+        std::mem::replace(&mut step, Instant::now())
+            .elapsed()
+            .as_millis()
+    };
     let recovery = read_with_retry(context, "checkpoints", || writer.load_recovery())?;
+    let checkpoints_ms = lap();
     log_guard(context, &writer).verify_at_start(kafka, &recovery);
+    let log_check_ms = lap();
     let control_writer = ClickHouseWriter::new(clickhouse, &kafka.control_topic);
     let control_plan = read_with_retry(context, "control epoch plans", || {
         control_writer.load_single_partition_plan()
@@ -114,6 +123,7 @@ pub fn load_start_state(
     } else {
         Vec::new()
     };
+    let claims_ms = lap();
     let completed = read_with_retry(context, "completed erasures", || {
         writer.completed_erasures()
     })?;
@@ -123,6 +133,14 @@ pub fn load_start_state(
         start_offset,
         end_offset,
     } = read_erasures(kafka, &context.config.erasure.salt, &completed)?;
+    tracing::info!(
+        checkpoints_ms,
+        log_check_ms,
+        claims_ms,
+        erasures_ms = lap(),
+        claims = claims.len(),
+        "start state read"
+    );
     if requests > 0 && context.config.erasure.salt.is_empty() {
         return Err(WorkerError::NoSalt);
     }

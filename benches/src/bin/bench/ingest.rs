@@ -111,7 +111,7 @@ const TENANTS: &str = "[[tenants]]\nid = 'bench'\nwrite_keys = ['wk_bench']\n\
 /// Runs the ingest part into `report`.
 pub async fn run(stack: &mut Stack, options: &Options, report: &mut Report) -> anyhow::Result<()> {
     let topic = format!("bench_ingest_{}", chrono::Utc::now().timestamp());
-    crate::create_topic(&stack.brokers, &topic, 12).await?;
+    crate::create_topic(&stack.brokers, &topic, crate::stack::PARTITIONS).await?;
     let tenants = stack.dir.join("tenants-ingest.toml");
     std::fs::write(&tenants, TENANTS)?;
     let base = stack.ingest_gateway(18180, &topic, &tenants).await?;

@@ -11,6 +11,7 @@ mod latency;
 mod memory;
 mod pipeline;
 mod report;
+mod restart;
 mod stack;
 
 use std::path::PathBuf;
@@ -52,7 +53,8 @@ enum Part {
     /// Gateway receipt -> queryable in ClickHouse and in the query API, at 1,000 and 10,000
     /// events/s.
     Latency,
-    /// The engine's resident memory over a steady stream.
+    /// The engine's resident memory over a steady stream, then a crash and the time its
+    /// restart takes to be current again.
     Memory,
     /// Erasures through the query gateway under a steady stream: time to completion.
     Deletion,

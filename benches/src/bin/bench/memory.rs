@@ -9,6 +9,8 @@
 //! state is released. The events go straight to Kafka, with the receive times the generator
 //! gives them, as the gateway would have stamped them; the gateway's own stamping would tie
 //! the stream to the wall clock.
+//!
+//! The part ends with a crash and a restart on the run's log (see [`crate::restart`]).
 
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -20,7 +22,8 @@ use rdkafka::ClientConfig;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 
 use crate::report::Report;
-use crate::stack::{Stack, rss_bytes};
+use crate::restart;
+use crate::stack::{PARTITIONS, Stack, rss_bytes, state_entries};
 use crate::{Options, progress};
 
 const TENANTS: &str = "[[tenants]]\nid = 'bench'\nwrite_keys = ['wk_bench']\n";
@@ -82,10 +85,12 @@ pub async fn run(stack: &mut Stack, options: &Options, report: &mut Report) -> a
         options.memory_minutes * 60,
         "memory: steady stream (seconds)",
     );
+    let load_topic = topic.clone();
     let sending = run_open_loop(
         plan,
         move |_, _| {
-            let (producer, generator, topic) = (producer.clone(), generator.clone(), topic.clone());
+            let (producer, generator, topic) =
+                (producer.clone(), generator.clone(), load_topic.clone());
             let (reached, sent) = (reached_in.clone(), sent_in.clone());
             async move {
                 let arrivals = generator.lock().ok()?.generate(EVENTS_PER_REQUEST);
@@ -114,6 +119,7 @@ pub async fn run(stack: &mut Stack, options: &Options, report: &mut Report) -> a
     // The run stops early rather than take the machine down: past a third of its memory the
     // trend is clear.
     let limit = total_memory_bytes().unwrap_or(u64::MAX) / 3;
+    let metrics = stack.engine_metrics.clone();
     let sampling = async {
         let started = Instant::now();
         let mut samples = Vec::new();
@@ -127,12 +133,17 @@ pub async fn run(stack: &mut Stack, options: &Options, report: &mut Report) -> a
                 ));
             };
             let hours = (reached.load(Ordering::Relaxed) - start) as f64 / 3_600_000.0;
+            // What each piece of state holds, to tell which one grows when the RSS does.
+            let entries = match &metrics {
+                Some(url) => state_entries(url).await.unwrap_or_default(),
+                None => Default::default(),
+            };
             println!(
-                "memory: engine RSS {} MiB after {} s ({hours:.1} simulated hours)",
+                "memory: engine RSS {} MiB after {} s ({hours:.1} simulated hours), state entries {entries:?}",
                 rss >> 20,
                 started.elapsed().as_secs()
             );
-            samples.push((started.elapsed().as_secs(), rss, hours));
+            samples.push((started.elapsed().as_secs(), rss, hours, entries));
             if rss > limit {
                 return Ok((samples, true));
             }
@@ -141,6 +152,9 @@ pub async fn run(stack: &mut Stack, options: &Options, report: &mut Report) -> a
     };
     let sender = tokio::spawn(sending);
     let sampled = sampling.await;
+    // The engine crashes while the stream still flows; the restart is measured below.
+    stack.stop("engine");
+    tokio::time::sleep(Duration::from_secs(restart::DOWN_SECS)).await;
     // Dropping the load stops its dispatcher (it sends nothing once no one listens).
     sender.abort();
     let (samples, stopped_early) = sampled?;
@@ -160,7 +174,7 @@ pub async fn run(stack: &mut Stack, options: &Options, report: &mut Report) -> a
         "MiB",
     );
     let rate = sent.load(Ordering::Relaxed) as f64 / duration.as_secs_f64().max(1.0);
-    for (secs, rss, hours) in &samples {
+    for (secs, rss, hours, _) in &samples {
         report.add(
             "memory",
             &format!(
@@ -185,8 +199,17 @@ pub async fn run(stack: &mut Stack, options: &Options, report: &mut Report) -> a
         ));
         figure.target = Some("flat (within 10 %)".into());
         figure.met = Some(last.1 as f64 <= warm.1 as f64 * 1.1);
+        for (kind, at_end) in &last.3 {
+            let at_half = warm.3.get(kind).copied().unwrap_or(0.0);
+            let figure = report.add(
+                "memory",
+                &format!("state entries, {kind}: at the end (anchor: at half the run)"),
+                *at_end,
+                "entries",
+            );
+            figure.anchor = Some(("at half the run".into(), at_end / at_half.max(1.0)));
+        }
     }
     stack.stop("ingest-gateway");
-    stack.stop("engine");
-    Ok(())
+    restart::measure(stack, (&topic, &topic, PARTITIONS), options.workers, report).await
 }

@@ -107,7 +107,7 @@ fn consume_all(brokers: &str, topic: &str, ends: &HashMap<i32, i64>) -> anyhow::
 }
 
 /// Σ checkpointed next offsets of `topic` in `database`, or `None` before the first.
-async fn checkpointed(
+pub async fn checkpointed(
     http: &reqwest::Client,
     url: &str,
     database: &str,
@@ -133,7 +133,7 @@ pub async fn run(stack: &mut Stack, options: &Options, report: &mut Report) -> a
     let stamp = chrono::Utc::now().timestamp();
     let topic = format!("bench_pipeline_{stamp}");
     let database = format!("bench_pipeline_{stamp}");
-    crate::create_topic(&stack.brokers, &topic, 12).await?;
+    crate::create_topic(&stack.brokers, &topic, crate::stack::PARTITIONS).await?;
     let ends = preload(&stack.brokers, &topic, &stack.geoip, options.events).await?;
     let total: i64 = ends.values().sum();
     let broker_rate = consume_all(&stack.brokers, &topic, &ends)?;

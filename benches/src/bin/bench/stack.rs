@@ -23,6 +23,8 @@ pub struct Stack {
     pub redis_url: String,
     /// The GeoIP files the ingest gateway enriches with (comma-separated, as `--geoip`).
     pub geoip: String,
+    /// The `/metrics` URL of the engine started last.
+    pub engine_metrics: Option<String>,
     children: Vec<(String, Child)>,
 }
 
@@ -70,6 +72,7 @@ impl Stack {
             brokers,
             redis_url,
             geoip,
+            engine_metrics: None,
             children: Vec::new(),
         })
     }
@@ -80,7 +83,11 @@ impl Stack {
 
     /// Starts `binary` with `args`, its output in `<dir>/<name>.log`; returns its pid.
     pub fn spawn(&mut self, name: &str, binary: &str, args: &[String]) -> anyhow::Result<u32> {
-        let log = std::fs::File::create(self.dir.join(format!("{name}.log")))?;
+        // Appended: a process started again under its name (a restart) keeps the first log.
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join(format!("{name}.log")))?;
         let child = Command::new(self.binary(binary))
             .args(args)
             .env("RUST_LOG", "warn")
@@ -204,7 +211,7 @@ impl Stack {
         workers: usize,
     ) -> anyhow::Result<(String, u32, String)> {
         let name = format!("bench_{part}_{}", chrono::Utc::now().timestamp());
-        crate::create_topic(&self.brokers, &name, 12).await?;
+        crate::create_topic(&self.brokers, &name, PARTITIONS).await?;
         let tenants_file = self.dir.join(format!("tenants-{part}.toml"));
         std::fs::write(&tenants_file, tenants)?;
         let engine = self.engine(&name, &name, workers)?;
@@ -233,15 +240,18 @@ impl Stack {
     /// A one-process engine of `workers` workers reading `topic` into `database`; its pid.
     pub fn engine(&mut self, topic: &str, database: &str, workers: usize) -> anyhow::Result<u32> {
         let config = self.dir.join(format!("engine-{database}.toml"));
+        // A port free now, for the engine to bind (a benchmark runs nothing else that binds).
+        let metrics = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
         std::fs::write(
             &config,
             format!(
-                "epoch_ms = 500\n[kafka]\nbrokers = \"{}\"\ntopic = \"{topic}\"\ncontrol_topic = \"{topic}_control\"\npartitions = 12\n\
-                 [clickhouse]\nurl = \"{}\"\ndatabase = \"{database}\"\n[metrics]\nlisten = \"127.0.0.1:0\"\n\
+                "epoch_ms = 500\n[kafka]\nbrokers = \"{}\"\ntopic = \"{topic}\"\ncontrol_topic = \"{topic}_control\"\npartitions = {PARTITIONS}\n\
+                 [clickhouse]\nurl = \"{}\"\ndatabase = \"{database}\"\n[metrics]\nlisten = \"{metrics}\"\n\
                  [erasure]\nsalt = \"{ERASURE_SALT}\"\n",
                 self.brokers, self.clickhouse_url
             ),
         )?;
+        self.engine_metrics = Some(format!("http://{metrics}/metrics"));
         let args = vec![
             "-w".to_owned(),
             workers.to_string(),
@@ -251,6 +261,9 @@ impl Stack {
         self.spawn("engine", "engine", &args)
     }
 }
+
+/// Partitions of the topics the stack creates for the engine.
+pub const PARTITIONS: i32 = 12;
 
 /// The benchmark stack's salt of erased ids' hashes (engine and query gateway).
 const ERASURE_SALT: &str = "bench erasure salt";
@@ -275,6 +288,30 @@ async fn wait_ready(url: &str) -> anyhow::Result<()> {
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+}
+
+/// Entries of each piece of the engine's state (`clickstream_engine_state_entries`, summed
+/// over workers) from its `/metrics` at `url`, by kind.
+pub async fn state_entries(url: &str) -> anyhow::Result<std::collections::BTreeMap<String, f64>> {
+    let text = reqwest::get(url).await?.error_for_status()?.text().await?;
+    let scrape = prometheus_parse::Scrape::parse(text.lines().map(|line| Ok(line.to_owned())))?;
+    let mut entries = std::collections::BTreeMap::new();
+    for sample in scrape.samples {
+        if sample.metric != "clickstream_engine_state_entries" {
+            continue;
+        }
+        let value = match sample.value {
+            prometheus_parse::Value::Gauge(value) | prometheus_parse::Value::Untyped(value) => {
+                value
+            }
+            _ => continue,
+        };
+        let Some(kind) = sample.labels.get("kind") else {
+            continue;
+        };
+        *entries.entry(kind.to_owned()).or_insert(0.0) += value;
+    }
+    Ok(entries)
 }
 
 /// Resident memory of a process, bytes (`/proc/<pid>/statm`, in pages of 4 KiB).
