@@ -98,6 +98,8 @@ ensure_tansu() {
         || die "$TANSU_PATCH does not apply to tansu-storage $TANSU_VERSION"
     printf '\n[patch.crates-io]\ntansu-storage = { path = "../tansu-storage-%s" }\n' "$TANSU_VERSION" \
         >>"$build/tansu-$TANSU_VERSION/Cargo.toml"
+    local lock="$build/tansu-$TANSU_VERSION/Cargo.lock"
+    cp "$lock" "$lock.released"
     CARGO_PROFILE_RELEASE_OPT_LEVEL=1 CARGO_PROFILE_RELEASE_DEBUG=0 \
         CARGO_PROFILE_RELEASE_LTO=false CARGO_PROFILE_RELEASE_CODEGEN_UNITS=256 \
         CARGO_PROFILE_RELEASE_INCREMENTAL=false CARGO_PROFILE_RELEASE_STRIP=debuginfo \
@@ -105,6 +107,10 @@ ensure_tansu() {
         --manifest-path "$build/tansu-$TANSU_VERSION/Cargo.toml" --target-dir "$build/target" \
         >"$LOG_DIR/tansu-build.log" 2>&1 \
         || { tail -n 30 "$LOG_DIR/tansu-build.log" >&2; die "building tansu failed"; }
+    # The patch swaps one crate's source (not --locked, which refuses that); every crate and
+    # version must still be the released lock's.
+    cmp -s <(grep -A1 '^name = ' "$lock.released") <(grep -A1 '^name = ' "$lock") \
+        || die "building tansu changed its locked dependencies (compare $lock with $lock.released)"
     install -D "$build/target/release/tansu" "$TANSU_BIN"
     rm -rf "$build"
 }

@@ -289,7 +289,7 @@ impl PartitionReader {
     /// assigned again. Partitions are paused by leaving them out rather than with librdkafka's
     /// pause, so that reading resumes where this reader's positions say (the truth a restart
     /// uses too), not where librdkafka last delivered.
-    fn assign_at_positions(&mut self) -> Result<(), KafkaError> {
+    fn assign_at_positions(&self) -> Result<(), KafkaError> {
         let mut assignment = TopicPartitionList::new();
         for (&partition, &position) in &self.positions {
             if self.paused.contains(&partition) {
@@ -306,32 +306,26 @@ impl PartitionReader {
         !self.plans.is_empty()
     }
 
-    /// Chooses the partitions the next polls read. Over the pending bound (`over_bound`), a
-    /// replay reads only the partitions whose plans hold the oldest planned epoch open: the
-    /// capability stays at that epoch until each has delivered its part, so nothing is
-    /// checkpointed, and the pending count cannot fall, until they have. Reading nothing there
-    /// would wait forever; reading everything would hold the whole log in memory. Otherwise
-    /// every partition is read.
+    /// Chooses the partitions the next polls read (see [`partitions_to_pause`]) and assigns
+    /// them; on an error the choice is dropped, so the next call tries again.
     pub fn throttle(&mut self, over_bound: bool) -> Result<(), KafkaError> {
-        let oldest = self.earliest_planned_epoch().filter(|_| over_bound);
-        let paused: BTreeSet<i32> = match oldest {
-            None => BTreeSet::new(),
-            Some(oldest) => self
-                .positions
-                .keys()
-                .copied()
-                .filter(|partition| {
-                    let front = self.plans.get(partition).and_then(VecDeque::front);
-                    front.is_none_or(|&(epoch, _)| epoch != oldest)
-                })
-                .collect(),
-        };
+        let paused = partitions_to_pause(self.positions.keys().copied(), &self.plans, over_bound);
         if paused == self.paused {
             return Ok(());
         }
-        tracing::debug!(worker = self.worker, ?paused, "partitions paused");
-        self.paused = paused;
-        self.assign_at_positions()
+        if self.paused.is_empty() {
+            tracing::info!(
+                worker = self.worker,
+                ?paused,
+                "replay past the pending bound: reading only the partitions its oldest epoch needs"
+            );
+        }
+        let previous = std::mem::replace(&mut self.paused, paused);
+        let assigned = self.assign_at_positions();
+        if assigned.is_err() {
+            self.paused = previous;
+        }
+        assigned
     }
 
     /// Makes sure the owned partitions are known (and their plans loaded) before the first
@@ -363,6 +357,11 @@ impl PartitionReader {
                     let partition = message.partition();
                     let offset = message.offset();
                     if self.already_read(partition, offset) {
+                        tracing::trace!(
+                            partition,
+                            offset,
+                            "record of an earlier assignment dropped"
+                        );
                         continue;
                     }
                     self.positions.insert(partition, Some(offset + 1));
@@ -497,6 +496,8 @@ impl PartitionReader {
         let due: Vec<(i32, i64)> = self
             .plans
             .iter()
+            // A partition left out of the assignment is not at its end, whatever it last said.
+            .filter(|(partition, _)| !self.paused.contains(partition))
             .filter_map(|(&partition, plan)| {
                 let plan_end = plan.back()?.1;
                 let at_end_since = *self.caught_up_at.get(&partition)?;
@@ -574,6 +575,31 @@ pub enum ReplayError {
     },
 }
 
+/// The owned partitions a worker leaves out of its assignment. Over the pending bound
+/// (`over_bound`), a replay reads only the partitions whose plans hold the oldest planned
+/// epoch open: the capability stays at that epoch until each has delivered its part, so
+/// nothing is checkpointed, and the pending count cannot fall, until they have. Reading
+/// nothing there would wait forever; reading everything would hold the whole replay in
+/// memory. Otherwise (under the bound, or live) every partition is read.
+pub fn partitions_to_pause(
+    owned: impl Iterator<Item = i32>,
+    plans: &HashMap<i32, VecDeque<(u64, i64)>>,
+    over_bound: bool,
+) -> BTreeSet<i32> {
+    let front = |partition: &i32| plans.get(partition).and_then(VecDeque::front).map(|f| f.0);
+    let oldest = plans
+        .values()
+        .filter_map(|plan| plan.front())
+        .map(|f| f.0)
+        .min();
+    match oldest.filter(|_| over_bound && false) {
+        None => BTreeSet::new(),
+        Some(oldest) => owned
+            .filter(|partition| front(partition) != Some(oldest))
+            .collect(),
+    }
+}
+
 /// How often, at most, partitions are read back and assigned again after out-of-range errors.
 const OUT_OF_RANGE_RECHECK: Duration = Duration::from_secs(5);
 
@@ -637,7 +663,8 @@ pub struct SourceSettings {
     pub epoch_ms: u64,
     /// Records per activation.
     pub max_poll_records: usize,
-    /// Most records read but not yet checkpointed; beyond it the worker stops reading.
+    /// Most records read but not yet checkpointed; beyond it the worker stops reading, except
+    /// what the oldest epoch of a replay needs (see [`PartitionReader::throttle`]).
     pub max_pending_records: usize,
     /// The first epoch that may receive records read for the first time (after every planned
     /// epoch of the last run).
@@ -722,9 +749,16 @@ pub fn kafka_source<'s>(
                 metrics.source_errors.inc();
                 tracing::warn!(worker = reader.worker, error = %error, "cannot pause or resume partitions; will retry");
             }
-            // A live epoch closes with the clock, so over the bound the source may wait; a
-            // replayed one only closes once read (see `PartitionReader::throttle`).
-            if !over_bound || reader.replaying() {
+            // Over the bound a live epoch closes with the clock, so the source may wait; a
+            // replayed one closes only once read, so it reads on, but only while nothing it
+            // holds waits for others (a slower worker, the sinks) to be checkpointed: what
+            // waits for others drains without it.
+            let waits_for_others = positions
+                .borrow()
+                .keys()
+                .next()
+                .is_some_and(|oldest| oldest < cap.time());
+            if !over_bound || (reader.replaying() && !waits_for_others) {
                 read = reader.poll(settings.max_poll_records, &mut buffer, &metrics);
             }
             if let Some(mismatches) = reader.changed_mismatches() {
@@ -790,4 +824,37 @@ pub fn kafka_source<'s>(
             }
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plans(entries: &[(i32, &[(u64, i64)])]) -> HashMap<i32, VecDeque<(u64, i64)>> {
+        entries
+            .iter()
+            .map(|(partition, plan)| (*partition, plan.iter().copied().collect()))
+            .collect()
+    }
+
+    #[test]
+    fn over_the_bound_a_replay_reads_only_what_its_oldest_epoch_needs() {
+        // Partitions 0 and 2 hold epoch 7 open; 1 starts at 8; 3 has no plan (live).
+        let plans = plans(&[(0, &[(7, 10), (9, 20)]), (1, &[(8, 5)]), (2, &[(7, 3)])]);
+        let owned = || [0, 1, 2, 3].into_iter();
+        assert_eq!(
+            partitions_to_pause(owned(), &plans, true),
+            BTreeSet::from([1, 3])
+        );
+        assert_eq!(
+            partitions_to_pause(owned(), &plans, false),
+            BTreeSet::new(),
+            "under the bound every partition is read"
+        );
+        assert_eq!(
+            partitions_to_pause(owned(), &HashMap::new(), true),
+            BTreeSet::new(),
+            "live, over the bound, the source waits instead"
+        );
+    }
 }

@@ -23,7 +23,7 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 
 use crate::report::Report;
 use crate::restart;
-use crate::stack::{PARTITIONS, Stack, rss_bytes, state_entries};
+use crate::stack::{EngineGauges, PARTITIONS, Stack, engine_gauges, rss_bytes};
 use crate::{Options, progress};
 
 const TENANTS: &str = "[[tenants]]\nid = 'bench'\nwrite_keys = ['wk_bench']\n";
@@ -133,17 +133,19 @@ pub async fn run(stack: &mut Stack, options: &Options, report: &mut Report) -> a
                 ));
             };
             let hours = (reached.load(Ordering::Relaxed) - start) as f64 / 3_600_000.0;
-            // What each piece of state holds, to tell which one grows when the RSS does.
-            let entries = match &metrics {
-                Some(url) => state_entries(url).await.unwrap_or_default(),
-                None => Default::default(),
+            // What each piece of state holds, to tell which one grows when the RSS does, and
+            // whether the engine keeps up.
+            // A failed read is no figure: it is left out, never taken as zeros.
+            let gauges = match &metrics {
+                Some(url) => engine_gauges(url).await.ok(),
+                None => None,
             };
             println!(
-                "memory: engine RSS {} MiB after {} s ({hours:.1} simulated hours), state entries {entries:?}",
+                "memory: engine RSS {} MiB after {} s ({hours:.1} simulated hours), gauges {gauges:?}",
                 rss >> 20,
-                started.elapsed().as_secs()
+                started.elapsed().as_secs(),
             );
-            samples.push((started.elapsed().as_secs(), rss, hours, entries));
+            samples.push((started.elapsed().as_secs(), rss, hours, gauges));
             if rss > limit {
                 return Ok((samples, true));
             }
@@ -199,17 +201,37 @@ pub async fn run(stack: &mut Stack, options: &Options, report: &mut Report) -> a
         ));
         figure.target = Some("flat (within 10 %)".into());
         figure.met = Some(last.1 as f64 <= warm.1 as f64 * 1.1);
-        for (kind, at_end) in &last.3 {
-            let at_half = warm.3.get(kind).copied().unwrap_or(0.0);
-            let figure = report.add(
-                "memory",
-                &format!("state entries, {kind}: at the end (anchor: at half the run)"),
-                *at_end,
-                "entries",
-            );
-            figure.anchor = Some(("at half the run".into(), at_end / at_half.max(1.0)));
+        if let (Some(warm), Some(last)) = (&warm.3, &last.3) {
+            report_gauges(report, warm, last);
         }
     }
     stack.stop("ingest-gateway");
     restart::measure(stack, (&topic, &topic, PARTITIONS), options.workers, report).await
+}
+
+/// The engine's position and each piece of its state at the end of the run, against half the
+/// run (`warm`).
+fn report_gauges(report: &mut Report, warm: &EngineGauges, last: &EngineGauges) {
+    report.add(
+        "memory",
+        "engine consumer lag at the end of the run",
+        last.consumer_lag,
+        "records",
+    );
+    report.add(
+        "memory",
+        "engine records read but not checkpointed at the end of the run",
+        last.pending_records,
+        "records",
+    );
+    for (kind, at_end) in &last.state {
+        let at_half = warm.state.get(kind).copied().unwrap_or(0.0);
+        let figure = report.add(
+            "memory",
+            &format!("state entries, {kind}: at the end (anchor: at half the run)"),
+            *at_end,
+            "entries",
+        );
+        figure.anchor = Some(("at half the run".into(), at_end / at_half.max(1.0)));
+    }
 }

@@ -290,28 +290,44 @@ async fn wait_ready(url: &str) -> anyhow::Result<()> {
     }
 }
 
-/// Entries of each piece of the engine's state (`clickstream_engine_state_entries`, summed
-/// over workers) from its `/metrics` at `url`, by kind.
-pub async fn state_entries(url: &str) -> anyhow::Result<std::collections::BTreeMap<String, f64>> {
+/// What the engine's `/metrics` says about its state and its position.
+#[derive(Debug, Default, Clone)]
+pub struct EngineGauges {
+    /// Entries of each piece of state (`clickstream_engine_state_entries`, summed over
+    /// workers), by kind.
+    pub state: std::collections::BTreeMap<String, f64>,
+    /// Records between the log's end and the engine's position, summed over partitions
+    /// (`clickstream_engine_consumer_lag`; tansu's high watermarks lag a little, so it reads
+    /// a little low).
+    pub consumer_lag: f64,
+    /// Records read but not yet checkpointed (`clickstream_engine_pending_records`).
+    pub pending_records: f64,
+}
+
+/// Reads [`EngineGauges`] from the engine's `/metrics` at `url`.
+pub async fn engine_gauges(url: &str) -> anyhow::Result<EngineGauges> {
     let text = reqwest::get(url).await?.error_for_status()?.text().await?;
     let scrape = prometheus_parse::Scrape::parse(text.lines().map(|line| Ok(line.to_owned())))?;
-    let mut entries = std::collections::BTreeMap::new();
+    let mut gauges = EngineGauges::default();
     for sample in scrape.samples {
-        if sample.metric != "clickstream_engine_state_entries" {
-            continue;
-        }
         let value = match sample.value {
             prometheus_parse::Value::Gauge(value) | prometheus_parse::Value::Untyped(value) => {
                 value
             }
             _ => continue,
         };
-        let Some(kind) = sample.labels.get("kind") else {
-            continue;
-        };
-        *entries.entry(kind.to_owned()).or_insert(0.0) += value;
+        match sample.metric.as_str() {
+            "clickstream_engine_consumer_lag" => gauges.consumer_lag += value,
+            "clickstream_engine_pending_records" => gauges.pending_records += value,
+            "clickstream_engine_state_entries" => {
+                if let Some(kind) = sample.labels.get("kind") {
+                    *gauges.state.entry(kind.to_owned()).or_insert(0.0) += value;
+                }
+            }
+            _ => {}
+        }
     }
-    Ok(entries)
+    Ok(gauges)
 }
 
 /// Resident memory of a process, bytes (`/proc/<pid>/statm`, in pages of 4 KiB).
