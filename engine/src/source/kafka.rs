@@ -592,7 +592,7 @@ pub fn partitions_to_pause(
         .filter_map(|plan| plan.front())
         .map(|f| f.0)
         .min();
-    match oldest.filter(|_| over_bound && false) {
+    match oldest.filter(|_| over_bound) {
         None => BTreeSet::new(),
         Some(oldest) => owned
             .filter(|partition| front(partition) != Some(oldest))
