@@ -1,9 +1,9 @@
 //! `stitch_identities`: which person each id belongs to.
 //!
-//! Identity claims become links between ids; a person is a connected component of linked ids,
-//! computed by differential's label propagation. Because it is differential, a new link merges
-//! components and a retracted link (an unmerge) splits them again, and downstream operators
-//! receive exactly the corrections: retractions of the old person, insertions of the new.
+//! Identity claims become links between ids; a person is a connected component of linked ids.
+//! A new link merges components and a retracted link (an unmerge, a superseded or erased
+//! claim) splits them again, and downstream operators receive exactly the corrections:
+//! retractions of the old person, insertions of the new.
 //!
 //! Rules (Segment's identity model; the README has them as a table):
 //! - An identify claim (an `identify`, or any event carrying both ids) links an anonymous id
@@ -20,19 +20,32 @@
 //! The canonical person is the least node of the component, and user ids sort before
 //! anonymous ids, so it is the smallest user id when the person has one: the same input gives
 //! the same person ids on any number of workers.
+//!
+//! The identity map is kept for good (a user may come back after a year), so its cost per id
+//! is what bounds the engine's memory under a stream of ever-new visitors. Each tenant's graph
+//! lives on one worker, its ids interned once and its links held as integer pairs; a change
+//! re-derives the links of the ids it names and relabels only the components they touch (a
+//! breadth-first walk of the new graph from every node whose links changed reaches every node
+//! whose person may have changed). Differential's label propagation did the same spread over
+//! the workers, but held each id in about ten arrangements of owned strings: about 2.7 kB per
+//! linked id, the part of the engine's memory that kept growing (`bench memory`).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::hash::Hash;
 use std::sync::Arc;
 
-use differential_dataflow::VecCollection;
-use differential_dataflow::algorithms::graphs::propagate::propagate;
-use differential_dataflow::lattice::Lattice;
+use differential_dataflow::{AsCollection, VecCollection};
+use rustc_hash::{FxHashMap, FxHashSet};
+use timely::dataflow::channels::pact::Exchange;
+use timely::dataflow::operators::Concat;
+use timely::dataflow::operators::generic::operator::Operator;
+use timely::dataflow::operators::vec::Map;
 use timely::order::TotalOrder;
 use timely::progress::Timestamp;
 
-use crate::model::{IdKind, IdentityClaim, Link, Node, Person, Unlink};
+use crate::model::{IdKind, IdentityClaim, Node, Person, Unlink};
 use crate::placeholders::PlaceholderIds;
+use crate::stash::{Stash, route};
 
 /// Who may be linked to whom.
 #[derive(Debug, Clone, Default)]
@@ -42,9 +55,6 @@ pub struct IdentityPolicy {
     /// Ids that never link anything (removed from events before identity sees them).
     pub placeholders: PlaceholderIds,
 }
-
-/// `(tenant, from id, user id)`: a link before the kind of its first id is known.
-type Pair = (String, String, String);
 
 /// Computes persons from identity claims.
 pub trait StitchIdentities<'s, T: Timestamp> {
@@ -57,88 +67,390 @@ pub trait StitchIdentities<'s, T: Timestamp> {
     ) -> VecCollection<'s, T, (Node, Person), isize>;
 }
 
+/// An input of the operator: a claim or an unmerge.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+enum Change {
+    Claim(IdentityClaim),
+    Unlink(Unlink),
+}
+
+impl Change {
+    fn tenant(&self) -> &str {
+        match self {
+            Change::Claim(claim) => claim.tenant(),
+            Change::Unlink(unlink) => &unlink.tenant,
+        }
+    }
+}
+
 impl<'s, T> StitchIdentities<'s, T> for VecCollection<'s, T, IdentityClaim, isize>
 where
-    T: Timestamp + Lattice + TotalOrder + Hash,
+    T: Timestamp + TotalOrder + Hash,
 {
     fn stitch_identities(
         self,
         unlinks: VecCollection<'s, T, Unlink, isize>,
         policy: IdentityPolicy,
     ) -> VecCollection<'s, T, (Node, Person), isize> {
-        let known_users = self
-            .clone()
-            .map(|claim| (claim.tenant().to_owned(), claim.user_id().to_owned()))
-            .distinct();
-        let identifies = self
-            .clone()
-            .flat_map(|claim| match claim {
-                IdentityClaim::Identify {
-                    tenant,
-                    time_ms,
-                    message_id,
-                    anonymous_id,
-                    user_id,
-                } => Some(((tenant, anonymous_id), (time_ms, message_id, user_id))),
-                _ => None,
-            })
-            .reduce_named(
-                "FirstIdentify",
-                move |(tenant, _anonymous_id), claims, accepted| {
-                    let mut users: BTreeSet<&String> = BTreeSet::new();
-                    if policy.allow_identify_merge.contains(tenant) {
-                        users.extend(claims.iter().map(|((_, _, user), _)| user));
-                    } else if let Some(((_, _, first), _)) = claims.first() {
-                        // Claims arrive sorted by (time, message id): the first decides.
-                        users.insert(first);
+        let changes = self
+            .inner
+            .map(|(claim, time, diff)| (Change::Claim(claim), time, diff))
+            .concat(
+                unlinks
+                    .inner
+                    .map(|(unlink, time, diff)| (Change::Unlink(unlink), time, diff)),
+            );
+        let by_tenant = Exchange::new(|(change, _, _): &(Change, T, isize)| route(change.tenant()));
+        changes
+            .unary_frontier(by_tenant, "StitchIdentities", move |_capability, _info| {
+                let mut stash: Stash<T, (Change, isize)> = Stash::default();
+                let mut graphs: FxHashMap<Arc<str>, TenantGraph> = FxHashMap::default();
+                move |(input, frontier), output| {
+                    input.for_each(|capability, data| {
+                        for (change, time, diff) in data.drain(..) {
+                            stash.push(&capability, time, (change, diff));
+                        }
+                    });
+                    for (capability, chunks) in stash.complete(&[frontier]) {
+                        let time = capability.time().clone();
+                        let mut by_tenant: BTreeMap<String, Vec<(Change, isize)>> = BTreeMap::new();
+                        for (change, diff) in chunks.into_iter().flatten() {
+                            by_tenant
+                                .entry(change.tenant().to_owned())
+                                .or_default()
+                                .push((change, diff));
+                        }
+                        let mut session = output.session(&capability);
+                        for (tenant, changes) in by_tenant {
+                            let merge = policy.allow_identify_merge.contains(&tenant);
+                            let graph = graphs
+                                .entry(Arc::from(tenant.as_str()))
+                                .or_insert_with_key(|tenant| TenantGraph::new(tenant.clone()));
+                            graph.apply(changes, merge, |node, person, diff| {
+                                session.give(((node, person), time.clone(), diff));
+                            });
+                        }
                     }
-                    accepted.extend(users.into_iter().map(|user| (user.clone(), 1)));
-                },
-            )
-            .map(|((tenant, anonymous_id), user_id)| {
-                ((tenant, anonymous_id, user_id), IdKind::Anonymous)
-            });
-        let aliases = self.flat_map(|claim| match claim {
-            IdentityClaim::Alias {
-                tenant,
+                }
+            })
+            .as_collection()
+    }
+}
+
+/// A node of one tenant's graph: its kind and its interned id.
+type Key = (IdKind, usize);
+
+/// An identify claim on an anonymous id, held with the anonymous id.
+#[derive(Debug)]
+struct Identify {
+    time_ms: i64,
+    message_id: Box<str>,
+    user: usize,
+    count: isize,
+}
+
+/// One tenant's claims, the links they make and the person of every linked id.
+///
+/// Everything is keyed by interned ids. Counts are those of the claims' collection (a claim
+/// may be retracted, and a time may carry a retraction before the insertion it nets with);
+/// an entry leaves when its count returns to zero.
+#[derive(Debug)]
+struct TenantGraph {
+    tenant: Arc<str>,
+    names: Vec<Arc<str>>,
+    ids: FxHashMap<Arc<str>, usize>,
+    /// Identify claims, by anonymous id.
+    identifies: FxHashMap<usize, Vec<Identify>>,
+    /// Alias claims `(user id, count)`, by previous id.
+    aliases: FxHashMap<usize, Vec<(usize, isize)>>,
+    /// Claims naming each id as a user id: a previous id with any is a known user.
+    user_claims: FxHashMap<usize, isize>,
+    /// Unmerges, by (from id, user id).
+    unlinked: FxHashMap<(usize, usize), isize>,
+    /// The links each from id (anonymous id or previous id) makes now, sorted.
+    links_from: FxHashMap<usize, Vec<(Key, Key)>>,
+    /// Both directions of every link, with the number of links between the two nodes (an
+    /// alias each way makes two).
+    adjacency: FxHashMap<Key, Vec<(Key, u32)>>,
+    /// The person of every linked node, as emitted.
+    person: FxHashMap<Key, Key>,
+}
+
+impl TenantGraph {
+    fn new(tenant: Arc<str>) -> TenantGraph {
+        TenantGraph {
+            tenant,
+            names: Vec::new(),
+            ids: FxHashMap::default(),
+            identifies: FxHashMap::default(),
+            aliases: FxHashMap::default(),
+            user_claims: FxHashMap::default(),
+            unlinked: FxHashMap::default(),
+            links_from: FxHashMap::default(),
+            adjacency: FxHashMap::default(),
+            person: FxHashMap::default(),
+        }
+    }
+
+    fn intern(&mut self, id: &str) -> usize {
+        if let Some(&index) = self.ids.get(id) {
+            return index;
+        }
+        let name: Arc<str> = Arc::from(id);
+        self.names.push(name.clone());
+        self.ids.insert(name, self.names.len() - 1);
+        self.names.len() - 1
+    }
+
+    /// Applies one time's changes and emits the persons that changed. `merge`: the tenant
+    /// lets every identify link, not only the first of each anonymous id.
+    fn apply(
+        &mut self,
+        changes: Vec<(Change, isize)>,
+        merge: bool,
+        mut emit: impl FnMut(Node, Person, isize),
+    ) {
+        let mut dirty: FxHashSet<usize> = FxHashSet::default();
+        for (change, diff) in changes {
+            self.record(change, diff, &mut dirty);
+        }
+        let mut touched: FxHashSet<Key> = FxHashSet::default();
+        for from in dirty {
+            self.relink(from, merge, &mut touched);
+        }
+        self.relabel(touched, &mut emit);
+    }
+
+    /// Counts one claim or unmerge; `dirty` collects the from ids whose links may change.
+    fn record(&mut self, change: Change, diff: isize, dirty: &mut FxHashSet<usize>) {
+        match change {
+            Change::Claim(IdentityClaim::Identify {
+                time_ms,
+                message_id,
+                anonymous_id,
+                user_id,
+                ..
+            }) => {
+                let (from, user) = (self.intern(&anonymous_id), self.intern(&user_id));
+                let claims = self.identifies.entry(from).or_default();
+                match claims.iter_mut().find(|claim| {
+                    claim.user == user
+                        && claim.time_ms == time_ms
+                        && *claim.message_id == *message_id
+                }) {
+                    Some(claim) => claim.count += diff,
+                    None => claims.push(Identify {
+                        time_ms,
+                        message_id: message_id.into_boxed_str(),
+                        user,
+                        count: diff,
+                    }),
+                }
+                claims.retain(|claim| claim.count != 0);
+                if claims.is_empty() {
+                    self.identifies.remove(&from);
+                }
+                self.count_user_claim(user, diff, dirty);
+                dirty.insert(from);
+            }
+            Change::Claim(IdentityClaim::Alias {
                 previous_id,
                 user_id,
-            } => Some(((tenant, previous_id), user_id)),
-            _ => None,
-        });
-        let to_users = aliases
-            .clone()
-            .semijoin(known_users.clone())
-            .map(|((tenant, previous_id), user_id)| ((tenant, previous_id, user_id), IdKind::User));
-        let to_anonymous = aliases
-            .antijoin(known_users)
-            .map(|((tenant, previous_id), user_id)| {
-                ((tenant, previous_id, user_id), IdKind::Anonymous)
-            });
-        let unlinked = unlinks
-            .map(
-                |Unlink {
-                     tenant,
-                     from_id,
-                     user_id,
-                 }| (tenant, from_id, user_id),
-            )
-            .distinct();
-        let links = identifies
-            .concat(to_users)
-            .concat(to_anonymous)
-            .antijoin(unlinked)
-            .map(|((tenant, from_id, user_id), kind): (Pair, IdKind)| {
-                Link::to_user(&tenant, kind, &from_id, &user_id)
-            })
-            .distinct();
-        let edges = links.flat_map(|Link { a, b }| [(a.clone(), b.clone()), (b, a)]);
-        let nodes = edges
-            .clone()
-            .map(|(node, _)| node)
-            .distinct()
-            .map(|node| (node.clone(), node));
-        propagate(edges, nodes)
+                ..
+            }) => {
+                let (from, user) = (self.intern(&previous_id), self.intern(&user_id));
+                let aliases = self.aliases.entry(from).or_default();
+                match aliases.iter_mut().find(|(to, _)| *to == user) {
+                    Some((_, count)) => *count += diff,
+                    None => aliases.push((user, diff)),
+                }
+                aliases.retain(|(_, count)| *count != 0);
+                if aliases.is_empty() {
+                    self.aliases.remove(&from);
+                }
+                self.count_user_claim(user, diff, dirty);
+                dirty.insert(from);
+            }
+            Change::Claim(IdentityClaim::KnownUser { user_id, .. }) => {
+                let user = self.intern(&user_id);
+                self.count_user_claim(user, diff, dirty);
+            }
+            Change::Unlink(Unlink {
+                from_id, user_id, ..
+            }) => {
+                let (from, user) = (self.intern(&from_id), self.intern(&user_id));
+                let count = self.unlinked.entry((from, user)).or_default();
+                *count += diff;
+                if *count == 0 {
+                    self.unlinked.remove(&(from, user));
+                }
+                dirty.insert(from);
+            }
+        }
+    }
+
+    /// Counts a claim naming `user` as a user id; when that makes it known or unknown, the
+    /// aliases from it change kind.
+    fn count_user_claim(&mut self, user: usize, diff: isize, dirty: &mut FxHashSet<usize>) {
+        let count = self.user_claims.entry(user).or_default();
+        let was_known = *count > 0;
+        *count += diff;
+        if (*count > 0) != was_known {
+            dirty.insert(user);
+        }
+        if *count == 0 {
+            self.user_claims.remove(&user);
+        }
+    }
+
+    /// The links the claims on `from` make now, sorted: its first identify's (or, with
+    /// `merge`, every identify's), and its aliases', less the unmerged ones.
+    fn links_of(&self, from: usize, merge: bool) -> Vec<(Key, Key)> {
+        let mut users: Vec<(IdKind, usize)> = Vec::new();
+        if let Some(claims) = self.identifies.get(&from) {
+            let present = claims.iter().filter(|claim| claim.count > 0);
+            if merge {
+                users.extend(present.map(|claim| (IdKind::Anonymous, claim.user)));
+            } else if let Some(first) = present.min_by(|a, b| {
+                (a.time_ms, &a.message_id, &self.names[a.user]).cmp(&(
+                    b.time_ms,
+                    &b.message_id,
+                    &self.names[b.user],
+                ))
+            }) {
+                users.push((IdKind::Anonymous, first.user));
+            }
+        }
+        if let Some(aliases) = self.aliases.get(&from) {
+            let kind = if self.user_claims.get(&from).is_some_and(|count| *count > 0) {
+                IdKind::User
+            } else {
+                IdKind::Anonymous
+            };
+            users.extend(
+                aliases
+                    .iter()
+                    .filter(|(_, count)| *count > 0)
+                    .map(|(user, _)| (kind, *user)),
+            );
+        }
+        let mut links: Vec<(Key, Key)> = users
+            .into_iter()
+            .filter(|(_, user)| self.unlinked.get(&(from, *user)).is_none_or(|c| *c <= 0))
+            .map(|(kind, user)| ((kind, from), (IdKind::User, user)))
+            .collect();
+        links.sort_unstable();
+        links.dedup();
+        links
+    }
+
+    /// Re-derives the links of `from` and applies the difference to the adjacency; the ends
+    /// of every link added or removed go into `touched`.
+    fn relink(&mut self, from: usize, merge: bool, touched: &mut FxHashSet<Key>) {
+        let new = self.links_of(from, merge);
+        let old = self.links_from.remove(&from).unwrap_or_default();
+        for &(a, b) in old.iter().filter(|link| new.binary_search(link).is_err()) {
+            self.connect(a, b, -1);
+            touched.extend([a, b]);
+        }
+        for &(a, b) in new.iter().filter(|link| old.binary_search(link).is_err()) {
+            self.connect(a, b, 1);
+            touched.extend([a, b]);
+        }
+        if !new.is_empty() {
+            self.links_from.insert(from, new);
+        }
+    }
+
+    /// Adds (`diff` 1) or removes (-1) one link between `a` and `b`, both directions.
+    fn connect(&mut self, a: Key, b: Key, diff: i32) {
+        let ends = if a == b {
+            vec![(a, a)]
+        } else {
+            vec![(a, b), (b, a)]
+        };
+        for (node, other) in ends {
+            let neighbours = self.adjacency.entry(node).or_default();
+            match neighbours.iter_mut().position(|(n, _)| *n == other) {
+                Some(at) => {
+                    let count = &mut neighbours[at].1;
+                    *count = count.saturating_add_signed(diff);
+                    if *count == 0 {
+                        neighbours.swap_remove(at);
+                    }
+                }
+                None if diff > 0 => neighbours.push((other, 1)),
+                None => {}
+            }
+            if neighbours.is_empty() {
+                self.adjacency.remove(&node);
+            }
+        }
+    }
+
+    /// Gives every node in the components of `touched` the least node of its component as its
+    /// person (none when it has no link left), and emits the changes.
+    fn relabel(&mut self, touched: FxHashSet<Key>, emit: &mut impl FnMut(Node, Person, isize)) {
+        let mut seen: FxHashSet<Key> = FxHashSet::default();
+        for start in touched {
+            if !seen.insert(start) {
+                continue;
+            }
+            let component = self.component(start, &mut seen);
+            let least = self
+                .adjacency
+                .contains_key(&start)
+                .then(|| {
+                    component
+                        .iter()
+                        .copied()
+                        .min_by(|a, b| (a.0, &self.names[a.1]).cmp(&(b.0, &self.names[b.1])))
+                })
+                .flatten();
+            for node in component {
+                let old = match least {
+                    Some(least) => self.person.insert(node, least),
+                    None => self.person.remove(&node),
+                };
+                if old == least {
+                    continue;
+                }
+                if let Some(old) = old {
+                    emit(self.node(node), self.node(old), -1);
+                }
+                if let Some(least) = least {
+                    emit(self.node(node), self.node(least), 1);
+                }
+            }
+        }
+    }
+
+    /// The nodes linked to `start`, directly or not, `start` included; each is added to `seen`.
+    fn component(&self, start: Key, seen: &mut FxHashSet<Key>) -> Vec<Key> {
+        let mut component = vec![start];
+        let mut queue = VecDeque::from([start]);
+        while let Some(node) = queue.pop_front() {
+            for &(next, _) in self
+                .adjacency
+                .get(&node)
+                .map(Vec::as_slice)
+                .unwrap_or_default()
+            {
+                if seen.insert(next) {
+                    component.push(next);
+                    queue.push_back(next);
+                }
+            }
+        }
+        component
+    }
+
+    fn node(&self, (kind, id): Key) -> Node {
+        Node {
+            tenant: self.tenant.clone(),
+            kind,
+            id: self.names[id].clone(),
+        }
     }
 }
 
