@@ -193,6 +193,12 @@ fn main() -> anyhow::Result<()> {
             state.bytes as f64 / state.retained_events.max(1) as f64,
             state.bytes as f64 / budget.max(1) as f64
         );
+        let entries: Vec<String> = state
+            .entries
+            .iter()
+            .map(|(name, count)| format!("{name} {count}"))
+            .collect();
+        println!("\nstate entries at the end (1 worker): {}", entries.join(", "));
     }
     Ok(())
 }
@@ -220,6 +226,8 @@ fn active_visitors(log: &[Decoded], settings: &AnalyticsSettings) -> usize {
 struct State {
     bytes: usize,
     retained_events: usize,
+    /// Every state gauge's entries at the end, as `/metrics` names them.
+    entries: [(&'static str, usize); 9],
 }
 
 #[derive(Debug)]
@@ -389,6 +397,7 @@ fn run_dataflow(
             *state = Some(State {
                 bytes: ALLOCATOR.allocated().saturating_sub(baseline),
                 retained_events: gauges.sessionized_events.get(),
+                entries: gauges.all().map(|(name, gauge)| (name, gauge.get())),
             });
         }
         input.close();
