@@ -14,68 +14,143 @@
 //! count and any arrival order. State starts empty at every start (the stored claims go to
 //! `stitch_identities` directly), so a restart may store a later claim of a subject again;
 //! that changes no person, because the earliest one is stored too. The state is kept for good,
-//! like the identity map it is part of: one entry per linked pair and per known user id.
+//! like the identity map it is part of: one entry per linked pair and per known user id, each
+//! held once (the table is keyed by the claim's own fields, not by a copy of them).
+//!
+//! Erasures apply here too, since what this operator holds is exactly what it emitted: a claim
+//! naming an id that was ever erased is neither kept nor emitted, and an erasure retracts the
+//! held claims it covers ([`ErasureLog::ever_erased`]: a claim has no receipt time).
 
-use std::collections::HashMap;
-use std::collections::hash_map::Entry;
+use std::hash::BuildHasher;
 
 use differential_dataflow::{AsCollection, VecCollection};
+use hashbrown::HashTable;
+use rustc_hash::FxBuildHasher;
+use schemas::ControlMessage;
+use schemas::erasure::ErasureLog;
 use timely::dataflow::StreamVec;
-use timely::dataflow::channels::pact::Exchange;
+use timely::dataflow::channels::pact::{Exchange, Pipeline};
 use timely::dataflow::operators::generic::operator::Operator;
 use timely::order::TotalOrder;
 use timely::progress::Timestamp;
 
+use crate::erasure::{ControlRecord, Erasures};
 use crate::gauges::StateGauge;
 use crate::model::{IdentityClaim, Position};
 use crate::stash::{Stash, route};
 
-/// What a claim is about: claims with the same subject are redundant but for the earliest.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-enum Subject {
-    Identify(String, String, String),
-    Alias(String, String, String),
-    KnownUser(String, String),
+/// What a claim is about, borrowed from it: claims with the same subject are redundant but
+/// for the earliest.
+#[derive(Debug, PartialEq, Eq, Hash)]
+enum Subject<'a> {
+    Identify(&'a str, &'a str, &'a str),
+    Alias(&'a str, &'a str, &'a str),
+    KnownUser(&'a str, &'a str),
 }
 
-fn subject(claim: &IdentityClaim) -> Subject {
+fn subject(claim: &IdentityClaim) -> Subject<'_> {
     match claim {
         IdentityClaim::Identify {
             tenant,
             anonymous_id,
             user_id,
             ..
-        } => Subject::Identify(tenant.clone(), anonymous_id.clone(), user_id.clone()),
+        } => Subject::Identify(tenant, anonymous_id, user_id),
         IdentityClaim::Alias {
             tenant,
             previous_id,
             user_id,
-        } => Subject::Alias(tenant.clone(), previous_id.clone(), user_id.clone()),
-        IdentityClaim::KnownUser { tenant, user_id } => {
-            Subject::KnownUser(tenant.clone(), user_id.clone())
-        }
+        } => Subject::Alias(tenant, previous_id, user_id),
+        IdentityClaim::KnownUser { tenant, user_id } => Subject::KnownUser(tenant, user_id),
     }
 }
 
 /// Whether `claim` at `position` precedes `other` at `other_position` (same subject).
 fn precedes(claim: &IdentityClaim, position: Position, other: &(IdentityClaim, Position)) -> bool {
-    let key = |claim: &IdentityClaim| match claim {
-        IdentityClaim::Identify {
-            time_ms,
-            message_id,
-            ..
-        } => (*time_ms, message_id.clone()),
-        _ => (0, String::new()),
-    };
+    fn key(claim: &IdentityClaim) -> (i64, &str) {
+        match claim {
+            IdentityClaim::Identify {
+                time_ms,
+                message_id,
+                ..
+            } => (*time_ms, message_id.as_str()),
+            _ => (0, ""),
+        }
+    }
     (key(claim), position) < (key(&other.0), other.1)
+}
+
+/// The earliest claim of each subject on one worker.
+#[derive(Debug, Default)]
+struct Earliest {
+    claims: HashTable<(IdentityClaim, Position)>,
+}
+
+/// The hash of a claim's subject in [`Earliest`]'s table.
+fn subject_hash(claim: &IdentityClaim) -> u64 {
+    FxBuildHasher.hash_one(subject(claim))
+}
+
+impl Earliest {
+    /// Keeps `claim` if it is the first or the earliest of its subject; emits the changes.
+    fn offer(
+        &mut self,
+        claim: IdentityClaim,
+        position: Position,
+        mut emit: impl FnMut((IdentityClaim, Position), isize),
+    ) {
+        let entry = self.claims.entry(
+            subject_hash(&claim),
+            |(held, _)| subject(held) == subject(&claim),
+            |(held, _)| subject_hash(held),
+        );
+        match entry {
+            hashbrown::hash_table::Entry::Vacant(vacant) => {
+                emit((claim.clone(), position), 1);
+                vacant.insert((claim, position));
+            }
+            hashbrown::hash_table::Entry::Occupied(mut occupied) => {
+                if precedes(&claim, position, occupied.get()) {
+                    emit((claim.clone(), position), 1);
+                    let superseded = std::mem::replace(occupied.get_mut(), (claim, position));
+                    emit(superseded, -1);
+                }
+            }
+        }
+    }
+
+    /// Retracts and forgets the claims naming an id `log` ever erased.
+    fn withdraw(
+        &mut self,
+        log: &ErasureLog,
+        mut emit: impl FnMut((IdentityClaim, Position), isize),
+    ) {
+        self.claims.retain(|(claim, position)| {
+            let (tenant, ids) = claim.ids();
+            if log.ever_erased(tenant, ids) {
+                emit((claim.clone(), *position), -1);
+                false
+            } else {
+                true
+            }
+        });
+    }
+}
+
+/// What the operator buffers until its time is complete.
+enum Input {
+    Claim(IdentityClaim, Position),
+    Control(ControlRecord),
 }
 
 /// Reduces identity claims to the earliest of each subject.
 pub trait EarliestClaims<'s, T: Timestamp> {
     /// The earliest claim of each subject; a claim that is superseded by an earlier one is
-    /// retracted. `gauge` counts the subjects held on the worker.
+    /// retracted, and so is a claim an erasure in `erasures` covers (the control records on
+    /// every worker). `gauge` counts the subjects held on the worker.
     fn earliest_claims(
         self,
+        erasures: Erasures<'s, T>,
         gauge: StateGauge,
     ) -> VecCollection<'s, T, (IdentityClaim, Position), isize>;
 }
@@ -85,51 +160,71 @@ impl<'s, T: Timestamp + TotalOrder> EarliestClaims<'s, T>
 {
     fn earliest_claims(
         self,
+        erasures: Erasures<'s, T>,
         gauge: StateGauge,
     ) -> VecCollection<'s, T, (IdentityClaim, Position), isize> {
-        // By the subject's parts, so that every claim on a subject meets the same worker
-        // (hashed by reference: building the subject would copy three strings per claim).
-        let by_subject = Exchange::new(|(claim, _): &(IdentityClaim, Position)| match claim {
-            IdentityClaim::Identify {
-                tenant,
-                anonymous_id,
-                user_id,
-                ..
-            } => route(&(0u8, tenant, anonymous_id, user_id)),
-            IdentityClaim::Alias {
-                tenant,
-                previous_id,
-                user_id,
-            } => route(&(1u8, tenant, previous_id, user_id)),
-            IdentityClaim::KnownUser { tenant, user_id } => route(&(2u8, tenant, user_id)),
-        });
-        self.unary_frontier(by_subject, "EarliestClaims", |_capability, _info| {
-            let mut stash: Stash<T, (IdentityClaim, Position)> = Stash::default();
-            let mut earliest: HashMap<Subject, (IdentityClaim, Position)> = HashMap::new();
-            move |(input, frontier), output| {
-                input.for_each(|capability, data| stash.push_all(&capability, data));
-                for (capability, claims) in stash.complete(&[frontier]) {
-                    let time = capability.time().clone();
-                    let mut session = output.session(&capability);
-                    for (claim, position) in claims.into_iter().flatten() {
-                        match earliest.entry(subject(&claim)) {
-                            Entry::Vacant(entry) => {
-                                session.give(((claim.clone(), position), time.clone(), 1));
-                                entry.insert((claim, position));
-                            }
-                            Entry::Occupied(mut entry) => {
-                                if precedes(&claim, position, entry.get()) {
-                                    session.give(((claim.clone(), position), time.clone(), 1));
-                                    let superseded = entry.insert((claim, position));
-                                    session.give((superseded, time.clone(), -1));
+        // By the subject, so that every claim on a subject meets the same worker.
+        let by_subject =
+            Exchange::new(|(claim, _): &(IdentityClaim, Position)| route(&subject(claim)));
+        let Erasures { control, mut log } = erasures;
+        self.binary_frontier(
+            control,
+            by_subject,
+            Pipeline,
+            "EarliestClaims",
+            |_capability, _info| {
+                let mut stash: Stash<T, Input> = Stash::default();
+                let mut earliest = Earliest::default();
+                move |(claims, claims_frontier), (control, control_frontier), output| {
+                    claims.for_each(|capability, data| {
+                        let Some(time) = capability.least().cloned() else {
+                            return;
+                        };
+                        for (claim, position) in data.drain(..) {
+                            stash.push(&capability, time.clone(), Input::Claim(claim, position));
+                        }
+                    });
+                    control.for_each(|capability, messages| {
+                        let Some(time) = capability.least().cloned() else {
+                            return;
+                        };
+                        for message in messages.drain(..) {
+                            stash.push(&capability, time.clone(), Input::Control(message));
+                        }
+                    });
+                    for (capability, chunks) in stash.complete(&[claims_frontier, control_frontier])
+                    {
+                        let time = capability.time().clone();
+                        let mut session = output.session(&capability);
+                        let mut emit = |claim, diff| session.give((claim, time.clone(), diff));
+                        // Erasures first: a claim of the same time naming an erased id is
+                        // then refused below, as a later one would be.
+                        let mut offered = Vec::new();
+                        let mut erased = false;
+                        for input in chunks.into_iter().flatten() {
+                            match input {
+                                Input::Control(ControlRecord(message)) => {
+                                    log.apply(&message);
+                                    erased |=
+                                        !matches!(message, ControlMessage::LiftSuppression { .. });
                                 }
+                                Input::Claim(claim, position) => offered.push((claim, position)),
+                            }
+                        }
+                        if erased {
+                            earliest.withdraw(&log, &mut emit);
+                        }
+                        for (claim, position) in offered {
+                            let (tenant, ids) = claim.ids();
+                            if !log.ever_erased(tenant, ids) {
+                                earliest.offer(claim, position, &mut emit);
                             }
                         }
                     }
+                    gauge.set(earliest.claims.len());
                 }
-                gauge.set(earliest.len());
-            }
-        })
+            },
+        )
         .as_collection()
     }
 }
@@ -137,7 +232,7 @@ impl<'s, T: Timestamp + TotalOrder> EarliestClaims<'s, T>
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testing::run_collection;
+    use crate::testing::{run_collection, run_collection_timed};
     use proptest::prelude::*;
     use std::collections::BTreeMap;
     use timely::dataflow::operators::vec::Map;
@@ -232,7 +327,11 @@ mod tests {
         ) {
             let expected = oracle(&input);
             let actual = run_collection(workers, epoch_len, input, |claims| {
-                claims.inner.map(|(claim, _, _)| claim).earliest_claims(StateGauge::default())
+                let erasures = Erasures {
+                control: timely::dataflow::operators::generic::operator::empty(claims.scope()),
+                log: ErasureLog::default(),
+            };
+                claims.inner.map(|(claim, _, _)| claim).earliest_claims(erasures, StateGauge::default())
             });
             prop_assert_eq!(actual, expected);
         }
@@ -253,14 +352,91 @@ mod tests {
             ((identify(10, "offline-login"), (0, 3)), 1),
         ];
         let actual = run_collection(1, 1, input, |claims| {
+            let erasures = Erasures {
+                control: timely::dataflow::operators::generic::operator::empty(claims.scope()),
+                log: ErasureLog::default(),
+            };
             claims
                 .inner
                 .map(|(claim, _, _)| claim)
-                .earliest_claims(StateGauge::default())
+                .earliest_claims(erasures, StateGauge::default())
         });
         assert_eq!(
             actual,
             BTreeMap::from([((identify(10, "offline-login"), (0, 3)), 1)])
         );
+    }
+
+    /// An erasure retracts the held claims naming an erased id, and a claim naming it that
+    /// arrives later is refused (here directly: in the pipeline, `erase` drops its event
+    /// first).
+    #[test]
+    fn an_erasure_retracts_held_claims_and_refuses_later_ones() {
+        use timely::dataflow::operators::vec::Broadcast;
+        const SALT: &str = "claims test salt";
+        #[derive(
+            Debug, Clone, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+        )]
+        enum In {
+            Claim(IdentityClaim, Position),
+            Erase(String),
+        }
+        let identify = |anonymous: &str, user: &str, time_ms: i64| IdentityClaim::Identify {
+            tenant: "t".into(),
+            time_ms,
+            message_id: format!("m{time_ms}"),
+            anonymous_id: anonymous.into(),
+            user_id: user.into(),
+        };
+        let known = IdentityClaim::KnownUser {
+            tenant: "t".into(),
+            user_id: "u3".into(),
+        };
+        let timed = vec![
+            (In::Claim(identify("a1", "u1", 1), (0, 1)), 0, 1),
+            (In::Claim(identify("a2", "u2", 2), (1, 1)), 0, 1),
+            (In::Erase("a1".into()), 1, 1),
+            (In::Claim(identify("a1", "u4", 3), (0, 2)), 2, 1),
+            (In::Claim(known.clone(), (1, 2)), 2, 1),
+        ];
+        for workers in [1, 2] {
+            let actual = run_collection_timed(workers, timed.clone(), |input| {
+                let control = input
+                    .inner
+                    .clone()
+                    .flat_map(|(input, _, _)| match input {
+                        In::Erase(id) => Some(ControlRecord(ControlMessage::Erase {
+                            request_id: "r".into(),
+                            id_hashes: vec![schemas::erasure::id_hash(SALT, "t", &id)],
+                            tenant: "t".into(),
+                            requested_at_ms: 10,
+                            salt_check: schemas::erasure::salt_check(SALT),
+                        })),
+                        In::Claim(..) => None,
+                    })
+                    .broadcast();
+                input
+                    .inner
+                    .flat_map(|(input, _, _)| match input {
+                        In::Claim(claim, position) => Some((claim, position)),
+                        In::Erase(_) => None,
+                    })
+                    .earliest_claims(
+                        Erasures {
+                            control,
+                            log: ErasureLog::new(SALT),
+                        },
+                        StateGauge::default(),
+                    )
+            });
+            assert_eq!(
+                actual,
+                BTreeMap::from([
+                    ((identify("a2", "u2", 2), (1, 1)), 1),
+                    ((known.clone(), (1, 2)), 1)
+                ]),
+                "{workers} workers"
+            );
+        }
     }
 }

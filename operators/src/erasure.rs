@@ -146,7 +146,7 @@ pub trait EraseRecords<'s, T: Timestamp, D> {
         self,
         control: StreamVec<'s, T, ControlRecord>,
         log: ErasureLog,
-        ids: impl Fn(&D) -> (&str, Vec<&str>) + 'static,
+        ids: impl Fn(&D) -> (&str, [&str; 2]) + 'static,
     ) -> VecCollection<'s, T, D, isize>;
 }
 
@@ -159,7 +159,7 @@ where
         self,
         control: StreamVec<'s, T, ControlRecord>,
         mut log: ErasureLog,
-        ids: impl Fn(&D) -> (&str, Vec<&str>) + 'static,
+        ids: impl Fn(&D) -> (&str, [&str; 2]) + 'static,
     ) -> VecCollection<'s, T, D, isize> {
         self.inner
             .binary_frontier(

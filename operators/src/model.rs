@@ -404,6 +404,25 @@ impl IdentityClaim {
         }
     }
 
+    /// The claim's tenant and the ids it names (a known-user claim names one; the other is
+    /// empty), what an erasure matches it by.
+    pub fn ids(&self) -> (&str, [&str; 2]) {
+        match self {
+            IdentityClaim::Identify {
+                tenant,
+                anonymous_id,
+                user_id,
+                ..
+            } => (tenant, [anonymous_id, user_id]),
+            IdentityClaim::Alias {
+                tenant,
+                previous_id,
+                user_id,
+            } => (tenant, [previous_id, user_id]),
+            IdentityClaim::KnownUser { tenant, user_id } => (tenant, [user_id, ""]),
+        }
+    }
+
     /// The tenant of the claim.
     pub fn tenant(&self) -> &str {
         match self {

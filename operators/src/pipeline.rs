@@ -115,24 +115,6 @@ pub struct Analytics<'s, T: Timestamp> {
     pub active_visitors: VecCollection<'s, T, (String, i64), isize>,
 }
 
-/// A claim's tenant and ids, for [`EraseRecords`].
-fn claim_ids(claim: &IdentityClaim) -> (&str, Vec<&str>) {
-    match claim {
-        IdentityClaim::Identify {
-            tenant,
-            anonymous_id,
-            user_id,
-            ..
-        } => (tenant, vec![anonymous_id, user_id]),
-        IdentityClaim::Alias {
-            tenant,
-            previous_id,
-            user_id,
-        } => (tenant, vec![previous_id, user_id]),
-        IdentityClaim::KnownUser { tenant, user_id } => (tenant, vec![user_id]),
-    }
-}
-
 /// Whether an event arrived later after it happened than state may be changed for.
 pub fn is_late(event: &schemas::Event, lateness_ms: i64) -> bool {
     event.received_at_ms.saturating_sub(event.timestamp_ms) > lateness_ms
@@ -195,13 +177,18 @@ where
         .flat_map(|(event, position)| {
             IdentityClaim::of_event(&event).map(move |claim| (claim, position))
         })
-        .earliest_claims(gauges.earliest_claims.clone())
-        .erase_records(
-            erasures.control.clone(),
-            erasures.log.clone(),
-            |(claim, _): &(IdentityClaim, Position)| claim_ids(claim),
+        .earliest_claims(
+            Erasures {
+                control: erasures.control.clone(),
+                log: erasures.log.clone(),
+            },
+            gauges.earliest_claims.clone(),
         );
-    let stored = stored.erase_records(erasures.control.clone(), erasures.log.clone(), claim_ids);
+    let stored = stored.erase_records(
+        erasures.control.clone(),
+        erasures.log.clone(),
+        IdentityClaim::ids,
+    );
     let identities = counted(
         claims
             .clone()

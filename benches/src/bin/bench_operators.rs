@@ -198,7 +198,10 @@ fn main() -> anyhow::Result<()> {
             .iter()
             .map(|(name, count)| format!("{name} {count}"))
             .collect();
-        println!("\nstate entries at the end (1 worker): {}", entries.join(", "));
+        println!(
+            "\nstate entries at the end (1 worker): {}",
+            entries.join(", ")
+        );
     }
     Ok(())
 }
