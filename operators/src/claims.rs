@@ -26,7 +26,6 @@ use std::hash::BuildHasher;
 use differential_dataflow::{AsCollection, VecCollection};
 use hashbrown::HashTable;
 use rustc_hash::FxBuildHasher;
-use schemas::ControlMessage;
 use schemas::erasure::ErasureLog;
 use timely::dataflow::StreamVec;
 use timely::dataflow::channels::pact::{Exchange, Pipeline};
@@ -34,7 +33,7 @@ use timely::dataflow::operators::generic::operator::Operator;
 use timely::order::TotalOrder;
 use timely::progress::Timestamp;
 
-use crate::erasure::{ControlRecord, Erasures};
+use crate::erasure::{ControlRecord, Erasures, withdraws};
 use crate::gauges::StateGauge;
 use crate::model::{IdentityClaim, Position};
 use crate::stash::{Stash, route};
@@ -93,10 +92,14 @@ fn subject_hash(claim: &IdentityClaim) -> u64 {
 
 impl Earliest {
     /// Keeps `claim` if it is the first or the earliest of its subject; emits the changes.
+    /// A claim naming an id `log` ever erased is refused. Only a claim of a new subject is
+    /// checked (an erasure check hashes each id): a held claim of the subject names the
+    /// same ids, and [`Earliest::withdraw`] would have removed it.
     fn offer(
         &mut self,
         claim: IdentityClaim,
         position: Position,
+        log: &ErasureLog,
         mut emit: impl FnMut((IdentityClaim, Position), isize),
     ) {
         let entry = self.claims.entry(
@@ -106,6 +109,10 @@ impl Earliest {
         );
         match entry {
             hashbrown::hash_table::Entry::Vacant(vacant) => {
+                let (tenant, ids) = claim.ids();
+                if log.ever_erased(tenant, ids) {
+                    return;
+                }
                 emit((claim.clone(), position), 1);
                 vacant.insert((claim, position));
             }
@@ -205,8 +212,7 @@ impl<'s, T: Timestamp + TotalOrder> EarliestClaims<'s, T>
                             match input {
                                 Input::Control(ControlRecord(message)) => {
                                     log.apply(&message);
-                                    erased |=
-                                        !matches!(message, ControlMessage::LiftSuppression { .. });
+                                    erased |= withdraws(&message);
                                 }
                                 Input::Claim(claim, position) => offered.push((claim, position)),
                             }
@@ -215,10 +221,7 @@ impl<'s, T: Timestamp + TotalOrder> EarliestClaims<'s, T>
                             earliest.withdraw(&log, &mut emit);
                         }
                         for (claim, position) in offered {
-                            let (tenant, ids) = claim.ids();
-                            if !log.ever_erased(tenant, ids) {
-                                earliest.offer(claim, position, &mut emit);
-                            }
+                            earliest.offer(claim, position, &log, &mut emit);
                         }
                     }
                     gauge.set(earliest.claims.len());
@@ -234,6 +237,7 @@ mod tests {
     use super::*;
     use crate::testing::{run_collection, run_collection_timed};
     use proptest::prelude::*;
+    use schemas::ControlMessage;
     use std::collections::BTreeMap;
     use timely::dataflow::operators::vec::Map;
 

@@ -29,6 +29,16 @@ use crate::stash::Stash;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ControlRecord(pub ControlMessage);
 
+/// Whether `message` withdraws what an operator already holds: an erasure or a tenant's
+/// removal. A lift, an unmerge, a remerge or a recount withdraws nothing, so it must not make
+/// an operator rescan all it holds.
+pub(crate) fn withdraws(message: &ControlMessage) -> bool {
+    matches!(
+        message,
+        ControlMessage::Erase { .. } | ControlMessage::RemoveTenant { .. }
+    )
+}
+
 impl serde::Serialize for ControlRecord {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         let text = serde_json::to_string(&self.0).map_err(serde::ser::Error::custom)?;
@@ -195,10 +205,7 @@ where
                                 match change {
                                     Change::Control(ControlRecord(message)) => {
                                         log.apply(&message);
-                                        erased |= !matches!(
-                                            message,
-                                            ControlMessage::LiftSuppression { .. }
-                                        );
+                                        erased |= withdraws(&message);
                                     }
                                     Change::Update(datum, diff) => held.push((datum, diff)),
                                 }

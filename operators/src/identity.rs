@@ -157,8 +157,12 @@ struct Identify {
 #[derive(Debug)]
 struct TenantGraph {
     tenant: Arc<str>,
+    /// Each interned id's text; an id no structure holds any more is forgotten (an erased
+    /// person's ids must not stay in memory) and its index reused.
     names: Vec<Arc<str>>,
     ids: FxHashMap<Arc<str>, usize>,
+    /// Indexes of forgotten ids.
+    free: Vec<usize>,
     /// Identify claims, by anonymous id.
     identifies: FxHashMap<usize, Vec<Identify>>,
     /// Alias claims `(user id, count)`, by previous id.
@@ -182,6 +186,7 @@ impl TenantGraph {
             tenant,
             names: Vec::new(),
             ids: FxHashMap::default(),
+            free: Vec::new(),
             identifies: FxHashMap::default(),
             aliases: FxHashMap::default(),
             user_claims: FxHashMap::default(),
@@ -197,9 +202,41 @@ impl TenantGraph {
             return index;
         }
         let name: Arc<str> = Arc::from(id);
-        self.names.push(name.clone());
-        self.ids.insert(name, self.names.len() - 1);
-        self.names.len() - 1
+        let index = match self.free.pop() {
+            Some(index) => {
+                self.names[index] = name.clone();
+                index
+            }
+            None => {
+                self.names.push(name.clone());
+                self.names.len() - 1
+            }
+        };
+        self.ids.insert(name, index);
+        index
+    }
+
+    /// Forgets `id` if nothing holds it any more. Every identify or alias claim on a user id
+    /// is also counted in `user_claims`, and a time's counts are never negative once all of
+    /// it is applied, so an id without entries of its own is named by no claim.
+    fn forget_if_unused(&mut self, id: usize) {
+        let held = self.identifies.contains_key(&id)
+            || self.aliases.contains_key(&id)
+            || self.user_claims.contains_key(&id)
+            || self.links_from.contains_key(&id)
+            || [IdKind::User, IdKind::Anonymous].into_iter().any(|kind| {
+                self.adjacency.contains_key(&(kind, id)) || self.person.contains_key(&(kind, id))
+            })
+            || self
+                .unlinked
+                .keys()
+                .any(|&(from, user)| from == id || user == id);
+        if held || self.names[id].is_empty() {
+            return;
+        }
+        self.ids.remove(&self.names[id]);
+        self.names[id] = crate::model::empty_str();
+        self.free.push(id);
     }
 
     /// Applies one time's changes and emits the persons that changed. `merge`: the tenant
@@ -211,18 +248,30 @@ impl TenantGraph {
         mut emit: impl FnMut(Node, Person, isize),
     ) {
         let mut dirty: FxHashSet<usize> = FxHashSet::default();
+        let mut named: FxHashSet<usize> = FxHashSet::default();
         for (change, diff) in changes {
-            self.record(change, diff, &mut dirty);
+            self.record(change, diff, &mut dirty, &mut named);
         }
         let mut touched: FxHashSet<Key> = FxHashSet::default();
-        for from in dirty {
+        for &from in &dirty {
             self.relink(from, merge, &mut touched);
         }
+        named.extend(touched.iter().map(|&(_, id)| id));
         self.relabel(touched, &mut emit);
+        for id in named {
+            self.forget_if_unused(id);
+        }
     }
 
-    /// Counts one claim or unmerge; `dirty` collects the from ids whose links may change.
-    fn record(&mut self, change: Change, diff: isize, dirty: &mut FxHashSet<usize>) {
+    /// Counts one claim or unmerge; `dirty` collects the from ids whose links may change,
+    /// `named` every id the change names.
+    fn record(
+        &mut self,
+        change: Change,
+        diff: isize,
+        dirty: &mut FxHashSet<usize>,
+        named: &mut FxHashSet<usize>,
+    ) {
         match change {
             Change::Claim(IdentityClaim::Identify {
                 time_ms,
@@ -232,6 +281,7 @@ impl TenantGraph {
                 ..
             }) => {
                 let (from, user) = (self.intern(&anonymous_id), self.intern(&user_id));
+                named.extend([from, user]);
                 let claims = self.identifies.entry(from).or_default();
                 match claims.iter_mut().find(|claim| {
                     claim.user == user
@@ -259,6 +309,7 @@ impl TenantGraph {
                 ..
             }) => {
                 let (from, user) = (self.intern(&previous_id), self.intern(&user_id));
+                named.extend([from, user]);
                 let aliases = self.aliases.entry(from).or_default();
                 match aliases.iter_mut().find(|(to, _)| *to == user) {
                     Some((_, count)) => *count += diff,
@@ -273,12 +324,14 @@ impl TenantGraph {
             }
             Change::Claim(IdentityClaim::KnownUser { user_id, .. }) => {
                 let user = self.intern(&user_id);
+                named.insert(user);
                 self.count_user_claim(user, diff, dirty);
             }
             Change::Unlink(Unlink {
                 from_id, user_id, ..
             }) => {
                 let (from, user) = (self.intern(&from_id), self.intern(&user_id));
+                named.extend([from, user]);
                 let count = self.unlinked.entry((from, user)).or_default();
                 *count += diff;
                 if *count == 0 {
@@ -810,5 +863,44 @@ mod tests {
             person_of(&split, IdKind::User, "old-user").as_deref(),
             Some("old-user")
         );
+    }
+
+    /// An id whose claims are all retracted (an erased person's) leaves the tenant's graph,
+    /// and its index is reused.
+    #[test]
+    fn retracted_ids_are_forgotten() {
+        let claim = |anonymous: &str, user: &str| {
+            Change::Claim(IdentityClaim::Identify {
+                tenant: "t".into(),
+                time_ms: 1,
+                message_id: "m".into(),
+                anonymous_id: anonymous.into(),
+                user_id: user.into(),
+            })
+        };
+        let mut graph = TenantGraph::new(Arc::from("t"));
+        let mut emitted = Vec::new();
+        graph.apply(vec![(claim("a", "u"), 1)], false, |node, person, diff| {
+            emitted.push((node.id.to_string(), person.id.to_string(), diff));
+        });
+        assert_eq!(graph.ids.len(), 2);
+        graph.apply(vec![(claim("a", "u"), -1)], false, |node, person, diff| {
+            emitted.push((node.id.to_string(), person.id.to_string(), diff));
+        });
+        assert!(graph.ids.is_empty(), "held: {:?}", graph.ids);
+        assert!(graph.names.iter().all(|name| name.is_empty()));
+        emitted.sort();
+        assert_eq!(
+            emitted,
+            [
+                ("a".into(), "u".into(), -1),
+                ("a".into(), "u".into(), 1),
+                ("u".into(), "u".into(), -1),
+                ("u".into(), "u".into(), 1)
+            ]
+        );
+        graph.apply(vec![(claim("b", "v"), 1)], false, |_, _, _| {});
+        assert_eq!(graph.names.len(), 2, "indexes reused");
+        assert_eq!(graph.ids.len(), 2);
     }
 }

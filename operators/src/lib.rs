@@ -7,8 +7,9 @@
 //! (bounded memory); their outputs are differential collections whose retractions are real
 //! corrections. Identity state (`earliest_claims`, `stitch_identities`) is kept for good: one
 //! entry per linked id pair and per known user id, the size of the identity map, held per
-//! tenant over interned ids (`stitch_identities` is its own incremental union-find, not
-//! differential's label propagation, whose arrangements cost ten copies of every id).
+//! tenant over interned ids (`stitch_identities` relabels only the components a change
+//! touches, instead of differential's label propagation, whose arrangements cost ten copies
+//! of every id).
 #![warn(missing_docs)]
 // Dataflow records are moved through vectors by value; boxing the larger variant of an enum
 // would cost an allocation per record to save bytes in a buffer that is reused anyway.

@@ -26,7 +26,6 @@ use timely::dataflow::operators::generic::operator::Operator;
 use timely::order::TotalOrder;
 use timely::progress::Timestamp;
 
-use schemas::ControlMessage;
 use schemas::erasure::ErasureLog;
 use timely::dataflow::operators::Concat;
 use timely::dataflow::operators::vec::Map;
@@ -260,7 +259,7 @@ impl Persons {
                 Update::Event(event) => new_events.push(event),
                 Update::Erasure(ControlRecord(message)) => {
                     log.apply(&message);
-                    erased |= !matches!(message, ControlMessage::LiftSuppression { .. });
+                    erased |= crate::erasure::withdraws(&message);
                 }
             }
         }

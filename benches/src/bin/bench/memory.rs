@@ -116,8 +116,7 @@ pub async fn run(stack: &mut Stack, options: &Options, report: &mut Report) -> a
         .set("enable.idempotence", "true")
         .set("linger.ms", "5")
         .create()?;
-    // Simulated time reached and events sent, for the report (a request sends whole
-    // sessions: at least EVENTS_PER_REQUEST events).
+    // Simulated time reached and events sent, for the report.
     let reached = Arc::new(AtomicI64::new(start));
     let sent = Arc::new(AtomicU64::new(0));
     let (reached_in, sent_in) = (reached.clone(), sent.clone());
