@@ -273,6 +273,15 @@ pub async fn run(stack: &mut Stack, options: &Options, report: &mut Report) -> a
             "MiB",
         );
         figure.anchor = Some(("RSS then".into(), last.1 as f64 / warm.1.max(1) as f64));
+    } else {
+        report.add(
+            "memory",
+            &format!(
+                "NO SAMPLE PAST THE {horizon_hours:.1} h HORIZON: raise --memory-speedup or --memory-minutes"
+            ),
+            0.0,
+            "",
+        );
     }
     stack.stop("ingest-gateway");
     restart::measure(stack, (&topic, &topic, PARTITIONS), options.workers, report).await
