@@ -9,6 +9,7 @@
 use std::collections::hash_map::RandomState;
 use std::hash::BuildHasher;
 
+use hashbrown::HashTable;
 use rustc_hash::FxHashMap;
 
 use timely::dataflow::StreamVec;
@@ -77,30 +78,73 @@ impl<'s, T: Timestamp + TotalOrder> Dedup<'s, T> for StreamVec<'s, T, Decoded> {
 
 /// The message ids one worker has let through, each until the horizon after it was received.
 ///
-/// Ids are held as a 128-bit fingerprint of (tenant, message id) instead of the strings,
-/// which saves two allocations per event; with independent random keys, a collision among a
-/// billion live ids has a probability around 10^-21. Keys are per process, which is enough:
-/// a message id is routed to one worker, and the state is rebuilt on restart.
+/// Ids are held as a 96-bit fingerprint of (tenant, message id) instead of the strings, which
+/// saves two allocations per event; with independent random keys, a collision among a billion
+/// live ids has a probability around 10^-11 (n^2 / 2^97). Keys are per process, which is
+/// enough: a message id is routed to one worker, and the state is rebuilt on restart.
 struct SeenIds {
     hashers: (RandomState, RandomState),
-    /// Fingerprint -> `received_at_ms` of the occurrence let through.
-    ids: FxHashMap<u128, i64>,
+    /// By [`Seen::high`], already a uniform hash: the table does not hash again.
+    ids: HashTable<Seen>,
     expiry: Expiry,
+}
+
+/// A 96-bit fingerprint of (tenant, message id): the table's hash and the rest.
+type Fingerprint = (u64, u32);
+
+/// One remembered id: 16 bytes, where a map from a 128-bit fingerprint to a millisecond time
+/// took 32 (the dedup table is the one structure with an entry per event of the horizon).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Seen {
+    high: u64,
+    low: u32,
+    /// When the occurrence let through was received: Unix seconds (u32 lasts until 2106).
+    received_s: u32,
+}
+
+impl Seen {
+    fn fingerprint(&self) -> Fingerprint {
+        (self.high, self.low)
+    }
+
+    /// Whether the id must still be remembered at `cutoff_ms`: rounded up to the whole
+    /// second, so an id is never forgotten before its horizon.
+    fn live_at(&self, cutoff_ms: i64) -> bool {
+        (i64::from(self.received_s) + 1) * 1000 > cutoff_ms
+    }
 }
 
 impl SeenIds {
     fn new(settings: DedupSettings) -> SeenIds {
         SeenIds {
             hashers: (RandomState::new(), RandomState::new()),
-            ids: FxHashMap::default(),
+            ids: HashTable::new(),
             expiry: Expiry::new(settings.horizon_ms),
         }
     }
 
-    fn fingerprint(&self, tenant: &str, message_id: &str) -> u128 {
-        let one = self.hashers.0.hash_one((tenant, message_id));
-        let two = self.hashers.1.hash_one((tenant, message_id));
-        (u128::from(one) << 64) | u128::from(two)
+    fn fingerprint(&self, tenant: &str, message_id: &str) -> Fingerprint {
+        let high = self.hashers.0.hash_one((tenant, message_id));
+        let low = self.hashers.1.hash_one((tenant, message_id)) as u32;
+        (high, low)
+    }
+
+    fn contains(&self, fingerprint: Fingerprint) -> bool {
+        self.ids
+            .find(fingerprint.0, |seen| seen.fingerprint() == fingerprint)
+            .is_some()
+    }
+
+    fn remember(&mut self, (high, low): Fingerprint, received_at_ms: i64) {
+        let received_s = received_at_ms
+            .div_euclid(1000)
+            .clamp(0, i64::from(u32::MAX)) as u32;
+        let seen = Seen {
+            high,
+            low,
+            received_s,
+        };
+        self.ids.insert_unique(high, seen, |seen| seen.high);
     }
 
     /// The places `(chunk, index)`, in order, of the batch's first occurrence of each id not
@@ -108,13 +152,14 @@ impl SeenIds {
     /// (partition, offset), not the first to arrive: the choice is then independent of how
     /// records were split into messages, without sorting whole events.
     fn first_occurrences(&mut self, chunks: &[Vec<Decoded>]) -> Vec<(usize, usize)> {
-        let mut kept: FxHashMap<u128, (Position, i64, (usize, usize))> = FxHashMap::default();
+        let mut kept: FxHashMap<Fingerprint, (Position, i64, (usize, usize))> =
+            FxHashMap::default();
         for (c, chunk) in chunks.iter().enumerate() {
             for (i, decoded) in chunk.iter().enumerate() {
                 let event = &decoded.event;
                 self.expiry.observe(event.received_at_ms);
                 let key = self.fingerprint(&event.tenant, &event.message_id);
-                if self.ids.contains_key(&key) {
+                if self.contains(key) {
                     continue;
                 }
                 let candidate = (
@@ -133,7 +178,7 @@ impl SeenIds {
         }
         let mut winners: Vec<(usize, usize)> = Vec::with_capacity(kept.len());
         for (key, (_, received_at_ms, place)) in kept {
-            self.ids.insert(key, received_at_ms);
+            self.remember(key, received_at_ms);
             winners.push(place);
         }
         winners.sort_unstable();
@@ -144,7 +189,10 @@ impl SeenIds {
     /// due.
     fn sweep_when_due(&mut self) {
         if let Some(cutoff) = self.expiry.sweep_due(self.ids.len()) {
-            self.ids.retain(|_, received| *received >= cutoff);
+            self.ids.retain(|seen| seen.live_at(cutoff));
+            if self.ids.capacity() > 4 * self.ids.len() + 1024 {
+                self.ids.shrink_to_fit(|seen| seen.high);
+            }
         }
     }
 }
@@ -209,6 +257,25 @@ mod tests {
             kept.sort();
             prop_assert_eq!(kept, expected);
         }
+    }
+
+    #[test]
+    fn ids_that_share_the_table_hash_are_told_apart_and_kept_to_their_horizon() {
+        // The table is indexed by the fingerprint's high half: a collision there must not
+        // make a new id look seen.
+        let mut seen = SeenIds::new(DedupSettings::default());
+        seen.remember((7, 1), 1_500);
+        assert!(seen.contains((7, 1)));
+        assert!(
+            !seen.contains((7, 2)),
+            "only the whole fingerprint identifies an id"
+        );
+        seen.remember((7, 2), 1_500);
+        assert!(seen.contains((7, 2)) && seen.contains((7, 1)));
+        // Seconds are rounded up: received at 1.5 s, the id lives while the cutoff is below 2 s.
+        let first = *seen.ids.iter().next().expect("two ids");
+        assert!(first.live_at(1_999));
+        assert!(!first.live_at(2_000));
     }
 
     #[test]
