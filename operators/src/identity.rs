@@ -30,6 +30,7 @@
 //! the workers, but held each id in about ten arrangements of owned strings: about 2.7 kB per
 //! linked id, the part of the engine's memory that kept growing (`bench memory`).
 
+use arcstr::ArcStr;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::hash::Hash;
 use std::sync::Arc;
@@ -104,7 +105,7 @@ where
         changes
             .unary_frontier(by_tenant, "StitchIdentities", move |_capability, _info| {
                 let mut stash: Stash<T, (Change, isize)> = Stash::default();
-                let mut graphs: FxHashMap<Arc<str>, TenantGraph> = FxHashMap::default();
+                let mut graphs: FxHashMap<ArcStr, TenantGraph> = FxHashMap::default();
                 move |(input, frontier), output| {
                     input.for_each(|capability, data| {
                         for (change, time, diff) in data.drain(..) {
@@ -124,7 +125,7 @@ where
                         for (tenant, changes) in by_tenant {
                             let merge = policy.allow_identify_merge.contains(&tenant);
                             let graph = graphs
-                                .entry(Arc::from(tenant.as_str()))
+                                .entry(ArcStr::from(tenant.as_str()))
                                 .or_insert_with_key(|tenant| TenantGraph::new(tenant.clone()));
                             graph.apply(changes, merge, |node, person, diff| {
                                 session.give(((node, person), time.clone(), diff));
@@ -156,11 +157,11 @@ struct Identify {
 /// an entry leaves when its count returns to zero.
 #[derive(Debug)]
 struct TenantGraph {
-    tenant: Arc<str>,
+    tenant: ArcStr,
     /// Each interned id's text; an id no structure holds any more is forgotten (an erased
     /// person's ids must not stay in memory) and its index reused.
-    names: Vec<Arc<str>>,
-    ids: FxHashMap<Arc<str>, usize>,
+    names: Vec<ArcStr>,
+    ids: FxHashMap<ArcStr, usize>,
     /// Indexes of forgotten ids.
     free: Vec<usize>,
     /// Identify claims, by anonymous id.
@@ -181,7 +182,7 @@ struct TenantGraph {
 }
 
 impl TenantGraph {
-    fn new(tenant: Arc<str>) -> TenantGraph {
+    fn new(tenant: ArcStr) -> TenantGraph {
         TenantGraph {
             tenant,
             names: Vec::new(),
@@ -201,7 +202,7 @@ impl TenantGraph {
         if let Some(&index) = self.ids.get(id) {
             return index;
         }
-        let name: Arc<str> = Arc::from(id);
+        let name: ArcStr = ArcStr::from(id);
         let index = match self.free.pop() {
             Some(index) => {
                 self.names[index] = name.clone();
@@ -878,7 +879,7 @@ mod tests {
                 user_id: user.into(),
             })
         };
-        let mut graph = TenantGraph::new(Arc::from("t"));
+        let mut graph = TenantGraph::new(ArcStr::from("t"));
         let mut emitted = Vec::new();
         graph.apply(vec![(claim("a", "u"), 1)], false, |node, person, diff| {
             emitted.push((node.id.to_string(), person.id.to_string(), diff));

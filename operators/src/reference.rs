@@ -9,6 +9,7 @@
 //! It models no state release: with a complete log it is what the pipeline computes while
 //! every state it needs is still held.
 
+use arcstr::ArcStr;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
@@ -368,7 +369,7 @@ fn sessionize(
                 entry_path: "".into(),
                 exit_path: "".into(),
                 landing: Arc::new(Landing {
-                    referrer: Arc::from(event.page.referrer.as_str()),
+                    referrer: ArcStr::from(event.page.referrer.as_str()),
                     campaign: Arc::new(event.campaign.clone()),
                     acquisition: Arc::new(event.acquisition.clone()),
                     client: Arc::new(event.client.clone()),

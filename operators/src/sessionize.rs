@@ -9,6 +9,7 @@
 //! A session is named by its first event's message id, so it keeps its id while that event
 //! stays first, and the same input gives the same ids on any worker count.
 
+use arcstr::ArcStr;
 use std::collections::HashMap;
 
 use rustc_hash::FxHashMap;
@@ -159,7 +160,7 @@ impl<'a> Builder<'a> {
 
     /// Adds an activity event to the open session (opening one when [`Builder::starts_new`]
     /// says so); returns the session's id.
-    fn add(&mut self, event: &Activity) -> Arc<str> {
+    fn add(&mut self, event: &Activity) -> ArcStr {
         if self.starts_new(event) {
             self.open(event);
         }
@@ -194,7 +195,7 @@ pub fn sessions_of<'a>(
     person: &Person,
     events: impl IntoIterator<Item = &'a SharedActivity>,
     settings: &SessionSettings,
-) -> (Vec<Session>, Vec<(&'a SharedActivity, Arc<str>)>) {
+) -> (Vec<Session>, Vec<(&'a SharedActivity, ArcStr)>) {
     let mut ordered: Vec<&SharedActivity> = events.into_iter().collect();
     ordered.sort_by(|a, b| (a.timestamp_ms, &a.message_id).cmp(&(b.timestamp_ms, &b.message_id)));
     let mut builder = Builder::new(person, settings);
@@ -211,14 +212,14 @@ pub fn sessions_of<'a>(
 }
 
 /// Where a person's events are kept: by (event time, message id), the order sessions grow in.
-type Key = (i64, Arc<str>);
+type Key = (i64, ArcStr);
 
 #[derive(Debug)]
 struct Entry {
     event: SharedActivity,
     count: isize,
     /// The session id this event was last emitted with, if it was emitted.
-    emitted: Option<Arc<str>>,
+    emitted: Option<ArcStr>,
 }
 
 /// One person's retained events and sessions. Events are a vector sorted by [`Key`], not a
@@ -362,7 +363,7 @@ impl PersonState {
                 Some(builder.add(&entry.event))
             };
             if entry.emitted != now {
-                let enriched = |session_id: Arc<str>| {
+                let enriched = |session_id: ArcStr| {
                     Output::Event(Enriched {
                         event: entry.event.clone(),
                         session_id,
@@ -664,7 +665,7 @@ mod tests {
                         .map(|e| oracle_location(e).into())
                         .unwrap_or_else(|| "".into()),
                     landing: Arc::new(Landing {
-                        referrer: Arc::from(group[0].page.referrer.as_str()),
+                        referrer: ArcStr::from(group[0].page.referrer.as_str()),
                         campaign: Arc::new(group[0].campaign.clone()),
                         acquisition: Arc::new(group[0].acquisition.clone()),
                         client: Arc::new(group[0].client.clone()),

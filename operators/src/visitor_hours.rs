@@ -11,7 +11,7 @@
 //! person, which retracts the old row and inserts the new one. A window (tenant and hour) is
 //! released once nothing can change it any more, by the same rule as the minute windows.
 
-use std::sync::Arc;
+use arcstr::ArcStr;
 
 use differential_dataflow::{AsCollection, VecCollection};
 use timely::dataflow::channels::pact::Exchange;
@@ -34,7 +34,7 @@ pub fn hour_of(time_ms: i64) -> i64 {
 }
 
 /// (tenant, hour, visitor, person): one output row.
-type RowKey = (Arc<str>, i64, Arc<str>, Arc<str>);
+type RowKey = (ArcStr, i64, ArcStr, ArcStr);
 
 /// Counts activity per visitor and hour.
 pub trait VisitorHours<'s, T: Timestamp> {
@@ -162,7 +162,7 @@ mod tests {
                 e.is_bot = at % 5 == 0;
                 e.non_interactive = at % 7 == 0;
                 e.message_id = format!("m{t}{at}{visitor}{person}");
-                let event: SharedEvent = Arc::new(e);
+                let event: SharedEvent = std::sync::Arc::new(e);
                 (event, format!("u{person}"))
             });
         proptest::collection::vec((item, any::<bool>()), 0..80).prop_map(insert_then_retract)
@@ -190,7 +190,7 @@ mod tests {
     ) -> VecCollection<'_, u64, Enriched, isize> {
         input.map(|(event, person_id)| Enriched {
             event: activity(&event),
-            session_id: Arc::from("s"),
+            session_id: ArcStr::from("s"),
             person_id: person_id.into(),
         })
     }
@@ -203,7 +203,7 @@ mod tests {
             e.kind = EventKind::Page;
             Enriched {
                 event: activity(&e),
-                session_id: Arc::from("s"),
+                session_id: ArcStr::from("s"),
                 person_id: person.into(),
             }
         };

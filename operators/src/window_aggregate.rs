@@ -11,8 +11,8 @@
 //! can change it any more: a session starting in it may grow for `max_session`, and changes
 //! arrive at most `gap + lateness` after that.
 
+use arcstr::ArcStr;
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
 use differential_dataflow::{AsCollection, VecCollection};
 use rustc_hash::FxHashMap;
@@ -51,22 +51,22 @@ impl Update {
 #[derive(Debug, Default)]
 struct Window {
     /// Additive metrics by (metric, dimension).
-    sums: Rows<(Metric, Arc<str>), i64>,
+    sums: Rows<(Metric, ArcStr), i64>,
     /// Multiplicity of each visitor and person with an event in the minute.
-    visitors: FxHashMap<Arc<str>, isize>,
-    persons: FxHashMap<Arc<str>, isize>,
+    visitors: FxHashMap<ArcStr, isize>,
+    persons: FxHashMap<ArcStr, isize>,
     /// The distinct counts before the batch being applied, once it changed them.
     visitors_before: Option<Option<i64>>,
     persons_before: Option<Option<i64>>,
 }
 
 /// The row of a distinct count: its number of keys, no row when there are none.
-fn distinct(set: &FxHashMap<Arc<str>, isize>) -> Option<i64> {
+fn distinct(set: &FxHashMap<ArcStr, isize>) -> Option<i64> {
     (!set.is_empty()).then_some(set.len() as i64)
 }
 
 impl Window {
-    fn add(&mut self, metric: Metric, dimension: &Arc<str>, delta: i64) {
+    fn add(&mut self, metric: Metric, dimension: &ArcStr, delta: i64) {
         if delta == 0 {
             return;
         }
@@ -74,7 +74,7 @@ impl Window {
             .update((metric, dimension.clone()), |value| *value += delta);
     }
 
-    fn count(&mut self, metric: Metric, key: &Arc<str>, diff: isize) {
+    fn count(&mut self, metric: Metric, key: &ArcStr, diff: isize) {
         let (counts, before) = match metric {
             Metric::UniqueVisitors => (&mut self.visitors, &mut self.visitors_before),
             _ => (&mut self.persons, &mut self.persons_before),
@@ -94,7 +94,7 @@ impl Window {
         }
     }
 
-    fn apply_event(&mut self, event: &Activity, person_id: &Arc<str>, diff: isize) {
+    fn apply_event(&mut self, event: &Activity, person_id: &ArcStr, diff: isize) {
         if !event.interaction {
             // Only interactions add to rollups (schemas::definitions).
             return;
@@ -161,7 +161,7 @@ impl Window {
     }
 }
 
-fn count(counts: &mut FxHashMap<Arc<str>, isize>, key: &Arc<str>, diff: isize) {
+fn count(counts: &mut FxHashMap<ArcStr, isize>, key: &ArcStr, diff: isize) {
     match counts.get_mut(key) {
         Some(value) => {
             *value += diff;
@@ -184,7 +184,7 @@ fn count(counts: &mut FxHashMap<Arc<str>, isize>, key: &Arc<str>, diff: isize) {
 pub fn minute_rollups<'a>(
     tenant: &str,
     minute_ms: i64,
-    events: impl IntoIterator<Item = (&'a Activity, &'a Arc<str>, usize)>,
+    events: impl IntoIterator<Item = (&'a Activity, &'a ArcStr, usize)>,
     sessions: impl IntoIterator<Item = &'a Session>,
 ) -> Vec<AggRow> {
     let mut window = Window::default();
@@ -359,7 +359,7 @@ mod tests {
         let events = input.clone().flat_map(|i| match i {
             Input::Event(event, person_id) => Some(Enriched {
                 event: activity(&event),
-                session_id: Arc::from("s"),
+                session_id: ArcStr::from("s"),
                 person_id: person_id.into(),
             }),
             Input::Session(_) => None,
@@ -412,7 +412,7 @@ mod tests {
                     e.non_interactive = visitor == 2 && path == 1;
                     e.page.path = format!("/p{path}");
                     e.message_id = format!("m{t}{minute}{visitor}{person}{path}");
-                    let event: SharedEvent = Arc::new(e);
+                    let event: SharedEvent = std::sync::Arc::new(e);
                     Input::Event(event, format!("u{person}"))
                 }
             ),
@@ -473,7 +473,7 @@ mod tests {
             }
             let events: Vec<_> = copies
                 .into_iter()
-                .map(|((event, person), n)| (activity(event), Arc::<str>::from(person.as_str()), n))
+                .map(|((event, person), n)| (activity(event), ArcStr::from(person.as_str()), n))
                 .collect();
             let sessions: Vec<&Session> = present
                 .iter()

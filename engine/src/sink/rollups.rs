@@ -22,6 +22,7 @@
 //! latest retention mark plus [`RETENTION_MARGIN_SECS`]), are left alone: their rollups are
 //! all that is left, and they hold no id.
 
+use operators::ArcStr;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
@@ -255,7 +256,7 @@ fn count_minutes(
         event.is_bot = stored.is_bot != 0;
         event.non_interactive = stored.non_interactive != 0;
         let activity = operators::Activity::of(&event, &mut interner);
-        let person: Arc<str> = interner.intern(&stored.person_id);
+        let person: ArcStr = interner.intern(&stored.person_id);
         activities.entry(stored.minute).or_default().push((
             activity,
             person,

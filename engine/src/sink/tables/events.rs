@@ -1,7 +1,7 @@
 //! `events`: every event with its session and person; late events flagged.
 
+use operators::ArcStr;
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
 use clickhouse::Row;
 use operators::{Enriched, SharedEvent, route};
@@ -217,10 +217,10 @@ pub struct EventsSink {
 /// An event's record never changes but for its session and person, so they identify it.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 struct Attribution {
-    tenant: Arc<str>,
-    message_id: Arc<str>,
-    session_id: Arc<str>,
-    person_id: Arc<str>,
+    tenant: ArcStr,
+    message_id: ArcStr,
+    session_id: ArcStr,
+    person_id: ArcStr,
     timestamp_ms: i64,
 }
 
@@ -237,7 +237,7 @@ impl From<&Enriched> for Attribution {
 }
 
 /// A stored event's new `(event_time, message_id, session_id, person_id)`, by tenant.
-type Corrections = BTreeMap<Arc<str>, Vec<(u32, Arc<str>, Arc<str>, Arc<str>)>>;
+type Corrections = BTreeMap<ArcStr, Vec<(u32, ArcStr, ArcStr, ArcStr)>>;
 
 /// Corrections are sent in statements of about this many bytes of ids: their SQL stays within
 /// the `max_query_size` the statement sets (16 MiB), whatever the ids' lengths, and one
