@@ -269,9 +269,18 @@ impl Generator {
         out
     }
 
+    /// A UUID (version 4 in form), as the gateway and Segment's and RudderStack's libraries
+    /// send: the seed in its high half and a counter in its low half, so a run's ids are
+    /// distinct and the same on every run, and the random stream is not consumed.
     fn message_id(&mut self) -> String {
         self.next_message += 1;
-        format!("g{}-{}", self.config.seed, self.next_message)
+        let mut bytes = [0u8; 16];
+        bytes[..8].copy_from_slice(&self.config.seed.to_be_bytes());
+        bytes[8..].copy_from_slice(&self.next_message.to_be_bytes());
+        uuid::Builder::from_random_bytes(bytes)
+            .into_uuid()
+            .hyphenated()
+            .to_string()
     }
 
     fn pick_visitor(&mut self) -> usize {
