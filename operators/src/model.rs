@@ -13,10 +13,10 @@ use serde::{Deserialize, Serialize};
 pub type SharedEvent = Arc<Event>;
 
 /// What the stateful operators keep of an event: the fields sessions, identity and the
-/// aggregates read: 88 bytes and 52 for its message id, against about 1.3 KB for a whole [`Event`]
+/// aggregates read: 80 bytes (96 with its shared counts), against about 1.3 KB for a whole [`Event`]
 /// with its properties and context. Strings are [`ArcStr`]s (one pointer each, where
-/// `Arc<str>` took two words); all but the message id come from
-/// an [`Interner`], so a visitor's retained events share one copy of each.
+/// `Arc<str>` took two words) from an [`Interner`], so a visitor's retained events share one
+/// copy of each; the message id is a [`MessageId`], a UUID held in place.
 ///
 /// The whole event goes to the events sink once, when it arrives; a later change of its
 /// session or person reaches the sink as a correction of those two columns (see
@@ -26,7 +26,7 @@ pub struct Activity {
     /// Tenant.
     pub tenant: ArcStr,
     /// Segment's `messageId`.
-    pub message_id: ArcStr,
+    pub message_id: MessageId,
     /// Event time, Unix ms UTC.
     pub timestamp_ms: i64,
     /// When the gateway received it, Unix ms UTC.
@@ -66,6 +66,149 @@ pub fn empty_str() -> ArcStr {
     ArcStr::new()
 }
 
+/// Segment's `messageId` as the operators hold it, in 16 bytes: a UUID in its canonical text
+/// (lowercase and hyphenated: what the gateway assigns, and what Segment's and RudderStack's
+/// libraries send) as its 128 bits, any other text shared. It compares, hashes, prints and
+/// serializes as its text, so nothing downstream can tell the two forms apart. An
+/// [`ArcStr`] would take 8 bytes and an allocation of 52 per event.
+#[derive(Clone, PartialEq, Eq)]
+pub struct MessageId(MessageIdRepr);
+
+#[derive(Clone, PartialEq, Eq)]
+enum MessageIdRepr {
+    /// The UUID's high and low halves. A UUID whose low half is zero is kept as text: the
+    /// zero is the niche that keeps the id at 16 bytes.
+    Uuid(u64, std::num::NonZeroU64),
+    /// Any other text, including the empty id of an event that is in no session.
+    Text(ArcStr),
+}
+
+impl MessageId {
+    /// The id of `text`; a canonical UUID (36 characters) is parsed, anything else shared.
+    pub fn new(text: &str) -> MessageId {
+        MessageId(Self::uuid(text).unwrap_or_else(|| MessageIdRepr::Text(ArcStr::from(text))))
+    }
+
+    /// The empty id: static, so it allocates nothing.
+    pub fn empty() -> MessageId {
+        MessageId(MessageIdRepr::Text(ArcStr::new()))
+    }
+
+    /// `text` as a UUID when it is one in canonical form, which alone prints back as `text`.
+    fn uuid(text: &str) -> Option<MessageIdRepr> {
+        if text.len() != 36 {
+            return None;
+        }
+        let uuid = uuid::Uuid::try_parse(text).ok()?;
+        let mut canonical = [0u8; 36];
+        if uuid.hyphenated().encode_lower(&mut canonical).as_bytes() != text.as_bytes() {
+            return None;
+        }
+        let (high, low) = uuid.as_u64_pair();
+        Some(MessageIdRepr::Uuid(high, std::num::NonZeroU64::new(low)?))
+    }
+
+    /// The id's text (on the stack for a UUID).
+    pub fn text(&self) -> MessageIdText<'_> {
+        match &self.0 {
+            MessageIdRepr::Uuid(high, low) => {
+                let mut buffer = [0u8; 36];
+                uuid::Uuid::from_u64_pair(*high, low.get())
+                    .hyphenated()
+                    .encode_lower(&mut buffer);
+                MessageIdText::Uuid(buffer)
+            }
+            MessageIdRepr::Text(text) => MessageIdText::Text(text),
+        }
+    }
+
+    /// Whether the id is empty.
+    pub fn is_empty(&self) -> bool {
+        matches!(&self.0, MessageIdRepr::Text(text) if text.is_empty())
+    }
+}
+
+/// A [`MessageId`]'s text, borrowed or, for a UUID, printed on the stack.
+#[derive(Debug)]
+pub enum MessageIdText<'a> {
+    /// A UUID's 36 ASCII characters.
+    Uuid([u8; 36]),
+    /// Any other id.
+    Text(&'a str),
+}
+
+impl std::ops::Deref for MessageIdText<'_> {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        match self {
+            // Always ASCII: written by `encode_lower`.
+            MessageIdText::Uuid(buffer) => std::str::from_utf8(buffer).unwrap_or_default(),
+            MessageIdText::Text(text) => text,
+        }
+    }
+}
+
+impl From<&str> for MessageId {
+    fn from(text: &str) -> MessageId {
+        MessageId::new(text)
+    }
+}
+
+impl From<String> for MessageId {
+    fn from(text: String) -> MessageId {
+        MessageId::new(&text)
+    }
+}
+
+impl Ord for MessageId {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        match (&self.0, &other.0) {
+            // Canonical UUIDs sort as text in the order of their bits: lowercase hex digits
+            // sort as their values, and the hyphens stand at the same places.
+            (MessageIdRepr::Uuid(a, b), MessageIdRepr::Uuid(c, d)) => (a, b).cmp(&(c, d)),
+            _ => (*self.text()).cmp(&*other.text()),
+        }
+    }
+}
+
+impl PartialOrd for MessageId {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl std::hash::Hash for MessageId {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        (*self.text()).hash(state)
+    }
+}
+
+impl std::fmt::Display for MessageId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.text())
+    }
+}
+
+impl std::fmt::Debug for MessageId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(&*self.text(), f)
+    }
+}
+
+impl Serialize for MessageId {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.text())
+    }
+}
+
+impl<'de> Deserialize<'de> for MessageId {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = std::borrow::Cow::<'de, str>::deserialize(deserializer)?;
+        Ok(MessageId::new(&text))
+    }
+}
+
 /// Where a visit came from and on what: what a session takes from its first event. Each part
 /// is interned on its own (a site has a few dozen distinct clients and campaigns, a few
 /// thousand locations), so a landing is five shared references (96 bytes), shared by every
@@ -99,7 +242,7 @@ impl Activity {
         };
         Activity {
             tenant: interner.intern(&event.tenant),
-            message_id: ArcStr::from(event.message_id.as_str()),
+            message_id: MessageId::new(&event.message_id),
             timestamp_ms: event.timestamp_ms,
             received_at_ms: event.received_at_ms,
             kind: event.kind,
@@ -497,7 +640,7 @@ pub struct Session {
     /// Tenant.
     pub tenant: ArcStr,
     /// The message id of the session's first event: stable while that event stays first.
-    pub session_id: ArcStr,
+    pub session_id: MessageId,
     /// The person's canonical id.
     pub person_id: ArcStr,
     /// The anonymous (or user) id of the first event.
@@ -534,7 +677,7 @@ pub struct Enriched {
     pub event: SharedActivity,
     /// Its session (the message id of the session's first event), empty for events that are
     /// not activity (identify, alias, group).
-    pub session_id: ArcStr,
+    pub session_id: MessageId,
     /// Its person's canonical id.
     pub person_id: ArcStr,
 }
@@ -614,6 +757,55 @@ pub fn minute_of(time_ms: i64) -> i64 {
 mod tests {
     use super::*;
     use crate::testing::event;
+    use proptest::prelude::*;
+
+    /// A message id's text as a client could send it: canonical UUIDs (some with a zero low
+    /// half), uppercase ones, and other text; printed here, independently of the `uuid` crate.
+    fn message_id_text() -> impl Strategy<Value = String> {
+        let canonical = |bits: u128| {
+            format!(
+                "{:08x}-{:04x}-{:04x}-{:04x}-{:012x}",
+                bits >> 96,
+                (bits >> 80) & 0xffff,
+                (bits >> 64) & 0xffff,
+                (bits >> 48) & 0xffff,
+                bits & 0xffff_ffff_ffff
+            )
+        };
+        prop_oneof![
+            any::<u128>().prop_map(canonical),
+            any::<u128>().prop_map(move |bits| canonical(bits).to_uppercase()),
+            any::<u64>().prop_map(move |high| canonical(u128::from(high) << 64)),
+            // Few distinct values, so that equal ids and common prefixes are frequent.
+            (0u8..4).prop_map(move |n| canonical(u128::from(n) << 120 | 1)),
+            "[0-9a-f-]{0,40}",
+            "ajs-next-[0-9a-f]{4}",
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn a_message_id_behaves_as_its_text(a in message_id_text(), b in message_id_text()) {
+            let (x, y) = (MessageId::new(&a), MessageId::new(&b));
+            prop_assert_eq!(x.to_string(), a.clone());
+            prop_assert_eq!(&*x.text(), a.as_str());
+            prop_assert_eq!(x.cmp(&y), a.cmp(&b));
+            prop_assert_eq!(x == y, a == b);
+            let hasher = std::hash::RandomState::new();
+            use std::hash::BuildHasher;
+            prop_assert_eq!(hasher.hash_one(&x), hasher.hash_one(a.as_str()));
+            let json = serde_json::to_string(&x).expect("serializes");
+            prop_assert_eq!(&json, &serde_json::to_string(&a).expect("serializes"));
+            prop_assert_eq!(serde_json::from_str::<MessageId>(&json).expect("parses"), x.clone());
+            prop_assert_eq!(x.is_empty(), a.is_empty());
+        }
+    }
+
+    #[test]
+    fn a_message_id_takes_16_bytes_and_an_activity_80() {
+        assert_eq!(std::mem::size_of::<MessageId>(), 16);
+        assert_eq!(std::mem::size_of::<Activity>(), 80);
+    }
 
     #[test]
     fn the_shared_label_is_the_label_for_every_kind() {

@@ -9,7 +9,6 @@
 //! A session is named by its first event's message id, so it keeps its id while that event
 //! stays first, and the same input gives the same ids on any worker count.
 
-use arcstr::ArcStr;
 use std::collections::HashMap;
 
 use rustc_hash::FxHashMap;
@@ -26,7 +25,7 @@ use timely::progress::Timestamp;
 
 use crate::expiry::Expiry;
 use crate::gauges::StateGauge;
-use crate::model::{Activity, Enriched, Person, Session, SharedActivity, empty_str};
+use crate::model::{Activity, Enriched, MessageId, Person, Session, SharedActivity, empty_str};
 use crate::persons::Retention;
 use crate::stash::{Stash, route};
 
@@ -160,12 +159,12 @@ impl<'a> Builder<'a> {
 
     /// Adds an activity event to the open session (opening one when [`Builder::starts_new`]
     /// says so); returns the session's id.
-    fn add(&mut self, event: &Activity) -> ArcStr {
+    fn add(&mut self, event: &Activity) -> MessageId {
         if self.starts_new(event) {
             self.open(event);
         }
         let Some(open) = self.sessions.last_mut() else {
-            return empty_str();
+            return MessageId::empty();
         };
         open.end_ms = event.timestamp_ms;
         open.events += 1;
@@ -195,7 +194,7 @@ pub fn sessions_of<'a>(
     person: &Person,
     events: impl IntoIterator<Item = &'a SharedActivity>,
     settings: &SessionSettings,
-) -> (Vec<Session>, Vec<(&'a SharedActivity, ArcStr)>) {
+) -> (Vec<Session>, Vec<(&'a SharedActivity, MessageId)>) {
     let mut ordered: Vec<&SharedActivity> = events.into_iter().collect();
     ordered.sort_by(|a, b| (a.timestamp_ms, &a.message_id).cmp(&(b.timestamp_ms, &b.message_id)));
     let mut builder = Builder::new(person, settings);
@@ -204,7 +203,7 @@ pub fn sessions_of<'a>(
         let session_id = if event.is_activity() {
             builder.add(event)
         } else {
-            empty_str()
+            MessageId::empty()
         };
         membership.push((event, session_id));
     }
@@ -212,14 +211,14 @@ pub fn sessions_of<'a>(
 }
 
 /// Where a person's events are kept: by (event time, message id), the order sessions grow in.
-type Key = (i64, ArcStr);
+type Key = (i64, MessageId);
 
 #[derive(Debug)]
 struct Entry {
     event: SharedActivity,
     count: isize,
     /// The session id this event was last emitted with, if it was emitted.
-    emitted: Option<ArcStr>,
+    emitted: Option<MessageId>,
 }
 
 /// One person's retained events and sessions. Events are a vector sorted by [`Key`], not a
@@ -263,7 +262,7 @@ impl PersonState {
         let released = self.sessions.partition_point(|s| s.end_ms < closed_ms);
         let bound: Key = match self.sessions.get(released) {
             Some(s) if s.start_ms < closed_ms => (s.start_ms, s.session_id.clone()),
-            _ => (closed_ms, empty_str()),
+            _ => (closed_ms, MessageId::empty()),
         };
         let dropped = self.position(&bound);
         self.events.drain(..dropped);
@@ -342,7 +341,7 @@ impl PersonState {
         let mut builder = Builder::new(person, settings);
         let (first, start) = self.resume_point(lo, settings.gap_for(&person.tenant), &mut builder);
         let old_sessions = &self.sessions;
-        let empty = empty_str();
+        let empty = MessageId::empty();
         let mut stop = None;
         let mut dropped = 0;
         let from = self.events.partition_point(|(k, _)| *k < start);
@@ -363,7 +362,7 @@ impl PersonState {
                 Some(builder.add(&entry.event))
             };
             if entry.emitted != now {
-                let enriched = |session_id: ArcStr| {
+                let enriched = |session_id: MessageId| {
                     Output::Event(Enriched {
                         event: entry.event.clone(),
                         session_id,
@@ -665,7 +664,7 @@ mod tests {
                         .map(|e| oracle_location(e).into())
                         .unwrap_or_else(|| "".into()),
                     landing: Arc::new(Landing {
-                        referrer: ArcStr::from(group[0].page.referrer.as_str()),
+                        referrer: arcstr::ArcStr::from(group[0].page.referrer.as_str()),
                         campaign: Arc::new(group[0].campaign.clone()),
                         acquisition: Arc::new(group[0].acquisition.clone()),
                         client: Arc::new(group[0].client.clone()),
@@ -914,10 +913,10 @@ mod tests {
             &*sessions[0].entry_path, "s1 name",
             "a screen is located by its name"
         );
-        let unsessioned: Vec<&str> = membership
+        let unsessioned: Vec<String> = membership
             .iter()
             .filter(|(_, id)| id.is_empty())
-            .map(|(e, _)| &*e.message_id)
+            .map(|(e, _)| e.message_id.to_string())
             .collect();
         assert_eq!(unsessioned, ["i1", "g1"]);
         // A nightly CRM sync (identify only) makes no session at all.

@@ -119,7 +119,7 @@ impl<'s, T: Timestamp + TotalOrder> VisitorHours<'s, T> for VecCollection<'s, T,
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::SharedEvent;
+    use crate::model::{MessageId, SharedEvent};
     use crate::testing::{activity, event, final_items, insert_then_retract, run_collection};
     use proptest::prelude::*;
     use schemas::EventKind;
@@ -190,7 +190,7 @@ mod tests {
     ) -> VecCollection<'_, u64, Enriched, isize> {
         input.map(|(event, person_id)| Enriched {
             event: activity(&event),
-            session_id: ArcStr::from("s"),
+            session_id: MessageId::from("s"),
             person_id: person_id.into(),
         })
     }
@@ -203,7 +203,7 @@ mod tests {
             e.kind = EventKind::Page;
             Enriched {
                 event: activity(&e),
-                session_id: ArcStr::from("s"),
+                session_id: MessageId::from("s"),
                 person_id: person.into(),
             }
         };

@@ -338,7 +338,7 @@ impl Windows {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::SharedEvent;
+    use crate::model::{MessageId, SharedEvent};
     use crate::testing::{activity, event, final_items, insert_then_retract, run_collection};
     use proptest::prelude::*;
     use schemas::EventKind;
@@ -359,7 +359,7 @@ mod tests {
         let events = input.clone().flat_map(|i| match i {
             Input::Event(event, person_id) => Some(Enriched {
                 event: activity(&event),
-                session_id: ArcStr::from("s"),
+                session_id: MessageId::from("s"),
                 person_id: person_id.into(),
             }),
             Input::Session(_) => None,

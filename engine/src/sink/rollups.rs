@@ -270,7 +270,7 @@ fn count_minutes(
             .or_default()
             .push(operators::Session {
                 tenant: tenant.into(),
-                session_id: operators::empty_str(),
+                session_id: operators::MessageId::empty(),
                 person_id: operators::empty_str(),
                 visitor_id: operators::empty_str(),
                 start_ms: stored.start_ms,

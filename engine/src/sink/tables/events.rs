@@ -1,6 +1,6 @@
 //! `events`: every event with its session and person; late events flagged.
 
-use operators::ArcStr;
+use operators::{ArcStr, MessageId};
 use std::collections::BTreeMap;
 
 use clickhouse::Row;
@@ -189,10 +189,11 @@ pub enum EventUpdate {
 }
 
 impl EventUpdate {
-    fn message_id(&self) -> &str {
+    /// The worker that writes the event: by its message id's text, the same for both kinds.
+    fn route(&self) -> u64 {
         match self {
-            EventUpdate::Arrived(event) => &event.message_id,
-            EventUpdate::Attributed(enriched) => &enriched.event.message_id,
+            EventUpdate::Arrived(event) => route(event.message_id.as_str()),
+            EventUpdate::Attributed(enriched) => route(&*enriched.event.message_id.text()),
         }
     }
 }
@@ -218,8 +219,8 @@ pub struct EventsSink {
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 struct Attribution {
     tenant: ArcStr,
-    message_id: ArcStr,
-    session_id: ArcStr,
+    message_id: MessageId,
+    session_id: MessageId,
     person_id: ArcStr,
     timestamp_ms: i64,
 }
@@ -237,7 +238,7 @@ impl From<&Enriched> for Attribution {
 }
 
 /// A stored event's new `(event_time, message_id, session_id, person_id)`, by tenant.
-type Corrections = BTreeMap<ArcStr, Vec<(u32, ArcStr, ArcStr, ArcStr)>>;
+type Corrections = BTreeMap<ArcStr, Vec<(u32, String, String, ArcStr)>>;
 
 /// Corrections are sent in statements of about this many bytes of ids: their SQL stays within
 /// the `max_query_size` the statement sets (16 MiB), whatever the ids' lengths, and one
@@ -275,7 +276,7 @@ impl TableSink for EventsSink {
     const NAME: &'static str = "EventsSink";
 
     fn route((update, _, _): &Self::Record) -> u64 {
-        route(update.message_id())
+        update.route()
     }
 
     fn write(&mut self, epoch: u64, updates: Vec<Self::Record>) -> Write {
@@ -289,9 +290,9 @@ impl TableSink for EventsSink {
                 }
             }
         }
-        let mut arrived: FxHashMap<(&str, &str), &SharedEvent> = arrivals
+        let mut arrived: FxHashMap<(&str, MessageId), &SharedEvent> = arrivals
             .iter()
-            .map(|e| ((e.tenant.as_str(), e.message_id.as_str()), e))
+            .map(|e| ((e.tenant.as_str(), MessageId::new(&e.message_id)), e))
             .collect();
         let current = upserts(attributions, |a: &Attribution| {
             (a.tenant.clone(), a.message_id.clone())
@@ -301,11 +302,10 @@ impl TableSink for EventsSink {
         // An event never disappears: a lone retraction only means it moved, and the move's
         // insertion carries its new attribution.
         for (attribution, _) in current.iter().filter(|(_, removed)| !removed) {
-            let key = (&*attribution.tenant, &*attribution.message_id);
-            match arrived.remove(&key) {
+            match arrived.remove(&(&*attribution.tenant, attribution.message_id.clone())) {
                 Some(event) => rows.push(EventRow::new(
                     event,
-                    &attribution.session_id,
+                    &attribution.session_id.text(),
                     &attribution.person_id,
                     false,
                     epoch,
@@ -315,8 +315,8 @@ impl TableSink for EventsSink {
                     .or_default()
                     .push((
                         datetime(attribution.timestamp_ms),
-                        attribution.message_id.clone(),
-                        attribution.session_id.clone(),
+                        attribution.message_id.to_string(),
+                        attribution.session_id.to_string(),
                         attribution.person_id.clone(),
                     )),
             }
@@ -354,7 +354,12 @@ async fn correct(table: &Table, epoch: u64, corrections: Corrections) {
         let corrections: Vec<(u32, &str, &str, &str)> = corrections
             .iter()
             .map(|(time, message_id, session_id, person_id)| {
-                (*time, &**message_id, &**session_id, &**person_id)
+                (
+                    *time,
+                    message_id.as_str(),
+                    session_id.as_str(),
+                    &**person_id,
+                )
             })
             .collect();
         for chunk in statements(&corrections) {
