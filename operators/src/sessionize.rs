@@ -213,42 +213,56 @@ pub fn sessions_of<'a>(
 /// Where a person's events are kept: by (event time, message id), the order sessions grow in.
 type Key = (i64, MessageId);
 
+/// One retained event, 40 bytes. Its [`Key`] is read from the event itself: a copy beside it
+/// took 24 bytes more per event.
 #[derive(Debug)]
 struct Entry {
     event: SharedActivity,
-    count: isize,
     /// The session id this event was last emitted with, if it was emitted.
     emitted: Option<MessageId>,
+    count: isize,
 }
 
-/// One person's retained events and sessions. Events are a vector sorted by [`Key`], not a
+impl Entry {
+    fn key(&self) -> (i64, &MessageId) {
+        (self.event.timestamp_ms, &self.event.message_id)
+    }
+}
+
+/// `key` in the form [`Entry::key`] compares with.
+fn borrowed(key: &Key) -> (i64, &MessageId) {
+    (key.0, &key.1)
+}
+
+/// One person's retained events and sessions. Events are a vector sorted by their key, not a
 /// B-tree: most persons hold a handful of events, which a B-tree leaf (room for 11) would
 /// hold at several times their size, and new events nearly always land at the end.
 #[derive(Debug, Default)]
 struct PersonState {
-    events: Vec<(Key, Entry)>,
+    events: Vec<Entry>,
     sessions: Vec<Session>,
 }
 
 impl PersonState {
     /// The position of the first event at or after `key`.
     fn position(&self, key: &Key) -> usize {
-        self.events.partition_point(|(k, _)| k < key)
+        self.events.partition_point(|e| e.key() < borrowed(key))
     }
 
-    /// The entry of `key`, added (with a count of 0) if missing; whether it was added.
-    fn entry(&mut self, key: Key, event: SharedActivity) -> (&mut Entry, bool) {
-        let at = self.position(&key);
-        let added = self.events.get(at).is_none_or(|(k, _)| *k != key);
+    /// The entry of `event`, added (with a count of 0) if missing; whether it was added.
+    fn entry(&mut self, event: SharedActivity) -> (&mut Entry, bool) {
+        let key = (event.timestamp_ms, &event.message_id);
+        let at = self.events.partition_point(|e| e.key() < key);
+        let added = self.events.get(at).is_none_or(|e| e.key() != key);
         if added {
             let entry = Entry {
                 event,
                 count: 0,
                 emitted: None,
             };
-            self.events.insert(at, (key, entry));
+            self.events.insert(at, entry);
         }
-        (&mut self.events[at].1, added)
+        (&mut self.events[at], added)
     }
 
     /// Releases the sessions that ended before `closed_ms` and the events before the first
@@ -344,16 +358,17 @@ impl PersonState {
         let empty = MessageId::empty();
         let mut stop = None;
         let mut dropped = 0;
-        let from = self.events.partition_point(|(k, _)| *k < start);
-        for (key, entry) in self.events[from..].iter_mut().map(|(k, e)| (&*k, e)) {
+        let from = self.position(&start);
+        for entry in &mut self.events[from..] {
             let now = if entry.count <= 0 {
                 None
             } else if !entry.event.is_activity() {
                 Some(empty.clone())
             } else {
-                if key > hi && builder.starts_new(&entry.event) {
+                let key = entry.key();
+                if key > borrowed(hi) && builder.starts_new(&entry.event) {
                     let opened_before = old_sessions[first..]
-                        .binary_search_by(|s| (s.start_ms, &s.session_id).cmp(&(key.0, &key.1)));
+                        .binary_search_by(|s| (s.start_ms, &s.session_id).cmp(&key));
                     if let Ok(index) = opened_before {
                         stop = Some(first + index);
                         break;
@@ -384,7 +399,7 @@ impl PersonState {
         let end = stop.unwrap_or(self.sessions.len());
         self.replace_sessions(first..end, builder.finish(settings), &mut emit);
         if dropped > 0 {
-            self.events.retain(|(_, entry)| entry.count > 0);
+            self.events.retain(|entry| entry.count > 0);
         }
         dropped
     }
@@ -436,7 +451,7 @@ impl Sessionizer {
                     touched.insert(person, (key.clone(), key.clone()));
                 }
             }
-            let (entry, added) = state.entry(key, event);
+            let (entry, added) = state.entry(event);
             entry.count += diff;
             self.retained += usize::from(added);
         }
