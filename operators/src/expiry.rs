@@ -49,3 +49,49 @@ impl Expiry {
         Some(self.cutoff())
     }
 }
+
+/// Keys by the event time (Unix ms) from which a sweep should look at them again, in
+/// minute buckets: a sweep visits the keys that may release something, not every key held.
+/// A sweep over every key cost the whole state each time, and nothing at all while the
+/// stream is younger than the horizon.
+///
+/// A key may be scheduled more than once (again, earlier, when a late event lands before
+/// its scheduled time); the owner treats a visit as "look now" and schedules the key again
+/// if it still holds something.
+#[derive(Debug)]
+pub(crate) struct DueIndex<K> {
+    buckets: std::collections::BTreeMap<i64, Vec<K>>,
+}
+
+impl<K> Default for DueIndex<K> {
+    fn default() -> Self {
+        DueIndex {
+            buckets: std::collections::BTreeMap::new(),
+        }
+    }
+}
+
+/// The width of a [`DueIndex`] bucket: a key is visited up to this long after its time.
+const BUCKET_MS: i64 = 60_000;
+
+impl<K> DueIndex<K> {
+    /// Looks at `key` again once the release time passes `time_ms`.
+    pub(crate) fn schedule(&mut self, key: K, time_ms: i64) {
+        let bucket = time_ms.div_euclid(BUCKET_MS);
+        self.buckets.entry(bucket).or_default().push(key);
+    }
+
+    /// Takes the keys scheduled at times whole buckets before `release_ms` (everything
+    /// before it may be released).
+    pub(crate) fn take_due(&mut self, release_ms: i64) -> Vec<K> {
+        let mut due = Vec::new();
+        let first_kept = release_ms.div_euclid(BUCKET_MS);
+        while let Some(entry) = self.buckets.first_entry() {
+            if *entry.key() >= first_kept {
+                break;
+            }
+            due.append(&mut entry.remove());
+        }
+        due
+    }
+}

@@ -12,6 +12,7 @@
 use std::collections::HashMap;
 
 use rustc_hash::FxHashMap;
+use std::collections::hash_map::Entry as Held;
 use std::sync::Arc;
 
 use differential_dataflow::{AsCollection, VecCollection};
@@ -23,7 +24,7 @@ use timely::dataflow::operators::generic::operator::Operator;
 use timely::order::TotalOrder;
 use timely::progress::Timestamp;
 
-use crate::expiry::Expiry;
+use crate::expiry::{DueIndex, Expiry};
 use crate::gauges::StateGauge;
 use crate::model::{Activity, Enriched, MessageId, Person, Session, SharedActivity, empty_str};
 use crate::persons::Retention;
@@ -237,10 +238,23 @@ fn borrowed(key: &Key) -> (i64, &MessageId) {
 /// One person's retained events and sessions. Events are a vector sorted by their key, not a
 /// B-tree: most persons hold a handful of events, which a B-tree leaf (room for 11) would
 /// hold at several times their size, and new events nearly always land at the end.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct PersonState {
     events: Vec<Entry>,
     sessions: Vec<Session>,
+    /// The earliest time the person is scheduled at in [`Sessionizer::due`] (`i64::MAX`
+    /// when it is not).
+    scheduled_ms: i64,
+}
+
+impl Default for PersonState {
+    fn default() -> Self {
+        PersonState {
+            events: Vec::new(),
+            sessions: Vec::new(),
+            scheduled_ms: i64::MAX,
+        }
+    }
 }
 
 impl PersonState {
@@ -252,7 +266,11 @@ impl PersonState {
     /// The entry of `event`, added (with a count of 0) if missing; whether it was added.
     fn entry(&mut self, event: SharedActivity) -> (&mut Entry, bool) {
         let key = (event.timestamp_ms, &event.message_id);
-        let at = self.events.partition_point(|e| e.key() < key);
+        // Events nearly always arrive after the person's others: no search for those.
+        let at = match self.events.last() {
+            Some(last) if last.key() < key => self.events.len(),
+            _ => self.events.partition_point(|e| e.key() < key),
+        };
         let added = self.events.get(at).is_none_or(|e| e.key() != key);
         if added {
             let entry = Entry {
@@ -285,6 +303,17 @@ impl PersonState {
         }
         self.sessions.drain(..released);
         dropped
+    }
+
+    /// The earliest `closed_ms` past which [`PersonState::release_before`] releases something:
+    /// an event before the first session (one that is no activity) or the first session's
+    /// end. `None` when nothing is held.
+    fn next_release_ms(&self) -> Option<i64> {
+        let first_event = self.events.first()?.event.timestamp_ms;
+        Some(match self.sessions.first() {
+            Some(session) if first_event >= session.start_ms => session.end_ms,
+            _ => first_event,
+        })
     }
 
     /// Where re-sessionizing from the first changed key `lo` starts: the index of the first
@@ -408,6 +437,8 @@ impl PersonState {
 /// What one worker of the operator keeps: each person's retained events.
 struct Sessionizer {
     persons: FxHashMap<Person, PersonState>,
+    /// Persons by when they may release something.
+    due: DueIndex<Person>,
     /// Events held in `persons`.
     retained: usize,
     /// A person's events are kept the retention's keep and a margin behind the clock.
@@ -419,6 +450,7 @@ impl Sessionizer {
     fn new(settings: SessionSettings) -> Sessionizer {
         Sessionizer {
             persons: FxHashMap::default(),
+            due: DueIndex::default(),
             retained: 0,
             expiry: Expiry::new(settings.events_keep_ms()),
             settings,
@@ -460,22 +492,39 @@ impl Sessionizer {
                 continue;
             };
             self.retained -= state.resessionize(&person, (&lo, &hi), &self.settings, &mut emit);
+            match state.next_release_ms() {
+                Some(next) if next < state.scheduled_ms => {
+                    state.scheduled_ms = next;
+                    self.due.schedule(person, next);
+                }
+                _ => {}
+            }
         }
     }
 
-    /// Releases, when a sweep is due, what no change can reach any more. A person who keeps
+    /// Releases what no change can reach any more, from the persons due. A person who keeps
     /// coming back keeps only the sessions a change can still reach: one moved in by an
     /// identity change lands at most a gap before the cutoff.
-    fn sweep_when_due(&mut self) {
-        let Some(cutoff) = self.expiry.sweep_due(self.persons.len()) else {
-            return;
-        };
+    fn sweep(&mut self) {
+        let cutoff = self.expiry.cutoff();
         let closed = cutoff.saturating_sub(self.settings.retention.session_gap_ms);
-        let retained = &mut self.retained;
-        self.persons.retain(|_, state| {
-            *retained -= state.release_before(closed);
-            !state.events.is_empty()
-        });
+        for person in self.due.take_due(closed) {
+            let Held::Occupied(mut held) = self.persons.entry(person) else {
+                continue;
+            };
+            let state = held.get_mut();
+            self.retained -= state.release_before(closed);
+            state.scheduled_ms = i64::MAX;
+            match state.next_release_ms() {
+                None => {
+                    held.remove();
+                }
+                Some(next) => {
+                    state.scheduled_ms = next;
+                    self.due.schedule(held.key().clone(), next);
+                }
+            }
+        }
     }
 }
 
@@ -524,7 +573,7 @@ impl<'s, T: Timestamp + TotalOrder> Sessionize<'s, T>
                             state.apply(updates.into_iter().flatten(), |output, diff| {
                                 session.give((output, time.clone(), diff))
                             });
-                            state.sweep_when_due();
+                            state.sweep();
                             gauge.set(state.retained);
                         }
                     }
