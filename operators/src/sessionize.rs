@@ -273,6 +273,11 @@ impl PersonState {
         };
         let added = self.events.get(at).is_none_or(|e| e.key() != key);
         if added {
+            // A quarter more room at a time, not double: the person's events are most of
+            // this operator's state, and no sweep visits a person to shrink them any more.
+            if self.events.len() == self.events.capacity() {
+                self.events.reserve_exact((self.events.len() / 4).max(2));
+            }
             let entry = Entry {
                 event,
                 count: 0,
@@ -358,6 +363,11 @@ impl PersonState {
             emit(Output::Session(new.clone()), 1);
         }
         self.sessions.splice(range, sessions);
+        // A vector's first allocation has room for 4 sessions (384 bytes), and most persons
+        // hold one.
+        if self.sessions.capacity() > self.sessions.len() + 1 {
+            self.sessions.shrink_to_fit();
+        }
     }
 
     /// Recomputes the sessions that changes to the entries between the keys `changed.0` and
