@@ -18,6 +18,7 @@
 //! the person never get here: `erase` drops them first.)
 
 use rustc_hash::FxHashMap;
+use std::collections::hash_map::Entry as Held;
 
 use differential_dataflow::{AsCollection, VecCollection};
 use timely::dataflow::StreamVec;
@@ -31,7 +32,7 @@ use timely::dataflow::operators::Concat;
 use timely::dataflow::operators::vec::Map;
 
 use crate::erasure::{ControlRecord, Erasures};
-use crate::expiry::Expiry;
+use crate::expiry::{DueIndex, Expiry};
 use crate::gauges::StateGauge;
 use crate::model::{Node, Person, SharedActivity};
 use crate::stash::{Stash, route};
@@ -89,10 +90,24 @@ enum MapInput<T> {
     Erasure(ControlRecord, u64),
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Visitor {
+    /// In arrival order.
     events: Vec<SharedActivity>,
     last_time_ms: i64,
+    /// The earliest time the visitor is scheduled at in [`Persons::due`] (`i64::MAX` when it
+    /// is not).
+    scheduled_ms: i64,
+}
+
+impl Default for Visitor {
+    fn default() -> Self {
+        Visitor {
+            events: Vec::new(),
+            last_time_ms: i64::MIN,
+            scheduled_ms: i64::MAX,
+        }
+    }
 }
 
 /// One update of the output collection: an event under its person.
@@ -104,6 +119,8 @@ type Attributed<T> = ((Person, SharedActivity), T, isize);
 struct Persons {
     person_of: FxHashMap<Node, Person>,
     visitors: FxHashMap<Node, Visitor>,
+    /// Visitors by the time of their earliest event, when a sweep may release it.
+    due: DueIndex<Node>,
     /// Events in `visitors`.
     retained: usize,
     /// Events are kept [`Retention::keep_ms`] behind the clock of the events assigned.
@@ -115,6 +132,7 @@ impl Persons {
         Persons {
             person_of: FxHashMap::default(),
             visitors: FxHashMap::default(),
+            due: DueIndex::default(),
             retained: 0,
             expiry: Expiry::new(retention.keep_ms()),
         }
@@ -229,13 +247,17 @@ impl Persons {
             self.expiry.observe(event.received_at_ms);
             let node = Node::attribution_of(&event);
             emit(((self.person(&node), event.clone()), time.clone(), 1));
-            let visitor = self.visitors.entry(node).or_default();
+            let visitor = self.visitors.entry(node.clone()).or_default();
             if visitor.last_time_ms < cutoff {
                 // Released by the rule, whether or not a sweep has run yet.
                 self.retained -= visitor.events.len();
                 visitor.events.clear();
             }
             visitor.last_time_ms = visitor.last_time_ms.max(event.timestamp_ms);
+            if event.timestamp_ms < visitor.scheduled_ms {
+                visitor.scheduled_ms = event.timestamp_ms;
+                self.due.schedule(node, event.timestamp_ms);
+            }
             visitor.events.push(event);
             self.retained += 1;
         }
@@ -270,28 +292,32 @@ impl Persons {
         let before = self.apply_map(changes);
         self.reattribute(before, cutoff, time, &mut emit);
         self.assign(new_events, cutoff, time, &mut emit);
-        self.sweep_when_due();
+        self.sweep(cutoff);
     }
 
-    /// Every so often (amortised over the events added), releases the events older than
-    /// `keep_ms` before the clock (a visitor who keeps coming back keeps only those a change
-    /// may still re-attribute) and the visitors left without any.
-    fn sweep_when_due(&mut self) {
-        let Some(cutoff) = self.expiry.sweep_due(self.visitors.len()) else {
-            return;
-        };
-        let mut released = 0;
-        self.visitors.retain(|_, visitor| {
+    /// Releases, from the visitors due, the events older than `keep_ms` before the clock (a
+    /// visitor who keeps coming back keeps only those a change may still re-attribute), and
+    /// the visitors left without any.
+    fn sweep(&mut self, cutoff: i64) {
+        for node in self.due.take_due(cutoff) {
+            let Held::Occupied(mut held) = self.visitors.entry(node) else {
+                continue;
+            };
+            let visitor = held.get_mut();
             let before = visitor.events.len();
-            if visitor.last_time_ms >= cutoff {
-                visitor.events.retain(|e| e.timestamp_ms >= cutoff);
-            } else {
-                visitor.events.clear();
+            visitor.events.retain(|e| e.timestamp_ms >= cutoff);
+            self.retained -= before - visitor.events.len();
+            visitor.scheduled_ms = i64::MAX;
+            match visitor.events.iter().map(|e| e.timestamp_ms).min() {
+                None => {
+                    held.remove();
+                }
+                Some(earliest) => {
+                    visitor.scheduled_ms = earliest;
+                    self.due.schedule(held.key().clone(), earliest);
+                }
             }
-            released += before - visitor.events.len();
-            !visitor.events.is_empty()
-        });
-        self.retained -= released;
+        }
     }
 }
 
