@@ -1328,8 +1328,8 @@ mod memory {
         // so up to about 1.5 times that). Visitors are kept for gap + lateness +
         // margin (72 h 40 min) after their last event: ~13,500 events. A minute window lives
         // for max session + that (~97 h: ~5,800 minutes); a visitor-hour row an hour more,
-        // one per visitor (~5,900). Dedup sweeps run every quarter of the ids; visitors and persons are released within a
-        // minute of their time.
+        // one per visitor (~5,900). Dedup sweeps run every quarter of the ids; visitors and
+        // persons are released within a minute of their time.
         assert!(
             dedup_ids < 22_000,
             "dedup ids peaked at {dedup_ids} of {total_events}"
