@@ -95,8 +95,7 @@ struct Visitor {
     /// In arrival order.
     events: Vec<SharedActivity>,
     last_time_ms: i64,
-    /// The earliest time the visitor is scheduled at in [`Persons::due`] (`i64::MAX` when it
-    /// is not).
+    /// When the visitor is due in [`Persons::due`] (`i64::MAX` when it is not).
     scheduled_ms: i64,
 }
 
@@ -132,7 +131,7 @@ impl Persons {
         Persons {
             person_of: FxHashMap::default(),
             visitors: FxHashMap::default(),
-            due: DueIndex::default(),
+            due: DueIndex::new(retention.keep_ms() / 16),
             retained: 0,
             expiry: Expiry::new(retention.keep_ms()),
         }
@@ -254,10 +253,8 @@ impl Persons {
                 visitor.events.clear();
             }
             visitor.last_time_ms = visitor.last_time_ms.max(event.timestamp_ms);
-            if event.timestamp_ms < visitor.scheduled_ms {
-                visitor.scheduled_ms = event.timestamp_ms;
-                self.due.schedule(node, event.timestamp_ms);
-            }
+            self.due
+                .schedule_before(node, event.timestamp_ms, &mut visitor.scheduled_ms);
             visitor.events.push(event);
             self.retained += 1;
         }
@@ -304,17 +301,21 @@ impl Persons {
                 continue;
             };
             let visitor = held.get_mut();
+            if !DueIndex::<Node>::is_due(visitor.scheduled_ms, cutoff) {
+                continue;
+            }
             let before = visitor.events.len();
             visitor.events.retain(|e| e.timestamp_ms >= cutoff);
             self.retained -= before - visitor.events.len();
-            visitor.scheduled_ms = i64::MAX;
             match visitor.events.iter().map(|e| e.timestamp_ms).min() {
                 None => {
                     held.remove();
                 }
                 Some(earliest) => {
-                    visitor.scheduled_ms = earliest;
-                    self.due.schedule(held.key().clone(), earliest);
+                    let node = held.key().clone();
+                    let visitor = held.get_mut();
+                    self.due
+                        .reschedule(node, earliest, cutoff, &mut visitor.scheduled_ms);
                 }
             }
         }

@@ -242,8 +242,7 @@ fn borrowed(key: &Key) -> (i64, &MessageId) {
 struct PersonState {
     events: Vec<Entry>,
     sessions: Vec<Session>,
-    /// The earliest time the person is scheduled at in [`Sessionizer::due`] (`i64::MAX`
-    /// when it is not).
+    /// When the person is due in [`Sessionizer::due`] (`i64::MAX` when it is not).
     scheduled_ms: i64,
 }
 
@@ -282,7 +281,7 @@ impl PersonState {
         let added = self.events.get(at).is_none_or(|e| e.key() != key);
         if added {
             // A quarter more room at a time, not double: the person's events are most of
-            // this operator's state, and no sweep visits a person to shrink them any more.
+            // this operator's state, and only a release shrinks them.
             if self.events.len() == self.events.capacity() {
                 self.events.reserve_exact((self.events.len() / 4).max(2));
             }
@@ -468,7 +467,7 @@ impl Sessionizer {
     fn new(settings: SessionSettings) -> Sessionizer {
         Sessionizer {
             persons: FxHashMap::default(),
-            due: DueIndex::default(),
+            due: DueIndex::new(settings.events_keep_ms() / 16),
             retained: 0,
             expiry: Expiry::new(settings.events_keep_ms()),
             settings,
@@ -511,11 +510,14 @@ impl Sessionizer {
             };
             self.retained -= state.resessionize(&person, (&lo, &hi), &self.settings, &mut emit);
             match state.next_release_ms() {
-                Some(next) if next < state.scheduled_ms => {
-                    state.scheduled_ms = next;
-                    self.due.schedule(person, next);
+                Some(next) => self
+                    .due
+                    .schedule_before(person, next, &mut state.scheduled_ms),
+                // Every event retracted (moved to another person, or erased): nothing of the
+                // person stays, not even its id.
+                None => {
+                    self.persons.remove(&person);
                 }
-                _ => {}
             }
         }
     }
@@ -531,15 +533,19 @@ impl Sessionizer {
                 continue;
             };
             let state = held.get_mut();
+            if !DueIndex::<Person>::is_due(state.scheduled_ms, closed) {
+                continue;
+            }
             self.retained -= state.release_before(closed);
-            state.scheduled_ms = i64::MAX;
             match state.next_release_ms() {
                 None => {
                     held.remove();
                 }
                 Some(next) => {
-                    state.scheduled_ms = next;
-                    self.due.schedule(held.key().clone(), next);
+                    let person = held.key().clone();
+                    let state = held.get_mut();
+                    self.due
+                        .reschedule(person, next, closed, &mut state.scheduled_ms);
                 }
             }
         }
@@ -958,6 +964,61 @@ mod tests {
         assert_eq!(sessions.len(), 2);
         assert!(sessions[0].duration_ms() < 24 * 60 * MINUTE);
         assert!(!sessions[0].bounce && sessions[0].page_views == 72);
+    }
+
+    /// A person whose every event moves to another person (a merge) or is erased leaves
+    /// nothing behind, not even its id; and late events that make a person due earlier leave
+    /// stale copies in the due index that its releases drop.
+    #[test]
+    fn a_person_emptied_by_retractions_is_forgotten_and_stale_due_copies_are_dropped() {
+        let (moved, stays) = (person(1), person(2));
+        let mut state = Sessionizer::new(SessionSettings::default());
+        let events = acts(&[
+            page("m1", "a", 0, "/"),
+            page("m2", "a", MINUTE, "/"),
+            page("m3", "b", 2 * MINUTE, "/"),
+        ]);
+        let updates = |person: &Person, events: &[SharedActivity], diff| {
+            events
+                .iter()
+                .map(|e| (person.clone(), e.clone(), diff))
+                .collect::<Vec<_>>()
+        };
+        state.apply(updates(&moved, &events[..2], 1), |_, _| {});
+        state.apply(updates(&stays, &events[2..], 1), |_, _| {});
+        state.apply(updates(&moved, &events[..2], -1), |_, _| {});
+        assert!(
+            !state.persons.contains_key(&moved),
+            "an emptied person stays"
+        );
+        assert_eq!(state.retained, 1);
+        // Events arriving ever earlier (an app that was offline) make the person due earlier
+        // each time; the index holds a copy per arrival until the releases pass them.
+        let late = acts(
+            &(1..=5)
+                .map(|i| page(&format!("late{i}"), "b", -i * 60 * MINUTE, "/"))
+                .collect::<Vec<_>>(),
+        );
+        for event in &late {
+            state.apply(updates(&stays, std::slice::from_ref(event), 1), |_, _| {});
+        }
+        assert_eq!(
+            state.due.len(),
+            7,
+            "one copy per time the person became due earlier"
+        );
+        // The clock moves on past every horizon: the person is released in full, each copy
+        // visited once.
+        let mut now = page("now", "c", 200 * 60 * MINUTE, "/");
+        Arc::make_mut(&mut now).received_at_ms = 200 * 60 * MINUTE;
+        state.apply(updates(&person(3), &acts(&[now]), 1), |_, _| {});
+        state.sweep();
+        assert!(!state.persons.contains_key(&stays));
+        assert_eq!(
+            state.due.len(),
+            1,
+            "only the newest person's own entry is left"
+        );
     }
 
     fn of_kind(message_id: &str, kind: EventKind, time_ms: i64) -> SharedEvent {
