@@ -259,6 +259,12 @@ impl Generator {
         })
     }
 
+    /// The simulated clock (Unix ms): every event generated from now on arrives at or after
+    /// it.
+    pub fn clock_ms(&self) -> i64 {
+        self.clock_ms as i64
+    }
+
     /// Generates at least `count` events (whole sessions), sorted by arrival time.
     pub fn generate(&mut self, count: usize) -> Vec<Arrival> {
         let mut out = Vec::with_capacity(count + 64);
