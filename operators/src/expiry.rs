@@ -9,6 +9,10 @@
 //! operator's keep before the clock can no longer change. Workers' clocks differ by how far
 //! their partitions are read; `Retention::margin_ms` covers that.
 
+use std::collections::HashMap;
+use std::collections::hash_map::Entry;
+use std::hash::{BuildHasher, Hash};
+
 /// One operator's clock on one worker and its sweeps. Sweeping every map on every batch
 /// would cost the whole state per batch, so sweeps are amortised: one is due once as many
 /// records were applied as a quarter of the entries held (plus 1,024), which keeps a sweep's
@@ -56,17 +60,23 @@ impl Expiry {
 /// (a sweep over every key cost the whole state each time, and was all waste while the
 /// stream is younger than the horizon).
 ///
-/// The owner keeps each key's due time beside the key (`scheduled`, `i64::MAX` when none) and
-/// goes through [`DueIndex::schedule_before`], [`DueIndex::is_due`] and
-/// [`DueIndex::reschedule`]: a key scheduled earlier (a late event landed before its due time)
-/// leaves its later copy in the index, and a visit from a copy that is not the key's due time
-/// any more is skipped, which drops the copy.
+/// Each value keeps its key's due time beside it ([`Due::scheduled_ms`], `i64::MAX` when
+/// none). A key made due earlier (a late event landed before its due time) leaves its later
+/// copy in the index; [`DueIndex::release_due`] skips a copy that is not the key's due time
+/// any more, which drops it.
 #[derive(Debug)]
 pub(crate) struct DueIndex<K> {
     buckets: std::collections::BTreeMap<i64, Vec<K>>,
     /// How long after a release a key that still holds something is looked at again, at the
     /// soonest: a key active every minute would otherwise be walked whole every minute.
     rescan_ms: i64,
+}
+
+/// A value whose key a [`DueIndex`] schedules.
+pub(crate) trait Due {
+    /// When the key is due in its index (`i64::MAX` when it is not): the index's record of
+    /// which of the key's copies is current.
+    fn scheduled_ms(&mut self) -> &mut i64;
 }
 
 /// The width of a [`DueIndex`] bucket: a key is visited up to this long after its time.
@@ -86,46 +96,56 @@ impl<K> DueIndex<K> {
         self.buckets.entry(bucket).or_default().push(key);
     }
 
-    /// Schedules `key` at `time_ms` if that comes before its due time `scheduled`.
-    pub(crate) fn schedule_before(&mut self, key: K, time_ms: i64, scheduled: &mut i64) {
+    /// Schedules `key`, whose value is `value`, at `time_ms` if that comes before its due
+    /// time.
+    pub(crate) fn schedule_before(&mut self, key: K, time_ms: i64, value: &mut impl Due) {
+        let scheduled = value.scheduled_ms();
         if time_ms < *scheduled {
             *scheduled = time_ms;
             self.schedule(key, time_ms);
         }
     }
 
-    /// Takes the keys scheduled at times whole buckets before `release_ms` (everything
-    /// before it may be released), with their copies.
-    pub(crate) fn take_due(&mut self, release_ms: i64) -> Vec<K> {
-        let mut due = Vec::new();
+    /// Visits the keys of `map` due before `release_ms` (whole buckets before it): `release`
+    /// releases what the value holds before then and returns when it may next release
+    /// something, or `None` when it holds nothing, and the key leaves `map`. A key still
+    /// holding something is looked at again then, or a rescan later, whichever comes last.
+    pub(crate) fn release_due<V: Due, S: BuildHasher>(
+        &mut self,
+        map: &mut HashMap<K, V, S>,
+        release_ms: i64,
+        mut release: impl FnMut(&mut V) -> Option<i64>,
+    ) where
+        K: Eq + Hash + Clone,
+    {
         let first_kept = release_ms.div_euclid(BUCKET_MS);
+        let mut due = Vec::new();
         while let Some(entry) = self.buckets.first_entry() {
             if *entry.key() >= first_kept {
                 break;
             }
             due.append(&mut entry.remove());
         }
-        due
-    }
-
-    /// Whether a key due at `scheduled` is due at `release_ms`; a key taken by
-    /// [`DueIndex::take_due`] that is not was taken from a stale copy.
-    pub(crate) fn is_due(scheduled: i64, release_ms: i64) -> bool {
-        scheduled.div_euclid(BUCKET_MS) < release_ms.div_euclid(BUCKET_MS)
-    }
-
-    /// Schedules a key visited at `release_ms` that still holds something next released
-    /// past `next_ms`: then, or a rescan later, whichever comes last.
-    pub(crate) fn reschedule(
-        &mut self,
-        key: K,
-        next_ms: i64,
-        release_ms: i64,
-        scheduled: &mut i64,
-    ) {
-        let at = next_ms.max(release_ms.saturating_add(self.rescan_ms));
-        *scheduled = at;
-        self.schedule(key, at);
+        for key in due {
+            let Entry::Occupied(mut held) = map.entry(key) else {
+                continue;
+            };
+            if held.get_mut().scheduled_ms().div_euclid(BUCKET_MS) >= first_kept {
+                // A stale copy: the key is due later now.
+                continue;
+            }
+            match release(held.get_mut()) {
+                None => {
+                    held.remove();
+                }
+                Some(next_ms) => {
+                    let at = next_ms.max(release_ms.saturating_add(self.rescan_ms));
+                    *held.get_mut().scheduled_ms() = at;
+                    let key = held.key().clone();
+                    self.schedule(key, at);
+                }
+            }
+        }
     }
 
     /// Keys scheduled, copies included.
@@ -139,37 +159,73 @@ impl<K> DueIndex<K> {
 mod tests {
     use super::*;
 
+    /// A value that releases nothing itself: each visit counts, and says when it is next due.
+    struct Held {
+        scheduled: i64,
+        visits: usize,
+        next: Option<i64>,
+    }
+
+    impl Due for Held {
+        fn scheduled_ms(&mut self) -> &mut i64 {
+            &mut self.scheduled
+        }
+    }
+
+    fn held(next: Option<i64>) -> Held {
+        Held {
+            scheduled: i64::MAX,
+            visits: 0,
+            next,
+        }
+    }
+
+    fn visit(held: &mut Held) -> Option<i64> {
+        held.visits += 1;
+        held.next
+    }
+
     #[test]
     fn a_stale_copy_is_skipped_and_dropped() {
         let mut due = DueIndex::new(0);
-        let mut scheduled = i64::MAX;
-        due.schedule_before("k", 10 * BUCKET_MS, &mut scheduled);
+        let mut map = HashMap::from([("k", held(Some(8 * BUCKET_MS)))]);
+        let k = map.get_mut("k").expect("held");
+        due.schedule_before("k", 10 * BUCKET_MS, k);
         // A late event: due earlier now; the copy at 10 minutes stays in the index.
-        due.schedule_before("k", 5 * BUCKET_MS, &mut scheduled);
-        due.schedule_before("k", 7 * BUCKET_MS, &mut scheduled);
-        assert_eq!((scheduled, due.len()), (5 * BUCKET_MS, 2));
-        let release = 6 * BUCKET_MS;
-        assert_eq!(due.take_due(release), ["k"]);
-        assert!(DueIndex::<&str>::is_due(scheduled, release));
-        // Visited, it still holds something released past 8 minutes.
-        due.reschedule("k", 8 * BUCKET_MS, release, &mut scheduled);
-        let release = 12 * BUCKET_MS;
-        let taken = due.take_due(release);
-        assert_eq!(taken, ["k", "k"], "the rescheduled key and its stale copy");
-        // The first visit moves the due time past the release; the copy is then skipped.
-        assert!(DueIndex::<&str>::is_due(scheduled, release));
-        due.reschedule("k", 20 * BUCKET_MS, release, &mut scheduled);
-        assert!(!DueIndex::<&str>::is_due(scheduled, release));
+        due.schedule_before("k", 5 * BUCKET_MS, k);
+        due.schedule_before("k", 7 * BUCKET_MS, k);
+        assert_eq!((k.scheduled, due.len()), (5 * BUCKET_MS, 2));
+        // Visited at 6 minutes, it still holds something released past 8 minutes.
+        due.release_due(&mut map, 6 * BUCKET_MS, visit);
+        assert_eq!((map["k"].visits, map["k"].scheduled), (1, 8 * BUCKET_MS));
+        assert_eq!(
+            due.len(),
+            2,
+            "rescheduled at 8 minutes, the copy at 10 still there"
+        );
+        // At 12 minutes the rescheduled key is visited, which moves its due time past the
+        // release; the copy at 10 minutes is then skipped, and dropped.
+        map.get_mut("k").expect("held").next = Some(20 * BUCKET_MS);
+        due.release_due(&mut map, 12 * BUCKET_MS, visit);
+        assert_eq!(map["k"].visits, 2, "a stale copy was visited");
         assert_eq!(due.len(), 1);
+        // Holding nothing, the key leaves the map and the index.
+        map.get_mut("k").expect("held").next = None;
+        due.release_due(&mut map, 21 * BUCKET_MS, visit);
+        assert!(map.is_empty());
+        assert_eq!(due.len(), 0);
     }
 
     #[test]
     fn a_key_still_holding_something_is_rescanned_no_sooner_than_asked() {
         let mut due = DueIndex::new(60 * BUCKET_MS);
-        let mut scheduled = i64::MAX;
-        due.reschedule("busy", 0, 0, &mut scheduled);
-        assert_eq!(scheduled, 60 * BUCKET_MS);
-        assert!(due.take_due(59 * BUCKET_MS).is_empty());
-        assert_eq!(due.take_due(61 * BUCKET_MS), ["busy"]);
+        let mut map = HashMap::from([("busy", held(Some(0)))]);
+        due.schedule_before("busy", 0, map.get_mut("busy").expect("held"));
+        due.release_due(&mut map, BUCKET_MS, visit);
+        assert_eq!(map["busy"].scheduled, 61 * BUCKET_MS);
+        due.release_due(&mut map, 61 * BUCKET_MS, visit);
+        assert_eq!(map["busy"].visits, 1, "rescanned before a rescan's time");
+        due.release_due(&mut map, 62 * BUCKET_MS, visit);
+        assert_eq!(map["busy"].visits, 2);
     }
 }

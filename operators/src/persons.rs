@@ -18,7 +18,6 @@
 //! the person never get here: `erase` drops them first.)
 
 use rustc_hash::FxHashMap;
-use std::collections::hash_map::Entry as Held;
 
 use differential_dataflow::{AsCollection, VecCollection};
 use timely::dataflow::StreamVec;
@@ -32,7 +31,7 @@ use timely::dataflow::operators::Concat;
 use timely::dataflow::operators::vec::Map;
 
 use crate::erasure::{ControlRecord, Erasures};
-use crate::expiry::{DueIndex, Expiry};
+use crate::expiry::{Due, DueIndex, Expiry};
 use crate::gauges::StateGauge;
 use crate::model::{Node, Person, SharedActivity};
 use crate::stash::{Stash, route};
@@ -97,6 +96,12 @@ struct Visitor {
     last_time_ms: i64,
     /// When the visitor is due in [`Persons::due`] (`i64::MAX` when it is not).
     scheduled_ms: i64,
+}
+
+impl Due for Visitor {
+    fn scheduled_ms(&mut self) -> &mut i64 {
+        &mut self.scheduled_ms
+    }
 }
 
 impl Default for Visitor {
@@ -253,8 +258,7 @@ impl Persons {
                 visitor.events.clear();
             }
             visitor.last_time_ms = visitor.last_time_ms.max(event.timestamp_ms);
-            self.due
-                .schedule_before(node, event.timestamp_ms, &mut visitor.scheduled_ms);
+            self.due.schedule_before(node, event.timestamp_ms, visitor);
             visitor.events.push(event);
             self.retained += 1;
         }
@@ -296,29 +300,13 @@ impl Persons {
     /// visitor who keeps coming back keeps only those a change may still re-attribute), and
     /// the visitors left without any.
     fn sweep(&mut self, cutoff: i64) {
-        for node in self.due.take_due(cutoff) {
-            let Held::Occupied(mut held) = self.visitors.entry(node) else {
-                continue;
-            };
-            let visitor = held.get_mut();
-            if !DueIndex::<Node>::is_due(visitor.scheduled_ms, cutoff) {
-                continue;
-            }
+        let retained = &mut self.retained;
+        self.due.release_due(&mut self.visitors, cutoff, |visitor| {
             let before = visitor.events.len();
             visitor.events.retain(|e| e.timestamp_ms >= cutoff);
-            self.retained -= before - visitor.events.len();
-            match visitor.events.iter().map(|e| e.timestamp_ms).min() {
-                None => {
-                    held.remove();
-                }
-                Some(earliest) => {
-                    let node = held.key().clone();
-                    let visitor = held.get_mut();
-                    self.due
-                        .reschedule(node, earliest, cutoff, &mut visitor.scheduled_ms);
-                }
-            }
-        }
+            *retained -= before - visitor.events.len();
+            visitor.events.iter().map(|e| e.timestamp_ms).min()
+        });
     }
 }
 

@@ -12,7 +12,6 @@
 use std::collections::HashMap;
 
 use rustc_hash::FxHashMap;
-use std::collections::hash_map::Entry as Held;
 use std::sync::Arc;
 
 use differential_dataflow::{AsCollection, VecCollection};
@@ -24,7 +23,7 @@ use timely::dataflow::operators::generic::operator::Operator;
 use timely::order::TotalOrder;
 use timely::progress::Timestamp;
 
-use crate::expiry::{DueIndex, Expiry};
+use crate::expiry::{Due, DueIndex, Expiry};
 use crate::gauges::StateGauge;
 use crate::model::{Activity, Enriched, MessageId, Person, Session, SharedActivity, empty_str};
 use crate::persons::Retention;
@@ -244,6 +243,12 @@ struct PersonState {
     sessions: Vec<Session>,
     /// When the person is due in [`Sessionizer::due`] (`i64::MAX` when it is not).
     scheduled_ms: i64,
+}
+
+impl Due for PersonState {
+    fn scheduled_ms(&mut self) -> &mut i64 {
+        &mut self.scheduled_ms
+    }
 }
 
 impl Default for PersonState {
@@ -510,9 +515,7 @@ impl Sessionizer {
             };
             self.retained -= state.resessionize(&person, (&lo, &hi), &self.settings, &mut emit);
             match state.next_release_ms() {
-                Some(next) => self
-                    .due
-                    .schedule_before(person, next, &mut state.scheduled_ms),
+                Some(next) => self.due.schedule_before(person, next, state),
                 // Every event retracted (moved to another person, or erased): nothing of the
                 // person stays, not even its id.
                 None => {
@@ -528,27 +531,11 @@ impl Sessionizer {
     fn sweep(&mut self) {
         let cutoff = self.expiry.cutoff();
         let closed = cutoff.saturating_sub(self.settings.retention.session_gap_ms);
-        for person in self.due.take_due(closed) {
-            let Held::Occupied(mut held) = self.persons.entry(person) else {
-                continue;
-            };
-            let state = held.get_mut();
-            if !DueIndex::<Person>::is_due(state.scheduled_ms, closed) {
-                continue;
-            }
-            self.retained -= state.release_before(closed);
-            match state.next_release_ms() {
-                None => {
-                    held.remove();
-                }
-                Some(next) => {
-                    let person = held.key().clone();
-                    let state = held.get_mut();
-                    self.due
-                        .reschedule(person, next, closed, &mut state.scheduled_ms);
-                }
-            }
-        }
+        let retained = &mut self.retained;
+        self.due.release_due(&mut self.persons, closed, |state| {
+            *retained -= state.release_before(closed);
+            state.next_release_ms()
+        });
     }
 }
 
