@@ -213,19 +213,49 @@ pub fn sessions_of<'a>(
 /// Where a person's events are kept: by (event time, message id), the order sessions grow in.
 type Key = (i64, MessageId);
 
-/// One retained event, 40 bytes. Its [`Key`] is read from the event itself: a copy beside it
-/// took 24 bytes more per event.
+/// One retained event, 16 bytes. Its [`Key`] is read from the event itself (a copy beside it
+/// took 24 bytes more), and the session it was emitted in from the person's sessions (see
+/// [`Entry::emitted_in`]; a copy of the session id took 24 more).
 #[derive(Debug)]
 struct Entry {
     event: SharedActivity,
-    /// The session id this event was last emitted with, if it was emitted.
-    emitted: Option<MessageId>,
-    count: isize,
+    /// The event's multiplicity. Dedup lets each message through once, so it is 0 or 1 but
+    /// for a moment within a batch; it saturates rather than wraps.
+    count: i32,
+    /// Whether the event was emitted (and not retracted since).
+    emitted: bool,
 }
 
 impl Entry {
     fn key(&self) -> (i64, &MessageId) {
         (self.event.timestamp_ms, &self.event.message_id)
+    }
+
+    /// The session id this event was last emitted with, if it was emitted, read from
+    /// `sessions`, the person's sessions as last emitted: an emitted activity event is in
+    /// the last of them that starts at or before it, any other event in no session. This
+    /// holds because every change emits its events and sessions together, a release drops
+    /// the events of the sessions it drops, and an event of a session kept is never released
+    /// (see [`PersonState::release_before`]).
+    fn emitted_in(&self, sessions: &[Session]) -> Option<MessageId> {
+        if !self.emitted {
+            return None;
+        }
+        if !self.event.is_activity() {
+            return Some(MessageId::empty());
+        }
+        let key = self.key();
+        let after = sessions.partition_point(|s| (s.start_ms, &s.session_id) <= key);
+        Some(
+            after
+                .checked_sub(1)
+                .map_or_else(MessageId::empty, |at| sessions[at].session_id.clone()),
+        )
+    }
+
+    fn add(&mut self, diff: isize) {
+        let diff = i32::try_from(diff).unwrap_or(if diff > 0 { i32::MAX } else { i32::MIN });
+        self.count = self.count.saturating_add(diff);
     }
 }
 
@@ -293,7 +323,7 @@ impl PersonState {
             let entry = Entry {
                 event,
                 count: 0,
-                emitted: None,
+                emitted: false,
             };
             self.events.insert(at, entry);
         }
@@ -427,7 +457,8 @@ impl PersonState {
                 }
                 Some(builder.add(&entry.event))
             };
-            if entry.emitted != now {
+            let before = entry.emitted_in(old_sessions);
+            if before != now {
                 let enriched = |session_id: MessageId| {
                     Output::Event(Enriched {
                         event: entry.event.clone(),
@@ -435,13 +466,13 @@ impl PersonState {
                         person_id: person.id.clone(),
                     })
                 };
-                if let Some(before) = entry.emitted.take() {
+                if let Some(before) = before {
                     emit(enriched(before), -1);
                 }
-                if let Some(after) = now.clone() {
+                entry.emitted = now.is_some();
+                if let Some(after) = now {
                     emit(enriched(after), 1);
                 }
-                entry.emitted = now;
             }
             if entry.count <= 0 {
                 dropped += 1;
@@ -506,7 +537,7 @@ impl Sessionizer {
                 }
             }
             let (entry, added) = state.entry(event);
-            entry.count += diff;
+            entry.add(diff);
             self.retained += usize::from(added);
         }
         for (person, (lo, hi)) in touched {
@@ -951,6 +982,12 @@ mod tests {
         assert_eq!(sessions.len(), 2);
         assert!(sessions[0].duration_ms() < 24 * 60 * MINUTE);
         assert!(!sessions[0].bounce && sessions[0].page_views == 72);
+    }
+
+    /// The bytes per retained event that the state budget counts on.
+    #[test]
+    fn a_retained_event_takes_16_bytes_beside_its_activity() {
+        assert_eq!(std::mem::size_of::<Entry>(), 16);
     }
 
     /// A person whose every event moves to another person (a merge) or is erased leaves
