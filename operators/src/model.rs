@@ -61,6 +61,12 @@ fn built_in_label(kind: EventKind) -> &'static str {
     }
 }
 
+/// A collection difference as the 32-bit count that compact state keeps. Dedup lets each
+/// message through once, so counts stay small; one that overflowed would saturate, not wrap.
+pub(crate) fn saturating_count(diff: isize) -> i32 {
+    i32::try_from(diff).unwrap_or(if diff > 0 { i32::MAX } else { i32::MIN })
+}
+
 /// The empty string: static, so neither making nor cloning it allocates or counts.
 pub fn empty_str() -> ArcStr {
     ArcStr::new()

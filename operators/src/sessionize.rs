@@ -25,7 +25,9 @@ use timely::progress::Timestamp;
 
 use crate::expiry::{Due, DueIndex, Expiry};
 use crate::gauges::StateGauge;
-use crate::model::{Activity, Enriched, MessageId, Person, Session, SharedActivity, empty_str};
+use crate::model::{
+    Activity, Enriched, MessageId, Person, Session, SharedActivity, empty_str, saturating_count,
+};
 use crate::persons::Retention;
 use crate::stash::{Stash, route};
 
@@ -219,8 +221,7 @@ type Key = (i64, MessageId);
 #[derive(Debug)]
 struct Entry {
     event: SharedActivity,
-    /// The event's multiplicity. Dedup lets each message through once, so it is 0 or 1 but
-    /// for a moment within a batch; it saturates rather than wraps.
+    /// The event's multiplicity (see [`saturating_count`]).
     count: i32,
     /// Whether the event was emitted (and not retracted since).
     emitted: bool,
@@ -254,8 +255,7 @@ impl Entry {
     }
 
     fn add(&mut self, diff: isize) {
-        let diff = i32::try_from(diff).unwrap_or(if diff > 0 { i32::MAX } else { i32::MIN });
-        self.count = self.count.saturating_add(diff);
+        self.count = self.count.saturating_add(saturating_count(diff));
     }
 }
 
