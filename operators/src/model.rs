@@ -4,7 +4,10 @@ use std::sync::Arc;
 
 pub use arcstr::ArcStr;
 
-use rustc_hash::{FxHashMap, FxHashSet};
+use std::hash::BuildHasher;
+
+use hashbrown::HashTable;
+use rustc_hash::FxHashSet;
 use schemas::{Acquisition, Campaign, Client, Event, EventKind, Location, definitions};
 use serde::{Deserialize, Serialize};
 
@@ -331,9 +334,9 @@ impl Activity {
 #[derive(Debug)]
 pub struct Interner {
     strings: FxHashSet<ArcStr>,
-    /// By the addresses of the landing's interned parts: equal parts are one allocation, and
-    /// the landing kept here keeps its parts (and so their addresses) alive.
-    landings: FxHashMap<[usize; 5], Arc<Landing>>,
+    /// By the hash of the landing's content (see [`landing_hash`]): an event's landing is
+    /// found in one probe, hashing its fields once, and a landing costs the table a pointer.
+    landings: HashTable<Arc<Landing>>,
     campaigns: FxHashSet<Arc<Campaign>>,
     acquisitions: FxHashSet<Arc<Acquisition>>,
     clients: FxHashSet<Arc<Client>>,
@@ -352,7 +355,7 @@ impl Interner {
     pub fn with_capacity(capacity: usize) -> Self {
         Interner {
             strings: FxHashSet::default(),
-            landings: FxHashMap::default(),
+            landings: HashTable::new(),
             campaigns: FxHashSet::default(),
             acquisitions: FxHashSet::default(),
             clients: FxHashSet::default(),
@@ -386,32 +389,60 @@ impl Interner {
 
     /// The shared landing of an event: its referrer, campaign and enrichment.
     pub fn landing(&mut self, event: &Event) -> Arc<Landing> {
-        // Interned parts make the lookup key without allocating once they are known.
-        let capacity = self.capacity;
-        let landing = Landing {
-            referrer: self.intern(&event.page.referrer),
-            campaign: shared(&mut self.campaigns, &event.campaign, capacity),
-            acquisition: shared(&mut self.acquisitions, &event.acquisition, capacity),
-            client: shared(&mut self.clients, &event.client, capacity),
-            location: shared(&mut self.locations, &event.location, capacity),
+        let hash = landing_hash(
+            &event.page.referrer,
+            &event.campaign,
+            &event.acquisition,
+            &event.client,
+            &event.location,
+        );
+        let is_event_landing = |landing: &Arc<Landing>| {
+            *landing.referrer == *event.page.referrer
+                && *landing.campaign == event.campaign
+                && *landing.acquisition == event.acquisition
+                && *landing.client == event.client
+                && *landing.location == event.location
         };
-        let key = [
-            landing.referrer.as_ptr() as usize,
-            Arc::as_ptr(&landing.campaign) as usize,
-            Arc::as_ptr(&landing.acquisition) as usize,
-            Arc::as_ptr(&landing.client) as usize,
-            Arc::as_ptr(&landing.location) as usize,
-        ];
-        if let Some(shared) = self.landings.get(&key) {
+        if let Some(shared) = self.landings.find(hash, is_event_landing) {
             return shared.clone();
         }
         if self.landings.len() >= self.capacity {
             self.landings.clear();
         }
-        let shared = Arc::new(landing);
-        self.landings.insert(key, shared.clone());
+        // Parts are interned on their own too: visitors share a campaign or a browser far
+        // more often than a whole landing.
+        let capacity = self.capacity;
+        let shared = Arc::new(Landing {
+            referrer: self.intern(&event.page.referrer),
+            campaign: shared(&mut self.campaigns, &event.campaign, capacity),
+            acquisition: shared(&mut self.acquisitions, &event.acquisition, capacity),
+            client: shared(&mut self.clients, &event.client, capacity),
+            location: shared(&mut self.locations, &event.location, capacity),
+        });
+        self.landings
+            .insert_unique(hash, shared.clone(), |landing| {
+                landing_hash(
+                    &landing.referrer,
+                    &landing.campaign,
+                    &landing.acquisition,
+                    &landing.client,
+                    &landing.location,
+                )
+            });
         shared
     }
+}
+
+/// The hash of a landing's content, the same from an event's fields as from a landing's
+/// shared parts.
+fn landing_hash(
+    referrer: &str,
+    campaign: &Campaign,
+    acquisition: &Acquisition,
+    client: &Client,
+    location: &Location,
+) -> u64 {
+    rustc_hash::FxBuildHasher.hash_one((referrer, campaign, acquisition, client, location))
 }
 
 /// The copy of `value` in `set`, added (the set emptied first when it holds `capacity`).
@@ -811,6 +842,40 @@ mod tests {
     fn a_message_id_takes_16_bytes_and_an_activity_80() {
         assert_eq!(std::mem::size_of::<MessageId>(), 16);
         assert_eq!(std::mem::size_of::<Activity>(), 80);
+    }
+
+    /// Events of one landing share one allocation; any field that differs makes another,
+    /// with that event's content; an interner that forgot everything still answers right.
+    #[test]
+    fn equal_landings_are_shared_and_different_ones_kept_apart() {
+        let mut interner = Interner::with_capacity(3);
+        let mut base = event("t", "m", "a", 0);
+        base.page.referrer = "https://news.example/".into();
+        base.campaign.source = "newsletter".into();
+        base.location.city = "Munich".into();
+        let first = interner.landing(&base);
+        assert!(Arc::ptr_eq(&first, &interner.landing(&base.clone())));
+        let mut variants = Vec::new();
+        for change in 0..4 {
+            let mut other = base.clone();
+            match change {
+                0 => other.page.referrer = "https://search.example/".into(),
+                1 => other.campaign.source = "ads".into(),
+                2 => other.location.city = "Berlin".into(),
+                _ => other.client.browser = "Firefox".into(),
+            }
+            let landing = interner.landing(&other);
+            assert!(!Arc::ptr_eq(&first, &landing), "change {change} shared");
+            assert_eq!(*landing.referrer, *other.page.referrer);
+            assert_eq!(*landing.campaign, other.campaign);
+            assert_eq!(*landing.location, other.location);
+            assert_eq!(*landing.client, other.client);
+            variants.push((other, landing));
+        }
+        // Past the capacity the table was emptied: equal content, maybe a new allocation.
+        let again = interner.landing(&base);
+        assert_eq!(*again.referrer, *base.page.referrer);
+        assert_eq!(*again.location, base.location);
     }
 
     #[test]
