@@ -171,7 +171,7 @@ impl Persons {
             let live = visitor.last_time_ms >= cutoff;
             visitor.events.retain(|event| {
                 let ids = [&*event.anonymous_id, &*event.user_id, event.previous_id()];
-                if !log.drops(&event.tenant, event.received_at_ms, ids) {
+                if !log.drops(&event.tenant, event.received_at_ms(), ids) {
                     return true;
                 }
                 if live && event.timestamp_ms >= cutoff {
@@ -248,7 +248,7 @@ impl Persons {
         mut emit: impl FnMut(Attributed<T>),
     ) {
         for event in events {
-            self.expiry.observe(event.received_at_ms);
+            self.expiry.observe(event.received_at_ms());
             let node = Node::attribution_of(&event);
             emit(((self.person(&node), event.clone()), time.clone(), 1));
             let visitor = self.visitors.entry(node.clone()).or_default();

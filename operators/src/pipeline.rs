@@ -32,7 +32,7 @@ use timely::progress::Timestamp;
 use crate::gauges::{StateGauge, StateGauges};
 use crate::model::{
     Activity, AggRow, Enriched, IdentityClaim, Interner, Node, Person, Position, Session,
-    SharedEvent, Unlink, VisitorHour,
+    SharedActivity, SharedEvent, Unlink, VisitorHour,
 };
 use crate::placeholders::{IdWarning, remove_placeholder_ids};
 use crate::{
@@ -258,7 +258,7 @@ where
         .map(move |event| {
             let activity = Activity::of(&event, &mut interner);
             interned.set(interner.entries());
-            Arc::new(activity)
+            SharedActivity::new(activity)
         })
         .assign_persons(
             identities.clone(),

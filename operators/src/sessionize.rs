@@ -521,7 +521,7 @@ impl Sessionizer {
         // Per touched person, the first and last key that changed.
         let mut touched: FxHashMap<Person, (Key, Key)> = FxHashMap::default();
         for (person, event, diff) in updates {
-            self.expiry.observe(event.received_at_ms);
+            self.expiry.observe(event.received_at_ms());
             let state = self.persons.entry(person.clone()).or_default();
             let key: Key = (event.timestamp_ms, event.message_id.clone());
             match touched.get_mut(&person) {

@@ -20,7 +20,7 @@ pub fn event(tenant: &str, message_id: &str, anonymous_id: &str, time_ms: i64) -
 
 /// The activity of `event`, as the pipeline keeps it.
 pub fn activity(event: &Event) -> crate::model::SharedActivity {
-    Arc::new(crate::model::Activity::of(
+    crate::model::SharedActivity::new(crate::model::Activity::of(
         event,
         &mut crate::model::Interner::default(),
     ))

@@ -74,7 +74,7 @@ impl<'s, T: Timestamp + TotalOrder> VisitorHours<'s, T> for VecCollection<'s, T,
                         let time = capability.time().clone();
                         for (enriched, diff) in updates.into_iter().flatten() {
                             let event = &enriched.event;
-                            expiry.observe(event.received_at_ms);
+                            expiry.observe(event.received_at_ms());
                             let key = (
                                 event.tenant.clone(),
                                 hour_of(event.timestamp_ms),

@@ -134,7 +134,7 @@ impl Window {
     }
 
     fn apply_event(&mut self, event: &Activity, person_id: &ArcStr, diff: isize) {
-        if !event.interaction {
+        if !event.interaction() {
             // Only interactions add to rollups (schemas::definitions).
             return;
         }
@@ -316,7 +316,7 @@ impl Windows {
         let mut dirty: Vec<(String, i64)> = Vec::new();
         for update in updates {
             if let Update::Event(enriched, _) = &update {
-                self.expiry.observe(enriched.event.received_at_ms);
+                self.expiry.observe(enriched.event.received_at_ms());
             }
             let (tenant, minute) = update.window();
             if !self.by_tenant.contains_key(tenant) {
