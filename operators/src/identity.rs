@@ -44,7 +44,7 @@ use timely::dataflow::operators::vec::Map;
 use timely::order::TotalOrder;
 use timely::progress::Timestamp;
 
-use crate::model::{IdKind, IdentityClaim, Node, Person, Unlink};
+use crate::model::{IdKind, IdentityClaim, MessageId, Node, Person, Unlink, saturating_count};
 use crate::placeholders::PlaceholderIds;
 use crate::stash::{Stash, route};
 
@@ -141,13 +141,15 @@ where
 /// A node of one tenant's graph: its kind and its interned id.
 type Key = (IdKind, usize);
 
-/// An identify claim on an anonymous id, held with the anonymous id.
+/// An identify claim on an anonymous id, held with the anonymous id: 32 bytes, the message
+/// id in place when it is a UUID.
 #[derive(Debug)]
 struct Identify {
     time_ms: i64,
-    message_id: Box<str>,
+    message_id: MessageId,
     user: usize,
-    count: isize,
+    /// See [`saturating_count`].
+    count: i32,
 }
 
 /// One tenant's claims, the links they make and the person of every linked id.
@@ -283,18 +285,22 @@ impl TenantGraph {
             }) => {
                 let (from, user) = (self.intern(&anonymous_id), self.intern(&user_id));
                 named.extend([from, user]);
-                let claims = self.identifies.entry(from).or_default();
+                let message_id = MessageId::new(&message_id);
+                let count = saturating_count(diff);
+                // Nearly every anonymous id has one identify: room for one, not for four.
+                let claims = self
+                    .identifies
+                    .entry(from)
+                    .or_insert_with(|| Vec::with_capacity(1));
                 match claims.iter_mut().find(|claim| {
-                    claim.user == user
-                        && claim.time_ms == time_ms
-                        && *claim.message_id == *message_id
+                    claim.user == user && claim.time_ms == time_ms && claim.message_id == message_id
                 }) {
-                    Some(claim) => claim.count += diff,
+                    Some(claim) => claim.count = claim.count.saturating_add(count),
                     None => claims.push(Identify {
                         time_ms,
-                        message_id: message_id.into_boxed_str(),
+                        message_id,
                         user,
-                        count: diff,
+                        count,
                     }),
                 }
                 claims.retain(|claim| claim.count != 0);
@@ -424,7 +430,11 @@ impl TenantGraph {
             vec![(a, b), (b, a)]
         };
         for (node, other) in ends {
-            let neighbours = self.adjacency.entry(node).or_default();
+            // Most linked ids have one neighbour: room for one, not for four.
+            let neighbours = self
+                .adjacency
+                .entry(node)
+                .or_insert_with(|| Vec::with_capacity(1));
             match neighbours.iter_mut().position(|(n, _)| *n == other) {
                 Some(at) => {
                     let count = &mut neighbours[at].1;
