@@ -141,8 +141,8 @@ where
 /// A node of one tenant's graph: its kind and its interned id.
 type Key = (IdKind, usize);
 
-/// An identify claim on an anonymous id, held with the anonymous id: 32 bytes, the message
-/// id in place when it is a UUID.
+/// An identify claim on an anonymous id, held with the anonymous id: 40 bytes and no
+/// allocation of its own when its message id is a UUID (held in place).
 #[derive(Debug)]
 struct Identify {
     time_ms: i64,

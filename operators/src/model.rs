@@ -53,8 +53,18 @@ pub struct Activity {
 /// the kind's index in [`EventKind::ALL`] in the lowest 3, the interaction flag above them.
 /// Two bytes of their own would take an [`Activity`] from 72 bytes to 80, and with its
 /// shared count from mimalloc's 80-byte size class to its 96.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 struct Receipt(i64);
+
+impl std::fmt::Debug for Receipt {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Receipt")
+            .field("received_at_ms", &self.received_at_ms())
+            .field("kind", &self.kind())
+            .field("interaction", &self.interaction())
+            .finish()
+    }
+}
 
 impl Receipt {
     const KIND_BITS: i64 = 0b111;
@@ -258,7 +268,7 @@ impl<'de> Deserialize<'de> for MessageId {
 
 /// Where a visit came from and on what: what a session takes from its first event. Each part
 /// is interned on its own (a site has a few dozen distinct clients and campaigns, a few
-/// thousand locations), so a landing is five shared references (96 bytes), shared by every
+/// thousand locations), so a landing is five shared references (40 bytes), shared by every
 /// event of the same origin, and a session holds one pointer to it.
 #[derive(Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct Landing {
