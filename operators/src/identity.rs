@@ -138,16 +138,21 @@ where
     }
 }
 
-/// A node of one tenant's graph: its kind and its interned id.
-type Key = (IdKind, usize);
+/// An id interned in one tenant's graph. 32 bits halve every map and list of the graph, the
+/// state kept for good; a worker runs out of memory long before it interns 2^32 ids (each
+/// takes over a hundred bytes), and [`TenantGraph::intern`] refuses rather than wraps.
+type Id = u32;
 
-/// An identify claim on an anonymous id, held with the anonymous id: 40 bytes and no
+/// A node of one tenant's graph: its kind and its interned id, 8 bytes.
+type Key = (IdKind, Id);
+
+/// An identify claim on an anonymous id, held with the anonymous id: 32 bytes and no
 /// allocation of its own when its message id is a UUID (held in place).
 #[derive(Debug)]
 struct Identify {
     time_ms: i64,
     message_id: MessageId,
-    user: usize,
+    user: Id,
     /// See [`saturating_count`].
     count: i32,
 }
@@ -163,19 +168,20 @@ struct TenantGraph {
     /// Each interned id's text; an id no structure holds any more is forgotten (an erased
     /// person's ids must not stay in memory) and its index reused.
     names: Vec<ArcStr>,
-    ids: FxHashMap<ArcStr, usize>,
+    ids: FxHashMap<ArcStr, Id>,
     /// Indexes of forgotten ids.
-    free: Vec<usize>,
+    free: Vec<Id>,
     /// Identify claims, by anonymous id.
-    identifies: FxHashMap<usize, Vec<Identify>>,
+    identifies: FxHashMap<Id, Vec<Identify>>,
     /// Alias claims `(user id, count)`, by previous id.
-    aliases: FxHashMap<usize, Vec<(usize, isize)>>,
-    /// Claims naming each id as a user id: a previous id with any is a known user.
-    user_claims: FxHashMap<usize, isize>,
+    aliases: FxHashMap<Id, Vec<(Id, isize)>>,
+    /// Claims naming each id as a user id (see [`saturating_count`]): a previous id with any
+    /// is a known user.
+    user_claims: FxHashMap<Id, i32>,
     /// Unmerges, by (from id, user id).
-    unlinked: FxHashMap<(usize, usize), isize>,
+    unlinked: FxHashMap<(Id, Id), isize>,
     /// The links each from id (anonymous id or previous id) makes now, sorted.
-    links_from: FxHashMap<usize, Vec<(Key, Key)>>,
+    links_from: FxHashMap<Id, Vec<(Key, Key)>>,
     /// Both directions of every link, with the number of links between the two nodes (an
     /// alias each way makes two).
     adjacency: FxHashMap<Key, Vec<(Key, u32)>>,
@@ -200,29 +206,40 @@ impl TenantGraph {
         }
     }
 
-    fn intern(&mut self, id: &str) -> usize {
+    /// The index of `id`, interned if it is new; `None` once 2^32 ids are held (see [`Id`]).
+    fn intern(&mut self, id: &str) -> Option<Id> {
         if let Some(&index) = self.ids.get(id) {
-            return index;
+            return Some(index);
         }
         let name: ArcStr = ArcStr::from(id);
         let index = match self.free.pop() {
             Some(index) => {
-                self.names[index] = name.clone();
+                self.names[index as usize] = name.clone();
                 index
             }
             None => {
+                let index = Id::try_from(self.names.len()).ok()?;
                 self.names.push(name.clone());
-                self.names.len() - 1
+                index
             }
         };
         self.ids.insert(name, index);
-        index
+        Some(index)
+    }
+
+    /// Interns both ids of a claim or an unmerge.
+    fn intern_pair(&mut self, a: &str, b: &str) -> Option<(Id, Id)> {
+        Some((self.intern(a)?, self.intern(b)?))
+    }
+
+    fn name(&self, id: Id) -> &ArcStr {
+        &self.names[id as usize]
     }
 
     /// Forgets `id` if nothing holds it any more. Every identify or alias claim on a user id
     /// is also counted in `user_claims`, and a time's counts are never negative once all of
     /// it is applied, so an id without entries of its own is named by no claim.
-    fn forget_if_unused(&mut self, id: usize) {
+    fn forget_if_unused(&mut self, id: Id) {
         let held = self.identifies.contains_key(&id)
             || self.aliases.contains_key(&id)
             || self.user_claims.contains_key(&id)
@@ -234,11 +251,11 @@ impl TenantGraph {
                 .unlinked
                 .keys()
                 .any(|&(from, user)| from == id || user == id);
-        if held || self.names[id].is_empty() {
+        if held || self.name(id).is_empty() {
             return;
         }
-        self.ids.remove(&self.names[id]);
-        self.names[id] = crate::model::empty_str();
+        let name = std::mem::replace(&mut self.names[id as usize], crate::model::empty_str());
+        self.ids.remove(&name);
         self.free.push(id);
     }
 
@@ -250,8 +267,8 @@ impl TenantGraph {
         merge: bool,
         mut emit: impl FnMut(Node, Person, isize),
     ) {
-        let mut dirty: FxHashSet<usize> = FxHashSet::default();
-        let mut named: FxHashSet<usize> = FxHashSet::default();
+        let mut dirty: FxHashSet<Id> = FxHashSet::default();
+        let mut named: FxHashSet<Id> = FxHashSet::default();
         for (change, diff) in changes {
             self.record(change, diff, &mut dirty, &mut named);
         }
@@ -267,13 +284,14 @@ impl TenantGraph {
     }
 
     /// Counts one claim or unmerge; `dirty` collects the from ids whose links may change,
-    /// `named` every id the change names.
+    /// `named` every id the change names. A change naming an id the graph has no room for
+    /// (see [`Id`]) is not counted.
     fn record(
         &mut self,
         change: Change,
         diff: isize,
-        dirty: &mut FxHashSet<usize>,
-        named: &mut FxHashSet<usize>,
+        dirty: &mut FxHashSet<Id>,
+        named: &mut FxHashSet<Id>,
     ) {
         match change {
             Change::Claim(IdentityClaim::Identify {
@@ -283,7 +301,9 @@ impl TenantGraph {
                 user_id,
                 ..
             }) => {
-                let (from, user) = (self.intern(&anonymous_id), self.intern(&user_id));
+                let Some((from, user)) = self.intern_pair(&anonymous_id, &user_id) else {
+                    return;
+                };
                 named.extend([from, user]);
                 let message_id = MessageId::new(&message_id);
                 let count = saturating_count(diff);
@@ -315,7 +335,9 @@ impl TenantGraph {
                 user_id,
                 ..
             }) => {
-                let (from, user) = (self.intern(&previous_id), self.intern(&user_id));
+                let Some((from, user)) = self.intern_pair(&previous_id, &user_id) else {
+                    return;
+                };
                 named.extend([from, user]);
                 let aliases = self.aliases.entry(from).or_default();
                 match aliases.iter_mut().find(|(to, _)| *to == user) {
@@ -330,14 +352,18 @@ impl TenantGraph {
                 dirty.insert(from);
             }
             Change::Claim(IdentityClaim::KnownUser { user_id, .. }) => {
-                let user = self.intern(&user_id);
+                let Some(user) = self.intern(&user_id) else {
+                    return;
+                };
                 named.insert(user);
                 self.count_user_claim(user, diff, dirty);
             }
             Change::Unlink(Unlink {
                 from_id, user_id, ..
             }) => {
-                let (from, user) = (self.intern(&from_id), self.intern(&user_id));
+                let Some((from, user)) = self.intern_pair(&from_id, &user_id) else {
+                    return;
+                };
                 named.extend([from, user]);
                 let count = self.unlinked.entry((from, user)).or_default();
                 *count += diff;
@@ -351,10 +377,10 @@ impl TenantGraph {
 
     /// Counts a claim naming `user` as a user id; when that makes it known or unknown, the
     /// aliases from it change kind.
-    fn count_user_claim(&mut self, user: usize, diff: isize, dirty: &mut FxHashSet<usize>) {
+    fn count_user_claim(&mut self, user: Id, diff: isize, dirty: &mut FxHashSet<Id>) {
         let count = self.user_claims.entry(user).or_default();
         let was_known = *count > 0;
-        *count += diff;
+        *count = count.saturating_add(saturating_count(diff));
         if (*count > 0) != was_known {
             dirty.insert(user);
         }
@@ -365,17 +391,17 @@ impl TenantGraph {
 
     /// The links the claims on `from` make now, sorted: its first identify's (or, with
     /// `merge`, every identify's), and its aliases', less the unmerged ones.
-    fn links_of(&self, from: usize, merge: bool) -> Vec<(Key, Key)> {
-        let mut users: Vec<(IdKind, usize)> = Vec::new();
+    fn links_of(&self, from: Id, merge: bool) -> Vec<(Key, Key)> {
+        let mut users: Vec<(IdKind, Id)> = Vec::new();
         if let Some(claims) = self.identifies.get(&from) {
             let present = claims.iter().filter(|claim| claim.count > 0);
             if merge {
                 users.extend(present.map(|claim| (IdKind::Anonymous, claim.user)));
             } else if let Some(first) = present.min_by(|a, b| {
-                (a.time_ms, &a.message_id, &self.names[a.user]).cmp(&(
+                (a.time_ms, &a.message_id, self.name(a.user)).cmp(&(
                     b.time_ms,
                     &b.message_id,
-                    &self.names[b.user],
+                    self.name(b.user),
                 ))
             }) {
                 users.push((IdKind::Anonymous, first.user));
@@ -406,7 +432,7 @@ impl TenantGraph {
 
     /// Re-derives the links of `from` and applies the difference to the adjacency; the ends
     /// of every link added or removed go into `touched`.
-    fn relink(&mut self, from: usize, merge: bool, touched: &mut FxHashSet<Key>) {
+    fn relink(&mut self, from: Id, merge: bool, touched: &mut FxHashSet<Key>) {
         let new = self.links_of(from, merge);
         let old = self.links_from.remove(&from).unwrap_or_default();
         for &(a, b) in old.iter().filter(|link| new.binary_search(link).is_err()) {
@@ -468,7 +494,7 @@ impl TenantGraph {
                     component
                         .iter()
                         .copied()
-                        .min_by(|a, b| (a.0, &self.names[a.1]).cmp(&(b.0, &self.names[b.1])))
+                        .min_by(|a, b| (a.0, self.name(a.1)).cmp(&(b.0, self.name(b.1))))
                 })
                 .flatten();
             for node in component {
@@ -513,7 +539,7 @@ impl TenantGraph {
         Node {
             tenant: self.tenant.clone(),
             kind,
-            id: self.names[id].clone(),
+            id: self.name(id).clone(),
         }
     }
 }
@@ -553,6 +579,13 @@ mod tests {
             });
             claims.stitch_identities(unlinks, policy.clone())
         }
+    }
+
+    #[test]
+    fn a_node_takes_8_bytes_and_an_identify_claim_32() {
+        assert_eq!(std::mem::size_of::<Key>(), 8);
+        assert_eq!(std::mem::size_of::<(Key, u32)>(), 12);
+        assert_eq!(std::mem::size_of::<Identify>(), 32);
     }
 
     fn node(tenant: &str, kind: IdKind, id: &str) -> Node {
