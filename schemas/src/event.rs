@@ -58,18 +58,7 @@ impl EventKind {
 
 /// Where a page view happened; taken from `properties` (page calls) or `context.page`.
 #[derive(
-    Debug,
-    Clone,
-    Default,
-    PartialEq,
-    Eq,
-    PartialOrd,
-    Ord,
-    Hash,
-    Encode,
-    Decode,
-    Serialize,
-    Deserialize,
+    Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Encode, Serialize, Deserialize,
 )]
 pub struct Page {
     /// URL path, e.g. `/pricing`.
@@ -84,18 +73,7 @@ pub struct Page {
 
 /// Marketing attribution (`context.campaign`, or `utm_*` parameters of the page URL).
 #[derive(
-    Debug,
-    Clone,
-    Default,
-    PartialEq,
-    Eq,
-    PartialOrd,
-    Ord,
-    Hash,
-    Encode,
-    Decode,
-    Serialize,
-    Deserialize,
+    Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Encode, Serialize, Deserialize,
 )]
 pub struct Campaign {
     /// `utm_source`.
@@ -113,18 +91,7 @@ pub struct Campaign {
 /// What the gateway read from the user agent (uap-core's rules, see the ingest gateway's
 /// `enrich::agent`). Empty strings when the agent is missing or unrecognised.
 #[derive(
-    Debug,
-    Clone,
-    Default,
-    PartialEq,
-    Eq,
-    PartialOrd,
-    Ord,
-    Hash,
-    Encode,
-    Decode,
-    Serialize,
-    Deserialize,
+    Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Encode, Serialize, Deserialize,
 )]
 pub struct Client {
     /// `Desktop`, `Mobile`, `Tablet` or `Bot`.
@@ -142,18 +109,7 @@ pub struct Client {
 /// Where the client address is, looked up before the address is anonymised. Empty strings
 /// when the address is missing, private or not in the database.
 #[derive(
-    Debug,
-    Clone,
-    Default,
-    PartialEq,
-    Eq,
-    PartialOrd,
-    Ord,
-    Hash,
-    Encode,
-    Decode,
-    Serialize,
-    Deserialize,
+    Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Encode, Serialize, Deserialize,
 )]
 pub struct Location {
     /// ISO 3166-1 alpha-2 country code, e.g. `DE`.
@@ -166,18 +122,7 @@ pub struct Location {
 
 /// Where the visitor came from, classified once at ingestion.
 #[derive(
-    Debug,
-    Clone,
-    Default,
-    PartialEq,
-    Eq,
-    PartialOrd,
-    Ord,
-    Hash,
-    Encode,
-    Decode,
-    Serialize,
-    Deserialize,
+    Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Encode, Serialize, Deserialize,
 )]
 pub struct Acquisition {
     /// The source: a known site's name (`Google`, `Facebook`) when `utm_source` or the
@@ -193,9 +138,7 @@ pub struct Acquisition {
 ///
 /// Optional Segment ids are empty strings when absent: ClickHouse columns are non-nullable
 /// strings (cheaper, and what every query wants), and the distinction carries no meaning.
-#[derive(
-    Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Encode, Decode, Serialize, Deserialize,
-)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Encode, Serialize, Deserialize)]
 pub struct Event {
     /// Tenant that owns the event, resolved from the write key by the gateway.
     pub tenant: String,

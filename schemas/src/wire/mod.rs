@@ -15,6 +15,7 @@
 //! before the gateways.
 
 mod legacy;
+mod strings;
 
 use bincode::{Decode, Encode};
 
@@ -104,7 +105,7 @@ fn config() -> bincode::config::Configuration<
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{Campaign, EventKind, Page};
+    use crate::{Acquisition, Campaign, Client, EventKind, Location, Page};
     use proptest::prelude::*;
 
     fn arb_event() -> impl Strategy<Value = Event> {
@@ -124,6 +125,16 @@ mod tests {
             proptest::sample::select(EventKind::ALL.to_vec()),
             (kv.clone(), kv.clone(), kv),
             (".{0,16}", ".{0,16}", any::<bool>()),
+            // Every other string, each starting with its own index: a decoder that read two
+            // fields in the wrong order cannot give the event back.
+            proptest::collection::vec(".{0,6}", 22).prop_map(|parts| {
+                parts
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, part)| format!("{i}:{part}"))
+                    .collect::<Vec<_>>()
+            }),
+            any::<bool>(),
         )
             .prop_map(
                 |(
@@ -132,33 +143,62 @@ mod tests {
                     kind,
                     (properties, traits, context),
                     (path, user_agent, is_bot),
-                )| Event {
-                    tenant,
-                    message_id,
-                    kind,
-                    name,
-                    anonymous_id,
-                    user_id,
-                    previous_id,
-                    group_id: String::new(),
-                    timestamp_ms,
-                    original_timestamp_ms,
-                    sent_at_ms,
-                    received_at_ms,
-                    page: Page {
-                        path,
-                        ..Page::default()
-                    },
-                    campaign: Campaign::default(),
-                    ip: "10.0.0.0".into(),
-                    user_agent,
-                    is_bot,
-                    locale: String::new(),
-                    library: String::new(),
-                    properties,
-                    traits,
-                    context,
-                    ..Event::new("", "", EventKind::Track, 0)
+                    parts,
+                    non_interactive,
+                )| {
+                    let part = |i: usize| parts[i].clone();
+                    Event {
+                        tenant,
+                        message_id,
+                        kind,
+                        name,
+                        anonymous_id,
+                        user_id,
+                        previous_id,
+                        group_id: part(0),
+                        timestamp_ms,
+                        original_timestamp_ms,
+                        sent_at_ms,
+                        received_at_ms,
+                        page: Page {
+                            path,
+                            url: part(1),
+                            referrer: part(2),
+                            title: part(3),
+                        },
+                        campaign: Campaign {
+                            source: part(4),
+                            medium: part(5),
+                            name: part(6),
+                            content: part(7),
+                            term: part(8),
+                        },
+                        ip: part(9),
+                        user_agent,
+                        is_bot,
+                        locale: part(10),
+                        library: part(11),
+                        properties,
+                        traits,
+                        context,
+                        client: Client {
+                            device: part(12),
+                            browser: part(13),
+                            browser_version: part(14),
+                            os: part(15),
+                            os_version: part(16),
+                        },
+                        location: Location {
+                            country: part(17),
+                            region: part(18),
+                            city: part(19),
+                        },
+                        acquisition: Acquisition {
+                            source: part(20),
+                            channel: part(21),
+                        },
+                        non_interactive,
+                    }
                 },
             )
     }
@@ -169,6 +209,15 @@ mod tests {
             let bytes = encode(&event);
             prop_assert_eq!(bytes[0], CURRENT_VERSION);
             prop_assert_eq!(decode(&bytes).unwrap(), Record::Event(event));
+        }
+
+        /// A reader that cannot lend its bytes (a stream) takes the copying path.
+        #[test]
+        fn a_stream_reads_the_same_event(event in arb_event()) {
+            let bytes = encode(&event);
+            let mut stream = std::io::Cursor::new(&bytes[1..]);
+            let read: Record = bincode::decode_from_std_read(&mut stream, config()).unwrap();
+            prop_assert_eq!(read, Record::Event(event));
         }
 
         #[test]
@@ -191,6 +240,23 @@ mod tests {
         assert!(
             matches!(decode(&bytes), Err(WireError::Malformed(_))),
             "an unknown record kind"
+        );
+    }
+
+    /// A corrupt length prefix is refused before anything is allocated for it.
+    #[test]
+    fn a_string_longer_than_the_limit_is_refused() {
+        // Version 3, an event, then a tenant of 2^40 bytes (varint: 253 then 8 bytes LE).
+        let mut bytes = vec![3, 0, 253];
+        bytes.extend((1u64 << 40).to_le_bytes());
+        bytes.extend([0; 16]);
+        let error = decode(&bytes).unwrap_err();
+        assert!(
+            matches!(
+                error,
+                WireError::Malformed(bincode::error::DecodeError::LimitExceeded)
+            ),
+            "{error:?}"
         );
     }
 

@@ -1,0 +1,149 @@
+//! `Decode` for the event and its parts, each string copied from the payload once.
+//!
+//! bincode 2 decodes a `String` through `Vec<u8>`, which it allocates zero-filled and then
+//! overwrites with the bytes (`vec![0u8; len]`, then a read): the zeroing alone took about a
+//! twentieth of an engine worker's time (`perf` on `bench-operators`, 2026-12-05). A payload
+//! is a slice, so a string's bytes can be validated in place and copied into an allocation
+//! that is never zeroed; a reader without that view falls back to bincode's way.
+//!
+//! The fields are read in declaration order, the order the derived `Encode` writes them:
+//! `wire`'s round-trip test, with every string of an event distinct, and its layout test
+//! pin it.
+
+use bincode::de::read::Reader;
+use bincode::de::{Decode, Decoder};
+use bincode::error::DecodeError;
+
+use crate::event::{Acquisition, Campaign, Client, Event, Location, Page};
+
+/// A length prefix, as bincode writes one (a `u64`, varint in the standard configuration).
+fn length<D: Decoder>(decoder: &mut D) -> Result<usize, DecodeError> {
+    let length = u64::decode(decoder)?;
+    usize::try_from(length).map_err(|_| DecodeError::OutsideUsizeRange(length))
+}
+
+/// A `String`, laid out as bincode's own: a length, then that many bytes of UTF-8. The
+/// length is claimed against the configuration's limit before anything is allocated.
+fn string<D: Decoder>(decoder: &mut D) -> Result<String, DecodeError> {
+    let length = length(decoder)?;
+    decoder.claim_container_read::<u8>(length)?;
+    if let Some(bytes) = decoder.reader().peek_read(length) {
+        let text = std::str::from_utf8(bytes)
+            .map_err(|inner| DecodeError::Utf8 { inner })?
+            .to_owned();
+        decoder.reader().consume(length);
+        return Ok(text);
+    }
+    let mut bytes = vec![0u8; length];
+    decoder.reader().read(&mut bytes)?;
+    String::from_utf8(bytes).map_err(|error| DecodeError::Utf8 {
+        inner: error.utf8_error(),
+    })
+}
+
+/// A `Vec<(String, String)>`, laid out as bincode's own.
+fn pairs<D: Decoder>(decoder: &mut D) -> Result<Vec<(String, String)>, DecodeError> {
+    let length = length(decoder)?;
+    decoder.claim_container_read::<(String, String)>(length)?;
+    let mut pairs = Vec::with_capacity(length);
+    for _ in 0..length {
+        // As bincode's `Vec` does: the claim above counted the pair's in-memory size, and
+        // its strings claim their own bytes.
+        decoder.unclaim_bytes_read(std::mem::size_of::<(String, String)>());
+        pairs.push((string(decoder)?, string(decoder)?));
+    }
+    Ok(pairs)
+}
+
+impl<Context> Decode<Context> for Page {
+    fn decode<D: Decoder<Context = Context>>(decoder: &mut D) -> Result<Self, DecodeError> {
+        Ok(Page {
+            path: string(decoder)?,
+            url: string(decoder)?,
+            referrer: string(decoder)?,
+            title: string(decoder)?,
+        })
+    }
+}
+bincode::impl_borrow_decode!(Page);
+
+impl<Context> Decode<Context> for Campaign {
+    fn decode<D: Decoder<Context = Context>>(decoder: &mut D) -> Result<Self, DecodeError> {
+        Ok(Campaign {
+            source: string(decoder)?,
+            medium: string(decoder)?,
+            name: string(decoder)?,
+            content: string(decoder)?,
+            term: string(decoder)?,
+        })
+    }
+}
+bincode::impl_borrow_decode!(Campaign);
+
+impl<Context> Decode<Context> for Client {
+    fn decode<D: Decoder<Context = Context>>(decoder: &mut D) -> Result<Self, DecodeError> {
+        Ok(Client {
+            device: string(decoder)?,
+            browser: string(decoder)?,
+            browser_version: string(decoder)?,
+            os: string(decoder)?,
+            os_version: string(decoder)?,
+        })
+    }
+}
+bincode::impl_borrow_decode!(Client);
+
+impl<Context> Decode<Context> for Location {
+    fn decode<D: Decoder<Context = Context>>(decoder: &mut D) -> Result<Self, DecodeError> {
+        Ok(Location {
+            country: string(decoder)?,
+            region: string(decoder)?,
+            city: string(decoder)?,
+        })
+    }
+}
+bincode::impl_borrow_decode!(Location);
+
+impl<Context> Decode<Context> for Acquisition {
+    fn decode<D: Decoder<Context = Context>>(decoder: &mut D) -> Result<Self, DecodeError> {
+        Ok(Acquisition {
+            source: string(decoder)?,
+            channel: string(decoder)?,
+        })
+    }
+}
+bincode::impl_borrow_decode!(Acquisition);
+
+impl<Context> Decode<Context> for Event {
+    fn decode<D: Decoder<Context = Context>>(decoder: &mut D) -> Result<Self, DecodeError> {
+        Ok(Event {
+            tenant: string(decoder)?,
+            message_id: string(decoder)?,
+            kind: Decode::decode(decoder)?,
+            name: string(decoder)?,
+            anonymous_id: string(decoder)?,
+            user_id: string(decoder)?,
+            previous_id: string(decoder)?,
+            group_id: string(decoder)?,
+            timestamp_ms: Decode::decode(decoder)?,
+            original_timestamp_ms: Decode::decode(decoder)?,
+            sent_at_ms: Decode::decode(decoder)?,
+            received_at_ms: Decode::decode(decoder)?,
+            page: Decode::decode(decoder)?,
+            campaign: Decode::decode(decoder)?,
+            ip: string(decoder)?,
+            user_agent: string(decoder)?,
+            is_bot: Decode::decode(decoder)?,
+            locale: string(decoder)?,
+            library: string(decoder)?,
+            properties: pairs(decoder)?,
+            traits: pairs(decoder)?,
+            context: pairs(decoder)?,
+            client: Decode::decode(decoder)?,
+            location: Decode::decode(decoder)?,
+            acquisition: Decode::decode(decoder)?,
+            non_interactive: Decode::decode(decoder)?,
+        })
+    }
+}
+bincode::impl_borrow_decode!(Event);
