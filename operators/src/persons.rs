@@ -32,7 +32,7 @@ use timely::dataflow::operators::vec::Map;
 
 use crate::erasure::{ControlRecord, Erasures};
 use crate::expiry::{Due, DueIndex, Expiry};
-use crate::gauges::StateGauge;
+use crate::gauges::StateGauges;
 use crate::model::{Node, Person, SharedActivity};
 use crate::stash::{Stash, route};
 
@@ -140,6 +140,13 @@ impl Persons {
             retained: 0,
             expiry: Expiry::new(retention.keep_ms()),
         }
+    }
+
+    fn report(&self, gauges: &StateGauges) {
+        gauges.attributed_events.set(self.retained);
+        gauges.attributed_ids.set(self.visitors.len());
+        gauges.attributed_persons.set(self.person_of.len());
+        gauges.attribution_timers.set(self.due.len());
     }
 
     /// The person of `node` (an id in no link is its own person).
@@ -314,14 +321,14 @@ impl Persons {
 pub trait AssignPersons<'s, T: Timestamp> {
     /// Pairs each event with its person: the person of its `userId` when it has one, else of
     /// its `anonymousId` (an id in no link is its own person), withdrawing what `erasures`
-    /// cover (the control records on every worker; the log holds the salt). `gauge` counts
-    /// the events retained on the worker.
+    /// cover (the control records on every worker; the log holds the salt). It reports the
+    /// events, ids, persons and timers it holds on the worker into `gauges`.
     fn assign_persons(
         self,
         persons: VecCollection<'s, T, (Node, Person), isize>,
         erasures: Erasures<'s, T>,
         retention: Retention,
-        gauge: StateGauge,
+        gauges: StateGauges,
     ) -> VecCollection<'s, T, (Person, SharedActivity), isize>;
 }
 
@@ -331,7 +338,7 @@ impl<'s, T: Timestamp + TotalOrder> AssignPersons<'s, T> for StreamVec<'s, T, Sh
         persons: VecCollection<'s, T, (Node, Person), isize>,
         erasures: Erasures<'s, T>,
         retention: Retention,
-        gauge: StateGauge,
+        gauges: StateGauges,
     ) -> VecCollection<'s, T, (Person, SharedActivity), isize> {
         let Erasures { control, mut log } = erasures;
         let local = self.scope().index() as u64;
@@ -386,7 +393,7 @@ impl<'s, T: Timestamp + TotalOrder> AssignPersons<'s, T> for StreamVec<'s, T, Sh
                         state.apply(updates.into_iter().flatten(), &mut log, &time, |update| {
                             session.give(update)
                         });
-                        gauge.set(state.retained);
+                        state.report(&gauges);
                     }
                 }
             },
@@ -491,7 +498,7 @@ mod tests {
             control: timely::dataflow::operators::generic::operator::empty(events.scope()),
             log: Default::default(),
         };
-        events.assign_persons(map, erasures, Retention::default(), StateGauge::default())
+        events.assign_persons(map, erasures, Retention::default(), StateGauges::default())
     }
 
     proptest! {

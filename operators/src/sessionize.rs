@@ -24,7 +24,7 @@ use timely::order::TotalOrder;
 use timely::progress::Timestamp;
 
 use crate::expiry::{Due, DueIndex, Expiry};
-use crate::gauges::StateGauge;
+use crate::gauges::StateGauges;
 use crate::model::{
     Activity, Enriched, MessageId, Person, Session, SharedActivity, empty_str, saturating_count,
 };
@@ -510,6 +510,12 @@ impl Sessionizer {
         }
     }
 
+    fn report(&self, gauges: &StateGauges) {
+        gauges.sessionized_events.set(self.retained);
+        gauges.sessionized_persons.set(self.persons.len());
+        gauges.session_timers.set(self.due.len());
+    }
+
     /// Applies a batch of attributed events (insertions and retractions), then re-sessionizes
     /// each touched person between the first and the last key the batch changed, emitting
     /// the sessions and events that changed.
@@ -572,12 +578,12 @@ impl Sessionizer {
 
 /// Sessionizes a collection of events attributed to persons.
 pub trait Sessionize<'s, T: Timestamp> {
-    /// The sessions, and every event with its session and person. `gauge` counts the events
-    /// retained on the worker.
+    /// The sessions, and every event with its session and person. It reports the events,
+    /// persons and timers it holds on the worker into `gauges`.
     fn sessionize(
         self,
         settings: SessionSettings,
-        gauge: StateGauge,
+        gauges: StateGauges,
     ) -> (
         VecCollection<'s, T, Session, isize>,
         VecCollection<'s, T, Enriched, isize>,
@@ -590,7 +596,7 @@ impl<'s, T: Timestamp + TotalOrder> Sessionize<'s, T>
     fn sessionize(
         self,
         settings: SessionSettings,
-        gauge: StateGauge,
+        gauges: StateGauges,
     ) -> (
         VecCollection<'s, T, Session, isize>,
         VecCollection<'s, T, Enriched, isize>,
@@ -616,7 +622,7 @@ impl<'s, T: Timestamp + TotalOrder> Sessionize<'s, T>
                                 session.give((output, time.clone(), diff))
                             });
                             state.sweep();
-                            gauge.set(state.retained);
+                            state.report(&gauges);
                         }
                     }
                 });
@@ -693,7 +699,7 @@ mod tests {
         move |input| {
             let (sessions, events) = input
                 .map(|(person, event)| (person, activity(&event)))
-                .sessionize(settings.clone(), StateGauge::default());
+                .sessionize(settings.clone(), StateGauges::default());
             sessions.map(Ok).concat(events.map(|e: Enriched| {
                 Err((
                     e.event.message_id.to_string(),

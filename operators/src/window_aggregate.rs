@@ -22,7 +22,7 @@ use timely::order::TotalOrder;
 use timely::progress::Timestamp;
 
 use crate::expiry::Expiry;
-use crate::gauges::StateGauge;
+use crate::gauges::StateGauges;
 use crate::model::{
     Activity, AggRow, Enriched, Metric, Session, empty_str, minute_of, saturating_count,
 };
@@ -226,12 +226,13 @@ pub fn minute_rollups<'a>(
 /// Aggregates enriched events and sessions per tenant and minute.
 pub trait WindowAggregate<'s, T: Timestamp> {
     /// The aggregate rows; a changed value is a retraction of the old row and an insertion.
-    /// `gauge` counts the open (tenant, minute) windows on the worker.
+    /// It reports the open (tenant, minute) windows on the worker and the ids their distinct
+    /// counts hold into `gauges`.
     fn window_aggregate(
         self,
         sessions: VecCollection<'s, T, Session, isize>,
         settings: SessionSettings,
-        gauge: StateGauge,
+        gauges: StateGauges,
     ) -> VecCollection<'s, T, AggRow, isize>;
 }
 
@@ -242,7 +243,7 @@ impl<'s, T: Timestamp + TotalOrder> WindowAggregate<'s, T>
         self,
         sessions: VecCollection<'s, T, Session, isize>,
         settings: SessionSettings,
-        gauge: StateGauge,
+        gauges: StateGauges,
     ) -> VecCollection<'s, T, AggRow, isize> {
         let events = Exchange::new(|(e, _, _): &(Enriched, T, isize)| {
             route(&(&e.event.tenant, minute_of(e.event.timestamp_ms)))
@@ -280,7 +281,8 @@ impl<'s, T: Timestamp + TotalOrder> WindowAggregate<'s, T>
                                 session.give((row, time.clone(), diff))
                             });
                             windows.release();
-                            gauge.set(windows.open);
+                            gauges.windows.set(windows.open);
+                            gauges.window_ids.set(windows.ids);
                         }
                     }
                 },
@@ -295,6 +297,8 @@ struct Windows {
     by_tenant: FxHashMap<String, BTreeMap<i64, Window>>,
     /// Windows held.
     open: usize,
+    /// Entries of the held windows' id maps.
+    ids: usize,
     expiry: Expiry,
 }
 
@@ -303,6 +307,7 @@ impl Windows {
         Windows {
             by_tenant: FxHashMap::default(),
             open: 0,
+            ids: 0,
             expiry: Expiry::new(keep_ms),
         }
     }
@@ -333,7 +338,9 @@ impl Windows {
             if !window.is_touched() {
                 dirty.push((tenant.to_owned(), minute));
             }
+            let ids_before = window.ids.len();
             window.apply(update);
+            self.ids = self.ids + window.ids.len() - ids_before;
         }
         for (tenant, minute) in dirty {
             if let Some(window) = self
@@ -353,6 +360,10 @@ impl Windows {
         for minutes in self.by_tenant.values_mut() {
             let kept = minutes.split_off(&cutoff);
             self.open -= minutes.len();
+            self.ids -= minutes
+                .values()
+                .map(|window| window.ids.len())
+                .sum::<usize>();
             *minutes = kept;
         }
     }
@@ -391,7 +402,7 @@ mod tests {
             Input::Session(s) => Some(s),
             Input::Event(..) => None,
         });
-        events.window_aggregate(sessions, SessionSettings::default(), StateGauge::default())
+        events.window_aggregate(sessions, SessionSettings::default(), StateGauges::default())
     }
 
     /// The oracle: the final inputs, counted by the reference.

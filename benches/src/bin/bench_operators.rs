@@ -230,7 +230,7 @@ struct State {
     bytes: usize,
     retained_events: usize,
     /// Every state gauge's entries at the end, as `/metrics` names them.
-    entries: [(&'static str, usize); 9],
+    entries: [(&'static str, usize); 15],
 }
 
 #[derive(Debug)]
