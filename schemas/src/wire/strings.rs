@@ -55,64 +55,50 @@ fn pairs<D: Decoder>(decoder: &mut D) -> Result<Vec<(String, String)>, DecodeErr
     Ok(pairs)
 }
 
-impl<Context> Decode<Context> for Page {
-    fn decode<D: Decoder<Context = Context>>(decoder: &mut D) -> Result<Self, DecodeError> {
-        Ok(Page {
-            path: string(decoder)?,
-            url: string(decoder)?,
-            referrer: string(decoder)?,
-            title: string(decoder)?,
-        })
-    }
+/// `Decode` for a struct of strings only, read in the order the fields are listed (a struct
+/// expression evaluates its fields in the order written), which must be the declaration
+/// order.
+macro_rules! decode_strings {
+    ($type:ident { $($field:ident),+ $(,)? }) => {
+        impl<Context> Decode<Context> for $type {
+            fn decode<D: Decoder<Context = Context>>(
+                decoder: &mut D,
+            ) -> Result<Self, DecodeError> {
+                Ok($type {
+                    $($field: string(decoder)?,)+
+                })
+            }
+        }
+        bincode::impl_borrow_decode!($type);
+    };
 }
-bincode::impl_borrow_decode!(Page);
 
-impl<Context> Decode<Context> for Campaign {
-    fn decode<D: Decoder<Context = Context>>(decoder: &mut D) -> Result<Self, DecodeError> {
-        Ok(Campaign {
-            source: string(decoder)?,
-            medium: string(decoder)?,
-            name: string(decoder)?,
-            content: string(decoder)?,
-            term: string(decoder)?,
-        })
-    }
-}
-bincode::impl_borrow_decode!(Campaign);
-
-impl<Context> Decode<Context> for Client {
-    fn decode<D: Decoder<Context = Context>>(decoder: &mut D) -> Result<Self, DecodeError> {
-        Ok(Client {
-            device: string(decoder)?,
-            browser: string(decoder)?,
-            browser_version: string(decoder)?,
-            os: string(decoder)?,
-            os_version: string(decoder)?,
-        })
-    }
-}
-bincode::impl_borrow_decode!(Client);
-
-impl<Context> Decode<Context> for Location {
-    fn decode<D: Decoder<Context = Context>>(decoder: &mut D) -> Result<Self, DecodeError> {
-        Ok(Location {
-            country: string(decoder)?,
-            region: string(decoder)?,
-            city: string(decoder)?,
-        })
-    }
-}
-bincode::impl_borrow_decode!(Location);
-
-impl<Context> Decode<Context> for Acquisition {
-    fn decode<D: Decoder<Context = Context>>(decoder: &mut D) -> Result<Self, DecodeError> {
-        Ok(Acquisition {
-            source: string(decoder)?,
-            channel: string(decoder)?,
-        })
-    }
-}
-bincode::impl_borrow_decode!(Acquisition);
+decode_strings!(Page {
+    path,
+    url,
+    referrer,
+    title
+});
+decode_strings!(Campaign {
+    source,
+    medium,
+    name,
+    content,
+    term
+});
+decode_strings!(Client {
+    device,
+    browser,
+    browser_version,
+    os,
+    os_version
+});
+decode_strings!(Location {
+    country,
+    region,
+    city
+});
+decode_strings!(Acquisition { source, channel });
 
 impl<Context> Decode<Context> for Event {
     fn decode<D: Decoder<Context = Context>>(decoder: &mut D) -> Result<Self, DecodeError> {
