@@ -78,39 +78,84 @@ impl<'s, T: Timestamp + TotalOrder> Dedup<'s, T> for StreamVec<'s, T, Decoded> {
 
 /// The message ids one worker has let through, each until the horizon after it was received.
 ///
-/// Ids are held as a 96-bit fingerprint of (tenant, message id) instead of the strings, which
-/// saves two allocations per event; with independent random keys, a collision among a billion
-/// live ids has a probability around 10^-11 (n^2 / 2^97). Keys are per process, which is
-/// enough: a message id is routed to one worker, and the state is rebuilt on restart.
+/// Ids are held as an 80-bit fingerprint of (tenant, message id) instead of the strings, which
+/// saves two allocations per event. With independent random keys, a new id is taken for one
+/// already seen only if all 80 bits match one of the n live ids: n / 2^80 per event, about one
+/// event in 10^18 with a million live ids on a worker. Keys are per process, which is enough:
+/// a message id is routed to one worker, and the state is rebuilt on restart.
 struct SeenIds {
     hashers: (RandomState, RandomState),
-    /// By [`Seen::high`], already a uniform hash: the table does not hash again.
+    /// By [`Seen::hash`], already a uniform hash: the table does not hash again.
     ids: HashTable<Seen>,
+    stamps: Stamps,
     expiry: Expiry,
 }
 
-/// A 96-bit fingerprint of (tenant, message id): the table's hash and the rest.
-type Fingerprint = (u64, u32);
+/// An 80-bit fingerprint of (tenant, message id): the table's hash and 16 more bits.
+type Fingerprint = (u64, u16);
 
-/// One remembered id: 16 bytes, where a map from a 128-bit fingerprint to a millisecond time
-/// took 32 (the dedup table is the one structure with an entry per event of the horizon).
+/// One remembered id in 12 bytes (13 with the table's control byte), where a 96-bit
+/// fingerprint and a receipt second took 16: the dedup table is the one structure with an
+/// entry per event of the horizon, and hashbrown's slots are the entry's size.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Seen {
-    high: u64,
-    low: u32,
-    /// When the occurrence let through was received: Unix seconds (u32 lasts until 2106).
-    received_s: u32,
+    /// The fingerprint's table hash in two halves, so that the entry needs 4-byte alignment
+    /// only (a `u64` field would pad it to 16).
+    hash: [u32; 2],
+    /// The fingerprint's other 16 bits (low half) and the receipt [`Stamps`] stamp (high).
+    rest: u32,
 }
 
 impl Seen {
-    fn fingerprint(&self) -> Fingerprint {
-        (self.high, self.low)
+    fn new((hash, extra): Fingerprint, stamp: u16) -> Seen {
+        Seen {
+            hash: [(hash >> 32) as u32, hash as u32],
+            rest: u32::from(stamp) << 16 | u32::from(extra),
+        }
     }
 
-    /// Whether the id must still be remembered at `cutoff_ms`: rounded up to the whole
-    /// second, so an id is never forgotten before its horizon.
-    fn live_at(&self, cutoff_ms: i64) -> bool {
-        (i64::from(self.received_s) + 1) * 1000 > cutoff_ms
+    fn hash(&self) -> u64 {
+        u64::from(self.hash[0]) << 32 | u64::from(self.hash[1])
+    }
+
+    fn fingerprint(&self) -> Fingerprint {
+        (self.hash(), self.rest as u16)
+    }
+
+    fn stamp(&self) -> u16 {
+        (self.rest >> 16) as u16
+    }
+}
+
+/// Receive times in 16 bits: the time in units of a 16,384th of the horizon (at least 1 ms),
+/// modulo 2^16, so a stamp spans four horizons. An id is swept at least once a horizon while
+/// records arrive, so its stamp is read back within a horizon or two of its receipt; after a
+/// silence of more than four horizons a stamp reads younger than it is and the id is kept
+/// longer, never shorter.
+#[derive(Debug, Clone, Copy)]
+struct Stamps {
+    unit_ms: i64,
+}
+
+impl Stamps {
+    fn new(horizon_ms: i64) -> Stamps {
+        Stamps {
+            unit_ms: (horizon_ms.max(1) as u64).div_ceil(1 << 14).max(1) as i64,
+        }
+    }
+
+    fn stamp(&self, received_at_ms: i64) -> u16 {
+        // Truncation is the modulo: two's complement keeps it right for times before 1970.
+        received_at_ms.div_euclid(self.unit_ms) as u16
+    }
+
+    /// Whether an id stamped `stamp` must still be remembered at `cutoff_ms`, `clock_ms` being
+    /// the newest receive time seen (never before the id's): its receipt is rounded up to the
+    /// end of its unit, so an id is never forgotten before its horizon.
+    fn live(&self, stamp: u16, clock_ms: i64, cutoff_ms: i64) -> bool {
+        let now = clock_ms.div_euclid(self.unit_ms);
+        let age = i64::from((now as u16).wrapping_sub(stamp));
+        (now - age + 1).saturating_mul(self.unit_ms) > cutoff_ms
     }
 }
 
@@ -119,14 +164,15 @@ impl SeenIds {
         SeenIds {
             hashers: (RandomState::new(), RandomState::new()),
             ids: HashTable::new(),
+            stamps: Stamps::new(settings.horizon_ms),
             expiry: Expiry::new(settings.horizon_ms),
         }
     }
 
     fn fingerprint(&self, tenant: &str, message_id: &str) -> Fingerprint {
-        let high = self.hashers.0.hash_one((tenant, message_id));
-        let low = self.hashers.1.hash_one((tenant, message_id)) as u32;
-        (high, low)
+        let hash = self.hashers.0.hash_one((tenant, message_id));
+        let extra = self.hashers.1.hash_one((tenant, message_id)) as u16;
+        (hash, extra)
     }
 
     fn contains(&self, fingerprint: Fingerprint) -> bool {
@@ -135,16 +181,9 @@ impl SeenIds {
             .is_some()
     }
 
-    fn remember(&mut self, (high, low): Fingerprint, received_at_ms: i64) {
-        let received_s = received_at_ms
-            .div_euclid(1000)
-            .clamp(0, i64::from(u32::MAX)) as u32;
-        let seen = Seen {
-            high,
-            low,
-            received_s,
-        };
-        self.ids.insert_unique(high, seen, |seen| seen.high);
+    fn remember(&mut self, fingerprint: Fingerprint, received_at_ms: i64) {
+        let seen = Seen::new(fingerprint, self.stamps.stamp(received_at_ms));
+        self.ids.insert_unique(fingerprint.0, seen, Seen::hash);
     }
 
     /// The places `(chunk, index)`, in order, of the batch's first occurrence of each id not
@@ -189,9 +228,11 @@ impl SeenIds {
     /// due.
     fn sweep_when_due(&mut self) {
         if let Some(cutoff) = self.expiry.sweep_due(self.ids.len()) {
-            self.ids.retain(|seen| seen.live_at(cutoff));
+            let (stamps, clock) = (self.stamps, self.expiry.clock());
+            self.ids
+                .retain(|seen| stamps.live(seen.stamp(), clock, cutoff));
             if self.ids.capacity() > 4 * self.ids.len() + 1024 {
-                self.ids.shrink_to_fit(|seen| seen.high);
+                self.ids.shrink_to_fit(Seen::hash);
             }
         }
     }
@@ -260,9 +301,9 @@ mod tests {
     }
 
     #[test]
-    fn ids_that_share_the_table_hash_are_told_apart_and_kept_to_their_horizon() {
-        // The table is indexed by the fingerprint's high half: a collision there must not
-        // make a new id look seen.
+    fn ids_that_share_the_table_hash_are_told_apart() {
+        // The table is indexed by the fingerprint's hash: a collision there must not make a
+        // new id look seen.
         let mut seen = SeenIds::new(DedupSettings::default());
         seen.remember((7, 1), 1_500);
         assert!(seen.contains((7, 1)));
@@ -272,10 +313,43 @@ mod tests {
         );
         seen.remember((7, 2), 1_500);
         assert!(seen.contains((7, 2)) && seen.contains((7, 1)));
-        // Seconds are rounded up: received at 1.5 s, the id lives while the cutoff is below 2 s.
-        let first = *seen.ids.iter().next().expect("two ids");
-        assert!(first.live_at(1_999));
-        assert!(!first.live_at(2_000));
+        let high = (0xdead_beef_u64 << 32) | 0x1234_5678;
+        seen.remember((high, u16::MAX), 1_500);
+        assert!(seen.contains((high, u16::MAX)) && !seen.contains((high, 0)));
+    }
+
+    #[test]
+    fn an_id_is_kept_to_its_horizon_and_forgotten_one_unit_after() {
+        for horizon in [1, 999, 3_600_000, 72 * 3_600_000, 400 * 24 * 3_600_000] {
+            let stamps = Stamps::new(horizon);
+            let unit = stamps.unit_ms;
+            assert!(
+                unit >= 1 && unit * (1 << 14) >= horizon,
+                "{horizon}: unit {unit}"
+            );
+            for received in [
+                -5 * horizon - 7,
+                -1,
+                0,
+                1_500,
+                1_700_000_000_123,
+                i64::MAX / 4,
+            ] {
+                let stamp = stamps.stamp(received);
+                // Read back at every distance up to two horizons ahead of the receipt.
+                for late in [0, 1, horizon / 2, horizon, horizon + unit, 2 * horizon] {
+                    let clock = received + late;
+                    let cutoff = clock - horizon;
+                    let live = stamps.live(stamp, clock, cutoff);
+                    if received > cutoff {
+                        assert!(live, "{horizon}/{received}/{late}: forgotten early");
+                    }
+                    if received + unit <= cutoff {
+                        assert!(!live, "{horizon}/{received}/{late}: kept past its unit");
+                    }
+                }
+            }
+        }
     }
 
     #[test]

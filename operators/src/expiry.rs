@@ -40,6 +40,11 @@ impl Expiry {
         self.since_sweep += 1;
     }
 
+    /// The newest receive time applied (Unix ms; `i64::MIN` before any).
+    pub(crate) fn clock(&self) -> i64 {
+        self.clock
+    }
+
     /// Everything before this time (Unix ms) can no longer change.
     pub(crate) fn cutoff(&self) -> i64 {
         self.clock.saturating_sub(self.keep_ms)
