@@ -32,8 +32,8 @@ pub struct StateGauges {
     pub earliest_claims: StateGauge,
     /// Ids in the id -> person map this worker emitted (identity, kept for good).
     pub linked_ids: StateGauge,
-    /// Strings, landings and their parts shared by the interner of retained events (reset
-    /// at its capacity).
+    /// Strings, event ids, landings and their parts shared by the interner of retained
+    /// events (reset at its capacity).
     pub interned_strings: StateGauge,
     /// Events retained for re-attribution.
     pub attributed_events: StateGauge,

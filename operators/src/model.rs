@@ -16,19 +16,22 @@ use serde::{Deserialize, Serialize};
 pub type SharedEvent = Arc<Event>;
 
 /// What the stateful operators keep of an event: the fields sessions, identity and the
-/// aggregates read: 72 bytes (80 with its shared count, a [`triomphe::Arc`], which has no
-/// weak count), against about 1.3 KB for a whole [`Event`]
-/// with its properties and context. Strings are [`ArcStr`]s (one pointer each, where
-/// `Arc<str>` took two words) from an [`Interner`], so a visitor's retained events share one
-/// copy of each; the message id is a [`MessageId`], a UUID held in place.
+/// aggregates read: 56 bytes (64 with its shared count, a [`triomphe::Arc`], which has no
+/// weak count: mimalloc's 64-byte size class, where 72 took its 80), against about 1.3 KB
+/// for a whole [`Event`] with its properties and context. Strings are [`ArcStr`]s (one
+/// pointer each, where `Arc<str>` took two words) from an [`Interner`], so a visitor's
+/// retained events share one copy of each; the tenant and the two ids are one shared
+/// [`EventIds`], as are the landing's parts; the message id is a [`MessageId`], a UUID held in
+/// place.
 ///
 /// The whole event goes to the events sink once, when it arrives; a later change of its
 /// session or person reaches the sink as a correction of those two columns (see
 /// `engine/src/sink/tables/events.rs`).
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct Activity {
-    /// Tenant.
-    pub tenant: ArcStr,
+    /// Tenant, `anonymousId` and `userId`: see [`Activity::tenant`],
+    /// [`Activity::anonymous_id`], [`Activity::user_id`].
+    ids: triomphe::Arc<EventIds>,
     /// Segment's `messageId`.
     pub message_id: MessageId,
     /// Event time, Unix ms UTC.
@@ -36,10 +39,6 @@ pub struct Activity {
     /// When the gateway received it, its kind and whether it is an interaction: see
     /// [`Activity::received_at_ms`], [`Activity::kind`], [`Activity::interaction`].
     receipt: Receipt,
-    /// Segment's `anonymousId` (empty when absent or a placeholder).
-    pub anonymous_id: ArcStr,
-    /// Segment's `userId` (empty when absent or a placeholder).
-    pub user_id: ArcStr,
     /// A track's or screen's name, a page's path: what [`Activity::label`] and
     /// [`Activity::location`] read, by kind; an alias's `previousId` ([`Activity::previous_id`],
     /// which an erasure matches), in a field an alias does not otherwise use.
@@ -48,11 +47,24 @@ pub struct Activity {
     pub landing: Arc<Landing>,
 }
 
+/// Who an event is of: its tenant and ids, shared by every event of the same visitor with
+/// the same ids (one allocation of 32 bytes for a visit, where three pointers in each event
+/// took 24 bytes an event).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct EventIds {
+    /// Tenant.
+    pub tenant: ArcStr,
+    /// Segment's `anonymousId` (empty when absent or a placeholder).
+    pub anonymous_id: ArcStr,
+    /// Segment's `userId` (empty when absent or a placeholder).
+    pub user_id: ArcStr,
+}
+
 /// An event's receive time (Unix ms UTC) with its kind and whether it is an interaction, in
 /// one word: the receive time in the upper 56 bits (a million years either side of 1970),
 /// the kind's index in [`EventKind::ALL`] in the lowest 3, the interaction flag above them.
-/// Two bytes of their own would take an [`Activity`] from 72 bytes to 80, and with its
-/// shared count from mimalloc's 80-byte size class to its 96.
+/// Two bytes of their own would take an [`Activity`] from 56 bytes to 64, and with its
+/// shared count from mimalloc's 64-byte size class to its 80.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 struct Receipt(i64);
 
@@ -298,15 +310,28 @@ impl Activity {
             EventKind::Identify | EventKind::Group => "",
         };
         Activity {
-            tenant: interner.intern(&event.tenant),
+            ids: interner.ids(event),
             message_id: MessageId::new(&event.message_id),
             timestamp_ms: event.timestamp_ms,
             receipt: Receipt::new(event.received_at_ms, event.kind, event.is_interaction()),
-            anonymous_id: interner.intern(&event.anonymous_id),
-            user_id: interner.intern(&event.user_id),
             detail: interner.intern(detail),
             landing: interner.landing(event),
         }
+    }
+
+    /// Tenant.
+    pub fn tenant(&self) -> &ArcStr {
+        &self.ids.tenant
+    }
+
+    /// Segment's `anonymousId` (empty when absent or a placeholder).
+    pub fn anonymous_id(&self) -> &ArcStr {
+        &self.ids.anonymous_id
+    }
+
+    /// Segment's `userId` (empty when absent or a placeholder).
+    pub fn user_id(&self) -> &ArcStr {
+        &self.ids.user_id
     }
 
     /// When the gateway received the event, Unix ms UTC (within a million years of 1970).
@@ -382,10 +407,10 @@ impl Activity {
 
     /// The id that keys the visitor, as [`Event::visitor_id`]; shared.
     pub fn visitor(&self) -> &ArcStr {
-        if self.anonymous_id.is_empty() {
-            &self.user_id
+        if self.ids.anonymous_id.is_empty() {
+            &self.ids.user_id
         } else {
-            &self.anonymous_id
+            &self.ids.anonymous_id
         }
     }
 }
@@ -396,6 +421,8 @@ impl Activity {
 #[derive(Debug)]
 pub struct Interner {
     strings: FxHashSet<ArcStr>,
+    /// By the hash of the three strings (see [`ids_hash`]), as landings are.
+    ids: HashTable<triomphe::Arc<EventIds>>,
     /// By the hash of the landing's content (see [`landing_hash`]): an event's landing is
     /// found in one probe, hashing its fields once, and a landing costs the table a pointer.
     landings: HashTable<Arc<Landing>>,
@@ -417,6 +444,7 @@ impl Interner {
     pub fn with_capacity(capacity: usize) -> Self {
         Interner {
             strings: FxHashSet::default(),
+            ids: HashTable::new(),
             landings: HashTable::new(),
             campaigns: FxHashSet::default(),
             acquisitions: FxHashSet::default(),
@@ -429,6 +457,7 @@ impl Interner {
     /// The strings and shared parts held (each set is forgotten at the capacity).
     pub fn entries(&self) -> usize {
         self.strings.len()
+            + self.ids.len()
             + self.landings.len()
             + self.campaigns.len()
             + self.acquisitions.len()
@@ -446,6 +475,31 @@ impl Interner {
         }
         let shared = ArcStr::from(s);
         self.strings.insert(shared.clone());
+        shared
+    }
+
+    /// The shared tenant and ids of an event.
+    pub fn ids(&mut self, event: &Event) -> triomphe::Arc<EventIds> {
+        let hash = ids_hash(&event.tenant, &event.anonymous_id, &event.user_id);
+        let is_event_ids = |ids: &triomphe::Arc<EventIds>| {
+            *ids.anonymous_id == *event.anonymous_id
+                && *ids.user_id == *event.user_id
+                && *ids.tenant == *event.tenant
+        };
+        if let Some(shared) = self.ids.find(hash, is_event_ids) {
+            return shared.clone();
+        }
+        if self.ids.len() >= self.capacity {
+            self.ids.clear();
+        }
+        let shared = triomphe::Arc::new(EventIds {
+            tenant: self.intern(&event.tenant),
+            anonymous_id: self.intern(&event.anonymous_id),
+            user_id: self.intern(&event.user_id),
+        });
+        self.ids.insert_unique(hash, shared.clone(), |ids| {
+            ids_hash(&ids.tenant, &ids.anonymous_id, &ids.user_id)
+        });
         shared
     }
 
@@ -493,6 +547,11 @@ impl Interner {
             });
         shared
     }
+}
+
+/// The hash of an event's tenant and ids, the same from an event's fields as from shared ones.
+fn ids_hash(tenant: &str, anonymous_id: &str, user_id: &str) -> u64 {
+    rustc_hash::FxBuildHasher.hash_one((tenant, anonymous_id, user_id))
 }
 
 /// The hash of a landing's content, the same from an event's fields as from a landing's
@@ -551,13 +610,13 @@ impl Node {
     /// `anonymousId` (Segment's model: an event with a `userId` belongs to that user, even on
     /// a browser another user logged in on first).
     pub fn attribution_of(activity: &Activity) -> Node {
-        let (kind, id) = if activity.user_id.is_empty() {
-            (IdKind::Anonymous, &activity.anonymous_id)
+        let (kind, id) = if activity.user_id().is_empty() {
+            (IdKind::Anonymous, activity.anonymous_id())
         } else {
-            (IdKind::User, &activity.user_id)
+            (IdKind::User, activity.user_id())
         };
         Node {
-            tenant: activity.tenant.clone(),
+            tenant: activity.tenant().clone(),
             kind,
             id: id.clone(),
         }
@@ -901,9 +960,50 @@ mod tests {
     }
 
     #[test]
-    fn a_message_id_takes_16_bytes_and_an_activity_72() {
+    fn a_message_id_takes_16_bytes_and_an_activity_56() {
         assert_eq!(std::mem::size_of::<MessageId>(), 16);
-        assert_eq!(std::mem::size_of::<Activity>(), 72);
+        // 64 with triomphe's count: mimalloc's 64-byte size class (72 would take its 80).
+        assert_eq!(std::mem::size_of::<Activity>(), 56);
+    }
+
+    #[test]
+    fn events_of_one_visitor_share_their_ids_and_others_keep_their_own() {
+        let mut interner = Interner::default();
+        let of = |interner: &mut Interner, tenant: &str, anonymous: &str, user: &str| {
+            let mut event = Event::new(tenant, "m", EventKind::Page, 0);
+            event.anonymous_id = anonymous.into();
+            event.user_id = user.into();
+            Activity::of(&event, interner)
+        };
+        let first = of(&mut interner, "t", "a", "");
+        let second = of(&mut interner, "t", "a", "");
+        assert!(triomphe::Arc::ptr_eq(&first.ids, &second.ids));
+        // Every field tells ids apart, a user id moving to the other side included.
+        for (tenant, anonymous, user) in [
+            ("u", "a", ""),
+            ("t", "b", ""),
+            ("t", "a", "x"),
+            ("t", "", "a"),
+        ] {
+            let other = of(&mut interner, tenant, anonymous, user);
+            assert_eq!(
+                (
+                    &**other.tenant(),
+                    &**other.anonymous_id(),
+                    &**other.user_id()
+                ),
+                (tenant, anonymous, user)
+            );
+            assert_ne!(other.ids, first.ids);
+        }
+        assert_eq!(
+            (
+                &**first.tenant(),
+                &**first.anonymous_id(),
+                &**first.user_id()
+            ),
+            ("t", "a", "")
+        );
     }
 
     proptest! {

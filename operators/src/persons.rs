@@ -18,6 +18,7 @@
 //! the person never get here: `erase` drops them first.)
 
 use rustc_hash::FxHashMap;
+use thin_vec::ThinVec;
 
 use differential_dataflow::{AsCollection, VecCollection};
 use timely::dataflow::StreamVec;
@@ -91,8 +92,8 @@ enum MapInput<T> {
 
 #[derive(Debug)]
 struct Visitor {
-    /// In arrival order.
-    events: Vec<SharedActivity>,
+    /// In arrival order; one pointer in the visitors' map (see [`ThinVec`]).
+    events: ThinVec<SharedActivity>,
     last_time_ms: i64,
     /// When the visitor is due in [`Persons::due`] (`i64::MAX` when it is not).
     scheduled_ms: i64,
@@ -107,7 +108,7 @@ impl Due for Visitor {
 impl Default for Visitor {
     fn default() -> Self {
         Visitor {
-            events: Vec::new(),
+            events: ThinVec::new(),
             last_time_ms: i64::MIN,
             scheduled_ms: i64::MAX,
         }
@@ -177,8 +178,12 @@ impl Persons {
             let before = visitor.events.len();
             let live = visitor.last_time_ms >= cutoff;
             visitor.events.retain(|event| {
-                let ids = [&*event.anonymous_id, &*event.user_id, event.previous_id()];
-                if !log.drops(&event.tenant, event.received_at_ms(), ids) {
+                let ids = [
+                    &**event.anonymous_id(),
+                    event.user_id(),
+                    event.previous_id(),
+                ];
+                if !log.drops(event.tenant(), event.received_at_ms(), ids) {
                     return true;
                 }
                 if live && event.timestamp_ms >= cutoff {

@@ -417,7 +417,7 @@ mod tests {
                 out.events
                     .map(|e: Enriched| {
                         Out::Event(Outcome {
-                            tenant: e.event.tenant.to_string(),
+                            tenant: e.event.tenant().to_string(),
                             message_id: e.event.message_id.to_string(),
                             session_id: e.session_id.to_string(),
                             person_id: e.person_id.to_string(),

@@ -13,6 +13,7 @@ use std::collections::HashMap;
 
 use rustc_hash::FxHashMap;
 use std::sync::Arc;
+use thin_vec::ThinVec;
 
 use differential_dataflow::{AsCollection, VecCollection};
 use schemas::BounceRule;
@@ -266,11 +267,13 @@ fn borrowed(key: &Key) -> (i64, &MessageId) {
 
 /// One person's retained events and sessions. Events are a vector sorted by their key, not a
 /// B-tree: most persons hold a handful of events, which a B-tree leaf (room for 11) would
-/// hold at several times their size, and new events nearly always land at the end.
+/// hold at several times their size, and new events nearly always land at the end. Both are
+/// [`ThinVec`]s, one pointer each in the persons' map (a `Vec` takes three words there, for
+/// every person, whatever it holds).
 #[derive(Debug)]
 struct PersonState {
-    events: Vec<Entry>,
-    sessions: Vec<Session>,
+    events: ThinVec<Entry>,
+    sessions: ThinVec<Session>,
     /// When the person is due in [`Sessionizer::due`] (`i64::MAX` when it is not).
     scheduled_ms: i64,
 }
@@ -284,8 +287,8 @@ impl Due for PersonState {
 impl Default for PersonState {
     fn default() -> Self {
         PersonState {
-            events: Vec::new(),
-            sessions: Vec::new(),
+            events: ThinVec::new(),
+            sessions: ThinVec::new(),
             scheduled_ms: i64::MAX,
         }
     }

@@ -40,7 +40,7 @@ impl Update {
     fn window(&self) -> (&str, i64) {
         match self {
             Update::Event(enriched, _) => (
-                &enriched.event.tenant,
+                enriched.event.tenant(),
                 minute_of(enriched.event.timestamp_ms),
             ),
             Update::Session(session, _) => (&session.tenant, minute_of(session.start_ms)),
@@ -246,7 +246,7 @@ impl<'s, T: Timestamp + TotalOrder> WindowAggregate<'s, T>
         gauges: StateGauges,
     ) -> VecCollection<'s, T, AggRow, isize> {
         let events = Exchange::new(|(e, _, _): &(Enriched, T, isize)| {
-            route(&(&e.event.tenant, minute_of(e.event.timestamp_ms)))
+            route(&(e.event.tenant(), minute_of(e.event.timestamp_ms)))
         });
         let starts = Exchange::new(|(s, _, _): &(Session, T, isize)| {
             route(&(&s.tenant, minute_of(s.start_ms)))

@@ -228,7 +228,7 @@ struct Attribution {
 impl From<&Enriched> for Attribution {
     fn from(enriched: &Enriched) -> Self {
         Attribution {
-            tenant: enriched.event.tenant.clone(),
+            tenant: enriched.event.tenant().clone(),
             message_id: enriched.event.message_id.clone(),
             session_id: enriched.session_id.clone(),
             person_id: enriched.person_id.clone(),
