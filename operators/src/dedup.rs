@@ -128,10 +128,10 @@ impl Seen {
 }
 
 /// Receive times in 16 bits: the time in units of a 16,384th of the horizon (at least 1 ms),
-/// modulo 2^16, so a stamp spans four horizons. An id is swept at least once a horizon while
-/// records arrive, so its stamp is read back within a horizon or two of its receipt; after a
-/// silence of more than four horizons a stamp reads younger than it is and the id is kept
-/// longer, never shorter.
+/// modulo 2^16, so a stamp spans four horizons. A stamp is read back against the worker's
+/// clock, which is never before it. Sweeps come with the records (see [`Expiry::sweep_due`]),
+/// not with time: on a stream slow enough that more than four horizons pass between two
+/// sweeps, an older stamp reads younger than it is and its id is kept longer, never shorter.
 #[derive(Debug, Clone, Copy)]
 struct Stamps {
     unit_ms: i64,
@@ -151,11 +151,13 @@ impl Stamps {
 
     /// Whether an id stamped `stamp` must still be remembered at `cutoff_ms`, `clock_ms` being
     /// the newest receive time seen (never before the id's): its receipt is rounded up to the
-    /// end of its unit, so an id is never forgotten before its horizon.
+    /// end of its unit, so an id is never forgotten before its horizon. In whole units,
+    /// `(unit + 1) * unit_ms > cutoff` is `unit >= cutoff / unit_ms` (rounded down), which
+    /// cannot overflow.
     fn live(&self, stamp: u16, clock_ms: i64, cutoff_ms: i64) -> bool {
         let now = clock_ms.div_euclid(self.unit_ms);
         let age = i64::from((now as u16).wrapping_sub(stamp));
-        (now - age + 1).saturating_mul(self.unit_ms) > cutoff_ms
+        now.saturating_sub(age) >= cutoff_ms.div_euclid(self.unit_ms)
     }
 }
 
@@ -182,6 +184,9 @@ impl SeenIds {
     }
 
     fn remember(&mut self, fingerprint: Fingerprint, received_at_ms: i64) {
+        // A record is observed before it is remembered, so its receipt is never after the
+        // clock; one that were would read back four horizons old, hence the bound.
+        let received_at_ms = received_at_ms.min(self.expiry.clock());
         let seen = Seen::new(fingerprint, self.stamps.stamp(received_at_ms));
         self.ids.insert_unique(fingerprint.0, seen, Seen::hash);
     }
@@ -319,6 +324,22 @@ mod tests {
     }
 
     #[test]
+    fn an_entry_keeps_its_whole_fingerprint_and_stamp() {
+        let high = (0xdead_beef_u64 << 32) | 0x1234_5678;
+        for (extra, stamp) in [
+            (u16::MAX, u16::MAX),
+            (0, u16::MAX),
+            (u16::MAX, 0),
+            (0x1234, 0xabcd),
+        ] {
+            let seen = Seen::new((high, extra), stamp);
+            assert_eq!((seen.fingerprint(), seen.stamp()), ((high, extra), stamp));
+            assert_eq!(seen.hash(), high);
+        }
+        assert_eq!(std::mem::size_of::<Seen>(), 12);
+    }
+
+    #[test]
     fn an_id_is_kept_to_its_horizon_and_forgotten_one_unit_after() {
         for horizon in [1, 999, 3_600_000, 72 * 3_600_000, 400 * 24 * 3_600_000] {
             let stamps = Stamps::new(horizon);
@@ -337,7 +358,16 @@ mod tests {
             ] {
                 let stamp = stamps.stamp(received);
                 // Read back at every distance up to two horizons ahead of the receipt.
-                for late in [0, 1, horizon / 2, horizon, horizon + unit, 2 * horizon] {
+                for late in [
+                    0,
+                    1,
+                    horizon / 2,
+                    horizon - unit / 2,
+                    horizon - 1,
+                    horizon,
+                    horizon + unit,
+                    2 * horizon,
+                ] {
                     let clock = received + late;
                     let cutoff = clock - horizon;
                     let live = stamps.live(stamp, clock, cutoff);

@@ -47,9 +47,9 @@ pub struct Activity {
     pub landing: Arc<Landing>,
 }
 
-/// Who an event is of: its tenant and ids, shared by every event of the same visitor with
-/// the same ids (one allocation of 32 bytes for a visit, where three pointers in each event
-/// took 24 bytes an event).
+/// Who an event is of: its tenant and ids, shared by the events with the same ids that one
+/// worker's [`Interner`] sees (one allocation of 32 bytes per worker for a visit, until the
+/// interner's capacity resets it, where three pointers in each event took 24 bytes an event).
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct EventIds {
     /// Tenant.

@@ -55,7 +55,8 @@ pub struct AnalyticsSettings {
     pub epoch_ms: u64,
     /// Window of the active-visitors counter.
     pub active_window_ms: i64,
-    /// How many distinct strings each worker's [`Interner`] shares before it starts afresh.
+    /// How many entries each table of a worker's [`Interner`] (strings, event ids, landings
+    /// and their parts) shares before it starts afresh.
     pub interned_strings: usize,
 }
 

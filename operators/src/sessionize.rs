@@ -408,8 +408,8 @@ impl PersonState {
             emit(Output::Session(new.clone()), 1);
         }
         self.sessions.splice(range, sessions);
-        // A vector's first allocation has room for 4 sessions (384 bytes), and most persons
-        // hold one.
+        // A vector's first allocation has room for 4 sessions (384 bytes beside the length
+        // and capacity), and most persons hold one.
         if self.sessions.capacity() > self.sessions.len() + 1 {
             self.sessions.shrink_to_fit();
         }

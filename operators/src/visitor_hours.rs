@@ -54,7 +54,7 @@ impl<'s, T: Timestamp + TotalOrder> VisitorHours<'s, T> for VecCollection<'s, T,
         gauge: StateGauge,
     ) -> VecCollection<'s, T, VisitorHour, isize> {
         let by_window = Exchange::new(|(e, _, _): &(Enriched, T, isize)| {
-            route(&(&e.event.tenant(), hour_of(e.event.timestamp_ms)))
+            route(&(e.event.tenant(), hour_of(e.event.timestamp_ms)))
         });
         let keep_ms = settings.rollup_keep_ms(HOUR_MS);
         self.filter(|enriched| enriched.event.is_activity())
