@@ -37,6 +37,7 @@ use std::sync::Arc;
 
 use differential_dataflow::{AsCollection, VecCollection};
 use rustc_hash::{FxHashMap, FxHashSet};
+use smallvec::SmallVec;
 use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::Concat;
 use timely::dataflow::operators::generic::operator::Operator;
@@ -146,6 +147,13 @@ type Id = u32;
 /// A node of one tenant's graph: its kind and its interned id, 8 bytes.
 type Key = (IdKind, Id);
 
+/// The links one from id makes: nearly always one, held in place (24 bytes, as a `Vec`'s
+/// header alone, which allocated 16 more).
+type Links = SmallVec<[(Key, Key); 1]>;
+
+/// A node's neighbours with the number of links to each: nearly always one, in place.
+type Neighbours = SmallVec<[(Key, u32); 1]>;
+
 /// An identify claim on an anonymous id, held with the anonymous id: 32 bytes and no
 /// allocation of its own when its message id is a UUID (held in place).
 #[derive(Debug)]
@@ -181,10 +189,10 @@ struct TenantGraph {
     /// Unmerges, by (from id, user id).
     unlinked: FxHashMap<(Id, Id), isize>,
     /// The links each from id (anonymous id or previous id) makes now, sorted.
-    links_from: FxHashMap<Id, Vec<(Key, Key)>>,
+    links_from: FxHashMap<Id, Links>,
     /// Both directions of every link, with the number of links between the two nodes (an
     /// alias each way makes two).
-    adjacency: FxHashMap<Key, Vec<(Key, u32)>>,
+    adjacency: FxHashMap<Key, Neighbours>,
     /// The person of every linked node, as emitted.
     person: FxHashMap<Key, Key>,
 }
@@ -391,7 +399,7 @@ impl TenantGraph {
 
     /// The links the claims on `from` make now, sorted: its first identify's (or, with
     /// `merge`, every identify's), and its aliases', less the unmerged ones.
-    fn links_of(&self, from: Id, merge: bool) -> Vec<(Key, Key)> {
+    fn links_of(&self, from: Id, merge: bool) -> Links {
         let mut users: Vec<(IdKind, Id)> = Vec::new();
         if let Some(claims) = self.identifies.get(&from) {
             let present = claims.iter().filter(|claim| claim.count > 0);
@@ -420,7 +428,7 @@ impl TenantGraph {
                     .map(|(user, _)| (kind, *user)),
             );
         }
-        let mut links: Vec<(Key, Key)> = users
+        let mut links: Links = users
             .into_iter()
             .filter(|(_, user)| self.unlinked.get(&(from, *user)).is_none_or(|c| *c <= 0))
             .map(|(kind, user)| ((kind, from), (IdKind::User, user)))
@@ -456,11 +464,8 @@ impl TenantGraph {
             vec![(a, b), (b, a)]
         };
         for (node, other) in ends {
-            // Most linked ids have one neighbour: room for one, not for four.
-            let neighbours = self
-                .adjacency
-                .entry(node)
-                .or_insert_with(|| Vec::with_capacity(1));
+            // Most linked ids have one neighbour, held in place (see [`Neighbours`]).
+            let neighbours = self.adjacency.entry(node).or_default();
             match neighbours.iter_mut().position(|(n, _)| *n == other) {
                 Some(at) => {
                     let count = &mut neighbours[at].1;
@@ -523,7 +528,7 @@ impl TenantGraph {
             for &(next, _) in self
                 .adjacency
                 .get(&node)
-                .map(Vec::as_slice)
+                .map(|neighbours| neighbours.as_slice())
                 .unwrap_or_default()
             {
                 if seen.insert(next) {
@@ -586,6 +591,10 @@ mod tests {
         assert_eq!(std::mem::size_of::<Key>(), 8);
         assert_eq!(std::mem::size_of::<(Key, u32)>(), 12);
         assert_eq!(std::mem::size_of::<Identify>(), 32);
+        // One neighbour and one link in place, in a `Vec` header's 24 bytes.
+        assert_eq!(std::mem::size_of::<Neighbours>(), 24);
+        assert_eq!(std::mem::size_of::<Links>(), 24);
+        assert!(!Neighbours::from_buf([((IdKind::User, 1), 1)]).spilled());
     }
 
     fn node(tenant: &str, kind: IdKind, id: &str) -> Node {
