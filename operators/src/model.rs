@@ -610,15 +610,27 @@ impl Node {
     /// `anonymousId` (Segment's model: an event with a `userId` belongs to that user, even on
     /// a browser another user logged in on first).
     pub fn attribution_of(activity: &Activity) -> Node {
-        let (kind, id) = if activity.user_id().is_empty() {
-            (IdKind::Anonymous, activity.anonymous_id())
-        } else {
-            (IdKind::User, activity.user_id())
-        };
+        let (tenant, kind, id) = Node::attribution_parts(activity);
         Node {
-            tenant: activity.tenant().clone(),
+            tenant: tenant.clone(),
             kind,
             id: id.clone(),
+        }
+    }
+
+    /// The parts of [`Node::attribution_of`], borrowed: they hash as the node they make (a
+    /// derived `Hash` feeds the fields in order, as a tuple does its elements, and a reference
+    /// hashes as what it points to), so an event is routed to its node's worker without
+    /// cloning two strings.
+    pub fn attribution_parts(activity: &Activity) -> (&ArcStr, IdKind, &ArcStr) {
+        if activity.user_id().is_empty() {
+            (
+                activity.tenant(),
+                IdKind::Anonymous,
+                activity.anonymous_id(),
+            )
+        } else {
+            (activity.tenant(), IdKind::User, activity.user_id())
         }
     }
 }
@@ -916,6 +928,24 @@ mod tests {
     use super::*;
     use crate::testing::event;
     use proptest::prelude::*;
+
+    #[test]
+    fn an_event_routes_to_the_worker_of_its_attribution_node() {
+        let anonymous = event("t", "m1", "anon-1", 0);
+        let mut known = event("t", "m2", "anon-1", 0);
+        known.user_id = "user-1".into();
+        let mut user_only = event("t2", "m3", "", 0);
+        user_only.user_id = "anon-1".into();
+        for event in [anonymous, known, user_only] {
+            let activity = crate::testing::activity(&event);
+            let node = Node::attribution_of(&activity);
+            assert_eq!(
+                crate::stash::route(&Node::attribution_parts(&activity)),
+                crate::stash::route(&node),
+                "{node:?}"
+            );
+        }
+    }
 
     /// A message id's text as a client could send it: canonical UUIDs (some with a zero low
     /// half), uppercase ones, and other text; printed here, independently of the `uuid` crate.

@@ -347,7 +347,8 @@ impl<'s, T: Timestamp + TotalOrder> AssignPersons<'s, T> for StreamVec<'s, T, Sh
     ) -> VecCollection<'s, T, (Person, SharedActivity), isize> {
         let Erasures { control, mut log } = erasures;
         let local = self.scope().index() as u64;
-        let by_event = Exchange::new(|event: &SharedActivity| route(&Node::attribution_of(event)));
+        let by_event =
+            Exchange::new(|event: &SharedActivity| route(&Node::attribution_parts(event)));
         let by_node = Exchange::new(|input: &MapInput<T>| match input {
             MapInput::Person(node, ..) => route(node),
             MapInput::Erasure(_, worker) => *worker,
