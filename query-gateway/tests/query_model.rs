@@ -137,7 +137,14 @@ impl Oracle<'_> {
             .unwrap()
             .to_zoned(self.zone.clone());
         match dimension {
-            "time:hour" => local.strftime("%Y-%m-%d %H:00:00").to_string(),
+            // Each local hour is its own bucket, so the hour repeated when clocks fall back
+            // is two (a 25-hour day has 25, see the README's time zones): the key keeps them
+            // apart by their UTC offset, which the reported row drops (see `shown`).
+            "time:hour" => format!(
+                "{}{REPEATED_HOUR}{}",
+                local.strftime("%Y-%m-%d %H:00:00"),
+                local.offset().seconds()
+            ),
             "time:day" => local.date().to_string(),
             "time:week" => {
                 let date = local.date();
@@ -405,13 +412,24 @@ fn goals_of(event: &Event) -> Vec<String> {
     goals
 }
 
+/// What separates an hour's label from the offset that tells a repeated local hour apart.
+const REPEATED_HOUR: char = '\u{1}';
+
+/// The labels as reported: a repeated local hour shows its wall-clock label twice.
+fn shown(labels: &[String]) -> Vec<&str> {
+    labels
+        .iter()
+        .map(|label| label.split(REPEATED_HOUR).next().unwrap_or(label))
+        .collect()
+}
+
 /// The answer's rows as JSON text, each with its comparison when there is one.
 fn expected_rows(metrics: &[&str], answer: &Rows, compared: Option<&Rows>) -> BTreeSet<String> {
     answer
         .rows
         .iter()
         .map(|(labels, values)| {
-            let mut row = json!({"dimensions": labels, "metrics": values});
+            let mut row = json!({"dimensions": shown(labels), "metrics": values});
             if let Some(compared) = compared {
                 let before = compared.rows.get(labels).unwrap_or(&compared.empty);
                 let change: Vec<Value> = metrics
@@ -420,7 +438,7 @@ fn expected_rows(metrics: &[&str], answer: &Rows, compared: Option<&Rows>) -> BT
                     .map(|(metric, (old, new))| plausible_change(metric, old, new))
                     .collect();
                 row["comparison"] =
-                    json!({"dimensions": labels, "metrics": before, "change": change});
+                    json!({"dimensions": shown(labels), "metrics": before, "change": change});
             }
             row.to_string()
         })
