@@ -526,11 +526,11 @@ fn lift_context(
 
     let campaign = context.get("campaign").and_then(Value::as_object);
     lifted.campaign = Campaign {
-        source: text(campaign, "source"),
-        medium: text(campaign, "medium"),
-        name: text(campaign, "name"),
-        content: text(campaign, "content"),
-        term: text(campaign, "term"),
+        source: text(campaign, "source").into(),
+        medium: text(campaign, "medium").into(),
+        name: text(campaign, "name").into(),
+        content: text(campaign, "content").into(),
+        term: text(campaign, "term").into(),
     };
     if lifted.campaign == Campaign::default() {
         // The URL's query, else the one a client left on the path.
@@ -545,11 +545,11 @@ fn lift_context(
         };
         for (key, value) in url::form_urlencoded::parse(query.as_bytes()) {
             match key.as_ref() {
-                "utm_source" => lifted.campaign.source = value.into_owned(),
-                "utm_medium" => lifted.campaign.medium = value.into_owned(),
-                "utm_campaign" => lifted.campaign.name = value.into_owned(),
-                "utm_content" => lifted.campaign.content = value.into_owned(),
-                "utm_term" => lifted.campaign.term = value.into_owned(),
+                "utm_source" => lifted.campaign.source = value.as_ref().into(),
+                "utm_medium" => lifted.campaign.medium = value.as_ref().into(),
+                "utm_campaign" => lifted.campaign.name = value.as_ref().into(),
+                "utm_content" => lifted.campaign.content = value.as_ref().into(),
+                "utm_term" => lifted.campaign.term = value.as_ref().into(),
                 _ => {}
             }
         }

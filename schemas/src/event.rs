@@ -2,6 +2,7 @@
 //! RudderStack clients work unchanged; the gateway normalises their free-form JSON into this
 //! fixed shape once, so nothing downstream has to parse JSON again.
 
+use arcstr::ArcStr;
 use bincode::{Decode, Encode};
 use serde::{Deserialize, Serialize};
 
@@ -72,66 +73,70 @@ pub struct Page {
 }
 
 /// Marketing attribution (`context.campaign`, or `utm_*` parameters of the page URL).
-#[derive(
-    Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Encode, Serialize, Deserialize,
-)]
+///
+/// A dimension: few distinct values over many events, so its strings are shared [`ArcStr`]s
+/// (the decoder hands out one copy per thread, see `wire::strings`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct Campaign {
     /// `utm_source`.
-    pub source: String,
+    pub source: ArcStr,
     /// `utm_medium`.
-    pub medium: String,
+    pub medium: ArcStr,
     /// `utm_campaign` (Segment calls it `name`).
-    pub name: String,
+    pub name: ArcStr,
     /// `utm_content`.
-    pub content: String,
+    pub content: ArcStr,
     /// `utm_term`.
-    pub term: String,
+    pub term: ArcStr,
 }
 
 /// What the gateway read from the user agent (uap-core's rules, see the ingest gateway's
 /// `enrich::agent`). Empty strings when the agent is missing or unrecognised.
-#[derive(
-    Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Encode, Serialize, Deserialize,
-)]
+///
+/// A dimension: few distinct values over many events, so its strings are shared [`ArcStr`]s
+/// (the decoder hands out one copy per thread, see `wire::strings`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct Client {
     /// `Desktop`, `Mobile`, `Tablet` or `Bot`.
-    pub device: String,
+    pub device: ArcStr,
     /// Browser family, e.g. `Chrome`, `Mobile Safari`.
-    pub browser: String,
+    pub browser: ArcStr,
     /// Browser major.minor version, e.g. `120.0`.
-    pub browser_version: String,
+    pub browser_version: ArcStr,
     /// Operating system family, e.g. `Windows`, `iOS`.
-    pub os: String,
+    pub os: ArcStr,
     /// Operating system major.minor version, e.g. `17.2`.
-    pub os_version: String,
+    pub os_version: ArcStr,
 }
 
 /// Where the client address is, looked up before the address is anonymised. Empty strings
 /// when the address is missing, private or not in the database.
-#[derive(
-    Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Encode, Serialize, Deserialize,
-)]
+///
+/// A dimension: few distinct values over many events, so its strings are shared [`ArcStr`]s
+/// (the decoder hands out one copy per thread, see `wire::strings`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct Location {
     /// ISO 3166-1 alpha-2 country code, e.g. `DE`.
-    pub country: String,
+    pub country: ArcStr,
     /// First-level subdivision as the database names it, e.g. `Bavaria`.
-    pub region: String,
+    pub region: ArcStr,
     /// City name, e.g. `Munich`.
-    pub city: String,
+    pub city: ArcStr,
 }
 
 /// Where the visitor came from, classified once at ingestion.
-#[derive(
-    Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Encode, Serialize, Deserialize,
-)]
+///
+/// A dimension: few distinct values over many events, so its strings are shared [`ArcStr`]s
+/// (the decoder hands out one copy per thread, see `wire::strings`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct Acquisition {
     /// The source: a known site's name (`Google`, `Facebook`) when `utm_source` or the
     /// referrer's host is one, else `utm_source`, else the referrer's host without `www.`;
     /// empty for direct traffic.
-    pub source: String,
+    pub source: ArcStr,
     /// The default channel group (GA4's names: `Direct`, `Organic Search`, `Paid Search`,
     /// `Organic Social`, `Paid Social`, `Email`, `Referral`, ...).
-    pub channel: String,
+    pub channel: ArcStr,
 }
 
 /// One validated, normalised event as it travels through Kafka and the engine.

@@ -17,6 +17,8 @@ pub mod version;
 pub mod warning;
 pub mod wire;
 
+/// The shared string of the dimension fields (see [`event::Client`]).
+pub use arcstr::ArcStr;
 pub use definitions::BounceRule;
 pub use event::{
     Acquisition, Campaign, Client, ControlMessage, Event, EventKind, Location, Page, SourceRecord,

@@ -227,8 +227,8 @@ impl Referrers {
             untagged_referral,
         };
         Acquisition {
-            source,
-            channel: signals.channel().to_owned(),
+            source: source.into(),
+            channel: signals.channel().into(),
         }
     }
 }
@@ -377,7 +377,7 @@ mod tests {
             ..Campaign::default()
         };
         let found = referrers.classify(&page, &campaign, &["shop.example".into()]);
-        (found.source, found.channel)
+        (found.source.to_string(), found.channel.to_string())
     }
 
     /// Real referrers and UTM mixes, each with what GA4 would report.

@@ -17,7 +17,7 @@
 use std::sync::LazyLock;
 
 use quick_cache::sync::Cache;
-use schemas::Client;
+use schemas::{ArcStr, Client};
 
 /// The device type of crawlers.
 pub const BOT: &str = "Bot";
@@ -102,17 +102,17 @@ impl Agents {
             device
         };
         Client {
-            device: device.to_owned(),
+            device: device.into(),
             browser: browser
                 .as_ref()
-                .map(|b| b.family.to_string())
+                .map(|b| ArcStr::from(&*b.family))
                 .unwrap_or_default(),
             browser_version: browser
-                .map(|b| version(b.major, b.minor))
+                .map(|b| version(b.major, b.minor).into())
                 .unwrap_or_default(),
-            os: os_family,
+            os: os_family.into(),
             os_version: os
-                .map(|o| version(o.major.as_deref(), o.minor.as_deref()))
+                .map(|o| version(o.major.as_deref(), o.minor.as_deref()).into())
                 .unwrap_or_default(),
         }
     }

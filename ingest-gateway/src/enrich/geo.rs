@@ -16,7 +16,7 @@ use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
 use maxminddb::Reader;
-use schemas::Location;
+use schemas::{ArcStr, Location};
 use serde::Deserialize;
 
 /// The databases, in lookup order.
@@ -152,22 +152,22 @@ impl Database {
                         .country
                         .and_then(|country| country.iso_code)
                         .unwrap_or_default()
-                        .to_owned(),
+                        .into(),
                     region: record
                         .subdivisions
                         .as_ref()
                         .and_then(|all| all.first())
-                        .map(|region| region.english().to_owned())
+                        .map(|region| region.english().into())
                         .unwrap_or_default(),
                     city: record
                         .city
-                        .map(|city| city.english().to_owned())
+                        .map(|city| city.english().into())
                         .unwrap_or_default(),
                 }
             }
             Layout::IpLocationDb => {
                 let record: FlatRecord<'_> = found.decode().ok().flatten()?;
-                let text = |value: Option<&str>| value.unwrap_or_default().to_owned();
+                let text = |value: Option<&str>| ArcStr::from(value.unwrap_or_default());
                 Location {
                     country: text(record.country_code),
                     region: text(record.state1),

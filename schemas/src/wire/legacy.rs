@@ -2,9 +2,11 @@
 //! (which added `utm_content`, `utm_term` and the enrichment) still read during a rolling
 //! upgrade and from a log that holds them.
 
+use arcstr::ArcStr;
 use bincode::Decode;
 
 use crate::IngestWarning;
+
 use crate::event::{Acquisition, Campaign, Client, Event, EventKind, Location, Page};
 
 /// A record as versions 1 and 2 wrote it.
@@ -68,11 +70,11 @@ impl From<EventV2> for Event {
             received_at_ms: old.received_at_ms,
             page: old.page,
             campaign: Campaign {
-                source: old.campaign.source,
-                medium: old.campaign.medium,
-                name: old.campaign.name,
-                content: String::new(),
-                term: String::new(),
+                source: old.campaign.source.into(),
+                medium: old.campaign.medium.into(),
+                name: old.campaign.name.into(),
+                content: ArcStr::new(),
+                term: ArcStr::new(),
             },
             ip: old.ip,
             user_agent: old.user_agent,

@@ -167,11 +167,11 @@ mod tests {
                             title: part(3),
                         },
                         campaign: Campaign {
-                            source: part(4),
-                            medium: part(5),
-                            name: part(6),
-                            content: part(7),
-                            term: part(8),
+                            source: part(4).into(),
+                            medium: part(5).into(),
+                            name: part(6).into(),
+                            content: part(7).into(),
+                            term: part(8).into(),
                         },
                         ip: part(9),
                         user_agent,
@@ -182,20 +182,20 @@ mod tests {
                         traits,
                         context,
                         client: Client {
-                            device: part(12),
-                            browser: part(13),
-                            browser_version: part(14),
-                            os: part(15),
-                            os_version: part(16),
+                            device: part(12).into(),
+                            browser: part(13).into(),
+                            browser_version: part(14).into(),
+                            os: part(15).into(),
+                            os_version: part(16).into(),
                         },
                         location: Location {
-                            country: part(17),
-                            region: part(18),
-                            city: part(19),
+                            country: part(17).into(),
+                            region: part(18).into(),
+                            city: part(19).into(),
                         },
                         acquisition: Acquisition {
-                            source: part(20),
-                            channel: part(21),
+                            source: part(20).into(),
+                            channel: part(21).into(),
                         },
                         non_interactive,
                     }
@@ -266,6 +266,54 @@ mod tests {
         let mut bytes = encode(&sample());
         bytes.push(0);
         assert!(matches!(decode(&bytes), Err(WireError::TrailingBytes(1))));
+    }
+
+    fn decoded_event(bytes: &[u8]) -> Event {
+        match decode(bytes) {
+            Ok(Record::Event(event)) => event,
+            other => panic!("not an event: {other:?}"),
+        }
+    }
+
+    /// Two events with the same client hold one copy of its strings, and a thread that has
+    /// seen more values than its dictionary holds still reads every value right.
+    #[test]
+    fn dimension_strings_are_shared_and_read_right_past_the_dictionary_capacity() {
+        let mut event = sample();
+        event.client.browser = "Firefox".into();
+        let bytes = encode(&event);
+        let (first, second) = (decoded_event(&bytes), decoded_event(&bytes));
+        assert_eq!(first.client.browser, "Firefox");
+        assert!(crate::ArcStr::ptr_eq(
+            &first.client.browser,
+            &second.client.browser
+        ));
+        for city in 0..strings::DICTIONARY_CAPACITY + 10 {
+            event.location.city = format!("city {city}").into();
+            assert_eq!(decoded_event(&encode(&event)), event);
+        }
+        assert_eq!(decoded_event(&bytes).client.browser, "Firefox");
+    }
+
+    /// A dimension string that is not UTF-8 makes the record malformed, like any string.
+    #[test]
+    fn a_dimension_string_that_is_not_utf8_is_refused() {
+        let mut event = sample();
+        event.client.browser = "\u{263a}".into();
+        let mut bytes = encode(&event);
+        let at = bytes
+            .windows(3)
+            .position(|window| window == "\u{263a}".as_bytes())
+            .expect("the browser's bytes");
+        bytes[at] = 0xFF;
+        let error = decode(&bytes).unwrap_err();
+        assert!(
+            matches!(
+                error,
+                WireError::Malformed(bincode::error::DecodeError::Utf8 { .. })
+            ),
+            "{error:?}"
+        );
     }
 
     /// The v1 layout, as gateways before issue 20 wrote it: logs still hold such records,

@@ -1,4 +1,5 @@
-//! `Decode` for the event and its parts, each string copied from the payload once.
+//! `Decode` for the event and its parts, each string copied from the payload once, and
+//! `Encode` for the parts whose strings are shared.
 //!
 //! bincode 2 decodes a `String` through `Vec<u8>`, which it allocates zero-filled and then
 //! overwrites with the bytes (`vec![0u8; len]`, then a read): the zeroing alone took about a
@@ -6,13 +7,24 @@
 //! is a slice, so a string's bytes can be validated in place and copied into an allocation
 //! that is never zeroed; a reader without that view falls back to bincode's way.
 //!
+//! The dimension parts (campaign, client, location, acquisition) are fifteen strings of every
+//! event, about ten of them set, but take a few thousand values between them. Their strings
+//! come from a dictionary per thread: a value already seen costs a lookup and a reference
+//! count, not an allocation and a free, and the operators and the sinks' rows share one copy
+//! of each.
+//!
 //! The fields are read in declaration order, the order the derived `Encode` writes them:
 //! `wire`'s round-trip test, with every string of an event distinct, and its layout test
 //! pin it.
 
+use std::cell::RefCell;
+
+use arcstr::ArcStr;
 use bincode::de::read::Reader;
 use bincode::de::{Decode, Decoder};
-use bincode::error::DecodeError;
+use bincode::enc::{Encode, Encoder};
+use bincode::error::{DecodeError, EncodeError};
+use rustc_hash::FxHashSet;
 
 use crate::event::{Acquisition, Campaign, Client, Event, Location, Page};
 
@@ -28,9 +40,7 @@ fn string<D: Decoder>(decoder: &mut D) -> Result<String, DecodeError> {
     let length = length(decoder)?;
     decoder.claim_container_read::<u8>(length)?;
     if let Some(bytes) = decoder.reader().peek_read(length) {
-        let text = std::str::from_utf8(bytes)
-            .map_err(|inner| DecodeError::Utf8 { inner })?
-            .to_owned();
+        let text = utf8(bytes)?.to_owned();
         decoder.reader().consume(length);
         return Ok(text);
     }
@@ -39,6 +49,53 @@ fn string<D: Decoder>(decoder: &mut D) -> Result<String, DecodeError> {
     String::from_utf8(bytes).map_err(|error| DecodeError::Utf8 {
         inner: error.utf8_error(),
     })
+}
+
+/// `bytes` as text. SIMD validation is faster on the long strings (URLs, user agents); the
+/// standard library's error says where the bytes went wrong, so it reports a failure.
+fn utf8(bytes: &[u8]) -> Result<&str, DecodeError> {
+    match simdutf8::basic::from_utf8(bytes) {
+        Ok(text) => Ok(text),
+        Err(_) => std::str::from_utf8(bytes).map_err(|inner| DecodeError::Utf8 { inner }),
+    }
+}
+
+/// How many strings a thread's dictionary holds before it starts afresh, so that a stream of
+/// ever-new values (a campaign per e-mail) cannot grow it without bound. Sharing only saves
+/// work and memory: equality is always by content.
+pub(super) const DICTIONARY_CAPACITY: usize = 1 << 14;
+
+thread_local! {
+    /// The dimension strings this thread decoded lately.
+    static DICTIONARY: RefCell<FxHashSet<ArcStr>> = RefCell::new(FxHashSet::default());
+}
+
+/// A dimension string, laid out as a `String`, shared through this thread's dictionary.
+fn shared_string<D: Decoder>(decoder: &mut D) -> Result<ArcStr, DecodeError> {
+    let length = length(decoder)?;
+    if length == 0 {
+        return Ok(ArcStr::new());
+    }
+    decoder.claim_container_read::<u8>(length)?;
+    let Some(bytes) = decoder.reader().peek_read(length) else {
+        let mut bytes = vec![0u8; length];
+        decoder.reader().read(&mut bytes)?;
+        return Ok(ArcStr::from(utf8(&bytes)?));
+    };
+    let shared = DICTIONARY.with_borrow_mut(|dictionary| {
+        let text = utf8(bytes)?;
+        if let Some(shared) = dictionary.get(text) {
+            return Ok(shared.clone());
+        }
+        if dictionary.len() >= DICTIONARY_CAPACITY {
+            dictionary.clear();
+        }
+        let shared = ArcStr::from(text);
+        dictionary.insert(shared.clone());
+        Ok(shared)
+    })?;
+    decoder.reader().consume(length);
+    Ok(shared)
 }
 
 /// A `Vec<(String, String)>`, laid out as bincode's own.
@@ -57,15 +114,15 @@ fn pairs<D: Decoder>(decoder: &mut D) -> Result<Vec<(String, String)>, DecodeErr
 
 /// `Decode` for a struct of strings only, read in the order the fields are listed (a struct
 /// expression evaluates its fields in the order written), which must be the declaration
-/// order.
+/// order; each string read by `$read`.
 macro_rules! decode_strings {
-    ($type:ident { $($field:ident),+ $(,)? }) => {
+    ($type:ident by $read:ident { $($field:ident),+ $(,)? }) => {
         impl<Context> Decode<Context> for $type {
             fn decode<D: Decoder<Context = Context>>(
                 decoder: &mut D,
             ) -> Result<Self, DecodeError> {
                 Ok($type {
-                    $($field: string(decoder)?,)+
+                    $($field: $read(decoder)?,)+
                 })
             }
         }
@@ -73,32 +130,53 @@ macro_rules! decode_strings {
     };
 }
 
-decode_strings!(Page {
+/// `Encode` for a struct of shared strings, each laid out as a `String` (a length, then the
+/// bytes: bincode writes a `str` as it writes a `String`), in declaration order.
+macro_rules! encode_strings {
+    ($type:ident { $($field:ident),+ $(,)? }) => {
+        impl Encode for $type {
+            fn encode<E: Encoder>(&self, encoder: &mut E) -> Result<(), EncodeError> {
+                $(self.$field.as_str().encode(encoder)?;)+
+                Ok(())
+            }
+        }
+    };
+}
+
+/// `Decode` and `Encode` for a struct of dimension strings.
+macro_rules! shared_strings {
+    ($type:ident { $($field:ident),+ $(,)? }) => {
+        decode_strings!($type by shared_string { $($field),+ });
+        encode_strings!($type { $($field),+ });
+    };
+}
+
+decode_strings!(Page by string {
     path,
     url,
     referrer,
     title
 });
-decode_strings!(Campaign {
+shared_strings!(Campaign {
     source,
     medium,
     name,
     content,
     term
 });
-decode_strings!(Client {
+shared_strings!(Client {
     device,
     browser,
     browser_version,
     os,
     os_version
 });
-decode_strings!(Location {
+shared_strings!(Location {
     country,
     region,
     city
 });
-decode_strings!(Acquisition { source, channel });
+shared_strings!(Acquisition { source, channel });
 
 impl<Context> Decode<Context> for Event {
     fn decode<D: Decoder<Context = Context>>(decoder: &mut D) -> Result<Self, DecodeError> {

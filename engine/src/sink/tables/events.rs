@@ -15,7 +15,8 @@ use crate::clickhouse::{ClickHouseWriter, SinkError};
 use crate::sink::epoch::Write;
 use crate::sink::upserts::upserts;
 
-/// One row of `events`.
+/// One row of `events`. The dimension columns share the event's strings (`ArcStr`
+/// serializes as the string it holds).
 #[derive(Debug, Clone, PartialEq, Row, Serialize, Deserialize)]
 #[allow(missing_docs)]
 pub struct EventRow {
@@ -39,9 +40,9 @@ pub struct EventRow {
     pub url: String,
     pub referrer: String,
     pub title: String,
-    pub utm_source: String,
-    pub utm_medium: String,
-    pub utm_campaign: String,
+    pub utm_source: ArcStr,
+    pub utm_medium: ArcStr,
+    pub utm_campaign: ArcStr,
     pub ip: String,
     pub user_agent: String,
     pub is_bot: u8,
@@ -62,18 +63,18 @@ pub struct EventRow {
     pub session_id: String,
     pub person_id: String,
     pub late: u8,
-    pub utm_content: String,
-    pub utm_term: String,
-    pub source: String,
-    pub channel: String,
-    pub device: String,
-    pub browser: String,
-    pub browser_version: String,
-    pub os: String,
-    pub os_version: String,
-    pub country: String,
-    pub region: String,
-    pub city: String,
+    pub utm_content: ArcStr,
+    pub utm_term: ArcStr,
+    pub source: ArcStr,
+    pub channel: ArcStr,
+    pub device: ArcStr,
+    pub browser: ArcStr,
+    pub browser_version: ArcStr,
+    pub os: ArcStr,
+    pub os_version: ArcStr,
+    pub country: ArcStr,
+    pub region: ArcStr,
+    pub city: ArcStr,
     pub non_interactive: u8,
     pub version: u64,
 }

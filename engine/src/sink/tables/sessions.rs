@@ -1,7 +1,7 @@
 //! `sessions`: one upsert per session id; a merged-away session becomes a tombstone.
 
 use clickhouse::Row;
-use operators::{Session, route};
+use operators::{ArcStr, Session, route};
 use serde::{Deserialize, Serialize};
 
 use super::{Table, TableSink};
@@ -9,7 +9,8 @@ use crate::clickhouse::rows::datetime;
 use crate::sink::epoch::Write;
 use crate::sink::upserts::upserts;
 
-/// One row of `sessions`.
+/// One row of `sessions`. The dimension columns share the session's strings (`ArcStr`
+/// serializes as the string it holds).
 #[derive(Debug, Clone, PartialEq, Row, Serialize, Deserialize)]
 #[allow(missing_docs)]
 pub struct SessionRow {
@@ -27,22 +28,22 @@ pub struct SessionRow {
     pub entry_path: String,
     pub exit_path: String,
     pub entry_referrer: String,
-    pub utm_source: String,
-    pub utm_medium: String,
-    pub utm_campaign: String,
+    pub utm_source: ArcStr,
+    pub utm_medium: ArcStr,
+    pub utm_campaign: ArcStr,
     pub deleted: u8,
-    pub utm_content: String,
-    pub utm_term: String,
-    pub source: String,
-    pub channel: String,
-    pub device: String,
-    pub browser: String,
-    pub browser_version: String,
-    pub os: String,
-    pub os_version: String,
-    pub country: String,
-    pub region: String,
-    pub city: String,
+    pub utm_content: ArcStr,
+    pub utm_term: ArcStr,
+    pub source: ArcStr,
+    pub channel: ArcStr,
+    pub device: ArcStr,
+    pub browser: ArcStr,
+    pub browser_version: ArcStr,
+    pub os: ArcStr,
+    pub os_version: ArcStr,
+    pub country: ArcStr,
+    pub region: ArcStr,
+    pub city: ArcStr,
     pub version: u64,
 }
 
