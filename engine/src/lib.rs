@@ -5,6 +5,7 @@
 //! here.
 #![warn(missing_docs)]
 
+pub mod allocator;
 pub mod cli;
 pub mod clickhouse;
 pub mod config;

@@ -21,11 +21,13 @@ use clickstream_engine::source::kafka::ensure_topics;
 /// mimalloc does not (measured with `bench-operators`: 2 workers went from slower than 1 to
 /// 2.15x faster). It is built without transparent huge pages (`no_thp`): with them, pages it
 /// returned and took back were zeroed 2 MiB at a time, a quarter of the engine's samples in
-/// `bench pipeline` (`clear_page_erms` under `do_huge_pmd_anonymous_page`).
+/// `bench pipeline` (`clear_page_erms` under `do_huge_pmd_anonymous_page`). How long it keeps
+/// freed pages is set in `main` (see [`clickstream_engine::allocator`]).
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> anyhow::Result<()> {
+    clickstream_engine::allocator::tune();
     let run = match cli::parse(std::env::args().skip(1))? {
         Command::Help(text) => {
             println!("{text}");

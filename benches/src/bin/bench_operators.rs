@@ -59,6 +59,8 @@ struct Args {
 const PARTITIONS: u64 = 12;
 
 fn main() -> anyhow::Result<()> {
+    // The engine's allocator settings, so that the operators run here as they run there.
+    engine::allocator::tune();
     let Args {
         events,
         epoch_records,
