@@ -3,21 +3,30 @@
 //! Every epoch decodes a batch of records and frees it once the operators are through, and
 //! the next epoch allocates as much again. mimalloc returns ("purges") pages that stay free
 //! for its purge delay, 1 s by default in version 3, so a worker kept handing the same pages
-//! to the kernel and faulting them back in, zeroed: with the default, `bench-operators` at
-//! 1 worker ran 125,006-153,851 events/s; with purging off, 157,425-177,711, and a second
-//! of system time less per run (five alternating pairs, 2026-12-06). A delay of
+//! to the kernel and faulting them back in, zeroed. `bench-operators` at 1 worker, five
+//! alternating pairs on 2026-12-06: 125,006-153,851 events/s with the default and
+//! 157,425-177,711 with purging off, a second of system time less per run; then three
+//! alternating pairs of processes, three runs each, 146,164-186,101 (median 171,866) without
+//! and 167,148-192,032 (median 175,767) with this module's delay. A delay of
 //! [`PURGE_DELAY_MS`] keeps what the next epochs will take again and still returns what a
 //! shrinking state left free, seconds later rather than at once.
 //!
 //! The engine and `bench-operators` call [`tune`] first thing in `main`, so the benchmark
-//! measures the allocator the engine runs with. `MIMALLOC_PURGE_DELAY` in the environment
-//! still overrides it.
+//! measures the allocator the engine runs with. `MIMALLOC_PURGE_DELAY` (or its older name
+//! `MIMALLOC_RESET_DELAY`) in the environment still decides.
+//!
+//! This module holds the workspace's only `unsafe` code, two calls into mimalloc's option
+//! table; the engine crate denies `unsafe` elsewhere, and every other crate forbids it.
+
+use std::ffi::c_long;
+use std::sync::Once;
 
 /// How long freed pages stay with the process before mimalloc returns them, in ms.
-pub const PURGE_DELAY_MS: i64 = 10_000;
+pub const PURGE_DELAY_MS: c_long = 10_000;
 
 /// `mi_option_purge_delay`'s index in mimalloc 3.3's `mi_option_e` (`mimalloc.h`), which
-/// `libmimalloc-sys` does not name. [`MIMALLOC_VERSION`] pins the version it was read from.
+/// `libmimalloc-sys` does not name. [`MIMALLOC_VERSION`] pins the version it was read from,
+/// and a test checks it against the environment variable mimalloc reads by the option's name.
 const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
 
 /// The mimalloc version ([`mimalloc::MiMalloc::version`]) whose option indices this module
@@ -25,22 +34,32 @@ const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
 pub const MIMALLOC_VERSION: u32 = 30302;
 
 /// Sets mimalloc's purge delay to [`PURGE_DELAY_MS`] unless the environment set it, and
-/// returns the delay in force, in ms. Call it before starting threads: mimalloc's option
-/// setters are not thread-safe.
-pub fn tune() -> i64 {
-    if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() {
-        // SAFETY: `mi_option_set` stores a value in mimalloc's option table; the index names
-        // an option of the linked version (see `MIMALLOC_VERSION`), and no other thread is
-        // running yet to read the option while it is written.
-        #[allow(unsafe_code)]
-        unsafe {
-            libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, PURGE_DELAY_MS as _)
-        };
-    }
-    // SAFETY: reads one entry of mimalloc's option table by a valid index.
+/// returns the delay in force, in ms.
+///
+/// Call it at the start of `main`, before any thread allocates: mimalloc's option table is
+/// not synchronised, and a thread freeing memory reads this option. Only the first call
+/// writes.
+pub fn tune() -> c_long {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        let set_by_environment = ["MIMALLOC_PURGE_DELAY", "MIMALLOC_RESET_DELAY"]
+            .iter()
+            .any(|name| std::env::var_os(name).is_some());
+        if !set_by_environment {
+            // SAFETY: `mi_option_set` stores a value in mimalloc's option table. The index
+            // names an option of the linked version (see `MIMALLOC_VERSION`), and the caller
+            // runs this before other threads allocate (see above).
+            #[allow(unsafe_code)]
+            unsafe {
+                libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, PURGE_DELAY_MS)
+            };
+        }
+    });
+    // SAFETY: reads one entry of mimalloc's option table, by an index it has.
     #[allow(unsafe_code)]
-    let delay = unsafe { libmimalloc_sys::mi_option_get(MI_OPTION_PURGE_DELAY) };
-    delay as i64
+    unsafe {
+        libmimalloc_sys::mi_option_get(MI_OPTION_PURGE_DELAY)
+    }
 }
 
 #[cfg(test)]
@@ -52,12 +71,32 @@ mod tests {
         assert_eq!(mimalloc::MiMalloc.version(), MIMALLOC_VERSION);
     }
 
+    /// mimalloc reads `MIMALLOC_PURGE_DELAY` into the purge delay option by its name: a child
+    /// test process started with it set reads it back at [`MI_OPTION_PURGE_DELAY`] only if
+    /// that index is the purge delay. Without the variable, [`tune`] sets the delay.
     #[test]
-    fn tune_sets_the_purge_delay_unless_the_environment_did() {
+    fn tune_sets_the_purge_delay_and_the_environment_still_decides() {
+        const CHILD_DELAY: &str = "1234";
+        if std::env::var("MIMALLOC_PURGE_DELAY").as_deref() == Ok(CHILD_DELAY) {
+            assert_eq!(tune(), 1234);
+            return;
+        }
         let expected = std::env::var("MIMALLOC_PURGE_DELAY")
             .ok()
             .and_then(|value| value.parse().ok())
             .unwrap_or(PURGE_DELAY_MS);
         assert_eq!(tune(), expected);
+        let test = "allocator::tests::tune_sets_the_purge_delay_and_the_environment_still_decides";
+        let child = std::process::Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", test, "--test-threads=1"])
+            .env("MIMALLOC_PURGE_DELAY", CHILD_DELAY)
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&child.stdout);
+        assert!(child.status.success(), "{stdout}");
+        assert!(
+            stdout.contains("1 passed"),
+            "the child ran no test: {stdout}"
+        );
     }
 }

@@ -275,24 +275,81 @@ mod tests {
         }
     }
 
-    /// Two events with the same client hold one copy of its strings, and a thread that has
-    /// seen more values than its dictionary holds still reads every value right.
+    /// Two events with the same client hold one copy of its strings; a long value is read
+    /// right but not kept; a thread that has seen more values than its dictionary holds
+    /// starts afresh and still reads every value right.
     #[test]
-    fn dimension_strings_are_shared_and_read_right_past_the_dictionary_capacity() {
+    fn dimension_strings_are_shared_and_the_dictionary_stays_bounded() {
         let mut event = sample();
         event.client.browser = "Firefox".into();
+        event.campaign.content = "c".repeat(strings::SHARED_UP_TO_BYTES + 1).into();
         let bytes = encode(&event);
         let (first, second) = (decoded_event(&bytes), decoded_event(&bytes));
-        assert_eq!(first.client.browser, "Firefox");
+        assert_eq!(first, event);
         assert!(crate::ArcStr::ptr_eq(
             &first.client.browser,
             &second.client.browser
         ));
+        assert!(!crate::ArcStr::ptr_eq(
+            &first.campaign.content,
+            &second.campaign.content
+        ));
         for city in 0..strings::DICTIONARY_CAPACITY + 10 {
             event.location.city = format!("city {city}").into();
             assert_eq!(decoded_event(&encode(&event)), event);
+            assert!(strings::dictionary_len() <= strings::DICTIONARY_CAPACITY);
         }
-        assert_eq!(decoded_event(&bytes).client.browser, "Firefox");
+        let after = decoded_event(&bytes);
+        assert_eq!(after.client.browser, "Firefox");
+        assert!(!crate::ArcStr::ptr_eq(
+            &first.client.browser,
+            &after.client.browser
+        ));
+    }
+
+    /// The dimension parts are encoded by hand: each field, in declaration order, as a
+    /// `String` (a length, then the bytes), as the derived encoding wrote them before.
+    #[test]
+    fn dimension_parts_keep_their_field_order_on_the_wire() {
+        fn bytes(value: &impl Encode) -> Vec<u8> {
+            bincode::encode_to_vec(value, config()).unwrap()
+        }
+        let campaign = Campaign {
+            source: "s".into(),
+            medium: "m".into(),
+            name: "n".into(),
+            content: "c".into(),
+            term: "t".into(),
+        };
+        assert_eq!(
+            bytes(&campaign),
+            [1, b's', 1, b'm', 1, b'n', 1, b'c', 1, b't']
+        );
+        let client = Client {
+            device: "d".into(),
+            browser: "b".into(),
+            browser_version: "v".into(),
+            os: "o".into(),
+            os_version: "w".into(),
+        };
+        assert_eq!(
+            bytes(&client),
+            [1, b'd', 1, b'b', 1, b'v', 1, b'o', 1, b'w']
+        );
+        let location = Location {
+            country: "c".into(),
+            region: "r".into(),
+            city: "y".into(),
+        };
+        assert_eq!(bytes(&location), [1, b'c', 1, b'r', 1, b'y']);
+        let acquisition = Acquisition {
+            source: "s".into(),
+            channel: "c".into(),
+        };
+        assert_eq!(bytes(&acquisition), [1, b's', 1, b'c']);
+        let read =
+            |encoded: &[u8]| -> Client { bincode::decode_from_slice(encoded, config()).unwrap().0 };
+        assert_eq!(read(&bytes(&client)), client);
     }
 
     /// A dimension string that is not UTF-8 makes the record malformed, like any string.

@@ -13,9 +13,9 @@
 //! count, not an allocation and a free, and the operators and the sinks' rows share one copy
 //! of each.
 //!
-//! The fields are read in declaration order, the order the derived `Encode` writes them:
-//! `wire`'s round-trip test, with every string of an event distinct, and its layout test
-//! pin it.
+//! The fields are read in declaration order, the order the derived `Encode` writes them;
+//! the dimension parts are written by `encode_strings!` in the same order. `wire`'s layout
+//! tests pin both with literal bytes.
 
 use std::cell::RefCell;
 
@@ -65,12 +65,24 @@ fn utf8(bytes: &[u8]) -> Result<&str, DecodeError> {
 /// work and memory: equality is always by content.
 pub(super) const DICTIONARY_CAPACITY: usize = 1 << 14;
 
+/// The longest string the dictionary keeps, in bytes: browsers, countries, channels and
+/// most campaigns fit, and the dictionary holds at most a megabyte of text however long the
+/// values a client sends (up to the event's size limit).
+pub(super) const SHARED_UP_TO_BYTES: usize = 64;
+
 thread_local! {
     /// The dimension strings this thread decoded lately.
     static DICTIONARY: RefCell<FxHashSet<ArcStr>> = RefCell::new(FxHashSet::default());
 }
 
-/// A dimension string, laid out as a `String`, shared through this thread's dictionary.
+/// How many strings this thread's dictionary holds.
+#[cfg(test)]
+pub(super) fn dictionary_len() -> usize {
+    DICTIONARY.with_borrow(FxHashSet::len)
+}
+
+/// A dimension string, laid out as a `String`, shared through this thread's dictionary when
+/// the reader lends its bytes and the string is short.
 fn shared_string<D: Decoder>(decoder: &mut D) -> Result<ArcStr, DecodeError> {
     let length = length(decoder)?;
     if length == 0 {
@@ -82,6 +94,11 @@ fn shared_string<D: Decoder>(decoder: &mut D) -> Result<ArcStr, DecodeError> {
         decoder.reader().read(&mut bytes)?;
         return Ok(ArcStr::from(utf8(&bytes)?));
     };
+    if length > SHARED_UP_TO_BYTES {
+        let text = ArcStr::from(utf8(bytes)?);
+        decoder.reader().consume(length);
+        return Ok(text);
+    }
     let shared = DICTIONARY.with_borrow_mut(|dictionary| {
         let text = utf8(bytes)?;
         if let Some(shared) = dictionary.get(text) {
