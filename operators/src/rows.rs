@@ -83,11 +83,6 @@ impl<K: Hash + Eq + Clone, V: Default + PartialEq + Copy> Rows<K, V> {
         }
     }
 
-    /// Keeps the rows whose key `keep` accepts (expiry between batches).
-    pub(crate) fn retain(&mut self, mut keep: impl FnMut(&K) -> bool) {
-        self.rows.retain(|key, _| keep(key));
-    }
-
     /// The rows held.
     pub(crate) fn len(&self) -> usize {
         self.rows.len()
