@@ -35,6 +35,7 @@ mod stash;
 mod testing;
 pub mod visitor_hours;
 pub mod window_aggregate;
+mod windows;
 
 pub use active_visitors::ActiveVisitors;
 pub use claims::EarliestClaims;

@@ -73,7 +73,7 @@ fn is_page_view(event: &Event) -> bool {
 }
 
 /// A person's page, screen or track call.
-fn is_activity(event: &Event) -> bool {
+pub(crate) fn is_activity(event: &Event) -> bool {
     is_page_view(event) || (by_a_person(event) && event.kind == EventKind::Track)
 }
 

@@ -12,6 +12,8 @@ use std::hash::Hash;
 use rustc_hash::FxHashMap;
 use std::collections::hash_map::Entry;
 
+use crate::windows::WindowState;
+
 /// One row's value (`V::default()` is "no row") and whether the batch being applied has
 /// changed it yet.
 #[derive(Debug, Default)]
@@ -60,11 +62,6 @@ impl<K: Hash + Eq + Clone, V: Default + PartialEq + Copy> Rows<K, V> {
         change(&mut row.value);
     }
 
-    /// Whether a batch has changed a row since the last [`Rows::drain_changes`].
-    pub(crate) fn is_touched(&self) -> bool {
-        !self.touched.is_empty()
-    }
-
     /// The batch's changes, each row once: `emit(key, before, after)` for every row whose
     /// value differs from before the batch (`None`: no row). Rows back at zero are removed.
     pub(crate) fn drain_changes(&mut self, mut emit: impl FnMut(K, Option<V>, Option<V>)) {
@@ -82,9 +79,11 @@ impl<K: Hash + Eq + Clone, V: Default + PartialEq + Copy> Rows<K, V> {
             }
         }
     }
+}
 
+impl<K, V> WindowState for Rows<K, V> {
     /// The rows held.
-    pub(crate) fn len(&self) -> usize {
+    fn entries(&self) -> usize {
         self.rows.len()
     }
 }

@@ -51,6 +51,35 @@ pub fn insert_then_retract<D: Clone>(items: Vec<(D, bool)>) -> Vec<(D, isize)> {
     updates
 }
 
+/// Test inputs as corrections arrive: item `i` inserted at epoch `i / epoch_len` and, when
+/// it has a delay, retracted that many epochs later. Within an epoch the retractions come
+/// first, so a retraction in the epoch of its insertion reaches the operator before it (the
+/// collection is the same at the epoch's end; an operator must not care).
+pub fn corrections<D: Clone>(
+    items: Vec<(D, Option<u64>)>,
+    epoch_len: usize,
+) -> Vec<(D, u64, isize)> {
+    let epoch_len = epoch_len.max(1);
+    let mut updates = Vec::new();
+    for (position, (item, retract_after)) in items.into_iter().enumerate() {
+        let epoch = (position / epoch_len) as u64;
+        if let Some(delay) = retract_after {
+            updates.push((item.clone(), epoch + delay, -1));
+        }
+        updates.push((item, epoch, 1));
+    }
+    updates.sort_by_key(|(_, epoch, diff)| (*epoch, *diff));
+    updates
+}
+
+/// The updates of `timed`, without their epochs: what oracles count from.
+pub fn untimed<D: Clone>(timed: &[(D, u64, isize)]) -> Vec<(D, isize)> {
+    timed
+        .iter()
+        .map(|(item, _, diff)| (item.clone(), *diff))
+        .collect()
+}
+
 /// Runs `build` on a stream of `input`, record `i` at epoch `i / epoch_len`, and returns
 /// everything it emits.
 pub fn run_stream<D, O, F>(workers: usize, epoch_len: usize, input: Vec<D>, build: F) -> Vec<O>

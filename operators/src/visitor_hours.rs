@@ -14,18 +14,17 @@
 use arcstr::ArcStr;
 
 use differential_dataflow::{AsCollection, VecCollection};
-use rustc_hash::FxHashMap;
 use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::generic::operator::Operator;
 use timely::order::TotalOrder;
 use timely::progress::Timestamp;
 
-use crate::expiry::Expiry;
 use crate::gauges::StateGauge;
 use crate::model::{Enriched, VisitorHour, saturating_count};
 use crate::rows::Rows;
 use crate::sessionize::SessionSettings;
 use crate::stash::{Stash, route};
+use crate::windows::Windows;
 
 const HOUR_MS: i64 = 3_600_000;
 
@@ -35,16 +34,11 @@ pub fn hour_of(time_ms: i64) -> i64 {
 }
 
 /// The rows of one tenant's hour: activity events and page views by (visitor, person), for
-/// each pair with any. The counts are 32-bit (see [`saturating_count`]): a row takes 32
-/// bytes of its table where 64-bit counts took 40.
+/// each pair with any. Each hour has its own table, sized to that hour and released whole
+/// once nothing can change it (one table for every hour held took up to twice its rows' size
+/// after each doubling). The counts are 32-bit (see [`saturating_count`]): a row takes 32
+/// bytes of its table.
 type HourRows = Rows<(ArcStr, ArcStr), (i32, i32)>;
-
-/// The hours held, by (tenant, start of the hour). Each hour has its own table, sized to
-/// that hour and released whole once nothing can change it. One table for all of them (the
-/// rollups' horizon is 97 hours) took up to twice its rows' size after each doubling, and
-/// every batch scanned all of it to release rows: `heaptrack` on the engine under
-/// `bench memory` (2026-12-06) found 37 MB in it for 232,000 rows, 160 bytes a row.
-type Hours = FxHashMap<(ArcStr, i64), HourRows>;
 
 /// Counts activity per visitor and hour.
 pub trait VisitorHours<'s, T: Timestamp> {
@@ -71,8 +65,7 @@ impl<'s, T: Timestamp + TotalOrder> VisitorHours<'s, T> for VecCollection<'s, T,
             .inner
             .unary_frontier(by_window, "VisitorHours", move |_capability, _info| {
                 let mut stash: Stash<T, (Enriched, isize)> = Stash::default();
-                let mut hours = Hours::default();
-                let mut expiry = Expiry::new(keep_ms);
+                let mut hours: Windows<HourRows> = Windows::new(keep_ms);
                 move |(input, frontier), output| {
                     input.for_each(|capability, data| {
                         for (enriched, time, diff) in data.drain(..) {
@@ -80,31 +73,26 @@ impl<'s, T: Timestamp + TotalOrder> VisitorHours<'s, T> for VecCollection<'s, T,
                         }
                     });
                     for (capability, updates) in stash.complete(&[frontier]) {
-                        let time = capability.time().clone();
                         for (enriched, diff) in updates.into_iter().flatten() {
                             let event = &enriched.event;
-                            expiry.observe(event.received_at_ms());
-                            let hour = (event.tenant().clone(), hour_of(event.timestamp_ms));
-                            let row = (event.visitor().clone(), enriched.person_id.clone());
+                            hours.observe(event.received_at_ms());
+                            let key = (event.visitor().clone(), enriched.person_id.clone());
                             let diff = saturating_count(diff);
                             let page_diff = if event.is_page_view() { diff } else { 0 };
-                            hours
-                                .entry(hour)
-                                .or_default()
-                                .update(row, |(events, page_views)| {
+                            hours.update(event.tenant(), hour_of(event.timestamp_ms), |rows| {
+                                rows.update(key, |(events, page_views)| {
                                     *events = events.saturating_add(diff);
                                     *page_views = page_views.saturating_add(page_diff);
-                                });
+                                })
+                            });
                         }
+                        let time = capability.time().clone();
                         let mut session = output.session(&capability);
-                        for ((tenant, hour_ms), rows) in &mut hours {
-                            if !rows.is_touched() {
-                                continue;
-                            }
+                        hours.drain_changed(|tenant, hour_ms, rows| {
                             rows.drain_changes(|(visitor_id, person_id), old, new| {
                                 let row = |(events, page_views): (i32, i32)| VisitorHour {
-                                    tenant: tenant.to_string(),
-                                    hour_ms: *hour_ms,
+                                    tenant: tenant.to_owned(),
+                                    hour_ms,
                                     visitor_id: visitor_id.to_string(),
                                     person_id: person_id.to_string(),
                                     events: events.into(),
@@ -117,10 +105,9 @@ impl<'s, T: Timestamp + TotalOrder> VisitorHours<'s, T> for VecCollection<'s, T,
                                     session.give((row(new), time.clone(), 1));
                                 }
                             });
-                        }
-                        let cutoff = expiry.cutoff();
-                        hours.retain(|(_, hour_ms), rows| *hour_ms >= cutoff && rows.len() > 0);
-                        gauge.set(hours.values().map(Rows::len).sum());
+                        });
+                        hours.release();
+                        gauge.set(hours.entries());
                     }
                 }
             })
@@ -132,7 +119,9 @@ impl<'s, T: Timestamp + TotalOrder> VisitorHours<'s, T> for VecCollection<'s, T,
 mod tests {
     use super::*;
     use crate::model::{MessageId, SharedEvent};
-    use crate::testing::{activity, event, final_items, insert_then_retract, run_collection};
+    use crate::testing::{
+        activity, corrections, event, final_items, run_collection, run_collection_timed,
+    };
     use proptest::prelude::*;
     use schemas::EventKind;
     use std::collections::BTreeMap;
@@ -149,7 +138,13 @@ mod tests {
             .collect()
     }
 
-    fn arb_input() -> impl Strategy<Value = Vec<(Input, isize)>> {
+    /// Events for three hours, received up to `max_delay_ms` late, each with whether and how
+    /// many epochs later it is retracted ([`corrections`]).
+    fn arb_items(
+        hours: i64,
+        max_delay_ms: i64,
+        max_retraction_delay: u64,
+    ) -> impl Strategy<Value = Vec<(Input, Option<u64>)>> {
         let kinds = prop_oneof![
             Just(EventKind::Page),
             Just(EventKind::Screen),
@@ -158,11 +153,10 @@ mod tests {
             Just(EventKind::Identify),
             Just(EventKind::Group)
         ];
-        // Times spread over three hours, received up to an hour late and out of order.
         let item = (
             0u8..2,
-            0i64..3 * HOUR_MS,
-            0i64..HOUR_MS,
+            0i64..hours * HOUR_MS,
+            0i64..max_delay_ms,
             0u8..4,
             0u8..3,
             kinds,
@@ -177,23 +171,79 @@ mod tests {
                 let event: SharedEvent = std::sync::Arc::new(e);
                 (event, format!("u{person}"))
             });
-        proptest::collection::vec((item, any::<bool>()), 0..80).prop_map(insert_then_retract)
+        let retraction = proptest::option::of(0..=max_retraction_delay);
+        proptest::collection::vec((item, retraction), 0..80)
+    }
+
+    fn untimed(timed: &[(Input, u64, isize)]) -> Vec<(Input, isize)> {
+        timed
+            .iter()
+            .map(|(item, _, diff)| (item.clone(), *diff))
+            .collect()
     }
 
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(48))]
+        /// Out of order, up to an hour late, retracted up to two epochs later or in the
+        /// epoch of the insertion before it.
         #[test]
         fn matches_counting_from_scratch(
-            input in arb_input(),
+            items in arb_items(3, HOUR_MS, 2),
             workers in prop_oneof![Just(1usize), Just(2), Just(4)],
             epoch_len in 1usize..12,
         ) {
-            let expected = oracle(&input);
+            let input = corrections(items, epoch_len);
+            let expected = oracle(&untimed(&input));
             let settings = SessionSettings::default();
             prop_assert_eq!(
-                run_collection(workers, epoch_len, input, move |c| enriched(c).visitor_hours(&settings, StateGauge::default())),
+                run_collection_timed(workers, input, move |c| enriched(c).visitor_hours(&settings, StateGauge::default())),
                 expected
             );
+        }
+
+        /// With a keep of about an hour and a half over twelve hours of events fed in the order
+        /// they were received, hours are released as the clock passes them: the rows are
+        /// still those counted from scratch (a released hour emits nothing, a held one keeps
+        /// its counts), and the gauge holds the rows of the hours not yet released.
+        #[test]
+        fn releases_hours_the_clock_has_passed(
+            items in arb_items(12, 30 * 60_000, 0),
+            workers in prop_oneof![Just(1usize), Just(2), Just(4)],
+            epoch_len in 1usize..12,
+        ) {
+            let settings = SessionSettings {
+                gap_ms: 60_000,
+                max_session_ms: 60_000,
+                retention: crate::Retention {
+                    session_gap_ms: 60_000,
+                    lateness_ms: 30 * 60_000,
+                    margin_ms: 0,
+                },
+                ..SessionSettings::default()
+            };
+            // Kept after its start: the hour, the longest session, the gap and the lateness.
+            let keep_ms = HOUR_MS + 60_000 + 60_000 + 30 * 60_000;
+            let mut items = items;
+            items.sort_by_key(|((event, _), _)| event.received_at_ms);
+            let input = corrections(items, epoch_len);
+            let expected = oracle(&untimed(&input));
+            let gauge = StateGauge::default();
+            let worker_gauge = gauge.clone();
+            let output = run_collection_timed(workers, input.clone(), move |c| {
+                enriched(c).visitor_hours(&settings, worker_gauge.clone())
+            });
+            prop_assert_eq!(output, expected.clone());
+            if workers == 1 {
+                let clock = input
+                    .iter()
+                    .filter(|((event, _), _, _)| crate::reference::is_activity(event))
+                    .map(|((event, _), _, _)| event.received_at_ms)
+                    .max();
+                let held = clock.map_or(0, |clock| {
+                    expected.keys().filter(|row| row.hour_ms >= clock - keep_ms).count()
+                });
+                prop_assert_eq!(gauge.get(), held);
+            }
         }
     }
 

@@ -12,8 +12,6 @@
 //! arrive at most `gap + lateness` after that.
 
 use arcstr::ArcStr;
-use std::collections::BTreeMap;
-
 use differential_dataflow::{AsCollection, VecCollection};
 use rustc_hash::FxHashMap;
 use timely::dataflow::channels::pact::Exchange;
@@ -21,7 +19,6 @@ use timely::dataflow::operators::generic::operator::Operator;
 use timely::order::TotalOrder;
 use timely::progress::Timestamp;
 
-use crate::expiry::Expiry;
 use crate::gauges::StateGauges;
 use crate::model::{
     Activity, AggRow, Enriched, Metric, Session, empty_str, minute_of, saturating_count,
@@ -29,6 +26,7 @@ use crate::model::{
 use crate::rows::Rows;
 use crate::sessionize::SessionSettings;
 use crate::stash::{Stash, route};
+use crate::windows::{WindowState, Windows};
 
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 enum Update {
@@ -62,6 +60,12 @@ struct Window {
     distinct: [i64; 2],
     /// By role, the distinct count before the batch being applied, once it changed it.
     before: [Option<Option<i64>>; 2],
+}
+
+impl WindowState for Window {
+    fn entries(&self) -> usize {
+        self.ids.len()
+    }
 }
 
 /// What an id is counted as in a [`Window`].
@@ -124,12 +128,12 @@ impl Window {
         self.distinct[at] += i64::from(now != 0) - i64::from(was != 0);
     }
 
-    fn apply(&mut self, update: Update) {
+    fn apply(&mut self, update: &Update) {
         match update {
             Update::Event(enriched, diff) => {
-                self.apply_event(&enriched.event, &enriched.person_id, diff)
+                self.apply_event(&enriched.event, &enriched.person_id, *diff)
             }
-            Update::Session(session, diff) => self.apply_session(&session, diff),
+            Update::Session(session, diff) => self.apply_session(session, *diff),
         }
     }
 
@@ -161,11 +165,6 @@ impl Window {
             &none,
             delta * session.duration_ms(),
         );
-    }
-
-    /// Whether a batch has changed the window since the last [`Window::changes`].
-    fn is_touched(&self) -> bool {
-        self.sums.is_touched() || self.before.iter().any(Option::is_some)
     }
 
     /// The batch's changes as collection updates: the old row out, the new row in.
@@ -260,7 +259,7 @@ impl<'s, T: Timestamp + TotalOrder> WindowAggregate<'s, T>
                 "WindowAggregate",
                 move |_capability, _info| {
                     let mut stash: Stash<T, Update> = Stash::default();
-                    let mut windows = Windows::new(keep_ms);
+                    let mut windows: Windows<Window> = Windows::new(keep_ms);
                     move |(events, events_frontier), (sessions, sessions_frontier), output| {
                         events.for_each(|capability, data| {
                             for (enriched, time, diff) in data.drain(..) {
@@ -275,14 +274,23 @@ impl<'s, T: Timestamp + TotalOrder> WindowAggregate<'s, T>
                         for (capability, updates) in
                             stash.complete(&[events_frontier, sessions_frontier])
                         {
+                            for update in updates.into_iter().flatten() {
+                                if let Update::Event(enriched, _) = &update {
+                                    windows.observe(enriched.event.received_at_ms());
+                                }
+                                let (tenant, minute_ms) = update.window();
+                                windows.update(tenant, minute_ms, |window| window.apply(&update));
+                            }
                             let time = capability.time().clone();
                             let mut session = output.session(&capability);
-                            windows.apply(updates.into_iter().flatten(), |row, diff| {
-                                session.give((row, time.clone(), diff))
+                            windows.drain_changed(|tenant, minute_ms, window| {
+                                window.changes(tenant, minute_ms, |row, diff| {
+                                    session.give((row, time.clone(), diff))
+                                })
                             });
                             windows.release();
-                            gauges.windows.set(windows.open);
-                            gauges.window_ids.set(windows.ids);
+                            gauges.windows.set(windows.open());
+                            gauges.window_ids.set(windows.entries());
                         }
                     }
                 },
@@ -291,89 +299,13 @@ impl<'s, T: Timestamp + TotalOrder> WindowAggregate<'s, T>
     }
 }
 
-/// What one worker keeps: the open windows, by tenant, then minute (expiry splits off whole
-/// minutes instead of visiting every window on every batch).
-struct Windows {
-    by_tenant: FxHashMap<String, BTreeMap<i64, Window>>,
-    /// Windows held.
-    open: usize,
-    /// Entries of the held windows' id maps.
-    ids: usize,
-    expiry: Expiry,
-}
-
-impl Windows {
-    fn new(keep_ms: i64) -> Windows {
-        Windows {
-            by_tenant: FxHashMap::default(),
-            open: 0,
-            ids: 0,
-            expiry: Expiry::new(keep_ms),
-        }
-    }
-
-    /// Applies a batch of updates, then emits the changed rows of every window it touched.
-    fn apply(
-        &mut self,
-        updates: impl IntoIterator<Item = Update>,
-        mut emit: impl FnMut(AggRow, isize),
-    ) {
-        let mut dirty: Vec<(String, i64)> = Vec::new();
-        for update in updates {
-            if let Update::Event(enriched, _) = &update {
-                self.expiry.observe(enriched.event.received_at_ms());
-            }
-            let (tenant, minute) = update.window();
-            if !self.by_tenant.contains_key(tenant) {
-                self.by_tenant.insert(tenant.to_owned(), BTreeMap::new());
-            }
-            let Some(minutes) = self.by_tenant.get_mut(tenant) else {
-                continue;
-            };
-            let open = &mut self.open;
-            let window = minutes.entry(minute).or_insert_with(|| {
-                *open += 1;
-                Window::default()
-            });
-            if !window.is_touched() {
-                dirty.push((tenant.to_owned(), minute));
-            }
-            let ids_before = window.ids.len();
-            window.apply(update);
-            self.ids = self.ids + window.ids.len() - ids_before;
-        }
-        for (tenant, minute) in dirty {
-            if let Some(window) = self
-                .by_tenant
-                .get_mut(&tenant)
-                .and_then(|minutes| minutes.get_mut(&minute))
-            {
-                window.changes(&tenant, minute, &mut emit);
-            }
-        }
-    }
-
-    /// Releases the minutes no change can reach any more (whole minutes split off: cheap
-    /// enough for every batch).
-    fn release(&mut self) {
-        let cutoff = self.expiry.cutoff();
-        for minutes in self.by_tenant.values_mut() {
-            let kept = minutes.split_off(&cutoff);
-            self.open -= minutes.len();
-            self.ids -= minutes
-                .values()
-                .map(|window| window.ids.len())
-                .sum::<usize>();
-            *minutes = kept;
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::model::{MessageId, SharedEvent};
-    use crate::testing::{activity, event, final_items, insert_then_retract, run_collection};
+    use crate::testing::{
+        activity, corrections, event, final_items, run_collection_timed, untimed,
+    };
     use proptest::prelude::*;
     use schemas::EventKind;
     use std::collections::BTreeMap;
@@ -422,7 +354,9 @@ mod tests {
             .collect()
     }
 
-    fn arb_input() -> impl Strategy<Value = Vec<(Input, isize)>> {
+    /// Events and sessions over five minutes, each with whether and how many epochs later it
+    /// is retracted ([`corrections`]).
+    fn arb_input() -> impl Strategy<Value = Vec<(Input, Option<u64>)>> {
         let kinds = prop_oneof![
             Just(EventKind::Page),
             Just(EventKind::Screen),
@@ -470,7 +404,8 @@ mod tests {
                 }
             ),
         ];
-        proptest::collection::vec((item, any::<bool>()), 0..80).prop_map(insert_then_retract)
+        let retraction = proptest::option::of(0..=2u64);
+        proptest::collection::vec((item, retraction), 0..80)
     }
 
     proptest! {
@@ -481,8 +416,11 @@ mod tests {
             workers in prop_oneof![Just(1usize), Just(2), Just(4)],
             epoch_len in 1usize..12,
         ) {
-            let expected = oracle(&input);
-            prop_assert_eq!(run_collection(workers, epoch_len, input, aggregate), expected);
+            let expected = oracle(&untimed(&corrections(input.clone(), 1)));
+            prop_assert_eq!(
+                run_collection_timed(workers, corrections(input, epoch_len), aggregate),
+                expected
+            );
         }
 
         /// What the erasure executor recomputes for a released minute equals counting the
@@ -494,7 +432,7 @@ mod tests {
             minute in 0i64..5,
         ) {
             let (tenant, minute_ms) = (format!("t{tenant}"), minute * 60_000);
-            let present = final_items(&input);
+            let present = final_items(&untimed(&corrections(input.clone(), 1)));
             let in_minute = |(t, at): (&str, i64)| t == tenant && at.div_euclid(60_000) == minute;
             // Repeated rows as one with a count, as the executor reads them.
             let mut copies: BTreeMap<(&SharedEvent, &String), usize> = BTreeMap::new();
@@ -516,7 +454,7 @@ mod tests {
                     _ => None,
                 })
                 .collect();
-            let expected: Vec<AggRow> = oracle(&input)
+            let expected: Vec<AggRow> = oracle(&untimed(&corrections(input.clone(), 1)))
                 .into_keys()
                 .filter(|row| row.tenant == tenant && row.minute_ms == minute_ms)
                 .collect();
