@@ -57,13 +57,17 @@ impl<'s, T: Timestamp + TotalOrder> VisitorHours<'s, T> for VecCollection<'s, T,
         settings: &SessionSettings,
         gauge: StateGauge,
     ) -> VecCollection<'s, T, VisitorHour, isize> {
-        let by_window = Exchange::new(|(e, _, _): &(Enriched, T, isize)| {
-            route(&(e.event.tenant(), hour_of(e.event.timestamp_ms)))
+        // By visitor too, not by hour alone: every event of a live stream falls in the
+        // current hour, so routing by (tenant, hour) gave one worker all of a tenant's work
+        // for an hour. A row is a visitor's, so the visitor's worker holds all of it.
+        let by_visitor = Exchange::new(|(e, _, _): &(Enriched, T, isize)| {
+            let event = &e.event;
+            route(&(event.tenant(), hour_of(event.timestamp_ms), event.visitor()))
         });
         let keep_ms = settings.rollup_keep_ms(HOUR_MS);
         self.filter(|enriched| enriched.event.is_activity())
             .inner
-            .unary_frontier(by_window, "VisitorHours", move |_capability, _info| {
+            .unary_frontier(by_visitor, "VisitorHours", move |_capability, _info| {
                 let mut stash: Stash<T, (Enriched, isize)> = Stash::default();
                 let mut hours: Windows<HourRows> = Windows::new(keep_ms);
                 move |(input, frontier), output| {
