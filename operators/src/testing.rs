@@ -53,8 +53,9 @@ pub fn insert_then_retract<D: Clone>(items: Vec<(D, bool)>) -> Vec<(D, isize)> {
 
 /// Test inputs as corrections arrive: item `i` inserted at epoch `i / epoch_len` and, when
 /// it has a delay, retracted that many epochs later. Within an epoch the retractions come
-/// first, so a retraction in the epoch of its insertion reaches the operator before it (the
-/// collection is the same at the epoch's end; an operator must not care).
+/// first, so at one worker a retraction in the epoch of its insertion reaches the operator
+/// before it (with more workers, in either order). The collection is the same at the epoch's
+/// end; an operator must not care.
 pub fn corrections<D: Clone>(
     items: Vec<(D, Option<u64>)>,
     epoch_len: usize,

@@ -416,11 +416,9 @@ mod tests {
             workers in prop_oneof![Just(1usize), Just(2), Just(4)],
             epoch_len in 1usize..12,
         ) {
-            let expected = oracle(&untimed(&corrections(input.clone(), 1)));
-            prop_assert_eq!(
-                run_collection_timed(workers, corrections(input, epoch_len), aggregate),
-                expected
-            );
+            let input = corrections(input, epoch_len);
+            let expected = oracle(&untimed(&input));
+            prop_assert_eq!(run_collection_timed(workers, input, aggregate), expected);
         }
 
         /// What the erasure executor recomputes for a released minute equals counting the
@@ -432,7 +430,8 @@ mod tests {
             minute in 0i64..5,
         ) {
             let (tenant, minute_ms) = (format!("t{tenant}"), minute * 60_000);
-            let present = final_items(&untimed(&corrections(input.clone(), 1)));
+            let input = untimed(&corrections(input, 1));
+            let present = final_items(&input);
             let in_minute = |(t, at): (&str, i64)| t == tenant && at.div_euclid(60_000) == minute;
             // Repeated rows as one with a count, as the executor reads them.
             let mut copies: BTreeMap<(&SharedEvent, &String), usize> = BTreeMap::new();
@@ -454,7 +453,7 @@ mod tests {
                     _ => None,
                 })
                 .collect();
-            let expected: Vec<AggRow> = oracle(&untimed(&corrections(input.clone(), 1)))
+            let expected: Vec<AggRow> = oracle(&input)
                 .into_keys()
                 .filter(|row| row.tenant == tenant && row.minute_ms == minute_ms)
                 .collect();

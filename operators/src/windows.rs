@@ -15,7 +15,9 @@ use crate::expiry::Expiry;
 
 /// What a window holds, as [`Windows`] counts it for its gauge.
 pub(crate) trait WindowState: Default {
-    /// The entries held (ids, rows), as the operator's gauge reports them.
+    /// The entries held (ids, rows), as the operator's gauge reports them. It may change only
+    /// inside the closures of [`Windows::update`] and [`Windows::drain_changed`]: the running
+    /// count is kept from its value before and after each of them.
     fn entries(&self) -> usize;
 }
 
@@ -100,8 +102,10 @@ impl<W: WindowState> Windows<W> {
 
     /// Releases the windows that start before the clock's cutoff: no change can reach them
     /// any more. Call it after [`Windows::drain_changed`], so that a released window has
-    /// emitted its last change.
+    /// emitted its last change. A window emptied by retractions is kept until then too:
+    /// finding it empty would cost a look at every window per batch.
     pub(crate) fn release(&mut self) {
+        debug_assert!(self.changed.is_empty(), "release before drain_changed");
         let cutoff = self.expiry.cutoff();
         for windows in self.by_tenant.values_mut() {
             let kept = windows.split_off(&cutoff);
@@ -122,5 +126,72 @@ impl<W: WindowState> Windows<W> {
     /// Entries held in all windows ([`WindowState::entries`]).
     pub(crate) fn entries(&self) -> usize {
         self.entries
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A window that holds a list of numbers, one entry each.
+    #[derive(Debug, Default)]
+    struct Numbers(Vec<u32>);
+
+    impl WindowState for Numbers {
+        fn entries(&self) -> usize {
+            self.0.len()
+        }
+    }
+
+    fn changed(windows: &mut Windows<Numbers>) -> Vec<(String, i64, Vec<u32>)> {
+        let mut visited = Vec::new();
+        windows.drain_changed(|tenant, start_ms, window| {
+            visited.push((tenant.to_owned(), start_ms, window.0.clone()))
+        });
+        visited
+    }
+
+    #[test]
+    fn a_batch_visits_each_window_it_changed_once_in_the_order_it_first_did() {
+        let mut windows = Windows::new(100);
+        windows.update("b", 60, |w: &mut Numbers| w.0.push(1));
+        windows.update("a", 0, |w| w.0.push(2));
+        windows.update("b", 60, |w| w.0.push(3));
+        assert_eq!(
+            changed(&mut windows),
+            [("b".into(), 60, vec![1, 3]), ("a".into(), 0, vec![2])]
+        );
+        assert_eq!((windows.open(), windows.entries()), (2, 3));
+        assert_eq!(changed(&mut windows), []);
+        windows.update("a", 0, |w| w.0.push(4));
+        assert_eq!(changed(&mut windows), [("a".into(), 0, vec![2, 4])]);
+    }
+
+    #[test]
+    fn entries_count_what_the_visit_removes() {
+        let mut windows = Windows::new(100);
+        windows.update("a", 0, |w: &mut Numbers| w.0.extend([1, 2, 3]));
+        windows.drain_changed(|_, _, window| window.0.truncate(1));
+        assert_eq!((windows.open(), windows.entries()), (1, 1));
+    }
+
+    /// A window starting at the cutoff stays; one starting before it goes, with its entries.
+    #[test]
+    fn release_keeps_windows_from_the_cutoff_on() {
+        let mut windows = Windows::new(100);
+        for (tenant, start_ms, count) in
+            [("a", 899, 1), ("a", 900, 2), ("b", 899, 4), ("b", 950, 8)]
+        {
+            windows.update(tenant, start_ms, |w: &mut Numbers| w.0.extend(0..count));
+        }
+        changed(&mut windows);
+        windows.observe(1_000);
+        windows.release();
+        assert_eq!((windows.open(), windows.entries()), (2, 10));
+        windows.observe(1_051);
+        windows.release();
+        assert_eq!((windows.open(), windows.entries()), (0, 0));
+        windows.update("a", 900, |w| w.0.push(1));
+        assert_eq!(changed(&mut windows), [("a".into(), 900, vec![1])]);
     }
 }
