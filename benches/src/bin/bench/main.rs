@@ -170,6 +170,10 @@ async fn main() -> anyhow::Result<()> {
         _ => std::slice::from_ref(&part),
     };
     for part in parts {
+        stack
+            .drop_leftover_databases()
+            .await
+            .context("dropping the databases of earlier runs")?;
         let run = async {
             match part {
                 Part::Ingest => ingest::run(&mut stack, &options, &mut report).await,
