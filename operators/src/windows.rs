@@ -102,8 +102,8 @@ impl<W: WindowState> Windows<W> {
 
     /// Releases the windows that start before the clock's cutoff: no change can reach them
     /// any more. Call it after [`Windows::drain_changed`], so that a released window has
-    /// emitted its last change. A window emptied by retractions is kept until then too:
-    /// finding it empty would cost a look at every window per batch.
+    /// emitted its last change. A window emptied by retractions is kept until the cutoff
+    /// passes it too: finding it empty would cost a look at every window per batch.
     pub(crate) fn release(&mut self) {
         debug_assert!(self.changed.is_empty(), "release before drain_changed");
         let cutoff = self.expiry.cutoff();
