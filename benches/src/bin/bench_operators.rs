@@ -115,6 +115,7 @@ fn main() -> anyhow::Result<()> {
     );
     let settings = AnalyticsSettings::default();
     let active = active_visitors(&log, &settings);
+    let epochs = stream_epochs(&log, epoch_records, settings.epoch_ms);
     drop(log);
 
     let reference_started = Instant::now();
@@ -136,7 +137,7 @@ fn main() -> anyhow::Result<()> {
     let mut memory = None;
     for &count in &workers {
         let timed = operator_times && count == 1;
-        let run = run_dataflow(&wire, count, epoch_records, settings.clone(), timed)?;
+        let run = run_dataflow(&wire, count, &epochs, epoch_records, settings.clone(), timed)?;
         if count == 1 {
             memory = run.state;
         }
@@ -226,6 +227,23 @@ fn active_visitors(log: &[Decoded], settings: &AnalyticsSettings) -> usize {
         .len()
 }
 
+/// The epoch of each run of `epoch_records` records of `log`: the wall-clock epoch (of
+/// `epoch_ms`) of the run's last receipt, as the engine's epochs are the wall-clock instants
+/// it reads records at. The live counters' "now" is the epoch (see
+/// [`AnalyticsSettings::epoch_ms`]), so the active visitors hold the visitors of the last
+/// minutes of the stream, as in the engine, not every visitor since 1970. Strictly
+/// increasing, even where the stream's receipts are not.
+fn stream_epochs(log: &[Decoded], epoch_records: usize, epoch_ms: u64) -> Vec<u64> {
+    let mut epochs: Vec<u64> = Vec::new();
+    for run in log.chunks(epoch_records.max(1)) {
+        let newest = run.iter().map(|d| d.event.received_at_ms).max().unwrap_or(0);
+        let epoch = u64::try_from(newest).unwrap_or(0) / epoch_ms.max(1);
+        let after_last = epochs.last().map_or(0, |last| last + 1);
+        epochs.push(epoch.max(after_last));
+    }
+    epochs
+}
+
 /// Heap held by the operators at the end of a 1-worker run.
 #[derive(Debug, Clone, Copy)]
 struct State {
@@ -300,10 +318,12 @@ fn print_operator_times(times: &BTreeMap<String, Duration>, elapsed: Duration) {
     }
 }
 
-/// Runs the operators on `log` spread over `workers` by partition, as the engine does.
+/// Runs the operators on `log` spread over `workers` by partition, as the engine does, the
+/// `n`th `epoch_records` records (each worker sending its share) at `epochs[n]`.
 fn run_dataflow(
     log: &[SourceRecord],
     workers: usize,
+    epochs: &[u64],
     epoch_records: usize,
     settings: AnalyticsSettings,
     timed: bool,
@@ -333,6 +353,7 @@ fn run_dataflow(
         state.clone(),
         operator_times.clone(),
     );
+    let epochs_in: Arc<[u64]> = Arc::from(epochs);
     let guards = timely::execute(timely::Config::process(workers), move |worker| {
         let mut share = shares_in[worker.index()]
             .lock()
@@ -376,22 +397,32 @@ fn run_dataflow(
         {
             *started = Some(Instant::now());
         }
+        // Each worker's share of an epoch: its partitions' records of about the same stretch
+        // of the stream (the share keeps the stream's order).
         let per_worker_epoch = (epoch_records / worker.peers()).max(1);
-        let mut epoch = 0u64;
-        while !share.is_empty() {
+        let mut previous = None;
+        let mut epoch = 0;
+        for run in 0.. {
+            if share.is_empty() {
+                break;
+            }
+            epoch = epochs_in.get(run).copied().unwrap_or(epoch + 1);
             let rest = share.split_off(per_worker_epoch.min(share.len()));
             input.advance_to(epoch);
             for record in std::mem::replace(&mut share, rest) {
                 input.send(record);
             }
             // Keep at most a couple of epochs in flight, as the engine's backpressure does.
-            while probe.less_than(&epoch.saturating_sub(1)) {
-                worker.step();
+            if let Some(previous) = previous {
+                while probe.less_than(&previous) {
+                    worker.step();
+                }
             }
-            epoch += 1;
+            previous = Some(epoch);
         }
         // Every epoch processed, the input still open: the state is all there (closing the
         // input would let timely drop the finished operators, and their state with them).
+        let epoch = epoch + 1;
         input.advance_to(epoch);
         while probe.less_than(&epoch) {
             worker.step();
