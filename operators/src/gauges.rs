@@ -33,7 +33,7 @@ pub struct StateGauges {
     /// Ids in the id -> person map this worker emitted (identity, kept for good).
     pub linked_ids: StateGauge,
     /// Strings, event ids, landings and their parts shared by the interner of retained
-    /// events (reset at its capacity).
+    /// events (those no record uses any more are swept out as a table fills).
     pub interned_strings: StateGauge,
     /// Events retained for re-attribution.
     pub attributed_events: StateGauge,

@@ -56,7 +56,7 @@ pub struct AnalyticsSettings {
     /// Window of the active-visitors counter.
     pub active_window_ms: i64,
     /// How many entries each table of a worker's [`Interner`] (strings, event ids, landings
-    /// and their parts) shares before it starts afresh.
+    /// and their parts) holds before it first sweeps out those no record uses any more.
     pub interned_strings: usize,
 }
 

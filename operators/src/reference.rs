@@ -368,7 +368,7 @@ fn sessionize(
                 bounce: false,
                 entry_path: "".into(),
                 exit_path: "".into(),
-                landing: Arc::new(Landing {
+                landing: triomphe::Arc::new(Landing {
                     referrer: ArcStr::from(event.page.referrer.as_str()),
                     campaign: Arc::new(event.campaign.clone()),
                     acquisition: Arc::new(event.acquisition.clone()),

@@ -778,7 +778,7 @@ mod tests {
                         .last()
                         .map(|e| oracle_location(e).into())
                         .unwrap_or_else(|| "".into()),
-                    landing: Arc::new(Landing {
+                    landing: triomphe::Arc::new(Landing {
                         referrer: arcstr::ArcStr::from(group[0].page.referrer.as_str()),
                         campaign: Arc::new(group[0].campaign.clone()),
                         acquisition: Arc::new(group[0].acquisition.clone()),

@@ -28,8 +28,15 @@ use timely::dataflow::operators::vec::{Input, ToStream};
 
 /// The engine's allocator (records allocated on one worker are freed on another, which glibc
 /// malloc handles poorly), counting live bytes.
+#[cfg(not(feature = "system-allocator"))]
 #[global_allocator]
 static ALLOCATOR: cap::Cap<mimalloc::MiMalloc> = cap::Cap::new(mimalloc::MiMalloc, usize::MAX);
+
+/// The system allocator, counting live bytes, for heap profilers that hook `malloc` (see
+/// `--leave-state`).
+#[cfg(feature = "system-allocator")]
+#[global_allocator]
+static ALLOCATOR: cap::Cap<std::alloc::System> = cap::Cap::new(std::alloc::System, usize::MAX);
 
 /// Operator throughput benchmark.
 #[derive(Debug, Parser)]
@@ -54,6 +61,13 @@ struct Args {
     /// own `Schedule` log events): where a worker's time goes, operator by operator.
     #[arg(long)]
     operator_times: bool,
+    /// End the process as soon as the 1-worker run's state is measured, with the state still
+    /// allocated, so that a heap profiler reports it, by allocation site, as leaked. The
+    /// README's breakdown by structure: a build with the `system-allocator` feature (heaptrack
+    /// hooks `malloc`, which mimalloc bypasses), `heaptrack bench-operators --workers 1
+    /// --leave-state`, then `heaptrack_print --flamegraph-cost-type leaked`.
+    #[arg(long)]
+    leave_state: bool,
 }
 
 const PARTITIONS: u64 = 12;
@@ -68,6 +82,7 @@ fn main() -> anyhow::Result<()> {
         seed,
         geoip,
         operator_times,
+        leave_state,
     } = Args::parse();
     let started = Instant::now();
     let config = GeneratorConfig {
@@ -137,7 +152,15 @@ fn main() -> anyhow::Result<()> {
     let mut memory = None;
     for &count in &workers {
         let timed = operator_times && count == 1;
-        let run = run_dataflow(&wire, count, &epochs, epoch_records, settings.clone(), timed)?;
+        let run = run_dataflow(
+            &wire,
+            count,
+            &epochs,
+            epoch_records,
+            settings.clone(),
+            timed,
+            leave_state,
+        )?;
         if count == 1 {
             memory = run.state;
         }
@@ -236,7 +259,11 @@ fn active_visitors(log: &[Decoded], settings: &AnalyticsSettings) -> usize {
 fn stream_epochs(log: &[Decoded], epoch_records: usize, epoch_ms: u64) -> Vec<u64> {
     let mut epochs: Vec<u64> = Vec::new();
     for run in log.chunks(epoch_records.max(1)) {
-        let newest = run.iter().map(|d| d.event.received_at_ms).max().unwrap_or(0);
+        let newest = run
+            .iter()
+            .map(|d| d.event.received_at_ms)
+            .max()
+            .unwrap_or(0);
         let epoch = u64::try_from(newest).unwrap_or(0) / epoch_ms.max(1);
         let after_last = epochs.last().map_or(0, |last| last + 1);
         epochs.push(epoch.max(after_last));
@@ -327,6 +354,7 @@ fn run_dataflow(
     epoch_records: usize,
     settings: AnalyticsSettings,
     timed: bool,
+    leave_state: bool,
 ) -> anyhow::Result<Run> {
     // Everything allocated from here on and still live at the end is the operators' state:
     // the input shares are consumed as they are sent.
@@ -435,6 +463,13 @@ fn run_dataflow(
                 retained_events: gauges.sessionized_events.get(),
                 entries: gauges.all().map(|(name, gauge)| (name, gauge.get())),
             });
+        }
+        if leave_state && worker.peers() == 1 {
+            eprintln!(
+                "leaving the state allocated: {} bytes",
+                ALLOCATOR.allocated().saturating_sub(baseline)
+            );
+            std::process::exit(0);
         }
         input.close();
         while !probe.done() {

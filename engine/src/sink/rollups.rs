@@ -24,7 +24,6 @@
 
 use operators::ArcStr;
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Arc;
 
 use clickhouse::{Client, Row};
 use operators::{AggRow, Interner, minute_rollups};
@@ -280,7 +279,7 @@ fn count_minutes(
                 bounce: stored.is_bounce != 0,
                 entry_path: operators::empty_str(),
                 exit_path: operators::empty_str(),
-                landing: Arc::default(),
+                landing: Default::default(),
             });
     }
     minutes
