@@ -11,6 +11,7 @@
 
 use std::collections::HashMap;
 
+use arcstr::ArcStr;
 use rustc_hash::FxHashMap;
 use std::sync::Arc;
 use thin_vec::ThinVec;
@@ -109,20 +110,82 @@ enum Output {
     Event(Enriched),
 }
 
+/// A session as a person's state holds it: what its opening event does not say already.
+/// The rest of a [`Session`] (tenant and person, visitor, id, start, landing, bounce) is read
+/// from the opener and the person when it is emitted ([`HeldSession::to_session`]): 40 bytes
+/// where a `Session` took 104, for every session the horizon keeps.
+#[derive(Debug, Clone)]
+struct HeldSession {
+    /// The session's first activity event, which names it.
+    opener: SharedActivity,
+    end_ms: i64,
+    /// Activity events.
+    events: u32,
+    page_views: u32,
+    entry_path: ArcStr,
+    exit_path: ArcStr,
+}
+
+impl HeldSession {
+    fn start_ms(&self) -> i64 {
+        self.opener.timestamp_ms
+    }
+
+    fn session_id(&self) -> &MessageId {
+        &self.opener.message_id
+    }
+
+    /// Where the session sorts among the person's sessions, and its events among its events.
+    fn key(&self) -> (i64, &MessageId) {
+        (self.start_ms(), self.session_id())
+    }
+
+    /// The session of `person` as emitted, with the tenant's bounce rule.
+    fn to_session(&self, person: &Person, rule: BounceRule) -> Session {
+        Session {
+            tenant: person.tenant.clone(),
+            session_id: self.session_id().clone(),
+            person_id: person.id.clone(),
+            visitor_id: self.opener.visitor().clone(),
+            start_ms: self.start_ms(),
+            end_ms: self.end_ms,
+            events: self.events,
+            page_views: self.page_views,
+            bounce: rule.is_bounce(self.page_views, self.events),
+            entry_path: self.entry_path.clone(),
+            exit_path: self.exit_path.clone(),
+            landing: self.opener.landing.clone(),
+        }
+    }
+}
+
+/// Equal when the sessions emitted for one person are: everything [`HeldSession::to_session`]
+/// reads but the person and the rule, which are the same for all of a person's sessions.
+impl PartialEq for HeldSession {
+    fn eq(&self, other: &Self) -> bool {
+        self.key() == other.key()
+            && self.end_ms == other.end_ms
+            && self.events == other.events
+            && self.page_views == other.page_views
+            && self.entry_path == other.entry_path
+            && self.exit_path == other.exit_path
+            && self.opener.visitor() == other.opener.visitor()
+            && self.opener.landing == other.opener.landing
+    }
+}
+
 /// Grows sessions from a person's events taken in (time, message id) order: the one
 /// definition of a session, used from scratch by [`sessions_of`] and from a session boundary
 /// by the operator.
-struct Builder<'a> {
-    person: &'a Person,
+struct Builder {
     gap_ms: i64,
     max_session_ms: i64,
-    sessions: Vec<Session>,
+    sessions: Vec<HeldSession>,
 }
 
-impl<'a> Builder<'a> {
-    fn new(person: &'a Person, settings: &SessionSettings) -> Self {
+impl Builder {
+    fn new(person: &Person, settings: &SessionSettings) -> Self {
         Builder {
-            person,
             gap_ms: settings.gap_for(&person.tenant),
             max_session_ms: settings.max_session_ms,
             sessions: Vec::new(),
@@ -130,7 +193,7 @@ impl<'a> Builder<'a> {
     }
 
     /// Goes on from `open`, a session whose events all come before the ones to be added.
-    fn resume(&mut self, open: Session) {
+    fn resume(&mut self, open: HeldSession) {
         self.sessions.push(open);
     }
 
@@ -138,33 +201,22 @@ impl<'a> Builder<'a> {
     fn starts_new(&self, event: &Activity) -> bool {
         let time = event.timestamp_ms;
         self.sessions.last().is_none_or(|open| {
-            time - open.end_ms >= self.gap_ms || time - open.start_ms >= self.max_session_ms
+            time - open.end_ms >= self.gap_ms || time - open.start_ms() >= self.max_session_ms
         })
-    }
-
-    fn open(&mut self, event: &Activity) {
-        let time = event.timestamp_ms;
-        self.sessions.push(Session {
-            tenant: self.person.tenant.clone(),
-            session_id: event.message_id.clone(),
-            person_id: self.person.id.clone(),
-            visitor_id: event.visitor().clone(),
-            start_ms: time,
-            end_ms: time,
-            events: 0,
-            page_views: 0,
-            bounce: false,
-            entry_path: empty_str(),
-            exit_path: empty_str(),
-            landing: event.landing.clone(),
-        });
     }
 
     /// Adds an activity event to the open session (opening one when [`Builder::starts_new`]
     /// says so); returns the session's id.
-    fn add(&mut self, event: &Activity) -> MessageId {
+    fn add(&mut self, event: &SharedActivity) -> MessageId {
         if self.starts_new(event) {
-            self.open(event);
+            self.sessions.push(HeldSession {
+                opener: event.clone(),
+                end_ms: event.timestamp_ms,
+                events: 0,
+                page_views: 0,
+                entry_path: empty_str(),
+                exit_path: empty_str(),
+            });
         }
         let Some(open) = self.sessions.last_mut() else {
             return MessageId::empty();
@@ -179,15 +231,10 @@ impl<'a> Builder<'a> {
             open.exit_path = location;
             open.page_views += 1;
         }
-        open.session_id.clone()
+        open.session_id().clone()
     }
 
-    /// The sessions, with the tenant's bounce rule applied.
-    fn finish(mut self, settings: &SessionSettings) -> Vec<Session> {
-        let rule = settings.bounce_for(&self.person.tenant);
-        for session in &mut self.sessions {
-            session.bounce = rule.is_bounce(session.page_views, session.events);
-        }
+    fn finish(self) -> Vec<HeldSession> {
         self.sessions
     }
 }
@@ -210,7 +257,15 @@ pub fn sessions_of<'a>(
         };
         membership.push((event, session_id));
     }
-    (builder.finish(settings), membership)
+    let rule = settings.bounce_for(&person.tenant);
+    let sessions = builder.finish();
+    (
+        sessions
+            .iter()
+            .map(|s| s.to_session(person, rule))
+            .collect(),
+        membership,
+    )
 }
 
 /// Where a person's events are kept: by (event time, message id), the order sessions grow in.
@@ -239,7 +294,7 @@ impl Entry {
     /// holds because every change emits its events and sessions together, a release drops
     /// the events of the sessions it drops, and an event of a session kept is never released
     /// (see [`PersonState::release_before`]).
-    fn emitted_in(&self, sessions: &[Session]) -> Option<MessageId> {
+    fn emitted_in(&self, sessions: &[HeldSession]) -> Option<MessageId> {
         if !self.emitted {
             return None;
         }
@@ -247,11 +302,11 @@ impl Entry {
             return Some(MessageId::empty());
         }
         let key = self.key();
-        let after = sessions.partition_point(|s| (s.start_ms, &s.session_id) <= key);
+        let after = sessions.partition_point(|s| s.key() <= key);
         Some(
             after
                 .checked_sub(1)
-                .map_or_else(MessageId::empty, |at| sessions[at].session_id.clone()),
+                .map_or_else(MessageId::empty, |at| sessions[at].session_id().clone()),
         )
     }
 
@@ -273,7 +328,7 @@ fn borrowed(key: &Key) -> (i64, &MessageId) {
 #[derive(Debug)]
 struct PersonState {
     events: ThinVec<Entry>,
-    sessions: ThinVec<Session>,
+    sessions: ThinVec<HeldSession>,
     /// When the person is due in [`Sessionizer::due`] (`i64::MAX` when it is not).
     scheduled_ms: i64,
 }
@@ -343,7 +398,7 @@ impl PersonState {
     fn release_before(&mut self, closed_ms: i64) -> usize {
         let released = self.sessions.partition_point(|s| s.end_ms < closed_ms);
         let bound: Key = match self.sessions.get(released) {
-            Some(s) if s.start_ms < closed_ms => (s.start_ms, s.session_id.clone()),
+            Some(s) if s.start_ms() < closed_ms => (s.start_ms(), s.session_id().clone()),
             _ => (closed_ms, MessageId::empty()),
         };
         let dropped = self.position(&bound);
@@ -361,7 +416,7 @@ impl PersonState {
     fn next_release_ms(&self) -> Option<i64> {
         let first_event = self.events.first()?.event.timestamp_ms;
         Some(match self.sessions.first() {
-            Some(session) if first_event >= session.start_ms => session.end_ms,
+            Some(session) if first_event >= session.start_ms() => session.end_ms,
             _ => first_event,
         })
     }
@@ -372,11 +427,9 @@ impl PersonState {
     /// before it (the usual case, an event arriving after the person's others), is unchanged:
     /// `builder` resumes from it as it stands, without walking its events again (each event
     /// of a visit would otherwise cost the whole visit so far).
-    fn resume_point(&self, lo: &Key, gap: i64, builder: &mut Builder<'_>) -> (usize, Key) {
+    fn resume_point(&self, lo: &Key, gap: i64, builder: &mut Builder) -> (usize, Key) {
         let first = self.sessions.partition_point(|s| s.end_ms + gap <= lo.0);
-        let starting_before = self
-            .sessions
-            .partition_point(|s| (s.start_ms, &s.session_id) < (lo.0, &lo.1));
+        let starting_before = self.sessions.partition_point(|s| s.key() < (lo.0, &lo.1));
         let resumable = starting_before
             .checked_sub(1)
             .filter(|last| *last >= first && self.sessions[*last].end_ms < lo.0);
@@ -385,30 +438,31 @@ impl PersonState {
                 builder.resume(self.sessions[last].clone());
                 (last, lo.clone())
             }
-            (None, Some(s)) if (s.start_ms, &s.session_id) < (lo.0, &lo.1) => {
-                (first, (s.start_ms, s.session_id.clone()))
+            (None, Some(s)) if s.key() < (lo.0, &lo.1) => {
+                (first, (s.start_ms(), s.session_id().clone()))
             }
             (None, _) => (first, lo.clone()),
         }
     }
 
-    /// Replaces the sessions in `range` by `sessions`, emitting those that went and those that
-    /// came (a session unchanged is neither).
+    /// Replaces the sessions in `range` by `sessions`, emitting those of `person` that went
+    /// and those that came (a session unchanged is neither).
     fn replace_sessions(
         &mut self,
         range: std::ops::Range<usize>,
-        sessions: Vec<Session>,
+        sessions: Vec<HeldSession>,
+        (person, rule): (&Person, BounceRule),
         mut emit: impl FnMut(Output, isize),
     ) {
         let old = &self.sessions[range.clone()];
         for gone in old.iter().filter(|old| !sessions.contains(old)) {
-            emit(Output::Session(gone.clone()), -1);
+            emit(Output::Session(gone.to_session(person, rule)), -1);
         }
         for new in sessions.iter().filter(|new| !old.contains(new)) {
-            emit(Output::Session(new.clone()), 1);
+            emit(Output::Session(new.to_session(person, rule)), 1);
         }
         self.sessions.splice(range, sessions);
-        // A vector's first allocation has room for 4 sessions (384 bytes beside the length
+        // A vector's first allocation has room for 4 sessions (160 bytes beside the length
         // and capacity), and most persons hold one.
         if self.sessions.capacity() > self.sessions.len() + 1 {
             self.sessions.shrink_to_fit();
@@ -451,8 +505,8 @@ impl PersonState {
             } else {
                 let key = entry.key();
                 if key > borrowed(hi) && builder.starts_new(&entry.event) {
-                    let opened_before = old_sessions[first..]
-                        .binary_search_by(|s| (s.start_ms, &s.session_id).cmp(&key));
+                    let opened_before =
+                        old_sessions[first..].binary_search_by(|s| s.key().cmp(&key));
                     if let Ok(index) = opened_before {
                         stop = Some(first + index);
                         break;
@@ -482,7 +536,8 @@ impl PersonState {
             }
         }
         let end = stop.unwrap_or(self.sessions.len());
-        self.replace_sessions(first..end, builder.finish(settings), &mut emit);
+        let rule = settings.bounce_for(&person.tenant);
+        self.replace_sessions(first..end, builder.finish(), (person, rule), &mut emit);
         if dropped > 0 {
             self.events.retain(|entry| entry.count > 0);
         }
