@@ -13,6 +13,8 @@ use std::collections::HashMap;
 use std::collections::hash_map::Entry;
 use std::hash::{BuildHasher, Hash};
 
+use crate::growth::GrowByAQuarter as _;
+
 /// One operator's clock on one worker and its sweeps. Sweeping every map on every batch
 /// would cost the whole state per batch, so sweeps are amortised: one is due once as many
 /// records were applied as a quarter of the entries held (plus 1,024), which keeps a sweep's
@@ -100,8 +102,12 @@ impl<K> DueIndex<K> {
     }
 
     fn schedule(&mut self, key: K, time_ms: i64) {
-        let bucket = time_ms.div_euclid(BUCKET_MS);
-        self.buckets.entry(bucket).or_default().push(key);
+        let bucket = self
+            .buckets
+            .entry(time_ms.div_euclid(BUCKET_MS))
+            .or_default();
+        bucket.make_room_for_one();
+        bucket.push(key);
         self.scheduled += 1;
     }
 

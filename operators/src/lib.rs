@@ -22,6 +22,7 @@ pub mod dedup;
 pub mod erasure;
 mod expiry;
 pub mod gauges;
+mod growth;
 pub mod identity;
 pub mod model;
 pub mod persons;

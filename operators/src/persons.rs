@@ -34,6 +34,7 @@ use timely::dataflow::operators::vec::Map;
 use crate::erasure::{ControlRecord, Erasures};
 use crate::expiry::{Due, DueIndex, Expiry};
 use crate::gauges::StateGauges;
+use crate::growth::GrowByAQuarter as _;
 use crate::model::{Node, Person, SharedActivity};
 use crate::stash::{Stash, route};
 
@@ -271,6 +272,7 @@ impl Persons {
             }
             visitor.last_time_ms = visitor.last_time_ms.max(event.timestamp_ms);
             self.due.schedule_before(node, event.timestamp_ms, visitor);
+            visitor.events.make_room_for_one();
             visitor.events.push(event);
             self.retained += 1;
         }

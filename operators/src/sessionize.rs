@@ -27,6 +27,7 @@ use timely::progress::Timestamp;
 
 use crate::expiry::{Due, DueIndex, Expiry};
 use crate::gauges::StateGauges;
+use crate::growth::GrowByAQuarter as _;
 use crate::model::{
     Activity, Enriched, MessageId, Person, Session, SharedActivity, empty_str, saturating_count,
 };
@@ -373,11 +374,8 @@ impl PersonState {
         };
         let added = self.events.get(at).is_none_or(|e| e.key() != key);
         if added {
-            // A quarter more room at a time, not double: the person's events are most of
-            // this operator's state, and only a release shrinks them.
-            if self.events.len() == self.events.capacity() {
-                self.events.reserve_exact((self.events.len() / 4).max(2));
-            }
+            // The person's events are most of this operator's state.
+            self.events.make_room_for_one();
             let entry = Entry {
                 event,
                 count: 0,
