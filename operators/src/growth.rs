@@ -3,8 +3,8 @@
 //!
 //! A vector that doubles is a quarter empty on average, and half empty just after it grew;
 //! for vectors that only a release shrinks, that room is state like the rest. A quarter at a
-//! time keeps it near an eighth, for more copies as a vector grows (still geometric: O(1) an
-//! element).
+//! time keeps it about a tenth empty (a fifth just after it grew), for more copies as a
+//! vector grows (still geometric: O(1) an element).
 
 use thin_vec::ThinVec;
 
@@ -41,15 +41,17 @@ mod tests {
         for i in 0..1_000 {
             events.make_room_for_one();
             keys.make_room_for_one();
-            assert!(events.capacity() > events.len() && keys.capacity() > keys.len());
+            for (len, capacity) in [
+                (events.len(), events.capacity()),
+                (keys.len(), keys.capacity()),
+            ] {
+                assert!(
+                    capacity > len && capacity <= len + len / 4 + 2,
+                    "room for {capacity} with {len} held"
+                );
+            }
             events.push(i);
             keys.push(i);
-        }
-        for capacity in [events.capacity(), keys.capacity()] {
-            assert!(
-                (1_000..=1_250).contains(&capacity),
-                "capacity {capacity} for 1000 elements"
-            );
         }
     }
 }

@@ -427,9 +427,10 @@ impl Activity {
 /// A table that reaches its sweep size forgets the entries no record holds any more (their
 /// only reference is the table's) instead of everything: starting afresh made a second copy
 /// of every string and landing still in use, 6.6 MB of `bench-operators`' 222 MB of state.
-/// A table that is still half full of entries in use after a sweep doubles its sweep size,
-/// so a sweep costs O(1) an insert, and a table holds at most twice what records use, or the
-/// first sweep size.
+/// After a sweep the table is shrunk to what is left and sweeps next at twice that (or at the
+/// first sweep size, whichever is more): a table holds at most twice the entries in use at
+/// its last sweep, or the first sweep size, and a sweep, which visits the table's entries,
+/// comes after at least as many inserts as it leaves entries (O(1) an insert).
 #[derive(Debug)]
 pub struct Interner {
     strings: Swept<FxHashSet<ArcStr>>,
@@ -448,22 +449,24 @@ pub struct Interner {
 #[derive(Debug)]
 struct Swept<S> {
     table: S,
+    first_sweep_at: usize,
     sweep_at: usize,
 }
 
 /// A table of shared values whose entries the table alone holds can be dropped.
 trait Sweep {
     fn len(&self) -> usize;
-    /// Drops the entries whose only reference is the table's.
+    /// Drops the entries whose only reference is the table's, and the room they took.
     fn drop_unused(&mut self);
 }
 
-impl<T> Sweep for FxHashSet<Arc<T>> {
+impl<T: Eq + std::hash::Hash> Sweep for FxHashSet<Arc<T>> {
     fn len(&self) -> usize {
         FxHashSet::len(self)
     }
     fn drop_unused(&mut self) {
         self.retain(|shared| Arc::strong_count(shared) > 1);
+        self.shrink_to_fit();
     }
 }
 
@@ -474,15 +477,40 @@ impl Sweep for FxHashSet<ArcStr> {
     fn drop_unused(&mut self) {
         // A literal (`strong_count` is `None`) is never freed: keeping it costs nothing.
         self.retain(|shared| ArcStr::strong_count(shared).is_none_or(|count| count > 1));
+        self.shrink_to_fit();
     }
 }
 
-impl<T> Sweep for HashTable<triomphe::Arc<T>> {
+/// Values a [`HashTable`] of the interner holds, by the hash they were inserted under.
+trait TableHash {
+    fn table_hash(&self) -> u64;
+}
+
+impl TableHash for EventIds {
+    fn table_hash(&self) -> u64 {
+        ids_hash(&self.tenant, &self.anonymous_id, &self.user_id)
+    }
+}
+
+impl TableHash for Landing {
+    fn table_hash(&self) -> u64 {
+        landing_hash(
+            &self.referrer,
+            &self.campaign,
+            &self.acquisition,
+            &self.client,
+            &self.location,
+        )
+    }
+}
+
+impl<T: TableHash> Sweep for HashTable<triomphe::Arc<T>> {
     fn len(&self) -> usize {
         HashTable::len(self)
     }
     fn drop_unused(&mut self) {
         self.retain(|shared| triomphe::Arc::count(shared) > 1);
+        self.shrink_to_fit(|shared| shared.table_hash());
     }
 }
 
@@ -490,20 +518,19 @@ impl<S: Sweep + Default> Swept<S> {
     fn new(sweep_at: usize) -> Self {
         Swept {
             table: S::default(),
+            first_sweep_at: sweep_at.max(1),
             sweep_at: sweep_at.max(1),
         }
     }
 
     /// The table, swept first if an insert would take it to its sweep size. The counts read
-    /// are a snapshot (another worker may drop a record meanwhile): an entry kept that was
-    /// unused goes at a later sweep; one in use is never dropped, as this worker's table
-    /// holds a reference of its own and the entry was counted above one.
+    /// are a snapshot, and safe to read: an entry counted at one is held by nothing but the
+    /// table, so no other worker can clone it meanwhile; one counted above one may be
+    /// dropped by its holders right after, and goes at a later sweep.
     fn for_insert(&mut self) -> &mut S {
         if self.table.len() >= self.sweep_at {
             self.table.drop_unused();
-            while self.table.len() >= self.sweep_at / 2 {
-                self.sweep_at = self.sweep_at.saturating_mul(2);
-            }
+            self.sweep_at = self.table.len().saturating_mul(2).max(self.first_sweep_at);
         }
         &mut self.table
     }
@@ -568,9 +595,7 @@ impl Interner {
         });
         self.ids
             .for_insert()
-            .insert_unique(hash, shared.clone(), |ids| {
-                ids_hash(&ids.tenant, &ids.anonymous_id, &ids.user_id)
-            });
+            .insert_unique(hash, shared.clone(), |ids| ids.table_hash());
         shared
     }
 
@@ -604,15 +629,7 @@ impl Interner {
         });
         self.landings
             .for_insert()
-            .insert_unique(hash, shared.clone(), |landing| {
-                landing_hash(
-                    &landing.referrer,
-                    &landing.campaign,
-                    &landing.acquisition,
-                    &landing.client,
-                    &landing.location,
-                )
-            });
+            .insert_unique(hash, shared.clone(), |landing| landing.table_hash());
         shared
     }
 }
@@ -1171,7 +1188,7 @@ mod tests {
         for i in 0..1_000 {
             drop(interner.intern(&format!("passing {i}")));
             assert!(
-                interner.strings.table.len() <= 2 * held.len() + 4,
+                interner.strings.table.len() <= 2 * held.len(),
                 "{} strings held by the table after {i} passing ones",
                 interner.strings.table.len()
             );
@@ -1182,7 +1199,11 @@ mod tests {
         }
         // Ids and landings go the same way.
         let events: Vec<Event> = (0..100)
-            .map(|i| event("t", "m", &format!("a{i}"), 0))
+            .map(|i| {
+                let mut event = event("t", "m", &format!("a{i}"), 0);
+                event.page.referrer = format!("https://r{i}.example/");
+                event
+            })
             .collect();
         for event in &events {
             drop(interner.ids(event));

@@ -1095,7 +1095,7 @@ mod tests {
         ) {
             let mut settings = AnalyticsSettings::default();
             if tiny_interner {
-                // Interning only shares memory: an interner that forgets every other string
+                // Interning only shares memory: an interner that sweeps at every other insert
                 // must give the same results as the string-keyed reference.
                 settings.interned_strings = 2;
             }

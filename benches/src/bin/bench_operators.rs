@@ -25,6 +25,7 @@ use operators::{
 use schemas::SourceRecord;
 use timely::dataflow::operators::Probe;
 use timely::dataflow::operators::vec::{Input, ToStream};
+use timely::dataflow::{InputHandleVec, ProbeHandle};
 
 /// The engine's allocator (records allocated on one worker are freed on another, which glibc
 /// malloc handles poorly), counting live bytes.
@@ -65,7 +66,8 @@ struct Args {
     /// allocated, so that a heap profiler reports it, by allocation site, as leaked. The
     /// README's breakdown by structure: a build with the `system-allocator` feature (heaptrack
     /// hooks `malloc`, which mimalloc bypasses), `heaptrack bench-operators --workers 1
-    /// --leave-state`, then `heaptrack_print --flamegraph-cost-type leaked`.
+    /// --leave-state`, then `heaptrack_print --flamegraph-cost-type leaked -F <file>` for the
+    /// stacks by bytes left.
     #[arg(long)]
     leave_state: bool,
 }
@@ -255,7 +257,10 @@ fn active_visitors(log: &[Decoded], settings: &AnalyticsSettings) -> usize {
 /// it reads records at. The live counters' "now" is the epoch (see
 /// [`AnalyticsSettings::epoch_ms`]), so the active visitors hold the visitors of the last
 /// minutes of the stream, as in the engine, not every visitor since 1970. Strictly
-/// increasing, even where the stream's receipts are not.
+/// increasing, even where the stream's receipts are not (the runs are sent one epoch at a
+/// time, each waiting for the one before it): runs shorter than an epoch move the epochs
+/// ahead of the stream's clock, which the defaults (50,000 records, some minutes of stream
+/// each) do not.
 fn stream_epochs(log: &[Decoded], epoch_records: usize, epoch_ms: u64) -> Vec<u64> {
     let mut epochs: Vec<u64> = Vec::new();
     for run in log.chunks(epoch_records.max(1)) {
@@ -269,6 +274,41 @@ fn stream_epochs(log: &[Decoded], epoch_records: usize, epoch_ms: u64) -> Vec<u6
         epochs.push(epoch.max(after_last));
     }
     epochs
+}
+
+/// Sends `share`, one worker's records in the stream's order, `per_epoch` at a time, the
+/// `n`th batch at `epochs[n]` (each one epoch later past their end), keeping at most a couple
+/// of epochs in flight as the engine's backpressure does; returns the epoch after the last.
+/// At 1 worker a batch is exactly a run of [`stream_epochs`]; with more, a worker's share of
+/// a run is its partitions' records of about the same stretch of the stream (as even as the
+/// partitions' split).
+fn send_epochs(
+    worker: &mut timely::worker::Worker,
+    (input, probe): (&mut InputHandleVec<u64, SourceRecord>, &ProbeHandle<u64>),
+    mut share: Vec<SourceRecord>,
+    per_epoch: usize,
+    epochs: &[u64],
+) -> u64 {
+    let mut previous = None;
+    let mut epoch = 0;
+    for run in 0.. {
+        if share.is_empty() {
+            break;
+        }
+        epoch = epochs.get(run).copied().unwrap_or(epoch + 1);
+        let rest = share.split_off(per_epoch.min(share.len()));
+        input.advance_to(epoch);
+        for record in std::mem::replace(&mut share, rest) {
+            input.send(record);
+        }
+        if let Some(previous) = previous {
+            while probe.less_than(&previous) {
+                worker.step();
+            }
+        }
+        previous = Some(epoch);
+    }
+    epoch + 1
 }
 
 /// Heap held by the operators at the end of a 1-worker run.
@@ -383,7 +423,7 @@ fn run_dataflow(
     );
     let epochs_in: Arc<[u64]> = Arc::from(epochs);
     let guards = timely::execute(timely::Config::process(workers), move |worker| {
-        let mut share = shares_in[worker.index()]
+        let share = shares_in[worker.index()]
             .lock()
             .ok()
             .and_then(|mut share| share.take())
@@ -425,32 +465,16 @@ fn run_dataflow(
         {
             *started = Some(Instant::now());
         }
-        // Each worker's share of an epoch: its partitions' records of about the same stretch
-        // of the stream (the share keeps the stream's order).
         let per_worker_epoch = (epoch_records / worker.peers()).max(1);
-        let mut previous = None;
-        let mut epoch = 0;
-        for run in 0.. {
-            if share.is_empty() {
-                break;
-            }
-            epoch = epochs_in.get(run).copied().unwrap_or(epoch + 1);
-            let rest = share.split_off(per_worker_epoch.min(share.len()));
-            input.advance_to(epoch);
-            for record in std::mem::replace(&mut share, rest) {
-                input.send(record);
-            }
-            // Keep at most a couple of epochs in flight, as the engine's backpressure does.
-            if let Some(previous) = previous {
-                while probe.less_than(&previous) {
-                    worker.step();
-                }
-            }
-            previous = Some(epoch);
-        }
+        let epoch = send_epochs(
+            worker,
+            (&mut input, &probe),
+            share,
+            per_worker_epoch,
+            &epochs_in,
+        );
         // Every epoch processed, the input still open: the state is all there (closing the
         // input would let timely drop the finished operators, and their state with them).
-        let epoch = epoch + 1;
         input.advance_to(epoch);
         while probe.less_than(&epoch) {
             worker.step();
