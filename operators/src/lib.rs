@@ -31,6 +31,7 @@ pub mod placeholders;
 pub mod reference;
 mod rows;
 pub mod sessionize;
+mod settling;
 mod stash;
 #[cfg(test)]
 mod testing;

@@ -4,14 +4,12 @@
 //! A batch may change one row many times (every page view of a minute); downstream wants one
 //! change per row and batch: the row as it was before the batch retracted, the row as it is
 //! after inserted. Each row carries a `touched` flag and the batch a list of the rows it
-//! touched with their values before it, so an update costs one hash lookup and the batch's
-//! end walks only what changed.
+//! touched with their values before it, so an update costs one lookup and the batch's end
+//! walks only what changed. Rows settle with their window (see [`Settling`]).
 
 use std::hash::Hash;
 
-use rustc_hash::FxHashMap;
-use std::collections::hash_map::Entry;
-
+use crate::settling::Settling;
 use crate::windows::WindowState;
 
 /// One row's value (`V::default()` is "no row") and whether the batch being applied has
@@ -25,7 +23,7 @@ struct Row<V> {
 /// Rows by key with the changes of the batch being applied.
 #[derive(Debug)]
 pub(crate) struct Rows<K, V> {
-    rows: FxHashMap<K, Row<V>>,
+    rows: Settling<K, Row<V>>,
     /// The rows the batch changed, in the order it first did, each with its value before.
     touched: Vec<(K, Option<V>)>,
 }
@@ -33,29 +31,31 @@ pub(crate) struct Rows<K, V> {
 impl<K, V> Default for Rows<K, V> {
     fn default() -> Self {
         Rows {
-            rows: FxHashMap::default(),
+            rows: Settling::default(),
             touched: Vec::new(),
         }
     }
 }
 
-impl<K: Hash + Eq + Clone, V: Default + PartialEq + Copy> Rows<K, V> {
+impl<K: Hash + Eq + Ord + Clone, V: Default + PartialEq + Copy> Rows<K, V> {
     /// Changes the row of `key` (created at `V::default()` when there is none).
     pub(crate) fn update(&mut self, key: K, change: impl FnOnce(&mut V)) {
-        let row = match self.rows.entry(key) {
-            Entry::Occupied(entry) => {
-                if !entry.get().touched {
-                    let before = entry.get().value;
-                    self.touched.push((
-                        entry.key().clone(),
-                        (before != V::default()).then_some(before),
-                    ));
+        let touched = &mut self.touched;
+        let mut first_touch = |key: &K, row: &Row<V>| {
+            let before = row.value;
+            touched.push((key.clone(), (before != V::default()).then_some(before)));
+        };
+        let row = match self.rows.get_mut(&key) {
+            Some(row) => {
+                if !row.touched {
+                    first_touch(&key, row);
                 }
-                entry.into_mut()
+                row
             }
-            Entry::Vacant(entry) => {
-                self.touched.push((entry.key().clone(), None));
-                entry.insert(Row::default())
+            None => {
+                let row = Row::default();
+                first_touch(&key, &row);
+                self.rows.get_or_insert_with(key, || row).0
             }
         };
         row.touched = true;
@@ -81,9 +81,13 @@ impl<K: Hash + Eq + Clone, V: Default + PartialEq + Copy> Rows<K, V> {
     }
 }
 
-impl<K, V> WindowState for Rows<K, V> {
+impl<K: Hash + Eq + Ord + Clone, V: Default + PartialEq + Copy> WindowState for Rows<K, V> {
     /// The rows held.
     fn entries(&self) -> usize {
         self.rows.len()
+    }
+
+    fn settle_when_due(&mut self) {
+        self.rows.settle_when_due();
     }
 }

@@ -71,7 +71,7 @@ impl<'s, T: Timestamp + TotalOrder> VisitorHours<'s, T> for VecCollection<'s, T,
             .inner
             .unary_frontier(by_visitor, "VisitorHours", move |_capability, _info| {
                 let mut stash: Stash<T, (Enriched, isize)> = Stash::default();
-                let mut hours: Windows<HourRows> = Windows::new(keep_ms);
+                let mut hours: Windows<HourRows> = Windows::new(HOUR_MS, keep_ms);
                 move |(input, frontier), output| {
                     input.for_each(|capability, data| {
                         for (enriched, time, diff) in data.drain(..) {

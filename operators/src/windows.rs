@@ -19,7 +19,16 @@ pub(crate) trait WindowState: Default {
     /// inside the closures of [`Windows::update`] and [`Windows::drain_changed`]: the running
     /// count is kept from its value before and after each of them.
     fn entries(&self) -> usize;
+
+    /// Called once the window's time has passed (by [`SETTLE_MARGIN_MS`]) and after each
+    /// later change: what it holds may take a more compact form (see
+    /// [`crate::settling::Settling`]), without changing [`WindowState::entries`].
+    fn settle_when_due(&mut self) {}
 }
+
+/// How long after a window ends it settles: events arrive seconds after they happen, and
+/// the few that arrive later find a settled window.
+pub(crate) const SETTLE_MARGIN_MS: i64 = 10 * 60_000;
 
 /// A window and whether the batch being applied has changed it yet.
 #[derive(Debug, Default)]
@@ -40,18 +49,24 @@ pub(crate) struct Windows<W> {
     /// [`WindowState::entries`] summed over the windows held.
     entries: usize,
     expiry: Expiry,
+    /// How long after its start a window settles: its width and [`SETTLE_MARGIN_MS`].
+    settle_after_ms: i64,
+    /// The windows that start before this time (Unix ms) have settled.
+    settled_before: i64,
 }
 
 impl<W: WindowState> Windows<W> {
-    /// No windows; each is kept `keep_ms` after its start against the clock
-    /// ([`Windows::observe`]).
-    pub(crate) fn new(keep_ms: i64) -> Windows<W> {
+    /// No windows; each is `width_ms` long and kept `keep_ms` after its start against the
+    /// clock ([`Windows::observe`]).
+    pub(crate) fn new(width_ms: i64, keep_ms: i64) -> Windows<W> {
         Windows {
             by_tenant: FxHashMap::default(),
             changed: Vec::new(),
             open: 0,
             entries: 0,
             expiry: Expiry::new(keep_ms),
+            settle_after_ms: width_ms.saturating_add(SETTLE_MARGIN_MS),
+            settled_before: i64::MIN,
         }
     }
 
@@ -97,6 +112,9 @@ impl<W: WindowState> Windows<W> {
             let entries_before = held.state.entries();
             visit(&tenant, start_ms, &mut held.state);
             self.entries = self.entries + held.state.entries() - entries_before;
+            if start_ms < self.settled_before {
+                held.state.settle_when_due();
+            }
         }
     }
 
@@ -106,6 +124,7 @@ impl<W: WindowState> Windows<W> {
     /// passes it too: finding it empty would cost a look at every window per batch.
     pub(crate) fn release(&mut self) {
         debug_assert!(self.changed.is_empty(), "release before drain_changed");
+        self.settle();
         let cutoff = self.expiry.cutoff();
         for windows in self.by_tenant.values_mut() {
             let kept = windows.split_off(&cutoff);
@@ -116,6 +135,20 @@ impl<W: WindowState> Windows<W> {
                 .map(|held| held.state.entries())
                 .sum::<usize>();
         }
+    }
+
+    /// Settles the windows whose time has passed since the last call.
+    fn settle(&mut self) {
+        let settle_before = self.expiry.clock().saturating_sub(self.settle_after_ms);
+        if settle_before <= self.settled_before {
+            return;
+        }
+        for windows in self.by_tenant.values_mut() {
+            for held in windows.range_mut(self.settled_before..settle_before) {
+                held.1.state.settle_when_due();
+            }
+        }
+        self.settled_before = settle_before;
     }
 
     /// Windows held.
@@ -153,7 +186,7 @@ mod tests {
 
     #[test]
     fn a_batch_visits_each_window_it_changed_once_in_the_order_it_first_did() {
-        let mut windows = Windows::new(100);
+        let mut windows = Windows::new(10, 100);
         windows.update("b", 60, |w: &mut Numbers| w.0.push(1));
         windows.update("a", 0, |w| w.0.push(2));
         windows.update("b", 60, |w| w.0.push(3));
@@ -169,7 +202,7 @@ mod tests {
 
     #[test]
     fn entries_count_what_the_visit_removes() {
-        let mut windows = Windows::new(100);
+        let mut windows = Windows::new(10, 100);
         windows.update("a", 0, |w: &mut Numbers| w.0.extend([1, 2, 3]));
         windows.drain_changed(|_, _, window| window.0.truncate(1));
         assert_eq!((windows.open(), windows.entries()), (1, 1));
@@ -178,7 +211,7 @@ mod tests {
     /// A window starting at the cutoff stays; one starting before it goes, with its entries.
     #[test]
     fn release_keeps_windows_from_the_cutoff_on() {
-        let mut windows = Windows::new(100);
+        let mut windows = Windows::new(10, 100);
         for (tenant, start_ms, count) in
             [("a", 899, 1), ("a", 900, 2), ("b", 899, 4), ("b", 950, 8)]
         {

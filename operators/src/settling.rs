@@ -1,0 +1,208 @@
+//! A map for window state that is written while its window is current and rarely after.
+//!
+//! A hash table is between 7/16 and 7/8 full, so an entry costs it up to twice its size; the
+//! windowed operators hold every (minute, id) and (hour, visitor, person) of the last four
+//! days, about one entry per event, in tables like that. Once a window's time has passed,
+//! only late events and corrections change it: its entries then move to a vector sorted by
+//! key, which takes their size exactly, and a lookup there is a binary search. Entries added
+//! after that go to the hash table again until the window settles once more.
+
+use std::borrow::Borrow;
+use std::hash::Hash;
+
+use rustc_hash::FxHashMap;
+
+/// Entries by key: the recent ones in a hash table, the settled ones in a sorted vector. A
+/// key is in one of the two, never both.
+#[derive(Debug)]
+pub(crate) struct Settling<K, V> {
+    recent: FxHashMap<K, V>,
+    settled: Vec<(K, V)>,
+}
+
+impl<K, V> Default for Settling<K, V> {
+    fn default() -> Self {
+        Settling {
+            recent: FxHashMap::default(),
+            settled: Vec::new(),
+        }
+    }
+}
+
+impl<K, V> Settling<K, V> {
+    /// Entries held.
+    pub(crate) fn len(&self) -> usize {
+        self.recent.len() + self.settled.len()
+    }
+}
+
+impl<K: Hash + Eq + Ord, V> Settling<K, V> {
+    fn settled_at<Q>(&self, key: &Q) -> Result<usize, usize>
+    where
+        K: Borrow<Q>,
+        Q: Ord + ?Sized,
+    {
+        self.settled
+            .binary_search_by(|(held, _)| held.borrow().cmp(key))
+    }
+
+    /// The value of `key`, if held.
+    pub(crate) fn get_mut<Q>(&mut self, key: &Q) -> Option<&mut V>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + Ord + ?Sized,
+    {
+        if !self.settled.is_empty()
+            && let Ok(at) = self.settled_at(key)
+        {
+            return Some(&mut self.settled[at].1);
+        }
+        self.recent.get_mut(key)
+    }
+
+    /// The value of `key`, `default()` inserted (among the recent entries) if it is not held;
+    /// whether it was inserted.
+    pub(crate) fn get_or_insert_with(
+        &mut self,
+        key: K,
+        default: impl FnOnce() -> V,
+    ) -> (&mut V, bool) {
+        if !self.settled.is_empty()
+            && let Ok(at) = self.settled_at(&key)
+        {
+            return (&mut self.settled[at].1, false);
+        }
+        let mut inserted = false;
+        let value = self.recent.entry(key).or_insert_with(|| {
+            inserted = true;
+            default()
+        });
+        (value, inserted)
+    }
+
+    /// Inserts `key`, which must not be held.
+    pub(crate) fn insert_new(&mut self, key: K, value: V) {
+        debug_assert!(
+            self.settled_at(&key).is_err(),
+            "a settled key inserted again"
+        );
+        self.recent.insert(key, value);
+    }
+
+    /// Removes `key`; a settled entry is removed from its vector (a copy of the entries after
+    /// it: removals are corrections, rare once a window has settled).
+    pub(crate) fn remove<Q>(&mut self, key: &Q) -> Option<V>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + Ord + ?Sized,
+    {
+        if let Some(value) = self.recent.remove(key) {
+            return Some(value);
+        }
+        let at = self.settled_at(key).ok()?;
+        Some(self.settled.remove(at).1)
+    }
+
+    /// Settles the recent entries if they are at least an eighth of the settled ones: each
+    /// entry is copied about eight times while a window keeps getting late entries, and a
+    /// window's hash table is at most an eighth of it once it has settled.
+    pub(crate) fn settle_when_due(&mut self) {
+        if self.recent.is_empty() || self.recent.len() * 8 < self.settled.len() {
+            return;
+        }
+        let recent = std::mem::take(&mut self.recent);
+        self.settled.reserve_exact(recent.len());
+        self.settled.extend(recent);
+        self.settled.sort_unstable_by(|(a, _), (b, _)| a.cmp(b));
+        self.settled.shrink_to_fit();
+    }
+
+    /// Every entry, in no particular order.
+    #[cfg(test)]
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (&K, &V)> {
+        self.recent
+            .iter()
+            .chain(self.settled.iter().map(|(key, value)| (key, value)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use std::collections::BTreeMap;
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Add(u8, i32),
+        Remove(u8),
+        Settle,
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            4 => (0u8..40, -3i32..4).prop_map(|(k, v)| Op::Add(k, v)),
+            1 => (0u8..40).prop_map(Op::Remove),
+            1 => Just(Op::Settle),
+        ]
+    }
+
+    proptest! {
+        /// The oracle is a `BTreeMap`: whatever mix of adds, removals and settles, the map
+        /// holds the same entries, each key once.
+        #[test]
+        fn holds_what_a_plain_map_holds(ops in prop::collection::vec(op(), 0..300)) {
+            let mut map: Settling<String, i32> = Settling::default();
+            let mut oracle: BTreeMap<String, i32> = BTreeMap::new();
+            for op in ops {
+                match op {
+                    Op::Add(k, v) => {
+                        let key = format!("id-{k}");
+                        let (value, inserted) = map.get_or_insert_with(key.clone(), || 0);
+                        *value += v;
+                        prop_assert_eq!(inserted, !oracle.contains_key(&key));
+                        *oracle.entry(key).or_default() += v;
+                    }
+                    Op::Remove(k) => {
+                        let key = format!("id-{k}");
+                        prop_assert_eq!(map.remove(key.as_str()), oracle.remove(&key));
+                    }
+                    Op::Settle => map.settle_when_due(),
+                }
+                prop_assert_eq!(map.len(), oracle.len());
+            }
+            let held: BTreeMap<String, i32> =
+                map.iter().map(|(k, v)| (k.clone(), *v)).collect();
+            prop_assert_eq!(&held, &oracle);
+            for (key, value) in &oracle {
+                prop_assert_eq!(map.get_mut(key.as_str()).copied(), Some(*value));
+            }
+            prop_assert_eq!(map.get_mut("absent"), None);
+        }
+    }
+
+    #[test]
+    fn a_settled_window_takes_its_entries_size_and_late_entries_settle_at_an_eighth() {
+        let mut map: Settling<u64, u64> = Settling::default();
+        for key in 0..1_000 {
+            map.insert_new(key * 2, 0);
+        }
+        map.settle_when_due();
+        assert_eq!((map.recent.len(), map.settled.len()), (0, 1_000));
+        assert_eq!(
+            map.settled.capacity(),
+            1_000,
+            "a settled vector is exactly its size"
+        );
+        assert!(map.settled.is_sorted_by_key(|(key, _)| *key));
+        for key in 0..124 {
+            map.insert_new(key * 2 + 1, 0);
+        }
+        map.settle_when_due();
+        assert_eq!(map.recent.len(), 124, "settled before an eighth");
+        map.insert_new(1_999, 0);
+        map.settle_when_due();
+        assert_eq!((map.recent.len(), map.settled.len()), (0, 1_125));
+        assert!(map.settled.is_sorted_by_key(|(key, _)| *key));
+    }
+}
