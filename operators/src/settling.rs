@@ -1,11 +1,12 @@
-//! A map for window state that is written while its window is current and rarely after.
+//! A map for state that is written while it is new and rarely after: a window's entries once
+//! its time has passed, the identity graph (kept for good, written when its ids link).
 //!
 //! A hash table is between 7/16 and 7/8 full, so an entry costs it up to twice its size; the
 //! windowed operators hold every (minute, id) and (hour, visitor, person) of the last four
 //! days, about one entry per event, in tables like that. Once a window's time has passed,
 //! only late events and corrections change it: its entries then move to a vector sorted by
 //! key, which takes their size exactly, and a lookup there is a binary search. Entries added
-//! after that go to the hash table again until the window settles once more.
+//! after that go to the hash table again until they are an eighth of the settled ones.
 
 use std::borrow::Borrow;
 use std::hash::Hash;
@@ -60,6 +61,37 @@ impl<K: Hash + Eq + Ord, V> Settling<K, V> {
         self.recent.get_mut(key)
     }
 
+    /// The value of `key`, if held.
+    pub(crate) fn get<Q>(&self, key: &Q) -> Option<&V>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + Ord + ?Sized,
+    {
+        if !self.settled.is_empty()
+            && let Ok(at) = self.settled_at(key)
+        {
+            return Some(&self.settled[at].1);
+        }
+        self.recent.get(key)
+    }
+
+    /// Whether `key` is held.
+    pub(crate) fn contains_key<Q>(&self, key: &Q) -> bool
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + Ord + ?Sized,
+    {
+        self.get(key).is_some()
+    }
+
+    /// Sets the value of `key`, in place when it is held; the value it had.
+    pub(crate) fn insert(&mut self, key: K, value: V) -> Option<V> {
+        match self.get_mut(&key) {
+            Some(held) => Some(std::mem::replace(held, value)),
+            None => self.recent.insert(key, value),
+        }
+    }
+
     /// The value of `key`, `default()` inserted (among the recent entries) if it is not held;
     /// whether it was inserted.
     pub(crate) fn get_or_insert_with(
@@ -90,7 +122,7 @@ impl<K: Hash + Eq + Ord, V> Settling<K, V> {
     }
 
     /// Removes `key`; a settled entry is removed from its vector (a copy of the entries after
-    /// it: removals are corrections, rare once a window has settled).
+    /// it: removals are corrections, rare once an entry has settled).
     pub(crate) fn remove<Q>(&mut self, key: &Q) -> Option<V>
     where
         K: Borrow<Q>,
@@ -113,7 +145,9 @@ impl<K: Hash + Eq + Ord, V> Settling<K, V> {
         let recent = std::mem::take(&mut self.recent);
         self.settled.reserve_exact(recent.len());
         self.settled.extend(recent);
-        self.settled.sort_unstable_by(|(a, _), (b, _)| a.cmp(b));
+        // The stable sort finds the settled entries already sorted, sorts the recent ones and
+        // merges the two: O(n) for the settled part, not O(n log n) at each settle.
+        self.settled.sort_by(|(a, _), (b, _)| a.cmp(b));
         self.settled.shrink_to_fit();
     }
 
@@ -135,6 +169,7 @@ mod tests {
     #[derive(Debug, Clone)]
     enum Op {
         Add(u8, i32),
+        Set(u8, i32),
         Remove(u8),
         Settle,
     }
@@ -142,6 +177,7 @@ mod tests {
     fn op() -> impl Strategy<Value = Op> {
         prop_oneof![
             4 => (0u8..40, -3i32..4).prop_map(|(k, v)| Op::Add(k, v)),
+            2 => (0u8..40, -3i32..4).prop_map(|(k, v)| Op::Set(k, v)),
             1 => (0u8..40).prop_map(Op::Remove),
             1 => Just(Op::Settle),
         ]
@@ -163,6 +199,11 @@ mod tests {
                         prop_assert_eq!(inserted, !oracle.contains_key(&key));
                         *oracle.entry(key).or_default() += v;
                     }
+                    Op::Set(k, v) => {
+                        let key = format!("id-{k}");
+                        prop_assert_eq!(map.insert(key.clone(), v), oracle.insert(key.clone(), v));
+                        prop_assert_eq!(map.get(key.as_str()), Some(&v));
+                    }
                     Op::Remove(k) => {
                         let key = format!("id-{k}");
                         prop_assert_eq!(map.remove(key.as_str()), oracle.remove(&key));
@@ -178,6 +219,7 @@ mod tests {
                 prop_assert_eq!(map.get_mut(key.as_str()).copied(), Some(*value));
             }
             prop_assert_eq!(map.get_mut("absent"), None);
+            prop_assert!(!map.contains_key("absent"));
         }
     }
 
