@@ -563,11 +563,7 @@ impl TenantGraph {
     }
 
     fn node(&self, (kind, id): Key) -> Node {
-        Node {
-            tenant: self.tenant.clone(),
-            kind,
-            id: self.name(id).clone(),
-        }
+        Node::new(&self.tenant, kind, self.name(id).clone())
     }
 }
 
@@ -621,11 +617,7 @@ mod tests {
     }
 
     fn node(tenant: &str, kind: IdKind, id: &str) -> Node {
-        Node {
-            tenant: tenant.into(),
-            kind,
-            id: id.into(),
-        }
+        Node::new(&ArcStr::from(tenant), kind, id.into())
     }
 
     /// The oracle: the rules applied to the final claims one by one, then union-find.
@@ -828,7 +820,7 @@ mod tests {
     ) -> Option<String> {
         result
             .keys()
-            .find(|(node, _)| node.kind == kind && &*node.id == id)
+            .find(|(node, _)| node.kind() == kind && &*node.id == id)
             .map(|(_, person)| person.id.to_string())
     }
 

@@ -680,27 +680,93 @@ pub enum IdKind {
 
 /// One id of one tenant: a node of the identity graph. Its strings are shared: a node is
 /// cloned into every record of its events (as their person), so a clone must not allocate.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+///
+/// 16 bytes: the tenant and the kind are one shared [`Scope`] (a kind beside two pointers
+/// padded a node to 24, and nodes key the persons' maps and every timer of their due
+/// indexes). It compares, orders, hashes and serializes as the struct `{tenant, kind, id}`
+/// it was, fields in that order.
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(from = "NodeParts", into = "NodeParts")]
 pub struct Node {
-    /// Tenant.
-    pub tenant: ArcStr,
-    /// Kind of id.
-    pub kind: IdKind,
+    scope: triomphe::Arc<Scope>,
     /// The id.
     pub id: ArcStr,
 }
 
+/// What the nodes of one tenant and kind share.
+#[derive(Debug, PartialEq, Eq, PartialOrd, Ord)]
+struct Scope {
+    tenant: ArcStr,
+    kind: IdKind,
+}
+
+/// A [`Node`] as it serializes.
+#[derive(Serialize, Deserialize)]
+struct NodeParts {
+    tenant: ArcStr,
+    kind: IdKind,
+    id: ArcStr,
+}
+
+impl From<NodeParts> for Node {
+    fn from(parts: NodeParts) -> Node {
+        Node::new(&parts.tenant, parts.kind, parts.id)
+    }
+}
+
+impl From<Node> for NodeParts {
+    fn from(node: Node) -> NodeParts {
+        NodeParts {
+            tenant: node.tenant().clone(),
+            kind: node.kind(),
+            id: node.id,
+        }
+    }
+}
+
+thread_local! {
+    /// The scopes nodes built on this thread share, by tenant and then kind: two per tenant,
+    /// kept for the thread's life.
+    static SCOPES: std::cell::RefCell<rustc_hash::FxHashMap<ArcStr, [Option<triomphe::Arc<Scope>>; 2]>> =
+        std::cell::RefCell::default();
+}
+
 impl Node {
+    /// The node of `id`, of kind `kind`, of `tenant`.
+    pub fn new(tenant: &ArcStr, kind: IdKind, id: ArcStr) -> Node {
+        let scope = SCOPES.with_borrow_mut(|scopes| {
+            let by_kind = match scopes.get_mut(tenant.as_str()) {
+                Some(by_kind) => by_kind,
+                None => scopes.entry(tenant.clone()).or_default(),
+            };
+            by_kind[kind as usize]
+                .get_or_insert_with(|| {
+                    triomphe::Arc::new(Scope {
+                        tenant: tenant.clone(),
+                        kind,
+                    })
+                })
+                .clone()
+        });
+        Node { scope, id }
+    }
+
+    /// Tenant.
+    pub fn tenant(&self) -> &ArcStr {
+        &self.scope.tenant
+    }
+
+    /// Kind of id.
+    pub fn kind(&self) -> IdKind {
+        self.scope.kind
+    }
+
     /// The node whose person an event belongs to: its `userId` when it has one, else its
     /// `anonymousId` (Segment's model: an event with a `userId` belongs to that user, even on
     /// a browser another user logged in on first).
     pub fn attribution_of(activity: &Activity) -> Node {
         let (tenant, kind, id) = Node::attribution_parts(activity);
-        Node {
-            tenant: tenant.clone(),
-            kind,
-            id: id.clone(),
-        }
+        Node::new(tenant, kind, id.clone())
     }
 
     /// The parts of [`Node::attribution_of`], borrowed: they hash as the node they make (a
@@ -717,6 +783,46 @@ impl Node {
         } else {
             (activity.tenant(), IdKind::User, activity.user_id())
         }
+    }
+}
+
+impl PartialEq for Node {
+    fn eq(&self, other: &Node) -> bool {
+        self.id == other.id
+            && (triomphe::Arc::ptr_eq(&self.scope, &other.scope) || self.scope == other.scope)
+    }
+}
+
+impl Eq for Node {}
+
+impl Ord for Node {
+    fn cmp(&self, other: &Node) -> std::cmp::Ordering {
+        (&*self.scope, &self.id).cmp(&(&*other.scope, &other.id))
+    }
+}
+
+impl PartialOrd for Node {
+    fn partial_cmp(&self, other: &Node) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl std::hash::Hash for Node {
+    /// As the struct `{tenant, kind, id}` (and the tuple [`Node::attribution_parts`]) hash.
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.scope.tenant.hash(state);
+        self.scope.kind.hash(state);
+        self.id.hash(state);
+    }
+}
+
+impl std::fmt::Debug for Node {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Node")
+            .field("tenant", self.tenant())
+            .field("kind", &self.kind())
+            .field("id", &self.id)
+            .finish()
     }
 }
 
@@ -871,16 +977,8 @@ impl Link {
     pub fn to_user(tenant: &str, from_kind: IdKind, from_id: &str, user_id: &str) -> Link {
         let tenant: ArcStr = ArcStr::from(tenant);
         Link {
-            a: Node {
-                tenant: tenant.clone(),
-                kind: from_kind,
-                id: ArcStr::from(from_id),
-            },
-            b: Node {
-                tenant,
-                kind: IdKind::User,
-                id: ArcStr::from(user_id),
-            },
+            a: Node::new(&tenant, from_kind, ArcStr::from(from_id)),
+            b: Node::new(&tenant, IdKind::User, ArcStr::from(user_id)),
         }
     }
 }
@@ -1013,6 +1111,60 @@ mod tests {
     use super::*;
     use crate::testing::event;
     use proptest::prelude::*;
+
+    /// The struct a node was before its tenant and kind were shared: a node must compare,
+    /// order, hash and serialize as it did.
+    #[derive(Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+    struct PlainNode {
+        tenant: ArcStr,
+        kind: IdKind,
+        id: ArcStr,
+    }
+
+    fn arb_node() -> impl Strategy<Value = (String, IdKind, String)> {
+        let kind = prop_oneof![Just(IdKind::User), Just(IdKind::Anonymous)];
+        ("t[ab]", kind, "[ab]{0,2}")
+    }
+
+    #[test]
+    fn a_node_takes_16_bytes() {
+        assert_eq!(std::mem::size_of::<Node>(), 16);
+    }
+
+    proptest! {
+        /// Nodes built on different threads (different scopes) behave as the plain struct.
+        #[test]
+        fn a_node_behaves_as_the_plain_struct(a in arb_node(), b in arb_node()) {
+            let plain = |(t, k, i): &(String, IdKind, String)| PlainNode {
+                tenant: t.as_str().into(),
+                kind: *k,
+                id: i.as_str().into(),
+            };
+            let node = |(t, k, i): &(String, IdKind, String)| {
+                Node::new(&ArcStr::from(t.as_str()), *k, i.as_str().into())
+            };
+            let here = node(&a);
+            let b_elsewhere = {
+                let b = b.clone();
+                std::thread::spawn(move || node(&b)).join().expect("no panic")
+            };
+            let hash = |value: &dyn Fn(&mut std::hash::DefaultHasher)| {
+                let mut hasher = std::hash::DefaultHasher::new();
+                value(&mut hasher);
+                std::hash::Hasher::finish(&hasher)
+            };
+            prop_assert_eq!(here == b_elsewhere, plain(&a) == plain(&b));
+            prop_assert_eq!(here.cmp(&b_elsewhere), plain(&a).cmp(&plain(&b)));
+            prop_assert_eq!(
+                hash(&|h| std::hash::Hash::hash(&b_elsewhere, h)),
+                hash(&|h| std::hash::Hash::hash(&plain(&b), h))
+            );
+            let bytes = bincode1::serialize(&here).expect("serializes");
+            prop_assert_eq!(&bytes, &bincode1::serialize(&plain(&a)).expect("serializes"));
+            let back: Node = bincode1::deserialize(&bytes).expect("deserializes");
+            prop_assert_eq!(back, here);
+        }
+    }
 
     #[test]
     fn an_event_routes_to_the_worker_of_its_attribution_node() {

@@ -429,19 +429,19 @@ mod tests {
     }
 
     fn node(id: u8) -> Node {
-        Node {
-            tenant: "t".into(),
-            kind: IdKind::Anonymous,
-            id: format!("a{id}").into(),
-        }
+        Node::new(
+            &arcstr::ArcStr::from("t"),
+            IdKind::Anonymous,
+            format!("a{id}").into(),
+        )
     }
 
     fn person(id: u8) -> Person {
-        Node {
-            tenant: "t".into(),
-            kind: IdKind::User,
-            id: format!("u{id}").into(),
-        }
+        Node::new(
+            &arcstr::ArcStr::from("t"),
+            IdKind::User,
+            format!("u{id}").into(),
+        )
     }
 
     /// Turns "node n now belongs to person p" steps into consistent map updates, and returns

@@ -723,7 +723,7 @@ mod tests {
             !merged
                 .identities
                 .iter()
-                .any(|(n, _)| n.kind == IdKind::Anonymous && &*n.id == "old-user"),
+                .any(|(n, _)| n.kind() == IdKind::Anonymous && &*n.id == "old-user"),
             "no anonymous phantom of the old user id"
         );
     }
@@ -1143,14 +1143,14 @@ mod tests {
             let person = whole
                 .identities
                 .iter()
-                .find(|(node, _)| *node.tenant == *tenant && *node.id == *id)
+                .find(|(node, _)| *node.tenant() == *tenant && *node.id == *id)
                 .map(|(_, person)| person.clone());
             let mut ids = BTreeSet::from([id.clone()]);
             if let Some(person) = person {
                 ids.insert(person.id.to_string());
                 ids.extend(
                     whole.identities.iter()
-                        .filter(|(node, p)| *p == person && *node.tenant == *tenant)
+                        .filter(|(node, p)| *p == person && *node.tenant() == *tenant)
                         .map(|(node, _)| node.id.to_string()),
                 );
             }

@@ -162,17 +162,17 @@ pub fn analyze(log: &[Decoded], unlinks: &[Unlink], settings: &AnalyticsSettings
             continue;
         }
         let node = if event.user_id.is_empty() {
-            Node {
-                tenant: event.tenant.as_str().into(),
-                kind: IdKind::Anonymous,
-                id: event.anonymous_id.as_str().into(),
-            }
+            Node::new(
+                &ArcStr::from(event.tenant.as_str()),
+                IdKind::Anonymous,
+                event.anonymous_id.as_str().into(),
+            )
         } else {
-            Node {
-                tenant: event.tenant.as_str().into(),
-                kind: IdKind::User,
-                id: event.user_id.as_str().into(),
-            }
+            Node::new(
+                &ArcStr::from(event.tenant.as_str()),
+                IdKind::User,
+                event.user_id.as_str().into(),
+            )
         };
         by_person
             .entry(graph.person(&node))
@@ -266,16 +266,8 @@ impl IdentityGraph {
         let links: BTreeSet<(Node, Node)> = links
             .into_iter()
             .map(|(tenant, from, kind, user)| {
-                let a = Node {
-                    tenant: tenant.as_str().into(),
-                    kind,
-                    id: from.into(),
-                };
-                let b = Node {
-                    tenant: tenant.into(),
-                    kind: IdKind::User,
-                    id: user.into(),
-                };
+                let a = Node::new(&ArcStr::from(tenant.as_str()), kind, from.into());
+                let b = Node::new(&ArcStr::from(tenant), IdKind::User, user.into());
                 (a, b)
             })
             .collect();
@@ -284,7 +276,7 @@ impl IdentityGraph {
             parent: HashMap::new(),
         };
         // The canonical person of a component: its least user id, else its least anonymous id.
-        let rank = |node: &Node| (node.kind != IdKind::User, node.id.clone());
+        let rank = |node: &Node| (node.kind() != IdKind::User, node.id.clone());
         for (a, b) in &links {
             let (ra, rb) = (graph.person(a), graph.person(b));
             let (low, high) = if rank(&ra) <= rank(&rb) {
@@ -338,11 +330,11 @@ fn sessionize(
     let sessions_settings = &settings.sessions;
     let gap = *sessions_settings
         .tenant_gap_ms
-        .get(&*person.tenant)
+        .get(person.tenant().as_str())
         .unwrap_or(&sessions_settings.gap_ms);
     let rule = *sessions_settings
         .tenant_bounce
-        .get(&*person.tenant)
+        .get(person.tenant().as_str())
         .unwrap_or(&sessions_settings.bounce);
     events.sort_by(|a, b| (a.timestamp_ms, &a.message_id).cmp(&(b.timestamp_ms, &b.message_id)));
     let mut sessions: Vec<Session> = Vec::new();
@@ -357,7 +349,7 @@ fn sessionize(
         });
         if !continues {
             sessions.push(Session {
-                tenant: person.tenant.clone(),
+                tenant: person.tenant().clone(),
                 session_id: event.message_id.as_str().into(),
                 person_id: person.id.clone(),
                 visitor_id: visitor(event).into(),

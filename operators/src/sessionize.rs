@@ -145,7 +145,7 @@ impl HeldSession {
     /// The session of `person` as emitted, with the tenant's bounce rule.
     fn to_session(&self, person: &Person, rule: BounceRule) -> Session {
         Session {
-            tenant: person.tenant.clone(),
+            tenant: person.tenant().clone(),
             session_id: self.session_id().clone(),
             person_id: person.id.clone(),
             visitor_id: self.opener.visitor().clone(),
@@ -188,7 +188,7 @@ struct Builder {
 impl Builder {
     fn new(person: &Person, settings: &SessionSettings) -> Self {
         Builder {
-            gap_ms: settings.gap_for(&person.tenant),
+            gap_ms: settings.gap_for(person.tenant()),
             max_session_ms: settings.max_session_ms,
             sessions: Vec::new(),
         }
@@ -259,7 +259,7 @@ pub fn sessions_of<'a>(
         };
         membership.push((event, session_id));
     }
-    let rule = settings.bounce_for(&person.tenant);
+    let rule = settings.bounce_for(person.tenant());
     let sessions = builder.finish();
     (
         sessions
@@ -490,7 +490,7 @@ impl PersonState {
         mut emit: impl FnMut(Output, isize),
     ) -> usize {
         let mut builder = Builder::new(person, settings);
-        let (first, start) = self.resume_point(lo, settings.gap_for(&person.tenant), &mut builder);
+        let (first, start) = self.resume_point(lo, settings.gap_for(person.tenant()), &mut builder);
         let old_sessions = &self.sessions;
         let empty = MessageId::empty();
         let mut stop = None;
@@ -535,7 +535,7 @@ impl PersonState {
             }
         }
         let end = stop.unwrap_or(self.sessions.len());
-        let rule = settings.bounce_for(&person.tenant);
+        let rule = settings.bounce_for(person.tenant());
         self.replace_sessions(first..end, builder.finish(), (person, rule), &mut emit);
         if dropped > 0 {
             self.events.retain(|entry| entry.count > 0);
@@ -725,11 +725,7 @@ mod tests {
     const MINUTE: i64 = 60_000;
 
     fn person(id: u8) -> Person {
-        Node {
-            tenant: "t".into(),
-            kind: IdKind::User,
-            id: format!("u{id}").into(),
-        }
+        Node::new(&ArcStr::from("t"), IdKind::User, format!("u{id}").into())
     }
 
     fn page(message_id: &str, visitor: &str, time_ms: i64, path: &str) -> SharedEvent {
@@ -793,7 +789,7 @@ mod tests {
                     None => true,
                     Some(group) => {
                         event.timestamp_ms - group[group.len() - 1].timestamp_ms
-                            >= settings.gap_for(&person.tenant)
+                            >= settings.gap_for(person.tenant())
                             || event.timestamp_ms - group[0].timestamp_ms >= settings.max_session_ms
                     }
                 };
@@ -809,7 +805,7 @@ mod tests {
                     .filter(|e| matches!(e.kind, EventKind::Page | EventKind::Screen))
                     .collect();
                 let session = Session {
-                    tenant: person.tenant.clone(),
+                    tenant: person.tenant().clone(),
                     session_id: group[0].message_id.as_str().into(),
                     person_id: person.id.clone(),
                     visitor_id: group[0].visitor_id().into(),
@@ -821,7 +817,7 @@ mod tests {
                         && (group.len() == 1
                             || settings
                                 .tenant_bounce
-                                .get(&*person.tenant)
+                                .get(person.tenant().as_str())
                                 .unwrap_or(&settings.bounce)
                                 == &BounceRule::OnePageView),
                     entry_path: views

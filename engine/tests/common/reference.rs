@@ -178,12 +178,12 @@ pub async fn compare_with_reference(
             .identities
             .iter()
             .map(|(node, person)| {
-                let kind = if node.kind == IdKind::User {
+                let kind = if node.kind() == IdKind::User {
                     "user"
                 } else {
                     "anonymous"
                 };
-                row(&[&node.tenant, &kind, &node.id, &person.id])
+                row(&[node.tenant(), &kind, &node.id, &person.id])
             })
             .collect(),
     )

@@ -26,8 +26,8 @@ impl IdentityRow {
     /// The row mapping `node` to `person` (a tombstone when `deleted`) at `version`.
     pub fn new(node: &Node, person: &Node, deleted: bool, version: u64) -> Self {
         IdentityRow {
-            tenant: node.tenant.to_string(),
-            id_kind: id_kind(node.kind).to_owned(),
+            tenant: node.tenant().to_string(),
+            id_kind: id_kind(node.kind()).to_owned(),
             id: node.id.to_string(),
             person_id: person.id.to_string(),
             deleted: u8::from(deleted),
