@@ -247,7 +247,7 @@ fn precedes(claim: &IdentityClaim, position: Position, other: &(Held, Position))
 /// The earliest claim of each subject on one worker, kept for good: the claims of subjects
 /// new since the last settle in a hash table, the others settled in a vector sorted by their
 /// subject's hash, as [`crate::settling`] holds a map (a hash table held each claim at up to
-/// twice its 88 bytes; settled, it takes 96 with its hash).
+/// 2.3 times its 88 bytes; settled, it takes 96 with its hash).
 #[derive(Debug, Default)]
 struct Earliest {
     recent: HashTable<(Held, Position)>,

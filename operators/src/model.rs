@@ -427,8 +427,8 @@ impl Activity {
 /// A table that reaches its sweep size forgets the entries no record holds any more (their
 /// only reference is the table's) instead of everything: starting afresh made a second copy
 /// of every string and landing still in use, 6.6 MB of `bench-operators`' 222 MB of state.
-/// After a sweep the table is shrunk to what is left and sweeps next at a quarter more (or at
-/// the first sweep size, whichever is more): a table holds at most a quarter more than the
+/// After a sweep the table sweeps next at a quarter more than it kept (or at the first sweep
+/// size, whichever is more) and is shrunk to room for that many: a table holds at most a quarter more than the
 /// entries in use at its last sweep, or the first sweep size, and a sweep, which visits the
 /// table's entries, comes after at least a quarter as many inserts as it leaves entries
 /// (O(1) an insert). At twice, a long-running engine held up to as many strings and landings
@@ -459,8 +459,10 @@ struct Swept<S> {
 /// A table of shared values whose entries the table alone holds can be dropped.
 trait Sweep {
     fn len(&self) -> usize;
-    /// Drops the entries whose only reference is the table's, and the room they took.
+    /// Drops the entries whose only reference is the table's.
     fn drop_unused(&mut self);
+    /// Frees the room beyond what `entries` entries need.
+    fn shrink_to(&mut self, entries: usize);
 }
 
 impl<T: Eq + std::hash::Hash> Sweep for FxHashSet<Arc<T>> {
@@ -469,7 +471,9 @@ impl<T: Eq + std::hash::Hash> Sweep for FxHashSet<Arc<T>> {
     }
     fn drop_unused(&mut self) {
         self.retain(|shared| Arc::strong_count(shared) > 1);
-        self.shrink_to_fit();
+    }
+    fn shrink_to(&mut self, entries: usize) {
+        FxHashSet::shrink_to(self, entries);
     }
 }
 
@@ -480,7 +484,9 @@ impl Sweep for FxHashSet<ArcStr> {
     fn drop_unused(&mut self) {
         // A literal (`strong_count` is `None`) is never freed: keeping it costs nothing.
         self.retain(|shared| ArcStr::strong_count(shared).is_none_or(|count| count > 1));
-        self.shrink_to_fit();
+    }
+    fn shrink_to(&mut self, entries: usize) {
+        FxHashSet::shrink_to(self, entries);
     }
 }
 
@@ -513,7 +519,9 @@ impl<T: TableHash> Sweep for HashTable<triomphe::Arc<T>> {
     }
     fn drop_unused(&mut self) {
         self.retain(|shared| triomphe::Arc::count(shared) > 1);
-        self.shrink_to_fit(|shared| shared.table_hash());
+    }
+    fn shrink_to(&mut self, entries: usize) {
+        HashTable::shrink_to(self, entries, |shared| shared.table_hash());
     }
 }
 
@@ -535,6 +543,9 @@ impl<S: Sweep + Default> Swept<S> {
             self.table.drop_unused();
             let left = self.table.len();
             self.sweep_at = left.saturating_add(left / 4).max(self.first_sweep_at);
+            // Room up to the next sweep, no more: shrinking to what is left would grow the
+            // table again before that sweep.
+            self.table.shrink_to(self.sweep_at);
         }
         &mut self.table
     }
@@ -726,7 +737,7 @@ impl From<Node> for NodeParts {
 
 thread_local! {
     /// The scopes nodes built on this thread share, by tenant and then kind: two per tenant,
-    /// kept for the thread's life.
+    /// kept for the thread's life (a removed tenant's too: a few dozen bytes).
     static SCOPES: std::cell::RefCell<rustc_hash::FxHashMap<ArcStr, [Option<triomphe::Arc<Scope>>; 2]>> =
         std::cell::RefCell::default();
 }
@@ -770,9 +781,9 @@ impl Node {
     }
 
     /// The parts of [`Node::attribution_of`], borrowed: they hash as the node they make (a
-    /// derived `Hash` feeds the fields in order, as a tuple does its elements, and a reference
-    /// hashes as what it points to), so an event is routed to its node's worker without
-    /// cloning two strings.
+    /// node's `Hash` feeds tenant, kind and id in order, as a tuple does its elements, and a
+    /// reference hashes as what it points to), so an event is routed to its node's worker
+    /// without cloning two strings.
     pub fn attribution_parts(activity: &Activity) -> (&ArcStr, IdKind, &ArcStr) {
         if activity.user_id().is_empty() {
             (

@@ -4,8 +4,9 @@
 //! A batch may change one row many times (every page view of a minute); downstream wants one
 //! change per row and batch: the row as it was before the batch retracted, the row as it is
 //! after inserted. Each row carries a `touched` flag and the batch a list of the rows it
-//! touched with their values before it, so an update costs one lookup and the batch's end
-//! walks only what changed. Rows settle with their window (see [`Settling`]).
+//! touched with their values before it, so an update costs one lookup (two for a new row) and
+//! the batch's end walks only what changed. Rows settle with their window (see [`Settling`]);
+//! a settled row back at zero stays, at zero, until the window settles again.
 
 use std::hash::Hash;
 
@@ -55,7 +56,7 @@ impl<K: Hash + Eq + Ord + Clone, V: Default + PartialEq + Copy> Rows<K, V> {
             None => {
                 let row = Row::default();
                 first_touch(&key, &row);
-                self.rows.get_or_insert_with(key, || row).0
+                self.rows.insert_new(key, row)
             }
         };
         row.touched = true;
@@ -72,7 +73,7 @@ impl<K: Hash + Eq + Ord + Clone, V: Default + PartialEq + Copy> Rows<K, V> {
             row.touched = false;
             let after = (row.value != V::default()).then_some(row.value);
             if after.is_none() {
-                self.rows.remove(&key);
+                self.rows.remove_unless_settled(&key);
             }
             if before != after {
                 emit(key, before, after);
@@ -88,6 +89,6 @@ impl<K: Hash + Eq + Ord + Clone, V: Default + PartialEq + Copy> WindowState for 
     }
 
     fn settle_when_due(&mut self) {
-        self.rows.settle_when_due();
+        self.rows.settle_dropping(|row| row.value == V::default());
     }
 }

@@ -1,12 +1,18 @@
 //! A map for state that is written while it is new and rarely after: a window's entries once
 //! its time has passed, the identity graph (kept for good, written when its ids link).
 //!
-//! A hash table is between 7/16 and 7/8 full, so an entry costs it up to twice its size; the
+//! A hash table is between 7/16 and 7/8 full, so an entry costs it up to 2.3 times its size
+//! (and a control byte); the
 //! windowed operators hold every (minute, id) and (hour, visitor, person) of the last four
 //! days, about one entry per event, in tables like that. Once a window's time has passed,
 //! only late events and corrections change it: its entries then move to a vector sorted by
 //! key, which takes their size exactly, and a lookup there is a binary search. Entries added
 //! after that go to the hash table again until they are an eighth of the settled ones.
+//!
+//! Removing a settled entry would move every entry after it; a window's entries are removed
+//! by corrections (an identity merge retracts a visitor's rows under the old person), so the
+//! windows leave a removed entry in place at its zero value instead
+//! ([`Settling::remove_unless_settled`]), and the next settle drops it.
 
 use std::borrow::Borrow;
 use std::hash::Hash;
@@ -31,7 +37,7 @@ impl<K, V> Default for Settling<K, V> {
 }
 
 impl<K, V> Settling<K, V> {
-    /// Entries held.
+    /// Entries held, a settled entry left at its zero value until the next settle included.
     pub(crate) fn len(&self) -> usize {
         self.recent.len() + self.settled.len()
     }
@@ -112,17 +118,22 @@ impl<K: Hash + Eq + Ord, V> Settling<K, V> {
         (value, inserted)
     }
 
-    /// Inserts `key`, which must not be held.
-    pub(crate) fn insert_new(&mut self, key: K, value: V) {
+    /// Inserts `key`, which must not be held, among the recent entries.
+    pub(crate) fn insert_new(&mut self, key: K, value: V) -> &mut V {
         debug_assert!(
             self.settled_at(&key).is_err(),
             "a settled key inserted again"
         );
-        self.recent.insert(key, value);
+        debug_assert!(
+            !self.recent.contains_key(&key),
+            "a recent key inserted again"
+        );
+        self.recent.entry(key).or_insert(value)
     }
 
-    /// Removes `key`; a settled entry is removed from its vector (a copy of the entries after
-    /// it: removals are corrections, rare once an entry has settled).
+    /// Removes `key`; a settled entry is removed from its vector, a copy of the entries after
+    /// it (the identity graph's removals are unlinks and forgotten ids, rare once an entry has
+    /// settled; see [`Settling::remove_unless_settled`] for the windows').
     pub(crate) fn remove<Q>(&mut self, key: &Q) -> Option<V>
     where
         K: Borrow<Q>,
@@ -135,13 +146,30 @@ impl<K: Hash + Eq + Ord, V> Settling<K, V> {
         Some(self.settled.remove(at).1)
     }
 
-    /// Settles the recent entries if they are at least an eighth of the settled ones: each
-    /// entry is copied about eight times while a window keeps getting late entries, and a
-    /// window's hash table is at most an eighth of it once it has settled.
+    /// Removes `key` if it is a recent entry; a settled one stays (the caller has left it at
+    /// its zero value) until [`Settling::settle_dropping`] drops it.
+    pub(crate) fn remove_unless_settled<Q>(&mut self, key: &Q)
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + Ord + ?Sized,
+    {
+        self.recent.remove(key);
+    }
+
+    /// Settles the recent entries if they are at least an eighth of the settled ones: while
+    /// entries keep coming, each is copied about nine times (the settled part grows by an
+    /// eighth at each settle), and the hash table is at most an eighth of the settled part.
     pub(crate) fn settle_when_due(&mut self) {
+        self.settle_dropping(|_| false);
+    }
+
+    /// [`Settling::settle_when_due`], dropping the settled entries left `dead` (see
+    /// [`Settling::remove_unless_settled`]) when it settles.
+    pub(crate) fn settle_dropping(&mut self, dead: impl Fn(&V) -> bool) {
         if self.recent.is_empty() || self.recent.len() * 8 < self.settled.len() {
             return;
         }
+        self.settled.retain(|(_, value)| !dead(value));
         let recent = std::mem::take(&mut self.recent);
         self.settled.reserve_exact(recent.len());
         self.settled.extend(recent);
@@ -220,6 +248,41 @@ mod tests {
             }
             prop_assert_eq!(map.get_mut("absent"), None);
             prop_assert!(!map.contains_key("absent"));
+        }
+    }
+
+    proptest! {
+        /// As the windows use it: an entry whose count returns to zero is removed if recent
+        /// and left at zero if settled, and dropped by the next settle. The entries held at
+        /// a count other than zero are the oracle's, and every zero left is a settled one.
+        #[test]
+        fn counts_left_at_zero_go_at_the_next_settle(
+            ops in prop::collection::vec((0u8..30, -2i32..3, 0u8..8), 0..400),
+        ) {
+            let mut map: Settling<u8, i32> = Settling::default();
+            let mut oracle: BTreeMap<u8, i32> = BTreeMap::new();
+            for (key, diff, settle) in ops {
+                if settle == 0 {
+                    let due = !map.recent.is_empty() && map.recent.len() * 8 >= map.settled.len();
+                    map.settle_dropping(|count| *count == 0);
+                    if due {
+                        prop_assert!(map.recent.is_empty());
+                        prop_assert!(map.settled.iter().all(|(_, count)| *count != 0));
+                    }
+                }
+                let (count, _) = map.get_or_insert_with(key, || 0);
+                *count += diff;
+                if *count == 0 {
+                    map.remove_unless_settled(&key);
+                }
+                *oracle.entry(key).or_default() += diff;
+                oracle.retain(|_, count| *count != 0);
+            }
+            let held: BTreeMap<u8, i32> =
+                map.iter().filter(|(_, c)| **c != 0).map(|(k, c)| (*k, *c)).collect();
+            prop_assert_eq!(&held, &oracle);
+            prop_assert!(map.recent.values().all(|count| *count != 0));
+            prop_assert!(map.settled.is_sorted_by_key(|(key, _)| *key));
         }
     }
 

@@ -6,8 +6,9 @@
 //! through: an identity merge moves an event from one person to another and the minute's
 //! unique persons drop; a session merge retracts a start and the minute's sessions drop.
 //!
-//! Each window counts with plain hash maps and emits only the values that changed, as a
-//! retraction of the old row and an insertion of the new. A window is released once nothing
+//! Each window counts in hash maps, settled into sorted vectors ten minutes after the minute
+//! ends (see `crate::settling`), and emits only the values that changed, as a retraction of
+//! the old row and an insertion of the new. A window is released once nothing
 //! can change it any more: a session starting in it may grow for `max_session`, and changes
 //! arrive at most `gap + lateness` after that.
 
@@ -47,7 +48,8 @@ impl Update {
 }
 
 /// One tenant's minute. Rows are keyed by the events' own shared strings, so an event costs
-/// one hash lookup per row it changes and allocates nothing.
+/// one lookup per row it changes (a hash probe, or a bisection once the window has settled)
+/// and allocates nothing.
 #[derive(Debug, Default)]
 struct Window {
     /// Additive metrics by (metric, dimension).
@@ -68,7 +70,7 @@ impl WindowState for Window {
     }
 
     fn settle_when_due(&mut self) {
-        self.ids.settle_when_due();
+        self.ids.settle_dropping(|counts| *counts == [0, 0]);
         self.sums.settle_when_due();
     }
 }
@@ -118,7 +120,7 @@ impl Window {
                 counts[at] = was.saturating_add(diff);
                 let now = counts[at];
                 if *counts == [0, 0] {
-                    self.ids.remove(id);
+                    self.ids.remove_unless_settled(id);
                 }
                 (was, now)
             }

@@ -124,7 +124,6 @@ impl<W: WindowState> Windows<W> {
     /// passes it too: finding it empty would cost a look at every window per batch.
     pub(crate) fn release(&mut self) {
         debug_assert!(self.changed.is_empty(), "release before drain_changed");
-        self.settle();
         let cutoff = self.expiry.cutoff();
         for windows in self.by_tenant.values_mut() {
             let kept = windows.split_off(&cutoff);
@@ -135,6 +134,8 @@ impl<W: WindowState> Windows<W> {
                 .map(|held| held.state.entries())
                 .sum::<usize>();
         }
+        // After the release: a window about to go is not settled first.
+        self.settle();
     }
 
     /// Settles the windows whose time has passed since the last call.
@@ -206,6 +207,46 @@ mod tests {
         windows.update("a", 0, |w: &mut Numbers| w.0.extend([1, 2, 3]));
         windows.drain_changed(|_, _, window| window.0.truncate(1));
         assert_eq!((windows.open(), windows.entries()), (1, 1));
+    }
+
+    /// A window that counts its settles.
+    #[derive(Debug, Default)]
+    struct Settles(usize);
+
+    impl WindowState for Settles {
+        fn entries(&self) -> usize {
+            1
+        }
+        fn settle_when_due(&mut self) {
+            self.0 += 1;
+        }
+    }
+
+    fn settles(windows: &Windows<Settles>, start_ms: i64) -> usize {
+        windows.by_tenant["a"][&start_ms].state.0
+    }
+
+    /// A window settles once its width and the margin have passed, once; again after each
+    /// later change; and at once when it is first made behind that line.
+    #[test]
+    fn a_window_settles_once_its_time_has_passed_and_after_each_later_change() {
+        let mut windows: Windows<Settles> = Windows::new(10, i64::MAX / 2);
+        windows.update("a", 0, |_| {});
+        windows.drain_changed(|_, _, _| {});
+        windows.observe(10 + SETTLE_MARGIN_MS);
+        windows.release();
+        assert_eq!(settles(&windows, 0), 0, "settled at its end and the margin");
+        windows.observe(11 + SETTLE_MARGIN_MS);
+        windows.release();
+        windows.release();
+        assert_eq!(settles(&windows, 0), 1);
+        windows.update("a", 0, |_| {});
+        windows.drain_changed(|_, _, _| {});
+        windows.release();
+        assert_eq!(settles(&windows, 0), 2, "a late change settles again");
+        windows.update("a", -100, |_| {});
+        windows.drain_changed(|_, _, _| {});
+        assert_eq!(settles(&windows, -100), 1, "a window made behind the line");
     }
 
     /// A window starting at the cutoff stays; one starting before it goes, with its entries.
