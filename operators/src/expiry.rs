@@ -10,7 +10,6 @@
 //! their partitions are read; `Retention::margin_ms` covers that.
 
 use std::collections::HashMap;
-use std::collections::hash_map::Entry;
 use std::hash::{BuildHasher, Hash};
 
 use crate::growth::GrowByAQuarter as _;
@@ -122,14 +121,14 @@ impl<K> DueIndex<K> {
     }
 
     /// Visits the keys of `map` due before `release_ms` (whole buckets before it): `release`
-    /// releases what the value holds before then and returns when it may next release
+    /// (given the key and its value) releases what the value holds before then and returns when it may next release
     /// something, or `None` when it holds nothing, and the key leaves `map`. A key still
     /// holding something is looked at again then, or a rescan later, whichever comes last.
     pub(crate) fn release_due<V: Due, S: BuildHasher>(
         &mut self,
         map: &mut HashMap<K, V, S>,
         release_ms: i64,
-        mut release: impl FnMut(&mut V) -> Option<i64>,
+        mut release: impl FnMut(&K, &mut V) -> Option<i64>,
     ) where
         K: Eq + Hash + Clone,
     {
@@ -143,21 +142,20 @@ impl<K> DueIndex<K> {
         }
         self.scheduled -= due.len();
         for key in due {
-            let Entry::Occupied(mut held) = map.entry(key) else {
+            let Some(held) = map.get_mut(&key) else {
                 continue;
             };
-            if held.get_mut().scheduled_ms().div_euclid(BUCKET_MS) >= first_kept {
+            if held.scheduled_ms().div_euclid(BUCKET_MS) >= first_kept {
                 // A stale copy: the key is due later now.
                 continue;
             }
-            match release(held.get_mut()) {
+            match release(&key, held) {
                 None => {
-                    held.remove();
+                    map.remove(&key);
                 }
                 Some(next_ms) => {
                     let at = next_ms.max(release_ms.saturating_add(self.rescan_ms));
-                    *held.get_mut().scheduled_ms() = at;
-                    let key = held.key().clone();
+                    *held.scheduled_ms() = at;
                     self.schedule(key, at);
                 }
             }
@@ -195,7 +193,7 @@ mod tests {
         }
     }
 
-    fn visit(held: &mut Held) -> Option<i64> {
+    fn visit(_key: &&str, held: &mut Held) -> Option<i64> {
         held.visits += 1;
         held.next
     }

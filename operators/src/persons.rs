@@ -315,12 +315,13 @@ impl Persons {
     /// the visitors left without any.
     fn sweep(&mut self, cutoff: i64) {
         let retained = &mut self.retained;
-        self.due.release_due(&mut self.visitors, cutoff, |visitor| {
-            let before = visitor.events.len();
-            visitor.events.retain(|e| e.timestamp_ms >= cutoff);
-            *retained -= before - visitor.events.len();
-            visitor.events.iter().map(|e| e.timestamp_ms).min()
-        });
+        self.due
+            .release_due(&mut self.visitors, cutoff, |_, visitor| {
+                let before = visitor.events.len();
+                visitor.events.retain(|e| e.timestamp_ms >= cutoff);
+                *retained -= before - visitor.events.len();
+                visitor.events.iter().map(|e| e.timestamp_ms).min()
+            });
     }
 }
 

@@ -9,10 +9,11 @@
 //! A session is named by its first event's message id, so it keeps its id while that event
 //! stays first, and the same input gives the same ids on any worker count.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use arcstr::ArcStr;
 use rustc_hash::FxHashMap;
+use smallvec::SmallVec;
 use std::sync::Arc;
 use thin_vec::ThinVec;
 
@@ -273,51 +274,67 @@ pub fn sessions_of<'a>(
 /// Where a person's events are kept: by (event time, message id), the order sessions grow in.
 type Key = (i64, MessageId);
 
-/// One retained event, 16 bytes. Its [`Key`] is read from the event itself (a copy beside it
-/// took 24 bytes more), and the session it was emitted in from the person's sessions (see
-/// [`Entry::emitted_in`]; a copy of the session id took 24 more).
+/// A retained event's [`Key`], read from the event itself (a copy beside it took 24 bytes).
+fn key_of(event: &Activity) -> (i64, &MessageId) {
+    (event.timestamp_ms, &event.message_id)
+}
+
+/// The session id `event` was last emitted with, read from `sessions`, the person's sessions
+/// as last emitted: an activity event is in the last of them that starts at or before it,
+/// any other event in no session. This holds because every change emits its events and
+/// sessions together, a release drops the events of the sessions it drops, and an event of a
+/// session kept is never released (see [`PersonState::release_before`]). (A copy of the
+/// session id beside each event took 24 bytes.)
+fn emitted_in(event: &Activity, sessions: &[HeldSession]) -> MessageId {
+    if !event.is_activity() {
+        return MessageId::empty();
+    }
+    let key = key_of(event);
+    let after = sessions.partition_point(|s| s.key() <= key);
+    after
+        .checked_sub(1)
+        .map_or_else(MessageId::empty, |at| sessions[at].session_id().clone())
+}
+
+/// What one batch did to one event of a person: the person's events are held between
+/// batches as bare pointers, each emitted once (its multiplicity 1, or the one
+/// [`Sessionizer::multiplicities`] keeps when it is not), and what a batch changes is kept
+/// here until the person is re-sessionized. A count and a flag beside every event took 8
+/// bytes an event (16 with the pointer's alignment, where the pointer takes 8).
 #[derive(Debug)]
-struct Entry {
-    event: SharedActivity,
-    /// The event's multiplicity (see [`saturating_count`]).
+struct Change {
+    key: Key,
+    /// The batch's diffs; once consolidated ([`consolidate`]), the event's multiplicity
+    /// after the batch (see [`saturating_count`]).
     count: i32,
-    /// Whether the event was emitted (and not retracted since).
-    emitted: bool,
+    /// Whether the event was held, and so emitted, before the batch.
+    held_before: bool,
 }
 
-impl Entry {
-    fn key(&self) -> (i64, &MessageId) {
-        (self.event.timestamp_ms, &self.event.message_id)
-    }
+/// A person's changes in one batch: most persons change once in a batch.
+type Changes = SmallVec<[Change; 1]>;
 
-    /// The session id this event was last emitted with, if it was emitted, read from
-    /// `sessions`, the person's sessions as last emitted: an emitted activity event is in
-    /// the last of them that starts at or before it, any other event in no session. This
-    /// holds because every change emits its events and sessions together, a release drops
-    /// the events of the sessions it drops, and an event of a session kept is never released
-    /// (see [`PersonState::release_before`]).
-    fn emitted_in(&self, sessions: &[HeldSession]) -> Option<MessageId> {
-        if !self.emitted {
-            return None;
-        }
-        if !self.event.is_activity() {
-            return Some(MessageId::empty());
-        }
-        let key = self.key();
-        let after = sessions.partition_point(|s| s.key() <= key);
-        Some(
-            after
-                .checked_sub(1)
-                .map_or_else(MessageId::empty, |at| sessions[at].session_id().clone()),
-        )
+/// Sorts `changes` by key and makes one change of each event's, whose count is its
+/// multiplicity after the batch: `count_before` of the event (held before the batch) plus the
+/// batch's diffs.
+fn consolidate(changes: &mut Changes, count_before: impl Fn(&Key) -> i32) {
+    if !changes.is_sorted_by(|a, b| a.key <= b.key) {
+        // Stable: of an event's changes, the first made says whether it was held before.
+        changes.sort_by(|a, b| a.key.cmp(&b.key));
     }
-
-    fn add(&mut self, diff: isize) {
-        self.count = self.count.saturating_add(saturating_count(diff));
+    changes.dedup_by(|later, earlier| {
+        let same = later.key == earlier.key;
+        if same {
+            earlier.count = earlier.count.saturating_add(later.count);
+        }
+        same
+    });
+    for change in changes.iter_mut().filter(|change| change.held_before) {
+        change.count = change.count.saturating_add(count_before(&change.key));
     }
 }
 
-/// `key` in the form [`Entry::key`] compares with.
+/// `key` in the form [`key_of`] gives.
 fn borrowed(key: &Key) -> (i64, &MessageId) {
     (key.0, &key.1)
 }
@@ -329,7 +346,8 @@ fn borrowed(key: &Key) -> (i64, &MessageId) {
 /// every person, whatever it holds).
 #[derive(Debug)]
 struct PersonState {
-    events: ThinVec<Entry>,
+    /// By [`key_of`]; 8 bytes each, the state's largest part after the events themselves.
+    events: ThinVec<SharedActivity>,
     sessions: ThinVec<HeldSession>,
     /// When the person is due in [`Sessionizer::due`] (`i64::MAX` when it is not).
     scheduled_ms: i64,
@@ -358,33 +376,30 @@ impl PersonState {
     fn position(&self, key: &Key) -> usize {
         let key = borrowed(key);
         let tail = self.events.len().saturating_sub(4);
-        match self.events[tail..].iter().position(|e| e.key() >= key) {
-            Some(0) => self.events[..tail].partition_point(|e| e.key() < key),
+        match self.events[tail..].iter().position(|e| key_of(e) >= key) {
+            Some(0) => self.events[..tail].partition_point(|e| key_of(e) < key),
             Some(at) => tail + at,
             None => self.events.len(),
         }
     }
 
-    /// The entry of `event`, added (with a count of 0) if missing; whether it was added.
-    fn entry(&mut self, event: SharedActivity) -> (&mut Entry, bool) {
-        let key = (event.timestamp_ms, &event.message_id);
+    /// Adds `event` unless it is held; whether it was added. Until the batch's changes are
+    /// applied ([`PersonState::resessionize`]), an added event's multiplicity is its
+    /// [`Change`]'s.
+    fn insert(&mut self, event: SharedActivity) -> bool {
+        let key = key_of(&event);
         // Events nearly always arrive after the person's others: no search for those.
         let at = match self.events.last() {
-            Some(last) if last.key() < key => self.events.len(),
-            _ => self.events.partition_point(|e| e.key() < key),
+            Some(last) if key_of(last) < key => self.events.len(),
+            _ => self.events.partition_point(|e| key_of(e) < key),
         };
-        let added = self.events.get(at).is_none_or(|e| e.key() != key);
+        let added = self.events.get(at).is_none_or(|e| key_of(e) != key);
         if added {
             // The person's events are most of this operator's state.
             self.events.make_room_for_one();
-            let entry = Entry {
-                event,
-                count: 0,
-                emitted: false,
-            };
-            self.events.insert(at, entry);
+            self.events.insert(at, event);
         }
-        (&mut self.events[at], added)
+        added
     }
 
     /// Releases the sessions that ended before `closed_ms` and the events before the first
@@ -413,7 +428,7 @@ impl PersonState {
     /// an event before the first session (one that is no activity) or the first session's
     /// end. `None` when nothing is held.
     fn next_release_ms(&self) -> Option<i64> {
-        let first_event = self.events.first()?.event.timestamp_ms;
+        let first_event = self.events.first()?.timestamp_ms;
         Some(match self.sessions.first() {
             Some(session) if first_event >= session.start_ms() => session.end_ms,
             _ => first_event,
@@ -468,10 +483,9 @@ impl PersonState {
         }
     }
 
-    /// Recomputes the sessions that changes to the entries between the keys `changed.0` and
-    /// `changed.1` (inclusive) can affect, emits the sessions and event memberships that
-    /// differ from what was emitted, and drops the entries whose count fell to zero (returning
-    /// how many).
+    /// Recomputes the sessions that `changes` (consolidated, see [`consolidate`]; not empty)
+    /// can affect, emits the sessions and event memberships that differ from what was
+    /// emitted, and drops the events whose multiplicity fell to zero (returning how many).
     ///
     /// Sessions grow left to right, so the recomputation starts at the first session that
     /// ends less than a gap before the first change (the ones before it keep their events,
@@ -485,25 +499,33 @@ impl PersonState {
     fn resessionize(
         &mut self,
         person: &Person,
-        (lo, hi): (&Key, &Key),
+        changes: &[Change],
         settings: &SessionSettings,
         mut emit: impl FnMut(Output, isize),
     ) -> usize {
+        let (Some(lo), Some(hi)) = (changes.first(), changes.last()) else {
+            return 0;
+        };
         let mut builder = Builder::new(person, settings);
-        let (first, start) = self.resume_point(lo, settings.gap_for(person.tenant()), &mut builder);
+        let gap = settings.gap_for(person.tenant());
+        let (first, start) = self.resume_point(&lo.key, gap, &mut builder);
         let old_sessions = &self.sessions;
-        let empty = MessageId::empty();
         let mut stop = None;
-        let mut dropped = 0;
+        let mut pending = changes.iter().peekable();
         let from = self.position(&start);
-        for entry in &mut self.events[from..] {
-            let now = if entry.count <= 0 {
+        for event in &self.events[from..] {
+            let key = key_of(event);
+            // Every change's event is held, and the walk starts at or before the first.
+            let (held_after, held_before) = match pending.next_if(|c| borrowed(&c.key) == key) {
+                Some(change) => (change.count > 0, change.held_before),
+                None => (true, true),
+            };
+            let now = if !held_after {
                 None
-            } else if !entry.event.is_activity() {
-                Some(empty.clone())
+            } else if !event.is_activity() {
+                Some(MessageId::empty())
             } else {
-                let key = entry.key();
-                if key > borrowed(hi) && builder.starts_new(&entry.event) {
+                if key > borrowed(&hi.key) && builder.starts_new(event) {
                     let opened_before =
                         old_sessions[first..].binary_search_by(|s| s.key().cmp(&key));
                     if let Ok(index) = opened_before {
@@ -511,13 +533,13 @@ impl PersonState {
                         break;
                     }
                 }
-                Some(builder.add(&entry.event))
+                Some(builder.add(event))
             };
-            let before = entry.emitted_in(old_sessions);
+            let before = held_before.then(|| emitted_in(event, old_sessions));
             if before != now {
                 let enriched = |session_id: MessageId| {
                     Output::Event(Enriched {
-                        event: entry.event.clone(),
+                        event: event.clone(),
                         session_id,
                         person_id: person.id.clone(),
                     })
@@ -525,28 +547,37 @@ impl PersonState {
                 if let Some(before) = before {
                     emit(enriched(before), -1);
                 }
-                entry.emitted = now.is_some();
                 if let Some(after) = now {
                     emit(enriched(after), 1);
                 }
             }
-            if entry.count <= 0 {
-                dropped += 1;
-            }
         }
+        debug_assert!(pending.next().is_none(), "a change's event was not walked");
         let end = stop.unwrap_or(self.sessions.len());
         let rule = settings.bounce_for(person.tenant());
         self.replace_sessions(first..end, builder.finish(), (person, rule), &mut emit);
-        if dropped > 0 {
-            self.events.retain(|entry| entry.count > 0);
+        let mut gone = changes
+            .iter()
+            .filter(|change| change.count <= 0)
+            .map(|change| borrowed(&change.key))
+            .peekable();
+        if gone.peek().is_none() {
+            return 0;
         }
-        dropped
+        let before = self.events.len();
+        self.events
+            .retain(|event| gone.next_if(|key| *key == key_of(event)).is_none());
+        before - self.events.len()
     }
 }
 
 /// What one worker of the operator keeps: each person's retained events.
 struct Sessionizer {
     persons: FxHashMap<Person, PersonState>,
+    /// The multiplicities of held events other than 1 (an event given more than once): an
+    /// event's multiplicity only says whether it is held, and nearly every one is 1, so
+    /// these are kept apart from the events (empty on nearly every stream).
+    multiplicities: BTreeMap<(Person, Key), i32>,
     /// Persons by when they may release something.
     due: DueIndex<Person>,
     /// Events held in `persons`.
@@ -560,6 +591,7 @@ impl Sessionizer {
     fn new(settings: SessionSettings) -> Sessionizer {
         Sessionizer {
             persons: FxHashMap::default(),
+            multiplicities: BTreeMap::new(),
             due: DueIndex::new(settings.events_keep_ms() / 16),
             retained: 0,
             expiry: Expiry::new(settings.events_keep_ms()),
@@ -581,33 +613,45 @@ impl Sessionizer {
         updates: impl IntoIterator<Item = (Person, SharedActivity, isize)>,
         mut emit: impl FnMut(Output, isize),
     ) {
-        // Per touched person, the first and last key that changed.
-        let mut touched: FxHashMap<Person, (Key, Key)> = FxHashMap::default();
+        let mut touched: FxHashMap<Person, Changes> = FxHashMap::default();
         for (person, event, diff) in updates {
             self.expiry.observe(event.received_at_ms());
-            let state = self.persons.entry(person.clone()).or_default();
             let key: Key = (event.timestamp_ms, event.message_id.clone());
-            match touched.get_mut(&person) {
-                Some((lo, hi)) => {
-                    if key < *lo {
-                        *lo = key.clone();
-                    } else if key > *hi {
-                        *hi = key.clone();
-                    }
-                }
-                None => {
-                    touched.insert(person, (key.clone(), key.clone()));
-                }
-            }
-            let (entry, added) = state.entry(event);
-            entry.add(diff);
+            let added = self
+                .persons
+                .entry(person.clone())
+                .or_default()
+                .insert(event);
             self.retained += usize::from(added);
+            touched.entry(person).or_default().push(Change {
+                key,
+                count: saturating_count(diff),
+                held_before: !added,
+            });
         }
-        for (person, (lo, hi)) in touched {
+        for (person, mut changes) in touched {
             let Some(state) = self.persons.get_mut(&person) else {
                 continue;
             };
-            self.retained -= state.resessionize(&person, (&lo, &hi), &self.settings, &mut emit);
+            let multiplicities = &mut self.multiplicities;
+            consolidate(&mut changes, |key| {
+                if multiplicities.is_empty() {
+                    return 1;
+                }
+                let held = (person.clone(), key.clone());
+                multiplicities.get(&held).copied().unwrap_or(1)
+            });
+            self.retained -= state.resessionize(&person, &changes, &self.settings, &mut emit);
+            if !multiplicities.is_empty() || changes.iter().any(|change| change.count > 1) {
+                for change in changes {
+                    let held = (person.clone(), change.key);
+                    if change.count > 1 {
+                        multiplicities.insert(held, change.count);
+                    } else {
+                        multiplicities.remove(&held);
+                    }
+                }
+            }
             match state.next_release_ms() {
                 Some(next) => self.due.schedule_before(person, next, state),
                 // Every event retracted (moved to another person, or erased): nothing of the
@@ -626,10 +670,36 @@ impl Sessionizer {
         let cutoff = self.expiry.cutoff();
         let closed = cutoff.saturating_sub(self.settings.retention.session_gap_ms);
         let retained = &mut self.retained;
-        self.due.release_due(&mut self.persons, closed, |state| {
-            *retained -= state.release_before(closed);
-            state.next_release_ms()
-        });
+        let multiplicities = &mut self.multiplicities;
+        self.due
+            .release_due(&mut self.persons, closed, |person, state| {
+                *retained -= state.release_before(closed);
+                if !multiplicities.is_empty() {
+                    forget_released(multiplicities, person, state.events.first());
+                }
+                state.next_release_ms()
+            });
+    }
+}
+
+/// Drops the multiplicities of `person`'s events released: those before `first_held`, the
+/// first event the person still holds (all of them when it holds none).
+fn forget_released(
+    multiplicities: &mut BTreeMap<(Person, Key), i32>,
+    person: &Person,
+    first_held: Option<&SharedActivity>,
+) {
+    let from = (person.clone(), (i64::MIN, MessageId::empty()));
+    let released: Vec<(Person, Key)> = multiplicities
+        .range(from..)
+        .map(|(held, _)| held)
+        .take_while(|(held_by, key)| {
+            held_by == person && first_held.is_none_or(|first| borrowed(key) < key_of(first))
+        })
+        .cloned()
+        .collect();
+    for held in released {
+        multiplicities.remove(&held);
     }
 }
 
@@ -911,6 +981,14 @@ mod tests {
                 let event = Arc::new(e);
                 let owner = person(visitor);
                 updates.push(((owner.clone(), event.clone()), 1));
+                // An event given twice (held once, its multiplicity kept apart), and some of
+                // those withdrawn once again: still held.
+                if index % 9 == 4 {
+                    updates.push(((owner.clone(), event.clone()), 1));
+                    if index % 18 == 4 {
+                        moves.push(((owner.clone(), event.clone()), -1));
+                    }
+                }
                 if let Some(target) = moved_to {
                     moves.push(((owner, event.clone()), -1));
                     moves.push(((person(target), event), 1));
@@ -1045,8 +1123,13 @@ mod tests {
 
     /// The bytes per retained event that the state budget counts on.
     #[test]
-    fn a_retained_event_takes_16_bytes_beside_its_activity() {
-        assert_eq!(std::mem::size_of::<Entry>(), 16);
+    fn a_retained_event_takes_8_bytes_beside_its_activity() {
+        let mut person = PersonState::default();
+        let events = [page("a", "v", 0, "/"), page("b", "v", MINUTE, "/")];
+        for event in acts(&events) {
+            assert!(person.insert(event));
+        }
+        assert_eq!(std::mem::size_of_val(&person.events[..]), 16);
     }
 
     /// The bytes per held session, against those of the session it emits.
@@ -1059,6 +1142,62 @@ mod tests {
     /// A person whose every event moves to another person (a merge) or is erased leaves
     /// nothing behind, not even its id; and late events that make a person due earlier leave
     /// stale copies in the due index that its releases drop.
+    #[test]
+    fn an_event_given_twice_is_held_until_withdrawn_twice_and_its_count_goes_with_it() {
+        let p = person(1);
+        let mut state = Sessionizer::new(SessionSettings::default());
+        let events = acts(&[page("m1", "a", 0, "/"), page("m2", "a", MINUTE, "/")]);
+        let mut emitted = 0;
+        let mut apply = |state: &mut Sessionizer, event: &SharedActivity, diff| {
+            state.apply([(p.clone(), event.clone(), diff)], |_, diff| {
+                emitted += diff
+            });
+            emitted
+        };
+        // Twice in one batch, then once more in another: a multiplicity of 3.
+        state.apply(
+            [
+                (p.clone(), events[0].clone(), 1),
+                (p.clone(), events[0].clone(), 1),
+            ],
+            |_, _| {},
+        );
+        assert_eq!(
+            apply(&mut state, &events[0], 1),
+            0,
+            "a held event emitted again"
+        );
+        assert_eq!(state.multiplicities.len(), 1);
+        assert_eq!(
+            apply(&mut state, &events[0], -2),
+            0,
+            "withdrawn while held once"
+        );
+        assert!(state.multiplicities.is_empty(), "a count of 1 kept apart");
+        assert_eq!(state.retained, 1);
+        // Withdrawn the last time: the event and its session go.
+        assert_eq!(apply(&mut state, &events[0], -1), -2);
+        assert_eq!(state.retained, 0);
+        // A count left at 2 goes when its event is released.
+        state.apply(
+            [
+                (p.clone(), events[1].clone(), 2),
+                (p.clone(), events[0].clone(), 1),
+            ],
+            |_, _| {},
+        );
+        assert_eq!(state.multiplicities.len(), 1);
+        let mut now = page("now", "c", 200 * 60 * MINUTE, "/");
+        Arc::make_mut(&mut now).received_at_ms = 200 * 60 * MINUTE;
+        state.apply([(person(3), acts(&[now])[0].clone(), 1)], |_, _| {});
+        state.sweep();
+        assert!(!state.persons.contains_key(&p));
+        assert!(
+            state.multiplicities.is_empty(),
+            "a released event's count stays"
+        );
+    }
+
     #[test]
     fn a_person_emptied_by_retractions_is_forgotten_and_stale_due_copies_are_dropped() {
         let (moved, stays) = (person(1), person(2));
