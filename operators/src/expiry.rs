@@ -121,9 +121,10 @@ impl<K> DueIndex<K> {
     }
 
     /// Visits the keys of `map` due before `release_ms` (whole buckets before it): `release`
-    /// (given the key and its value) releases what the value holds before then and returns when it may next release
-    /// something, or `None` when it holds nothing, and the key leaves `map`. A key still
-    /// holding something is looked at again then, or a rescan later, whichever comes last.
+    /// (given the key and its value) releases what the value holds before then and returns
+    /// when it may next release something, or `None` when it holds nothing, and the key
+    /// leaves `map`. A key still holding something is looked at again then, or a rescan
+    /// later, whichever comes last.
     pub(crate) fn release_due<V: Due, S: BuildHasher>(
         &mut self,
         map: &mut HashMap<K, V, S>,
