@@ -330,25 +330,7 @@ impl TenantGraph {
                     return;
                 };
                 named.extend([from, user]);
-                let message_id = MessageId::new(&message_id);
-                let count = saturating_count(diff);
-                // Nearly every anonymous id has one identify: room for one, not for four.
-                let (claims, _) = self.identifies.get_or_insert_with(from, Identifies::new);
-                match claims.iter_mut().find(|claim| {
-                    claim.user == user && claim.time_ms == time_ms && claim.message_id == message_id
-                }) {
-                    Some(claim) => claim.count = claim.count.saturating_add(count),
-                    None => claims.push(Identify {
-                        time_ms,
-                        message_id,
-                        user,
-                        count,
-                    }),
-                }
-                claims.retain(|claim| claim.count != 0);
-                if claims.is_empty() {
-                    self.identifies.remove(&from);
-                }
+                self.count_identify(from, user, (time_ms, MessageId::new(&message_id)), diff);
                 self.count_user_claim(user, diff, dirty);
                 dirty.insert(from);
             }
@@ -361,15 +343,7 @@ impl TenantGraph {
                     return;
                 };
                 named.extend([from, user]);
-                let aliases = self.aliases.entry(from).or_default();
-                match aliases.iter_mut().find(|(to, _)| *to == user) {
-                    Some((_, count)) => *count += diff,
-                    None => aliases.push((user, diff)),
-                }
-                aliases.retain(|(_, count)| *count != 0);
-                if aliases.is_empty() {
-                    self.aliases.remove(&from);
-                }
+                self.count_alias(from, user, diff);
                 self.count_user_claim(user, diff, dirty);
                 dirty.insert(from);
             }
@@ -394,6 +368,48 @@ impl TenantGraph {
                 }
                 dirty.insert(from);
             }
+        }
+    }
+
+    /// Counts an identify claim of `from` (an anonymous id) to `user`, made at `time_ms` by
+    /// `message_id`.
+    fn count_identify(
+        &mut self,
+        from: Id,
+        user: Id,
+        (time_ms, message_id): (i64, MessageId),
+        diff: isize,
+    ) {
+        let count = saturating_count(diff);
+        // Nearly every anonymous id has one identify: room for one, not for four.
+        let (claims, _) = self.identifies.get_or_insert_with(from, Identifies::new);
+        match claims.iter_mut().find(|claim| {
+            claim.user == user && claim.time_ms == time_ms && claim.message_id == message_id
+        }) {
+            Some(claim) => claim.count = claim.count.saturating_add(count),
+            None => claims.push(Identify {
+                time_ms,
+                message_id,
+                user,
+                count,
+            }),
+        }
+        claims.retain(|claim| claim.count != 0);
+        if claims.is_empty() {
+            self.identifies.remove(&from);
+        }
+    }
+
+    /// Counts an alias of `from` (a previous id) to `user`.
+    fn count_alias(&mut self, from: Id, user: Id, diff: isize) {
+        let aliases = self.aliases.entry(from).or_default();
+        match aliases.iter_mut().find(|(to, _)| *to == user) {
+            Some((_, count)) => *count += diff,
+            None => aliases.push((user, diff)),
+        }
+        aliases.retain(|(_, count)| *count != 0);
+        if aliases.is_empty() {
+            self.aliases.remove(&from);
         }
     }
 
