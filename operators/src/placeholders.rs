@@ -10,18 +10,24 @@
 //! `unidentified:<messageId>`, so it counts as one visitor and one person and merges with no
 //! one.
 
-use std::collections::HashSet;
 use std::sync::Arc;
+
+use rustc_hash::FxHashSet;
 
 use schemas::Event;
 use serde::{Deserialize, Serialize};
 
 pub use schemas::definitions::DEFAULT_PLACEHOLDER_IDS;
 
+/// The longest ASCII id [`PlaceholderIds::contains`] lowercases without allocating.
+const STACK_ID_BYTES: usize = 64;
+
 /// The placeholder ids of a deployment. Empty and all-whitespace ids are always placeholders.
 #[derive(Debug, Clone)]
 pub struct PlaceholderIds {
-    lowercase: Arc<HashSet<String>>,
+    /// Fx-hashed: the set is the deployment's own and fixed, so no input can flood it, and
+    /// every id of every event is looked up in it.
+    lowercase: Arc<FxHashSet<String>>,
     longest: usize,
 }
 
@@ -34,7 +40,7 @@ impl Default for PlaceholderIds {
 impl PlaceholderIds {
     /// The set of `ids` (matched after trimming, ignoring case).
     pub fn new<'a>(ids: impl IntoIterator<Item = &'a str>) -> PlaceholderIds {
-        let lowercase: HashSet<String> =
+        let lowercase: FxHashSet<String> =
             ids.into_iter().map(|id| id.trim().to_lowercase()).collect();
         let longest = lowercase.iter().map(String::len).max().unwrap_or(0);
         PlaceholderIds {
@@ -51,9 +57,30 @@ impl PlaceholderIds {
     /// Whether a non-empty `id` is a placeholder.
     pub fn contains(&self, id: &str) -> bool {
         let trimmed = id.trim();
-        // Real ids are mostly longer than any placeholder: no lowercasing for them.
-        trimmed.is_empty()
-            || (trimmed.len() <= self.longest && self.lowercase.contains(&trimmed.to_lowercase()))
+        // Unicode lowercasing can change a string's length and turn other letters into
+        // ASCII ones (the Kelvin sign into `k`): anything but ASCII takes the standard
+        // library's. An ASCII id keeps its length, so one longer than every placeholder is
+        // none; the list holds the zero UUID, so every UUID is looked up, lowercased on the
+        // stack rather than into an allocation, for each id of every event.
+        if trimmed.is_empty() {
+            return true;
+        }
+        if !trimmed.is_ascii() {
+            return self.lowercase.contains(&trimmed.to_lowercase());
+        }
+        if trimmed.len() > self.longest {
+            return false;
+        }
+        let mut buffer = [0u8; STACK_ID_BYTES];
+        match buffer.get_mut(..trimmed.len()) {
+            Some(lower) => {
+                lower.copy_from_slice(trimmed.as_bytes());
+                lower.make_ascii_lowercase();
+                std::str::from_utf8(lower).is_ok_and(|lower| self.lowercase.contains(lower))
+            }
+            // A deployment's own placeholder longer than the buffer.
+            None => self.lowercase.contains(&trimmed.to_ascii_lowercase()),
+        }
     }
 }
 
@@ -175,6 +202,23 @@ mod tests {
         }
         let custom = PlaceholderIds::new(["unknown"]);
         assert!(custom.contains("Unknown") && !custom.contains("undefined"));
+        // Unicode lowercasing: the Kelvin sign is a `k`.
+        assert!(PlaceholderIds::new(["k"]).contains("\u{212A}"));
+    }
+
+    proptest::proptest! {
+        /// The same answer as lowercasing every trimmed id, for ids of any case, length and
+        /// alphabet around the listed ones.
+        #[test]
+        fn matches_lowercasing_every_id(
+            id in r"[ \t]?(?i:(null|undefined|none|guest|0{8}-0{4}-0{4}-0{4}-0{12}|k|\x{212A}|[a-z0-9-]{0,70}|\PC{0,8}))[ ]?",
+        ) {
+            let listed = ["null", "undefined", "none", "guest", "00000000-0000-0000-0000-000000000000", "k"];
+            let placeholders = PlaceholderIds::new(listed);
+            let trimmed = id.trim();
+            let expected = trimmed.is_empty() || listed.contains(&trimmed.to_lowercase().as_str());
+            proptest::prop_assert_eq!(placeholders.contains(&id), expected);
+        }
     }
 
     #[test]
