@@ -39,8 +39,8 @@ pub struct StateGauges {
     pub attributed_events: StateGauge,
     /// Ids whose events are retained for re-attribution (`assign_persons`' visitors).
     pub attributed_ids: StateGauge,
-    /// The linked ids' persons as `assign_persons` holds them (kept for good, as the
-    /// identity map it copies).
+    /// The linked ids' persons as `assign_persons` holds them, each person's own id not
+    /// included (kept for good, as the identity map it copies).
     pub attributed_persons: StateGauge,
     /// Release times scheduled for the attributed ids, stale copies included (Flink would
     /// call them timers).

@@ -123,6 +123,9 @@ type Attributed<T> = ((Person, SharedActivity), T, isize);
 /// the node they are attributed through.
 #[derive(Debug)]
 struct Persons {
+    /// The person of each linked id that is not its own person: a person's canonical id
+    /// (its least user id) maps to itself, as an id in no link does, and is not held (half
+    /// the entries of a visitor who identified once, kept for good).
     person_of: FxHashMap<Node, Person>,
     visitors: FxHashMap<Node, Visitor>,
     /// Visitors by the time of their earliest event, when a sweep may release it.
@@ -212,8 +215,11 @@ impl Persons {
         for ((node, person), diff) in changes {
             let current = self.person(&node);
             before.entry(node.clone()).or_insert(current);
-            if diff > 0 {
+            if diff > 0 && person != node {
                 self.person_of.insert(node, person);
+            } else if diff > 0 {
+                // Its own person, as an id in no link is: nothing to hold.
+                self.person_of.remove(&node);
             } else if self.person_of.get(&node) == Some(&person) {
                 self.person_of.remove(&node);
             }
@@ -457,7 +463,13 @@ mod tests {
         let mut updates = Vec::new();
         let mut events = Vec::new();
         for (index, (is_event, n, p)) in steps.into_iter().enumerate() {
-            let node = node(n % 6);
+            // The map also names user ids: mapped to themselves (a person's own id, as the
+            // identity map emits it) or to another user (a merge).
+            let node = if !is_event && n % 4 == 3 {
+                person(n % 3)
+            } else {
+                node(n % 6)
+            };
             if is_event {
                 let mut event = event("t", &format!("m{index}"), &node.id, index as i64 * 1000);
                 // Some events carry a user id too: they belong to that user's person.
@@ -508,6 +520,19 @@ mod tests {
             log: Default::default(),
         };
         events.assign_persons(map, erasures, Retention::default(), StateGauges::default())
+    }
+
+    /// A user merged into another and then back on its own (an unmerge): the map says it
+    /// is its own person again (which the operator holds as no entry), and its events are.
+    #[test]
+    fn a_user_merged_and_then_its_own_person_again_gets_its_events_back() {
+        // u1 -> u2; an event of u1; u1 -> u1.
+        let (input, expected) = scenario(vec![(false, 7, 2), (true, 0, 4), (false, 7, 1)]);
+        let owners: Vec<&str> = expected.keys().map(|(person, _)| &*person.id).collect();
+        assert_eq!(owners, ["u1"]);
+        for workers in [1, 2] {
+            assert_eq!(run_collection(workers, 1, input.clone(), assign), expected);
+        }
     }
 
     proptest! {
