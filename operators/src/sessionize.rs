@@ -300,7 +300,7 @@ fn emitted_in(event: &Activity, sessions: &[HeldSession]) -> MessageId {
 /// batches as bare pointers, each emitted once (its multiplicity 1, or the one
 /// [`Sessionizer::multiplicities`] keeps when it is not), and what a batch changes is kept
 /// here until the person is re-sessionized. A count and a flag beside every event took 8
-/// bytes an event (16 with the pointer's alignment, where the pointer takes 8).
+/// bytes an event: the entry was 16, the pointer and, padded to its alignment, the two.
 #[derive(Debug)]
 struct Change {
     key: Key,
