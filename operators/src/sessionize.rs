@@ -299,8 +299,8 @@ fn emitted_in(event: &Activity, sessions: &[HeldSession]) -> MessageId {
 /// What one batch did to one event of a person: the person's events are held between
 /// batches as bare pointers, each emitted once (its multiplicity 1, or the one
 /// [`Sessionizer::multiplicities`] keeps when it is not), and what a batch changes is kept
-/// here until the person is re-sessionized. A count and a flag beside every event took 8
-/// bytes an event: the entry was 16, the pointer and, padded to its alignment, the two.
+/// here until the person is re-sessionized. (An entry of the 8-byte pointer with a count and
+/// a flag, padded to 8, took 16 bytes an event.)
 #[derive(Debug)]
 struct Change {
     key: Key,
@@ -483,8 +483,8 @@ impl PersonState {
         }
     }
 
-    /// Recomputes the sessions that `changes` (consolidated, see [`consolidate`]; not empty)
-    /// can affect, emits the sessions and event memberships that differ from what was
+    /// Recomputes the sessions that `changes` (consolidated, see [`consolidate`]; none: nothing
+    /// to do) can affect, emits the sessions and event memberships that differ from what was
     /// emitted, and drops the events whose multiplicity fell to zero (returning how many).
     ///
     /// Sessions grow left to right, so the recomputation starts at the first session that
@@ -1139,9 +1139,9 @@ mod tests {
         assert_eq!(std::mem::size_of::<Session>(), 96);
     }
 
-    /// A person whose every event moves to another person (a merge) or is erased leaves
-    /// nothing behind, not even its id; and late events that make a person due earlier leave
-    /// stale copies in the due index that its releases drop.
+    /// An event given more than once is held once, its multiplicity kept apart until it
+    /// is 1 again, and withdrawn only with its last copy; a multiplicity left goes with its
+    /// event's release.
     #[test]
     fn an_event_given_twice_is_held_until_withdrawn_twice_and_its_count_goes_with_it() {
         let p = person(1);
@@ -1198,6 +1198,9 @@ mod tests {
         );
     }
 
+    /// A person whose every event moves to another person (a merge) or is erased leaves
+    /// nothing behind, not even its id; and late events that make a person due earlier leave
+    /// stale copies in the due index that its releases drop.
     #[test]
     fn a_person_emptied_by_retractions_is_forgotten_and_stale_due_copies_are_dropped() {
         let (moved, stays) = (person(1), person(2));

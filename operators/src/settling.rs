@@ -167,8 +167,8 @@ impl<K: Hash + Eq + Ord, V> Settling<K, V> {
     /// [`Settling::remove_unless_settled`]) when it settles.
     ///
     /// The recent entries are sorted on their own and merged with the settled ones into a
-    /// vector of the exact size: O(n) for the settled part, and at the peak the two vectors
-    /// and the recent entries. (Appending them and sorting the whole took a scratch buffer
+    /// new vector (of the exact size once dead entries are shrunk away): O(n) for the
+    /// settled part, and at the peak the two vectors and the recent entries. (Appending them and sorting the whole took a scratch buffer
     /// as large as the settled part beside a grown copy of it, three times the entries at
     /// the peak, each time the identity graph settled.)
     pub(crate) fn settle_dropping(&mut self, dead: impl Fn(&V) -> bool) {
