@@ -276,13 +276,15 @@ mod tests {
     }
 
     /// Two events with the same client hold one copy of its strings; a long value is read
-    /// right but not kept; a thread that has seen more values than its dictionary holds
-    /// starts afresh and still reads every value right.
+    /// right but not kept; a thread that has seen more values than its dictionary and its
+    /// part memos hold starts afresh and still reads every value right.
     #[test]
     fn dimension_strings_are_shared_and_the_dictionary_stays_bounded() {
         let mut event = sample();
         event.client.browser = "Firefox".into();
-        event.campaign.content = "c".repeat(strings::SHARED_UP_TO_BYTES + 1).into();
+        // Longer than the dictionary keeps, and than a part the memo keeps.
+        let long = strings::SHARED_UP_TO_BYTES.max(strings::MEMO_UP_TO_BYTES) + 1;
+        event.campaign.content = "c".repeat(long).into();
         let bytes = encode(&event);
         let (first, second) = (decoded_event(&bytes), decoded_event(&bytes));
         assert_eq!(first, event);
@@ -296,8 +298,10 @@ mod tests {
         ));
         for city in 0..strings::DICTIONARY_CAPACITY + 10 {
             event.location.city = format!("city {city}").into();
+            event.client.os_version = format!("{city}.0").into();
             assert_eq!(decoded_event(&encode(&event)), event);
             assert!(strings::dictionary_len() <= strings::DICTIONARY_CAPACITY);
+            assert!(strings::location_memo_len() <= strings::MEMO_CAPACITY);
         }
         let after = decoded_event(&bytes);
         assert_eq!(after.client.browser, "Firefox");
@@ -305,6 +309,47 @@ mod tests {
             &first.client.browser,
             &after.client.browser
         ));
+    }
+
+    /// A part is found by its bytes: every string of a part decoded before is the same copy;
+    /// a part one byte apart, one of strings too long for a one-byte length, and one with
+    /// an empty string read as themselves.
+    #[test]
+    fn parts_are_memoized_by_their_bytes() {
+        let mut event = sample();
+        event.location = Location {
+            country: "DE".into(),
+            region: "Bavaria".into(),
+            city: "Munich".into(),
+        };
+        let (first, second) = (
+            decoded_event(&encode(&event)),
+            decoded_event(&encode(&event)),
+        );
+        assert!(crate::ArcStr::ptr_eq(
+            &first.location.city,
+            &second.location.city
+        ));
+        assert!(crate::ArcStr::ptr_eq(
+            &first.location.region,
+            &second.location.region
+        ));
+        let mut variants = vec![];
+        let mut next = event.clone();
+        next.location.city = "Munici".into();
+        variants.push(next.clone());
+        next.location.city = "M".repeat(300).into();
+        variants.push(next.clone());
+        next.location.region = "".into();
+        variants.push(next.clone());
+        next.client.browser = "b".repeat(251).into();
+        variants.push(next);
+        for variant in variants {
+            for _ in 0..2 {
+                assert_eq!(decoded_event(&encode(&variant)), variant);
+            }
+        }
+        assert_eq!(decoded_event(&encode(&event)), event);
     }
 
     /// The dimension parts are encoded by hand: each field, in declaration order, as a

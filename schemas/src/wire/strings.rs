@@ -11,7 +11,8 @@
 //! event, about ten of them set, but take a few thousand values between them. Their strings
 //! come from a dictionary per thread: a value already seen costs a lookup and a reference
 //! count, not an allocation and a free, and the operators and the sinks' rows share one copy
-//! of each.
+//! of each. A whole part whose bytes the thread decoded lately is taken from a memo of its
+//! kind at the cost of one lookup (see [`PartMemo`]).
 //!
 //! The fields are read in declaration order, the order the derived `Encode` writes them;
 //! the dimension parts are written by `encode_strings!` in the same order. `wire`'s layout
@@ -24,7 +25,7 @@ use bincode::de::read::Reader;
 use bincode::de::{Decode, Decoder};
 use bincode::enc::{Encode, Encoder};
 use bincode::error::{DecodeError, EncodeError};
-use rustc_hash::FxHashSet;
+use rustc_hash::{FxHashMap, FxHashSet};
 
 use crate::event::{Acquisition, Campaign, Client, Event, Location, Page};
 
@@ -38,6 +39,10 @@ fn length<D: Decoder>(decoder: &mut D) -> Result<usize, DecodeError> {
 /// length is claimed against the configuration's limit before anything is allocated.
 fn string<D: Decoder>(decoder: &mut D) -> Result<String, DecodeError> {
     let length = length(decoder)?;
+    if length == 0 {
+        // A third of an event's owned strings are absent ids and fields.
+        return Ok(String::new());
+    }
     decoder.claim_container_read::<u8>(length)?;
     if let Some(bytes) = decoder.reader().peek_read(length) {
         let text = utf8(bytes)?.to_owned();
@@ -160,10 +165,110 @@ macro_rules! encode_strings {
     };
 }
 
-/// `Decode` and `Encode` for a struct of dimension strings.
+/// How many parts of one kind a thread's [`PartMemo`] holds before it starts afresh.
+pub(super) const MEMO_CAPACITY: usize = 1 << 12;
+
+/// The longest encoded part the memo keeps, in bytes: a part of short strings.
+pub(super) const MEMO_UP_TO_BYTES: usize = 256;
+
+/// The parts of one kind this thread decoded lately, by their encoded bytes.
+///
+/// A visitor's events carry the same client, location and, within a visit, campaign and
+/// acquisition: a part's bytes seen before are its value again, found with one hash of the
+/// part's bytes where decoding it looks up each of its two to five strings (validating,
+/// hashing and comparing each: about a seventh of a worker's instructions in
+/// `bench-operators`, callgrind on 2026-12-07). Equal bytes decode to equal values, so the
+/// memo changes no result; a part that fails to decode is never kept.
+#[derive(Debug)]
+struct PartMemo<T>(FxHashMap<Box<[u8]>, T>);
+
+impl<T> Default for PartMemo<T> {
+    fn default() -> Self {
+        PartMemo(FxHashMap::default())
+    }
+}
+
+/// The encoded length of the `fields` strings at the reader's position, or `None` when the
+/// reader does not lend its bytes, a length takes more than one byte (a string over 250
+/// bytes), or the bytes run out: the part is then decoded as it comes.
+fn part_span<D: Decoder>(decoder: &mut D, fields: usize) -> Option<usize> {
+    /// bincode's varint: a value up to 250 is one byte (`SINGLE_BYTE_MAX` in bincode 2).
+    const SINGLE_BYTE_MAX: u8 = 250;
+    let mut span = 0;
+    for _ in 0..fields {
+        let &length = decoder.reader().peek_read(span + 1)?.last()?;
+        if length > SINGLE_BYTE_MAX {
+            return None;
+        }
+        span += 1 + usize::from(length);
+        if span > MEMO_UP_TO_BYTES {
+            return None;
+        }
+    }
+    decoder.reader().peek_read(span).map(|_| span)
+}
+
+/// A part of `fields` dimension strings, from `memo` when its bytes were decoded before,
+/// else by `decode` (and then kept).
+fn memoized<D: Decoder, T: Clone + 'static>(
+    decoder: &mut D,
+    memo: &'static std::thread::LocalKey<RefCell<PartMemo<T>>>,
+    fields: usize,
+    decode: impl FnOnce(&mut D) -> Result<T, DecodeError>,
+) -> Result<T, DecodeError> {
+    let Some(span) = part_span(decoder, fields) else {
+        return decode(decoder);
+    };
+    let key = match decoder.reader().peek_read(span) {
+        Some(bytes) => match memo.with_borrow(|memo| memo.0.get(bytes).cloned()) {
+            Some(part) => {
+                decoder.reader().consume(span);
+                return Ok(part);
+            }
+            None => Box::<[u8]>::from(bytes),
+        },
+        None => return decode(decoder),
+    };
+    let part = decode(decoder)?;
+    memo.with_borrow_mut(|memo| {
+        if memo.0.len() >= MEMO_CAPACITY {
+            memo.0.clear();
+        }
+        memo.0.insert(key, part.clone());
+    });
+    Ok(part)
+}
+
+thread_local! {
+    static CAMPAIGNS: RefCell<PartMemo<Campaign>> = RefCell::default();
+    static CLIENTS: RefCell<PartMemo<Client>> = RefCell::default();
+    static LOCATIONS: RefCell<PartMemo<Location>> = RefCell::default();
+    static ACQUISITIONS: RefCell<PartMemo<Acquisition>> = RefCell::default();
+}
+
+/// How many locations this thread's memo holds.
+#[cfg(test)]
+pub(super) fn location_memo_len() -> usize {
+    LOCATIONS.with_borrow(|memo| memo.0.len())
+}
+
+/// `Decode` and `Encode` for a struct of dimension strings, decoded through the
+/// [`PartMemo`] named.
 macro_rules! shared_strings {
-    ($type:ident { $($field:ident),+ $(,)? }) => {
-        decode_strings!($type by shared_string { $($field),+ });
+    ($type:ident by $memo:ident { $($field:ident),+ $(,)? }) => {
+        impl<Context> Decode<Context> for $type {
+            fn decode<D: Decoder<Context = Context>>(
+                decoder: &mut D,
+            ) -> Result<Self, DecodeError> {
+                const FIELDS: usize = [$(stringify!($field)),+].len();
+                memoized(decoder, &$memo, FIELDS, |decoder| {
+                    Ok($type {
+                        $($field: shared_string(decoder)?,)+
+                    })
+                })
+            }
+        }
+        bincode::impl_borrow_decode!($type);
         encode_strings!($type { $($field),+ });
     };
 }
@@ -174,26 +279,26 @@ decode_strings!(Page by string {
     referrer,
     title
 });
-shared_strings!(Campaign {
+shared_strings!(Campaign by CAMPAIGNS {
     source,
     medium,
     name,
     content,
     term
 });
-shared_strings!(Client {
+shared_strings!(Client by CLIENTS {
     device,
     browser,
     browser_version,
     os,
     os_version
 });
-shared_strings!(Location {
+shared_strings!(Location by LOCATIONS {
     country,
     region,
     city
 });
-shared_strings!(Acquisition { source, channel });
+shared_strings!(Acquisition by ACQUISITIONS { source, channel });
 
 impl<Context> Decode<Context> for Event {
     fn decode<D: Decoder<Context = Context>>(decoder: &mut D) -> Result<Self, DecodeError> {
