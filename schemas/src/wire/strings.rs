@@ -72,7 +72,8 @@ pub(super) const DICTIONARY_CAPACITY: usize = 1 << 14;
 
 /// The longest string the dictionary keeps, in bytes: browsers, countries, channels and
 /// most campaigns fit, and the dictionary holds at most a megabyte of text however long the
-/// values a client sends (up to the event's size limit).
+/// values a client sends (up to the event's size limit); the part memos keep some of the
+/// strings alive after the dictionary let them go (see [`PartMemo`]).
 pub(super) const SHARED_UP_TO_BYTES: usize = 64;
 
 thread_local! {
@@ -168,8 +169,9 @@ macro_rules! encode_strings {
 /// How many parts of one kind a thread's [`PartMemo`] holds before it starts afresh.
 pub(super) const MEMO_CAPACITY: usize = 1 << 12;
 
-/// The longest encoded part the memo keeps, in bytes: a part of short strings.
-pub(super) const MEMO_UP_TO_BYTES: usize = 256;
+/// The longest encoded part the memo keeps, in bytes: a part of short strings (a client is
+/// about 35 bytes, a location 20).
+pub(super) const MEMO_UP_TO_BYTES: usize = 128;
 
 /// The parts of one kind this thread decoded lately, by their encoded bytes.
 ///
@@ -178,7 +180,16 @@ pub(super) const MEMO_UP_TO_BYTES: usize = 256;
 /// part's bytes where decoding it looks up each of its two to five strings (validating,
 /// hashing and comparing each: about a seventh of a worker's instructions in
 /// `bench-operators`, callgrind on 2026-12-07). Equal bytes decode to equal values, so the
-/// memo changes no result; a part that fails to decode is never kept.
+/// memo changes no result; a part that fails to decode is never kept, and a hit claims
+/// against the configuration's limit exactly what decoding the part would have claimed, so
+/// whether a record exceeds the limit does not depend on what the thread read before.
+///
+/// Bounded: [`MEMO_CAPACITY`] parts of at most [`MEMO_UP_TO_BYTES`] encoded bytes, a key of
+/// that size and the part's strings (which the memo keeps alive beyond the dictionary's
+/// bound), under 2 MiB per kind and thread at worst; a table, once grown, keeps its size.
+///
+/// The spans are read as bincode's varint lengths, the encoding of `wire`'s configuration,
+/// the only one the dimension parts are decoded with.
 #[derive(Debug)]
 struct PartMemo<T>(FxHashMap<Box<[u8]>, T>);
 
@@ -190,7 +201,8 @@ impl<T> Default for PartMemo<T> {
 
 /// The encoded length of the `fields` strings at the reader's position, or `None` when the
 /// reader does not lend its bytes, a length takes more than one byte (a string over 250
-/// bytes), or the bytes run out: the part is then decoded as it comes.
+/// bytes), the part is longer than [`MEMO_UP_TO_BYTES`], or the bytes run out: the part is
+/// then decoded as it comes.
 fn part_span<D: Decoder>(decoder: &mut D, fields: usize) -> Option<usize> {
     /// bincode's varint: a value up to 250 is one byte (`SINGLE_BYTE_MAX` in bincode 2).
     const SINGLE_BYTE_MAX: u8 = 250;
@@ -222,6 +234,9 @@ fn memoized<D: Decoder, T: Clone + 'static>(
     let key = match decoder.reader().peek_read(span) {
         Some(bytes) => match memo.with_borrow(|memo| memo.0.get(bytes).cloned()) {
             Some(part) => {
+                // What decoding it claims: 8 bytes for each length (a `u64`), then each
+                // string's bytes; the span is a byte for each length and the strings' bytes.
+                decoder.claim_bytes_read(span + 7 * fields)?;
                 decoder.reader().consume(span);
                 return Ok(part);
             }
