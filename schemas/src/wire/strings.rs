@@ -40,7 +40,7 @@ fn length<D: Decoder>(decoder: &mut D) -> Result<usize, DecodeError> {
 fn string<D: Decoder>(decoder: &mut D) -> Result<String, DecodeError> {
     let length = length(decoder)?;
     if length == 0 {
-        // A third of an event's owned strings are absent ids and fields.
+        // A quarter of an event's owned strings are absent ids and fields.
         return Ok(String::new());
     }
     decoder.claim_container_read::<u8>(length)?;
