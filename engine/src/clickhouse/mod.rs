@@ -5,7 +5,8 @@ pub mod rows;
 
 use std::collections::BTreeMap;
 
-use clickhouse::{Client, Row};
+use clickhouse::insert::Insert;
+use clickhouse::{Client, Row, RowOwned, RowWrite};
 use operators::IdentityClaim;
 use schemas::clickhouse_error::{exception_code, is_permanent_code};
 use schemas::version::ServerVersion;
@@ -15,6 +16,31 @@ use crate::clickhouse::rows::ClaimRow;
 use crate::config::ClickHouseConfig;
 use crate::recovery::{CheckpointState, Recovery};
 use rows::{CheckpointRow, EpochPlanRow, LogStallRow, ProgressRow};
+
+/// What [`ClickHouseWriter::insert`] writes: a record that serializes as one row of
+/// `Self::Row`. An owned row is its own record. A record can also build a row that borrows
+/// from it as it is written (the `events` row borrows every string of the shared event), so
+/// the worker hands over the record and the row's strings are never copied: they are
+/// serialized straight from the record, on the I/O runtime, when the insert runs.
+pub trait InsertRecord: Send + Sync {
+    /// The row type the insert names its columns by.
+    type Row: Row + RowWrite;
+    /// Serializes this record's row into `insert` (see `clickhouse::insert::Insert::write`).
+    fn write_to<'i>(
+        &'i self,
+        insert: &'i mut Insert<Self::Row>,
+    ) -> impl Future<Output = clickhouse::error::Result<()>> + Send + 'i;
+}
+
+impl<R: RowOwned + RowWrite + Send + Sync> InsertRecord for R {
+    type Row = R;
+    fn write_to<'i>(
+        &'i self,
+        insert: &'i mut Insert<R>,
+    ) -> impl Future<Output = clickhouse::error::Result<()>> + Send + 'i {
+        insert.write(self)
+    }
+}
 
 /// Why ClickHouse could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -306,17 +332,13 @@ impl ClickHouseWriter {
 
     /// Inserts rows in one statement. Every table is a ReplacingMergeTree keyed so that a
     /// repeated insert of the same rows is harmless.
-    pub async fn insert<R: clickhouse::RowOwned + clickhouse::RowWrite>(
-        &self,
-        table: &str,
-        rows: &[R],
-    ) -> Result<(), SinkError> {
+    pub async fn insert<R: InsertRecord>(&self, table: &str, rows: &[R]) -> Result<(), SinkError> {
         if rows.is_empty() {
             return Ok(());
         }
-        let mut insert = self.client.insert::<R>(table).await?;
+        let mut insert = self.client.insert::<R::Row>(table).await?;
         for row in rows {
-            insert.write(row).await?;
+            row.write_to(&mut insert).await?;
         }
         insert.end().await?;
         Ok(())

@@ -4,31 +4,34 @@ use operators::{ArcStr, MessageId};
 use std::collections::BTreeMap;
 
 use clickhouse::Row;
+use clickhouse::insert::Insert;
 use operators::{Enriched, SharedEvent, route};
 use rustc_hash::FxHashMap;
 use schemas::live::LiveUpdate;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use super::{Live, Table, TableSink};
 use crate::clickhouse::rows::datetime;
-use crate::clickhouse::{ClickHouseWriter, SinkError};
+use crate::clickhouse::{ClickHouseWriter, InsertRecord, SinkError};
 use crate::sink::epoch::Write;
 use crate::sink::upserts::upserts;
 
-/// One row of `events`. The dimension columns share the event's strings (`ArcStr`
-/// serializes as the string it holds).
-#[derive(Debug, Clone, PartialEq, Row, Serialize, Deserialize)]
+/// One row of `events`, borrowed from the event it stores: built only as the insert
+/// serializes it (see [`StoredEvent`]), so the strings of an event are never copied for its
+/// row. (A row of owned strings built on the worker cost about as much memory as the event
+/// again for every record of an epoch in flight, and ~30 allocations an event.)
+#[derive(Debug, Row, Serialize)]
 #[allow(missing_docs)]
-pub struct EventRow {
-    pub tenant: String,
-    pub message_id: String,
+pub struct EventRow<'a> {
+    pub tenant: &'a str,
+    pub message_id: &'a str,
     #[serde(rename = "type")]
-    pub kind: String,
-    pub name: String,
-    pub anonymous_id: String,
-    pub user_id: String,
-    pub previous_id: String,
-    pub group_id: String,
+    pub kind: &'a str,
+    pub name: &'a str,
+    pub anonymous_id: &'a str,
+    pub user_id: &'a str,
+    pub previous_id: &'a str,
+    pub group_id: &'a str,
     /// `DateTime`: seconds, clamped to its unsigned 32-bit range.
     pub event_time: u32,
     pub event_time_ms: i64,
@@ -36,59 +39,81 @@ pub struct EventRow {
     pub sent_at_ms: Option<i64>,
     pub received_at: u32,
     pub received_at_ms: i64,
-    pub path: String,
-    pub url: String,
-    pub referrer: String,
-    pub title: String,
-    pub utm_source: ArcStr,
-    pub utm_medium: ArcStr,
-    pub utm_campaign: ArcStr,
-    pub ip: String,
-    pub user_agent: String,
+    pub path: &'a str,
+    pub url: &'a str,
+    pub referrer: &'a str,
+    pub title: &'a str,
+    pub utm_source: &'a str,
+    pub utm_medium: &'a str,
+    pub utm_campaign: &'a str,
+    pub ip: &'a str,
+    pub user_agent: &'a str,
     pub is_bot: u8,
-    pub locale: String,
-    pub library: String,
+    pub locale: &'a str,
+    pub library: &'a str,
     #[serde(rename = "properties.key")]
-    pub properties_key: Vec<String>,
+    pub properties_key: NestedColumn<'a>,
     #[serde(rename = "properties.value")]
-    pub properties_value: Vec<String>,
+    pub properties_value: NestedColumn<'a>,
     #[serde(rename = "traits.key")]
-    pub traits_key: Vec<String>,
+    pub traits_key: NestedColumn<'a>,
     #[serde(rename = "traits.value")]
-    pub traits_value: Vec<String>,
+    pub traits_value: NestedColumn<'a>,
     #[serde(rename = "context.key")]
-    pub context_key: Vec<String>,
+    pub context_key: NestedColumn<'a>,
     #[serde(rename = "context.value")]
-    pub context_value: Vec<String>,
-    pub session_id: String,
-    pub person_id: String,
+    pub context_value: NestedColumn<'a>,
+    pub session_id: &'a str,
+    pub person_id: &'a str,
     pub late: u8,
-    pub utm_content: ArcStr,
-    pub utm_term: ArcStr,
-    pub source: ArcStr,
-    pub channel: ArcStr,
-    pub device: ArcStr,
-    pub browser: ArcStr,
-    pub browser_version: ArcStr,
-    pub os: ArcStr,
-    pub os_version: ArcStr,
-    pub country: ArcStr,
-    pub region: ArcStr,
-    pub city: ArcStr,
+    pub utm_content: &'a str,
+    pub utm_term: &'a str,
+    pub source: &'a str,
+    pub channel: &'a str,
+    pub device: &'a str,
+    pub browser: &'a str,
+    pub browser_version: &'a str,
+    pub os: &'a str,
+    pub os_version: &'a str,
+    pub country: &'a str,
+    pub region: &'a str,
+    pub city: &'a str,
     pub non_interactive: u8,
     pub version: u64,
 }
 
-fn unzip(pairs: &[(String, String)]) -> (Vec<String>, Vec<String>) {
-    pairs.iter().cloned().unzip()
+/// One array of a `Nested(key String, value String)` column (`properties.key`, ...), read
+/// from the event's pairs: serialized as the `Array(String)` of their keys or of their values.
+#[derive(Debug, Clone, Copy)]
+pub struct NestedColumn<'a> {
+    pairs: &'a [(String, String)],
+    values: bool,
 }
 
-impl EventRow {
+impl<'a> NestedColumn<'a> {
+    /// The `(keys, values)` columns of `pairs`.
+    fn of(pairs: &'a [(String, String)]) -> (Self, Self) {
+        let column = |values| NestedColumn { pairs, values };
+        (column(false), column(true))
+    }
+}
+
+impl Serialize for NestedColumn<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_seq(
+            self.pairs
+                .iter()
+                .map(|(key, value)| if self.values { value } else { key }),
+        )
+    }
+}
+
+impl<'a> EventRow<'a> {
     /// The row of `event` as enriched at `version`.
     pub fn new(
-        event: &schemas::Event,
-        session_id: &str,
-        person_id: &str,
+        event: &'a schemas::Event,
+        session_id: &'a str,
+        person_id: &'a str,
         late: bool,
         version: u64,
     ) -> Self {
@@ -122,60 +147,93 @@ impl EventRow {
             acquisition,
             non_interactive,
         } = event;
-        let (properties_key, properties_value) = unzip(properties);
-        let (traits_key, traits_value) = unzip(traits);
-        let (context_key, context_value) = unzip(context);
+        let (properties_key, properties_value) = NestedColumn::of(properties);
+        let (traits_key, traits_value) = NestedColumn::of(traits);
+        let (context_key, context_value) = NestedColumn::of(context);
         EventRow {
-            tenant: tenant.clone(),
-            message_id: message_id.clone(),
-            kind: kind.as_str().to_owned(),
-            name: name.clone(),
-            anonymous_id: anonymous_id.clone(),
-            user_id: user_id.clone(),
-            previous_id: previous_id.clone(),
-            group_id: group_id.clone(),
+            tenant,
+            message_id,
+            kind: kind.as_str(),
+            name,
+            anonymous_id,
+            user_id,
+            previous_id,
+            group_id,
             event_time: datetime(*timestamp_ms),
             event_time_ms: *timestamp_ms,
             original_timestamp_ms: *original_timestamp_ms,
             sent_at_ms: *sent_at_ms,
             received_at: datetime(*received_at_ms),
             received_at_ms: *received_at_ms,
-            path: page.path.clone(),
-            url: page.url.clone(),
-            referrer: page.referrer.clone(),
-            title: page.title.clone(),
-            utm_source: campaign.source.clone(),
-            utm_medium: campaign.medium.clone(),
-            utm_campaign: campaign.name.clone(),
-            ip: ip.clone(),
-            user_agent: user_agent.clone(),
+            path: &page.path,
+            url: &page.url,
+            referrer: &page.referrer,
+            title: &page.title,
+            utm_source: &campaign.source,
+            utm_medium: &campaign.medium,
+            utm_campaign: &campaign.name,
+            ip,
+            user_agent,
             is_bot: u8::from(*is_bot),
-            locale: locale.clone(),
-            library: library.clone(),
+            locale,
+            library,
             properties_key,
             properties_value,
             traits_key,
             traits_value,
             context_key,
             context_value,
-            session_id: session_id.to_owned(),
-            person_id: person_id.to_owned(),
+            session_id,
+            person_id,
             late: u8::from(late),
-            utm_content: campaign.content.clone(),
-            utm_term: campaign.term.clone(),
-            source: acquisition.source.clone(),
-            channel: acquisition.channel.clone(),
-            device: client.device.clone(),
-            browser: client.browser.clone(),
-            browser_version: client.browser_version.clone(),
-            os: client.os.clone(),
-            os_version: client.os_version.clone(),
-            country: location.country.clone(),
-            region: location.region.clone(),
-            city: location.city.clone(),
+            utm_content: &campaign.content,
+            utm_term: &campaign.term,
+            source: &acquisition.source,
+            channel: &acquisition.channel,
+            device: &client.device,
+            browser: &client.browser,
+            browser_version: &client.browser_version,
+            os: &client.os,
+            os_version: &client.os_version,
+            country: &location.country,
+            region: &location.region,
+            city: &location.city,
             non_interactive: u8::from(*non_interactive),
             version,
         }
+    }
+}
+
+/// An event to store with its attribution, as the events sinks hand it to the insert: the
+/// shared event itself (a reference count, not a copy), its session and person, and the
+/// row's version. Its [`EventRow`] is built and serialized on the I/O runtime.
+#[derive(Debug)]
+pub struct StoredEvent {
+    event: SharedEvent,
+    /// `None` for a late event, stored without a session.
+    session_id: Option<MessageId>,
+    /// Empty for a late event.
+    person_id: ArcStr,
+    late: bool,
+    version: u64,
+}
+
+impl InsertRecord for StoredEvent {
+    type Row = EventRow<'static>;
+
+    async fn write_to(
+        &self,
+        insert: &mut Insert<EventRow<'static>>,
+    ) -> clickhouse::error::Result<()> {
+        let session_id = self.session_id.as_ref().map(MessageId::text);
+        let row = EventRow::new(
+            &self.event,
+            session_id.as_deref().unwrap_or_default(),
+            &self.person_id,
+            self.late,
+            self.version,
+        );
+        insert.write(&row).await
     }
 }
 
@@ -304,13 +362,13 @@ impl TableSink for EventsSink {
         // insertion carries its new attribution.
         for (attribution, _) in current.iter().filter(|(_, removed)| !removed) {
             match arrived.remove(&(&*attribution.tenant, attribution.message_id.clone())) {
-                Some(event) => rows.push(EventRow::new(
-                    event,
-                    &attribution.session_id.text(),
-                    &attribution.person_id,
-                    false,
-                    epoch,
-                )),
+                Some(event) => rows.push(StoredEvent {
+                    event: SharedEvent::clone(event),
+                    session_id: Some(attribution.session_id.clone()),
+                    person_id: attribution.person_id.clone(),
+                    late: false,
+                    version: epoch,
+                }),
                 None => corrections
                     .entry(attribution.tenant.clone())
                     .or_default()
@@ -330,7 +388,7 @@ impl TableSink for EventsSink {
         }
         let mut per_tenant: BTreeMap<String, u64> = BTreeMap::new();
         for row in &rows {
-            *per_tenant.entry(row.tenant.clone()).or_default() += 1;
+            *per_tenant.entry(row.event.tenant.clone()).or_default() += 1;
         }
         let (table, live) = (self.table.clone(), self.live.clone());
         Box::pin(async move {
@@ -433,7 +491,7 @@ static CORRECT_EVENTS_SQL: std::sync::LazyLock<String> =
     std::sync::LazyLock::new(correct_events_sql);
 
 fn correct_events_sql() -> String {
-    let columns = <EventRow as Row>::COLUMN_NAMES;
+    let columns = <EventRow<'static> as Row>::COLUMN_NAMES;
     let select: Vec<String> = columns
         .iter()
         .map(|&column| match column {
@@ -489,9 +547,15 @@ impl TableSink for LateEventsSink {
     }
 
     fn write(&mut self, epoch: u64, events: Vec<Self::Record>) -> Write {
-        let rows: Vec<EventRow> = events
-            .iter()
-            .map(|e| EventRow::new(e, "", "", true, epoch))
+        let rows: Vec<StoredEvent> = events
+            .into_iter()
+            .map(|event| StoredEvent {
+                event,
+                session_id: None,
+                person_id: ArcStr::default(),
+                late: true,
+                version: epoch,
+            })
             .collect();
         let table = self.table.clone();
         Box::pin(async move {

@@ -16,13 +16,12 @@ pub mod sessions;
 pub mod visitor_hours;
 pub mod warnings;
 
-use clickhouse::{RowOwned, RowWrite};
 use timely::ExchangeData;
 use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::{Stream, StreamVec};
 
-use crate::clickhouse::ClickHouseWriter;
 use crate::clickhouse::io::IoRuntime;
+use crate::clickhouse::{ClickHouseWriter, InsertRecord};
 use crate::metrics::Metrics;
 use crate::sink::epoch::{Write, epoch_sink};
 use crate::sink::live::{LiveFeed, Updates};
@@ -105,10 +104,7 @@ pub struct Table {
 impl Table {
     /// Inserts `rows` into `table`, retrying until ClickHouse acknowledges them; `what`
     /// names the write in logs.
-    pub async fn insert<R>(&self, what: &str, table: &str, rows: Vec<R>)
-    where
-        R: RowOwned + RowWrite + Send + Sync,
-    {
+    pub async fn insert<R: InsertRecord>(&self, what: &str, table: &str, rows: Vec<R>) {
         self.runtime
             .retry(what, || self.writer.insert(table, &rows))
             .await;
@@ -117,7 +113,7 @@ impl Table {
     /// The write of `rows` into `table`, for a sink that has nothing else to do with them.
     pub fn write<R>(&self, what: &'static str, table: &'static str, rows: Vec<R>) -> Write
     where
-        R: RowOwned + RowWrite + Send + Sync + 'static,
+        R: InsertRecord + 'static,
     {
         let this = self.clone();
         Box::pin(async move { this.insert(what, table, rows).await })
