@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # benches/rss-sampler.sh OUT: every 2 s, the engine's RSS (total and anonymous), its consumer lag, pending
-# records, checkpoint age, sink failures and state entries summed, to find transient peaks.
+# records and their payload bytes, checkpoint age, sink failures and state entries summed, to find transient peaks.
 # Run it beside `bench memory` (it follows whichever `engine` process runs); stop it with kill.
 out=${1:?usage: benches/rss-sampler.sh OUT}
-echo "time pid rss_kb anon_kb lag pending ckpt_age sink_fail state_sum records" > "$out"
+echo "time pid rss_kb anon_kb lag pending pending_bytes ckpt_age sink_fail state_sum records" > "$out"
 while true; do
   for pid in $(pgrep -x engine); do
     [ -r /proc/$pid/status ] || continue
@@ -12,7 +12,7 @@ while true; do
     listen=$(grep -o 'listen = "[^"]*"' "$cfg" 2>/dev/null | cut -d'"' -f2)
     m=$(curl -s -m 1 "http://$listen/metrics")
     val() { echo "$m" | awk -v n="$1" '$1 ~ "^"n {s+=$NF} END{printf "%.0f", s}'; }
-    echo "$(date +%T) $pid $rss $anon $(val clickstream_engine_consumer_lag) $(val clickstream_engine_pending_records) $(val clickstream_engine_checkpoint_age_seconds) $(val clickstream_engine_sink_failures_total) $(val clickstream_engine_state_entries) $(val clickstream_engine_records_consumed_total)" >> "$out"
+    echo "$(date +%T) $pid $rss $anon $(val clickstream_engine_consumer_lag) $(val clickstream_engine_pending_records) $(val clickstream_engine_pending_bytes) $(val clickstream_engine_checkpoint_age_seconds) $(val clickstream_engine_sink_failures_total) $(val clickstream_engine_state_entries) $(val clickstream_engine_records_consumed_total)" >> "$out"
   done
   sleep 2
 done

@@ -208,6 +208,11 @@ pub struct KafkaConfig {
     /// Most decoded records a worker holds for epochs not yet written. Beyond it the worker
     /// stops reading until the sink catches up, so a slow ClickHouse cannot exhaust memory.
     pub max_pending_records: usize,
+    /// Most payload bytes (as read from the log) of those records, the same backpressure by
+    /// size: a decoded record in flight holds about 15 times its payload (the event, its
+    /// rows, the insert's buffer), so this bounds what a slow ClickHouse or a replay makes the
+    /// worker hold, whatever the events' sizes. Whichever bound is reached first applies.
+    pub max_pending_bytes: usize,
     /// How often to look for partitions added to the topic.
     pub partition_refresh_secs: u64,
     /// How long the engine waits, stalled, when the log is not the one its checkpoints
@@ -295,6 +300,7 @@ impl Default for KafkaConfig {
             replication_factor: 1,
             max_poll_records: 10_000,
             max_pending_records: 500_000,
+            max_pending_bytes: 16 * 1024 * 1024,
             partition_refresh_secs: 10,
             log_loss_timeout_secs: 300,
         }
@@ -400,9 +406,14 @@ impl EngineConfig {
         if *epoch_ms == 0 {
             return Err(ConfigError::Invalid("epoch_ms must be positive".into()));
         }
-        if kafka.partitions <= 0 || kafka.max_poll_records == 0 || kafka.max_pending_records == 0 {
+        if kafka.partitions <= 0
+            || kafka.max_poll_records == 0
+            || kafka.max_pending_records == 0
+            || kafka.max_pending_bytes == 0
+        {
             return Err(ConfigError::Invalid(
-                "kafka.partitions, max_poll_records and max_pending_records must be positive"
+                "kafka.partitions, max_poll_records, max_pending_records and max_pending_bytes \
+                 must be positive"
                     .into(),
             ));
         }

@@ -231,6 +231,7 @@ pub fn run_worker(
         epoch_ms: *epoch_ms,
         max_poll_records: kafka.max_poll_records,
         max_pending_records: kafka.max_pending_records,
+        max_pending_bytes: kafka.max_pending_bytes,
         first_live_epoch,
     };
     let sink = sink_runtime(context);

@@ -35,6 +35,8 @@ pub struct Metrics {
     pub source_errors: Counter,
     /// Records held for epochs not yet checkpointed.
     pub pending_records: Gauge,
+    /// Their payloads' bytes as read from the log.
+    pub pending_bytes: Gauge,
     /// Events later than the lateness horizon (stored, not applied to state).
     pub late_events: Counter,
     /// Stored events whose session or person a later epoch changed.
@@ -139,6 +141,7 @@ impl Default for Metrics {
             checkpoints: Counter::default(),
             source_errors: Counter::default(),
             pending_records: Gauge::default(),
+            pending_bytes: Gauge::default(),
             late_events: Counter::default(),
             event_corrections: Counter::default(),
             live_updates_dropped: Counter::default(),
@@ -207,6 +210,11 @@ impl Default for Metrics {
             "clickstream_engine_pending_records",
             "Records held for epochs not yet written",
             metrics.pending_records.clone(),
+        );
+        registry.register(
+            "clickstream_engine_pending_bytes",
+            "Payload bytes (as read from the log) of the records held for epochs not yet written",
+            metrics.pending_bytes.clone(),
         );
         registry.register(
             "clickstream_engine_log_mismatch_partitions",
@@ -327,7 +335,7 @@ impl Metrics {
     }
 
     /// Every metric this process exports, by name (for tests and dashboards).
-    pub const NAMES: [&'static str; 23] = [
+    pub const NAMES: [&'static str; 24] = [
         "clickstream_engine_records_consumed_total",
         "clickstream_engine_dead_letters_total",
         "clickstream_engine_events_written_total",
@@ -336,6 +344,7 @@ impl Metrics {
         "clickstream_engine_checkpoints_total",
         "clickstream_engine_source_errors_total",
         "clickstream_engine_pending_records",
+        "clickstream_engine_pending_bytes",
         "clickstream_engine_late_events_total",
         "clickstream_engine_event_corrections_total",
         "clickstream_engine_live_updates_dropped_total",

@@ -1,8 +1,8 @@
 //! A replay longer than the source's pending bound finishes. A restart replays every epoch
 //! within the state horizon, and the source's capability stays at the oldest planned epoch
 //! until every partition has delivered its part of it; records read from partitions that run
-//! ahead count against `max_pending_records` all the while. With a bound smaller than one
-//! epoch's records, the engine must still read what the oldest epoch needs, finish the
+//! ahead count against the pending bound (`max_pending_records`, `max_pending_bytes`) all the
+//! while. With a bound smaller than one epoch's records (here the bytes bound), the engine must still read what the oldest epoch needs, finish the
 //! replay, and then read the records that arrived while it was down, every table exact.
 //!
 //! Reading resumes wherever a position falls, often inside a record batch, so the broker must
@@ -73,14 +73,14 @@ async fn a_replay_longer_than_the_pending_bound_finishes() {
     first.terminate(0);
     first.wait_down(std::time::Duration::from_secs(30));
 
-    // Ten records a poll and at most one pending: every epoch of the replay holds more.
+    // Ten records a poll and at most one byte pending: every epoch of the replay holds more.
     let bounded = env.dir.join("bounded.toml");
     let text = std::fs::read_to_string(&config).expect("config");
     let text = text.replace(
         "[kafka]\n",
-        "[kafka]\nmax_poll_records = 10\nmax_pending_records = 1\n",
+        "[kafka]\nmax_poll_records = 10\nmax_pending_bytes = 1\n",
     );
-    assert!(text.contains("max_pending_records = 1"), "{text}");
+    assert!(text.contains("max_pending_bytes = 1"), "{text}");
     std::fs::write(&bounded, text).expect("bounded config");
     let mut second = Cluster::start_shape(&env.dir, &bounded, 1, 2);
     log.extend(produce(&producer, &env.topic, &all[REPLAYED..]).await);

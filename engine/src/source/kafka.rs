@@ -666,9 +666,19 @@ pub struct SourceSettings {
     /// Most records read but not yet checkpointed; beyond it the worker stops reading, except
     /// what the oldest epoch of a replay needs (see [`PartitionReader::throttle`]).
     pub max_pending_records: usize,
+    /// Most payload bytes (as read from the log) of those records; the same rule applies
+    /// beyond it.
+    pub max_pending_bytes: usize,
     /// The first epoch that may receive records read for the first time (after every planned
     /// epoch of the last run).
     pub first_live_epoch: u64,
+}
+
+impl SourceSettings {
+    /// Whether `records` pending, of `bytes` payload bytes, reach either pending bound.
+    pub fn over_pending_bound(&self, records: usize, bytes: usize) -> bool {
+        records >= self.max_pending_records || bytes >= self.max_pending_bytes
+    }
 }
 
 /// Where the source records its epoch plans, and the stalls of a log that is not the one
@@ -742,9 +752,15 @@ pub fn kafka_source<'s>(
             let live_epoch =
                 epoch_of(crate::now_ms(), settings.epoch_ms).max(settings.first_live_epoch);
             let mut read = 0;
-            let pending: usize = positions.borrow().values().map(|epoch| epoch.records).sum();
+            let (pending, pending_bytes) = positions
+                .borrow()
+                .values()
+                .fold((0, 0), |(records, bytes), epoch| {
+                    (records + epoch.records, bytes + epoch.bytes)
+                });
             metrics.pending_records.set(pending as i64);
-            let over_bound = pending >= settings.max_pending_records;
+            metrics.pending_bytes.set(pending_bytes as i64);
+            let over_bound = settings.over_pending_bound(pending, pending_bytes);
             if let Err(error) = reader.throttle(over_bound) {
                 metrics.source_errors.inc();
                 tracing::warn!(worker = reader.worker, error = %error, "cannot pause or resume partitions; will retry");
@@ -788,6 +804,7 @@ pub fn kafka_source<'s>(
                     let epoch = planned.unwrap_or(live_epoch).max(*cap.time());
                     let entry = positions.entry(epoch).or_default();
                     entry.records += 1;
+                    entry.bytes += record.payload.len();
                     let next = entry.next_offsets.entry(record.partition).or_default();
                     if record.offset + 1 > *next {
                         *next = record.offset + 1;
@@ -856,5 +873,19 @@ mod tests {
             BTreeSet::new(),
             "live, over the bound, the source waits instead"
         );
+    }
+
+    #[test]
+    fn either_pending_bound_holds_the_source_back() {
+        let settings = SourceSettings {
+            epoch_ms: 500,
+            max_poll_records: 10,
+            max_pending_records: 100,
+            max_pending_bytes: 4096,
+            first_live_epoch: 0,
+        };
+        assert!(!settings.over_pending_bound(99, 4095));
+        assert!(settings.over_pending_bound(100, 0), "the records' bound");
+        assert!(settings.over_pending_bound(1, 4096), "the bytes' bound");
     }
 }

@@ -15,6 +15,8 @@ pub struct EpochPositions {
     pub marks: BTreeMap<i32, u64>,
     /// Records emitted at the epoch (for backpressure).
     pub records: usize,
+    /// Their payloads' bytes as read from the log (for backpressure).
+    pub bytes: usize,
     /// Per owned partition, the receive time everything before which had been read when the
     /// epoch closed (set on the last live epoch of each close).
     pub received_until: BTreeMap<i32, i64>,
