@@ -2,8 +2,9 @@
 //! within the state horizon, and the source's capability stays at the oldest planned epoch
 //! until every partition has delivered its part of it; records read from partitions that run
 //! ahead count against the pending bound (`max_pending_records`, `max_pending_bytes`) all the
-//! while. With a bound smaller than one epoch's records (here the bytes bound), the engine must still read what the oldest epoch needs, finish the
-//! replay, and then read the records that arrived while it was down, every table exact.
+//! while. With a bound smaller than one epoch's records (here the bytes bound), the engine
+//! must still read what the oldest epoch needs, finish the replay, and then read the records
+//! that arrived while it was down, every table exact.
 //!
 //! Reading resumes wherever a position falls, often inside a record batch, so the broker must
 //! serve such a fetch as Kafka does (tansu 0.6.0 did not: `deploy/tansu/`).
