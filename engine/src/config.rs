@@ -210,9 +210,9 @@ pub struct KafkaConfig {
     pub max_pending_records: usize,
     /// Most payload bytes (as read from the log) of those records: the same backpressure by
     /// size, so that large events cannot make the records' bound hold many times the usual
-    /// memory. A record in flight holds much more than its payload once decoded (about
-    /// 5 KB of RSS per pending record against 353-byte payloads in `bench memory`, measured
-    /// before the `events` rows stopped copying the event). Whichever bound is reached first
+    /// memory. A record in flight holds much more than its payload once decoded (the RSS
+    /// jumps of `bench memory` came to 3-5 KB per pending record, with payloads of about
+    /// 330 bytes: an estimate, not a constant). Whichever bound is reached first
     /// applies, with the same exception for a replay's oldest epoch, and one poll
     /// (`max_poll_records`) may overshoot it.
     pub max_pending_bytes: usize,
