@@ -621,64 +621,70 @@ mod tests {
         event.acquisition.channel = "ac".into();
         event.non_interactive = false;
         let row = EventRow::new(&event, "se", "pe", true, 42);
-        use serde_json::json;
-        let expected: serde_json::Map<String, serde_json::Value> = [
-            ("tenant", json!("t")),
-            ("message_id", json!("m")),
-            ("type", json!("identify")),
-            ("name", json!("nm")),
-            ("anonymous_id", json!("an")),
-            ("user_id", json!("us")),
-            ("previous_id", json!("pr")),
-            ("group_id", json!("gr")),
+        use serde_json::{Value, json};
+        // The string columns, then the others (numbers, nulls, arrays).
+        let strings = [
+            ("tenant", "t"),
+            ("message_id", "m"),
+            ("type", "identify"),
+            ("name", "nm"),
+            ("anonymous_id", "an"),
+            ("user_id", "us"),
+            ("previous_id", "pr"),
+            ("group_id", "gr"),
+            ("path", "pa"),
+            ("url", "ur"),
+            ("referrer", "re"),
+            ("title", "ti"),
+            ("utm_source", "cs"),
+            ("utm_medium", "cm"),
+            ("utm_campaign", "cn"),
+            ("ip", "ip"),
+            ("user_agent", "ua"),
+            ("locale", "lo"),
+            ("library", "li"),
+            ("session_id", "se"),
+            ("person_id", "pe"),
+            ("utm_content", "cc"),
+            ("utm_term", "ct"),
+            ("source", "as"),
+            ("channel", "ac"),
+            ("device", "de"),
+            ("browser", "br"),
+            ("browser_version", "bv"),
+            ("os", "os"),
+            ("os_version", "ov"),
+            ("country", "co"),
+            ("region", "rg"),
+            ("city", "ci"),
+        ];
+        let others = [
             ("event_time", json!(1_700_000_000)),
             ("event_time_ms", json!(1_700_000_000_123_i64)),
             ("original_timestamp_ms", json!(11)),
             ("sent_at_ms", json!(null)),
             ("received_at", json!(1_700_000_005)),
             ("received_at_ms", json!(1_700_000_005_999_i64)),
-            ("path", json!("pa")),
-            ("url", json!("ur")),
-            ("referrer", json!("re")),
-            ("title", json!("ti")),
-            ("utm_source", json!("cs")),
-            ("utm_medium", json!("cm")),
-            ("utm_campaign", json!("cn")),
-            ("ip", json!("ip")),
-            ("user_agent", json!("ua")),
             ("is_bot", json!(1)),
-            ("locale", json!("lo")),
-            ("library", json!("li")),
             ("properties.key", json!(["pk1", "pk2"])),
             ("properties.value", json!(["pv1", "pv2"])),
             ("traits.key", json!(["tk"])),
             ("traits.value", json!(["tv"])),
             ("context.key", json!(["xk"])),
             ("context.value", json!(["xv"])),
-            ("session_id", json!("se")),
-            ("person_id", json!("pe")),
             ("late", json!(1)),
-            ("utm_content", json!("cc")),
-            ("utm_term", json!("ct")),
-            ("source", json!("as")),
-            ("channel", json!("ac")),
-            ("device", json!("de")),
-            ("browser", json!("br")),
-            ("browser_version", json!("bv")),
-            ("os", json!("os")),
-            ("os_version", json!("ov")),
-            ("country", json!("co")),
-            ("region", json!("rg")),
-            ("city", json!("ci")),
             ("non_interactive", json!(0)),
             ("version", json!(42)),
-        ]
-        .into_iter()
-        .map(|(column, value)| (column.to_owned(), value))
-        .collect();
+        ];
+        let expected: serde_json::Map<String, Value> = strings
+            .into_iter()
+            .map(|(column, text)| (column, json!(text)))
+            .chain(others)
+            .map(|(column, value)| (column.to_owned(), value))
+            .collect();
         assert_eq!(
             serde_json::to_value(&row).expect("row"),
-            serde_json::Value::Object(expected)
+            Value::Object(expected)
         );
     }
 
