@@ -15,8 +15,15 @@
 //! measures the allocator the engine runs with. `MIMALLOC_PURGE_DELAY` (or its older name
 //! `MIMALLOC_RESET_DELAY`) in the environment still decides.
 //!
-//! This module holds the workspace's only `unsafe` code, two calls into mimalloc's option
-//! table; the engine crate denies `unsafe` elsewhere, and every other crate forbids it.
+//! Its [`heap_bytes`] tells what each of the process's two allocators holds: mimalloc
+//! serves Rust's allocations (the operators' state, the records, the rows), the C library's
+//! malloc serves librdkafka's (its fetch queues hold the records read ahead of the engine).
+//! The resident set alone cannot say which of them grew, nor whether by live data or by
+//! freed memory an allocator keeps.
+//!
+//! This module holds the workspace's only `unsafe` code, calls into mimalloc's option table
+//! and statistics and into the C library's `mallinfo2`; the engine crate denies `unsafe`
+//! elsewhere, and every other crate forbids it.
 
 use std::ffi::c_long;
 use std::sync::Once;
@@ -62,9 +69,107 @@ pub fn tune() -> c_long {
     }
 }
 
+/// What the process's allocators hold, bytes, when read.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct HeapBytes {
+    /// Memory mimalloc has committed: its live blocks and the free pages it has not purged
+    /// yet (see [`PURGE_DELAY_MS`]). mimalloc as built here (release, `MI_STAT` 0) does not
+    /// count its live bytes; `bench-operators`' counting allocator does.
+    pub mimalloc_committed: usize,
+    /// Bytes the C library's malloc has handed out and not had back (`mallinfo2`'s
+    /// `uordblks + hblkhd`): librdkafka's queues and buffers.
+    pub libc_in_use: usize,
+    /// Bytes free in the C library's arenas (`mallinfo2`'s `fordblks`): freed by librdkafka,
+    /// still held by the process. glibc returns an arena's memory only from its top.
+    pub libc_free: usize,
+}
+
+/// Reads [`HeapBytes`]. `mallinfo2` locks and walks every arena of the C library's malloc:
+/// call it per scrape, not per record. Outside glibc the C library's figures are 0.
+pub fn heap_bytes() -> HeapBytes {
+    let mut committed = 0usize;
+    let mut unused = [0usize; 7];
+    let [elapsed, user, system, rss, peak_rss, peak_commit, faults] = &mut unused;
+    // SAFETY: `mi_process_info` writes one `size_t` through each pointer, all to live locals.
+    #[allow(unsafe_code)]
+    unsafe {
+        libmimalloc_sys::mi_process_info(
+            elapsed,
+            user,
+            system,
+            rss,
+            peak_rss,
+            &mut committed,
+            peak_commit,
+            faults,
+        )
+    };
+    let (libc_in_use, libc_free) = libc_heap();
+    HeapBytes {
+        mimalloc_committed: committed,
+        libc_in_use,
+        libc_free,
+    }
+}
+
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn libc_heap() -> (usize, usize) {
+    // SAFETY: `mallinfo2` (glibc 2.33 and later) takes no argument and returns a struct by
+    // value; it takes each arena's lock itself.
+    #[allow(unsafe_code)]
+    let info = unsafe { libc::mallinfo2() };
+    (info.uordblks + info.hblkhd, info.fordblks)
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn libc_heap() -> (usize, usize) {
+    (0, 0)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Each figure moves with what its allocator was given: a block from mimalloc and one
+    /// from the C library's `malloc`, both touched and held while read. (The tests run on the
+    /// system allocator, the engine's binary on mimalloc: the test asks mimalloc directly.)
+    #[test]
+    fn heap_bytes_tell_the_two_allocators_apart() {
+        const BLOCK: usize = 64 << 20;
+        let before = heap_bytes();
+        // SAFETY: plain allocations of each allocator, filled, then freed by their own
+        // allocator after the readings.
+        #[allow(unsafe_code)]
+        let mimalloc_block = unsafe { libmimalloc_sys::mi_malloc(BLOCK) };
+        assert!(!mimalloc_block.is_null());
+        #[allow(unsafe_code)]
+        unsafe {
+            std::ptr::write_bytes(mimalloc_block.cast::<u8>(), 1, BLOCK)
+        };
+        let with_mimalloc = heap_bytes();
+        // `black_box`: LLVM knows `malloc` and drops a block nothing reads.
+        #[allow(unsafe_code)]
+        let c_block = std::hint::black_box(unsafe { libc::malloc(BLOCK) });
+        assert!(!c_block.is_null());
+        #[allow(unsafe_code)]
+        unsafe {
+            std::ptr::write_bytes(c_block.cast::<u8>(), 1, BLOCK)
+        };
+        let with_both = heap_bytes();
+        #[allow(unsafe_code)]
+        unsafe {
+            libc::free(std::hint::black_box(c_block));
+            libmimalloc_sys::mi_free(mimalloc_block);
+        };
+        assert!(
+            with_mimalloc.mimalloc_committed >= before.mimalloc_committed + BLOCK,
+            "{before:?} -> {with_mimalloc:?}"
+        );
+        assert!(
+            with_both.libc_in_use >= with_mimalloc.libc_in_use + BLOCK,
+            "{with_mimalloc:?} -> {with_both:?}"
+        );
+    }
 
     #[test]
     fn the_option_index_is_read_from_the_linked_mimalloc_version() {

@@ -67,6 +67,11 @@ pub struct Metrics {
     /// from librdkafka's statistics. Negative when the log ends before the position: a log
     /// that lost records (see [`crate::source::log_check`]).
     pub consumer_lag: Family<PartitionLabels, Gauge>,
+    /// Per partition this process reads: bytes librdkafka has fetched ahead of the engine
+    /// and queued (its statistics' `fetchq_size`), outside the engine's pending bounds.
+    pub fetch_queue_bytes: Family<PartitionLabels, Gauge>,
+    /// What each allocator holds, read at each scrape (see [`crate::allocator::heap_bytes`]).
+    heap_bytes: Family<HeapLabels, Gauge>,
     /// Partitions of this process whose log is not the one the checkpoints describe, while
     /// the engine waits before it exits (see [`crate::source::log_check`]); exported from the
     /// start, at 0.
@@ -86,6 +91,15 @@ pub struct Metrics {
 pub struct PartitionLabels {
     /// Kafka partition.
     pub partition: i32,
+}
+
+/// Labels of the heap gauges: both sets are small and fixed.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HeapLabels {
+    /// `mimalloc` (Rust's allocations) or `libc` (librdkafka's).
+    pub allocator: &'static str,
+    /// `committed` (mimalloc), `in_use` or `free` (libc).
+    pub kind: &'static str,
 }
 
 /// Labels of refused identity claims: both sets are small and fixed.
@@ -155,6 +169,8 @@ impl Default for Metrics {
             state_entries: Family::default(),
             claims_refused: Family::default(),
             consumer_lag: Family::default(),
+            fetch_queue_bytes: Family::default(),
+            heap_bytes: Family::default(),
             log_mismatch_partitions: Gauge::default(),
             log_mismatch: Family::default(),
             checkpoint_age: Gauge::default(),
@@ -288,6 +304,18 @@ impl Default for Metrics {
             metrics.consumer_lag.clone(),
         );
         registry.register_with_unit(
+            "clickstream_engine_fetch_queue",
+            "Bytes librdkafka fetched ahead of the engine and holds, per partition",
+            Unit::Bytes,
+            metrics.fetch_queue_bytes.clone(),
+        );
+        registry.register_with_unit(
+            "clickstream_engine_heap",
+            "Memory held by each allocator (mimalloc: committed; libc malloc: in use and free in its arenas)",
+            Unit::Bytes,
+            metrics.heap_bytes.clone(),
+        );
+        registry.register_with_unit(
             "clickstream_engine_checkpoint_age",
             "Time since this process last committed a checkpoint",
             Unit::Seconds,
@@ -320,6 +348,18 @@ impl Metrics {
             .store(complete_until_ms, Ordering::Relaxed);
     }
 
+    fn record_heap(&self, heap: crate::allocator::HeapBytes) {
+        for (allocator, kind, bytes) in [
+            ("mimalloc", "committed", heap.mimalloc_committed),
+            ("libc", "in_use", heap.libc_in_use),
+            ("libc", "free", heap.libc_free),
+        ] {
+            self.heap_bytes
+                .get_or_create(&HeapLabels { allocator, kind })
+                .set(bytes as i64);
+        }
+    }
+
     /// The text exposition format; ages are computed at the moment of the scrape.
     pub fn render(&self) -> String {
         let now = crate::now_ms() as i64;
@@ -328,6 +368,7 @@ impl Metrics {
         if self.complete_until_ms.load(Ordering::Relaxed) > 0 {
             self.complete_until_lag.set(since(&self.complete_until_ms));
         }
+        self.record_heap(crate::allocator::heap_bytes());
         let mut text = String::new();
         // Writing to a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut text, &self.registry);
@@ -335,7 +376,7 @@ impl Metrics {
     }
 
     /// Every metric this process exports, by name (for tests and dashboards).
-    pub const NAMES: [&'static str; 24] = [
+    pub const NAMES: [&'static str; 26] = [
         "clickstream_engine_records_consumed_total",
         "clickstream_engine_dead_letters_total",
         "clickstream_engine_events_written_total",
@@ -358,6 +399,8 @@ impl Metrics {
         "clickstream_engine_erasure_oldest_pending_seconds",
         "clickstream_engine_state_entries",
         "clickstream_engine_consumer_lag",
+        "clickstream_engine_fetch_queue_bytes",
+        "clickstream_engine_heap_bytes",
         "clickstream_engine_checkpoint_age_seconds",
         "clickstream_engine_complete_until_lag_seconds",
     ];
@@ -397,6 +440,10 @@ mod tests {
             .consumer_lag
             .get_or_create(&PartitionLabels { partition: 0 })
             .set(7);
+        metrics
+            .fetch_queue_bytes
+            .get_or_create(&PartitionLabels { partition: 0 })
+            .set(512);
         let text = metrics.render();
         for name in Metrics::NAMES {
             assert!(

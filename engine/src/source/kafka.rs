@@ -110,14 +110,22 @@ impl ClientContext for SourceContext {
             } else {
                 partition.next_offset
             };
-            if partition.partition < 0 || partition.hi_offset < 0 || position < 0 {
+            if partition.partition < 0 {
+                continue;
+            }
+            let labels = PartitionLabels {
+                partition: partition.partition,
+            };
+            metrics
+                .fetch_queue_bytes
+                .get_or_create(&labels)
+                .set(i64::try_from(partition.fetchq_size).unwrap_or(i64::MAX));
+            if partition.hi_offset < 0 || position < 0 {
                 continue;
             }
             metrics
                 .consumer_lag
-                .get_or_create(&PartitionLabels {
-                    partition: partition.partition,
-                })
+                .get_or_create(&labels)
                 .set(partition.hi_offset - position);
         }
     }

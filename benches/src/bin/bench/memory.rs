@@ -331,6 +331,22 @@ fn report_gauges(report: &mut Report, warm: &EngineGauges, last: &EngineGauges) 
         last.pending_records,
         "records",
     );
+    report.add(
+        "memory",
+        "bytes librdkafka fetched ahead of the engine at the end of the run",
+        mib(last.fetch_queue_bytes as u64),
+        "MiB",
+    );
+    for (heap, at_end) in &last.heap {
+        let at_half = warm.heap.get(heap).copied().unwrap_or(0.0);
+        let figure = report.add(
+            "memory",
+            &format!("heap, {heap}: at the end (anchor: at half the run)"),
+            mib(*at_end as u64),
+            "MiB",
+        );
+        figure.anchor = Some(("at half the run".into(), at_end / at_half.max(1.0)));
+    }
     for (kind, at_end) in &last.state {
         let at_half = warm.state.get(kind).copied().unwrap_or(0.0);
         let figure = report.add(

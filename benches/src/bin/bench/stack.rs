@@ -328,6 +328,11 @@ pub struct EngineGauges {
     pub consumer_lag: f64,
     /// Records read but not yet checkpointed (`clickstream_engine_pending_records`).
     pub pending_records: f64,
+    /// Bytes librdkafka fetched ahead of the engine (`clickstream_engine_fetch_queue_bytes`,
+    /// summed over partitions).
+    pub fetch_queue_bytes: f64,
+    /// What each allocator holds (`clickstream_engine_heap_bytes`), by "allocator kind".
+    pub heap: std::collections::BTreeMap<String, f64>,
 }
 
 /// Reads [`EngineGauges`] from the engine's `/metrics` at `url`.
@@ -345,6 +350,14 @@ pub async fn engine_gauges(url: &str) -> anyhow::Result<EngineGauges> {
         match sample.metric.as_str() {
             "clickstream_engine_consumer_lag" => gauges.consumer_lag += value,
             "clickstream_engine_pending_records" => gauges.pending_records += value,
+            "clickstream_engine_fetch_queue_bytes" => gauges.fetch_queue_bytes += value,
+            "clickstream_engine_heap_bytes" => {
+                if let (Some(allocator), Some(kind)) =
+                    (sample.labels.get("allocator"), sample.labels.get("kind"))
+                {
+                    gauges.heap.insert(format!("{allocator} {kind}"), value);
+                }
+            }
             "clickstream_engine_state_entries" => {
                 if let Some(kind) = sample.labels.get("kind") {
                     *gauges.state.entry(kind.to_owned()).or_insert(0.0) += value;
