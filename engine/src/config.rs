@@ -216,6 +216,13 @@ pub struct KafkaConfig {
     /// applies, with the same exception for a replay's oldest epoch, and one poll
     /// (`max_poll_records`) may overshoot it.
     pub max_pending_bytes: usize,
+    /// Most payload bytes librdkafka fetches ahead of a worker and queues for it
+    /// (`queued.max.messages.kbytes`, in KiB there; librdkafka's own default is 64 MiB).
+    /// Those records are outside the pending bounds, in the C library's malloc, and an arena
+    /// keeps what they freed: with the default, every burst of input left tens of MiB of
+    /// resident memory behind. librdkafka also caps one fetch at this size (`fetch.max.bytes`,
+    /// not below `message.max.bytes`), and may overshoot by one fetch. At least 1024.
+    pub max_fetch_queue_bytes: usize,
     /// How often to look for partitions added to the topic.
     pub partition_refresh_secs: u64,
     /// How long the engine waits, stalled, when the log is not the one its checkpoints
@@ -304,6 +311,7 @@ impl Default for KafkaConfig {
             max_poll_records: 10_000,
             max_pending_records: 500_000,
             max_pending_bytes: 64 * 1024 * 1024,
+            max_fetch_queue_bytes: 8 * 1024 * 1024,
             partition_refresh_secs: 10,
             log_loss_timeout_secs: 300,
         }
@@ -409,6 +417,11 @@ impl EngineConfig {
         if *epoch_ms == 0 {
             return Err(ConfigError::Invalid("epoch_ms must be positive".into()));
         }
+        if kafka.max_fetch_queue_bytes < 1024 {
+            return Err(ConfigError::Invalid(
+                "kafka.max_fetch_queue_bytes must be at least 1024 (librdkafka counts KiB)".into(),
+            ));
+        }
         if kafka.partitions <= 0
             || kafka.max_poll_records == 0
             || kafka.max_pending_records == 0
@@ -459,6 +472,8 @@ mod tests {
             assert!(EngineConfig::load(Some(Path::new("typo.toml"))).is_err());
             jail.create_file("zero.toml", "epoch_ms = 0\n")?;
             assert!(EngineConfig::load(Some(Path::new("zero.toml"))).is_err());
+            jail.create_file("fetchq.toml", "[kafka]\nmax_fetch_queue_bytes = 1000\n")?;
+            assert!(EngineConfig::load(Some(Path::new("fetchq.toml"))).is_err());
             jail.create_file("db.toml", "[clickhouse]\ndatabase = \"x;y\"\n")?;
             assert!(EngineConfig::load(Some(Path::new("db.toml"))).is_err());
             assert!(EngineConfig::load(Some(Path::new("missing.toml"))).is_err());

@@ -95,6 +95,7 @@ fn main() -> anyhow::Result<()> {
                 metrics.clone(),
             ));
         }
+        tokio::spawn(clickstream_engine::allocator::trim_libc_heap_periodically());
         let flag = shutdown.clone();
         tokio::spawn(async move {
             wait_for_signal().await;

@@ -168,3 +168,88 @@ async fn the_broker_serves_a_fetch_that_starts_inside_a_batch() {
     }
     let _ = std::fs::remove_dir_all(&env.dir);
 }
+
+/// What librdkafka reads ahead of a worker stays within `kafka.max_fetch_queue_bytes` (and
+/// one fetch): those records sit outside the pending bounds, in the C library's heap. The
+/// consumer is the workers' own configuration, left unpolled while it fetches a log many
+/// times the bound; librdkafka's default would queue all of it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn librdkafka_reads_ahead_no_more_than_the_fetch_queue_bound() {
+    use clickstream_engine::config::KafkaConfig;
+    use clickstream_engine::metrics::{Metrics, PartitionLabels};
+    use clickstream_engine::source::kafka::{SourceContext, consumer_config};
+    use std::sync::Arc;
+
+    const BOUND: usize = 1 << 20;
+    const RECORD: usize = 1_000;
+    const RECORDS: usize = 16_000;
+    let env = TestEnv::new("fetchq").await;
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", &env.brokers)
+        .set("linger.ms", "20")
+        .create()
+        .expect("producer");
+    let payload = vec![b'x'; RECORD];
+    let deliveries: Vec<_> = (0..RECORDS)
+        .map(|_| {
+            producer
+                .send_result(
+                    FutureRecord::<(), _>::to(&env.topic)
+                        .partition(0)
+                        .payload(&payload),
+                )
+                .expect("enqueue")
+        })
+        .collect();
+    for delivery in deliveries {
+        delivery
+            .await
+            .expect("delivery report")
+            .expect("acknowledged");
+    }
+
+    let kafka = KafkaConfig {
+        brokers: env.brokers.clone(),
+        topic: env.topic.clone(),
+        max_fetch_queue_bytes: 64 << 20,
+        ..KafkaConfig::default()
+    };
+    let metrics = Arc::new(Metrics::default());
+    let consumer: BaseConsumer<SourceContext> = consumer_config(&kafka)
+        .set("statistics.interval.ms", "500")
+        .create_with_context(SourceContext::new(metrics.clone()))
+        .expect("consumer");
+    let mut assignment = TopicPartitionList::new();
+    assignment
+        .add_partition_offset(&env.topic, 0, Offset::Beginning)
+        .expect("partition");
+    consumer.assign(&assignment).expect("assign");
+    // Unpolled, librdkafka fills its queue in the background; each statistics snapshot is
+    // taken then and delivered behind the records already queued.
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    let queued = || {
+        metrics
+            .fetch_queue_bytes
+            .get_or_create(&PartitionLabels { partition: 0 })
+            .get()
+    };
+    let mut read = 0;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while queued() == 0 && std::time::Instant::now() < deadline {
+        if let Some(message) = consumer.poll(std::time::Duration::from_millis(100)) {
+            read += usize::from(message.is_ok_and(|m| m.payload().is_some()));
+        }
+    }
+    let queued = queued() as usize;
+    assert!(
+        queued > 0,
+        "no snapshot showed a queue ({read} records read)"
+    );
+    // One fetch past the bound at most; a fetch is at most `message.max.bytes` (1 MB) here.
+    assert!(
+        queued <= BOUND + 1_000_000 + 64 * 1024,
+        "librdkafka queued {queued} bytes ahead against a bound of {BOUND} (log of {} bytes)",
+        RECORD * RECORDS
+    );
+    let _ = std::fs::remove_dir_all(&env.dir);
+}

@@ -197,6 +197,30 @@ impl std::fmt::Debug for PartitionReader {
     }
 }
 
+/// The librdkafka settings of a worker's consumer, with what librdkafka may read ahead of
+/// the worker bounded by `config.max_fetch_queue_bytes`.
+pub fn consumer_config(config: &KafkaConfig) -> ClientConfig {
+    let mut client = ClientConfig::new();
+    client
+        .set("bootstrap.servers", &config.brokers)
+        // Required by librdkafka's consumer even though no group coordination is used:
+        // offsets are never committed to Kafka, ClickHouse checkpoints are the truth.
+        .set("group.id", "clickstream-engine")
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        // Never jump elsewhere in a log: an offset the log does not have means the log is
+        // not the one the checkpoints describe (see `log_check`).
+        .set("auto.offset.reset", "error")
+        .set("enable.partition.eof", "true")
+        .set("fetch.wait.max.ms", "50")
+        .set(
+            "queued.max.messages.kbytes",
+            (config.max_fetch_queue_bytes / 1024).to_string(),
+        )
+        .set("statistics.interval.ms", "5000");
+    client
+}
+
 impl PartitionReader {
     /// A reader for worker `worker` of `peers`, replaying what `recovery` says, publishing its
     /// consumer lag to `metrics`.
@@ -207,20 +231,8 @@ impl PartitionReader {
         recovery: &Recovery,
         metrics: Arc<Metrics>,
     ) -> Result<PartitionReader, KafkaError> {
-        let consumer: BaseConsumer<SourceContext> = ClientConfig::new()
-            .set("bootstrap.servers", &config.brokers)
-            // Required by librdkafka's consumer even though no group coordination is used:
-            // offsets are never committed to Kafka, ClickHouse checkpoints are the truth.
-            .set("group.id", "clickstream-engine")
-            .set("enable.auto.commit", "false")
-            .set("enable.auto.offset.store", "false")
-            // Never jump elsewhere in a log: an offset the log does not have means the log is
-            // not the one the checkpoints describe (see `log_check`).
-            .set("auto.offset.reset", "error")
-            .set("enable.partition.eof", "true")
-            .set("fetch.wait.max.ms", "50")
-            .set("statistics.interval.ms", "5000")
-            .create_with_context(SourceContext::new(metrics))?;
+        let consumer: BaseConsumer<SourceContext> =
+            consumer_config(config).create_with_context(SourceContext::new(metrics))?;
         Ok(PartitionReader {
             consumer,
             topic: config.topic.clone(),
