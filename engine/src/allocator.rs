@@ -119,9 +119,9 @@ pub const LIBC_TRIM_INTERVAL_SECS: u64 = 10;
 /// (`malloc_trim(0)`: since glibc 2.8 it releases the free pages inside each arena, not
 /// only at its top); whether any was released. glibc returns an arena's free memory by
 /// itself only from its top, and librdkafka's fetch buffers, freed by the worker threads in
-/// another order than its broker threads allocated them, leave it in the middle: after a
-/// replay, 190 MiB stayed free in the arenas for good (`bench memory`, 2026-12-07). A no-op
-/// outside glibc.
+/// another order than its broker threads allocated them, leave it in the middle: when a
+/// replay of `bench memory` ended, 192 MiB were free in the arenas, and each burst of input
+/// had left about 10 MiB there (2026-12-07). A no-op outside glibc.
 pub fn trim_libc_heap() -> bool {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     {

@@ -218,10 +218,11 @@ pub struct KafkaConfig {
     pub max_pending_bytes: usize,
     /// Most payload bytes librdkafka fetches ahead of a worker and queues for it
     /// (`queued.max.messages.kbytes`, in KiB there; librdkafka's own default is 64 MiB).
-    /// Those records are outside the pending bounds, in the C library's malloc, and an arena
-    /// keeps what they freed: with the default, every burst of input left tens of MiB of
-    /// resident memory behind. librdkafka also caps one fetch at this size (`fetch.max.bytes`,
-    /// not below `message.max.bytes`), and may overshoot by one fetch. At least 1024.
+    /// Those records are outside the pending bounds, in the C library's malloc: with
+    /// librdkafka's defaults (and its 50 MB fetches) its heap held up to 147 MiB during a
+    /// replay of `bench memory`. librdkafka also caps one fetch at this size
+    /// (`fetch.max.bytes`, not below `message.max.bytes`), and may overshoot by one fetch.
+    /// At least 1024.
     pub max_fetch_queue_bytes: usize,
     /// How often to look for partitions added to the topic.
     pub partition_refresh_secs: u64,

@@ -67,9 +67,10 @@ pub struct Metrics {
     /// from librdkafka's statistics. Negative when the log ends before the position: a log
     /// that lost records (see [`crate::source::log_check`]).
     pub consumer_lag: Family<PartitionLabels, Gauge>,
-    /// Per partition this process reads: bytes librdkafka has fetched ahead of the engine
-    /// and queued (its statistics' `fetchq_size`), outside the engine's pending bounds.
-    pub fetch_queue_bytes: Family<PartitionLabels, Gauge>,
+    /// Per worker: bytes librdkafka has fetched ahead of the worker and queued (its
+    /// statistics' `fetchq_size`), outside the engine's pending bounds and within
+    /// `kafka.max_fetch_queue_bytes`.
+    pub fetch_queue_bytes: Family<WorkerLabels, Gauge>,
     /// What each allocator holds, read at each scrape (see [`crate::allocator::heap_bytes`]).
     heap_bytes: Family<HeapLabels, Gauge>,
     /// Partitions of this process whose log is not the one the checkpoints describe, while
@@ -91,6 +92,13 @@ pub struct Metrics {
 pub struct PartitionLabels {
     /// Kafka partition.
     pub partition: i32,
+}
+
+/// Labels of a per-worker gauge.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct WorkerLabels {
+    /// Worker index.
+    pub worker: u32,
 }
 
 /// Labels of the heap gauges: both sets are small and fixed.
@@ -305,7 +313,7 @@ impl Default for Metrics {
         );
         registry.register_with_unit(
             "clickstream_engine_fetch_queue",
-            "Bytes librdkafka fetched ahead of the engine and holds, per partition",
+            "Bytes librdkafka fetched ahead of the worker and holds, per worker",
             Unit::Bytes,
             metrics.fetch_queue_bytes.clone(),
         );
@@ -442,7 +450,7 @@ mod tests {
             .set(7);
         metrics
             .fetch_queue_bytes
-            .get_or_create(&PartitionLabels { partition: 0 })
+            .get_or_create(&WorkerLabels { worker: 0 })
             .set(512);
         let text = metrics.render();
         for name in Metrics::NAMES {

@@ -176,7 +176,7 @@ async fn the_broker_serves_a_fetch_that_starts_inside_a_batch() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn librdkafka_reads_ahead_no_more_than_the_fetch_queue_bound() {
     use clickstream_engine::config::KafkaConfig;
-    use clickstream_engine::metrics::{Metrics, PartitionLabels};
+    use clickstream_engine::metrics::{Metrics, WorkerLabels};
     use clickstream_engine::source::kafka::{SourceContext, consumer_config};
     use std::sync::Arc;
 
@@ -211,13 +211,13 @@ async fn librdkafka_reads_ahead_no_more_than_the_fetch_queue_bound() {
     let kafka = KafkaConfig {
         brokers: env.brokers.clone(),
         topic: env.topic.clone(),
-        max_fetch_queue_bytes: 64 << 20,
+        max_fetch_queue_bytes: BOUND,
         ..KafkaConfig::default()
     };
     let metrics = Arc::new(Metrics::default());
     let consumer: BaseConsumer<SourceContext> = consumer_config(&kafka)
         .set("statistics.interval.ms", "500")
-        .create_with_context(SourceContext::new(metrics.clone()))
+        .create_with_context(SourceContext::new(metrics.clone(), 0))
         .expect("consumer");
     let mut assignment = TopicPartitionList::new();
     assignment
@@ -230,7 +230,7 @@ async fn librdkafka_reads_ahead_no_more_than_the_fetch_queue_bound() {
     let queued = || {
         metrics
             .fetch_queue_bytes
-            .get_or_create(&PartitionLabels { partition: 0 })
+            .get_or_create(&WorkerLabels { worker: 0 })
             .get()
     };
     let mut read = 0;

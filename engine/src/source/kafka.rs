@@ -24,7 +24,7 @@ use timely::dataflow::{Scope, StreamVec};
 use crate::clickhouse::ClickHouseWriter;
 use crate::clickhouse::io::IoRuntime;
 use crate::config::KafkaConfig;
-use crate::metrics::{Metrics, PartitionLabels};
+use crate::metrics::{Metrics, PartitionLabels, WorkerLabels};
 use crate::recovery::{PartitionRecovery, Recovery};
 use crate::retry::stop;
 use crate::source::log_check::{LogGuard, LogProbe, Mismatch, fingerprint};
@@ -79,13 +79,16 @@ pub async fn ensure_topics(config: &KafkaConfig) -> Result<(), KafkaError> {
 #[derive(Debug, Clone, Default)]
 pub struct SourceContext {
     metrics: Option<Arc<Metrics>>,
+    /// The worker whose consumer this is (the fetch queue is gauged per worker).
+    worker: u32,
 }
 
 impl SourceContext {
-    /// A context that publishes the consumer lag to `metrics`.
-    pub fn new(metrics: Arc<Metrics>) -> SourceContext {
+    /// A context that publishes worker `worker`'s consumer lag and fetch queue to `metrics`.
+    pub fn new(metrics: Arc<Metrics>, worker: usize) -> SourceContext {
         SourceContext {
             metrics: Some(metrics),
+            worker: worker as u32,
         }
     }
 }
@@ -95,6 +98,7 @@ impl ClientContext for SourceContext {
         let Some(metrics) = &self.metrics else {
             return;
         };
+        let mut fetch_queue = 0;
         for partition in statistics
             .topics
             .values()
@@ -113,21 +117,25 @@ impl ClientContext for SourceContext {
             if partition.partition < 0 {
                 continue;
             }
-            let labels = PartitionLabels {
-                partition: partition.partition,
-            };
-            metrics
-                .fetch_queue_bytes
-                .get_or_create(&labels)
-                .set(i64::try_from(partition.fetchq_size).unwrap_or(i64::MAX));
+            // Every partition's fetch queue forwards to the consumer's one queue, and
+            // librdkafka reports that queue's size for each of them.
+            fetch_queue = fetch_queue.max(partition.fetchq_size);
             if partition.hi_offset < 0 || position < 0 {
                 continue;
             }
             metrics
                 .consumer_lag
-                .get_or_create(&labels)
+                .get_or_create(&PartitionLabels {
+                    partition: partition.partition,
+                })
                 .set(partition.hi_offset - position);
         }
+        metrics
+            .fetch_queue_bytes
+            .get_or_create(&WorkerLabels {
+                worker: self.worker,
+            })
+            .set(i64::try_from(fetch_queue).unwrap_or(i64::MAX));
     }
 
     fn error(&self, error: KafkaError, reason: &str) {
@@ -232,7 +240,7 @@ impl PartitionReader {
         metrics: Arc<Metrics>,
     ) -> Result<PartitionReader, KafkaError> {
         let consumer: BaseConsumer<SourceContext> =
-            consumer_config(config).create_with_context(SourceContext::new(metrics))?;
+            consumer_config(config).create_with_context(SourceContext::new(metrics, worker))?;
         Ok(PartitionReader {
             consumer,
             topic: config.topic.clone(),

@@ -329,7 +329,7 @@ pub struct EngineGauges {
     /// Records read but not yet checkpointed (`clickstream_engine_pending_records`).
     pub pending_records: f64,
     /// Bytes librdkafka fetched ahead of the engine (`clickstream_engine_fetch_queue_bytes`,
-    /// summed over partitions).
+    /// summed over workers).
     pub fetch_queue_bytes: f64,
     /// What each allocator holds (`clickstream_engine_heap_bytes`), by "allocator kind".
     pub heap: std::collections::BTreeMap<String, f64>,
