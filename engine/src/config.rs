@@ -216,13 +216,15 @@ pub struct KafkaConfig {
     /// applies, with the same exception for a replay's oldest epoch, and one poll
     /// (`max_poll_records`) may overshoot it.
     pub max_pending_bytes: usize,
-    /// Most payload bytes librdkafka fetches ahead of a worker and queues for it
-    /// (`queued.max.messages.kbytes`, in KiB there; librdkafka's own default is 64 MiB).
-    /// Those records are outside the pending bounds, in the C library's malloc: with
-    /// librdkafka's defaults (and its 50 MB fetches) its heap held up to 147 MiB during a
-    /// replay of `bench memory`. librdkafka also caps one fetch at this size
-    /// (`fetch.max.bytes`, not below `message.max.bytes`), and may overshoot by one fetch.
-    /// At least 1024.
+    /// How many value bytes of records librdkafka fetches ahead of a worker and queues for
+    /// it before it stops fetching (`queued.max.messages.kbytes`, this divided by 1024;
+    /// librdkafka then stops at that many KiB times 1000, and caps one fetch,
+    /// `fetch.max.bytes`, at the KiB times 1024, not below `message.max.bytes`). Each broker
+    /// leading the worker's partitions may overshoot it by one fetch, and the fetch
+    /// responses the queued records live in (keys, headers, framing) are not counted: this
+    /// bounds librdkafka's heap only roughly. With librdkafka's defaults (64 MiB, 50 MB
+    /// fetches) its heap held up to 147 MiB during a replay of `bench memory`; with 8 MiB,
+    /// 58 MiB. Outside the pending bounds. From 1024 to 2,097,151 KiB.
     pub max_fetch_queue_bytes: usize,
     /// How often to look for partitions added to the topic.
     pub partition_refresh_secs: u64,
@@ -418,9 +420,11 @@ impl EngineConfig {
         if *epoch_ms == 0 {
             return Err(ConfigError::Invalid("epoch_ms must be positive".into()));
         }
-        if kafka.max_fetch_queue_bytes < 1024 {
+        // librdkafka's `queued.max.messages.kbytes` runs from 1 to INT_MAX / 1024 KiB.
+        if !(1024..=2_097_151 * 1024).contains(&kafka.max_fetch_queue_bytes) {
             return Err(ConfigError::Invalid(
-                "kafka.max_fetch_queue_bytes must be at least 1024 (librdkafka counts KiB)".into(),
+                "kafka.max_fetch_queue_bytes must be from 1024 to 2147482624 (librdkafka counts KiB)"
+                    .into(),
             ));
         }
         if kafka.partitions <= 0
@@ -475,6 +479,11 @@ mod tests {
             assert!(EngineConfig::load(Some(Path::new("zero.toml"))).is_err());
             jail.create_file("fetchq.toml", "[kafka]\nmax_fetch_queue_bytes = 1000\n")?;
             assert!(EngineConfig::load(Some(Path::new("fetchq.toml"))).is_err());
+            jail.create_file(
+                "fetchq2.toml",
+                "[kafka]\nmax_fetch_queue_bytes = 4294967296\n",
+            )?;
+            assert!(EngineConfig::load(Some(Path::new("fetchq2.toml"))).is_err());
             jail.create_file("db.toml", "[clickhouse]\ndatabase = \"x;y\"\n")?;
             assert!(EngineConfig::load(Some(Path::new("db.toml"))).is_err());
             assert!(EngineConfig::load(Some(Path::new("missing.toml"))).is_err());

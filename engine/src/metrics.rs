@@ -67,9 +67,10 @@ pub struct Metrics {
     /// from librdkafka's statistics. Negative when the log ends before the position: a log
     /// that lost records (see [`crate::source::log_check`]).
     pub consumer_lag: Family<PartitionLabels, Gauge>,
-    /// Per worker: bytes librdkafka has fetched ahead of the worker and queued (its
-    /// statistics' `fetchq_size`), outside the engine's pending bounds and within
-    /// `kafka.max_fetch_queue_bytes`.
+    /// Per worker: the value bytes of the records librdkafka has fetched ahead of the worker
+    /// and queued (its statistics' `fetchq_size`; keys, headers and the fetch responses
+    /// they live in are not counted), outside the engine's pending bounds; librdkafka stops
+    /// fetching at `kafka.max_fetch_queue_bytes`.
     pub fetch_queue_bytes: Family<WorkerLabels, Gauge>,
     /// What each allocator holds, read at each scrape (see [`crate::allocator::heap_bytes`]).
     heap_bytes: Family<HeapLabels, Gauge>,
@@ -319,7 +320,7 @@ impl Default for Metrics {
         );
         registry.register_with_unit(
             "clickstream_engine_heap",
-            "Memory held by each allocator (mimalloc: committed; libc malloc: in use and free in its arenas)",
+            "Memory held by each allocator (mimalloc: committed; libc malloc: in use, and free in its arenas whether resident or trimmed)",
             Unit::Bytes,
             metrics.heap_bytes.clone(),
         );
