@@ -118,26 +118,10 @@ async fn a_replay_longer_than_the_pending_bound_finishes() {
 async fn the_broker_serves_a_fetch_that_starts_inside_a_batch() {
     let env = TestEnv::new("midbatch").await;
     // A long linger puts the hundred records in one batch.
-    let producer: FutureProducer = ClientConfig::new()
-        .set("bootstrap.servers", &env.brokers)
-        .set("linger.ms", "500")
-        .create()
-        .expect("producer");
-    let deliveries: Vec<_> = (0..100)
-        .map(|i| {
-            let payload = format!("record {i}");
-            producer
-                .send_result(
-                    FutureRecord::<(), _>::to(&env.topic)
-                        .partition(0)
-                        .payload(&payload),
-                )
-                .expect("enqueue")
-        })
+    let payloads: Vec<Vec<u8>> = (0..100)
+        .map(|i| format!("record {i}").into_bytes())
         .collect();
-    for delivery in deliveries {
-        delivery.await.expect("report").expect("acknowledged");
-    }
+    produce_to_partition_0(&env, "500", &payloads).await;
     for start in [0, 37, 99] {
         let consumer: BaseConsumer = ClientConfig::new()
             .set("bootstrap.servers", &env.brokers)
@@ -184,29 +168,7 @@ async fn librdkafka_reads_ahead_no_more_than_the_fetch_queue_bound() {
     const RECORD: usize = 1_000;
     const RECORDS: usize = 16_000;
     let env = TestEnv::new("fetchq").await;
-    let producer: FutureProducer = ClientConfig::new()
-        .set("bootstrap.servers", &env.brokers)
-        .set("linger.ms", "20")
-        .create()
-        .expect("producer");
-    let payload = vec![b'x'; RECORD];
-    let deliveries: Vec<_> = (0..RECORDS)
-        .map(|_| {
-            producer
-                .send_result(
-                    FutureRecord::<(), _>::to(&env.topic)
-                        .partition(0)
-                        .payload(&payload),
-                )
-                .expect("enqueue")
-        })
-        .collect();
-    for delivery in deliveries {
-        delivery
-            .await
-            .expect("delivery report")
-            .expect("acknowledged");
-    }
+    produce_to_partition_0(&env, "20", &vec![vec![b'x'; RECORD]; RECORDS]).await;
 
     let kafka = KafkaConfig {
         brokers: env.brokers.clone(),
@@ -256,4 +218,29 @@ async fn librdkafka_reads_ahead_no_more_than_the_fetch_queue_bound() {
         RECORD * RECORDS
     );
     let _ = std::fs::remove_dir_all(&env.dir);
+}
+
+/// Produces `payloads` (no key) to partition 0 of the test's topic with `linger.ms` =
+/// `linger_ms`, and waits for every acknowledgement.
+async fn produce_to_partition_0(env: &TestEnv, linger_ms: &str, payloads: &[Vec<u8>]) {
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", &env.brokers)
+        .set("linger.ms", linger_ms)
+        .create()
+        .expect("producer");
+    let deliveries: Vec<_> = payloads
+        .iter()
+        .map(|payload| {
+            producer
+                .send_result(
+                    FutureRecord::<(), _>::to(&env.topic)
+                        .partition(0)
+                        .payload(payload),
+                )
+                .expect("enqueue")
+        })
+        .collect();
+    for delivery in deliveries {
+        delivery.await.expect("report").expect("acknowledged");
+    }
 }
