@@ -1,10 +1,13 @@
 //! A seeded, reproducible generator of realistic clickstream.
 //!
 //! Sessions arrive as a Poisson process; a session belongs to a new visitor or a returning one
-//! (returning visitors are Zipf-popular), browses Zipf-popular pages with exponential think
+//! (any visitor ever made, or one with a session in a recent window: see
+//! [`GeneratorConfig::return_window_secs`]), browses Zipf-popular pages with exponential think
 //! times, sometimes clicks or signs up, and some visitors identify after a session or alias a
 //! second device. Arrival order is perturbed the way real networks and mobile clients do it: a
 //! few percent of events arrive out of order, some days late, some twice.
+
+use std::collections::VecDeque;
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -51,6 +54,14 @@ pub struct GeneratorConfig {
     /// Chance per session of a server-side trait refresh (a CRM sync): an `identify` with
     /// only the user id of a known user, which is not a visit.
     pub crm_sync_share: f64,
+    /// Where a returning visitor comes from. `None`: any visitor ever made, equally likely.
+    /// The visitors active in any stretch of time then keep growing with the run (each
+    /// returning session more likely brings back one not seen for days), so state that a
+    /// processor rightly keeps per active visitor grows too. `Some(secs)`: one of the sessions
+    /// started in the last `secs` of simulated time, equally likely (a visitor weighted by its
+    /// sessions in it), so the visitors active in a stretch longer than the window stop growing
+    /// once the window has filled: a stationary stream that keeps bringing new visitors.
+    pub return_window_secs: Option<f64>,
 }
 
 impl Default for GeneratorConfig {
@@ -72,6 +83,7 @@ impl Default for GeneratorConfig {
             placeholder_share: 0.05,
             rename_share: 0.03,
             crm_sync_share: 0.05,
+            return_window_secs: None,
         }
     }
 }
@@ -94,6 +106,8 @@ struct Visitor {
     agent: &'static str,
     /// The visitor's public address, as its browser's requests carry it.
     ip: String,
+    /// When its last session started, simulated Unix ms.
+    last_session_ms: f64,
 }
 
 /// Real user agents with their weights: mostly browsers on desktops, phones and tablets, a
@@ -209,6 +223,8 @@ pub struct Generator {
     config: GeneratorConfig,
     rng: StdRng,
     visitors: Vec<Visitor>,
+    /// With a return window: the sessions started in it, `(start ms, visitor)`, oldest first.
+    recent_sessions: VecDeque<(f64, usize)>,
     clock_ms: f64,
     next_message: u64,
     page_zipf: Zipf<f64>,
@@ -250,6 +266,7 @@ impl Generator {
             rng: StdRng::seed_from_u64(config.seed),
             config,
             visitors: Vec::new(),
+            recent_sessions: VecDeque::new(),
             clock_ms: start_ms as f64,
             next_message: 0,
             page_zipf,
@@ -296,9 +313,25 @@ impl Generator {
         let returning =
             !self.visitors.is_empty() && !self.rng.random_bool(self.config.new_visitor_share);
         if returning {
-            // Any earlier visitor may come back. (Skewing returns towards a few regulars
-            // makes them return every few seconds, merging all their visits into one session.)
-            return self.rng.random_range(0..self.visitors.len());
+            // (Skewing returns towards a few regulars makes them return every few seconds,
+            // merging all their visits into one session.)
+            match self.config.return_window_secs {
+                None => return self.rng.random_range(0..self.visitors.len()),
+                Some(window_secs) => {
+                    let since = self.clock_ms - window_secs * 1000.0;
+                    while self
+                        .recent_sessions
+                        .front()
+                        .is_some_and(|&(started, _)| started < since)
+                    {
+                        self.recent_sessions.pop_front();
+                    }
+                    if !self.recent_sessions.is_empty() {
+                        let pick = self.rng.random_range(0..self.recent_sessions.len());
+                        return self.recent_sessions[pick].1;
+                    }
+                }
+            }
         }
         let tenant = self.rng.random_range(0..self.config.tenants.len());
         let anonymous_id = format!("anon-{}-{}", self.config.seed, self.visitors.len());
@@ -316,8 +349,20 @@ impl Generator {
             mobile,
             agent,
             ip,
+            last_session_ms: self.clock_ms,
         });
         self.visitors.len() - 1
+    }
+
+    /// Visitors with a session started at or after `since_ms` (simulated Unix ms): the
+    /// stream's own count of the visitors active in a stretch, to read a processor's memory
+    /// against.
+    pub fn visitors_active_since(&self, since_ms: i64) -> usize {
+        let since = since_ms as f64;
+        self.visitors
+            .iter()
+            .filter(|visitor| visitor.last_session_ms >= since)
+            .count()
     }
 
     fn session(&mut self, out: &mut Vec<Arrival>) {
@@ -346,6 +391,7 @@ impl Generator {
                 mobile,
                 agent,
                 ip,
+                last_session_ms: time,
             });
             visitor = self.visitors.len() - 1;
             let mut alias = self.event(visitor, EventKind::Alias, time);
@@ -354,6 +400,10 @@ impl Generator {
             self.deliver(alias, out);
         }
 
+        self.visitors[visitor].last_session_ms = time;
+        if self.config.return_window_secs.is_some() {
+            self.recent_sessions.push_back((time, visitor));
+        }
         self.rename_or_sync(visitor, time, out);
 
         let views = 1 + self.pages_per_session.sample(&mut self.rng) as usize;
@@ -650,6 +700,42 @@ mod tests {
         assert!(
             root > 20 * rare.max(1),
             "Zipf pages: / {root} vs /p/150 {rare}"
+        );
+    }
+
+    /// Visitors with a session in the last 4 simulated hours, at 8 and at 16 hours.
+    fn active_in_four_hours(return_window_secs: Option<f64>) -> (usize, usize) {
+        const HOUR_MS: i64 = 3_600_000;
+        let start = 1_700_000_000_000;
+        let config = GeneratorConfig {
+            seed: 5,
+            sessions_per_sec: 2.0,
+            return_window_secs,
+            ..GeneratorConfig::default()
+        };
+        let mut generator = Generator::new(config, start).unwrap();
+        let mut active_at = |hours: i64| {
+            while generator.clock_ms() < start + hours * HOUR_MS {
+                generator.generate(1_000);
+            }
+            generator.visitors_active_since(generator.clock_ms() - 4 * HOUR_MS)
+        };
+        (active_at(8), active_at(16))
+    }
+
+    #[test]
+    fn a_return_window_keeps_the_active_visitors_flat() {
+        let (at_8, at_16) = active_in_four_hours(None);
+        let growth = at_16 as f64 / at_8 as f64;
+        assert!(
+            growth > 1.15,
+            "returns from every visitor: {at_8} -> {at_16}"
+        );
+        let (at_8, at_16) = active_in_four_hours(Some(3_600.0));
+        let growth = at_16 as f64 / at_8 as f64;
+        assert!(
+            (0.95..1.05).contains(&growth),
+            "returns from the last hour: {at_8} -> {at_16}"
         );
     }
 

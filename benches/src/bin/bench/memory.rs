@@ -10,6 +10,15 @@
 //! gives them, as the gateway would have stamped them; the gateway's own stamping would tie
 //! the stream to the wall clock.
 //!
+//! Flat is what a stream whose active visitors are stationary should give: visitors keep
+//! coming (a third of the sessions are new visitors) and leave, and returning ones come from
+//! the visitors of the last `--memory-return-window-hours` (12). Returns from every visitor
+//! ever made (`0`) make the visitors active within the horizons grow for the whole run, and
+//! the state kept for them with it; the report gives the stream's own count of them beside
+//! the RSS either way. What the engine keeps for good (the links of known users, Segment's
+//! identity) grows with any stream that brings new users, and must stay small against the
+//! rest.
+//!
 //! The part ends with a crash and a restart on the run's log (see [`crate::restart`]).
 
 use std::collections::BTreeMap;
@@ -114,6 +123,20 @@ fn sessions_per_sec(shape: &GeneratorConfig, events_per_sec: f64) -> anyhow::Res
     Ok(events_per_sec / events_per_session_per_sec)
 }
 
+/// One sample of the run.
+struct Sample {
+    /// Since the stream started.
+    secs: u64,
+    /// The engine's resident bytes.
+    rss: u64,
+    /// Simulated hours the stream had reached.
+    hours: f64,
+    /// `None`: the engine's metrics could not be read.
+    gauges: Option<EngineGauges>,
+    /// The stream's visitors with a session within a visitor's retention.
+    active_visitors: Option<usize>,
+}
+
 /// Runs the memory part into `report`.
 pub async fn run(stack: &mut Stack, options: &Options, report: &mut Report) -> anyhow::Result<()> {
     let stamp = chrono::Utc::now().timestamp();
@@ -131,6 +154,8 @@ pub async fn run(stack: &mut Stack, options: &Options, report: &mut Report) -> a
     let shape = GeneratorConfig {
         seed: stamp as u64,
         tenants: vec!["bench".into()],
+        return_window_secs: (options.memory_return_window_hours > 0.0)
+            .then_some(options.memory_return_window_hours * 3600.0),
         ..GeneratorConfig::default()
     };
     let config = GeneratorConfig {
@@ -149,6 +174,18 @@ pub async fn run(stack: &mut Stack, options: &Options, report: &mut Report) -> a
     let reached = Arc::new(AtomicI64::new(start));
     let sent = Arc::new(AtomicU64::new(0));
     let (reached_in, sent_in) = (reached.clone(), sent.clone());
+    let stream = generator.clone();
+    // The stream's own count of the visitors the engine rightly keeps state for: those with a
+    // session within a visitor's retention (the last event plus gap, lateness and margin).
+    let visitor_keep_ms = operators::AnalyticsSettings::default()
+        .sessions
+        .retention
+        .keep_ms();
+    let active_visitors = move || {
+        let paced = stream.lock().ok()?;
+        let now = paced.generator.clock_ms();
+        Some(paced.generator.visitors_active_since(now - visitor_keep_ms))
+    };
     let plan = LoadPlan {
         requests_per_sec: options.memory_rate / EVENTS_PER_REQUEST as f64,
         duration,
@@ -218,7 +255,13 @@ pub async fn run(stack: &mut Stack, options: &Options, report: &mut Report) -> a
                 rss >> 20,
                 started.elapsed().as_secs(),
             );
-            samples.push((started.elapsed().as_secs(), rss, hours, gauges));
+            samples.push(Sample {
+                secs: started.elapsed().as_secs(),
+                rss,
+                hours,
+                gauges,
+                active_visitors: active_visitors(),
+            });
             if rss > limit {
                 return Ok((samples, true));
             }
@@ -257,7 +300,10 @@ pub async fn run(stack: &mut Stack, options: &Options, report: &mut Report) -> a
             / 3_600_000.0,
         "h",
     );
-    for (secs, rss, hours, _) in &samples {
+    for Sample {
+        secs, rss, hours, ..
+    } in &samples
+    {
         report.add(
             "memory",
             &format!(
@@ -273,35 +319,45 @@ pub async fn run(stack: &mut Stack, options: &Options, report: &mut Report) -> a
         let figure = report.add(
             "memory",
             "engine RSS growth from half the run to its end",
-            mib(last.1) - mib(warm.1),
+            mib(last.rss) - mib(warm.rss),
             "MiB",
         );
         figure.anchor = Some((
             "RSS at half the run".into(),
-            last.1 as f64 / warm.1.max(1) as f64,
+            last.rss as f64 / warm.rss.max(1) as f64,
         ));
         figure.target = Some("flat (within 10 %)".into());
-        figure.met = Some(last.1 as f64 <= warm.1 as f64 * 1.1);
-        if let (Some(warm), Some(last)) = (&warm.3, &last.3) {
+        figure.met = Some(last.rss as f64 <= warm.rss as f64 * 1.1);
+        if let (Some(warm), Some(last)) = (warm.active_visitors, last.active_visitors) {
+            let figure = report.add(
+                "memory",
+                &format!(
+                    "the stream's visitors with a session in the last {:.1} h, at the end (anchor: at half the run)",
+                    visitor_keep_ms as f64 / 3.6e6
+                ),
+                last as f64,
+                "visitors",
+            );
+            figure.anchor = Some(("at half the run".into(), last as f64 / warm.max(1) as f64));
+        }
+        if let (Some(warm), Some(last)) = (&warm.gauges, &last.gauges) {
             report_gauges(report, warm, last);
         }
     }
     // The same from the first sample past the longest horizon: before it, windows still fill.
     let horizon_hours = operators::AnalyticsSettings::default().replay_horizon_ms() as f64 / 3.6e6;
-    let past_horizon = samples
-        .iter()
-        .find(|(_, _, hours, _)| *hours >= horizon_hours);
+    let past_horizon = samples.iter().find(|sample| sample.hours >= horizon_hours);
     if let (Some(warm), Some(last)) = (past_horizon, samples.last()) {
         let figure = report.add(
             "memory",
             &format!(
                 "engine RSS growth from {} s ({:.0} simulated hours, past the {horizon_hours:.1} h horizon) to the end",
-                warm.0, warm.2
+                warm.secs, warm.hours
             ),
-            mib(last.1) - mib(warm.1),
+            mib(last.rss) - mib(warm.rss),
             "MiB",
         );
-        figure.anchor = Some(("RSS then".into(), last.1 as f64 / warm.1.max(1) as f64));
+        figure.anchor = Some(("RSS then".into(), last.rss as f64 / warm.rss.max(1) as f64));
     } else {
         report.add(
             "memory",
