@@ -26,7 +26,7 @@
 //! elsewhere, and every other crate forbids it.
 
 use std::ffi::c_long;
-use std::sync::Once;
+use std::sync::{Once, OnceLock};
 
 /// How long freed pages stay with the process before mimalloc returns them, in ms.
 pub const PURGE_DELAY_MS: c_long = 10_000;
@@ -69,6 +69,18 @@ pub fn tune() -> c_long {
     }
 }
 
+/// Where [`heap_bytes`] reads the live bytes of mimalloc from, when the binary counts them.
+static LIVE_BYTES: OnceLock<fn() -> usize> = OnceLock::new();
+
+/// Makes [`heap_bytes`] report `live` as mimalloc's live bytes: the engine's binary built
+/// with the `live-heap` feature counts them around its global allocator. With live bytes
+/// beside committed ones, a resident set that stays up after a burst of input tells state
+/// that stayed (live bytes up) from pages the allocator cannot give back because a few live
+/// blocks hold each of them (live bytes back down). Only the first call counts.
+pub fn count_live_bytes_with(live: fn() -> usize) {
+    let _ = LIVE_BYTES.set(live);
+}
+
 /// What the process's allocators hold, bytes, when read.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct HeapBytes {
@@ -76,6 +88,9 @@ pub struct HeapBytes {
     /// yet (see [`PURGE_DELAY_MS`]). mimalloc as built here (release, `MI_STAT` 0) does not
     /// count its live bytes; `bench-operators`' counting allocator does.
     pub mimalloc_committed: usize,
+    /// Bytes handed out through the global allocator and not freed, when the binary counts
+    /// them (see [`count_live_bytes_with`]).
+    pub mimalloc_live: Option<usize>,
     /// Bytes the C library's malloc has handed out and not had back (`mallinfo2`'s
     /// `uordblks + hblkhd`): librdkafka's queues and buffers.
     pub libc_in_use: usize,
@@ -108,6 +123,7 @@ pub fn heap_bytes() -> HeapBytes {
     let (libc_in_use, libc_free) = libc_heap();
     HeapBytes {
         mimalloc_committed: committed,
+        mimalloc_live: LIVE_BYTES.get().map(|live| live()),
         libc_in_use,
         libc_free,
     }

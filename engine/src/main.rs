@@ -23,11 +23,20 @@ use clickstream_engine::source::kafka::ensure_topics;
 /// returned and took back were zeroed 2 MiB at a time, a quarter of the engine's samples in
 /// `bench pipeline` (`clear_page_erms` under `do_huge_pmd_anonymous_page`). How long it keeps
 /// freed pages is set in `main` (see [`clickstream_engine::allocator`]).
+#[cfg(not(feature = "live-heap"))]
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// The diagnostic build's allocator: mimalloc, with its live bytes counted (see the
+/// `live-heap` feature).
+#[cfg(feature = "live-heap")]
+#[global_allocator]
+static ALLOCATOR: cap::Cap<mimalloc::MiMalloc> = cap::Cap::new(mimalloc::MiMalloc, usize::MAX);
+
 fn main() -> anyhow::Result<()> {
     clickstream_engine::allocator::tune();
+    #[cfg(feature = "live-heap")]
+    clickstream_engine::allocator::count_live_bytes_with(|| ALLOCATOR.allocated());
     let run = match cli::parse(std::env::args().skip(1))? {
         Command::Help(text) => {
             println!("{text}");

@@ -107,7 +107,7 @@ pub struct WorkerLabels {
 pub struct HeapLabels {
     /// `mimalloc` (Rust's allocations) or `libc` (librdkafka's).
     pub allocator: &'static str,
-    /// `committed` (mimalloc), `in_use` or `free` (libc).
+    /// `committed` or, in a `live-heap` build, `live` (mimalloc); `in_use` or `free` (libc).
     pub kind: &'static str,
 }
 
@@ -362,7 +362,10 @@ impl Metrics {
             ("mimalloc", "committed", heap.mimalloc_committed),
             ("libc", "in_use", heap.libc_in_use),
             ("libc", "free", heap.libc_free),
-        ] {
+        ]
+        .into_iter()
+        .chain(heap.mimalloc_live.map(|live| ("mimalloc", "live", live)))
+        {
             self.heap_bytes
                 .get_or_create(&HeapLabels { allocator, kind })
                 .set(bytes as i64);
