@@ -16,6 +16,8 @@ log "formatting"
 cargo fmt --all --check
 log "lints"
 cargo clippy --workspace --all-targets --quiet -- -D warnings
+# The engine's diagnostic build (live heap bytes counted) is compiled and linted here too.
+cargo clippy -p clickstream-engine --all-targets --features live-heap --quiet -- -D warnings
 log "tests"
 status=0
 cargo test --workspace --no-fail-fast "$@" 2>&1 | tee "$LOG_DIR/test-output.log" || status=$?

@@ -282,6 +282,26 @@ mod tests {
         );
     }
 
+    /// A `live-heap` build's count reaches the heap figures and the metrics, under its own
+    /// kind; without it there is no `live` figure (the test binary counts nothing until it
+    /// registers a count, and only the first registration counts).
+    #[test]
+    fn live_bytes_are_reported_once_the_binary_counts_them() {
+        let metrics = crate::metrics::Metrics::default();
+        let live = "clickstream_engine_heap_bytes{allocator=\"mimalloc\",kind=\"live\"}";
+        if LIVE_BYTES.get().is_none() {
+            assert_eq!(heap_bytes().mimalloc_live, None);
+            assert!(!metrics.render().contains(live));
+        }
+        count_live_bytes_with(|| 4096);
+        assert_eq!(heap_bytes().mimalloc_live, Some(4096));
+        assert!(
+            metrics.render().contains(&format!("{live} 4096")),
+            "{}",
+            metrics.render()
+        );
+    }
+
     #[test]
     fn the_option_index_is_read_from_the_linked_mimalloc_version() {
         assert_eq!(mimalloc::MiMalloc.version(), MIMALLOC_VERSION);
