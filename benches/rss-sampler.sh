@@ -16,7 +16,7 @@ while true; do
     m=$(curl -s -m 1 "http://$listen/metrics")
     val() { echo "$m" | awk -v n="$1" '$1 ~ "^"n {s+=$NF} END{printf "%.0f", s}'; }
     kib() { echo "$m" | awk -v n="$1" 'index($1, n) == 1 {s+=$NF} END{printf "%.0f", s/1024}'; }
-    echo "$(date +%T) $pid $rss $anon $(val clickstream_engine_consumer_lag) $(val clickstream_engine_pending_records) $(val clickstream_engine_pending_bytes) $(val clickstream_engine_checkpoint_age_seconds) $(val clickstream_engine_sink_failures_total) $(val clickstream_engine_state_entries) $(val clickstream_engine_records_consumed_total) $(kib clickstream_engine_fetch_queue_bytes) $(kib 'clickstream_engine_heap_bytes{allocator="mimalloc"') $(kib 'clickstream_engine_heap_bytes{allocator="libc",kind="in_use"') $(kib 'clickstream_engine_heap_bytes{allocator="libc",kind="free"') $(kib 'clickstream_engine_heap_bytes{allocator="mimalloc",kind="live"')" >> "$out"
+    echo "$(date +%T) $pid $rss $anon $(val clickstream_engine_consumer_lag) $(val clickstream_engine_pending_records) $(val clickstream_engine_pending_bytes) $(val clickstream_engine_checkpoint_age_seconds) $(val clickstream_engine_sink_failures_total) $(val clickstream_engine_state_entries) $(val clickstream_engine_records_consumed_total) $(kib clickstream_engine_fetch_queue_bytes) $(kib 'clickstream_engine_heap_bytes{allocator="mimalloc",kind="committed"') $(kib 'clickstream_engine_heap_bytes{allocator="libc",kind="in_use"') $(kib 'clickstream_engine_heap_bytes{allocator="libc",kind="free"') $(kib 'clickstream_engine_heap_bytes{allocator="mimalloc",kind="live"')" >> "$out"
   done
   sleep 2
 done
