@@ -421,11 +421,13 @@ impl EngineConfig {
             return Err(ConfigError::Invalid("epoch_ms must be positive".into()));
         }
         // librdkafka's `queued.max.messages.kbytes` runs from 1 to INT_MAX / 1024 KiB.
-        if !(1024..=2_097_151 * 1024).contains(&kafka.max_fetch_queue_bytes) {
-            return Err(ConfigError::Invalid(
-                "kafka.max_fetch_queue_bytes must be from 1024 to 2147482624 (librdkafka counts KiB)"
-                    .into(),
-            ));
+        let fetch_queue = 1024..=(i32::MAX as usize / 1024) * 1024;
+        if !fetch_queue.contains(&kafka.max_fetch_queue_bytes) {
+            return Err(ConfigError::Invalid(format!(
+                "kafka.max_fetch_queue_bytes must be from {} to {} (librdkafka counts KiB)",
+                fetch_queue.start(),
+                fetch_queue.end()
+            )));
         }
         if kafka.partitions <= 0
             || kafka.max_poll_records == 0

@@ -320,7 +320,7 @@ impl Default for Metrics {
         );
         registry.register_with_unit(
             "clickstream_engine_heap",
-            "Memory held by each allocator (mimalloc: committed; libc malloc: in use, and free in its arenas whether resident or trimmed)",
+            "Memory held by each allocator (mimalloc: committed, and live in a live-heap build; libc malloc: in use, and free in its arenas whether resident or trimmed)",
             Unit::Bytes,
             metrics.heap_bytes.clone(),
         );
