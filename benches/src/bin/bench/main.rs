@@ -101,6 +101,15 @@ pub struct Options {
     /// stretch in the generator's test), and so does what the engine rightly keeps for them.
     #[arg(long, default_value_t = 12.0, global = true)]
     pub memory_return_window_hours: f64,
+    /// Seconds into the memory run at which the engine is stopped (`SIGSTOP`) for
+    /// `--memory-pause-secs`, then continued: it reads what it missed at once, a burst of
+    /// input at a known time, so that what a burst leaves with the engine's allocator can be
+    /// compared between builds. None: only the bursts the machine makes.
+    #[arg(long, global = true)]
+    pub memory_pause_at_secs: Option<u64>,
+    /// How long the memory run's engine is stopped (see `--memory-pause-at-secs`), s.
+    #[arg(long, default_value_t = 20, global = true)]
+    pub memory_pause_secs: u64,
     /// Erasures of the deletion part.
     #[arg(long, default_value_t = 5, global = true)]
     pub deletions: usize,

@@ -137,6 +137,28 @@ struct Sample {
     active_visitors: Option<usize>,
 }
 
+/// Stops the engine (`SIGSTOP`) `at` seconds from now for `secs` seconds: the stream goes on
+/// into the log, and the engine, continued, reads what it missed at once, a burst of input as
+/// a stalled consumer (a pause of its host, the cores taken by the servers beside it) meets
+/// one. The bursts the machine made by itself came at no fixed time, so what a burst leaves
+/// with the allocator could not be compared between builds.
+async fn pause_engine(engine: u32, at: u64, secs: u64) -> anyhow::Result<()> {
+    tokio::time::sleep(Duration::from_secs(at)).await;
+    signal(engine, "STOP")?;
+    tokio::time::sleep(Duration::from_secs(secs)).await;
+    signal(engine, "CONT")
+}
+
+/// Sends the signal named `name` (`kill -NAME`) to process `pid`.
+fn signal(pid: u32, name: &str) -> anyhow::Result<()> {
+    let status = std::process::Command::new("kill")
+        .arg(format!("-{name}"))
+        .arg(pid.to_string())
+        .status()?;
+    anyhow::ensure!(status.success(), "kill -{name} {pid} failed: {status}");
+    Ok(())
+}
+
 /// Runs the memory part into `report`.
 pub async fn run(stack: &mut Stack, options: &Options, report: &mut Report) -> anyhow::Result<()> {
     let stamp = chrono::Utc::now().timestamp();
@@ -269,7 +291,15 @@ pub async fn run(stack: &mut Stack, options: &Options, report: &mut Report) -> a
         Ok((samples, false))
     };
     let sender = tokio::spawn(sending);
+    let pause = options
+        .memory_pause_at_secs
+        .map(|at| tokio::spawn(pause_engine(engine, at, options.memory_pause_secs)));
     let sampled = sampling.await;
+    if let Some(pause) = pause {
+        // A run that ended inside the pause must not leave the engine stopped.
+        pause.abort();
+        signal(engine, "CONT")?;
+    }
     // The engine crashes while the stream still flows; the restart is measured below.
     stack.stop("engine");
     tokio::time::sleep(Duration::from_secs(restart::DOWN_SECS)).await;
@@ -285,6 +315,17 @@ pub async fn run(stack: &mut Stack, options: &Options, report: &mut Report) -> a
         );
     }
     bar.finish_and_clear();
+    if let Some(at) = options.memory_pause_at_secs {
+        report.add(
+            "memory",
+            &format!(
+                "a burst: the engine stopped {} s from {at} s into the run, then read the events it missed",
+                options.memory_pause_secs
+            ),
+            options.memory_rate * options.memory_pause_secs as f64,
+            "events",
+        );
+    }
     report.add(
         "memory",
         "engine RSS idle, before the stream",
