@@ -2,15 +2,17 @@
 //! the timely workers, and stops them on SIGTERM/ctrl-c after the last epochs are written.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use anyhow::{Context as _, anyhow};
 use clickstream_engine::cli::{self, Command};
 use clickstream_engine::clickhouse::{SinkError, ensure_schema, schema_ready};
 use clickstream_engine::config::EngineConfig;
-use clickstream_engine::dataflow::{EngineContext, accept_new_log, load_start_state, run_worker};
+use clickstream_engine::dataflow::{
+    EngineContext, StartState, WorkerError, accept_new_log, load_start_state, run_worker,
+};
 use clickstream_engine::metrics::Metrics;
 use clickstream_engine::retry::{Backoff, Chain};
 use clickstream_engine::sink::erasure::Requests;
@@ -167,11 +169,12 @@ fn main() -> anyhow::Result<()> {
         }
         return Ok(());
     }
-    let start = Arc::new(
-        load_start_state(&context, run.process_index).context("reading the last checkpoint")?,
-    );
     // timely connects the processes inside `execute`, before any worker runs, and waits for
-    // every peer without a deadline.
+    // every peer without a deadline. The start state is read only once the cluster has
+    // formed: read before, a ClickHouse outage kept a process from listening past its peers'
+    // deadline (clickhouse_outage test, 2026-12-07), and the cluster exited instead of waiting.
+    let start = StartOnce::default();
+    let process_index = run.process_index;
     let connected = Arc::new(AtomicBool::new(false));
     let connect_timeout = Duration::from_secs(context.config.connect_timeout_secs);
     let watched = connected.clone();
@@ -187,6 +190,9 @@ fn main() -> anyhow::Result<()> {
     });
     let guards = timely::execute(run.timely, move |worker| {
         connected.store(true, Ordering::Relaxed);
+        let start = start
+            .read(&context, process_index)
+            .map_err(|error| format!("reading the last checkpoint: {}", Chain(&error)))?;
         run_worker(worker, &context, &start).map_err(|error| Chain(&error).to_string())
     })
     .map_err(|error| anyhow!("starting timely: {error}"))?;
@@ -202,6 +208,29 @@ fn main() -> anyhow::Result<()> {
         Ok(())
     } else {
         Err(anyhow!("workers failed: {}", failures.join("; ")))
+    }
+}
+
+/// The process's start state, read by whichever of its workers asks first and shared with
+/// the others.
+#[derive(Default)]
+struct StartOnce(Mutex<Option<Arc<StartState>>>);
+
+impl StartOnce {
+    /// The start state, read from ClickHouse on the first call (retrying while it is
+    /// unavailable); a failed read is tried again by the next worker.
+    fn read(
+        &self,
+        context: &EngineContext,
+        process: usize,
+    ) -> Result<Arc<StartState>, WorkerError> {
+        let mut held = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(start) = held.as_ref() {
+            return Ok(Arc::clone(start));
+        }
+        let start = Arc::new(load_start_state(context, process)?);
+        *held = Some(Arc::clone(&start));
+        Ok(start)
     }
 }
 
