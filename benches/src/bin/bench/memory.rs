@@ -296,9 +296,14 @@ pub async fn run(stack: &mut Stack, options: &Options, report: &mut Report) -> a
         .map(|at| tokio::spawn(pause_engine(engine, at, options.memory_pause_secs)));
     let sampled = sampling.await;
     if let Some(pause) = pause {
-        // A run that ended inside the pause must not leave the engine stopped.
+        // A run that ended inside the pause must not leave the engine stopped; a pause that
+        // failed says why rather than leave a run without its burst.
+        let ended = pause.is_finished();
         pause.abort();
         signal(engine, "CONT")?;
+        if ended {
+            pause.await??;
+        }
     }
     // The engine crashes while the stream still flows; the restart is measured below.
     stack.stop("engine");
@@ -319,7 +324,7 @@ pub async fn run(stack: &mut Stack, options: &Options, report: &mut Report) -> a
         report.add(
             "memory",
             &format!(
-                "a burst: the engine stopped {} s from {at} s into the run, then read the events it missed",
+                "a burst: the engine stopped {} s from {at} s into the run, then read what it missed (events asked meanwhile)",
                 options.memory_pause_secs
             ),
             options.memory_rate * options.memory_pause_secs as f64,
