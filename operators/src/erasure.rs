@@ -17,11 +17,13 @@ use timely::order::TotalOrder;
 use timely::progress::Timestamp;
 
 use std::collections::BTreeMap;
+use std::collections::hash_map::Entry;
 
 use differential_dataflow::{AsCollection, VecCollection};
 use rustc_hash::FxHashMap;
 
 use crate::Decoded;
+use crate::gauges::StateGauge;
 use crate::stash::Stash;
 
 /// A control record as the dataflow carries it between workers and processes: as its JSON
@@ -146,30 +148,47 @@ impl<'s, T: Timestamp + TotalOrder> Erase<'s, T> for StreamVec<'s, T, Decoded> {
     }
 }
 
+/// A record [`EraseRecords`] may have to retract, and the form it keeps it in until then:
+/// what it keeps is kept for good (the identity claims every earlier run stored), so it is
+/// kept compactly rather than as the record.
+pub trait Retractable: Sized {
+    /// What is kept of an emitted record.
+    type Held: std::hash::Hash + Eq;
+    /// What the records held share (a claim's tenant, say), made once per worker.
+    type Shared: Default;
+    /// The record as kept.
+    fn hold(&self, shared: &mut Self::Shared) -> Self::Held;
+    /// The record `held` keeps, as it was emitted.
+    fn release(held: &Self::Held) -> Self;
+    /// Whether `log` ever erased an id the held record names.
+    fn erased(held: &Self::Held, log: &ErasureLog) -> bool;
+}
+
 /// Withdraws records of erased ids from a collection whose records carry no receipt time
 /// (identity claims): a record is kept unless one of its ids was ever erased
 /// ([`ErasureLog::ever_erased`]); when an erasure arrives, what was emitted of its ids is
 /// retracted. Each worker retracts what it emitted (records stay where they are).
 pub trait EraseRecords<'s, T: Timestamp, D> {
-    /// `control` as for [`Erase::erase`]; `ids` names a record's tenant and ids.
+    /// `control` as for [`Erase::erase`]; `gauge` counts the distinct records held on the
+    /// worker to retract.
     fn erase_records(
         self,
         control: StreamVec<'s, T, ControlRecord>,
         log: ErasureLog,
-        ids: impl Fn(&D) -> (&str, [&str; 2]) + 'static,
+        gauge: StateGauge,
     ) -> VecCollection<'s, T, D, isize>;
 }
 
 impl<'s, T, D> EraseRecords<'s, T, D> for VecCollection<'s, T, D, isize>
 where
     T: Timestamp + TotalOrder,
-    D: timely::ExchangeData + Clone + std::hash::Hash + Eq,
+    D: timely::ExchangeData + Retractable,
 {
     fn erase_records(
         self,
         control: StreamVec<'s, T, ControlRecord>,
         mut log: ErasureLog,
-        ids: impl Fn(&D) -> (&str, [&str; 2]) + 'static,
+        gauge: StateGauge,
     ) -> VecCollection<'s, T, D, isize> {
         self.inner
             .binary_frontier(
@@ -179,7 +198,7 @@ where
                 "EraseRecords",
                 move |_capability, _info| {
                     let mut stash: Stash<T, Change<D>> = Stash::default();
-                    let mut emitted: FxHashMap<D, isize> = FxHashMap::default();
+                    let mut emitted = Emitted::<D>::default();
                     move |(updates, updates_frontier), (control, control_frontier), output| {
                         control.for_each(|capability, messages| {
                             let Some(time) = capability.least().cloned() else {
@@ -199,6 +218,7 @@ where
                         {
                             let time = capability.time().clone();
                             let mut session = output.session(&capability);
+                            let mut emit = |datum, diff| session.give((datum, time.clone(), diff));
                             let mut erased = false;
                             let mut held = Vec::new();
                             for change in chunks.into_iter().flatten() {
@@ -211,33 +231,66 @@ where
                                 }
                             }
                             if erased {
-                                emitted.retain(|datum, count| {
-                                    let (tenant, ids) = ids(datum);
-                                    if log.ever_erased(tenant, ids) {
-                                        session.give((datum.clone(), time.clone(), -*count));
-                                        false
-                                    } else {
-                                        true
-                                    }
-                                });
+                                emitted.withdraw(&log, &mut emit);
                             }
                             for (datum, diff) in held {
-                                let (tenant, record_ids) = ids(&datum);
-                                if log.ever_erased(tenant, record_ids) {
-                                    continue;
-                                }
-                                let count = emitted.entry(datum.clone()).or_default();
-                                *count += diff;
-                                if *count == 0 {
-                                    emitted.remove(&datum);
-                                }
-                                session.give((datum, time.clone(), diff));
+                                emitted.offer(datum, diff, &log, &mut emit);
                             }
                         }
+                        gauge.set(emitted.counts.len());
                     }
                 },
             )
             .as_collection()
+    }
+}
+
+/// What [`EraseRecords`] emitted, held, with the count of each.
+struct Emitted<D: Retractable> {
+    counts: FxHashMap<D::Held, isize>,
+    shared: D::Shared,
+}
+
+impl<D: Retractable> Default for Emitted<D> {
+    fn default() -> Self {
+        Emitted {
+            counts: FxHashMap::default(),
+            shared: D::Shared::default(),
+        }
+    }
+}
+
+impl<D: Retractable> Emitted<D> {
+    /// Emits `datum` unless `log` ever erased one of its ids, and holds it.
+    fn offer(&mut self, datum: D, diff: isize, log: &ErasureLog, mut emit: impl FnMut(D, isize)) {
+        let held = datum.hold(&mut self.shared);
+        if D::erased(&held, log) {
+            return;
+        }
+        match self.counts.entry(held) {
+            Entry::Occupied(mut held) => {
+                *held.get_mut() += diff;
+                if *held.get() == 0 {
+                    held.remove();
+                }
+            }
+            Entry::Vacant(vacant) => {
+                vacant.insert(diff);
+            }
+        }
+        emit(datum, diff);
+    }
+
+    /// Retracts and forgets what `log` ever erased an id of.
+    fn withdraw(&mut self, log: &ErasureLog, mut emit: impl FnMut(D, isize)) {
+        self.counts.retain(|held, count| {
+            if D::erased(held, log) {
+                emit(D::release(held), -*count);
+                false
+            } else {
+                true
+            }
+        });
     }
 }
 

@@ -30,6 +30,9 @@ pub struct StateGauges {
     pub dedup_ids: StateGauge,
     /// The earliest claim of each claim subject (identity, kept for good).
     pub earliest_claims: StateGauge,
+    /// Identity claims of earlier runs (read at start), held to be retracted if an erasure
+    /// covers them (identity, kept for good).
+    pub stored_claims: StateGauge,
     /// Ids in the id -> person map this worker emitted (identity, kept for good).
     pub linked_ids: StateGauge,
     /// Strings, event ids, landings and their parts shared by the interner of retained
@@ -64,10 +67,11 @@ pub struct StateGauges {
 impl StateGauges {
     /// Every gauge with the name it is exported under (`kind` label of
     /// `clickstream_engine_state_entries`), in pipeline order.
-    pub fn all(&self) -> [(&'static str, &StateGauge); 15] {
+    pub fn all(&self) -> [(&'static str, &StateGauge); 16] {
         [
             ("dedup_ids", &self.dedup_ids),
             ("earliest_claims", &self.earliest_claims),
+            ("stored_claims", &self.stored_claims),
             ("linked_ids", &self.linked_ids),
             ("interned_strings", &self.interned_strings),
             ("attributed_events", &self.attributed_events),

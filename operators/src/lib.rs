@@ -43,7 +43,7 @@ pub use active_visitors::ActiveVisitors;
 pub use claims::EarliestClaims;
 pub use decode::{DeadLetter, Decode, Decoded, NotAnEvent};
 pub use dedup::{Dedup, DedupSettings};
-pub use erasure::{ControlRecord, Erase, EraseRecords, Erasures};
+pub use erasure::{ControlRecord, Erase, EraseRecords, Erasures, Retractable};
 pub use gauges::{StateGauge, StateGauges};
 pub use identity::{IdentityPolicy, StitchIdentities};
 pub use model::*;

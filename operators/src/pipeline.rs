@@ -188,7 +188,7 @@ where
     let stored = stored.erase_records(
         erasures.control.clone(),
         erasures.log.clone(),
-        IdentityClaim::ids,
+        gauges.stored_claims.clone(),
     );
     let identities = counted(
         claims
@@ -1176,23 +1176,26 @@ mod memory {
 
     /// The whole pipeline on one worker, reporting into `gauges`: its input and a probe of its
     /// aggregates.
+    /// The pipeline on one worker, the identity map rebuilt from `stored` claims of an
+    /// earlier run.
     fn pipeline(
         worker: &mut timely::worker::Worker,
         settings: AnalyticsSettings,
         gauges: StateGauges,
+        stored: Vec<IdentityClaim>,
     ) -> (
         timely::dataflow::operators::vec::input::Handle<u64, Decoded>,
         timely::dataflow::ProbeHandle<u64>,
     ) {
         worker.dataflow::<u64, _, _>(|scope| {
             let (input, decoded) = scope.new_input::<Decoded>();
-            let none = insertions(Vec::<IdentityClaim>::new().to_stream(scope));
+            let stored = insertions(stored.to_stream(scope));
             let no_unlinks = insertions(Vec::<Unlink>::new().to_stream(scope));
             let no_erasures = Erasures {
                 control: timely::dataflow::operators::generic::operator::empty(scope),
                 log: Default::default(),
             };
-            let out = analytics(decoded, none, no_unlinks, no_erasures, settings, gauges);
+            let out = analytics(decoded, stored, no_unlinks, no_erasures, settings, gauges);
             let probe = out.aggregates.inner.probe().0;
             (input, probe)
         })
@@ -1210,7 +1213,7 @@ mod memory {
     ) -> BTreeMap<&'static str, usize> {
         timely::execute_directly(move |worker| {
             let gauges = StateGauges::default();
-            let (mut input, probe) = pipeline(worker, settings, gauges.clone());
+            let (mut input, probe) = pipeline(worker, settings, gauges.clone(), Vec::new());
             let mut peaks = BTreeMap::new();
             let mut offset = 0;
             for visitor in 0..visitors {
@@ -1266,14 +1269,21 @@ mod memory {
         .map(|name| peaks[name])
     }
 
-    /// Every state structure reports into its gauge: visitors who identify themselves (claims
-    /// and linked ids) and come back (retained events, windows, hours) leave every gauge
-    /// above zero.
+    /// Every state structure reports into its gauge: a claim of an earlier run, visitors who
+    /// identify themselves (claims and linked ids) and come back (retained events, windows,
+    /// hours) leave every gauge above zero.
     #[test]
     fn every_state_structure_is_reported() {
         let held = timely::execute_directly(|worker| {
             let gauges = StateGauges::default();
-            let (mut input, probe) = pipeline(worker, AnalyticsSettings::default(), gauges.clone());
+            // A claim an earlier run stored (the identity map comes back from them).
+            let stored = vec![IdentityClaim::Alias {
+                tenant: "t".into(),
+                previous_id: "old-device".into(),
+                user_id: "u0".into(),
+            }];
+            let (mut input, probe) =
+                pipeline(worker, AnalyticsSettings::default(), gauges.clone(), stored);
             for i in 0..40i64 {
                 let time = i * 1_000;
                 let mut e = event("t", &format!("m{i}"), &format!("a{}", i % 4), time);
@@ -1296,7 +1306,7 @@ mod memory {
                 .map(|(name, gauge)| (name, gauge.get()))
                 .to_vec()
         });
-        assert_eq!(held.len(), 15, "a gauge was added or removed: {held:?}");
+        assert_eq!(held.len(), 16, "a gauge was added or removed: {held:?}");
         for (name, entries) in held {
             assert!(entries > 0, "{name} reported no state");
         }

@@ -317,7 +317,7 @@ struct State {
     bytes: usize,
     retained_events: usize,
     /// Every state gauge's entries at the end, as `/metrics` names them.
-    entries: [(&'static str, usize); 15],
+    entries: [(&'static str, usize); 16],
 }
 
 #[derive(Debug)]

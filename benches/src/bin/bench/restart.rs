@@ -83,7 +83,7 @@ pub async fn measure(
         .await
         .context("no checkpoint of the killed engine to restart from")?;
     let started = Instant::now();
-    stack.engine(topic, database, workers)?;
+    let engine = stack.engine(topic, database, workers)?;
     loop {
         tokio::time::sleep(Duration::from_millis(250)).await;
         let done = checkpointed(&http, &stack.clickhouse_url, database, topic).await;
@@ -124,6 +124,37 @@ pub async fn measure(
         (end - low) as f64 / secs.max(0.001),
         "records/s",
     );
+    report_rebuilt_state(stack, engine, report).await?;
     stack.stop("engine");
+    Ok(())
+}
+
+/// What the restarted engine holds once current: its resident memory and the identity state
+/// it rebuilt (the stored claims come back from ClickHouse at start and are held for good),
+/// to compare with the last samples of the run before the kill.
+async fn report_rebuilt_state(
+    stack: &Stack,
+    engine: u32,
+    report: &mut Report,
+) -> anyhow::Result<()> {
+    report.add(
+        "restart",
+        "engine RSS once current again",
+        crate::stack::rss_bytes(engine)? as f64 / (1024.0 * 1024.0),
+        "MiB",
+    );
+    let url = stack
+        .engine_metrics
+        .as_deref()
+        .context("the restarted engine has no metrics address")?;
+    let gauges = crate::stack::engine_gauges(url).await?;
+    for kind in ["stored_claims", "earliest_claims", "linked_ids"] {
+        report.add(
+            "restart",
+            &format!("state entries once current again, {kind}"),
+            gauges.state.get(kind).copied().unwrap_or_default(),
+            "entries",
+        );
+    }
     Ok(())
 }
