@@ -7,14 +7,15 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use operators::{
-    ControlRecord, Decode, Decoded, Erase, Erasures, IdentityClaim, NotAnEvent, StateGauges,
-    analytics, insertions,
+    Analytics, ControlRecord, DeadLetter, Decode, Decoded, Erase, Erasures, IdentityClaim,
+    NotAnEvent, StateGauges, analytics, insertions,
 };
-use schemas::ControlMessage;
 use schemas::erasure::ErasureLog;
+use schemas::{ControlMessage, IngestWarning};
 use timely::dataflow::operators::vec::Broadcast;
 use timely::dataflow::operators::vec::ToStream;
 use timely::dataflow::operators::{Concatenate, Inspect, OkErr};
+use timely::dataflow::{Stream, StreamVec};
 use timely::worker::Worker;
 
 use crate::clickhouse::io::IoRuntime;
@@ -306,8 +307,64 @@ pub fn run_worker(
         };
         let out = analytics(decoded, stored, unlinks, erasures, settings, gauges.clone());
 
+        let sinks = Sinks {
+            table: table.clone(),
+            live: live.clone(),
+            removed: context.removed_tenants.clone(),
+            replayed_through,
+        };
+        let done = sinks.attach(out, gateway_warnings, dead_letters);
+        let reports = checkpoint(
+            scope.concatenate(done),
+            positions.clone(),
+            new_tenants.clone(),
+            checkpoint_settings,
+            writer.clone(),
+            sink.clone(),
+            context.sinks_frontier.clone(),
+        );
+        progress(
+            reports,
+            replayed_through,
+            writer.clone(),
+            sink.clone(),
+            context.removed_tenants.clone(),
+        );
+    });
+
+    let park = Duration::from_millis((*epoch_ms / 4).clamp(1, 50));
+    while worker.step_or_park(Some(park)) {
+        context.metrics.record_state(index, &gauges);
+    }
+    tracing::info!(worker = index, "worker finished");
+    Ok(())
+}
+
+/// Where the pipeline's outputs are written: one table sink per output.
+struct Sinks {
+    table: Table,
+    live: Live,
+    removed: RemovedTenants,
+    replayed_through: u64,
+}
+
+impl Sinks {
+    /// Attaches a sink to every output of the pipeline (and to the records that are not
+    /// events); each gives the epochs it has written, for the checkpoint.
+    fn attach<'s>(
+        self,
+        out: Analytics<'s, u64>,
+        gateway_warnings: StreamVec<'s, u64, IngestWarning>,
+        dead_letters: StreamVec<'s, u64, DeadLetter>,
+    ) -> Vec<Stream<'s, u64, Vec<()>>> {
+        let Sinks {
+            table,
+            live,
+            removed,
+            replayed_through,
+        } = self;
         let t = || table.clone();
-        let done = vec![
+        vec![
             attach(
                 insertions(out.arrived)
                     .map(EventUpdate::Arrived)
@@ -352,16 +409,10 @@ pub fn run_worker(
                 replayed_through,
             ),
             attach(
-                {
-                    let removed = context.removed_tenants.clone();
-                    out.active_visitors
-                        .filter(move |(tenant, _)| !removed.contains(tenant))
-                        .inner
-                },
-                LiveCountersSink {
-                    table: t(),
-                    live: live.clone(),
-                },
+                out.active_visitors
+                    .filter(move |(tenant, _)| !removed.contains(tenant))
+                    .inner,
+                LiveCountersSink { table: t(), live },
                 replayed_through,
             ),
             attach(
@@ -369,31 +420,8 @@ pub fn run_worker(
                 DeadLettersSink { table: t() },
                 replayed_through,
             ),
-        ];
-        let reports = checkpoint(
-            scope.concatenate(done),
-            positions.clone(),
-            new_tenants.clone(),
-            checkpoint_settings,
-            writer.clone(),
-            sink.clone(),
-            context.sinks_frontier.clone(),
-        );
-        progress(
-            reports,
-            replayed_through,
-            writer.clone(),
-            sink.clone(),
-            context.removed_tenants.clone(),
-        );
-    });
-
-    let park = Duration::from_millis((*epoch_ms / 4).clamp(1, 50));
-    while worker.step_or_park(Some(park)) {
-        context.metrics.record_state(index, &gauges);
+        ]
     }
-    tracing::info!(worker = index, "worker finished");
-    Ok(())
 }
 
 /// Notes each tenant the first time this worker sees it, for the checkpoint's progress rows.

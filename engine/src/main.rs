@@ -65,9 +65,6 @@ fn main() -> anyhow::Result<()> {
         .thread_name("engine-io")
         .build()
         .context("starting the I/O runtime")?;
-
-    let shutdown = Arc::new(AtomicBool::new(false));
-    let metrics = Arc::new(Metrics::default());
     let metrics_listen = run.metrics_listen.unwrap_or_else(|| {
         let base = config.metrics.listen;
         SocketAddr::new(
@@ -75,56 +72,7 @@ fn main() -> anyhow::Result<()> {
             base.port().saturating_add(run.process_index as u16),
         )
     });
-    let erasure_requests = Requests::default();
-    let sinks_frontier = Arc::new(AtomicU64::new(0));
-    runtime.block_on(async {
-        prepare_with_retry(&config, run.process_index, &shutdown).await?;
-        let listener = tokio::net::TcpListener::bind(metrics_listen)
-            .await
-            .with_context(|| format!("binding the metrics endpoint {metrics_listen}"))?;
-        let router = metrics.clone().router();
-        tokio::spawn(async move {
-            if let Err(error) = axum::serve(listener, router).await {
-                tracing::error!(%error, "metrics endpoint stopped");
-            }
-        });
-        if run.process_index == 0 {
-            tokio::spawn(clickstream_engine::sink::retention::run(
-                config.clickhouse.clone(),
-                config.retention.clone(),
-                metrics.clone(),
-            ));
-            tokio::spawn(clickstream_engine::sink::erasure::run(
-                clickstream_engine::sink::erasure::executor::ExecutorSettings {
-                    clickhouse: config.clickhouse.clone(),
-                    erasure: config.erasure.clone(),
-                    kafka: config.kafka.clone(),
-                    sessions: config.analytics.to_settings(config.epoch_ms).sessions,
-                },
-                erasure_requests.clone(),
-                sinks_frontier.clone(),
-                metrics.clone(),
-            ));
-        }
-        tokio::spawn(clickstream_engine::allocator::trim_libc_heap_periodically());
-        let flag = shutdown.clone();
-        tokio::spawn(async move {
-            wait_for_signal().await;
-            tracing::info!("shutdown requested: finishing the open epochs");
-            flag.store(true, Ordering::Relaxed);
-        });
-        anyhow::Ok(())
-    })?;
-    tracing::info!(
-        process = run.process_index,
-        processes = run.processes,
-        workers_per_process = run.workers_per_process,
-        %metrics_listen,
-        topic = %config.kafka.topic,
-        database = %config.clickhouse.database,
-        "engine starting"
-    );
-
+    let metrics = Arc::new(Metrics::default());
     let live = LiveFeed::start(
         &config.live.redis_url,
         runtime.handle(),
@@ -133,31 +81,25 @@ fn main() -> anyhow::Result<()> {
     let context = EngineContext {
         config,
         runtime: runtime.handle().clone(),
-        shutdown,
+        shutdown: Arc::new(AtomicBool::new(false)),
         metrics,
         live,
-        erasure_requests,
-        sinks_frontier,
+        erasure_requests: Requests::default(),
+        sinks_frontier: Arc::new(AtomicU64::new(0)),
         removed_tenants: Default::default(),
     };
+    runtime.block_on(start_services(&context, run.process_index, metrics_listen))?;
+    tracing::info!(
+        process = run.process_index,
+        processes = run.processes,
+        workers_per_process = run.workers_per_process,
+        %metrics_listen,
+        topic = %context.config.kafka.topic,
+        database = %context.config.clickhouse.database,
+        "engine starting"
+    );
     if let Some(tenant) = &run.remove_tenant {
-        let started = std::time::Instant::now();
-        let row = context
-            .runtime
-            .block_on(clickstream_engine::sink::erasure::remove_tenant(
-                &context.config,
-                tenant,
-            ))
-            .context("removing the tenant")?;
-        println!(
-            "tenant {tenant} removed in {:.1} s (request {}):",
-            started.elapsed().as_secs_f64(),
-            row.request_id
-        );
-        for (table, rows) in row.removed_tables.iter().zip(&row.removed_rows) {
-            println!("  {table}: {rows} rows");
-        }
-        return Ok(());
+        return remove_tenant(&context, tenant);
     }
     if run.accept_new_log {
         let accepted = accept_new_log(&context).context("accepting the new log")?;
@@ -169,6 +111,90 @@ fn main() -> anyhow::Result<()> {
         }
         return Ok(());
     }
+    let result = run_cluster(context, run);
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    result
+}
+
+/// Prepares Kafka and ClickHouse (retrying while they are unavailable), then starts what runs
+/// beside the dataflow on the I/O runtime: the metrics endpoint, on process 0 the retention
+/// and erasure executors, the libc heap trimmer, and the signal handler that asks the workers
+/// to finish their open epochs.
+async fn start_services(
+    context: &EngineContext,
+    process_index: usize,
+    metrics_listen: SocketAddr,
+) -> anyhow::Result<()> {
+    let EngineContext {
+        config,
+        shutdown,
+        metrics,
+        ..
+    } = context;
+    prepare_with_retry(config, process_index, shutdown).await?;
+    let listener = tokio::net::TcpListener::bind(metrics_listen)
+        .await
+        .with_context(|| format!("binding the metrics endpoint {metrics_listen}"))?;
+    let router = metrics.clone().router();
+    tokio::spawn(async move {
+        if let Err(error) = axum::serve(listener, router).await {
+            tracing::error!(%error, "metrics endpoint stopped");
+        }
+    });
+    if process_index == 0 {
+        tokio::spawn(clickstream_engine::sink::retention::run(
+            config.clickhouse.clone(),
+            config.retention.clone(),
+            metrics.clone(),
+        ));
+        tokio::spawn(clickstream_engine::sink::erasure::run(
+            clickstream_engine::sink::erasure::executor::ExecutorSettings {
+                clickhouse: config.clickhouse.clone(),
+                erasure: config.erasure.clone(),
+                kafka: config.kafka.clone(),
+                sessions: config.analytics.to_settings(config.epoch_ms).sessions,
+            },
+            context.erasure_requests.clone(),
+            context.sinks_frontier.clone(),
+            metrics.clone(),
+        ));
+    }
+    tokio::spawn(clickstream_engine::allocator::trim_libc_heap_periodically());
+    let flag = shutdown.clone();
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        tracing::info!("shutdown requested: finishing the open epochs");
+        flag.store(true, Ordering::Relaxed);
+    });
+    Ok(())
+}
+
+/// `engine --remove-tenant`: removes `tenant` through the running engine, waits until it is
+/// done and prints what was removed.
+fn remove_tenant(context: &EngineContext, tenant: &str) -> anyhow::Result<()> {
+    let started = std::time::Instant::now();
+    let row = context
+        .runtime
+        .block_on(clickstream_engine::sink::erasure::remove_tenant(
+            &context.config,
+            tenant,
+        ))
+        .context("removing the tenant")?;
+    println!(
+        "tenant {tenant} removed in {:.1} s (request {}):",
+        started.elapsed().as_secs_f64(),
+        row.request_id
+    );
+    for (table, rows) in row.removed_tables.iter().zip(&row.removed_rows) {
+        println!("  {table}: {rows} rows");
+    }
+    Ok(())
+}
+
+/// Runs this process's workers of the timely cluster until they finish; fails with every
+/// worker's error. The process exits (status 2) if the cluster has not formed within
+/// `connect_timeout_secs`.
+fn run_cluster(context: EngineContext, run: cli::RunArgs) -> anyhow::Result<()> {
     // timely connects the processes inside `execute`, before any worker runs, and waits for
     // every peer without a deadline. The start state is read only once the cluster has
     // formed: read before, a ClickHouse outage kept a process from listening past its peers'
@@ -203,7 +229,6 @@ fn main() -> anyhow::Result<()> {
             Ok(Err(error)) | Err(error) => failures.push(error),
         }
     }
-    runtime.shutdown_timeout(Duration::from_secs(1));
     if failures.is_empty() {
         Ok(())
     } else {

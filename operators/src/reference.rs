@@ -97,8 +97,48 @@ fn visitor(event: &Event) -> &str {
 /// Computes the final results for `log` (in any order) and operator `unlinks`.
 pub fn analyze(log: &[Decoded], unlinks: &[Unlink], settings: &AnalyticsSettings) -> Results {
     let mut results = Results::default();
-
     // 1. One event per message id: the one first in its partition's log.
+    let first = first_occurrences(log);
+    // 2. Placeholder ids removed; an event left without an id gets one of its own.
+    let all = without_placeholders(first, settings, &mut results.warnings);
+    // 3. Persons, from every event (late ones too: identity claims always apply).
+    let mut graph = IdentityGraph::build(&all, unlinks, settings);
+    results.identities = graph.identities();
+    // 4. Late events are stored and nothing else; the others go to their person's sessions.
+    let lateness_ms = settings.sessions.retention.lateness_ms;
+    let mut by_person: HashMap<Person, Vec<SharedEvent>> = HashMap::new();
+    for event in all {
+        if event.received_at_ms - event.timestamp_ms > lateness_ms {
+            results.late.insert(event.message_id.clone());
+            continue;
+        }
+        by_person
+            .entry(graph.person(&attribution_node(&event)))
+            .or_default()
+            .push(event);
+    }
+    let mut derived: Vec<Derived> = Vec::new();
+    for (person, events) in &mut by_person {
+        let sessions = sessionize(person, events, settings, &mut derived);
+        results.sessions.extend(sessions);
+    }
+    let with_person = || derived.iter().map(|(e, _, person)| (&**e, person.as_str()));
+    results.aggregates = aggregates(with_person(), &results.sessions);
+    results.visitor_hours = visitor_hours(with_person());
+    results.events = derived
+        .iter()
+        .map(|(event, session_id, person_id)| Outcome {
+            tenant: event.tenant.clone(),
+            message_id: event.message_id.clone(),
+            session_id: session_id.clone(),
+            person_id: person_id.clone(),
+        })
+        .collect();
+    results
+}
+
+/// The first occurrence of each (tenant, message id): lowest (partition, offset).
+fn first_occurrences(log: &[Decoded]) -> HashMap<(&str, &str), &Decoded> {
     let mut first: HashMap<(&str, &str), &Decoded> = HashMap::new();
     for decoded in log {
         let key = (
@@ -110,8 +150,16 @@ pub fn analyze(log: &[Decoded], unlinks: &[Unlink], settings: &AnalyticsSettings
             *kept = decoded;
         }
     }
+    first
+}
 
-    // 2. Placeholder ids removed; an event left without an id gets one of its own.
+/// The events with their placeholder ids removed (one warning each); an event left without
+/// any id is given one of its own.
+fn without_placeholders(
+    first: HashMap<(&str, &str), &Decoded>,
+    settings: &AnalyticsSettings,
+    warnings: &mut BTreeSet<IdWarning>,
+) -> Vec<SharedEvent> {
     let placeholders: HashSet<&str> = settings.identity.placeholders.listed().collect();
     let is_placeholder = |id: &str| {
         let id = id.trim();
@@ -137,7 +185,7 @@ pub fn analyze(log: &[Decoded], unlinks: &[Unlink], settings: &AnalyticsSettings
             event.anonymous_id = format!("unidentified:{}", event.message_id);
         }
         for (field, id) in removed {
-            results.warnings.insert(IdWarning {
+            warnings.insert(IdWarning {
                 tenant: event.tenant.clone(),
                 message_id: event.message_id.clone(),
                 time_ms: event.timestamp_ms,
@@ -148,55 +196,96 @@ pub fn analyze(log: &[Decoded], unlinks: &[Unlink], settings: &AnalyticsSettings
         }
         all.push(Arc::new(event));
     }
+    all
+}
 
-    // 3. Persons, from every event (late ones too: identity claims always apply).
-    let mut graph = IdentityGraph::build(&all, unlinks, settings);
-    results.identities = graph.identities();
+/// The node an event is attributed through: its user id when it has one, else its anonymous
+/// id (Segment's model).
+fn attribution_node(event: &Event) -> Node {
+    let tenant = ArcStr::from(event.tenant.as_str());
+    if event.user_id.is_empty() {
+        Node::new(
+            &tenant,
+            IdKind::Anonymous,
+            event.anonymous_id.as_str().into(),
+        )
+    } else {
+        Node::new(&tenant, IdKind::User, event.user_id.as_str().into())
+    }
+}
 
-    // 4. Late events are stored and nothing else; the others go to their person's sessions.
-    let lateness_ms = settings.sessions.retention.lateness_ms;
-    let mut by_person: HashMap<Person, Vec<SharedEvent>> = HashMap::new();
-    for event in all {
-        if event.received_at_ms - event.timestamp_ms > lateness_ms {
-            results.late.insert(event.message_id.clone());
-            continue;
-        }
-        let node = if event.user_id.is_empty() {
-            Node::new(
-                &ArcStr::from(event.tenant.as_str()),
-                IdKind::Anonymous,
-                event.anonymous_id.as_str().into(),
-            )
-        } else {
-            Node::new(
-                &ArcStr::from(event.tenant.as_str()),
-                IdKind::User,
-                event.user_id.as_str().into(),
-            )
-        };
-        by_person
-            .entry(graph.person(&node))
-            .or_default()
-            .push(event);
-    }
-    let mut derived: Vec<Derived> = Vec::new();
-    for (person, events) in &mut by_person {
-        let sessions = sessionize(person, events, settings, &mut derived);
-        results.sessions.extend(sessions);
-    }
-    let with_person = || derived.iter().map(|(e, _, person)| (&**e, person.as_str()));
-    results.aggregates = aggregates(with_person(), &results.sessions);
-    results.visitor_hours = visitor_hours(with_person());
-    results.events = derived
+/// Every link the identity rules make of the events, less the unmerged ones: each anonymous
+/// id's first identify claim (every claim for tenants that allow identify merges), and every
+/// alias, whose previous id is a user id when any event carries it as one.
+fn links(
+    events: &[SharedEvent],
+    unlinks: &[Unlink],
+    settings: &AnalyticsSettings,
+) -> BTreeSet<(Node, Node)> {
+    // Every user id any event carries is a known user id of its tenant.
+    let known: HashSet<(&str, &str)> = events
         .iter()
-        .map(|(event, session_id, person_id)| Outcome {
-            tenant: event.tenant.clone(),
-            message_id: event.message_id.clone(),
-            session_id: session_id.clone(),
-            person_id: person_id.clone(),
-        })
+        .filter(|e| !e.user_id.is_empty())
+        .map(|e| (e.tenant.as_str(), e.user_id.as_str()))
         .collect();
-    results
+    // (tenant, anonymous id) -> the earliest claim (time, message id, user id) on it.
+    let mut first_claim: HashMap<(&str, &str), (i64, &str, &str)> = HashMap::new();
+    // (tenant, from id, kind of from id, user id)
+    let mut links: BTreeSet<(String, String, IdKind, String)> = BTreeSet::new();
+    for e in events {
+        if !e.anonymous_id.is_empty() && !e.user_id.is_empty() {
+            if settings.identity.allow_identify_merge.contains(&e.tenant) {
+                links.insert((
+                    e.tenant.clone(),
+                    e.anonymous_id.clone(),
+                    IdKind::Anonymous,
+                    e.user_id.clone(),
+                ));
+            } else {
+                let claim = (e.timestamp_ms, e.message_id.as_str(), e.user_id.as_str());
+                let slot = first_claim
+                    .entry((&e.tenant, &e.anonymous_id))
+                    .or_insert(claim);
+                if claim < *slot {
+                    *slot = claim;
+                }
+            }
+        }
+        if e.kind == EventKind::Alias && !e.previous_id.is_empty() && !e.user_id.is_empty() {
+            let kind = if known.contains(&(e.tenant.as_str(), e.previous_id.as_str())) {
+                IdKind::User
+            } else {
+                IdKind::Anonymous
+            };
+            links.insert((
+                e.tenant.clone(),
+                e.previous_id.clone(),
+                kind,
+                e.user_id.clone(),
+            ));
+        }
+    }
+    for ((tenant, anonymous_id), (_, _, user_id)) in first_claim {
+        links.insert((
+            tenant.to_owned(),
+            anonymous_id.to_owned(),
+            IdKind::Anonymous,
+            user_id.to_owned(),
+        ));
+    }
+    links.retain(|(tenant, from, _, user)| {
+        !unlinks
+            .iter()
+            .any(|u| (&u.tenant, &u.from_id, &u.user_id) == (tenant, from, user))
+    });
+    links
+        .into_iter()
+        .map(|(tenant, from, kind, user)| {
+            let a = Node::new(&ArcStr::from(tenant.as_str()), kind, from.into());
+            let b = Node::new(&ArcStr::from(tenant), IdKind::User, user.into());
+            (a, b)
+        })
+        .collect()
 }
 
 /// The identity rules over a whole log: links, then components by union-find.
@@ -207,70 +296,7 @@ struct IdentityGraph {
 
 impl IdentityGraph {
     fn build(events: &[SharedEvent], unlinks: &[Unlink], settings: &AnalyticsSettings) -> Self {
-        // Every user id any event carries is a known user id of its tenant.
-        let known: HashSet<(&str, &str)> = events
-            .iter()
-            .filter(|e| !e.user_id.is_empty())
-            .map(|e| (e.tenant.as_str(), e.user_id.as_str()))
-            .collect();
-        // (tenant, anonymous id) -> the earliest claim (time, message id, user id) on it.
-        let mut first_claim: HashMap<(&str, &str), (i64, &str, &str)> = HashMap::new();
-        // (tenant, from id, kind of from id, user id)
-        let mut links: BTreeSet<(String, String, IdKind, String)> = BTreeSet::new();
-        for e in events {
-            if !e.anonymous_id.is_empty() && !e.user_id.is_empty() {
-                if settings.identity.allow_identify_merge.contains(&e.tenant) {
-                    links.insert((
-                        e.tenant.clone(),
-                        e.anonymous_id.clone(),
-                        IdKind::Anonymous,
-                        e.user_id.clone(),
-                    ));
-                } else {
-                    let claim = (e.timestamp_ms, e.message_id.as_str(), e.user_id.as_str());
-                    let slot = first_claim
-                        .entry((&e.tenant, &e.anonymous_id))
-                        .or_insert(claim);
-                    if claim < *slot {
-                        *slot = claim;
-                    }
-                }
-            }
-            if e.kind == EventKind::Alias && !e.previous_id.is_empty() && !e.user_id.is_empty() {
-                let kind = if known.contains(&(e.tenant.as_str(), e.previous_id.as_str())) {
-                    IdKind::User
-                } else {
-                    IdKind::Anonymous
-                };
-                links.insert((
-                    e.tenant.clone(),
-                    e.previous_id.clone(),
-                    kind,
-                    e.user_id.clone(),
-                ));
-            }
-        }
-        for ((tenant, anonymous_id), (_, _, user_id)) in first_claim {
-            links.insert((
-                tenant.to_owned(),
-                anonymous_id.to_owned(),
-                IdKind::Anonymous,
-                user_id.to_owned(),
-            ));
-        }
-        links.retain(|(tenant, from, _, user)| {
-            !unlinks
-                .iter()
-                .any(|u| (&u.tenant, &u.from_id, &u.user_id) == (tenant, from, user))
-        });
-        let links: BTreeSet<(Node, Node)> = links
-            .into_iter()
-            .map(|(tenant, from, kind, user)| {
-                let a = Node::new(&ArcStr::from(tenant.as_str()), kind, from.into());
-                let b = Node::new(&ArcStr::from(tenant), IdKind::User, user.into());
-                (a, b)
-            })
-            .collect();
+        let links = links(events, unlinks, settings);
         let mut graph = IdentityGraph {
             links: BTreeSet::new(),
             parent: HashMap::new(),

@@ -18,6 +18,7 @@ use rdkafka::error::KafkaError;
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
 use schemas::SourceRecord;
+use timely::dataflow::operators::Capability;
 use timely::dataflow::operators::generic::operator::source;
 use timely::dataflow::{Scope, StreamVec};
 
@@ -779,88 +780,33 @@ pub fn kafka_source<'s>(
             }
             let live_epoch =
                 epoch_of(crate::now_ms(), settings.epoch_ms).max(settings.first_live_epoch);
-            let mut read = 0;
-            let (pending, pending_bytes) = positions
-                .borrow()
-                .values()
-                .fold((0, 0), |(records, bytes), epoch| {
-                    (records + epoch.records, bytes + epoch.bytes)
-                });
-            metrics.pending_records.set(pending as i64);
-            metrics.pending_bytes.set(pending_bytes as i64);
-            let over_bound = settings.over_pending_bound(pending, pending_bytes);
-            if let Err(error) = reader.throttle(over_bound) {
-                metrics.source_errors.inc();
-                tracing::warn!(worker = reader.worker, error = %error, "cannot pause or resume partitions; will retry");
-            }
-            // Over the bound a live epoch closes with the clock, so the source may wait; a
-            // replayed one closes only once read, so it reads on, but only while nothing it
-            // holds waits for others (a slower worker, the sinks) to be checkpointed: what
-            // waits for others drains without it.
-            let waits_for_others = positions
-                .borrow()
-                .keys()
-                .next()
-                .is_some_and(|oldest| oldest < cap.time());
-            if !over_bound || (reader.replaying() && !waits_for_others) {
-                read = reader.poll(settings.max_poll_records, &mut buffer, &metrics);
-            }
+            let read = poll_within_bounds(
+                &mut reader,
+                &settings,
+                &positions,
+                *cap.time(),
+                &mut buffer,
+                &metrics,
+            );
             if let Some(mismatches) = reader.changed_mismatches() {
                 log_stall.note(&planner.guard, mismatches);
             }
             log_stall.give_up_when_due(&planner.guard);
             if !buffer.is_empty() {
-                let mut by_epoch: BTreeMap<u64, Vec<SourceRecord>> = BTreeMap::new();
-                let mut positions = positions.borrow_mut();
-                for record in buffer.drain(..) {
-                    let planned = reader.planned_epoch(record.partition, record.offset);
-                    if let Some(planned) = planned.filter(|planned| planned < cap.time()) {
-                        // Cannot happen while the capability follows the oldest planned epoch;
-                        // if it did, the replay would put the record in another epoch than the
-                        // crashed run did, and its rows could be counted twice: stop rather
-                        // than break exactly-once.
-                        stop(
-                            "replaying the log",
-                            &ReplayError::PastPlannedEpoch {
-                                partition: record.partition,
-                                offset: record.offset,
-                                planned,
-                                current: *cap.time(),
-                            },
-                        );
-                    }
-                    let epoch = planned.unwrap_or(live_epoch).max(*cap.time());
-                    let entry = positions.entry(epoch).or_default();
-                    entry.records += 1;
-                    entry.bytes += record.payload.len();
-                    let next = entry.next_offsets.entry(record.partition).or_default();
-                    if record.offset + 1 > *next {
-                        *next = record.offset + 1;
-                        entry
-                            .marks
-                            .insert(record.partition, fingerprint(&record.payload));
-                    }
-                    by_epoch.entry(epoch).or_default().push(record);
-                }
+                let by_epoch = assign_epochs(
+                    &mut reader,
+                    &mut positions.borrow_mut(),
+                    buffer.drain(..),
+                    live_epoch,
+                    *cap.time(),
+                );
                 for (epoch, records) in by_epoch {
                     output
                         .session(&cap.delayed(&epoch))
                         .give_iterator(records.into_iter());
                 }
             }
-            let target = reader
-                .earliest_planned_epoch()
-                .map_or(live_epoch, |planned| planned.min(live_epoch));
-            if target > *cap.time() && reader.assignment_known {
-                let closing = *cap.time()..target;
-                let mut positions = positions.borrow_mut();
-                planner.plan(&positions, closing.clone(), settings.first_live_epoch);
-                if closing.end > settings.first_live_epoch {
-                    positions.entry(closing.end - 1).or_default().received_until =
-                        reader.received_until();
-                }
-                cap.downgrade(&target);
-            }
+            close_epochs(cap, &reader, &planner, &positions, &settings, live_epoch);
             if read == settings.max_poll_records {
                 activator.activate();
             } else {
@@ -869,6 +815,112 @@ pub fn kafka_source<'s>(
             }
         }
     })
+}
+
+/// Reads up to `max_poll_records` into `buffer`, unless the records read but not yet
+/// checkpointed are over the pending bounds; returns how many were read. Over the bound a
+/// live epoch closes with the clock, so the source may wait; a replayed one closes only once
+/// read, so it reads on, but only while nothing it holds waits for others (a slower worker,
+/// the sinks) to be checkpointed: what waits for others drains without it.
+fn poll_within_bounds(
+    reader: &mut PartitionReader,
+    settings: &SourceSettings,
+    positions: &PositionsByEpoch,
+    current_epoch: u64,
+    buffer: &mut Vec<SourceRecord>,
+    metrics: &Metrics,
+) -> usize {
+    let (pending, pending_bytes, waits_for_others) = {
+        let positions = positions.borrow();
+        let (records, bytes) = positions.values().fold((0, 0), |(records, bytes), epoch| {
+            (records + epoch.records, bytes + epoch.bytes)
+        });
+        let waits = positions
+            .keys()
+            .next()
+            .is_some_and(|oldest| *oldest < current_epoch);
+        (records, bytes, waits)
+    };
+    metrics.pending_records.set(pending as i64);
+    metrics.pending_bytes.set(pending_bytes as i64);
+    let over_bound = settings.over_pending_bound(pending, pending_bytes);
+    if let Err(error) = reader.throttle(over_bound) {
+        metrics.source_errors.inc();
+        tracing::warn!(worker = reader.worker, error = %error, "cannot pause or resume partitions; will retry");
+    }
+    let replay_reads_on = reader.replaying() && !waits_for_others;
+    if over_bound && !replay_reads_on {
+        return 0;
+    }
+    reader.poll(settings.max_poll_records, buffer, metrics)
+}
+
+/// Gives each record read its epoch: the one an earlier run planned for it while replaying,
+/// else `live_epoch`, never before the source's `current_epoch`; counts it in its epoch's
+/// positions. Stops the engine (rather than break exactly-once) if a replayed record's planned
+/// epoch has already closed: its rows could then be counted twice.
+fn assign_epochs(
+    reader: &mut PartitionReader,
+    positions: &mut BTreeMap<u64, EpochPositions>,
+    records: impl Iterator<Item = SourceRecord>,
+    live_epoch: u64,
+    current_epoch: u64,
+) -> BTreeMap<u64, Vec<SourceRecord>> {
+    let mut by_epoch: BTreeMap<u64, Vec<SourceRecord>> = BTreeMap::new();
+    for record in records {
+        let planned = reader.planned_epoch(record.partition, record.offset);
+        if let Some(planned) = planned.filter(|planned| *planned < current_epoch) {
+            // Cannot happen while the capability follows the oldest planned epoch.
+            stop(
+                "replaying the log",
+                &ReplayError::PastPlannedEpoch {
+                    partition: record.partition,
+                    offset: record.offset,
+                    planned,
+                    current: current_epoch,
+                },
+            );
+        }
+        let epoch = planned.unwrap_or(live_epoch).max(current_epoch);
+        let entry = positions.entry(epoch).or_default();
+        entry.records += 1;
+        entry.bytes += record.payload.len();
+        let next = entry.next_offsets.entry(record.partition).or_default();
+        if record.offset + 1 > *next {
+            *next = record.offset + 1;
+            entry
+                .marks
+                .insert(record.partition, fingerprint(&record.payload));
+        }
+        by_epoch.entry(epoch).or_default().push(record);
+    }
+    by_epoch
+}
+
+/// Moves the capability to the oldest epoch still to be replayed, else to the clock's
+/// `live_epoch`, once the partitions are known; the epochs it passes are planned (made
+/// durable) first, and the last live one records how far each partition was received.
+fn close_epochs(
+    cap: &mut Capability<u64>,
+    reader: &PartitionReader,
+    planner: &Planner,
+    positions: &PositionsByEpoch,
+    settings: &SourceSettings,
+    live_epoch: u64,
+) {
+    let target = reader
+        .earliest_planned_epoch()
+        .map_or(live_epoch, |planned| planned.min(live_epoch));
+    if target <= *cap.time() || !reader.assignment_known {
+        return;
+    }
+    let closing = *cap.time()..target;
+    let mut positions = positions.borrow_mut();
+    planner.plan(&positions, closing.clone(), settings.first_live_epoch);
+    if closing.end > settings.first_live_epoch {
+        positions.entry(closing.end - 1).or_default().received_until = reader.received_until();
+    }
+    cap.downgrade(&target);
 }
 
 #[cfg(test)]
