@@ -12,10 +12,12 @@ use operators::{
 };
 use schemas::erasure::ErasureLog;
 use schemas::{ControlMessage, IngestWarning};
+use timely::dataflow::operators::Probe;
 use timely::dataflow::operators::vec::Broadcast;
+use timely::dataflow::operators::vec::Input;
 use timely::dataflow::operators::vec::ToStream;
 use timely::dataflow::operators::{Concatenate, Inspect, OkErr};
-use timely::dataflow::{Stream, StreamVec};
+use timely::dataflow::{InputHandleVec, ProbeHandle, Stream, StreamVec};
 use timely::worker::Worker;
 
 use crate::clickhouse::io::IoRuntime;
@@ -35,7 +37,7 @@ use crate::sink::tables::live_counters::LiveCountersSink;
 use crate::sink::tables::sessions::SessionsSink;
 use crate::sink::tables::visitor_hours::VisitorHoursSink;
 use crate::sink::tables::warnings::{GatewayWarningsSink, WarningsSink};
-use crate::sink::tables::{Live, Table, attach};
+use crate::sink::tables::{Live, Table, Writers, attach};
 use crate::source::control::{
     ControlSettings, StartErasures, control_consumer, control_source, read_erasures,
 };
@@ -63,6 +65,8 @@ pub struct EngineContext {
     /// Tenants removed (`engine --remove-tenant`), as this process has read: their live
     /// counters and progress rows are no longer written.
     pub removed_tenants: RemovedTenants,
+    /// Workers per process (`-w`): which workers write the tables (see [`Writers`]).
+    pub workers_per_process: usize,
 }
 
 /// Why a worker stopped with an error.
@@ -180,6 +184,26 @@ fn log_guard(context: &EngineContext, writer: &ClickHouseWriter) -> LogGuard {
         writer: writer.clone(),
         sink: sink_runtime(context),
         timeout: Duration::from_secs(context.config.kafka.log_loss_timeout_secs),
+    }
+}
+
+/// Returns once every worker of the cluster has called it: a dataflow of one empty input per
+/// worker, whose frontier passes 1 only when every worker has advanced its input. Each process
+/// reads its start state (checkpoints, epoch plans) once the cluster has formed, each at its
+/// own pace; a worker that built the pipeline before a slower process had read would write
+/// epoch plans that process then read as an earlier run's (2026-12-07: its first live epoch
+/// moved past the epochs it was about to read, and their events were not published live).
+/// Every worker calls it between reading the start state and building the pipeline, in the
+/// same order (timely matches dataflows by the order they are built in).
+pub fn wait_for_every_worker(worker: &mut Worker) {
+    let mut input = InputHandleVec::<u64, ()>::new();
+    let probe = ProbeHandle::new();
+    worker.dataflow::<u64, _, _>(|scope| {
+        scope.input_from(&mut input).probe_with(&probe);
+    });
+    input.advance_to(1);
+    while probe.less_than(input.time()) {
+        worker.step();
     }
 }
 
@@ -311,6 +335,10 @@ pub fn run_worker(
             table: table.clone(),
             live: live.clone(),
             removed: context.removed_tenants.clone(),
+            writers: Writers {
+                peers,
+                per_process: context.workers_per_process,
+            },
             replayed_through,
         };
         let done = sinks.attach(out, gateway_warnings, dead_letters);
@@ -345,6 +373,7 @@ struct Sinks {
     table: Table,
     live: Live,
     removed: RemovedTenants,
+    writers: Writers,
     replayed_through: u64,
 }
 
@@ -361,9 +390,14 @@ impl Sinks {
             table,
             live,
             removed,
+            writers,
             replayed_through,
         } = self;
         let t = || table.clone();
+        // Each table's slot among a process's workers: the heaviest (events, sessions, the
+        // rollups) on different workers.
+        let mut slots = 0..;
+        let mut slot = || (writers, slots.next().unwrap_or_default());
         vec![
             attach(
                 insertions(out.arrived)
@@ -374,38 +408,37 @@ impl Sinks {
                     table: t(),
                     live: live.clone(),
                 },
-                replayed_through,
-            ),
-            attach(out.late, LateEventsSink { table: t() }, replayed_through),
-            attach(out.warnings, WarningsSink { table: t() }, replayed_through),
-            attach(
-                gateway_warnings,
-                GatewayWarningsSink { table: t() },
+                slot(),
                 replayed_through,
             ),
             attach(
                 out.sessions.inner,
                 SessionsSink { table: t() },
-                replayed_through,
-            ),
-            attach(
-                out.identities.inner,
-                IdentitiesSink { table: t() },
-                replayed_through,
-            ),
-            attach(
-                out.claims.inner,
-                ClaimsSink { table: t() },
+                slot(),
                 replayed_through,
             ),
             attach(
                 out.aggregates.inner,
                 AggregatesSink { table: t() },
+                slot(),
                 replayed_through,
             ),
             attach(
                 out.visitor_hours.inner,
                 VisitorHoursSink { table: t() },
+                slot(),
+                replayed_through,
+            ),
+            attach(
+                out.identities.inner,
+                IdentitiesSink { table: t() },
+                slot(),
+                replayed_through,
+            ),
+            attach(
+                out.claims.inner,
+                ClaimsSink { table: t() },
+                slot(),
                 replayed_through,
             ),
             attach(
@@ -413,11 +446,31 @@ impl Sinks {
                     .filter(move |(tenant, _)| !removed.contains(tenant))
                     .inner,
                 LiveCountersSink { table: t(), live },
+                slot(),
+                replayed_through,
+            ),
+            attach(
+                out.late,
+                LateEventsSink { table: t() },
+                slot(),
+                replayed_through,
+            ),
+            attach(
+                out.warnings,
+                WarningsSink { table: t() },
+                slot(),
+                replayed_through,
+            ),
+            attach(
+                gateway_warnings,
+                GatewayWarningsSink { table: t() },
+                slot(),
                 replayed_through,
             ),
             attach(
                 dead_letters,
                 DeadLettersSink { table: t() },
+                slot(),
                 replayed_through,
             ),
         ]

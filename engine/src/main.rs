@@ -12,6 +12,7 @@ use clickstream_engine::clickhouse::{SinkError, ensure_schema, schema_ready};
 use clickstream_engine::config::EngineConfig;
 use clickstream_engine::dataflow::{
     EngineContext, StartState, WorkerError, accept_new_log, load_start_state, run_worker,
+    wait_for_every_worker,
 };
 use clickstream_engine::metrics::Metrics;
 use clickstream_engine::retry::{Backoff, Chain};
@@ -87,6 +88,7 @@ fn main() -> anyhow::Result<()> {
         erasure_requests: Requests::default(),
         sinks_frontier: Arc::new(AtomicU64::new(0)),
         removed_tenants: Default::default(),
+        workers_per_process: run.workers_per_process,
     };
     runtime.block_on(start_services(&context, run.process_index, metrics_listen))?;
     tracing::info!(
@@ -219,6 +221,8 @@ fn run_cluster(context: EngineContext, run: cli::RunArgs) -> anyhow::Result<()> 
         let start = start
             .read(&context, process_index)
             .map_err(|error| format!("reading the last checkpoint: {}", Chain(&error)))?;
+        // Nothing is written until every process has read the state it starts from.
+        wait_for_every_worker(worker);
         run_worker(worker, &context, &start).map_err(|error| Chain(&error).to_string())
     })
     .map_err(|error| anyhow!("starting timely: {error}"))?;

@@ -32,8 +32,8 @@ pub trait TableSink: 'static {
     type Record: ExchangeData + Clone + EpochOf;
     /// The operator's name in timely's logs.
     const NAME: &'static str;
-    /// Which worker writes a record (hashed with [`operators::route`]): by the table's key,
-    /// so the writes of every table are spread over all workers.
+    /// The hash of the record's key in the table (with [`operators::route`]): every record
+    /// of a key meets one writer (see [`Writers`]), which consolidates them.
     fn route(record: &Self::Record) -> u64;
     /// Turns the records of the completed epochs up to `epoch` into rows, and returns the
     /// write that makes them durable (see [`IoRuntime::retry`]).
@@ -72,18 +72,47 @@ plain_records!(
     schemas::IngestWarning
 );
 
-/// Connects `sink` to `stream`. Records of epochs up to `replayed_through` are dropped: an
-/// earlier run wrote them. The returned stream's frontier passes an epoch once the sink has
-/// written it on every worker.
+/// Which workers write a table: one per process. ClickHouse makes a part of every insert
+/// and merges the parts in the background, so inserts cost by their number more than by
+/// their rows (its documentation asks for few, large inserts): a table written by every
+/// worker took one insert per worker and epoch, 24 a table every 500 ms on `-w 8 -n 3`, and
+/// on the 2-core machine of `bench memory` (`-w 2`) ClickHouse's merges took more CPU than
+/// the engine and the broker together. The process is chosen by the record's key, so the
+/// records of a key still meet one writer; within it, a table's slot spreads the tables over
+/// the process's workers.
+#[derive(Debug, Clone, Copy)]
+pub struct Writers {
+    /// Workers in the cluster.
+    pub peers: usize,
+    /// Workers per process: timely numbers process `p`'s workers from `p * per_process`.
+    pub per_process: usize,
+}
+
+impl Writers {
+    /// The worker that writes a record whose key hashes to `key_hash`, in the table of
+    /// `slot`.
+    pub fn worker(&self, key_hash: u64, slot: usize) -> u64 {
+        let per_process = self.per_process.clamp(1, self.peers.max(1));
+        let processes = (self.peers / per_process).max(1) as u64;
+        let process = key_hash % processes;
+        process * per_process as u64 + (slot % per_process) as u64
+    }
+}
+
+/// Connects `sink` to `stream`, its records written by the workers `writers` gives the
+/// table of `slot`. Records of epochs up to `replayed_through` are dropped: an earlier run
+/// wrote them. The returned stream's frontier passes an epoch once the sink has written it
+/// on every worker.
 pub fn attach<'s, S: TableSink>(
     stream: StreamVec<'s, u64, S::Record>,
     mut sink: S,
+    (writers, slot): (Writers, usize),
     replayed_through: u64,
 ) -> Stream<'s, u64, Vec<()>> {
     let runtime = sink.table().runtime.runtime.clone();
     epoch_sink(
         stream,
-        Exchange::new(S::route),
+        Exchange::new(move |record: &S::Record| writers.worker(S::route(record), slot)),
         S::NAME,
         <S::Record as EpochOf>::epoch_of,
         replayed_through,
@@ -145,5 +174,43 @@ impl Live {
             self.feed
                 .publish(make(epoch.saturating_mul(self.epoch_ms) as i64));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeSet;
+
+    /// On `-w 8 -n 3` a table is written by one worker of each process, the same one for
+    /// every key of a process, and the tables' slots spread over a process's workers.
+    #[test]
+    fn a_table_is_written_by_one_worker_per_process() {
+        let writers = Writers {
+            peers: 24,
+            per_process: 8,
+        };
+        for slot in 0..11 {
+            let chosen: BTreeSet<u64> = (0..1000u64)
+                .map(|key| writers.worker(operators::route(&key), slot))
+                .collect();
+            let expected: BTreeSet<u64> = (0..3)
+                .map(|process| process * 8 + (slot % 8) as u64)
+                .collect();
+            assert_eq!(chosen, expected, "slot {slot}");
+        }
+        let one_process = Writers {
+            peers: 2,
+            per_process: 2,
+        };
+        assert_eq!(one_process.worker(12345, 0), 0);
+        assert_eq!(one_process.worker(12345, 1), 1);
+        assert_eq!(one_process.worker(12345, 2), 0);
+        // A layout it cannot be (more workers per process than peers) still names a worker.
+        let odd = Writers {
+            peers: 1,
+            per_process: 4,
+        };
+        assert!((0..5).all(|slot| odd.worker(99, slot) == 0));
     }
 }
