@@ -50,20 +50,10 @@ impl Stack {
         else {
             bail!("deploy/lib.sh printed no server addresses: {text}");
         };
-        let status = Command::new("cargo")
-            .args(["build", "--release", "--quiet"])
-            .args([
-                "-p",
-                "clickstream-engine",
-                "-p",
-                "clickstream-ingest-gateway",
-            ])
-            .args(["-p", "clickstream-query-gateway"])
-            .current_dir(root)
-            .status()
-            .context("cargo build")?;
-        if !status.success() {
-            bail!("building the release binaries failed");
+        // An A/B of two engines copies one over `target/release/engine`: building would
+        // replace it with the source's.
+        if std::env::var_os("CLICKSTREAM_BENCH_PREBUILT").is_none() {
+            build_release(root)?;
         }
         Ok(Stack {
             root: root.to_owned(),
@@ -378,4 +368,24 @@ pub fn rss_bytes(pid: u32) -> anyhow::Result<u64> {
         .context("statm has no resident field")?
         .parse()?;
     Ok(pages * 4096)
+}
+
+/// Builds the release binaries the stack runs (the engine and both gateways).
+fn build_release(root: &Path) -> anyhow::Result<()> {
+    let status = Command::new("cargo")
+        .args(["build", "--release", "--quiet"])
+        .args([
+            "-p",
+            "clickstream-engine",
+            "-p",
+            "clickstream-ingest-gateway",
+        ])
+        .args(["-p", "clickstream-query-gateway"])
+        .current_dir(root)
+        .status()
+        .context("cargo build")?;
+    if !status.success() {
+        bail!("building the release binaries failed");
+    }
+    Ok(())
 }
