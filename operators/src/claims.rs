@@ -685,6 +685,17 @@ mod tests {
         );
     }
 
+    /// The control record of an erasure of `id` of `tenant`, hashed with `salt`.
+    fn erasure(salt: &str, tenant: &str, id: &str) -> ControlRecord {
+        ControlRecord(ControlMessage::Erase {
+            request_id: "r".into(),
+            id_hashes: vec![schemas::erasure::id_hash(salt, tenant, id)],
+            tenant: tenant.into(),
+            requested_at_ms: 10,
+            salt_check: schemas::erasure::salt_check(salt),
+        })
+    }
+
     /// An erasure retracts the held claims naming an erased id, and a claim naming it that
     /// arrives later is refused (here directly: in the pipeline, `erase` drops its event
     /// first).
@@ -723,13 +734,7 @@ mod tests {
                     .inner
                     .clone()
                     .flat_map(|(input, _, _)| match input {
-                        In::Erase(id) => Some(ControlRecord(ControlMessage::Erase {
-                            request_id: "r".into(),
-                            id_hashes: vec![schemas::erasure::id_hash(SALT, "t", &id)],
-                            tenant: "t".into(),
-                            requested_at_ms: 10,
-                            salt_check: schemas::erasure::salt_check(SALT),
-                        })),
+                        In::Erase(id) => Some(erasure(SALT, "t", &id)),
                         In::Claim(..) => None,
                     })
                     .broadcast();
@@ -841,13 +846,7 @@ mod tests {
                         .inner
                         .clone()
                         .flat_map(|(input, _, _)| match input {
-                            In::Erase(tenant, id) => Some(ControlRecord(ControlMessage::Erase {
-                                request_id: "r".into(),
-                                id_hashes: vec![schemas::erasure::id_hash(SALT, &tenant, &id)],
-                                tenant,
-                                requested_at_ms: 10,
-                                salt_check: schemas::erasure::salt_check(SALT),
-                            })),
+                            In::Erase(tenant, id) => Some(erasure(SALT, &tenant, &id)),
                             In::Claim(..) => None,
                         })
                         .broadcast();
